@@ -33,8 +33,7 @@ static double now(void)
 
 // Notes a capacity change: the policy copies the live elements; a new address means the
 // allocator really moved them.
-static void observe(struct result *r, const tw_vec *v, size_t cap0, const void *data0,
-                    size_t len0)
+static void observe(struct result *r, const tw_vec *v, size_t cap0, const void *data0, size_t len0)
 {
     if (v->cap == cap0)
         return;
@@ -105,18 +104,20 @@ int main(int argc, char **argv)
     static const struct tw_vec_policy plus8 = { .grow_add = 8, .min_cap = 1 };
     static const struct tw_vec_policy x15 = { .grow_num = 3, .grow_den = 2, .min_cap = 1 };
     static const struct tw_vec_policy x2 = { .grow_num = 2, .grow_den = 1, .min_cap = 1 };
-    static const struct tw_vec_policy half = { .grow_num = 2, .grow_den = 1, .shrink_div = 2,
-                                               .min_cap = 8 };
-    static const struct tw_vec_policy quarter = { .grow_num = 2, .grow_den = 1,
-                                                  .shrink_div = 4, .min_cap = 8 };
+    static const struct tw_vec_policy half = {
+        .grow_num = 2, .grow_den = 1, .shrink_div = 2, .min_cap = 8
+    };
+    static const struct tw_vec_policy quarter = {
+        .grow_num = 2, .grow_den = 1, .shrink_div = 4, .min_cap = 8
+    };
     const struct {
         const char *name;
         const struct tw_vec_policy *p;
     } grow[] = { { "+1", &plus1 }, { "+8", &plus8 }, { "x1.5", &x15 }, { "x2", &x2 } };
 
     printf("vec_growth: %zu appends of 8-byte elements\n", n);
-    printf("%-6s %10s %16s %12s %10s %14s %14s\n", "growth", "reallocs", "copies",
-           "copies/elem", "moves", "quiet heap ms", "busy heap ms");
+    printf("%-6s %10s %16s %12s %10s %14s %14s\n", "growth", "reallocs", "copies", "copies/elem",
+           "moves", "quiet heap ms", "busy heap ms");
     struct result quiet[4], busy;
     for (int g = 0; g < 4; g++) {
         if (appends(grow[g].p, n, 0, &quiet[g]) || appends(grow[g].p, n, 1, &busy)) {
@@ -141,15 +142,13 @@ int main(int argc, char **argv)
             fprintf(stderr, "vec_growth: out of memory\n");
             return 1;
         }
-        printf("%-6s %10llu %16llu %12.2f %10.1f\n", grow[g].name,
-               (unsigned long long)f.reallocs, (unsigned long long)f.copies,
-               (double)f.copies / (double)small, f.seconds * 1e3);
+        printf("%-6s %10llu %16llu %12.2f %10.1f\n", grow[g].name, (unsigned long long)f.reallocs,
+               (unsigned long long)f.copies, (double)f.copies / (double)small, f.seconds * 1e3);
     }
 
     printf("\nvec_growth: %zu alternating push/pop with %zu elements at a capacity boundary\n",
            ops, at);
-    printf("%-16s %10s %16s %10s %14s\n", "shrink", "reallocs", "copies", "ms",
-           "forced-move ms");
+    printf("%-16s %10s %16s %10s %14s\n", "shrink", "reallocs", "copies", "ms", "forced-move ms");
     struct result rh, rq, fh, fq;
     int rc = boundary(&half, ops, at, &rh) || boundary(&quarter, ops, at, &rq);
     tw_mem_force_move(true);
@@ -161,9 +160,8 @@ int main(int argc, char **argv)
     }
     printf("%-16s %10llu %16llu %10.1f %14.1f\n", "at a half", (unsigned long long)rh.reallocs,
            (unsigned long long)rh.copies, rh.seconds * 1e3, fh.seconds * 1e3);
-    printf("%-16s %10llu %16llu %10.1f %14.1f\n", "at a quarter",
-           (unsigned long long)rq.reallocs, (unsigned long long)rq.copies, rq.seconds * 1e3,
-           fq.seconds * 1e3);
+    printf("%-16s %10llu %16llu %10.1f %14.1f\n", "at a quarter", (unsigned long long)rq.reallocs,
+           (unsigned long long)rq.copies, rq.seconds * 1e3, fq.seconds * 1e3);
     printf("\nheadline: x2 growth copies %.2f elements per append, +1 growth %.0f; "
            "shrink at a quarter reallocates %llu times at the boundary, at a half %llu\n",
            (double)quiet[3].copies / (double)n, (double)quiet[0].copies / (double)n,

@@ -13,57 +13,57 @@
 static int check_failed_count;
 static int check_count;
 
-#define CHECK(cond)                                                                          \
-    do {                                                                                     \
-        check_count++;                                                                       \
-        if (!(cond)) {                                                                       \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);         \
-            check_failed_count++;                                                            \
-        }                                                                                    \
+#define CHECK(cond)                                                                  \
+    do {                                                                             \
+        check_count++;                                                               \
+        if (!(cond)) {                                                               \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+            check_failed_count++;                                                    \
+        }                                                                            \
     } while (0)
 
-#define CHECK_EQ_INT(a, b)                                                                   \
-    do {                                                                                     \
-        long long check_a_ = (long long)(a), check_b_ = (long long)(b);                      \
-        check_count++;                                                                       \
-        if (check_a_ != check_b_) {                                                          \
-            fprintf(stderr, "%s:%d: CHECK failed: %s == %s (%lld != %lld)\n", __FILE__,      \
-                    __LINE__, #a, #b, check_a_, check_b_);                                   \
-            check_failed_count++;                                                            \
-        }                                                                                    \
+#define CHECK_EQ_INT(a, b)                                                                        \
+    do {                                                                                          \
+        long long check_a_ = (long long)(a), check_b_ = (long long)(b);                           \
+        check_count++;                                                                            \
+        if (check_a_ != check_b_) {                                                               \
+            fprintf(stderr, "%s:%d: CHECK failed: %s == %s (%lld != %lld)\n", __FILE__, __LINE__, \
+                    #a, #b, check_a_, check_b_);                                                  \
+            check_failed_count++;                                                                 \
+        }                                                                                         \
     } while (0)
 
-#define CHECK_EQ_STR(a, b)                                                                   \
-    do {                                                                                     \
-        const char *check_a_ = (a), *check_b_ = (b);                                         \
-        check_count++;                                                                       \
-        if (!check_a_ || !check_b_ || strcmp(check_a_, check_b_) != 0) {                     \
-            fprintf(stderr, "%s:%d: CHECK failed: %s == %s (\"%s\" != \"%s\")\n", __FILE__,  \
-                    __LINE__, #a, #b, check_a_ ? check_a_ : "(null)",                        \
-                    check_b_ ? check_b_ : "(null)");                                         \
-            check_failed_count++;                                                            \
-        }                                                                                    \
+#define CHECK_EQ_STR(a, b)                                                                  \
+    do {                                                                                    \
+        const char *check_a_ = (a), *check_b_ = (b);                                        \
+        check_count++;                                                                      \
+        if (!check_a_ || !check_b_ || strcmp(check_a_, check_b_) != 0) {                    \
+            fprintf(stderr, "%s:%d: CHECK failed: %s == %s (\"%s\" != \"%s\")\n", __FILE__, \
+                    __LINE__, #a, #b, check_a_ ? check_a_ : "(null)",                       \
+                    check_b_ ? check_b_ : "(null)");                                        \
+            check_failed_count++;                                                           \
+        }                                                                                   \
     } while (0)
 
 // expr returns 0 on success; on failure the twin error message is printed.
-#define CHECK_OK(expr)                                                                       \
-    do {                                                                                     \
-        int check_rc_ = (expr);                                                              \
-        check_count++;                                                                       \
-        if (check_rc_ != 0) {                                                                \
-            fprintf(stderr, "%s:%d: CHECK_OK failed: %s returned %d (%s)\n", __FILE__,       \
-                    __LINE__, #expr, check_rc_, tw_error_msg());                             \
-            check_failed_count++;                                                            \
-        }                                                                                    \
+#define CHECK_OK(expr)                                                                           \
+    do {                                                                                         \
+        int check_rc_ = (expr);                                                                  \
+        check_count++;                                                                           \
+        if (check_rc_ != 0) {                                                                    \
+            fprintf(stderr, "%s:%d: CHECK_OK failed: %s returned %d (%s)\n", __FILE__, __LINE__, \
+                    #expr, check_rc_, tw_error_msg());                                           \
+            check_failed_count++;                                                                \
+        }                                                                                        \
     } while (0)
 
 // Stops the test program at once: for checks whose failure makes the rest meaningless.
-#define REQUIRE(cond)                                                                        \
-    do {                                                                                     \
-        if (!(cond)) {                                                                       \
-            fprintf(stderr, "%s:%d: REQUIRE failed: %s\n", __FILE__, __LINE__, #cond);       \
-            exit(1);                                                                         \
-        }                                                                                    \
+#define REQUIRE(cond)                                                                  \
+    do {                                                                               \
+        if (!(cond)) {                                                                 \
+            fprintf(stderr, "%s:%d: REQUIRE failed: %s\n", __FILE__, __LINE__, #cond); \
+            exit(1);                                                                   \
+        }                                                                              \
     } while (0)
 
 static inline int check_report(const char *name)

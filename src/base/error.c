@@ -66,19 +66,32 @@ void tw_error_clear(void)
 const char *tw_strerror(int code)
 {
     switch (code) {
-    case TW_OK: return "ok";
-    case TW_ENOMEM: return "out of memory";
-    case TW_EINVAL: return "invalid input";
-    case TW_EIO: return "input/output error";
-    case TW_ENOENT: return "not found";
-    case TW_EEXIST: return "already exists";
-    case TW_EFORMAT: return "malformed data";
-    case TW_EOVERFLOW: return "size overflow";
-    case TW_ELIMIT: return "over the limit";
-    case TW_EUNSUPPORTED: return "not supported";
-    case TW_ESTATE: return "wrong state";
-    case TW_ECANCELED: return "canceled";
-    case TW_EDB: return "database error";
+    case TW_OK:
+        return "ok";
+    case TW_ENOMEM:
+        return "out of memory";
+    case TW_EINVAL:
+        return "invalid input";
+    case TW_EIO:
+        return "input/output error";
+    case TW_ENOENT:
+        return "not found";
+    case TW_EEXIST:
+        return "already exists";
+    case TW_EFORMAT:
+        return "malformed data";
+    case TW_EOVERFLOW:
+        return "size overflow";
+    case TW_ELIMIT:
+        return "over the limit";
+    case TW_EUNSUPPORTED:
+        return "not supported";
+    case TW_ESTATE:
+        return "wrong state";
+    case TW_ECANCELED:
+        return "canceled";
+    case TW_EDB:
+        return "database error";
     }
     return "unknown error";
 }

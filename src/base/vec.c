@@ -45,8 +45,8 @@ static int set_cap(tw_vec *v, size_t cap)
 {
     size_t bytes;
     if (tw_mul_overflow(cap, v->esize, &bytes))
-        return tw_error_set(TW_EOVERFLOW, "array of %zu elements of %zu bytes: size overflow",
-                            cap, v->esize);
+        return tw_error_set(TW_EOVERFLOW, "array of %zu elements of %zu bytes: size overflow", cap,
+                            v->esize);
     if (cap == 0) {
         tw_free(v->data);
         v->data = NULL;

@@ -24,17 +24,17 @@
 // How the capacity changes. The default (all zero) is the policy described above; the
 // others exist so that bench/vec_growth can measure the policies it compares.
 struct tw_vec_policy {
-    size_t grow_add;      // > 0: grow by this many elements instead of multiplying
-    uint8_t grow_num;     // multiply by grow_num / grow_den (default 2 / 1)
+    size_t grow_add;  // > 0: grow by this many elements instead of multiplying
+    uint8_t grow_num; // multiply by grow_num / grow_den (default 2 / 1)
     uint8_t grow_den;
-    uint8_t shrink_div;   // shrink to half when len <= cap / shrink_div (default 4; 0: never)
-    size_t min_cap;       // the smallest capacity allocated (default 8 elements)
+    uint8_t shrink_div; // shrink to half when len <= cap / shrink_div (default 4; 0: never)
+    size_t min_cap;     // the smallest capacity allocated (default 8 elements)
 };
 
 typedef struct tw_vec {
-    void *data;  // len elements of esize bytes; NULL while cap == 0
-    size_t len;  // elements in use
-    size_t cap;  // elements allocated
+    void *data; // len elements of esize bytes; NULL while cap == 0
+    size_t len; // elements in use
+    size_t cap; // elements allocated
     size_t esize;
     const struct tw_vec_policy *policy; // NULL: the default policy
 } tw_vec;

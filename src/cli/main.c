@@ -27,10 +27,11 @@ static const struct tw_verb *find_verb(const char *name)
 
 static void print_help(FILE *out)
 {
-    fprintf(out, "twin %s: the LLM Twin system in one binary\n\n"
-                 "usage: twin [--home DIR] VERB [ARGS...]\n"
-                 "       twin help VERB | --help | --version\n\n"
-                 "verbs:\n",
+    fprintf(out,
+            "twin %s: the LLM Twin system in one binary\n\n"
+            "usage: twin [--home DIR] VERB [ARGS...]\n"
+            "       twin help VERB | --help | --version\n\n"
+            "verbs:\n",
             TWIN_VERSION);
     for (size_t i = 0; i < N_VERBS; i++)
         fprintf(out, "  %-10s %s\n", verbs[i]->name, verbs[i]->summary);

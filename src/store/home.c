@@ -111,8 +111,8 @@ static int migrate(sqlite3 *db, const char *file)
 static int put_meta(sqlite3 *db, const char *file, const char *key, const char *value)
 {
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)", -1,
-                           &st, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)", -1, &st,
+                           NULL) != SQLITE_OK)
         return db_error(db, file, "writing meta");
     sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
@@ -238,9 +238,8 @@ int tw_home_init(const char *path, int *created)
     if (empty < 0)
         return empty;
     if (!empty)
-        return tw_error_set(TW_EEXIST,
-                            "%s: the folder is not empty and holds no twin.db: not a twin home",
-                            path);
+        return tw_error_set(
+            TW_EEXIST, "%s: the folder is not empty and holds no twin.db: not a twin home", path);
     rc = populate(path);
     *created = rc == 0;
     return rc;
@@ -253,8 +252,7 @@ int tw_home_open(const char *path, struct tw_home **out)
     if (rc)
         return rc;
     if (!tw_file_exists(db_path))
-        return tw_error_set(TW_ESTATE, "%s: not a twin home (no twin.db): run 'twin init'",
-                            path);
+        return tw_error_set(TW_ESTATE, "%s: not a twin home (no twin.db): run 'twin init'", path);
     struct tw_home *h = tw_calloc(1, sizeof *h);
     if (!h)
         return tw_error_set(TW_ENOMEM, "%s: out of memory", path);

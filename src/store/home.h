@@ -10,7 +10,6 @@
 
 #include <sqlite3.h>
 
-
 struct tw_home {
     char *path; // the home folder
     sqlite3 *db;

@@ -178,8 +178,9 @@ static void test_doubling_and_hysteresis(void)
     tw_vec_free(&v);
 
     // The shrink-at-half policy (kept for the benchmark) does thrash at the boundary.
-    static const struct tw_vec_policy half = { .grow_num = 2, .grow_den = 1, .shrink_div = 2,
-                                               .min_cap = 8 };
+    static const struct tw_vec_policy half = {
+        .grow_num = 2, .grow_den = 1, .shrink_div = 2, .min_cap = 8
+    };
     tw_vec_init_policy(&v, sizeof(uint64_t), &half);
     CHECK_OK(tw_vec_resize(&v, 1024));
     reallocs = 0;
