@@ -1,17 +1,14 @@
-// Implements json.h: jansson allocating through tw_malloc/tw_free (set once), a whole-file
-// read with a size limit, and getters that turn jansson's types into twin's error messages.
+// Implements json.h: jansson allocating through tw_malloc/tw_free (set once), files read
+// with tw_file_read, and getters that turn jansson's types into twin's error messages.
 // jansson does not report a failed allocation reliably (a failed string copy comes back as
 // "invalid token"), so the allocator notes failures itself, per thread.
 #include "base/json.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "base/error.h"
+#include "base/file.h"
 #include "base/mem.h"
 
 static pthread_once_t alloc_once = PTHREAD_ONCE_INIT;
@@ -59,65 +56,11 @@ int tw_json_parse(const char *what, const char *buf, size_t len, json_t **out)
     return 0;
 }
 
-// Reads all of fd into a new buffer; `hint` is the expected size (from fstat).
-static int read_all(int fd, const char *path, size_t limit, size_t hint, char **buf, size_t *len)
-{
-    size_t cap = hint + 1 > 4096 ? hint + 1 : 4096, n = 0;
-    char *b = tw_malloc(cap);
-    if (!b)
-        return tw_error_set(TW_ENOMEM, "%s: out of memory", path);
-    for (;;) {
-        if (n == cap) {
-            char *bigger = cap <= SIZE_MAX / 2 ? tw_realloc(b, cap * 2) : NULL;
-            if (!bigger) {
-                tw_free(b);
-                return tw_error_set(TW_ENOMEM, "%s: out of memory", path);
-            }
-            b = bigger;
-            cap *= 2;
-        }
-        ssize_t r = read(fd, b + n, cap - n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            tw_free(b);
-            return tw_error_set(TW_EIO, "%s: %s", path, strerror(errno));
-        }
-        if (r == 0)
-            break;
-        n += (size_t)r;
-        if (limit && n > limit) {
-            tw_free(b);
-            return tw_error_set(TW_ELIMIT, "%s: larger than the limit of %zu bytes", path, limit);
-        }
-    }
-    *buf = b;
-    *len = n;
-    return 0;
-}
-
 int tw_json_load_file(const char *path, size_t limit, json_t **out)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return tw_error_set(errno == ENOENT ? TW_ENOENT : TW_EIO, "%s: %s", path, strerror(errno));
-    struct stat st;
-    const char *why = fstat(fd, &st) != 0   ? strerror(errno)
-                      : S_ISDIR(st.st_mode) ? "is a directory"
-                                            : NULL;
-    if (why) {
-        close(fd);
-        return tw_error_set(TW_EIO, "%s: %s", path, why);
-    }
-    size_t hint = S_ISREG(st.st_mode) ? (size_t)st.st_size : 0;
-    if (limit && hint > limit) {
-        close(fd);
-        return tw_error_set(TW_ELIMIT, "%s: %zu bytes, over the limit of %zu", path, hint, limit);
-    }
     char *buf = NULL;
     size_t len = 0;
-    int rc = read_all(fd, path, limit, hint, &buf, &len);
-    close(fd);
+    int rc = tw_file_read(path, limit ? limit : SIZE_MAX - 1, &buf, &len);
     if (rc != 0)
         return rc;
     rc = tw_json_parse(path, buf, len, out);

@@ -244,7 +244,7 @@ static void test_load_file(void)
     char want[512];
     v = NULL;
     CHECK_EQ_INT(tw_json_load_file(path, sizeof doc - 2, &v), TW_ELIMIT);
-    snprintf(want, sizeof want, "%s: %zu bytes, over the limit of %zu", path, sizeof doc - 1,
+    snprintf(want, sizeof want, "%s: %zu bytes, over the limit of %zu bytes", path, sizeof doc - 1,
              sizeof doc - 2);
     CHECK_EQ_STR(tw_error_msg(), want);
     CHECK(v == NULL);
@@ -259,7 +259,7 @@ static void test_load_file(void)
     CHECK_EQ_INT(tw_json_load_file(path, 0, &v), TW_ENOENT);
     CHECK(strncmp(tw_error_msg(), path, strlen(path)) == 0);
     CHECK_EQ_INT(tw_json_load_file(dir, 0, &v), TW_EIO);
-    snprintf(want, sizeof want, "%s: is a directory", dir);
+    snprintf(want, sizeof want, "%s: cannot read: Is a directory", dir);
     CHECK_EQ_STR(tw_error_msg(), want);
     CHECK(v == NULL);
 
