@@ -1,0 +1,62 @@
+// Tokenizers with Hugging Face parity: a tw_tokenizer is built from a tokenizer.json (+ its
+// tokenizer_config.json), from a WordPiece vocabulary, or from GGUF tokenizer.ggml.* values,
+// and encodes UTF-8 text to ids (with byte offsets into the input) and decodes ids to text.
+// Supported: models BPE (byte-level; SentencePiece-style with byte fallback) and WordPiece;
+// the normalizers, pre-tokenizers, post-processors and decoders those use; added tokens.
+#ifndef TW_TEXT_TOKENIZER_H
+#define TW_TEXT_TOKENIZER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/str.h"
+#include "base/vec.h"
+
+typedef struct tw_tokenizer tw_tokenizer;
+
+// A token's bytes in the text given to encode: [start, end).
+struct tw_span {
+    uint32_t start, end;
+};
+
+enum tw_tok_flags {
+    TW_TOK_ADD_SPECIAL = 1,  // encode: apply the post-processor (BOS, [CLS] ... [SEP])
+    TW_TOK_SKIP_SPECIAL = 2, // decode: leave special tokens out
+};
+
+// Loads tokenizer.json (config_path, the tokenizer_config.json, may be NULL). Errors name
+// the file and the JSON path ("tokenizer.json: model.merges[12]: expected a string").
+int tw_tokenizer_load(const char *json_path, const char *config_path, tw_tokenizer **out);
+// Loads DIR/tokenizer.json and DIR/tokenizer_config.json when present.
+int tw_tokenizer_load_dir(const char *dir, tw_tokenizer **out);
+// A BERT WordPiece tokenizer from a vocabulary (vocab.txt: one token per line, the line
+// number is the id), with transformers' BertTokenizer defaults (lower case, strip accents,
+// CJK characters split, [CLS] A [SEP]).
+int tw_tokenizer_load_wordpiece_vocab(const char *vocab_path, tw_tokenizer **out);
+void tw_tokenizer_free(tw_tokenizer *t);
+
+// Appends the ids of text[0, len) to ids (int32_t elements) and, when spans is not NULL, each
+// token's byte span in text (struct tw_span elements; special tokens added by the
+// post-processor get an empty span). Invalid UTF-8 is read as U+FFFD per maximal invalid
+// sequence, as decoding the bytes with errors="replace" would before HF tokenizers.
+int tw_tokenizer_encode(const tw_tokenizer *t, const char *text, size_t len, int flags,
+                        tw_vec *ids, tw_vec *spans);
+// Appends the text of ids to out.
+int tw_tokenizer_decode(const tw_tokenizer *t, const int32_t *ids, size_t n, int flags,
+                        tw_str *out);
+
+// Vocabulary size (the largest id + 1, added tokens included).
+int32_t tw_tokenizer_vocab_size(const tw_tokenizer *t);
+// The token's string as the vocabulary spells it, or NULL for an unknown id.
+const char *tw_tokenizer_id_to_piece(const tw_tokenizer *t, int32_t id);
+// The id of a vocabulary or added token, or -1.
+int32_t tw_tokenizer_piece_to_id(const tw_tokenizer *t, const char *piece, size_t len);
+// Special ids from tokenizer_config.json (bos_token, eos_token, pad_token, unk_token); -1
+// when not set.
+int32_t tw_tokenizer_bos(const tw_tokenizer *t);
+int32_t tw_tokenizer_eos(const tw_tokenizer *t);
+int32_t tw_tokenizer_pad(const tw_tokenizer *t);
+// tokenizer_config.json's chat_template, or NULL.
+const char *tw_tokenizer_chat_template(const tw_tokenizer *t);
+
+#endif
