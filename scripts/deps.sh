@@ -15,6 +15,7 @@ packages=(
     clang-format                                            # the format check
     libsqlite3-dev                                          # store/: the warehouse, registry
     libjansson-dev                                          # base/json: the JSON library
+    libpcre2-dev libutf8proc-dev libstemmer-dev             # text/: regex, Unicode, stemming
 )
 
 as_root() {

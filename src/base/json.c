@@ -44,12 +44,17 @@ static int parse_error(const char *what, const json_error_t *err)
 
 int tw_json_parse(const char *what, const char *buf, size_t len, json_t **out)
 {
+    return tw_json_parse_flags(what, buf, len, 0, out);
+}
+
+int tw_json_parse_flags(const char *what, const char *buf, size_t len, size_t flags, json_t **out)
+{
     tw_json_init();
     if (!buf && len)
         return tw_error_set(TW_EINVAL, "%s: no buffer", what);
     json_error_t err;
     alloc_failed = false;
-    json_t *v = json_loadb(buf ? buf : "", len, JSON_DECODE_ANY, &err);
+    json_t *v = json_loadb(buf ? buf : "", len, JSON_DECODE_ANY | flags, &err);
     if (!v)
         return parse_error(what, &err);
     *out = v;
@@ -58,12 +63,17 @@ int tw_json_parse(const char *what, const char *buf, size_t len, json_t **out)
 
 int tw_json_load_file(const char *path, size_t limit, json_t **out)
 {
+    return tw_json_load_file_flags(path, limit, 0, out);
+}
+
+int tw_json_load_file_flags(const char *path, size_t limit, size_t flags, json_t **out)
+{
     char *buf = NULL;
     size_t len = 0;
     int rc = tw_file_read(path, limit ? limit : SIZE_MAX - 1, &buf, &len);
     if (rc != 0)
         return rc;
-    rc = tw_json_parse(path, buf, len, out);
+    rc = tw_json_parse_flags(path, buf, len, flags, out);
     tw_free(buf);
     return rc;
 }

@@ -28,6 +28,10 @@ int tw_json_parse(const char *what, const char *buf, size_t len, json_t **out);
 // `limit` bytes (0: no limit) is refused with TW_ELIMIT; TW_ENOENT when it does not exist,
 // TW_EIO when it cannot be read.
 int tw_json_load_file(const char *path, size_t limit, json_t **out);
+// The same with jansson's decoding flags added (JSON_DECODE_INT_AS_REAL for files whose
+// integers may exceed int64, such as tokenizer_config.json's model_max_length = 1e30).
+int tw_json_parse_flags(const char *what, const char *buf, size_t len, size_t flags, json_t **out);
+int tw_json_load_file_flags(const char *path, size_t limit, size_t flags, json_t **out);
 
 // Getters for obj[key]. `what` names obj in errors ("config.json", "config.json: rope_scaling").
 // They return 0 and set *out, or TW_EFORMAT with "<what>: missing \"key\"" or
