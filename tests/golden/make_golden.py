@@ -93,11 +93,11 @@ def corpus(tok, data, debug_path):
     return docs
 
 
-def make_tokenizers(data, out):
+def make_tokenizers(data, out, names):
     import tokenizers
     os.makedirs(os.path.join(out, "tokenizers"), exist_ok=True)
     os.makedirs(os.path.join(out, "debug"), exist_ok=True)
-    for name in TOKENIZERS:
+    for name in names:
         tok = load_tokenizer(data, name, out)
         doc = {
             "tokenizer": name,
@@ -140,10 +140,11 @@ def main():
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--what", default="tokenizers,chat")
+    ap.add_argument("--names", default=",".join(TOKENIZERS), help="tokenizers to do")
     a = ap.parse_args()
     what = a.what.split(",")
     if "tokenizers" in what:
-        make_tokenizers(a.data, a.out)
+        make_tokenizers(a.data, a.out, a.names.split(","))
     if "chat" in what:
         make_chat(a.data, a.out)
 
