@@ -374,10 +374,12 @@ static int map_bert(const struct norm *n, uint32_t cp, struct nstr *out, struct 
 {
     if (n->clean_text) {
         utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)cp);
-        bool ws = cp == '\t' || cp == '\n' || cp == '\r' || uc_is_whitespace(cp);
-        bool control = !ws && (k == UTF8PROC_CATEGORY_CC || k == UTF8PROC_CATEGORY_CF ||
-                               k == UTF8PROC_CATEGORY_CN || k == UTF8PROC_CATEGORY_CO ||
-                               k == UTF8PROC_CATEGORY_CS);
+        bool tab_nl = cp == '\t' || cp == '\n' || cp == '\r';
+        bool ws = tab_nl || uc_is_whitespace(cp);
+        // Removed before spaces are mapped: so U+0085 (Cc and White_Space) goes, as in HF.
+        bool control = !tab_nl && (k == UTF8PROC_CATEGORY_CC || k == UTF8PROC_CATEGORY_CF ||
+                                   k == UTF8PROC_CATEGORY_CN || k == UTF8PROC_CATEGORY_CO ||
+                                   k == UTF8PROC_CATEGORY_CS);
         if (cp == 0 || cp == 0xFFFD || control)
             return 0;
         if (ws)
