@@ -189,6 +189,36 @@ static const char *opt_string(const json_t *j, const char *key)
     return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
+#define META "\xE2\x96\x81" // U+2581, SentencePiece's space
+
+// Records which characters precede "▁" inside some token. A cut before a "▁" whose
+// predecessor is not "▁" and not in that set can never be crossed by a merge: every merge
+// makes a vocabulary token, and none contains that pair of characters.
+static int find_meta_split(struct model *m)
+{
+    uint64_t v;
+    if (!tw_map_get_str(&m->vocab, META, 3, &v))
+        return 0;
+    for (int32_t id = 0; id < m->n_pieces; id++) {
+        const char *p = m->pieces[id];
+        if (!p)
+            continue;
+        size_t n = strlen(p);
+        uint32_t prev = 0;
+        for (size_t i = 0; i < n;) {
+            uint32_t cp;
+            size_t l = tw_utf8_decode(p + i, n - i, &cp);
+            if (cp == 0x2581 && i > 0 && prev != 0x2581 &&
+                tw_map_put_u64(&m->meta_bad_prev, prev, 1))
+                return tw_error_set(TW_ENOMEM, "out of memory");
+            prev = cp;
+            i += l;
+        }
+    }
+    m->meta_split = true;
+    return 0;
+}
+
 int bpe_parse(const json_t *j, const char *path, bool byte_level, struct model *m)
 {
     m->type = MODEL_BPE;
@@ -227,6 +257,8 @@ int bpe_parse(const json_t *j, const char *path, bool byte_level, struct model *
         }
     }
     tw_map_free(&by_name);
+    if (!rc && !m->byte_level && !m->cont_prefix && !m->end_suffix)
+        rc = find_meta_split(m);
     return rc;
 }
 
@@ -236,12 +268,14 @@ struct sym {
     int32_t id;
     uint32_t start, end;
     int32_t prev, next;
+    uint32_t rank;  // of the pair (this, next); UINT32_MAX when it does not merge
+    int32_t merged; // the id that pair merges into
 };
 
 static int push_sym(tw_vec *syms, int32_t id, uint32_t start, uint32_t end)
 {
     int32_t i = (int32_t)syms->len;
-    struct sym s = { id, start, end, i - 1, i + 1 };
+    struct sym s = { id, start, end, i - 1, i + 1, UINT32_MAX, -1 };
     return tw_vec_push(syms, &s);
 }
 
@@ -338,24 +372,33 @@ static void merge_at(struct sym *s, int32_t i, int32_t id, int32_t n)
     s[j].id = -1; // gone
 }
 
-// Short words: scan all adjacent pairs for the lowest rank (leftmost on ties), merge, repeat.
+static void set_pair(const struct model *m, struct sym *s, int32_t i, int32_t n)
+{
+    if (i < 0 || i >= n)
+        return;
+    if (s[i].next >= n || !pair_rank(m, s[i].id, s[s[i].next].id, &s[i].rank, &s[i].merged))
+        s[i].rank = UINT32_MAX;
+}
+
+// Short words: find the pair of lowest rank (leftmost on ties) among the ranks kept on the
+// symbols, merge it, update the two pairs it touched, repeat.
 static void merge_scan(const struct model *m, struct sym *s, int32_t n)
 {
+    for (int32_t i = 0; i < n; i++)
+        set_pair(m, s, i, n);
     for (;;) {
         uint32_t best = UINT32_MAX;
-        int32_t at = -1, best_id = -1;
-        for (int32_t i = 0; i < n && s[i].next < n; i = s[i].next) {
-            uint32_t r;
-            int32_t id;
-            if (pair_rank(m, s[i].id, s[s[i].next].id, &r, &id) && r < best) {
-                best = r;
+        int32_t at = -1;
+        for (int32_t i = 0; i < n; i = s[i].next)
+            if (s[i].rank < best) {
+                best = s[i].rank;
                 at = i;
-                best_id = id;
             }
-        }
         if (at < 0)
             return;
-        merge_at(s, at, best_id, n);
+        merge_at(s, at, s[at].merged, n);
+        set_pair(m, s, at, n);
+        set_pair(m, s, s[at].prev, n);
     }
 }
 
@@ -442,11 +485,31 @@ static int merge_heap(const struct model *m, struct sym *s, int32_t n)
     return rc;
 }
 
-int bpe_encode(const struct model *m, const char *w, size_t n, tw_vec *out, tw_vec *scratch)
+void bpe_cache_init(struct bpe_cache *c)
 {
-    uint64_t v;
-    if (m->ignore_merges && tw_map_get_str(&m->vocab, w, n, &v))
-        return tw_vec_push(out, &(struct tok){ (int32_t)v, 0, (uint32_t)n });
+    tw_map_init(&c->words, TW_MAP_STR);
+    tw_vec_init(&c->toks, sizeof(struct tok));
+}
+
+void bpe_cache_free(struct bpe_cache *c)
+{
+    tw_map_free(&c->words);
+    tw_vec_free(&c->toks);
+}
+
+void bpe_cache_clear(struct bpe_cache *c)
+{
+    bpe_cache_free(c);
+    bpe_cache_init(c);
+}
+
+#define CACHE_WORD_MAX    64     // longer words are not memoised
+#define CACHE_ENTRIES_MAX 200000 // then the memo starts over
+
+// BPE of one word (no shortcut): initial symbols, then merges.
+static int encode_word(const struct model *m, const char *w, size_t n, tw_vec *out,
+                       tw_vec *scratch)
+{
     if (scratch->esize != sizeof(struct sym)) { // the caller's reusable scratch vector
         tw_vec_free(scratch);
         tw_vec_init(scratch, sizeof(struct sym));
@@ -463,4 +526,61 @@ int bpe_encode(const struct model *m, const char *w, size_t n, tw_vec *out, tw_v
     for (int32_t i = 0; !rc && i < ns; i = s[i].next)
         rc = tw_vec_push(out, &(struct tok){ s[i].id, s[i].start, s[i].end });
     return rc;
+}
+
+// encode_word through the memo: tokens of a cached word are copied out.
+static int encode_cached(const struct model *m, const char *w, size_t n, tw_vec *out,
+                         tw_vec *scratch, struct bpe_cache *c)
+{
+    if (!c || n > CACHE_WORD_MAX)
+        return encode_word(m, w, n, out, scratch);
+    uint64_t v;
+    if (tw_map_get_str(&c->words, w, n, &v))
+        return tw_vec_append(out, (struct tok *)c->toks.data + (v >> 16), v & 0xFFFF);
+    size_t first = out->len;
+    int rc = encode_word(m, w, n, out, scratch);
+    if (rc)
+        return rc;
+    if (tw_map_len(&c->words) >= CACHE_ENTRIES_MAX)
+        bpe_cache_clear(c);
+    size_t at = c->toks.len, count = out->len - first;
+    if (tw_vec_append(&c->toks, (struct tok *)out->data + first, count) == 0 &&
+        tw_map_put_str(&c->words, w, n, (uint64_t)at << 16 | count) != 0)
+        c->toks.len = at; // a memo that failed to grow is only slower
+    tw_error_clear();
+    return 0;
+}
+
+int bpe_encode(const struct model *m, const char *w, size_t n, tw_vec *out, tw_vec *scratch,
+               struct bpe_cache *cache)
+{
+    uint64_t v;
+    if (m->ignore_merges && tw_map_get_str(&m->vocab, w, n, &v))
+        return tw_vec_push(out, &(struct tok){ (int32_t)v, 0, (uint32_t)n });
+    if (!m->meta_split || n <= CACHE_WORD_MAX)
+        return encode_cached(m, w, n, out, scratch, cache);
+    // Cut before each "▁" that no merge can cross (see find_meta_split) and encode the parts.
+    size_t from = 0;
+    uint32_t prev = 0;
+    for (size_t i = 0; i <= n;) {
+        uint32_t cp = 0;
+        size_t l = i < n ? tw_utf8_decode(w + i, n - i, &cp) : 1;
+        bool cut = i == n || (cp == 0x2581 && i > from && prev != 0x2581 &&
+                              !tw_map_get_u64(&m->meta_bad_prev, prev, &v));
+        if (cut) {
+            size_t first = out->len;
+            int rc = encode_cached(m, w + from, i - from, out, scratch, cache);
+            if (rc)
+                return rc;
+            struct tok *t = out->data;
+            for (size_t k = first; k < out->len; k++) {
+                t[k].start += (uint32_t)from;
+                t[k].end += (uint32_t)from;
+            }
+            from = i;
+        }
+        prev = cp;
+        i += l;
+    }
+    return 0;
 }

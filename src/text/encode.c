@@ -2,12 +2,23 @@
 // added tokens split out of the raw text (leftmost-longest, with lstrip/rstrip/single_word),
 // then per segment: normalizer, normalized added tokens, pre-tokenizer, model; then the
 // post-processor's special tokens when asked.
+#include <pthread.h>
 #include <string.h>
 
 #include "base/error.h"
 #include "base/mem.h"
 #include "text/tokenizer_int.h"
 #include "text/utf8.h"
+
+// A thread's working memory, kept between calls: buffers, the regex match data, and the
+// memo of encoded words of the tokenizer it last served.
+struct workspace {
+    uint64_t uid; // the tokenizer the memo belongs to
+    struct bpe_cache cache;
+    struct nstr s, tmp;
+    tw_vec toks, scratch;
+    pcre2_match_data *md;
+};
 
 struct enc {
     const tw_tokenizer *t;
@@ -16,9 +27,65 @@ struct enc {
     const uint32_t *remap; // text byte -> caller byte (len + 1 entries), or NULL
     struct nstr s, tmp;
     tw_vec toks, scratch;
+    struct bpe_cache *cache;
     pcre2_match_data *md;
     tw_vec *ids, *spans;
 };
+
+static pthread_key_t ws_key;
+static pthread_once_t ws_once = PTHREAD_ONCE_INIT;
+
+static void ws_destroy(void *p)
+{
+    struct workspace *w = p;
+    if (!w)
+        return;
+    bpe_cache_free(&w->cache);
+    nstr_free(&w->s);
+    nstr_free(&w->tmp);
+    tw_vec_free(&w->toks);
+    tw_vec_free(&w->scratch);
+    pcre2_match_data_free(w->md);
+    tw_free(w);
+}
+
+static void ws_key_create(void)
+{
+    pthread_key_create(&ws_key, ws_destroy);
+}
+
+void tw_tokenizer_thread_cleanup(void)
+{
+    pthread_once(&ws_once, ws_key_create);
+    ws_destroy(pthread_getspecific(ws_key));
+    pthread_setspecific(ws_key, NULL);
+}
+
+static struct workspace *workspace(const tw_tokenizer *t)
+{
+    pthread_once(&ws_once, ws_key_create);
+    struct workspace *w = pthread_getspecific(ws_key);
+    if (!w) {
+        w = tw_calloc(1, sizeof *w);
+        if (!w)
+            return NULL;
+        bpe_cache_init(&w->cache);
+        nstr_init(&w->s);
+        nstr_init(&w->tmp);
+        tw_vec_init(&w->toks, sizeof(struct tok));
+        tw_vec_init(&w->scratch, 1);
+        w->md = pcre2_match_data_create(4, NULL);
+        if (!w->md || pthread_setspecific(ws_key, w) != 0) {
+            ws_destroy(w);
+            return NULL;
+        }
+    }
+    if (w->uid != t->uid) {
+        bpe_cache_clear(&w->cache);
+        w->uid = t->uid;
+    }
+    return w;
+}
 
 static uint32_t orig(const struct enc *e, uint32_t at)
 {
@@ -42,8 +109,8 @@ static int run_model(struct enc *e)
     for (size_t i = 0; i < e->s.pieces.len; i++) {
         struct tw_span pc = pieces[i];
         e->toks.len = 0;
-        int rc =
-            model_encode(&e->t->model, b + pc.start, pc.end - pc.start, &e->toks, &e->scratch);
+        int rc = model_encode(&e->t->model, b + pc.start, pc.end - pc.start, &e->toks, &e->scratch,
+                              e->cache);
         const struct tok *tk = e->toks.data;
         for (size_t k = 0; !rc && k < e->toks.len; k++)
             rc = emit(e, tk[k].id, a[pc.start + tk[k].start].start,
@@ -233,13 +300,17 @@ int tw_tokenizer_encode(const tw_tokenizer *t, const char *text, size_t len, int
         e.len = tw_str_len(&clean);
         e.remap = remap;
     }
-    nstr_init(&e.s);
-    nstr_init(&e.tmp);
-    tw_vec_init(&e.toks, sizeof(struct tok));
-    tw_vec_init(&e.scratch, 1);
-    e.md = pcre2_match_data_create(4, NULL);
-    if (!rc && !e.md)
+    struct workspace *ws = rc ? NULL : workspace(t);
+    if (!rc && !ws)
         rc = tw_error_set(TW_ENOMEM, "out of memory");
+    if (ws) {
+        e.s = ws->s;
+        e.tmp = ws->tmp;
+        e.toks = ws->toks;
+        e.scratch = ws->scratch;
+        e.md = ws->md;
+        e.cache = &ws->cache;
+    }
     size_t first = ids->len;
     const int32_t *pre = t->post_prefix.data, *suf = t->post_suffix.data;
     for (size_t i = 0; !rc && (flags & TW_TOK_ADD_SPECIAL) && i < t->post_prefix.len; i++)
@@ -255,11 +326,16 @@ int tw_tokenizer_encode(const tw_tokenizer *t, const char *text, size_t len, int
         rc = tw_error_code() ? tw_error_code() : TW_ENOMEM;
         ids->len = first;
     }
-    pcre2_match_data_free(e.md);
-    nstr_free(&e.s);
-    nstr_free(&e.tmp);
-    tw_vec_free(&e.toks);
-    tw_vec_free(&e.scratch);
+    if (ws) { // keep the buffers for the next call, unless a huge text made them huge
+        ws->s = e.s;
+        ws->tmp = e.tmp;
+        ws->toks = e.toks;
+        ws->scratch = e.scratch;
+        if (ws->s.a.cap > ((size_t)8 << 20)) {
+            nstr_free(&ws->s);
+            nstr_free(&ws->tmp);
+        }
+    }
     tw_free(remap);
     tw_str_free(&clean);
     return rc;

@@ -3,6 +3,7 @@
 // (added tokens → normalizer → pre-tokenizer → model → post-processor) and the decode
 // pipeline (ids → pieces → decoders). Components live in normalize.c, pretok.c, bpe.c and
 // wordpiece.c; the JSON path of any malformed element is named in the error.
+#include <stdatomic.h>
 #include <string.h>
 
 #include "base/error.h"
@@ -307,8 +308,6 @@ static int parse_model(tw_tokenizer *t, const json_t *j, const char *file)
     const char *type = json_string_value(json_object_get(j, "type"));
     if (!type && json_object_get(j, "merges"))
         type = "BPE";
-    tw_map_init(&t->model.vocab, TW_MAP_STR);
-    tw_map_init(&t->model.merges, TW_MAP_U64);
     if (type && strcmp(type, "BPE") == 0)
         return bpe_parse(j, path, t->has_pre && pretok_has_bytelevel(&t->pre), &t->model);
     if (type && strcmp(type, "WordPiece") == 0)
@@ -369,6 +368,9 @@ static tw_tokenizer *tokenizer_new(void)
     tw_vec_init(&t->post_suffix, sizeof(int32_t));
     tw_map_init(&t->model.vocab, TW_MAP_STR);
     tw_map_init(&t->model.merges, TW_MAP_U64);
+    tw_map_init(&t->model.meta_bad_prev, TW_MAP_U64);
+    static atomic_uint_fast64_t next_uid = 1;
+    t->uid = atomic_fetch_add(&next_uid, 1);
     t->bos = t->eos = t->pad = -1;
     return t;
 }
@@ -562,10 +564,12 @@ void model_free(struct model *m)
     tw_free(m->cont_prefix);
     tw_free(m->end_suffix);
     tw_free(m->wp_prefix);
+    tw_map_free(&m->meta_bad_prev);
 }
 
-int model_encode(const struct model *m, const char *w, size_t n, tw_vec *out, tw_vec *scratch)
+int model_encode(const struct model *m, const char *w, size_t n, tw_vec *out, tw_vec *scratch,
+                 struct bpe_cache *cache)
 {
-    return m->type == MODEL_BPE ? bpe_encode(m, w, n, out, scratch)
+    return m->type == MODEL_BPE ? bpe_encode(m, w, n, out, scratch, cache)
                                 : wordpiece_encode(m, w, n, out);
 }

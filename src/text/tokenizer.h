@@ -41,6 +41,9 @@ void tw_tokenizer_free(tw_tokenizer *t);
 // sequence, as decoding the bytes with errors="replace" would before HF tokenizers.
 int tw_tokenizer_encode(const tw_tokenizer *t, const char *text, size_t len, int flags,
                         tw_vec *ids, tw_vec *spans);
+// Frees this thread's encoding workspace (buffers and the memo of encoded words that
+// tw_tokenizer_encode keeps per thread); a thread's workspace is also freed when it exits.
+void tw_tokenizer_thread_cleanup(void);
 // Appends the text of ids to out.
 int tw_tokenizer_decode(const tw_tokenizer *t, const int32_t *ids, size_t n, int flags,
                         tw_str *out);

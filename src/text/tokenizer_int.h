@@ -114,6 +114,16 @@ struct tok {
     uint32_t start, end; // bytes of the piece
 };
 enum model_type { MODEL_BPE, MODEL_WORDPIECE };
+
+// A thread's memo of words already encoded by one BPE model (encode.c keeps one per thread
+// and clears it when the thread switches tokenizers): word bytes -> its tokens.
+struct bpe_cache {
+    tw_map words; // word -> (offset << 16 | count) into toks
+    tw_vec toks;  // struct tok
+};
+void bpe_cache_init(struct bpe_cache *c);
+void bpe_cache_free(struct bpe_cache *c);
+void bpe_cache_clear(struct bpe_cache *c);
 struct model {
     enum model_type type;
     tw_map vocab;     // token bytes -> id (byte-level BPE: the raw bytes, not the mapped chars)
@@ -125,6 +135,10 @@ struct model {
     bool byte_level, byte_fallback, fuse_unk, ignore_merges;
     int32_t byte_ids[256]; // byte-level: the id of each single byte; byte fallback: <0xXX>
     char *cont_prefix, *end_suffix;
+    // SentencePiece-style vocabularies: a word may be cut before a "▁" whose preceding
+    // character never precedes "▁" inside a token (proven at load): no merge crosses there.
+    bool meta_split;
+    tw_map meta_bad_prev; // code points that precede "▁" inside some token
     // WordPiece
     char *wp_prefix;
     size_t wp_max_chars;
@@ -132,9 +146,11 @@ struct model {
 int model_parse(const json_t *j, const char *path, bool byte_level, struct model *out);
 void model_free(struct model *m);
 // Appends the tokens of one piece to out (struct tok).
-int model_encode(const struct model *m, const char *w, size_t n, tw_vec *out, tw_vec *scratch);
+int model_encode(const struct model *m, const char *w, size_t n, tw_vec *out, tw_vec *scratch,
+                 struct bpe_cache *cache);
 int bpe_parse(const json_t *j, const char *path, bool byte_level, struct model *m);
-int bpe_encode(const struct model *m, const char *w, size_t n, tw_vec *out, tw_vec *scratch);
+int bpe_encode(const struct model *m, const char *w, size_t n, tw_vec *out, tw_vec *scratch,
+               struct bpe_cache *cache);
 int wordpiece_parse(const json_t *j, const char *path, struct model *m);
 int wordpiece_encode(const struct model *m, const char *w, size_t n, tw_vec *out);
 int model_add_piece(struct model *m, const char *path, const char *piece, size_t len, int32_t id);
@@ -198,6 +214,7 @@ struct tw_tokenizer {
     tw_map added_by_id;
     struct trie raw, normalized;
     tw_vec post_prefix, post_suffix; // int32_t
+    uint64_t uid;                    // distinguishes tokenizers for per-thread caches
     char *chat_template;
     int32_t bos, eos, pad, vocab_size;
 };
