@@ -27,6 +27,8 @@ enum tw_tok_flags {
 // Loads tokenizer.json (config_path, the tokenizer_config.json, may be NULL). Errors name
 // the file and the JSON path ("tokenizer.json: model.merges[12]: expected a string").
 int tw_tokenizer_load(const char *json_path, const char *config_path, tw_tokenizer **out);
+// The same from a tokenizer.json already in memory; `what` names it in errors.
+int tw_tokenizer_load_buffer(const char *what, const char *buf, size_t len, tw_tokenizer **out);
 // Loads DIR/tokenizer.json and DIR/tokenizer_config.json when present.
 int tw_tokenizer_load_dir(const char *dir, tw_tokenizer **out);
 // A BERT WordPiece tokenizer from a vocabulary (vocab.txt: one token per line, the line
