@@ -6,6 +6,7 @@
 #ifndef TW_TEXT_TOKENIZER_H
 #define TW_TEXT_TOKENIZER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,6 +37,25 @@ int tw_tokenizer_load_dir(const char *dir, tw_tokenizer **out);
 // CJK characters split, [CLS] A [SEP]).
 int tw_tokenizer_load_wordpiece_vocab(const char *vocab_path, tw_tokenizer **out);
 void tw_tokenizer_free(tw_tokenizer *t);
+
+// The tokenizer.ggml.* values of a GGUF file (ggml's docs/gguf.md); nothing is owned.
+struct tw_tokenizer_vocab {
+    const char *model; // "gpt2" (byte-level BPE) or "llama" (SentencePiece BPE)
+    const char *pre;   // tokenizer.ggml.pre: default, llama-bpe, qwen2, gpt-4o, ...
+    size_t n_tokens;
+    const char *const *tokens; // id -> token text (NUL-terminated)
+    const float *scores;       // llama: piece scores (merges follow them); may be NULL
+    const int32_t *types;      // 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused,
+                               // 6 byte; NULL: all normal
+    size_t n_merges;
+    const char *const *merges;  // gpt2: "left right"
+    int32_t bos, eos, unk, pad; // -1 when absent
+    bool add_bos;               // tokenizer.ggml.add_bos_token
+    bool add_space_prefix;      // llama: tokenizer.ggml.add_space_prefix
+    const char *chat_template;  // tokenizer.chat_template, or NULL
+};
+// Builds the tokenizer those values describe (the same as the model's tokenizer.json).
+int tw_tokenizer_from_vocab(const struct tw_tokenizer_vocab *v, tw_tokenizer **out);
 
 // Appends the ids of text[0, len) to ids (int32_t elements) and, when spans is not NULL, each
 // token's byte span in text (struct tw_span elements; special tokens added by the

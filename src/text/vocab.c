@@ -1,0 +1,231 @@
+// Builds a tokenizer from vocabulary arrays as a GGUF file stores them (tokenizer.ggml.model,
+// .pre, .tokens, .scores, .token_type, .merges, special ids; the keys are published in ggml's
+// docs/gguf.md): the arrays are turned into the equivalent tokenizer.json in memory and loaded
+// by the same code, so a model read from GGUF tokenizes exactly as its Hugging Face folder.
+// "gpt2" is byte-level BPE with merges; "llama" is SentencePiece BPE whose merges follow the
+// pieces' scores (best score first, as SentencePiece merges).
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "base/json.h"
+#include "base/mem.h"
+#include "text/tokenizer.h"
+#include "text/tokenizer_int.h"
+
+// The pre-tokenizer regexes behind tokenizer.ggml.pre names (the patterns the models'
+// tokenizer.json files publish).
+static const char re_llama3[] =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
+    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+static const char re_qwen2[] =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "
+    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+static const char re_gpt4o[] =
+    "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+"
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+"
+    "[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\\p{N}{1,3}| "
+    "?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+static json_t *split_then_bytelevel(const char *re, const char *behavior, bool invert)
+{
+    return json_pack("{s:s,s:[{s:s,s:{s:s},s:s,s:b},{s:s,s:b,s:b,s:b}]}", "type", "Sequence",
+                     "pretokenizers", "type", "Split", "pattern", "Regex", re, "behavior",
+                     behavior, "invert", invert, "type", "ByteLevel", "add_prefix_space", 0,
+                     "trim_offsets", 1, "use_regex", 0);
+}
+
+// The normalizer and pre-tokenizer of a byte-level BPE, from tokenizer.ggml.pre.
+static int gpt2_pre(const char *pre, json_t *root, bool *ignore_merges)
+{
+    json_t *p = NULL, *n = NULL;
+    *ignore_merges = false;
+    if (!pre || !strcmp(pre, "default") || !strcmp(pre, "gpt2")) {
+        p = json_pack("{s:s,s:b,s:b,s:b}", "type", "ByteLevel", "add_prefix_space", 0,
+                      "trim_offsets", 1, "use_regex", 1);
+    } else if (!strcmp(pre, "llama-bpe") || !strcmp(pre, "llama3") || !strcmp(pre, "llama-v3")) {
+        p = split_then_bytelevel(re_llama3, "Isolated", false);
+        *ignore_merges = true;
+    } else if (!strcmp(pre, "qwen2")) {
+        p = split_then_bytelevel(re_qwen2, "Isolated", false);
+        n = json_pack("{s:s}", "type", "NFC");
+    } else if (!strcmp(pre, "gpt-4o")) {
+        p = split_then_bytelevel(re_gpt4o, "Removed", true);
+    } else {
+        return tw_error_set(TW_EUNSUPPORTED,
+                            "tokenizer.ggml.pre: \"%s\" is not supported (supported: default, "
+                            "gpt2, llama-bpe, llama3, qwen2, gpt-4o)",
+                            pre);
+    }
+    json_object_set_new(root, "pre_tokenizer", p);
+    json_object_set_new(root, "normalizer", n ? n : json_null());
+    json_object_set_new(root, "decoder",
+                        json_pack("{s:s,s:b,s:b,s:b}", "type", "ByteLevel", "add_prefix_space", 1,
+                                  "trim_offsets", 1, "use_regex", 1));
+    return 0;
+}
+
+struct ranked {
+    float score;
+    int32_t id;
+};
+
+static int by_score(const void *a, const void *b)
+{
+    const struct ranked *x = a, *y = b;
+    if (x->score != y->score)
+        return x->score > y->score ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+struct split {
+    int32_t left, right;
+    size_t cut;
+};
+
+static int by_ids(const void *a, const void *b)
+{
+    const struct split *x = a, *y = b;
+    if (x->left != y->left)
+        return x->left < y->left ? -1 : 1;
+    return x->right < y->right ? -1 : x->right > y->right;
+}
+
+// SentencePiece BPE as transformers' SentencePieceExtractor turns it into merges: every split
+// of a piece into two pieces of the vocabulary is a merge; pieces in order of score (higher
+// first, ties by id), a piece's splits in order of (left id, right id).
+static int spm_merges(const struct tw_tokenizer_vocab *v, json_t *merges)
+{
+    tw_map ids;
+    tw_map_init(&ids, TW_MAP_STR);
+    struct ranked *order = tw_malloc_array(v->n_tokens, sizeof *order);
+    tw_vec splits;
+    tw_vec_init(&splits, sizeof(struct split));
+    int rc = order ? 0 : tw_error_set(TW_ENOMEM, "out of memory");
+    for (size_t i = 0; !rc && i < v->n_tokens; i++) {
+        rc = tw_map_put_str(&ids, v->tokens[i], strlen(v->tokens[i]), i);
+        order[i] = (struct ranked){ v->scores ? v->scores[i] : 0, (int32_t)i };
+    }
+    if (!rc)
+        qsort(order, v->n_tokens, sizeof *order, by_score);
+    for (size_t k = 0; !rc && k < v->n_tokens; k++) {
+        const char *t = v->tokens[order[k].id];
+        size_t len = strlen(t);
+        splits.len = 0;
+        for (size_t cut = 1; !rc && cut < len; cut++) {
+            uint64_t l, r;
+            if (((unsigned char)t[cut] & 0xC0) == 0x80 || !tw_map_get_str(&ids, t, cut, &l) ||
+                !tw_map_get_str(&ids, t + cut, len - cut, &r))
+                continue;
+            rc = tw_vec_push(&splits, &(struct split){ (int32_t)l, (int32_t)r, cut });
+        }
+        qsort(splits.data, splits.len, sizeof(struct split), by_ids);
+        for (size_t i = 0; !rc && i < splits.len; i++) {
+            const struct split *sp = tw_vec_at(&splits, i);
+            json_t *pair =
+                json_pack("[s#,s#]", t, (int)sp->cut, t + sp->cut, (int)(len - sp->cut));
+            if (!pair || json_array_append_new(merges, pair))
+                rc = tw_error_set(TW_ENOMEM, "out of memory");
+        }
+    }
+    tw_vec_free(&splits);
+    tw_free(order);
+    tw_map_free(&ids);
+    return rc;
+}
+
+static json_t *template_bos(const char *bos, int32_t id)
+{
+    return json_pack("{s:s,s:[{s:{s:s,s:i}},{s:{s:s,s:i}}],s:[],s:{s:{s:s,s:[i],s:[s]}}}", "type",
+                     "TemplateProcessing", "single", "SpecialToken", "id", bos, "type_id", 0,
+                     "Sequence", "id", "A", "type_id", 0, "pair", "special_tokens", bos, "id", bos,
+                     "ids", (int)id, "tokens", bos);
+}
+int tw_tokenizer_from_vocab(const struct tw_tokenizer_vocab *v, tw_tokenizer **out)
+{
+    bool spm = v->model && strcmp(v->model, "llama") == 0;
+    bool bpe = v->model && strcmp(v->model, "gpt2") == 0;
+    if (!spm && !bpe)
+        return tw_error_set(TW_EUNSUPPORTED,
+                            "tokenizer.ggml.model: \"%s\" is not supported (supported: gpt2, "
+                            "llama)",
+                            v->model ? v->model : "(none)");
+    json_t *root = json_object(), *vocab = json_object(), *merges = json_array();
+    json_t *added = json_array();
+    int rc = root && vocab && merges && added ? 0 : tw_error_set(TW_ENOMEM, "out of memory");
+    for (size_t i = 0; !rc && i < v->n_tokens; i++) {
+        int type = v->types ? v->types[i] : 1;
+        if (json_object_set_new(vocab, v->tokens[i], json_integer((json_int_t)i)))
+            rc = tw_error_set(TW_ENOMEM, "out of memory");
+        if (!rc && (type == 3 || type == 4)) // control and user-defined: added tokens
+            rc = json_array_append_new(added, json_pack("{s:i,s:s,s:b,s:b,s:b,s:b,s:b}", "id",
+                                                        (json_int_t)i, "content", v->tokens[i],
+                                                        "single_word", 0, "lstrip", 0, "rstrip", 0,
+                                                        "normalized", 0, "special", type == 3))
+                     ? tw_error_set(TW_ENOMEM, "out of memory")
+                     : 0;
+    }
+    bool ignore_merges = false;
+    if (!rc && bpe) {
+        for (size_t i = 0; !rc && i < v->n_merges; i++)
+            if (json_array_append_new(merges, json_string(v->merges[i])))
+                rc = tw_error_set(TW_ENOMEM, "out of memory");
+        if (!rc)
+            rc = gpt2_pre(v->pre, root, &ignore_merges);
+    } else if (!rc) {
+        rc = spm_merges(v, merges);
+        json_t *norm =
+            v->add_space_prefix
+                ? json_pack("{s:s,s:[{s:s,s:s},{s:s,s:{s:s},s:s}]}", "type", "Sequence",
+                            "normalizers", "type", "Prepend", "prepend", "\xE2\x96\x81", "type",
+                            "Replace", "pattern", "String", " ", "content", "\xE2\x96\x81")
+                : json_pack("{s:s,s:{s:s},s:s}", "type", "Replace", "pattern", "String", " ",
+                            "content", "\xE2\x96\x81");
+        json_object_set_new(root, "normalizer", norm);
+        json_object_set_new(root, "pre_tokenizer", json_null());
+        json_t *dec = json_pack("{s:s,s:[{s:s,s:{s:s},s:s},{s:s},{s:s}]}", "type", "Sequence",
+                                "decoders", "type", "Replace", "pattern", "String", "\xE2\x96\x81",
+                                "content", " ", "type", "ByteFallback", "type", "Fuse");
+        if (v->add_space_prefix) // the space the normalizer prepended
+            json_array_append_new(json_object_get(dec, "decoders"),
+                                  json_pack("{s:s,s:s,s:i,s:i}", "type", "Strip", "content", " ",
+                                            "start", 1, "stop", 0));
+        json_object_set_new(root, "decoder", dec);
+    }
+    if (!rc) {
+        const char *unk = v->unk >= 0 && (size_t)v->unk < v->n_tokens ? v->tokens[v->unk] : NULL;
+        json_t *model =
+            json_pack("{s:s,s:O,s:O,s:b,s:b,s:b}", "type", "BPE", "vocab", vocab, "merges", merges,
+                      "byte_fallback", spm, "fuse_unk", spm, "ignore_merges", ignore_merges);
+        if (model && unk)
+            json_object_set_new(model, "unk_token", json_string(unk));
+        json_object_set_new(root, "model", model);
+        json_object_set_new(root, "added_tokens", json_incref(added));
+        bool bos = v->add_bos && v->bos >= 0 && (size_t)v->bos < v->n_tokens;
+        json_object_set_new(root, "post_processor",
+                            bos ? template_bos(v->tokens[v->bos], v->bos) : json_null());
+    }
+    tw_tokenizer *t = NULL;
+    if (!rc) {
+        char *text = NULL;
+        rc = tw_json_dump(root, JSON_COMPACT, &text);
+        if (!rc)
+            rc = tw_tokenizer_load_buffer("tokenizer.ggml", text, strlen(text), &t);
+        tw_free(text);
+    }
+    json_decref(root);
+    json_decref(vocab);
+    json_decref(merges);
+    json_decref(added);
+    if (rc)
+        return rc;
+    t->bos = v->bos;
+    t->eos = v->eos;
+    t->pad = v->pad;
+    if (v->chat_template && !(t->chat_template = tw_strdup(v->chat_template))) {
+        tw_tokenizer_free(t);
+        return tw_error_set(TW_ENOMEM, "out of memory");
+    }
+    *out = t;
+    return 0;
+}
