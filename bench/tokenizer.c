@@ -2,8 +2,8 @@
 // For each tokenizer: load time, single-thread encode MB/s and tokens/s (best of R runs over
 // the whole corpus), and batch encoding over 1, 2, 4, ... threads (one document per task).
 // The peers (HF tokenizers, tiktoken) are timed by bench/tokenizer_peers.py in the same run
-// (scripts/bench_tokenizer.sh). usage: tokenizer DATA_DIR [NAME...]   (DATA_DIR holds sotu/
-// and tokenizers/<NAME>/)
+// (bench/tokenizer_peers.py runs this program and them). usage: tokenizer [DATA_DIR [NAME...]]
+// (DATA_DIR, default .cache/data, holds sotu/ and tokenizers/<NAME>/)
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -107,11 +107,7 @@ static double run_batch(const tw_tokenizer *t, const struct doc *docs, size_t n,
 
 int main(int argc, char **argv)
 {
-    if (argc < 2) {
-        fprintf(stderr, "usage: tokenizer DATA_DIR [NAME...]\n");
-        return 2;
-    }
-    const char *data = argv[1];
+    const char *data = argc > 1 ? argv[1] : ".cache/data";
     const char *all[] = { "llama2", "llama3", "qwen3", "gemma3", "gpt4o" };
     const char **names = argc > 2 ? (const char **)argv + 2 : all;
     int n_names = argc > 2 ? argc - 2 : 5;
