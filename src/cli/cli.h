@@ -31,5 +31,7 @@ int tw_cli_wants_help(int argc, char **argv);
 
 extern const struct tw_verb tw_verb_init;
 extern const struct tw_verb tw_verb_status;
+extern const struct tw_verb tw_verb_tokenize;
+extern const struct tw_verb tw_verb_chunk;
 
 #endif

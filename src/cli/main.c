@@ -14,6 +14,8 @@
 static const struct tw_verb *const verbs[] = {
     &tw_verb_init,
     &tw_verb_status,
+    &tw_verb_tokenize,
+    &tw_verb_chunk,
 };
 #define N_VERBS (sizeof verbs / sizeof verbs[0])
 
