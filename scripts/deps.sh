@@ -13,6 +13,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 packages=(
     build-essential cmake pkg-config git ca-certificates   # the build
     clang-format                                            # the format check
+    clang libclang-rt-14-dev                                # fuzz/: clang, libFuzzer + ASan runtimes
     libsqlite3-dev                                          # store/: the warehouse, registry
     libjansson-dev                                          # base/json: the JSON library
     libpcre2-dev libutf8proc-dev libstemmer-dev             # text/: regex, Unicode, stemming

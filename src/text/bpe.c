@@ -59,6 +59,9 @@ int model_add_piece(struct model *m, const char *path, const char *piece, size_t
 {
     if (id < 0)
         return tw_error_set(TW_EFORMAT, "%s: negative id %d", path, (int)id);
+    if (id > TOKENIZER_MAX_ID) // also keeps the doubling below from overflowing
+        return tw_error_set(TW_ELIMIT, "%s: id %d is over the limit of %d", path, (int)id,
+                            TOKENIZER_MAX_ID);
     if (id >= m->n_pieces) {
         int32_t cap = m->n_pieces ? m->n_pieces : 1024;
         while (cap <= id)
@@ -544,6 +547,8 @@ static int encode_cached(const struct model *m, const char *w, size_t n, tw_vec 
     if (tw_map_len(&c->words) >= CACHE_ENTRIES_MAX)
         bpe_cache_clear(c);
     size_t at = c->toks.len, count = out->len - first;
+    if (count == 0) // a word with no tokens (no unknown token to stand for it): not memoised
+        return 0;
     if (tw_vec_append(&c->toks, (struct tok *)out->data + first, count) == 0 &&
         tw_map_put_str(&c->words, w, n, (uint64_t)at << 16 | count) != 0)
         c->toks.len = at; // a memo that failed to grow is only slower

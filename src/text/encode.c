@@ -311,7 +311,7 @@ int tw_tokenizer_encode(const tw_tokenizer *t, const char *text, size_t len, int
         e.md = ws->md;
         e.cache = &ws->cache;
     }
-    size_t first = ids->len;
+    size_t first = ids->len, first_span = spans ? spans->len : 0;
     const int32_t *pre = t->post_prefix.data, *suf = t->post_suffix.data;
     for (size_t i = 0; !rc && (flags & TW_TOK_ADD_SPECIAL) && i < t->post_prefix.len; i++)
         rc = tw_vec_push(ids, &pre[i]) || (spans && tw_vec_push(spans, &(struct tw_span){ 0, 0 }));
@@ -324,7 +324,9 @@ int tw_tokenizer_encode(const tw_tokenizer *t, const char *text, size_t len, int
     }
     if (rc) {
         rc = tw_error_code() ? tw_error_code() : TW_ENOMEM;
-        ids->len = first;
+        ids->len = first; // the caller's vectors as they were
+        if (spans)
+            spans->len = first_span;
     }
     if (ws) { // keep the buffers for the next call, unless a huge text made them huge
         ws->s = e.s;

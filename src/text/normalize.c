@@ -34,6 +34,8 @@ void nstr_clear(struct nstr *s)
 
 int nstr_put(struct nstr *s, const char *p, size_t n, struct tw_span src)
 {
+    if (n == 0) // nothing to add (and s's buffers may not exist yet: no NULL + 0)
+        return 0;
     size_t at = s->a.len;
     int rc = tw_vec_append(&s->b, p, n);
     if (!rc)
@@ -49,6 +51,8 @@ int nstr_put(struct nstr *s, const char *p, size_t n, struct tw_span src)
 // Copies bytes [from, to) of src with their spans.
 static int nstr_copy(struct nstr *dst, const struct nstr *src, size_t from, size_t to)
 {
+    if (from == to)
+        return 0;
     int rc = tw_vec_append(&dst->b, (const char *)src->b.data + from, to - from);
     if (!rc)
         rc = tw_vec_append(&dst->a, (const struct tw_span *)src->a.data + from, to - from);

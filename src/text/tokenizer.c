@@ -97,6 +97,10 @@ static int parse_added(tw_tokenizer *t, const json_t *arr, const char *file)
                                 "%s: added_tokens[%zu]: expected an object with \"id\" and "
                                 "\"content\"",
                                 file, i);
+        if (json_integer_value(id) > TOKENIZER_MAX_ID)
+            return tw_error_set(TW_ELIMIT,
+                                "%s: added_tokens[%zu]: id %lld is over the limit of %d", file, i,
+                                (long long)json_integer_value(id), TOKENIZER_MAX_ID);
         struct added a = {
             .len = json_string_length(content),
             .id = (int32_t)json_integer_value(id),
@@ -156,7 +160,13 @@ static int32_t special_id(const json_t *post, const char *name, const char *path
             tw_error_set(TW_EFORMAT, "%s.special_tokens[\"%s\"].ids: expected one id", path, name);
         return -1;
     }
-    return (int32_t)json_integer_value(json_array_get(ids, 0));
+    json_int_t id = json_integer_value(json_array_get(ids, 0));
+    if (id < 0 || id > TOKENIZER_MAX_ID) {
+        *rc = tw_error_set(TW_EFORMAT, "%s.special_tokens[\"%s\"].ids: id %lld outside 0..%d",
+                           path, name, (long long)id, TOKENIZER_MAX_ID);
+        return -1;
+    }
+    return (int32_t)id;
 }
 
 static int parse_post(tw_tokenizer *t, const json_t *j, const char *path)
@@ -208,10 +218,14 @@ static int parse_post(tw_tokenizer *t, const json_t *j, const char *path)
         if (!json_is_integer(json_array_get(cls, 1)) || !json_is_integer(json_array_get(sep, 1)))
             return tw_error_set(TW_EFORMAT, "%s: expected \"cls\" and \"sep\" as [token, id]",
                                 path);
-        int32_t c = (int32_t)json_integer_value(json_array_get(cls, 1));
-        int32_t s = (int32_t)json_integer_value(json_array_get(sep, 1));
-        rc = tw_vec_push(&t->post_prefix, &c);
-        return rc ? rc : tw_vec_push(&t->post_suffix, &s);
+        json_int_t c = json_integer_value(json_array_get(cls, 1));
+        json_int_t s = json_integer_value(json_array_get(sep, 1));
+        if (c < 0 || c > TOKENIZER_MAX_ID || s < 0 || s > TOKENIZER_MAX_ID)
+            return tw_error_set(TW_EFORMAT, "%s: \"cls\" and \"sep\" ids must be in 0..%d", path,
+                                TOKENIZER_MAX_ID);
+        int32_t cls_id = (int32_t)c, sep_id = (int32_t)s;
+        rc = tw_vec_push(&t->post_prefix, &cls_id);
+        return rc ? rc : tw_vec_push(&t->post_suffix, &sep_id);
     }
     return tw_error_set(TW_EUNSUPPORTED,
                         "%s: post-processor \"%s\" is not supported (supported: "
@@ -383,6 +397,12 @@ static void compute_vocab_size(tw_tokenizer *t)
         if (a->id + 1 > n)
             n = a->id + 1;
     }
+    // The post-processor's ids too: every id that encode can give is under the size.
+    const tw_vec *post[2] = { &t->post_prefix, &t->post_suffix };
+    for (int k = 0; k < 2; k++)
+        for (size_t i = 0; i < post[k]->len; i++)
+            if (TW_VEC_AT(post[k], int32_t, i) + 1 > n)
+                n = TW_VEC_AT(post[k], int32_t, i) + 1;
     t->vocab_size = n;
 }
 

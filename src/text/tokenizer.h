@@ -70,7 +70,8 @@ void tw_tokenizer_thread_cleanup(void);
 int tw_tokenizer_decode(const tw_tokenizer *t, const int32_t *ids, size_t n, int flags,
                         tw_str *out);
 
-// Vocabulary size (the largest id + 1, added tokens included).
+// Vocabulary size: the largest id + 1, added tokens and the post-processor's special tokens
+// included (every id encode gives is under it).
 int32_t tw_tokenizer_vocab_size(const tw_tokenizer *t);
 // The token's string as the vocabulary spells it, or NULL for an unknown id.
 const char *tw_tokenizer_id_to_piece(const tw_tokenizer *t, int32_t id);

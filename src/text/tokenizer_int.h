@@ -153,6 +153,11 @@ int bpe_encode(const struct model *m, const char *w, size_t n, tw_vec *out, tw_v
                struct bpe_cache *cache);
 int wordpiece_parse(const json_t *j, const char *path, struct model *m);
 int wordpiece_encode(const struct model *m, const char *w, size_t n, tw_vec *out);
+// The largest token id a file may give: ids index dense tables (id -> piece), so a hostile
+// file must not make the loader allocate for 2^31 of them. Far above any published vocabulary.
+#define TOKENIZER_MAX_ID ((1 << 24) - 1)
+// Records piece as the spelling of id; TW_EFORMAT for a negative id, TW_ELIMIT past
+// TOKENIZER_MAX_ID.
 int model_add_piece(struct model *m, const char *path, const char *piece, size_t len, int32_t id);
 
 // GPT-2's byte <-> character table (the published bytes_to_unicode mapping).

@@ -23,6 +23,7 @@ int wordpiece_parse(const json_t *j, const char *path, struct model *m)
     const char *key;
     json_t *v;
     int rc = tw_map_reserve(&m->vocab, json_object_size(vocab));
+    int32_t max_id = -1;
     json_object_foreach((json_t *)vocab, key, v)
     {
         if (rc)
@@ -33,12 +34,16 @@ int wordpiece_parse(const json_t *j, const char *path, struct model *m)
             break;
         }
         int32_t id = (int32_t)json_integer_value(v);
+        max_id = id > max_id ? id : max_id;
         rc = tw_map_put_str(&m->vocab, key, strlen(key), (uint64_t)id);
         if (!rc)
             rc = model_add_piece(m, path, key, strlen(key), id);
     }
     if (rc)
         return rc;
+    // model_add_piece grows the table by doubling: the vocabulary ends at the largest id.
+    if (m->n_pieces > max_id + 1)
+        m->n_pieces = max_id + 1;
     const char *unk = json_string_value(json_object_get(j, "unk_token"));
     uint64_t id;
     m->unk_id = -1;
