@@ -40,8 +40,10 @@ void tw_tokenizer_free(tw_tokenizer *t);
 
 // The tokenizer.ggml.* values of a GGUF file (ggml's docs/gguf.md); nothing is owned.
 struct tw_tokenizer_vocab {
-    const char *model; // "gpt2" (byte-level BPE) or "llama" (SentencePiece BPE)
-    const char *pre;   // tokenizer.ggml.pre: default, llama-bpe, qwen2, gpt-4o, ...
+    // "gpt2" (byte-level BPE), "llama" (SentencePiece BPE) or "bert" (WordPiece, its tokens in
+    // llama.cpp's "phantom space" spelling: "▁word" starts a word, "piece" continues one)
+    const char *model;
+    const char *pre; // tokenizer.ggml.pre: default, llama-bpe, qwen2, gpt-4o, ...
     size_t n_tokens;
     const char *const *tokens; // id -> token text (NUL-terminated)
     const float *scores;       // llama: piece scores (merges follow them); may be NULL
@@ -50,8 +52,10 @@ struct tw_tokenizer_vocab {
     size_t n_merges;
     const char *const *merges;  // gpt2: "left right"
     int32_t bos, eos, unk, pad; // -1 when absent
+    int32_t cls, sep;           // bert: [CLS], [SEP]; -1: found by name
     bool add_bos;               // tokenizer.ggml.add_bos_token
     bool add_space_prefix;      // llama: tokenizer.ggml.add_space_prefix
+    bool cased;                 // bert: keep case and accents (uncased models lower-case)
     const char *chat_template;  // tokenizer.chat_template, or NULL
 };
 // Builds the tokenizer those values describe (the same as the model's tokenizer.json).

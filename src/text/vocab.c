@@ -3,7 +3,8 @@
 // docs/gguf.md): the arrays are turned into the equivalent tokenizer.json in memory and loaded
 // by the same code, so a model read from GGUF tokenizes exactly as its Hugging Face folder.
 // "gpt2" is byte-level BPE with merges; "llama" is SentencePiece BPE whose merges follow the
-// pieces' scores (best score first, as SentencePiece merges).
+// pieces' scores (best score first, as SentencePiece merges); "bert" is WordPiece with the
+// tokens respelled as llama.cpp's converter writes them ("▁" + word, "##" dropped).
 #include <stdlib.h>
 #include <string.h>
 
@@ -141,14 +142,120 @@ static json_t *template_bos(const char *bos, int32_t id)
                      "Sequence", "id", "A", "type_id", 0, "pair", "special_tokens", bos, "id", bos,
                      "ids", (int)id, "tokens", bos);
 }
+// llama.cpp's convert_hf_to_gguf.py writes BERT vocabularies in "phantom space" spelling:
+// "[X]" as is, "##piece" as "piece", "word" as "▁word". This undoes it.
+static char *wordpiece_spelling(const char *tok)
+{
+    size_t n = strlen(tok);
+    if (n >= 2 && tok[0] == '[' && tok[n - 1] == ']')
+        return tw_strdup(tok);
+    if (n >= 3 && memcmp(tok, "\xE2\x96\x81", 3) == 0)
+        return tw_strdup(tok + 3);
+    char *s = tw_malloc(n + 3);
+    if (s) {
+        memcpy(s, "##", 2);
+        memcpy(s + 2, tok, n + 1);
+    }
+    return s;
+}
+
+static int32_t find_token(const struct tw_tokenizer_vocab *v, const char *name)
+{
+    for (size_t i = 0; i < v->n_tokens; i++)
+        if (strcmp(v->tokens[i], name) == 0)
+            return (int32_t)i;
+    return -1;
+}
+
+static int from_wordpiece(const struct tw_tokenizer_vocab *v, json_t *root)
+{
+    json_t *vocab = json_object(), *added = json_array();
+    int rc = vocab && added ? 0 : TW_ENOMEM;
+    for (size_t i = 0; !rc && i < v->n_tokens; i++) {
+        char *w = wordpiece_spelling(v->tokens[i]);
+        rc = w && json_object_get(vocab, w) == NULL
+                 ? json_object_set_new(vocab, w, json_integer((json_int_t)i))
+                 : (w ? 0 : TW_ENOMEM);
+        int type = v->types ? v->types[i] : 1;
+        if (!rc && w && (type == 3 || type == 4 || (w[0] == '[' && type != 1)))
+            rc = json_array_append_new(added, json_pack("{s:i,s:s,s:b}", "id", (json_int_t)i,
+                                                        "content", w, "special", 1));
+        tw_free(w);
+    }
+    int32_t cls = v->cls >= 0 ? v->cls : find_token(v, "[CLS]");
+    int32_t sep = v->sep >= 0 ? v->sep : find_token(v, "[SEP]");
+    int32_t unk = v->unk >= 0 ? v->unk : find_token(v, "[UNK]");
+    if (!rc && (cls < 0 || sep < 0 || unk < 0))
+        rc = tw_error_set(TW_EFORMAT, "tokenizer.ggml: a bert vocabulary needs [CLS], [SEP] and "
+                                      "[UNK] tokens");
+    if (rc) {
+        json_decref(vocab);
+        json_decref(added);
+        return rc == TW_ENOMEM ? tw_error_set(TW_ENOMEM, "out of memory") : rc;
+    }
+    char *unk_name = wordpiece_spelling(v->tokens[unk]);
+    char *cls_name = wordpiece_spelling(v->tokens[cls]);
+    char *sep_name = wordpiece_spelling(v->tokens[sep]);
+    json_object_set_new(root, "normalizer",
+                        json_pack("{s:s,s:b,s:b,s:n,s:b}", "type", "BertNormalizer", "clean_text",
+                                  1, "handle_chinese_chars", 1, "strip_accents", "lowercase",
+                                  !v->cased));
+    json_object_set_new(root, "pre_tokenizer", json_pack("{s:s}", "type", "BertPreTokenizer"));
+    json_object_set_new(root, "model",
+                        json_pack("{s:s,s:o,s:s?,s:s,s:i}", "type", "WordPiece", "vocab", vocab,
+                                  "unk_token", unk_name, "continuing_subword_prefix", "##",
+                                  "max_input_chars_per_word", 100));
+    json_object_set_new(root, "added_tokens", added);
+    json_object_set_new(root, "post_processor",
+                        json_pack("{s:s,s:[s?,i],s:[s?,i]}", "type", "BertProcessing", "cls",
+                                  cls_name, (int)cls, "sep", sep_name, (int)sep));
+    json_object_set_new(
+        root, "decoder",
+        json_pack("{s:s,s:s,s:b}", "type", "WordPiece", "prefix", "##", "cleanup", 1));
+    tw_free(unk_name);
+    tw_free(cls_name);
+    tw_free(sep_name);
+    return 0;
+}
+
+// Loads root (a tokenizer.json built in memory) and sets the special ids given by v.
+static int load_built(const struct tw_tokenizer_vocab *v, json_t *root, tw_tokenizer **out)
+{
+    char *text = NULL;
+    tw_tokenizer *t = NULL;
+    int rc = tw_json_dump(root, JSON_COMPACT, &text);
+    if (!rc)
+        rc = tw_tokenizer_load_buffer("tokenizer.ggml", text, strlen(text), &t);
+    tw_free(text);
+    if (rc)
+        return rc;
+    t->bos = v->bos;
+    t->eos = v->eos;
+    t->pad = v->pad;
+    if (v->chat_template && !(t->chat_template = tw_strdup(v->chat_template))) {
+        tw_tokenizer_free(t);
+        return tw_error_set(TW_ENOMEM, "out of memory");
+    }
+    *out = t;
+    return 0;
+}
+
 int tw_tokenizer_from_vocab(const struct tw_tokenizer_vocab *v, tw_tokenizer **out)
 {
+    if (v->model && strcmp(v->model, "bert") == 0) {
+        json_t *root = json_object();
+        int rc = root ? from_wordpiece(v, root) : tw_error_set(TW_ENOMEM, "out of memory");
+        if (!rc)
+            rc = load_built(v, root, out);
+        json_decref(root);
+        return rc;
+    }
     bool spm = v->model && strcmp(v->model, "llama") == 0;
     bool bpe = v->model && strcmp(v->model, "gpt2") == 0;
     if (!spm && !bpe)
         return tw_error_set(TW_EUNSUPPORTED,
                             "tokenizer.ggml.model: \"%s\" is not supported (supported: gpt2, "
-                            "llama)",
+                            "llama, bert)",
                             v->model ? v->model : "(none)");
     json_t *root = json_object(), *vocab = json_object(), *merges = json_array();
     json_t *added = json_array();
@@ -205,27 +312,11 @@ int tw_tokenizer_from_vocab(const struct tw_tokenizer_vocab *v, tw_tokenizer **o
         json_object_set_new(root, "post_processor",
                             bos ? template_bos(v->tokens[v->bos], v->bos) : json_null());
     }
-    tw_tokenizer *t = NULL;
-    if (!rc) {
-        char *text = NULL;
-        rc = tw_json_dump(root, JSON_COMPACT, &text);
-        if (!rc)
-            rc = tw_tokenizer_load_buffer("tokenizer.ggml", text, strlen(text), &t);
-        tw_free(text);
-    }
+    if (!rc)
+        rc = load_built(v, root, out);
     json_decref(root);
     json_decref(vocab);
     json_decref(merges);
     json_decref(added);
-    if (rc)
-        return rc;
-    t->bos = v->bos;
-    t->eos = v->eos;
-    t->pad = v->pad;
-    if (v->chat_template && !(t->chat_template = tw_strdup(v->chat_template))) {
-        tw_tokenizer_free(t);
-        return tw_error_set(TW_ENOMEM, "out of memory");
-    }
-    *out = t;
-    return 0;
+    return rc;
 }

@@ -196,6 +196,8 @@ static void check_one(const char *name, const char *model, const char *pre, int3
         .eos = -1,
         .unk = spm ? 0 : -1,
         .pad = -1,
+        .cls = -1,
+        .sep = -1,
         .add_bos = bos >= 0,
         .add_space_prefix = add_space_prefix,
     };
@@ -215,6 +217,56 @@ static void check_one(const char *name, const char *model, const char *pre, int3
     json_decref(tj);
 }
 
+// BERT as llama.cpp's converter writes it: "[X]" as is, "##piece" as "piece", "word" as
+// "▁word" (convert_hf_to_gguf.py, BertModel.set_vocab).
+static void check_bert(void)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tests/golden/tokenizers/bert/tokenizer.json", root);
+    json_t *tj;
+    CHECK_OK(tw_json_load_file(path, 0, &tj));
+    if (!tj)
+        return;
+    struct arrays a;
+    make_arrays(tj, &a);
+    char **phantom = calloc(a.n, sizeof *phantom);
+    for (size_t i = 0; i < a.n; i++) {
+        const char *t = a.tokens[i];
+        size_t n = strlen(t);
+        phantom[i] = malloc(n + 4);
+        if (n >= 2 && t[0] == '[' && t[n - 1] == ']')
+            strcpy(phantom[i], t);
+        else if (strncmp(t, "##", 2) == 0)
+            strcpy(phantom[i], t + 2);
+        else
+            sprintf(phantom[i], "\xE2\x96\x81%s", t);
+    }
+    struct tw_tokenizer_vocab v = { .model = "bert",
+                                    .n_tokens = a.n,
+                                    .tokens = (const char *const *)phantom,
+                                    .types = a.types,
+                                    .bos = -1,
+                                    .eos = -1,
+                                    .unk = -1,
+                                    .pad = -1,
+                                    .cls = -1,
+                                    .sep = -1 };
+    tw_tokenizer *t = NULL;
+    CHECK_OK(tw_tokenizer_from_vocab(&v, &t));
+    if (t) {
+        int bad = check_against_golden("bert", t, 6);
+        if (bad)
+            fprintf(stderr, "bert: %d differences\n", bad);
+        CHECK_EQ_INT(bad, 0);
+        tw_tokenizer_free(t);
+    }
+    for (size_t i = 0; i < a.n; i++)
+        free(phantom[i]);
+    free(phantom);
+    arrays_free(&a);
+    json_decref(tj);
+}
+
 int main(void)
 {
     root = getenv("TWIN_SOURCE_DIR") ? getenv("TWIN_SOURCE_DIR") : ".";
@@ -224,12 +276,13 @@ int main(void)
     check_one("gpt4o", "gpt2", "gpt-4o", -1, false);
     check_one("llama2", "llama", NULL, 1, true);
     check_one("gemma3", "llama", NULL, 2, false);
+    check_bert();
 
     // Unsupported values are named with what is supported.
     struct tw_tokenizer_vocab v = { .model = "rwkv", .bos = -1, .eos = -1, .unk = -1, .pad = -1 };
     tw_tokenizer *t = NULL;
     CHECK_EQ_INT(tw_tokenizer_from_vocab(&v, &t), TW_EUNSUPPORTED);
-    CHECK(strstr(tw_error_msg(), "gpt2, llama") != NULL);
+    CHECK(strstr(tw_error_msg(), "gpt2, llama, bert") != NULL);
     const char *toks[] = { "a", "b", "ab" };
     v = (struct tw_tokenizer_vocab){ .model = "gpt2",
                                      .pre = "deepseek-coder",
