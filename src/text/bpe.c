@@ -81,7 +81,7 @@ int model_add_piece(struct model *m, const char *path, const char *piece, size_t
     return 0;
 }
 
-static int parse_vocab(const json_t *vocab, const char *path, struct model *m, tw_map *by_name)
+int model_parse_vocab(const json_t *vocab, const char *path, struct model *m, tw_map *by_name)
 {
     if (!json_is_object(vocab))
         return tw_error_set(TW_EFORMAT, "%s.vocab: expected an object", path);
@@ -89,7 +89,9 @@ static int parse_vocab(const json_t *vocab, const char *path, struct model *m, t
     json_t *v;
     tw_str raw;
     tw_str_init(&raw);
-    int rc = tw_map_reserve(by_name, json_object_size(vocab));
+    int rc = by_name ? tw_map_reserve(by_name, json_object_size(vocab)) : 0;
+    if (!rc)
+        rc = tw_map_reserve(&m->vocab, json_object_size(vocab));
     int32_t max_id = -1;
     json_object_foreach((json_t *)vocab, key, v)
     {
@@ -103,7 +105,7 @@ static int parse_vocab(const json_t *vocab, const char *path, struct model *m, t
         }
         int32_t id = (int32_t)json_integer_value(v);
         max_id = id > max_id ? id : max_id;
-        rc = tw_map_put_str(by_name, key, klen, (uint64_t)id);
+        rc = by_name ? tw_map_put_str(by_name, key, klen, (uint64_t)id) : 0;
         if (!rc && m->byte_level) {
             if (unmap_bytelevel(key, klen, &raw))
                 rc = tw_map_put_str(&m->vocab, tw_str_cstr(&raw), tw_str_len(&raw), (uint64_t)id);
@@ -239,7 +241,7 @@ int bpe_parse(const json_t *j, const char *path, bool byte_level, struct model *
         return tw_error_set(TW_ENOMEM, "%s: out of memory", path);
     tw_map by_name;
     tw_map_init(&by_name, TW_MAP_STR);
-    int rc = parse_vocab(json_object_get(j, "vocab"), path, m, &by_name);
+    int rc = model_parse_vocab(json_object_get(j, "vocab"), path, m, &by_name);
     if (!rc)
         rc = parse_merges(json_object_get(j, "merges"), path, m, &by_name);
     const char *unk = opt_string(j, "unk_token");

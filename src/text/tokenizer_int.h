@@ -159,6 +159,9 @@ int wordpiece_encode(const struct model *m, const char *w, size_t n, tw_vec *out
 // Records piece as the spelling of id; TW_EFORMAT for a negative id, TW_ELIMIT past
 // TOKENIZER_MAX_ID.
 int model_add_piece(struct model *m, const char *path, const char *piece, size_t len, int32_t id);
+// Reads model.vocab ({token: id}) into m->vocab and m->pieces (byte-level vocabularies as raw
+// bytes) and, when by_name is not NULL, the tokens as spelled into by_name.
+int model_parse_vocab(const json_t *vocab, const char *path, struct model *m, tw_map *by_name);
 
 // GPT-2's byte <-> character table (the published bytes_to_unicode mapping).
 uint32_t bytelevel_char(uint8_t b);

@@ -20,30 +20,9 @@ int wordpiece_parse(const json_t *j, const char *path, struct model *m)
     m->wp_max_chars = json_is_integer(max) ? (size_t)json_integer_value(max) : 100;
     if (!m->wp_prefix)
         return tw_error_set(TW_ENOMEM, "%s: out of memory", path);
-    const char *key;
-    json_t *v;
-    int rc = tw_map_reserve(&m->vocab, json_object_size(vocab));
-    int32_t max_id = -1;
-    json_object_foreach((json_t *)vocab, key, v)
-    {
-        if (rc)
-            break;
-        if (!json_is_integer(v) || json_integer_value(v) < 0 ||
-            json_integer_value(v) > INT32_MAX) {
-            rc = tw_error_set(TW_EFORMAT, "%s.vocab[\"%s\"]: expected an id", path, key);
-            break;
-        }
-        int32_t id = (int32_t)json_integer_value(v);
-        max_id = id > max_id ? id : max_id;
-        rc = tw_map_put_str(&m->vocab, key, strlen(key), (uint64_t)id);
-        if (!rc)
-            rc = model_add_piece(m, path, key, strlen(key), id);
-    }
+    int rc = model_parse_vocab(vocab, path, m, NULL);
     if (rc)
         return rc;
-    // model_add_piece grows the table by doubling: the vocabulary ends at the largest id.
-    if (m->n_pieces > max_id + 1)
-        m->n_pieces = max_id + 1;
     const char *unk = json_string_value(json_object_get(j, "unk_token"));
     uint64_t id;
     m->unk_id = -1;

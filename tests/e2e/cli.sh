@@ -5,30 +5,7 @@ set -u
 twin=$1
 tmp=$(mktemp -d /tmp/twin-e2e-cli-XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
-passed=0 failed=0
-
-check() { # check NAME EXPECTED_RC COMMAND... ; output in $out
-    local name=$1 want=$2
-    shift 2
-    out=$("$@" 2>&1)
-    local rc=$?
-    if [ "$rc" -eq "$want" ]; then
-        passed=$((passed + 1))
-    else
-        failed=$((failed + 1))
-        echo "FAIL $name: exit $rc, wanted $want; output:"
-        echo "$out"
-    fi
-}
-contains() { # contains NAME TEXT: the last output holds TEXT
-    if grep -qF -- "$2" <<<"$out"; then
-        passed=$((passed + 1))
-    else
-        failed=$((failed + 1))
-        echo "FAIL $1: output lacks '$2':"
-        echo "$out"
-    fi
-}
+. "$(dirname "$0")/lib.sh"
 
 check help 0 "$twin" --help
 contains help-lists-init "init"
@@ -74,5 +51,4 @@ contains foreign-folder "not a twin home"
 check bad-log-level 2 env TWIN_LOG=loud "$twin" --home "$home" status
 contains bad-log-level "TWIN_LOG"
 
-echo "cli: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+e2e_report cli

@@ -14,50 +14,8 @@ if [ ! -f "$toks/llama3/tokenizer.json" ] || [ ! -f "$sotu" ]; then
 fi
 tmp=$(mktemp -d /tmp/twin-e2e-text-XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
-passed=0 failed=0
+. "$(dirname "$0")/lib.sh"
 
-check() { # check NAME EXPECTED_RC COMMAND... ; output (stdout and stderr) in $out
-    local name=$1 want=$2
-    shift 2
-    out=$("$@" 2>&1)
-    local rc=$?
-    if [ "$rc" -eq "$want" ]; then
-        passed=$((passed + 1))
-    else
-        failed=$((failed + 1))
-        echo "FAIL $name: exit $rc, wanted $want; output:"
-        echo "$out"
-    fi
-}
-contains() { # contains NAME TEXT: the last output holds TEXT
-    if grep -qF -- "$2" <<<"$out"; then
-        passed=$((passed + 1))
-    else
-        failed=$((failed + 1))
-        echo "FAIL $1: output lacks '$2':"
-        echo "$out"
-    fi
-}
-equals() { # equals NAME TEXT: the last output is TEXT
-    if [ "$out" = "$2" ]; then
-        passed=$((passed + 1))
-    else
-        failed=$((failed + 1))
-        echo "FAIL $1: output is not '$2':"
-        echo "$out"
-    fi
-}
-holds() { # holds NAME COMMAND...: the command succeeds (it reads the last output on stdin)
-    local name=$1
-    shift
-    if "$@" <<<"$out"; then
-        passed=$((passed + 1))
-    else
-        failed=$((failed + 1))
-        echo "FAIL $name; output:"
-        echo "$out" | head -20
-    fi
-}
 golden() { # golden TOKENIZER CASE FIELD: a hard case's ids (space-separated) or text
     python3 - "$golden/$1.json" "$2" "$3" <<'EOF'
 import json, sys
@@ -302,5 +260,4 @@ check chunk-unknown-option 2 "$twin" chunk --category article --frob "$sotu"
 check chunk-help 0 "$twin" chunk --help
 contains chunk-help "usage: twin chunk --category C"
 
-echo "text: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+e2e_report text
