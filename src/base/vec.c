@@ -160,9 +160,12 @@ int tw_vec_grow(tw_vec *v, size_t n, void **out)
     int rc = grow_len(v, n);
     if (rc)
         return rc;
+    if (n == 0) { // nothing to hand out (and no NULL + 0 when nothing is allocated)
+        *out = v->data ? elem_ptr(v, v->len) : NULL;
+        return 0;
+    }
     *out = elem_ptr(v, v->len);
-    if (n)
-        memset(*out, 0, n * v->esize);
+    memset(*out, 0, n * v->esize);
     v->len += n;
     return 0;
 }

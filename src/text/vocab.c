@@ -120,7 +120,8 @@ static int spm_merges(const struct tw_tokenizer_vocab *v, json_t *merges)
                 continue;
             rc = tw_vec_push(&splits, &(struct split){ (int32_t)l, (int32_t)r, cut });
         }
-        qsort(splits.data, splits.len, sizeof(struct split), by_ids);
+        if (splits.len > 1)
+            qsort(splits.data, splits.len, sizeof(struct split), by_ids);
         for (size_t i = 0; !rc && i < splits.len; i++) {
             const struct split *sp = tw_vec_at(&splits, i);
             json_t *pair =
