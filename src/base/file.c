@@ -160,30 +160,15 @@ static int write_all(int fd, const char *path, const char *data, size_t len)
     return 0;
 }
 
-// Fills the open temp file fd and closes it, whatever happens.
-static int fill_temp(int fd, const char *path, const void *data, size_t len, mode_t mode)
-{
-    int rc = 0;
-    if (fchmod(fd, mode) != 0)
-        rc = sys_error(path, "cannot set the mode of the temporary file");
-    if (rc == 0 && take_fault(TW_FILE_FAULT_WRITE)) {
-        errno = EIO;
-        rc = sys_error(path, "cannot write the temporary file (test fault)");
-    }
-    if (rc == 0)
-        rc = write_all(fd, path, data, len);
-    if (rc == 0 && fsync(fd) != 0)
-        rc = sys_error(path, "cannot sync the temporary file");
-    if (close(fd) != 0 && rc == 0)
-        rc = sys_error(path, "cannot close the temporary file");
-    return rc;
-}
-
-int tw_file_write_atomic_mode(const char *path, const void *data, size_t len, mode_t mode)
+int tw_atomic_open(struct tw_atomic *a, const char *path, mode_t mode)
 {
     const char *slash = strrchr(path, '/');
     size_t dirlen = slash ? (size_t)(slash - path) + 1 : 0; // with the '/'
     const char *base = path + dirlen;
+    a->fd = -1;
+    a->tmp = NULL;
+    a->path = path;
+    a->dirlen = dirlen;
     if (*base == '\0')
         return tw_error_set(TW_EINVAL, "%s: not a file name", path);
     // tmp = <dir/> "." <base> ".tmp-XXXXXX"
@@ -200,25 +185,80 @@ int tw_file_write_atomic_mode(const char *path, const void *data, size_t len, mo
         tw_free(tmp);
         return rc;
     }
-    int rc = fill_temp(fd, path, data, len, mode);
-    if (rc == 0 && take_fault(TW_FILE_FAULT_KILL_BEFORE_RENAME))
-        raise(SIGKILL); // does not return
-    if (rc == 0 && take_fault(TW_FILE_FAULT_BEFORE_RENAME)) {
-        tw_free(tmp); // left on disk, as a crash would leave it
-        return tw_error_set(TW_EIO, "%s: interrupted before the rename (test fault)", path);
-    }
-    if (rc == 0 && rename(tmp, path) != 0)
-        rc = sys_error(path, "cannot rename the temporary file over it");
-    if (rc != 0) {
+    if (fchmod(fd, mode) != 0) {
+        int rc = sys_error(path, "cannot set the mode of the temporary file");
+        close(fd);
         unlink(tmp);
         tw_free(tmp);
         return rc;
     }
+    a->fd = fd;
+    a->tmp = tmp;
+    return 0;
+}
+
+int tw_atomic_write(struct tw_atomic *a, const void *data, size_t len)
+{
+    if (take_fault(TW_FILE_FAULT_WRITE)) {
+        errno = EIO;
+        return sys_error(a->path, "cannot write the temporary file (test fault)");
+    }
+    return write_all(a->fd, a->path, data, len);
+}
+
+void tw_atomic_abort(struct tw_atomic *a)
+{
+    if (a->fd >= 0)
+        close(a->fd);
+    if (a->tmp)
+        unlink(a->tmp);
+    tw_free(a->tmp);
+    a->fd = -1;
+    a->tmp = NULL;
+}
+
+int tw_atomic_commit(struct tw_atomic *a)
+{
+    const char *path = a->path;
+    int rc = 0;
+    if (fsync(a->fd) != 0)
+        rc = sys_error(path, "cannot sync the temporary file");
+    if (close(a->fd) != 0 && rc == 0)
+        rc = sys_error(path, "cannot close the temporary file");
+    a->fd = -1;
+    if (rc == 0 && take_fault(TW_FILE_FAULT_KILL_BEFORE_RENAME))
+        raise(SIGKILL); // does not return
+    if (rc == 0 && take_fault(TW_FILE_FAULT_BEFORE_RENAME)) {
+        tw_free(a->tmp); // left on disk, as a crash would leave it
+        a->tmp = NULL;
+        return tw_error_set(TW_EIO, "%s: interrupted before the rename (test fault)", path);
+    }
+    if (rc == 0 && rename(a->tmp, path) != 0)
+        rc = sys_error(path, "cannot rename the temporary file over it");
+    if (rc != 0) {
+        tw_atomic_abort(a);
+        return rc;
+    }
     // The rename is durable only once the directory's entries are on disk.
-    tmp[dirlen] = '\0';
-    rc = tw_fsync_dir(dirlen ? tmp : ".");
-    tw_free(tmp);
+    a->tmp[a->dirlen] = '\0';
+    rc = tw_fsync_dir(a->dirlen ? a->tmp : ".");
+    tw_free(a->tmp);
+    a->tmp = NULL;
     return rc;
+}
+
+int tw_file_write_atomic_mode(const char *path, const void *data, size_t len, mode_t mode)
+{
+    struct tw_atomic a;
+    int rc = tw_atomic_open(&a, path, mode);
+    if (rc)
+        return rc;
+    rc = tw_atomic_write(&a, data, len);
+    if (rc) {
+        tw_atomic_abort(&a);
+        return rc;
+    }
+    return tw_atomic_commit(&a);
 }
 
 int tw_file_write_atomic(const char *path, const void *data, size_t len)

@@ -36,6 +36,20 @@ void tw_mmap_close(struct tw_mmap *m);
 // not exist; TW_EINVAL when path ends in '/'); on failure the temp file is removed and path is
 // untouched, except that a failed directory fsync after the rename leaves the new content in
 // place. A crash can leave a temp file behind: it is garbage, never the only copy.
+// A file written in pieces and put in place atomically: the bytes go to a temporary file
+// beside path ("<dir>/.<name>.tmp-XXXXXX", mode `mode`); commit syncs it, renames it over path
+// and syncs the folder; abort (and any failed step of commit) removes it. path must outlive a.
+struct tw_atomic {
+    int fd;
+    char *tmp;
+    const char *path;
+    size_t dirlen;
+};
+int tw_atomic_open(struct tw_atomic *a, const char *path, mode_t mode);
+int tw_atomic_write(struct tw_atomic *a, const void *data, size_t len);
+int tw_atomic_commit(struct tw_atomic *a);
+void tw_atomic_abort(struct tw_atomic *a);
+
 int tw_file_write_atomic(const char *path, const void *data, size_t len);
 // The same with the given mode (0600 for a file holding secrets).
 int tw_file_write_atomic_mode(const char *path, const void *data, size_t len, mode_t mode);

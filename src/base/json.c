@@ -78,7 +78,7 @@ int tw_json_load_file_flags(const char *path, size_t limit, size_t flags, json_t
     return rc;
 }
 
-static const char *type_name(const json_t *v)
+const char *tw_json_type_name(const json_t *v)
 {
     switch (v ? json_typeof(v) : JSON_NULL) {
     case JSON_OBJECT:
@@ -97,7 +97,7 @@ static const char *type_name(const json_t *v)
     case JSON_NULL:
         break;
     }
-    return "null";
+    return v ? "null" : "nothing";
 }
 
 // Finds obj[key]: sets *v (NULL when optional and absent or null) or fails.
@@ -105,7 +105,7 @@ static int member(const json_t *obj, const char *what, const char *key, bool opt
 {
     if (!json_is_object(obj))
         return tw_error_set(TW_EFORMAT, "%s: expected an object, got %s", what,
-                            obj ? type_name(obj) : "nothing");
+                            tw_json_type_name(obj));
     json_t *m = json_object_get(obj, key);
     if (optional && json_is_null(m))
         m = NULL;
@@ -118,7 +118,7 @@ static int member(const json_t *obj, const char *what, const char *key, bool opt
 static int wrong_type(const char *what, const char *key, const char *expected, const json_t *v)
 {
     return tw_error_set(TW_EFORMAT, "%s: \"%s\": expected %s, got %s", what, key, expected,
-                        type_name(v));
+                        tw_json_type_name(v));
 }
 
 static int as_int(const char *what, const char *key, const json_t *v, int64_t *out)

@@ -63,4 +63,8 @@ int tw_json_opt_bool(const json_t *obj, const char *what, const char *key, bool 
 // made with json_stringn_nocheck that is not UTF-8).
 int tw_json_dump(const json_t *v, size_t flags, char **out);
 
+// "an object", "an array", "a string", "an integer", "a real number", "a boolean", "null";
+// "nothing" for NULL: for messages such as "expected a string, got an integer".
+const char *tw_json_type_name(const json_t *v);
+
 #endif

@@ -1264,80 +1264,38 @@ static int build_head(const tw_gguf_writer *w, tw_str *h)
     return bad ? tw_error_set(TW_ENOMEM, "out of memory") : 0;
 }
 
-static int write_all(int fd, const char *path, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n > 0) {
-        ssize_t k = write(fd, c, n > ((size_t)1 << 30) ? (size_t)1 << 30 : n);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            return tw_error_set(TW_EIO, "%s: cannot write: %s", path,
-                                k < 0 ? strerror(errno) : "no progress");
-        c += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
-
-static int fill(int fd, const tw_gguf_writer *w, const char *path)
+static int fill(struct tw_atomic *a, const tw_gguf_writer *w)
 {
     static const char zeros[256];
     tw_str head;
     tw_str_init(&head);
     int rc = build_head(w, &head);
     if (!rc)
-        rc = write_all(fd, path, tw_str_cstr(&head), tw_str_len(&head));
+        rc = tw_atomic_write(a, tw_str_cstr(&head), tw_str_len(&head));
     tw_str_free(&head);
     for (size_t i = 0; !rc && i < w->tensors.len; i++) {
         const struct tw_gguf_wtensor *t = &TW_VEC_AT(&w->tensors, struct tw_gguf_wtensor, i);
         if (t->size)
-            rc = write_all(fd, path, t->data, t->size);
+            rc = tw_atomic_write(a, t->data, t->size);
         for (uint64_t p = padding(t->size, w->alignment); !rc && p > 0;) {
             size_t k = p < sizeof zeros ? (size_t)p : sizeof zeros;
-            rc = write_all(fd, path, zeros, k);
+            rc = tw_atomic_write(a, zeros, k);
             p -= k;
         }
     }
-    if (!rc && fchmod(fd, 0644) != 0)
-        rc = tw_error_set(TW_EIO, "%s: cannot set the mode: %s", path, strerror(errno));
-    if (!rc && fsync(fd) != 0)
-        rc = tw_error_set(TW_EIO, "%s: cannot sync: %s", path, strerror(errno));
-    if (close(fd) != 0 && !rc)
-        rc = tw_error_set(TW_EIO, "%s: cannot close: %s", path, strerror(errno));
     return rc;
 }
 
 int tw_gguf_write(const tw_gguf_writer *w, const char *path)
 {
-    const char *slash = strrchr(path, '/');
-    size_t dirlen = slash ? (size_t)(slash - path) + 1 : 0;
-    if (path[dirlen] == '\0')
-        return tw_error_set(TW_EINVAL, "%s: not a file name", path);
-    // A temp file beside path, as tw_file_write_atomic names it: "<dir/>.<name>.tmp-XXXXXX".
-    char *tmp = tw_malloc(strlen(path) + sizeof "..tmp-XXXXXX");
-    if (!tmp)
-        return tw_error_set(TW_ENOMEM, "%s: out of memory", path);
-    memcpy(tmp, path, dirlen);
-    sprintf(tmp + dirlen, ".%s.tmp-XXXXXX", path + dirlen);
-    int fd = mkostemp(tmp, O_CLOEXEC);
-    if (fd < 0) {
-        int rc = tw_error_set(errno == ENOENT ? TW_ENOENT : TW_EIO,
-                              "%s: cannot create a temporary file: %s", path, strerror(errno));
-        tw_free(tmp);
+    struct tw_atomic a;
+    int rc = tw_atomic_open(&a, path, 0644);
+    if (rc)
         return rc;
-    }
-    int rc = fill(fd, w, path);
-    if (!rc && rename(tmp, path) != 0)
-        rc = tw_error_set(TW_EIO, "%s: cannot rename the temporary file over it: %s", path,
-                          strerror(errno));
+    rc = fill(&a, w);
     if (rc) {
-        unlink(tmp);
-        tw_free(tmp);
+        tw_atomic_abort(&a);
         return rc;
     }
-    tmp[dirlen] = '\0';
-    rc = tw_fsync_dir(dirlen ? tmp : ".");
-    tw_free(tmp);
-    return rc;
+    return tw_atomic_commit(&a);
 }

@@ -57,28 +57,6 @@ int tw_st_dtype_from_name(const char *name)
     return -1;
 }
 
-static const char *json_type_name(const json_t *v)
-{
-    switch (v ? json_typeof(v) : JSON_NULL) {
-    case JSON_OBJECT:
-        return "an object";
-    case JSON_ARRAY:
-        return "an array";
-    case JSON_STRING:
-        return "a string";
-    case JSON_INTEGER:
-        return "an integer";
-    case JSON_REAL:
-        return "a real number";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    case JSON_NULL:
-        break;
-    }
-    return v ? "null" : "nothing";
-}
-
 // Writes "[d0, d1, ...]" into buf (at least 8 * 21 + 3 bytes).
 static void format_shape(char *buf, size_t cap, const int64_t *shape, int n_dims)
 {
@@ -135,7 +113,7 @@ static int parse_shape(const char *path, const char *name, const json_t *shape,
 {
     if (!json_is_array(shape))
         return tensor_error(TW_EFORMAT, path, name, "\"shape\": expected an array, got %s",
-                            json_type_name(shape));
+                            tw_json_type_name(shape));
     size_t nd = json_array_size(shape);
     if (nd > TW_ST_MAX_DIMS)
         return tensor_error(TW_EUNSUPPORTED, path, name,
@@ -153,7 +131,7 @@ static int parse_shape(const char *path, const char *name, const json_t *shape,
         if (!get_count(v, &d))
             return tensor_error(TW_EFORMAT, path, name,
                                 "shape[%zu]: expected a non-negative integer, got %s", i,
-                                json_type_name(v));
+                                tw_json_type_name(v));
         t->shape[i] = (int64_t)d;
         zero |= d == 0;
         over |= __builtin_mul_overflow(n, d, &n);
@@ -178,11 +156,11 @@ static int parse_tensor(const char *path, const char *name, const json_t *v, siz
     t->name = name;
     if (!json_is_object(v))
         return tensor_error(TW_EFORMAT, path, name, "expected an object, got %s",
-                            json_type_name(v));
+                            tw_json_type_name(v));
     const json_t *dt = json_object_get(v, "dtype");
     if (!json_is_string(dt))
         return tensor_error(TW_EFORMAT, path, name, "\"dtype\": expected a string, got %s",
-                            json_type_name(dt));
+                            tw_json_type_name(dt));
     t->dtype = tw_st_dtype_from_name(json_string_value(dt));
     if (t->dtype < 0)
         return tensor_error(TW_EUNSUPPORTED, path, name, "unknown dtype \"%.32s\"",
@@ -288,7 +266,7 @@ static int parse_metadata(struct tw_st_file *f, const json_t *meta)
         return 0;
     if (!json_is_object(meta))
         return tw_error_set(TW_EFORMAT, "%s: \"__metadata__\": expected an object, got %s",
-                            f->path, json_type_name(meta));
+                            f->path, tw_json_type_name(meta));
     size_t n = json_object_size(meta);
     f->meta = tw_malloc_array(n ? 2 * n : 1, sizeof *f->meta);
     if (!f->meta)
@@ -300,7 +278,7 @@ static int parse_metadata(struct tw_st_file *f, const json_t *meta)
         if (!json_is_string(v))
             return tw_error_set(TW_EFORMAT,
                                 "%s: \"__metadata__\": \"%.*s\": expected a string, got %s",
-                                f->path, NAME_MAX_SHOWN, key, json_type_name(v));
+                                f->path, NAME_MAX_SHOWN, key, tw_json_type_name(v));
         f->meta[2 * f->n_meta] = key;
         f->meta[2 * f->n_meta + 1] = json_string_value(v);
         f->n_meta++;
@@ -341,7 +319,7 @@ static int parse_header(struct tw_st_file *f)
         return rc;
     if (!json_is_object(f->header))
         return tw_error_set(TW_EFORMAT, "%s: header: expected a JSON object, got %s", f->path,
-                            json_type_name(f->header));
+                            tw_json_type_name(f->header));
 
     const json_t *meta = json_object_get(f->header, "__metadata__");
     size_t n_tensors = json_object_size(f->header) - (meta ? 1 : 0);
@@ -614,7 +592,7 @@ static int list_shards(const char *index, const json_t *wm, const char ***out, s
         const char *s = json_string_value(v);
         if (!s) {
             rc = tw_error_set(TW_EFORMAT, "%s: weight_map: \"%.*s\": expected a string, got %s",
-                              index, NAME_MAX_SHOWN, key, json_type_name(v));
+                              index, NAME_MAX_SHOWN, key, tw_json_type_name(v));
             break;
         }
         if (!shard_name_ok(s)) {
@@ -1042,81 +1020,35 @@ int tw_st_writer_header(const struct tw_st_writer *w, char **out, size_t *len)
     return 0;
 }
 
-static int write_all(int fd, const char *path, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n) {
-        size_t chunk = n < (1u << 30) ? n : (1u << 30);
-        ssize_t k = write(fd, c, chunk);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            return tw_error_set(TW_EIO, "%s: cannot write: %s", path,
-                                k < 0 ? strerror(errno) : "no progress");
-        c += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
-
-// Writes the header and the data in order to fd, then syncs it.
-static int write_contents(int fd, const char *path, const struct tw_st_writer *w)
+// Writes the header and the data in order.
+static int write_contents(struct tw_atomic *a, const struct tw_st_writer *w)
 {
     char *hdr;
     size_t hlen;
     int rc = tw_st_writer_header(w, &hdr, &hlen);
     if (rc)
         return rc;
-    rc = write_all(fd, path, hdr, hlen);
+    rc = tw_atomic_write(a, hdr, hlen);
     tw_free(hdr);
     const struct st_wtensor **s = NULL;
     if (rc == 0)
         rc = sorted_tensors(w, &s);
     for (size_t i = 0; rc == 0 && i < w->tensors.len; i++)
-        rc = write_all(fd, path, s[i]->data, s[i]->nbytes);
+        rc = tw_atomic_write(a, s[i]->data, s[i]->nbytes);
     tw_free(s);
-    if (rc == 0 && fchmod(fd, 0644) != 0)
-        rc = tw_error_set(TW_EIO, "%s: cannot set the mode: %s", path, strerror(errno));
-    if (rc == 0 && fsync(fd) != 0)
-        rc = tw_error_set(TW_EIO, "%s: cannot sync: %s", path, strerror(errno));
     return rc;
 }
 
 int tw_st_write(const struct tw_st_writer *w, const char *path)
 {
-    const char *slash = strrchr(path, '/');
-    size_t dirlen = slash ? (size_t)(slash - path) + 1 : 0; // with the '/'
-    if (path[dirlen] == '\0')
-        return tw_error_set(TW_EINVAL, "%s: not a file name", path);
-    tw_str tmp;
-    tw_str_init(&tmp);
-    if (tw_str_append(&tmp, path, dirlen) != 0 ||
-        tw_str_printf(&tmp, ".%s.tmp-XXXXXX", path + dirlen) != 0) {
-        tw_str_free(&tmp);
-        return tw_error_set(TW_ENOMEM, "%s: out of memory", path);
-    }
-    char *t = (char *)tw_str_cstr(&tmp);
-    int fd = mkostemp(t, O_CLOEXEC);
-    if (fd < 0) {
-        int err = errno;
-        tw_str_free(&tmp);
-        return tw_error_set(err == ENOENT ? TW_ENOENT : TW_EIO,
-                            "%s: cannot create a temporary file: %s", path, strerror(err));
-    }
-    int rc = write_contents(fd, path, w);
-    if (close(fd) != 0 && rc == 0)
-        rc = tw_error_set(TW_EIO, "%s: cannot close: %s", path, strerror(errno));
-    if (rc == 0 && rename(t, path) != 0)
-        rc = tw_error_set(TW_EIO, "%s: cannot rename the temporary file over it: %s", path,
-                          strerror(errno));
+    struct tw_atomic a;
+    int rc = tw_atomic_open(&a, path, 0644);
+    if (rc)
+        return rc;
+    rc = write_contents(&a, w);
     if (rc) {
-        unlink(t);
-        tw_str_free(&tmp);
+        tw_atomic_abort(&a);
         return rc;
     }
-    // The rename lasts only once the folder's entries are on disk.
-    t[dirlen] = '\0';
-    rc = tw_fsync_dir(dirlen ? t : ".");
-    tw_str_free(&tmp);
-    return rc;
+    return tw_atomic_commit(&a);
 }
