@@ -13,6 +13,10 @@ tokenizers/bert/vocab.json (scripts/deps.sh fetches them into .cache/data). OUT_
   tokenizers/bert/tokenizer.json  the fast BERT tokenizer transformers builds from the vocab
   chat/<name>.json         transformers' apply_chat_template on chat_conversations.json
   debug/<name>_corpus.i32  the full corpus ids (for debugging only; not committed)
+  quant.json               ggml block formats as gguf-py (llama.cpp's Python package, its
+                           numpy reference; --gguf-py names its folder) writes and reads them:
+                           Q8_0 and Q4_0 blocks quantized from given floats, Q4_K and Q6_K
+                           blocks dequantized (float32 bits in hex)
 """
 import argparse
 import glob
@@ -135,18 +139,51 @@ def make_chat(data, out):
         print("chat %-9s %d renders" % (name, len(rows)), flush=True)
 
 
+def make_quant(out, gguf_py):
+    import numpy as np
+    sys.path.insert(0, gguf_py)
+    from gguf import GGMLQuantizationType as T
+    from gguf import quants
+    rng = np.random.default_rng(1234)
+    doc = {"reference": "gguf-py (llama.cpp) quants.py, numpy %s" % np.__version__}
+    for name, t, n in (("q8_0", T.Q8_0, 32 * 6), ("q4_0", T.Q4_0, 32 * 6)):
+        x = np.concatenate([rng.standard_normal(n // 2), rng.uniform(-3, 3, n // 2)])
+        x = x.astype(np.float32)
+        q = quants.quantize(x.reshape(1, -1), t)
+        y = quants.dequantize(q, t).astype(np.float32)
+        doc[name] = {"input_f32_hex": x.view(np.uint32).tolist(), "bytes_hex": q.tobytes().hex(),
+                     "dequant_f32_hex": y.reshape(-1).view(np.uint32).tolist()}
+    for name, t, block in (("q4_K", T.Q4_K, 144), ("q6_K", T.Q6_K, 210)):
+        raw = bytearray(rng.integers(0, 256, size=block * 4, dtype=np.uint8).tobytes())
+        for b in range(4):  # finite fp16 scales: d (and dmin) in [2^-8, 2^-2)
+            at = b * block + (0 if name == "q4_K" else 208)
+            for k in range(2 if name == "q4_K" else 1):
+                h = np.float16(rng.uniform(2 ** -8, 2 ** -2)).view(np.uint16)
+                raw[at + 2 * k:at + 2 * k + 2] = int(h).to_bytes(2, "little")
+        q = np.frombuffer(bytes(raw), dtype=np.uint8).reshape(1, -1)
+        y = quants.dequantize(q, t).astype(np.float32)
+        doc[name] = {"bytes_hex": bytes(raw).hex(),
+                     "dequant_f32_hex": y.reshape(-1).view(np.uint32).tolist()}
+    with open(os.path.join(out, "quant.json"), "w") as f:
+        json.dump(doc, f, indent=0)
+    print("quant: q8_0, q4_0 (quantize), q4_K, q6_K (dequantize)", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--what", default="tokenizers,chat")
     ap.add_argument("--names", default=",".join(TOKENIZERS), help="tokenizers to do")
+    ap.add_argument("--gguf-py", default=".device/gguf-py", help="llama.cpp's gguf-py folder")
     a = ap.parse_args()
     what = a.what.split(",")
     if "tokenizers" in what:
         make_tokenizers(a.data, a.out, a.names.split(","))
     if "chat" in what:
         make_chat(a.data, a.out)
+    if "quant" in what:
+        make_quant(a.out, a.gguf_py)
 
 
 if __name__ == "__main__":
