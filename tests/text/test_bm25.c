@@ -17,15 +17,10 @@
 #include "base/str.h"
 #include "base/vec.h"
 #include "check.h"
+#include "sotu.h"
 #include "text/bm25.h"
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
-
-static const char *source_dir(void)
-{
-    const char *d = getenv("TWIN_SOURCE_DIR");
-    return d && *d ? d : ".";
-}
 
 static double rel_err(double a, double b)
 {
@@ -130,11 +125,6 @@ struct corpus {
     uint64_t *id;
 };
 
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 static void corpus_push(struct corpus *c, const char *s, size_t len, size_t *cap)
 {
     if (c->n == *cap) {
@@ -170,23 +160,9 @@ static void corpus_load(struct corpus *c, size_t n_files)
 {
     memset(c, 0, sizeof *c);
     char dir[4096];
-    snprintf(dir, sizeof dir, "%s/.cache/data/sotu", source_dir());
-    DIR *d = opendir(dir);
-    if (!d) {
-        fprintf(stderr, "test_bm25: %s: missing (run scripts/deps.sh to fetch the data)\n", dir);
-        exit(1);
-    }
     char *names[400];
-    size_t nn = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) && nn < N(names)) {
-        size_t l = strlen(e->d_name);
-        if (l > 4 && strcmp(e->d_name + l - 4, ".txt") == 0)
-            names[nn++] = tw_strdup(e->d_name);
-    }
-    closedir(d);
+    size_t nn = sotu_list(dir, sizeof dir, names, sizeof names / sizeof names[0]);
     REQUIRE(nn >= n_files);
-    qsort(names, nn, sizeof *names, cmp_str);
     size_t cap = 0;
     for (size_t i = 0; i < n_files; i++) {
         char path[8192];

@@ -12,6 +12,7 @@
 #include "base/str.h"
 #include "base/vec.h"
 #include "check.h"
+#include "sotu.h"
 #include "text/chunk.h"
 #include "text/clean.h"
 
@@ -87,23 +88,6 @@ static bool same_chunks(const tw_vec *a, const tw_vec *b)
     return a->len == b->len && memcmp(a->data, b->data, a->len * sizeof(struct tw_chunk)) == 0;
 }
 
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = tw_malloc((size_t)n + 1);
-    REQUIRE(buf);
-    REQUIRE(fread(buf, 1, (size_t)n, f) == (size_t)n);
-    buf[n] = 0;
-    fclose(f);
-    *len = (size_t)n;
-    return buf;
-}
-
 static const char *source_dir(void)
 {
     const char *root = getenv("TWIN_SOURCE_DIR");
@@ -152,7 +136,7 @@ static void load_clean(const char *dir, const char *name, enum tw_category cat, 
     char path[4200];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     size_t len;
-    char *raw = read_file(path, &len);
+    char *raw = test_read_file(path, &len);
     REQUIRE(raw);
     for (size_t k = 1; k + 1 < len; k++)
         if (raw[k] == ' ' && raw[k + 1] == ' ' && raw[k - 1] != ' ')
@@ -854,7 +838,7 @@ static void test_code_real(void)
         char path[4200];
         snprintf(path, sizeof path, "%s/%s", source_dir(), files[f]);
         size_t len;
-        char *raw = read_file(path, &len);
+        char *raw = test_read_file(path, &len);
         if (!raw) {
             printf("test_chunk: %s missing, skipped\n", path);
             continue;

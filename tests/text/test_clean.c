@@ -11,6 +11,7 @@
 #include "base/mem.h"
 #include "base/str.h"
 #include "check.h"
+#include "sotu.h"
 #include "text/clean.h"
 #include "text/utf8.h"
 
@@ -295,23 +296,6 @@ static void test_appends_and_failures(void)
 
 // ---- the corpus
 
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = tw_malloc((size_t)n + 1);
-    REQUIRE(buf);
-    REQUIRE(fread(buf, 1, (size_t)n, f) == (size_t)n);
-    buf[n] = 0;
-    fclose(f);
-    *len = (size_t)n;
-    return buf;
-}
-
 static int cmp_str(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
@@ -352,7 +336,7 @@ static void test_sotu(void)
         char path[4200];
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
         size_t len;
-        char *raw = read_file(path, &len);
+        char *raw = test_read_file(path, &len);
         REQUIRE(raw);
         // The files lost their line breaks; a double space is where a paragraph ended (in
         // the few files that have them).

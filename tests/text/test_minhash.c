@@ -14,15 +14,10 @@
 #include "base/str.h"
 #include "base/vec.h"
 #include "check.h"
+#include "sotu.h"
 #include "text/minhash.h"
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
-
-static const char *source_dir(void)
-{
-    const char *d = getenv("TWIN_SOURCE_DIR");
-    return d && *d ? d : ".";
-}
 
 static tw_minhash *make(uint32_t n_perm, uint32_t k, bool chars, uint64_t seed)
 {
@@ -294,32 +289,13 @@ struct corpus {
     size_t len[64];
 };
 
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 static void corpus_load(struct corpus *c, size_t want)
 {
     memset(c, 0, sizeof *c);
     char dir[4096];
-    snprintf(dir, sizeof dir, "%s/.cache/data/sotu", source_dir());
-    DIR *d = opendir(dir);
-    if (!d) {
-        fprintf(stderr, "test_minhash: %s: missing (scripts/deps.sh fetches it)\n", dir);
-        exit(1);
-    }
     char *names[400];
-    size_t nn = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) && nn < N(names)) {
-        size_t l = strlen(e->d_name);
-        if (l > 4 && strcmp(e->d_name + l - 4, ".txt") == 0)
-            names[nn++] = tw_strdup(e->d_name);
-    }
-    closedir(d);
+    size_t nn = sotu_list(dir, sizeof dir, names, sizeof names / sizeof names[0]);
     REQUIRE(nn >= want && want <= N(c->text));
-    qsort(names, nn, sizeof *names, cmp_str);
     for (size_t i = 0; i < want; i++) {
         char path[8192];
         snprintf(path, sizeof path, "%s/%s", dir, names[i * nn / want]);
