@@ -17,6 +17,7 @@ packages=(
     libsqlite3-dev                                          # store/: the warehouse, registry
     libjansson-dev                                          # base/json: the JSON library
     libpcre2-dev libutf8proc-dev libstemmer-dev             # text/: regex, Unicode, stemming
+    libopenblas-dev libomp-14-dev                           # tensor/: GEMMs; OpenMP for clang
 )
 
 as_root() {

@@ -2,8 +2,9 @@
 # (made by scripts/device_prefix.sh).
 p="$(pwd)/.device/prefix"
 export PKG_CONFIG_SYSROOT_DIR="$p"
-export PKG_CONFIG_PATH="$p/usr/lib/x86_64-linux-gnu/pkgconfig:$p/usr/share/pkgconfig"
-export LIBRARY_PATH="$p/usr/lib/x86_64-linux-gnu${LIBRARY_PATH:+:$LIBRARY_PATH}"
-export LD_LIBRARY_PATH="$p/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+b="$p/usr/lib/x86_64-linux-gnu/openblas-pthread"
+export PKG_CONFIG_PATH="$p/usr/lib/x86_64-linux-gnu/pkgconfig:$b/pkgconfig:$p/usr/share/pkgconfig"
+export LIBRARY_PATH="$p/usr/lib/x86_64-linux-gnu:$b${LIBRARY_PATH:+:$LIBRARY_PATH}"
+export LD_LIBRARY_PATH="$p/usr/lib/x86_64-linux-gnu:$b${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export CPATH="$p/usr/include${CPATH:+:$CPATH}"
 export CMAKE_PREFIX_PATH="$p/usr"

@@ -33,5 +33,11 @@ extern const struct tw_verb tw_verb_init;
 extern const struct tw_verb tw_verb_status;
 extern const struct tw_verb tw_verb_tokenize;
 extern const struct tw_verb tw_verb_chunk;
+extern const struct tw_verb tw_verb_generate;
+extern const struct tw_verb tw_verb_chat;
+extern const struct tw_verb tw_verb_embed;
+extern const struct tw_verb tw_verb_rerank;
+extern const struct tw_verb tw_verb_convert;
+extern const struct tw_verb tw_verb_model;
 
 #endif

@@ -1,0 +1,131 @@
+// Shared options of the model verbs and opening the model they name.
+#include "cli/model_args.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "cli/text_args.h"
+
+void tw_cli_model_init(struct tw_cli_model *a)
+{
+    memset(a, 0, sizeof *a);
+    tw_sampler_params_default(&a->gen.sampling);
+    a->gen.sampling.temperature = 0.8f;
+    a->gen.sampling.top_k = 40;
+    a->gen.sampling.top_p = 0.95f;
+    a->gen.sampling.min_p = 0.05f;
+    a->gen.max_tokens = 256;
+    a->gen.stops = a->stops;
+}
+
+static bool parse_long(const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = s ? strtol(s, &end, 10) : 0;
+    if (!s || !*s || *end || errno || v < lo || v > hi)
+        return false;
+    *out = v;
+    return true;
+}
+
+static bool parse_float(const char *s, double lo, double hi, float *out)
+{
+    char *end;
+    errno = 0;
+    double v = s ? strtod(s, &end) : 0;
+    if (!s || !*s || *end || errno || !isfinite(v) || v < lo || v > hi)
+        return false;
+    *out = (float)v;
+    return true;
+}
+
+int tw_cli_model_opt(const struct tw_verb *v, int argc, char **argv, int *i,
+                     struct tw_cli_model *a, bool sampling)
+{
+    const char *val;
+    long n;
+    struct tw_sampler_params *sp = &a->gen.sampling;
+    if (tw_cli_opt(argc, argv, i, "--model", &val)) {
+        if (!val || !*val)
+            return tw_cli_usage_error(v, "--model needs a PATH");
+        a->model = val;
+    } else if (tw_cli_opt(argc, argv, i, "--threads", &val)) {
+        if (!parse_long(val, 1, 1024, &n))
+            return tw_cli_usage_error(v, "--threads needs a number from 1 to 1024");
+        a->threads = (int)n;
+    } else if (!sampling) {
+        return -1;
+    } else if (tw_cli_opt(argc, argv, i, "--ctx", &val)) {
+        if (!parse_long(val, 16, 1 << 24, &n))
+            return tw_cli_usage_error(v, "--ctx needs a number from 16 to 16777216");
+        a->ctx = (int32_t)n;
+    } else if (tw_cli_opt(argc, argv, i, "--max-tokens", &val) ||
+               tw_cli_opt(argc, argv, i, "-n", &val)) {
+        if (!parse_long(val, 1, 1 << 24, &n))
+            return tw_cli_usage_error(v, "--max-tokens needs a positive number");
+        a->gen.max_tokens = (int32_t)n;
+    } else if (tw_cli_opt(argc, argv, i, "--temp", &val)) {
+        if (!parse_float(val, 0, 100, &sp->temperature))
+            return tw_cli_usage_error(v, "--temp needs a number from 0 to 100");
+    } else if (tw_cli_opt(argc, argv, i, "--top-k", &val)) {
+        if (!parse_long(val, 0, 1 << 24, &n))
+            return tw_cli_usage_error(v, "--top-k needs a number >= 0");
+        sp->top_k = (int32_t)n;
+    } else if (tw_cli_opt(argc, argv, i, "--top-p", &val)) {
+        if (!parse_float(val, 0, 1, &sp->top_p))
+            return tw_cli_usage_error(v, "--top-p needs a number from 0 to 1");
+    } else if (tw_cli_opt(argc, argv, i, "--min-p", &val)) {
+        if (!parse_float(val, 0, 1, &sp->min_p))
+            return tw_cli_usage_error(v, "--min-p needs a number from 0 to 1");
+    } else if (tw_cli_opt(argc, argv, i, "--repeat-penalty", &val)) {
+        if (!parse_float(val, 0.01, 100, &sp->repetition_penalty))
+            return tw_cli_usage_error(v, "--repeat-penalty needs a number from 0.01 to 100");
+    } else if (tw_cli_opt(argc, argv, i, "--frequency-penalty", &val)) {
+        if (!parse_float(val, -2, 2, &sp->frequency_penalty))
+            return tw_cli_usage_error(v, "--frequency-penalty needs a number from -2 to 2");
+    } else if (tw_cli_opt(argc, argv, i, "--presence-penalty", &val)) {
+        if (!parse_float(val, -2, 2, &sp->presence_penalty))
+            return tw_cli_usage_error(v, "--presence-penalty needs a number from -2 to 2");
+    } else if (tw_cli_opt(argc, argv, i, "--seed", &val)) {
+        char *end;
+        errno = 0;
+        unsigned long long s = val ? strtoull(val, &end, 10) : 0;
+        if (!val || !*val || *end || errno)
+            return tw_cli_usage_error(v, "--seed needs a number");
+        sp->seed = s;
+    } else if (tw_cli_opt(argc, argv, i, "--stop", &val)) {
+        if (!val || !*val)
+            return tw_cli_usage_error(v, "--stop needs a non-empty TEXT");
+        if (a->gen.n_stops == TW_CLI_MAX_STOPS)
+            return tw_cli_usage_error(v, "at most %d --stop strings", TW_CLI_MAX_STOPS);
+        a->stops[a->gen.n_stops++] = val;
+    } else if (strcmp(argv[*i], "--ignore-eos") == 0) {
+        a->gen.ignore_eos = true;
+    } else {
+        return -1;
+    }
+    return TW_EXIT_OK;
+}
+
+int tw_cli_model_open(struct tw_cli_model *a)
+{
+    int rc = tw_model_open(a->model, &a->m);
+    if (rc == 0)
+        rc = tw_backend_cpu_new(a->threads, &a->be);
+    struct tw_ctx_params p = { .n_ctx = a->ctx };
+    if (rc == 0)
+        rc = tw_ctx_new(a->m, a->be, &p, &a->c);
+    return rc;
+}
+
+void tw_cli_model_close(struct tw_cli_model *a)
+{
+    tw_ctx_free(a->c);
+    tw_backend_free(a->be);
+    tw_model_close(a->m);
+    a->c = NULL, a->be = NULL, a->m = NULL;
+}

@@ -1,0 +1,356 @@
+// Inference contexts: the KV cache and activation buffers of one sequence in one allocation,
+// and the forward passes — Llama-family decoders (pre-norm, RoPE, grouped-query attention,
+// SwiGLU; Qwen2's biases, Qwen3's q/k norms, Mistral's window) and BERT encoders (post-norm,
+// learned positions, GELU), following transformers' modeling_llama.py / modeling_bert.py.
+#include "model/context.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "base/mem.h"
+
+struct tw_ctx {
+    const struct tw_model *m;
+    struct tw_backend *be;
+    int32_t n_ctx, n_batch, n_past;
+    int32_t kv_dim, q_dim;
+    void *mem;
+    size_t bytes;
+    float *k, *v;     // decoders: (n_layer, n_ctx, kv_dim); encoders: (n_batch, kv_dim)
+    int32_t *tokens;  // (n_ctx) the cached tokens
+    int32_t *pos;     // (n_batch) positions / scratch ids
+    float *x, *xn;    // (n_batch, C)
+    float *q, *att;   // (n_batch, q_dim)
+    float *gate, *up; // (n_batch, F)
+};
+
+// Carves n bytes, 64-byte aligned, from the plan: first pass counts, second assigns.
+static void *carve(char *base, size_t *off, size_t n)
+{
+    size_t at = (*off + 63) & ~(size_t)63;
+    *off = at + n;
+    return base ? base + at : NULL;
+}
+
+static size_t plan(struct tw_ctx *c, char *base)
+{
+    const struct tw_model_config *cfg = &c->m->cfg;
+    size_t off = 0, B = (size_t)c->n_batch, C = (size_t)cfg->n_embd, F = (size_t)cfg->n_ff;
+    bool dec = tw_arch_is_decoder(cfg->arch);
+    size_t kv_rows = dec ? (size_t)cfg->n_layer * (size_t)c->n_ctx : B;
+    c->k = carve(base, &off, kv_rows * (size_t)c->kv_dim * sizeof(float));
+    c->v = carve(base, &off, kv_rows * (size_t)c->kv_dim * sizeof(float));
+    c->tokens = carve(base, &off, (size_t)c->n_ctx * sizeof(int32_t));
+    c->pos = carve(base, &off, B * sizeof(int32_t));
+    c->x = carve(base, &off, B * C * sizeof(float));
+    c->xn = carve(base, &off, B * C * sizeof(float));
+    c->q = carve(base, &off, B * (size_t)c->q_dim * sizeof(float));
+    c->att = carve(base, &off, B * (size_t)c->q_dim * sizeof(float));
+    c->gate = carve(base, &off, (dec ? B : 1) * F * sizeof(float));
+    c->up = carve(base, &off, B * F * sizeof(float));
+    return off;
+}
+
+int tw_ctx_new(const struct tw_model *m, struct tw_backend *be, const struct tw_ctx_params *p,
+               tw_ctx **out)
+{
+    const struct tw_model_config *cfg = &m->cfg;
+    struct tw_ctx *c = tw_calloc(1, sizeof *c);
+    if (!c)
+        return tw_error_set(TW_ENOMEM, "context: out of memory");
+    c->m = m;
+    c->be = be;
+    bool dec = tw_arch_is_decoder(cfg->arch);
+    int32_t def_ctx = cfg->n_ctx_train < 4096 ? cfg->n_ctx_train : 4096;
+    c->n_ctx = dec ? (p && p->n_ctx > 0 ? p->n_ctx : def_ctx) : cfg->n_ctx_train;
+    c->n_batch = p && p->n_batch > 0 ? p->n_batch : 512;
+    if (!dec)
+        c->n_batch = cfg->n_ctx_train; // one sequence, whole
+    if (c->n_batch > c->n_ctx)
+        c->n_batch = c->n_ctx;
+    c->kv_dim = cfg->n_head_kv * cfg->head_dim;
+    c->q_dim = cfg->n_head * cfg->head_dim;
+    if (c->n_ctx <= 0 || c->n_ctx > (1 << 24)) {
+        tw_free(c);
+        return tw_error_set(TW_EINVAL, "context: %d positions is out of range", c->n_ctx);
+    }
+    c->bytes = plan(c, NULL);
+    c->mem = tw_malloc(c->bytes);
+    if (!c->mem) {
+        size_t mib = c->bytes >> 20;
+        tw_free(c);
+        return tw_error_set(TW_ENOMEM, "context: cannot allocate %zu MiB (a smaller --ctx?)", mib);
+    }
+    plan(c, c->mem);
+    *out = c;
+    return 0;
+}
+
+void tw_ctx_free(tw_ctx *c)
+{
+    if (!c)
+        return;
+    tw_free(c->mem);
+    tw_free(c);
+}
+
+size_t tw_ctx_bytes(const tw_ctx *c)
+{
+    return c->bytes;
+}
+
+int32_t tw_ctx_n_ctx(const tw_ctx *c)
+{
+    return c->n_ctx;
+}
+
+int32_t tw_ctx_n_past(const tw_ctx *c)
+{
+    return c->n_past;
+}
+
+const int32_t *tw_ctx_tokens(const tw_ctx *c)
+{
+    return c->tokens;
+}
+
+void tw_ctx_truncate(tw_ctx *c, int32_t n)
+{
+    if (n >= 0 && n < c->n_past)
+        c->n_past = n;
+}
+
+static int check_ids(const tw_ctx *c, const int32_t *ids, int32_t n, int32_t limit,
+                     const char *what)
+{
+    for (int32_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= limit)
+            return tw_error_set(TW_EINVAL, "%s %d at position %d is outside 0..%d", what, ids[i],
+                                i, limit - 1);
+    return 0;
+}
+
+// ---- decoders
+
+static struct tw_tensor rows_of(float *data, int64_t T, int64_t C)
+{
+    return tw_tensor_f32_2d(data, T, C);
+}
+
+static void decoder_layer(tw_ctx *c, int il, int32_t T)
+{
+    const struct tw_model_config *cfg = &c->m->cfg;
+    const struct tw_layer *L = &c->m->layers[il];
+    struct tw_backend *be = c->be;
+    int64_t C = cfg->n_embd, F = cfg->n_ff, H = cfg->n_head, Hkv = cfg->n_head_kv;
+    int64_t hd = cfg->head_dim, p0 = c->n_past;
+    float *kl = c->k + (size_t)il * (size_t)c->n_ctx * (size_t)c->kv_dim;
+    float *vl = c->v + (size_t)il * (size_t)c->n_ctx * (size_t)c->kv_dim;
+    struct tw_tensor x = rows_of(c->x, T, C), xn = rows_of(c->xn, T, C);
+    struct tw_tensor q = rows_of(c->q, T, H * hd), att = rows_of(c->att, T, H * hd);
+    struct tw_tensor kn = rows_of(kl + p0 * c->kv_dim, T, Hkv * hd);
+    struct tw_tensor vn = rows_of(vl + p0 * c->kv_dim, T, Hkv * hd);
+    const struct tw_tensor *nb = NULL;
+
+    // Attention block: x += o(attention(rope(q), rope(k), v)) of rmsnorm(x).
+    tw_rmsnorm(be, &xn, &x, &L->attn_norm, cfg->norm_eps);
+    tw_matmul(be, &q, &xn, &L->wq, L->bq.data ? &L->bq : nb);
+    tw_matmul(be, &kn, &xn, &L->wk, L->bk.data ? &L->bk : nb);
+    tw_matmul(be, &vn, &xn, &L->wv, L->bv.data ? &L->bv : nb);
+    struct tw_tensor qh = tw_tensor_f32_3d(c->q, T, H, hd);
+    struct tw_tensor kh = tw_tensor_f32_3d(kn.data, T, Hkv, hd);
+    if (cfg->qk_norm) {
+        struct tw_tensor q2 = rows_of(c->q, T * H, hd), k2 = rows_of(kn.data, T * Hkv, hd);
+        tw_rmsnorm(be, &q2, &q2, &L->q_norm, cfg->norm_eps);
+        tw_rmsnorm(be, &k2, &k2, &L->k_norm, cfg->norm_eps);
+    }
+    struct tw_rope r = { .head_dim = (int32_t)hd,
+                         .n_rot = (int32_t)hd,
+                         .neox = cfg->rope_neox,
+                         .inv_freq = c->m->rope_inv_freq };
+    tw_rope(be, &qh, c->pos, &r);
+    tw_rope(be, &kh, c->pos, &r);
+    struct tw_tensor kall = tw_tensor_f32_3d(kl, p0 + T, Hkv, hd);
+    struct tw_tensor vall = tw_tensor_f32_3d(vl, p0 + T, Hkv, hd);
+    struct tw_attn a = { .n_head = (int32_t)H,
+                         .n_head_kv = (int32_t)Hkv,
+                         .head_dim = (int32_t)hd,
+                         .scale = 1.0f / sqrtf((float)hd),
+                         .causal = true,
+                         .window = cfg->sliding_window,
+                         .n_past = (int32_t)p0 };
+    tw_attention(be, &att, &qh, &kall, &vall, &a);
+    tw_matmul(be, &xn, &att, &L->wo, L->bo.data ? &L->bo : nb);
+    tw_add(be, &x, &x, &xn);
+
+    // MLP block: x += down(silu(gate(h)) * up(h)) with h = rmsnorm(x).
+    struct tw_tensor g = rows_of(c->gate, T, F), u = rows_of(c->up, T, F);
+    tw_rmsnorm(be, &xn, &x, &L->ffn_norm, cfg->norm_eps);
+    tw_matmul(be, &g, &xn, &L->w_gate, NULL);
+    tw_matmul(be, &u, &xn, &L->w_up, NULL);
+    tw_swiglu(be, &g, &g, &u);
+    tw_matmul(be, &xn, &g, &L->w_down, NULL);
+    tw_add(be, &x, &x, &xn);
+}
+
+// One step of at most n_batch tokens.
+static void decode_step(tw_ctx *c, const int32_t *tokens, int32_t T, float *logits,
+                        bool all_logits)
+{
+    const struct tw_model *m = c->m;
+    int64_t C = m->cfg.n_embd;
+    for (int32_t t = 0; t < T; t++)
+        c->pos[t] = c->n_past + t;
+    struct tw_tensor x = rows_of(c->x, T, C);
+    tw_embedding(c->be, &x, &m->tok_embd, tokens);
+    for (int il = 0; il < m->cfg.n_layer; il++)
+        decoder_layer(c, il, T);
+    memcpy(c->tokens + c->n_past, tokens, (size_t)T * sizeof *tokens);
+    c->n_past += T;
+    if (!logits)
+        return;
+    int32_t first = all_logits ? 0 : T - 1, nrows = T - first;
+    struct tw_tensor xr = rows_of(c->x + (size_t)first * (size_t)C, nrows, C);
+    struct tw_tensor xn = rows_of(c->xn, nrows, C);
+    struct tw_tensor lg = rows_of(logits, nrows, m->cfg.n_vocab);
+    tw_rmsnorm(c->be, &xn, &xr, &m->out_norm, m->cfg.norm_eps);
+    tw_matmul(c->be, &lg, &xn, &m->output, NULL);
+}
+
+int tw_ctx_decode(tw_ctx *c, const int32_t *tokens, int32_t n, float *logits, bool all_logits)
+{
+    if (!tw_arch_is_decoder(c->m->cfg.arch))
+        return tw_error_set(TW_EINVAL, "%s: an encoder has no decoding", c->m->path);
+    if (n <= 0)
+        return 0;
+    if (n > c->n_ctx - c->n_past)
+        return tw_error_set(TW_ELIMIT,
+                            "context full: %d cached + %d new tokens exceed the %d positions",
+                            c->n_past, n, c->n_ctx);
+    int rc = check_ids(c, tokens, n, c->m->cfg.n_vocab, "token id");
+    if (rc != 0)
+        return rc;
+    for (int32_t i = 0; i < n; i += c->n_batch) {
+        int32_t T = n - i < c->n_batch ? n - i : c->n_batch;
+        bool last = i + T == n;
+        float *out = NULL;
+        if (logits && all_logits)
+            out = logits + (size_t)i * (size_t)c->m->cfg.n_vocab;
+        else if (logits && last)
+            out = logits;
+        decode_step(c, tokens + i, T, out, all_logits);
+    }
+    return 0;
+}
+
+int tw_ctx_prefill(tw_ctx *c, const int32_t *tokens, int32_t n, float *logits, int32_t *reused)
+{
+    int32_t keep = 0;
+    while (keep < c->n_past && keep < n - 1 && c->tokens[keep] == tokens[keep])
+        keep++;
+    if (n > c->n_ctx)
+        return tw_error_set(TW_ELIMIT, "prompt of %d tokens exceeds the context's %d positions", n,
+                            c->n_ctx);
+    int32_t old = c->n_past;
+    c->n_past = keep;
+    int rc = tw_ctx_decode(c, tokens + keep, n - keep, logits, false);
+    if (rc != 0) {
+        c->n_past = old < keep ? old : keep;
+        return rc;
+    }
+    if (reused)
+        *reused = keep;
+    return 0;
+}
+
+// ---- encoders
+
+int tw_ctx_encode(tw_ctx *c, const int32_t *ids, const int32_t *type_ids, int32_t n, float *hidden)
+{
+    const struct tw_model *m = c->m;
+    const struct tw_model_config *cfg = &m->cfg;
+    if (tw_arch_is_decoder(cfg->arch))
+        return tw_error_set(TW_EINVAL, "%s: a decoder has no encoder pass", m->path);
+    if (n <= 0 || n > c->n_batch)
+        return tw_error_set(TW_ELIMIT, "%d tokens: the encoder takes 1 to %d", n, c->n_batch);
+    int rc = check_ids(c, ids, n, cfg->n_vocab, "token id");
+    if (rc == 0 && type_ids)
+        rc = check_ids(c, type_ids, n, cfg->n_type_vocab, "token type");
+    if (rc != 0)
+        return rc;
+    struct tw_backend *be = c->be;
+    int64_t C = cfg->n_embd, F = cfg->n_ff, H = cfg->n_head, hd = cfg->head_dim;
+    struct tw_tensor x = rows_of(hidden, n, C), xn = rows_of(c->xn, n, C);
+    // Embeddings: word + position + token type, then LayerNorm.
+    tw_embedding(be, &x, &m->tok_embd, ids);
+    for (int32_t t = 0; t < n; t++)
+        c->pos[t] = t;
+    tw_embedding(be, &xn, &m->pos_embd, c->pos);
+    tw_add(be, &x, &x, &xn);
+    for (int32_t t = 0; t < n; t++)
+        c->pos[t] = type_ids ? type_ids[t] : 0;
+    tw_embedding(be, &xn, &m->type_embd, c->pos);
+    tw_add(be, &x, &x, &xn);
+    tw_layernorm(be, &x, &x, &m->embd_norm, &m->embd_norm_b, cfg->norm_eps);
+    struct tw_tensor q = rows_of(c->q, n, H * hd), att = rows_of(c->att, n, H * hd);
+    struct tw_tensor k = rows_of(c->k, n, H * hd), v = rows_of(c->v, n, H * hd);
+    struct tw_tensor u = rows_of(c->up, n, F);
+    struct tw_attn a = { .n_head = (int32_t)H,
+                         .n_head_kv = cfg->n_head_kv,
+                         .head_dim = (int32_t)hd,
+                         .scale = 1.0f / sqrtf((float)hd),
+                         .causal = false };
+    for (int il = 0; il < cfg->n_layer; il++) {
+        const struct tw_layer *L = &m->layers[il];
+        tw_matmul(be, &q, &x, &L->wq, &L->bq);
+        tw_matmul(be, &k, &x, &L->wk, &L->bk);
+        tw_matmul(be, &v, &x, &L->wv, &L->bv);
+        struct tw_tensor qh = tw_tensor_f32_3d(c->q, n, H, hd);
+        struct tw_tensor kh = tw_tensor_f32_3d(c->k, n, cfg->n_head_kv, hd);
+        struct tw_tensor vh = tw_tensor_f32_3d(c->v, n, cfg->n_head_kv, hd);
+        tw_attention(be, &att, &qh, &kh, &vh, &a);
+        tw_matmul(be, &xn, &att, &L->wo, &L->bo);
+        tw_add(be, &xn, &xn, &x);
+        tw_layernorm(be, &x, &xn, &L->attn_norm, &L->attn_norm_b, cfg->norm_eps);
+        tw_matmul(be, &u, &x, &L->w_up, &L->b_up);
+        tw_act(be, &u, &u, cfg->act);
+        tw_matmul(be, &xn, &u, &L->w_down, &L->b_down);
+        tw_add(be, &xn, &xn, &x);
+        tw_layernorm(be, &x, &xn, &L->ffn_norm, &L->ffn_norm_b, cfg->norm_eps);
+    }
+    return 0;
+}
+
+int tw_ctx_embed(tw_ctx *c, const int32_t *ids, int32_t n, float *out)
+{
+    int rc = tw_ctx_encode(c, ids, NULL, n, c->x);
+    if (rc != 0)
+        return rc;
+    int64_t C = c->m->cfg.n_embd;
+    struct tw_tensor x = rows_of(c->x, n, C), y = tw_tensor_f32_1d(out, C);
+    tw_pool(c->be, &y, &x, c->m->cfg.pooling);
+    if (c->m->cfg.normalize) {
+        struct tw_tensor y2 = rows_of(out, 1, C);
+        tw_l2norm(c->be, &y2);
+    }
+    return 0;
+}
+
+int tw_ctx_classify(tw_ctx *c, const int32_t *ids, const int32_t *type_ids, int32_t n, float *out)
+{
+    const struct tw_model *m = c->m;
+    if (m->cfg.arch != TW_ARCH_BERT_CLS)
+        return tw_error_set(TW_EINVAL, "%s: a %s has no classifier", m->path, m->arch_name);
+    int rc = tw_ctx_encode(c, ids, type_ids, n, c->x);
+    if (rc != 0)
+        return rc;
+    int64_t C = m->cfg.n_embd;
+    // BertPooler: tanh(dense(h[CLS])); then the classifier's linear layer.
+    struct tw_tensor cls = rows_of(c->x, 1, C), pooled = rows_of(c->xn, 1, C);
+    struct tw_tensor y = rows_of(out, 1, m->cfg.n_labels);
+    tw_matmul(c->be, &pooled, &cls, &m->pooler_w, &m->pooler_b);
+    tw_act(c->be, &pooled, &pooled, TW_ACT_TANH);
+    tw_matmul(c->be, &y, &pooled, &m->cls_w, &m->cls_b);
+    return 0;
+}

@@ -1,0 +1,61 @@
+// An inference context: one sequence's KV cache and the activations of a batch, planned up
+// front and carved out of one allocation; the forward passes of the decoders (incremental
+// decoding, cached-prefix reuse) and of the BERT encoders (embeddings, reranker scores).
+#ifndef TW_MODEL_CONTEXT_H
+#define TW_MODEL_CONTEXT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model/model.h"
+#include "tensor/backend.h"
+
+struct tw_ctx_params {
+    int32_t n_ctx;   // KV cache positions (decoders); 0: min(n_ctx_train, 4096)
+    int32_t n_batch; // tokens per forward step; longer inputs go in steps; 0: 512
+};
+
+typedef struct tw_ctx tw_ctx;
+
+// A context for model m on backend be (both must outlive it). Returns 0, TW_ENOMEM, or
+// TW_EINVAL for bad sizes.
+int tw_ctx_new(const struct tw_model *m, struct tw_backend *be, const struct tw_ctx_params *p,
+               tw_ctx **out);
+void tw_ctx_free(tw_ctx *c);
+// Bytes of the context's allocation (KV cache + activations).
+size_t tw_ctx_bytes(const tw_ctx *c);
+int32_t tw_ctx_n_ctx(const tw_ctx *c);
+
+// ---- decoders
+
+// Runs tokens[0..n) at positions n_past.. and appends them to the cache. logits gets
+// (n, n_vocab) floats when all_logits, else the last token's n_vocab (NULL: none). Returns
+// 0; TW_ELIMIT when the cache would overflow (nothing is changed); TW_EINVAL for a token id
+// outside the vocabulary (naming it).
+int tw_ctx_decode(tw_ctx *c, const int32_t *tokens, int32_t n, float *logits, bool all_logits);
+// Tokens in the cache.
+int32_t tw_ctx_n_past(const tw_ctx *c);
+const int32_t *tw_ctx_tokens(const tw_ctx *c);
+// Forgets positions >= n (n <= n_past).
+void tw_ctx_truncate(tw_ctx *c, int32_t n);
+// Evaluates a whole prompt, reusing the longest prefix already in the cache (at most n - 1
+// tokens, so that the last one is run and its logits, n_vocab floats, come out). *reused (may
+// be NULL) gets the number of cached tokens kept.
+int tw_ctx_prefill(tw_ctx *c, const int32_t *tokens, int32_t n, float *logits, int32_t *reused);
+
+// ---- encoders
+
+// hidden (n, n_embd) = the encoder's last hidden states for one sequence; type_ids may be
+// NULL (all 0). n must be <= the model's max positions (TW_ELIMIT otherwise).
+int tw_ctx_encode(tw_ctx *c, const int32_t *ids, const int32_t *type_ids, int32_t n,
+                  float *hidden);
+// The sentence embedding of one tokenised text (with its special tokens) as the model's
+// pooling config says (mean / CLS / max / last, then L2 normalisation when configured):
+// n_embd floats into out.
+int tw_ctx_embed(tw_ctx *c, const int32_t *ids, int32_t n, float *out);
+// The classifier's logits (n_labels floats) for one encoded pair (BertForSequenceClassification:
+// CLS -> pooler dense + tanh -> classifier).
+int tw_ctx_classify(tw_ctx *c, const int32_t *ids, const int32_t *type_ids, int32_t n, float *out);
+
+#endif

@@ -1,0 +1,43 @@
+// Text generation: a prompt's tokens through a context (reusing its cached prefix), then
+// sampled tokens one at a time, detokenised incrementally and streamed to a callback, until
+// an end-of-generation token, a stop string, the token limit or the callback says stop.
+#ifndef TW_MODEL_GENERATE_H
+#define TW_MODEL_GENERATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model/context.h"
+#include "model/model.h"
+#include "model/sampler.h"
+
+struct tw_gen_params {
+    struct tw_sampler_params sampling;
+    int32_t max_tokens;       // generated tokens at most (<= 0: until the context is full)
+    const char *const *stops; // stop strings (not shown)
+    size_t n_stops;
+    bool ignore_eos; // keep going past end-of-generation tokens
+};
+
+enum tw_finish { TW_FINISH_EOS, TW_FINISH_STOP, TW_FINISH_LENGTH, TW_FINISH_CANCEL };
+
+struct tw_gen_result {
+    int32_t n_prompt, n_reused, n_gen;
+    double prompt_s, gen_s; // seconds in prefill and in the token loop
+    enum tw_finish finish;
+    int32_t *tokens; // the n_gen generated ids (owned: tw_gen_result_free)
+};
+
+// Called with each piece of text that is safe to show; return non-zero to stop (the result's
+// finish is then TW_FINISH_CANCEL).
+typedef int (*tw_gen_fn)(void *arg, const char *text, size_t len);
+
+// Runs the generation; prompt tokens go through tw_ctx_prefill. Returns 0 (result filled) or
+// an error (TW_ELIMIT when the prompt does not fit the context).
+int tw_generate(tw_ctx *c, const struct tw_model *m, const int32_t *prompt, int32_t n,
+                const struct tw_gen_params *p, tw_gen_fn fn, void *arg, struct tw_gen_result *res);
+void tw_gen_result_free(struct tw_gen_result *res);
+const char *tw_finish_name(enum tw_finish f);
+
+#endif

@@ -1,0 +1,125 @@
+// The engine's ops and the backends that run them. Model code calls tw_matmul, tw_rmsnorm,
+// tw_rope, tw_attention, ... (llm.c's manner); each checks shapes and dispatches through the
+// backend's table of function pointers (ggml-backend's shape). Backends:
+//   cpu_ref  plain C, one thread: the reference every other backend is tested against;
+//   cpu      SIMD dot kernels chosen at run time (cpu_dot.h), OpenMP threads, OpenBLAS GEMMs
+//            for batched matmuls (prefill); ops with no fast path run the reference code;
+//   cuda     (tensor/cuda/) when built with nvcc.
+// Activations are f32 on the CPU backends; matmul and embedding take weights of any dtype.
+// Shape mismatches are the caller's bugs and are asserted, not reported.
+#ifndef TW_TENSOR_BACKEND_H
+#define TW_TENSOR_BACKEND_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "tensor/tensor.h"
+
+struct tw_backend;
+
+enum tw_act { TW_ACT_GELU, TW_ACT_GELU_TANH, TW_ACT_SILU, TW_ACT_TANH, TW_ACT_RELU };
+enum tw_pool { TW_POOL_MEAN, TW_POOL_CLS, TW_POOL_MAX, TW_POOL_LAST };
+
+// Rotary position embedding of one head's first n_rot dims (RoFormer; Llama's rotary).
+struct tw_rope {
+    int32_t head_dim;
+    int32_t n_rot;         // even, <= head_dim; the rest of the head passes unchanged
+    bool neox;             // pairs (i, i + n_rot/2) as HF's rotate_half; else (2i, 2i + 1) as
+                           // GGUF's permuted Llama weights expect
+    const float *inv_freq; // n_rot / 2 angular frequencies, scaling already applied
+};
+
+struct tw_attn {
+    int32_t n_head, n_head_kv, head_dim; // n_head a multiple of n_head_kv (grouped queries)
+    float scale;                         // usually 1 / sqrt(head_dim)
+    bool causal;
+    int32_t window; // sliding window, 0 = none: the query at position p sees keys at
+                    // positions j with p - window < j <= p (Mistral's rule)
+    int32_t n_past; // the query rows are positions n_past .. n_past + T - 1
+};
+
+struct tw_backend_ops {
+    const char *name;
+    void (*free)(struct tw_backend *be);
+    void (*embedding)(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *table,
+                      const int32_t *ids);
+    void (*matmul)(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                   const struct tw_tensor *w, const struct tw_tensor *bias);
+    void (*rmsnorm)(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                    const struct tw_tensor *w, float eps);
+    void (*layernorm)(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                      const struct tw_tensor *w, const struct tw_tensor *b, float eps);
+    void (*rope)(struct tw_backend *be, struct tw_tensor *x, const int32_t *pos,
+                 const struct tw_rope *r);
+    void (*attention)(struct tw_backend *be, struct tw_tensor *out, const struct tw_tensor *q,
+                      const struct tw_tensor *k, const struct tw_tensor *v,
+                      const struct tw_attn *a);
+    void (*softmax)(struct tw_backend *be, struct tw_tensor *x);
+    void (*swiglu)(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *gate,
+                   const struct tw_tensor *up);
+    void (*act)(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                enum tw_act act);
+    void (*add)(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *a,
+                const struct tw_tensor *b);
+    void (*pool)(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                 enum tw_pool mode);
+    void (*l2norm)(struct tw_backend *be, struct tw_tensor *x);
+};
+
+struct tw_backend {
+    const struct tw_backend_ops *ops;
+    enum tw_device device;
+    int n_threads;
+    void *impl; // the backend's own state
+};
+
+// The reference backend: a static object, never freed (tw_backend_free ignores it).
+struct tw_backend *tw_backend_cpu_ref(void);
+// The fast CPU backend with n_threads threads (<= 0: every online CPU). Returns 0, or
+// TW_ENOMEM.
+int tw_backend_cpu_new(int n_threads, struct tw_backend **out);
+void tw_backend_free(struct tw_backend *be);
+
+// ---- ops. y may alias x where noted; every tensor is contiguous f32 unless noted.
+
+// y (T, C) = table[ids[t]] for t < T; table (V, C) of any dtype; ids < V (asserted).
+void tw_embedding(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *table,
+                  const int32_t *ids);
+// y (T, N) = x (T, K) w (N, K)^T (+ bias (N)); w of any dtype; y must not alias x.
+void tw_matmul(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+               const struct tw_tensor *w, const struct tw_tensor *bias);
+// Over rows of C: y = x / sqrt(mean(x^2) + eps) * w (w may be NULL); y may alias x.
+void tw_rmsnorm(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                const struct tw_tensor *w, float eps);
+// Over rows of C: y = (x - mean) / sqrt(var + eps) * w + b; y may alias x.
+void tw_layernorm(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                  const struct tw_tensor *w, const struct tw_tensor *b, float eps);
+// In place on x (T, H, head_dim): rotates each head of token t by angle pos[t] * inv_freq.
+void tw_rope(struct tw_backend *be, struct tw_tensor *x, const int32_t *pos,
+             const struct tw_rope *r);
+// out (T, n_head * head_dim) = softmax(q k^T * scale + mask) v per head, with
+// q (T, n_head, head_dim) and k, v (S, n_head_kv, head_dim) where S = n_past + T (the cache
+// rows up to and including this batch); query head h reads kv head h / (n_head / n_head_kv).
+void tw_attention(struct tw_backend *be, struct tw_tensor *out, const struct tw_tensor *q,
+                  const struct tw_tensor *k, const struct tw_tensor *v, const struct tw_attn *a);
+// Softmax over each row of x, in place.
+void tw_softmax(struct tw_backend *be, struct tw_tensor *x);
+// y = silu(gate) * up, elementwise; y may alias gate or up.
+void tw_swiglu(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *gate,
+               const struct tw_tensor *up);
+// y = act(x) elementwise; GELU is the erf form, GELU_TANH the tanh approximation.
+void tw_act(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+            enum tw_act act);
+// y = a + b elementwise (same shapes); y may alias either.
+void tw_add(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *a,
+            const struct tw_tensor *b);
+// y (C) from x (T, C): the mean, the first row, the elementwise max or the last row.
+void tw_pool(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+             enum tw_pool mode);
+// Each row of x divided by its L2 norm (rows of norm 0 stay 0), in place.
+void tw_l2norm(struct tw_backend *be, struct tw_tensor *x);
+
+// The reference implementations, callable directly (the fast backends fall back to them).
+extern const struct tw_backend_ops tw_cpu_ref_ops;
+
+#endif

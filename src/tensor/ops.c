@@ -1,0 +1,118 @@
+// The op entry points: shape checks (asserted: a mismatch is the caller's bug), then dispatch
+// through the backend's table.
+#include <assert.h>
+
+#include "tensor/backend.h"
+
+static bool is_f32(const struct tw_tensor *t)
+{
+    return t->dtype == TW_DTYPE_F32 && tw_tensor_is_contiguous(t);
+}
+
+static bool same_shape(const struct tw_tensor *a, const struct tw_tensor *b)
+{
+    return tw_tensor_nelem(a) == tw_tensor_nelem(b) && tw_tensor_ncols(a) == tw_tensor_ncols(b);
+}
+
+void tw_embedding(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *table,
+                  const int32_t *ids)
+{
+    assert(is_f32(y) && table->ndim == 2 && tw_tensor_ncols(y) == table->ne[1]);
+    be->ops->embedding(be, y, table, ids);
+}
+
+void tw_matmul(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+               const struct tw_tensor *w, const struct tw_tensor *bias)
+{
+    assert(is_f32(y) && is_f32(x) && w->ndim == 2);
+    assert(tw_tensor_ncols(x) == w->ne[1] && tw_tensor_ncols(y) == w->ne[0]);
+    assert(tw_tensor_nrows(x) == tw_tensor_nrows(y));
+    assert(!bias || (is_f32(bias) && tw_tensor_nelem(bias) == w->ne[0]));
+    assert(y->data != x->data);
+    be->ops->matmul(be, y, x, w, bias);
+}
+
+void tw_rmsnorm(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                const struct tw_tensor *w, float eps)
+{
+    assert(is_f32(y) && is_f32(x) && same_shape(x, y));
+    assert(!w || (is_f32(w) && tw_tensor_nelem(w) == tw_tensor_ncols(x)));
+    be->ops->rmsnorm(be, y, x, w, eps);
+}
+
+void tw_layernorm(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                  const struct tw_tensor *w, const struct tw_tensor *b, float eps)
+{
+    assert(is_f32(y) && is_f32(x) && same_shape(x, y));
+    assert(is_f32(w) && tw_tensor_nelem(w) == tw_tensor_ncols(x));
+    assert(is_f32(b) && tw_tensor_nelem(b) == tw_tensor_ncols(x));
+    be->ops->layernorm(be, y, x, w, b, eps);
+}
+
+void tw_rope(struct tw_backend *be, struct tw_tensor *x, const int32_t *pos,
+             const struct tw_rope *r)
+{
+    assert(is_f32(x) && x->ndim == 3 && x->ne[2] == r->head_dim);
+    assert(r->n_rot % 2 == 0 && r->n_rot <= r->head_dim);
+    be->ops->rope(be, x, pos, r);
+}
+
+void tw_attention(struct tw_backend *be, struct tw_tensor *out, const struct tw_tensor *q,
+                  const struct tw_tensor *k, const struct tw_tensor *v, const struct tw_attn *a)
+{
+    assert(is_f32(out) && is_f32(q) && is_f32(k) && is_f32(v));
+    assert(a->n_head_kv > 0 && a->n_head % a->n_head_kv == 0);
+    assert(q->ndim == 3 && q->ne[1] == a->n_head && q->ne[2] == a->head_dim);
+    assert(k->ndim == 3 && k->ne[1] == a->n_head_kv && k->ne[2] == a->head_dim);
+    assert(v->ndim == 3 && v->ne[0] == k->ne[0] && v->ne[1] == k->ne[1] && v->ne[2] == k->ne[2]);
+    assert(k->ne[0] == a->n_past + q->ne[0]);
+    assert(tw_tensor_nelem(out) == tw_tensor_nelem(q));
+    be->ops->attention(be, out, q, k, v, a);
+}
+
+void tw_softmax(struct tw_backend *be, struct tw_tensor *x)
+{
+    assert(is_f32(x));
+    be->ops->softmax(be, x);
+}
+
+void tw_swiglu(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *gate,
+               const struct tw_tensor *up)
+{
+    assert(is_f32(y) && is_f32(gate) && is_f32(up));
+    assert(same_shape(y, gate) && same_shape(y, up));
+    be->ops->swiglu(be, y, gate, up);
+}
+
+void tw_act(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x, enum tw_act act)
+{
+    assert(is_f32(y) && is_f32(x) && same_shape(x, y));
+    be->ops->act(be, y, x, act);
+}
+
+void tw_add(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *a,
+            const struct tw_tensor *b)
+{
+    assert(is_f32(y) && is_f32(a) && is_f32(b) && same_shape(y, a) && same_shape(y, b));
+    be->ops->add(be, y, a, b);
+}
+
+void tw_pool(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+             enum tw_pool mode)
+{
+    assert(is_f32(y) && is_f32(x) && tw_tensor_nelem(y) == tw_tensor_ncols(x));
+    assert(tw_tensor_nrows(x) > 0);
+    be->ops->pool(be, y, x, mode);
+}
+
+void tw_l2norm(struct tw_backend *be, struct tw_tensor *x)
+{
+    assert(is_f32(x));
+    be->ops->l2norm(be, x);
+}
+
+void tw_backend_free(struct tw_backend *be)
+{
+    if (be && be->ops->free)
+        be->ops->free(be);
+}

@@ -1,0 +1,223 @@
+// Tests src/tensor: the reference ops on values worked out by hand (norms, RoPE, attention,
+// softmax, activations, pooling), then the fast CPU backend against the reference on random
+// inputs for every op — matmul for every weight dtype on both its paths (dot kernels and
+// sgemm tiles), attention with grouped heads, a cache prefix and a sliding window.
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "base/mem.h"
+#include "check.h"
+#include "tensor/backend.h"
+
+static uint64_t rng = 0x9E3779B97F4A7C15ull;
+
+static float frand(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+
+static float *rand_buf(size_t n)
+{
+    float *p = tw_malloc(n * sizeof *p);
+    REQUIRE(p);
+    for (size_t i = 0; i < n; i++)
+        p[i] = frand();
+    return p;
+}
+
+// max |a - b| / (max |b| + 1e-6) over n values.
+static double rel_err(const float *a, const float *b, size_t n)
+{
+    double mx = 0, ref = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        mx = d > mx ? d : mx;
+        ref = fabs(b[i]) > ref ? fabs(b[i]) : ref;
+    }
+    return mx / (ref + 1e-6);
+}
+
+static void test_reference_values(void)
+{
+    struct tw_backend *be = tw_backend_cpu_ref();
+    // rmsnorm of (3, 4): mean square 12.5.
+    float x[2] = { 3, 4 }, y[2], w[2] = { 1, 2 };
+    struct tw_tensor tx = tw_tensor_f32_2d(x, 1, 2), ty = tw_tensor_f32_2d(y, 1, 2);
+    struct tw_tensor tw = tw_tensor_f32_1d(w, 2);
+    tw_rmsnorm(be, &ty, &tx, &tw, 0);
+    CHECK(fabsf(y[0] - 3 / sqrtf(12.5f)) < 1e-6f && fabsf(y[1] - 8 / sqrtf(12.5f)) < 1e-6f);
+    // layernorm of (1, 3): mean 2, variance 1.
+    float b[2] = { 0.5f, -0.5f };
+    struct tw_tensor tb = tw_tensor_f32_1d(b, 2);
+    x[0] = 1, x[1] = 3;
+    tw_layernorm(be, &ty, &tx, &tw, &tb, 0);
+    CHECK(fabsf(y[0] - (-1 + 0.5f)) < 1e-6f && fabsf(y[1] - (2 - 0.5f)) < 1e-6f);
+    // RoPE: (1, 0, 0, 1) at position 1 with frequencies (pi/2, pi): neox pairs (0,2), (1,3).
+    float inv[2] = { (float)M_PI / 2, (float)M_PI };
+    float q[4] = { 1, 0, 0, 1 };
+    struct tw_tensor tq = tw_tensor_f32_3d(q, 1, 1, 4);
+    struct tw_rope r = { .head_dim = 4, .n_rot = 4, .neox = true, .inv_freq = inv };
+    int32_t pos = 1;
+    tw_rope(be, &tq, &pos, &r);
+    // pair (0,2) rotated by pi/2: (1,0) -> (0,1); pair (1,3) by pi: (0,1) -> (0,-1).
+    CHECK(fabsf(q[0]) < 1e-6f && fabsf(q[2] - 1) < 1e-6f);
+    CHECK(fabsf(q[1]) < 1e-6f && fabsf(q[3] + 1) < 1e-6f);
+    float q2[4] = { 1, 0, 0, 1 };
+    tq.data = q2;
+    r.neox = false; // pairs (0,1) by pi/2, (2,3) by pi
+    tw_rope(be, &tq, &pos, &r);
+    CHECK(fabsf(q2[0]) < 1e-6f && fabsf(q2[1] - 1) < 1e-6f);
+    CHECK(fabsf(q2[2]) < 1e-6f && fabsf(q2[3] + 1) < 1e-6f);
+    // Attention: one query, two keys with scores 0 and ln 3 -> weights 1/4, 3/4.
+    float qa[1] = { 1 }, k[2] = { 0, logf(3) }, v[2] = { 10, 20 }, o[1];
+    struct tw_tensor tqa = tw_tensor_f32_3d(qa, 1, 1, 1), tk = tw_tensor_f32_3d(k, 2, 1, 1);
+    struct tw_tensor tv = tw_tensor_f32_3d(v, 2, 1, 1), to = tw_tensor_f32_2d(o, 1, 1);
+    struct tw_attn a = {
+        .n_head = 1, .n_head_kv = 1, .head_dim = 1, .scale = 1, .causal = true, .n_past = 1
+    };
+    tw_attention(be, &to, &tqa, &tk, &tv, &a);
+    CHECK(fabsf(o[0] - 17.5f) < 1e-5f);
+    a.window = 1; // sees only itself
+    tw_attention(be, &to, &tqa, &tk, &tv, &a);
+    CHECK(fabsf(o[0] - 20) < 1e-5f);
+    // softmax, activations, pooling, l2norm.
+    float s[3] = { 0, logf(2), logf(5) };
+    struct tw_tensor ts = tw_tensor_f32_2d(s, 1, 3);
+    tw_softmax(be, &ts);
+    CHECK(fabsf(s[0] - 0.125f) < 1e-6f && fabsf(s[2] - 0.625f) < 1e-6f);
+    float g[3] = { 1, -2, 0 }, ga[3];
+    struct tw_tensor tg = tw_tensor_f32_1d(g, 3), tga = tw_tensor_f32_1d(ga, 3);
+    tw_act(be, &tga, &tg, TW_ACT_GELU);
+    CHECK(fabsf(ga[0] - 0.8413447f) < 1e-6f && fabsf(ga[1] + 0.0455003f) < 1e-6f);
+    tw_act(be, &tga, &tg, TW_ACT_SILU);
+    CHECK(fabsf(ga[0] - 0.7310586f) < 1e-6f && ga[2] == 0);
+    float p[6] = { 1, 2, 3, 4, 5, 9 }, py[2];
+    struct tw_tensor tp = tw_tensor_f32_2d(p, 3, 2), tpy = tw_tensor_f32_1d(py, 2);
+    tw_pool(be, &tpy, &tp, TW_POOL_MEAN);
+    CHECK(py[0] == 3 && py[1] == 5);
+    tw_pool(be, &tpy, &tp, TW_POOL_CLS);
+    CHECK(py[0] == 1 && py[1] == 2);
+    tw_pool(be, &tpy, &tp, TW_POOL_MAX);
+    CHECK(py[0] == 5 && py[1] == 9);
+    tw_l2norm(be, &tx);
+    CHECK(fabsf(x[0] - 1 / sqrtf(10)) < 1e-6f && fabsf(x[1] - 3 / sqrtf(10)) < 1e-6f);
+}
+
+// Fast matmul against the reference for one dtype and T activation rows.
+static void check_matmul(struct tw_backend *fast, enum tw_dtype dt, int64_t T, int64_t N,
+                         int64_t K, bool with_bias)
+{
+    float *wf = rand_buf((size_t)(N * K));
+    size_t row_bytes = 0;
+    REQUIRE(tw_dtype_nbytes(dt, (size_t)K, &row_bytes) == 0);
+    void *wq = tw_malloc(row_bytes * (size_t)N);
+    REQUIRE(wq);
+    for (int64_t n = 0; n < N; n++)
+        tw_quantize_row(dt, wf + n * K, (char *)wq + (size_t)n * row_bytes, (size_t)K);
+    struct tw_tensor w;
+    REQUIRE(tw_tensor_init(&w, dt, 2, (int64_t[]){ N, K }, wq, "w") == 0);
+    float *x = rand_buf((size_t)(T * K)), *bias = rand_buf((size_t)N);
+    float *y0 = tw_malloc((size_t)(T * N) * sizeof(float));
+    float *y1 = tw_malloc((size_t)(T * N) * sizeof(float));
+    REQUIRE(y0 && y1);
+    struct tw_tensor tx = tw_tensor_f32_2d(x, T, K), tb = tw_tensor_f32_1d(bias, N);
+    struct tw_tensor t0 = tw_tensor_f32_2d(y0, T, N), t1 = tw_tensor_f32_2d(y1, T, N);
+    tw_matmul(tw_backend_cpu_ref(), &t0, &tx, &w, with_bias ? &tb : NULL);
+    tw_matmul(fast, &t1, &tx, &w, with_bias ? &tb : NULL);
+    double e = rel_err(y1, y0, (size_t)(T * N));
+    if (e > 2e-5)
+        fprintf(stderr, "matmul %s T=%lld N=%lld K=%lld: rel err %g\n", tw_dtype_name(dt),
+                (long long)T, (long long)N, (long long)K, e);
+    CHECK(e <= 2e-5);
+    tw_free(wf), tw_free(wq), tw_free(x), tw_free(bias), tw_free(y0), tw_free(y1);
+}
+
+static void test_matmul(struct tw_backend *fast)
+{
+    enum tw_dtype all[] = { TW_DTYPE_F32,  TW_DTYPE_F16,  TW_DTYPE_BF16, TW_DTYPE_Q8_0,
+                            TW_DTYPE_Q4_0, TW_DTYPE_Q4_K, TW_DTYPE_Q6_K };
+    int64_t Ts[] = { 1, 3, 9, 40 };
+    for (size_t d = 0; d < sizeof all / sizeof *all; d++)
+        for (size_t i = 0; i < sizeof Ts / sizeof *Ts; i++)
+            check_matmul(fast, all[d], Ts[i], 37, 512, i % 2 == 0);
+}
+
+static void test_attention(struct tw_backend *fast)
+{
+    struct {
+        int64_t T, n_past, H, Hkv, D;
+        int32_t window;
+        bool causal;
+    } cases[] = { { 1, 0, 4, 2, 16, 0, true },  { 7, 0, 4, 4, 8, 0, true },
+                  { 5, 70, 8, 2, 32, 0, true }, { 1, 100, 4, 1, 64, 16, true },
+                  { 9, 30, 2, 2, 16, 5, true }, { 12, 0, 4, 4, 16, 0, false } };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        int64_t T = cases[c].T, S = cases[c].n_past + T, H = cases[c].H, Hkv = cases[c].Hkv;
+        int64_t D = cases[c].D;
+        float *q = rand_buf((size_t)(T * H * D)), *k = rand_buf((size_t)(S * Hkv * D));
+        float *v = rand_buf((size_t)(S * Hkv * D));
+        float *o0 = rand_buf((size_t)(T * H * D)), *o1 = rand_buf((size_t)(T * H * D));
+        struct tw_tensor tq = tw_tensor_f32_3d(q, T, H, D), tk = tw_tensor_f32_3d(k, S, Hkv, D);
+        struct tw_tensor tv = tw_tensor_f32_3d(v, S, Hkv, D);
+        struct tw_tensor t0 = tw_tensor_f32_2d(o0, T, H * D), t1 = tw_tensor_f32_2d(o1, T, H * D);
+        struct tw_attn a = { .n_head = (int32_t)H,
+                             .n_head_kv = (int32_t)Hkv,
+                             .head_dim = (int32_t)D,
+                             .scale = 1 / sqrtf((float)D),
+                             .causal = cases[c].causal,
+                             .window = cases[c].window,
+                             .n_past = (int32_t)cases[c].n_past };
+        tw_attention(tw_backend_cpu_ref(), &t0, &tq, &tk, &tv, &a);
+        tw_attention(fast, &t1, &tq, &tk, &tv, &a);
+        CHECK(rel_err(o1, o0, (size_t)(T * H * D)) < 1e-5);
+        tw_free(q), tw_free(k), tw_free(v), tw_free(o0), tw_free(o1);
+    }
+}
+
+// The ops the fast backend shares with the reference still go through its table.
+static void test_elementwise(struct tw_backend *fast)
+{
+    int64_t T = 5, C = 48;
+    float *x = rand_buf((size_t)(T * C)), *w = rand_buf((size_t)C), *b = rand_buf((size_t)C);
+    float *y0 = rand_buf((size_t)(T * C)), *y1 = rand_buf((size_t)(T * C));
+    struct tw_tensor tx = tw_tensor_f32_2d(x, T, C), tw = tw_tensor_f32_1d(w, C);
+    struct tw_tensor tb = tw_tensor_f32_1d(b, C);
+    struct tw_tensor t0 = tw_tensor_f32_2d(y0, T, C), t1 = tw_tensor_f32_2d(y1, T, C);
+    tw_rmsnorm(tw_backend_cpu_ref(), &t0, &tx, &tw, 1e-5f);
+    tw_rmsnorm(fast, &t1, &tx, &tw, 1e-5f);
+    CHECK(rel_err(y1, y0, (size_t)(T * C)) < 1e-6);
+    tw_layernorm(tw_backend_cpu_ref(), &t0, &tx, &tw, &tb, 1e-12f);
+    tw_layernorm(fast, &t1, &tx, &tw, &tb, 1e-12f);
+    CHECK(rel_err(y1, y0, (size_t)(T * C)) < 1e-6);
+    tw_swiglu(tw_backend_cpu_ref(), &t0, &tx, &tx);
+    tw_swiglu(fast, &t1, &tx, &tx);
+    CHECK(rel_err(y1, y0, (size_t)(T * C)) < 1e-6);
+    int32_t ids[3] = { 4, 0, 2 };
+    struct tw_tensor e0 = tw_tensor_f32_2d(y0, 3, C), e1 = tw_tensor_f32_2d(y1, 3, C);
+    tw_embedding(fast, &e1, &tx, ids);
+    tw_embedding(tw_backend_cpu_ref(), &e0, &tx, ids);
+    CHECK(memcmp(y0, y1, 3 * (size_t)C * sizeof(float)) == 0);
+    CHECK(y1[0] == x[4 * C] && y1[C] == x[0]);
+    tw_free(x), tw_free(w), tw_free(b), tw_free(y0), tw_free(y1);
+}
+
+int main(void)
+{
+    test_reference_values();
+    int threads[] = { 1, 3 };
+    for (int i = 0; i < 2; i++) {
+        struct tw_backend *fast = NULL;
+        REQUIRE(tw_backend_cpu_new(threads[i], &fast) == 0);
+        CHECK_EQ_STR(fast->ops->name, "cpu");
+        test_matmul(fast);
+        test_attention(fast);
+        test_elementwise(fast);
+        tw_backend_free(fast);
+    }
+    CHECK_EQ_INT(tw_mem_live(), 0);
+    return check_report("tensor_test_ops");
+}
