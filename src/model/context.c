@@ -264,6 +264,40 @@ int tw_ctx_prefill(tw_ctx *c, const int32_t *tokens, int32_t n, float *logits, i
     return 0;
 }
 
+int tw_ctx_perplexity(tw_ctx *c, const int32_t *tokens, int32_t n, double *nll, int32_t *count)
+{
+    size_t V = (size_t)c->m->cfg.n_vocab;
+    int32_t chunk = c->n_ctx < 512 ? c->n_ctx : 512;
+    float *logits = tw_malloc_array((size_t)chunk * V, sizeof(float));
+    if (!logits)
+        return tw_error_set(TW_ENOMEM, "perplexity: out of memory");
+    double sum = 0;
+    int32_t scored = 0;
+    int rc = 0;
+    for (int32_t at = 0; rc == 0 && at + 1 < n; at += chunk) {
+        int32_t len = n - at < chunk ? n - at : chunk;
+        c->n_past = 0;
+        rc = tw_ctx_decode(c, tokens + at, len, logits, true);
+        for (int32_t i = 0; rc == 0 && i + 1 < len; i++) {
+            const float *row = logits + (size_t)i * V;
+            double mx = row[0], z = 0;
+            for (size_t v = 1; v < V; v++)
+                mx = row[v] > mx ? row[v] : mx;
+            for (size_t v = 0; v < V; v++)
+                z += exp((double)row[v] - mx);
+            sum += mx + log(z) - row[tokens[at + i + 1]];
+            scored++;
+        }
+    }
+    c->n_past = 0;
+    tw_free(logits);
+    if (rc == 0) {
+        *nll = sum;
+        *count = scored;
+    }
+    return rc;
+}
+
 // ---- encoders
 
 int tw_ctx_encode(tw_ctx *c, const int32_t *ids, const int32_t *type_ids, int32_t n, float *hidden)

@@ -44,6 +44,12 @@ void tw_ctx_truncate(tw_ctx *c, int32_t n);
 // be NULL) gets the number of cached tokens kept.
 int tw_ctx_prefill(tw_ctx *c, const int32_t *tokens, int32_t n, float *logits, int32_t *reused);
 
+// Perplexity of a text's tokens: they are cut into chunks of the context's length, each run
+// from an empty cache, and every token after a chunk's first is scored by the logits of the
+// one before it. *nll gets the summed negative log-likelihood (natural log), *count the
+// number of scored tokens; exp(*nll / *count) is the perplexity. Clears the cache.
+int tw_ctx_perplexity(tw_ctx *c, const int32_t *tokens, int32_t n, double *nll, int32_t *count);
+
 // ---- encoders
 
 // hidden (n, n_embd) = the encoder's last hidden states for one sequence; type_ids may be

@@ -24,6 +24,7 @@ struct model_impl {
     tw_st_model *st;
     tw_gguf *g;
     tw_arena arena;
+    void *weights; // tw_model_random's weights
 };
 
 const char *tw_arch_name(enum tw_arch a)
@@ -390,6 +391,7 @@ void tw_model_close(struct tw_model *m)
         tw_st_close_model(im->st);
         tw_gguf_close(im->g);
         tw_arena_free(&im->arena);
+        tw_free(im->weights);
         tw_free(im);
     }
     tw_tokenizer_free(m->tok);
@@ -449,4 +451,122 @@ size_t tw_model_weight_bytes(const struct tw_model *m)
     int64_t acc[2] = { 0, 0 };
     tw_model_foreach_tensor(m, count_params, acc);
     return (size_t)acc[1];
+}
+
+// ---- random weights
+
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+// Fills row r of tensor number ti: uniform values of standard deviation 0.02 (norm weights
+// around 1), encoded in the tensor's dtype. Each row has its own stream, so the weights do
+// not depend on the thread count.
+static void random_row(struct tw_tensor *t, int64_t r, uint64_t seed, size_t ti, bool norm,
+                       float *tmp)
+{
+    uint64_t st = seed ^ (ti * 0x100000001B3ull) ^ ((uint64_t)r << 20);
+    int64_t n = tw_tensor_ncols(t);
+    for (int64_t i = 0; i < n; i++) {
+        double u = (double)(splitmix64(&st) >> 11) * (1.0 / 9007199254740992.0);
+        float v = (float)((u * 2 - 1) * 0.0346); // sqrt(3) * 0.02
+        tmp[i] = norm ? 1.0f + v : v;
+    }
+    tw_quantize_row(t->dtype, tmp, tw_tensor_row(t, r), (size_t)n);
+}
+
+int tw_model_random(const struct tw_model_config *cfg, enum tw_dtype dtype, uint64_t seed,
+                    struct tw_model **out)
+{
+    int rc = tw_model_config_check(cfg, "random model");
+    if (rc != 0)
+        return rc;
+    struct tw_model *m = tw_calloc(1, sizeof *m);
+    struct model_impl *im = tw_calloc(1, sizeof *im);
+    if (!m || !im) {
+        tw_free(m), tw_free(im);
+        return tw_error_set(TW_ENOMEM, "random model: out of memory");
+    }
+    tw_arena_init(&im->arena, 1 << 16);
+    m->impl = im;
+    m->cfg = *cfg;
+    m->path = tw_strdup("(random)");
+    m->format = "random";
+    m->arch_name = tw_arch_name(cfg->arch);
+    m->layers = tw_arena_alloc_array(&im->arena, (size_t)cfg->n_layer, sizeof *m->layers, 64);
+    size_t n_slots;
+    const struct tw_slot *slots = tw_slots(&n_slots);
+    // Two passes: sizes (data == NULL), then the tensors in one allocation.
+    size_t total = 0;
+    for (int pass = 0; pass < 2 && m->layers && m->path; pass++) {
+        size_t off = 0;
+        for (size_t i = 0; i < n_slots; i++) {
+            int64_t shape[2];
+            int nd = tw_slot_shape(cfg, slots[i].kind, shape);
+            for (int il = 0; nd > 0 && il < (slots[i].per_layer ? cfg->n_layer : 1); il++) {
+                enum tw_dtype dt = nd == 1 ? TW_DTYPE_F32 : tw_matrix_dtype(dtype, shape[1]);
+                struct tw_tensor t;
+                if (tw_tensor_init(&t, dt, nd, shape, NULL, NULL) != 0)
+                    return tw_model_close(m), tw_error_prefix("random model");
+                off = (off + 63) & ~(size_t)63;
+                if (pass == 1) {
+                    t.data = (char *)im->weights + off;
+                    void *base = slots[i].per_layer ? (void *)&m->layers[il] : (void *)m;
+                    *(struct tw_tensor *)((char *)base + slots[i].offset) = t;
+                }
+                off += tw_tensor_nbytes(&t);
+            }
+        }
+        total = off;
+        if (pass == 0 && !(im->weights = tw_malloc(total ? total : 1)))
+            break;
+    }
+    if (!m->layers || !m->path || !im->weights) {
+        tw_model_close(m);
+        return tw_error_set(TW_ENOMEM, "random model: cannot allocate %zu MiB", total >> 20);
+    }
+    // Fill every row in parallel.
+    size_t ti = 0;
+    for (size_t i = 0; i < n_slots; i++) {
+        int64_t shape[2];
+        if (tw_slot_shape(cfg, slots[i].kind, shape) == 0)
+            continue;
+        bool norm = slots[i].kind == TW_SLOT_NORM || slots[i].kind == TW_SLOT_OUT_NORM ||
+                    slots[i].kind == TW_SLOT_QK_NORM ||
+                    (slots[i].kind == TW_SLOT_ENC_NORM && strstr(slots[i].hf_enc, "weight")) ||
+                    (slots[i].kind == TW_SLOT_EMBD_NORM && strstr(slots[i].hf_enc, "weight"));
+        for (int il = 0; il < (slots[i].per_layer ? cfg->n_layer : 1); il++, ti++) {
+            void *base = slots[i].per_layer ? (void *)&m->layers[il] : (void *)m;
+            struct tw_tensor *t = (struct tw_tensor *)((char *)base + slots[i].offset);
+            int64_t rows = tw_tensor_nrows(t), cols = tw_tensor_ncols(t);
+#pragma omp parallel
+            {
+                float *tmp = tw_malloc_array((size_t)cols, sizeof(float));
+#pragma omp for schedule(static)
+                for (int64_t r = 0; r < rows; r++)
+                    if (tmp)
+                        random_row(t, r, seed, ti, norm, tmp);
+                tw_free(tmp);
+            }
+        }
+    }
+    if (tw_arch_is_decoder(cfg->arch)) {
+        if (!m->output.data) {
+            m->output = m->tok_embd;
+            m->cfg.tied_embeddings = true;
+        }
+        m->rope_inv_freq =
+            tw_arena_alloc_array(&im->arena, (size_t)cfg->head_dim / 2, sizeof(float), 64);
+        if (!m->rope_inv_freq) {
+            tw_model_close(m);
+            return tw_error_set(TW_ENOMEM, "random model: out of memory");
+        }
+        tw_rope_inv_freq(&m->cfg, cfg->head_dim, m->rope_inv_freq);
+    }
+    *out = m;
+    return 0;
 }

@@ -91,6 +91,16 @@ void tw_model_foreach_tensor(const struct tw_model *m,
                              void *arg);
 bool tw_model_is_eog(const struct tw_model *m, int32_t token);
 
+// A model of configuration cfg with random weights (uniform, standard deviation 0.02; norm
+// weights around 1) held in memory, matrices in dtype (falling back where rows do not fill
+// its blocks, as tw_matrix_dtype says), norms and biases f32; no tokenizer. The same seed
+// gives the same weights. For benchmarks of real shapes and for tests.
+int tw_model_random(const struct tw_model_config *cfg, enum tw_dtype dtype, uint64_t seed,
+                    struct tw_model **out);
+// The dtype a matrix with rows of ncols elements gets when dtype is asked for: q4_K and q6_K
+// need rows of whole 256-blocks (else q4_0), q8_0 and q4_0 rows of 32 (else f16).
+enum tw_dtype tw_matrix_dtype(enum tw_dtype dtype, int64_t ncols);
+
 // Frequencies for RoPE: inv_freq[i] = theta^(-2i / n_rot), then Llama 3's scaling (HF's
 // _compute_llama3_parameters) or linear scaling; n_rot / 2 values.
 void tw_rope_inv_freq(const struct tw_model_config *c, int32_t n_rot, float *inv_freq);

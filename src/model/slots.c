@@ -189,3 +189,12 @@ bool tw_slot_name(const struct tw_model_config *c, const struct tw_slot *s, int 
         k = snprintf(buf + k, cap - (size_t)k, "%s", fmt);
     return k >= 0 && (size_t)k < cap - strlen(prefix);
 }
+
+enum tw_dtype tw_matrix_dtype(enum tw_dtype dtype, int64_t ncols)
+{
+    if ((dtype == TW_DTYPE_Q4_K || dtype == TW_DTYPE_Q6_K) && ncols % TW_QK_K != 0)
+        dtype = TW_DTYPE_Q4_0;
+    if (tw_dtype_is_quantized(dtype) && ncols % 32 != 0)
+        dtype = TW_DTYPE_F16;
+    return dtype;
+}

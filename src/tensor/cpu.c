@@ -18,6 +18,8 @@
 
 // Batches of more activation rows than this go to sgemm.
 #define GEMM_MIN_ROWS 16
+// Work (multiply-adds) under which an op stays on the calling thread.
+#define PAR_MIN (1 << 16)
 // Bytes of dequantised weights per sgemm tile.
 #define TILE_BYTES (8u << 20)
 
@@ -45,7 +47,7 @@ static void matmul_dot(struct tw_backend *be, struct tw_tensor *y, const struct 
     tw_dot_fn dot = impl(be)->dot[w->dtype];
     const float *xs = f32(x), *b = bias ? f32(bias) : NULL;
     float *ys = f32(y);
-#pragma omp parallel for num_threads(be->n_threads) schedule(static)
+#pragma omp parallel for num_threads(be->n_threads) schedule(static) if (N * K * T >= PAR_MIN)
     for (int64_t n = 0; n < N; n++) {
         const void *row = tw_tensor_row(w, n);
         float out[8];
@@ -142,7 +144,8 @@ static void cpu_attention(struct tw_backend *be, struct tw_tensor *out, const st
 {
     int64_t T = q->ne[0], H = a->n_head, D = a->head_dim, S = k->ne[0];
     int64_t Hkv = a->n_head_kv, group = H / Hkv;
-#pragma omp parallel for num_threads(be->n_threads) schedule(dynamic, 1) collapse(2)
+#pragma omp parallel for num_threads(be->n_threads) schedule(dynamic, 1) collapse(2) \
+    if (T * H * S * D >= PAR_MIN)
     for (int64_t t = 0; t < T; t++) {
         for (int64_t h = 0; h < H; h++) {
             int64_t lo, hi;
