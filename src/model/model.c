@@ -498,6 +498,8 @@ int tw_model_random(const struct tw_model_config *cfg, enum tw_dtype dtype, uint
     m->format = "random";
     m->arch_name = tw_arch_name(cfg->arch);
     m->layers = tw_arena_alloc_array(&im->arena, (size_t)cfg->n_layer, sizeof *m->layers, 64);
+    if (m->layers)
+        memset(m->layers, 0, (size_t)cfg->n_layer * sizeof *m->layers);
     size_t n_slots;
     const struct tw_slot *slots = tw_slots(&n_slots);
     // Two passes: sizes (data == NULL), then the tensors in one allocation.
