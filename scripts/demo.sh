@@ -39,13 +39,36 @@ done
 run "$twin" chunk --category article "$address"
 run "$twin" chunk --category post --tokenizer "$toks/llama3" --window 250 --overlap 25 "$address"
 
+step "4. the model engine (CPU): tiny models that transformers made with random weights and"
+echo "   tokenizers trained on this corpus (tests/golden/models); their outputs equal transformers'"
+models="$root/tests/golden/models"
+run "$twin" model info "$models/llama"
+run "$twin" generate --model "$models/smollm2" --temp 0 -n 24 "Fellow-Citizens of the Senate"
+echo
+run "$twin" convert "$models/qwen3" "$home/qwen3-q8_0.gguf" --type q8_0
+run "$twin" generate --model "$home/qwen3-q8_0.gguf" --temp 0.8 --seed 1 -n 24 "The state of the Union"
+echo
+echo "sentence embeddings of Washington's first address, chunked (first 8 values of each):"
+"$twin" chunk --category article --json "$address" |
+    python3 -c 'import json, sys; [print(json.dumps(c["text"])) for c in json.load(sys.stdin)]' \
+    >"$home/chunks.jsonl"
+"$twin" embed --model "$models/bert_embed" --input "$home/chunks.jsonl" |
+    python3 -c 'import json, sys
+for l in sys.stdin:
+    r = json.loads(l); print("  chunk %d:" % r["index"], " ".join("%+.3f" % x for x in r["embedding"][:8]))'
+echo "cross-encoder scores of those chunks for a question:"
+run "$twin" rerank --model "$models/bert_rerank" --query "What of the public credit?" \
+    --input "$home/chunks.jsonl"
+
 step "what works so far"
 cat <<'TXT'
   works:  twin init, twin status (the home, its schema and migrations, the artifact store);
           twin tokenize (BPE and WordPiece tokenizers from tokenizer.json or GGUF vocabularies,
           ids equal to HF tokenizers' on the whole corpus), twin chunk (cleaning, token
-          windows, sentence and code chunks); in the library: chat templates, BM25, MinHash
-  next:   the model engine (issue 4), ingesting this corpus into the warehouse (5), features
-          and the vector index (6), RAG with `twin ask` (7), the server (8), training (9),
-          CUDA (10, 11)
+          windows, sentence and code chunks); in the library: chat templates, BM25, MinHash;
+          the CPU model engine: Llama / Mistral / Qwen2 / Qwen3 decoders and BERT embedders
+          and cross-encoders from HF folders or GGUF (logits equal transformers' within
+          1e-4), twin generate / chat / embed / rerank / convert / model info
+  next:   ingesting this corpus into the warehouse (issue 5), features and the vector index
+          (6), RAG with `twin ask` (7), the server (8), training (9), CUDA (10, 11)
 TXT
