@@ -1239,6 +1239,101 @@ int tw_gguf_writer_add_tensor(tw_gguf_writer *w, const char *name, enum tw_ggml_
     return 0;
 }
 
+// ---- the tokenizer vocabulary, written
+
+// The keys of tw_gguf_tokenizer_vocab, as llama.cpp names them (gguf-py's constants.py,
+// Keys.Tokenizer; "seperator" is its spelling). Values go in llama.cpp's types: ids u32,
+// scores f32, token types i32.
+static int add_tokenizer_keys(tw_gguf_writer *w, const struct tw_tokenizer_vocab *v,
+                              const char **added, size_t *n_added)
+{
+#define ADD(key, call)               \
+    do {                             \
+        int rc_ = (call);            \
+        if (rc_)                     \
+            return rc_;              \
+        added[(*n_added)++] = (key); \
+    } while (0)
+    bool llama = strcmp(v->model, "llama") == 0;
+    ADD("tokenizer.ggml.model",
+        tw_gguf_writer_add_str(w, "tokenizer.ggml.model", v->model, strlen(v->model)));
+    if (v->pre)
+        ADD("tokenizer.ggml.pre",
+            tw_gguf_writer_add_str(w, "tokenizer.ggml.pre", v->pre, strlen(v->pre)));
+    struct tw_gguf_warr a = { TW_GGUF_TYPE_STRING, v->tokens, v->n_tokens };
+    ADD("tokenizer.ggml.tokens", tw_gguf_writer_add_arr(w, "tokenizer.ggml.tokens", &a));
+    if (v->scores) {
+        a = (struct tw_gguf_warr){ TW_GGUF_TYPE_F32, v->scores, v->n_tokens };
+        ADD("tokenizer.ggml.scores", tw_gguf_writer_add_arr(w, "tokenizer.ggml.scores", &a));
+    }
+    if (v->types) {
+        a = (struct tw_gguf_warr){ TW_GGUF_TYPE_I32, v->types, v->n_tokens };
+        ADD("tokenizer.ggml.token_type",
+            tw_gguf_writer_add_arr(w, "tokenizer.ggml.token_type", &a));
+    }
+    if (v->n_merges) {
+        a = (struct tw_gguf_warr){ TW_GGUF_TYPE_STRING, v->merges, v->n_merges };
+        ADD("tokenizer.ggml.merges", tw_gguf_writer_add_arr(w, "tokenizer.ggml.merges", &a));
+    }
+    const struct {
+        const char *key;
+        int32_t id;
+    } ids[] = {
+        { "tokenizer.ggml.bos_token_id", v->bos },
+        { "tokenizer.ggml.eos_token_id", v->eos },
+        { "tokenizer.ggml.unknown_token_id", v->unk },
+        { "tokenizer.ggml.seperator_token_id", v->sep },
+        { "tokenizer.ggml.padding_token_id", v->pad },
+        { "tokenizer.ggml.cls_token_id", v->cls },
+    };
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++)
+        if (ids[i].id >= 0)
+            ADD(ids[i].key, tw_gguf_writer_add_u32(w, ids[i].key, (uint32_t)ids[i].id));
+    ADD("tokenizer.ggml.add_bos_token",
+        tw_gguf_writer_add_kv(w, "tokenizer.ggml.add_bos_token", TW_GGUF_TYPE_BOOL, &v->add_bos));
+    if (llama)
+        ADD("tokenizer.ggml.add_space_prefix",
+            tw_gguf_writer_add_kv(w, "tokenizer.ggml.add_space_prefix", TW_GGUF_TYPE_BOOL,
+                                  &v->add_space_prefix));
+    if (v->chat_template)
+        ADD("tokenizer.chat_template",
+            tw_gguf_writer_add_str(w, "tokenizer.chat_template", v->chat_template,
+                                   strlen(v->chat_template)));
+#undef ADD
+    return 0;
+}
+
+int tw_gguf_writer_add_tokenizer(tw_gguf_writer *w, const struct tw_tokenizer_vocab *v)
+{
+    if (!v->model)
+        return tw_error_set(TW_EINVAL, "tokenizer.ggml.model: no model");
+    if ((v->n_tokens && !v->tokens) || (v->n_merges && !v->merges))
+        return tw_error_set(TW_EINVAL, "tokenizer.ggml: tokens or merges missing");
+    if (v->n_tokens > INT32_MAX)
+        return tw_error_set(TW_ELIMIT, "tokenizer.ggml.tokens: %zu tokens (at most %d)",
+                            v->n_tokens, INT32_MAX);
+    const int32_t ids[] = { v->bos, v->eos, v->unk, v->pad, v->cls, v->sep };
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++)
+        if (ids[i] >= 0 && (size_t)ids[i] >= v->n_tokens)
+            return tw_error_set(TW_EINVAL, "tokenizer.ggml: special id %d is not under %zu tokens",
+                                (int)ids[i], v->n_tokens);
+    // llama.cpp lower-cases every bert vocabulary and GGUF has no key that says otherwise.
+    if (strcmp(v->model, "bert") == 0 && v->cased)
+        return tw_error_set(TW_EUNSUPPORTED,
+                            "tokenizer.ggml: a cased WordPiece vocabulary cannot be written (GGUF "
+                            "has no key for it; readers lower-case bert vocabularies)");
+    size_t mark = tw_str_len(&w->meta), n_kv = w->n_kv, n_added = 0;
+    const char *added[32];
+    int rc = add_tokenizer_keys(w, v, added, &n_added);
+    if (rc) { // leave the writer as it was
+        for (size_t i = 0; i < n_added; i++)
+            tw_map_del_str(&w->keys, added[i], strlen(added[i]));
+        tw_str_truncate(&w->meta, mark);
+        w->n_kv = n_kv;
+    }
+    return rc;
+}
+
 static uint64_t padding(uint64_t pos, uint64_t align)
 {
     return (align - pos % align) % align;

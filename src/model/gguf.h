@@ -215,6 +215,14 @@ int tw_gguf_writer_add_arr(tw_gguf_writer *w, const char *key, const struct tw_g
 int tw_gguf_writer_add_tensor(tw_gguf_writer *w, const char *name, enum tw_ggml_type type,
                               const uint64_t *dims, uint32_t n_dims, const void *data,
                               size_t size);
+// Adds the tokenizer.ggml.* keys and tokenizer.chat_template of v, the ones
+// tw_gguf_tokenizer_vocab reads, with llama.cpp's names and types: model, pre (when set),
+// tokens, scores and token_type (when set), merges (when any), the bos, eos, unknown,
+// seperator (sic), padding and cls ids (those >= 0, as u32), add_bos_token, add_space_prefix
+// ("llama" only) and chat_template (when set). Returns 0; TW_EINVAL (no model, an id not
+// under n_tokens); TW_EUNSUPPORTED (a cased "bert" vocabulary, which GGUF cannot mark);
+// TW_EEXIST (a key added already); TW_ENOMEM. The writer is unchanged on failure.
+int tw_gguf_writer_add_tokenizer(tw_gguf_writer *w, const struct tw_tokenizer_vocab *v);
 // Writes a GGUF v3 file at path: a temp file ".<name>.tmp-XXXXXX" beside it, written in full,
 // fsync'ed and renamed over path (then the folder is fsync'ed), so that path holds the old
 // content or the new, never a mix. Tensor data are padded to the alignment. Returns 0 or a

@@ -75,6 +75,7 @@ static void nstr_swap(struct nstr *a, struct nstr *b)
 void pattern_free(struct pattern *p)
 {
     tw_free(p->lit);
+    tw_free(p->src);
     pcre2_code_free(p->re);
     memset(p, 0, sizeof *p);
 }
@@ -177,6 +178,8 @@ static int parse_pattern(const json_t *j, const char *path, struct pattern *p)
                             (const char *)msg);
     }
     pcre2_jit_compile(p->re, PCRE2_JIT_COMPLETE); // optional: interpreted when JIT is absent
+    if (!(p->src = tw_strdup(re)))
+        return tw_error_set(TW_ENOMEM, "%s: out of memory", path);
     return 0;
 }
 

@@ -468,21 +468,27 @@ int tw_tokenizer_load(const char *json_path, const char *config_path, tw_tokeniz
     return 0;
 }
 
-int tw_tokenizer_load_buffer(const char *what, const char *buf, size_t len, tw_tokenizer **out)
+int tokenizer_load_root(const char *what, const json_t *root, tw_tokenizer **out)
 {
-    json_t *root;
-    int rc = tw_json_parse(what, buf, len, &root);
-    if (rc)
-        return rc;
     tw_tokenizer *t = tokenizer_new();
-    rc = t ? load_json(t, root, what) : tw_error_set(TW_ENOMEM, "%s: out of memory", what);
-    json_decref(root);
+    int rc = t ? load_json(t, root, what) : tw_error_set(TW_ENOMEM, "%s: out of memory", what);
     if (rc) {
         tw_tokenizer_free(t);
         return rc;
     }
     *out = t;
     return 0;
+}
+
+int tw_tokenizer_load_buffer(const char *what, const char *buf, size_t len, tw_tokenizer **out)
+{
+    json_t *root;
+    int rc = tw_json_parse(what, buf, len, &root);
+    if (rc)
+        return rc;
+    rc = tokenizer_load_root(what, root, out);
+    json_decref(root);
+    return rc;
 }
 
 int tw_tokenizer_load_dir(const char *dir, tw_tokenizer **out)

@@ -1,6 +1,7 @@
 // Tokenizers with Hugging Face parity: a tw_tokenizer is built from a tokenizer.json (+ its
-// tokenizer_config.json), from a WordPiece vocabulary, or from GGUF tokenizer.ggml.* values,
-// and encodes UTF-8 text to ids (with byte offsets into the input) and decodes ids to text.
+// tokenizer_config.json), from a WordPiece vocabulary, or from GGUF tokenizer.ggml.* values
+// (and exported to them), and encodes UTF-8 text to ids (with byte offsets into the input)
+// and decodes ids to text.
 // Supported: models BPE (byte-level; SentencePiece-style with byte fallback) and WordPiece;
 // the normalizers, pre-tokenizers, post-processors and decoders those use; added tokens.
 #ifndef TW_TEXT_TOKENIZER_H
@@ -10,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/arena.h"
 #include "base/str.h"
 #include "base/vec.h"
 
@@ -43,14 +45,16 @@ struct tw_tokenizer_vocab {
     // "gpt2" (byte-level BPE), "llama" (SentencePiece BPE) or "bert" (WordPiece, its tokens in
     // llama.cpp's "phantom space" spelling: "▁word" starts a word, "piece" continues one)
     const char *model;
-    const char *pre; // tokenizer.ggml.pre: default, llama-bpe, qwen2, gpt-4o, ...
+    const char *pre; // tokenizer.ggml.pre: default, llama-bpe, qwen2, gpt-4o, ...; llama:
+                     // default, or twin's metaspace-<always|first|never>[-split]
     size_t n_tokens;
     const char *const *tokens; // id -> token text (NUL-terminated)
     const float *scores;       // llama: piece scores (merges follow them); may be NULL
     const int32_t *types;      // 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused,
                                // 6 byte; NULL: all normal
     size_t n_merges;
-    const char *const *merges;  // gpt2: "left right"
+    const char *const *merges;  // "left right" in rank order; gpt2: required; llama: optional
+                                // (when absent, the merges follow the scores)
     int32_t bos, eos, unk, pad; // -1 when absent
     int32_t cls, sep;           // bert: [CLS], [SEP]; -1: found by name
     bool add_bos;               // tokenizer.ggml.add_bos_token
@@ -60,6 +64,24 @@ struct tw_tokenizer_vocab {
 };
 // Builds the tokenizer those values describe (the same as the model's tokenizer.json).
 int tw_tokenizer_from_vocab(const struct tw_tokenizer_vocab *v, tw_tokenizer **out);
+// The reverse, for writing a GGUF file: fills *v from t, as llama.cpp's convert_hf_to_gguf.py
+// writes a tokenizer. "gpt2" (byte-level BPE): tokens as the file spells them, merges in rank
+// order, pre the pre-tokenizer's llama.cpp name (gpt-2, llama-bpe, qwen2, gpt-4o, smollm).
+// "llama" (SentencePiece-style BPE): scores that rank pieces by their first merge, and the
+// merges too (the scores cannot carry every order); pre "default" for the normalizers
+// Prepend + Replace, or twin's "metaspace-<scheme>[-split]" for HF's Metaspace (llama.cpp
+// ignores pre there). "bert": WordPiece in phantom-space spelling, cls and sep. Types: 3
+// control (special added tokens), 4 user-defined (other added tokens), 2 unknown (the
+// unk_token when it is a special added token), 6 byte (<0xXX>), 5 unused (an id no token
+// has, spelled "[PAD<id>]"), 1 normal. add_bos: the post-processor adds one token before the
+// text (bos is then that token, when tokenizer_config.json names none). Only what
+// tw_tokenizer_from_vocab rebuilds into a tokenizer that encodes and decodes as t does is
+// exported; anything else (a pre-tokenizer regex llama.cpp has no name for, added tokens that
+// strip spaces, a post-processor that adds EOS, ...) is TW_EUNSUPPORTED, the message naming
+// it. Every string and array is allocated in arena (the caller's; v is valid until the arena
+// is freed or rewound); on failure *v is unchanged and the arena holds nothing new.
+int tw_tokenizer_export_vocab(const tw_tokenizer *t, struct tw_tokenizer_vocab *v,
+                              tw_arena *arena);
 
 // Appends the ids of text[0, len) to ids (int32_t elements) and, when spans is not NULL, each
 // token's byte span in text (struct tw_span elements; special tokens added by the

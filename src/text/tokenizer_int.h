@@ -35,6 +35,7 @@ struct pattern {
     char *lit; // the literal, when not a regex
     size_t lit_len;
     pcre2_code *re;
+    char *src; // the regex as the file writes it (export.c names pre-tokenizers by it)
 };
 void pattern_free(struct pattern *p);
 // Calls fn for every match in s[0, len) from left to right; fn returns non-zero to stop.
@@ -172,6 +173,27 @@ bool uc_is_whitespace(uint32_t cp); // Rust's char::is_whitespace (White_Space)
 bool uc_is_punct(uint32_t cp);      // Unicode P* or ASCII punctuation (BERT)
 bool uc_is_alnum(uint32_t cp);      // letters, marks, numbers, connector punctuation (\w)
 
+// ---- GGUF vocabularies (vocab.c builds tokenizers from them, export.c makes them)
+// A byte-level pre-tokenizer that tokenizer.ggml.pre names: Split(regex, behavior, invert)
+// then ByteLevel without a regex of its own, or, when regex is NULL, ByteLevel with GPT-2's
+// regex, after Digits(individual_digits) when digits; nfc: an NFC normalizer comes first;
+// ignore_merges: the BPE model's flag as the model family's tokenizer.json sets it.
+struct gguf_pre {
+    const char *name; // llama.cpp's name (convert_hf_to_gguf.py, llama-vocab.cpp)
+    const char *regex;
+    enum split_behavior behavior;
+    bool invert, nfc, ignore_merges, digits;
+};
+extern const struct gguf_pre gguf_pres[]; // ends with an entry whose name is NULL
+// The entry of a tokenizer.ggml.pre value (aliases included: NULL, "default" and "gpt2" are
+// GPT-2's; "llama3" and "llama-v3" are "llama-bpe"), or NULL.
+const struct gguf_pre *gguf_pre_find(const char *name);
+// tokenizer.ggml.pre of a "llama" vocabulary (llama.cpp reads no pre there): "default" (or
+// any other value) is the normalizer Prepend("▁") (when add_space_prefix) + Replace(" ",
+// "▁") of legacy Llama files, as llama.cpp tokenizes; these twin values are HF's Metaspace
+// pre-tokenizer, by [prepend_scheme (0 always, 1 first, 2 never)][split].
+extern const char *const gguf_metaspace_pres[3][2];
+
 // ---- the tokenizer (tokenizer.c loads it; encode.c and decode.c run it)
 struct added {
     char *content;
@@ -226,6 +248,10 @@ struct tw_tokenizer {
     char *chat_template;
     int32_t bos, eos, pad, vocab_size;
 };
+
+// Builds a tokenizer from a tokenizer.json already parsed (or built: vocab.c); `what` names
+// it in errors.
+int tokenizer_load_root(const char *what, const json_t *root, tw_tokenizer **out);
 
 void trie_init(struct trie *t);
 void trie_free(struct trie *t);

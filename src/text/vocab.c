@@ -2,9 +2,10 @@
 // .pre, .tokens, .scores, .token_type, .merges, special ids; the keys are published in ggml's
 // docs/gguf.md): the arrays are turned into the equivalent tokenizer.json in memory and loaded
 // by the same code, so a model read from GGUF tokenizes exactly as its Hugging Face folder.
-// "gpt2" is byte-level BPE with merges; "llama" is SentencePiece BPE whose merges follow the
-// pieces' scores (best score first, as SentencePiece merges); "bert" is WordPiece with the
-// tokens respelled as llama.cpp's converter writes them ("▁" + word, "##" dropped).
+// "gpt2" is byte-level BPE with merges; "llama" is SentencePiece BPE whose merges, unless the
+// file lists them, follow the pieces' scores (best score first, as SentencePiece merges);
+// "bert" is WordPiece with the tokens respelled as llama.cpp's converter writes them ("▁" +
+// word, "##" dropped). Also the table of tokenizer.ggml.pre names that export.c shares.
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,38 +29,61 @@ static const char re_gpt4o[] =
     "[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\\p{N}{1,3}| "
     "?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
-static json_t *split_then_bytelevel(const char *re, const char *behavior, bool invert)
+const struct gguf_pre gguf_pres[] = {
+    { "gpt-2", NULL, SPLIT_ISOLATED, false, false, false, false },
+    { "llama-bpe", re_llama3, SPLIT_ISOLATED, false, false, true, false },
+    { "qwen2", re_qwen2, SPLIT_ISOLATED, false, true, false, false },
+    { "gpt-4o", re_gpt4o, SPLIT_REMOVED, true, false, false, false },
+    { "smollm", NULL, SPLIT_ISOLATED, false, false, false, true },
+    { NULL, NULL, SPLIT_ISOLATED, false, false, false, false },
+};
+
+const char *const gguf_metaspace_pres[3][2] = {
+    { "metaspace-always", "metaspace-always-split" },
+    { "metaspace-first", "metaspace-first-split" },
+    { "metaspace-never", "metaspace-never-split" },
+};
+
+const struct gguf_pre *gguf_pre_find(const char *name)
 {
-    return json_pack("{s:s,s:[{s:s,s:{s:s},s:s,s:b},{s:s,s:b,s:b,s:b}]}", "type", "Sequence",
-                     "pretokenizers", "type", "Split", "pattern", "Regex", re, "behavior",
-                     behavior, "invert", invert, "type", "ByteLevel", "add_prefix_space", 0,
-                     "trim_offsets", 1, "use_regex", 0);
+    if (!name || !strcmp(name, "default") || !strcmp(name, "gpt2"))
+        name = "gpt-2";
+    else if (!strcmp(name, "llama3") || !strcmp(name, "llama-v3"))
+        name = "llama-bpe";
+    for (const struct gguf_pre *p = gguf_pres; p->name; p++)
+        if (!strcmp(p->name, name))
+            return p;
+    return NULL;
 }
 
-// The normalizer and pre-tokenizer of a byte-level BPE, from tokenizer.ggml.pre.
-static int gpt2_pre(const char *pre, json_t *root, bool *ignore_merges)
+// The normalizer, pre-tokenizer and decoder of a byte-level BPE, from tokenizer.ggml.pre.
+static int gpt2_pre(const char *name, json_t *root, bool *ignore_merges)
 {
-    json_t *p = NULL, *n = NULL;
-    *ignore_merges = false;
-    if (!pre || !strcmp(pre, "default") || !strcmp(pre, "gpt2")) {
-        p = json_pack("{s:s,s:b,s:b,s:b}", "type", "ByteLevel", "add_prefix_space", 0,
-                      "trim_offsets", 1, "use_regex", 1);
-    } else if (!strcmp(pre, "llama-bpe") || !strcmp(pre, "llama3") || !strcmp(pre, "llama-v3")) {
-        p = split_then_bytelevel(re_llama3, "Isolated", false);
-        *ignore_merges = true;
-    } else if (!strcmp(pre, "qwen2")) {
-        p = split_then_bytelevel(re_qwen2, "Isolated", false);
-        n = json_pack("{s:s}", "type", "NFC");
-    } else if (!strcmp(pre, "gpt-4o")) {
-        p = split_then_bytelevel(re_gpt4o, "Removed", true);
-    } else {
+    static const char *const behaviors[] = { "Removed", "Isolated", "MergedWithPrevious",
+                                             "MergedWithNext", "Contiguous" };
+    const struct gguf_pre *pre = gguf_pre_find(name);
+    if (!pre)
         return tw_error_set(TW_EUNSUPPORTED,
                             "tokenizer.ggml.pre: \"%s\" is not supported (supported: default, "
-                            "gpt2, llama-bpe, llama3, qwen2, gpt-4o)",
-                            pre);
-    }
+                            "gpt-2, gpt2, llama-bpe, llama3, qwen2, gpt-4o, smollm)",
+                            name);
+    json_t *p;
+    if (pre->regex)
+        p = json_pack("{s:s,s:[{s:s,s:{s:s},s:s,s:b},{s:s,s:b,s:b,s:b}]}", "type", "Sequence",
+                      "pretokenizers", "type", "Split", "pattern", "Regex", pre->regex, "behavior",
+                      behaviors[pre->behavior], "invert", pre->invert, "type", "ByteLevel",
+                      "add_prefix_space", 0, "trim_offsets", 1, "use_regex", 0);
+    else if (pre->digits)
+        p = json_pack("{s:s,s:[{s:s,s:b},{s:s,s:b,s:b,s:b}]}", "type", "Sequence", "pretokenizers",
+                      "type", "Digits", "individual_digits", 1, "type", "ByteLevel",
+                      "add_prefix_space", 0, "trim_offsets", 1, "use_regex", 1);
+    else
+        p = json_pack("{s:s,s:b,s:b,s:b}", "type", "ByteLevel", "add_prefix_space", 0,
+                      "trim_offsets", 1, "use_regex", 1);
+    *ignore_merges = pre->ignore_merges;
     json_object_set_new(root, "pre_tokenizer", p);
-    json_object_set_new(root, "normalizer", n ? n : json_null());
+    json_object_set_new(root, "normalizer",
+                        pre->nfc ? json_pack("{s:s}", "type", "NFC") : json_null());
     json_object_set_new(root, "decoder",
                         json_pack("{s:s,s:b,s:b,s:b}", "type", "ByteLevel", "add_prefix_space", 1,
                                   "trim_offsets", 1, "use_regex", 1));
@@ -180,7 +204,7 @@ static int from_wordpiece(const struct tw_tokenizer_vocab *v, json_t *root)
         int type = v->types ? v->types[i] : 1;
         if (!rc && w && (type == 3 || type == 4 || (w[0] == '[' && type != 1)))
             rc = json_array_append_new(added, json_pack("{s:i,s:s,s:b}", "id", (json_int_t)i,
-                                                        "content", w, "special", 1));
+                                                        "content", w, "special", type != 4));
         tw_free(w);
     }
     int32_t cls = v->cls >= 0 ? v->cls : find_token(v, "[CLS]");
@@ -222,12 +246,8 @@ static int from_wordpiece(const struct tw_tokenizer_vocab *v, json_t *root)
 // Loads root (a tokenizer.json built in memory) and sets the special ids given by v.
 static int load_built(const struct tw_tokenizer_vocab *v, json_t *root, tw_tokenizer **out)
 {
-    char *text = NULL;
     tw_tokenizer *t = NULL;
-    int rc = tw_json_dump(root, JSON_COMPACT, &text);
-    if (!rc)
-        rc = tw_tokenizer_load_buffer("tokenizer.ggml", text, strlen(text), &t);
-    tw_free(text);
+    int rc = tokenizer_load_root("tokenizer.ggml", root, &t);
     if (rc)
         return rc;
     t->bos = v->bos;
@@ -243,6 +263,7 @@ static int load_built(const struct tw_tokenizer_vocab *v, json_t *root, tw_token
 
 int tw_tokenizer_from_vocab(const struct tw_tokenizer_vocab *v, tw_tokenizer **out)
 {
+    tw_json_init(); // jansson allocates through twin's allocator before the first json_pack
     if (v->model && strcmp(v->model, "bert") == 0) {
         json_t *root = json_object();
         int rc = root ? from_wordpiece(v, root) : tw_error_set(TW_ENOMEM, "out of memory");
@@ -265,23 +286,27 @@ int tw_tokenizer_from_vocab(const struct tw_tokenizer_vocab *v, tw_tokenizer **o
         int type = v->types ? v->types[i] : 1;
         if (json_object_set_new(vocab, v->tokens[i], json_integer((json_int_t)i)))
             rc = tw_error_set(TW_ENOMEM, "out of memory");
-        if (!rc && (type == 3 || type == 4)) // control and user-defined: added tokens
+        // unknown, control and user-defined tokens are added tokens (HF's tokenizer.json
+        // lists <unk> among them too); user-defined ones are not special
+        if (!rc && type >= 2 && type <= 4)
             rc = json_array_append_new(added, json_pack("{s:i,s:s,s:b,s:b,s:b,s:b,s:b}", "id",
                                                         (json_int_t)i, "content", v->tokens[i],
                                                         "single_word", 0, "lstrip", 0, "rstrip", 0,
-                                                        "normalized", 0, "special", type == 3))
+                                                        "normalized", 0, "special", type != 4))
                      ? tw_error_set(TW_ENOMEM, "out of memory")
                      : 0;
     }
+    // Merges as given: byte-level BPE always has them; for SentencePiece they are optional
+    // (twin's export writes HF's, whose order the scores cannot always carry).
+    for (size_t i = 0; !rc && i < v->n_merges; i++)
+        if (json_array_append_new(merges, json_string(v->merges[i])))
+            rc = tw_error_set(TW_ENOMEM, "out of memory");
     bool ignore_merges = false;
     if (!rc && bpe) {
-        for (size_t i = 0; !rc && i < v->n_merges; i++)
-            if (json_array_append_new(merges, json_string(v->merges[i])))
-                rc = tw_error_set(TW_ENOMEM, "out of memory");
-        if (!rc)
-            rc = gpt2_pre(v->pre, root, &ignore_merges);
+        rc = gpt2_pre(v->pre, root, &ignore_merges);
     } else if (!rc) {
-        rc = spm_merges(v, merges);
+        if (v->n_merges == 0)
+            rc = spm_merges(v, merges);
         json_t *norm =
             v->add_space_prefix
                 ? json_pack("{s:s,s:[{s:s,s:s},{s:s,s:{s:s},s:s}]}", "type", "Sequence",
@@ -289,12 +314,29 @@ int tw_tokenizer_from_vocab(const struct tw_tokenizer_vocab *v, tw_tokenizer **o
                             "Replace", "pattern", "String", " ", "content", "\xE2\x96\x81")
                 : json_pack("{s:s,s:{s:s},s:s}", "type", "Replace", "pattern", "String", " ",
                             "content", "\xE2\x96\x81");
+        int scheme = -1, split = 0;
+        for (int i = 0; i < 3 && v->pre; i++)
+            for (int k = 0; k < 2; k++)
+                if (strcmp(v->pre, gguf_metaspace_pres[i][k]) == 0) {
+                    scheme = i;
+                    split = k;
+                }
+        if (scheme >= 0) { // HF's Metaspace instead of the normalizer
+            static const char *const schemes[] = { "always", "first", "never" };
+            json_decref(norm);
+            norm = json_null();
+            json_object_set_new(root, "pre_tokenizer",
+                                json_pack("{s:s,s:s,s:s,s:b}", "type", "Metaspace", "replacement",
+                                          "\xE2\x96\x81", "prepend_scheme", schemes[scheme],
+                                          "split", split));
+        } else {
+            json_object_set_new(root, "pre_tokenizer", json_null());
+        }
         json_object_set_new(root, "normalizer", norm);
-        json_object_set_new(root, "pre_tokenizer", json_null());
         json_t *dec = json_pack("{s:s,s:[{s:s,s:{s:s},s:s},{s:s},{s:s}]}", "type", "Sequence",
                                 "decoders", "type", "Replace", "pattern", "String", "\xE2\x96\x81",
                                 "content", " ", "type", "ByteFallback", "type", "Fuse");
-        if (v->add_space_prefix) // the space the normalizer prepended
+        if (v->add_space_prefix) // the space the normalizer (or Metaspace) prepended
             json_array_append_new(json_object_get(dec, "decoders"),
                                   json_pack("{s:s,s:s,s:i,s:i}", "type", "Strip", "content", " ",
                                             "start", 1, "stop", 0));
