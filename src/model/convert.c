@@ -517,6 +517,8 @@ int tw_convert_to_hf(const struct tw_model *m, const char *dir, enum tw_dtype ty
         rc = tw_st_write(&w, st);
     if (rc == 0 && strcmp(m->format, "safetensors") == 0)
         rc = copy_side_files(m, tmp);
+    else if (rc == 0 && m->tok)
+        rc = tw_tokenizer_save(m->tok, tmp);
     if (rc == 0 && m->cfg.arch == TW_ARCH_BERT && strcmp(m->format, "gguf") == 0)
         rc = write_st_modules(m, tmp);
     else if (rc == 0 && m->cfg.arch == TW_ARCH_BERT) {

@@ -62,6 +62,12 @@ struct tw_tokenizer_vocab {
     bool cased;                 // bert: keep case and accents (uncased models lower-case)
     const char *chat_template;  // tokenizer.chat_template, or NULL
 };
+// Writes t as tokenizer.json and tokenizer_config.json (special tokens, chat template) into
+// the folder dir, for transformers' PreTrainedTokenizerFast: the tokenizer.json that
+// tw_tokenizer_from_vocab builds from t's exported vocabulary (so the same limits apply:
+// TW_EUNSUPPORTED for what tw_tokenizer_export_vocab refuses). Each file is written
+// atomically.
+int tw_tokenizer_save(const tw_tokenizer *t, const char *dir);
 // Builds the tokenizer those values describe (the same as the model's tokenizer.json).
 int tw_tokenizer_from_vocab(const struct tw_tokenizer_vocab *v, tw_tokenizer **out);
 // The reverse, for writing a GGUF file: fills *v from t, as llama.cpp's convert_hf_to_gguf.py

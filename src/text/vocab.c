@@ -10,6 +10,8 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "base/arena.h"
+#include "base/file.h"
 #include "base/json.h"
 #include "base/mem.h"
 #include "text/tokenizer.h"
@@ -261,15 +263,17 @@ static int load_built(const struct tw_tokenizer_vocab *v, json_t *root, tw_token
     return 0;
 }
 
-int tw_tokenizer_from_vocab(const struct tw_tokenizer_vocab *v, tw_tokenizer **out)
+// The tokenizer.json that v describes, into *out (the caller decrefs it).
+static int build_root(const struct tw_tokenizer_vocab *v, json_t **out)
 {
     tw_json_init(); // jansson allocates through twin's allocator before the first json_pack
     if (v->model && strcmp(v->model, "bert") == 0) {
         json_t *root = json_object();
         int rc = root ? from_wordpiece(v, root) : tw_error_set(TW_ENOMEM, "out of memory");
         if (!rc)
-            rc = load_built(v, root, out);
-        json_decref(root);
+            *out = root;
+        else
+            json_decref(root);
         return rc;
     }
     bool spm = v->model && strcmp(v->model, "llama") == 0;
@@ -355,11 +359,70 @@ int tw_tokenizer_from_vocab(const struct tw_tokenizer_vocab *v, tw_tokenizer **o
         json_object_set_new(root, "post_processor",
                             bos ? template_bos(v->tokens[v->bos], v->bos) : json_null());
     }
-    if (!rc)
-        rc = load_built(v, root, out);
-    json_decref(root);
     json_decref(vocab);
     json_decref(merges);
     json_decref(added);
+    if (rc)
+        json_decref(root);
+    else
+        *out = root;
+    return rc;
+}
+
+int tw_tokenizer_from_vocab(const struct tw_tokenizer_vocab *v, tw_tokenizer **out)
+{
+    json_t *root = NULL;
+    int rc = build_root(v, &root);
+    if (!rc)
+        rc = load_built(v, root, out);
+    json_decref(root);
+    return rc;
+}
+
+// The name of id in v, or NULL.
+static const char *token_name(const struct tw_tokenizer_vocab *v, int32_t id)
+{
+    return id >= 0 && (size_t)id < v->n_tokens ? v->tokens[id] : NULL;
+}
+
+int tw_tokenizer_save(const tw_tokenizer *t, const char *dir)
+{
+    struct tw_tokenizer_vocab v;
+    tw_arena arena;
+    tw_arena_init(&arena, 1 << 20);
+    json_t *root = NULL, *cfg = NULL;
+    char *text = NULL;
+    char path[4096];
+    int rc = tw_tokenizer_export_vocab(t, &v, &arena);
+    if (!rc)
+        rc = build_root(&v, &root);
+    if (!rc) {
+        // tokenizer_config.json as transformers reads it: the special tokens by name, the
+        // chat template, the fast tokenizer class.
+        cfg = json_pack("{s:s, s:b}", "tokenizer_class", "PreTrainedTokenizerFast",
+                        "clean_up_tokenization_spaces", 0);
+        static const char *const keys[] = { "bos_token", "eos_token", "pad_token",
+                                            "unk_token", "cls_token", "sep_token" };
+        int32_t ids[] = { v.bos, v.eos, v.pad, v.unk, v.cls, v.sep };
+        for (size_t i = 0; cfg && i < sizeof keys / sizeof *keys; i++)
+            if (token_name(&v, ids[i]))
+                json_object_set_new(cfg, keys[i], json_string(token_name(&v, ids[i])));
+        if (cfg && v.chat_template)
+            json_object_set_new(cfg, "chat_template", json_string(v.chat_template));
+        if (!cfg)
+            rc = tw_error_set(TW_ENOMEM, "out of memory");
+    }
+    if (!rc && !(rc = tw_path_join(path, sizeof path, dir, "tokenizer.json")) &&
+        !(rc = tw_json_dump(root, JSON_COMPACT, &text)))
+        rc = tw_file_write_atomic(path, text, strlen(text));
+    tw_free(text);
+    text = NULL;
+    if (!rc && !(rc = tw_path_join(path, sizeof path, dir, "tokenizer_config.json")) &&
+        !(rc = tw_json_dump(cfg, JSON_INDENT(2), &text)))
+        rc = tw_file_write_atomic(path, text, strlen(text));
+    tw_free(text);
+    json_decref(root);
+    json_decref(cfg);
+    tw_arena_free(&arena);
     return rc;
 }

@@ -82,12 +82,16 @@ contains "convert says" "wrote $tmp/l.gguf (GGUF, q8_0)"
 check "generate gguf" 0 "$twin" generate --model "$tmp/l.gguf" --temp 0 -n 8 --quiet "Jobs"
 check "convert f32" 0 "$twin" convert "$models/qwen2" "$tmp/q.gguf" --type f32
 check "convert back" 0 "$twin" convert "$tmp/q.gguf" "$tmp/q-hf"
+check "generate converted back" 0 "$twin" generate --model "$tmp/q-hf" --temp 0 -n 24 --quiet "$(expected qwen2 prompt)"
+b=$out
 check "convert exists" 1 "$twin" convert "$tmp/q.gguf" "$tmp/q-hf"
 contains "convert exists message" "exists already"
 prompt=$(expected qwen2 prompt)
 a=$("$twin" generate --model "$models/qwen2" --temp 0 -n 24 --quiet "$prompt")
 check "generate converted gguf" 0 "$twin" generate --model "$tmp/q.gguf" --temp 0 -n 24 --quiet "$prompt"
 equals "gguf equals hf" "$a"
+out=$b
+equals "hf from gguf equals hf" "$a"
 check "bad type" 2 "$twin" convert "$models/llama" "$tmp/x.gguf" --type q5_1
 
 # Errors.

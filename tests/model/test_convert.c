@@ -133,6 +133,15 @@ static void decoder(const char *name)
             CHECK_OK(tw_model_open(tmp(dir), &back));
             if (back) {
                 CHECK(back->cfg.rope_neox && back->cfg.n_layer == hf->cfg.n_layer);
+                // The tokenizer was written as tokenizer.json: the same ids again.
+                tw_vec ids2;
+                tw_vec_init(&ids2, sizeof(int32_t));
+                CHECK(back->tok != NULL);
+                if (back->tok)
+                    CHECK_OK(tw_tokenizer_encode(back->tok, prompt, strlen(prompt),
+                                                 TW_TOK_ADD_SPECIAL, &ids2, NULL));
+                CHECK(ids2.len == want.len && memcmp(ids2.data, want.data, ids2.len * 4) == 0);
+                tw_vec_free(&ids2);
                 prompt_logits(back, want.data, T, logits);
                 float *orig = tw_malloc_array((size_t)T * V, sizeof(float));
                 prompt_logits(hf, want.data, T, orig);
@@ -209,11 +218,20 @@ static void encoders(void)
 // 256, its f32 logits against its q4_K and q6_K... conversion's.
 static void kquants(void)
 {
-    struct tw_model_config c = {.arch = TW_ARCH_QWEN2, .n_vocab = 300, .n_embd = 256,
-                                .n_layer = 2, .n_head = 4, .n_head_kv = 2, .head_dim = 64,
-                                .n_ff = 512, .n_ctx_train = 1024, .norm_eps = 1e-6f,
-                                .rope_theta = 10000, .rope_neox = true, .attn_bias = true,
-                                .act = TW_ACT_SILU};
+    struct tw_model_config c = { .arch = TW_ARCH_QWEN2,
+                                 .n_vocab = 300,
+                                 .n_embd = 256,
+                                 .n_layer = 2,
+                                 .n_head = 4,
+                                 .n_head_kv = 2,
+                                 .head_dim = 64,
+                                 .n_ff = 512,
+                                 .n_ctx_train = 1024,
+                                 .norm_eps = 1e-6f,
+                                 .rope_theta = 10000,
+                                 .rope_neox = true,
+                                 .attn_bias = true,
+                                 .act = TW_ACT_SILU };
     struct tw_model *m;
     REQUIRE(tw_model_random(&c, TW_DTYPE_F32, 7, &m) == 0);
     int32_t ids[40];
@@ -222,8 +240,8 @@ static void kquants(void)
     size_t V = 300;
     float *ref = tw_malloc_array(40 * V, sizeof(float)), *got = tw_malloc_array(40 * V, 4);
     prompt_logits(m, ids, 40, ref);
-    static const char *const types[] = {"q4_K", "q8_0"};
-    static const double tol[] = {0.3, 0.03};
+    static const char *const types[] = { "q4_K", "q8_0" };
+    static const double tol[] = { 0.3, 0.03 };
     for (int k = 0; k < 2; k++) {
         enum tw_dtype dt;
         REQUIRE(tw_dtype_from_name(types[k], &dt) == 0);
