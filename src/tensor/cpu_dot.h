@@ -1,0 +1,60 @@
+// The CPU dot-product kernels under twin's matmul: one weight row of any dtype against one to
+// eight f32 activation rows, with a scalar, an AVX2 (+FMA, F16C) and an AVX-512 version of
+// each, chosen at run time. The numerics are the reference's (tw_vec_dot_row in dtype.h): each
+// weight is decoded to the float that tw_dequantize_row gives, multiplied by the f32
+// activation and summed in float; activations are never quantized.
+#ifndef TW_TENSOR_CPU_DOT_H
+#define TW_TENSOR_CPU_DOT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "tensor/dtype.h"
+
+// out[j] = sum_i decode(row)[i] * x[j * ldx + i] for j < nx (1..8), over n elements (a
+// multiple of the dtype's block size). The row is read once for all nx activation rows, so a
+// tile of nx rows costs one pass over the weights (prefill); nx = 1 is the decode path. row
+// needs the alignment dtype.h asks of a row (4 bytes for f32, 2 for the others), x and out
+// that of a float. The sums are in float, in an order of the kernel's own: they differ from
+// tw_vec_dot_row's (double) by float rounding, a few 1e-7 of sum_i |decode(row)[i] * x[i]|.
+typedef void (*tw_dot_fn)(const void *row, const float *x, size_t ldx, int nx, size_t n,
+                          float *out);
+
+// The instruction sets the kernels come in, in increasing order. TW_ISA_AVX2 needs AVX2, FMA
+// and F16C; TW_ISA_AVX512 needs AVX-512 F, BW and VL (and F16C).
+enum tw_cpu_isa { TW_ISA_SCALAR, TW_ISA_AVX2, TW_ISA_AVX512 };
+
+// The best ISA this CPU (and its OS) supports, lowered to the value of the environment
+// variable TWIN_ISA when that is set to "scalar", "avx2" or "avx512" (a cap: TWIN_ISA=avx512
+// on an AVX2 machine gives TW_ISA_AVX2; any other value is ignored). The CPU is asked once;
+// the variable is read at every call, so callers that pick kernels call this once and keep it.
+enum tw_cpu_isa tw_cpu_isa_best(void);
+// "scalar", "avx2", "avx512"; "?" for a value that is not an ISA.
+const char *tw_cpu_isa_name(enum tw_cpu_isa isa);
+// The dot kernel of dtype t for isa: the one of the highest ISA up to isa that both has a
+// kernel for t and the CPU supports (an isa above the CPU's is lowered to it, so a kernel that
+// comes back is safe to call). NULL when t is not a dtype.
+tw_dot_fn tw_dot_kernel(enum tw_dtype t, enum tw_cpu_isa isa);
+
+// ---- internal: the per-ISA kernel tables, filled by cpu_dot_avx2.c and cpu_dot_avx512.c
+// (compiled with target attributes, so the files build with default flags). Each returns NULL
+// for a dtype it has no kernel for, or when the compiler or target cannot build them.
+tw_dot_fn tw_dot_kernel_avx2(enum tw_dtype t);
+tw_dot_fn tw_dot_kernel_avx512(enum tw_dtype t);
+
+// The bits of the f32 equal to the fp16 value h, in integer code (the kernels broadcast block
+// scales from memory, which costs no vector shuffle); exactly tw_f16_to_f32, which it calls
+// for the values that are not normal numbers.
+static inline uint32_t tw_dot_f16_bits(uint16_t h)
+{
+    uint32_t e = h & 0x7C00u;
+    if (e != 0 && e != 0x7C00u) // rebias the exponent 15 -> 127
+        return ((uint32_t)(h & 0x8000u) << 16) | (((uint32_t)(h & 0x7FFFu) << 13) + 0x38000000u);
+    float f = tw_f16_to_f32(h);
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+#endif
