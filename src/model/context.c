@@ -155,9 +155,11 @@ static void decoder_layer(tw_ctx *c, int il, int32_t T)
 
     // Attention block: x += o(attention(rope(q), rope(k), v)) of rmsnorm(x).
     tw_rmsnorm(be, &xn, &x, &L->attn_norm, cfg->norm_eps);
-    tw_matmul(be, &q, &xn, &L->wq, L->bq.data ? &L->bq : nb);
-    tw_matmul(be, &kn, &xn, &L->wk, L->bk.data ? &L->bk : nb);
-    tw_matmul(be, &vn, &xn, &L->wv, L->bv.data ? &L->bv : nb);
+    struct tw_tensor *qkv[3] = { &q, &kn, &vn };
+    const struct tw_tensor *w3[3] = { &L->wq, &L->wk, &L->wv };
+    const struct tw_tensor *b3[3] = { L->bq.data ? &L->bq : nb, L->bk.data ? &L->bk : nb,
+                                      L->bv.data ? &L->bv : nb };
+    tw_matmul_n(be, 3, qkv, &xn, w3, b3);
     struct tw_tensor qh = tw_tensor_f32_3d(c->q, T, H, hd);
     struct tw_tensor kh = tw_tensor_f32_3d(kn.data, T, Hkv, hd);
     if (cfg->qk_norm) {
@@ -187,8 +189,9 @@ static void decoder_layer(tw_ctx *c, int il, int32_t T)
     // MLP block: x += down(silu(gate(h)) * up(h)) with h = rmsnorm(x).
     struct tw_tensor g = rows_of(c->gate, T, F), u = rows_of(c->up, T, F);
     tw_rmsnorm(be, &xn, &x, &L->ffn_norm, cfg->norm_eps);
-    tw_matmul(be, &g, &xn, &L->w_gate, NULL);
-    tw_matmul(be, &u, &xn, &L->w_up, NULL);
+    struct tw_tensor *gu[2] = { &g, &u };
+    const struct tw_tensor *w2[2] = { &L->w_gate, &L->w_up };
+    tw_matmul_n(be, 2, gu, &xn, w2, NULL);
     tw_swiglu(be, &g, &g, &u);
     tw_matmul(be, &xn, &g, &L->w_down, NULL);
     tw_add(be, &x, &x, &xn);

@@ -45,6 +45,10 @@ struct tw_backend_ops {
                       const int32_t *ids);
     void (*matmul)(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
                    const struct tw_tensor *w, const struct tw_tensor *bias);
+    // NULL: tw_matmul_n calls matmul for each
+    void (*matmul_n)(struct tw_backend *be, int n, struct tw_tensor *const *ys,
+                     const struct tw_tensor *x, const struct tw_tensor *const *ws,
+                     const struct tw_tensor *const *biases);
     void (*rmsnorm)(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
                     const struct tw_tensor *w, float eps);
     void (*layernorm)(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
@@ -88,6 +92,11 @@ void tw_embedding(struct tw_backend *be, struct tw_tensor *y, const struct tw_te
 // y (T, N) = x (T, K) w (N, K)^T (+ bias (N)); w of any dtype; y must not alias x.
 void tw_matmul(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
                const struct tw_tensor *w, const struct tw_tensor *bias);
+// n matmuls of the same input: ys[i] = x ws[i]^T (+ biases[i], which may be NULL entries or a
+// NULL array) — q, k and v, or gate and up, in one pass of the threads.
+void tw_matmul_n(struct tw_backend *be, int n, struct tw_tensor *const *ys,
+                 const struct tw_tensor *x, const struct tw_tensor *const *ws,
+                 const struct tw_tensor *const *biases);
 // Over rows of C: y = x / sqrt(mean(x^2) + eps) * w (w may be NULL); y may alias x.
 void tw_rmsnorm(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
                 const struct tw_tensor *w, float eps);

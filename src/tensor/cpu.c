@@ -20,12 +20,12 @@
 #define GEMM_MIN_ROWS 16
 // Work (multiply-adds) under which an op stays on the calling thread.
 #define PAR_MIN (1 << 16)
-// Bytes of dequantised weights per sgemm tile.
-#define TILE_BYTES (8u << 20)
+// Bytes of dequantised weights per sgemm tile, per thread.
+#define TILE_BYTES (2u << 20)
 
 struct cpu_impl {
     tw_dot_fn dot[TW_DTYPE_COUNT];
-    float *tile; // TILE_BYTES
+    float *tiles; // TILE_BYTES per thread
 };
 
 static float *f32(const struct tw_tensor *t)
@@ -38,63 +38,96 @@ static struct cpu_impl *impl(struct tw_backend *be)
     return be->impl;
 }
 
-// y (T, N) for T <= GEMM_MIN_ROWS: each thread takes a range of weight rows and streams each
-// row once against up to 8 activation rows at a time.
-static void matmul_dot(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
-                       const struct tw_tensor *w, const struct tw_tensor *bias)
+// ys[i] (T, N_i) for T <= GEMM_MIN_ROWS, for n weights of the same input: the threads share
+// out the rows of all of them (one fork and join), and each weight row is streamed once
+// against up to 8 activation rows at a time.
+static void matmul_dot(struct tw_backend *be, int n, struct tw_tensor *const *ys,
+                       const struct tw_tensor *x, const struct tw_tensor *const *ws,
+                       const struct tw_tensor *const *biases)
 {
-    int64_t T = tw_tensor_nrows(x), K = w->ne[1], N = w->ne[0];
-    tw_dot_fn dot = impl(be)->dot[w->dtype];
-    const float *xs = f32(x), *b = bias ? f32(bias) : NULL;
-    float *ys = f32(y);
-#pragma omp parallel for num_threads(be->n_threads) schedule(static) if (N * K * T >= PAR_MIN)
-    for (int64_t n = 0; n < N; n++) {
-        const void *row = tw_tensor_row(w, n);
+    int64_t T = tw_tensor_nrows(x), K = ws[0]->ne[1], total = 0;
+    int64_t start[9];
+    assert(n >= 1 && n <= 8);
+    for (int i = 0; i < n; i++) {
+        start[i] = total;
+        total += ws[i]->ne[0];
+    }
+    start[n] = total;
+    const float *xs = f32(x);
+    struct cpu_impl *im = impl(be);
+#pragma omp parallel for num_threads(be->n_threads) schedule(static) if (total * K * T >= PAR_MIN)
+    for (int64_t g = 0; g < total; g++) {
+        int i = 0;
+        while (g >= start[i + 1])
+            i++;
+        int64_t r = g - start[i], N = ws[i]->ne[0];
+        const void *row = tw_tensor_row(ws[i], r);
+        const float *b = biases && biases[i] ? f32(biases[i]) : NULL;
+        float *ys_i = f32(ys[i]);
         float out[8];
         for (int64_t t0 = 0; t0 < T; t0 += 8) {
             int nx = T - t0 < 8 ? (int)(T - t0) : 8;
-            dot(row, xs + t0 * K, (size_t)K, nx, (size_t)K, out);
+            im->dot[ws[i]->dtype](row, xs + t0 * K, (size_t)K, nx, (size_t)K, out);
             for (int j = 0; j < nx; j++)
-                ys[(t0 + j) * N + n] = b ? out[j] + b[n] : out[j];
+                ys_i[(t0 + j) * N + r] = b ? out[j] + b[r] : out[j];
         }
     }
 }
 
+// y (T, N) for larger T: each thread takes a slice of the weight rows (output columns),
+// dequantises it a tile at a time into its own buffer and runs a single-threaded sgemm on it
+// (OpenBLAS' own threads stay off: they would fight the OpenMP team for the cores).
 static void matmul_gemm(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
                         const struct tw_tensor *w, const struct tw_tensor *bias)
 {
     int64_t T = tw_tensor_nrows(x), K = w->ne[1], N = w->ne[0];
-    if (w->dtype == TW_DTYPE_F32 && tw_tensor_is_contiguous(w)) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)N, (int)K, 1.0f, f32(x),
-                    (int)K, w->data, (int)K, 0.0f, f32(y), (int)N);
-    } else {
-        float *tile = impl(be)->tile;
-        int64_t rows = (int64_t)(TILE_BYTES / sizeof(float)) / K;
-        assert(rows > 0);
-        for (int64_t n0 = 0; n0 < N; n0 += rows) {
-            int64_t nr = N - n0 < rows ? N - n0 : rows;
-#pragma omp parallel for num_threads(be->n_threads) schedule(static)
-            for (int64_t r = 0; r < nr; r++)
-                tw_dequantize_row(w->dtype, tw_tensor_row(w, n0 + r), tile + r * K, (size_t)K);
+    struct cpu_impl *im = impl(be);
+    bool direct = w->dtype == TW_DTYPE_F32 && tw_tensor_is_contiguous(w);
+    int64_t rows = (int64_t)(TILE_BYTES / sizeof(float)) / K;
+    assert(rows > 0);
+#pragma omp parallel num_threads(be->n_threads)
+    {
+        int id = omp_get_thread_num(), nt = omp_get_num_threads();
+        int64_t per = (N + nt - 1) / nt;
+        per = (per + 15) / 16 * 16;
+        int64_t n0 = (int64_t)id * per, n1 = n0 + per < N ? n0 + per : N;
+        float *tile = im->tiles + (size_t)id * (TILE_BYTES / sizeof(float));
+        for (int64_t r0 = n0; r0 < n1; r0 += rows) {
+            int64_t nr = n1 - r0 < rows ? n1 - r0 : rows;
+            const float *wt = tile;
+            if (direct)
+                wt = (const float *)tw_tensor_row(w, r0);
+            else
+                for (int64_t r = 0; r < nr; r++)
+                    tw_dequantize_row(w->dtype, tw_tensor_row(w, r0 + r), tile + r * K, (size_t)K);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)nr, (int)K, 1.0f,
-                        f32(x), (int)K, tile, (int)K, 0.0f, f32(y) + n0, (int)N);
+                        f32(x), (int)K, wt, (int)K, 0.0f, f32(y) + r0, (int)N);
+            if (bias)
+                for (int64_t t = 0; t < T; t++)
+                    for (int64_t n = r0; n < r0 + nr; n++)
+                        f32(y)[t * N + n] += f32(bias)[n];
         }
     }
-    if (bias) {
-        for (int64_t t = 0; t < T; t++)
-            for (int64_t n = 0; n < N; n++)
-                f32(y)[t * N + n] += f32(bias)[n];
+}
+
+static void cpu_matmul_n(struct tw_backend *be, int n, struct tw_tensor *const *ys,
+                         const struct tw_tensor *x, const struct tw_tensor *const *ws,
+                         const struct tw_tensor *const *biases)
+{
+    int64_t K = ws[0]->ne[1];
+    if (tw_tensor_nrows(x) > GEMM_MIN_ROWS && K * (int64_t)sizeof(float) <= TILE_BYTES) {
+        for (int i = 0; i < n; i++)
+            matmul_gemm(be, ys[i], x, ws[i], biases ? biases[i] : NULL);
+        return;
     }
+    for (int i0 = 0; i0 < n; i0 += 8)
+        matmul_dot(be, n - i0 < 8 ? n - i0 : 8, ys + i0, x, ws + i0, biases ? biases + i0 : NULL);
 }
 
 static void cpu_matmul(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
                        const struct tw_tensor *w, const struct tw_tensor *bias)
 {
-    int64_t K = w->ne[1];
-    if (tw_tensor_nrows(x) > GEMM_MIN_ROWS && K * (int64_t)sizeof(float) <= TILE_BYTES)
-        matmul_gemm(be, y, x, w, bias);
-    else
-        matmul_dot(be, y, x, w, bias);
+    cpu_matmul_n(be, 1, &y, x, &w, &bias);
 }
 
 // One query row against keys [lo, hi), with a running max and sum (online softmax) so that
@@ -144,8 +177,8 @@ static void cpu_attention(struct tw_backend *be, struct tw_tensor *out, const st
 {
     int64_t T = q->ne[0], H = a->n_head, D = a->head_dim, S = k->ne[0];
     int64_t Hkv = a->n_head_kv, group = H / Hkv;
-#pragma omp parallel for num_threads(be->n_threads) schedule(dynamic, 1) collapse(2) \
-    if (T * H * S * D >= PAR_MIN)
+#pragma omp parallel for num_threads(be->n_threads) schedule(dynamic, 1) \
+    collapse(2) if (T * H * S * D >= PAR_MIN)
     for (int64_t t = 0; t < T; t++) {
         for (int64_t h = 0; h < H; h++) {
             int64_t lo, hi;
@@ -159,7 +192,7 @@ static void cpu_attention(struct tw_backend *be, struct tw_tensor *out, const st
 
 static void cpu_free(struct tw_backend *be)
 {
-    tw_free(impl(be)->tile);
+    tw_free(impl(be)->tiles);
     tw_free(be->impl);
     tw_free(be);
 }
@@ -173,6 +206,7 @@ static void cpu_ops_init(void)
     cpu_ops.name = "cpu";
     cpu_ops.free = cpu_free;
     cpu_ops.matmul = cpu_matmul;
+    cpu_ops.matmul_n = cpu_matmul_n;
     cpu_ops.attention = cpu_attention;
 }
 
@@ -184,19 +218,19 @@ int tw_backend_cpu_new(int n_threads, struct tw_backend **out)
     }
     struct tw_backend *be = tw_calloc(1, sizeof *be);
     struct cpu_impl *im = tw_calloc(1, sizeof *im);
-    float *tile = tw_malloc(TILE_BYTES);
-    if (!be || !im || !tile) {
+    float *tiles = tw_malloc_array((size_t)n_threads, TILE_BYTES);
+    if (!be || !im || !tiles) {
         tw_free(be);
         tw_free(im);
-        tw_free(tile);
+        tw_free(tiles);
         return tw_error_set(TW_ENOMEM, "cpu backend: out of memory");
     }
-    im->tile = tile;
+    im->tiles = tiles;
     enum tw_cpu_isa isa = tw_cpu_isa_best();
     for (int t = 0; t < TW_DTYPE_COUNT; t++)
         im->dot[t] = tw_dot_kernel((enum tw_dtype)t, isa);
     pthread_once(&cpu_ops_once, cpu_ops_init);
-    openblas_set_num_threads(n_threads);
+    openblas_set_num_threads(1);
     be->ops = &cpu_ops;
     be->device = TW_DEVICE_CPU;
     be->n_threads = n_threads;

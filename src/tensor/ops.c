@@ -32,6 +32,26 @@ void tw_matmul(struct tw_backend *be, struct tw_tensor *y, const struct tw_tenso
     be->ops->matmul(be, y, x, w, bias);
 }
 
+void tw_matmul_n(struct tw_backend *be, int n, struct tw_tensor *const *ys,
+                 const struct tw_tensor *x, const struct tw_tensor *const *ws,
+                 const struct tw_tensor *const *biases)
+{
+    for (int i = 0; i < n; i++) {
+        const struct tw_tensor *w = ws[i], *bias = biases ? biases[i] : NULL;
+        struct tw_tensor *y = ys[i];
+        assert(is_f32(y) && is_f32(x) && w->ndim == 2);
+        assert(tw_tensor_ncols(x) == w->ne[1] && tw_tensor_ncols(y) == w->ne[0]);
+        assert(tw_tensor_nrows(x) == tw_tensor_nrows(y) && y->data != x->data);
+        assert(!bias || (is_f32(bias) && tw_tensor_nelem(bias) == w->ne[0]));
+    }
+    if (be->ops->matmul_n) {
+        be->ops->matmul_n(be, n, ys, x, ws, biases);
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        be->ops->matmul(be, ys[i], x, ws[i], biases ? biases[i] : NULL);
+}
+
 void tw_rmsnorm(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
                 const struct tw_tensor *w, float eps)
 {

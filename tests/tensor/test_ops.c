@@ -146,6 +146,51 @@ static void test_matmul(struct tw_backend *fast)
             check_matmul(fast, all[d], Ts[i], 37, 512, i % 2 == 0);
 }
 
+// Several weights of one input in one call (q, k, v): each output equals its own matmul on
+// the reference, for every path (T small and large), with mixed dtypes and biases.
+static void test_matmul_n(struct tw_backend *fast)
+{
+    int64_t K = 256, Ns[3] = { 48, 16, 33 }, Ts[2] = { 2, 30 };
+    enum tw_dtype dts[3] = { TW_DTYPE_Q8_0, TW_DTYPE_BF16, TW_DTYPE_Q4_K };
+    void *wq[3];
+    struct tw_tensor w[3], y0[3], y1[3], b[3];
+    float *bias[3], *out0[3], *out1[3];
+    float *x = rand_buf((size_t)(30 * K));
+    for (int i = 0; i < 3; i++) {
+        size_t rb = 0;
+        REQUIRE(tw_dtype_nbytes(dts[i], (size_t)K, &rb) == 0);
+        float *wf = rand_buf((size_t)(Ns[i] * K));
+        wq[i] = tw_malloc(rb * (size_t)Ns[i]);
+        for (int64_t n = 0; n < Ns[i]; n++)
+            tw_quantize_row(dts[i], wf + n * K, (char *)wq[i] + (size_t)n * rb, (size_t)K);
+        tw_free(wf);
+        REQUIRE(tw_tensor_init(&w[i], dts[i], 2, (int64_t[]){ Ns[i], K }, wq[i], "w") == 0);
+        bias[i] = rand_buf((size_t)Ns[i]);
+        b[i] = tw_tensor_f32_1d(bias[i], Ns[i]);
+        out0[i] = rand_buf((size_t)(30 * Ns[i]));
+        out1[i] = rand_buf((size_t)(30 * Ns[i]));
+    }
+    for (int k = 0; k < 2; k++) {
+        int64_t T = Ts[k];
+        struct tw_tensor tx = tw_tensor_f32_2d(x, T, K);
+        struct tw_tensor *ys[3];
+        const struct tw_tensor *ws[3] = { &w[0], &w[1], &w[2] };
+        const struct tw_tensor *bs[3] = { &b[0], NULL, &b[2] };
+        for (int i = 0; i < 3; i++) {
+            y0[i] = tw_tensor_f32_2d(out0[i], T, Ns[i]);
+            y1[i] = tw_tensor_f32_2d(out1[i], T, Ns[i]);
+            tw_matmul(tw_backend_cpu_ref(), &y0[i], &tx, ws[i], bs[i]);
+            ys[i] = &y1[i];
+        }
+        tw_matmul_n(fast, 3, ys, &tx, ws, bs);
+        for (int i = 0; i < 3; i++)
+            CHECK(rel_err(out1[i], out0[i], (size_t)(T * Ns[i])) <= 2e-5);
+    }
+    for (int i = 0; i < 3; i++)
+        tw_free(wq[i]), tw_free(bias[i]), tw_free(out0[i]), tw_free(out1[i]);
+    tw_free(x);
+}
+
 static void test_attention(struct tw_backend *fast)
 {
     struct {
@@ -214,6 +259,7 @@ int main(void)
         REQUIRE(tw_backend_cpu_new(threads[i], &fast) == 0);
         CHECK_EQ_STR(fast->ops->name, "cpu");
         test_matmul(fast);
+        test_matmul_n(fast);
         test_attention(fast);
         test_elementwise(fast);
         tw_backend_free(fast);
