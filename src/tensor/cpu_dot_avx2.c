@@ -11,10 +11,29 @@
 #include <stdint.h>
 #include <string.h>
 
-#define TARGET __attribute__((target("avx2,fma,f16c")))
+// UBSan's pointer-overflow check on every address of the unrolled kernels multiplies clang's
+// compile time of this file many times over (minutes in the sanitizer and fuzz builds); the
+// accesses themselves are still checked by ASan, and the index arithmetic by the other checks.
+#if defined(__clang__)
+#define NO_PTR_CHECK __attribute__((no_sanitize("pointer-overflow")))
+#else
+#define NO_PTR_CHECK
+#endif
+#define TARGET __attribute__((target("avx2,fma,f16c"))) NO_PTR_CHECK
 #define INLINE static inline __attribute__((always_inline)) TARGET
 
 #define NXMAX 8 // activation rows per pass over the weight row
+
+#if defined(__SANITIZE_ADDRESS__)
+#define TW_DOT_LEAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TW_DOT_LEAN 1
+#endif
+#endif
+#ifndef TW_DOT_LEAN
+#define TW_DOT_LEAN 0
+#endif
 
 // The accumulators acc[s][j][c]: set s, activation row j, chain c. A piece of 32 weights is
 // four vectors; vector v goes to chain v % chains(nx), so that there are enough independent
@@ -336,38 +355,61 @@ INLINE void dot_q6_k_nx(const void *row, const float *x, size_t ldx, int nx, siz
 // ---- the kernels: one copy of each body per tile height, so that the accumulators of the
 // nx rows live in registers.
 
+#define KERNEL_NX(name, k)                                                                    \
+    TARGET __attribute__((noinline)) static void name##_##k(const void *row, const float *x,  \
+                                                            size_t ldx, size_t n, float *out) \
+    {                                                                                         \
+        name##_nx(row, x, ldx, k, n, out);                                                    \
+    }
+
+// A tile of k = a + b rows as two calls (reading the row twice).
+#define KERNEL_SPLIT(name, k, a, b)                                                      \
+    TARGET static void name##_##k(const void *row, const float *x, size_t ldx, size_t n, \
+                                  float *out)                                            \
+    {                                                                                    \
+        name##_##a(row, x, ldx, n, out);                                                 \
+        name##_##b(row, x + (a)*ldx, ldx, n, out + (a));                                 \
+    }
+
+// One function per tile height (separate functions, not one switch over eight inlined copies:
+// compilers, and the sanitizers' instrumentation most, take far longer on one huge body). In
+// builds with AddressSanitizer, where the instrumented copies take minutes to compile, only
+// heights 1, 2, 4 and 8 have their own; the others are put together from them.
+#if TW_DOT_LEAN
+#define KERNEL_HEIGHTS(name)    \
+    KERNEL_NX(name, 1)          \
+    KERNEL_NX(name, 2)          \
+    KERNEL_NX(name, 4)          \
+    KERNEL_NX(name, 8)          \
+    KERNEL_SPLIT(name, 3, 2, 1) \
+    KERNEL_SPLIT(name, 5, 4, 1) \
+    KERNEL_SPLIT(name, 6, 4, 2) \
+    KERNEL_SPLIT(name, 7, 4, 3)
+#else
+#define KERNEL_HEIGHTS(name) \
+    KERNEL_NX(name, 1)       \
+    KERNEL_NX(name, 2)       \
+    KERNEL_NX(name, 3)       \
+    KERNEL_NX(name, 4)       \
+    KERNEL_NX(name, 5)       \
+    KERNEL_NX(name, 6)       \
+    KERNEL_NX(name, 7)       \
+    KERNEL_NX(name, 8)
+#endif
+
 #define KERNEL(name)                                                                       \
+    KERNEL_HEIGHTS(name)                                                                   \
     TARGET static void name(const void *row, const float *x, size_t ldx, int nx, size_t n, \
                             float *out)                                                    \
     {                                                                                      \
+        static void (*const fns[NXMAX + 1])(const void *, const float *, size_t, size_t,   \
+                                            float *) = { NULL,     name##_1, name##_2,     \
+                                                         name##_3, name##_4, name##_5,     \
+                                                         name##_6, name##_7, name##_8 };   \
         for (; nx > NXMAX; nx -= NXMAX, x += NXMAX * ldx, out += NXMAX)                    \
-            name##_nx(row, x, ldx, NXMAX, n, out);                                         \
-        switch (nx) {                                                                      \
-        case 1:                                                                            \
-            name##_nx(row, x, ldx, 1, n, out);                                             \
-            break;                                                                         \
-        case 2:                                                                            \
-            name##_nx(row, x, ldx, 2, n, out);                                             \
-            break;                                                                         \
-        case 3:                                                                            \
-            name##_nx(row, x, ldx, 3, n, out);                                             \
-            break;                                                                         \
-        case 4:                                                                            \
-            name##_nx(row, x, ldx, 4, n, out);                                             \
-            break;                                                                         \
-        case 5:                                                                            \
-            name##_nx(row, x, ldx, 5, n, out);                                             \
-            break;                                                                         \
-        case 6:                                                                            \
-            name##_nx(row, x, ldx, 6, n, out);                                             \
-            break;                                                                         \
-        case 7:                                                                            \
-            name##_nx(row, x, ldx, 7, n, out);                                             \
-            break;                                                                         \
-        case 8:                                                                            \
-            name##_nx(row, x, ldx, 8, n, out);                                             \
-            break;                                                                         \
-        }                                                                                  \
+            fns[NXMAX](row, x, ldx, n, out);                                               \
+        if (nx > 0)                                                                        \
+            fns[nx](row, x, ldx, n, out);                                                  \
     }
 
 KERNEL(dot_f32)

@@ -1,0 +1,263 @@
+// bench/qdot: how fast the integer dot kernels (tensor/cpu_qdot.h) stream weights, on one
+// thread. For each block dtype and each ISA this machine has, a matrix of 64 MiB of weights
+// (rows of 4096, too large for the caches) is multiplied by one activation row (nx=1: decoding
+// a token) and by a tile of four (nx=4: prefill). Each pass quantizes its activation rows
+// first (tw_q8_act_quantize), inside the timed region, as a matmul does once for all rows. The
+// table gives GB/s of weight bytes read (best of several passes), nx=1 as a share of the plain
+// memory-read bandwidth of the same thread (a sum over a 256 MiB float array), and, for
+// comparison, the float-activation kernel of cpu_dot.h at the same ISA.
+// Usage: qdot [--quick]   (--quick: 1 MiB of weights and one pass, a smoke run)
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "tensor/cpu_dot.h"
+#include "tensor/cpu_qdot.h"
+#include "tensor/dtype.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define BENCH_X86 1
+#else
+#define BENCH_X86 0
+#endif
+
+#define COLS     4096
+#define NX_TILE  4
+#define PATTERNS 16 // distinct rows, repeated to fill the matrix
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static uint64_t rng = 0x1234567ull;
+
+static float uniform(void) // in [-1, 1)
+{
+    uint64_t z = (rng += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (float)((double)(z >> 11) * 0x1p-52 - 1.0);
+}
+
+// ---- memory-read bandwidth: a float sum with enough independent adds not to be the limit.
+
+#if BENCH_X86
+__attribute__((target("avx2"))) static float sum_avx2(const float *a, size_t n)
+{
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    for (size_t i = 0; i + 32 <= n; i += 32) {
+        s0 = _mm256_add_ps(s0, _mm256_loadu_ps(a + i));
+        s1 = _mm256_add_ps(s1, _mm256_loadu_ps(a + i + 8));
+        s2 = _mm256_add_ps(s2, _mm256_loadu_ps(a + i + 16));
+        s3 = _mm256_add_ps(s3, _mm256_loadu_ps(a + i + 24));
+    }
+    __m256 s = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
+    float t[8];
+    _mm256_storeu_ps(t, s);
+    return t[0] + t[1] + t[2] + t[3] + t[4] + t[5] + t[6] + t[7];
+}
+#endif
+
+static float sum_scalar(const float *a, size_t n)
+{
+    float s[8] = { 0 };
+    for (size_t i = 0; i + 8 <= n; i += 8) {
+        for (int k = 0; k < 8; k++)
+            s[k] += a[i + k];
+    }
+    return s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
+}
+
+static double read_bandwidth(size_t bytes, int passes, volatile float *sink)
+{
+    size_t n = bytes / sizeof(float);
+    float *a = malloc(n * sizeof *a);
+    if (!a)
+        return 0.0;
+    for (size_t i = 0; i < n; i++) // touch every page before timing
+        a[i] = (float)(i & 1023);
+    double best = 1e30;
+    for (int p = 0; p < passes + 1; p++) { // the first pass warms up
+        double t0 = now();
+#if BENCH_X86
+        float s = tw_cpu_isa_best() >= TW_ISA_AVX2 ? sum_avx2(a, n) : sum_scalar(a, n);
+#else
+        float s = sum_scalar(a, n);
+#endif
+        double dt = now() - t0;
+        *sink += s;
+        if (p > 0 && dt < best)
+            best = dt;
+    }
+    free(a);
+    return (double)bytes / best / 1e9;
+}
+
+// ---- the kernels.
+
+struct matrix {
+    size_t rows, row_bytes;
+    uint8_t *data; // rows * row_bytes
+};
+
+static int matrix_init(struct matrix *m, enum tw_dtype t, size_t bytes)
+{
+    if (tw_dtype_nbytes(t, COLS, &m->row_bytes))
+        return -1;
+    m->rows = bytes / m->row_bytes;
+    m->data = aligned_alloc(64, (m->rows * m->row_bytes + 63) / 64 * 64);
+    float *f = malloc(COLS * sizeof *f);
+    if (!m->data || !f) {
+        free(f);
+        free(m->data);
+        return -1;
+    }
+    for (size_t r = 0; r < m->rows; r++) {
+        uint8_t *row = m->data + r * m->row_bytes;
+        if (r < PATTERNS) {
+            for (size_t i = 0; i < COLS; i++)
+                f[i] = uniform();
+            tw_quantize_row(t, f, row, COLS);
+        } else {
+            memcpy(row, m->data + (r % PATTERNS) * m->row_bytes, m->row_bytes);
+        }
+    }
+    free(f);
+    return 0;
+}
+
+// GB/s of weight bytes for one pass of the integer kernel f over m against nx activation
+// rows, quantized by q at the start of each pass (best of `passes`, after a warm-up pass).
+static double stream_q(const struct matrix *m, tw_qdot_fn f, tw_q8_act_fn q, const float *x,
+                       struct tw_q8_act *xq, int nx, int passes, volatile float *sink)
+{
+    double best = 1e30;
+    float out[NX_TILE];
+    for (int p = 0; p < passes + 1; p++) {
+        float s = 0.0f;
+        double t0 = now();
+        for (int j = 0; j < nx; j++)
+            q(x + (size_t)j * COLS, COLS, xq + (size_t)j * (COLS / TW_QK8_ACT));
+        for (size_t r = 0; r < m->rows; r++) {
+            f(m->data + r * m->row_bytes, xq, COLS / TW_QK8_ACT, nx, COLS, out);
+            s += out[0];
+        }
+        double dt = now() - t0;
+        *sink += s;
+        if (p > 0 && dt < best)
+            best = dt;
+    }
+    return (double)(m->rows * m->row_bytes) / best / 1e9;
+}
+
+// The same for the float-activation kernel of cpu_dot.h.
+static double stream_f(const struct matrix *m, tw_dot_fn f, const float *x, int nx, int passes,
+                       volatile float *sink)
+{
+    double best = 1e30;
+    float out[NX_TILE];
+    for (int p = 0; p < passes + 1; p++) {
+        float s = 0.0f;
+        double t0 = now();
+        for (size_t r = 0; r < m->rows; r++) {
+            f(m->data + r * m->row_bytes, x, COLS, nx, COLS, out);
+            s += out[0];
+        }
+        double dt = now() - t0;
+        *sink += s;
+        if (p > 0 && dt < best)
+            best = dt;
+    }
+    return (double)(m->rows * m->row_bytes) / best / 1e9;
+}
+
+// Nanoseconds to quantize one activation row of COLS floats (best of many).
+static double quantize_ns(tw_q8_act_fn q, const float *x, struct tw_q8_act *xq)
+{
+    double best = 1e30;
+    for (int p = 0; p < 200; p++) {
+        double t0 = now();
+        q(x, COLS, xq);
+        double dt = now() - t0;
+        if (dt < best)
+            best = dt;
+    }
+    return best * 1e9;
+}
+
+int main(int argc, char **argv)
+{
+    int quick = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--quick") == 0) {
+            quick = 1;
+        } else {
+            fprintf(stderr, "usage: qdot [--quick]\n");
+            return 2;
+        }
+    }
+    size_t weight_bytes = quick ? (size_t)1 << 20 : (size_t)64 << 20;
+    size_t read_bytes = quick ? (size_t)4 << 20 : (size_t)256 << 20;
+    int passes = quick ? 1 : 5;
+    volatile float sink = 0.0f;
+
+    enum tw_cpu_isa top = tw_cpu_isa_best();
+    double mem = read_bandwidth(read_bytes, passes, &sink);
+    printf("qdot: one thread, %zu MiB of weights in rows of %d, GB/s of weight bytes read "
+           "(activations quantized to int8 in each pass); kernels up to %s\n",
+           weight_bytes >> 20, COLS, tw_cpu_isa_name(top));
+    printf("memory read (sum of a %zu MiB float array): %.1f GB/s\n", read_bytes >> 20, mem);
+
+    float *x = aligned_alloc(64, (size_t)NX_TILE * COLS * sizeof *x);
+    struct tw_q8_act *xq = malloc((size_t)NX_TILE * (COLS / TW_QK8_ACT) * sizeof *xq);
+    if (!x || !xq) {
+        fprintf(stderr, "qdot: out of memory\n");
+        return 1;
+    }
+    for (size_t i = 0; i < (size_t)NX_TILE * COLS; i++)
+        x[i] = uniform();
+    for (int isa = TW_ISA_SCALAR; isa <= (int)top; isa++)
+        printf("quantize a row of %d activations, %s: %.0f ns\n", COLS,
+               tw_cpu_isa_name((enum tw_cpu_isa)isa),
+               quantize_ns(tw_q8_act_quantizer((enum tw_cpu_isa)isa), x, xq));
+
+    printf("\n%-6s %-7s %8s %8s %10s %12s\n", "dtype", "isa", "nx=1", "nx=4", "nx=1/mem",
+           "f32-act nx=1");
+    static const enum tw_dtype types[] = { TW_DTYPE_Q8_0, TW_DTYPE_Q4_0, TW_DTYPE_Q4_K,
+                                           TW_DTYPE_Q6_K };
+    double head[4] = { 0 };
+    for (int k = 0; k < 4; k++) {
+        enum tw_dtype t = types[k];
+        struct matrix m;
+        if (matrix_init(&m, t, weight_bytes)) {
+            fprintf(stderr, "qdot: out of memory\n");
+            return 1;
+        }
+        for (int isa = TW_ISA_SCALAR; isa <= (int)top; isa++) {
+            tw_qdot_fn f = tw_qdot_kernel(t, (enum tw_cpu_isa)isa);
+            tw_q8_act_fn q = tw_q8_act_quantizer((enum tw_cpu_isa)isa);
+            double g1 = stream_q(&m, f, q, x, xq, 1, passes, &sink);
+            double g4 = stream_q(&m, f, q, x, xq, NX_TILE, passes, &sink);
+            double gf = stream_f(&m, tw_dot_kernel(t, (enum tw_cpu_isa)isa), x, 1, passes, &sink);
+            printf("%-6s %-7s %8.1f %8.1f %9.0f%% %12.1f\n", tw_dtype_name(t),
+                   tw_cpu_isa_name((enum tw_cpu_isa)isa), g1, g4, 100.0 * g1 / mem, gf);
+            fflush(stdout);
+            if (isa == (int)top)
+                head[k] = g1;
+        }
+        free(m.data);
+    }
+    free(x);
+    free(xq);
+    printf("\nheadline: %s at nx=1 streams q8_0 %.1f, q4_0 %.1f, q4_K %.1f, q6_K %.1f GB/s "
+           "(memory read %.1f GB/s; q4_K at %.0f%% of it)\n",
+           tw_cpu_isa_name(top), head[0], head[1], head[2], head[3], mem, 100.0 * head[2] / mem);
+    return 0;
+}

@@ -1,0 +1,223 @@
+// Implements cpu_qdot.h: the activation quantizer and the scalar kernels (integer sums per
+// block of 32 activations, scaled in float), the CPU check for VNNI, and the choice of kernel.
+// The SIMD versions live in cpu_qdot_avx2.c and cpu_qdot_avx512.c.
+#include "tensor/cpu_qdot.h"
+
+#include <assert.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#define CPU_QDOT_X86 1
+#else
+#define CPU_QDOT_X86 0
+#endif
+
+// ---- which ISA: tw_cpu_isa_best's rule without TWIN_ISA's cap (cpu_dot.c's detection), with
+// AVX-512 counted only when the CPU also has AVX-512 VNNI (CPUID.(7,0):ECX bit 11).
+
+#if CPU_QDOT_X86
+static enum tw_cpu_isa detect(void)
+{
+    unsigned a, b, c = 0, d;
+    __builtin_cpu_init();
+    bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c >> 29 & 1);
+    if (!(f16c && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")))
+        return TW_ISA_SCALAR;
+    c = 0;
+    bool vnni = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (c >> 11 & 1);
+    if (vnni && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl"))
+        return TW_ISA_AVX512;
+    return TW_ISA_AVX2;
+}
+#endif
+
+static enum tw_cpu_isa cpu_isa(void)
+{
+#if CPU_QDOT_X86
+    static _Atomic int known = -1;
+    int v = atomic_load_explicit(&known, memory_order_relaxed);
+    if (v < 0) {
+        v = (int)detect();
+        atomic_store_explicit(&known, v, memory_order_relaxed);
+    }
+    return (enum tw_cpu_isa)v;
+#else
+    return TW_ISA_SCALAR;
+#endif
+}
+
+// ---- the quantizer.
+
+static void q8_act_quantize_scalar(const float *x, size_t n, struct tw_q8_act *out)
+{
+    assert(n % TW_QK8_ACT == 0);
+    for (size_t b = 0; b < n / TW_QK8_ACT; b++, x += TW_QK8_ACT) {
+        float a = 0.0f;
+        for (int i = 0; i < TW_QK8_ACT; i++)
+            a = fmaxf(a, fabsf(x[i]));
+        if (a < TW_Q8_ACT_TINY)
+            a = 0.0f;
+        float id = a > 0.0f ? 127.0f / a : 0.0f;
+        out[b].d = a / 127.0f;
+        for (int i = 0; i < TW_QK8_ACT; i++)
+            out[b].qs[i] = (int8_t)rintf(x[i] * id);
+    }
+}
+
+tw_q8_act_fn tw_q8_act_quantizer(enum tw_cpu_isa isa)
+{
+    enum tw_cpu_isa have = cpu_isa();
+    if (isa > have)
+        isa = have;
+    tw_q8_act_fn f = NULL;
+    if (isa >= TW_ISA_AVX512)
+        f = tw_q8_act_quantizer_avx512();
+    if (!f && isa >= TW_ISA_AVX2)
+        f = tw_q8_act_quantizer_avx2();
+    return f ? f : q8_act_quantize_scalar;
+}
+
+void tw_q8_act_quantize(const float *x, size_t n, struct tw_q8_act *out)
+{
+    tw_q8_act_quantizer(tw_cpu_isa_best())(x, n, out);
+}
+
+// ---- scalar kernels: per block of 32 activations an exact integer sum, scaled in float.
+
+static int32_t dot32(const int8_t *w, const int8_t *x, int m)
+{
+    int32_t s = 0;
+    for (int i = 0; i < m; i++)
+        s += (int32_t)w[i] * x[i];
+    return s;
+}
+
+static void qdot_q8_0_scalar(const void *row, const struct tw_q8_act *x, size_t ldx, int nx,
+                             size_t n, float *out)
+{
+    const struct tw_block_q8_0 *b = row;
+    for (int j = 0; j < nx; j++) {
+        const struct tw_q8_act *a = x + (size_t)j * ldx;
+        float s = 0.0f;
+        for (size_t i = 0; i < n / TW_QK8_0; i++)
+            s += tw_f16_to_f32(b[i].d) * a[i].d * (float)dot32(b[i].qs, a[i].qs, 32);
+        out[j] = s;
+    }
+}
+
+static void qdot_q4_0_scalar(const void *row, const struct tw_q8_act *x, size_t ldx, int nx,
+                             size_t n, float *out)
+{
+    const struct tw_block_q4_0 *b = row;
+    for (int j = 0; j < nx; j++)
+        out[j] = 0.0f;
+    for (size_t i = 0; i < n / TW_QK4_0; i++) {
+        int8_t w[32];
+        for (int k = 0; k < 16; k++) {
+            w[k] = (int8_t)((b[i].qs[k] & 0x0F) - 8);
+            w[k + 16] = (int8_t)((b[i].qs[k] >> 4) - 8);
+        }
+        float d = tw_f16_to_f32(b[i].d);
+        for (int j = 0; j < nx; j++) {
+            const struct tw_q8_act *a = x + (size_t)j * ldx + i;
+            out[j] += d * a->d * (float)dot32(w, a->qs, 32);
+        }
+    }
+}
+
+// Sub-block s of 32 (element e = 64c + 32h + i is nibble h of qs[32c + i]):
+// d * sc * sum(q * x) - dmin * m * sum(x), times the activation block's scale.
+static void qdot_q4_k_scalar(const void *row, const struct tw_q8_act *x, size_t ldx, int nx,
+                             size_t n, float *out)
+{
+    const struct tw_block_q4_k *b = row;
+    for (int j = 0; j < nx; j++)
+        out[j] = 0.0f;
+    for (size_t i = 0; i < n / TW_QK_K; i++) {
+        float d = tw_f16_to_f32(b[i].d), dmin = tw_f16_to_f32(b[i].dmin);
+        for (int s = 0; s < 8; s++) {
+            uint8_t sc, m;
+            tw_q4_k_scale_min(b[i].scales, s, &sc, &m);
+            const uint8_t *qs = b[i].qs + 32 * (s / 2);
+            int8_t w[32], one[32];
+            for (int k = 0; k < 32; k++) {
+                w[k] = (int8_t)(s % 2 ? qs[k] >> 4 : qs[k] & 0x0F);
+                one[k] = 1;
+            }
+            for (int j = 0; j < nx; j++) {
+                const struct tw_q8_act *a = x + (size_t)j * ldx + 8 * i + s;
+                float t = d * (float)sc * (float)dot32(w, a->qs, 32) -
+                          dmin * (float)m * (float)dot32(one, a->qs, 32);
+                out[j] += a->d * t;
+            }
+        }
+    }
+}
+
+// The 6-bit value (0..63) of element e of a Q6_K block (dtype.h's layout).
+static int q6_k_value(const struct tw_block_q6_k *b, int e)
+{
+    int h = e / 128, g = e % 128 / 32, i = e % 32;
+    uint8_t l = b->ql[64 * h + 32 * (g & 1) + i];
+    int nib = g < 2 ? l & 0x0F : l >> 4;
+    return nib | ((b->qh[32 * h + i] >> (2 * g) & 3) << 4);
+}
+
+// Per block of 32 activations (two sub-blocks of 16): d * x.d * sum_k sc_k * sum (q - 32) x.
+static void qdot_q6_k_scalar(const void *row, const struct tw_q8_act *x, size_t ldx, int nx,
+                             size_t n, float *out)
+{
+    const struct tw_block_q6_k *b = row;
+    for (int j = 0; j < nx; j++)
+        out[j] = 0.0f;
+    for (size_t i = 0; i < n / TW_QK_K; i++) {
+        int8_t w[TW_QK_K];
+        for (int e = 0; e < TW_QK_K; e++)
+            w[e] = (int8_t)(q6_k_value(&b[i], e) - 32);
+        float d = tw_f16_to_f32(b[i].d);
+        for (int k = 0; k < 8; k++) {
+            const int8_t *wk = w + 32 * k, *sc = b[i].scales + 2 * k;
+            for (int j = 0; j < nx; j++) {
+                const struct tw_q8_act *a = x + (size_t)j * ldx + 8 * i + k;
+                int32_t t = sc[0] * dot32(wk, a->qs, 16) + sc[1] * dot32(wk + 16, a->qs + 16, 16);
+                out[j] += d * a->d * (float)t;
+            }
+        }
+    }
+}
+
+static tw_qdot_fn kernel_scalar(enum tw_dtype t)
+{
+    switch (t) {
+    case TW_DTYPE_Q8_0:
+        return qdot_q8_0_scalar;
+    case TW_DTYPE_Q4_0:
+        return qdot_q4_0_scalar;
+    case TW_DTYPE_Q4_K:
+        return qdot_q4_k_scalar;
+    case TW_DTYPE_Q6_K:
+        return qdot_q6_k_scalar;
+    default:
+        return NULL;
+    }
+}
+
+tw_qdot_fn tw_qdot_kernel(enum tw_dtype t, enum tw_cpu_isa isa)
+{
+    tw_qdot_fn f = kernel_scalar(t);
+    if (!f)
+        return NULL;
+    enum tw_cpu_isa have = cpu_isa();
+    if (isa > have)
+        isa = have;
+    tw_qdot_fn g = NULL;
+    if (isa >= TW_ISA_AVX512)
+        g = tw_qdot_kernel_avx512(t);
+    if (!g && isa >= TW_ISA_AVX2)
+        g = tw_qdot_kernel_avx2(t);
+    return g ? g : f;
+}

@@ -1,0 +1,60 @@
+// The integer CPU dot-product kernels of the decode path: an f32 activation row is quantized
+// once to int8 blocks of 32 (struct tw_q8_act), and each weight row of a block dtype (q8_0,
+// q4_0, q4_K, q6_K) is multiplied against one to eight such rows with integer SIMD (AVX-512
+// VNNI vpdpbusd, or AVX2 vpmaddubsw + vpmaddwd), the block scales applied in float. Unlike
+// cpu_dot.h the activations are rounded to 8 bits; the result is the exact dot product of the
+// decoded weights with the decoded activations up to float rounding.
+#ifndef TW_TENSOR_CPU_QDOT_H
+#define TW_TENSOR_CPU_QDOT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tensor/cpu_dot.h"
+#include "tensor/dtype.h"
+
+#define TW_QK8_ACT     32
+#define TW_Q8_ACT_TINY 0x1p-100f
+
+// A block of 32 quantized activations: element i is d * qs[i]. 36 bytes, 4-byte aligned.
+// The kernels need no stored sums of qs: the offset terms of q4_0 / q6_K (q - 8, q - 32) are
+// folded into signed weights and the min term of q4_K is summed in the same SIMD lanes.
+struct tw_q8_act {
+    float d;
+    int8_t qs[TW_QK8_ACT];
+};
+
+// Quantizes n floats (a multiple of 32, finite) to n / 32 blocks: for each block, with
+// a = max |x|, d = a / 127 and q = rint(x * (127 / a)) (round half to even), all in float;
+// d = 0 and q = 0 when a < TW_Q8_ACT_TINY (where 127 / a could overflow). Every ISA gives
+// the same bits. The error of an element is at
+// most d / 2 (plus one float rounding of x * (127 / a)).
+typedef void (*tw_q8_act_fn)(const float *x, size_t n, struct tw_q8_act *out);
+// The quantizer for isa (lowered to what the CPU has, as tw_dot_kernel does).
+tw_q8_act_fn tw_q8_act_quantizer(enum tw_cpu_isa isa);
+// tw_q8_act_quantizer(tw_cpu_isa_best())(x, n, out). Hot loops pick the function once.
+void tw_q8_act_quantize(const float *x, size_t n, struct tw_q8_act *out);
+
+// out[j] = sum_i decode(row)[i] * decode(x + j * ldx)[i] for j < nx (1..8), over n elements
+// (a multiple of the dtype's block size; ldx counts blocks of 32 between activation rows). The
+// weight row is read once for all nx activation rows (a prefill tile). The integer products
+// are exact; the block scales are applied and the sums taken in float, so the result differs
+// from the exact value by float rounding, about 1e-7 of the sum of the magnitudes of the
+// terms (d * sc * q and dmin * m for q4_K, taken separately). row needs the alignment
+// dtype.h asks of a row (2 bytes), x that of a float.
+typedef void (*tw_qdot_fn)(const void *row, const struct tw_q8_act *x, size_t ldx, int nx,
+                           size_t n, float *out);
+
+// The kernel of dtype t for isa: the highest ISA up to isa (lowered to the CPU's) that has
+// one. TW_ISA_AVX512 kernels need AVX-512 VNNI besides F, BW and VL; on an AVX-512 CPU
+// without VNNI the AVX2 kernels come back. NULL for the float dtypes and for non-dtypes.
+tw_qdot_fn tw_qdot_kernel(enum tw_dtype t, enum tw_cpu_isa isa);
+
+// ---- internal: the per-ISA tables of cpu_qdot_avx2.c and cpu_qdot_avx512.c (built with
+// target attributes); NULL where the compiler or target cannot build them.
+tw_qdot_fn tw_qdot_kernel_avx2(enum tw_dtype t);
+tw_qdot_fn tw_qdot_kernel_avx512(enum tw_dtype t);
+tw_q8_act_fn tw_q8_act_quantizer_avx2(void);
+tw_q8_act_fn tw_q8_act_quantizer_avx512(void);
+
+#endif

@@ -1,0 +1,364 @@
+// The AVX-512 VNNI kernels of cpu_qdot.h and the AVX-512 activation quantizer, compiled with
+// target attributes so that the file builds with default flags; cpu_qdot.c calls them only on
+// a CPU with AVX-512 F, BW, VL and VNNI. A zmm holds 64 weights, two blocks of 32 activations:
+// vpdpbusd sums 4 products of unsigned weight bytes and signed activation bytes per dword
+// lane, exactly; the lanes are converted to float and scaled lane by lane.
+#include "tensor/cpu_qdot.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#include <string.h>
+
+#define TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+#define INLINE static inline __attribute__((always_inline)) TARGET
+
+#define NXMAX 8
+
+// Software prefetch of the weights this many bytes ahead: one core has too few misses in
+// flight for the hardware prefetchers alone to keep DRAM busy while the kernel computes
+// (measured on Sapphire Rapids; bench/qdot.c).
+#ifndef QDOT_PREFETCH
+#define QDOT_PREFETCH 4096
+#endif
+
+// Prefetches the lines of [p, p + bytes) moved QDOT_PREFETCH ahead (past a row's end, the
+// next row's, which a matmul reads next; a prefetch never faults).
+INLINE void prefetch(const void *p, size_t bytes)
+{
+    for (size_t o = 0; o < bytes; o += 64)
+        _mm_prefetch((const char *)p + QDOT_PREFETCH + o, _MM_HINT_T0);
+}
+
+// acc[s][j]: set s, activation row j. Consecutive steps alternate between two sets when the
+// tile has four rows or fewer, for independent FMA chains; constant indices keep them in
+// registers (EACH_ROW expands a row's code eight times, guarded by j < nx).
+typedef __m512 accs[2][NXMAX];
+#define EACH_ROW(ROW) ROW(0) ROW(1) ROW(2) ROW(3) ROW(4) ROW(5) ROW(6) ROW(7)
+
+INLINE int other_set(int nx)
+{
+    return nx <= 4 ? 1 : 0;
+}
+
+// The accumulators of the rows in use (constant indices, so that none goes through memory).
+INLINE void acc_zero(accs acc, int nx)
+{
+#define ROW(j)                           \
+    if (j < nx) {                        \
+        acc[0][j] = _mm512_setzero_ps(); \
+        acc[1][j] = _mm512_setzero_ps(); \
+    }
+    EACH_ROW(ROW)
+#undef ROW
+}
+
+INLINE void acc_store(accs acc, int nx, float *out)
+{
+#define ROW(j)                                                                            \
+    if (j < nx)                                                                           \
+        out[j] = _mm512_reduce_add_ps(other_set(nx) ? _mm512_add_ps(acc[0][j], acc[1][j]) \
+                                                    : acc[0][j]);
+    EACH_ROW(ROW)
+#undef ROW
+}
+
+INLINE float f16(uint16_t h)
+{
+    return _cvtsh_ss(h);
+}
+
+// 32 bytes at a in the low half, 32 at b in the high half (zeros when two is 0).
+INLINE __m512i load_2x32(const void *a, const void *b, int two)
+{
+    __m256i lo = _mm256_loadu_si256((const __m256i *)a);
+    if (!two)
+        return _mm512_zextsi256_si512(lo);
+    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), _mm256_loadu_si256((const __m256i *)b),
+                              1);
+}
+
+// a in lanes 0..7, b in lanes 8..15.
+INLINE __m512 pair_ps(float a, float b)
+{
+    return _mm512_mask_mov_ps(_mm512_set1_ps(a), 0xFF00, _mm512_set1_ps(b));
+}
+
+// The activation scales of blocks a[0] and a[1] (a[0]'s alone when two is 0).
+INLINE __m512 act_scales(const struct tw_q8_act *a, int two)
+{
+    return two ? pair_ps(a[0].d, a[1].d) : _mm512_set1_ps(a[0].d);
+}
+
+// Signed weights w (64 int8) with lane factors dw, against activation blocks i, i + 1 of each
+// row: acc[s][j] += float(sum4 |w| * (x with w's sign)) * dw * d_x. Activations are never
+// -128, so the sign flip is exact; |w| = 128 reads as unsigned 128.
+INLINE void signed_step(accs acc, int s, __m512i w, __m512 dw, const struct tw_q8_act *x, size_t i,
+                        size_t ldx, int nx, int two)
+{
+    const __m512i z = _mm512_setzero_si512();
+    __m512i aw = _mm512_abs_epi8(w);
+    __mmask64 neg = _mm512_movepi8_mask(w);
+#define ROW(j)                                                                            \
+    if (j < nx) {                                                                         \
+        const struct tw_q8_act *a = x + (size_t)(j)*ldx + i;                              \
+        __m512i xq = load_2x32(a[0].qs, a[1].qs, two);                                    \
+        xq = _mm512_mask_sub_epi8(xq, neg, z, xq);                                        \
+        __m512 p = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(z, aw, xq));                    \
+        acc[s][j] = _mm512_fmadd_ps(p, _mm512_mul_ps(dw, act_scales(a, two)), acc[s][j]); \
+    }
+    EACH_ROW(ROW)
+#undef ROW
+}
+
+// ---- Q8_0 and Q4_0: two blocks a step.
+
+INLINE void q8_0_step(accs acc, int s, const struct tw_block_q8_0 *b, const struct tw_q8_act *x,
+                      size_t i, size_t ldx, int nx, int two)
+{
+    __m512i w = load_2x32(b[i].qs, b[i + two].qs, two);
+    __m512 dw = two ? pair_ps(f16(b[i].d), f16(b[i + 1].d)) : _mm512_set1_ps(f16(b[i].d));
+    signed_step(acc, s, w, dw, x, i, ldx, nx, two);
+}
+
+// Block i's 16 bytes in 128-bit lanes 0 and 1, block i + 1's in lanes 2 and 3; lanes 1 and 3
+// take the high nibbles (elements 16..31), giving q - 8 in element order.
+INLINE void q4_0_step(accs acc, int s, const struct tw_block_q4_0 *b, const struct tw_q8_act *x,
+                      size_t i, size_t ldx, int nx, int two)
+{
+    __m128i b0 = _mm_loadu_si128((const __m128i *)b[i].qs);
+    __m512i v = two ? _mm512_mask_broadcast_i32x4(_mm512_broadcast_i32x4(b0), 0xFF00,
+                                                  _mm_loadu_si128((const __m128i *)b[i + 1].qs))
+                    : _mm512_maskz_broadcast_i32x4(0x00FF, b0);
+    __m512i q = _mm512_and_si512(_mm512_mask_blend_epi64(0xCC, v, _mm512_srli_epi16(v, 4)),
+                                 _mm512_set1_epi8(0x0F));
+    __m512i w = _mm512_sub_epi8(q, _mm512_set1_epi8(8));
+    __m512 dw = two ? pair_ps(f16(b[i].d), f16(b[i + 1].d)) : _mm512_set1_ps(f16(b[i].d));
+    signed_step(acc, s, w, dw, x, i, ldx, nx, two);
+}
+
+#define BLOCK32_NX(name, btype)                                                           \
+    INLINE void name##_nx(const void *row, const struct tw_q8_act *x, size_t ldx, int nx, \
+                          size_t n, float *out)                                           \
+    {                                                                                     \
+        const btype *b = row;                                                             \
+        size_t nb = n / 32, i = 0;                                                        \
+        accs acc;                                                                         \
+        acc_zero(acc, nx);                                                                \
+        for (; i + 4 <= nb; i += 4) {                                                     \
+            prefetch(b + i, 4 * sizeof *b);                                               \
+            name##_step(acc, 0, b, x, i, ldx, nx, 1);                                     \
+            name##_step(acc, other_set(nx), b, x, i + 2, ldx, nx, 1);                     \
+        }                                                                                 \
+        if (i + 2 <= nb) {                                                                \
+            name##_step(acc, 0, b, x, i, ldx, nx, 1);                                     \
+            i += 2;                                                                       \
+        }                                                                                 \
+        if (i < nb)                                                                       \
+            name##_step(acc, other_set(nx), b, x, i, ldx, nx, 0);                         \
+        acc_store(acc, nx, out);                                                          \
+    }
+
+BLOCK32_NX(q8_0, struct tw_block_q8_0)
+BLOCK32_NX(q4_0, struct tw_block_q4_0)
+
+// ---- Q4_K: a block is four steps of 64 weights (the low and high nibbles of 32 bytes of qs:
+// sub-blocks 2c and 2c + 1). Per sub-block, d * sc * sum(q x) - dmin * m * sum(x), times d_x;
+// the sums of x come from a second vpdpbusd against bytes of 1.
+
+// f: d * sc[k] in lanes k < 8, dmin * m[k - 8] in lanes 8..15. The 6-bit fields are unpacked
+// four at a time from the three little-endian words of scales (dtype.h's tw_q4_k_scale_min).
+INLINE __m512 q4_k_factors(const struct tw_block_q4_k *b)
+{
+    uint32_t u[3];
+    memcpy(u, b->scales, sizeof u);
+    uint32_t sc_lo = u[0] & 0x3F3F3F3Fu, m_lo = u[1] & 0x3F3F3F3Fu;
+    uint32_t sc_hi = (u[2] & 0x0F0F0F0Fu) | ((u[0] >> 6 & 0x03030303u) << 4);
+    uint32_t m_hi = (u[2] >> 4 & 0x0F0F0F0Fu) | ((u[1] >> 6 & 0x03030303u) << 4);
+    __m128i sm = _mm_set_epi32((int)m_hi, (int)m_lo, (int)sc_hi, (int)sc_lo);
+    __m512 f = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(sm));
+    return _mm512_mul_ps(f, pair_ps(f16(b->d), f16(b->dmin)));
+}
+
+INLINE void q4_k_step(accs acc, int c, const struct tw_block_q4_k *b, __m512 f,
+                      const struct tw_q8_act *x, size_t ldx, int nx)
+{
+    const __m512i z = _mm512_setzero_si512(), ones = _mm512_set1_epi8(1);
+    int s = c & other_set(nx);
+    __m256i raw = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * c));
+    __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(raw), _mm256_srli_epi16(raw, 4), 1);
+    q = _mm512_and_si512(q, _mm512_set1_epi8(0x0F));
+    // lanes 0..7 take sub-block 2c's factors, 8..15 sub-block 2c + 1's
+    __m512i idx = _mm512_set_epi32(2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1,
+                                   2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c, 2 * c, 2 * c, 2 * c,
+                                   2 * c, 2 * c, 2 * c, 2 * c);
+    __m512 dsc = _mm512_permutexvar_ps(idx, f);
+    __m512 dm = _mm512_permutexvar_ps(_mm512_add_epi32(idx, _mm512_set1_epi32(8)), f);
+#define ROW(j)                                                            \
+    if (j < nx) {                                                         \
+        const struct tw_q8_act *a = x + (size_t)(j)*ldx + 2 * c;          \
+        __m512i xq = load_2x32(a[0].qs, a[1].qs, 1);                      \
+        __m512 p = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(z, q, xq));     \
+        __m512 sx = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(z, ones, xq)); \
+        __m512 t = _mm512_fmsub_ps(p, dsc, _mm512_mul_ps(sx, dm));        \
+        acc[s][j] = _mm512_fmadd_ps(t, act_scales(a, 1), acc[s][j]);      \
+    }
+    EACH_ROW(ROW)
+#undef ROW
+}
+
+INLINE void q4_k_nx(const void *row, const struct tw_q8_act *x, size_t ldx, int nx, size_t n,
+                    float *out)
+{
+    const struct tw_block_q4_k *b = row;
+    accs acc;
+    acc_zero(acc, nx);
+    for (size_t i = 0; i < n / TW_QK_K; i++, b++, x += 8) {
+        prefetch(b, sizeof *b);
+        __m512 f = q4_k_factors(b);
+        q4_k_step(acc, 0, b, f, x, ldx, nx);
+        q4_k_step(acc, 1, b, f, x, ldx, nx);
+        q4_k_step(acc, 2, b, f, x, ldx, nx);
+        q4_k_step(acc, 3, b, f, x, ldx, nx);
+    }
+    acc_store(acc, nx, out);
+}
+
+// ---- Q6_K: a half of 128 weights is two steps of 64: qa (elements 0..63 of the half: low
+// nibbles of ql[0..63] with bits 0-1 / 2-3 of qh) and qb (64..127: high nibbles, bits 4-5 /
+// 6-7), each signed as q - 32. Lane k of a step covers four weights of one sub-block of 16:
+// its factor is d * scales[8h + k / 4] (qa) or d * scales[8h + 4 + k / 4] (qb).
+
+INLINE void q6_k_half(accs acc, int h, const struct tw_block_q6_k *b, __m512 f,
+                      const struct tw_q8_act *x, size_t ldx, int nx)
+{
+    const __m512i m0f = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+    const __m512i k32 = _mm512_set1_epi8(32);
+    __m512i l = load_2x32(b->ql + 64 * h, b->ql + 64 * h + 32, 1);
+    __m512i hb = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b->qh + 32 * h)));
+    // 16-bit shifts: bits that cross into the other byte fall outside 0x30.
+    __m512i sa = _mm512_set_epi64(2, 2, 2, 2, 4, 4, 4, 4),
+            sb = _mm512_set_epi64(2, 2, 2, 2, 0, 0, 0, 0);
+    sa = _mm512_or_si512(sa, _mm512_slli_epi64(sa, 16));
+    sa = _mm512_or_si512(sa, _mm512_slli_epi64(sa, 32));
+    sb = _mm512_or_si512(sb, _mm512_slli_epi64(sb, 16));
+    sb = _mm512_or_si512(sb, _mm512_slli_epi64(sb, 32));
+    // a | (b & c) is ternary logic 0xF8
+    __m512i qa =
+        _mm512_ternarylogic_epi32(_mm512_and_si512(l, m0f), _mm512_sllv_epi16(hb, sa), m30, 0xF8);
+    __m512i qb = _mm512_ternarylogic_epi32(_mm512_and_si512(_mm512_srli_epi16(l, 4), m0f),
+                                           _mm512_srlv_epi16(hb, sb), m30, 0xF8);
+    __m512i ia = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    ia = _mm512_add_epi32(ia, _mm512_set1_epi32(8 * h));
+    __m512 fa = _mm512_permutexvar_ps(ia, f);
+    __m512 fb = _mm512_permutexvar_ps(_mm512_add_epi32(ia, _mm512_set1_epi32(4)), f);
+    signed_step(acc, 0, _mm512_sub_epi8(qa, k32), fa, x, 4 * h, ldx, nx, 1);
+    signed_step(acc, other_set(nx), _mm512_sub_epi8(qb, k32), fb, x, 4 * h + 2, ldx, nx, 1);
+}
+
+INLINE void q6_k_nx(const void *row, const struct tw_q8_act *x, size_t ldx, int nx, size_t n,
+                    float *out)
+{
+    const struct tw_block_q6_k *b = row;
+    accs acc;
+    acc_zero(acc, nx);
+    for (size_t i = 0; i < n / TW_QK_K; i++, b++, x += 8) {
+        prefetch(b, sizeof *b);
+        __m512 sc =
+            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b->scales)));
+        __m512 f = _mm512_mul_ps(sc, _mm512_set1_ps(f16(b->d)));
+        q6_k_half(acc, 0, b, f, x, ldx, nx);
+        q6_k_half(acc, 1, b, f, x, ldx, nx);
+    }
+    acc_store(acc, nx, out);
+}
+
+// ---- one function per tile height (as in cpu_dot_avx512.c), and the dispatch on nx.
+
+#define KERNEL_NX(name, k)                                                            \
+    TARGET __attribute__((noinline)) static void name##_##k(                          \
+        const void *row, const struct tw_q8_act *x, size_t ldx, size_t n, float *out) \
+    {                                                                                 \
+        name##_nx(row, x, ldx, k, n, out);                                            \
+    }
+
+#define KERNEL(name)                                                                             \
+    KERNEL_NX(name, 1)                                                                           \
+    KERNEL_NX(name, 2)                                                                           \
+    KERNEL_NX(name, 3)                                                                           \
+    KERNEL_NX(name, 4)                                                                           \
+    KERNEL_NX(name, 5)                                                                           \
+    KERNEL_NX(name, 6)                                                                           \
+    KERNEL_NX(name, 7)                                                                           \
+    KERNEL_NX(name, 8)                                                                           \
+    static void qdot_##name(const void *row, const struct tw_q8_act *x, size_t ldx, int nx,      \
+                            size_t n, float *out)                                                \
+    {                                                                                            \
+        static void (*const fns[NXMAX + 1])(const void *, const struct tw_q8_act *, size_t,      \
+                                            size_t, float *) = { NULL,     name##_1, name##_2,   \
+                                                                 name##_3, name##_4, name##_5,   \
+                                                                 name##_6, name##_7, name##_8 }; \
+        for (; nx > NXMAX; nx -= NXMAX, x += NXMAX * ldx, out += NXMAX)                          \
+            fns[NXMAX](row, x, ldx, n, out);                                                     \
+        if (nx > 0)                                                                              \
+            fns[nx](row, x, ldx, n, out);                                                        \
+    }
+
+KERNEL(q8_0)
+KERNEL(q4_0)
+KERNEL(q4_k)
+KERNEL(q6_k)
+
+tw_qdot_fn tw_qdot_kernel_avx512(enum tw_dtype t)
+{
+    switch (t) {
+    case TW_DTYPE_Q8_0:
+        return qdot_q8_0;
+    case TW_DTYPE_Q4_0:
+        return qdot_q4_0;
+    case TW_DTYPE_Q4_K:
+        return qdot_q4_k;
+    case TW_DTYPE_Q6_K:
+        return qdot_q6_k;
+    default:
+        return NULL;
+    }
+}
+
+// ---- the quantizer: cpu_qdot.h's definition, the same float operations 16 lanes at a time
+// (vcvtps2dq rounds half to even, as rintf does in the default rounding mode).
+
+TARGET static void q8_act_quantize(const float *x, size_t n, struct tw_q8_act *out)
+{
+    for (size_t b = 0; b < n / TW_QK8_ACT; b++, x += TW_QK8_ACT) {
+        __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
+        float a = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        if (a < TW_Q8_ACT_TINY)
+            a = 0.0f;
+        float id = a > 0.0f ? 127.0f / a : 0.0f;
+        out[b].d = a / 127.0f;
+        __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, _mm512_set1_ps(id)));
+        __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, _mm512_set1_ps(id)));
+        _mm_storeu_si128((__m128i *)out[b].qs, _mm512_cvtepi32_epi8(q0));
+        _mm_storeu_si128((__m128i *)(out[b].qs + 16), _mm512_cvtepi32_epi8(q1));
+    }
+}
+
+tw_q8_act_fn tw_q8_act_quantizer_avx512(void)
+{
+    return q8_act_quantize;
+}
+
+#else
+
+tw_qdot_fn tw_qdot_kernel_avx512(enum tw_dtype t)
+{
+    (void)t;
+    return NULL;
+}
+
+tw_q8_act_fn tw_q8_act_quantizer_avx512(void)
+{
+    return NULL;
+}
+
+#endif
