@@ -36,7 +36,7 @@ static enum tw_cpu_isa detect(void)
 #endif
 
 // What the CPU supports, asked once (CPUID can trap to the hypervisor in a VM).
-static enum tw_cpu_isa cpu_isa(void)
+enum tw_cpu_isa tw_cpu_isa_have(void)
 {
 #if CPU_DOT_X86
     static _Atomic int known = -1;
@@ -51,9 +51,26 @@ static enum tw_cpu_isa cpu_isa(void)
 #endif
 }
 
+bool tw_cpu_has_avx512_vnni(void)
+{
+#if CPU_DOT_X86
+    static _Atomic int known = -1;
+    int v = atomic_load_explicit(&known, memory_order_relaxed);
+    if (v < 0) {
+        unsigned a, b, c = 0, d;
+        v = tw_cpu_isa_have() == TW_ISA_AVX512 && __get_cpuid_count(7, 0, &a, &b, &c, &d) &&
+            (c >> 11 & 1); // CPUID.(7,0):ECX bit 11
+        atomic_store_explicit(&known, v, memory_order_relaxed);
+    }
+    return v != 0;
+#else
+    return false;
+#endif
+}
+
 enum tw_cpu_isa tw_cpu_isa_best(void)
 {
-    enum tw_cpu_isa isa = cpu_isa();
+    enum tw_cpu_isa isa = tw_cpu_isa_have();
     const char *cap = getenv("TWIN_ISA");
     if (cap) {
         for (int i = TW_ISA_SCALAR; i <= TW_ISA_AVX512; i++) {
@@ -249,7 +266,7 @@ tw_dot_fn tw_dot_kernel(enum tw_dtype t, enum tw_cpu_isa isa)
     tw_dot_fn f = kernel_scalar(t);
     if (!f)
         return NULL;
-    enum tw_cpu_isa have = cpu_isa();
+    enum tw_cpu_isa have = tw_cpu_isa_have();
     if (isa > have)
         isa = have;
     tw_dot_fn g = NULL;

@@ -6,6 +6,7 @@
 #ifndef TW_TENSOR_CPU_DOT_H
 #define TW_TENSOR_CPU_DOT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -32,6 +33,10 @@ enum tw_cpu_isa { TW_ISA_SCALAR, TW_ISA_AVX2, TW_ISA_AVX512 };
 // on an AVX2 machine gives TW_ISA_AVX2; any other value is ignored). The CPU is asked once;
 // the variable is read at every call, so callers that pick kernels call this once and keep it.
 enum tw_cpu_isa tw_cpu_isa_best(void);
+// What the CPU supports, without TWIN_ISA's cap (asked once).
+enum tw_cpu_isa tw_cpu_isa_have(void);
+// Whether the CPU has AVX-512 (as TW_ISA_AVX512 needs it) and AVX-512 VNNI.
+bool tw_cpu_has_avx512_vnni(void);
 // "scalar", "avx2", "avx512"; "?" for a value that is not an ISA.
 const char *tw_cpu_isa_name(enum tw_cpu_isa isa);
 // The dot kernel of dtype t for isa: the one of the highest ISA up to isa that both has a

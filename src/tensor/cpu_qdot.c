@@ -1,53 +1,18 @@
 // Implements cpu_qdot.h: the activation quantizer and the scalar kernels (integer sums per
-// block of 32 activations, scaled in float), the CPU check for VNNI, and the choice of kernel.
+// block of 32 activations, scaled in float), and the choice of kernel.
 // The SIMD versions live in cpu_qdot_avx2.c and cpu_qdot_avx512.c.
 #include "tensor/cpu_qdot.h"
 
 #include <assert.h>
 #include <math.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <cpuid.h>
-#define CPU_QDOT_X86 1
-#else
-#define CPU_QDOT_X86 0
-#endif
-
-// ---- which ISA: tw_cpu_isa_best's rule without TWIN_ISA's cap (cpu_dot.c's detection), with
-// AVX-512 counted only when the CPU also has AVX-512 VNNI (CPUID.(7,0):ECX bit 11).
-
-#if CPU_QDOT_X86
-static enum tw_cpu_isa detect(void)
-{
-    unsigned a, b, c = 0, d;
-    __builtin_cpu_init();
-    bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c >> 29 & 1);
-    if (!(f16c && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")))
-        return TW_ISA_SCALAR;
-    c = 0;
-    bool vnni = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (c >> 11 & 1);
-    if (vnni && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl"))
-        return TW_ISA_AVX512;
-    return TW_ISA_AVX2;
-}
-#endif
-
+// ---- which ISA: cpu_dot.c's detection, with AVX-512 counted only when the CPU also has
+// AVX-512 VNNI.
 static enum tw_cpu_isa cpu_isa(void)
 {
-#if CPU_QDOT_X86
-    static _Atomic int known = -1;
-    int v = atomic_load_explicit(&known, memory_order_relaxed);
-    if (v < 0) {
-        v = (int)detect();
-        atomic_store_explicit(&known, v, memory_order_relaxed);
-    }
-    return (enum tw_cpu_isa)v;
-#else
-    return TW_ISA_SCALAR;
-#endif
+    enum tw_cpu_isa isa = tw_cpu_isa_have();
+    return isa == TW_ISA_AVX512 && !tw_cpu_has_avx512_vnni() ? TW_ISA_AVX2 : isa;
 }
 
 // ---- the quantizer.
