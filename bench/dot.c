@@ -16,143 +16,13 @@
 #include "tensor/cpu_dot.h"
 #include "tensor/dtype.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
-#define BENCH_X86 1
-#else
-#define BENCH_X86 0
-#endif
+#include "bench_util.h"
 
-#define COLS     4096
-#define NX_TILE  4
-#define KC       1024 // columns of a K slice (nx=4/k): 4 x 1024 floats of activations, 16 KiB
-#define PATTERNS 16   // distinct rows, repeated to fill the matrix
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static uint64_t rng = 0x1234567ull;
-
-static float uniform(void) // in [-1, 1)
-{
-    uint64_t z = (rng += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    return (float)((double)(z >> 11) * 0x1p-52 - 1.0);
-}
-
-// ---- memory-read bandwidth: a float sum with enough independent adds not to be the limit.
-
-#if BENCH_X86
-// Eight independent adds of 64 bytes in flight (eight of 32 with AVX2): the loads, not the
-// adds, set the pace.
-__attribute__((target("avx512f"))) static float sum_avx512(const float *a, size_t n)
-{
-    __m512 s[8];
-    for (int k = 0; k < 8; k++)
-        s[k] = _mm512_setzero_ps();
-    for (size_t i = 0; i + 128 <= n; i += 128) {
-        for (int k = 0; k < 8; k++)
-            s[k] = _mm512_add_ps(s[k], _mm512_loadu_ps(a + i + 16 * k));
-    }
-    for (int k = 1; k < 8; k++)
-        s[0] = _mm512_add_ps(s[0], s[k]);
-    return _mm512_reduce_add_ps(s[0]);
-}
-
-__attribute__((target("avx2"))) static float sum_avx2(const float *a, size_t n)
-{
-    __m256 s[8];
-    for (int k = 0; k < 8; k++)
-        s[k] = _mm256_setzero_ps();
-    for (size_t i = 0; i + 64 <= n; i += 64) {
-        for (int k = 0; k < 8; k++)
-            s[k] = _mm256_add_ps(s[k], _mm256_loadu_ps(a + i + 8 * k));
-    }
-    for (int k = 1; k < 8; k++)
-        s[0] = _mm256_add_ps(s[0], s[k]);
-    float t[8];
-    _mm256_storeu_ps(t, s[0]);
-    return t[0] + t[1] + t[2] + t[3] + t[4] + t[5] + t[6] + t[7];
-}
-#endif
-
-static float sum_scalar(const float *a, size_t n)
-{
-    float s[8] = { 0 };
-    for (size_t i = 0; i + 8 <= n; i += 8) {
-        for (int k = 0; k < 8; k++)
-            s[k] += a[i + k];
-    }
-    return s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
-}
-
-static double read_bandwidth(size_t bytes, int passes, volatile float *sink)
-{
-    size_t n = bytes / sizeof(float);
-    float *a = aligned_alloc(64, n * sizeof *a);
-    if (!a)
-        return 0.0;
-    for (size_t i = 0; i < n; i++) // touch every page before timing
-        a[i] = (float)(i & 1023);
-    double best = 1e30;
-    for (int p = 0; p < passes + 1; p++) { // the first pass warms up
-        double t0 = now();
-#if BENCH_X86
-        enum tw_cpu_isa isa = tw_cpu_isa_best();
-        float s = isa >= TW_ISA_AVX512 ? sum_avx512(a, n)
-                  : isa >= TW_ISA_AVX2 ? sum_avx2(a, n)
-                                       : sum_scalar(a, n);
-#else
-        float s = sum_scalar(a, n);
-#endif
-        double dt = now() - t0;
-        *sink += s;
-        if (p > 0 && dt < best)
-            best = dt;
-    }
-    free(a);
-    return (double)bytes / best / 1e9;
-}
+#define COLS    BENCH_COLS
+#define NX_TILE 4
+#define KC      1024 // columns of a K slice (nx=4/k): 4 x 1024 floats of activations, 16 KiB
 
 // ---- the kernels.
-
-struct matrix {
-    enum tw_dtype t;
-    size_t rows, row_bytes;
-    uint8_t *data; // rows * row_bytes
-};
-
-static int matrix_init(struct matrix *m, enum tw_dtype t, size_t bytes)
-{
-    if (tw_dtype_nbytes(t, COLS, &m->row_bytes))
-        return -1;
-    m->t = t;
-    m->rows = bytes / m->row_bytes;
-    m->data = aligned_alloc(64, (m->rows * m->row_bytes + 63) / 64 * 64);
-    float *f = malloc(COLS * sizeof *f);
-    if (!m->data || !f) {
-        free(f);
-        return -1;
-    }
-    for (size_t r = 0; r < m->rows; r++) {
-        uint8_t *row = m->data + r * m->row_bytes;
-        if (r < PATTERNS) {
-            for (size_t i = 0; i < COLS; i++)
-                f[i] = uniform();
-            tw_quantize_row(t, f, row, COLS);
-        } else {
-            memcpy(row, m->data + (r % PATTERNS) * m->row_bytes, m->row_bytes);
-        }
-    }
-    free(f);
-    return 0;
-}
 
 // GB/s of weight bytes for one pass of kernel f over m against nx activation rows (best of
 // `passes`, after a warm-up pass). With kc < COLS the rows are cut into slices of kc columns
@@ -200,7 +70,7 @@ int main(int argc, char **argv)
     volatile float sink = 0.0f;
 
     enum tw_cpu_isa top = tw_cpu_isa_best();
-    double mem = read_bandwidth(read_bytes, passes, &sink);
+    double mem = read_bandwidth(read_bytes, passes, 1, &sink);
     printf("dot: one thread, %zu MiB of weights in rows of %d, GB/s of weight bytes read; "
            "kernels up to %s\n",
            weight_bytes >> 20, COLS, tw_cpu_isa_name(top));

@@ -5,7 +5,6 @@
 // the table gives the share of it reached.
 // Usage: infer_cpu [--quick] [--shapes a,b] [--types bf16,q8_0,...] [--threads 1,2,0]
 //                  [--prefill N] [--decode N]      (threads 0 = every CPU)
-#include <immintrin.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,12 +18,7 @@
 #include "model/model.h"
 #include "tensor/cpu_dot.h"
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+#include "bench_util.h"
 
 struct shape {
     const char *name;
@@ -82,60 +76,6 @@ static struct shape shapes[] = {
         .rope_neox = true,
         .act = TW_ACT_SILU } },
 };
-
-// ---- memory bandwidth: every thread sums its share of a buffer far larger than the caches.
-
-__attribute__((target("avx2"))) static float sum_avx2(const float *p, size_t n)
-{
-    __m256 a = _mm256_setzero_ps(), b = a, c = a, d = a;
-    size_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        a = _mm256_add_ps(a, _mm256_load_ps(p + i));
-        b = _mm256_add_ps(b, _mm256_load_ps(p + i + 8));
-        c = _mm256_add_ps(c, _mm256_load_ps(p + i + 16));
-        d = _mm256_add_ps(d, _mm256_load_ps(p + i + 24));
-    }
-    float out[8];
-    _mm256_storeu_ps(out, _mm256_add_ps(_mm256_add_ps(a, b), _mm256_add_ps(c, d)));
-    float s = 0;
-    for (int k = 0; k < 8; k++)
-        s += out[k];
-    for (; i < n; i++)
-        s += p[i];
-    return s;
-}
-
-static float sum_plain(const float *p, size_t n)
-{
-    float s = 0;
-    for (size_t i = 0; i < n; i++)
-        s += p[i];
-    return s;
-}
-
-// GB/s reading `bytes` with `threads` threads: the best of five passes.
-static double bandwidth(float *buf, size_t bytes, int threads)
-{
-    size_t n = bytes / sizeof(float);
-    bool avx2 = __builtin_cpu_supports("avx2");
-    double best = 0;
-    volatile float sink = 0;
-    for (int rep = 0; rep < 5; rep++) {
-        double t0 = now();
-        float total = 0;
-#pragma omp parallel for num_threads(threads) reduction(+ : total) schedule(static)
-        for (int k = 0; k < 64; k++) {
-            const float *p = buf + n / 64 * (size_t)k;
-            total += avx2 ? sum_avx2(p, n / 64) : sum_plain(p, n / 64);
-        }
-        double dt = now() - t0;
-        sink += total;
-        double gbs = (double)(n / 64 * 64 * sizeof(float)) / dt / 1e9;
-        best = gbs > best ? gbs : best;
-    }
-    (void)sink;
-    return best;
-}
 
 // Bytes decode reads per token: every matrix but the embedding table (read one row), plus
 // the table when it is also the output projection; KV reads are added by the caller.
@@ -195,18 +135,13 @@ int main(int argc, char **argv)
     int n_sh = parse_list(shape_list, sh, 8), n_ty = parse_list(type_list, ty, 8);
     int n_th = parse_list(thread_list, th, 8);
     int ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
-    float *buf = aligned_alloc(64, bw_bytes);
-    if (!buf)
-        return 1;
-    for (size_t i = 0; i < bw_bytes / sizeof(float); i++)
-        buf[i] = (float)(i & 1023);
     double bw[8];
     int threads[8];
+    volatile float sink = 0;
     for (int t = 0; t < n_th; t++) {
         threads[t] = atoi(th[t]) > 0 ? atoi(th[t]) : ncpu;
-        bw[t] = bandwidth(buf, bw_bytes, threads[t]);
+        bw[t] = read_bandwidth(bw_bytes, 4, threads[t], &sink);
     }
-    free(buf);
     printf("infer_cpu: %d CPUs, ISA %s; prefill %d tokens, decode %d tokens after a 16-token "
            "prompt\n",
            ncpu, tw_cpu_isa_name(tw_cpu_isa_best()), n_prefill, n_decode);

@@ -1,0 +1,162 @@
+// What the benchmarks share: a monotonic clock, a seeded uniform generator, the plain
+// memory-read bandwidth (the roofline's ceiling, measured with the same threads as the
+// kernels it bounds), and a matrix of quantised random rows that does not fit the caches.
+#ifndef TW_BENCH_UTIL_H
+#define TW_BENCH_UTIL_H
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "tensor/cpu_dot.h"
+#include "tensor/dtype.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define BENCH_X86 1
+#else
+#define BENCH_X86 0
+#endif
+
+static inline double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static uint64_t bench_rng = 0x1234567ull;
+
+static inline float uniform(void) // in [-1, 1)
+{
+    uint64_t z = (bench_rng += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (float)((double)(z >> 11) * 0x1p-52 - 1.0);
+}
+
+// ---- memory-read bandwidth: a float sum with enough independent adds not to be the limit.
+
+#if BENCH_X86
+// Eight independent adds of 64 bytes in flight (eight of 32 with AVX2): the loads, not the
+// adds, set the pace.
+__attribute__((target("avx512f"))) static float sum_avx512(const float *a, size_t n)
+{
+    __m512 s[8];
+    for (int k = 0; k < 8; k++)
+        s[k] = _mm512_setzero_ps();
+    for (size_t i = 0; i + 128 <= n; i += 128) {
+        for (int k = 0; k < 8; k++)
+            s[k] = _mm512_add_ps(s[k], _mm512_loadu_ps(a + i + 16 * k));
+    }
+    for (int k = 1; k < 8; k++)
+        s[0] = _mm512_add_ps(s[0], s[k]);
+    return _mm512_reduce_add_ps(s[0]);
+}
+
+__attribute__((target("avx2"))) static float sum_avx2(const float *a, size_t n)
+{
+    __m256 s[8];
+    for (int k = 0; k < 8; k++)
+        s[k] = _mm256_setzero_ps();
+    for (size_t i = 0; i + 64 <= n; i += 64) {
+        for (int k = 0; k < 8; k++)
+            s[k] = _mm256_add_ps(s[k], _mm256_loadu_ps(a + i + 8 * k));
+    }
+    for (int k = 1; k < 8; k++)
+        s[0] = _mm256_add_ps(s[0], s[k]);
+    float t[8];
+    _mm256_storeu_ps(t, s[0]);
+    return t[0] + t[1] + t[2] + t[3] + t[4] + t[5] + t[6] + t[7];
+}
+#endif
+
+static float sum_scalar(const float *a, size_t n)
+{
+    float s[8] = { 0 };
+    for (size_t i = 0; i + 8 <= n; i += 8) {
+        for (int k = 0; k < 8; k++)
+            s[k] += a[i + k];
+    }
+    return s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
+}
+
+static inline float sum_best(const float *a, size_t n)
+{
+#if BENCH_X86
+    enum tw_cpu_isa isa = tw_cpu_isa_best();
+    return isa >= TW_ISA_AVX512 ? sum_avx512(a, n)
+           : isa >= TW_ISA_AVX2 ? sum_avx2(a, n)
+                                : sum_scalar(a, n);
+#else
+    return sum_scalar(a, n);
+#endif
+}
+
+// GB/s of reading `bytes` with `threads` threads (each sums its 64th parts of one buffer),
+// the best of `passes` after a warm-up pass; sink keeps the sums alive.
+static inline double read_bandwidth(size_t bytes, int passes, int threads, volatile float *sink)
+{
+    size_t n = bytes / sizeof(float) / 64 * 64, part = n / 64;
+    float *a = aligned_alloc(64, n * sizeof *a);
+    if (!a)
+        return 0.0;
+    for (size_t i = 0; i < n; i++) // touch every page before timing
+        a[i] = (float)(i & 1023);
+    double best = 1e30;
+    for (int p = 0; p < passes + 1; p++) {
+        double t0 = now();
+        float s = 0;
+#pragma omp parallel for num_threads(threads) reduction(+ : s) schedule(static)
+        for (int k = 0; k < 64; k++)
+            s += sum_best(a + part * (size_t)k, part);
+        double dt = now() - t0;
+        *sink += s;
+        if (p > 0 && dt < best)
+            best = dt;
+    }
+    free(a);
+    return (double)(n * sizeof(float)) / best / 1e9;
+}
+
+// ---- a matrix of PATTERNS random rows of BENCH_COLS weights, repeated to fill `bytes`.
+
+#define BENCH_COLS 4096
+#define PATTERNS   16
+
+struct matrix {
+    enum tw_dtype t;
+    size_t rows, row_bytes;
+    uint8_t *data; // rows * row_bytes
+};
+
+static inline int matrix_init(struct matrix *m, enum tw_dtype t, size_t bytes)
+{
+    if (tw_dtype_nbytes(t, BENCH_COLS, &m->row_bytes))
+        return -1;
+    m->t = t;
+    m->rows = bytes / m->row_bytes;
+    m->data = aligned_alloc(64, (m->rows * m->row_bytes + 63) / 64 * 64);
+    float *f = malloc(BENCH_COLS * sizeof *f);
+    if (!m->data || !f) {
+        free(f);
+        free(m->data);
+        return -1;
+    }
+    for (size_t r = 0; r < m->rows; r++) {
+        uint8_t *row = m->data + r * m->row_bytes;
+        if (r < PATTERNS) {
+            for (size_t i = 0; i < BENCH_COLS; i++)
+                f[i] = uniform();
+            tw_quantize_row(t, f, row, BENCH_COLS);
+        } else {
+            memcpy(row, m->data + (r % PATTERNS) * m->row_bytes, m->row_bytes);
+        }
+    }
+    free(f);
+    return 0;
+}
+
+#endif
