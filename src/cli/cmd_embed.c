@@ -52,10 +52,6 @@ static int run(struct tw_cli *cli, int argc, char **argv)
     }
     if (!a.model)
         return tw_cli_usage_error(v, "--model PATH is required");
-    char *buf = NULL;
-    size_t len = 0;
-    if (tw_cli_read_input(input, TW_CLI_INPUT_LIMIT, &buf, &len) != 0)
-        return tw_cli_fail();
     int rc = tw_cli_model_open(&a);
     if (rc == 0 && a.m->cfg.arch != TW_ARCH_BERT)
         rc = tw_error_set(TW_EINVAL, "%s: a %s is not a sentence embedder", a.model,
@@ -64,11 +60,10 @@ static int run(struct tw_cli *cli, int argc, char **argv)
     if (rc == 0 && !(s.vec = tw_malloc_array((size_t)a.m->cfg.n_embd, sizeof(float))))
         rc = tw_error_set(TW_ENOMEM, "out of memory");
     if (rc == 0)
-        rc = tw_cli_jsonl_each(strcmp(input, "-") == 0 ? "stdin" : input, buf, len, one, &s);
+        rc = tw_cli_jsonl_file(input, one, &s);
     if (rc == 0)
         rc = tw_cli_flush_stdout();
     tw_free(s.vec);
-    tw_free(buf);
     tw_cli_model_close(&a);
     return rc ? tw_cli_fail() : TW_EXIT_OK;
 }

@@ -58,16 +58,11 @@ static int run(struct tw_cli *cli, int argc, char **argv)
     }
     if (!a.model || !s.query)
         return tw_cli_usage_error(v, "--model PATH and --query TEXT are required");
-    char *buf = NULL;
-    size_t len = 0;
-    if (tw_cli_read_input(input, TW_CLI_INPUT_LIMIT, &buf, &len) != 0)
-        return tw_cli_fail();
     int rc = tw_cli_model_open(&a);
     if (rc == 0)
-        rc = tw_cli_jsonl_each(strcmp(input, "-") == 0 ? "stdin" : input, buf, len, one, &s);
+        rc = tw_cli_jsonl_file(input, one, &s);
     if (rc == 0)
         rc = tw_cli_flush_stdout();
-    tw_free(buf);
     tw_cli_model_close(&a);
     return rc ? tw_cli_fail() : TW_EXIT_OK;
 }

@@ -7,6 +7,7 @@
 #include "base/error.h"
 #include "base/json.h"
 #include "base/mem.h"
+#include "cli/text_args.h"
 
 int tw_cli_jsonl_each(const char *what, const char *buf, size_t len,
                       int (*fn)(void *arg, size_t index, const char *text, size_t text_len,
@@ -45,6 +46,20 @@ int tw_cli_jsonl_each(const char *what, const char *buf, size_t len,
         at = end + 1;
     }
     return 0;
+}
+
+int tw_cli_jsonl_file(const char *path,
+                      int (*fn)(void *arg, size_t index, const char *text, size_t text_len,
+                                const json_t *id),
+                      void *arg)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    int rc = tw_cli_read_input(path, TW_CLI_INPUT_LIMIT, &buf, &len);
+    if (rc == 0)
+        rc = tw_cli_jsonl_each(strcmp(path, "-") == 0 ? "stdin" : path, buf, len, fn, arg);
+    tw_free(buf);
+    return rc;
 }
 
 void tw_cli_print_id(const json_t *id)

@@ -13,6 +13,12 @@ int tw_cli_jsonl_each(const char *what, const char *buf, size_t len,
                       int (*fn)(void *arg, size_t index, const char *text, size_t text_len,
                                 const json_t *id),
                       void *arg);
+// The same over the file at path, or standard input when path is "-" (named "stdin"), read
+// whole (TW_CLI_INPUT_LIMIT).
+int tw_cli_jsonl_file(const char *path,
+                      int (*fn)(void *arg, size_t index, const char *text, size_t text_len,
+                                const json_t *id),
+                      void *arg);
 // Prints `"id": <id>, ` (compact JSON) when id is not NULL.
 void tw_cli_print_id(const json_t *id);
 
