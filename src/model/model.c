@@ -19,6 +19,7 @@
 #include "model/gguf.h"
 #include "model/model_int.h"
 #include "model/safetensors.h"
+#include "model/sampler.h"
 
 struct model_impl {
     tw_st_model *st;
@@ -455,14 +456,6 @@ size_t tw_model_weight_bytes(const struct tw_model *m)
 
 // ---- random weights
 
-static uint64_t splitmix64(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 // Fills row r of tensor number ti: uniform values of standard deviation 0.02 (norm weights
 // around 1), encoded in the tensor's dtype. Each row has its own stream, so the weights do
 // not depend on the thread count.
@@ -472,7 +465,7 @@ static void random_row(struct tw_tensor *t, int64_t r, uint64_t seed, size_t ti,
     uint64_t st = seed ^ (ti * 0x100000001B3ull) ^ ((uint64_t)r << 20);
     int64_t n = tw_tensor_ncols(t);
     for (int64_t i = 0; i < n; i++) {
-        double u = (double)(splitmix64(&st) >> 11) * (1.0 / 9007199254740992.0);
+        double u = (double)(tw_splitmix64(&st) >> 11) * (1.0 / 9007199254740992.0);
         float v = (float)((u * 2 - 1) * 0.0346); // sqrt(3) * 0.02
         tmp[i] = norm ? 1.0f + v : v;
     }

@@ -13,7 +13,7 @@
 
 // splitmix64 (Steele, Lea and Flood, "Fast splittable pseudorandom number generators",
 // OOPSLA 2014), the seeding https://prng.di.unimi.it/ recommends for xoshiro.
-static uint64_t splitmix64(uint64_t *x)
+uint64_t tw_splitmix64(uint64_t *x)
 {
     uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -24,7 +24,7 @@ static uint64_t splitmix64(uint64_t *x)
 void tw_rng_seed(struct tw_rng *r, uint64_t seed)
 {
     for (int i = 0; i < 4; i++)
-        r->s[i] = splitmix64(&seed);
+        r->s[i] = tw_splitmix64(&seed);
 }
 
 static inline uint64_t rotl(uint64_t x, int k)
