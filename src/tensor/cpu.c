@@ -1,5 +1,5 @@
-// The fast CPU backend: matmuls through the SIMD dot kernels of cpu_dot.h (decode: one
-// weight row read once for up to 8 activation rows) or through OpenBLAS' sgemm on
+// The fast CPU backend: matmuls through the SIMD dot kernels of cpu_dot.h and cpu_qdot.h
+// (decode: one weight row read once for up to 8 activation rows) or through OpenBLAS' sgemm on
 // dequantised tiles of the weights (prefill); attention with an online softmax per
 // (token, head); OpenMP threads over rows. Ops without a fast path run the reference.
 #include <assert.h>
@@ -15,6 +15,7 @@
 #include "tensor/backend.h"
 #include "tensor/cpu_dot.h"
 #include "tensor/cpu_int.h"
+#include "tensor/cpu_qdot.h"
 
 // Batches of more activation rows than this go to sgemm.
 #define GEMM_MIN_ROWS 16
@@ -25,6 +26,8 @@
 
 struct cpu_impl {
     tw_dot_fn dot[TW_DTYPE_COUNT];
+    tw_qdot_fn qdot[TW_DTYPE_COUNT]; // NULL for the float dtypes
+    tw_q8_act_fn quantize;
     float *tiles; // TILE_BYTES per thread
 };
 
@@ -40,21 +43,34 @@ static struct cpu_impl *impl(struct tw_backend *be)
 
 // ys[i] (T, N_i) for T <= GEMM_MIN_ROWS, for n weights of the same input: the threads share
 // out the rows of all of them (one fork and join), and each weight row is streamed once
-// against up to 8 activation rows at a time.
+// against up to 8 activation rows at a time. Block-quantised weights (q8_0, q4_0, q4_K,
+// q6_K) meet the activations quantised once to int8 blocks (cpu_qdot.h), as llama.cpp does:
+// integer dot products keep the decode memory-bound where float decoding would not.
 static void matmul_dot(struct tw_backend *be, int n, struct tw_tensor *const *ys,
                        const struct tw_tensor *x, const struct tw_tensor *const *ws,
                        const struct tw_tensor *const *biases)
 {
     int64_t T = tw_tensor_nrows(x), K = ws[0]->ne[1], total = 0;
     int64_t start[9];
+    bool any_q = false;
     assert(n >= 1 && n <= 8);
+    struct cpu_impl *im = impl(be);
     for (int i = 0; i < n; i++) {
         start[i] = total;
         total += ws[i]->ne[0];
+        any_q |= im->qdot[ws[i]->dtype] != NULL;
     }
     start[n] = total;
     const float *xs = f32(x);
-    struct cpu_impl *im = impl(be);
+    // K is a multiple of 32 wherever a block dtype is in ws (its rows are whole blocks).
+    int64_t kb = K / TW_QK8_ACT;
+    struct tw_q8_act *xq = NULL;
+    if (any_q && K % TW_QK8_ACT == 0) {
+        xq = tw_malloc_array((size_t)(T * kb), sizeof *xq);
+        if (xq) // else the float kernels below do the work
+            for (int64_t t = 0; t < T; t++)
+                im->quantize(xs + t * K, (size_t)K, xq + t * kb);
+    }
 #pragma omp parallel for num_threads(be->n_threads) schedule(static) if (total * K * T >= PAR_MIN)
     for (int64_t g = 0; g < total; g++) {
         int i = 0;
@@ -63,15 +79,20 @@ static void matmul_dot(struct tw_backend *be, int n, struct tw_tensor *const *ys
         int64_t r = g - start[i], N = ws[i]->ne[0];
         const void *row = tw_tensor_row(ws[i], r);
         const float *b = biases && biases[i] ? f32(biases[i]) : NULL;
+        tw_qdot_fn qdot = xq ? im->qdot[ws[i]->dtype] : NULL;
         float *ys_i = f32(ys[i]);
         float out[8];
         for (int64_t t0 = 0; t0 < T; t0 += 8) {
             int nx = T - t0 < 8 ? (int)(T - t0) : 8;
-            im->dot[ws[i]->dtype](row, xs + t0 * K, (size_t)K, nx, (size_t)K, out);
+            if (qdot)
+                qdot(row, xq + t0 * kb, (size_t)kb, nx, (size_t)K, out);
+            else
+                im->dot[ws[i]->dtype](row, xs + t0 * K, (size_t)K, nx, (size_t)K, out);
             for (int j = 0; j < nx; j++)
                 ys_i[(t0 + j) * N + r] = b ? out[j] + b[r] : out[j];
         }
     }
+    tw_free(xq);
 }
 
 // y (T, N) for larger T: each thread takes a slice of the weight rows (output columns),
@@ -227,8 +248,11 @@ int tw_backend_cpu_new(int n_threads, struct tw_backend **out)
     }
     im->tiles = tiles;
     enum tw_cpu_isa isa = tw_cpu_isa_best();
-    for (int t = 0; t < TW_DTYPE_COUNT; t++)
+    for (int t = 0; t < TW_DTYPE_COUNT; t++) {
         im->dot[t] = tw_dot_kernel((enum tw_dtype)t, isa);
+        im->qdot[t] = tw_qdot_kernel((enum tw_dtype)t, isa);
+    }
+    im->quantize = tw_q8_act_quantizer(isa);
     pthread_once(&cpu_ops_once, cpu_ops_init);
     openblas_set_num_threads(1);
     be->ops = &cpu_ops;
