@@ -152,7 +152,7 @@ static void cpu_matmul(struct tw_backend *be, struct tw_tensor *y, const struct 
 }
 
 // One query row against keys [lo, hi), with a running max and sum (online softmax) so that
-// no score buffer is needed; blocks of 32 keys keep the rescaling rare.
+// no score buffer is needed; blocks of 32 keys keep the rescaling rare. The decode path.
 static void attend_row(const float *q, const float *k, const float *v, int64_t kv_stride,
                        int64_t lo, int64_t hi, int64_t D, float scale, float *out)
 {
@@ -168,6 +168,7 @@ static void attend_row(const float *q, const float *k, const float *v, int64_t k
         for (int64_t j = 0; j < nj; j++) {
             const float *kj = k + (j0 + j) * kv_stride;
             float dot = 0;
+#pragma omp simd reduction(+ : dot)
             for (int64_t d = 0; d < D; d++)
                 dot += q[d] * kj[d];
             s[j] = dot * scale;
@@ -176,6 +177,7 @@ static void attend_row(const float *q, const float *k, const float *v, int64_t k
         if (bm > m) {
             float c = expf(m - bm);
             l *= c;
+#pragma omp simd
             for (int64_t d = 0; d < D; d++)
                 acc[d] *= c;
             m = bm;
@@ -184,6 +186,7 @@ static void attend_row(const float *q, const float *k, const float *v, int64_t k
             float p = expf(s[j] - m);
             const float *vj = v + (j0 + j) * kv_stride;
             l += p;
+#pragma omp simd
             for (int64_t d = 0; d < D; d++)
                 acc[d] += p * vj[d];
         }
@@ -192,12 +195,64 @@ static void attend_row(const float *q, const float *k, const float *v, int64_t k
         out[d] = acc[d] / l;
 }
 
+// Query rows t0 .. t0 + nt - 1 of head h against their keys, as two sgemms (the prefill
+// path): scores = Q K^T over the union of the rows' key ranges, masked and softmaxed per row
+// in scratch (nt * S floats), then out = P V.
+static void attend_block(const struct tw_tensor *q, const struct tw_tensor *k,
+                         const struct tw_tensor *v, const struct tw_attn *a, int64_t h, int64_t t0,
+                         int64_t nt, float *scratch, struct tw_tensor *out)
+{
+    int64_t H = a->n_head, D = a->head_dim, S = k->ne[0], Hkv = a->n_head_kv;
+    int64_t kvh = h / (H / Hkv), lo, hi, lo1, hi1;
+    tw_attn_range(a, a->n_past + t0, S, &lo, &hi1);
+    tw_attn_range(a, a->n_past + t0 + nt - 1, S, &lo1, &hi);
+    int64_t n = hi - lo;
+    const float *qb = f32(q) + (t0 * H + h) * D;
+    const float *kb = f32(k) + lo * Hkv * D + kvh * D, *vb = f32(v) + lo * Hkv * D + kvh * D;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nt, (int)n, (int)D, a->scale, qb,
+                (int)(H * D), kb, (int)(Hkv * D), 0.0f, scratch, (int)n);
+    for (int64_t i = 0; i < nt; i++) {
+        int64_t rlo, rhi;
+        tw_attn_range(a, a->n_past + t0 + i, S, &rlo, &rhi);
+        float *r = scratch + i * n, mx = -INFINITY, sum = 0;
+        for (int64_t j = rlo - lo; j < rhi - lo; j++)
+            mx = r[j] > mx ? r[j] : mx;
+        for (int64_t j = 0; j < n; j++) {
+            bool in = j >= rlo - lo && j < rhi - lo;
+            r[j] = in ? expf(r[j] - mx) : 0;
+            sum += r[j];
+        }
+        float inv = 1 / sum;
+#pragma omp simd
+        for (int64_t j = 0; j < n; j++)
+            r[j] *= inv;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nt, (int)D, (int)n, 1.0f, scratch,
+                (int)n, vb, (int)(Hkv * D), 0.0f, f32(out) + (t0 * H + h) * D, (int)(H * D));
+}
+
 static void cpu_attention(struct tw_backend *be, struct tw_tensor *out, const struct tw_tensor *q,
                           const struct tw_tensor *k, const struct tw_tensor *v,
                           const struct tw_attn *a)
 {
     int64_t T = q->ne[0], H = a->n_head, D = a->head_dim, S = k->ne[0];
     int64_t Hkv = a->n_head_kv, group = H / Hkv;
+    // Prefill: blocks of query rows whose scores fit a thread's tile.
+    int64_t bt = (int64_t)(TILE_BYTES / sizeof(float)) / S;
+    bt = bt > 64 ? 64 : bt;
+    if (T > GEMM_MIN_ROWS && bt >= GEMM_MIN_ROWS) {
+        int64_t nb = (T + bt - 1) / bt;
+        float *tiles = impl(be)->tiles;
+#pragma omp parallel for num_threads(be->n_threads) schedule(dynamic, 1) collapse(2)
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t b = 0; b < nb; b++) {
+                float *scratch =
+                    tiles + (size_t)omp_get_thread_num() * (TILE_BYTES / sizeof(float));
+                int64_t t0 = b * bt, nt = T - t0 < bt ? T - t0 : bt;
+                attend_block(q, k, v, a, h, t0, nt, scratch, out);
+            }
+        return;
+    }
 #pragma omp parallel for num_threads(be->n_threads) schedule(dynamic, 1) \
     collapse(2) if (T * H * S * D >= PAR_MIN)
     for (int64_t t = 0; t < T; t++) {

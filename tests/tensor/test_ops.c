@@ -230,9 +230,16 @@ static void test_attention(struct tw_backend *fast)
         int64_t T, n_past, H, Hkv, D;
         int32_t window;
         bool causal;
-    } cases[] = { { 1, 0, 4, 2, 16, 0, true },  { 7, 0, 4, 4, 8, 0, true },
-                  { 5, 70, 8, 2, 32, 0, true }, { 1, 100, 4, 1, 64, 16, true },
-                  { 9, 30, 2, 2, 16, 5, true }, { 12, 0, 4, 4, 16, 0, false } };
+    } cases[] = { { 1, 0, 4, 2, 16, 0, true },
+                  { 7, 0, 4, 4, 8, 0, true },
+                  { 5, 70, 8, 2, 32, 0, true },
+                  { 1, 100, 4, 1, 64, 16, true },
+                  { 9, 30, 2, 2, 16, 5, true },
+                  { 12, 0, 4, 4, 16, 0, false },
+                  // prefill sizes (the blocked sgemm path): several blocks, a window, a past
+                  { 150, 0, 6, 2, 32, 0, true },
+                  { 90, 40, 4, 1, 64, 24, true },
+                  { 40, 0, 3, 3, 16, 0, false } };
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
         int64_t T = cases[c].T, S = cases[c].n_past + T, H = cases[c].H, Hkv = cases[c].Hkv;
         int64_t D = cases[c].D;
