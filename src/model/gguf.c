@@ -612,7 +612,7 @@ static double f64_value(const uint8_t *p)
 
 int tw_gguf_get_u32(const tw_gguf *g, const char *key, uint32_t *out)
 {
-    const struct kv *kv;
+    const struct kv *kv = NULL;
     int rc = lookup(g, key, TW_GGUF_TYPE_U32, &kv);
     if (!rc)
         *out = (uint32_t)load_le(g->base + kv->off, 4);
@@ -621,7 +621,7 @@ int tw_gguf_get_u32(const tw_gguf *g, const char *key, uint32_t *out)
 
 int tw_gguf_get_u64(const tw_gguf *g, const char *key, uint64_t *out)
 {
-    const struct kv *kv;
+    const struct kv *kv = NULL;
     int rc = lookup(g, key, TW_GGUF_TYPE_U64, &kv);
     if (!rc)
         *out = load_le(g->base + kv->off, 8);
@@ -630,7 +630,7 @@ int tw_gguf_get_u64(const tw_gguf *g, const char *key, uint64_t *out)
 
 int tw_gguf_get_i64(const tw_gguf *g, const char *key, int64_t *out)
 {
-    const struct kv *kv;
+    const struct kv *kv = NULL;
     int rc = lookup(g, key, TW_GGUF_TYPE_I64, &kv);
     if (!rc)
         *out = (int64_t)load_le(g->base + kv->off, 8);
@@ -639,7 +639,7 @@ int tw_gguf_get_i64(const tw_gguf *g, const char *key, int64_t *out)
 
 int tw_gguf_get_f32(const tw_gguf *g, const char *key, float *out)
 {
-    const struct kv *kv;
+    const struct kv *kv = NULL;
     int rc = lookup(g, key, TW_GGUF_TYPE_F32, &kv);
     if (!rc)
         *out = f32_value(g->base + kv->off);
@@ -648,7 +648,7 @@ int tw_gguf_get_f32(const tw_gguf *g, const char *key, float *out)
 
 int tw_gguf_get_bool(const tw_gguf *g, const char *key, bool *out)
 {
-    const struct kv *kv;
+    const struct kv *kv = NULL;
     int rc = lookup(g, key, TW_GGUF_TYPE_BOOL, &kv);
     if (!rc)
         *out = g->base[kv->off] != 0;
@@ -657,7 +657,7 @@ int tw_gguf_get_bool(const tw_gguf *g, const char *key, bool *out)
 
 int tw_gguf_get_str(const tw_gguf *g, const char *key, const char **s, size_t *len)
 {
-    const struct kv *kv;
+    const struct kv *kv = NULL;
     int rc = lookup(g, key, TW_GGUF_TYPE_STRING, &kv);
     if (!rc) {
         *s = (const char *)g->base + kv->off;
@@ -677,7 +677,7 @@ static void arr_view(const tw_gguf *g, size_t node, struct tw_gguf_arr *out)
 
 int tw_gguf_get_arr(const tw_gguf *g, const char *key, struct tw_gguf_arr *out)
 {
-    const struct kv *kv;
+    const struct kv *kv = NULL;
     int rc = lookup(g, key, TW_GGUF_TYPE_ARRAY, &kv);
     if (!rc)
         arr_view(g, kv->node, out);
@@ -686,7 +686,7 @@ int tw_gguf_get_arr(const tw_gguf *g, const char *key, struct tw_gguf_arr *out)
 
 int tw_gguf_get_int(const tw_gguf *g, const char *key, int64_t *out)
 {
-    const struct kv *kv;
+    const struct kv *kv = NULL;
     int rc = lookup(g, key, -1, &kv);
     if (rc)
         return rc;
@@ -1093,7 +1093,7 @@ static int put_array(tw_str *s, const struct tw_gguf_warr *a, int depth)
             if ((rc = put_array(s, e, depth + 1)))
                 return tw_error_prefix("element %zu", i);
         } else {
-            uint64_t bits;
+            uint64_t bits = 0;
             scalar_bits(a->type, e, &bits);
             rc = put_le(s, bits, value_type_size[a->type]);
         }
@@ -1135,7 +1135,7 @@ struct scalar_ctx {
 static int put_scalar(tw_str *s, const void *ctx)
 {
     const struct scalar_ctx *c = ctx;
-    uint64_t bits;
+    uint64_t bits = 0;
     if ((unsigned)c->type >= N_VALUE_TYPES || !value_type_size[c->type])
         return tw_error_set(TW_EINVAL, "type %d is not a scalar type", (int)c->type);
     if (!c->val)

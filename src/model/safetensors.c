@@ -982,7 +982,7 @@ int tw_st_writer_header(const struct tw_st_writer *w, char **out, size_t *len)
         if (__builtin_add_overflow(total, (uint64_t)nb, &total) || total > INT64_MAX)
             return tw_error_set(TW_EOVERFLOW, "the tensors hold more bytes than a file can");
     }
-    const struct st_wtensor **s;
+    const struct st_wtensor **s = NULL;
     int rc = sorted_tensors(w, &s);
     if (rc)
         return rc;

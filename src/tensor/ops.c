@@ -4,12 +4,12 @@
 
 #include "tensor/backend.h"
 
-static bool is_f32(const struct tw_tensor *t)
+static inline bool is_f32(const struct tw_tensor *t)
 {
     return t->dtype == TW_DTYPE_F32 && tw_tensor_is_contiguous(t);
 }
 
-static bool same_shape(const struct tw_tensor *a, const struct tw_tensor *b)
+static inline bool same_shape(const struct tw_tensor *a, const struct tw_tensor *b)
 {
     return tw_tensor_nelem(a) == tw_tensor_nelem(b) && tw_tensor_ncols(a) == tw_tensor_ncols(b);
 }
@@ -36,6 +36,7 @@ void tw_matmul_n(struct tw_backend *be, int n, struct tw_tensor *const *ys,
                  const struct tw_tensor *x, const struct tw_tensor *const *ws,
                  const struct tw_tensor *const *biases)
 {
+#ifndef NDEBUG
     for (int i = 0; i < n; i++) {
         const struct tw_tensor *w = ws[i], *bias = biases ? biases[i] : NULL;
         struct tw_tensor *y = ys[i];
@@ -44,6 +45,7 @@ void tw_matmul_n(struct tw_backend *be, int n, struct tw_tensor *const *ys,
         assert(tw_tensor_nrows(x) == tw_tensor_nrows(y) && y->data != x->data);
         assert(!bias || (is_f32(bias) && tw_tensor_nelem(bias) == w->ne[0]));
     }
+#endif
     if (be->ops->matmul_n) {
         be->ops->matmul_n(be, n, ys, x, ws, biases);
         return;
