@@ -18,6 +18,9 @@ packages=(
     libjansson-dev                                          # base/json: the JSON library
     libpcre2-dev libutf8proc-dev libstemmer-dev             # text/: regex, Unicode, stemming
     libopenblas-dev libomp-14-dev                           # tensor/: GEMMs; OpenMP for clang
+    libcurl4-openssl-dev libxml2-dev libgumbo-dev libcmark-dev  # etl/: web, feeds, HTML, Markdown
+    libgit2-dev libcsv-dev                                  # etl/: git repositories, CSV records
+    libmicrohttpd-dev                                       # serve/ and the tests' loopback servers
 )
 
 as_root() {
