@@ -14,10 +14,11 @@
 
 #include <jansson.h>
 
-// Categories the reference knows; a user may name others (--category).
-#define TW_CATEGORY_ARTICLE    "article"
-#define TW_CATEGORY_POST       "post"
-#define TW_CATEGORY_REPOSITORY "repository"
+// Category names the reference knows (text/clean.h's enum tw_category names them too, as
+// TW_CATEGORY_*: these are the strings); a user may name others (--category).
+#define TW_DOC_ARTICLE    "article"
+#define TW_DOC_POST       "post"
+#define TW_DOC_REPOSITORY "repository"
 
 // One extracted item, before standardisation (the ingest validates UTF-8, applies NFC and
 // normalises white space). Every pointer is borrowed for the duration of the sink call.
