@@ -25,7 +25,7 @@
 struct tw_doc_in {
     const char *uri;      // where it came from: file:///abs/path, https://host/page, the
                           // repository's URL or path, records file path + "#" + line number
-    const char *category; // TW_CATEGORY_* or a user's; NULL: the ingest's --category or
+    const char *category; // TW_DOC_* or a user's; NULL: the ingest's --category or
                           // "article"
     const char *platform; // "folder", "web", "git", "records", a host name, or a user's;
                           // NULL: the source's kind
