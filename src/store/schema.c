@@ -11,6 +11,46 @@ static const char *const migrations[] = {
     "  key   TEXT PRIMARY KEY,\n"
     "  value TEXT NOT NULL\n"
     ") STRICT;\n",
+    // 1 -> 2: the data warehouse (store/warehouse.h): authors, documents, the change log the
+    // feature pipeline reads, and one row per ingest run.
+    "CREATE TABLE authors (\n"
+    "  id         TEXT PRIMARY KEY,\n"              // UUID
+    "  full_name  TEXT NOT NULL UNIQUE COLLATE NOCASE,\n"
+    "  first_name TEXT NOT NULL,\n"
+    "  last_name  TEXT NOT NULL,\n"
+    "  created_at INTEGER NOT NULL\n"
+    ") STRICT;\n"
+    "CREATE TABLE documents (\n"
+    "  seq          INTEGER PRIMARY KEY,\n"        // stable small id (MinHash index)
+    "  id           TEXT NOT NULL UNIQUE,\n"       // UUID
+    "  author_id    TEXT NOT NULL REFERENCES authors(id),\n"
+    "  category     TEXT NOT NULL,\n"
+    "  platform     TEXT NOT NULL,\n"
+    "  uri          TEXT NOT NULL UNIQUE,\n"
+    "  title        TEXT,\n"
+    "  content      TEXT NOT NULL,\n"
+    "  sha256       TEXT NOT NULL,\n"              // of content, hex
+    "  metadata     TEXT NOT NULL DEFAULT '{}',\n" // JSON object
+    "  published_at INTEGER,\n"                    // Unix seconds, NULL when unknown
+    "  fetched_at   INTEGER NOT NULL,\n"
+    "  extractor    TEXT NOT NULL,\n"              // name/version
+    "  minhash      BLOB\n"                        // signature, uint32 little-endian
+    ") STRICT;\n"
+    "CREATE INDEX documents_author ON documents(author_id);\n"
+    "CREATE INDEX documents_sha256 ON documents(sha256);\n"
+    "CREATE TABLE changes (\n"
+    "  seq         INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+    "  document_id TEXT NOT NULL,\n"
+    "  op          TEXT NOT NULL CHECK (op IN ('insert', 'update', 'delete')),\n"
+    "  at          INTEGER NOT NULL\n"
+    ") STRICT;\n"
+    "CREATE TABLE ingests (\n"
+    "  id          INTEGER PRIMARY KEY,\n"
+    "  started_at  INTEGER NOT NULL,\n"
+    "  finished_at INTEGER,\n"                    // NULL: killed or still running
+    "  sources     TEXT NOT NULL,\n"              // JSON array of the command's sources
+    "  summary     TEXT\n"                        // JSON, as `twin ingest --json` prints
+    ") STRICT;\n",
 };
 
 int tw_schema_count(void)
