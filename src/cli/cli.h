@@ -39,5 +39,8 @@ extern const struct tw_verb tw_verb_embed;
 extern const struct tw_verb tw_verb_rerank;
 extern const struct tw_verb tw_verb_convert;
 extern const struct tw_verb tw_verb_model;
+extern const struct tw_verb tw_verb_ingest;
+extern const struct tw_verb tw_verb_docs;
+extern const struct tw_verb tw_verb_authors;
 
 #endif
