@@ -538,35 +538,43 @@ static void scan_leave(void *ctx, const GumboNode *n)
 // ---- links
 
 // href without the white space the URL standard strips (leading, trailing; tabs and newlines
-// anywhere), or NULL when nothing is left or it points into the page itself ("#top").
-static char *clean_href(const char *href)
+// anywhere) in *out, or NULL when nothing is left or it points into the page itself ("#top").
+// 0 or TW_ENOMEM.
+static int clean_href(const char *href, char **out)
 {
+    *out = NULL;
     while (is_html_space(*href))
         href++;
     size_t n = strlen(href);
     while (n && is_html_space(href[n - 1]))
         n--;
     if (!n || href[0] == '#')
-        return NULL;
+        return 0;
     char *s = tw_malloc(n + 1);
     if (!s)
-        return NULL;
+        return TW_ENOMEM;
     size_t w = 0;
     for (size_t i = 0; i < n; i++)
         if (href[i] != '\t' && href[i] != '\n' && href[i] != '\r')
             s[w++] = href[i];
     s[w] = 0;
-    return s;
+    *out = s;
+    return 0;
 }
+
+// Spaces in an href are common in the wild: encode them (%20) instead of refusing the link.
+#define URL_FLAGS (CURLU_ALLOW_SPACE | CURLU_URLENCODE)
 
 // Resolves href against base (which it leaves alone) into an absolute http(s) URL without
 // fragment and with a lower-case host; *url is NULL when href is not such a link.
 static int resolve(CURLU *base, const char *href, char **url)
 {
     *url = NULL;
-    char *h = clean_href(href);
+    char *h;
+    if (clean_href(href, &h))
+        return TW_ENOMEM;
     if (!h)
-        return 0; // empty, same-page, or out of memory: a link less either way
+        return 0;
     CURLU *u = curl_url_dup(base);
     if (!u) {
         tw_free(h);
@@ -574,7 +582,7 @@ static int resolve(CURLU *base, const char *href, char **url)
     }
     char *scheme = NULL, *host = NULL, *s = NULL;
     int rc = 0;
-    if (curl_url_set(u, CURLUPART_URL, h, 0) == CURLUE_OK &&
+    if (curl_url_set(u, CURLUPART_URL, h, URL_FLAGS) == CURLUE_OK &&
         curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
         (strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0) &&
         curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK && host[0]) {
@@ -609,10 +617,14 @@ static int collect_links(const struct scan_ctx *sc, const char *base_url, tw_vec
             return TW_ENOMEM;
     }
     if (sc->base) {
-        char *h = clean_href(attr(sc->base, "href"));
+        char *h;
+        if (clean_href(attr(sc->base, "href"), &h)) {
+            curl_url_cleanup(base);
+            return TW_ENOMEM;
+        }
         if (h) {
             CURLU *b2 = curl_url_dup(base);
-            if (b2 && curl_url_set(b2, CURLUPART_URL, h, 0) == CURLUE_OK) {
+            if (b2 && curl_url_set(b2, CURLUPART_URL, h, URL_FLAGS) == CURLUE_OK) {
                 curl_url_cleanup(base);
                 base = b2;
             } else {

@@ -23,6 +23,7 @@
 #include "store/warehouse.h"
 #include "text/minhash.h"
 #include "text/utf8.h"
+#include "twin_config.h"
 
 #define MAX_ISSUES 1000
 #define N_PERM     128
@@ -297,7 +298,7 @@ static int sink_doc(void *ud, const struct tw_doc_in *d)
     }
     if (!in->in_batch && (rc = tw_wh_begin(in->h)))
         return rc;
-    char author_id[TW_UUID_LEN + 1];
+    char author_id[TW_UUID_LEN + 1], extractor[64];
     char *meta = d->metadata ? json_dumps(d->metadata, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     rc = tw_wh_author_ensure(in->h, author, author_id, NULL);
     enum tw_wh_put what = TW_WH_UNCHANGED;
@@ -312,7 +313,11 @@ static int sink_doc(void *ud, const struct tw_doc_in *d)
         doc.metadata = meta;
         doc.published_at = d->published_at;
         doc.fetched_at = (int64_t)time(NULL);
-        doc.extractor = d->extractor ? d->extractor : "unknown";
+        // The extractor's name and the twin that ran it: documents from an older extractor
+        // can be found and ingested again.
+        snprintf(extractor, sizeof extractor, "%s/%s", d->extractor ? d->extractor : "unknown",
+                 TWIN_VERSION);
+        doc.extractor = extractor;
         rc = tw_wh_doc_put(in->h, &doc, have_sig ? sig : NULL, N_PERM, &what);
     }
     free(meta);

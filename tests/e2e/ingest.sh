@@ -34,7 +34,8 @@ contains docs-show-author "author:    George Washington"
 check docs-show-json 0 "$twin" --home "$home" docs show "$id" --json
 holds docs-show-json-parses python3 -c 'import json, sys; d = json.load(sys.stdin)
 assert d["author"] == "George Washington" and d["title"] == "1790", d
-assert d["metadata"]["party"] == "none" and d["content"].startswith("Fellow-Citizens"), d'
+assert d["metadata"]["party"] == "none" and d["content"].startswith("Fellow-Citizens"), d
+assert d["extractor"].startswith("records/") and len(d["sha256"]) == 64, d'
 check docs-ls-json 0 "$twin" --home "$home" docs ls --json --limit 5
 holds docs-ls-json-5 test "$(wc -l <<<"$out")" -eq 5
 
