@@ -14,15 +14,15 @@ static const char *const migrations[] = {
     // 1 -> 2: the data warehouse (store/warehouse.h): authors, documents, the change log the
     // feature pipeline reads, and one row per ingest run.
     "CREATE TABLE authors (\n"
-    "  id         TEXT PRIMARY KEY,\n"              // UUID
+    "  id         TEXT PRIMARY KEY,\n" // UUID
     "  full_name  TEXT NOT NULL UNIQUE COLLATE NOCASE,\n"
     "  first_name TEXT NOT NULL,\n"
     "  last_name  TEXT NOT NULL,\n"
     "  created_at INTEGER NOT NULL\n"
     ") STRICT;\n"
     "CREATE TABLE documents (\n"
-    "  seq          INTEGER PRIMARY KEY,\n"        // stable small id (MinHash index)
-    "  id           TEXT NOT NULL UNIQUE,\n"       // UUID
+    "  seq          INTEGER PRIMARY KEY,\n"  // stable small id (MinHash index)
+    "  id           TEXT NOT NULL UNIQUE,\n" // UUID
     "  author_id    TEXT NOT NULL REFERENCES authors(id),\n"
     "  category     TEXT NOT NULL,\n"
     "  platform     TEXT NOT NULL,\n"
@@ -33,8 +33,8 @@ static const char *const migrations[] = {
     "  metadata     TEXT NOT NULL DEFAULT '{}',\n" // JSON object
     "  published_at INTEGER,\n"                    // Unix seconds, NULL when unknown
     "  fetched_at   INTEGER NOT NULL,\n"
-    "  extractor    TEXT NOT NULL,\n"              // name/version
-    "  minhash      BLOB\n"                        // signature, uint32 little-endian
+    "  extractor    TEXT NOT NULL,\n" // name/version
+    "  minhash      BLOB\n"           // signature, uint32 little-endian
     ") STRICT;\n"
     "CREATE INDEX documents_author ON documents(author_id);\n"
     "CREATE INDEX documents_sha256 ON documents(sha256);\n"
@@ -47,9 +47,9 @@ static const char *const migrations[] = {
     "CREATE TABLE ingests (\n"
     "  id          INTEGER PRIMARY KEY,\n"
     "  started_at  INTEGER NOT NULL,\n"
-    "  finished_at INTEGER,\n"                    // NULL: killed or still running
-    "  sources     TEXT NOT NULL,\n"              // JSON array of the command's sources
-    "  summary     TEXT\n"                        // JSON, as `twin ingest --json` prints
+    "  finished_at INTEGER,\n"       // NULL: killed or still running
+    "  sources     TEXT NOT NULL,\n" // JSON array of the command's sources
+    "  summary     TEXT\n"           // JSON, as `twin ingest --json` prints
     ") STRICT;\n",
 };
 
