@@ -274,6 +274,7 @@ static bool dropped_tag(GumboTag t)
 {
     switch (t) {
     case GUMBO_TAG_HEAD:
+    case GUMBO_TAG_TITLE: // in the body of broken pages
     case GUMBO_TAG_SCRIPT:
     case GUMBO_TAG_STYLE:
     case GUMBO_TAG_NOSCRIPT:
@@ -687,8 +688,14 @@ static int html_content(const struct scan_ctx *sc, const GumboNode *root, tw_str
 static int html_title(const struct scan_ctx *sc, tw_str *title)
 {
     int rc = 0;
-    if (sc->title) {
-        rc = node_text(sc->title, 0, title);
+    if (sc->title) { // RCDATA: its children are text
+        const GumboVector *ch = children_of(sc->title);
+        for (unsigned i = 0; !rc && i < ch->length; i++) {
+            const GumboNode *t = ch->data[i];
+            if ((t->type == GUMBO_NODE_TEXT || t->type == GUMBO_NODE_WHITESPACE) &&
+                tw_str_puts(title, t->v.text.text))
+                rc = TW_ENOMEM;
+        }
         collapse_line(title);
     }
     if (!rc && tw_str_len(title) == 0 && sc->h1) {

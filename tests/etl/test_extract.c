@@ -106,6 +106,10 @@ static void test_html_broken(void)
 {
     CHECK_OK(html("<div><p>unclosed <b>bold <i>both</div><p>next", NULL));
     CHECK_EQ_STR(text(), "unclosed bold both\n\nnext");
+    // A <title> in the body is the title, not text.
+    CHECK_OK(html("<body><p>text</p><title>Late &amp; title</title><p>more</p></body>", NULL));
+    CHECK_EQ_STR(text(), "text\n\nmore");
+    CHECK_EQ_STR(title(), "Late & title");
     CHECK_OK(html("<html><body><p>a</p></body></html><p>after the end", NULL));
     CHECK_EQ_STR(text(), "a\n\nafter the end");
     CHECK_OK(html("plain text, no tags at all", NULL));
