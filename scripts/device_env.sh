@@ -1,6 +1,10 @@
 # Sourced on the GPU machine: points pkg-config, the compiler and the loader at .device/prefix
 # (made by scripts/device_prefix.sh).
 p="$(pwd)/.device/prefix"
+# Carried as .device/prefix.tar.xz (scripts/device_prefix.sh): unpacked once per machine.
+if [ ! -d "$p" ] && [ -f "$p.tar.xz" ]; then
+    tar -C "$(pwd)/.device" -xJf "$p.tar.xz"
+fi
 export PKG_CONFIG_SYSROOT_DIR="$p"
 b="$p/usr/lib/x86_64-linux-gnu/openblas-pthread"
 export PKG_CONFIG_PATH="$p/usr/lib/x86_64-linux-gnu/pkgconfig:$b/pkgconfig:$p/usr/share/pkgconfig"
