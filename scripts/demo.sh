@@ -70,7 +70,9 @@ cat <<'TXT'
           windows, sentence and code chunks); in the library: chat templates, BM25, MinHash;
           the CPU model engine: Llama / Mistral / Qwen2 / Qwen3 decoders and BERT embedders
           and cross-encoders from HF folders or GGUF (logits equal transformers' within
-          1e-4), twin generate / chat / embed / rerank / convert / model info
-  next:   ingesting this corpus into the warehouse (issue 5), features and the vector index
-          (6), RAG with `twin ask` (7), the server (8), training (9), CUDA (10, 11)
+          1e-4), twin generate / chat / embed / rerank / convert / model info;
+          the ETL pipeline and the warehouse: twin ingest (folders, record exports, web
+          crawls, git repositories; standardised, deduplicated, crash-safe), docs, authors
+  next:   features and the vector index (issue 6), RAG with `twin ask` (7), the server (8),
+          training (9), CUDA (10, 11)
 TXT
