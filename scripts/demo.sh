@@ -28,6 +28,14 @@ run "$twin" --home "$home" docs ls --author "Abraham Lincoln"
 echo "running the same ingest again adds nothing:"
 run "$twin" --home "$home" ingest "$corpus" --map author=name,content=text,title=year,date=year
 
+step "2b. the feature pipeline: cleaned, chunked, indexed (BM25, and HNSW with an embedder)"
+run "$twin" --home "$home" features
+run "$twin" --home "$home" search "the public credit" --k 3
+run "$twin" --home "$home" search "slavery" --author "Abraham Lincoln" --k 3
+echo "with the golden sentence embedder (a tiny random BERT: its neighbours are not semantic):"
+run "$twin" --home "$home" features --model "$root/tests/golden/models/bert_embed"
+run "$twin" --home "$home" search "the state of the Union" --author "Barack Obama" --k 3 --mode hybrid
+
 step "3. the text layer: tokenizers with exact Hugging Face parity, cleaning, chunking"
 toks="$root/.cache/data/tokenizers"
 address="$corpus/1790_george_washington_n.txt"
@@ -73,6 +81,8 @@ cat <<'TXT'
           1e-4), twin generate / chat / embed / rerank / convert / model info;
           the ETL pipeline and the warehouse: twin ingest (folders, record exports, web
           crawls, git repositories; standardised, deduplicated, crash-safe), docs, authors
-  next:   features and the vector index (issue 6), RAG with `twin ask` (7), the server (8),
-          training (9), CUDA (10, 11)
+          the feature pipeline: twin features (clean, chunk, BM25, HNSW vectors,
+          incremental, versioned) and twin search (sparse, dense, hybrid; filters)
+  next:   the index benchmark against hnswlib (issue 6), RAG with `twin ask` (7), the
+          server (8), training (9), CUDA (10, 11)
 TXT

@@ -42,5 +42,7 @@ extern const struct tw_verb tw_verb_model;
 extern const struct tw_verb tw_verb_ingest;
 extern const struct tw_verb tw_verb_docs;
 extern const struct tw_verb tw_verb_authors;
+extern const struct tw_verb tw_verb_features;
+extern const struct tw_verb tw_verb_search;
 
 #endif

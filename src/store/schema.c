@@ -51,6 +51,39 @@ static const char *const migrations[] = {
     "  sources     TEXT NOT NULL,\n" // JSON array of the command's sources
     "  summary     TEXT\n"           // JSON, as `twin ingest --json` prints
     ") STRICT;\n",
+    // 2 -> 3: the feature store (pipeline/features.h): cleaned documents, chunks (their seq
+    // is the point id in both indexes), and one row per feature run with its lineage.
+    "CREATE TABLE cleaned_documents (\n"
+    "  document_id TEXT PRIMARY KEY,\n"
+    "  sha256      TEXT NOT NULL,\n" // of the warehouse content it was cleaned from
+    "  content     TEXT NOT NULL,\n"
+    "  cleaned_at  INTEGER NOT NULL\n"
+    ") STRICT;\n"
+    "CREATE TABLE chunks (\n"
+    "  seq         INTEGER PRIMARY KEY AUTOINCREMENT,\n" // never reused: index point ids
+    "  id          TEXT NOT NULL,\n"                     // sha256 of the text
+    "  document_id TEXT NOT NULL,\n"
+    "  idx         INTEGER NOT NULL,\n"
+    "  start       INTEGER NOT NULL,\n" // byte range in the cleaned document
+    "  end         INTEGER NOT NULL,\n"
+    "  text        TEXT NOT NULL,\n"
+    "  UNIQUE (document_id, idx)\n"
+    ") STRICT;\n"
+    "CREATE TABLE feature_runs (\n"
+    "  id          INTEGER PRIMARY KEY,\n"
+    "  version     INTEGER NOT NULL,\n" // the index version: a new model starts a new one
+    "  started_at  INTEGER NOT NULL,\n"
+    "  finished_at INTEGER NOT NULL,\n"
+    "  change_seq  INTEGER NOT NULL,\n" // the last warehouse change the run includes
+    "  model       TEXT,\n"             // the embedding model's path, NULL: BM25 only
+    "  dim         INTEGER,\n"
+    "  params      TEXT NOT NULL,\n" // JSON: chunking and index parameters
+    "  bm25_blob   TEXT NOT NULL,\n"
+    "  vector_blob TEXT,\n"
+    "  documents   INTEGER NOT NULL,\n"
+    "  chunks      INTEGER NOT NULL,\n"
+    "  lineage     TEXT NOT NULL\n" // JSON: documents processed and deleted, the run before
+    ") STRICT;\n",
 };
 
 int tw_schema_count(void)
