@@ -25,7 +25,7 @@ fi
 
 # Per target: the longest input (-max_len) and the seed folder under fuzz/corpus/.
 declare -A max_len=([fuzz_json]=4096 [fuzz_tokenizer_json]=8192 [fuzz_encode]=1024
-                    [fuzz_bm25_load]=4096 [fuzz_model]=262144
+                    [fuzz_bm25_load]=4096 [fuzz_model]=262144 [fuzz_index_load]=65536
                     [fuzz_robots]=8192 [fuzz_feed]=16384 [fuzz_html]=16384)
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then

@@ -195,7 +195,8 @@ static int check_options(const struct tw_index_options *o)
         if (o->m < 2 || o->m > 1024)
             return tw_error_set(TW_EINVAL, "index: options: m %u is not in 2..1024", o->m);
         if (o->ef_construction < 1 || o->ef_construction > 100000)
-            return tw_error_set(TW_EINVAL, "index: options: ef_construction %u is not in 1..100000",
+            return tw_error_set(TW_EINVAL,
+                                "index: options: ef_construction %u is not in 1..100000",
                                 o->ef_construction);
     }
     return 0;
@@ -339,8 +340,8 @@ void tw_ix_derive(struct tw_index *ix, size_t slot)
 }
 
 // Checks v and writes it (normalised under cosine) to out.
-static int prepare_vector(const struct tw_index *ix, const char *what, uint64_t id,
-                          const float *v, float *out)
+static int prepare_vector(const struct tw_index *ix, const char *what, uint64_t id, const float *v,
+                          float *out)
 {
     size_t d = ix->opt.dim;
     if (!v)
@@ -369,7 +370,8 @@ static int prepare_vector(const struct tw_index *ix, const char *what, uint64_t 
     return 0;
 }
 
-static int payload_copy(uint64_t id, const struct tw_pfield *f, size_t n, struct tw_ix_payload *out)
+static int payload_copy(uint64_t id, const struct tw_pfield *f, size_t n,
+                        struct tw_ix_payload *out)
 {
     out->n = 0;
     out->f = NULL;
@@ -603,7 +605,7 @@ static int search_layer(struct search_ctx *c, const struct cand *entries, size_t
             if (c->vis->tag[e] == gen)
                 continue;
             c->vis->tag[e] = gen;
-            struct cand ce = {score_q(ix, c->q, e), e};
+            struct cand ce = { score_q(ix, c->q, e), e };
             if (c->w.n < ef || worse(c->w.a[0], ce)) {
                 if ((rc = heap_push(&c->cand, ce)))
                     return rc;
@@ -704,8 +706,8 @@ static void add_link(const struct tw_index *ix, uint32_t e, uint32_t node, int l
     }
     size_t n = 0;
     for (uint32_t i = 0; i < l[0]; i++)
-        buf[n++] = (struct cand){score_nodes(ix, e, l[1 + i]), l[1 + i]};
-    buf[n++] = (struct cand){score_nodes(ix, e, node), node};
+        buf[n++] = (struct cand){ score_nodes(ix, e, l[1 + i]), l[1 + i] };
+    buf[n++] = (struct cand){ score_nodes(ix, e, node), node };
     qsort(buf, n, sizeof *buf, cmp_best_first);
     size_t k = select_heuristic(ix, buf, n, mmax);
     for (size_t i = 0; i < k; i++)
@@ -737,7 +739,7 @@ static int hnsw_insert(struct tw_index *ix, uint32_t node, const struct build *b
     if (b->global && !hold)
         pthread_mutex_unlock(b->global);
 
-    struct query q = {.q = ix->vecs + (size_t)node * ix->opt.dim};
+    struct query q = { .q = ix->vecs + (size_t)node * ix->opt.dim };
     struct search_ctx c;
     int rc = ctx_init(&c, ix, &q);
     struct cand *ep = NULL, *buf = NULL;
@@ -764,15 +766,18 @@ static int hnsw_insert(struct tw_index *ix, uint32_t node, const struct build *b
         if ((rc = search_layer(&c, ep, n_ep, efc, l)))
             goto out;
         n_ep = c.w.n;
-        memcpy(ep, c.w.a, n_ep * sizeof *ep);
-        qsort(ep, n_ep, sizeof *ep, cmp_best_first);
+        if (n_ep)
+            memcpy(ep, c.w.a, n_ep * sizeof *ep);
+        if (n_ep > 1)
+            qsort(ep, n_ep, sizeof *ep, cmp_best_first);
         // the neighbours: m of W by the heuristic, on a copy (W stays the next entry set)
         struct cand *sel = tw_malloc_array(n_ep ? n_ep : 1, sizeof *sel);
         if (!sel) {
             rc = tw_error_set(TW_ENOMEM, "index: insert: out of memory");
             goto out;
         }
-        memcpy(sel, ep, n_ep * sizeof *sel);
+        if (n_ep)
+            memcpy(sel, ep, n_ep * sizeof *sel);
         size_t k = select_heuristic(ix, sel, n_ep, m);
         if (b->locks)
             pthread_mutex_lock(&b->locks[node]);
@@ -840,8 +845,7 @@ int tw_index_add_batch(tw_index *ix, size_t n, const uint64_t *ids, const float 
         size_t slot = ix->n + i;
         if ((rc = prepare_vector(ix, "point", ids[i], vs + i * d, ix->vecs + slot * d)))
             goto fail;
-        if (payloads && n_fields &&
-            (rc = payload_copy(ids[i], payloads[i], n_fields[i], &pl[i])))
+        if (payloads && n_fields && (rc = payload_copy(ids[i], payloads[i], n_fields[i], &pl[i])))
             goto fail;
         lv[i] = ix->opt.kind == TW_INDEX_HNSW ? (uint8_t)random_level(ix) : 0;
         if (ix->opt.kind == TW_INDEX_HNSW) {
@@ -880,7 +884,7 @@ int tw_index_add_batch(tw_index *ix, size_t n, const uint64_t *ids, const float 
     int nt = n_threads > 0 ? n_threads : omp_get_max_threads();
     if (nt > 1 && n < 64)
         nt = 1;
-    struct build b = {0};
+    struct build b = { 0 };
     pthread_mutex_t global;
     if (nt > 1) {
         b.locks = tw_malloc_array(total, sizeof *b.locks);
@@ -1012,7 +1016,7 @@ static int scan(const tw_index *ix, const struct query *q, size_t want,
     for (size_t i = 0; i < ix->n; i++) {
         if (ix->deleted[i] || !filter_matches(&ix->payloads[i], filter))
             continue;
-        struct cand c = {score_q(ix, q, (uint32_t)i), (uint32_t)i};
+        struct cand c = { score_q(ix, q, (uint32_t)i), (uint32_t)i };
         if (top->n < want) {
             if ((rc = heap_push(top, c)))
                 return rc;
@@ -1033,7 +1037,8 @@ static uint32_t finish(const tw_index *ix, const float *q, struct cand *c, size_
         for (size_t i = 0; i < n; i++)
             c[i].s = score_f32(ix, q, c[i].node);
     }
-    qsort(c, n, sizeof *c, cmp_best_first);
+    if (n > 1)
+        qsort(c, n, sizeof *c, cmp_best_first);
     uint32_t m = n < k ? (uint32_t)n : k;
     for (uint32_t i = 0; i < m; i++) {
         hits[i].id = ix->ids[c[i].node];
@@ -1064,8 +1069,8 @@ static bool selective(const tw_index *ix, const struct tw_filter *filter, size_t
 static int search_exact(const tw_index *ix, const float *q, uint32_t k,
                         const struct tw_filter *filter, struct tw_hit *hits, uint32_t *n_hits)
 {
-    struct query qq = {.q = q};
-    struct heap top = {0};
+    struct query qq = { .q = q };
+    struct heap top = { 0 };
     int rc = scan(ix, &qq, k, filter, &top);
     if (rc == 0)
         *n_hits = finish(ix, q, top.a, top.n, false, k, hits);
@@ -1085,7 +1090,7 @@ int tw_index_search(const tw_index *ix, const float *q, uint32_t k, uint32_t ef,
     size_t d = ix->opt.dim;
     float *qn = tw_malloc_array(d, sizeof *qn);
     int8_t *q8 = ix->opt.int8 ? tw_malloc(d) : NULL;
-    struct search_ctx c = {0};
+    struct search_ctx c = { 0 };
     if (!qn || (ix->opt.int8 && !q8)) {
         rc = tw_error_set(TW_ENOMEM, "index: search: out of memory");
         goto out;
@@ -1099,7 +1104,7 @@ int tw_index_search(const tw_index *ix, const float *q, uint32_t k, uint32_t ef,
     if (k == 0 || ix->n == ix->n_deleted)
         goto out;
     size_t efs = ef ? (ef > k ? ef : k) : (k > 64 ? k : 64);
-    struct query qq = {.q = qn};
+    struct query qq = { .q = qn };
     if (ix->opt.int8) {
         qq.q8 = q8;
         qq.qs = quantize(qn, d, q8);
@@ -1109,7 +1114,7 @@ int tw_index_search(const tw_index *ix, const float *q, uint32_t k, uint32_t ef,
     }
     if (ix->opt.kind == TW_INDEX_FLAT || !ix->has_entry || selective(ix, filter, efs)) {
         if (ix->opt.kind == TW_INDEX_FLAT && ix->opt.int8 && !filter) {
-            struct heap top = {0};
+            struct heap top = { 0 };
             if ((rc = scan(ix, &qq, efs, NULL, &top)) == 0)
                 *n_hits = finish(ix, qn, top.a, top.n, true, k, hits);
             tw_free(top.a);

@@ -40,22 +40,22 @@ struct tw_ix_vpool; // visited sets for concurrent searches
 struct tw_index {
     struct tw_index_options opt;
     struct tw_ix_kernels k;
-    size_t n, cap;   // slots used / allocated (deleted slots included)
+    size_t n, cap; // slots used / allocated (deleted slots included)
     size_t n_deleted;
-    float *vecs;     // (cap, dim) f32, normalised under cosine
-    float *norm2;    // (cap) squared norms (L2 on int8)
-    int8_t *qv;      // (cap, dim) int8 when opt.int8
-    float *qscale;   // (cap) x ~ qv * qscale
-    uint64_t *ids;   // (cap)
+    float *vecs;      // (cap, dim) f32, normalised under cosine
+    float *norm2;     // (cap) squared norms (L2 on int8)
+    int8_t *qv;       // (cap, dim) int8 when opt.int8
+    float *qscale;    // (cap) x ~ qv * qscale
+    uint64_t *ids;    // (cap)
     uint8_t *deleted; // (cap) 0/1
     uint8_t *levels;  // (cap) HNSW level of each node
     uint32_t **links; // (cap) per node: level 0 block [count, 2m ids], then per level [count, m]
     struct tw_ix_payload *payloads; // (cap)
-    tw_map slot_of;   // live id -> slot
-    uint32_t entry;   // HNSW entry point (valid when has_entry)
+    tw_map slot_of;                 // live id -> slot
+    uint32_t entry;                 // HNSW entry point (valid when has_entry)
     int max_level;
     bool has_entry;
-    uint64_t rng;     // level generator state
+    uint64_t rng; // level generator state
     struct tw_ix_vpool *pool;
 };
 

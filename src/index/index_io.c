@@ -21,15 +21,15 @@
 #include "base/mem.h"
 #include "index/index_int.h"
 
-#define MAGIC "TWIX"
-#define VERSION 1u
-#define N_SECT 8
+#define MAGIC     "TWIX"
+#define VERSION   1u
+#define N_SECT    8
 #define HDR_FIXED 80
-#define HDR_SIZE (HDR_FIXED + N_SECT * 24 + 8)
+#define HDR_SIZE  (HDR_FIXED + N_SECT * 24 + 8)
 
 enum { S_VEC, S_INT8, S_SCALE, S_IDS, S_DEL, S_LEVELS, S_GRAPH, S_PAYLOAD };
-static const char *const sect_name[N_SECT] = {"vectors", "int8", "scales", "ids",
-                                              "deleted", "levels", "graph", "payloads"};
+static const char *const sect_name[N_SECT] = { "vectors", "int8",   "scales", "ids",
+                                               "deleted", "levels", "graph",  "payloads" };
 
 // ---- a growable byte buffer for the serialised sections
 
@@ -74,7 +74,7 @@ int tw_index_save(const tw_index *ix, const char *path)
     if (!ix || !path)
         return tw_error_set(TW_EINVAL, "index: save: NULL argument");
     size_t n = ix->n, d = ix->opt.dim;
-    struct buf graph = {0}, pay = {0}, hdr = {0};
+    struct buf graph = { 0 }, pay = { 0 }, hdr = { 0 };
     if (ix->opt.kind == TW_INDEX_HNSW) {
         for (size_t i = 0; i < n; i++)
             put(&graph, ix->links[i], tw_ix_link_words(ix, ix->levels[i]) * sizeof(uint32_t));
@@ -97,16 +97,16 @@ int tw_index_save(const tw_index *ix, const char *path)
             }
         }
     }
-    const void *data[N_SECT] = {ix->vecs, ix->qv, ix->qscale, ix->ids,
-                                ix->deleted, ix->levels, graph.p, pay.p};
-    size_t size[N_SECT] = {n * d * sizeof(float),
-                           ix->opt.int8 ? n * d : 0,
-                           ix->opt.int8 ? n * sizeof(float) : 0,
-                           n * sizeof(uint64_t),
-                           n,
-                           n,
-                           graph.n,
-                           pay.n};
+    const void *data[N_SECT] = { ix->vecs,    ix->qv,     ix->qscale, ix->ids,
+                                 ix->deleted, ix->levels, graph.p,    pay.p };
+    size_t size[N_SECT] = { n * d * sizeof(float),
+                            ix->opt.int8 ? n * d : 0,
+                            ix->opt.int8 ? n * sizeof(float) : 0,
+                            n * sizeof(uint64_t),
+                            n,
+                            n,
+                            graph.n,
+                            pay.n };
     put(&hdr, MAGIC, 4);
     put_u32(&hdr, VERSION);
     put_u32(&hdr, (uint32_t)ix->opt.kind);
@@ -202,7 +202,7 @@ __attribute__((format(printf, 3, 4))) static int bad(const char *path, const cha
 
 static int load_payloads(struct tw_index *ix, const char *path, const uint8_t *p, size_t len)
 {
-    struct reader r = {p, len, 0};
+    struct reader r = { p, len, 0 };
     for (size_t i = 0; i < ix->n; i++) {
         uint32_t nf;
         if (!take(&r, &nf, 4) || nf > (r.n - r.at) / 10)
@@ -345,7 +345,7 @@ static int load_mapped(const char *path, const uint8_t *p, size_t len, tw_index 
         return BAD("header", "not an index file (no TWIX magic)");
     if (rd32(p + 4) != VERSION)
         return BAD("header", "format version %u, this build reads %u", rd32(p + 4), VERSION);
-    if (tw_ix_crc32c(0, p, HDR_SIZE - 8) != rd32(p + HDR_SIZE - 8))
+    if (tw_ix_crc32c(0, p, HDR_SIZE - 8) != rd32(p + HDR_SIZE - 8) || rd32(p + HDR_SIZE - 4))
         return BAD("header", "checksum mismatch");
     struct tw_index_options o = {
         .kind = (enum tw_index_kind)rd32(p + 8),
@@ -373,7 +373,8 @@ static int load_mapped(const char *path, const uint8_t *p, size_t len, tw_index 
         const uint8_t *e = p + HDR_FIXED + (size_t)s * 24;
         off[s] = rd64(e);
         size[s] = rd64(e + 8);
-        if (rd32(e + 20) != (uint32_t)s || off[s] != end || size[s] > len || off[s] > len - size[s])
+        if (rd32(e + 20) != (uint32_t)s || off[s] != end || size[s] > len ||
+            off[s] > len - size[s])
             return BAD(sect_name[s], "offset %llu and size %llu do not fit the file of %zu bytes",
                        (unsigned long long)off[s], (unsigned long long)size[s], len);
         if (s < S_GRAPH && size[s] != want[s])
@@ -410,7 +411,7 @@ int tw_index_load(const char *path, tw_index **out)
 {
     if (!path || !out)
         return tw_error_set(TW_EINVAL, "index: load: NULL argument");
-    struct tw_mmap m = {0};
+    struct tw_mmap m = { 0 };
     int rc = tw_mmap_open(&m, path);
     if (rc)
         return rc;
