@@ -1,0 +1,143 @@
+// bench/index: the vector index on normalised vectors from a Gaussian mixture (fixed seed):
+// HNSW build time (all threads), memory per vector, and single-thread queries/s against
+// recall@10 (ground truth from the flat index) over a sweep of ef, f32 and int8.
+// Usage: index [--quick] [--n N] [--dim D] [--queries Q] [--m M] [--efc EF] [--threads T]
+// The headline is the queries/s at the smallest ef whose recall@10 reaches 0.95.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "base/mem.h"
+#include "bench_util.h"
+#include "index/index.h"
+
+// n unit vectors of dim: 64 cluster centres, each vector a centre plus noise, normalised.
+static float *mixture(size_t n, uint32_t dim, uint64_t seed)
+{
+    bench_rng = seed;
+    size_t nc = 64;
+    float *c = malloc(nc * dim * sizeof *c), *v = malloc(n * dim * sizeof *v);
+    if (!c || !v)
+        exit(1);
+    for (size_t i = 0; i < nc * dim; i++)
+        c[i] = uniform();
+    for (size_t i = 0; i < n; i++) {
+        const float *ci = c + (i * 7919 % nc) * dim;
+        double norm = 0;
+        for (uint32_t d = 0; d < dim; d++) {
+            float x = ci[d] + 0.6f * uniform();
+            v[i * dim + d] = x;
+            norm += (double)x * x;
+        }
+        float inv = (float)(1 / sqrt(norm));
+        for (uint32_t d = 0; d < dim; d++)
+            v[i * dim + d] *= inv;
+    }
+    free(c);
+    return v;
+}
+
+static tw_index *build(const float *v, size_t n, uint32_t dim, enum tw_index_kind kind, bool int8,
+                       uint32_t m, uint32_t efc, int threads, double *secs)
+{
+    struct tw_index_options o = tw_index_options_default(dim);
+    o.kind = kind;
+    o.metric = TW_METRIC_COSINE;
+    o.int8 = int8;
+    o.m = m;
+    o.ef_construction = efc;
+    tw_index *ix;
+    uint64_t *ids = malloc(n * sizeof *ids);
+    if (!ids || tw_index_new(&o, &ix)) {
+        fprintf(stderr, "index: %s\n", tw_error_msg());
+        exit(1);
+    }
+    for (size_t i = 0; i < n; i++)
+        ids[i] = i;
+    double t0 = now();
+    if (tw_index_add_batch(ix, n, ids, v, NULL, NULL, threads)) {
+        fprintf(stderr, "index: %s\n", tw_error_msg());
+        exit(1);
+    }
+    *secs = now() - t0;
+    free(ids);
+    return ix;
+}
+
+int main(int argc, char **argv)
+{
+    size_t n = 1000000, nq = 1000;
+    uint32_t dim = 384, m = 16, efc = 200;
+    int threads = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--quick") == 0) {
+            n = 3000, nq = 100, dim = 64;
+        } else if (val && strcmp(a, "--n") == 0) {
+            n = (size_t)atol(val), i++;
+        } else if (val && strcmp(a, "--dim") == 0) {
+            dim = (uint32_t)atoi(val), i++;
+        } else if (val && strcmp(a, "--queries") == 0) {
+            nq = (size_t)atol(val), i++;
+        } else if (val && strcmp(a, "--m") == 0) {
+            m = (uint32_t)atoi(val), i++;
+        } else if (val && strcmp(a, "--efc") == 0) {
+            efc = (uint32_t)atoi(val), i++;
+        } else if (val && strcmp(a, "--threads") == 0) {
+            threads = atoi(val), i++;
+        } else {
+            fprintf(stderr, "usage: index [--quick] [--n N] [--dim D] [--queries Q] [--m M] "
+                            "[--efc EF] [--threads T]\n");
+            return 2;
+        }
+    }
+    float *v = mixture(n, dim, 42), *q = mixture(nq, dim, 4242);
+    // Ground truth: the flat index, exact.
+    double t_flat;
+    tw_index *flat = build(v, n, dim, TW_INDEX_FLAT, false, m, efc, threads, &t_flat);
+    struct tw_hit *truth = malloc(nq * 10 * sizeof *truth), hits[10];
+    uint32_t got;
+    for (size_t i = 0; i < nq; i++)
+        if (tw_index_search(flat, q + i * dim, 10, 0, NULL, truth + i * 10, &got) || got != 10)
+            return 1;
+    tw_index_free(flat);
+    printf("index: %zu normalised %u-d vectors (Gaussian mixture, seed 42), %zu queries, "
+           "cosine, M %u, ef_construction %u\n",
+           n, dim, nq, m, efc);
+    printf("%-6s %9s %10s %6s %9s %12s\n", "vectors", "build s", "bytes/vec", "ef", "recall@10",
+           "queries/s");
+    double headline = 0;
+    for (int int8 = 0; int8 < 2; int8++) {
+        double secs;
+        tw_index *ix = build(v, n, dim, TW_INDEX_HNSW, int8, m, efc, threads, &secs);
+        double bpv = (double)tw_index_memory(ix) / (double)n;
+        static const uint32_t efs[] = { 10, 16, 24, 32, 48, 64, 96, 128, 256, 512 };
+        bool first = true;
+        for (size_t e = 0; e < sizeof efs / sizeof *efs; e++) {
+            size_t found = 0;
+            double t0 = now();
+            for (size_t i = 0; i < nq; i++) {
+                if (tw_index_search(ix, q + i * dim, 10, efs[e], NULL, hits, &got))
+                    return 1;
+                for (uint32_t a = 0; a < got; a++)
+                    for (int b = 0; b < 10; b++)
+                        found += hits[a].id == truth[i * 10 + b].id;
+            }
+            double qps = (double)nq / (now() - t0), recall = (double)found / (double)(nq * 10);
+            printf("%-6s %9.2f %10.0f %6u %9.4f %12.0f\n", int8 ? "int8" : "f32", first ? secs : 0,
+                   bpv, efs[e], recall, qps);
+            first = false;
+            if (!int8 && headline == 0 && recall >= 0.95)
+                headline = qps;
+        }
+        tw_index_free(ix);
+    }
+    printf("headline: %.0f single-thread queries/s at recall@10 >= 0.95 (f32, %zu vectors)\n",
+           headline, n);
+    free(v);
+    free(q);
+    free(truth);
+    return 0;
+}
