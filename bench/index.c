@@ -2,6 +2,9 @@
 // HNSW build time (all threads), memory per vector, and single-thread queries/s against
 // recall@10 (ground truth from the flat index) over a sweep of ef, f32 and int8.
 // Usage: index [--quick] [--n N] [--dim D] [--queries Q] [--m M] [--efc EF] [--threads T]
+//              [--dump PATH]
+// --dump writes the data set for a peer measured in the same run (the vectors, the queries and
+// the true 10 nearest ids): u64 n, nq, dim; n * dim f32; nq * dim f32; nq * 10 u64.
 // The headline is the queries/s at the smallest ef whose recall@10 reaches 0.95.
 #include <math.h>
 #include <stdio.h>
@@ -71,6 +74,7 @@ int main(int argc, char **argv)
     size_t n = 1000000, nq = 1000;
     uint32_t dim = 384, m = 16, efc = 200;
     int threads = 0;
+    const char *dump = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--quick") == 0) {
@@ -85,11 +89,13 @@ int main(int argc, char **argv)
             m = (uint32_t)atoi(val), i++;
         } else if (val && strcmp(a, "--efc") == 0) {
             efc = (uint32_t)atoi(val), i++;
+        } else if (val && strcmp(a, "--dump") == 0) {
+            dump = val, i++;
         } else if (val && strcmp(a, "--threads") == 0) {
             threads = atoi(val), i++;
         } else {
             fprintf(stderr, "usage: index [--quick] [--n N] [--dim D] [--queries Q] [--m M] "
-                            "[--efc EF] [--threads T]\n");
+                            "[--efc EF] [--threads T] [--dump PATH]\n");
             return 2;
         }
     }
@@ -103,6 +109,18 @@ int main(int argc, char **argv)
         if (tw_index_search(flat, q + i * dim, 10, 0, NULL, truth + i * 10, &got) || got != 10)
             return 1;
     tw_index_free(flat);
+    if (dump) {
+        FILE *f = fopen(dump, "wb");
+        uint64_t hdr[3] = { n, nq, dim };
+        if (!f || fwrite(hdr, sizeof hdr, 1, f) != 1 || fwrite(v, sizeof *v * dim, n, f) != n ||
+            fwrite(q, sizeof *q * dim, nq, f) != nq)
+            return 1;
+        for (size_t i = 0; i < nq * 10; i++)
+            if (fwrite(&truth[i].id, sizeof truth[i].id, 1, f) != 1)
+                return 1;
+        if (fclose(f))
+            return 1;
+    }
     printf("index: %zu normalised %u-d vectors (Gaussian mixture, seed 42), %zu queries, "
            "cosine, M %u, ef_construction %u\n",
            n, dim, nq, m, efc);
