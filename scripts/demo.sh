@@ -83,6 +83,6 @@ cat <<'TXT'
           crawls, git repositories; standardised, deduplicated, crash-safe), docs, authors
           the feature pipeline: twin features (clean, chunk, BM25, HNSW vectors,
           incremental, versioned) and twin search (sparse, dense, hybrid; filters)
-  next:   the index benchmark against hnswlib (issue 6), RAG with `twin ask` (7), the
+  next:   HNSW f32 queries as fast as hnswlib (issue 6), RAG with `twin ask` (7), the
           server (8), training (9), CUDA (10, 11)
 TXT
