@@ -1,5 +1,6 @@
 // twin docs (ls, show, rm) and twin authors (ls): reading and pruning the warehouse.
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,10 +102,11 @@ static int docs_run(struct tw_cli *cli, int argc, char **argv)
                 return tw_cli_usage_error(v, "--category needs a name");
             f.category = val;
         } else if (tw_cli_opt(argc, argv, &i, "--limit", &val)) {
-            char *end;
-            f.limit = val ? strtoll(val, &end, 10) : 0;
-            if (!val || *end || f.limit < 1)
-                return tw_cli_usage_error(v, "--limit needs a number >= 1");
+            long lim;
+            int urc = tw_cli_opt_long(v, "--limit", val, 1, LONG_MAX, &lim);
+            if (urc)
+                return urc;
+            f.limit = lim;
         } else if (strcmp(argv[i], "--json") == 0) {
             json = true;
         } else if (argv[i][0] == '-' && argv[i][1]) {

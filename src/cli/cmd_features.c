@@ -14,16 +14,6 @@
 #include "pipeline/features.h"
 #include "store/home.h"
 
-static int whole(const struct tw_verb *v, const char *opt, const char *val, long lo, long *out)
-{
-    char *end;
-    long n = val ? strtol(val, &end, 10) : 0;
-    if (!val || !*val || *end || n < lo)
-        return tw_cli_usage_error(v, "%s needs a whole number >= %ld", opt, lo);
-    *out = n;
-    return 0;
-}
-
 static int features_run(struct tw_cli *cli, int argc, char **argv)
 {
     const struct tw_verb *v = &tw_verb_features;
@@ -38,7 +28,7 @@ static int features_run(struct tw_cli *cli, int argc, char **argv)
                 return tw_cli_usage_error(v, "--model needs a PATH");
             o.model = val;
         } else if (tw_cli_opt(argc, argv, &i, "--threads", &val)) {
-            if ((urc = whole(v, "--threads", val, 1, &n)))
+            if ((urc = tw_cli_opt_long(v, "--threads", val, 1, 4096, &n)))
                 return urc;
             o.threads = (int)n;
         } else if (strcmp(argv[i], "--full") == 0) {
@@ -116,11 +106,11 @@ static int search_run(struct tw_cli *cli, int argc, char **argv)
                 return tw_cli_usage_error(v, "--category needs a name");
             o.category = val;
         } else if (tw_cli_opt(argc, argv, &i, "--k", &val)) {
-            if ((urc = whole(v, "--k", val, 1, &n)))
+            if ((urc = tw_cli_opt_long(v, "--k", val, 1, 1000000, &n)))
                 return urc;
             o.k = (uint32_t)n;
         } else if (tw_cli_opt(argc, argv, &i, "--threads", &val)) {
-            if ((urc = whole(v, "--threads", val, 1, &n)))
+            if ((urc = tw_cli_opt_long(v, "--threads", val, 1, 4096, &n)))
                 return urc;
             o.threads = (int)n;
         } else if (tw_cli_opt(argc, argv, &i, "--mode", &val)) {

@@ -1,6 +1,7 @@
 // twin ingest: the ETL pipeline — collect documents from folders, record exports, web sites
 // and git repositories into the warehouse, with a summary of what happened.
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,16 +38,6 @@ static int print_summary(const struct tw_ingest_summary *s)
     return 0;
 }
 
-static int number(const struct tw_verb *v, const char *opt, const char *val, long lo, long *out)
-{
-    char *end;
-    long n = val ? strtol(val, &end, 10) : 0;
-    if (!val || !*val || *end || n < lo)
-        return tw_cli_usage_error(v, "%s needs a whole number >= %ld", opt, lo);
-    *out = n;
-    return 0;
-}
-
 static int run(struct tw_cli *cli, int argc, char **argv)
 {
     const struct tw_verb *v = &tw_verb_ingest;
@@ -77,10 +68,10 @@ static int run(struct tw_cli *cli, int argc, char **argv)
                 urc = tw_cli_usage_error(v, "--map needs FIELD=NAME,...");
             o.map = val;
         } else if (tw_cli_opt(argc, argv, &i, "--depth", &val)) {
-            if (!(urc = number(v, "--depth", val, 0, &num)))
+            if (!(urc = tw_cli_opt_long(v, "--depth", val, 0, INT_MAX, &num)))
                 o.depth = (int)num;
         } else if (tw_cli_opt(argc, argv, &i, "--max-pages", &val)) {
-            if (!(urc = number(v, "--max-pages", val, 1, &num)))
+            if (!(urc = tw_cli_opt_long(v, "--max-pages", val, 1, INT_MAX, &num)))
                 o.max_pages = (int)num;
         } else if (tw_cli_opt(argc, argv, &i, "--near-dup", &val)) {
             char *end;

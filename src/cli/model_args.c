@@ -21,17 +21,6 @@ void tw_cli_model_init(struct tw_cli_model *a)
     a->gen.stops = a->stops;
 }
 
-static bool parse_long(const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = s ? strtol(s, &end, 10) : 0;
-    if (!s || !*s || *end || errno || v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
-}
-
 static bool parse_float(const char *s, double lo, double hi, float *out)
 {
     char *end;
@@ -54,25 +43,25 @@ int tw_cli_model_opt(const struct tw_verb *v, int argc, char **argv, int *i,
             return tw_cli_usage_error(v, "--model needs a PATH");
         a->model = val;
     } else if (tw_cli_opt(argc, argv, i, "--threads", &val)) {
-        if (!parse_long(val, 1, 1024, &n))
+        if (!tw_cli_parse_long(val, 1, 1024, &n))
             return tw_cli_usage_error(v, "--threads needs a number from 1 to 1024");
         a->threads = (int)n;
     } else if (!sampling) {
         return -1;
     } else if (tw_cli_opt(argc, argv, i, "--ctx", &val)) {
-        if (!parse_long(val, 16, 1 << 24, &n))
+        if (!tw_cli_parse_long(val, 16, 1 << 24, &n))
             return tw_cli_usage_error(v, "--ctx needs a number from 16 to 16777216");
         a->ctx = (int32_t)n;
     } else if (tw_cli_opt(argc, argv, i, "--max-tokens", &val) ||
                tw_cli_opt(argc, argv, i, "-n", &val)) {
-        if (!parse_long(val, 1, 1 << 24, &n))
+        if (!tw_cli_parse_long(val, 1, 1 << 24, &n))
             return tw_cli_usage_error(v, "--max-tokens needs a positive number");
         a->gen.max_tokens = (int32_t)n;
     } else if (tw_cli_opt(argc, argv, i, "--temp", &val)) {
         if (!parse_float(val, 0, 100, &sp->temperature))
             return tw_cli_usage_error(v, "--temp needs a number from 0 to 100");
     } else if (tw_cli_opt(argc, argv, i, "--top-k", &val)) {
-        if (!parse_long(val, 0, 1 << 24, &n))
+        if (!tw_cli_parse_long(val, 0, 1 << 24, &n))
             return tw_cli_usage_error(v, "--top-k needs a number >= 0");
         sp->top_k = (int32_t)n;
     } else if (tw_cli_opt(argc, argv, i, "--top-p", &val)) {

@@ -3,6 +3,7 @@
 // (text_args.h).
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -10,6 +11,7 @@
 #include "base/file.h"
 #include "base/mem.h"
 #include "base/str.h"
+#include "cli/cli.h"
 #include "cli/text_args.h"
 
 bool tw_cli_opt(int argc, char **argv, int *i, const char *name, const char **value)
@@ -126,4 +128,23 @@ int tw_cli_flush_stdout(void)
     if (fflush(stdout) != 0 || ferror(stdout))
         return tw_error_set(TW_EIO, "stdout: cannot write: %s", strerror(errno));
     return 0;
+}
+
+bool tw_cli_parse_long(const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = s ? strtol(s, &end, 10) : 0;
+    if (!s || !*s || *end || errno || v < lo || v > hi)
+        return false;
+    *out = v;
+    return true;
+}
+
+int tw_cli_opt_long(const struct tw_verb *v, const char *opt, const char *val, long lo, long hi,
+                    long *out)
+{
+    if (tw_cli_parse_long(val, lo, hi, out))
+        return 0;
+    return tw_cli_usage_error(v, "%s needs a whole number >= %ld", opt, lo);
 }

@@ -37,6 +37,16 @@ int tw_cli_tokenizer_open(const char *path, tw_tokenizer **out);
 // C0 controls and DEL as \xHH; every other byte as it is.
 void tw_cli_put_escaped(FILE *f, const char *s, size_t len);
 
+struct tw_verb;
+
+// s as a decimal whole number in [lo, hi] into *out (nothing else in s, no overflow); false
+// otherwise, *out unchanged.
+bool tw_cli_parse_long(const char *s, long lo, long hi, long *out);
+// The same for the value of option opt of verb v: 0, or the usage error ("--k needs a whole
+// number >= 1") that the verb returns.
+int tw_cli_opt_long(const struct tw_verb *v, const char *opt, const char *val, long lo, long hi,
+                    long *out);
+
 // Flushes stdout; TW_EIO ("stdout: <reason>") when a write failed.
 int tw_cli_flush_stdout(void);
 
