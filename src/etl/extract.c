@@ -1076,3 +1076,14 @@ const char *tw_file_kind(const char *name)
         return "code";
     return NULL;
 }
+
+int tw_extract_file(const char *kind, const char *data, size_t len, struct tw_extracted *out)
+{
+    if (!kind || strcmp(kind, "text") == 0)
+        return tw_extract_text(data, len, out);
+    if (strcmp(kind, "html") == 0)
+        return tw_extract_html(data, len, NULL, out);
+    if (strcmp(kind, "markdown") == 0)
+        return tw_extract_markdown(data, len, out);
+    return tw_str_append(&out->text, data, len) ? tw_error_set(TW_ENOMEM, "out of memory") : 0;
+}

@@ -50,6 +50,10 @@ int tw_extract_markdown(const char *md, size_t len, struct tw_extracted *out);
 // when it is under 120 bytes and more text follows (after a blank line or not), else none.
 int tw_extract_text(const char *txt, size_t len, struct tw_extracted *out);
 
+// A file's bytes by its kind (tw_file_kind; NULL is "text"): HTML, Markdown and text through
+// the extractors above, code ("code" and anything else) as it is. Returns 0 or TW_ENOMEM.
+int tw_extract_file(const char *kind, const char *data, size_t len, struct tw_extracted *out);
+
 // Whether bytes look binary: a NUL byte in the first 8 KiB, or more than 30 % of them
 // control characters other than \t \n \r \f (after skipping a UTF-8 BOM).
 bool tw_looks_binary(const void *p, size_t len);

@@ -265,14 +265,9 @@ static int take_file(struct folder *f, const char *rel, const char *kind_name,
             kind = "text"; // a text file without extension: README, NOTES, ...
         struct tw_extracted e;
         tw_extracted_init(&e);
-        if (strcmp(kind, "html") == 0)
-            rc = tw_extract_html(data, len, NULL, &e);
-        else if (strcmp(kind, "markdown") == 0)
-            rc = tw_extract_markdown(data, len, &e);
-        else if (strcmp(kind, "text") == 0)
-            rc = tw_extract_text(data, len, &e);
-        else if (tw_str_append(&e.text, data, len)) // code: as it is
-            rc = tw_error_set(TW_ENOMEM, "%s: out of memory", f->root);
+        rc = tw_extract_file(kind, data, len, &e); // code: as it is
+        if (rc)
+            tw_error_prefix("%s", f->root);
         if (!rc && tw_str_len(&e.text) == 0)
             skip(f, rel, "empty");
         else if (!rc)

@@ -461,12 +461,7 @@ static int one_file(const char *path, const struct tw_sink *sink)
     const char *kind = tw_file_kind(path);
     struct tw_extracted e;
     tw_extracted_init(&e);
-    if (strcmp(kind, "html") == 0)
-        rc = tw_extract_html(data, len, NULL, &e);
-    else if (strcmp(kind, "markdown") == 0)
-        rc = tw_extract_markdown(data, len, &e);
-    else
-        rc = tw_extract_text(data, len, &e);
+    rc = tw_extract_file(kind, data, len, &e);
     char *abs = realpath(path, NULL);
     tw_str uri;
     tw_str_init(&uri);
