@@ -121,6 +121,7 @@ static struct visited *visited_get(const struct tw_index *ix, size_t n)
             tw_free(v);
             return NULL;
         }
+        tw_mem_hint_huge(t, n * sizeof *t);
         memset(t + v->cap, 0, (n - v->cap) * sizeof *t);
         v->tag = t;
         v->cap = n;
@@ -262,6 +263,7 @@ void tw_index_free(tw_index *ix)
     tw_free(ix->deleted);
     tw_free(ix->levels);
     tw_free(ix->links);
+    tw_free(ix->link0);
     tw_free(ix->payloads);
     tw_map_free(&ix->slot_of);
     pool_free(ix->pool);
@@ -277,6 +279,7 @@ static int grow(void **p, size_t cap, size_t ncap, size_t esize)
     void *q = tw_realloc(*p, bytes);
     if (!q)
         return TW_ENOMEM;
+    tw_mem_hint_huge(q, bytes); // before the new part is first touched
     memset((char *)q + cap * esize, 0, (ncap - cap) * esize);
     *p = q;
     return 0;
@@ -304,6 +307,9 @@ int tw_ix_reserve(struct tw_index *ix, size_t n)
         (rc = grow((void **)&ix->deleted, c, ncap, 1)) ||
         (rc = grow((void **)&ix->levels, c, ncap, 1)) ||
         (rc = grow((void **)&ix->links, c, ncap, sizeof(uint32_t *))) ||
+        (ix->opt.kind == TW_INDEX_HNSW &&
+         (rc = grow((void **)&ix->link0, c * tw_ix_link0_words(ix), ncap * tw_ix_link0_words(ix),
+                    sizeof(uint32_t)))) ||
         (rc = grow((void **)&ix->payloads, c, ncap, sizeof(struct tw_ix_payload))) ||
         (ix->opt.int8 && ((rc = grow((void **)&ix->qv, c * d, ncap * d, 1)) ||
                           (rc = grow((void **)&ix->qscale, c, ncap, sizeof(float))))))
@@ -578,13 +584,38 @@ static uint32_t read_links(struct search_ctx *c, uint32_t node, int level)
     return n;
 }
 
+// How many cache lines of a vector the graph search prefetches (a build-time knob measured in
+// bench/index: all of a 384-d f32 vector is 24 lines).
+#ifndef TW_IX_PREFETCH_LINES
+#define TW_IX_PREFETCH_LINES 64
+#endif
+
+// Hints the cache to fetch node's vector (as the scorer will read it) ahead of its score.
+static inline void prefetch_vector(const struct tw_index *ix, const struct query *q, uint32_t node)
+{
+    const char *p;
+    size_t bytes;
+    if (q->q8) {
+        bytes = ix->opt.dim;
+        p = (const char *)(ix->qv + (size_t)node * bytes);
+    } else {
+        bytes = ix->opt.dim * sizeof(float);
+        p = (const char *)(ix->vecs + (size_t)node * ix->opt.dim);
+    }
+    if (bytes > (size_t)TW_IX_PREFETCH_LINES * 64)
+        bytes = (size_t)TW_IX_PREFETCH_LINES * 64;
+    for (size_t o = 0; o < bytes; o += 64)
+        __builtin_prefetch(p + o, 0, 3);
+}
+
 // Searches level from the entries (marked visited by the caller) with list size ef; W ends in
-// c->w.
+// c->w. Per expanded node, its unvisited neighbours are gathered first, then scored with the
+// next one's vector on its way into the cache (the graph walk is bound by memory latency).
 static int search_layer(struct search_ctx *c, const struct cand *entries, size_t n_entries,
                         size_t ef, int level)
 {
     const struct tw_index *ix = c->ix;
-    uint32_t gen = c->vis->gen;
+    uint32_t gen = c->vis->gen, *tag = c->vis->tag;
     c->cand.n = c->w.n = 0;
     int rc;
     for (size_t i = 0; i < n_entries; i++) {
@@ -598,13 +629,25 @@ static int search_layer(struct search_ctx *c, const struct cand *entries, size_t
     while (c->cand.n) {
         struct cand best = heap_pop(&c->cand);
         if (c->w.n >= ef && worse(best, c->w.a[0]))
-            break; // every candidate left is worse than all of W
-        uint32_t nn = read_links(c, best.node, level);
+            break;                  // every candidate left is worse than all of W
+        if (c->cand.n && !c->locks) // the next node to expand, probably
+            __builtin_prefetch(tw_ix_links_at(ix, c->cand.a[0].node, level), 0, 3);
+        uint32_t nn = read_links(c, best.node, level), nu = 0;
+        for (uint32_t j = 0; j < nn; j++)
+            __builtin_prefetch(&tag[c->nbuf[j]], 1, 3);
         for (uint32_t j = 0; j < nn; j++) {
             uint32_t e = c->nbuf[j];
-            if (c->vis->tag[e] == gen)
-                continue;
-            c->vis->tag[e] = gen;
+            if (tag[e] != gen) {
+                tag[e] = gen;
+                c->nbuf[nu++] = e;
+            }
+        }
+        if (nu)
+            prefetch_vector(ix, c->q, c->nbuf[0]);
+        for (uint32_t j = 0; j < nu; j++) {
+            uint32_t e = c->nbuf[j];
+            if (j + 1 < nu)
+                prefetch_vector(ix, c->q, c->nbuf[j + 1]);
             struct cand ce = { score_q(ix, c->q, e), e };
             if (c->w.n < ef || worse(c->w.a[0], ce)) {
                 if ((rc = heap_push(&c->cand, ce)))
@@ -848,8 +891,8 @@ int tw_index_add_batch(tw_index *ix, size_t n, const uint64_t *ids, const float 
         if (payloads && n_fields && (rc = payload_copy(ids[i], payloads[i], n_fields[i], &pl[i])))
             goto fail;
         lv[i] = ix->opt.kind == TW_INDEX_HNSW ? (uint8_t)random_level(ix) : 0;
-        if (ix->opt.kind == TW_INDEX_HNSW) {
-            links[i] = tw_calloc(tw_ix_link_words(ix, lv[i]), sizeof(uint32_t));
+        if (ix->opt.kind == TW_INDEX_HNSW && lv[i] > 0) {
+            links[i] = tw_calloc(tw_ix_upper_words(ix, lv[i]), sizeof(uint32_t));
             if (!links[i]) {
                 rc = tw_error_set(TW_ENOMEM, "index: add: out of memory");
                 goto fail;
@@ -1126,6 +1169,7 @@ int tw_index_search(const tw_index *ix, const float *q, uint32_t k, uint32_t ef,
     if ((rc = ctx_init(&c, ix, &qq)))
         goto out;
     c.filter = filter;
+    c.admit_all = !filter && ix->n_deleted == 0; // every node is a result: skip the checks
     struct cand ep;
     if ((rc = descend(&c, ix->entry, ix->max_level, 0, &ep)))
         goto out;
@@ -1178,9 +1222,11 @@ size_t tw_index_memory(const tw_index *ix)
                     sizeof(struct tw_ix_payload));
     if (ix->opt.int8)
         b += ix->cap * (d + sizeof(float));
+    if (ix->link0)
+        b += ix->cap * tw_ix_link0_words(ix) * sizeof(uint32_t);
     for (size_t i = 0; i < ix->n; i++) {
         if (ix->links[i])
-            b += tw_ix_link_words(ix, ix->levels[i]) * sizeof(uint32_t);
+            b += tw_ix_upper_words(ix, ix->levels[i]) * sizeof(uint32_t);
         const struct tw_ix_payload *p = &ix->payloads[i];
         b += p->n * sizeof *p->f;
         for (size_t j = 0; j < p->n; j++)

@@ -49,7 +49,8 @@ struct tw_index {
     uint64_t *ids;    // (cap)
     uint8_t *deleted; // (cap) 0/1
     uint8_t *levels;  // (cap) HNSW level of each node
-    uint32_t **links; // (cap) per node: level 0 block [count, 2m ids], then per level [count, m]
+    uint32_t *link0;  // (cap, 1 + 2m) level 0 lists, one block per node: [count, 2m ids]
+    uint32_t **links; // (cap) per node above level 0: per level [count, m]; NULL at level 0
     struct tw_ix_payload *payloads; // (cap)
     tw_map slot_of;                 // live id -> slot
     uint32_t entry;                 // HNSW entry point (valid when has_entry)
@@ -61,15 +62,21 @@ struct tw_index {
 
 #define TW_IX_MAX_LEVEL 32
 
-// Slots and sizes of a node's link block.
-static inline size_t tw_ix_link_words(const struct tw_index *ix, int level)
+// Sizes of a node's link blocks in words: level 0's, and the one of its upper levels.
+static inline size_t tw_ix_link0_words(const struct tw_index *ix)
 {
-    return (size_t)1 + 2 * (size_t)ix->opt.m + (size_t)level * (1 + (size_t)ix->opt.m);
+    return (size_t)1 + 2 * (size_t)ix->opt.m;
 }
+static inline size_t tw_ix_upper_words(const struct tw_index *ix, int level)
+{
+    return (size_t)level * (1 + (size_t)ix->opt.m);
+}
+// A node's list at level: [count, ids...].
 static inline uint32_t *tw_ix_links_at(const struct tw_index *ix, uint32_t node, int level)
 {
-    uint32_t *b = ix->links[node];
-    return level == 0 ? b : b + 1 + 2 * (size_t)ix->opt.m + (size_t)(level - 1) * (1 + ix->opt.m);
+    if (level == 0)
+        return ix->link0 + (size_t)node * tw_ix_link0_words(ix);
+    return ix->links[node] + (size_t)(level - 1) * (1 + ix->opt.m);
 }
 
 // index.c: grows every per-slot array to hold at least n slots.

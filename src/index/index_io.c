@@ -76,8 +76,11 @@ int tw_index_save(const tw_index *ix, const char *path)
     size_t n = ix->n, d = ix->opt.dim;
     struct buf graph = { 0 }, pay = { 0 }, hdr = { 0 };
     if (ix->opt.kind == TW_INDEX_HNSW) {
-        for (size_t i = 0; i < n; i++)
-            put(&graph, ix->links[i], tw_ix_link_words(ix, ix->levels[i]) * sizeof(uint32_t));
+        for (size_t i = 0; i < n; i++) { // per node: level 0's list, then the upper ones
+            put(&graph, tw_ix_links_at(ix, (uint32_t)i, 0), tw_ix_link0_words(ix) * 4);
+            if (ix->levels[i] > 0)
+                put(&graph, ix->links[i], tw_ix_upper_words(ix, ix->levels[i]) * 4);
+        }
     }
     for (size_t i = 0; i < n; i++) {
         const struct tw_ix_payload *p = &ix->payloads[i];
@@ -247,15 +250,19 @@ static int load_graph(struct tw_index *ix, const char *path, const uint8_t *p, s
 {
     size_t at = 0, n = ix->n;
     for (size_t i = 0; i < n; i++) {
-        size_t words = tw_ix_link_words(ix, ix->levels[i]), bytes = words * 4;
-        if (len - at < bytes)
+        size_t w0 = tw_ix_link0_words(ix), wu = tw_ix_upper_words(ix, ix->levels[i]);
+        if (len - at < (w0 + wu) * 4)
             return BAD("graph", "node %zu: truncated", i);
-        uint32_t *l = tw_malloc_array(words, sizeof *l);
-        if (!l)
-            return tw_error_set(TW_ENOMEM, "%s: out of memory", path);
-        memcpy(l, p + at, bytes);
-        ix->links[i] = l;
-        at += bytes;
+        memcpy(tw_ix_links_at(ix, (uint32_t)i, 0), p + at, w0 * 4);
+        at += w0 * 4;
+        if (wu) {
+            uint32_t *l = tw_malloc_array(wu, sizeof *l);
+            if (!l)
+                return tw_error_set(TW_ENOMEM, "%s: out of memory", path);
+            memcpy(l, p + at, wu * 4);
+            ix->links[i] = l;
+            at += wu * 4;
+        }
         for (int lv = 0; lv <= ix->levels[i]; lv++) {
             const uint32_t *b = tw_ix_links_at(ix, (uint32_t)i, lv);
             uint32_t cap = lv == 0 ? 2 * ix->opt.m : ix->opt.m;
