@@ -1,6 +1,6 @@
 // The index's distance kernels: the scalar reference of f32 dot product, squared L2 and int8
 // dot product, and the choice among them and the AVX2 / AVX-512 versions at run time (the ISA
-// detection of tensor/cpu_dot.h, TWIN_ISA included). Also the CRC-32C of the file format.
+// detection of base/cpu.h, TWIN_ISA included). Also the CRC-32C of the file format.
 #include "index/index_int.h"
 
 static float dot_scalar(const float *a, const float *b, size_t n)

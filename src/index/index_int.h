@@ -10,7 +10,7 @@
 
 #include "base/map.h"
 #include "index/index.h"
-#include "tensor/cpu_dot.h"
+#include "base/cpu.h"
 
 // ---- distance kernels over n elements (any n >= 0)
 typedef float (*tw_ix_f32_fn)(const float *a, const float *b, size_t n);

@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "base/cpu.h"
 #include "tensor/dtype.h"
 
 // out[j] = sum_i decode(row)[i] * x[j * ldx + i] for j < nx (1..8), over n elements (a
@@ -24,21 +25,6 @@
 typedef void (*tw_dot_fn)(const void *row, const float *x, size_t ldx, int nx, size_t n,
                           float *out);
 
-// The instruction sets the kernels come in, in increasing order. TW_ISA_AVX2 needs AVX2, FMA
-// and F16C; TW_ISA_AVX512 needs AVX-512 F, BW and VL (and F16C).
-enum tw_cpu_isa { TW_ISA_SCALAR, TW_ISA_AVX2, TW_ISA_AVX512 };
-
-// The best ISA this CPU (and its OS) supports, lowered to the value of the environment
-// variable TWIN_ISA when that is set to "scalar", "avx2" or "avx512" (a cap: TWIN_ISA=avx512
-// on an AVX2 machine gives TW_ISA_AVX2; any other value is ignored). The CPU is asked once;
-// the variable is read at every call, so callers that pick kernels call this once and keep it.
-enum tw_cpu_isa tw_cpu_isa_best(void);
-// What the CPU supports, without TWIN_ISA's cap (asked once).
-enum tw_cpu_isa tw_cpu_isa_have(void);
-// Whether the CPU has AVX-512 (as TW_ISA_AVX512 needs it) and AVX-512 VNNI.
-bool tw_cpu_has_avx512_vnni(void);
-// "scalar", "avx2", "avx512"; "?" for a value that is not an ISA.
-const char *tw_cpu_isa_name(enum tw_cpu_isa isa);
 // The dot kernel of dtype t for isa: the one of the highest ISA up to isa that both has a
 // kernel for t and the CPU supports (an isa above the CPU's is lowered to it, so a kernel that
 // comes back is safe to call). NULL when t is not a dtype.
