@@ -12,6 +12,7 @@
 #include "cli/cli.h"
 #include "cli/text_args.h"
 #include "pipeline/features.h"
+#include "rag/retrieve.h"
 #include "store/home.h"
 
 static int features_run(struct tw_cli *cli, int argc, char **argv)
@@ -92,6 +93,7 @@ static int search_run(struct tw_cli *cli, int argc, char **argv)
 {
     const struct tw_verb *v = &tw_verb_search;
     struct tw_search_options o = { .mode = TW_SEARCH_HYBRID, .k = 10 };
+    int threads = 0;
     bool json = false;
     const char *query = NULL, *val;
     for (int i = 1; i < argc; i++) {
@@ -112,7 +114,7 @@ static int search_run(struct tw_cli *cli, int argc, char **argv)
         } else if (tw_cli_opt(argc, argv, &i, "--threads", &val)) {
             if ((urc = tw_cli_opt_long(v, "--threads", val, 1, 4096, &n)))
                 return urc;
-            o.threads = (int)n;
+            threads = (int)n;
         } else if (tw_cli_opt(argc, argv, &i, "--mode", &val)) {
             if (val && strcmp(val, "dense") == 0)
                 o.mode = TW_SEARCH_DENSE;
@@ -137,22 +139,25 @@ static int search_run(struct tw_cli *cli, int argc, char **argv)
     struct tw_home *h;
     if (tw_home_open(cli->home, &h) != 0)
         return tw_cli_fail();
-    struct tw_search_hit *hits;
-    size_t n;
-    enum tw_search_mode used;
-    int rc = tw_search(h, query, &o, &hits, &n, &used);
+    struct tw_search_hit *hits = NULL;
+    size_t n = 0;
+    enum tw_search_mode used = o.mode;
+    tw_retriever *r;
+    int rc = tw_retriever_open(h, threads, &r);
+    if (!rc)
+        rc = tw_search(r, query, &o, &hits, &n, &used);
+    tw_retriever_free(r);
     tw_home_close(h);
     if (rc)
         return tw_cli_fail();
-    static const char *names[] = { "hybrid", "dense", "sparse" };
     for (size_t i = 0; i < n; i++) {
         const struct tw_search_hit *x = &hits[i];
         if (json) {
             json_t *j =
                 json_pack("{s:i, s:s, s:f, s:I, s:s, s:s, s:s, s:s, s:s}", "rank", (int)i + 1,
-                          "mode", names[used], "score", x->score, "chunk", (json_int_t)x->chunk,
-                          "document", x->document_id, "author", x->author, "title", x->title,
-                          "category", x->category, "text", x->text);
+                          "mode", tw_search_mode_name(used), "score", x->score, "chunk",
+                          (json_int_t)x->chunk, "document", x->document_id, "author", x->author,
+                          "title", x->title, "category", x->category, "text", x->text);
             char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
             if (text)
                 printf("%s\n", text);
@@ -174,7 +179,7 @@ static int search_run(struct tw_cli *cli, int argc, char **argv)
         }
     }
     if (!json && n == 0)
-        printf("no results (%s search)\n", names[used]);
+        printf("no results (%s search)\n", tw_search_mode_name(used));
     tw_search_hits_free(hits, n);
     return tw_cli_flush_stdout() ? tw_cli_fail() : TW_EXIT_OK;
 }

@@ -102,19 +102,15 @@ int tw_cli_model_opt(const struct tw_verb *v, int argc, char **argv, int *i,
 
 int tw_cli_model_open(struct tw_cli_model *a)
 {
-    int rc = tw_model_open(a->model, &a->m);
-    if (rc == 0)
-        rc = tw_backend_cpu_new(a->threads, &a->be);
-    struct tw_ctx_params p = { .n_ctx = a->ctx };
-    if (rc == 0)
-        rc = tw_ctx_new(a->m, a->be, &p, &a->c);
+    struct tw_session s;
+    int rc = tw_session_open(a->model, a->threads, a->ctx, &s);
+    a->m = s.m, a->be = s.be, a->c = s.c;
     return rc;
 }
 
 void tw_cli_model_close(struct tw_cli_model *a)
 {
-    tw_ctx_free(a->c);
-    tw_backend_free(a->be);
-    tw_model_close(a->m);
+    struct tw_session s = { a->m, a->be, a->c };
+    tw_session_close(&s);
     a->c = NULL, a->be = NULL, a->m = NULL;
 }

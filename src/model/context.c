@@ -391,3 +391,29 @@ int tw_ctx_classify(tw_ctx *c, const int32_t *ids, const int32_t *type_ids, int3
     tw_matmul(c->be, &y, &pooled, &m->cls_w, &m->cls_b);
     return 0;
 }
+
+// ---- sessions
+
+int tw_session_open(const char *path, int threads, int32_t n_ctx, struct tw_session *s)
+{
+    memset(s, 0, sizeof *s);
+    int rc = tw_model_open(path, &s->m);
+    if (rc == 0)
+        rc = tw_backend_cpu_new(threads, &s->be);
+    struct tw_ctx_params p = { .n_ctx = n_ctx };
+    if (rc == 0)
+        rc = tw_ctx_new(s->m, s->be, &p, &s->c);
+    if (rc)
+        tw_session_close(s);
+    return rc;
+}
+
+void tw_session_close(struct tw_session *s)
+{
+    tw_ctx_free(s->c);
+    if (s->be)
+        tw_backend_free(s->be);
+    if (s->m)
+        tw_model_close(s->m);
+    memset(s, 0, sizeof *s);
+}

@@ -64,4 +64,21 @@ int tw_ctx_embed(tw_ctx *c, const int32_t *ids, int32_t n, float *out);
 // CLS -> pooler dense + tanh -> classifier).
 int tw_ctx_classify(tw_ctx *c, const int32_t *ids, const int32_t *type_ids, int32_t n, float *out);
 
+// ---- a model with its backend and context, opened together
+
+// What a command or pipeline that runs one model holds: the model (mmapped), a CPU backend
+// with its threads, and one context.
+struct tw_session {
+    struct tw_model *m;
+    struct tw_backend *be;
+    tw_ctx *c;
+};
+
+// Opens the model at path (a Hugging Face folder or a GGUF file), a CPU backend of threads
+// threads (0: every CPU) and a context of n_ctx positions (0: the model's, at most 4096).
+// On failure nothing stays open. Returns 0 or an error naming path.
+int tw_session_open(const char *path, int threads, int32_t n_ctx, struct tw_session *s);
+// Closes what tw_session_open opened; a zeroed session is fine.
+void tw_session_close(struct tw_session *s);
+
 #endif

@@ -1,4 +1,4 @@
-// The feature pipeline (`twin features`) and search over its output (`twin search`): the
+// The feature pipeline (`twin features`; search over its output is rag/retrieve.h): the
 // warehouse's documents cleaned (text/clean.h) and chunked (text/chunk.h) per category, the
 // chunks put into a BM25 index and, when an embedding model is given, embedded into a vector
 // index (index/index.h) with their payload (author, category, platform, document, date).
@@ -38,30 +38,5 @@ struct tw_features_summary {
 // error naming the input (the model, a document) and what went wrong.
 int tw_features_run(struct tw_home *h, const struct tw_features_options *opt,
                     struct tw_features_summary *out);
-
-enum tw_search_mode { TW_SEARCH_HYBRID, TW_SEARCH_DENSE, TW_SEARCH_SPARSE };
-
-struct tw_search_options {
-    enum tw_search_mode mode; // hybrid falls back to sparse without a dense index
-    uint32_t k;               // 0: 10
-    const char *author;       // full name (ASCII case ignored), NULL: any
-    const char *category;     // NULL: any
-    int threads;
-};
-
-struct tw_search_hit {
-    int64_t chunk; // chunk seq
-    double score;  // BM25, cosine, or the reciprocal-rank-fusion sum (k = 60)
-    char document_id[37];
-    char *author, *title, *category, *text; // tw_malloc'd
-};
-
-// The k best chunks of the newest feature run for query. *hits (tw_malloc'd, free with
-// tw_search_hits_free) gets *n of them, best first. Dense search needs the run's embedding
-// model, opened from the path the run recorded. Returns 0, TW_ESTATE when there is no run
-// yet (the message says to run `twin features`), or an error.
-int tw_search(struct tw_home *h, const char *query, const struct tw_search_options *opt,
-              struct tw_search_hit **hits, size_t *n, enum tw_search_mode *used);
-void tw_search_hits_free(struct tw_search_hit *hits, size_t n);
 
 #endif

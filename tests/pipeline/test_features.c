@@ -15,6 +15,7 @@
 #include "check.h"
 #include "etl/ingest.h"
 #include "pipeline/features.h"
+#include "rag/retrieve.h"
 #include "store/home.h"
 #include "store/warehouse.h"
 
@@ -62,6 +63,18 @@ static void ingest(struct tw_home *h, const char *path)
     tw_ingest_summary_free(&s);
 }
 
+// tw_search on a retriever of the home's newest run.
+static int search_home(struct tw_home *h, const char *q, const struct tw_search_options *o,
+                       struct tw_search_hit **hits, size_t *n, enum tw_search_mode *used)
+{
+    tw_retriever *r;
+    int rc = tw_retriever_open(h, 1, &r);
+    if (rc == 0)
+        rc = tw_search(r, q, o, hits, n, used);
+    tw_retriever_free(r);
+    return rc;
+}
+
 // Searches and returns the number of hits; *top gets the first hit's title ("" when none).
 static size_t search(struct tw_home *h, const char *q, enum tw_search_mode mode,
                      const char *author, const char *category, char *top, bool *all_author)
@@ -70,7 +83,7 @@ static size_t search(struct tw_home *h, const char *q, enum tw_search_mode mode,
     struct tw_search_hit *hits = NULL;
     size_t n = 0;
     enum tw_search_mode used;
-    CHECK_OK(tw_search(h, q, &o, &hits, &n, &used));
+    CHECK_OK(search_home(h, q, &o, &hits, &n, &used));
     snprintf(top, 64, "%s", n ? hits[0].title : "");
     if (all_author) {
         *all_author = true;
@@ -97,7 +110,7 @@ int main(void)
     size_t n;
     enum tw_search_mode used;
     struct tw_search_options so = { .k = 3 };
-    CHECK_EQ_INT(tw_search(h, "engine", &so, &hits, &n, &used), TW_ESTATE);
+    CHECK_EQ_INT(search_home(h, "engine", &so, &hits, &n, &used), TW_ESTATE);
     CHECK(strstr(tw_error_msg(), "twin features") != NULL);
 
     write_records(path, records);
@@ -121,7 +134,7 @@ int main(void)
     CHECK(search(h, "mortal", TW_SEARCH_SPARSE, NULL, "article", top, NULL) == 0);
     CHECK(search(h, "mortal", TW_SEARCH_SPARSE, NULL, "post", top, NULL) == 1);
     so.mode = TW_SEARCH_DENSE;
-    CHECK_EQ_INT(tw_search(h, "engine", &so, &hits, &n, &used), TW_ESTATE);
+    CHECK_EQ_INT(search_home(h, "engine", &so, &hits, &n, &used), TW_ESTATE);
     CHECK(strstr(tw_error_msg(), "--model") != NULL);
 
     // Nothing changed: nothing processed, same version.
