@@ -36,6 +36,19 @@ echo "with the golden sentence embedder (a tiny random BERT: its neighbours are 
 run "$twin" --home "$home" features --model "$root/tests/golden/models/bert_embed"
 run "$twin" --home "$home" search "the state of the Union" --author "Barack Obama" --k 3 --mode hybrid
 
+step "2c. RAG inference: twin ask (self-query, expansion, hybrid retrieval, reranking, traces)"
+models="$root/tests/golden/models"
+echo "retrieval only (no model): the sources for each question, filtered by the author it names:"
+run "$twin" --home "$home" ask "What did Lincoln propose about compensated emancipation?"
+run "$twin" --home "$home" ask "What did FDR say about the four freedoms?" --k 2
+echo "with the golden tiny Llama (random weights: the answer is noise, the pipeline is real)"
+echo "and the golden cross-encoder as the reranker:"
+run "$twin" --home "$home" ask "How did Monroe warn the European powers about colonization?" \
+    --model "$models/llama" --reranker "$models/bert_rerank" -n 12
+run "$twin" --home "$home" traces ls --limit 3
+echo "retrieval evaluation on the hand-written questions (tests/rag/sotu_questions.jsonl):"
+run "$twin" --home "$home" eval retrieval --queries "$root/tests/rag/sotu_questions.jsonl" --mode hybrid
+
 step "3. the text layer: tokenizers with exact Hugging Face parity, cleaning, chunking"
 toks="$root/.cache/data/tokenizers"
 address="$corpus/1790_george_washington_n.txt"
@@ -51,7 +64,6 @@ run "$twin" chunk --category post --tokenizer "$toks/llama3" --window 250 --over
 
 step "4. the model engine (CPU): tiny models that transformers made with random weights and"
 echo "   tokenizers trained on this corpus (tests/golden/models); their outputs equal transformers'"
-models="$root/tests/golden/models"
 run "$twin" model info "$models/llama"
 run "$twin" generate --model "$models/smollm2" --temp 0 -n 24 "Fellow-Citizens of the Senate"
 echo
@@ -82,7 +94,8 @@ cat <<'TXT'
           the ETL pipeline and the warehouse: twin ingest (folders, record exports, web
           crawls, git repositories; standardised, deduplicated, crash-safe), docs, authors
           the feature pipeline: twin features (clean, chunk, BM25, HNSW vectors,
-          incremental, versioned) and twin search (sparse, dense, hybrid; filters)
-  next:   HNSW f32 queries as fast as hnswlib (issue 6), RAG with `twin ask` (7), the
-          server (8), training (9), CUDA (10, 11)
+          incremental, versioned) and twin search (sparse, dense, hybrid; filters);
+          RAG inference: twin ask (self-query, expansion, hybrid retrieval, reranking,
+          prompt within the context, answer), twin traces, twin eval retrieval
+  next:   the server (8), training (9), CUDA (10, 11)
 TXT

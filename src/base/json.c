@@ -57,6 +57,10 @@ int tw_json_parse_flags(const char *what, const char *buf, size_t len, size_t fl
     json_t *v = json_loadb(buf ? buf : "", len, JSON_DECODE_ANY | flags, &err);
     if (!v)
         return parse_error(what, &err);
+    if (alloc_failed) { // jansson can drop a failed growth of a string and still succeed
+        json_decref(v);
+        return tw_error_set(TW_ENOMEM, "%s: out of memory", what);
+    }
     *out = v;
     return 0;
 }

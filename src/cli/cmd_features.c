@@ -165,17 +165,9 @@ static int search_run(struct tw_cli *cli, int argc, char **argv)
             json_decref(j);
         } else {
             char snippet[161];
-            size_t len = strlen(x->text) < 160 ? strlen(x->text) : 160;
-            while (len > 0 && len < strlen(x->text) &&
-                   ((unsigned char)x->text[len] & 0xC0) == 0x80)
-                len--; // whole characters only
-            memcpy(snippet, x->text, len);
-            snippet[len] = 0;
-            for (char *c = snippet; *c; c++)
-                if (*c == '\n')
-                    *c = ' ';
+            bool cut = tw_cli_snippet(x->text, 160, snippet);
             printf("%2zu. %.4f  %s, %s (%s)\n    %s%s\n", i + 1, x->score, x->author, x->title,
-                   x->category, snippet, len < strlen(x->text) ? "…" : "");
+                   x->category, snippet, cut ? "…" : "");
         }
     }
     if (!json && n == 0)

@@ -148,3 +148,16 @@ int tw_cli_opt_long(const struct tw_verb *v, const char *opt, const char *val, l
         return 0;
     return tw_cli_usage_error(v, "%s needs a whole number >= %ld", opt, lo);
 }
+
+bool tw_cli_snippet(const char *text, size_t max, char *buf)
+{
+    size_t n = strlen(text), len = n < max ? n : max;
+    while (len > 0 && len < n && ((unsigned char)text[len] & 0xC0) == 0x80)
+        len--; // whole characters only
+    memcpy(buf, text, len);
+    buf[len] = 0;
+    for (char *c = buf; *c; c++)
+        if (*c == '\n' || *c == '\r')
+            *c = ' ';
+    return len < n;
+}

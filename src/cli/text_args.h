@@ -47,6 +47,10 @@ bool tw_cli_parse_long(const char *s, long lo, long hi, long *out);
 int tw_cli_opt_long(const struct tw_verb *v, const char *opt, const char *val, long lo, long hi,
                     long *out);
 
+// The first max bytes of text (whole UTF-8 characters; newlines as spaces) into buf (room
+// for max + 1); returns true when text was cut.
+bool tw_cli_snippet(const char *text, size_t max, char *buf);
+
 // Flushes stdout; TW_EIO ("stdout: <reason>") when a write failed.
 int tw_cli_flush_stdout(void);
 

@@ -84,6 +84,23 @@ static const char *const migrations[] = {
     "  chunks      INTEGER NOT NULL,\n"
     "  lineage     TEXT NOT NULL\n" // JSON: documents processed and deleted, the run before
     ") STRICT;\n",
+    // 3 -> 4: prompt monitoring (store/traces.h): one row per traced request (`twin ask`,
+    // the server), the columns a listing shows, and every step's detail as JSON.
+    "CREATE TABLE traces (\n"
+    "  id          INTEGER PRIMARY KEY,\n"
+    "  created_at  INTEGER NOT NULL,\n" // unix milliseconds
+    "  kind        TEXT NOT NULL,\n"    // 'ask', 'rag', 'chat', ...
+    "  question    TEXT NOT NULL,\n"
+    "  answer      TEXT,\n"
+    "  model       TEXT,\n"
+    "  embed_model TEXT,\n"
+    "  prompt_tokens     INTEGER NOT NULL,\n"
+    "  completion_tokens INTEGER NOT NULL,\n"
+    "  total_ms    REAL NOT NULL,\n"
+    "  status      TEXT NOT NULL,\n" // 'ok' or the error's message
+    "  detail      TEXT NOT NULL\n"  // JSON: filters, queries, stages, prompt, latencies
+    ") STRICT;\n"
+    "CREATE INDEX traces_created ON traces (created_at);\n",
 };
 
 int tw_schema_count(void)

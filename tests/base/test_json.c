@@ -320,6 +320,31 @@ static void test_alloc_failures(void)
     CHECK_EQ_INT(tw_mem_live(), live);
 }
 
+// A failure inside jansson's string buffer used to come back as a successful parse with the
+// string cut short: whatever allocation fails, a parse either fails with TW_ENOMEM or gives the
+// whole value.
+static void test_alloc_failure_never_truncates(void)
+{
+    char text[600];
+    memset(text, 'x', sizeof text);
+    memcpy(text, "{\"author\": \"", 12);
+    memcpy(text + sizeof text - 3, "\"}", 3);
+    json_t *ref = NULL;
+    REQUIRE(tw_json_parse("q", text, strlen(text), &ref) == 0);
+    for (int k = 1; k < 64; k++) {
+        json_t *v = NULL;
+        tw_mem_fail_after(k);
+        int rc = tw_json_parse("q", text, strlen(text), &v);
+        tw_mem_fail_after(0);
+        if (rc == 0)
+            CHECK(json_equal(v, ref));
+        else
+            CHECK_EQ_INT(rc, TW_ENOMEM);
+        json_decref(v);
+    }
+    json_decref(ref);
+}
+
 int main(void)
 {
     long live = tw_mem_live();
@@ -330,6 +355,7 @@ int main(void)
     test_dump();
     test_load_file();
     test_alloc_failures();
+    test_alloc_failure_never_truncates();
     CHECK_EQ_INT(tw_mem_live(), live);
     return check_report("json");
 }
