@@ -1188,6 +1188,44 @@ out:
     return rc;
 }
 
+int tw_index_search_among(const tw_index *ix, const float *q, uint32_t k, const uint64_t *ids,
+                          size_t n, struct tw_hit *hits, uint32_t *n_hits)
+{
+    if (!ix || !q || !n_hits || (k && !hits) || (n && !ids))
+        return tw_error_set(TW_EINVAL, "index: search: NULL argument");
+    *n_hits = 0;
+    float *qn = tw_malloc_array(ix->opt.dim, sizeof *qn);
+    if (!qn)
+        return tw_error_set(TW_ENOMEM, "index: search: out of memory");
+    int rc = prepare_vector(ix, "search", 0, q, qn);
+    if (rc)
+        tw_error_set(rc, "index: search: the query is zero or not finite");
+    struct visited *vis = rc ? NULL : visited_get(ix, ix->n); // an id listed twice counts once
+    if (!rc && !vis)
+        rc = tw_error_set(TW_ENOMEM, "index: search: out of memory");
+    struct heap top = { 0 }; // the k best so far, worst on top
+    for (size_t i = 0; rc == 0 && k && i < n; i++) {
+        uint64_t slot;
+        if (!tw_map_get_u64(&ix->slot_of, ids[i], &slot) || vis->tag[slot] == vis->gen)
+            continue;
+        vis->tag[slot] = vis->gen;
+        struct cand c = { score_f32(ix, qn, (uint32_t)slot), (uint32_t)slot };
+        if (top.n < k) {
+            rc = heap_push(&top, c);
+        } else if (worse(top.a[0], c)) {
+            heap_pop(&top);
+            heap_push(&top, c); // cannot fail: room was just made
+        }
+    }
+    if (rc == 0)
+        *n_hits = finish(ix, qn, top.a, top.n, false, k, hits);
+    if (vis)
+        visited_put(ix, vis);
+    tw_free(top.a);
+    tw_free(qn);
+    return rc;
+}
+
 // ---- accessors
 
 size_t tw_index_count(const tw_index *ix)

@@ -100,6 +100,13 @@ int tw_index_compact(tw_index *ix, int n_threads);
 int tw_index_search(const tw_index *ix, const float *q, uint32_t k, uint32_t ef,
                     const struct tw_filter *filter, struct tw_hit *hits, uint32_t *n_hits);
 
+// The k nearest to q among the points ids[0..n) (ids not in the index are skipped), by exact
+// f32 scores: the search for a caller that already knows which points a filter admits and
+// that they are few (scoring them all beats walking a graph where most nodes fail the
+// filter). Same output as tw_index_search. Thread-safe with other searches.
+int tw_index_search_among(const tw_index *ix, const float *q, uint32_t k, const uint64_t *ids,
+                          size_t n, struct tw_hit *hits, uint32_t *n_hits);
+
 // Counts: live points, deleted points awaiting compaction.
 size_t tw_index_count(const tw_index *ix);
 size_t tw_index_deleted(const tw_index *ix);

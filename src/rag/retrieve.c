@@ -42,6 +42,8 @@ struct tw_retriever {
     size_t n_docs, n_chunks;
     struct names authors, categories, doc_ids;
     tw_map chunk_doc;       // chunk seq -> document index
+    uint64_t *by_author;    // (n_chunks) chunk seqs grouped by author,
+    size_t *author_at;      // (authors + 2) author a's at [author_at[a], author_at[a + 1])
     sqlite3_stmt *chunk_st; // a chunk with its document, by seq
 };
 
@@ -152,6 +154,26 @@ static int load_chunks(tw_retriever *r)
     return rc;
 }
 
+// Groups the chunks by author (a counting sort), for dense searches filtered by author.
+static int group_by_author(tw_retriever *r)
+{
+    size_t na = r->authors.n;
+    r->author_at = tw_calloc(na + 2, sizeof *r->author_at);
+    r->by_author = tw_malloc_array(r->n_chunks ? r->n_chunks : 1, sizeof *r->by_author);
+    if (!r->author_at || !r->by_author)
+        return tw_error_set(TW_ENOMEM, "%s: out of memory grouping the chunks", r->h->path);
+    size_t pos = 0;
+    struct tw_map_entry e;
+    while (tw_map_next(&r->chunk_doc, &pos, &e))
+        r->author_at[r->docs[e.val].author + 2]++;
+    for (size_t a = 2; a < na + 2; a++)
+        r->author_at[a] += r->author_at[a - 1];
+    pos = 0; // author_at[a + 1] is now where author a's chunks start: fill, moving it on
+    while (tw_map_next(&r->chunk_doc, &pos, &e))
+        r->by_author[r->author_at[r->docs[e.val].author + 1]++] = e.u64;
+    return 0;
+}
+
 static int load_indexes(tw_retriever *r, int threads)
 {
     char path[4096];
@@ -192,6 +214,8 @@ int tw_retriever_open(struct tw_home *h, int threads, tw_retriever **out)
         rc = load_indexes(r, threads);
     if (!rc)
         rc = load_chunks(r);
+    if (!rc)
+        rc = group_by_author(r);
     if (!rc && sqlite3_prepare_v2(h->db,
                                   "SELECT d.id, a.full_name, d.title, d.category, d.uri, "
                                   "d.published_at, c.text FROM chunks c "
@@ -213,6 +237,8 @@ void tw_retriever_free(tw_retriever *r)
         return;
     sqlite3_finalize(r->chunk_st);
     tw_map_free(&r->chunk_doc);
+    tw_free(r->by_author);
+    tw_free(r->author_at);
     names_free(&r->authors);
     names_free(&r->categories);
     names_free(&r->doc_ids);
@@ -310,6 +336,39 @@ int tw_retriever_sparse(tw_retriever *r, const char *query, const struct tw_rag_
     return rc;
 }
 
+// Whether the authors a filter admits have so few chunks that scoring each beats the graph
+// search, where most nodes would fail the filter: at most 4,096, or an eighth of all.
+static bool few(const tw_retriever *r, const struct cfilter *cf)
+{
+    size_t n = 0;
+    for (size_t a = 0; a < r->authors.n; a++)
+        if (cf->author_ok[a])
+            n += r->author_at[a + 1] - r->author_at[a];
+    return n <= 4096 || n * 8 <= r->n_chunks;
+}
+
+// The exact search over the chunks the filter admits.
+static int among(tw_retriever *r, const struct cfilter *cf, uint32_t depth, struct tw_hit *hits,
+                 uint32_t *got)
+{
+    tw_vec ids;
+    tw_vec_init(&ids, sizeof(uint64_t));
+    int rc = 0;
+    for (size_t a = 0; rc == 0 && a < r->authors.n; a++) {
+        if (!cf->author_ok[a])
+            continue;
+        for (size_t i = r->author_at[a]; rc == 0 && i < r->author_at[a + 1]; i++)
+            if (cf->category == -1 || admits((void *)cf, r->by_author[i]))
+                rc = tw_vec_push(&ids, &r->by_author[i]);
+    }
+    if (rc)
+        rc = tw_error_set(TW_ENOMEM, "out of memory");
+    else
+        rc = tw_index_search_among(r->ix, r->qvec, depth, ids.data, ids.len, hits, got);
+    tw_vec_free(&ids);
+    return rc;
+}
+
 int tw_retriever_dense(tw_retriever *r, const char *query, const struct tw_rag_filter *f,
                        uint32_t depth, struct tw_rag_hit *out, size_t *n, double *embed_ms)
 {
@@ -356,7 +415,11 @@ int tw_retriever_dense(tw_retriever *r, const char *query, const struct tw_rag_f
     uint32_t got = 0;
     if ((!cf.any_author && nn == 0) || cf.category == -2)
         goto out; // no document passes
-    if ((rc = tw_index_search(r->ix, r->qvec, depth, 0, nc ? &flt : NULL, hits, &got)))
+    if (!cf.any_author && few(r, &cf))
+        rc = among(r, &cf, depth, hits, &got);
+    else
+        rc = tw_index_search(r->ix, r->qvec, depth, 0, nc ? &flt : NULL, hits, &got);
+    if (rc)
         goto out;
     for (uint32_t i = 0; i < got; i++)
         out[i] = (struct tw_rag_hit){ (int64_t)hits[i].id, hits[i].score };

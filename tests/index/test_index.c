@@ -190,6 +190,48 @@ static void test_flat_exact(void)
     free(q);
 }
 
+// The exact search among a list of ids: the k best of that subset by brute force; ids not in
+// the index (never added, or deleted) are skipped.
+static void test_among(void)
+{
+    size_t n = 1500;
+    float *v = mixture(n, false), *q = mixture(5, false);
+    tw_index *ix = build(TW_INDEX_HNSW, TW_METRIC_COSINE, false, v, n, 1);
+    uint64_t ids[300];
+    size_t m = 0;
+    for (size_t i = 0; i < n && m < 298; i += 7)
+        ids[m++] = 1000 + i;
+    ids[m++] = 5;                        // never added
+    ids[m++] = 1000 + 14;                // twice: counted once
+    CHECK_OK(tw_index_delete(ix, 1007)); // in the list, then deleted
+    for (int qi = 0; qi < 5; qi++) {
+        struct tw_hit h[K];
+        uint32_t nh;
+        CHECK_OK(tw_index_search_among(ix, q + qi * DIM, K, ids, m, h, &nh));
+        CHECK_EQ_INT(nh, K);
+        for (uint32_t j = 0; j < nh; j++) {
+            CHECK(h[j].id >= 1000 && (h[j].id - 1000) % 7 == 0 && h[j].id != 1007);
+            CHECK(j == 0 || h[j].id != h[j - 1].id);
+            // nothing in the subset beats the j-th hit that is not ranked above it
+            int better = 0;
+            for (size_t i = 0; i < n; i += 7)
+                if (1000 + i != 1007 &&
+                    brute_score(TW_METRIC_COSINE, q + qi * DIM, v + i * DIM) > h[j].score + 1e-5f)
+                    better++;
+            CHECK_EQ_INT(better, (int)j);
+        }
+    }
+    uint32_t nh;
+    struct tw_hit h[K];
+    CHECK_OK(tw_index_search_among(ix, q, K, ids, 0, h, &nh));
+    CHECK_EQ_INT(nh, 0);
+    float zero[DIM] = { 0 };
+    CHECK_EQ_INT(tw_index_search_among(ix, zero, K, ids, m, h, &nh), TW_EINVAL);
+    tw_index_free(ix);
+    free(v);
+    free(q);
+}
+
 // recall@K of ix against exact on nq queries
 static double recall(const tw_index *ix, const tw_index *exact, const float *q, int nq,
                      uint32_t ef, const struct tw_filter *f)
@@ -506,6 +548,7 @@ int main(void)
     test_kernels();
     test_bad_input();
     test_flat_exact();
+    test_among();
     test_writes();
     test_hnsw();
     tw_remove_tree(tmpdir);
