@@ -127,6 +127,7 @@ static void print_sources(const struct tw_rag_result *res, bool full)
 
 static void print_summary(const struct tw_rag_result *res)
 {
+    fflush(stdout); // the sources first, when both streams go to one terminal or file
     json_t *lat = json_object_get(res->trace, "latency_ms");
     fprintf(stderr, "[trace %lld:", (long long)res->trace_id);
     const char *key;
