@@ -200,10 +200,7 @@ static int run(struct tw_cli *cli, int argc, char **argv)
     if (!rc)
         rc = tw_rag_ask(h, &rag, a.question, &a.o, &res);
     if (!rc && a.json) {
-        char *text = json_dumps(res.trace, JSON_COMPACT);
-        if (text)
-            printf("%s\n", text);
-        free(text);
+        rc = tw_cli_print_json(json_incref(res.trace), 0);
     } else if (!rc) {
         if (res.answer)
             printf("\n");

@@ -37,21 +37,10 @@ static json_t *doc_json(const struct tw_wh_doc *d, bool content)
     return j;
 }
 
-static int print_json(json_t *j)
-{
-    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
-    json_decref(j);
-    if (!text)
-        return tw_error_set(TW_ENOMEM, "out of memory");
-    printf("%s\n", text);
-    free(text);
-    return 0;
-}
-
 static int ls_one(void *ud, const struct tw_wh_doc *d)
 {
     if (*(bool *)ud)
-        return print_json(doc_json(d, false));
+        return tw_cli_print_json(doc_json(d, false), 0);
     char day[32];
     date(d->published_at, day, sizeof day);
     printf("%.8s  %-10s  %-22.22s  %-10s %8zu  %s\n", d->id, day, d->author, d->category,
@@ -62,7 +51,7 @@ static int ls_one(void *ud, const struct tw_wh_doc *d)
 static int show_one(void *ud, const struct tw_wh_doc *d)
 {
     if (*(bool *)ud)
-        return print_json(doc_json(d, true));
+        return tw_cli_print_json(doc_json(d, true), 0);
     char pub[32], got[32];
     date(d->published_at, pub, sizeof pub);
     date(d->fetched_at, got, sizeof got);
@@ -174,9 +163,10 @@ const struct tw_verb tw_verb_docs = {
 static int author_one(void *ud, const struct tw_wh_author *a)
 {
     if (*(bool *)ud)
-        return print_json(json_pack("{s:s, s:s, s:s, s:s, s:I}", "id", a->id, "full_name",
-                                    a->full_name, "first_name", a->first_name, "last_name",
-                                    a->last_name, "documents", (json_int_t)a->n_documents));
+        return tw_cli_print_json(json_pack("{s:s, s:s, s:s, s:s, s:I}", "id", a->id, "full_name",
+                                           a->full_name, "first_name", a->first_name, "last_name",
+                                           a->last_name, "documents", (json_int_t)a->n_documents),
+                                 0);
     printf("%.8s  %6" PRId64 "  %s\n", a->id, a->n_documents, a->full_name);
     return 0;
 }

@@ -134,11 +134,7 @@ static void print_row(const struct row *r, bool json)
                               "queries", (json_int_t)r->n, "recall@1", r->recall[0], "recall@3",
                               r->recall[1], "recall@5", r->recall[2], "recall@10", r->recall[3],
                               "mrr", r->mrr, "p50_ms", r->p50, "p99_ms", r->p99);
-        char *t = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-        if (t)
-            printf("%s\n", t);
-        free(t);
-        json_decref(o);
+        tw_cli_print_json(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
         return;
     }
     printf("%-10s %-7s %-5s %-6s %5zu %6.3f %6.3f %6.3f %6.3f %6.3f %8.2f %8.2f\n", r->set,

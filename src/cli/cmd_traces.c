@@ -27,21 +27,10 @@ static json_t *trace_json(const struct tw_trace *t, bool detail)
     return o;
 }
 
-static int print_json(json_t *o, size_t flags)
-{
-    char *text = o ? json_dumps(o, flags) : NULL;
-    json_decref(o);
-    if (!text)
-        return tw_error_set(TW_ENOMEM, "out of memory");
-    printf("%s\n", text);
-    free(text);
-    return 0;
-}
-
 static int ls_row(void *ud, const struct tw_trace *t)
 {
     if (*(bool *)ud)
-        return print_json(trace_json(t, false), JSON_COMPACT);
+        return tw_cli_print_json(trace_json(t, false), JSON_COMPACT);
     char when[32], q[61];
     time_t s = (time_t)(t->created_at / 1000);
     struct tm tm;
@@ -56,7 +45,7 @@ static int ls_row(void *ud, const struct tw_trace *t)
 static int show_row(void *ud, const struct tw_trace *t)
 {
     (void)ud;
-    return print_json(trace_json(t, true), JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    return tw_cli_print_json(trace_json(t, true), JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 }
 
 static int run(struct tw_cli *cli, int argc, char **argv)

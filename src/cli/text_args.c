@@ -161,3 +161,14 @@ bool tw_cli_snippet(const char *text, size_t max, char *buf)
             *c = ' ';
     return len < n;
 }
+
+int tw_cli_print_json(json_t *v, size_t flags)
+{
+    char *text = v ? json_dumps(v, flags ? flags : JSON_COMPACT) : NULL;
+    json_decref(v);
+    if (!text)
+        return tw_error_set(TW_ENOMEM, "out of memory");
+    printf("%s\n", text);
+    free(text);
+    return 0;
+}

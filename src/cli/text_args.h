@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include <jansson.h>
+
 #include "text/tokenizer.h"
 
 // The most bytes a text verb reads from a file or standard input.
@@ -50,6 +52,10 @@ int tw_cli_opt_long(const struct tw_verb *v, const char *opt, const char *val, l
 // The first max bytes of text (whole UTF-8 characters; newlines as spaces) into buf (room
 // for max + 1); returns true when text was cut.
 bool tw_cli_snippet(const char *text, size_t max, char *buf);
+
+// Prints v (taken: freed here) as JSON on one line of stdout (flags: json_dumps's, 0 for
+// compact); NULL v is TW_ENOMEM (a json_pack that failed).
+int tw_cli_print_json(json_t *v, size_t flags);
 
 // Flushes stdout; TW_EIO ("stdout: <reason>") when a write failed.
 int tw_cli_flush_stdout(void);
