@@ -480,9 +480,11 @@ static int assemble(struct run *x, tw_str *out)
         tw_rag_chunk_clear(&x->src[--x->n_src].chunk);
         dropped++;
     }
+    // tokens: null when there is no template to count with (no model, or a caller's LLM)
     json_t *step =
-        json_pack("{s:s,s:s,s:i,s:I}", "system", tw_rag_system_prompt, "user", tw_str_cstr(out),
-                  "tokens", (int)n_tokens, "sources_dropped", (json_int_t)dropped);
+        json_pack("{s:s,s:s,s:o,s:I}", "system", tw_rag_system_prompt, "user", tw_str_cstr(out),
+                  "tokens", n_tokens >= 0 ? json_integer(n_tokens) : json_null(),
+                  "sources_dropped", (json_int_t)dropped);
     json_object_set_new(x->trace, "prompt", step);
     json_object_set_new(x->lat, "prompt", json_real(now_ms() - t0));
     return rc;

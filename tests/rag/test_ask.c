@@ -180,6 +180,8 @@ static void without_llm(struct tw_home *h, tw_retriever *r)
     json_t *d = detail_of(h, res.trace_id);
     CHECK_EQ_STR(json_string_value(json_object_get(json_object_get(d, "self_query"), "method")),
                  "fallback");
+    CHECK(json_is_null(json_object_get(json_object_get(d, "prompt"), "tokens"))); // no template
+    CHECK(json_object_get(d, "answer") == NULL && json_object_get(d, "generate") == NULL);
     json_decref(d);
     tw_rag_result_free(&res);
 }
