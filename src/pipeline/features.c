@@ -32,16 +32,6 @@
 #include "text/chunk.h"
 #include "text/clean.h"
 
-static int db_fail(struct tw_home *h, const char *what)
-{
-    return tw_error_set(TW_EDB, "%s/twin.db: %s: %s", h->path, what, sqlite3_errmsg(h->db));
-}
-
-static int prepare(struct tw_home *h, const char *sql, sqlite3_stmt **st)
-{
-    return sqlite3_prepare_v2(h->db, sql, -1, st, NULL) == SQLITE_OK ? 0 : db_fail(h, "preparing");
-}
-
 // ---- the embedder
 
 struct embedder {
@@ -98,7 +88,7 @@ static void bar_start(struct run *r, int64_t total)
 static int remove_chunks(struct run *r, const char *doc_id)
 {
     sqlite3_stmt *st;
-    int rc = prepare(r->h, "SELECT seq FROM chunks WHERE document_id = ?1", &st);
+    int rc = tw_home_prepare(r->h, "SELECT seq FROM chunks WHERE document_id = ?1", &st);
     if (rc)
         return rc;
     sqlite3_bind_text(st, 1, doc_id, -1, SQLITE_STATIC);
@@ -117,17 +107,18 @@ static int remove_chunks(struct run *r, const char *doc_id)
     sqlite3_finalize(st);
     if (rc)
         return rc;
-    if ((rc = prepare(r->h, "DELETE FROM chunks WHERE document_id = ?1", &st)))
+    if ((rc = tw_home_prepare(r->h, "DELETE FROM chunks WHERE document_id = ?1", &st)))
         return rc;
     sqlite3_bind_text(st, 1, doc_id, -1, SQLITE_STATIC);
     if (sqlite3_step(st) != SQLITE_DONE)
-        rc = db_fail(r->h, "removing chunks");
+        rc = tw_home_db_fail(r->h, "removing chunks");
     sqlite3_finalize(st);
-    if (rc || (rc = prepare(r->h, "DELETE FROM cleaned_documents WHERE document_id = ?1", &st)))
+    if (rc ||
+        (rc = tw_home_prepare(r->h, "DELETE FROM cleaned_documents WHERE document_id = ?1", &st)))
         return rc;
     sqlite3_bind_text(st, 1, doc_id, -1, SQLITE_STATIC);
     if (sqlite3_step(st) != SQLITE_DONE)
-        rc = db_fail(r->h, "removing a cleaned document");
+        rc = tw_home_db_fail(r->h, "removing a cleaned document");
     sqlite3_finalize(st);
     return rc;
 }
@@ -135,10 +126,11 @@ static int remove_chunks(struct run *r, const char *doc_id)
 static int put_cleaned(struct run *r, const struct tw_wh_doc *d)
 {
     sqlite3_stmt *st;
-    int rc = prepare(r->h,
-                     "INSERT OR REPLACE INTO cleaned_documents (document_id, sha256, content, "
-                     "cleaned_at) VALUES (?1, ?2, ?3, ?4)",
-                     &st);
+    int rc =
+        tw_home_prepare(r->h,
+                        "INSERT OR REPLACE INTO cleaned_documents (document_id, sha256, content, "
+                        "cleaned_at) VALUES (?1, ?2, ?3, ?4)",
+                        &st);
     if (rc)
         return rc;
     sqlite3_bind_text(st, 1, d->id, -1, SQLITE_STATIC);
@@ -146,7 +138,7 @@ static int put_cleaned(struct run *r, const struct tw_wh_doc *d)
     sqlite3_bind_text(st, 3, tw_str_cstr(&r->clean), (int)tw_str_len(&r->clean), SQLITE_STATIC);
     sqlite3_bind_int64(st, 4, (int64_t)time(NULL));
     if (sqlite3_step(st) != SQLITE_DONE)
-        rc = db_fail(r->h, "writing a cleaned document");
+        rc = tw_home_db_fail(r->h, "writing a cleaned document");
     sqlite3_finalize(st);
     return rc;
 }
@@ -155,10 +147,10 @@ static int put_chunk(struct run *r, const struct tw_wh_doc *d, size_t idx,
                      const struct tw_chunk *c, int64_t *seq)
 {
     sqlite3_stmt *st;
-    int rc = prepare(r->h,
-                     "INSERT INTO chunks (id, document_id, idx, start, end, text) "
-                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING seq",
-                     &st);
+    int rc = tw_home_prepare(r->h,
+                             "INSERT INTO chunks (id, document_id, idx, start, end, text) "
+                             "VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING seq",
+                             &st);
     if (rc)
         return rc;
     sqlite3_bind_text(st, 1, c->id, -1, SQLITE_STATIC);
@@ -171,7 +163,7 @@ static int put_chunk(struct run *r, const struct tw_wh_doc *d, size_t idx,
     if (sqlite3_step(st) == SQLITE_ROW)
         *seq = sqlite3_column_int64(st, 0);
     else
-        rc = db_fail(r->h, "writing a chunk");
+        rc = tw_home_db_fail(r->h, "writing a chunk");
     sqlite3_finalize(st);
     return rc;
 }
@@ -294,13 +286,13 @@ static int load_prev_indexes(struct run *r, const struct tw_feature_run *p)
 static int count(struct tw_home *h, const char *sql, int64_t *out)
 {
     sqlite3_stmt *st;
-    int rc = prepare(h, sql, &st);
+    int rc = tw_home_prepare(h, sql, &st);
     if (rc)
         return rc;
     if (sqlite3_step(st) == SQLITE_ROW)
         *out = sqlite3_column_int64(st, 0);
     else
-        rc = db_fail(h, "counting");
+        rc = tw_home_db_fail(h, "counting");
     sqlite3_finalize(st);
     return rc;
 }
@@ -324,13 +316,14 @@ static int write_run(struct run *r, const struct tw_feature_run *p, int64_t vers
     sqlite3_stmt *st = NULL;
     int rc = !ptext || !ltext ? tw_error_set(TW_ENOMEM, "out of memory") : 0;
     if (!rc)
-        rc = prepare(h,
-                     "INSERT INTO feature_runs (version, started_at, finished_at, change_seq, "
-                     "model, dim, params, bm25_blob, vector_blob, documents, chunks, lineage) "
-                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
-                     "(SELECT count(*) FROM cleaned_documents), (SELECT count(*) FROM chunks), "
-                     "?10) RETURNING id",
-                     &st);
+        rc = tw_home_prepare(
+            h,
+            "INSERT INTO feature_runs (version, started_at, finished_at, change_seq, "
+            "model, dim, params, bm25_blob, vector_blob, documents, chunks, lineage) "
+            "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
+            "(SELECT count(*) FROM cleaned_documents), (SELECT count(*) FROM chunks), "
+            "?10) RETURNING id",
+            &st);
     if (!rc) {
         sqlite3_bind_int64(st, 1, version);
         sqlite3_bind_int64(st, 2, started);
@@ -347,7 +340,7 @@ static int write_run(struct run *r, const struct tw_feature_run *p, int64_t vers
         if (sqlite3_step(st) == SQLITE_ROW)
             r->sum->run_id = sqlite3_column_int64(st, 0);
         else
-            rc = db_fail(h, "recording the feature run");
+            rc = tw_home_db_fail(h, "recording the feature run");
         sqlite3_finalize(st);
     }
     free(ptext);
@@ -384,7 +377,7 @@ static int run_body(struct run *r, const struct tw_feature_run *p)
         }
         if (!rc && sqlite3_exec(h->db, "DELETE FROM chunks; DELETE FROM cleaned_documents;", NULL,
                                 NULL, NULL) != SQLITE_OK)
-            rc = db_fail(h, "clearing the features");
+            rc = tw_home_db_fail(h, "clearing the features");
     }
     if (rc)
         return rc;

@@ -104,11 +104,6 @@ static int names_intern(struct names *t, const char *s, uint32_t *out)
 
 // ---- opening
 
-static int db_fail(struct tw_home *h, const char *what)
-{
-    return tw_error_set(TW_EDB, "%s/twin.db: %s: %s", h->path, what, sqlite3_errmsg(h->db));
-}
-
 // Reads every chunk's document, author and category into memory.
 static int load_chunks(tw_retriever *r)
 {
@@ -118,7 +113,7 @@ static int load_chunks(tw_retriever *r)
                            "JOIN documents d ON d.id = c.document_id "
                            "JOIN authors a ON a.id = d.author_id",
                            -1, &st, NULL) != SQLITE_OK)
-        return db_fail(r->h, "reading the chunks");
+        return tw_home_db_fail(r->h, "reading the chunks");
     int rc = 0, step;
     size_t cap = 0;
     while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW) {
@@ -147,7 +142,7 @@ static int load_chunks(tw_retriever *r)
         r->n_chunks++;
     }
     if (rc == 0 && step != SQLITE_DONE)
-        rc = db_fail(r->h, "reading the chunks");
+        rc = tw_home_db_fail(r->h, "reading the chunks");
     sqlite3_finalize(st);
     if (rc == TW_ENOMEM)
         return tw_error_set(TW_ENOMEM, "%s: out of memory reading the chunks", r->h->path);
@@ -222,7 +217,7 @@ int tw_retriever_open(struct tw_home *h, int threads, tw_retriever **out)
                                   "JOIN documents d ON d.id = c.document_id "
                                   "JOIN authors a ON a.id = d.author_id WHERE c.seq = ?1",
                                   -1, &r->chunk_st, NULL) != SQLITE_OK)
-        rc = db_fail(h, "preparing the chunk lookup");
+        rc = tw_home_db_fail(h, "preparing the chunk lookup");
     if (rc) {
         tw_retriever_free(r);
         return rc;
@@ -491,7 +486,7 @@ int tw_retriever_chunk(tw_retriever *r, int64_t seq, struct tw_rag_chunk *out)
         return tw_error_set(TW_ENOENT, "chunk %lld: not in the feature store (run twin features)",
                             (long long)seq);
     if (step != SQLITE_ROW)
-        return db_fail(r->h, "reading a chunk");
+        return tw_home_db_fail(r->h, "reading a chunk");
     bool oom = false;
     snprintf(out->document_id, sizeof out->document_id, "%s", sqlite3_column_text(st, 0));
     out->author = dup_col(st, 1, &oom);

@@ -16,8 +16,7 @@ int tw_feature_run_latest(struct tw_home *h, struct tw_feature_run *p)
                            "SELECT id, version, change_seq, model, bm25_blob, vector_blob "
                            "FROM feature_runs ORDER BY id DESC LIMIT 1",
                            -1, &st, NULL) != SQLITE_OK)
-        return tw_error_set(TW_EDB, "%s/twin.db: reading feature runs: %s", h->path,
-                            sqlite3_errmsg(h->db));
+        return tw_home_db_fail(h, "reading feature runs");
     int rc = 0;
     if (sqlite3_step(st) == SQLITE_ROW) {
         p->id = sqlite3_column_int64(st, 0);

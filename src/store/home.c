@@ -34,6 +34,18 @@ int tw_home_resolve(const char *flag, char *buf, size_t cap)
     return 0;
 }
 
+int tw_home_db_fail(struct tw_home *h, const char *what)
+{
+    return tw_error_set(TW_EDB, "%s/twin.db: %s: %s", h->path, what, sqlite3_errmsg(h->db));
+}
+
+int tw_home_prepare(struct tw_home *h, const char *sql, sqlite3_stmt **st)
+{
+    if (sqlite3_prepare_v2(h->db, sql, -1, st, NULL) != SQLITE_OK)
+        return tw_home_db_fail(h, "preparing a statement");
+    return 0;
+}
+
 static int db_error(sqlite3 *db, const char *file, const char *what)
 {
     return tw_error_set(TW_EDB, "%s: %s: %s", file, what, db ? sqlite3_errmsg(db) : "no db");

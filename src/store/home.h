@@ -29,6 +29,12 @@ int tw_home_init(const char *path, int *created);
 int tw_home_open(const char *path, struct tw_home **out);
 void tw_home_close(struct tw_home *h);
 
+// Records the database's last error for an operation on the home's twin.db:
+// "<home>/twin.db: <what>: <SQLite's message>". Returns TW_EDB.
+int tw_home_db_fail(struct tw_home *h, const char *what);
+// Prepares sql on the home's database; 0, or TW_EDB ("preparing a statement").
+int tw_home_prepare(struct tw_home *h, const char *sql, sqlite3_stmt **st);
+
 // A key of the meta table ("created_at", "created_by"): a tw_malloc'd copy, or NULL.
 char *tw_home_meta(struct tw_home *h, const char *key);
 

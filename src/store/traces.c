@@ -9,12 +9,6 @@
 
 #include "base/error.h"
 
-static int db_fail(struct tw_home *h, const char *what)
-{
-    return tw_error_set(TW_EDB, "%s/twin.db: traces: %s: %s", h->path, what,
-                        sqlite3_errmsg(h->db));
-}
-
 static void bind_text(sqlite3_stmt *st, int i, const char *s)
 {
     if (s)
@@ -42,7 +36,7 @@ int tw_trace_put(struct tw_home *h, struct tw_trace *t)
                            "embed_model, prompt_tokens, completion_tokens, total_ms, status, "
                            "detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                            -1, &st, NULL) != SQLITE_OK)
-        return db_fail(h, "preparing");
+        return tw_home_db_fail(h, "traces: preparing");
     sqlite3_bind_int64(st, 1, t->created_at);
     bind_text(st, 2, t->kind ? t->kind : "ask");
     bind_text(st, 3, t->question ? t->question : "");
@@ -54,7 +48,7 @@ int tw_trace_put(struct tw_home *h, struct tw_trace *t)
     sqlite3_bind_double(st, 9, t->total_ms);
     bind_text(st, 10, t->status ? t->status : "ok");
     bind_text(st, 11, t->detail);
-    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : db_fail(h, "writing");
+    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : tw_home_db_fail(h, "traces: writing");
     sqlite3_finalize(st);
     if (rc == 0)
         t->id = sqlite3_last_insert_rowid(h->db);
@@ -89,7 +83,7 @@ static int each_row(struct tw_home *h, sqlite3_stmt *st,
         rc = fn(ud, &t);
     }
     if (rc == 0 && step != SQLITE_DONE)
-        rc = db_fail(h, "reading");
+        rc = tw_home_db_fail(h, "traces: reading");
     return rc;
 }
 
@@ -101,7 +95,7 @@ int tw_traces_list(struct tw_home *h, const char *kind, int64_t limit,
                            "SELECT " COLUMNS " FROM traces WHERE ?1 IS NULL OR kind = ?1 "
                            "ORDER BY id DESC LIMIT ?2",
                            -1, &st, NULL) != SQLITE_OK)
-        return db_fail(h, "preparing");
+        return tw_home_db_fail(h, "traces: preparing");
     bind_text(st, 1, kind);
     sqlite3_bind_int64(st, 2, limit > 0 ? limit : -1);
     int rows, rc = each_row(h, st, fn, ud, &rows);
@@ -115,7 +109,7 @@ int tw_trace_get(struct tw_home *h, int64_t id, int (*fn)(void *ud, const struct
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(h->db, "SELECT " COLUMNS " FROM traces WHERE id = ?1", -1, &st, NULL) !=
         SQLITE_OK)
-        return db_fail(h, "preparing");
+        return tw_home_db_fail(h, "traces: preparing");
     sqlite3_bind_int64(st, 1, id);
     int rows, rc = each_row(h, st, fn, ud, &rows);
     sqlite3_finalize(st);

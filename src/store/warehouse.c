@@ -30,18 +30,6 @@ void tw_uuid_v4(char out[TW_UUID_LEN + 1])
              b[15]);
 }
 
-static int db_fail(struct tw_home *h, const char *what)
-{
-    return tw_error_set(TW_EDB, "%s/twin.db: %s: %s", h->path, what, sqlite3_errmsg(h->db));
-}
-
-static int prepare(struct tw_home *h, const char *sql, sqlite3_stmt **st)
-{
-    if (sqlite3_prepare_v2(h->db, sql, -1, st, NULL) != SQLITE_OK)
-        return db_fail(h, "preparing a statement");
-    return 0;
-}
-
 static int exec(struct tw_home *h, const char *sql)
 {
     char *err = NULL;
@@ -105,7 +93,7 @@ int tw_wh_author_ensure(struct tw_home *h, const char *full_name, char id[TW_UUI
     memcpy(name, full_name, len);
     name[len] = 0;
     sqlite3_stmt *st;
-    int rc = prepare(h, "SELECT id FROM authors WHERE full_name = ?1", &st);
+    int rc = tw_home_prepare(h, "SELECT id FROM authors WHERE full_name = ?1", &st);
     if (rc)
         goto out;
     bind_text(st, 1, name);
@@ -119,7 +107,7 @@ int tw_wh_author_ensure(struct tw_home *h, const char *full_name, char id[TW_UUI
     }
     sqlite3_finalize(st);
     if (step != SQLITE_DONE) {
-        rc = db_fail(h, "reading authors");
+        rc = tw_home_db_fail(h, "reading authors");
         goto out;
     }
     // First name: everything before the last word; last name: the last word.
@@ -131,10 +119,10 @@ int tw_wh_author_ensure(struct tw_home *h, const char *full_name, char id[TW_UUI
         goto out;
     }
     tw_uuid_v4(id);
-    rc = prepare(h,
-                 "INSERT INTO authors (id, full_name, first_name, last_name, created_at) "
-                 "VALUES (?1, ?2, ?3, ?4, ?5)",
-                 &st);
+    rc = tw_home_prepare(h,
+                         "INSERT INTO authors (id, full_name, first_name, last_name, created_at) "
+                         "VALUES (?1, ?2, ?3, ?4, ?5)",
+                         &st);
     if (!rc) {
         bind_text(st, 1, id);
         bind_text(st, 2, name);
@@ -142,7 +130,7 @@ int tw_wh_author_ensure(struct tw_home *h, const char *full_name, char id[TW_UUI
         bind_text(st, 4, last);
         sqlite3_bind_int64(st, 5, (int64_t)time(NULL));
         if (sqlite3_step(st) != SQLITE_DONE)
-            rc = db_fail(h, "adding an author");
+            rc = tw_home_db_fail(h, "adding an author");
         sqlite3_finalize(st);
     }
     tw_free(first);
@@ -156,11 +144,11 @@ out:
 int tw_wh_authors(struct tw_home *h, int (*fn)(void *ud, const struct tw_wh_author *a), void *ud)
 {
     sqlite3_stmt *st;
-    int rc = prepare(h,
-                     "SELECT a.id, a.full_name, a.first_name, a.last_name, "
-                     "(SELECT count(*) FROM documents d WHERE d.author_id = a.id) "
-                     "FROM authors a ORDER BY a.full_name",
-                     &st);
+    int rc = tw_home_prepare(h,
+                             "SELECT a.id, a.full_name, a.first_name, a.last_name, "
+                             "(SELECT count(*) FROM documents d WHERE d.author_id = a.id) "
+                             "FROM authors a ORDER BY a.full_name",
+                             &st);
     if (rc)
         return rc;
     int step;
@@ -174,7 +162,7 @@ int tw_wh_authors(struct tw_home *h, int (*fn)(void *ud, const struct tw_wh_auth
         rc = fn(ud, &a);
     }
     if (!rc && step != SQLITE_DONE)
-        rc = db_fail(h, "reading authors");
+        rc = tw_home_db_fail(h, "reading authors");
     sqlite3_finalize(st);
     return rc;
 }
@@ -184,14 +172,15 @@ int tw_wh_authors(struct tw_home *h, int (*fn)(void *ud, const struct tw_wh_auth
 static int log_change(struct tw_home *h, const char *doc_id, const char *op)
 {
     sqlite3_stmt *st;
-    int rc = prepare(h, "INSERT INTO changes (document_id, op, at) VALUES (?1, ?2, ?3)", &st);
+    int rc =
+        tw_home_prepare(h, "INSERT INTO changes (document_id, op, at) VALUES (?1, ?2, ?3)", &st);
     if (rc)
         return rc;
     bind_text(st, 1, doc_id);
     bind_text(st, 2, op);
     sqlite3_bind_int64(st, 3, (int64_t)time(NULL));
     if (sqlite3_step(st) != SQLITE_DONE)
-        rc = db_fail(h, "writing the change log");
+        rc = tw_home_db_fail(h, "writing the change log");
     sqlite3_finalize(st);
     return rc;
 }
@@ -201,7 +190,7 @@ static int find_one(struct tw_home *h, const char *sql, const char *text, int64_
                     struct tw_wh_doc *out)
 {
     sqlite3_stmt *st;
-    int rc = prepare(h, sql, &st);
+    int rc = tw_home_prepare(h, sql, &st);
     if (rc)
         return rc;
     if (text)
@@ -218,7 +207,7 @@ static int find_one(struct tw_home *h, const char *sql, const char *text, int64_
     } else if (step == SQLITE_DONE) {
         rc = TW_ENOENT;
     } else {
-        rc = db_fail(h, "reading documents");
+        rc = tw_home_db_fail(h, "reading documents");
     }
     sqlite3_finalize(st);
     return rc;
@@ -260,11 +249,12 @@ static void bind_sig(sqlite3_stmt *st, int i, const uint32_t *sig, size_t n, uin
 static int differs(struct tw_home *h, const struct tw_wh_doc *d, bool *out)
 {
     sqlite3_stmt *st;
-    int rc = prepare(h,
-                     "SELECT sha256 = ?2 AND author_id = ?3 AND category = ?4 AND platform = ?5 "
-                     "AND title IS ?6 AND metadata = ?7 AND published_at IS ?8 "
-                     "FROM documents WHERE uri = ?1",
-                     &st);
+    int rc = tw_home_prepare(
+        h,
+        "SELECT sha256 = ?2 AND author_id = ?3 AND category = ?4 AND platform = ?5 "
+        "AND title IS ?6 AND metadata = ?7 AND published_at IS ?8 "
+        "FROM documents WHERE uri = ?1",
+        &st);
     if (rc)
         return rc;
     bind_text(st, 1, d->uri);
@@ -282,7 +272,7 @@ static int differs(struct tw_home *h, const struct tw_wh_doc *d, bool *out)
     if (step == SQLITE_ROW)
         *out = sqlite3_column_int(st, 0) == 0;
     else
-        rc = db_fail(h, "reading documents");
+        rc = tw_home_db_fail(h, "reading documents");
     sqlite3_finalize(st);
     return rc;
 }
@@ -313,16 +303,17 @@ int tw_wh_doc_put(struct tw_home *h, struct tw_wh_doc *d, const uint32_t *minhas
     if (minhash && !sigbuf)
         return tw_error_set(TW_ENOMEM, "out of memory");
     sqlite3_stmt *st;
-    rc = prepare(h,
-                 update ? "UPDATE documents SET author_id = ?2, category = ?3, platform = ?4, "
-                          "title = ?5, content = ?6, sha256 = ?7, metadata = ?8, "
-                          "published_at = ?9, fetched_at = ?10, extractor = ?11, minhash = ?12 "
-                          "WHERE uri = ?13 RETURNING seq"
-                        : "INSERT INTO documents (id, author_id, category, platform, title, "
-                          "content, sha256, metadata, published_at, fetched_at, extractor, "
-                          "minhash, uri) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
-                          "?12, ?13) RETURNING seq",
-                 &st);
+    rc = tw_home_prepare(
+        h,
+        update ? "UPDATE documents SET author_id = ?2, category = ?3, platform = ?4, "
+                 "title = ?5, content = ?6, sha256 = ?7, metadata = ?8, "
+                 "published_at = ?9, fetched_at = ?10, extractor = ?11, minhash = ?12 "
+                 "WHERE uri = ?13 RETURNING seq"
+               : "INSERT INTO documents (id, author_id, category, platform, title, "
+                 "content, sha256, metadata, published_at, fetched_at, extractor, "
+                 "minhash, uri) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
+                 "?12, ?13) RETURNING seq",
+        &st);
     if (rc) {
         tw_free(sigbuf);
         return rc;
@@ -347,7 +338,7 @@ int tw_wh_doc_put(struct tw_home *h, struct tw_wh_doc *d, const uint32_t *minhas
     if (sqlite3_step(st) == SQLITE_ROW)
         d->seq = sqlite3_column_int64(st, 0);
     else
-        rc = db_fail(h, update ? "updating a document" : "adding a document");
+        rc = tw_home_db_fail(h, update ? "updating a document" : "adding a document");
     sqlite3_finalize(st);
     tw_free(sigbuf);
     if (!rc)
@@ -360,12 +351,12 @@ int tw_wh_doc_put(struct tw_home *h, struct tw_wh_doc *d, const uint32_t *minhas
 int tw_wh_doc_delete(struct tw_home *h, const char *id)
 {
     sqlite3_stmt *st;
-    int rc = prepare(h, "DELETE FROM documents WHERE id = ?1", &st);
+    int rc = tw_home_prepare(h, "DELETE FROM documents WHERE id = ?1", &st);
     if (rc)
         return rc;
     bind_text(st, 1, id);
     if (sqlite3_step(st) != SQLITE_DONE)
-        rc = db_fail(h, "deleting a document");
+        rc = tw_home_db_fail(h, "deleting a document");
     else if (sqlite3_changes(h->db) == 0)
         rc = tw_error_set(TW_ENOENT, "document %s: not in the warehouse", id);
     sqlite3_finalize(st);
@@ -413,7 +404,7 @@ static int each_doc(struct tw_home *h, sqlite3_stmt *st, bool with_content,
         rc = fn(ud, &d);
     }
     if (!rc && step != SQLITE_DONE)
-        rc = db_fail(h, "reading documents");
+        rc = tw_home_db_fail(h, "reading documents");
     return rc;
 }
 
@@ -421,12 +412,12 @@ int tw_wh_doc_get(struct tw_home *h, const char *id_or_uri,
                   int (*fn)(void *ud, const struct tw_wh_doc *d), void *ud)
 {
     sqlite3_stmt *st;
-    int rc = prepare(h,
-                     "SELECT " DOC_COLUMNS ", d.content FROM documents d "
-                     "JOIN authors a ON a.id = d.author_id "
-                     "WHERE d.id = ?1 OR d.uri = ?1 OR (length(?1) >= 8 AND "
-                     "substr(d.id, 1, length(?1)) = lower(?1)) LIMIT 2",
-                     &st);
+    int rc = tw_home_prepare(h,
+                             "SELECT " DOC_COLUMNS ", d.content FROM documents d "
+                             "JOIN authors a ON a.id = d.author_id "
+                             "WHERE d.id = ?1 OR d.uri = ?1 OR (length(?1) >= 8 AND "
+                             "substr(d.id, 1, length(?1)) = lower(?1)) LIMIT 2",
+                             &st);
     if (rc)
         return rc;
     bind_text(st, 1, id_or_uri);
@@ -448,7 +439,7 @@ int tw_wh_doc_get(struct tw_home *h, const char *id_or_uri,
     } else if (step == SQLITE_DONE) {
         rc = tw_error_set(TW_ENOENT, "document %s: not in the warehouse", id_or_uri);
     } else {
-        rc = db_fail(h, "reading documents");
+        rc = tw_home_db_fail(h, "reading documents");
     }
     sqlite3_finalize(st);
     return rc;
@@ -464,7 +455,7 @@ int tw_wh_docs(struct tw_home *h, const struct tw_wh_filter *f,
              "WHERE (?1 IS NULL OR a.full_name = ?1) AND (?2 IS NULL OR d.category = ?2) "
              "ORDER BY a.full_name, coalesce(d.published_at, 0), d.uri LIMIT ?3",
              f->with_content ? ", d.content" : "");
-    int rc = prepare(h, sql, &st);
+    int rc = tw_home_prepare(h, sql, &st);
     if (rc)
         return rc;
     bind_text(st, 1, f->author);
@@ -479,15 +470,15 @@ int tw_wh_docs(struct tw_home *h, const struct tw_wh_filter *f,
 int tw_wh_count(struct tw_home *h, int64_t *documents, int64_t *authors)
 {
     sqlite3_stmt *st;
-    int rc =
-        prepare(h, "SELECT (SELECT count(*) FROM documents), (SELECT count(*) FROM authors)", &st);
+    int rc = tw_home_prepare(
+        h, "SELECT (SELECT count(*) FROM documents), (SELECT count(*) FROM authors)", &st);
     if (rc)
         return rc;
     if (sqlite3_step(st) == SQLITE_ROW) {
         *documents = sqlite3_column_int64(st, 0);
         *authors = sqlite3_column_int64(st, 1);
     } else {
-        rc = db_fail(h, "counting documents");
+        rc = tw_home_db_fail(h, "counting documents");
     }
     sqlite3_finalize(st);
     return rc;
@@ -500,7 +491,8 @@ int tw_wh_minhashes(struct tw_home *h, size_t n,
     if (!sig)
         return tw_error_set(TW_ENOMEM, "out of memory");
     sqlite3_stmt *st;
-    int rc = prepare(h, "SELECT seq, minhash FROM documents WHERE minhash IS NOT NULL", &st);
+    int rc =
+        tw_home_prepare(h, "SELECT seq, minhash FROM documents WHERE minhash IS NOT NULL", &st);
     int step = SQLITE_DONE;
     while (!rc && (step = sqlite3_step(st)) == SQLITE_ROW) {
         const uint8_t *b = sqlite3_column_blob(st, 1);
@@ -512,7 +504,7 @@ int tw_wh_minhashes(struct tw_home *h, size_t n,
         rc = fn(ud, sqlite3_column_int64(st, 0), sig);
     }
     if (!rc && step != SQLITE_DONE)
-        rc = db_fail(h, "reading signatures");
+        rc = tw_home_db_fail(h, "reading signatures");
     sqlite3_finalize(st);
     tw_free(sig);
     return rc;
@@ -522,8 +514,8 @@ int tw_wh_changes(struct tw_home *h, int64_t after,
                   int (*fn)(void *ud, const struct tw_wh_change *c), void *ud, int64_t *last)
 {
     sqlite3_stmt *st;
-    int rc = prepare(h, "SELECT seq, document_id, op, at FROM changes WHERE seq > ?1 ORDER BY seq",
-                     &st);
+    int rc = tw_home_prepare(
+        h, "SELECT seq, document_id, op, at FROM changes WHERE seq > ?1 ORDER BY seq", &st);
     if (rc)
         return rc;
     sqlite3_bind_int64(st, 1, after);
@@ -538,7 +530,7 @@ int tw_wh_changes(struct tw_home *h, int64_t after,
         rc = fn(ud, &c);
     }
     if (!rc && step != SQLITE_DONE)
-        rc = db_fail(h, "reading the change log");
+        rc = tw_home_db_fail(h, "reading the change log");
     sqlite3_finalize(st);
     if (last)
         *last = seen;
@@ -548,8 +540,8 @@ int tw_wh_changes(struct tw_home *h, int64_t after,
 int tw_wh_ingest_begin(struct tw_home *h, const char *sources_json, int64_t *id)
 {
     sqlite3_stmt *st;
-    int rc =
-        prepare(h, "INSERT INTO ingests (started_at, sources) VALUES (?1, ?2) RETURNING id", &st);
+    int rc = tw_home_prepare(
+        h, "INSERT INTO ingests (started_at, sources) VALUES (?1, ?2) RETURNING id", &st);
     if (rc)
         return rc;
     sqlite3_bind_int64(st, 1, (int64_t)time(NULL));
@@ -557,7 +549,7 @@ int tw_wh_ingest_begin(struct tw_home *h, const char *sources_json, int64_t *id)
     if (sqlite3_step(st) == SQLITE_ROW)
         *id = sqlite3_column_int64(st, 0);
     else
-        rc = db_fail(h, "recording the ingest");
+        rc = tw_home_db_fail(h, "recording the ingest");
     sqlite3_finalize(st);
     return rc;
 }
@@ -565,14 +557,15 @@ int tw_wh_ingest_begin(struct tw_home *h, const char *sources_json, int64_t *id)
 int tw_wh_ingest_end(struct tw_home *h, int64_t id, const char *summary_json)
 {
     sqlite3_stmt *st;
-    int rc = prepare(h, "UPDATE ingests SET finished_at = ?2, summary = ?3 WHERE id = ?1", &st);
+    int rc =
+        tw_home_prepare(h, "UPDATE ingests SET finished_at = ?2, summary = ?3 WHERE id = ?1", &st);
     if (rc)
         return rc;
     sqlite3_bind_int64(st, 1, id);
     sqlite3_bind_int64(st, 2, (int64_t)time(NULL));
     bind_text(st, 3, summary_json);
     if (sqlite3_step(st) != SQLITE_DONE)
-        rc = db_fail(h, "recording the ingest");
+        rc = tw_home_db_fail(h, "recording the ingest");
     sqlite3_finalize(st);
     return rc;
 }
