@@ -56,13 +56,7 @@ static int own_opt(const struct tw_verb *v, int argc, char **argv, int *i, struc
     } else if (strcmp(argv[*i], "--no-self-query") == 0) {
         a->o.self_query = false;
     } else if (tw_cli_opt(argc, argv, i, "--mode", &val)) {
-        if (val && strcmp(val, "dense") == 0)
-            a->o.mode = TW_SEARCH_DENSE;
-        else if (val && strcmp(val, "sparse") == 0)
-            a->o.mode = TW_SEARCH_SPARSE;
-        else if (val && strcmp(val, "hybrid") == 0)
-            a->o.mode = TW_SEARCH_HYBRID;
-        else
+        if (!tw_search_mode_parse(val, &a->o.mode))
             return tw_cli_usage_error(v, "--mode is dense, sparse or hybrid");
     } else if (tw_cli_opt(argc, argv, i, "--reranker", &val)) {
         if (!val || !*val)

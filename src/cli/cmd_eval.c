@@ -165,8 +165,8 @@ static int parse(const struct tw_verb *v, int argc, char **argv, struct eval_arg
             if ((urc = tw_cli_opt_long(v, "--threads", val, 1, 4096, &a->threads)))
                 return urc;
         } else if (tw_cli_opt(argc, argv, &i, "--mode", &val)) {
-            if (!val || (strcmp(val, "sparse") && strcmp(val, "dense") && strcmp(val, "hybrid") &&
-                         strcmp(val, "all")))
+            enum tw_search_mode m;
+            if (!val || (strcmp(val, "all") != 0 && !tw_search_mode_parse(val, &m)))
                 return tw_cli_usage_error(v, "--mode is sparse, dense, hybrid or all");
             a->modes = val;
         } else if (tw_cli_opt(argc, argv, &i, "--reranker", &val)) {

@@ -116,13 +116,7 @@ static int search_run(struct tw_cli *cli, int argc, char **argv)
                 return urc;
             threads = (int)n;
         } else if (tw_cli_opt(argc, argv, &i, "--mode", &val)) {
-            if (val && strcmp(val, "dense") == 0)
-                o.mode = TW_SEARCH_DENSE;
-            else if (val && strcmp(val, "sparse") == 0)
-                o.mode = TW_SEARCH_SPARSE;
-            else if (val && strcmp(val, "hybrid") == 0)
-                o.mode = TW_SEARCH_HYBRID;
-            else
+            if (!tw_search_mode_parse(val, &o.mode))
                 return tw_cli_usage_error(v, "--mode is dense, sparse or hybrid");
         } else if (strcmp(argv[i], "--json") == 0) {
             json = true;

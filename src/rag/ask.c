@@ -295,84 +295,59 @@ static int expand(struct run *x)
 // ---- 3. retrieval per query, and fusion across them
 
 static int retrieve_one(struct run *x, const char *q, const struct tw_rag_filter *f,
-                        struct tw_rag_hit *sparse, struct tw_rag_hit *dense, tw_vec *list,
-                        json_t *step)
+                        uint32_t depth, struct tw_rag_lists *l, tw_vec *list, json_t *step)
 {
-    struct tw_retriever_info info;
-    tw_retriever_info(x->rag->r, &info);
-    enum tw_search_mode mode = x->opt->mode;
-    if (mode == TW_SEARCH_HYBRID && !info.embed_model)
-        mode = TW_SEARCH_SPARSE;
-    size_t ns = 0, nd = 0;
-    double embed_ms = 0;
-    int rc = 0;
-    if (mode != TW_SEARCH_DENSE)
-        rc = tw_retriever_sparse(x->rag->r, q, f, x->opt->depth, sparse, &ns);
-    if (!rc && mode != TW_SEARCH_SPARSE)
-        rc = tw_retriever_dense(x->rag->r, q, f, x->opt->depth, dense, &nd, &embed_ms);
+    int rc = tw_retriever_query(x->rag->r, q, x->opt->mode, f, depth, l, list);
     if (rc)
         return rc;
-    const struct tw_rag_hit *lists[2] = { sparse, dense };
-    size_t lens[2] = { ns, nd };
-    if (mode == TW_SEARCH_HYBRID) {
-        rc = tw_rrf_fuse(lists, lens, 2, list);
-    } else {
-        tw_vec_clear(list);
-        if (tw_vec_append(list, mode == TW_SEARCH_DENSE ? dense : sparse,
-                          mode == TW_SEARCH_DENSE ? nd : ns))
-            rc = tw_error_set(TW_ENOMEM, "out of memory");
-    }
-    json_t *o = json_pack("{s:s,s:s}", "query", q, "mode", tw_search_mode_name(mode));
-    if (mode != TW_SEARCH_DENSE)
-        json_object_set_new(o, "sparse", hits_json(sparse, ns));
-    if (mode != TW_SEARCH_SPARSE) {
-        json_object_set_new(o, "dense", hits_json(dense, nd));
-        json_object_set_new(o, "embed_ms", json_real(embed_ms));
+    json_t *o = json_pack("{s:s,s:s}", "query", q, "mode", tw_search_mode_name(l->used));
+    if (l->used != TW_SEARCH_DENSE)
+        json_object_set_new(o, "sparse", hits_json(l->sparse, l->n_sparse));
+    if (l->used != TW_SEARCH_SPARSE) {
+        json_object_set_new(o, "dense", hits_json(l->dense, l->n_dense));
+        json_object_set_new(o, "embed_ms", json_real(l->embed_ms));
     }
     json_array_append_new(step, o);
-    return rc;
+    return 0;
 }
 
 static int retrieve(struct run *x)
 {
     double t0 = now_ms();
     struct tw_rag_filter f = { x->authors, x->n_authors, x->category };
-    size_t d = x->opt->depth ? x->opt->depth : 20;
-    struct tw_rag_hit *sparse = tw_malloc_array(d, sizeof *sparse);
-    struct tw_rag_hit *dense = tw_malloc_array(d, sizeof *dense);
-    tw_vec *lists = tw_calloc(x->n_queries, sizeof *lists);
+    uint32_t d = x->opt->depth ? x->opt->depth : 20;
+    struct tw_rag_lists l = { .sparse = tw_malloc_array(d, sizeof *l.sparse),
+                              .dense = tw_malloc_array(d, sizeof *l.dense) };
+    tw_vec *lists = tw_calloc(x->n_queries, sizeof *lists); // each query's ranking
+    const struct tw_rag_hit **ls = tw_malloc_array(x->n_queries, sizeof *ls);
+    size_t *lens = tw_malloc_array(x->n_queries, sizeof *lens);
     json_t *step = json_array();
-    int rc = sparse && dense && lists ? 0 : tw_error_set(TW_ENOMEM, "out of memory");
+    int rc =
+        l.sparse && l.dense && lists && ls && lens ? 0 : tw_error_set(TW_ENOMEM, "out of memory");
     for (size_t i = 0; i < x->n_queries && lists; i++)
         tw_vec_init(&lists[i], sizeof(struct tw_rag_hit));
-    for (size_t i = 0; !rc && i < x->n_queries; i++)
-        rc = retrieve_one(x, x->queries[i], &f, sparse, dense, &lists[i], step);
-    if (!rc) { // across the queries
-        const struct tw_rag_hit **ls = tw_malloc_array(x->n_queries, sizeof *ls);
-        size_t *lens = tw_malloc_array(x->n_queries, sizeof *lens);
-        if (!ls || !lens)
-            rc = tw_error_set(TW_ENOMEM, "out of memory");
-        for (size_t i = 0; !rc && i < x->n_queries; i++) {
-            ls[i] = lists[i].data;
-            lens[i] = lists[i].len;
-        }
-        if (!rc && x->n_queries == 1)
-            rc = tw_vec_append(&x->fused, ls[0], lens[0]) ? TW_ENOMEM : 0;
-        else if (!rc)
-            rc = tw_rrf_fuse(ls, lens, x->n_queries, &x->fused);
-        tw_free(ls);
-        tw_free(lens);
+    for (size_t i = 0; !rc && i < x->n_queries; i++) {
+        rc = retrieve_one(x, x->queries[i], &f, d, &l, &lists[i], step);
+        ls[i] = lists[i].data;
+        lens[i] = lists[i].len;
     }
+    if (!rc && x->n_queries == 1) // one query: its own ranking, scores kept
+        rc = tw_vec_append(&x->fused, ls[0], lens[0]) ? tw_error_set(TW_ENOMEM, "out of memory")
+                                                      : 0;
+    else if (!rc) // across the queries
+        rc = tw_rrf_fuse(ls, lens, x->n_queries, &x->fused);
     for (size_t i = 0; i < x->n_queries && lists; i++)
         tw_vec_free(&lists[i]);
     tw_free(lists);
-    tw_free(sparse);
-    tw_free(dense);
+    tw_free(ls);
+    tw_free(lens);
+    tw_free(l.sparse);
+    tw_free(l.dense);
     json_object_set_new(x->trace, "retrieve", step);
     size_t nf = x->fused.len < 50 ? x->fused.len : 50;
     json_object_set_new(x->trace, "fused", hits_json(x->fused.data, nf));
     json_object_set_new(x->lat, "retrieve", json_real(now_ms() - t0));
-    return rc == TW_ENOMEM ? tw_error_set(rc, "out of memory") : rc;
+    return rc;
 }
 
 // ---- 4. reranking

@@ -52,6 +52,19 @@ const char *tw_search_mode_name(enum tw_search_mode m)
     return m == TW_SEARCH_DENSE ? "dense" : m == TW_SEARCH_SPARSE ? "sparse" : "hybrid";
 }
 
+bool tw_search_mode_parse(const char *name, enum tw_search_mode *out)
+{
+    static const enum tw_search_mode all[] = { TW_SEARCH_HYBRID, TW_SEARCH_DENSE,
+                                               TW_SEARCH_SPARSE };
+    for (size_t i = 0; name && i < sizeof all / sizeof *all; i++) {
+        if (strcmp(name, tw_search_mode_name(all[i])) == 0) {
+            *out = all[i];
+            return true;
+        }
+    }
+    return false;
+}
+
 static double ms_since(const struct timespec *t0)
 {
     struct timespec t1;
@@ -554,43 +567,55 @@ static int fill_hits(tw_retriever *r, const struct tw_rag_hit *top, size_t n,
     return 0;
 }
 
+int tw_retriever_query(tw_retriever *r, const char *query, enum tw_search_mode mode,
+                       const struct tw_rag_filter *f, uint32_t depth, struct tw_rag_lists *l,
+                       tw_vec *out)
+{
+    l->used = mode == TW_SEARCH_HYBRID && !r->ix ? TW_SEARCH_SPARSE : mode;
+    l->n_sparse = l->n_dense = 0;
+    l->embed_ms = 0;
+    int rc = 0;
+    if (l->used != TW_SEARCH_DENSE)
+        rc = tw_retriever_sparse(r, query, f, depth, l->sparse, &l->n_sparse);
+    if (!rc && l->used != TW_SEARCH_SPARSE)
+        rc = tw_retriever_dense(r, query, f, depth, l->dense, &l->n_dense, &l->embed_ms);
+    if (rc)
+        return rc;
+    if (l->used == TW_SEARCH_HYBRID) {
+        const struct tw_rag_hit *lists[2] = { l->sparse, l->dense };
+        size_t lens[2] = { l->n_sparse, l->n_dense };
+        return tw_rrf_fuse(lists, lens, 2, out);
+    }
+    tw_vec_clear(out);
+    bool dense = l->used == TW_SEARCH_DENSE;
+    if (tw_vec_append(out, dense ? l->dense : l->sparse, dense ? l->n_dense : l->n_sparse))
+        return tw_error_set(TW_ENOMEM, "out of memory");
+    return 0;
+}
+
 int tw_search(tw_retriever *r, const char *query, const struct tw_search_options *opt,
               struct tw_search_hit **hits, size_t *n, enum tw_search_mode *used)
 {
     *hits = NULL;
     *n = 0;
-    enum tw_search_mode mode = opt->mode;
-    if (mode == TW_SEARCH_HYBRID && !r->ix)
-        mode = TW_SEARCH_SPARSE;
-    *used = mode;
-    uint32_t k = opt->k ? opt->k : 10, depth = mode == TW_SEARCH_HYBRID ? 5 * k : k;
+    uint32_t k = opt->k ? opt->k : 10, depth = opt->mode == TW_SEARCH_HYBRID ? 5 * k : k;
     const char *authors[1] = { opt->author };
     struct tw_rag_filter f = { authors, opt->author ? 1 : 0, opt->category };
-    struct tw_rag_hit *sparse = tw_malloc_array(depth, sizeof *sparse);
-    struct tw_rag_hit *dense = tw_malloc_array(depth, sizeof *dense);
-    size_t ns = 0, nd = 0;
-    tw_vec fused;
-    tw_vec_init(&fused, sizeof(struct tw_rag_hit));
-    int rc = sparse && dense ? 0 : tw_error_set(TW_ENOMEM, "out of memory");
-    if (!rc && mode != TW_SEARCH_DENSE)
-        rc = tw_retriever_sparse(r, query, &f, depth, sparse, &ns);
-    if (!rc && mode != TW_SEARCH_SPARSE)
-        rc = tw_retriever_dense(r, query, &f, depth, dense, &nd, NULL);
-    const struct tw_rag_hit *top = mode == TW_SEARCH_DENSE ? dense : sparse;
-    size_t n_top = mode == TW_SEARCH_DENSE ? nd : ns;
-    if (!rc && mode == TW_SEARCH_HYBRID) {
-        const struct tw_rag_hit *lists[2] = { sparse, dense };
-        size_t lens[2] = { ns, nd };
-        rc = tw_rrf_fuse(lists, lens, 2, &fused);
-        top = fused.data;
-        n_top = fused.len;
-    }
+    struct tw_rag_lists l = { .sparse = tw_malloc_array(depth, sizeof *l.sparse),
+                              .dense = tw_malloc_array(depth, sizeof *l.dense) };
+    tw_vec top;
+    tw_vec_init(&top, sizeof(struct tw_rag_hit));
+    int rc = l.sparse && l.dense ? 0 : tw_error_set(TW_ENOMEM, "out of memory");
     if (!rc)
-        rc = fill_hits(r, top, n_top < k ? n_top : k, hits);
+        rc = tw_retriever_query(r, query, opt->mode, &f, depth, &l, &top);
+    *used = l.used;
+    size_t m = top.len < k ? top.len : k;
     if (!rc)
-        *n = n_top < k ? n_top : k;
-    tw_vec_free(&fused);
-    tw_free(sparse);
-    tw_free(dense);
+        rc = fill_hits(r, top.data, m, hits);
+    if (!rc)
+        *n = m;
+    tw_vec_free(&top);
+    tw_free(l.sparse);
+    tw_free(l.dense);
     return rc;
 }

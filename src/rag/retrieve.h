@@ -19,6 +19,8 @@
 enum tw_search_mode { TW_SEARCH_HYBRID, TW_SEARCH_DENSE, TW_SEARCH_SPARSE };
 // "hybrid", "dense", "sparse".
 const char *tw_search_mode_name(enum tw_search_mode m);
+// The mode called name (one of those three); false when name is none of them.
+bool tw_search_mode_parse(const char *name, enum tw_search_mode *out);
 
 typedef struct tw_retriever tw_retriever;
 
@@ -62,6 +64,21 @@ int tw_retriever_sparse(tw_retriever *r, const char *query, const struct tw_rag_
                         uint32_t depth, struct tw_rag_hit *out, size_t *n);
 int tw_retriever_dense(tw_retriever *r, const char *query, const struct tw_rag_filter *f,
                        uint32_t depth, struct tw_rag_hit *out, size_t *n, double *embed_ms);
+
+// One query's lists: the caller's buffers, and what tw_retriever_query put in them.
+struct tw_rag_lists {
+    struct tw_rag_hit *sparse, *dense; // room for depth each
+    size_t n_sparse, n_dense;          // 0 for a list the mode does not run
+    enum tw_search_mode used;          // the mode that ran: hybrid is sparse without a dense index
+    double embed_ms;                   // embedding the query (0 without a dense search)
+};
+
+// One query in mode: its sparse and dense lists (as the mode asks) into l, and its ranking
+// into out (a tw_vec of struct tw_rag_hit, cleared first): the two lists fused by RRF under
+// hybrid, else the one list. Returns 0 or an error (as the searches').
+int tw_retriever_query(tw_retriever *r, const char *query, enum tw_search_mode mode,
+                       const struct tw_rag_filter *f, uint32_t depth, struct tw_rag_lists *l,
+                       tw_vec *out);
 
 // Reciprocal rank fusion: each chunk scores the sum over the lists of 1 / (TW_RRF_K + rank)
 // (rank from 1) for each list it appears in; out (a tw_vec of struct tw_rag_hit, cleared
