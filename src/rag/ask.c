@@ -178,11 +178,11 @@ static int self_query(struct run *x)
     double t0 = now_ms();
     size_t n_names;
     const char *const *names = tw_retriever_authors(x->rag->r, &n_names);
-    tw_authors *am = NULL;
+    const tw_authors *am = tw_retriever_matcher(x->rag->r);
     json_t *step = json_object();
-    int rc = tw_authors_new(names, n_names, &am);
+    int rc = 0;
     x->category = x->opt->category;
-    if (!rc && !(x->authors = tw_malloc_array(n_names ? n_names : 1, sizeof *x->authors)))
+    if (!(x->authors = tw_malloc_array(n_names ? n_names : 1, sizeof *x->authors)))
         rc = tw_error_set(TW_ENOMEM, "out of memory");
     if (rc)
         goto out;
@@ -246,7 +246,6 @@ out:
     json_object_set_new(step, "category", x->category ? json_string(x->category) : json_null());
     json_object_set_new(x->trace, "self_query", step);
     json_object_set_new(x->lat, "self_query", json_real(now_ms() - t0));
-    tw_authors_free(am);
     return rc;
 }
 

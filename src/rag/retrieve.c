@@ -17,6 +17,7 @@
 #include "index/index.h"
 #include "model/context.h"
 #include "model/embed.h"
+#include "rag/selfquery.h"
 #include "store/blob.h"
 #include "store/featstore.h"
 #include "text/bm25.h"
@@ -25,9 +26,8 @@ struct rdoc {
     uint32_t author, category; // indexes into the name tables
 };
 
-struct names { // distinct strings, each with its index
-    char **v;
-    size_t n, cap;
+struct names {  // distinct strings, each with its index
+    tw_vec v;   // char *, owned
     tw_map idx; // string -> index
 };
 
@@ -38,12 +38,14 @@ struct tw_retriever {
     tw_index *ix;          // NULL: BM25 only
     struct tw_session emb; // the embedding model when ix
     float *qvec;           // (n_embd) the query's embedding
-    struct rdoc *docs;     // (n_docs)
-    size_t n_docs, n_chunks;
-    struct names authors, categories, doc_ids;
+    tw_vec docs;           // struct rdoc
+    tw_map doc_idx;        // document id -> index in docs
+    size_t n_chunks;
+    struct names authors, categories;
     tw_map chunk_doc;       // chunk seq -> document index
     uint64_t *by_author;    // (n_chunks) chunk seqs grouped by author,
     size_t *author_at;      // (authors + 2) author a's at [author_at[a], author_at[a + 1])
+    tw_authors *matcher;    // the authors' names, for the self-query
     sqlite3_stmt *chunk_st; // a chunk with its document, by seq
 };
 
@@ -76,16 +78,21 @@ static double ms_since(const struct timespec *t0)
 
 static void names_init(struct names *t)
 {
-    memset(t, 0, sizeof *t);
+    tw_vec_init(&t->v, sizeof(char *));
     tw_map_init(&t->idx, TW_MAP_STR);
 }
 
 static void names_free(struct names *t)
 {
-    for (size_t i = 0; i < t->n; i++)
-        tw_free(t->v[i]);
-    tw_free(t->v);
+    for (size_t i = 0; i < t->v.len; i++)
+        tw_free(TW_VEC_AT(&t->v, char *, i));
+    tw_vec_free(&t->v);
     tw_map_free(&t->idx);
+}
+
+static const char *name_at(const struct names *t, size_t i)
+{
+    return TW_VEC_AT(&t->v, char *, i);
 }
 
 // The index of s, added when new. Returns 0 or TW_ENOMEM.
@@ -97,21 +104,13 @@ static int names_intern(struct names *t, const char *s, uint32_t *out)
         *out = (uint32_t)i;
         return 0;
     }
-    if (t->n == t->cap) {
-        size_t cap = t->cap ? 2 * t->cap : 16;
-        char **v = tw_realloc(t->v, cap * sizeof *v);
-        if (!v)
-            return TW_ENOMEM;
-        t->v = v;
-        t->cap = cap;
-    }
     char *copy = tw_strdup(s);
-    if (!copy || tw_map_put_str(&t->idx, s, len, t->n)) {
+    if (!copy || tw_map_put_str(&t->idx, s, len, t->v.len) || tw_vec_push(&t->v, &copy)) {
+        tw_map_del_str(&t->idx, s, len);
         tw_free(copy);
         return TW_ENOMEM;
     }
-    t->v[t->n] = copy;
-    *out = (uint32_t)t->n++;
+    *out = (uint32_t)(t->v.len - 1);
     return 0;
 }
 
@@ -128,27 +127,19 @@ static int load_chunks(tw_retriever *r)
                            -1, &st, NULL) != SQLITE_OK)
         return tw_home_db_fail(r->h, "reading the chunks");
     int rc = 0, step;
-    size_t cap = 0;
     while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW) {
-        uint32_t d, a, c;
         const char *id = (const char *)sqlite3_column_text(st, 1);
-        if ((rc = names_intern(&r->doc_ids, id, &d)))
-            break;
-        if (d == r->n_docs) { // a new document
-            if (r->n_docs == cap) {
-                size_t ncap = cap ? 2 * cap : 256;
-                struct rdoc *nd = tw_realloc(r->docs, ncap * sizeof *nd);
-                if (!nd) {
-                    rc = TW_ENOMEM;
-                    break;
-                }
-                r->docs = nd;
-                cap = ncap;
-            }
-            if ((rc = names_intern(&r->authors, (const char *)sqlite3_column_text(st, 2), &a)) ||
-                (rc = names_intern(&r->categories, (const char *)sqlite3_column_text(st, 3), &c)))
+        uint64_t d;
+        if (!tw_map_get_str(&r->doc_idx, id, strlen(id), &d)) { // a new document
+            struct rdoc doc;
+            d = r->docs.len;
+            if ((rc = names_intern(&r->authors, (const char *)sqlite3_column_text(st, 2),
+                                   &doc.author)) ||
+                (rc = names_intern(&r->categories, (const char *)sqlite3_column_text(st, 3),
+                                   &doc.category)) ||
+                (rc = tw_map_put_str(&r->doc_idx, id, strlen(id), d)) ||
+                (rc = tw_vec_push(&r->docs, &doc)))
                 break;
-            r->docs[r->n_docs++] = (struct rdoc){ a, c };
         }
         if ((rc = tw_map_put_u64(&r->chunk_doc, (uint64_t)sqlite3_column_int64(st, 0), d)))
             break;
@@ -165,7 +156,7 @@ static int load_chunks(tw_retriever *r)
 // Groups the chunks by author (a counting sort), for dense searches filtered by author.
 static int group_by_author(tw_retriever *r)
 {
-    size_t na = r->authors.n;
+    size_t na = r->authors.v.len;
     r->author_at = tw_calloc(na + 2, sizeof *r->author_at);
     r->by_author = tw_malloc_array(r->n_chunks ? r->n_chunks : 1, sizeof *r->by_author);
     if (!r->author_at || !r->by_author)
@@ -173,12 +164,12 @@ static int group_by_author(tw_retriever *r)
     size_t pos = 0;
     struct tw_map_entry e;
     while (tw_map_next(&r->chunk_doc, &pos, &e))
-        r->author_at[r->docs[e.val].author + 2]++;
+        r->author_at[TW_VEC_AT(&r->docs, struct rdoc, e.val).author + 2]++;
     for (size_t a = 2; a < na + 2; a++)
         r->author_at[a] += r->author_at[a - 1];
     pos = 0; // author_at[a + 1] is now where author a's chunks start: fill, moving it on
     while (tw_map_next(&r->chunk_doc, &pos, &e))
-        r->by_author[r->author_at[r->docs[e.val].author + 1]++] = e.u64;
+        r->by_author[r->author_at[TW_VEC_AT(&r->docs, struct rdoc, e.val).author + 1]++] = e.u64;
     return 0;
 }
 
@@ -213,7 +204,8 @@ int tw_retriever_open(struct tw_home *h, int threads, tw_retriever **out)
     r->h = h;
     names_init(&r->authors);
     names_init(&r->categories);
-    names_init(&r->doc_ids);
+    tw_vec_init(&r->docs, sizeof(struct rdoc));
+    tw_map_init(&r->doc_idx, TW_MAP_STR);
     tw_map_init(&r->chunk_doc, TW_MAP_U64);
     int rc = tw_feature_run_latest(h, &r->run);
     if (!rc && !r->run.id)
@@ -224,6 +216,8 @@ int tw_retriever_open(struct tw_home *h, int threads, tw_retriever **out)
         rc = load_chunks(r);
     if (!rc)
         rc = group_by_author(r);
+    if (!rc)
+        rc = tw_authors_new((const char *const *)r->authors.v.data, r->authors.v.len, &r->matcher);
     if (!rc && sqlite3_prepare_v2(h->db,
                                   "SELECT d.id, a.full_name, d.title, d.category, d.uri, "
                                   "d.published_at, c.text FROM chunks c "
@@ -245,12 +239,13 @@ void tw_retriever_free(tw_retriever *r)
         return;
     sqlite3_finalize(r->chunk_st);
     tw_map_free(&r->chunk_doc);
+    tw_authors_free(r->matcher);
     tw_free(r->by_author);
     tw_free(r->author_at);
     names_free(&r->authors);
     names_free(&r->categories);
-    names_free(&r->doc_ids);
-    tw_free(r->docs);
+    tw_map_free(&r->doc_idx);
+    tw_vec_free(&r->docs);
     tw_free(r->qvec);
     tw_session_close(&r->emb);
     tw_index_free(r->ix);
@@ -265,16 +260,21 @@ void tw_retriever_info(const tw_retriever *r, struct tw_retriever_info *out)
         .run_id = r->run.id,
         .version = r->run.version,
         .chunks = r->n_chunks,
-        .documents = r->n_docs,
-        .authors = r->authors.n,
+        .documents = r->docs.len,
+        .authors = r->authors.v.len,
         .embed_model = r->run.model,
     };
 }
 
 const char *const *tw_retriever_authors(const tw_retriever *r, size_t *n)
 {
-    *n = r->authors.n;
-    return (const char *const *)r->authors.v;
+    *n = r->authors.v.len;
+    return (const char *const *)r->authors.v.data;
+}
+
+const struct tw_authors *tw_retriever_matcher(const tw_retriever *r)
+{
+    return r->matcher;
 }
 
 // ---- filters
@@ -295,17 +295,17 @@ static int compile(const tw_retriever *r, const struct tw_rag_filter *f, struct 
         return 0;
     if (f->n_authors) {
         cf->any_author = false;
-        if (!(cf->author_ok = tw_calloc(r->authors.n ? r->authors.n : 1, 1)))
+        if (!(cf->author_ok = tw_calloc(r->authors.v.len ? r->authors.v.len : 1, 1)))
             return tw_error_set(TW_ENOMEM, "out of memory");
         for (size_t i = 0; i < f->n_authors; i++)
-            for (size_t a = 0; a < r->authors.n; a++)
-                if (strcasecmp(f->authors[i], r->authors.v[a]) == 0)
+            for (size_t a = 0; a < r->authors.v.len; a++)
+                if (strcasecmp(f->authors[i], name_at(&r->authors, a)) == 0)
                     cf->author_ok[a] = 1;
     }
     if (f->category) {
         cf->category = -2;
-        for (size_t c = 0; c < r->categories.n; c++)
-            if (strcmp(f->category, r->categories.v[c]) == 0)
+        for (size_t c = 0; c < r->categories.v.len; c++)
+            if (strcmp(f->category, name_at(&r->categories, c)) == 0)
                 cf->category = (long)c;
     }
     return 0;
@@ -317,7 +317,7 @@ static bool admits(void *ud, uint64_t seq)
     uint64_t d;
     if (!tw_map_get_u64(&cf->r->chunk_doc, seq, &d))
         return false;
-    const struct rdoc *doc = &cf->r->docs[d];
+    const struct rdoc *doc = &TW_VEC_AT(&cf->r->docs, struct rdoc, d);
     return (cf->any_author || cf->author_ok[doc->author]) &&
            (cf->category == -1 || cf->category == (long)doc->category);
 }
@@ -349,7 +349,7 @@ int tw_retriever_sparse(tw_retriever *r, const char *query, const struct tw_rag_
 static bool few(const tw_retriever *r, const struct cfilter *cf)
 {
     size_t n = 0;
-    for (size_t a = 0; a < r->authors.n; a++)
+    for (size_t a = 0; a < r->authors.v.len; a++)
         if (cf->author_ok[a])
             n += r->author_at[a + 1] - r->author_at[a];
     return n <= 4096 || n * 8 <= r->n_chunks;
@@ -362,7 +362,7 @@ static int among(tw_retriever *r, const struct cfilter *cf, uint32_t depth, stru
     tw_vec ids;
     tw_vec_init(&ids, sizeof(uint64_t));
     int rc = 0;
-    for (size_t a = 0; rc == 0 && a < r->authors.n; a++) {
+    for (size_t a = 0; rc == 0 && a < r->authors.v.len; a++) {
         if (!cf->author_ok[a])
             continue;
         for (size_t i = r->author_at[a]; rc == 0 && i < r->author_at[a + 1]; i++)
@@ -397,16 +397,16 @@ int tw_retriever_dense(tw_retriever *r, const char *query, const struct tw_rag_f
     struct cfilter cf;
     if ((rc = compile(r, f, &cf)))
         return rc;
-    const char **names = tw_malloc_array(r->authors.n ? r->authors.n : 1, sizeof *names);
+    const char **names = tw_malloc_array(r->authors.v.len ? r->authors.v.len : 1, sizeof *names);
     struct tw_hit *hits = tw_malloc_array(depth ? depth : 1, sizeof *hits);
     if (!names || !hits) {
         rc = tw_error_set(TW_ENOMEM, "out of memory");
         goto out;
     }
     size_t nn = 0;
-    for (size_t a = 0; !cf.any_author && a < r->authors.n; a++)
+    for (size_t a = 0; !cf.any_author && a < r->authors.v.len; a++)
         if (cf.author_ok[a])
-            names[nn++] = r->authors.v[a];
+            names[nn++] = name_at(&r->authors, a);
     struct tw_cond conds[2];
     size_t nc = 0;
     if (!cf.any_author)

@@ -23,6 +23,7 @@ const char *tw_search_mode_name(enum tw_search_mode m);
 bool tw_search_mode_parse(const char *name, enum tw_search_mode *out);
 
 typedef struct tw_retriever tw_retriever;
+struct tw_authors; // rag/selfquery.h
 
 // Opens the newest feature run of home h (which must stay open while the retriever lives):
 // the BM25 index, and when the run has an embedding model, the vector index and the model
@@ -41,6 +42,9 @@ void tw_retriever_info(const tw_retriever *r, struct tw_retriever_info *out);
 // The full names of the authors of the indexed documents (n of them; the retriever owns
 // them), for the self-query's matcher.
 const char *const *tw_retriever_authors(const tw_retriever *r, size_t *n);
+// The self-query's name matcher over those names (built once at open; its indexes are the
+// names' above), owned by the retriever.
+const struct tw_authors *tw_retriever_matcher(const tw_retriever *r);
 
 // Which chunks may be returned: documents by any of authors (full names, ASCII case ignored;
 // n_authors 0: any author) and of category (NULL: any).
