@@ -11,6 +11,7 @@
 
 #include "base/error.h"
 #include "base/mem.h"
+#include "base/vec.h"
 #include "cli/cli.h"
 #include "cli/text_args.h"
 #include "eval/retrieval.h"
@@ -26,51 +27,37 @@ struct eval_args {
 
 // ---- the generated set: the warehouse's documents
 
-struct docs {
-    struct tw_eval_doc *v;
-    size_t n, cap;
-};
-
-static int add_doc(void *ud, const struct tw_wh_doc *d)
+static void doc_free(struct tw_eval_doc *e)
 {
-    struct docs *ds = ud;
-    if (ds->n == ds->cap) {
-        size_t cap = ds->cap ? 2 * ds->cap : 64;
-        struct tw_eval_doc *v = tw_realloc(ds->v, cap * sizeof *v);
-        if (!v)
-            return tw_error_set(TW_ENOMEM, "out of memory");
-        ds->v = v;
-        ds->cap = cap;
-    }
-    struct tw_eval_doc e = { tw_strdup(d->uri), tw_strdup(d->author),
-                             tw_strndup(d->content, d->content_len), d->content_len };
-    if (!e.uri || !e.author || !e.text) {
-        tw_free((char *)e.uri), tw_free((char *)e.author), tw_free((char *)e.text);
-        return tw_error_set(TW_ENOMEM, "out of memory");
-    }
-    ds->v[ds->n++] = e;
-    return 0;
+    tw_free((char *)e->uri);
+    tw_free((char *)e->author);
+    tw_free((char *)e->text);
 }
 
-static void docs_free(struct docs *ds)
+// Appends a copy of d to the tw_vec of struct tw_eval_doc at ud.
+static int add_doc(void *ud, const struct tw_wh_doc *d)
 {
-    for (size_t i = 0; i < ds->n; i++) {
-        tw_free((char *)ds->v[i].uri);
-        tw_free((char *)ds->v[i].author);
-        tw_free((char *)ds->v[i].text);
+    struct tw_eval_doc e = { tw_strdup(d->uri), tw_strdup(d->author),
+                             tw_strndup(d->content, d->content_len), d->content_len };
+    if (!e.uri || !e.author || !e.text || tw_vec_push(ud, &e)) {
+        doc_free(&e);
+        return tw_error_set(TW_ENOMEM, "out of memory");
     }
-    tw_free(ds->v);
+    return 0;
 }
 
 static int generate(struct tw_home *h, const struct eval_args *a, struct tw_eval_query **q,
                     size_t *n)
 {
-    struct docs ds = { 0 };
+    tw_vec ds;
+    tw_vec_init(&ds, sizeof(struct tw_eval_doc));
     struct tw_wh_filter f = { .with_content = true };
     int rc = tw_wh_docs(h, &f, add_doc, &ds);
     if (!rc)
-        rc = tw_eval_generate(ds.v, ds.n, (size_t)a->generated, (uint64_t)a->seed, q, n);
-    docs_free(&ds);
+        rc = tw_eval_generate(ds.data, ds.len, (size_t)a->generated, (uint64_t)a->seed, q, n);
+    for (size_t i = 0; i < ds.len; i++)
+        doc_free(tw_vec_at(&ds, i));
+    tw_vec_free(&ds);
     return rc;
 }
 
