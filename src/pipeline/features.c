@@ -74,6 +74,7 @@ struct run {
     tw_vec chunks, ids, spans;
     struct tw_progress bar;
     bool bar_on;
+    sqlite3_stmt *chunk_st; // the chunk insert, prepared once per run (one per chunk)
 };
 
 static void bar_start(struct run *r, int64_t total)
@@ -146,13 +147,14 @@ static int put_cleaned(struct run *r, const struct tw_wh_doc *d)
 static int put_chunk(struct run *r, const struct tw_wh_doc *d, size_t idx,
                      const struct tw_chunk *c, int64_t *seq)
 {
-    sqlite3_stmt *st;
-    int rc = tw_home_prepare(r->h,
-                             "INSERT INTO chunks (id, document_id, idx, start, end, text) "
-                             "VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING seq",
-                             &st);
-    if (rc)
+    int rc = 0;
+    if (!r->chunk_st &&
+        (rc = tw_home_prepare(r->h,
+                              "INSERT INTO chunks (id, document_id, idx, start, end, text) "
+                              "VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING seq",
+                              &r->chunk_st)))
         return rc;
+    sqlite3_stmt *st = r->chunk_st;
     sqlite3_bind_text(st, 1, c->id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, d->id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, (int64_t)idx);
@@ -164,7 +166,7 @@ static int put_chunk(struct run *r, const struct tw_wh_doc *d, size_t idx,
         *seq = sqlite3_column_int64(st, 0);
     else
         rc = tw_home_db_fail(r->h, "writing a chunk");
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
     return rc;
 }
 
@@ -472,6 +474,7 @@ int tw_features_run(struct tw_home *h, const struct tw_features_options *opt,
     out->seconds = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
     if (r.bar_on)
         tw_progress_done(&r.bar);
+    sqlite3_finalize(r.chunk_st);
     tw_bm25_free(r.bm);
     tw_index_free(r.ix);
     embedder_close(&r.emb);
