@@ -584,12 +584,6 @@ static uint32_t read_links(struct search_ctx *c, uint32_t node, int level)
     return n;
 }
 
-// How many cache lines of a vector the graph search prefetches (a build-time knob measured in
-// bench/index: all of a 384-d f32 vector is 24 lines).
-#ifndef TW_IX_PREFETCH_LINES
-#define TW_IX_PREFETCH_LINES 64
-#endif
-
 // Hints the cache to fetch node's vector (as the scorer will read it) ahead of its score.
 static inline void prefetch_vector(const struct tw_index *ix, const struct query *q, uint32_t node)
 {
@@ -602,8 +596,8 @@ static inline void prefetch_vector(const struct tw_index *ix, const struct query
         bytes = ix->opt.dim * sizeof(float);
         p = (const char *)(ix->vecs + (size_t)node * ix->opt.dim);
     }
-    if (bytes > (size_t)TW_IX_PREFETCH_LINES * 64)
-        bytes = (size_t)TW_IX_PREFETCH_LINES * 64;
+    if (bytes > 4096) // the first 4 KiB: the hardware prefetcher follows a longer one
+        bytes = 4096;
     for (size_t o = 0; o < bytes; o += 64)
         __builtin_prefetch(p + o, 0, 3);
 }
