@@ -13,16 +13,20 @@
 struct tw_ctx {
     const struct tw_model *m;
     struct tw_backend *be;
-    int32_t n_ctx, n_batch, n_past;
+    int32_t n_ctx, n_batch, n_seq;
     int32_t kv_dim, q_dim;
     void *mem;
     size_t bytes;
-    float *k, *v;     // decoders: (n_layer, n_ctx, kv_dim); encoders: (n_batch, kv_dim)
-    int32_t *tokens;  // (n_ctx) the cached tokens
+    float *k, *v;     // decoders: (n_layer, n_seq, n_ctx, kv_dim); encoders: (n_batch, kv_dim)
+    float *kb, *vb;   // (n_batch, kv_dim) a batch's new keys and values (n_seq > 1)
+    int32_t *tokens;  // (n_seq, n_ctx) the cached tokens
+    int32_t *past;    // (n_seq) tokens in each sequence's cache
     int32_t *pos;     // (n_batch) positions / scratch ids
+    int32_t *ids;     // (n_batch) a step's tokens
     float *x, *xn;    // (n_batch, C)
     float *q, *att;   // (n_batch, q_dim)
     float *gate, *up; // (n_batch, F)
+    struct tw_attn_seq *seqs; // (n_seq) a step's sequences
 };
 
 // Carves n bytes, 64-byte aligned, from the plan: first pass counts, second assigns.
@@ -38,11 +42,17 @@ static size_t plan(struct tw_ctx *c, char *base)
     const struct tw_model_config *cfg = &c->m->cfg;
     size_t off = 0, B = (size_t)c->n_batch, C = (size_t)cfg->n_embd, F = (size_t)cfg->n_ff;
     bool dec = tw_arch_is_decoder(cfg->arch);
-    size_t kv_rows = dec ? (size_t)cfg->n_layer * (size_t)c->n_ctx : B;
-    c->k = carve(base, &off, kv_rows * (size_t)c->kv_dim * sizeof(float));
-    c->v = carve(base, &off, kv_rows * (size_t)c->kv_dim * sizeof(float));
-    c->tokens = carve(base, &off, (size_t)c->n_ctx * sizeof(int32_t));
+    size_t S = (size_t)c->n_seq, kvd = (size_t)c->kv_dim;
+    size_t kv_rows = dec ? (size_t)cfg->n_layer * S * (size_t)c->n_ctx : B;
+    c->k = carve(base, &off, kv_rows * kvd * sizeof(float));
+    c->v = carve(base, &off, kv_rows * kvd * sizeof(float));
+    c->kb = S > 1 ? carve(base, &off, B * kvd * sizeof(float)) : NULL;
+    c->vb = S > 1 ? carve(base, &off, B * kvd * sizeof(float)) : NULL;
+    c->tokens = carve(base, &off, S * (size_t)c->n_ctx * sizeof(int32_t));
+    c->past = carve(base, &off, S * sizeof(int32_t));
     c->pos = carve(base, &off, B * sizeof(int32_t));
+    c->ids = carve(base, &off, B * sizeof(int32_t));
+    c->seqs = carve(base, &off, S * sizeof(struct tw_attn_seq));
     c->x = carve(base, &off, B * C * sizeof(float));
     c->xn = carve(base, &off, B * C * sizeof(float));
     c->q = carve(base, &off, B * (size_t)c->q_dim * sizeof(float));
@@ -67,13 +77,15 @@ int tw_ctx_new(const struct tw_model *m, struct tw_backend *be, const struct tw_
     c->n_batch = p && p->n_batch > 0 ? p->n_batch : 512;
     if (!dec)
         c->n_batch = cfg->n_ctx_train; // one sequence, whole
-    if (c->n_batch > c->n_ctx)
+    if (dec && c->n_batch > c->n_ctx)
         c->n_batch = c->n_ctx;
+    c->n_seq = dec && p && p->n_seq > 1 ? p->n_seq : 1;
     c->kv_dim = cfg->n_head_kv * cfg->head_dim;
     c->q_dim = cfg->n_head * cfg->head_dim;
-    if (c->n_ctx <= 0 || c->n_ctx > (1 << 24)) {
+    if (c->n_ctx <= 0 || c->n_ctx > (1 << 24) || c->n_seq > 4096) {
         tw_free(c);
-        return tw_error_set(TW_EINVAL, "context: %d positions is out of range", c->n_ctx);
+        return tw_error_set(TW_EINVAL, "context: %d positions or %d sequences is out of range",
+                            c->n_ctx, c->n_seq);
     }
     c->bytes = plan(c, NULL);
     c->mem = tw_malloc(c->bytes);
@@ -83,6 +95,7 @@ int tw_ctx_new(const struct tw_model *m, struct tw_backend *be, const struct tw_
         return tw_error_set(TW_ENOMEM, "context: cannot allocate %zu MiB (a smaller --ctx?)", mib);
     }
     plan(c, c->mem);
+    memset(c->past, 0, (size_t)c->n_seq * sizeof *c->past);
     *out = c;
     return 0;
 }
@@ -105,9 +118,30 @@ int32_t tw_ctx_n_ctx(const tw_ctx *c)
     return c->n_ctx;
 }
 
+int32_t tw_ctx_n_seq(const tw_ctx *c)
+{
+    return c->n_seq;
+}
+
+int32_t tw_ctx_seq_past(const tw_ctx *c, int32_t seq)
+{
+    return seq >= 0 && seq < c->n_seq ? c->past[seq] : 0;
+}
+
+const int32_t *tw_ctx_seq_tokens(const tw_ctx *c, int32_t seq)
+{
+    return c->tokens + (size_t)seq * (size_t)c->n_ctx;
+}
+
+void tw_ctx_seq_truncate(tw_ctx *c, int32_t seq, int32_t n)
+{
+    if (seq >= 0 && seq < c->n_seq && n >= 0 && n < c->past[seq])
+        c->past[seq] = n;
+}
+
 int32_t tw_ctx_n_past(const tw_ctx *c)
 {
-    return c->n_past;
+    return c->past[0];
 }
 
 const int32_t *tw_ctx_tokens(const tw_ctx *c)
@@ -117,8 +151,7 @@ const int32_t *tw_ctx_tokens(const tw_ctx *c)
 
 void tw_ctx_truncate(tw_ctx *c, int32_t n)
 {
-    if (n >= 0 && n < c->n_past)
-        c->n_past = n;
+    tw_ctx_seq_truncate(c, 0, n);
 }
 
 static int check_ids(const tw_ctx *c, const int32_t *ids, int32_t n, int32_t limit,
@@ -138,19 +171,34 @@ static struct tw_tensor rows_of(float *data, int64_t T, int64_t C)
     return tw_tensor_f32_2d(data, T, C);
 }
 
-static void decoder_layer(tw_ctx *c, int il, int32_t T)
+// The cache rows of sequence seq in layer il.
+static float *kv_at(const tw_ctx *c, float *base, int il, int32_t seq)
+{
+    return base +
+           ((size_t)il * (size_t)c->n_seq + (size_t)seq) * (size_t)c->n_ctx * (size_t)c->kv_dim;
+}
+
+// A step's sequences: c->seqs[0..n) with row0, n_rows and n_past set (k, v per layer).
+static void decoder_layer(tw_ctx *c, int il, int32_t T, int n)
 {
     const struct tw_model_config *cfg = &c->m->cfg;
     const struct tw_layer *L = &c->m->layers[il];
     struct tw_backend *be = c->be;
     int64_t C = cfg->n_embd, F = cfg->n_ff, H = cfg->n_head, Hkv = cfg->n_head_kv;
-    int64_t hd = cfg->head_dim, p0 = c->n_past;
-    float *kl = c->k + (size_t)il * (size_t)c->n_ctx * (size_t)c->kv_dim;
-    float *vl = c->v + (size_t)il * (size_t)c->n_ctx * (size_t)c->kv_dim;
+    int64_t hd = cfg->head_dim, kvd = c->kv_dim;
+    struct tw_attn_seq *sq = c->seqs;
     struct tw_tensor x = rows_of(c->x, T, C), xn = rows_of(c->xn, T, C);
     struct tw_tensor q = rows_of(c->q, T, H * hd), att = rows_of(c->att, T, H * hd);
-    struct tw_tensor kn = rows_of(kl + p0 * c->kv_dim, T, Hkv * hd);
-    struct tw_tensor vn = rows_of(vl + p0 * c->kv_dim, T, Hkv * hd);
+    // One sequence: the new keys and values go straight into its cache; several: into the
+    // batch buffers, copied to each cache after RoPE.
+    float *kl = NULL, *vl = NULL;
+    if (n == 1) {
+        kl = (float *)sq[0].k;
+        vl = (float *)sq[0].v;
+    }
+    float *kdst = n == 1 ? kl + (size_t)sq[0].n_past * (size_t)kvd : c->kb;
+    float *vdst = n == 1 ? vl + (size_t)sq[0].n_past * (size_t)kvd : c->vb;
+    struct tw_tensor kn = rows_of(kdst, T, kvd), vn = rows_of(vdst, T, kvd);
     const struct tw_tensor *nb = NULL;
 
     // Attention block: x += o(attention(rope(q), rope(k), v)) of rmsnorm(x).
@@ -161,9 +209,9 @@ static void decoder_layer(tw_ctx *c, int il, int32_t T)
                                       L->bv.data ? &L->bv : nb };
     tw_matmul_n(be, 3, qkv, &xn, w3, b3);
     struct tw_tensor qh = tw_tensor_f32_3d(c->q, T, H, hd);
-    struct tw_tensor kh = tw_tensor_f32_3d(kn.data, T, Hkv, hd);
+    struct tw_tensor kh = tw_tensor_f32_3d(kdst, T, Hkv, hd);
     if (cfg->qk_norm) {
-        struct tw_tensor q2 = rows_of(c->q, T * H, hd), k2 = rows_of(kn.data, T * Hkv, hd);
+        struct tw_tensor q2 = rows_of(c->q, T * H, hd), k2 = rows_of(kdst, T * Hkv, hd);
         tw_rmsnorm(be, &q2, &q2, &L->q_norm, cfg->norm_eps);
         tw_rmsnorm(be, &k2, &k2, &L->k_norm, cfg->norm_eps);
     }
@@ -173,16 +221,27 @@ static void decoder_layer(tw_ctx *c, int il, int32_t T)
                          .inv_freq = c->m->rope_inv_freq };
     tw_rope(be, &qh, c->pos, &r);
     tw_rope(be, &kh, c->pos, &r);
-    struct tw_tensor kall = tw_tensor_f32_3d(kl, p0 + T, Hkv, hd);
-    struct tw_tensor vall = tw_tensor_f32_3d(vl, p0 + T, Hkv, hd);
+    if (n > 1)
+        for (int i = 0; i < n; i++) {
+            size_t at = (size_t)sq[i].n_past * (size_t)kvd, rows = (size_t)sq[i].n_rows * kvd;
+            memcpy((float *)sq[i].k + at, c->kb + (size_t)sq[i].row0 * kvd, rows * sizeof(float));
+            memcpy((float *)sq[i].v + at, c->vb + (size_t)sq[i].row0 * kvd, rows * sizeof(float));
+        }
     struct tw_attn a = { .n_head = (int32_t)H,
                          .n_head_kv = (int32_t)Hkv,
                          .head_dim = (int32_t)hd,
                          .scale = 1.0f / sqrtf((float)hd),
                          .causal = true,
                          .window = cfg->sliding_window,
-                         .n_past = (int32_t)p0 };
-    tw_attention(be, &att, &qh, &kall, &vall, &a);
+                         .n_past = sq[0].n_past };
+    if (n == 1) {
+        int64_t S = (int64_t)sq[0].n_past + T;
+        struct tw_tensor kall = tw_tensor_f32_3d(kl, S, Hkv, hd);
+        struct tw_tensor vall = tw_tensor_f32_3d(vl, S, Hkv, hd);
+        tw_attention(be, &att, &qh, &kall, &vall, &a);
+    } else {
+        tw_attention_seqs(be, &att, &qh, sq, n, &a);
+    }
     tw_matmul(be, &xn, &att, &L->wo, L->bo.data ? &L->bo : nb);
     tw_add(be, &x, &x, &xn);
 
@@ -197,42 +256,77 @@ static void decoder_layer(tw_ctx *c, int il, int32_t T)
     tw_add(be, &x, &x, &xn);
 }
 
-// One step of at most n_batch tokens.
-static void decode_step(tw_ctx *c, const int32_t *tokens, int32_t T, float *logits,
+// One step: runs[0..n) (checked by the caller) of T tokens in all. logits: every row's
+// (all_logits, one run only) or each run's last row's.
+static void decode_step(tw_ctx *c, const struct tw_ctx_run *runs, int n, int32_t T, float *logits,
                         bool all_logits)
 {
     const struct tw_model *m = c->m;
     int64_t C = m->cfg.n_embd;
-    for (int32_t t = 0; t < T; t++)
-        c->pos[t] = c->n_past + t;
+    int32_t row = 0;
+    for (int i = 0; i < n; i++) {
+        int32_t s = runs[i].seq, p0 = c->past[s];
+        c->seqs[i] = (struct tw_attn_seq){ .row0 = row, .n_rows = runs[i].n, .n_past = p0 };
+        for (int32_t t = 0; t < runs[i].n; t++) {
+            c->pos[row + t] = p0 + t;
+            c->ids[row + t] = runs[i].tokens[t];
+        }
+        row += runs[i].n;
+    }
     struct tw_tensor x = rows_of(c->x, T, C);
-    tw_embedding(c->be, &x, &m->tok_embd, tokens);
-    for (int il = 0; il < m->cfg.n_layer; il++)
-        decoder_layer(c, il, T);
-    memcpy(c->tokens + c->n_past, tokens, (size_t)T * sizeof *tokens);
-    c->n_past += T;
+    tw_embedding(c->be, &x, &m->tok_embd, c->ids);
+    for (int il = 0; il < m->cfg.n_layer; il++) {
+        for (int i = 0; i < n; i++) {
+            c->seqs[i].k = kv_at(c, c->k, il, runs[i].seq);
+            c->seqs[i].v = kv_at(c, c->v, il, runs[i].seq);
+        }
+        decoder_layer(c, il, T, n);
+    }
+    for (int i = 0; i < n; i++) {
+        int32_t s = runs[i].seq;
+        memcpy(c->tokens + (size_t)s * (size_t)c->n_ctx + c->past[s], runs[i].tokens,
+               (size_t)runs[i].n * sizeof(int32_t));
+        c->past[s] += runs[i].n;
+    }
     if (!logits)
         return;
-    int32_t first = all_logits ? 0 : T - 1, nrows = T - first;
-    struct tw_tensor xr = rows_of(c->x + (size_t)first * (size_t)C, nrows, C);
+    int32_t nrows = all_logits ? T : n;
     struct tw_tensor xn = rows_of(c->xn, nrows, C);
+    if (all_logits)
+        memcpy(c->xn, c->x, (size_t)T * (size_t)C * sizeof(float));
+    else
+        for (int i = 0; i < n; i++) {
+            int32_t last = c->seqs[i].row0 + c->seqs[i].n_rows - 1;
+            memcpy(c->xn + (size_t)i * (size_t)C, c->x + (size_t)last * (size_t)C,
+                   (size_t)C * sizeof(float));
+        }
     struct tw_tensor lg = rows_of(logits, nrows, m->cfg.n_vocab);
-    tw_rmsnorm(c->be, &xn, &xr, &m->out_norm, m->cfg.norm_eps);
+    tw_rmsnorm(c->be, &xn, &xn, &m->out_norm, m->cfg.norm_eps);
     tw_matmul(c->be, &lg, &xn, &m->output, NULL);
 }
 
-int tw_ctx_decode(tw_ctx *c, const int32_t *tokens, int32_t n, float *logits, bool all_logits)
+static int check_decoder(const tw_ctx *c)
 {
     if (!tw_arch_is_decoder(c->m->cfg.arch))
         return tw_error_set(TW_EINVAL, "%s: an encoder has no decoding", c->m->path);
+    return 0;
+}
+
+int tw_ctx_decode_seq(tw_ctx *c, int32_t seq, const int32_t *tokens, int32_t n, float *logits,
+                      bool all_logits)
+{
+    int rc = check_decoder(c);
+    if (rc != 0)
+        return rc;
+    if (seq < 0 || seq >= c->n_seq)
+        return tw_error_set(TW_EINVAL, "sequence %d is outside 0..%d", seq, c->n_seq - 1);
     if (n <= 0)
         return 0;
-    if (n > c->n_ctx - c->n_past)
+    if (n > c->n_ctx - c->past[seq])
         return tw_error_set(TW_ELIMIT,
                             "context full: %d cached + %d new tokens exceed the %d positions",
-                            c->n_past, n, c->n_ctx);
-    int rc = check_ids(c, tokens, n, c->m->cfg.n_vocab, "token id");
-    if (rc != 0)
+                            c->past[seq], n, c->n_ctx);
+    if ((rc = check_ids(c, tokens, n, c->m->cfg.n_vocab, "token id")) != 0)
         return rc;
     for (int32_t i = 0; i < n; i += c->n_batch) {
         int32_t T = n - i < c->n_batch ? n - i : c->n_batch;
@@ -242,24 +336,65 @@ int tw_ctx_decode(tw_ctx *c, const int32_t *tokens, int32_t n, float *logits, bo
             out = logits + (size_t)i * (size_t)c->m->cfg.n_vocab;
         else if (logits && last)
             out = logits;
-        decode_step(c, tokens + i, T, out, all_logits);
+        struct tw_ctx_run run = { .seq = seq, .n = T, .tokens = tokens + i };
+        decode_step(c, &run, 1, T, out, all_logits);
     }
+    return 0;
+}
+
+int tw_ctx_decode(tw_ctx *c, const int32_t *tokens, int32_t n, float *logits, bool all_logits)
+{
+    return tw_ctx_decode_seq(c, 0, tokens, n, logits, all_logits);
+}
+
+int tw_ctx_decode_runs(tw_ctx *c, const struct tw_ctx_run *runs, int n, float *logits)
+{
+    int rc = check_decoder(c);
+    if (rc != 0 || n <= 0)
+        return rc;
+    if (n > c->n_seq)
+        return tw_error_set(TW_EINVAL, "%d runs in one step: the context has %d sequences", n,
+                            c->n_seq);
+    int64_t T = 0;
+    for (int i = 0; i < n; i++) {
+        int32_t s = runs[i].seq;
+        if (s < 0 || s >= c->n_seq)
+            return tw_error_set(TW_EINVAL, "run %d: sequence %d is outside 0..%d", i, s,
+                                c->n_seq - 1);
+        for (int j = 0; j < i; j++)
+            if (runs[j].seq == s)
+                return tw_error_set(TW_EINVAL, "runs %d and %d are both for sequence %d", j, i, s);
+        if (runs[i].n <= 0)
+            return tw_error_set(TW_EINVAL, "run %d has %d tokens", i, runs[i].n);
+        if (runs[i].n > c->n_ctx - c->past[s])
+            return tw_error_set(TW_ELIMIT,
+                                "sequence %d full: %d cached + %d new tokens exceed the %d "
+                                "positions",
+                                s, c->past[s], runs[i].n, c->n_ctx);
+        if ((rc = check_ids(c, runs[i].tokens, runs[i].n, c->m->cfg.n_vocab, "token id")) != 0)
+            return rc;
+        T += runs[i].n;
+    }
+    if (T > c->n_batch)
+        return tw_error_set(TW_ELIMIT, "%lld tokens in one step exceed the batch of %d",
+                            (long long)T, c->n_batch);
+    decode_step(c, runs, n, (int32_t)T, logits, false);
     return 0;
 }
 
 int tw_ctx_prefill(tw_ctx *c, const int32_t *tokens, int32_t n, float *logits, int32_t *reused)
 {
     int32_t keep = 0;
-    while (keep < c->n_past && keep < n - 1 && c->tokens[keep] == tokens[keep])
+    while (keep < c->past[0] && keep < n - 1 && c->tokens[keep] == tokens[keep])
         keep++;
     if (n > c->n_ctx)
         return tw_error_set(TW_ELIMIT, "prompt of %d tokens exceeds the context's %d positions", n,
                             c->n_ctx);
-    int32_t old = c->n_past;
-    c->n_past = keep;
+    int32_t old = c->past[0];
+    c->past[0] = keep;
     int rc = tw_ctx_decode(c, tokens + keep, n - keep, logits, false);
     if (rc != 0) {
-        c->n_past = old < keep ? old : keep;
+        c->past[0] = old < keep ? old : keep;
         return rc;
     }
     if (reused)
@@ -279,7 +414,7 @@ int tw_ctx_perplexity(tw_ctx *c, const int32_t *tokens, int32_t n, double *nll, 
     int rc = 0;
     for (int32_t at = 0; rc == 0 && at + 1 < n; at += chunk) {
         int32_t len = n - at < chunk ? n - at : chunk;
-        c->n_past = 0;
+        c->past[0] = 0;
         rc = tw_ctx_decode(c, tokens + at, len, logits, true);
         for (int32_t i = 0; rc == 0 && i + 1 < len; i++) {
             const float *row = logits + (size_t)i * V;
@@ -292,7 +427,7 @@ int tw_ctx_perplexity(tw_ctx *c, const int32_t *tokens, int32_t n, double *nll, 
             scored++;
         }
     }
-    c->n_past = 0;
+    c->past[0] = 0;
     tw_free(logits);
     if (rc == 0) {
         *nll = sum;

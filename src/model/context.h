@@ -12,8 +12,10 @@
 #include "tensor/backend.h"
 
 struct tw_ctx_params {
-    int32_t n_ctx;   // KV cache positions (decoders); 0: min(n_ctx_train, 4096)
+    int32_t n_ctx;   // KV cache positions of each sequence (decoders); 0: min(n_ctx_train, 4096)
     int32_t n_batch; // tokens per forward step; longer inputs go in steps; 0: 512
+    int32_t n_seq;   // sequences, each with a cache of its own (decoders; continuous
+                     // batching); 0: 1
 };
 
 typedef struct tw_ctx tw_ctx;
@@ -43,6 +45,31 @@ void tw_ctx_truncate(tw_ctx *c, int32_t n);
 // tokens, so that the last one is run and its logits, n_vocab floats, come out). *reused (may
 // be NULL) gets the number of cached tokens kept.
 int tw_ctx_prefill(tw_ctx *c, const int32_t *tokens, int32_t n, float *logits, int32_t *reused);
+
+// ---- several sequences (tw_ctx_params.n_seq): the functions above work on sequence 0
+
+int32_t tw_ctx_n_seq(const tw_ctx *c);
+int32_t tw_ctx_seq_past(const tw_ctx *c, int32_t seq);
+const int32_t *tw_ctx_seq_tokens(const tw_ctx *c, int32_t seq);
+void tw_ctx_seq_truncate(tw_ctx *c, int32_t seq, int32_t n);
+// tw_ctx_decode on sequence seq.
+int tw_ctx_decode_seq(tw_ctx *c, int32_t seq, const int32_t *tokens, int32_t n, float *logits,
+                      bool all_logits);
+
+// A sequence's tokens in one step of tw_ctx_decode_runs.
+struct tw_ctx_run {
+    int32_t seq;
+    int32_t n; // >= 1
+    const int32_t *tokens;
+};
+
+// One forward step over several sequences at once (their matmuls share each weight read):
+// run i appends its tokens to sequence runs[i].seq's cache. A sequence appears at most once;
+// the runs hold at most n_batch tokens in all. logits (may be NULL) gets n rows of n_vocab
+// floats: the logits after each run's last token. Returns 0; TW_ELIMIT when a run overflows
+// its sequence's cache or the runs overflow the batch; TW_EINVAL for a bad run or token id
+// (nothing is changed on an error).
+int tw_ctx_decode_runs(tw_ctx *c, const struct tw_ctx_run *runs, int n, float *logits);
 
 // Perplexity of a text's tokens: they are cut into chunks of the context's length, each run
 // from an empty cache, and every token after a chunk's first is scored by the logits of the

@@ -38,6 +38,14 @@ struct tw_attn {
     int32_t n_past; // the query rows are positions n_past .. n_past + T - 1
 };
 
+// One sequence's share of a batch that holds several (tw_attention_seqs): its query rows and
+// its own cache.
+struct tw_attn_seq {
+    int32_t row0, n_rows; // its rows of q and out
+    int32_t n_past;       // they are positions n_past .. n_past + n_rows - 1
+    const float *k, *v;   // its cache rows 0 .. n_past + n_rows - 1, each (n_head_kv, head_dim)
+};
+
 struct tw_backend_ops {
     const char *name;
     void (*free)(struct tw_backend *be);
@@ -58,6 +66,9 @@ struct tw_backend_ops {
     void (*attention)(struct tw_backend *be, struct tw_tensor *out, const struct tw_tensor *q,
                       const struct tw_tensor *k, const struct tw_tensor *v,
                       const struct tw_attn *a);
+    // NULL: tw_attention_seqs calls attention for each sequence
+    void (*attention_seqs)(struct tw_backend *be, struct tw_tensor *out, const struct tw_tensor *q,
+                           const struct tw_attn_seq *seqs, int n, const struct tw_attn *a);
     void (*softmax)(struct tw_backend *be, struct tw_tensor *x);
     void (*swiglu)(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *gate,
                    const struct tw_tensor *up);
@@ -111,6 +122,11 @@ void tw_rope(struct tw_backend *be, struct tw_tensor *x, const int32_t *pos,
 // rows up to and including this batch); query head h reads kv head h / (n_head / n_head_kv).
 void tw_attention(struct tw_backend *be, struct tw_tensor *out, const struct tw_tensor *q,
                   const struct tw_tensor *k, const struct tw_tensor *v, const struct tw_attn *a);
+// tw_attention for a batch of several sequences (continuous batching): q and out (T, ...) as
+// there, seqs[0..n) partition the rows, and each sequence's rows attend to its own cache
+// (a->n_past is ignored).
+void tw_attention_seqs(struct tw_backend *be, struct tw_tensor *out, const struct tw_tensor *q,
+                       const struct tw_attn_seq *seqs, int n, const struct tw_attn *a);
 // Softmax over each row of x, in place.
 void tw_softmax(struct tw_backend *be, struct tw_tensor *x);
 // y = silu(gate) * up, elementwise; y may alias gate or up.

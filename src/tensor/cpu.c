@@ -266,6 +266,50 @@ static void cpu_attention(struct tw_backend *be, struct tw_tensor *out, const st
     }
 }
 
+// Several sequences' rows (continuous batching). Decode rows (a few per sequence) are shared
+// out as (row, head) pairs in one fork; a sequence with a prefill's worth of rows takes the
+// blocked path of cpu_attention on its own.
+static void cpu_attention_seqs(struct tw_backend *be, struct tw_tensor *out,
+                               const struct tw_tensor *q, const struct tw_attn_seq *seqs, int n,
+                               const struct tw_attn *a)
+{
+    int64_t T = q->ne[0], H = a->n_head, D = a->head_dim, Hkv = a->n_head_kv, group = H / Hkv;
+    int32_t *seq_of = NULL;
+    bool small = true;
+    for (int i = 0; i < n; i++)
+        small &= seqs[i].n_rows <= GEMM_MIN_ROWS;
+    if (small)
+        seq_of = tw_malloc_array((size_t)T, sizeof *seq_of);
+    if (!seq_of) {
+        for (int i = 0; i < n; i++) {
+            const struct tw_attn_seq *s = &seqs[i];
+            int64_t S = (int64_t)s->n_past + s->n_rows;
+            struct tw_attn ai = *a;
+            ai.n_past = s->n_past;
+            struct tw_tensor qi = tw_tensor_f32_3d(f32(q) + s->row0 * H * D, s->n_rows, H, D);
+            struct tw_tensor oi = tw_tensor_f32_2d(f32(out) + s->row0 * H * D, s->n_rows, H * D);
+            struct tw_tensor ki = tw_tensor_f32_3d((float *)s->k, S, Hkv, D);
+            struct tw_tensor vi = tw_tensor_f32_3d((float *)s->v, S, Hkv, D);
+            cpu_attention(be, &oi, &qi, &ki, &vi, &ai);
+        }
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        for (int32_t r = 0; r < seqs[i].n_rows; r++)
+            seq_of[seqs[i].row0 + r] = i;
+#pragma omp parallel for num_threads(be->n_threads) schedule(dynamic, 1) collapse(2)
+    for (int64_t t = 0; t < T; t++) {
+        for (int64_t h = 0; h < H; h++) {
+            const struct tw_attn_seq *s = &seqs[seq_of[t]];
+            int64_t p = s->n_past + (t - s->row0), lo, hi, kvh = h / group;
+            tw_attn_range(a, p, (int64_t)s->n_past + s->n_rows, &lo, &hi);
+            attend_row(f32(q) + (t * H + h) * D, s->k + kvh * D, s->v + kvh * D, Hkv * D, lo, hi,
+                       D, a->scale, f32(out) + (t * H + h) * D);
+        }
+    }
+    tw_free(seq_of);
+}
+
 static void cpu_free(struct tw_backend *be)
 {
     tw_free(impl(be)->tiles);
@@ -284,6 +328,7 @@ static void cpu_ops_init(void)
     cpu_ops.matmul = cpu_matmul;
     cpu_ops.matmul_n = cpu_matmul_n;
     cpu_ops.attention = cpu_attention;
+    cpu_ops.attention_seqs = cpu_attention_seqs;
 }
 
 int tw_backend_cpu_new(int n_threads, struct tw_backend **out)

@@ -92,6 +92,36 @@ void tw_attention(struct tw_backend *be, struct tw_tensor *out, const struct tw_
     be->ops->attention(be, out, q, k, v, a);
 }
 
+void tw_attention_seqs(struct tw_backend *be, struct tw_tensor *out, const struct tw_tensor *q,
+                       const struct tw_attn_seq *seqs, int n, const struct tw_attn *a)
+{
+    assert(is_f32(out) && is_f32(q) && q->ndim == 3 && q->ne[1] == a->n_head &&
+           q->ne[2] == a->head_dim && tw_tensor_nelem(out) == tw_tensor_nelem(q));
+    int64_t rows = 0, HD = (int64_t)a->n_head * a->head_dim;
+    for (int i = 0; i < n; i++) {
+        assert(seqs[i].row0 == rows && seqs[i].n_rows > 0);
+        rows += seqs[i].n_rows;
+    }
+    assert(rows == q->ne[0]);
+    (void)rows;
+    if (be->ops->attention_seqs) {
+        be->ops->attention_seqs(be, out, q, seqs, n, a);
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        const struct tw_attn_seq *s = &seqs[i];
+        int64_t S = (int64_t)s->n_past + s->n_rows;
+        struct tw_attn ai = *a;
+        ai.n_past = s->n_past;
+        struct tw_tensor qi =
+            tw_tensor_f32_3d((float *)q->data + s->row0 * HD, s->n_rows, a->n_head, a->head_dim);
+        struct tw_tensor oi = tw_tensor_f32_2d((float *)out->data + s->row0 * HD, s->n_rows, HD);
+        struct tw_tensor ki = tw_tensor_f32_3d((float *)s->k, S, a->n_head_kv, a->head_dim);
+        struct tw_tensor vi = tw_tensor_f32_3d((float *)s->v, S, a->n_head_kv, a->head_dim);
+        tw_attention(be, &oi, &qi, &ki, &vi, &ai);
+    }
+}
+
 void tw_softmax(struct tw_backend *be, struct tw_tensor *x)
 {
     assert(is_f32(x));

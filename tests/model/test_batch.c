@@ -1,0 +1,155 @@
+// Continuous batching in the engine: several sequences in one context (tw_ctx_decode_runs),
+// fed on a random schedule that mixes prompt chunks and single decode tokens in each step,
+// give every run's logits equal to those of the same tokens run alone in a context of one
+// sequence — on the golden tiny decoders (Llama, Mistral with its sliding window, Qwen3 with
+// q/k norms) and on both CPU backends. Bad runs are refused and change nothing; truncating a
+// sequence and running it again gives its logits again.
+#include <string.h>
+
+#include "base/mem.h"
+#include "check.h"
+#include "golden_models.h"
+#include "model/context.h"
+#include "model/model.h"
+
+#define NSEQ   5
+#define MAXLEN 48
+#define TOL    1e-4
+
+static uint64_t rng = 0x9E3779B97F4A7C15u;
+
+static uint32_t next(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)(rng >> 11);
+}
+
+static void model(const char *name, struct tw_backend *be)
+{
+    struct golden g;
+    golden_open(&g, name);
+    struct tw_model *m = NULL;
+    REQUIRE(tw_model_open(g.dir, &m) == 0);
+    size_t V = (size_t)m->cfg.n_vocab;
+    int32_t toks[NSEQ][MAXLEN], len[NSEQ];
+    float *want[NSEQ];
+
+    // The reference: each sequence alone, every position's logits.
+    tw_ctx *one = NULL;
+    struct tw_ctx_params p1 = { .n_ctx = 64 };
+    REQUIRE(tw_ctx_new(m, be, &p1, &one) == 0);
+    for (int s = 0; s < NSEQ; s++) {
+        len[s] = 8 + (int32_t)(next() % (MAXLEN - 8));
+        for (int32_t i = 0; i < len[s]; i++)
+            toks[s][i] = (int32_t)(next() % V);
+        want[s] = tw_malloc_array((size_t)len[s] * V, sizeof(float));
+        REQUIRE(want[s]);
+        tw_ctx_truncate(one, 0);
+        CHECK_OK(tw_ctx_decode(one, toks[s], len[s], want[s], true));
+    }
+    tw_ctx_free(one);
+
+    // The batch: at each step a random subset of the unfinished sequences, each with a chunk
+    // of 1 .. 20 tokens (above 16 the attention takes its prefill path), within a batch of 32.
+    tw_ctx *c = NULL;
+    struct tw_ctx_params p = { .n_ctx = 64, .n_batch = 32, .n_seq = NSEQ };
+    REQUIRE(tw_ctx_new(m, be, &p, &c) == 0);
+    CHECK_EQ_INT(tw_ctx_n_seq(c), NSEQ);
+    float *logits = tw_malloc_array(NSEQ * V, sizeof(float));
+    REQUIRE(logits);
+    double worst = 0;
+    int steps = 0, multi = 0;
+    for (;;) {
+        struct tw_ctx_run runs[NSEQ];
+        int n = 0, total = 0;
+        for (int s = 0; s < NSEQ; s++) {
+            int32_t at = tw_ctx_seq_past(c, s), left = len[s] - at;
+            if (left <= 0 || next() % 3 == 0)
+                continue;
+            int32_t k = 1 + (int32_t)(next() % 20);
+            k = k < left ? k : left;
+            if (total + k > 32)
+                continue;
+            runs[n++] = (struct tw_ctx_run){ .seq = s, .n = k, .tokens = toks[s] + at };
+            total += k;
+        }
+        bool done = true;
+        for (int s = 0; s < NSEQ; s++)
+            done &= tw_ctx_seq_past(c, s) == len[s];
+        if (done)
+            break;
+        if (n == 0)
+            continue;
+        // Shuffle the order of the runs: any order is allowed.
+        for (int i = n - 1; i > 0; i--) {
+            int j = (int)(next() % (uint32_t)(i + 1));
+            struct tw_ctx_run t = runs[i];
+            runs[i] = runs[j];
+            runs[j] = t;
+        }
+        int32_t at[NSEQ];
+        for (int i = 0; i < n; i++)
+            at[i] = tw_ctx_seq_past(c, runs[i].seq);
+        CHECK_OK(tw_ctx_decode_runs(c, runs, n, logits));
+        steps++;
+        multi += n > 1;
+        for (int i = 0; i < n; i++) {
+            int32_t last = at[i] + runs[i].n - 1;
+            double e = golden_rel(logits + (size_t)i * V, want[runs[i].seq] + (size_t)last * V, V);
+            worst = e > worst ? e : worst;
+            CHECK_EQ_INT(tw_ctx_seq_past(c, runs[i].seq), at[i] + runs[i].n);
+        }
+    }
+    if (worst > TOL)
+        fprintf(stderr, "%s/%s: batched logits off by %g\n", name, be->ops->name, worst);
+    CHECK(worst <= TOL);
+    CHECK(multi > 3);
+    for (int s = 0; s < NSEQ; s++)
+        CHECK(memcmp(tw_ctx_seq_tokens(c, s), toks[s], (size_t)len[s] * 4) == 0);
+
+    // Bad runs: nothing changes.
+    struct tw_ctx_run bad[2] = { { .seq = 0, .n = 1, .tokens = toks[0] },
+                                 { .seq = 0, .n = 1, .tokens = toks[1] } };
+    CHECK_EQ_INT(tw_ctx_decode_runs(c, bad, 2, logits), TW_EINVAL);
+    bad[1].seq = NSEQ;
+    CHECK_EQ_INT(tw_ctx_decode_runs(c, bad, 2, logits), TW_EINVAL);
+    int32_t big[64] = { 0 };
+    bad[1] = (struct tw_ctx_run){ .seq = 1, .n = 64, .tokens = big };
+    CHECK_EQ_INT(tw_ctx_decode_runs(c, bad, 2, logits), TW_ELIMIT);
+    int32_t oov = (int32_t)V;
+    bad[1] = (struct tw_ctx_run){ .seq = 1, .n = 1, .tokens = &oov };
+    CHECK_EQ_INT(tw_ctx_decode_runs(c, bad, 2, logits), TW_EINVAL);
+    for (int s = 0; s < NSEQ; s++)
+        CHECK_EQ_INT(tw_ctx_seq_past(c, s), len[s]);
+
+    // Drop the last 8 tokens of two sequences and run them again, together, in one step.
+    tw_ctx_seq_truncate(c, 1, len[1] - 8);
+    tw_ctx_seq_truncate(c, 3, len[3] - 8);
+    CHECK_EQ_INT(tw_ctx_seq_past(c, 1), len[1] - 8);
+    struct tw_ctx_run again[2] = { { .seq = 3, .n = 8, .tokens = toks[3] + len[3] - 8 },
+                                   { .seq = 1, .n = 8, .tokens = toks[1] + len[1] - 8 } };
+    CHECK_OK(tw_ctx_decode_runs(c, again, 2, logits));
+    CHECK(golden_rel(logits, want[3] + (size_t)(len[3] - 1) * V, V) <= TOL);
+    CHECK(golden_rel(logits + V, want[1] + (size_t)(len[1] - 1) * V, V) <= TOL);
+    tw_free(logits);
+    for (int s = 0; s < NSEQ; s++)
+        tw_free(want[s]);
+    tw_ctx_free(c);
+    tw_model_close(m);
+    golden_close(&g);
+}
+
+int main(void)
+{
+    struct tw_backend *fast = NULL;
+    REQUIRE(tw_backend_cpu_new(2, &fast) == 0);
+    const char *names[] = { "llama", "mistral", "qwen3" };
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        model(names[i], tw_backend_cpu_ref());
+        model(names[i], fast);
+    }
+    tw_backend_free(fast);
+    return check_report("model_test_batch");
+}
