@@ -47,21 +47,13 @@ static bool ends_incomplete(const tw_str *s)
     return s->v.len >= 3 && memcmp(d + s->v.len - 3, "\xEF\xBF\xBD", 3) == 0;
 }
 
-struct loop {
-    tw_vec gen; // int32_t
-    tw_str text;
-    size_t shown; // bytes of text passed to the stopper
-    struct tw_stopper stop;
-    tw_gen_fn fn;
-    void *arg;
-};
-
 // Feeds the new text to the stopper and the callback. *done when a stop string completed or
 // the callback asked to stop.
-static int emit(struct loop *L, const struct tw_model *m, bool final, enum tw_finish *done)
+static int emit(struct tw_gen_state *L, bool final, enum tw_finish *done)
 {
     tw_str_clear(&L->text);
-    int rc = tw_tokenizer_decode(m->tok, L->gen.data, L->gen.len, TW_TOK_SKIP_SPECIAL, &L->text);
+    int rc =
+        tw_tokenizer_decode(L->m->tok, L->gen.data, L->gen.len, TW_TOK_SKIP_SPECIAL, &L->text);
     if (rc != 0)
         return rc;
     struct tw_stop_out out = { 0 };
@@ -84,80 +76,124 @@ static int emit(struct loop *L, const struct tw_model *m, bool final, enum tw_fi
     return 0;
 }
 
+int tw_gen_begin(struct tw_gen_state *g, const struct tw_model *m, const int32_t *prompt,
+                 int32_t n, const struct tw_gen_params *p, tw_gen_fn fn, void *arg)
+{
+    memset(g, 0, sizeof *g);
+    if (!m->tok)
+        return tw_error_set(TW_EINVAL, "%s: the model has no tokenizer", m->path);
+    g->m = m;
+    g->fn = fn;
+    g->arg = arg;
+    g->ignore_eos = p->ignore_eos;
+    g->limit = p->max_tokens > 0 ? p->max_tokens : INT32_MAX;
+    tw_vec_init(&g->gen, sizeof(int32_t));
+    tw_str_init(&g->text);
+    int rc = tw_sampler_init(&g->s, &p->sampling, m->cfg.n_vocab);
+    if (rc != 0)
+        return rc;
+    if ((rc = tw_stopper_init(&g->stop, p->stops, p->n_stops)) != 0) {
+        tw_sampler_free(&g->s);
+        return rc;
+    }
+    for (int32_t i = 0; rc == 0 && i < n; i++)
+        rc = tw_sampler_accept(&g->s, prompt[i]);
+    if (rc != 0)
+        tw_gen_free(g);
+    return rc;
+}
+
+// The generation is over: the text held back goes out unless a stop string or the callback
+// ended it.
+static int finish(struct tw_gen_state *g, enum tw_finish f, bool *done)
+{
+    g->finish = f;
+    g->done = *done = true;
+    enum tw_finish ignored = TW_FINISH_LENGTH;
+    return f == TW_FINISH_STOP || f == TW_FINISH_CANCEL ? 0 : emit(g, true, &ignored);
+}
+
+int tw_gen_step(struct tw_gen_state *g, float *logits, bool room, int32_t *tok, bool *done)
+{
+    *done = false;
+    if (g->done) {
+        *done = true;
+        return 0;
+    }
+    if ((int32_t)g->gen.len >= g->limit || !room)
+        return finish(g, TW_FINISH_LENGTH, done);
+    int32_t t = tw_sampler_sample(&g->s, logits);
+    if (t < 0)
+        return t;
+    if (!g->ignore_eos && tw_model_is_eog(g->m, t))
+        return finish(g, TW_FINISH_EOS, done);
+    int rc = tw_vec_push(&g->gen, &t);
+    if (rc == 0)
+        rc = tw_sampler_accept(&g->s, t);
+    enum tw_finish stop = TW_FINISH_LENGTH;
+    if (rc == 0)
+        rc = emit(g, false, &stop);
+    if (rc != 0)
+        return rc;
+    if (stop != TW_FINISH_LENGTH)
+        return finish(g, stop, done);
+    if ((int32_t)g->gen.len >= g->limit)
+        return finish(g, TW_FINISH_LENGTH, done);
+    *tok = t;
+    return 0;
+}
+
+int tw_gen_cancel(struct tw_gen_state *g)
+{
+    bool done;
+    return g->done ? 0 : finish(g, TW_FINISH_CANCEL, &done);
+}
+
+void tw_gen_free(struct tw_gen_state *g)
+{
+    if (!g->m)
+        return;
+    tw_vec_free(&g->gen);
+    tw_str_free(&g->text);
+    tw_stopper_free(&g->stop);
+    tw_sampler_free(&g->s);
+    g->m = NULL;
+}
+
 int tw_generate(tw_ctx *c, const struct tw_model *m, const int32_t *prompt, int32_t n,
                 const struct tw_gen_params *p, tw_gen_fn fn, void *arg, struct tw_gen_result *res)
 {
     memset(res, 0, sizeof *res);
-    if (!m->tok)
-        return tw_error_set(TW_EINVAL, "%s: the model has no tokenizer", m->path);
-    int32_t V = m->cfg.n_vocab;
-    float *logits = tw_malloc_array((size_t)V, sizeof(float));
-    struct tw_sampler s;
-    struct loop L = { .fn = fn, .arg = arg };
-    tw_vec_init(&L.gen, sizeof(int32_t));
-    tw_str_init(&L.text);
-    bool have_s = false, have_stop = false;
-    int rc = logits ? 0 : tw_error_set(TW_ENOMEM, "out of memory");
-    if (rc == 0 && (rc = tw_sampler_init(&s, &p->sampling, V)) == 0)
-        have_s = true;
-    if (rc == 0 && (rc = tw_stopper_init(&L.stop, p->stops, p->n_stops)) == 0)
-        have_stop = true;
-    for (int32_t i = 0; rc == 0 && i < n; i++)
-        rc = tw_sampler_accept(&s, prompt[i]);
+    struct tw_gen_state g;
+    int rc = tw_gen_begin(&g, m, prompt, n, p, fn, arg);
+    if (rc != 0)
+        return rc;
+    float *logits = tw_malloc_array((size_t)m->cfg.n_vocab, sizeof(float));
+    if (!logits) {
+        tw_gen_free(&g);
+        return tw_error_set(TW_ENOMEM, "out of memory");
+    }
     double t0 = now();
-    if (rc == 0)
-        rc = tw_ctx_prefill(c, prompt, n, logits, &res->n_reused);
+    rc = tw_ctx_prefill(c, prompt, n, logits, &res->n_reused);
     res->n_prompt = n;
     res->prompt_s = now() - t0;
     t0 = now();
-    enum tw_finish done = TW_FINISH_LENGTH;
-    int32_t limit = p->max_tokens > 0 ? p->max_tokens : INT32_MAX;
-    bool running = rc == 0;
-    while (running) {
-        if ((int32_t)L.gen.len >= limit || tw_ctx_n_past(c) >= tw_ctx_n_ctx(c)) {
-            done = TW_FINISH_LENGTH;
-            break;
-        }
-        int32_t tok = tw_sampler_sample(&s, logits);
-        if (tok < 0) {
-            rc = tok;
-            break;
-        }
-        if (!p->ignore_eos && tw_model_is_eog(m, tok)) {
-            done = TW_FINISH_EOS;
-            break;
-        }
-        if ((rc = tw_vec_push(&L.gen, &tok)) != 0 || (rc = tw_sampler_accept(&s, tok)) != 0)
-            break;
-        enum tw_finish stop = TW_FINISH_LENGTH;
-        if ((rc = emit(&L, m, false, &stop)) != 0)
-            break;
-        if (stop != TW_FINISH_LENGTH) {
-            done = stop;
-            break;
-        }
-        if ((int32_t)L.gen.len < limit && tw_ctx_n_past(c) < tw_ctx_n_ctx(c))
+    bool done = false;
+    while (rc == 0 && !done) {
+        int32_t tok;
+        rc = tw_gen_step(&g, logits, tw_ctx_n_past(c) < tw_ctx_n_ctx(c), &tok, &done);
+        if (rc == 0 && !done)
             rc = tw_ctx_decode(c, &tok, 1, logits, false);
-        running = rc == 0;
-    }
-    if (rc == 0 && done != TW_FINISH_STOP && done != TW_FINISH_CANCEL) {
-        enum tw_finish ignored = TW_FINISH_LENGTH;
-        rc = emit(&L, m, true, &ignored);
     }
     res->gen_s = now() - t0;
-    res->finish = done;
-    res->n_gen = (int32_t)L.gen.len;
+    res->finish = g.finish;
+    res->n_gen = (int32_t)g.gen.len;
     if (rc == 0) {
-        res->tokens = L.gen.data; // ownership passes to the result
-        L.gen.data = NULL;
-        L.gen.len = L.gen.cap = 0;
+        res->tokens = g.gen.data; // ownership passes to the result
+        g.gen.data = NULL;
+        g.gen.len = g.gen.cap = 0;
     }
-    tw_vec_free(&L.gen);
-    tw_str_free(&L.text);
-    if (have_stop)
-        tw_stopper_free(&L.stop);
-    if (have_s)
-        tw_sampler_free(&s);
+    tw_gen_free(&g);
     tw_free(logits);
     return rc;
 }

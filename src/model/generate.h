@@ -10,6 +10,8 @@
 
 #include "model/context.h"
 #include "model/model.h"
+#include "base/str.h"
+#include "base/vec.h"
 #include "model/sampler.h"
 
 struct tw_gen_params {
@@ -32,6 +34,35 @@ struct tw_gen_result {
 // Called with each piece of text that is safe to show; return non-zero to stop (the result's
 // finish is then TW_FINISH_CANCEL).
 typedef int (*tw_gen_fn)(void *arg, const char *text, size_t len);
+
+// One generation's state, stepped by the caller: tw_generate's loop, and one slot of the
+// server's scheduler, which runs many in one batch.
+struct tw_gen_state {
+    const struct tw_model *m;
+    struct tw_sampler s;
+    struct tw_stopper stop;
+    tw_vec gen; // int32_t: the generated ids
+    tw_str text;
+    size_t shown; // bytes of text passed to the stopper
+    int32_t limit;
+    bool ignore_eos, done;
+    enum tw_finish finish; // once done
+    tw_gen_fn fn;
+    void *arg;
+};
+
+// Starts a generation after prompt[0..n) (which the sampler's penalties count); the caller
+// runs the prompt through its context. Returns 0 or an error (nothing to free).
+int tw_gen_begin(struct tw_gen_state *g, const struct tw_model *m, const int32_t *prompt,
+                 int32_t n, const struct tw_gen_params *p, tw_gen_fn fn, void *arg);
+// Given the logits after the last token (modified: penalties) and whether the context has
+// room for one more token: samples the next one and streams its text. Either *done is false
+// and *tok is the token for the caller to decode before the next step, or *done is true and
+// g->finish says why (the text held back has gone out). Returns 0 or an error.
+int tw_gen_step(struct tw_gen_state *g, float *logits, bool room, int32_t *tok, bool *done);
+// Ends a generation early (finish TW_FINISH_CANCEL; no more text goes out).
+int tw_gen_cancel(struct tw_gen_state *g);
+void tw_gen_free(struct tw_gen_state *g);
 
 // Runs the generation; prompt tokens go through tw_ctx_prefill. Returns 0 (result filled) or
 // an error (TW_ELIMIT when the prompt does not fit the context).
