@@ -1,0 +1,446 @@
+// The continuous-batching scheduler (sched.h). The engine thread owns the context and the
+// slots; the lock guards only the queue, the flags and the statistics, so that submitting
+// never waits for a forward step.
+#include "serve/sched.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/error.h"
+#include "base/log.h"
+#include "base/mem.h"
+
+struct slot {
+    struct tw_job *job; // NULL: free
+    struct tw_gen_state g;
+    int32_t fed;     // prompt tokens in the cache
+    int32_t tok;     // generating: the sampled token to decode next
+    bool generating; // the prompt is in; tok is pending
+    int32_t reused;
+    uint64_t used; // step of the last use (least recently used goes first)
+    double t_admit, t_first;
+};
+
+struct tw_sched {
+    const struct tw_model *m;
+    tw_ctx *c;
+    struct tw_sched_params p;
+    struct slot *slots;
+    float *logits; // (n_slots, n_vocab)
+    struct tw_ctx_run *runs;
+    int32_t *run_slot;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct tw_job *head, *tail; // the queue
+    int32_t queued;
+    bool stopping, cancel_all;
+    struct tw_sched_stats st;
+    uint64_t step;
+};
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void done(struct tw_job *j, struct tw_job_result *r)
+{
+    r->total_s = now() - j->t_submit;
+    j->on_done(j->ud, r);
+}
+
+static void fail(struct tw_job *j, int rc, const char *msg)
+{
+    struct tw_job_result r = { .rc = rc, .n_prompt = j->n_prompt };
+    snprintf(r.msg, sizeof r.msg, "%s", msg);
+    r.queue_s = now() - j->t_submit;
+    done(j, &r);
+}
+
+static void cancelled(struct tw_job *j, bool timed_out)
+{
+    struct tw_job_result r = { .finish = TW_FINISH_CANCEL,
+                               .timed_out = timed_out,
+                               .n_prompt = j->n_prompt };
+    r.queue_s = now() - j->t_submit;
+    done(j, &r);
+}
+
+// Ends the job of slot sl (its cache stays for prefix reuse).
+static void finish_slot(tw_sched *s, struct slot *sl, int rc, bool timed_out)
+{
+    struct tw_job *j = sl->job;
+    struct tw_job_result r = { .rc = rc,
+                               .finish = sl->g.finish,
+                               .timed_out = timed_out,
+                               .n_prompt = j->n_prompt,
+                               .n_reused = sl->reused,
+                               .n_gen = (int32_t)sl->g.gen.len };
+    if (rc != 0)
+        snprintf(r.msg, sizeof r.msg, "%s", tw_error_msg());
+    if (timed_out || (rc == 0 && !sl->g.done))
+        r.finish = TW_FINISH_CANCEL;
+    r.queue_s = sl->t_admit - j->t_submit;
+    r.ttft_s = sl->t_first > 0 ? sl->t_first - j->t_submit : 0;
+    tw_gen_free(&sl->g);
+    sl->job = NULL;
+    sl->generating = false;
+    pthread_mutex_lock(&s->lock);
+    s->st.busy--;
+    s->st.gen_tokens += r.n_gen;
+    pthread_mutex_unlock(&s->lock);
+    done(j, &r);
+}
+
+static int32_t common_prefix(const int32_t *a, int32_t na, const int32_t *b, int32_t nb)
+{
+    int32_t n = 0;
+    while (n < na && n < nb && a[n] == b[n])
+        n++;
+    return n;
+}
+
+// Puts job j into a free slot: the one whose cache shares the longest prefix with the
+// prompt, else the least recently used. Returns false when none is free.
+static bool admit(tw_sched *s, struct tw_job *j)
+{
+    int best = -1;
+    int32_t best_len = -1;
+    for (int i = 0; i < s->p.n_slots; i++) {
+        struct slot *sl = &s->slots[i];
+        if (sl->job)
+            continue;
+        int32_t len = common_prefix(tw_ctx_seq_tokens(s->c, i), tw_ctx_seq_past(s->c, i),
+                                    j->prompt, j->n_prompt);
+        if (len > best_len || (len == best_len && sl->used < s->slots[best].used)) {
+            best = i;
+            best_len = len;
+        }
+    }
+    if (best < 0)
+        return false;
+    struct slot *sl = &s->slots[best];
+    int rc = tw_gen_begin(&sl->g, s->m, j->prompt, j->n_prompt, &j->gen, j->on_text, j->ud);
+    if (rc != 0) {
+        fail(j, rc, tw_error_msg());
+        return true;
+    }
+    // At least the prompt's last token runs, so that its logits come out.
+    int32_t keep = best_len < j->n_prompt - 1 ? best_len : j->n_prompt - 1;
+    tw_ctx_seq_truncate(s->c, best, keep);
+    sl->job = j;
+    sl->fed = keep;
+    sl->reused = keep;
+    sl->generating = false;
+    sl->t_first = 0;
+    sl->t_admit = now();
+    pthread_mutex_lock(&s->lock);
+    s->st.busy++;
+    s->st.prompt_tokens += j->n_prompt;
+    s->st.reused_tokens += keep;
+    pthread_mutex_unlock(&s->lock);
+    return true;
+}
+
+// Takes the queued jobs that were cancelled or whose client left; the rest stay in order.
+static void sweep_queue(tw_sched *s, double t)
+{
+    pthread_mutex_lock(&s->lock);
+    struct tw_job **pp = &s->head, *gone = NULL, *last = NULL;
+    while (*pp) {
+        struct tw_job *j = *pp;
+        bool late = j->deadline > 0 && t > j->deadline;
+        if (s->cancel_all || atomic_load(&j->cancel) || late || (j->alive && !j->alive(j->ud))) {
+            *pp = j->next;
+            j->next = gone;
+            gone = j;
+            s->queued--;
+        } else {
+            last = j;
+            pp = &j->next;
+        }
+    }
+    s->tail = last;
+    pthread_mutex_unlock(&s->lock);
+    while (gone) {
+        struct tw_job *j = gone;
+        gone = j->next;
+        cancelled(j, j->deadline > 0 && t > j->deadline);
+    }
+}
+
+static struct tw_job *pop(tw_sched *s)
+{
+    struct tw_job *j = s->head;
+    if (j) {
+        s->head = j->next;
+        if (!s->head)
+            s->tail = NULL;
+        s->queued--;
+        j->next = NULL;
+    }
+    return j;
+}
+
+static bool any_active(const tw_sched *s)
+{
+    for (int i = 0; i < s->p.n_slots; i++)
+        if (s->slots[i].job)
+            return true;
+    return false;
+}
+
+static bool any_free(const tw_sched *s)
+{
+    for (int i = 0; i < s->p.n_slots; i++)
+        if (!s->slots[i].job)
+            return true;
+    return false;
+}
+
+// One step: every active slot's next piece in one forward pass, then sampling.
+static void step(tw_sched *s)
+{
+    double t = now();
+    int n = 0;
+    int32_t budget = s->p.n_batch;
+    // Cancelled, abandoned and late jobs leave first.
+    for (int i = 0; i < s->p.n_slots; i++) {
+        struct slot *sl = &s->slots[i];
+        struct tw_job *j = sl->job;
+        if (!j)
+            continue;
+        bool late = j->deadline > 0 && t > j->deadline;
+        if (s->cancel_all || atomic_load(&j->cancel) || late || (j->alive && !j->alive(j->ud))) {
+            tw_gen_cancel(&sl->g);
+            finish_slot(s, sl, 0, late);
+        }
+    }
+    // Decode tokens, then prompt chunks with what is left of the batch.
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < s->p.n_slots && budget > 0; i++) {
+            struct slot *sl = &s->slots[i];
+            if (!sl->job || sl->generating != (pass == 0))
+                continue;
+            struct tw_ctx_run *r = &s->runs[n];
+            r->seq = i;
+            if (sl->generating) {
+                r->n = 1;
+                r->tokens = &sl->tok;
+            } else {
+                int32_t left = sl->job->n_prompt - sl->fed;
+                r->n = left < budget ? left : budget;
+                r->tokens = sl->job->prompt + sl->fed;
+            }
+            budget -= r->n;
+            s->run_slot[n++] = i;
+        }
+    if (n == 0)
+        return;
+    double t0 = now();
+    int rc = tw_ctx_decode_runs(s->c, s->runs, n, s->logits);
+    double t1 = now();
+    int64_t used = 0;
+    for (int i = 0; i < s->p.n_slots; i++)
+        used += tw_ctx_seq_past(s->c, i);
+    pthread_mutex_lock(&s->lock);
+    s->st.kv_used = used;
+    s->st.steps++;
+    s->st.busy_s += t1 - t0;
+    pthread_mutex_unlock(&s->lock);
+    s->step++;
+    size_t V = (size_t)s->m->cfg.n_vocab;
+    for (int k = 0; k < n; k++) {
+        int i = s->run_slot[k];
+        struct slot *sl = &s->slots[i];
+        sl->used = s->step;
+        if (rc != 0) {
+            finish_slot(s, sl, rc, false);
+            continue;
+        }
+        if (!sl->generating) {
+            sl->fed += s->runs[k].n;
+            if (sl->fed < sl->job->n_prompt)
+                continue;
+            sl->generating = true;
+        }
+        bool fin = false;
+        bool room = tw_ctx_seq_past(s->c, i) < tw_ctx_n_ctx(s->c);
+        int src = tw_gen_step(&sl->g, s->logits + (size_t)k * V, room, &sl->tok, &fin);
+        if (sl->t_first == 0)
+            sl->t_first = now();
+        if (src != 0 || fin)
+            finish_slot(s, sl, src, false);
+    }
+}
+
+static void *engine(void *arg)
+{
+    tw_sched *s = arg;
+    pthread_mutex_lock(&s->lock);
+    for (;;) {
+        // Admit waiting jobs into free slots.
+        while (s->head && any_free(s)) {
+            struct tw_job *j = pop(s);
+            pthread_mutex_unlock(&s->lock);
+            if (s->cancel_all || atomic_load(&j->cancel))
+                cancelled(j, false);
+            else
+                admit(s, j);
+            pthread_mutex_lock(&s->lock);
+        }
+        bool active = any_active(s);
+        if (!active && !s->head) {
+            if (s->stopping)
+                break;
+            pthread_cond_wait(&s->cond, &s->lock);
+            continue;
+        }
+        pthread_mutex_unlock(&s->lock);
+        double t = now();
+        if (s->head)
+            sweep_queue(s, t);
+        step(s);
+        pthread_mutex_lock(&s->lock);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+int tw_sched_new(const struct tw_model *m, struct tw_backend *be, const struct tw_sched_params *p,
+                 tw_sched **out)
+{
+    if (!tw_arch_is_decoder(m->cfg.arch))
+        return tw_error_set(TW_EINVAL, "%s: an encoder cannot generate", m->path);
+    if (!m->tok)
+        return tw_error_set(TW_EINVAL, "%s: the model has no tokenizer", m->path);
+    tw_sched *s = tw_calloc(1, sizeof *s);
+    if (!s)
+        return tw_error_set(TW_ENOMEM, "scheduler: out of memory");
+    s->m = m;
+    s->p = *p;
+    if (s->p.n_slots <= 0)
+        s->p.n_slots = 4;
+    if (s->p.n_batch <= 0)
+        s->p.n_batch = 512;
+    if (s->p.n_batch < s->p.n_slots)
+        s->p.n_batch = s->p.n_slots;
+    if (s->p.n_queue <= 0)
+        s->p.n_queue = 4 * s->p.n_slots;
+    struct tw_ctx_params cp = { .n_ctx = s->p.n_ctx,
+                                .n_batch = s->p.n_batch,
+                                .n_seq = s->p.n_slots };
+    int rc = tw_ctx_new(m, be, &cp, &s->c);
+    if (rc != 0) {
+        tw_free(s);
+        return rc;
+    }
+    s->p.n_ctx = tw_ctx_n_ctx(s->c);
+    size_t V = (size_t)m->cfg.n_vocab, N = (size_t)s->p.n_slots;
+    s->slots = tw_calloc(N, sizeof *s->slots);
+    s->logits = tw_malloc_array(N * V, sizeof(float));
+    s->runs = tw_calloc(N, sizeof *s->runs);
+    s->run_slot = tw_calloc(N, sizeof *s->run_slot);
+    s->st.n_slots = s->p.n_slots;
+    s->st.n_ctx = s->p.n_ctx;
+    if (!s->slots || !s->logits || !s->runs || !s->run_slot) {
+        rc = tw_error_set(TW_ENOMEM, "scheduler: out of memory");
+    } else {
+        pthread_mutex_init(&s->lock, NULL);
+        pthread_cond_init(&s->cond, NULL);
+        if (pthread_create(&s->thread, NULL, engine, s) != 0) {
+            pthread_cond_destroy(&s->cond);
+            pthread_mutex_destroy(&s->lock);
+            rc = tw_error_set(TW_EIO, "scheduler: cannot start the engine thread");
+        }
+    }
+    if (rc != 0) {
+        tw_free(s->slots);
+        tw_free(s->logits);
+        tw_free(s->runs);
+        tw_free(s->run_slot);
+        tw_ctx_free(s->c);
+        tw_free(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+void tw_sched_free(tw_sched *s, bool cancel)
+{
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->lock);
+    s->stopping = true;
+    s->cancel_all |= cancel;
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+    pthread_join(s->thread, NULL);
+    pthread_cond_destroy(&s->cond);
+    pthread_mutex_destroy(&s->lock);
+    tw_free(s->slots);
+    tw_free(s->logits);
+    tw_free(s->runs);
+    tw_free(s->run_slot);
+    tw_ctx_free(s->c);
+    tw_free(s);
+}
+
+int tw_sched_submit(tw_sched *s, struct tw_job *j)
+{
+    if (j->n_prompt <= 0)
+        return tw_error_set(TW_EINVAL, "the prompt is empty");
+    if (j->n_prompt >= s->p.n_ctx)
+        return tw_error_set(TW_ELIMIT,
+                            "the prompt's %d tokens leave no room in the context of %d positions",
+                            j->n_prompt, s->p.n_ctx);
+    for (int32_t i = 0; i < j->n_prompt; i++)
+        if (j->prompt[i] < 0 || j->prompt[i] >= s->m->cfg.n_vocab)
+            return tw_error_set(TW_EINVAL, "token id %d at position %d is outside 0..%d",
+                                j->prompt[i], i, s->m->cfg.n_vocab - 1);
+    j->next = NULL;
+    j->t_submit = now();
+    pthread_mutex_lock(&s->lock);
+    int rc = 0;
+    if (s->stopping)
+        rc = tw_error_set(TW_ESTATE, "the server is stopping");
+    else if (s->queued >= s->p.n_queue)
+        rc = tw_error_set(TW_ELIMIT, "the queue is full (%d requests waiting)", s->queued);
+    if (rc == 0) {
+        if (s->tail)
+            s->tail->next = j;
+        else
+            s->head = j;
+        s->tail = j;
+        s->queued++;
+        pthread_cond_signal(&s->cond);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+void tw_sched_wake(tw_sched *s)
+{
+    pthread_mutex_lock(&s->lock);
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+}
+
+void tw_sched_stats(tw_sched *s, struct tw_sched_stats *out)
+{
+    pthread_mutex_lock(&s->lock);
+    *out = s->st;
+    out->queued = s->queued;
+    pthread_mutex_unlock(&s->lock);
+}
+
+int32_t tw_sched_n_ctx(const tw_sched *s)
+{
+    return s->p.n_ctx;
+}

@@ -1,0 +1,249 @@
+// The continuous-batching scheduler on the golden tiny Llama: eight greedy requests over three
+// slots (joining and leaving the batch as others finish) each give exactly the tokens that
+// tw_generate gives alone; a repeated prompt reuses its cached prefix; a full queue, an empty
+// or oversized prompt and a stopping scheduler are refused; a cancelled request, a client
+// that went away and a passed deadline end their jobs; every job gets exactly one on_done.
+#include <pthread.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/mem.h"
+#include "base/str.h"
+#include "check.h"
+#include "golden_models.h"
+#include "model/generate.h"
+#include "serve/sched.h"
+
+#define NJOB 8
+
+struct req {
+    struct tw_job job;
+    tw_vec prompt;
+    tw_str text;
+    struct tw_job_result res;
+    int n_done;
+    bool gone; // alive() says false
+    pthread_mutex_t *lock;
+    pthread_cond_t *cond;
+};
+
+static int on_text(void *ud, const char *t, size_t n)
+{
+    struct req *r = ud;
+    return tw_str_append(&r->text, t, n);
+}
+
+static bool alive(void *ud)
+{
+    struct req *r = ud;
+    return !r->gone;
+}
+
+static void on_done(void *ud, const struct tw_job_result *res)
+{
+    struct req *r = ud;
+    pthread_mutex_lock(r->lock);
+    r->res = *res;
+    r->n_done++;
+    pthread_cond_broadcast(r->cond);
+    pthread_mutex_unlock(r->lock);
+}
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
+
+static void req_init(struct req *r, const struct tw_model *m, const char *prompt, int max_tokens)
+{
+    memset(r, 0, sizeof *r);
+    tw_vec_init(&r->prompt, sizeof(int32_t));
+    tw_str_init(&r->text);
+    REQUIRE(tw_tokenizer_encode(m->tok, prompt, strlen(prompt), TW_TOK_ADD_SPECIAL, &r->prompt,
+                                NULL) == 0);
+    r->lock = &lock;
+    r->cond = &cond;
+    r->job.prompt = r->prompt.data;
+    r->job.n_prompt = (int32_t)r->prompt.len;
+    tw_sampler_params_default(&r->job.gen.sampling);
+    r->job.gen.sampling.temperature = 0; // greedy
+    r->job.gen.max_tokens = max_tokens;
+    r->job.gen.ignore_eos = true;
+    r->job.on_text = on_text;
+    r->job.alive = alive;
+    r->job.on_done = on_done;
+    r->job.ud = r;
+}
+
+static void req_free(struct req *r)
+{
+    tw_vec_free(&r->prompt);
+    tw_str_free(&r->text);
+}
+
+static void wait_done(struct req *r)
+{
+    pthread_mutex_lock(&lock);
+    while (r->n_done == 0)
+        pthread_cond_wait(&cond, &lock);
+    pthread_mutex_unlock(&lock);
+}
+
+int main(void)
+{
+    struct golden g;
+    golden_open(&g, "llama");
+    struct tw_model *m = NULL;
+    REQUIRE(tw_model_open(g.dir, &m) == 0);
+    struct tw_backend *be = NULL;
+    REQUIRE(tw_backend_cpu_new(2, &be) == 0);
+    const char *prompts[NJOB] = {
+        "Mr. Speaker, Mr. Vice President, members of Congress",
+        "The state of the Union is strong.",
+        "We the people",
+        "Tonight I want to talk about the economy and jobs, and about the future",
+        "Fellow citizens",
+        "It is a great honor",
+        "In the year that has passed since I last addressed you",
+        "Thank you",
+    };
+    int maxt[NJOB] = { 24, 9, 40, 17, 30, 5, 33, 12 };
+
+    // Alone: tw_generate in a context of one sequence.
+    tw_str want[NJOB];
+    tw_ctx *one = NULL;
+    struct tw_ctx_params cp = { .n_ctx = 128 };
+    REQUIRE(tw_ctx_new(m, be, &cp, &one) == 0);
+    for (int i = 0; i < NJOB; i++) {
+        struct req r;
+        req_init(&r, m, prompts[i], maxt[i]);
+        struct tw_gen_result gr;
+        tw_ctx_truncate(one, 0);
+        CHECK_OK(tw_generate(one, m, r.job.prompt, r.job.n_prompt, &r.job.gen, on_text, &r, &gr));
+        CHECK_EQ_INT(gr.n_gen, maxt[i]);
+        tw_gen_result_free(&gr);
+        tw_str_init(&want[i]);
+        CHECK_OK(tw_str_append(&want[i], tw_str_cstr(&r.text), r.text.v.len));
+        req_free(&r);
+    }
+    tw_ctx_free(one);
+
+    // Together: three slots, prompt chunks of at most 16 tokens per step.
+    tw_sched *s = NULL;
+    struct tw_sched_params sp = { .n_slots = 3, .n_ctx = 128, .n_batch = 16, .n_queue = 16 };
+    REQUIRE(tw_sched_new(m, be, &sp, &s) == 0);
+    struct req r[NJOB];
+    for (int i = 0; i < NJOB; i++) {
+        req_init(&r[i], m, prompts[i], maxt[i]);
+        CHECK_OK(tw_sched_submit(s, &r[i].job));
+    }
+    for (int i = 0; i < NJOB; i++) {
+        wait_done(&r[i]);
+        CHECK_EQ_INT(r[i].res.rc, 0);
+        CHECK_EQ_INT(r[i].res.finish, TW_FINISH_LENGTH);
+        CHECK_EQ_INT(r[i].res.n_gen, maxt[i]);
+        CHECK_EQ_STR(tw_str_cstr(&r[i].text), tw_str_cstr(&want[i]));
+        CHECK(r[i].res.ttft_s > 0 && r[i].res.total_s >= r[i].res.ttft_s);
+    }
+    struct tw_sched_stats st;
+    tw_sched_stats(s, &st);
+    CHECK_EQ_INT(st.busy, 0);
+    CHECK_EQ_INT(st.queued, 0);
+    int64_t gen = 0;
+    for (int i = 0; i < NJOB; i++)
+        gen += maxt[i];
+    CHECK_EQ_INT(st.gen_tokens, gen);
+    CHECK(st.steps < gen); // several sequences shared steps
+
+    // The same prompt twice: the second time all but its last token come from a slot's cache.
+    for (int k = 0; k < 2; k++) {
+        struct req again;
+        req_init(&again, m, prompts[3], maxt[3]);
+        CHECK_OK(tw_sched_submit(s, &again.job));
+        wait_done(&again);
+        if (k == 1)
+            CHECK_EQ_INT(again.res.n_reused, again.job.n_prompt - 1);
+        CHECK_EQ_STR(tw_str_cstr(&again.text), tw_str_cstr(&want[3]));
+        req_free(&again);
+    }
+
+    // Refusals.
+    struct req bad;
+    req_init(&bad, m, "x", 4);
+    bad.job.n_prompt = 0;
+    CHECK_EQ_INT(tw_sched_submit(s, &bad.job), TW_EINVAL);
+    int32_t big[200] = { 0 };
+    bad.job.prompt = big;
+    bad.job.n_prompt = 128;
+    CHECK_EQ_INT(tw_sched_submit(s, &bad.job), TW_ELIMIT);
+    CHECK(strstr(tw_error_msg(), "128 tokens") != NULL);
+    big[3] = m->cfg.n_vocab;
+    bad.job.n_prompt = 10;
+    CHECK_EQ_INT(tw_sched_submit(s, &bad.job), TW_EINVAL);
+    CHECK_EQ_INT(bad.n_done, 0);
+    req_free(&bad);
+
+    // Cancellation, a client gone, a deadline passed: long generations end early.
+    struct req c3[3];
+    for (int i = 0; i < 3; i++) {
+        req_init(&c3[i], m, prompts[i], 100);
+        CHECK_OK(tw_sched_submit(s, &c3[i].job));
+    }
+    atomic_store(&c3[0].job.cancel, true);
+    tw_sched_wake(s);
+    pthread_mutex_lock(&lock);
+    c3[1].gone = true;
+    pthread_mutex_unlock(&lock);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    c3[2].job.deadline = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9 - 1;
+    for (int i = 0; i < 3; i++) {
+        wait_done(&c3[i]);
+        CHECK_EQ_INT(c3[i].res.finish, TW_FINISH_CANCEL);
+        CHECK(c3[i].res.n_gen < 100);
+    }
+    CHECK(c3[2].res.timed_out);
+    CHECK(!c3[0].res.timed_out);
+
+    // A full queue: one slot busy with a long job, a queue of two.
+    tw_sched_free(s, false);
+    struct tw_sched_params sp1 = { .n_slots = 1, .n_ctx = 128, .n_queue = 2 };
+    REQUIRE(tw_sched_new(m, be, &sp1, &s) == 0);
+    struct req q[4];
+    int refused = 0, accepted = 0;
+    for (int i = 0; i < 4; i++) {
+        req_init(&q[i], m, prompts[i], 90);
+        int rc = tw_sched_submit(s, &q[i].job);
+        for (int t = 0; i == 0 && t < 10000; t++) { // until the first job holds the slot
+            tw_sched_stats(s, &st);
+            if (st.busy == 1)
+                break;
+            usleep(100);
+        }
+        if (rc == TW_ELIMIT) {
+            refused++;
+            CHECK(strstr(tw_error_msg(), "queue is full") != NULL);
+        } else {
+            CHECK_OK(rc);
+            accepted++;
+        }
+    }
+    CHECK_EQ_INT(refused, 1);
+    CHECK_EQ_INT(accepted, 3);
+    // Stopping with cancel: every accepted job still gets its one on_done.
+    tw_sched_free(s, true);
+    for (int i = 0; i < 4; i++) {
+        CHECK_EQ_INT(q[i].n_done, i < accepted ? 1 : 0);
+        req_free(&q[i]);
+    }
+    for (int i = 0; i < 3; i++)
+        req_free(&c3[i]);
+    for (int i = 0; i < NJOB; i++) {
+        CHECK_EQ_INT(r[i].n_done, 1);
+        req_free(&r[i]);
+        tw_str_free(&want[i]);
+    }
+    tw_backend_free(be);
+    tw_model_close(m);
+    golden_close(&g);
+    return check_report("serve_test_sched");
+}
