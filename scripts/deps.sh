@@ -21,6 +21,8 @@ packages=(
     libcurl4-openssl-dev libxml2-dev libgumbo-dev libcmark-dev  # etl/: web, feeds, HTML, Markdown
     libgit2-dev libcsv-dev                                  # etl/: git repositories, CSV records
     libmicrohttpd-dev                                       # serve/ and the tests' loopback servers
+    libssl-dev                                              # serve/: base64, constant-time key checks
+    curl                                                    # tests/e2e/serve.sh: the HTTP client
 )
 
 as_root() {

@@ -47,5 +47,6 @@ extern const struct tw_verb tw_verb_docs;
 extern const struct tw_verb tw_verb_authors;
 extern const struct tw_verb tw_verb_features;
 extern const struct tw_verb tw_verb_search;
+extern const struct tw_verb tw_verb_serve;
 
 #endif

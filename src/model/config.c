@@ -194,7 +194,7 @@ static int sentence_transformers(const char *dir, struct tw_model_config *c)
             break;
         static const struct {
             const char *key;
-            enum tw_pool mode;
+            enum tw_pooling mode;
         } modes[] = { { "pooling_mode_cls_token", TW_POOL_CLS },
                       { "pooling_mode_mean_tokens", TW_POOL_MEAN },
                       { "pooling_mode_max_tokens", TW_POOL_MAX },

@@ -501,7 +501,7 @@ int tw_ctx_embed(tw_ctx *c, const int32_t *ids, int32_t n, float *out)
         return rc;
     int64_t C = c->m->cfg.n_embd;
     struct tw_tensor x = rows_of(c->x, n, C), y = tw_tensor_f32_1d(out, C);
-    tw_pool(c->be, &y, &x, c->m->cfg.pooling);
+    tw_pooling(c->be, &y, &x, c->m->cfg.pooling);
     if (c->m->cfg.normalize) {
         struct tw_tensor y2 = rows_of(out, 1, C);
         tw_l2norm(c->be, &y2);

@@ -41,10 +41,10 @@ struct tw_model_config {
     enum tw_act act;        // the MLP's activation (SwiGLU's gate for decoders)
     // BERT
     int32_t n_type_vocab;
-    int32_t n_labels;     // BertForSequenceClassification
-    enum tw_pool pooling; // sentence-transformers' 1_Pooling (mean when absent)
-    bool normalize;       // a Normalize module follows the pooling
-    int32_t max_seq;      // sentence_bert_config.json's max_seq_length (else n_ctx_train)
+    int32_t n_labels;        // BertForSequenceClassification
+    enum tw_pooling pooling; // sentence-transformers' 1_Pooling (mean when absent)
+    bool normalize;          // a Normalize module follows the pooling
+    int32_t max_seq;         // sentence_bert_config.json's max_seq_length (else n_ctx_train)
 };
 
 struct tw_layer {

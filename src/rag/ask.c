@@ -62,10 +62,21 @@ static int collect_piece(void *ud, const char *text, size_t len)
     return c->stream ? c->stream(c->stream_ud, text, len) : 0;
 }
 
+// The answering model and its context: the session's, else what the caller of llm_fn gave.
+static const struct tw_model *llm_model(const struct tw_rag *rag)
+{
+    return rag->llm ? rag->llm->m : rag->llm_model;
+}
+
+static int32_t llm_ctx(const struct tw_rag *rag)
+{
+    return rag->llm ? tw_ctx_n_ctx(rag->llm->c) : rag->llm_ctx;
+}
+
 // Renders [system, user] with the template, leaving room for the reply.
 static int render(const struct tw_rag *rag, const char *system, const char *user, tw_vec *ids)
 {
-    const struct tw_model *m = rag->llm->m;
+    const struct tw_model *m = llm_model(rag);
     struct tw_chat_msg msgs[2] = { { "system", system }, { "user", user } };
     int32_t bos = tw_tokenizer_bos(m->tok);
     tw_str text;
@@ -433,28 +444,27 @@ static int assemble(struct run *x, tw_str *out)
         tw_str_clear(out);
         if ((rc = tw_rag_user_prompt(x->question, x->src, x->n_src, out)))
             break;
-        if (!x->rag->llm || x->rag->llm_fn)
+        if (!llm_model(x->rag) || llm_ctx(x->rag) <= 0)
             break; // no template to measure with
         tw_vec ids;
         tw_vec_init(&ids, sizeof(int32_t));
         rc = render(x->rag, tw_rag_system_prompt, tw_str_cstr(out), &ids);
         n_tokens = (int32_t)ids.len;
         tw_vec_free(&ids);
-        int32_t room = tw_ctx_n_ctx(x->rag->llm->c) -
-                       (x->opt->gen.max_tokens > 0 ? x->opt->gen.max_tokens : 0);
+        int32_t room = llm_ctx(x->rag) - (x->opt->gen.max_tokens > 0 ? x->opt->gen.max_tokens : 0);
         if (rc || n_tokens <= room)
             break;
         if (x->n_src == 0) {
             rc = tw_error_set(TW_ELIMIT,
                               "the question (%d tokens with the template) does not fit the "
                               "model's context of %d with %d tokens for the answer",
-                              n_tokens, tw_ctx_n_ctx(x->rag->llm->c), x->opt->gen.max_tokens);
+                              n_tokens, llm_ctx(x->rag), x->opt->gen.max_tokens);
             break;
         }
         tw_rag_chunk_clear(&x->src[--x->n_src].chunk);
         dropped++;
     }
-    // tokens: null when there is no template to count with (no model, or a caller's LLM)
+    // tokens: null when there is no template to count with (no model)
     json_t *step =
         json_pack("{s:s,s:s,s:o,s:I}", "system", tw_rag_system_prompt, "user", tw_str_cstr(out),
                   "tokens", n_tokens >= 0 ? json_integer(n_tokens) : json_null(),

@@ -35,6 +35,10 @@ struct tw_rag {
     struct tw_session *reranker; // a cross-encoder; NULL: rank by the fused score
     tw_rag_llm_fn llm_fn;        // NULL: the llm session through its template
     void *llm_ud;
+    // With llm_fn: the model whose template and context the prompt must fit (NULL: not
+    // measured) and its context's positions.
+    const struct tw_model *llm_model;
+    int32_t llm_ctx;
     const char *model_id; // for the trace: the model's path or registry name
 };
 

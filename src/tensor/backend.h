@@ -18,7 +18,7 @@
 struct tw_backend;
 
 enum tw_act { TW_ACT_GELU, TW_ACT_GELU_TANH, TW_ACT_SILU, TW_ACT_TANH, TW_ACT_RELU };
-enum tw_pool { TW_POOL_MEAN, TW_POOL_CLS, TW_POOL_MAX, TW_POOL_LAST };
+enum tw_pooling { TW_POOL_MEAN, TW_POOL_CLS, TW_POOL_MAX, TW_POOL_LAST };
 
 // Rotary position embedding of one head's first n_rot dims (RoFormer; Llama's rotary).
 struct tw_rope {
@@ -77,7 +77,7 @@ struct tw_backend_ops {
     void (*add)(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *a,
                 const struct tw_tensor *b);
     void (*pool)(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
-                 enum tw_pool mode);
+                 enum tw_pooling mode);
     void (*l2norm)(struct tw_backend *be, struct tw_tensor *x);
 };
 
@@ -139,8 +139,8 @@ void tw_act(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *
 void tw_add(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *a,
             const struct tw_tensor *b);
 // y (C) from x (T, C): the mean, the first row, the elementwise max or the last row.
-void tw_pool(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
-             enum tw_pool mode);
+void tw_pooling(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                enum tw_pooling mode);
 // Each row of x divided by its L2 norm (rows of norm 0 stay 0), in place.
 void tw_l2norm(struct tw_backend *be, struct tw_tensor *x);
 

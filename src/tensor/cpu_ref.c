@@ -208,7 +208,7 @@ static void ref_add(struct tw_backend *be, struct tw_tensor *y, const struct tw_
 }
 
 static void ref_pool(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
-                     enum tw_pool mode)
+                     enum tw_pooling mode)
 {
     int64_t T = tw_tensor_nrows(x), C = tw_tensor_ncols(x);
     const float *xs = f32(x);

@@ -149,8 +149,8 @@ void tw_add(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *
     be->ops->add(be, y, a, b);
 }
 
-void tw_pool(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
-             enum tw_pool mode)
+void tw_pooling(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                enum tw_pooling mode)
 {
     assert(is_f32(y) && is_f32(x) && tw_tensor_nelem(y) == tw_tensor_ncols(x));
     assert(tw_tensor_nrows(x) > 0);

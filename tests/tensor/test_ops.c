@@ -98,11 +98,11 @@ static void test_reference_values(void)
     CHECK(fabsf(ga[0] - 0.7310586f) < 1e-6f && ga[2] == 0);
     float p[6] = { 1, 2, 3, 4, 5, 9 }, py[2];
     struct tw_tensor tp = tw_tensor_f32_2d(p, 3, 2), tpy = tw_tensor_f32_1d(py, 2);
-    tw_pool(be, &tpy, &tp, TW_POOL_MEAN);
+    tw_pooling(be, &tpy, &tp, TW_POOL_MEAN);
     CHECK(py[0] == 3 && py[1] == 5);
-    tw_pool(be, &tpy, &tp, TW_POOL_CLS);
+    tw_pooling(be, &tpy, &tp, TW_POOL_CLS);
     CHECK(py[0] == 1 && py[1] == 2);
-    tw_pool(be, &tpy, &tp, TW_POOL_MAX);
+    tw_pooling(be, &tpy, &tp, TW_POOL_MAX);
     CHECK(py[0] == 5 && py[1] == 9);
     tw_l2norm(be, &tx);
     CHECK(fabsf(x[0] - 1 / sqrtf(10)) < 1e-6f && fabsf(x[1] - 3 / sqrtf(10)) < 1e-6f);
