@@ -36,9 +36,10 @@ static int ls_row(void *ud, const struct tw_trace *t)
     struct tm tm;
     strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", gmtime_r(&s, &tm));
     bool cut = tw_cli_snippet(t->question, 60, q);
-    printf("%6" PRId64 "  %s  %-5s %9.1f ms %5" PRId64 " tok  %-4s %s%s\n", t->id, when, t->kind,
-           t->total_ms, t->prompt_tokens + t->completion_tokens,
-           strcmp(t->status, "ok") == 0 ? "ok" : "fail", q, cut ? "…" : "");
+    const char *st =
+        strcmp(t->status, "ok") == 0 || strcmp(t->status, "cancelled") == 0 ? t->status : "fail";
+    printf("%6" PRId64 "  %s  %-10s %9.1f ms %6" PRId64 " tok  %-9s %s%s\n", t->id, when, t->kind,
+           t->total_ms, t->prompt_tokens + t->completion_tokens, st, q, cut ? "…" : "");
     return 0;
 }
 
