@@ -20,63 +20,6 @@
 
 #include "bench_util.h"
 
-struct shape {
-    const char *name;
-    struct tw_model_config cfg;
-};
-
-static struct shape shapes[] = {
-    { "smollm2-135m",
-      { .arch = TW_ARCH_LLAMA,
-        .n_vocab = 49152,
-        .n_embd = 576,
-        .n_layer = 30,
-        .n_head = 9,
-        .n_head_kv = 3,
-        .head_dim = 64,
-        .n_ff = 1536,
-        .n_ctx_train = 8192,
-        .norm_eps = 1e-5f,
-        .rope_theta = 100000,
-        .rope_neox = true,
-        .tied_embeddings = true,
-        .act = TW_ACT_SILU } },
-    { "llama-3.2-1b",
-      { .arch = TW_ARCH_LLAMA,
-        .n_vocab = 128256,
-        .n_embd = 2048,
-        .n_layer = 16,
-        .n_head = 32,
-        .n_head_kv = 8,
-        .head_dim = 64,
-        .n_ff = 8192,
-        .n_ctx_train = 131072,
-        .norm_eps = 1e-5f,
-        .rope_theta = 500000,
-        .rope_scaling = TW_ROPE_SCALING_LLAMA3,
-        .rope_factor = 32,
-        .rope_low_freq_factor = 1,
-        .rope_high_freq_factor = 4,
-        .rope_orig_ctx = 8192,
-        .rope_neox = true,
-        .tied_embeddings = true,
-        .act = TW_ACT_SILU } },
-    { "tiny",
-      { .arch = TW_ARCH_LLAMA,
-        .n_vocab = 1024,
-        .n_embd = 256,
-        .n_layer = 2,
-        .n_head = 4,
-        .n_head_kv = 2,
-        .head_dim = 64,
-        .n_ff = 512,
-        .n_ctx_train = 2048,
-        .norm_eps = 1e-5f,
-        .rope_theta = 10000,
-        .rope_neox = true,
-        .act = TW_ACT_SILU } },
-};
-
 // Bytes decode reads per token: every matrix but the embedding table (read one row), plus
 // the table when it is also the output projection; KV reads are added by the caller.
 static void add_bytes(void *arg, const char *hf, const char *gg, const struct tw_tensor *t)
@@ -149,12 +92,9 @@ int main(int argc, char **argv)
            "MB/token", "prefill t/s", "decode t/s", "roof t/s", "of roof");
     double worst_all = 1e9;
     for (int s = 0; s < n_sh; s++) {
-        struct shape *shp = NULL;
-        for (size_t k = 0; k < sizeof shapes / sizeof *shapes; k++)
-            if (strcmp(shapes[k].name, sh[s]) == 0)
-                shp = &shapes[k];
+        const struct tw_model_shape *shp = tw_model_shape_find(sh[s]);
         if (!shp) {
-            fprintf(stderr, "infer_cpu: no shape %s\n", sh[s]);
+            fprintf(stderr, "infer_cpu: no shape %s (%s)\n", sh[s], tw_model_shape_names());
             return 2;
         }
         for (int d = 0; d < n_ty; d++) {

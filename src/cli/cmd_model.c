@@ -1,11 +1,14 @@
 // twin model info: what a model file or folder holds — architecture, sizes, parameters,
-// dtypes, memory — without running it.
+// dtypes, memory — without running it. twin model random: a model of a published shape with
+// random weights and a real tokenizer, written as a Hugging Face folder (benchmarks, tests).
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "base/error.h"
 #include "cli/cli.h"
+#include "cli/text_args.h"
+#include "model/convert.h"
 #include "model/model.h"
 #include "text/chat.h"
 
@@ -78,9 +81,66 @@ static void print_info(const struct tw_model *m)
     }
 }
 
+// twin model random SHAPE OUT --tokenizer DIR [--dtype bf16] [--seed 42]
+static int random_model(const struct tw_verb *v, int argc, char **argv)
+{
+    const char *shape = NULL, *out = NULL, *tok_dir = NULL, *dtype = "bf16", *val;
+    long seed = 42;
+    for (int i = 2; i < argc; i++) {
+        int urc = 0;
+        if (tw_cli_opt(argc, argv, &i, "--tokenizer", &val))
+            tok_dir = val;
+        else if (tw_cli_opt(argc, argv, &i, "--dtype", &val))
+            dtype = val;
+        else if (tw_cli_opt(argc, argv, &i, "--seed", &val))
+            urc = tw_cli_opt_long(v, "--seed", val, 0, 1L << 62, &seed);
+        else if (argv[i][0] == '-')
+            return tw_cli_usage_error(v, "unknown option '%s'", argv[i]);
+        else if (!shape)
+            shape = argv[i];
+        else if (!out)
+            out = argv[i];
+        else
+            return tw_cli_usage_error(v, "unexpected argument '%s'", argv[i]);
+        if (urc)
+            return urc;
+    }
+    if (!shape || !out || !tok_dir || !dtype)
+        return tw_cli_usage_error(v, "give SHAPE, OUT and --tokenizer DIR");
+    const struct tw_model_shape *sh = tw_model_shape_find(shape);
+    if (!sh)
+        return tw_cli_usage_error(v, "no shape '%s' (%s)", shape, tw_model_shape_names());
+    enum tw_dtype dt;
+    if (tw_dtype_from_name(dtype, &dt) != 0 ||
+        (dt != TW_DTYPE_F32 && dt != TW_DTYPE_F16 && dt != TW_DTYPE_BF16))
+        return tw_cli_usage_error(v, "--dtype is f32, f16 or bf16 (twin convert quantises)");
+    tw_tokenizer *tok = NULL;
+    if (tw_tokenizer_load_dir(tok_dir, &tok) != 0)
+        return tw_cli_fail();
+    struct tw_model_config cfg = sh->cfg;
+    cfg.n_vocab = tw_tokenizer_vocab_size(tok); // the tokenizer's ids are the model's
+    struct tw_model *m = NULL;
+    int rc = tw_model_random(&cfg, dt, (uint64_t)seed, &m);
+    if (rc == 0) {
+        m->tok = tok; // the model frees it
+        tok = NULL;
+        rc = tw_convert_to_hf(m, out, dt);
+    }
+    tw_tokenizer_free(tok);
+    tw_model_close(m);
+    if (rc)
+        return tw_cli_fail();
+    printf("%s: %s shape (vocabulary %d from %s), random weights in %s\n", out, shape, cfg.n_vocab,
+           tok_dir, dtype);
+    return TW_EXIT_OK;
+}
+
 static int run(struct tw_cli *cli, int argc, char **argv)
 {
     const struct tw_verb *v = &tw_verb_model;
+    (void)cli;
+    if (argc >= 2 && strcmp(argv[1], "random") == 0)
+        return random_model(v, argc, argv);
     if (argc != 3 || strcmp(argv[1], "info") != 0)
         return tw_cli_usage_error(v, argc < 2 ? "a subcommand is required" : "bad arguments");
     struct tw_model *m;
@@ -94,11 +154,17 @@ static int run(struct tw_cli *cli, int argc, char **argv)
 
 const struct tw_verb tw_verb_model = {
     .name = "model",
-    .summary = "describe a model (twin model info PATH)",
+    .summary = "describe a model (twin model info PATH); make a random one",
     .usage = "usage: twin model info PATH\n"
+             "       twin model random SHAPE OUT --tokenizer DIR [--dtype bf16] [--seed 42]\n"
              "\n"
-             "Prints a model's architecture, sizes, parameters by dtype, weight and KV-cache\n"
-             "memory, tokenizer and chat template. PATH is a Hugging Face folder (config.json\n"
-             "and safetensors) or a .gguf file.\n",
+             "info: prints a model's architecture, sizes, parameters by dtype, weight and\n"
+             "KV-cache memory, tokenizer and chat template. PATH is a Hugging Face folder\n"
+             "(config.json and safetensors) or a .gguf file.\n"
+             "random: writes a Hugging Face folder OUT (which must not exist) holding a model of\n"
+             "a published SHAPE (smollm2-135m, llama-3.2-1b, tiny) with random weights (the\n"
+             "same seed, the same weights) and the tokenizer of DIR (tokenizer.json and\n"
+             "tokenizer_config.json; its size sets the vocabulary): a model of real size for\n"
+             "benchmarks of the server and the engine.\n",
     .run = run,
 };

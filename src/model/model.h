@@ -91,6 +91,15 @@ void tw_model_foreach_tensor(const struct tw_model *m,
                              void *arg);
 bool tw_model_is_eog(const struct tw_model *m, int32_t token);
 
+// A published model's shape (its config), for random-weight benchmarks and tests.
+struct tw_model_shape {
+    const char *name; // "smollm2-135m", "llama-3.2-1b", "tiny"
+    struct tw_model_config cfg;
+};
+// The shape called name, or NULL; tw_model_shape_names lists them.
+const struct tw_model_shape *tw_model_shape_find(const char *name);
+const char *tw_model_shape_names(void);
+
 // A model of configuration cfg with random weights (uniform, standard deviation 0.02; norm
 // weights around 1) held in memory, matrices in dtype (falling back where rows do not fill
 // its blocks, as tw_matrix_dtype says), norms and biases f32; no tokenizer. The same seed

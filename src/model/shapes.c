@@ -1,0 +1,70 @@
+// The shapes of real models (config.json values of the published checkpoints), for
+// benchmarks and tests with random weights: SmolLM2-135M, Llama-3.2-1B, and a tiny one.
+#include <string.h>
+
+#include "model/model.h"
+
+static const struct tw_model_shape shapes[] = {
+    { "smollm2-135m",
+      { .arch = TW_ARCH_LLAMA,
+        .n_vocab = 49152,
+        .n_embd = 576,
+        .n_layer = 30,
+        .n_head = 9,
+        .n_head_kv = 3,
+        .head_dim = 64,
+        .n_ff = 1536,
+        .n_ctx_train = 8192,
+        .norm_eps = 1e-5f,
+        .rope_theta = 100000,
+        .rope_neox = true,
+        .tied_embeddings = true,
+        .act = TW_ACT_SILU } },
+    { "llama-3.2-1b",
+      { .arch = TW_ARCH_LLAMA,
+        .n_vocab = 128256,
+        .n_embd = 2048,
+        .n_layer = 16,
+        .n_head = 32,
+        .n_head_kv = 8,
+        .head_dim = 64,
+        .n_ff = 8192,
+        .n_ctx_train = 131072,
+        .norm_eps = 1e-5f,
+        .rope_theta = 500000,
+        .rope_scaling = TW_ROPE_SCALING_LLAMA3,
+        .rope_factor = 32,
+        .rope_low_freq_factor = 1,
+        .rope_high_freq_factor = 4,
+        .rope_orig_ctx = 8192,
+        .rope_neox = true,
+        .tied_embeddings = true,
+        .act = TW_ACT_SILU } },
+    { "tiny",
+      { .arch = TW_ARCH_LLAMA,
+        .n_vocab = 1024,
+        .n_embd = 256,
+        .n_layer = 2,
+        .n_head = 4,
+        .n_head_kv = 2,
+        .head_dim = 64,
+        .n_ff = 512,
+        .n_ctx_train = 2048,
+        .norm_eps = 1e-5f,
+        .rope_theta = 10000,
+        .rope_neox = true,
+        .act = TW_ACT_SILU } },
+};
+
+const struct tw_model_shape *tw_model_shape_find(const char *name)
+{
+    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++)
+        if (strcmp(shapes[i].name, name) == 0)
+            return &shapes[i];
+    return NULL;
+}
+
+const char *tw_model_shape_names(void)
+{
+    return "smollm2-135m, llama-3.2-1b, tiny";
+}
