@@ -49,6 +49,39 @@ run "$twin" --home "$home" traces ls --limit 3
 echo "retrieval evaluation on the hand-written questions (tests/rag/sotu_questions.jsonl):"
 run "$twin" --home "$home" eval retrieval --queries "$root/tests/rag/sotu_questions.jsonl" --mode hybrid
 
+step "2d. serving: twin serve (OpenAI API, /rag, continuous batching) on a loopback port"
+log=$(mktemp /tmp/twin-demo-serve.XXXXXX)
+"$twin" --home "$home" serve --model "$models/llama" --reranker "$models/bert_rerank" \
+    --embedder "$models/bert_embed" --port 0 --slots 4 --threads 2 >"$log" 2>&1 &
+server=$!
+trap 'kill -9 "$server" 2>/dev/null; rm -f "$log"' EXIT
+url=
+for _ in $(seq 300); do
+    url=$(sed -n 's/^twin serve: listening on \(http:[^ ]*\)$/\1/p' "$log")
+    [ -n "$url" ] && [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/health")" = 200 ] && break
+    sleep 0.1
+done
+echo "the server: $url ($(head -n 2 "$log" | tail -n 1))"
+echo "POST /rag (the reference's {\"query\"} -> {\"answer\"}, with the sources):"
+run curl -s "$url/rag" -H 'Content-Type: application/json' -o "$log.rag" \
+    -d '{"query":"What did Lincoln say about emancipation?","max_tokens":16}'
+python3 -c 'import json, sys
+r = json.load(open(sys.argv[1]))
+print("answer:", json.dumps(r["answer"]), "| trace", r["trace_id"], "| usage", r["usage"])
+for s in r["sources"]:
+    print("  source: %s, %s, chunk %d, score %.4f: %s..." % (s["author"], s["title"], s["chunk"], s["score"], s["text"][:70]))' "$log.rag"
+rm -f "$log.rag"
+echo "a streamed chat completion (OpenAI's Server-Sent Events; the tiny model's text is noise):"
+run curl -sN "$url/v1/chat/completions" -H 'Content-Type: application/json' \
+    -d '{"messages":[{"role":"user","content":"Say hello."}],"max_tokens":4,"stream":true}'
+echo "the server's metrics (a few of them):"
+curl -s "$url/metrics" | grep -E '^twin_(http_requests_total|generated_tokens_total|slots)' | head -n 8
+kill -TERM "$server"
+wait "$server"
+echo "stopped with SIGTERM: $(tail -n 1 "$log")"
+trap - EXIT
+rm -f "$log"
+
 step "3. the text layer: tokenizers with exact Hugging Face parity, cleaning, chunking"
 toks="$root/.cache/data/tokenizers"
 address="$corpus/1790_george_washington_n.txt"
@@ -96,6 +129,8 @@ cat <<'TXT'
           the feature pipeline: twin features (clean, chunk, BM25, HNSW vectors,
           incremental, versioned) and twin search (sparse, dense, hybrid; filters);
           RAG inference: twin ask (self-query, expansion, hybrid retrieval, reranking,
-          prompt within the context, answer), twin traces, twin eval retrieval
-  next:   the server (8), training (9), CUDA (10, 11)
+          prompt within the context, answer), twin traces, twin eval retrieval;
+          serving: twin serve (OpenAI chat/completions with SSE streaming, embeddings,
+          rerank, /rag, health, metrics; continuous batching, keys, limits, reload)
+  next:   training (9), CUDA (10, 11)
 TXT
