@@ -3,6 +3,7 @@
 #include "serve/api.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <openssl/evp.h>
@@ -12,6 +13,14 @@
 #include "base/mem.h"
 
 #define WHAT "request"
+
+// The current error again with code TW_EINVAL (a getter's TW_EFORMAT is the client's 400 too).
+static int invalid(const char *suffix)
+{
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s%s", tw_error_msg(), suffix);
+    return tw_error_set(TW_EINVAL, "%s", msg);
+}
 
 int tw_api_parse_object(const char *body, size_t len, json_t **out)
 {
@@ -163,7 +172,7 @@ static int parse_sampling(json_t *root, struct tw_api_gen *g)
         (rc = tw_json_opt_int(root, WHAT, "max_tokens", 0, &max_tokens)) ||
         (rc = tw_json_opt_int(root, WHAT, "max_completion_tokens", max_tokens, &mct)) ||
         (rc = tw_json_opt_bool(root, WHAT, "ignore_eos", false, &ignore_eos)))
-        return tw_error_set(TW_EINVAL, "%s", tw_error_msg());
+        return invalid("");
     if ((rc = range(temp, 0, 2, "temperature")) || (rc = range(top_p, 0, 1, "top_p")) ||
         (rc = range(min_p, 0, 1, "min_p")) || (rc = range(rep, 0.01, 10, "repetition_penalty")) ||
         (rc = range(freq, -2, 2, "frequency_penalty")) ||
@@ -209,7 +218,7 @@ int tw_api_parse_gen(const char *body, size_t len, bool chat, struct tw_api_gen 
     }
     if ((rc = tw_json_opt_str(root, WHAT, "model", NULL, &out->model)) ||
         (rc = tw_json_opt_bool(root, WHAT, "stream", false, &out->stream))) {
-        rc = tw_error_set(TW_EINVAL, "%s", tw_error_msg());
+        rc = invalid("");
         goto fail;
     }
     json_t *so = json_object_get(root, "stream_options");
@@ -226,7 +235,7 @@ int tw_api_parse_gen(const char *body, size_t len, bool chat, struct tw_api_gen 
     if (chat)
         rc = parse_messages(root, out);
     else if ((rc = tw_json_get_str(root, WHAT, "prompt", &out->prompt)) != 0)
-        rc = tw_error_set(TW_EINVAL, "%s (a string)", tw_error_msg());
+        rc = invalid(" (a string)");
     if (rc == 0)
         rc = parse_sampling(root, out);
     if (rc == 0)
@@ -254,7 +263,7 @@ int tw_api_parse_embed(const char *body, size_t len, struct tw_api_embed *out)
     const char *fmt = NULL;
     if ((rc = tw_json_opt_str(out->root, WHAT, "model", NULL, &out->model)) ||
         (rc = tw_json_opt_str(out->root, WHAT, "encoding_format", "float", &fmt))) {
-        rc = tw_error_set(TW_EINVAL, "%s", tw_error_msg());
+        rc = invalid("");
         goto fail;
     }
     if (strcmp(fmt, "float") != 0 && strcmp(fmt, "base64") != 0) {
