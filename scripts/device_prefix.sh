@@ -13,7 +13,7 @@ pkgs="libpcre2-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 libu
       libcmark-dev libcmark0.30.2 libgit2-dev libgit2-1.5 libhttp-parser2.9 libssh2-1
       libmbedtls14 libmbedx509-1 libmbedcrypto7 libcsv-dev libcsv3 libmicrohttpd-dev
       libmicrohttpd12 libgnutls30 libnghttp2-14 librtmp1 libpsl5 libbrotli1 libidn2-0
-      libzstd1 zlib1g"
+      libzstd1 zlib1g libssl-dev libssl3"
 (cd .device/debs && apt-get download $pkgs >/dev/null 2>&1)
 for f in .device/debs/*.deb; do dpkg -x "$f" .device/prefix; done
 # The libraries those need in turn (libcurl's LDAP, gnutls' libunistring, ...): every

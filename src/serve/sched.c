@@ -312,6 +312,17 @@ static void *engine(void *arg)
     return NULL;
 }
 
+// Frees what tw_sched_new allocated (the thread is not running).
+static void release(tw_sched *s)
+{
+    tw_free(s->slots);
+    tw_free(s->logits);
+    tw_free(s->runs);
+    tw_free(s->run_slot);
+    tw_ctx_free(s->c);
+    tw_free(s);
+}
+
 int tw_sched_new(const struct tw_model *m, struct tw_backend *be, const struct tw_sched_params *p,
                  tw_sched **out)
 {
@@ -360,12 +371,7 @@ int tw_sched_new(const struct tw_model *m, struct tw_backend *be, const struct t
         }
     }
     if (rc != 0) {
-        tw_free(s->slots);
-        tw_free(s->logits);
-        tw_free(s->runs);
-        tw_free(s->run_slot);
-        tw_ctx_free(s->c);
-        tw_free(s);
+        release(s);
         return rc;
     }
     *out = s;
@@ -384,12 +390,7 @@ void tw_sched_free(tw_sched *s, bool cancel)
     pthread_join(s->thread, NULL);
     pthread_cond_destroy(&s->cond);
     pthread_mutex_destroy(&s->lock);
-    tw_free(s->slots);
-    tw_free(s->logits);
-    tw_free(s->runs);
-    tw_free(s->run_slot);
-    tw_ctx_free(s->c);
-    tw_free(s);
+    release(s);
 }
 
 int tw_sched_submit(tw_sched *s, struct tw_job *j)
