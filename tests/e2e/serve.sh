@@ -212,8 +212,19 @@ contains traces-chat 'chat'
 contains traces-completion 'completion'
 contains traces-cancelled 'cancelled'
 
-# A grace period that runs out: the request is cut, the server still exits 0.
-start_server "$tmp/serve2.log" --model "$gold/llama" --ctx 8192 --threads 2 --grace 1 --no-home
+# A grace period that runs out: the request is cut, the server still exits 0. Before that, a
+# request's own time limit, and a client too slow to send its request.
+start_server "$tmp/serve2.log" --model "$gold/llama" --ctx 8192 --threads 2 --grace 1 --no-home \
+    --idle-timeout 1
+check time-limit 0 curl -sf "$url/v1/completions" \
+    -d '{"prompt":"x","max_tokens":4000,"ignore_eos":true,"timeout":0.3}'
+json time-limit-cut 'assert j["usage"]["completion_tokens"] < 4000 and j["choices"][0]["finish_reason"] == "length", j'
+check slow-client 0 python3 -c 'import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1].rsplit(":", 1)[1])))
+s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"pro")
+t = time.time(); s.settimeout(10)
+assert s.recv(4096) == b"", "the server answered a request it never got whole"
+assert 0.5 < time.time() - t < 5, time.time() - t' "$url"
 curl -s "$url/v1/completions" -o "$tmp/cut.json" -d "$long" &
 cut=$!
 sleep 0.3
