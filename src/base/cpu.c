@@ -62,6 +62,24 @@ bool tw_cpu_has_avx512_vnni(void)
 #endif
 }
 
+bool tw_cpu_has_avx512_bf16(void)
+{
+#if CPU_X86
+    static _Atomic int known = -1;
+    int v = atomic_load_explicit(&known, memory_order_relaxed);
+    if (v < 0) {
+        unsigned a = 0, b, c, d;
+        // CPUID.(7,1):EAX bit 5; leaf 7 has sub-leaf 1 when CPUID.(7,0):EAX >= 1.
+        v = tw_cpu_isa_have() == TW_ISA_AVX512 && __get_cpuid_count(7, 0, &a, &b, &c, &d) &&
+            a >= 1 && __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a >> 5 & 1);
+        atomic_store_explicit(&known, v, memory_order_relaxed);
+    }
+    return v != 0;
+#else
+    return false;
+#endif
+}
+
 enum tw_cpu_isa tw_cpu_isa_best(void)
 {
     enum tw_cpu_isa isa = tw_cpu_isa_have();

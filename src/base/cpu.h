@@ -19,6 +19,8 @@ enum tw_cpu_isa tw_cpu_isa_best(void);
 enum tw_cpu_isa tw_cpu_isa_have(void);
 // Whether the CPU has AVX-512 (as TW_ISA_AVX512 needs it) and AVX-512 VNNI.
 bool tw_cpu_has_avx512_vnni(void);
+// Whether the CPU has AVX-512 (as TW_ISA_AVX512 needs it) and AVX-512 BF16 (VDPBF16PS).
+bool tw_cpu_has_avx512_bf16(void);
 // "scalar", "avx2", "avx512"; "?" for a value that is not an ISA.
 const char *tw_cpu_isa_name(enum tw_cpu_isa isa);
 #endif

@@ -497,7 +497,7 @@ static bool member(json_t *obj, const char *key, const char **s, struct tw_selfq
 
 static bool read_author(const tw_authors *a, json_t *obj, struct tw_selfquery *r)
 {
-    const char *s;
+    const char *s = NULL;
     if (!member(obj, "author", &s, r))
         return false;
     if (s && (r->author = tw_authors_find(a, s)) < 0)
@@ -508,7 +508,7 @@ static bool read_author(const tw_authors *a, json_t *obj, struct tw_selfquery *r
 
 static bool read_category(json_t *obj, struct tw_selfquery *r)
 {
-    const char *s;
+    const char *s = NULL;
     if (!member(obj, "category", &s, r))
         return false;
     if (!s)

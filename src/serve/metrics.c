@@ -223,7 +223,7 @@ static int metric_add(tw_metrics *m, enum kind kind, const char *name, const cha
                       size_t n_labels, const char *const *labels, const double *bounds,
                       size_t n_bounds, tw_metric **out)
 {
-    tw_metric *mt;
+    tw_metric *mt = NULL;
     *out = NULL;
     int rc = metric_build(kind, name, help, n_labels, labels, bounds, n_bounds, &mt);
     return rc ? rc : metric_publish(m, mt, out);
@@ -253,7 +253,7 @@ int tw_metrics_gauge_fn(tw_metrics *m, const char *name, const char *help, doubl
 {
     if (!fn)
         return tw_error_set(TW_EINVAL, "metrics: %s: no callback", name ? name : "");
-    tw_metric *mt;
+    tw_metric *mt = NULL;
     int rc = metric_build(KIND_GAUGE_FN, name, help, 0, NULL, NULL, 0, &mt);
     if (rc)
         return rc;

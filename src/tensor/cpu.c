@@ -1,7 +1,8 @@
 // The fast CPU backend: matmuls through the SIMD dot kernels of cpu_dot.h and cpu_qdot.h
 // (decode: one weight row read once for up to 8 activation rows) or through OpenBLAS' sgemm on
-// dequantised tiles of the weights (prefill); attention with an online softmax per
-// (token, head); OpenMP threads over rows. Ops without a fast path run the reference.
+// dequantised tiles of the weights (prefill; bf16 weights through cpu_gemm.h's AVX-512 BF16
+// kernel where the CPU has it); attention with an online softmax per (token, head); OpenMP
+// threads over rows. Ops without a fast path run the reference.
 #include <assert.h>
 #include <cblas.h>
 #include <math.h>
@@ -14,6 +15,7 @@
 #include "base/mem.h"
 #include "tensor/backend.h"
 #include "tensor/cpu_dot.h"
+#include "tensor/cpu_gemm.h"
 #include "tensor/cpu_int.h"
 #include "tensor/cpu_qdot.h"
 
@@ -28,8 +30,11 @@ struct cpu_impl {
     tw_dot_fn dot[TW_DTYPE_COUNT];
     tw_qdot_fn qdot[TW_DTYPE_COUNT]; // NULL for the float dtypes
     tw_q8_act_fn quantize;
-    float *tiles; // TILE_BYTES per thread
+    float *tiles;   // TILE_BYTES per thread
+    bool gemm_bf16; // bf16 weights go to cpu_gemm.h's kernel (tw_gemm_bf16_usable)
 };
+
+_Static_assert(TILE_BYTES >= TW_GEMM_BF16_SCRATCH, "a tile is the bf16 kernel's scratch");
 
 static float *f32(const struct tw_tensor *t)
 {
@@ -95,14 +100,53 @@ static void matmul_dot(struct tw_backend *be, int n, struct tw_tensor *const *ys
     tw_free(xq);
 }
 
+// matmul_gemm for bf16 weights on a CPU with AVX-512 BF16, without dequantising them: x is
+// rounded to bf16 and packed once (the threads share the work), then each thread runs
+// cpu_gemm.h's kernel on its slice of the output columns (matmul_gemm's split). Returns false,
+// having done nothing, when the packed x finds no memory.
+static bool matmul_gemm_bf16(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                             const struct tw_tensor *w, const struct tw_tensor *bias)
+{
+    int64_t T = tw_tensor_nrows(x), K = w->ne[1], N = w->ne[0];
+    struct cpu_impl *im = impl(be);
+    void *xp = tw_malloc(tw_gemm_bf16_packed_bytes(T, K));
+    if (!xp)
+        return false;
+    size_t ldw = N > 1 ? (size_t)((char *)tw_tensor_row(w, 1) - (char *)tw_tensor_row(w, 0)) / 2
+                       : (size_t)K; // elements from one row to the next
+#pragma omp parallel num_threads(be->n_threads)
+    {
+        int id = omp_get_thread_num(), nt = omp_get_num_threads();
+        tw_gemm_bf16_pack_x(f32(x), T, K, xp, id, nt);
+#pragma omp barrier
+        int64_t per = (N + nt - 1) / nt;
+        per = (per + 15) / 16 * 16;
+        int64_t n0 = (int64_t)id * per, n1 = n0 + per < N ? n0 + per : N;
+        float *tile = im->tiles + (size_t)id * (TILE_BYTES / sizeof(float));
+        if (n0 < n1)
+            tw_gemm_bf16(xp, T, K, tw_tensor_row(w, n0), ldw, n1 - n0, f32(y) + n0, (size_t)N,
+                         tile);
+        if (bias)
+            for (int64_t t = 0; t < T; t++)
+                for (int64_t n = n0; n < n1; n++)
+                    f32(y)[t * N + n] += f32(bias)[n];
+    }
+    tw_free(xp);
+    return true;
+}
+
 // y (T, N) for larger T: each thread takes a slice of the weight rows (output columns),
 // dequantises it a tile at a time into its own buffer and runs a single-threaded sgemm on it
-// (OpenBLAS' own threads stay off: they would fight the OpenMP team for the cores).
+// (OpenBLAS' own threads stay off: they would fight the OpenMP team for the cores). bf16
+// weights go to matmul_gemm_bf16 where the CPU has AVX-512 BF16, unless the environment
+// variable TWIN_NO_BF16_GEMM=1 (read once) turns that off, for comparison.
 static void matmul_gemm(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
                         const struct tw_tensor *w, const struct tw_tensor *bias)
 {
     int64_t T = tw_tensor_nrows(x), K = w->ne[1], N = w->ne[0];
     struct cpu_impl *im = impl(be);
+    if (im->gemm_bf16 && w->dtype == TW_DTYPE_BF16 && matmul_gemm_bf16(be, y, x, w, bias))
+        return;
     bool direct = w->dtype == TW_DTYPE_F32 && tw_tensor_is_contiguous(w);
     int64_t rows = (int64_t)(TILE_BYTES / sizeof(float)) / K;
     assert(rows > 0);
@@ -353,6 +397,7 @@ int tw_backend_cpu_new(int n_threads, struct tw_backend **out)
         im->qdot[t] = tw_qdot_kernel((enum tw_dtype)t, isa);
     }
     im->quantize = tw_q8_act_quantizer(isa);
+    im->gemm_bf16 = tw_gemm_bf16_usable(isa);
     pthread_once(&cpu_ops_once, cpu_ops_init);
     openblas_set_num_threads(1);
     be->ops = &cpu_ops;

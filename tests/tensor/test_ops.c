@@ -9,6 +9,7 @@
 #include "base/mem.h"
 #include "check.h"
 #include "tensor/backend.h"
+#include "tensor/cpu_gemm.h"
 #include "tensor/cpu_qdot.h"
 
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
@@ -109,14 +110,20 @@ static void test_reference_values(void)
 }
 
 // What the fast backend multiplies block-quantised weights with at decode sizes (T <= 16):
-// the activations rounded to int8 blocks (cpu_qdot.h). A copy of x as those decoded values
-// when dt is such a dtype and T that small, so that the reference sees the same input; else a
+// the activations rounded to int8 blocks (cpu_qdot.h); and bf16 weights at larger T, where
+// the CPU has the bf16 GEMM (cpu_gemm.h): the activations rounded to bf16. A copy of x as
+// those values when dt and T are such, so that the reference sees the same input; else a
 // plain copy. The rounding itself is checked separately, against the unrounded reference.
 static float *fast_input(enum tw_dtype dt, const float *x, int64_t T, int64_t K)
 {
     float *xr = tw_malloc((size_t)(T * K) * sizeof(float));
     REQUIRE(xr);
     memcpy(xr, x, (size_t)(T * K) * sizeof(float));
+    if (T > 16 && dt == TW_DTYPE_BF16 && tw_gemm_bf16_usable(tw_cpu_isa_best())) {
+        for (int64_t i = 0; i < T * K; i++)
+            xr[i] = tw_bf16_to_f32(tw_f32_to_bf16(x[i]));
+        return xr;
+    }
     if (T > 16 || tw_qdot_kernel(dt, TW_ISA_SCALAR) == NULL)
         return xr;
     struct tw_q8_act *q = tw_malloc_array((size_t)(T * K / TW_QK8_ACT), sizeof *q);
