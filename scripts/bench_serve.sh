@@ -29,6 +29,7 @@ for f in "$twin" "$bench"; do
 done
 if [ -z "$model" ]; then
     model="$build/bench/models/smollm2-135m-bf16"
+    mkdir -p "$build/bench/models"
     [ -d "$model" ] || "$twin" model random smollm2-135m "$model" \
         --tokenizer "$root/.cache/data/tokenizers/llama2" --dtype bf16 >/dev/null
     SERVE_FLAGS+=(--template llama2)
