@@ -30,8 +30,9 @@ struct cpu_impl {
     tw_dot_fn dot[TW_DTYPE_COUNT];
     tw_qdot_fn qdot[TW_DTYPE_COUNT]; // NULL for the float dtypes
     tw_q8_act_fn quantize;
-    float *tiles;   // TILE_BYTES per thread
-    bool gemm_bf16; // bf16 weights go to cpu_gemm.h's kernel (tw_gemm_bf16_usable)
+    float *tiles;        // TILE_BYTES per thread
+    bool gemm_bf16;      // bf16 weights go to cpu_gemm.h's kernel (tw_gemm_bf16_usable)
+    tw_attend_fn attend; // the decode rows' attention (cpu_attn.c)
 };
 
 _Static_assert(TILE_BYTES >= TW_GEMM_BF16_SCRATCH, "a tile is the bf16 kernel's scratch");
@@ -195,50 +196,6 @@ static void cpu_matmul(struct tw_backend *be, struct tw_tensor *y, const struct 
     cpu_matmul_n(be, 1, &y, x, &w, &bias);
 }
 
-// One query row against keys [lo, hi), with a running max and sum (online softmax) so that
-// no score buffer is needed; blocks of 32 keys keep the rescaling rare. The decode path.
-static void attend_row(const float *q, const float *k, const float *v, int64_t kv_stride,
-                       int64_t lo, int64_t hi, int64_t D, float scale, float *out)
-{
-    float acc[512];
-    float s[32];
-    assert(D <= 512);
-    float m = -INFINITY, l = 0;
-    for (int64_t d = 0; d < D; d++)
-        acc[d] = 0;
-    for (int64_t j0 = lo; j0 < hi; j0 += 32) {
-        int64_t nj = hi - j0 < 32 ? hi - j0 : 32;
-        float bm = -INFINITY;
-        for (int64_t j = 0; j < nj; j++) {
-            const float *kj = k + (j0 + j) * kv_stride;
-            float dot = 0;
-#pragma omp simd reduction(+ : dot)
-            for (int64_t d = 0; d < D; d++)
-                dot += q[d] * kj[d];
-            s[j] = dot * scale;
-            bm = s[j] > bm ? s[j] : bm;
-        }
-        if (bm > m) {
-            float c = expf(m - bm);
-            l *= c;
-#pragma omp simd
-            for (int64_t d = 0; d < D; d++)
-                acc[d] *= c;
-            m = bm;
-        }
-        for (int64_t j = 0; j < nj; j++) {
-            float p = expf(s[j] - m);
-            const float *vj = v + (j0 + j) * kv_stride;
-            l += p;
-#pragma omp simd
-            for (int64_t d = 0; d < D; d++)
-                acc[d] += p * vj[d];
-        }
-    }
-    for (int64_t d = 0; d < D; d++)
-        out[d] = acc[d] / l;
-}
-
 // Query rows t0 .. t0 + nt - 1 of head h against their keys, as two sgemms (the prefill
 // path): scores = Q K^T over the union of the rows' key ranges, masked and softmaxed per row
 // in scratch (nt * S floats), then out = P V.
@@ -304,8 +261,8 @@ static void cpu_attention(struct tw_backend *be, struct tw_tensor *out, const st
             int64_t lo, hi;
             tw_attn_range(a, a->n_past + t, S, &lo, &hi);
             int64_t kvh = h / group;
-            attend_row(f32(q) + (t * H + h) * D, f32(k) + kvh * D, f32(v) + kvh * D, Hkv * D, lo,
-                       hi, D, a->scale, f32(out) + (t * H + h) * D);
+            impl(be)->attend(f32(q) + (t * H + h) * D, f32(k) + kvh * D, f32(v) + kvh * D, Hkv * D,
+                             lo, hi, D, a->scale, f32(out) + (t * H + h) * D);
         }
     }
 }
@@ -347,8 +304,8 @@ static void cpu_attention_seqs(struct tw_backend *be, struct tw_tensor *out,
             const struct tw_attn_seq *s = &seqs[seq_of[t]];
             int64_t p = s->n_past + (t - s->row0), lo, hi, kvh = h / group;
             tw_attn_range(a, p, (int64_t)s->n_past + s->n_rows, &lo, &hi);
-            attend_row(f32(q) + (t * H + h) * D, s->k + kvh * D, s->v + kvh * D, Hkv * D, lo, hi,
-                       D, a->scale, f32(out) + (t * H + h) * D);
+            impl(be)->attend(f32(q) + (t * H + h) * D, s->k + kvh * D, s->v + kvh * D, Hkv * D, lo,
+                             hi, D, a->scale, f32(out) + (t * H + h) * D);
         }
     }
     tw_free(seq_of);
@@ -359,6 +316,62 @@ static void cpu_free(struct tw_backend *be)
     tw_free(impl(be)->tiles);
     tw_free(be->impl);
     tw_free(be);
+}
+
+// The row-wise ops of a batch (RMSNorm, SwiGLU, add) on many rows: the reference code on a
+// slice of the rows per thread, so the numerics stay the reference's; few rows stay on the
+// calling thread (the fork would cost more than the work).
+#define ROWS_PAR_MIN (1 << 15) // elements
+
+static struct tw_tensor rows(const struct tw_tensor *t, int64_t r0, int64_t n)
+{
+    int64_t C = tw_tensor_ncols(t);
+    return tw_tensor_f32_2d(f32(t) + r0 * C, n, C);
+}
+
+enum rows_op { ROWS_RMSNORM, ROWS_SWIGLU, ROWS_ADD };
+
+// y = op(a, b) (b: w for RMSNorm) over the rows of y, a slice of them per thread.
+static void rows_op(struct tw_backend *be, enum rows_op op, struct tw_tensor *y,
+                    const struct tw_tensor *a, const struct tw_tensor *b, float eps)
+{
+    int64_t R = tw_tensor_nrows(y);
+    int nt = tw_tensor_nelem(y) >= ROWS_PAR_MIN && R > 1 ? be->n_threads : 1;
+#pragma omp parallel num_threads(nt)
+    {
+        int id = omp_get_thread_num(), n = omp_get_num_threads();
+        int64_t per = (R + n - 1) / n, r0 = id * per, nr = r0 + per < R ? per : R - r0;
+        if (nr > 0) {
+            struct tw_tensor ys = rows(y, r0, nr), as = rows(a, r0, nr), bs;
+            if (op == ROWS_RMSNORM) {
+                tw_cpu_ref_ops.rmsnorm(be, &ys, &as, b, eps);
+            } else {
+                bs = rows(b, r0, nr);
+                if (op == ROWS_SWIGLU)
+                    tw_cpu_ref_ops.swiglu(be, &ys, &as, &bs);
+                else
+                    tw_cpu_ref_ops.add(be, &ys, &as, &bs);
+            }
+        }
+    }
+}
+
+static void cpu_rmsnorm(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                        const struct tw_tensor *w, float eps)
+{
+    rows_op(be, ROWS_RMSNORM, y, x, w, eps);
+}
+
+static void cpu_swiglu(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *gate,
+                       const struct tw_tensor *up)
+{
+    rows_op(be, ROWS_SWIGLU, y, gate, up, 0);
+}
+
+static void cpu_add(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *a,
+                    const struct tw_tensor *b)
+{
+    rows_op(be, ROWS_ADD, y, a, b, 0);
 }
 
 static struct tw_backend_ops cpu_ops; // tw_cpu_ref_ops with the fast ops put in
@@ -373,6 +386,9 @@ static void cpu_ops_init(void)
     cpu_ops.matmul_n = cpu_matmul_n;
     cpu_ops.attention = cpu_attention;
     cpu_ops.attention_seqs = cpu_attention_seqs;
+    cpu_ops.rmsnorm = cpu_rmsnorm;
+    cpu_ops.swiglu = cpu_swiglu;
+    cpu_ops.add = cpu_add;
 }
 
 int tw_backend_cpu_new(int n_threads, struct tw_backend **out)
@@ -398,6 +414,7 @@ int tw_backend_cpu_new(int n_threads, struct tw_backend **out)
     }
     im->quantize = tw_q8_act_quantizer(isa);
     im->gemm_bf16 = tw_gemm_bf16_usable(isa);
+    im->attend = tw_attend_kernel(isa);
     pthread_once(&cpu_ops_once, cpu_ops_init);
     openblas_set_num_threads(1);
     be->ops = &cpu_ops;

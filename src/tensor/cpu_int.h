@@ -4,10 +4,17 @@
 
 #include <stdint.h>
 
+#include "base/cpu.h"
 #include "tensor/backend.h"
 
 // The keys [lo, hi) that the query at position p sees among S cache rows.
 void tw_attn_range(const struct tw_attn *a, int64_t p, int64_t S, int64_t *lo, int64_t *hi);
+// One query row q (D floats) against keys and values k[j], v[j] (rows kv_stride apart) for
+// lo <= j < hi: out = softmax(q k^T * scale) v with an online softmax (cpu_attn.c).
+typedef void (*tw_attend_fn)(const float *q, const float *k, const float *v, int64_t kv_stride,
+                             int64_t lo, int64_t hi, int64_t D, float scale, float *out);
+// The kernel for isa (lowered to what the CPU has): AVX2 and AVX-512 for heads of 64 and 128.
+tw_attend_fn tw_attend_kernel(enum tw_cpu_isa isa);
 // The activation functions of tw_act, computed in double.
 float tw_act_ref(enum tw_act act, float x);
 

@@ -10,6 +10,7 @@
 #include "check.h"
 #include "tensor/backend.h"
 #include "tensor/cpu_gemm.h"
+#include "tensor/cpu_int.h"
 #include "tensor/cpu_qdot.h"
 
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
@@ -241,6 +242,8 @@ static void test_attention(struct tw_backend *fast)
                   { 7, 0, 4, 4, 8, 0, true },
                   { 5, 70, 8, 2, 32, 0, true },
                   { 1, 100, 4, 1, 64, 16, true },
+                  { 3, 300, 8, 2, 128, 0, true },
+                  { 5, 200, 9, 3, 64, 0, true },
                   { 9, 30, 2, 2, 16, 5, true },
                   { 12, 0, 4, 4, 16, 0, false },
                   // prefill sizes (the blocked sgemm path): several blocks, a window, a past
@@ -297,9 +300,34 @@ static void test_elementwise(struct tw_backend *fast)
     tw_free(x), tw_free(w), tw_free(b), tw_free(y0), tw_free(y1);
 }
 
+// The decode attention kernels of every ISA the CPU has (cpu_attn.c) against the scalar one,
+// for the head sizes they specialise and one they do not.
+static void test_attend_kernels(void)
+{
+    int64_t Ds[] = { 64, 128, 96 }, S = 77, stride = 3 * 128;
+    float *q = rand_buf(128), *k = rand_buf((size_t)(S * stride)),
+          *v = rand_buf((size_t)(S * stride));
+    float o0[128], o1[128];
+    tw_attend_fn ref = tw_attend_kernel(TW_ISA_SCALAR);
+    for (int isa = TW_ISA_AVX2; isa <= TW_ISA_AVX512; isa++)
+        for (size_t i = 0; i < 3; i++) {
+            int64_t D = Ds[i];
+            ref(q, k, v, stride, 5, S, D, 0.125f, o0);
+            tw_attend_kernel((enum tw_cpu_isa)isa)(q, k, v, stride, 5, S, D, 0.125f, o1);
+            double e = 0;
+            for (int64_t d = 0; d < D; d++)
+                e = fmax(e, fabs((double)o0[d] - o1[d]));
+            CHECK(e < 1e-5);
+        }
+    tw_free(q);
+    tw_free(k);
+    tw_free(v);
+}
+
 int main(void)
 {
     test_reference_values();
+    test_attend_kernels();
     int threads[] = { 1, 3 };
     for (int i = 0; i < 2; i++) {
         struct tw_backend *fast = NULL;
