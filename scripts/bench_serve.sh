@@ -5,6 +5,7 @@
 # kept in BUILD_DIR/bench/serve_results.txt. Exits 1 when any request failed.
 # Without MODEL_PATH: a SmolLM2-135M-shaped model with random bf16 weights and Llama 2's
 # tokenizer (twin model random, kept in BUILD_DIR/bench/models/), and the golden tiny embedder.
+# QUICK=1: a smoke run (concurrency 1 and 2, a few short requests), as `make test` does.
 # usage: bench_serve.sh BUILD_DIR [MODEL_PATH [EMBEDDER_PATH]]
 set -euo pipefail
 
@@ -14,6 +15,13 @@ SERVE_HOST=127.0.0.1
 SERVE_FLAGS=(--slots 64 --ctx 512 --no-home --threads "${THREADS:-0}")
 LEVELS=1,8,64                           # concurrency levels of every run
 CHAT_FLAGS=(--max-tokens 64 --duration 20) # bench/serve's chat options
+HEALTH_FLAGS=()
+if [ "${QUICK:-0}" = 1 ]; then
+    SERVE_FLAGS=(--slots 2 --ctx 256 --no-home --threads 2)
+    LEVELS=1,2
+    CHAT_FLAGS=(--max-tokens 8 --requests 8)
+    HEALTH_FLAGS=(--requests 50)
+fi
 READY_TIMEOUT=${READY_TIMEOUT:-120}     # seconds for GET /health to answer 200
 STOP_TIMEOUT=${STOP_TIMEOUT:-30}        # seconds for the server to exit after SIGTERM
 
@@ -109,9 +117,9 @@ run() {
     echo "\$ $bench --url $url $*" | tee -a "$out"
     "$bench" --url "$url" "$@" | tee -a "$out" || status=1
 }
-run --mode health --concurrency "$LEVELS"
+run --mode health --concurrency "$LEVELS" "${HEALTH_FLAGS[@]}"
 if [ -n "$embedder" ]; then
-    run --mode embeddings --concurrency "$LEVELS" --pid "$server"
+    run --mode embeddings --concurrency "$LEVELS" --pid "$server" "${HEALTH_FLAGS[@]}"
 fi
 run --mode chat --concurrency "$LEVELS" --pid "$server" "${CHAT_FLAGS[@]}"
 stop_server
