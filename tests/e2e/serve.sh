@@ -42,6 +42,13 @@ start_server() {
         sleep 0.1
     done
 }
+wait_metric() { # wait_metric LINE: until GET /metrics has LINE (at most 20 s)
+    for _ in $(seq 200); do
+        curl -s "$url/metrics" | grep -qx "$1" && return 0
+        sleep 0.1
+    done
+    return 1
+}
 json() { # json PYTHON_ASSERTIONS: on the last output, parsed as j
     holds "$1" python3 -c "import json, sys; j = json.load(sys.stdin)
 $2"
@@ -151,8 +158,8 @@ cpids=()
 for i in 1 2 3 4; do
     curl -s -o /dev/null "${H[@]}" "$url/v1/completions" -d "$long" &
     cpids+=($!)
-    sleep 0.2
 done
+check queue-filled 0 wait_metric 'twin_queue_depth 2'
 check queue-full 0 curl -s -D - "${H[@]}" "$url/v1/completions" -d "$long"
 contains queue-429 ' 429'
 contains queue-retry 'Retry-After: 1'
@@ -175,17 +182,21 @@ assert n < 4 * 4000, n'
 # Reload under load: streams that started on the old model finish on it.
 for i in 1 2; do
     curl -sfN "${H[@]}" "$url/v1/chat/completions" -o "$tmp/s$i.txt" \
-        -d '{"messages":[{"role":"user","content":"Go on"}],"max_tokens":600,"ignore_eos":true,"stream":true,"stream_options":{"include_usage":true}}' &
+        -d '{"messages":[{"role":"user","content":"Go on"}],"max_tokens":3000,"ignore_eos":true,"stream":true,"stream_options":{"include_usage":true}}' &
     cpids+=($!)
 done
-sleep 0.3
+check reload-busy 0 wait_metric 'twin_slots_busy 2'
 check reload 0 curl -sf "${H[@]}" -X POST "$url/admin/reload"
 equals reload-body '{"status":"reloaded","model":"llama"}'
 kill -HUP "$srv"
 wait "${cpids[-2]}" "${cpids[-1]}"
+for _ in $(seq 100); do
+    [ "$(grep -c 'serve: reloaded' "$tmp/serve.log")" -ge 2 ] && break
+    sleep 0.1
+done
 check reload-streams 0 cat "$tmp/s1.txt" "$tmp/s2.txt"
 holds reload-streams-whole python3 -c 'import sys
-t = sys.stdin.read(); assert t.count("data: [DONE]") == 2 and t.count("\"completion_tokens\":600") == 2, t[-300:]'
+t = sys.stdin.read(); assert t.count("data: [DONE]") == 2 and t.count("\"completion_tokens\":3000") == 2, t[-300:]'
 check reload-log 0 grep -c 'serve: reloaded' "$tmp/serve.log"
 equals reload-twice 2
 check after-reload 0 curl -sf "${H[@]}" "$url/v1/chat/completions" -d "$body"
@@ -195,7 +206,7 @@ json after-reload-same 'assert j["choices"][0]["message"]["content"] == open("'"
 curl -sf "${H[@]}" "$url/v1/completions" -o "$tmp/last.json" \
     -d '{"prompt":"x","max_tokens":1500,"ignore_eos":true}' &
 last=$!
-sleep 0.3
+check stop-busy 0 wait_metric 'twin_slots_busy 1'
 kill -TERM "$srv"
 wait "$last"
 check stop-request 0 cat "$tmp/last.json"
@@ -225,15 +236,16 @@ s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\
 t = time.time(); s.settimeout(10)
 assert s.recv(4096) == b"", "the server answered a request it never got whole"
 assert 0.5 < time.time() - t < 5, time.time() - t' "$url"
-curl -s "$url/v1/completions" -o "$tmp/cut.json" -d "$long" &
+curl -s "$url/v1/completions" -o "$tmp/cut.json" \
+    -d '{"prompt":"x","max_tokens":8000,"ignore_eos":true}' &
 cut=$!
-sleep 0.3
+check grace-busy 0 wait_metric 'twin_slots_busy 1'
 kill -TERM "$srv"
 wait "$srv"
 check grace-exit 0 test $? -eq 0
 wait "$cut"
 check grace-cut 0 cat "$tmp/cut.json"
-json grace-cut-short 'assert j["usage"]["completion_tokens"] < 4000 and j["choices"][0]["finish_reason"] == "length", j'
+json grace-cut-short 'assert j["usage"]["completion_tokens"] < 8000 and j["choices"][0]["finish_reason"] == "length", j'
 check grace-log 0 cat "$tmp/serve2.log"
 contains grace-log-says 'the grace period ended'
 
