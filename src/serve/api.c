@@ -373,9 +373,9 @@ int tw_api_chunk(tw_str *out, const char *id, int64_t created, const char *model
         choice = json_pack("{s:i, s:o, s:n, s:o}", "index", 0, "delta", delta, "logprobs",
                            "finish_reason", finish ? json_string(finish) : json_null());
     } else {
-        choice =
-            json_pack("{s:i, s:O, s:n, s:o}", "index", 0, "text", t ? t : json_string(""),
-                      "logprobs", "finish_reason", finish ? json_string(finish) : json_null());
+        choice = json_pack("{s:i, s:o, s:n, s:o}", "index", 0, "text",
+                           t ? json_incref(t) : json_string(""), "logprobs", "finish_reason",
+                           finish ? json_string(finish) : json_null());
     }
     json_decref(t);
     json_t *j = json_pack("{s:s, s:s, s:I, s:s, s:[o]}", "id", id, "object",

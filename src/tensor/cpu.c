@@ -33,6 +33,7 @@ struct cpu_impl {
     float *tiles;        // TILE_BYTES per thread
     bool gemm_bf16;      // bf16 weights go to cpu_gemm.h's kernel (tw_gemm_bf16_usable)
     tw_attend_fn attend; // the decode rows' attention (cpu_attn.c)
+    enum tw_cpu_isa isa;
 };
 
 _Static_assert(TILE_BYTES >= TW_GEMM_BF16_SCRATCH, "a tile is the bf16 kernel's scratch");
@@ -254,15 +255,16 @@ static void cpu_attention(struct tw_backend *be, struct tw_tensor *out, const st
             }
         return;
     }
+    struct cpu_impl *im = impl(be);
 #pragma omp parallel for num_threads(be->n_threads) schedule(dynamic, 1) \
     collapse(2) if (T * H * S * D >= PAR_MIN)
     for (int64_t t = 0; t < T; t++) {
-        for (int64_t h = 0; h < H; h++) {
-            int64_t lo, hi;
+        for (int64_t kvh = 0; kvh < Hkv; kvh++) {
+            int64_t lo, hi, h = kvh * group;
             tw_attn_range(a, a->n_past + t, S, &lo, &hi);
-            int64_t kvh = h / group;
-            impl(be)->attend(f32(q) + (t * H + h) * D, f32(k) + kvh * D, f32(v) + kvh * D, Hkv * D,
-                             lo, hi, D, a->scale, f32(out) + (t * H + h) * D);
+            tw_attend_group(im->attend, im->isa, f32(q) + (t * H + h) * D, f32(k) + kvh * D,
+                            f32(v) + kvh * D, Hkv * D, lo, hi, D, (int)group, a->scale,
+                            f32(out) + (t * H + h) * D);
         }
     }
 }
@@ -298,14 +300,16 @@ static void cpu_attention_seqs(struct tw_backend *be, struct tw_tensor *out,
     for (int i = 0; i < n; i++)
         for (int32_t r = 0; r < seqs[i].n_rows; r++)
             seq_of[seqs[i].row0 + r] = i;
+    struct cpu_impl *im = impl(be);
 #pragma omp parallel for num_threads(be->n_threads) schedule(dynamic, 1) collapse(2)
     for (int64_t t = 0; t < T; t++) {
-        for (int64_t h = 0; h < H; h++) {
+        for (int64_t kvh = 0; kvh < Hkv; kvh++) {
             const struct tw_attn_seq *s = &seqs[seq_of[t]];
-            int64_t p = s->n_past + (t - s->row0), lo, hi, kvh = h / group;
+            int64_t p = s->n_past + (t - s->row0), lo, hi, h = kvh * group;
             tw_attn_range(a, p, (int64_t)s->n_past + s->n_rows, &lo, &hi);
-            impl(be)->attend(f32(q) + (t * H + h) * D, s->k + kvh * D, s->v + kvh * D, Hkv * D, lo,
-                             hi, D, a->scale, f32(out) + (t * H + h) * D);
+            tw_attend_group(im->attend, im->isa, f32(q) + (t * H + h) * D, s->k + kvh * D,
+                            s->v + kvh * D, Hkv * D, lo, hi, D, (int)group, a->scale,
+                            f32(out) + (t * H + h) * D);
         }
     }
     tw_free(seq_of);
@@ -415,6 +419,7 @@ int tw_backend_cpu_new(int n_threads, struct tw_backend **out)
     im->quantize = tw_q8_act_quantizer(isa);
     im->gemm_bf16 = tw_gemm_bf16_usable(isa);
     im->attend = tw_attend_kernel(isa);
+    im->isa = isa;
     pthread_once(&cpu_ops_once, cpu_ops_init);
     openblas_set_num_threads(1);
     be->ops = &cpu_ops;

@@ -15,6 +15,12 @@ typedef void (*tw_attend_fn)(const float *q, const float *k, const float *v, int
                              int64_t lo, int64_t hi, int64_t D, float scale, float *out);
 // The kernel for isa (lowered to what the CPU has): AVX2 and AVX-512 for heads of 64 and 128.
 tw_attend_fn tw_attend_kernel(enum tw_cpu_isa isa);
+// G consecutive query heads q (G * D floats) that share the keys and values: one (a kernel
+// of tw_attend_kernel(isa)) for each, or a kernel that reads each key once for all G
+// (AVX-512, D = 64, G = 2..4). out: G * D floats.
+void tw_attend_group(tw_attend_fn one, enum tw_cpu_isa isa, const float *q, const float *k,
+                     const float *v, int64_t kv_stride, int64_t lo, int64_t hi, int64_t D, int G,
+                     float scale, float *out);
 // The activation functions of tw_act, computed in double.
 float tw_act_ref(enum tw_act act, float x);
 

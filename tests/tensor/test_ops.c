@@ -244,6 +244,7 @@ static void test_attention(struct tw_backend *fast)
                   { 1, 100, 4, 1, 64, 16, true },
                   { 3, 300, 8, 2, 128, 0, true },
                   { 5, 200, 9, 3, 64, 0, true },
+                  { 2, 50, 4, 2, 64, 0, true },
                   { 9, 30, 2, 2, 16, 5, true },
                   { 12, 0, 4, 4, 16, 0, false },
                   // prefill sizes (the blocked sgemm path): several blocks, a window, a past
