@@ -39,25 +39,25 @@ _Static_assert(64 + 4 * KC * NR <= TW_GEMM_BF16_SCRATCH, "scratch");
 #define EACH4(X)  X(0) X(1) X(2) X(3)
 #define EACH8(X)  EACH4(X) X(4) X(5) X(6) X(7)
 #define EACH16(X) EACH8(X) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15)
+// The two unpack steps of the 32-bit transposes below (a from rows r, then b from a), shared
+// by the weight and the activation packers.
+#define UNPACK32(i)                                           \
+    a[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]); \
+    a[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+#define UNPACK64(i)                                                   \
+    b[4 * i] = _mm512_unpacklo_epi64(a[4 * i], a[4 * i + 2]);         \
+    b[4 * i + 1] = _mm512_unpackhi_epi64(a[4 * i], a[4 * i + 2]);     \
+    b[4 * i + 2] = _mm512_unpacklo_epi64(a[4 * i + 1], a[4 * i + 3]); \
+    b[4 * i + 3] = _mm512_unpackhi_epi64(a[4 * i + 1], a[4 * i + 3]);
 
 // The 16 x 16 transpose of 32-bit elements: r[i] holds pairs 0..15 of row i; afterwards r[p]
 // holds pair p of rows 0..15. Unpacks within 128-bit lanes, then a 4 x 4 transpose of lanes.
 INLINE void transpose16(__m512i r[16])
 {
     __m512i a[16], b[16];
-#define UNPACK32(i)                                           \
-    a[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]); \
-    a[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
     EACH8(UNPACK32)
-#undef UNPACK32
     // b[4i + e], lane L: pair 4L + e of rows 4i .. 4i + 3.
-#define UNPACK64(i)                                                   \
-    b[4 * i] = _mm512_unpacklo_epi64(a[4 * i], a[4 * i + 2]);         \
-    b[4 * i + 1] = _mm512_unpackhi_epi64(a[4 * i], a[4 * i + 2]);     \
-    b[4 * i + 2] = _mm512_unpacklo_epi64(a[4 * i + 1], a[4 * i + 3]); \
-    b[4 * i + 3] = _mm512_unpackhi_epi64(a[4 * i + 1], a[4 * i + 3]);
     EACH4(UNPACK64)
-#undef UNPACK64
 #define LANES(e)                                                      \
     {                                                                 \
         __m512i c0 = _mm512_shuffle_i32x4(b[e], b[4 + e], 0x44);      \
@@ -142,20 +142,10 @@ TARGET static void pack_x_panel(const float *x, int64_t T, int64_t K, int64_t t0
     }
         EACH8(LOAD)
 #undef LOAD
-#define UNPACK32(i)                                           \
-    a[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]); \
-    a[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
         EACH4(UNPACK32)
-#undef UNPACK32
         // b[e], lane L: pair 4L + e of rows 0..3; b[4 + e]: of rows 4..7.
-#define UNPACK64(i)                                                   \
-    b[4 * i] = _mm512_unpacklo_epi64(a[4 * i], a[4 * i + 2]);         \
-    b[4 * i + 1] = _mm512_unpackhi_epi64(a[4 * i], a[4 * i + 2]);     \
-    b[4 * i + 2] = _mm512_unpacklo_epi64(a[4 * i + 1], a[4 * i + 3]); \
-    b[4 * i + 3] = _mm512_unpackhi_epi64(a[4 * i + 1], a[4 * i + 3]);
         UNPACK64(0)
         UNPACK64(1)
-#undef UNPACK64
         // Out vector j holds pairs 2j and 2j + 1 of the 8 rows: for pair 4L + e (e = 0, 2),
         // lane L of b[e], b[4 + e], b[e + 1], b[5 + e].
 #define LANES(e)                                                     \
