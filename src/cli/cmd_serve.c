@@ -177,7 +177,7 @@ const struct tw_verb tw_verb_serve = {
         "                      RAG pipeline over the home's newest feature run (twin ask)\n"
         "  GET /health (503 while loading), GET /metrics (Prometheus)\n"
         "Generations share the model through continuous batching over --slots sequences;\n"
-        "every request is traced in the home (twin traces).\n\n"
+        "generations, /rag, embeddings and reranking are traced in the home (twin traces).\n\n"
         "  --model PATH        the generating model (a Hugging Face folder or a .gguf file)\n"
         "  --name NAME         its id in the API (default: the path's last component)\n"
         "  --template NAME     the chat template family (default: the tokenizer's)\n"

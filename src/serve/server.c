@@ -110,6 +110,7 @@ struct server {
     tw_metric *m_req, *m_lat, *m_ttft, *m_ptok, *m_gtok;
     atomic_uint_fast64_t next_id;
     pthread_mutex_t reload_lock;
+    pthread_mutex_t home_lock; // the trace writes to home
 };
 
 struct req {
@@ -503,6 +504,40 @@ static bool authorised(struct server *S, struct MHD_Connection *c, enum route ro
 
 // ---- traces
 
+// Writes t to the home (from the trace writer or a worker thread, one at a time).
+static void put_trace(struct server *S, struct tw_trace *t, const char *id)
+{
+    pthread_mutex_lock(&S->home_lock);
+    if (tw_trace_put(S->home, t) != 0)
+        TW_LOG_WARN("serve: trace of %s not written: %s", id, tw_error_msg());
+    pthread_mutex_unlock(&S->home_lock);
+}
+
+// The trace of an encoder request (embeddings, rerank), on the worker that ran it; rc is its
+// outcome (its message is the thread's error). detail is released.
+static void trace_encoder(struct req *r, const char *kind, const char *question, const char *model,
+                          int64_t tokens, int rc, json_t *detail)
+{
+    struct server *S = r->S;
+    if (!S->home) {
+        json_decref(detail);
+        return;
+    }
+    char status[300];
+    snprintf(status, sizeof status, "%s", rc ? tw_error_msg() : "ok");
+    char *d = detail ? json_dumps(detail, JSON_COMPACT) : NULL;
+    json_decref(detail);
+    struct tw_trace t = { .kind = kind,
+                          .question = question,
+                          .model = model,
+                          .prompt_tokens = tokens,
+                          .total_ms = (now_s() - r->t0) * 1e3,
+                          .status = status,
+                          .detail = d ? d : "{}" };
+    put_trace(S, &t, r->id);
+    tw_free(d);
+}
+
 static void trace_task(void *arg)
 {
     struct req *r = arg;
@@ -536,8 +571,7 @@ static void trace_task(void *arg)
                               .total_ms = res->total_s * 1e3,
                               .status = status,
                               .detail = dtext ? dtext : "{}" };
-        if (tw_trace_put(S->home, &t) != 0)
-            TW_LOG_WARN("serve: trace of %s not written: %s", r->id, tw_error_msg());
+        put_trace(S, &t, r->id);
         tw_free(dtext);
     }
     req_release(r);
@@ -738,6 +772,9 @@ static void embed_task(void *arg)
         }
         pthread_mutex_unlock(&S->emb.lock);
         tw_vec_free(&ids);
+        trace_encoder(r, "embeddings", e.inputs[0], S->emb.id, tokens, rc,
+                      json_pack("{s:s, s:s, s:I}", "route", routes[r->route].path, "id", r->id,
+                                "inputs", (json_int_t)e.n_inputs));
         pthread_mutex_lock(&r->lock);
         if (rc != 0)
             ready_error(r, status_of(rc), NULL, "%s", tw_error_msg());
@@ -812,6 +849,10 @@ static void rerank_task(void *arg)
         sc[i] = (struct scored){ i, logit };
     }
     pthread_mutex_unlock(&S->rr.lock);
+    if (query && docs)
+        trace_encoder(r, "rerank", query, S->rr.id, 0, rc,
+                      json_pack("{s:s, s:s, s:I}", "route", routes[r->route].path, "id", r->id,
+                                "documents", (json_int_t)n));
     json_t *out = NULL;
     if (rc == 0) {
         qsort(sc, n, sizeof *sc, by_score);
@@ -1483,6 +1524,7 @@ int tw_server_run(const struct tw_server_params *params)
     pthread_mutex_init(&S->lock, NULL);
     pthread_mutex_init(&S->rag_lock, NULL);
     pthread_mutex_init(&S->reload_lock, NULL);
+    pthread_mutex_init(&S->home_lock, NULL);
     pthread_cond_init(&S->idle, NULL);
     int rc = metrics_init(S);
     if (!rc)
@@ -1554,6 +1596,7 @@ int tw_server_run(const struct tw_server_params *params)
     pthread_mutex_destroy(&S->lock);
     pthread_mutex_destroy(&S->rag_lock);
     pthread_mutex_destroy(&S->reload_lock);
+    pthread_mutex_destroy(&S->home_lock);
     tw_free(S);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     return rc;

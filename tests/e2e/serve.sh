@@ -217,11 +217,13 @@ check stop-log 0 cat "$tmp/serve.log"
 contains stop-log-says 'twin serve: stopped'
 check refused 7 curl -s "$url/health"
 
-# Every generation was traced.
+# Every generation, embedding and rerank request was traced.
 check traces 0 "$twin" --home "$home" traces ls --limit 50
 contains traces-chat 'chat'
 contains traces-completion 'completion'
 contains traces-cancelled 'cancelled'
+contains traces-embeddings 'embeddings'
+contains traces-rerank 'rerank'
 
 # A grace period that runs out: the request is cut, the server still exits 0. Before that, a
 # request's own time limit, and a client too slow to send its request.
