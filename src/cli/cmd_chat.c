@@ -52,16 +52,11 @@ static int answer(struct tw_cli_model *a, enum tw_chat_family fam, tw_vec *turns
         msgs[i].role = ((struct turn *)turns->data)[i].role;
         msgs[i].content = ((struct turn *)turns->data)[i].content;
     }
-    tw_str prompt, reply;
-    tw_str_init(&prompt);
+    tw_str reply;
     tw_str_init(&reply);
     tw_vec ids;
     tw_vec_init(&ids, sizeof(int32_t));
-    int32_t bos = tw_tokenizer_bos(a->m->tok);
-    const char *bos_text = bos >= 0 ? tw_tokenizer_id_to_piece(a->m->tok, bos) : NULL;
-    int rc = tw_chat_render(fam, msgs, turns->len, 1, bos_text, &prompt);
-    if (rc == 0)
-        rc = tw_tokenizer_encode(a->m->tok, prompt.v.data, prompt.v.len, 0, &ids, NULL);
+    int rc = tw_chat_encode(a->m, fam, msgs, turns->len, &ids);
     struct tw_gen_result r;
     if (rc == 0)
         rc = tw_generate(a->c, a->m, ids.data, (int32_t)ids.len, &a->gen, put, &reply, &r);
@@ -73,7 +68,6 @@ static int answer(struct tw_cli_model *a, enum tw_chat_family fam, tw_vec *turns
         rc = push_turn(turns, "assistant", reply.v.data, reply.v.len);
     }
     tw_free(msgs);
-    tw_str_free(&prompt);
     tw_str_free(&reply);
     tw_vec_free(&ids);
     return rc;

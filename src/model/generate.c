@@ -76,6 +76,20 @@ static int emit(struct tw_gen_state *L, bool final, enum tw_finish *done)
     return 0;
 }
 
+int tw_chat_encode(const struct tw_model *m, enum tw_chat_family f, const struct tw_chat_msg *msgs,
+                   size_t n, tw_vec *ids)
+{
+    int32_t bos = tw_tokenizer_bos(m->tok);
+    tw_str text;
+    tw_str_init(&text);
+    int rc = tw_chat_render(f, msgs, n, 1, bos >= 0 ? tw_tokenizer_id_to_piece(m->tok, bos) : NULL,
+                            &text);
+    if (rc == 0)
+        rc = tw_tokenizer_encode(m->tok, tw_str_cstr(&text), text.v.len, 0, ids, NULL);
+    tw_str_free(&text);
+    return rc;
+}
+
 int tw_gen_begin(struct tw_gen_state *g, const struct tw_model *m, const int32_t *prompt,
                  int32_t n, const struct tw_gen_params *p, tw_gen_fn fn, void *arg)
 {

@@ -13,6 +13,7 @@
 #include "base/str.h"
 #include "base/vec.h"
 #include "model/sampler.h"
+#include "text/chat.h"
 
 struct tw_gen_params {
     struct tw_sampler_params sampling;
@@ -34,6 +35,12 @@ struct tw_gen_result {
 // Called with each piece of text that is safe to show; return non-zero to stop (the result's
 // finish is then TW_FINISH_CANCEL).
 typedef int (*tw_gen_fn)(void *arg, const char *text, size_t len);
+
+// The ids of a conversation rendered with family f's chat template (the assistant's turn
+// opened) and the model's BOS text, appended to ids (int32_t): what a chat turn feeds the
+// model. Returns 0 or the renderer's or tokenizer's error.
+int tw_chat_encode(const struct tw_model *m, enum tw_chat_family f, const struct tw_chat_msg *msgs,
+                   size_t n, tw_vec *ids);
 
 // One generation's state, stepped by the caller: tw_generate's loop, and one slot of the
 // server's scheduler, which runs many in one batch.

@@ -76,17 +76,8 @@ static int32_t llm_ctx(const struct tw_rag *rag)
 // Renders [system, user] with the template, leaving room for the reply.
 static int render(const struct tw_rag *rag, const char *system, const char *user, tw_vec *ids)
 {
-    const struct tw_model *m = llm_model(rag);
     struct tw_chat_msg msgs[2] = { { "system", system }, { "user", user } };
-    int32_t bos = tw_tokenizer_bos(m->tok);
-    tw_str text;
-    tw_str_init(&text);
-    int rc = tw_chat_render(rag->family, msgs, 2, 1,
-                            bos >= 0 ? tw_tokenizer_id_to_piece(m->tok, bos) : NULL, &text);
-    if (!rc)
-        rc = tw_tokenizer_encode(m->tok, tw_str_cstr(&text), text.v.len, 0, ids, NULL);
-    tw_str_free(&text);
-    return rc;
+    return tw_chat_encode(llm_model(rag), rag->family, msgs, 2, ids);
 }
 
 static int llm_template(const struct tw_rag *rag, const char *system, const char *user,

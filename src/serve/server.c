@@ -678,19 +678,11 @@ static enum MHD_Result gen_start(struct req *r)
                           "the model '%s' does not exist (this server has '%s')", r->api.model,
                           r->eng->id);
     const struct tw_model *m = r->eng->m;
-    if (chat) {
-        tw_str text;
-        tw_str_init(&text);
-        int32_t bos = tw_tokenizer_bos(m->tok);
-        rc = tw_chat_render(r->eng->family, r->api.msgs, r->api.n_msgs, 1,
-                            bos >= 0 ? tw_tokenizer_id_to_piece(m->tok, bos) : NULL, &text);
-        if (rc == 0)
-            rc = tw_tokenizer_encode(m->tok, tw_str_cstr(&text), text.v.len, 0, &r->ids, NULL);
-        tw_str_free(&text);
-    } else {
+    if (chat)
+        rc = tw_chat_encode(m, r->eng->family, r->api.msgs, r->api.n_msgs, &r->ids);
+    else
         rc = tw_tokenizer_encode(m->tok, r->api.prompt, strlen(r->api.prompt), TW_TOK_ADD_SPECIAL,
                                  &r->ids, NULL);
-    }
     if (rc != 0)
         return send_error(r, status_of(rc), NULL, "%s", tw_error_msg());
     struct tw_job *j = &r->job;
@@ -924,16 +916,9 @@ static int rag_llm(void *ud, const char *system, const char *user, const struct 
     struct req *r = ud;
     struct engine *e = r->eng;
     struct tw_chat_msg msgs[2] = { { "system", system }, { "user", user } };
-    int32_t bos = tw_tokenizer_bos(e->m->tok);
-    tw_str text;
     tw_vec ids;
-    tw_str_init(&text);
     tw_vec_init(&ids, sizeof(int32_t));
-    int rc = tw_chat_render(e->family, msgs, 2, 1,
-                            bos >= 0 ? tw_tokenizer_id_to_piece(e->m->tok, bos) : NULL, &text);
-    if (rc == 0)
-        rc = tw_tokenizer_encode(e->m->tok, tw_str_cstr(&text), text.v.len, 0, &ids, NULL);
-    tw_str_free(&text);
+    int rc = tw_chat_encode(e->m, e->family, msgs, 2, &ids);
     struct rag_call c = { .reply = reply, .r = r };
     struct tw_job j = { .prompt = ids.data,
                         .n_prompt = (int32_t)ids.len,
