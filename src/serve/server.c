@@ -759,7 +759,7 @@ static void embed_task(void *arg)
             const char *t = e.inputs[i];
             if ((rc = tw_embed_tokenize(m, t, strlen(t), &ids)) == 0) {
                 tokens += (int64_t)ids.len;
-                rc = tw_embed_text(S->emb.s.c, m, t, strlen(t), vecs + i * dim);
+                rc = tw_ctx_embed(S->emb.s.c, ids.data, (int32_t)ids.len, vecs + i * dim);
             }
         }
         pthread_mutex_unlock(&S->emb.lock);
