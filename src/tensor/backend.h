@@ -66,8 +66,8 @@ struct tw_backend_ops {
     void (*attention)(struct tw_backend *be, struct tw_tensor *out, const struct tw_tensor *q,
                       const struct tw_tensor *k, const struct tw_tensor *v,
                       const struct tw_attn *a);
-    // NULL: tw_attention_seqs calls attention for each sequence
-    void (*attention_seqs)(struct tw_backend *be, struct tw_tensor *out, const struct tw_tensor *q,
+    // NULL, or false returned: tw_attention_seqs calls attention for each sequence
+    bool (*attention_seqs)(struct tw_backend *be, struct tw_tensor *out, const struct tw_tensor *q,
                            const struct tw_attn_seq *seqs, int n, const struct tw_attn *a);
     void (*softmax)(struct tw_backend *be, struct tw_tensor *x);
     void (*swiglu)(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *gate,

@@ -270,33 +270,19 @@ static void cpu_attention(struct tw_backend *be, struct tw_tensor *out, const st
 }
 
 // Several sequences' rows (continuous batching). Decode rows (a few per sequence) are shared
-// out as (row, head) pairs in one fork; a sequence with a prefill's worth of rows takes the
-// blocked path of cpu_attention on its own.
-static void cpu_attention_seqs(struct tw_backend *be, struct tw_tensor *out,
+// out as (row, key-value head) pairs in one fork; with a prefill's worth of rows in some
+// sequence, false: tw_attention_seqs runs each sequence through cpu_attention's blocks.
+static bool cpu_attention_seqs(struct tw_backend *be, struct tw_tensor *out,
                                const struct tw_tensor *q, const struct tw_attn_seq *seqs, int n,
                                const struct tw_attn *a)
 {
     int64_t T = q->ne[0], H = a->n_head, D = a->head_dim, Hkv = a->n_head_kv, group = H / Hkv;
-    int32_t *seq_of = NULL;
-    bool small = true;
     for (int i = 0; i < n; i++)
-        small &= seqs[i].n_rows <= GEMM_MIN_ROWS;
-    if (small)
-        seq_of = tw_malloc_array((size_t)T, sizeof *seq_of);
-    if (!seq_of) {
-        for (int i = 0; i < n; i++) {
-            const struct tw_attn_seq *s = &seqs[i];
-            int64_t S = (int64_t)s->n_past + s->n_rows;
-            struct tw_attn ai = *a;
-            ai.n_past = s->n_past;
-            struct tw_tensor qi = tw_tensor_f32_3d(f32(q) + s->row0 * H * D, s->n_rows, H, D);
-            struct tw_tensor oi = tw_tensor_f32_2d(f32(out) + s->row0 * H * D, s->n_rows, H * D);
-            struct tw_tensor ki = tw_tensor_f32_3d((float *)s->k, S, Hkv, D);
-            struct tw_tensor vi = tw_tensor_f32_3d((float *)s->v, S, Hkv, D);
-            cpu_attention(be, &oi, &qi, &ki, &vi, &ai);
-        }
-        return;
-    }
+        if (seqs[i].n_rows > GEMM_MIN_ROWS)
+            return false; // a prefill's worth of rows: per sequence, cpu_attention's blocks
+    int32_t *seq_of = tw_malloc_array((size_t)T, sizeof *seq_of);
+    if (!seq_of)
+        return false;
     for (int i = 0; i < n; i++)
         for (int32_t r = 0; r < seqs[i].n_rows; r++)
             seq_of[seqs[i].row0 + r] = i;
@@ -313,6 +299,7 @@ static void cpu_attention_seqs(struct tw_backend *be, struct tw_tensor *out,
         }
     }
     tw_free(seq_of);
+    return true;
 }
 
 static void cpu_free(struct tw_backend *be)

@@ -104,10 +104,8 @@ void tw_attention_seqs(struct tw_backend *be, struct tw_tensor *out, const struc
     }
     assert(rows == q->ne[0]);
     (void)rows;
-    if (be->ops->attention_seqs) {
-        be->ops->attention_seqs(be, out, q, seqs, n, a);
+    if (be->ops->attention_seqs && be->ops->attention_seqs(be, out, q, seqs, n, a))
         return;
-    }
     for (int i = 0; i < n; i++) {
         const struct tw_attn_seq *s = &seqs[i];
         int64_t S = (int64_t)s->n_past + s->n_rows;
