@@ -1,10 +1,15 @@
 // bench/infer_cpu: decode and prefill speed of the CPU engine on models of real shapes with
 // random weights (SmolLM2-135M, Llama-3.2-1B), for each weight dtype and thread count, beside
-// the machine's memory bandwidth measured in the same run with the same threads. Decode reads
+// the machine's memory bandwidth measured with the same threads just before and just after
+// each decode run (the larger of the two: the bandwidth of these virtual machines moves by
+// a third from one minute to the next, so a figure taken at the start of the run would not
+// bound the later rows). Decode reads
 // every matrix once per token, so its ceiling (the roofline) is bandwidth / bytes per token;
 // the table gives the share of it reached.
+// With --profile, each row is followed by where a decoded token's time goes, op by op (a
+// second decode run through tensor/profile.h's wrapper), with the matmuls' weight GB/s.
 // Usage: infer_cpu [--quick] [--shapes a,b] [--types bf16,q8_0,...] [--threads 1,2,0]
-//                  [--prefill N] [--decode N]      (threads 0 = every CPU)
+//                  [--prefill N] [--decode N] [--profile]     (threads 0 = every CPU)
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +22,7 @@
 #include "model/context.h"
 #include "model/model.h"
 #include "tensor/cpu_dot.h"
+#include "tensor/profile.h"
 
 #include "bench_util.h"
 
@@ -34,6 +40,43 @@ static double weight_bytes_per_token(const struct tw_model *m)
     if (!m->cfg.tied_embeddings)
         b -= (double)tw_tensor_nbytes(&m->tok_embd);
     return b;
+}
+
+// Decodes n tokens again (after the same 17-token start) through a profiling wrapper of be and
+// prints each op's share of a token: ms per token, calls per token, and for the matmuls the
+// GB/s of weights read while they ran.
+static void print_profile(const struct tw_model *m, struct tw_backend *be, const int32_t *tok,
+                          int n, int32_t ctx_len, float *logits)
+{
+    struct tw_backend *pb;
+    tw_ctx *cx;
+    struct tw_ctx_params p = { .n_ctx = ctx_len, .n_batch = 16 };
+    if (tw_backend_profile_new(be, &pb) || tw_ctx_new(m, pb, &p, &cx)) {
+        fprintf(stderr, "infer_cpu: %s\n", tw_error_msg());
+        return;
+    }
+    tw_ctx_decode(cx, tok, 16, logits, false);
+    tw_ctx_decode(cx, tok + 16, 1, logits, false);
+    tw_backend_profile_reset(pb);
+    double t0 = now();
+    for (int i = 0; i < n; i++)
+        tw_ctx_decode(cx, tok + 17 + i, 1, logits, false);
+    double total = (now() - t0) / n, ops = 0;
+    struct tw_op_stat st;
+    for (int i = 0; tw_backend_profile_stat(pb, i, &st); i++) {
+        if (st.calls == 0)
+            continue;
+        ops += st.seconds / n;
+        printf("    %-12s %8.3f ms %5.1f%% %7.1f calls", st.name, 1e3 * st.seconds / n,
+               100 * st.seconds / n / total, st.calls / n);
+        if (st.bytes > 0)
+            printf(" %8.1f GB/s", st.bytes / st.seconds / 1e9);
+        printf("\n");
+    }
+    printf("    %-12s %8.3f ms %5.1f%%   (the model's code between ops)\n", "other",
+           1e3 * (total - ops), 100 * (total - ops) / total);
+    tw_ctx_free(cx);
+    tw_backend_free(pb);
 }
 
 static int parse_list(const char *s, char items[][32], int max)
@@ -54,10 +97,13 @@ int main(int argc, char **argv)
     const char *thread_list = "1,2,0";
     int n_prefill = 128, n_decode = 32;
     size_t bw_bytes = (size_t)1 << 30;
+    bool profile = false;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) {
             shape_list = "tiny", type_list = "q8_0,q4_K", thread_list = "1";
             n_prefill = 20, n_decode = 4, bw_bytes = (size_t)64 << 20;
+        } else if (strcmp(argv[i], "--profile") == 0) {
+            profile = true;
         } else if (i + 1 < argc && strcmp(argv[i], "--shapes") == 0) {
             shape_list = argv[++i];
         } else if (i + 1 < argc && strcmp(argv[i], "--types") == 0) {
@@ -70,7 +116,7 @@ int main(int argc, char **argv)
             n_decode = atoi(argv[++i]);
         } else {
             fprintf(stderr, "usage: infer_cpu [--quick] [--shapes a,b] [--types t,u] "
-                            "[--threads 1,2,0] [--prefill N] [--decode N]\n");
+                            "[--threads 1,2,0] [--prefill N] [--decode N] [--profile]\n");
             return 2;
         }
     }
@@ -78,13 +124,10 @@ int main(int argc, char **argv)
     int n_sh = parse_list(shape_list, sh, 8), n_ty = parse_list(type_list, ty, 8);
     int n_th = parse_list(thread_list, th, 8);
     int ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
-    double bw[8];
     int threads[8];
     volatile float sink = 0;
-    for (int t = 0; t < n_th; t++) {
+    for (int t = 0; t < n_th; t++)
         threads[t] = atoi(th[t]) > 0 ? atoi(th[t]) : ncpu;
-        bw[t] = read_bandwidth(bw_bytes, 4, threads[t], &sink);
-    }
     printf("infer_cpu: %d CPUs, ISA %s; prefill %d tokens, decode %d tokens after a 16-token "
            "prompt\n",
            ncpu, tw_cpu_isa_name(tw_cpu_isa_best()), n_prefill, n_decode);
@@ -132,20 +175,25 @@ int main(int argc, char **argv)
                 tw_ctx_truncate(cx, 0);
                 tw_ctx_decode(cx, tok, 16, logits, false);
                 tw_ctx_decode(cx, tok + 16, 1, logits, false);
+                double bw = read_bandwidth(bw_bytes, 4, threads[t], &sink);
                 double t0 = now();
                 for (int i = 0; i < n_decode; i++)
                     tw_ctx_decode(cx, tok + 17 + i, 1, logits, false);
                 double dec = now() - t0;
+                double bw2 = read_bandwidth(bw_bytes, 4, threads[t], &sink);
+                bw = bw2 > bw ? bw2 : bw;
                 double kv = 2.0 * c->n_layer * c->n_head_kv * c->head_dim * sizeof(float) *
                             (17 + n_decode / 2.0);
                 double per_tok = wbytes + kv;
-                double roof = bw[t] * 1e9 / per_tok, got = n_decode / dec;
+                double roof = bw * 1e9 / per_tok, got = n_decode / dec;
                 printf("%-13s %-5s %7d %8.1f %10.1f %11.1f %10.2f %10.2f %7.1f%%\n", sh[s], ty[d],
-                       threads[t], bw[t], per_tok / 1e6, n_prefill / pre, got, roof,
+                       threads[t], bw, per_tok / 1e6, n_prefill / pre, got, roof,
                        100 * got / roof);
                 fflush(stdout);
                 if (t == n_th - 1 && got / roof < worst_all)
                     worst_all = got / roof;
+                if (profile)
+                    print_profile(m, be, tok, n_decode, ctx_len, logits);
                 tw_ctx_free(cx);
                 tw_backend_free(be);
             }

@@ -33,6 +33,7 @@ struct cpu_impl {
     float *tiles;        // TILE_BYTES per thread
     bool gemm_bf16;      // bf16 weights go to cpu_gemm.h's kernel (tw_gemm_bf16_usable)
     tw_attend_fn attend; // the decode rows' attention (cpu_attn.c)
+    tw_swiglu_fn swiglu; // cpu_vec.c
     enum tw_cpu_isa isa;
 };
 
@@ -287,7 +288,11 @@ static bool cpu_attention_seqs(struct tw_backend *be, struct tw_tensor *out,
         for (int32_t r = 0; r < seqs[i].n_rows; r++)
             seq_of[seqs[i].row0 + r] = i;
     struct cpu_impl *im = impl(be);
-#pragma omp parallel for num_threads(be->n_threads) schedule(dynamic, 1) collapse(2)
+    int64_t work = 0; // query heads times keys times D: the fork pays from PAR_MIN up
+    for (int i = 0; i < n; i++)
+        work += (int64_t)seqs[i].n_rows * (seqs[i].n_past + seqs[i].n_rows) * H * D;
+#pragma omp parallel for num_threads(be->n_threads) schedule(dynamic, 1) \
+    collapse(2) if (work >= PAR_MIN)
     for (int64_t t = 0; t < T; t++) {
         for (int64_t kvh = 0; kvh < Hkv; kvh++) {
             const struct tw_attn_seq *s = &seqs[seq_of[t]];
@@ -309,9 +314,10 @@ static void cpu_free(struct tw_backend *be)
     tw_free(be);
 }
 
-// The row-wise ops of a batch (RMSNorm, SwiGLU, add) on many rows: the reference code on a
-// slice of the rows per thread, so the numerics stay the reference's; few rows stay on the
-// calling thread (the fork would cost more than the work).
+// The row-wise ops of a batch (RMSNorm, SwiGLU, add) on many rows: a slice of the rows per
+// thread, with the reference code (RMSNorm, add: the numerics stay the reference's) or
+// cpu_vec.c's SwiGLU; few rows stay on the calling thread (the fork would cost more than the
+// work).
 #define ROWS_PAR_MIN (1 << 15) // elements
 
 static struct tw_tensor rows(const struct tw_tensor *t, int64_t r0, int64_t n)
@@ -339,7 +345,7 @@ static void rows_op(struct tw_backend *be, enum rows_op op, struct tw_tensor *y,
             } else {
                 bs = rows(b, r0, nr);
                 if (op == ROWS_SWIGLU)
-                    tw_cpu_ref_ops.swiglu(be, &ys, &as, &bs);
+                    impl(be)->swiglu(f32(&ys), f32(&as), f32(&bs), (size_t)tw_tensor_nelem(&ys));
                 else
                     tw_cpu_ref_ops.add(be, &ys, &as, &bs);
             }
@@ -406,6 +412,7 @@ int tw_backend_cpu_new(int n_threads, struct tw_backend **out)
     im->quantize = tw_q8_act_quantizer(isa);
     im->gemm_bf16 = tw_gemm_bf16_usable(isa);
     im->attend = tw_attend_kernel(isa);
+    im->swiglu = tw_swiglu_kernel(isa);
     im->isa = isa;
     pthread_once(&cpu_ops_once, cpu_ops_init);
     openblas_set_num_threads(1);

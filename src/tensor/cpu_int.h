@@ -2,6 +2,7 @@
 #ifndef TW_TENSOR_CPU_INT_H
 #define TW_TENSOR_CPU_INT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "base/cpu.h"
@@ -21,6 +22,10 @@ tw_attend_fn tw_attend_kernel(enum tw_cpu_isa isa);
 void tw_attend_group(tw_attend_fn one, enum tw_cpu_isa isa, const float *q, const float *k,
                      const float *v, int64_t kv_stride, int64_t lo, int64_t hi, int64_t D, int G,
                      float scale, float *out);
+// y[i] = silu(g[i]) * u[i] for i < n, in float (cpu_vec.c): within a few float ulps of the
+// reference's double; y may alias g or u. The kernel for isa, lowered to what the CPU has.
+typedef void (*tw_swiglu_fn)(float *y, const float *g, const float *u, size_t n);
+tw_swiglu_fn tw_swiglu_kernel(enum tw_cpu_isa isa);
 // The activation functions of tw_act, computed in double.
 float tw_act_ref(enum tw_act act, float x);
 

@@ -301,6 +301,37 @@ static void test_elementwise(struct tw_backend *fast)
     tw_free(x), tw_free(w), tw_free(b), tw_free(y0), tw_free(y1);
 }
 
+// The SwiGLU kernels of every ISA the CPU has against the reference's double, on random rows
+// of lengths that are not multiples of the vector, and on values where exp saturates.
+static void test_swiglu_kernels(void)
+{
+    enum { N = 1000 };
+    float *g = rand_buf(N), *u = rand_buf(N), y[N];
+    for (int i = 0; i < N; i++)
+        g[i] *= 12.0f;
+    const float edge[] = { 0.0f,   -0.0f,  1e-30f,  -1e-30f, 87.0f, -87.0f, 88.5f,
+                           -88.5f, 100.0f, -100.0f, 1e4f,    -1e4f, 20.0f,  -20.0f };
+    memcpy(g, edge, sizeof edge);
+    for (int isa = TW_ISA_SCALAR; isa <= (int)tw_cpu_isa_have(); isa++) {
+        int lens[] = { N, 1, 7, 15, 17, 33 };
+        for (size_t l = 0; l < sizeof lens / sizeof *lens; l++) {
+            int n = lens[l];
+            tw_swiglu_kernel((enum tw_cpu_isa)isa)(y, g, u, (size_t)n);
+            double worst = 0;
+            for (int i = 0; i < n; i++) {
+                double gd = g[i], want = gd / (1.0 + exp(-gd)) * u[i];
+                double e = fabs(y[i] - want) / (fabs(want) + 1e-30);
+                if (fabs(want) < 1e-30) // silu(g < -87.3): absolute, below 1e-34
+                    e = fabs(y[i] - want) * 1e28;
+                worst = fmax(worst, e);
+            }
+            CHECK(worst < 1e-6);
+        }
+    }
+    tw_free(g);
+    tw_free(u);
+}
+
 // The decode attention kernels of every ISA the CPU has (cpu_attn.c) against the scalar one,
 // for the head sizes they specialise and one they do not.
 static void test_attend_kernels(void)
@@ -328,6 +359,7 @@ static void test_attend_kernels(void)
 int main(void)
 {
     test_reference_values();
+    test_swiglu_kernels();
     test_attend_kernels();
     int threads[] = { 1, 3 };
     for (int i = 0; i < 2; i++) {
