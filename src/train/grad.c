@@ -1,0 +1,382 @@
+// Implements grad.h. The derivations, for the reader checking a backward:
+//   RMSNorm  y_i = w_i x_i r, r = (mean(x^2) + eps)^(-1/2):
+//            dx_i = r w_i dy_i - x_i r^3 / C * sum_c dy_c w_c x_c,  dw_i = sum_t dy_i x_i r.
+//   RoPE     y = R(theta) x per pair, so dx = R(theta)^T dy = R(-theta) dy.
+//   softmax attention with p_j = exp(s_j - lse), s_j = scale q.k_j, o = sum_j p_j v_j:
+//            dv_j += p_j do;  ds_j = p_j (do.v_j - do.o);  dq += scale sum_j ds_j k_j;
+//            dk_j += scale ds_j q (FlashAttention's backward, with lse kept from the forward).
+//   SwiGLU   h = g s(g) u:  dg = dh u s (1 + g (1 - s)),  du = dh g s.
+//   linear   y = x W^T + b:  dx = dy W,  dW = dy^T x,  db = sum_t dy.
+//   log-softmax  d logp[target] / d logit_j = [j == target] - p_j.
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "base/mem.h"
+#include "tensor/dtype.h"
+#include "train/grad.h"
+
+// Floats of dequantised weights per thread's tile.
+#define TILE_FLOATS (1u << 19)
+
+void tw_rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w, int64_t N, int64_t C,
+                    float eps)
+{
+#pragma omp parallel for schedule(static) if (N * C >= 4096)
+    for (int64_t t = 0; t < N; t++) {
+        const float *xr = x + t * C;
+        float *yr = y + t * C;
+        double ss = 0;
+        for (int64_t i = 0; i < C; i++)
+            ss += (double)xr[i] * xr[i];
+        float r = (float)(1.0 / sqrt(ss / (double)C + eps));
+        rstd[t] = r;
+        for (int64_t i = 0; i < C; i++)
+            yr[i] = xr[i] * r * (w ? w[i] : 1.0f);
+    }
+}
+
+void tw_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w,
+                    const float *rstd, int64_t N, int64_t C)
+{
+#pragma omp parallel for schedule(static) if (N * C >= 4096)
+    for (int64_t t = 0; t < N; t++) {
+        const float *xr = x + t * C, *gr = dy + t * C;
+        float *dr = dx + t * C, r = rstd[t];
+        double dot = 0;
+        for (int64_t i = 0; i < C; i++)
+            dot += (double)gr[i] * (w ? w[i] : 1.0f) * xr[i];
+        float k = (float)(dot * r * r * r / (double)C);
+        for (int64_t i = 0; i < C; i++)
+            dr[i] += r * (w ? w[i] : 1.0f) * gr[i] - xr[i] * k;
+    }
+    if (!dw)
+        return;
+#pragma omp parallel for schedule(static) if (N * C >= 4096)
+    for (int64_t i = 0; i < C; i++) {
+        double s = 0;
+        for (int64_t t = 0; t < N; t++)
+            s += (double)dy[t * C + i] * x[t * C + i] * rstd[t];
+        dw[i] += (float)s;
+    }
+}
+
+void tw_rope_apply(float *x, const int32_t *pos, int64_t N, int64_t H, int64_t D, int64_t n_rot,
+                   const float *inv_freq, bool neox, bool inverse)
+{
+    int64_t half = n_rot / 2;
+#pragma omp parallel for schedule(static) if (N * H * D >= 4096)
+    for (int64_t t = 0; t < N; t++) {
+        for (int64_t i = 0; i < half; i++) {
+            float ang = (float)pos[t] * inv_freq[i];
+            float c = (float)cos((double)ang), s = (float)sin((double)ang);
+            if (inverse)
+                s = -s;
+            for (int64_t h = 0; h < H; h++) {
+                float *v = x + (t * H + h) * D;
+                int64_t i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
+                float a = v[i0], b = v[i1];
+                v[i0] = a * c - b * s;
+                v[i1] = b * c + a * s;
+            }
+        }
+    }
+}
+
+// The keys [*lo, t] that row-local query t sees.
+static inline int64_t attn_lo(const struct tw_attn_shape *s, const int32_t *start_row, int64_t t)
+{
+    int64_t lo = start_row[t];
+    if (s->window > 0 && t - s->window + 1 > lo)
+        lo = t - s->window + 1;
+    return lo;
+}
+
+static inline float dotf(const float *a, const float *b, int64_t n)
+{
+    float s = 0;
+    for (int64_t i = 0; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+void tw_attn_fwd(float *out, float *lse, const float *q, const float *k, const float *v,
+                 const int32_t *start, const struct tw_attn_shape *s)
+{
+    int64_t B = s->B, T = s->T, H = s->H, Hkv = s->Hkv, D = s->D, G = H / Hkv;
+    // An online softmax per query row (no scores kept): the running maximum m rescales the
+    // sum and the output when it grows.
+#pragma omp parallel for collapse(3) schedule(static)
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t t = 0; t < T; t++) {
+                int64_t n = b * T + t, lo = attn_lo(s, start + b * T, t), kvh = h / G;
+                const float *qt = q + (n * H + h) * D;
+                float *o = out + (n * H + h) * D, m = -INFINITY;
+                double sum = 0;
+                memset(o, 0, (size_t)D * sizeof(float));
+                for (int64_t j = lo; j <= t; j++) {
+                    int64_t kj = ((b * T + j) * Hkv + kvh) * D;
+                    float sj = s->scale * dotf(qt, k + kj, D);
+                    if (sj > m) {
+                        float c = expf(m - sj);
+                        sum *= c;
+                        for (int64_t d = 0; d < D; d++)
+                            o[d] *= c;
+                        m = sj;
+                    }
+                    float pj = expf(sj - m);
+                    sum += pj;
+                    for (int64_t d = 0; d < D; d++)
+                        o[d] += pj * v[kj + d];
+                }
+                float inv = (float)(1.0 / sum);
+                for (int64_t d = 0; d < D; d++)
+                    o[d] *= inv;
+                lse[n * H + h] = m + (float)log(sum);
+            }
+}
+
+void tw_attn_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                 const float *k, const float *v, const float *out, const float *lse,
+                 const int32_t *start, const struct tw_attn_shape *s)
+{
+    int64_t B = s->B, T = s->T, H = s->H, Hkv = s->Hkv, D = s->D, G = H / Hkv;
+    // One thread per (row, KV head): the query heads that share the KV head write its dk, dv.
+#pragma omp parallel for collapse(2) schedule(dynamic, 1)
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t kvh = 0; kvh < Hkv; kvh++) {
+            const int32_t *st = start + b * T;
+            for (int64_t h = kvh * G; h < (kvh + 1) * G; h++)
+                for (int64_t t = 0; t < T; t++) {
+                    int64_t n = b * T + t, lo = attn_lo(s, st, t);
+                    const float *qt = q + (n * H + h) * D, *go = dout + (n * H + h) * D;
+                    float *gq = dq + (n * H + h) * D, l = lse[n * H + h];
+                    float di = dotf(go, out + (n * H + h) * D, D);
+                    for (int64_t j = lo; j <= t; j++) {
+                        int64_t kj = ((b * T + j) * Hkv + kvh) * D;
+                        float pj = expf(s->scale * dotf(qt, k + kj, D) - l);
+                        float ds = pj * (dotf(go, v + kj, D) - di) * s->scale;
+                        for (int64_t d = 0; d < D; d++) {
+                            dv[kj + d] += pj * go[d];
+                            gq[d] += ds * k[kj + d];
+                            dk[kj + d] += ds * qt[d];
+                        }
+                    }
+                }
+        }
+}
+
+static inline float sigmoidf(float g)
+{
+    return 1.0f / (1.0f + expf(-g));
+}
+
+void tw_swiglu_fwd(float *h, const float *g, const float *u, int64_t n)
+{
+#pragma omp parallel for schedule(static) if (n >= 16384)
+    for (int64_t i = 0; i < n; i++)
+        h[i] = g[i] * sigmoidf(g[i]) * u[i];
+}
+
+void tw_swiglu_bwd(float *dg, float *du, const float *dh, const float *g, const float *u,
+                   int64_t n)
+{
+#pragma omp parallel for schedule(static) if (n >= 16384)
+    for (int64_t i = 0; i < n; i++) {
+        float s = sigmoidf(g[i]);
+        dg[i] += dh[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
+        du[i] += dh[i] * g[i] * s;
+    }
+}
+
+// Rows r0 .. r0 + nr - 1 of w as f32: the rows themselves when w is contiguous f32, else
+// dequantised into tile.
+static const float *w_rows(const struct tw_tensor *w, int64_t r0, int64_t nr, float *tile)
+{
+    int64_t K = w->ne[1];
+    if (w->dtype == TW_DTYPE_F32 && tw_tensor_is_contiguous(w))
+        return (const float *)tw_tensor_row(w, r0);
+    for (int64_t r = 0; r < nr; r++)
+        tw_dequantize_row(w->dtype, tw_tensor_row(w, r0 + r), tile + r * K, (size_t)K);
+    return tile;
+}
+
+// Tiles for every thread when w needs dequantising (else NULL, and *ok true), of *rows rows.
+static float *tiles_for(const struct tw_tensor *w, int64_t *rows, int nt, bool *ok)
+{
+    int64_t K = w->ne[1];
+    *rows = (int64_t)TILE_FLOATS / K > 0 ? (int64_t)TILE_FLOATS / K : 1;
+    *ok = true;
+    if (w->dtype == TW_DTYPE_F32 && tw_tensor_is_contiguous(w))
+        return NULL;
+    float *t = tw_malloc_array((size_t)nt, (size_t)(*rows * K) * sizeof(float));
+    if (!t)
+        *ok = tw_error_set(TW_ENOMEM, "out of memory for weight tiles") == 0;
+    return t;
+}
+
+int tw_linear_fwd(float *y, const float *x, const struct tw_tensor *w, const float *b, int64_t N)
+{
+    int64_t K = w->ne[1], M = w->ne[0], rows;
+    int nt = omp_get_max_threads();
+    bool ok;
+    float *tiles = tiles_for(w, &rows, nt, &ok);
+    if (!ok)
+        return TW_ENOMEM;
+        // Each thread takes a slice of the output columns (weight rows) and its tiles.
+#pragma omp parallel num_threads(nt)
+    {
+        int id = omp_get_thread_num(), n = omp_get_num_threads();
+        int64_t per = (M + n - 1) / n;
+        per = (per + 15) / 16 * 16;
+        int64_t m0 = (int64_t)id * per, m1 = m0 + per < M ? m0 + per : M;
+        float *tile = tiles ? tiles + (size_t)id * (size_t)(rows * K) : NULL;
+        for (int64_t r0 = m0; r0 < m1; r0 += rows) {
+            int64_t nr = m1 - r0 < rows ? m1 - r0 : rows;
+            const float *wt = w_rows(w, r0, nr, tile);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)nr, (int)K, 1.0f, x,
+                        (int)K, wt, (int)K, 0.0f, y + r0, (int)M);
+            if (b)
+                for (int64_t t = 0; t < N; t++)
+                    for (int64_t m = r0; m < r0 + nr; m++)
+                        y[t * M + m] += b[m];
+        }
+    }
+    tw_free(tiles);
+    return 0;
+}
+
+int tw_linear_bwd(float *dx, float *dw, float *db, const float *dy, const float *x,
+                  const struct tw_tensor *w, int64_t N)
+{
+    int64_t K = w->ne[1], M = w->ne[0];
+    bool direct = w->dtype == TW_DTYPE_F32 && tw_tensor_is_contiguous(w);
+    if (dx) {
+        // dx += dy W a tile of W's rows at a time; the threads share out the token rows.
+        int64_t rows = M;
+        float *tile = NULL;
+        if (!direct) {
+            bool ok;
+            tile = tiles_for(w, &rows, 1, &ok);
+            if (!ok)
+                return TW_ENOMEM;
+        }
+        for (int64_t r0 = 0; r0 < M; r0 += rows) {
+            int64_t nr = M - r0 < rows ? M - r0 : rows;
+            const float *wt = direct ? (const float *)tw_tensor_row(w, r0) : tile;
+            if (!direct) {
+#pragma omp parallel for schedule(static)
+                for (int64_t r = 0; r < nr; r++)
+                    tw_dequantize_row(w->dtype, tw_tensor_row(w, r0 + r), tile + r * K, (size_t)K);
+            }
+#pragma omp parallel
+            {
+                int id = omp_get_thread_num(), nt = omp_get_num_threads();
+                int64_t per = (N + nt - 1) / nt, t0 = (int64_t)id * per;
+                int64_t t1 = t0 + per < N ? t0 + per : N;
+                if (t0 < t1)
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(t1 - t0), (int)K,
+                                (int)nr, 1.0f, dy + t0 * M + r0, (int)M, wt, (int)K, 1.0f,
+                                dx + t0 * K, (int)K);
+            }
+        }
+        tw_free(tile);
+    }
+    if (dw) {
+#pragma omp parallel
+        {
+            int id = omp_get_thread_num(), nt = omp_get_num_threads();
+            int64_t per = (M + nt - 1) / nt, m0 = (int64_t)id * per;
+            int64_t m1 = m0 + per < M ? m0 + per : M;
+            if (m0 < m1)
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(m1 - m0), (int)K,
+                            (int)N, 1.0f, dy + m0, (int)M, x, (int)K, 1.0f, dw + m0 * K, (int)K);
+        }
+    }
+    if (db) {
+#pragma omp parallel for schedule(static) if (N * M >= 4096)
+        for (int64_t m = 0; m < M; m++) {
+            double s = 0;
+            for (int64_t t = 0; t < N; t++)
+                s += dy[t * M + m];
+            db[m] += (float)s;
+        }
+    }
+    return 0;
+}
+
+double tw_lm_head_logp(const float *x, const struct tw_tensor *w, const int32_t *targets,
+                       int64_t N, float *logp, const float *coef, float *dx, float *dw)
+{
+    int64_t V = w->ne[0], C = w->ne[1];
+    int64_t R = (int64_t)(8u << 20) / V; // rows of logits per chunk: 32 MiB of floats
+    R = R < 16 ? 16 : R > N ? N : R;
+    float *lg = tw_malloc_array((size_t)(R * V), sizeof(float));
+    if (!lg) {
+        tw_error_set(TW_ENOMEM, "out of memory for %lld rows of logits", (long long)R);
+        return NAN;
+    }
+    double total = 0;
+    for (int64_t r0 = 0; r0 < N; r0 += R) {
+        int64_t nr = N - r0 < R ? N - r0 : R;
+        bool any = false;
+        for (int64_t t = r0; t < r0 + nr; t++)
+            any |= targets[t] >= 0;
+        if (!any) {
+            for (int64_t t = r0; t < r0 + nr; t++)
+                logp[t] = 0;
+            continue;
+        }
+        if (tw_linear_fwd(lg, x + r0 * C, w, NULL, nr) != 0) {
+            tw_free(lg);
+            return NAN;
+        }
+        double part = 0;
+#pragma omp parallel for schedule(static) reduction(+ : part)
+        for (int64_t i = 0; i < nr; i++) {
+            float *l = lg + i * V;
+            int32_t y = targets[r0 + i];
+            if (y < 0) {
+                logp[r0 + i] = 0;
+                if (coef)
+                    memset(l, 0, (size_t)V * sizeof(float));
+                continue;
+            }
+            float m = -INFINITY;
+            for (int64_t j = 0; j < V; j++)
+                m = l[j] > m ? l[j] : m;
+            double sum = 0;
+            for (int64_t j = 0; j < V; j++)
+                sum += exp((double)l[j] - m);
+            double lse = m + log(sum);
+            logp[r0 + i] = (float)(l[y] - lse);
+            part += l[y] - lse;
+            if (coef) { // dL/dlogit_j = coef ([j == y] - p_j)
+                float c = coef[r0 + i];
+                for (int64_t j = 0; j < V; j++)
+                    l[j] = -c * (float)exp((double)l[j] - lse);
+                l[y] += c;
+            }
+        }
+        total += part;
+        if (coef && tw_linear_bwd(dx ? dx + r0 * C : NULL, dw, NULL, lg, x + r0 * C, w, nr)) {
+            tw_free(lg);
+            return NAN;
+        }
+    }
+    tw_free(lg);
+    return total;
+}
+
+void tw_embedding_bwd(float *dtable, const int32_t *ids, const float *dy, int64_t N, int64_t C)
+{
+    for (int64_t t = 0; t < N; t++) {
+        float *row = dtable + (int64_t)ids[t] * C;
+        const float *g = dy + t * C;
+        for (int64_t i = 0; i < C; i++)
+            row[i] += g[i];
+    }
+}

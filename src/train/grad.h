@@ -1,0 +1,81 @@
+// The training engine's ops on the CPU: the forward passes that keep what their backward needs,
+// and the backward passes of the Llama-family decoder (RMSNorm, RoPE, attention over packed
+// examples, SwiGLU, linear layers of any weight dtype, the output projection fused with the
+// cross-entropy). All f32, rows of contiguous floats, OpenMP threads, OpenBLAS for the GEMMs.
+//
+// Conventions: a backward pass ADDS to its input gradients and its parameter gradients (the
+// caller zeroes them once per step); an absent parameter gradient (NULL) means the parameter
+// is frozen. Row counts are N = B * T tokens of a batch.
+#ifndef TW_TRAIN_GRAD_H
+#define TW_TRAIN_GRAD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "tensor/tensor.h"
+
+// ---- RMSNorm over rows of C: y = x * rstd * w, rstd = 1 / sqrt(mean(x^2) + eps).
+
+// y and rstd (N floats, kept for the backward); y may alias x.
+void tw_rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w, int64_t N, int64_t C,
+                    float eps);
+// dx += d/dx, dw += d/dw (dw may be NULL) of y's gradient dy; x and rstd as the forward had them.
+void tw_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w,
+                    const float *rstd, int64_t N, int64_t C);
+
+// ---- RoPE, in place on x (N, H, D): the first n_rot dims of each head of token t rotated by
+// pos[t] * inv_freq[i] (angles in f32 as transformers forms them, cos and sin in double);
+// neox pairs (i, i + n_rot / 2) as HF's rotate_half, else (2i, 2i + 1). inverse rotates by
+// the opposite angles: the backward of a rotation is its inverse, applied to the gradient.
+void tw_rope_apply(float *x, const int32_t *pos, int64_t N, int64_t H, int64_t D, int64_t n_rot,
+                   const float *inv_freq, bool neox, bool inverse);
+
+// ---- Attention over a batch of B rows of T tokens, examples packed in the rows: the query
+// at t (row-local) sees the keys j of its row with start[t] <= j <= t (start: the row-local
+// index of the first token of t's example), and with window > 0 also t - window < j (Mistral's
+// sliding window). q, out (N, H, D); k, v (N, Hkv, D); query head h reads KV head
+// h / (H / Hkv). lse (N, H) keeps each row's log-sum-exp of the scaled scores.
+struct tw_attn_shape {
+    int64_t B, T, H, Hkv, D;
+    float scale;
+    int32_t window;
+};
+void tw_attn_fwd(float *out, float *lse, const float *q, const float *k, const float *v,
+                 const int32_t *start, const struct tw_attn_shape *s);
+// dq, dk, dv += the gradients for the output gradient dout, recomputing the probabilities from
+// q, k and lse (nothing of size T x T is kept); out is the forward's output.
+void tw_attn_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                 const float *k, const float *v, const float *out, const float *lse,
+                 const int32_t *start, const struct tw_attn_shape *s);
+
+// ---- SwiGLU: h = silu(g) * u elementwise over n values.
+void tw_swiglu_fwd(float *h, const float *g, const float *u, int64_t n);
+// dg += dh * u * silu'(g), du += dh * silu(g).
+void tw_swiglu_bwd(float *dg, float *du, const float *dh, const float *g, const float *u,
+                   int64_t n);
+
+// ---- Linear layers: y (N, out) = x (N, in) W^T + b, W (out, in) of any dtype (f32 trainable
+// weights; bf16 or block-quantised frozen bases, dequantised a tile of rows at a time).
+
+// y = x W^T (+ b); y must not alias x. Returns 0, or TW_ENOMEM (no memory for the tiles of a
+// weight that needs dequantising; y untouched).
+int tw_linear_fwd(float *y, const float *x, const struct tw_tensor *w, const float *b, int64_t N);
+// dx += dy W (dx may be NULL: the input needs no gradient); dw += dy^T x (dw NULL: W frozen;
+// else W is f32 of dw's shape); db += the column sums of dy (db may be NULL). Returns 0 or
+// TW_ENOMEM (tiles, as tw_linear_fwd; nothing added).
+int tw_linear_bwd(float *dx, float *dw, float *db, const float *dy, const float *x,
+                  const struct tw_tensor *w, int64_t N);
+
+// ---- The output projection fused with the log-softmax, over chunks of rows so that the
+// (N, V) logits never exist at once.
+// For every row t with targets[t] >= 0: logp[t] = log softmax(x_t W^T)[targets[t]] (rows with
+// targets[t] < 0 get 0). With coef != NULL, also the backward of L = sum_t coef[t] logp[t]:
+// dx += dL/dx, dw += dL/dW (NULL: frozen). Returns the sum of logp over the targeted rows (a
+// double), or NAN when out of memory (recorded with tw_error_set).
+double tw_lm_head_logp(const float *x, const struct tw_tensor *w, const int32_t *targets,
+                       int64_t N, float *logp, const float *coef, float *dx, float *dw);
+
+// ---- The token embedding's backward: dtable[ids[t]] += dy[t] (rows of C).
+void tw_embedding_bwd(float *dtable, const int32_t *ids, const float *dy, int64_t N, int64_t C);
+
+#endif

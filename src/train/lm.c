@@ -1,0 +1,834 @@
+// Implements lm.h: the weights are a struct tw_model (the base itself when frozen, else an f32
+// copy that training updates in place), the gradients a second struct tw_model's tensors at
+// the same slots (model_int.h's slot table gives names, shapes and offsets for both), LoRA's
+// adapters per (layer, projection), and the activations of one batch in one allocation.
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "base/mem.h"
+#include "base/str.h"
+#include "base/vec.h"
+#include "model/model_int.h"
+#include "model/sampler.h"
+#include "train/grad.h"
+#include "train/lm.h"
+
+struct lora {
+    float *A, *B, *dA, *dB; // (r, in), (out, r)
+    int64_t in, out;
+};
+
+// One layer's activations (N rows each), kept from the forward for the backward.
+struct acts {
+    float *x_mid, *xn1, *xn2, *rstd1, *rstd2; // (N, C), (N)
+    float *q, *k, *v, *att, *lse;             // (N, H*D), (N, Hkv*D), (N, H*D), (N, H)
+    float *q_pre, *k_pre, *q_rstd, *k_rstd;   // qk_norm: before the norms; (N*H), (N*Hkv)
+    float *g, *u, *h;                         // (N, F)
+    float *xa[TW_PROJ_COUNT];                 // LoRA: drop(x) A^T (N, r)
+};
+
+struct tw_lm {
+    struct tw_model_config cfg;
+    struct tw_model *w; // the weights
+    bool own_w;
+    struct tw_model gm; // gradients at the weights' slots (data NULL: frozen)
+    struct tw_layer *gl;
+    float *grad_buf;
+    tw_vec params; // struct tw_lm_param
+    tw_vec names;  // char * owned
+    // LoRA
+    int32_t r;
+    float scale, dropout;
+    uint64_t seed;
+    int64_t step;
+    bool lora_on;
+    struct lora *lora; // (n_layer * TW_PROJ_COUNT), in == 0 where not targeted
+    float *lora_buf;
+    // activations for n_alloc tokens
+    int64_t n_alloc;
+    float *act_buf;
+    float **xs;          // n_layer + 1 residual streams (N, C)
+    struct acts *a;      // per layer
+    float *xf, *rstdf;   // the final norm
+    float *dx, *dxn;     // (N, C)
+    float *dh, *dg, *du; // (N, F)
+    float *datt, *dq, *dk, *dv, *dqp, *dkp;
+    float *dxa, *tmp;        // (N, r), (N, max(C, F)): LoRA's backward, dropout's masked inputs
+    struct tw_model *merged; // tw_lm_merged's last result (LoRA)
+};
+
+static const size_t proj_off[TW_PROJ_COUNT] = {
+    offsetof(struct tw_layer, wq),     offsetof(struct tw_layer, wk),
+    offsetof(struct tw_layer, wv),     offsetof(struct tw_layer, wo),
+    offsetof(struct tw_layer, w_gate), offsetof(struct tw_layer, w_up),
+    offsetof(struct tw_layer, w_down),
+};
+static const size_t bias_off[TW_PROJ_COUNT] = {
+    offsetof(struct tw_layer, bq),
+    offsetof(struct tw_layer, bk),
+    offsetof(struct tw_layer, bv),
+    offsetof(struct tw_layer, bo),
+    0,
+    0,
+    0,
+};
+
+static struct tw_tensor *slot_at(struct tw_model *m, const struct tw_slot *s, int il)
+{
+    void *base = s->per_layer ? (void *)&m->layers[il] : (void *)m;
+    return (struct tw_tensor *)((char *)base + s->offset);
+}
+
+static struct tw_tensor *lt(struct tw_layer *L, size_t off)
+{
+    return (struct tw_tensor *)((char *)L + off);
+}
+
+static float *f(const struct tw_tensor *t)
+{
+    return (float *)t->data;
+}
+
+// ---- construction.
+
+static bool is_decoder_slot(const struct tw_model_config *c, const struct tw_slot *s)
+{
+    int64_t shape[2];
+    return s->hf_dec && tw_slot_shape(c, s->kind, shape) > 0;
+}
+
+static int add_param(tw_lm *m, const char *name, const struct tw_tensor *w, float *g)
+{
+    char *nm = tw_strdup(name);
+    struct tw_lm_param p = { .name = nm, .ndim = w->ndim, .w = f(w), .g = g };
+    p.ne[0] = w->ne[0];
+    p.ne[1] = w->ndim > 1 ? w->ne[1] : 1;
+    p.n = (size_t)tw_tensor_nelem(w);
+    p.decay = w->ndim == 2;
+    if (!nm || tw_vec_push(&m->names, &nm) != 0) {
+        tw_free(nm);
+        return tw_error_set(TW_ENOMEM, "out of memory for the parameter list");
+    }
+    if (tw_vec_push(&m->params, &p) != 0)
+        return tw_error_set(TW_ENOMEM, "out of memory for the parameter list");
+    return 0;
+}
+
+// Gradient buffers for every weight slot when full, and the parameter list.
+static int setup_full(tw_lm *m)
+{
+    const struct tw_model_config *c = &m->cfg;
+    size_t n_slots, total = 0;
+    const struct tw_slot *slots = tw_slots(&n_slots);
+    for (int pass = 0; pass < 2; pass++) {
+        size_t off = 0;
+        for (size_t i = 0; i < n_slots; i++) {
+            if (!is_decoder_slot(c, &slots[i]))
+                continue;
+            if (slots[i].kind == TW_SLOT_OUTPUT && c->tied_embeddings)
+                continue;
+            for (int il = 0; il < (slots[i].per_layer ? c->n_layer : 1); il++) {
+                struct tw_tensor *w = slot_at(m->w, &slots[i], il);
+                if (!w->data)
+                    continue;
+                size_t n = (size_t)tw_tensor_nelem(w);
+                if (pass == 1) {
+                    struct tw_tensor *g = slot_at(&m->gm, &slots[i], il);
+                    *g = *w;
+                    g->data = m->grad_buf + off;
+                    char name[256];
+                    if (!tw_slot_name(c, &slots[i], il, false, 0, name, sizeof name))
+                        return tw_error_set(TW_EINVAL, "no HF name for a weight slot");
+                    int rc = add_param(m, name, w, f(g));
+                    if (rc)
+                        return rc;
+                }
+                off += (n + 15) / 16 * 16;
+            }
+        }
+        total = off;
+        if (pass == 0 && !(m->grad_buf = tw_calloc(total ? total : 1, sizeof(float))))
+            return tw_error_set(TW_ENOMEM, "out of memory for %zu MiB of gradients",
+                                total * sizeof(float) >> 20);
+    }
+    if (c->tied_embeddings)
+        m->gm.output = m->gm.tok_embd;
+    return 0;
+}
+
+static double uniform01(uint64_t *st)
+{
+    return (double)(tw_splitmix64(st) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+// LoRA adapters on the targeted projections: A kaiming-uniform(a = sqrt(5)) as PEFT
+// (torch.nn.init.kaiming_uniform_: bound = sqrt(6 / ((1 + a^2) fan_in)) = 1 / sqrt(in)), B 0.
+static int setup_lora(tw_lm *m, uint32_t targets)
+{
+    const struct tw_model_config *c = &m->cfg;
+    size_t total = 0;
+    for (int il = 0; il < c->n_layer; il++)
+        for (int p = 0; p < TW_PROJ_COUNT; p++) {
+            struct lora *L = &m->lora[il * TW_PROJ_COUNT + p];
+            const struct tw_tensor *w = lt(&m->w->layers[il], proj_off[p]);
+            if (!(targets & (1u << p)) || !w->data)
+                continue;
+            L->out = w->ne[0], L->in = w->ne[1];
+            total += 2 * (size_t)m->r * (size_t)(L->in + L->out);
+        }
+    if (!(m->lora_buf = tw_calloc(total ? total : 1, sizeof(float))))
+        return tw_error_set(TW_ENOMEM, "out of memory for the LoRA adapters");
+    float *b = m->lora_buf;
+    for (int il = 0; il < c->n_layer; il++)
+        for (int p = 0; p < TW_PROJ_COUNT; p++) {
+            struct lora *L = &m->lora[il * TW_PROJ_COUNT + p];
+            if (!L->in)
+                continue;
+            size_t na = (size_t)m->r * (size_t)L->in, nb = (size_t)L->out * (size_t)m->r;
+            L->A = b, L->dA = b + na, L->B = b + 2 * na, L->dB = b + 2 * na + nb;
+            b += 2 * (na + nb);
+            uint64_t st = m->seed ^ ((uint64_t)(il * TW_PROJ_COUNT + p + 1) << 32);
+            double bound = 1.0 / sqrt((double)L->in);
+            for (size_t i = 0; i < na; i++)
+                L->A[i] = (float)((uniform01(&st) * 2 - 1) * bound);
+            char hf[256], name[300];
+            static const char *const mod[TW_PROJ_COUNT] = { "self_attn.q_proj", "self_attn.k_proj",
+                                                            "self_attn.v_proj", "self_attn.o_proj",
+                                                            "mlp.gate_proj",    "mlp.up_proj",
+                                                            "mlp.down_proj" };
+            snprintf(hf, sizeof hf, "base_model.model.model.layers.%d.%s", il, mod[p]);
+            struct tw_tensor ta = tw_tensor_f32_2d(L->A, m->r, L->in);
+            struct tw_tensor tb = tw_tensor_f32_2d(L->B, L->out, m->r);
+            snprintf(name, sizeof name, "%s.lora_A.weight", hf);
+            int rc = add_param(m, name, &ta, L->dA);
+            snprintf(name, sizeof name, "%s.lora_B.weight", hf);
+            if (rc || (rc = add_param(m, name, &tb, L->dB)))
+                return rc;
+        }
+    return 0;
+}
+
+// An f32 (or qlora-dtype) copy of base's decoder weights in a model of the same configuration.
+static int copy_weights(const struct tw_model *base, enum tw_dtype dt, struct tw_model **out)
+{
+    struct tw_model *w;
+    int rc = tw_model_random(&base->cfg, dt, 0, &w);
+    if (rc)
+        return rc;
+    size_t n_slots;
+    const struct tw_slot *slots = tw_slots(&n_slots);
+    for (size_t i = 0; i < n_slots; i++) {
+        if (!is_decoder_slot(&base->cfg, &slots[i]))
+            continue;
+        for (int il = 0; il < (slots[i].per_layer ? base->cfg.n_layer : 1); il++) {
+            const struct tw_tensor *s = slot_at((struct tw_model *)base, &slots[i], il);
+            struct tw_tensor *d = slot_at(w, &slots[i], il);
+            if (!s->data || !d->data ||
+                (slots[i].kind == TW_SLOT_OUTPUT && base->cfg.tied_embeddings))
+                continue;
+            int64_t rows = tw_tensor_nrows(s), cols = tw_tensor_ncols(s);
+            rc = 0;
+#pragma omp parallel
+            {
+                float *row = tw_malloc_array((size_t)cols, sizeof(float));
+                if (!row) {
+#pragma omp atomic write
+                    rc = TW_ENOMEM;
+                }
+#pragma omp for schedule(static)
+                for (int64_t r = 0; r < rows; r++)
+                    if (row) {
+                        tw_dequantize_row(s->dtype, tw_tensor_row(s, r), row, (size_t)cols);
+                        tw_quantize_row(d->dtype, row, tw_tensor_row(d, r), (size_t)cols);
+                    }
+                tw_free(row);
+            }
+            if (rc) {
+                tw_model_close(w);
+                return tw_error_set(TW_ENOMEM, "out of memory copying the weights");
+            }
+        }
+    }
+    *out = w;
+    return 0;
+}
+
+static int lm_alloc(const struct tw_model_config *c, tw_lm **out)
+{
+    tw_lm *m = tw_calloc(1, sizeof *m);
+    if (!m)
+        return tw_error_set(TW_ENOMEM, "out of memory for a trainable model");
+    m->cfg = *c;
+    tw_vec_init(&m->params, sizeof(struct tw_lm_param));
+    tw_vec_init(&m->names, sizeof(char *));
+    m->gl = tw_calloc((size_t)c->n_layer, sizeof *m->gl);
+    m->lora = tw_calloc((size_t)c->n_layer * TW_PROJ_COUNT, sizeof *m->lora);
+    m->lora_on = true;
+    if (!m->gl || !m->lora) {
+        tw_lm_free(m);
+        return tw_error_set(TW_ENOMEM, "out of memory for a trainable model");
+    }
+    m->gm.layers = m->gl;
+    m->gm.cfg = *c;
+    *out = m;
+    return 0;
+}
+
+int tw_lm_new(const struct tw_model *base, const struct tw_lm_opts *o, tw_lm **out)
+{
+    if (!tw_arch_is_decoder(base->cfg.arch))
+        return tw_error_set(TW_EUNSUPPORTED, "%s: %s is not a decoder; twin trains decoders",
+                            base->path, base->arch_name);
+    if (o->lora_r < 0 || (o->lora_r > 0 && (o->lora_alpha <= 0 || o->lora_dropout < 0 ||
+                                            o->lora_dropout >= 1 || !o->lora_targets)))
+        return tw_error_set(TW_EINVAL,
+                            "LoRA: rank %d, alpha %g, dropout %g: want rank >= 1, "
+                            "alpha > 0, 0 <= dropout < 1 and at least one target",
+                            o->lora_r, o->lora_alpha, o->lora_dropout);
+    if (o->lora_r > 0 && o->qlora != TW_DTYPE_F32 && o->qlora != TW_DTYPE_Q8_0 &&
+        o->qlora != TW_DTYPE_Q4_0 && o->qlora != TW_DTYPE_Q4_K)
+        return tw_error_set(TW_EUNSUPPORTED,
+                            "QLoRA: the base can be held in q8_0, q4_0 or "
+                            "q4_K, not %s",
+                            tw_dtype_name(o->qlora));
+    tw_lm *m;
+    int rc = lm_alloc(&base->cfg, &m);
+    if (rc)
+        return rc;
+    m->seed = o->seed;
+    if (o->lora_r == 0) { // full: an f32 copy that training updates
+        rc = copy_weights(base, TW_DTYPE_F32, &m->w);
+        m->own_w = rc == 0;
+        if (!rc)
+            rc = setup_full(m);
+    } else {
+        m->r = o->lora_r;
+        m->scale = o->lora_alpha / (float)o->lora_r;
+        m->dropout = o->lora_dropout;
+        if (o->qlora != TW_DTYPE_F32) {
+            rc = copy_weights(base, o->qlora, &m->w);
+            m->own_w = rc == 0;
+        } else {
+            m->w = (struct tw_model *)base;
+        }
+        if (!rc)
+            rc = setup_lora(m, o->lora_targets);
+    }
+    if (rc) {
+        tw_lm_free(m);
+        return rc;
+    }
+    *out = m;
+    return 0;
+}
+
+// transformers' _init_weights for Llama-family models: normal(0, initializer_range = 0.02)
+// for linear layers and embeddings, biases 0, RMSNorm weights 1.
+int tw_lm_new_random(const struct tw_model_config *cfg, uint64_t seed, tw_lm **out)
+{
+    if (!tw_arch_is_decoder(cfg->arch))
+        return tw_error_set(TW_EUNSUPPORTED, "twin pretrains decoders, not %s",
+                            tw_arch_name(cfg->arch));
+    tw_lm *m;
+    int rc = lm_alloc(cfg, &m);
+    if (rc)
+        return rc;
+    m->seed = seed;
+    rc = tw_model_random(cfg, TW_DTYPE_F32, seed, &m->w);
+    m->own_w = rc == 0;
+    if (!rc)
+        rc = setup_full(m);
+    if (rc) {
+        tw_lm_free(m);
+        return rc;
+    }
+    m->cfg = m->w->cfg; // tw_model_random ties the output when the config has none
+    for (size_t i = 0; i < m->params.len; i++) {
+        struct tw_lm_param *p = tw_vec_at(&m->params, i);
+        bool norm = strstr(p->name, "norm") != NULL, bias = strstr(p->name, ".bias") != NULL;
+        uint64_t st = seed ^ ((uint64_t)(i + 1) * 0x9E3779B97F4A7C15ull);
+        for (size_t j = 0; j < p->n; j += 2) { // Box-Muller, two normals a draw
+            double u1 = uniform01(&st), u2 = uniform01(&st);
+            double rad = sqrt(-2.0 * log(u1 > 0 ? u1 : 1e-300)), th = 2 * M_PI * u2;
+            p->w[j] = norm ? 1.0f : bias ? 0.0f : (float)(0.02 * rad * cos(th));
+            if (j + 1 < p->n)
+                p->w[j + 1] = norm ? 1.0f : bias ? 0.0f : (float)(0.02 * rad * sin(th));
+        }
+    }
+    *out = m;
+    return 0;
+}
+
+void tw_lm_free(tw_lm *m)
+{
+    if (!m)
+        return;
+    for (size_t i = 0; i < m->names.len; i++)
+        tw_free(*(char **)tw_vec_at(&m->names, i));
+    tw_vec_free(&m->names);
+    tw_vec_free(&m->params);
+    if (m->own_w)
+        tw_model_close(m->w);
+    tw_model_close(m->merged);
+    tw_free(m->grad_buf);
+    tw_free(m->lora_buf);
+    tw_free(m->lora);
+    tw_free(m->gl);
+    tw_free(m->act_buf);
+    tw_free(m->xs);
+    tw_free(m->a);
+    tw_free(m);
+}
+
+const struct tw_model_config *tw_lm_config(const tw_lm *m)
+{
+    return &m->cfg;
+}
+
+size_t tw_lm_n_params(const tw_lm *m)
+{
+    return m->params.len;
+}
+
+const struct tw_lm_param *tw_lm_param_at(const tw_lm *m, size_t i)
+{
+    return i < m->params.len ? tw_vec_at(&m->params, i) : NULL;
+}
+
+const struct tw_lm_param *tw_lm_param_find(const tw_lm *m, const char *name)
+{
+    for (size_t i = 0; i < m->params.len; i++) {
+        const struct tw_lm_param *p = tw_vec_at(&m->params, i);
+        if (strcmp(p->name, name) == 0)
+            return p;
+    }
+    return NULL;
+}
+
+int64_t tw_lm_n_trainable(const tw_lm *m)
+{
+    int64_t n = 0;
+    for (size_t i = 0; i < m->params.len; i++)
+        n += (int64_t)((const struct tw_lm_param *)tw_vec_at(&m->params, i))->n;
+    return n;
+}
+
+bool tw_lm_is_lora(const tw_lm *m)
+{
+    return m->r > 0;
+}
+
+void tw_lm_zero_grad(tw_lm *m)
+{
+    for (size_t i = 0; i < m->params.len; i++) {
+        struct tw_lm_param *p = tw_vec_at(&m->params, i);
+        memset(p->g, 0, p->n * sizeof(float));
+    }
+}
+
+void tw_lm_set_lora_enabled(tw_lm *m, bool on)
+{
+    m->lora_on = on;
+}
+
+void tw_lm_set_step(tw_lm *m, int64_t step)
+{
+    m->step = step;
+}
+
+// ---- activations.
+
+static int ensure_acts(tw_lm *m, int64_t N)
+{
+    if (N <= m->n_alloc)
+        return 0;
+    const struct tw_model_config *c = &m->cfg;
+    int64_t C = c->n_embd, HD = (int64_t)c->n_head * c->head_dim;
+    int64_t KV = (int64_t)c->n_head_kv * c->head_dim, F = c->n_ff, L = c->n_layer;
+    int64_t W = C > F ? C : F;
+    W = W > HD ? W : HD;
+    int64_t per_layer = 3 * N * C + 2 * N + 2 * N * HD + 2 * N * KV + N * HD + N * c->n_head +
+                        3 * N * F + (int64_t)TW_PROJ_COUNT * N * m->r;
+    if (c->qk_norm)
+        per_layer += N * HD + N * KV + N * c->n_head + N * c->n_head_kv;
+    int64_t total = (L + 1) * N * C + L * per_layer + N * C + N + 2 * N * C + 3 * N * F +
+                    4 * N * HD + 4 * N * KV + N * m->r + N * W;
+    float *buf = tw_malloc_array((size_t)total, sizeof(float));
+    float **xs = tw_malloc_array((size_t)L + 1, sizeof *xs);
+    struct acts *a = tw_calloc((size_t)L, sizeof *a);
+    if (!buf || !xs || !a) {
+        tw_free(buf), tw_free(xs), tw_free(a);
+        return tw_error_set(TW_ENOMEM,
+                            "out of memory for the activations of %lld tokens "
+                            "(%lld MiB)",
+                            (long long)N, (long long)(total * 4 >> 20));
+    }
+    tw_free(m->act_buf), tw_free(m->xs), tw_free(m->a);
+    m->act_buf = buf, m->xs = xs, m->a = a, m->n_alloc = N;
+    float *p = buf;
+#define TAKE(n) (p += (n), p - (n))
+    for (int64_t l = 0; l <= L; l++)
+        xs[l] = TAKE(N * C);
+    for (int64_t l = 0; l < L; l++) {
+        struct acts *t = &a[l];
+        t->x_mid = TAKE(N * C), t->xn1 = TAKE(N * C), t->xn2 = TAKE(N * C);
+        t->rstd1 = TAKE(N), t->rstd2 = TAKE(N);
+        t->q = TAKE(N * HD), t->att = TAKE(N * HD), t->k = TAKE(N * KV), t->v = TAKE(N * KV);
+        t->lse = TAKE(N * c->n_head);
+        t->g = TAKE(N * F), t->u = TAKE(N * F), t->h = TAKE(N * F);
+        for (int q = 0; q < TW_PROJ_COUNT; q++)
+            t->xa[q] = TAKE(N * m->r);
+        if (c->qk_norm) {
+            t->q_pre = TAKE(N * HD), t->k_pre = TAKE(N * KV);
+            t->q_rstd = TAKE(N * c->n_head), t->k_rstd = TAKE(N * c->n_head_kv);
+        }
+    }
+    m->xf = TAKE(N * C), m->rstdf = TAKE(N);
+    m->dx = TAKE(N * C), m->dxn = TAKE(N * C);
+    m->dh = TAKE(N * F), m->dg = TAKE(N * F), m->du = TAKE(N * F);
+    m->datt = TAKE(N * HD), m->dq = TAKE(N * HD), m->dqp = TAKE(N * HD);
+    m->dk = TAKE(N * KV), m->dv = TAKE(N * KV), m->dkp = TAKE(N * KV);
+    m->dxa = TAKE(N * m->r), m->tmp = TAKE(N * W);
+#undef TAKE
+    return 0;
+}
+
+// ---- linear layers with their adapters.
+
+static struct lora *lora_at(tw_lm *m, int il, int p)
+{
+    struct lora *L = &m->lora[il * TW_PROJ_COUNT + p];
+    return m->r > 0 && m->lora_on && L->in ? L : NULL;
+}
+
+// PEFT's dropout on the adapter's input x (N, in) into m->tmp, from a hash of (seed, step,
+// layer, projection, element), so that the backward regenerates the same mask; x itself
+// without dropout.
+static const float *dropped(tw_lm *m, int il, int p, const float *x, int64_t N, int64_t in)
+{
+    if (m->dropout <= 0)
+        return x;
+    float keep = 1.0f / (1.0f - m->dropout);
+    uint64_t thr = (uint64_t)((double)m->dropout * 18446744073709551615.0);
+    uint64_t key = m->seed ^ ((uint64_t)m->step * 0x9E3779B97F4A7C15ull) ^
+                   ((uint64_t)(il * TW_PROJ_COUNT + p + 1) << 40);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N * in; i++) {
+        uint64_t st = key ^ (uint64_t)i * 0xD1B54A32D192ED03ull;
+        m->tmp[i] = tw_splitmix64(&st) < thr ? 0.0f : x[i] * keep;
+    }
+    return m->tmp;
+}
+
+static const float *bias_of(struct tw_layer *L, int p)
+{
+    return bias_off[p] && lt(L, bias_off[p])->data ? f(lt(L, bias_off[p])) : NULL;
+}
+
+// y (N, out) = x W^T + b + scale (drop(x) A^T) B^T.
+static int lin_fwd(tw_lm *m, int il, int p, float *y, const float *x, int64_t N)
+{
+    struct tw_layer *L = &m->w->layers[il];
+    int rc = tw_linear_fwd(y, x, lt(L, proj_off[p]), bias_of(L, p), N);
+    struct lora *a = lora_at(m, il, p);
+    if (rc || !a)
+        return rc;
+    float *xa = m->a[il].xa[p];
+    const float *xd = dropped(m, il, p, x, N, a->in);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, m->r, (int)a->in, 1.0f, xd,
+                (int)a->in, a->A, (int)a->in, 0.0f, xa, m->r);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)a->out, m->r, m->scale, xa,
+                m->r, a->B, m->r, 1.0f, y, (int)a->out);
+    return 0;
+}
+
+// dx += dy W (+ the adapter's path); the gradients of whatever is trainable.
+static int lin_bwd(tw_lm *m, int il, int p, float *dx, const float *dy, const float *x, int64_t N)
+{
+    struct tw_layer *L = &m->w->layers[il], *G = &m->gl[il];
+    struct tw_tensor *gw = lt(G, proj_off[p]);
+    float *gb = bias_off[p] && lt(G, bias_off[p])->data ? f(lt(G, bias_off[p])) : NULL;
+    int rc = tw_linear_bwd(dx, gw->data ? f(gw) : NULL, gb, dy, x, lt(L, proj_off[p]), N);
+    struct lora *a = lora_at(m, il, p);
+    if (rc || !a)
+        return rc;
+    int r = m->r, in = (int)a->in, out = (int)a->out;
+    const float *xa = m->a[il].xa[p];
+    // dB += scale dy^T xa; dxa = scale dy B; dA += dxa^T drop(x); dx += drop'(dxa A)
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, r, (int)N, m->scale, dy, out, xa, r,
+                1.0f, a->dB, r);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, r, out, m->scale, dy, out, a->B,
+                r, 0.0f, m->dxa, r);
+    const float *xd = dropped(m, il, p, x, N, in);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, in, (int)N, 1.0f, m->dxa, r, xd, in,
+                1.0f, a->dA, in);
+    if (m->dropout <= 0) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, in, r, 1.0f, m->dxa, r,
+                    a->A, in, 1.0f, dx, in);
+        return 0;
+    }
+    // The mask is where drop(x) zeroed an element of a non-zero x: regenerate it from tmp.
+    float keep = 1.0f / (1.0f - m->dropout);
+    float *t = tw_malloc_array((size_t)(N * in), sizeof(float));
+    if (!t)
+        return tw_error_set(TW_ENOMEM, "out of memory for LoRA's dropout");
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, in, r, 1.0f, m->dxa, r, a->A,
+                in, 0.0f, t, in);
+    uint64_t thr = (uint64_t)((double)m->dropout * 18446744073709551615.0);
+    uint64_t key = m->seed ^ ((uint64_t)m->step * 0x9E3779B97F4A7C15ull) ^
+                   ((uint64_t)(il * TW_PROJ_COUNT + p + 1) << 40);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N * in; i++) {
+        uint64_t st = key ^ (uint64_t)i * 0xD1B54A32D192ED03ull;
+        if (tw_splitmix64(&st) >= thr)
+            dx[i] += t[i] * keep;
+    }
+    tw_free(t);
+    return 0;
+}
+
+// ---- the forward and backward passes.
+
+static struct tw_attn_shape attn_shape(const tw_lm *m, const struct tw_lm_batch *b)
+{
+    const struct tw_model_config *c = &m->cfg;
+    return (struct tw_attn_shape){ .B = b->B,
+                                   .T = b->T,
+                                   .H = c->n_head,
+                                   .Hkv = c->n_head_kv,
+                                   .D = c->head_dim,
+                                   .scale = 1.0f / sqrtf((float)c->head_dim),
+                                   .window = c->sliding_window };
+}
+
+static int check_batch(const tw_lm *m, const struct tw_lm_batch *b)
+{
+    int64_t N = (int64_t)b->B * b->T;
+    if (b->B <= 0 || b->T <= 0)
+        return tw_error_set(TW_EINVAL, "batch: %d rows of %d tokens", b->B, b->T);
+    for (int64_t n = 0; n < N; n++) {
+        int64_t t = n % b->T;
+        if (b->ids[n] < 0 || b->ids[n] >= m->cfg.n_vocab || b->targets[n] >= m->cfg.n_vocab ||
+            b->start[n] < 0 || b->start[n] > t || b->pos[n] < 0)
+            return tw_error_set(TW_EINVAL,
+                                "batch: token %lld (row %lld, column %lld): id %d, target %d, "
+                                "start %d, position %d out of range (vocabulary %d)",
+                                (long long)n, (long long)(n / b->T), (long long)t, b->ids[n],
+                                b->targets[n], b->start[n], b->pos[n], m->cfg.n_vocab);
+    }
+    return 0;
+}
+
+static int layer_fwd(tw_lm *m, int il, const struct tw_lm_batch *b)
+{
+    const struct tw_model_config *c = &m->cfg;
+    struct tw_layer *L = &m->w->layers[il];
+    struct acts *a = &m->a[il];
+    int64_t N = (int64_t)b->B * b->T, C = c->n_embd, H = c->n_head, Hkv = c->n_head_kv;
+    int64_t D = c->head_dim, F = c->n_ff;
+    const float *x = m->xs[il];
+    float *y = m->xs[il + 1];
+    struct tw_attn_shape as = attn_shape(m, b);
+    tw_rmsnorm_fwd(a->xn1, a->rstd1, x, f(&L->attn_norm), N, C, c->norm_eps);
+    int rc = lin_fwd(m, il, TW_PROJ_Q, a->q, a->xn1, N);
+    if (!rc)
+        rc = lin_fwd(m, il, TW_PROJ_K, a->k, a->xn1, N);
+    if (!rc)
+        rc = lin_fwd(m, il, TW_PROJ_V, a->v, a->xn1, N);
+    if (rc)
+        return rc;
+    if (c->qk_norm) {
+        memcpy(a->q_pre, a->q, (size_t)(N * H * D) * sizeof(float));
+        memcpy(a->k_pre, a->k, (size_t)(N * Hkv * D) * sizeof(float));
+        tw_rmsnorm_fwd(a->q, a->q_rstd, a->q_pre, f(&L->q_norm), N * H, D, c->norm_eps);
+        tw_rmsnorm_fwd(a->k, a->k_rstd, a->k_pre, f(&L->k_norm), N * Hkv, D, c->norm_eps);
+    }
+    tw_rope_apply(a->q, b->pos, N, H, D, D, m->w->rope_inv_freq, c->rope_neox, false);
+    tw_rope_apply(a->k, b->pos, N, Hkv, D, D, m->w->rope_inv_freq, c->rope_neox, false);
+    tw_attn_fwd(a->att, a->lse, a->q, a->k, a->v, b->start, &as);
+    if ((rc = lin_fwd(m, il, TW_PROJ_O, m->dxn, a->att, N)))
+        return rc;
+    for (int64_t i = 0; i < N * C; i++)
+        a->x_mid[i] = x[i] + m->dxn[i];
+    tw_rmsnorm_fwd(a->xn2, a->rstd2, a->x_mid, f(&L->ffn_norm), N, C, c->norm_eps);
+    if ((rc = lin_fwd(m, il, TW_PROJ_GATE, a->g, a->xn2, N)) ||
+        (rc = lin_fwd(m, il, TW_PROJ_UP, a->u, a->xn2, N)))
+        return rc;
+    tw_swiglu_fwd(a->h, a->g, a->u, N * F);
+    if ((rc = lin_fwd(m, il, TW_PROJ_DOWN, m->dxn, a->h, N)))
+        return rc;
+    for (int64_t i = 0; i < N * C; i++)
+        y[i] = a->x_mid[i] + m->dxn[i];
+    return 0;
+}
+
+// m->dx holds the gradient of the layer's output; on return, of its input.
+static int layer_bwd(tw_lm *m, int il, const struct tw_lm_batch *b)
+{
+    const struct tw_model_config *c = &m->cfg;
+    struct tw_layer *L = &m->w->layers[il], *G = &m->gl[il];
+    struct acts *a = &m->a[il];
+    int64_t N = (int64_t)b->B * b->T, C = c->n_embd, H = c->n_head, Hkv = c->n_head_kv;
+    int64_t D = c->head_dim, F = c->n_ff;
+    struct tw_attn_shape as = attn_shape(m, b);
+    size_t nC = (size_t)(N * C) * sizeof(float), nF = (size_t)(N * F) * sizeof(float);
+    size_t nQ = (size_t)(N * H * D) * sizeof(float), nK = (size_t)(N * Hkv * D) * sizeof(float);
+    // the MLP: y = x_mid + down(silu(gate(xn2)) * up(xn2))
+    memset(m->dh, 0, nF), memset(m->dg, 0, nF), memset(m->du, 0, nF), memset(m->dxn, 0, nC);
+    int rc = lin_bwd(m, il, TW_PROJ_DOWN, m->dh, m->dx, a->h, N);
+    if (rc)
+        return rc;
+    tw_swiglu_bwd(m->dg, m->du, m->dh, a->g, a->u, N * F);
+    if ((rc = lin_bwd(m, il, TW_PROJ_GATE, m->dxn, m->dg, a->xn2, N)) ||
+        (rc = lin_bwd(m, il, TW_PROJ_UP, m->dxn, m->du, a->xn2, N)))
+        return rc;
+    tw_rmsnorm_bwd(m->dx, G->ffn_norm.data ? f(&G->ffn_norm) : NULL, m->dxn, a->x_mid,
+                   f(&L->ffn_norm), a->rstd2, N, C);
+    // attention: x_mid = x + o(attn(rope(q), rope(k), v))
+    memset(m->datt, 0, nQ), memset(m->dq, 0, nQ), memset(m->dk, 0, nK), memset(m->dv, 0, nK);
+    if ((rc = lin_bwd(m, il, TW_PROJ_O, m->datt, m->dx, a->att, N)))
+        return rc;
+    tw_attn_bwd(m->dq, m->dk, m->dv, m->datt, a->q, a->k, a->v, a->att, a->lse, b->start, &as);
+    tw_rope_apply(m->dq, b->pos, N, H, D, D, m->w->rope_inv_freq, c->rope_neox, true);
+    tw_rope_apply(m->dk, b->pos, N, Hkv, D, D, m->w->rope_inv_freq, c->rope_neox, true);
+    float *dq = m->dq, *dk = m->dk;
+    if (c->qk_norm) {
+        memset(m->dqp, 0, nQ), memset(m->dkp, 0, nK);
+        tw_rmsnorm_bwd(m->dqp, G->q_norm.data ? f(&G->q_norm) : NULL, m->dq, a->q_pre,
+                       f(&L->q_norm), a->q_rstd, N * H, D);
+        tw_rmsnorm_bwd(m->dkp, G->k_norm.data ? f(&G->k_norm) : NULL, m->dk, a->k_pre,
+                       f(&L->k_norm), a->k_rstd, N * Hkv, D);
+        dq = m->dqp, dk = m->dkp;
+    }
+    memset(m->dxn, 0, nC);
+    if ((rc = lin_bwd(m, il, TW_PROJ_Q, m->dxn, dq, a->xn1, N)) ||
+        (rc = lin_bwd(m, il, TW_PROJ_K, m->dxn, dk, a->xn1, N)) ||
+        (rc = lin_bwd(m, il, TW_PROJ_V, m->dxn, m->dv, a->xn1, N)))
+        return rc;
+    tw_rmsnorm_bwd(m->dx, G->attn_norm.data ? f(&G->attn_norm) : NULL, m->dxn, m->xs[il],
+                   f(&L->attn_norm), a->rstd1, N, C);
+    return 0;
+}
+
+// Embedding, layers and final norm: m->xf.
+static int trunk_fwd(tw_lm *m, const struct tw_lm_batch *b)
+{
+    int64_t N = (int64_t)b->B * b->T, C = m->cfg.n_embd;
+    int rc = check_batch(m, b);
+    if (rc || (rc = ensure_acts(m, N)))
+        return rc;
+    const struct tw_tensor *E = &m->w->tok_embd;
+#pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++)
+        tw_dequantize_row(E->dtype, tw_tensor_row(E, b->ids[n]), m->xs[0] + n * C, (size_t)C);
+    for (int il = 0; il < m->cfg.n_layer && !rc; il++)
+        rc = layer_fwd(m, il, b);
+    if (!rc)
+        tw_rmsnorm_fwd(m->xf, m->rstdf, m->xs[m->cfg.n_layer], f(&m->w->out_norm), N, C,
+                       m->cfg.norm_eps);
+    return rc;
+}
+
+// From the gradient of xf in m->dxn down to the embeddings.
+static int trunk_bwd(tw_lm *m, const struct tw_lm_batch *b)
+{
+    int64_t N = (int64_t)b->B * b->T, C = m->cfg.n_embd;
+    memset(m->dx, 0, (size_t)(N * C) * sizeof(float));
+    tw_rmsnorm_bwd(m->dx, m->gm.out_norm.data ? f(&m->gm.out_norm) : NULL, m->dxn,
+                   m->xs[m->cfg.n_layer], f(&m->w->out_norm), m->rstdf, N, C);
+    int rc = 0;
+    for (int il = m->cfg.n_layer - 1; il >= 0 && !rc; il--)
+        rc = layer_bwd(m, il, b);
+    if (!rc && m->gm.tok_embd.data)
+        tw_embedding_bwd(f(&m->gm.tok_embd), b->ids, m->dx, N, C);
+    return rc;
+}
+
+static float *head_grad(tw_lm *m)
+{
+    return m->gm.output.data ? f(&m->gm.output) : NULL;
+}
+
+int tw_lm_forward(tw_lm *m, const struct tw_lm_batch *b, float *logp, double *sum)
+{
+    int rc = trunk_fwd(m, b);
+    if (rc)
+        return rc;
+    double s = tw_lm_head_logp(m->xf, &m->w->output, b->targets, (int64_t)b->B * b->T, logp, NULL,
+                               NULL, NULL);
+    if (isnan(s))
+        return TW_ENOMEM;
+    *sum = s;
+    return 0;
+}
+
+int tw_lm_backward(tw_lm *m, const struct tw_lm_batch *b, const float *coef)
+{
+    int64_t N = (int64_t)b->B * b->T;
+    float *logp = tw_malloc_array((size_t)N, sizeof(float));
+    if (!logp)
+        return tw_error_set(TW_ENOMEM, "out of memory");
+    memset(m->dxn, 0, (size_t)(N * m->cfg.n_embd) * sizeof(float));
+    double s =
+        tw_lm_head_logp(m->xf, &m->w->output, b->targets, N, logp, coef, m->dxn, head_grad(m));
+    tw_free(logp);
+    return isnan(s) ? TW_ENOMEM : trunk_bwd(m, b);
+}
+
+int tw_lm_step_ce(tw_lm *m, const struct tw_lm_batch *b, float scale, double *loss_sum,
+                  int64_t *n_tokens)
+{
+    int rc = trunk_fwd(m, b);
+    if (rc)
+        return rc;
+    int64_t N = (int64_t)b->B * b->T, n = 0;
+    float *buf = tw_malloc_array((size_t)N * 2, sizeof(float));
+    if (!buf)
+        return tw_error_set(TW_ENOMEM, "out of memory");
+    float *logp = buf, *coef = buf + N;
+    for (int64_t t = 0; t < N; t++) {
+        coef[t] = b->targets[t] >= 0 ? -scale : 0.0f;
+        n += b->targets[t] >= 0;
+    }
+    memset(m->dxn, 0, (size_t)(N * m->cfg.n_embd) * sizeof(float));
+    double s =
+        tw_lm_head_logp(m->xf, &m->w->output, b->targets, N, logp, coef, m->dxn, head_grad(m));
+    tw_free(buf);
+    if (isnan(s))
+        return TW_ENOMEM;
+    *loss_sum = -s;
+    *n_tokens = n;
+    return trunk_bwd(m, b);
+}
+
+// ---- the merged view.
+
+int tw_lm_merged(tw_lm *m, struct tw_model **out)
+{
+    if (m->r == 0) { // full: the weights themselves
+        *out = m->w;
+        return 0;
+    }
+    tw_model_close(m->merged);
+    m->merged = NULL;
+    struct tw_model *v;
+    int rc = copy_weights(m->w, TW_DTYPE_F32, &v);
+    if (rc)
+        return rc;
+    for (int il = 0; il < m->cfg.n_layer; il++)
+        for (int p = 0; p < TW_PROJ_COUNT; p++) {
+            struct lora *a = &m->lora[il * TW_PROJ_COUNT + p];
+            if (!a->in)
+                continue;
+            // W += scale B A: (out, r) (r, in)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)a->out, (int)a->in, m->r,
+                        m->scale, a->B, m->r, a->A, (int)a->in, 1.0f,
+                        f(lt(&v->layers[il], proj_off[p])), (int)a->in);
+        }
+    m->merged = v;
+    *out = v;
+    return 0;
+}
