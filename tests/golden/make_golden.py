@@ -25,6 +25,8 @@ tokenizers/bert/vocab.json (scripts/deps.sh fetches them into .cache/data). OUT_
                            logits through the KV cache, embeddings, scores); models/README.md
                            describes them
   models/summary.json      seeds, min gaps, sizes and checks of the whole run
+  train/<name>/            (--what train) one training step's loss and gradients, ten AdamW
+                           steps, LoRA and DPO on the golden decoders (train_golden.py)
 """
 import argparse
 import glob
@@ -1067,6 +1069,8 @@ def main():
     ap.add_argument("--names", default=",".join(TOKENIZERS), help="tokenizers to do")
     ap.add_argument("--gguf-py", default=".device/gguf-py", help="llama.cpp's gguf-py folder")
     ap.add_argument("--models", default=",".join(MODELS), help="models to do (--what models)")
+    ap.add_argument("--train", default="llama,qwen2,qwen3",
+                    help="golden models to write training fixtures for (--what train)")
     a = ap.parse_args()
     what = a.what.split(",")
     if "tokenizers" in what:
@@ -1077,6 +1081,9 @@ def main():
         make_quant(a.out, a.gguf_py)
     if "models" in what:
         make_models(a.data, a.out, a.models.split(","))
+    if "train" in what:
+        import train_golden
+        train_golden.make_train(os.path.join(HERE, "models"), a.out, a.train.split(","))
 
 
 if __name__ == "__main__":
