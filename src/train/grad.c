@@ -1,7 +1,6 @@
 // Implements grad.h. The derivations, for the reader checking a backward:
 //   RMSNorm  y_i = w_i x_i r, r = (mean(x^2) + eps)^(-1/2):
 //            dx_i = r w_i dy_i - x_i r^3 / C * sum_c dy_c w_c x_c,  dw_i = sum_t dy_i x_i r.
-//   RoPE     y = R(theta) x per pair, so dx = R(theta)^T dy = R(-theta) dy.
 //   softmax attention with p_j = exp(s_j - lse), s_j = scale q.k_j, o = sum_j p_j v_j:
 //            dv_j += p_j do;  ds_j = p_j (do.v_j - do.o);  dq += scale sum_j ds_j k_j;
 //            dk_j += scale ds_j q (FlashAttention's backward, with lse kept from the forward).
@@ -60,28 +59,6 @@ void tw_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const
         for (int64_t t = 0; t < N; t++)
             s += (double)dy[t * C + i] * x[t * C + i] * rstd[t];
         dw[i] += (float)s;
-    }
-}
-
-void tw_rope_apply(float *x, const int32_t *pos, int64_t N, int64_t H, int64_t D, int64_t n_rot,
-                   const float *inv_freq, bool neox, bool inverse)
-{
-    int64_t half = n_rot / 2;
-#pragma omp parallel for schedule(static) if (N * H * D >= 4096)
-    for (int64_t t = 0; t < N; t++) {
-        for (int64_t i = 0; i < half; i++) {
-            float ang = (float)pos[t] * inv_freq[i];
-            float c = (float)cos((double)ang), s = (float)sin((double)ang);
-            if (inverse)
-                s = -s;
-            for (int64_t h = 0; h < H; h++) {
-                float *v = x + (t * H + h) * D;
-                int64_t i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
-                float a = v[i0], b = v[i1];
-                v[i0] = a * c - b * s;
-                v[i1] = b * c + a * s;
-            }
-        }
     }
 }
 
@@ -174,13 +151,6 @@ static inline float sigmoidf(float g)
     return 1.0f / (1.0f + expf(-g));
 }
 
-void tw_swiglu_fwd(float *h, const float *g, const float *u, int64_t n)
-{
-#pragma omp parallel for schedule(static) if (n >= 16384)
-    for (int64_t i = 0; i < n; i++)
-        h[i] = g[i] * sigmoidf(g[i]) * u[i];
-}
-
 void tw_swiglu_bwd(float *dg, float *du, const float *dh, const float *g, const float *u,
                    int64_t n)
 {
@@ -190,6 +160,16 @@ void tw_swiglu_bwd(float *dg, float *du, const float *dh, const float *g, const 
         dg[i] += dh[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
         du[i] += dh[i] * g[i] * s;
     }
+}
+
+// The calling OpenMP thread's share [*lo, *hi) of n items, in multiples of align.
+static void thread_slice(int64_t n, int64_t align, int64_t *lo, int64_t *hi)
+{
+    int id = omp_get_thread_num(), nt = omp_get_num_threads();
+    int64_t per = (n + nt - 1) / nt;
+    per = (per + align - 1) / align * align;
+    *lo = (int64_t)id * per < n ? (int64_t)id * per : n;
+    *hi = *lo + per < n ? *lo + per : n;
 }
 
 // Rows r0 .. r0 + nr - 1 of w as f32: the rows themselves when w is contiguous f32, else
@@ -229,11 +209,9 @@ int tw_linear_fwd(float *y, const float *x, const struct tw_tensor *w, const flo
         // Each thread takes a slice of the output columns (weight rows) and its tiles.
 #pragma omp parallel num_threads(nt)
     {
-        int id = omp_get_thread_num(), n = omp_get_num_threads();
-        int64_t per = (M + n - 1) / n;
-        per = (per + 15) / 16 * 16;
-        int64_t m0 = (int64_t)id * per, m1 = m0 + per < M ? m0 + per : M;
-        float *tile = tiles ? tiles + (size_t)id * (size_t)(rows * K) : NULL;
+        int64_t m0, m1;
+        thread_slice(M, 16, &m0, &m1);
+        float *tile = tiles ? tiles + (size_t)omp_get_thread_num() * (size_t)(rows * K) : NULL;
         for (int64_t r0 = m0; r0 < m1; r0 += rows) {
             int64_t nr = m1 - r0 < rows ? m1 - r0 : rows;
             const float *wt = w_rows(w, r0, nr, tile);
@@ -274,9 +252,8 @@ int tw_linear_bwd(float *dx, float *dw, float *db, const float *dy, const float 
             }
 #pragma omp parallel
             {
-                int id = omp_get_thread_num(), nt = omp_get_num_threads();
-                int64_t per = (N + nt - 1) / nt, t0 = (int64_t)id * per;
-                int64_t t1 = t0 + per < N ? t0 + per : N;
+                int64_t t0, t1;
+                thread_slice(N, 1, &t0, &t1);
                 if (t0 < t1)
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(t1 - t0), (int)K,
                                 (int)nr, 1.0f, dy + t0 * M + r0, (int)M, wt, (int)K, 1.0f,
@@ -288,9 +265,8 @@ int tw_linear_bwd(float *dx, float *dw, float *db, const float *dy, const float 
     if (dw) {
 #pragma omp parallel
         {
-            int id = omp_get_thread_num(), nt = omp_get_num_threads();
-            int64_t per = (M + nt - 1) / nt, m0 = (int64_t)id * per;
-            int64_t m1 = m0 + per < M ? m0 + per : M;
+            int64_t m0, m1;
+            thread_slice(M, 1, &m0, &m1);
             if (m0 < m1)
                 cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(m1 - m0), (int)K,
                             (int)N, 1.0f, dy + m0, (int)M, x, (int)K, 1.0f, dw + m0 * K, (int)K);

@@ -1,7 +1,9 @@
 // The training engine's ops on the CPU: the forward passes that keep what their backward needs,
-// and the backward passes of the Llama-family decoder (RMSNorm, RoPE, attention over packed
+// and the backward passes of the Llama-family decoder (RMSNorm, attention over packed
 // examples, SwiGLU, linear layers of any weight dtype, the output projection fused with the
 // cross-entropy). All f32, rows of contiguous floats, OpenMP threads, OpenBLAS for the GEMMs.
+// RoPE, SwiGLU's forward and the residual adds are the engine's own ops (tensor/backend.h);
+// RoPE's backward is the rotation by the opposite angles, tw_rope at negated positions.
 //
 // Conventions: a backward pass ADDS to its input gradients and its parameter gradients (the
 // caller zeroes them once per step); an absent parameter gradient (NULL) means the parameter
@@ -23,13 +25,6 @@ void tw_rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w, int64
 void tw_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w,
                     const float *rstd, int64_t N, int64_t C);
 
-// ---- RoPE, in place on x (N, H, D): the first n_rot dims of each head of token t rotated by
-// pos[t] * inv_freq[i] (angles in f32 as transformers forms them, cos and sin in double);
-// neox pairs (i, i + n_rot / 2) as HF's rotate_half, else (2i, 2i + 1). inverse rotates by
-// the opposite angles: the backward of a rotation is its inverse, applied to the gradient.
-void tw_rope_apply(float *x, const int32_t *pos, int64_t N, int64_t H, int64_t D, int64_t n_rot,
-                   const float *inv_freq, bool neox, bool inverse);
-
 // ---- Attention over a batch of B rows of T tokens, examples packed in the rows: the query
 // at t (row-local) sees the keys j of its row with start[t] <= j <= t (start: the row-local
 // index of the first token of t's example), and with window > 0 also t - window < j (Mistral's
@@ -48,14 +43,16 @@ void tw_attn_bwd(float *dq, float *dk, float *dv, const float *dout, const float
                  const float *k, const float *v, const float *out, const float *lse,
                  const int32_t *start, const struct tw_attn_shape *s);
 
-// ---- SwiGLU: h = silu(g) * u elementwise over n values.
-void tw_swiglu_fwd(float *h, const float *g, const float *u, int64_t n);
-// dg += dh * u * silu'(g), du += dh * silu(g).
+// ---- SwiGLU's backward (the forward is the engine's tw_swiglu): h = silu(g) * u over n
+// values gives dg += dh * u * silu'(g), du += dh * silu(g).
 void tw_swiglu_bwd(float *dg, float *du, const float *dh, const float *g, const float *u,
                    int64_t n);
 
 // ---- Linear layers: y (N, out) = x (N, in) W^T + b, W (out, in) of any dtype (f32 trainable
-// weights; bf16 or block-quantised frozen bases, dequantised a tile of rows at a time).
+// weights; bf16 or block-quantised frozen bases, dequantised a tile of rows at a time). Not the
+// engine's tw_matmul: for speed that rounds the activations to bf16 (bf16 weights) or int8
+// (block weights, few rows), and training keeps them f32 so that the forward is the function
+// the backward differentiates.
 
 // y = x W^T (+ b); y must not alias x. Returns 0, or TW_ENOMEM (no memory for the tiles of a
 // weight that needs dequantising; y untouched).

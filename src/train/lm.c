@@ -32,7 +32,8 @@ struct acts {
 
 struct tw_lm {
     struct tw_model_config cfg;
-    struct tw_model *w; // the weights
+    struct tw_backend *be; // the engine's CPU backend: RoPE, SwiGLU, add
+    struct tw_model *w;    // the weights
     bool own_w;
     struct tw_model gm; // gradients at the weights' slots (data NULL: frozen)
     struct tw_layer *gl;
@@ -57,6 +58,8 @@ struct tw_lm {
     float *dh, *dg, *du; // (N, F)
     float *datt, *dq, *dk, *dv, *dqp, *dkp;
     float *dxa, *tmp;        // (N, r), (N, max(C, F)): LoRA's backward, dropout's masked inputs
+    float *logp, *coef;      // (N): the output projection's per-token values
+    int32_t *negpos;         // (N): RoPE's backward rotates by the opposite angles
     struct tw_model *merged; // tw_lm_merged's last result (LoRA)
 };
 
@@ -164,6 +167,18 @@ static double uniform01(uint64_t *st)
     return (double)(tw_splitmix64(st) >> 11) * (1.0 / 9007199254740992.0);
 }
 
+// HF's name of projection p's weight in layer il, from the slot table.
+static int proj_name(const struct tw_model_config *c, int il, int p, char *buf, size_t cap)
+{
+    size_t n_slots;
+    const struct tw_slot *slots = tw_slots(&n_slots);
+    for (size_t i = 0; i < n_slots; i++)
+        if (slots[i].per_layer && slots[i].offset == proj_off[p] && slots[i].hf_dec &&
+            tw_slot_name(c, &slots[i], il, false, 0, buf, cap))
+            return 0;
+    return tw_error_set(TW_EINVAL, "no HF name for projection %d of layer %d", p, il);
+}
+
 // LoRA adapters on the targeted projections: A kaiming-uniform(a = sqrt(5)) as PEFT
 // (torch.nn.init.kaiming_uniform_: bound = sqrt(6 / ((1 + a^2) fan_in)) = 1 / sqrt(in)), B 0.
 static int setup_lora(tw_lm *m, uint32_t targets)
@@ -194,17 +209,18 @@ static int setup_lora(tw_lm *m, uint32_t targets)
             double bound = 1.0 / sqrt((double)L->in);
             for (size_t i = 0; i < na; i++)
                 L->A[i] = (float)((uniform01(&st) * 2 - 1) * bound);
+            // PEFT's names: "base_model.model." + the base weight's, ".weight" -> ".lora_A.weight"
             char hf[256], name[300];
-            static const char *const mod[TW_PROJ_COUNT] = { "self_attn.q_proj", "self_attn.k_proj",
-                                                            "self_attn.v_proj", "self_attn.o_proj",
-                                                            "mlp.gate_proj",    "mlp.up_proj",
-                                                            "mlp.down_proj" };
-            snprintf(hf, sizeof hf, "base_model.model.model.layers.%d.%s", il, mod[p]);
+            int rc = proj_name(c, il, p, hf, sizeof hf);
+            if (rc)
+                return rc;
             struct tw_tensor ta = tw_tensor_f32_2d(L->A, m->r, L->in);
             struct tw_tensor tb = tw_tensor_f32_2d(L->B, L->out, m->r);
-            snprintf(name, sizeof name, "%s.lora_A.weight", hf);
-            int rc = add_param(m, name, &ta, L->dA);
-            snprintf(name, sizeof name, "%s.lora_B.weight", hf);
+            snprintf(name, sizeof name, "base_model.model.%.*s.lora_A.weight",
+                     (int)(strlen(hf) - strlen(".weight")), hf);
+            rc = add_param(m, name, &ta, L->dA);
+            snprintf(name, sizeof name, "base_model.model.%.*s.lora_B.weight",
+                     (int)(strlen(hf) - strlen(".weight")), hf);
             if (rc || (rc = add_param(m, name, &tb, L->dB)))
                 return rc;
         }
@@ -267,7 +283,7 @@ static int lm_alloc(const struct tw_model_config *c, tw_lm **out)
     m->gl = tw_calloc((size_t)c->n_layer, sizeof *m->gl);
     m->lora = tw_calloc((size_t)c->n_layer * TW_PROJ_COUNT, sizeof *m->lora);
     m->lora_on = true;
-    if (!m->gl || !m->lora) {
+    if (!m->gl || !m->lora || tw_backend_cpu_new(0, &m->be) != 0) {
         tw_lm_free(m);
         return tw_error_set(TW_ENOMEM, "out of memory for a trainable model");
     }
@@ -380,6 +396,8 @@ void tw_lm_free(tw_lm *m)
     tw_free(m->act_buf);
     tw_free(m->xs);
     tw_free(m->a);
+    tw_free(m->negpos);
+    tw_backend_free(m->be);
     tw_free(m);
 }
 
@@ -455,19 +473,20 @@ static int ensure_acts(tw_lm *m, int64_t N)
     if (c->qk_norm)
         per_layer += N * HD + N * KV + N * c->n_head + N * c->n_head_kv;
     int64_t total = (L + 1) * N * C + L * per_layer + N * C + N + 2 * N * C + 3 * N * F +
-                    4 * N * HD + 4 * N * KV + N * m->r + N * W;
+                    4 * N * HD + 4 * N * KV + N * m->r + N * W + 2 * N;
     float *buf = tw_malloc_array((size_t)total, sizeof(float));
     float **xs = tw_malloc_array((size_t)L + 1, sizeof *xs);
     struct acts *a = tw_calloc((size_t)L, sizeof *a);
-    if (!buf || !xs || !a) {
-        tw_free(buf), tw_free(xs), tw_free(a);
+    int32_t *negpos = tw_malloc_array((size_t)N, sizeof(int32_t));
+    if (!buf || !xs || !a || !negpos) {
+        tw_free(buf), tw_free(xs), tw_free(a), tw_free(negpos);
         return tw_error_set(TW_ENOMEM,
                             "out of memory for the activations of %lld tokens "
                             "(%lld MiB)",
                             (long long)N, (long long)(total * 4 >> 20));
     }
-    tw_free(m->act_buf), tw_free(m->xs), tw_free(m->a);
-    m->act_buf = buf, m->xs = xs, m->a = a, m->n_alloc = N;
+    tw_free(m->act_buf), tw_free(m->xs), tw_free(m->a), tw_free(m->negpos);
+    m->act_buf = buf, m->xs = xs, m->a = a, m->negpos = negpos, m->n_alloc = N;
     float *p = buf;
 #define TAKE(n) (p += (n), p - (n))
     for (int64_t l = 0; l <= L; l++)
@@ -492,6 +511,7 @@ static int ensure_acts(tw_lm *m, int64_t N)
     m->datt = TAKE(N * HD), m->dq = TAKE(N * HD), m->dqp = TAKE(N * HD);
     m->dk = TAKE(N * KV), m->dv = TAKE(N * KV), m->dkp = TAKE(N * KV);
     m->dxa = TAKE(N * m->r), m->tmp = TAKE(N * W);
+    m->logp = TAKE(N), m->coef = TAKE(N);
 #undef TAKE
     return 0;
 }
@@ -504,22 +524,29 @@ static struct lora *lora_at(tw_lm *m, int il, int p)
     return m->r > 0 && m->lora_on && L->in ? L : NULL;
 }
 
-// PEFT's dropout on the adapter's input x (N, in) into m->tmp, from a hash of (seed, step,
-// layer, projection, element), so that the backward regenerates the same mask; x itself
-// without dropout.
-static const float *dropped(tw_lm *m, int il, int p, const float *x, int64_t N, int64_t in)
+// PEFT's dropout on an adapter's input, as a mask from a hash of (seed, step, layer,
+// projection, element) so that the backward regenerates it: y = mask * x / (1 - p), or
+// y += that when add (the backward's dx).
+static void drop_mask(const tw_lm *m, int il, int p, float *y, const float *x, int64_t n, bool add)
 {
-    if (m->dropout <= 0)
-        return x;
     float keep = 1.0f / (1.0f - m->dropout);
     uint64_t thr = (uint64_t)((double)m->dropout * 18446744073709551615.0);
     uint64_t key = m->seed ^ ((uint64_t)m->step * 0x9E3779B97F4A7C15ull) ^
                    ((uint64_t)(il * TW_PROJ_COUNT + p + 1) << 40);
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < N * in; i++) {
+    for (int64_t i = 0; i < n; i++) {
         uint64_t st = key ^ (uint64_t)i * 0xD1B54A32D192ED03ull;
-        m->tmp[i] = tw_splitmix64(&st) < thr ? 0.0f : x[i] * keep;
+        float v = tw_splitmix64(&st) < thr ? 0.0f : x[i] * keep;
+        y[i] = add ? y[i] + v : v;
     }
+}
+
+// The adapter's input drop(x) (N, in): in m->tmp with dropout, else x itself.
+static const float *dropped(tw_lm *m, int il, int p, const float *x, int64_t N, int64_t in)
+{
+    if (m->dropout <= 0)
+        return x;
+    drop_mask(m, il, p, m->tmp, x, N * in, false);
     return m->tmp;
 }
 
@@ -570,23 +597,10 @@ static int lin_bwd(tw_lm *m, int il, int p, float *dx, const float *dy, const fl
                     a->A, in, 1.0f, dx, in);
         return 0;
     }
-    // The mask is where drop(x) zeroed an element of a non-zero x: regenerate it from tmp.
-    float keep = 1.0f / (1.0f - m->dropout);
-    float *t = tw_malloc_array((size_t)(N * in), sizeof(float));
-    if (!t)
-        return tw_error_set(TW_ENOMEM, "out of memory for LoRA's dropout");
+    // dx += mask (dxa A) / (1 - p): m->tmp held drop(x) for dA and is free again
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, in, r, 1.0f, m->dxa, r, a->A,
-                in, 0.0f, t, in);
-    uint64_t thr = (uint64_t)((double)m->dropout * 18446744073709551615.0);
-    uint64_t key = m->seed ^ ((uint64_t)m->step * 0x9E3779B97F4A7C15ull) ^
-                   ((uint64_t)(il * TW_PROJ_COUNT + p + 1) << 40);
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < N * in; i++) {
-        uint64_t st = key ^ (uint64_t)i * 0xD1B54A32D192ED03ull;
-        if (tw_splitmix64(&st) >= thr)
-            dx[i] += t[i] * keep;
-    }
-    tw_free(t);
+                in, 0.0f, m->tmp, in);
+    drop_mask(m, il, p, dx, m->tmp, N * in, true);
     return 0;
 }
 
@@ -602,6 +616,27 @@ static struct tw_attn_shape attn_shape(const tw_lm *m, const struct tw_lm_batch 
                                    .D = c->head_dim,
                                    .scale = 1.0f / sqrtf((float)c->head_dim),
                                    .window = c->sliding_window };
+}
+
+// RoPE on x (N, heads, head_dim) at positions pos, through the engine's op.
+static void rope(tw_lm *m, float *x, const int32_t *pos, int64_t N, int64_t heads)
+{
+    const struct tw_model_config *c = &m->cfg;
+    struct tw_tensor t = tw_tensor_f32_3d(x, N, heads, c->head_dim);
+    struct tw_rope r = { .head_dim = c->head_dim,
+                         .n_rot = c->head_dim,
+                         .neox = c->rope_neox,
+                         .inv_freq = m->w->rope_inv_freq };
+    tw_rope(m->be, &t, pos, &r);
+}
+
+// y = a + b over (N, C).
+static void add(tw_lm *m, float *y, const float *a, const float *b, int64_t N, int64_t C)
+{
+    struct tw_tensor ty = tw_tensor_f32_2d(y, N, C);
+    struct tw_tensor ta = tw_tensor_f32_2d((float *)a, N, C);
+    struct tw_tensor tb = tw_tensor_f32_2d((float *)b, N, C);
+    tw_add(m->be, &ty, &ta, &tb);
 }
 
 static int check_batch(const tw_lm *m, const struct tw_lm_batch *b)
@@ -646,22 +681,22 @@ static int layer_fwd(tw_lm *m, int il, const struct tw_lm_batch *b)
         tw_rmsnorm_fwd(a->q, a->q_rstd, a->q_pre, f(&L->q_norm), N * H, D, c->norm_eps);
         tw_rmsnorm_fwd(a->k, a->k_rstd, a->k_pre, f(&L->k_norm), N * Hkv, D, c->norm_eps);
     }
-    tw_rope_apply(a->q, b->pos, N, H, D, D, m->w->rope_inv_freq, c->rope_neox, false);
-    tw_rope_apply(a->k, b->pos, N, Hkv, D, D, m->w->rope_inv_freq, c->rope_neox, false);
+    rope(m, a->q, b->pos, N, H);
+    rope(m, a->k, b->pos, N, Hkv);
     tw_attn_fwd(a->att, a->lse, a->q, a->k, a->v, b->start, &as);
     if ((rc = lin_fwd(m, il, TW_PROJ_O, m->dxn, a->att, N)))
         return rc;
-    for (int64_t i = 0; i < N * C; i++)
-        a->x_mid[i] = x[i] + m->dxn[i];
+    add(m, a->x_mid, x, m->dxn, N, C);
     tw_rmsnorm_fwd(a->xn2, a->rstd2, a->x_mid, f(&L->ffn_norm), N, C, c->norm_eps);
     if ((rc = lin_fwd(m, il, TW_PROJ_GATE, a->g, a->xn2, N)) ||
         (rc = lin_fwd(m, il, TW_PROJ_UP, a->u, a->xn2, N)))
         return rc;
-    tw_swiglu_fwd(a->h, a->g, a->u, N * F);
+    struct tw_tensor th = tw_tensor_f32_2d(a->h, N, F), tg = tw_tensor_f32_2d(a->g, N, F);
+    struct tw_tensor tu = tw_tensor_f32_2d(a->u, N, F);
+    tw_swiglu(m->be, &th, &tg, &tu);
     if ((rc = lin_fwd(m, il, TW_PROJ_DOWN, m->dxn, a->h, N)))
         return rc;
-    for (int64_t i = 0; i < N * C; i++)
-        y[i] = a->x_mid[i] + m->dxn[i];
+    add(m, y, a->x_mid, m->dxn, N, C);
     return 0;
 }
 
@@ -692,8 +727,8 @@ static int layer_bwd(tw_lm *m, int il, const struct tw_lm_batch *b)
     if ((rc = lin_bwd(m, il, TW_PROJ_O, m->datt, m->dx, a->att, N)))
         return rc;
     tw_attn_bwd(m->dq, m->dk, m->dv, m->datt, a->q, a->k, a->v, a->att, a->lse, b->start, &as);
-    tw_rope_apply(m->dq, b->pos, N, H, D, D, m->w->rope_inv_freq, c->rope_neox, true);
-    tw_rope_apply(m->dk, b->pos, N, Hkv, D, D, m->w->rope_inv_freq, c->rope_neox, true);
+    rope(m, m->dq, m->negpos, N, H); // the transpose of a rotation: the opposite angles
+    rope(m, m->dk, m->negpos, N, Hkv);
     float *dq = m->dq, *dk = m->dk;
     if (c->qk_norm) {
         memset(m->dqp, 0, nQ), memset(m->dkp, 0, nK);
@@ -736,6 +771,8 @@ static int trunk_fwd(tw_lm *m, const struct tw_lm_batch *b)
 static int trunk_bwd(tw_lm *m, const struct tw_lm_batch *b)
 {
     int64_t N = (int64_t)b->B * b->T, C = m->cfg.n_embd;
+    for (int64_t n = 0; n < N; n++)
+        m->negpos[n] = -b->pos[n];
     memset(m->dx, 0, (size_t)(N * C) * sizeof(float));
     tw_rmsnorm_bwd(m->dx, m->gm.out_norm.data ? f(&m->gm.out_norm) : NULL, m->dxn,
                    m->xs[m->cfg.n_layer], f(&m->w->out_norm), m->rstdf, N, C);
@@ -765,17 +802,22 @@ int tw_lm_forward(tw_lm *m, const struct tw_lm_batch *b, float *logp, double *su
     return 0;
 }
 
-int tw_lm_backward(tw_lm *m, const struct tw_lm_batch *b, const float *coef)
+// The output projection's backward with coef (its logits recomputed) and then the trunk's;
+// *sum gets the sum of the targets' log-probabilities.
+static int head_and_trunk_bwd(tw_lm *m, const struct tw_lm_batch *b, const float *coef,
+                              double *sum)
 {
     int64_t N = (int64_t)b->B * b->T;
-    float *logp = tw_malloc_array((size_t)N, sizeof(float));
-    if (!logp)
-        return tw_error_set(TW_ENOMEM, "out of memory");
     memset(m->dxn, 0, (size_t)(N * m->cfg.n_embd) * sizeof(float));
-    double s =
-        tw_lm_head_logp(m->xf, &m->w->output, b->targets, N, logp, coef, m->dxn, head_grad(m));
-    tw_free(logp);
-    return isnan(s) ? TW_ENOMEM : trunk_bwd(m, b);
+    *sum =
+        tw_lm_head_logp(m->xf, &m->w->output, b->targets, N, m->logp, coef, m->dxn, head_grad(m));
+    return isnan(*sum) ? TW_ENOMEM : trunk_bwd(m, b);
+}
+
+int tw_lm_backward(tw_lm *m, const struct tw_lm_batch *b, const float *coef)
+{
+    double s;
+    return head_and_trunk_bwd(m, b, coef, &s);
 }
 
 int tw_lm_step_ce(tw_lm *m, const struct tw_lm_batch *b, float scale, double *loss_sum,
@@ -785,23 +827,15 @@ int tw_lm_step_ce(tw_lm *m, const struct tw_lm_batch *b, float scale, double *lo
     if (rc)
         return rc;
     int64_t N = (int64_t)b->B * b->T, n = 0;
-    float *buf = tw_malloc_array((size_t)N * 2, sizeof(float));
-    if (!buf)
-        return tw_error_set(TW_ENOMEM, "out of memory");
-    float *logp = buf, *coef = buf + N;
     for (int64_t t = 0; t < N; t++) {
-        coef[t] = b->targets[t] >= 0 ? -scale : 0.0f;
+        m->coef[t] = b->targets[t] >= 0 ? -scale : 0.0f;
         n += b->targets[t] >= 0;
     }
-    memset(m->dxn, 0, (size_t)(N * m->cfg.n_embd) * sizeof(float));
-    double s =
-        tw_lm_head_logp(m->xf, &m->w->output, b->targets, N, logp, coef, m->dxn, head_grad(m));
-    tw_free(buf);
-    if (isnan(s))
-        return TW_ENOMEM;
+    double s;
+    rc = head_and_trunk_bwd(m, b, m->coef, &s);
     *loss_sum = -s;
     *n_tokens = n;
-    return trunk_bwd(m, b);
+    return rc;
 }
 
 // ---- the merged view.
