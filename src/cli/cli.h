@@ -48,5 +48,7 @@ extern const struct tw_verb tw_verb_authors;
 extern const struct tw_verb tw_verb_features;
 extern const struct tw_verb tw_verb_search;
 extern const struct tw_verb tw_verb_serve;
+extern const struct tw_verb tw_verb_models;
+extern const struct tw_verb tw_verb_runs;
 
 #endif

@@ -13,6 +13,7 @@
 #include "cli/text_args.h"
 #include "rag/ask.h"
 #include "store/home.h"
+#include "store/registry.h"
 
 struct ask_args {
     struct tw_cli_model llm;
@@ -169,7 +170,7 @@ static int run(struct tw_cli *cli, int argc, char **argv)
 {
     const struct tw_verb *v = &tw_verb_ask;
     struct ask_args a = { 0 };
-    tw_cli_model_init(&a.llm);
+    tw_cli_model_init(&a.llm, cli->home);
     tw_rag_options_default(&a.o);
     a.llm.gen = a.o.gen; // the reference's sampling unless the options say otherwise
     int urc = parse(v, argc, argv, &a);
@@ -186,11 +187,18 @@ static int run(struct tw_cli *cli, int argc, char **argv)
     struct tw_rag rag = { 0 };
     struct tw_session llm = { 0 }, rr = { 0 }; // llm: a.llm's, closed with it
     struct tw_rag_result res = { 0 };
+    // No --model: the home's promoted model, when there is one.
+    struct tw_model_ref promoted;
+    if (!a.llm.model && tw_registry_promoted(h, &promoted) == 0) {
+        snprintf(a.llm.path, sizeof a.llm.path, "%s", promoted.path);
+        a.llm.model = a.llm.path;
+    }
     int rc = tw_retriever_open(h, a.llm.threads, &rag.r);
     if (!rc)
         rc = open_models(&a, &rag, &llm, &rr);
     if (!rc && !rag.llm && !a.json)
-        fprintf(stderr, "twin: no --model: retrieval only (the sources, no answer)\n");
+        fprintf(stderr, "twin: no --model and no promoted model (twin models promote REF): "
+                        "retrieval only (the sources, no answer)\n");
     if (!rc)
         rc = tw_rag_ask(h, &rag, a.question, &a.o, &res);
     if (!rc && a.json) {
@@ -226,8 +234,8 @@ const struct tw_verb tw_verb_ask = {
         "by reciprocal rank), fusion across queries, reranking with a cross-encoder\n"
         "(--reranker; else the fused score), the k best chunks as numbered sources in the\n"
         "prompt (as many as the context holds), and the answer through the model's chat\n"
-        "template. Without --model: retrieval only. Every run is traced (twin "
-        "traces).\n\n" TW_CLI_MODEL_USAGE
+        "template. Without --model: the home's promoted model (twin models promote), else\n"
+        "retrieval only. Every run is traced (twin traces).\n\n" TW_CLI_MODEL_USAGE
         "  --author NAME       only this author's documents (overrides self-query)\n"
         "  --category C        only this category (article, post, repository)\n"
         "  --k K               sources in the prompt (default 3)\n"

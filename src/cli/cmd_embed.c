@@ -34,7 +34,7 @@ static int run(struct tw_cli *cli, int argc, char **argv)
 {
     const struct tw_verb *v = &tw_verb_embed;
     struct tw_cli_model a;
-    tw_cli_model_init(&a);
+    tw_cli_model_init(&a, cli->home);
     const char *input = "-", *val;
     for (int i = 1; i < argc; i++) {
         int r = tw_cli_model_opt(v, argc, argv, &i, &a, false);

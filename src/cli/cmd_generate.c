@@ -49,7 +49,7 @@ static int run(struct tw_cli *cli, int argc, char **argv)
 {
     const struct tw_verb *v = &tw_verb_generate;
     struct tw_cli_model a;
-    tw_cli_model_init(&a);
+    tw_cli_model_init(&a, cli->home);
     const char *prompt = NULL;
     bool quiet = false;
     for (int i = 1; i < argc; i++) {

@@ -35,7 +35,7 @@ static int run(struct tw_cli *cli, int argc, char **argv)
 {
     const struct tw_verb *v = &tw_verb_rerank;
     struct tw_cli_model a;
-    tw_cli_model_init(&a);
+    tw_cli_model_init(&a, cli->home);
     const char *input = "-", *val;
     struct state s = { .a = &a };
     for (int i = 1; i < argc; i++) {

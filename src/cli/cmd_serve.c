@@ -9,9 +9,11 @@
 #include "base/mem.h"
 #include "base/str.h"
 #include "cli/cli.h"
+#include "cli/model_args.h"
 #include "cli/text_args.h"
 #include "serve/server.h"
 #include "store/home.h"
+#include "store/registry.h"
 
 #define MAX_KEYS 64
 
@@ -21,6 +23,7 @@ struct serve_args {
     size_t n_keys;
     char *key_file; // the file's text; keys point into it
     bool no_home;
+    char model_path[4096]; // --model's registry reference resolved (--no-home)
 };
 
 static void on_listen(void *ud, int port)
@@ -120,7 +123,7 @@ static int parse(const struct tw_verb *v, int argc, char **argv, struct serve_ar
         if (rc)
             return rc;
     }
-    if (!p->model && !p->embedder && !p->reranker)
+    if (!p->model && !p->embedder && !p->reranker && a->no_home)
         return tw_cli_usage_error(v, "give at least one of --model, --embedder, --reranker");
     return TW_EXIT_OK;
 }
@@ -143,6 +146,15 @@ static int run(struct tw_cli *cli, int argc, char **argv)
     if (!a.no_home) {
         struct tw_home *h;
         if (tw_home_open(cli->home, &h) == 0) {
+            // No --model: the promoted model, which the server looks up again at each reload.
+            struct tw_model_ref r;
+            if (!a.p.model && tw_registry_promoted(h, &r) == 0) {
+                a.p.model = "@promoted";
+                fprintf(stderr,
+                        "twin serve: the promoted model %s:%lld (a reload follows "
+                        "twin models promote)\n",
+                        r.name, (long long)r.version);
+            }
             tw_home_close(h);
             a.p.home = cli->home;
         } else {
@@ -151,6 +163,20 @@ static int run(struct tw_cli *cli, int argc, char **argv)
                     "off\n",
                     cli->home, tw_error_msg());
         }
+    }
+    if (!a.p.model && !a.p.embedder && !a.p.reranker) {
+        tw_free(a.key_file);
+        return tw_cli_usage_error(v, "give at least one of --model, --embedder, --reranker (or "
+                                     "promote a model: twin models promote REF)");
+    }
+    if (a.no_home && a.p.model) { // the server has no home: a reference is resolved here
+        struct tw_cli_model m = { .model = a.p.model, .home = cli->home };
+        if (tw_cli_model_resolve(&m) != 0) {
+            tw_free(a.key_file);
+            return tw_cli_fail();
+        }
+        snprintf(a.model_path, sizeof a.model_path, "%s", m.model);
+        a.p.model = a.model_path;
     }
     rc = tw_server_run(&a.p);
     tw_free(a.key_file);
@@ -178,7 +204,9 @@ const struct tw_verb tw_verb_serve = {
         "  GET /health (503 while loading), GET /metrics (Prometheus)\n"
         "Generations share the model through continuous batching over --slots sequences;\n"
         "generations, /rag, embeddings and reranking are traced in the home (twin traces).\n\n"
-        "  --model PATH        the generating model (a Hugging Face folder or a .gguf file)\n"
+        "  --model PATH        the generating model (a Hugging Face folder, a .gguf file or\n"
+        "                      a registered model, NAME[:VERSION], looked up again at each\n"
+        "                      reload); default: the home's promoted model (twin models)\n"
         "  --name NAME         its id in the API (default: the path's last component)\n"
         "  --template NAME     the chat template family (default: the tokenizer's)\n"
         "  --embedder PATH     a sentence embedder for /v1/embeddings\n"

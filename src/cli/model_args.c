@@ -7,11 +7,14 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "base/file.h"
 #include "cli/text_args.h"
+#include "store/registry.h"
 
-void tw_cli_model_init(struct tw_cli_model *a)
+void tw_cli_model_init(struct tw_cli_model *a, const char *home)
 {
     memset(a, 0, sizeof *a);
+    a->home = home;
     tw_sampler_params_default(&a->gen.sampling);
     a->gen.sampling.temperature = 0.8f;
     a->gen.sampling.top_k = 40;
@@ -100,10 +103,37 @@ int tw_cli_model_opt(const struct tw_verb *v, int argc, char **argv, int *i,
     return TW_EXIT_OK;
 }
 
+int tw_cli_model_resolve(struct tw_cli_model *a)
+{
+    // The path first: a folder that happens to be called like a model is that folder.
+    if (a->model && (tw_file_exists(a->model) || !tw_registry_is_ref(a->model)))
+        return 0;
+    struct tw_home *h;
+    struct tw_model_ref r;
+    int rc = a->home ? tw_home_open(a->home, &h)
+                     : tw_error_set(TW_ESTATE, "no twin home to look models up in");
+    if (rc && a->model)
+        return 0; // no home: opening the path says it is not there, as without a registry
+    if (!rc) {
+        rc = a->model ? tw_registry_resolve(h, a->model, &r) : tw_registry_promoted(h, &r);
+        tw_home_close(h);
+    }
+    if (rc && a->model)
+        return tw_error_prefix("--model %s: not a file or folder", a->model);
+    if (rc)
+        return tw_error_prefix("--model PATH is required");
+    snprintf(a->path, sizeof a->path, "%s", r.path);
+    a->model = a->path;
+    return 0;
+}
+
 int tw_cli_model_open(struct tw_cli_model *a)
 {
     struct tw_session s;
-    int rc = tw_session_open(a->model, a->threads, a->ctx, &s);
+    int rc = tw_cli_model_resolve(a);
+    if (rc)
+        return rc;
+    rc = tw_session_open(a->model, a->threads, a->ctx, &s);
     a->m = s.m, a->be = s.be, a->c = s.c;
     return rc;
 }

@@ -1,5 +1,6 @@
 // What the model verbs (generate, chat, embed, rerank) share: --model, --threads, --ctx and
-// the sampling options, and opening the model with a backend and a context.
+// the sampling options, and opening the model with a backend and a context. --model is a
+// path, or a reference to a model of the home's registry (store/registry.h).
 #ifndef TW_CLI_MODEL_ARGS_H
 #define TW_CLI_MODEL_ARGS_H
 
@@ -18,25 +19,35 @@ struct tw_cli_model {
     int32_t ctx;
     struct tw_gen_params gen;
     const char *stops[TW_CLI_MAX_STOPS];
+    const char *home; // the twin home whose registry --model's references name
+    char path[4096];  // the folder that a registry reference resolved to
     // opened by tw_cli_model_open
     struct tw_model *m;
     struct tw_backend *be;
     tw_ctx *c;
 };
 
-// Defaults: every CPU, the model's context up to 4096, the sampling defaults.
-void tw_cli_model_init(struct tw_cli_model *a);
+// Defaults: every CPU, the model's context up to 4096, the sampling defaults; home is the twin
+// home (borrowed) whose registry --model may name a model of.
+void tw_cli_model_init(struct tw_cli_model *a, const char *home);
 // When argv[*i] is one of the shared options (the sampling ones only when `sampling`):
 // consumes it and returns TW_EXIT_OK, or prints a usage error and returns TW_EXIT_USAGE.
 // Returns -1 when argv[*i] is not one of them.
 int tw_cli_model_opt(const struct tw_verb *v, int argc, char **argv, int *i,
                      struct tw_cli_model *a, bool sampling);
-// Opens a->model with the CPU backend and a context; 0 or an error (message set).
+// Resolves a->model: an existing file or folder, or a string that is not a reference, stays;
+// a reference ("NAME", "NAME:3", "NAME:latest", "@promoted") becomes its registered folder;
+// NULL becomes the home's promoted model. 0, or an error naming the home and the reference
+// (without --model and a promoted model, TW_ESTATE saying how to promote one).
+int tw_cli_model_resolve(struct tw_cli_model *a);
+// Resolves and opens a->model with the CPU backend and a context; 0 or an error (message
+// set).
 int tw_cli_model_open(struct tw_cli_model *a);
 void tw_cli_model_close(struct tw_cli_model *a);
 // The option lines of the usage texts.
-#define TW_CLI_MODEL_USAGE                                                     \
-    "  --model PATH        a Hugging Face folder or a .gguf file (required)\n" \
+#define TW_CLI_MODEL_USAGE                                                              \
+    "  --model PATH        a Hugging Face folder, a .gguf file or a registered model\n" \
+    "                      (NAME, NAME:VERSION; twin models ls) (required)\n"           \
     "  --threads N         CPU threads (default: all)\n"
 #define TW_CLI_SAMPLING_USAGE                                                          \
     "  --ctx N             context positions (default: the model's, at most 4096)\n"   \

@@ -26,6 +26,7 @@
 #include <openssl/crypto.h>
 
 #include "base/error.h"
+#include "base/file.h"
 #include "base/json.h"
 #include "base/log.h"
 #include "base/mem.h"
@@ -37,6 +38,7 @@
 #include "serve/metrics.h"
 #include "serve/sched.h"
 #include "store/home.h"
+#include "store/registry.h"
 #include "store/traces.h"
 
 enum route {
@@ -172,17 +174,45 @@ static const char *last_component(const char *path)
     return s;
 }
 
+// A model that is not a file or folder but a registry reference ("NAME", "NAME:3",
+// "@promoted": twin serve without --model) is looked up in the home at every load, so that
+// a reload follows twin models promote. *path and *name get the folder and the API id.
+static int resolve_model(const struct tw_server_params *p, struct tw_model_ref *r,
+                         const char **path, const char **name)
+{
+    *path = p->model;
+    *name = p->name ? p->name : last_component(p->model);
+    if (!p->home || tw_file_exists(p->model) || !tw_registry_is_ref(p->model))
+        return 0;
+    struct tw_home *h;
+    int rc = tw_home_open(p->home, &h);
+    if (rc)
+        return rc;
+    rc = tw_registry_resolve(h, p->model, r);
+    tw_home_close(h);
+    if (rc)
+        return rc;
+    TW_LOG_INFO("serve: %s is %s:%lld (%s)", p->model, r->name, (long long)r->version, r->path);
+    *path = r->path;
+    *name = p->name ? p->name : r->name;
+    return 0;
+}
+
 static int engine_load(const struct tw_server_params *p, struct engine **out)
 {
+    struct tw_model_ref ref;
+    const char *path, *name;
+    int rc = resolve_model(p, &ref, &path, &name);
+    if (rc)
+        return rc;
     struct engine *e = tw_calloc(1, sizeof *e);
     if (!e)
         return tw_error_set(TW_ENOMEM, "out of memory");
     e->refs = 1;
     e->created = (int64_t)time(NULL);
-    int rc = tw_model_open(p->model, &e->m);
+    rc = tw_model_open(path, &e->m);
     if (!rc && (!e->m->tok || !tw_arch_is_decoder(e->m->cfg.arch)))
-        rc = tw_error_set(TW_EINVAL, "%s: serving needs a decoder model with a tokenizer",
-                          p->model);
+        rc = tw_error_set(TW_EINVAL, "%s: serving needs a decoder model with a tokenizer", path);
     if (!rc)
         rc = p->template
                  ? tw_chat_family_from_name(p->template, &e->family)
@@ -198,7 +228,6 @@ static int engine_load(const struct tw_server_params *p, struct engine **out)
         engine_free(e);
         return rc;
     }
-    const char *name = p->name ? p->name : last_component(p->model);
     snprintf(e->id, sizeof e->id, "%s", name);
     *out = e;
     return 0;

@@ -101,6 +101,73 @@ static const char *const migrations[] = {
     "  detail      TEXT NOT NULL\n"  // JSON: filters, queries, stages, prompt, latencies
     ") STRICT;\n"
     "CREATE INDEX traces_created ON traces (created_at);\n",
+    // 4 -> 5: the model registry and run records (store/registry.h): training runs with their
+    // steps and final metrics, registered model versions with the blobs of their files, their
+    // lineage and their stage (one model at a time is in production: the promoted one).
+    "CREATE TABLE runs (\n"
+    "  id           TEXT PRIMARY KEY,\n" // run-YYYYMMDD-HHMMSS-xxxxxxxx
+    "  kind         TEXT NOT NULL,\n"    // 'pretrain', 'sft', 'dpo', ...
+    "  status       TEXT NOT NULL\n"
+    "               CHECK (status IN ('running', 'finished', 'failed', 'interrupted')),\n"
+    "  started_at   INTEGER NOT NULL,\n" // unix milliseconds
+    "  finished_at  INTEGER,\n"          // NULL while running
+    "  params       TEXT NOT NULL,\n"    // JSON object: every hyper-parameter
+    "  base_model   TEXT,\n"             // NAME:VERSION or a path
+    "  dataset      TEXT,\n"             // JSON object: path, sha256, counts
+    "  output_model TEXT,\n"             // NAME:VERSION of the model it registered
+    "  message      TEXT,\n"             // why it failed or was interrupted
+    "  twin_version TEXT NOT NULL\n"
+    ") STRICT;\n"
+    "CREATE INDEX runs_started ON runs (started_at);\n"
+    "CREATE TABLE run_steps (\n"
+    "  run_id       TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,\n"
+    "  step         INTEGER NOT NULL,\n"
+    "  epoch        REAL,\n" // NULL: not measured
+    "  loss         REAL,\n"
+    "  lr           REAL,\n"
+    "  grad_norm    REAL,\n"
+    "  tokens_per_s REAL,\n"
+    "  mem_bytes    INTEGER,\n"
+    "  elapsed_s    REAL,\n"
+    "  eval_loss    REAL,\n"
+    "  PRIMARY KEY (run_id, step)\n"
+    ") STRICT, WITHOUT ROWID;\n"
+    "CREATE TABLE run_metrics (\n"
+    "  run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,\n"
+    "  name   TEXT NOT NULL,\n"
+    "  value  REAL NOT NULL,\n"
+    "  PRIMARY KEY (run_id, name)\n"
+    ") STRICT, WITHOUT ROWID;\n"
+    "CREATE TABLE models (\n"
+    "  id             INTEGER PRIMARY KEY,\n"
+    "  name           TEXT NOT NULL,\n"
+    "  version        INTEGER NOT NULL,\n" // 1, 2, ... per name, never reused
+    "  kind           TEXT NOT NULL CHECK (kind IN ('base', 'pretrain', 'sft', 'dpo', "
+    "'merged', 'adapter', 'imported')),\n"
+    "  stage          TEXT NOT NULL DEFAULT 'none'\n"
+    "                 CHECK (stage IN ('none', 'staging', 'production', 'archived')),\n"
+    "  created_at     INTEGER NOT NULL,\n" // unix milliseconds
+    "  run_id         TEXT REFERENCES runs(id),\n"
+    "  base           TEXT,\n" // the model it came from: NAME:VERSION or a path
+    "  dataset_sha256 TEXT,\n"
+    "  params         TEXT NOT NULL,\n" // JSON object
+    "  metrics        TEXT NOT NULL,\n" // JSON object
+    "  n_params       INTEGER,\n"
+    "  dtype          TEXT,\n"
+    "  bytes          INTEGER NOT NULL,\n" // of all its files
+    "  source         TEXT,\n"             // the folder it was registered from
+    "  twin_version   TEXT NOT NULL,\n"
+    "  UNIQUE (name, version)\n"
+    ") STRICT;\n"
+    // The promoted model: at most one row in production.
+    "CREATE UNIQUE INDEX models_production ON models (stage) WHERE stage = 'production';\n"
+    "CREATE TABLE model_files (\n"
+    "  model_id INTEGER NOT NULL REFERENCES models(id) ON DELETE CASCADE,\n"
+    "  file     TEXT NOT NULL,\n" // the path in the HF folder: config.json, 1_Pooling/...
+    "  blob     TEXT NOT NULL,\n" // sha256 of its bytes (blobs/ab/cdef...)
+    "  bytes    INTEGER NOT NULL,\n"
+    "  PRIMARY KEY (model_id, file)\n"
+    ") STRICT, WITHOUT ROWID;\n",
 };
 
 int tw_schema_count(void)

@@ -32,7 +32,7 @@ check init-again 0 "$twin" --home "$home" init
 contains init-again "checked"
 check init-extra-arg 2 "$twin" --home "$home" init extra
 check status 0 "$twin" --home "$home" status
-contains status-schema "schema:    version 4"
+contains status-schema "schema:    version 5"
 contains status-documents "documents            0 rows"
 contains status-meta-table "meta"
 contains status-backends "backends:  cpu"
