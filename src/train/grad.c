@@ -284,17 +284,15 @@ int tw_linear_bwd(float *dx, float *dw, float *db, const float *dy, const float 
     return 0;
 }
 
-double tw_lm_head_logp(const float *x, const struct tw_tensor *w, const int32_t *targets,
-                       int64_t N, float *logp, const float *coef, float *dx, float *dw)
+int tw_lm_head_logp(const float *x, const struct tw_tensor *w, const int32_t *targets, int64_t N,
+                    float *logp, const float *coef, float *dx, float *dw, double *sum)
 {
     int64_t V = w->ne[0], C = w->ne[1];
     int64_t R = (int64_t)(8u << 20) / V; // rows of logits per chunk: 32 MiB of floats
     R = R < 16 ? 16 : R > N ? N : R;
     float *lg = tw_malloc_array((size_t)(R * V), sizeof(float));
-    if (!lg) {
-        tw_error_set(TW_ENOMEM, "out of memory for %lld rows of logits", (long long)R);
-        return NAN;
-    }
+    if (!lg)
+        return tw_error_set(TW_ENOMEM, "out of memory for %lld rows of logits", (long long)R);
     double total = 0;
     for (int64_t r0 = 0; r0 < N; r0 += R) {
         int64_t nr = N - r0 < R ? N - r0 : R;
@@ -306,12 +304,12 @@ double tw_lm_head_logp(const float *x, const struct tw_tensor *w, const int32_t 
                 logp[t] = 0;
             continue;
         }
-        if (tw_linear_fwd(lg, x + r0 * C, w, NULL, nr) != 0) {
+        int rc = tw_linear_fwd(lg, x + r0 * C, w, NULL, nr);
+        if (rc) {
             tw_free(lg);
-            return NAN;
+            return rc;
         }
-        double part = 0;
-#pragma omp parallel for schedule(static) reduction(+ : part)
+#pragma omp parallel for schedule(static)
         for (int64_t i = 0; i < nr; i++) {
             float *l = lg + i * V;
             int32_t y = targets[r0 + i];
@@ -324,12 +322,11 @@ double tw_lm_head_logp(const float *x, const struct tw_tensor *w, const int32_t 
             float m = -INFINITY;
             for (int64_t j = 0; j < V; j++)
                 m = l[j] > m ? l[j] : m;
-            double sum = 0;
+            double z = 0;
             for (int64_t j = 0; j < V; j++)
-                sum += exp((double)l[j] - m);
-            double lse = m + log(sum);
+                z += exp((double)l[j] - m);
+            double lse = m + log(z);
             logp[r0 + i] = (float)(l[y] - lse);
-            part += l[y] - lse;
             if (coef) { // dL/dlogit_j = coef ([j == y] - p_j)
                 float c = coef[r0 + i];
                 for (int64_t j = 0; j < V; j++)
@@ -337,14 +334,17 @@ double tw_lm_head_logp(const float *x, const struct tw_tensor *w, const int32_t 
                 l[y] += c;
             }
         }
-        total += part;
-        if (coef && tw_linear_bwd(dx ? dx + r0 * C : NULL, dw, NULL, lg, x + r0 * C, w, nr)) {
+        for (int64_t i = 0; i < nr; i++) // in row order: the same sum on every run
+            total += logp[r0 + i];
+        if (coef &&
+            (rc = tw_linear_bwd(dx ? dx + r0 * C : NULL, dw, NULL, lg, x + r0 * C, w, nr))) {
             tw_free(lg);
-            return NAN;
+            return rc;
         }
     }
     tw_free(lg);
-    return total;
+    *sum = total;
+    return 0;
 }
 
 void tw_embedding_bwd(float *dtable, const int32_t *ids, const float *dy, int64_t N, int64_t C)

@@ -67,10 +67,10 @@ int tw_linear_bwd(float *dx, float *dw, float *db, const float *dy, const float 
 // (N, V) logits never exist at once.
 // For every row t with targets[t] >= 0: logp[t] = log softmax(x_t W^T)[targets[t]] (rows with
 // targets[t] < 0 get 0). With coef != NULL, also the backward of L = sum_t coef[t] logp[t]:
-// dx += dL/dx, dw += dL/dW (NULL: frozen). Returns the sum of logp over the targeted rows (a
-// double), or NAN when out of memory (recorded with tw_error_set).
-double tw_lm_head_logp(const float *x, const struct tw_tensor *w, const int32_t *targets,
-                       int64_t N, float *logp, const float *coef, float *dx, float *dw);
+// dx += dL/dx, dw += dL/dW (NULL: frozen). *sum gets the sum of logp over the targeted rows
+// (NaN or inf when the logits are). Returns 0 or TW_ENOMEM.
+int tw_lm_head_logp(const float *x, const struct tw_tensor *w, const int32_t *targets, int64_t N,
+                    float *logp, const float *coef, float *dx, float *dw, double *sum);
 
 // ---- The token embedding's backward: dtable[ids[t]] += dy[t] (rows of C).
 void tw_embedding_bwd(float *dtable, const int32_t *ids, const float *dy, int64_t N, int64_t C);

@@ -794,12 +794,8 @@ int tw_lm_forward(tw_lm *m, const struct tw_lm_batch *b, float *logp, double *su
     int rc = trunk_fwd(m, b);
     if (rc)
         return rc;
-    double s = tw_lm_head_logp(m->xf, &m->w->output, b->targets, (int64_t)b->B * b->T, logp, NULL,
-                               NULL, NULL);
-    if (isnan(s))
-        return TW_ENOMEM;
-    *sum = s;
-    return 0;
+    return tw_lm_head_logp(m->xf, &m->w->output, b->targets, (int64_t)b->B * b->T, logp, NULL,
+                           NULL, NULL, sum);
 }
 
 // The output projection's backward with coef (its logits recomputed) and then the trunk's;
@@ -809,9 +805,9 @@ static int head_and_trunk_bwd(tw_lm *m, const struct tw_lm_batch *b, const float
 {
     int64_t N = (int64_t)b->B * b->T;
     memset(m->dxn, 0, (size_t)(N * m->cfg.n_embd) * sizeof(float));
-    *sum =
-        tw_lm_head_logp(m->xf, &m->w->output, b->targets, N, m->logp, coef, m->dxn, head_grad(m));
-    return isnan(*sum) ? TW_ENOMEM : trunk_bwd(m, b);
+    int rc = tw_lm_head_logp(m->xf, &m->w->output, b->targets, N, m->logp, coef, m->dxn,
+                             head_grad(m), sum);
+    return rc ? rc : trunk_bwd(m, b);
 }
 
 int tw_lm_backward(tw_lm *m, const struct tw_lm_batch *b, const float *coef)

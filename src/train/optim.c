@@ -56,14 +56,13 @@ void tw_adamw_step(struct tw_adamw *a, tw_lm *lm, double lr)
 
 double tw_clip_grad_norm(tw_lm *lm, double max_norm)
 {
+    // Sums in a fixed order (serial, in double), so that a run and its resumption from a
+    // checkpoint clip by the very same factor.
     double ss = 0;
     for (size_t i = 0; i < tw_lm_n_params(lm); i++) {
         const struct tw_lm_param *p = tw_lm_param_at(lm, i);
-        double s = 0;
-#pragma omp parallel for schedule(static) reduction(+ : s) if (p->n >= 65536)
         for (size_t j = 0; j < p->n; j++)
-            s += (double)p->g[j] * p->g[j];
-        ss += s;
+            ss += (double)p->g[j] * p->g[j];
     }
     double norm = sqrt(ss);
     if (max_norm > 0 && isfinite(norm) && norm > max_norm) {
