@@ -50,5 +50,6 @@ extern const struct tw_verb tw_verb_search;
 extern const struct tw_verb tw_verb_serve;
 extern const struct tw_verb tw_verb_models;
 extern const struct tw_verb tw_verb_runs;
+extern const struct tw_verb tw_verb_train;
 
 #endif

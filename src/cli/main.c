@@ -16,7 +16,7 @@ static const struct tw_verb *const verbs[] = {
     &tw_verb_chat,   &tw_verb_embed,  &tw_verb_rerank,   &tw_verb_convert,  &tw_verb_model,
     &tw_verb_ingest, &tw_verb_docs,   &tw_verb_authors,  &tw_verb_features, &tw_verb_search,
     &tw_verb_ask,    &tw_verb_traces, &tw_verb_eval,     &tw_verb_serve,    &tw_verb_models,
-    &tw_verb_runs,
+    &tw_verb_runs,   &tw_verb_train,
 };
 #define N_VERBS (sizeof verbs / sizeof verbs[0])
 

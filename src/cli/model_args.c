@@ -26,10 +26,8 @@ void tw_cli_model_init(struct tw_cli_model *a, const char *home)
 
 static bool parse_float(const char *s, double lo, double hi, float *out)
 {
-    char *end;
-    errno = 0;
-    double v = s ? strtod(s, &end) : 0;
-    if (!s || !*s || *end || errno || !isfinite(v) || v < lo || v > hi)
+    double v;
+    if (!tw_cli_parse_double(s, lo, hi, &v))
         return false;
     *out = (float)v;
     return true;

@@ -44,6 +44,8 @@ struct tw_verb;
 // s as a decimal whole number in [lo, hi] into *out (nothing else in s, no overflow); false
 // otherwise, *out unchanged.
 bool tw_cli_parse_long(const char *s, long lo, long hi, long *out);
+// s as a finite decimal number in [lo, hi] into *out, the same way.
+bool tw_cli_parse_double(const char *s, double lo, double hi, double *out);
 // The same for the value of option opt of verb v: 0, or the usage error ("--k needs a whole
 // number >= 1") that the verb returns.
 int tw_cli_opt_long(const struct tw_verb *v, const char *opt, const char *val, long lo, long hi,

@@ -41,6 +41,7 @@ struct tw_lm {
     tw_vec params; // struct tw_lm_param
     tw_vec names;  // char * owned
     // LoRA
+    struct tw_lm_opts opts; // as created (lora_r 0: full)
     int32_t r;
     float scale, dropout;
     uint64_t seed;
@@ -315,6 +316,7 @@ int tw_lm_new(const struct tw_model *base, const struct tw_lm_opts *o, tw_lm **o
     if (rc)
         return rc;
     m->seed = o->seed;
+    m->opts = *o;
     if (o->lora_r == 0) { // full: an f32 copy that training updates
         rc = copy_weights(base, TW_DTYPE_F32, &m->w);
         m->own_w = rc == 0;
@@ -432,6 +434,11 @@ int64_t tw_lm_n_trainable(const tw_lm *m)
     for (size_t i = 0; i < m->params.len; i++)
         n += (int64_t)((const struct tw_lm_param *)tw_vec_at(&m->params, i))->n;
     return n;
+}
+
+const struct tw_lm_opts *tw_lm_options(const tw_lm *m)
+{
+    return &m->opts;
 }
 
 bool tw_lm_is_lora(const tw_lm *m)

@@ -78,6 +78,8 @@ const struct tw_lm_param *tw_lm_param_at(const tw_lm *m, size_t i);
 const struct tw_lm_param *tw_lm_param_find(const tw_lm *m, const char *name);
 int64_t tw_lm_n_trainable(const tw_lm *m); // elements over all trainable parameters
 bool tw_lm_is_lora(const tw_lm *m);
+// The options it was made with (all zero for tw_lm_new_random).
+const struct tw_lm_opts *tw_lm_options(const tw_lm *m);
 void tw_lm_zero_grad(tw_lm *m);
 // LoRA off: the adapters are skipped (the base model alone), as peft's disable_adapter(): the
 // DPO reference policy. No effect without LoRA.
