@@ -12,6 +12,11 @@ examples, written to OUT/train/<name>/{expected.json,expected.safetensors}:
          reference policy being the same model with the adapter disabled: the log-probs, the
          rewards TRL reports, the loss and the adapters' gradients
 
+tests/golden/train/export/ is not written here: it holds a model twin trained (twin train sft
+--lora r=4,alpha=8 --dtype f32 on the golden llama), exported as a merged folder and a PEFT
+adapter, with the logits transformers gives the merged folder and peft gives the base with the
+adapter (written on the GPU machine by a one-off script; the two agree to 1e-6).
+
 A packed row is computed in PyTorch as its examples run one by one (each from position 0):
 the block-diagonal attention and restarted positions that twin's packing uses, without relying
 on a 4-D mask. Tensor names are transformers' and (without ".default") peft's."""
