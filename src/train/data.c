@@ -796,7 +796,7 @@ static int get_messages(struct loader *L, const json_t *v, const char *key)
 
 static int line_alpaca(struct loader *L, const json_t *obj)
 {
-    const char *instr, *input, *output;
+    const char *instr = NULL, *input = NULL, *output = NULL;
     int rc;
     if ((rc = get_str(L, obj, "", "instruction", false, &instr)) ||
         (rc = get_str(L, obj, "", "input", true, &input)) ||

@@ -4,6 +4,7 @@
 // adapters per (layer, projection), and the activations of one batch in one allocation.
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -284,7 +285,8 @@ static int lm_alloc(const struct tw_model_config *c, tw_lm **out)
     m->gl = tw_calloc((size_t)c->n_layer, sizeof *m->gl);
     m->lora = tw_calloc((size_t)c->n_layer * TW_PROJ_COUNT, sizeof *m->lora);
     m->lora_on = true;
-    if (!m->gl || !m->lora || tw_backend_cpu_new(0, &m->be) != 0) {
+    // the engine's ops get the threads the training ops get (OpenMP's team)
+    if (!m->gl || !m->lora || tw_backend_cpu_new(omp_get_max_threads(), &m->be) != 0) {
         tw_lm_free(m);
         return tw_error_set(TW_ENOMEM, "out of memory for a trainable model");
     }
