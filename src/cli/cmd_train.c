@@ -135,8 +135,11 @@ static int parse(const struct tw_verb *v, int argc, char **argv, struct args *a)
         else if (tw_cli_opt(argc, argv, &i, "--lora", &val))
             rc = parse_lora(v, val, &a->lora);
         else if (tw_cli_opt(argc, argv, &i, "--qlora", &val)) {
-            if (!val || tw_dtype_from_name(val, &a->lora.qlora) != 0)
-                return tw_cli_usage_error(v, "--qlora needs q8_0, q4_0 or q4_K");
+            const char *q = val && strcmp(val, "q4") == 0   ? "q4_0"
+                            : val && strcmp(val, "q8") == 0 ? "q8_0"
+                                                            : val;
+            if (!q || tw_dtype_from_name(q, &a->lora.qlora) != 0)
+                return tw_cli_usage_error(v, "--qlora needs q4 (q4_0), q4_K or q8 (q8_0)");
             if (!a->lora.lora_r)
                 rc = parse_lora(v, "r=32", &a->lora);
         } else if (tw_cli_opt(argc, argv, &i, "--dtype", &val)) {
@@ -179,6 +182,8 @@ static int parse(const struct tw_verb *v, int argc, char **argv, struct args *a)
             rc = NUM("--eval", 0, 0.9, o->eval_frac);
         else if (strcmp(argv[i], "--pad") == 0)
             o->mode = TW_BATCH_MODE_PAD;
+        else if (strcmp(argv[i], "--recompute") == 0)
+            o->recompute = true;
         else if (strcmp(argv[i], "--quiet") == 0)
             a->quiet = true;
         else
@@ -310,15 +315,16 @@ static int on_step(void *ud, const struct tw_train_progress *p)
 static json_t *params_json(const struct args *a)
 {
     const struct tw_train_opts *o = &a->o;
-    json_t *j = json_pack(
-        "{s:s, s:i, s:I, s:i, s:i, s:i, s:s, s:f, s:s, s:I, s:f, s:f, s:f, "
-        "s:f, s:f, s:f, s:I, s:s}",
-        "task", task_names[a->task], "epochs", o->epochs, "max_steps", (json_int_t)o->max_steps,
-        "batch", o->batch, "accum", o->accum, "seq", o->seq, "packing",
-        o->mode == TW_BATCH_MODE_PACK ? "pack" : "pad", "lr", o->lr, "schedule",
-        tw_schedule_name(o->schedule), "warmup", (json_int_t)o->warmup, "beta1", o->beta1, "beta2",
-        o->beta2, "weight_decay", o->weight_decay, "clip", o->clip, "eval", o->eval_frac, "beta",
-        o->beta, "seed", (json_int_t)o->seed, "dtype", tw_dtype_name(a->dtype));
+    json_t *j =
+        json_pack("{s:s, s:i, s:I, s:i, s:i, s:i, s:s, s:f, s:s, s:I, s:f, s:f, s:f, "
+                  "s:f, s:f, s:f, s:I, s:s, s:b}",
+                  "task", task_names[a->task], "epochs", o->epochs, "max_steps",
+                  (json_int_t)o->max_steps, "batch", o->batch, "accum", o->accum, "seq", o->seq,
+                  "packing", o->mode == TW_BATCH_MODE_PACK ? "pack" : "pad", "lr", o->lr,
+                  "schedule", tw_schedule_name(o->schedule), "warmup", (json_int_t)o->warmup,
+                  "beta1", o->beta1, "beta2", o->beta2, "weight_decay", o->weight_decay, "clip",
+                  o->clip, "eval", o->eval_frac, "beta", o->beta, "seed", (json_int_t)o->seed,
+                  "dtype", tw_dtype_name(a->dtype), "recompute", (int)o->recompute);
     if (j && a->lora.lora_r)
         json_object_set_new(j, "lora",
                             json_pack("{s:i, s:f, s:f, s:i, s:s}", "r", a->lora.lora_r, "alpha",
@@ -599,7 +605,7 @@ const struct tw_verb tw_verb_train = {
         "                      alpaca, the reference's)\n"
         "  --lora SPEC         LoRA: r=32,alpha=32,dropout=0,targets=all (or some of\n"
         "                      q,k,v,o,gate,up,down; targets last); default: full training\n"
-        "  --qlora TYPE        QLoRA: the frozen base held in q8_0, q4_0 or q4_K\n"
+        "  --qlora TYPE        QLoRA: the frozen base held in q4 (q4_0), q4_K or q8 (q8_0)\n"
         "  --epochs N          passes over the data (default 1)\n"
         "  --max-steps N       stop after N optimiser steps\n"
         "  --lr X              peak learning rate (default 3e-4)\n"
@@ -609,6 +615,8 @@ const struct tw_verb tw_verb_train = {
         "  --accum N           micro-batches an optimiser step (default 1)\n"
         "  --seq T             tokens a row (default 256)\n"
         "  --pad               one example a row (default: examples packed into rows)\n"
+        "  --recompute         keep one layer's activations; recompute the others in the\n"
+        "                      backward (less memory, a third more compute)\n"
         "  --weight-decay X    AdamW's (default 0.01); --clip X: gradient norm (default 1)\n"
         "  --beta X            DPO's beta (default 0.1)\n"
         "  --eval F            the share of examples held out (default 0.05)\n"

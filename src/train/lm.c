@@ -50,8 +50,10 @@ struct tw_lm {
     bool lora_on;
     struct lora *lora; // (n_layer * TW_PROJ_COUNT), in == 0 where not targeted
     float *lora_buf;
-    // activations for n_alloc tokens
+    // activations for n_alloc tokens: every layer's, or with recompute one layer's (each
+    // layer's forward runs again just before its backward)
     int64_t n_alloc;
+    bool recompute;
     float *act_buf;
     float **xs;          // n_layer + 1 residual streams (N, C)
     struct acts *a;      // per layer
@@ -461,6 +463,14 @@ void tw_lm_set_lora_enabled(tw_lm *m, bool on)
     m->lora_on = on;
 }
 
+void tw_lm_set_recompute(tw_lm *m, bool on)
+{
+    if (on != m->recompute) {
+        m->recompute = on;
+        m->n_alloc = 0; // the next batch allocates for the new plan
+    }
+}
+
 void tw_lm_set_step(tw_lm *m, int64_t step)
 {
     m->step = step;
@@ -481,11 +491,12 @@ static int ensure_acts(tw_lm *m, int64_t N)
                         3 * N * F + (int64_t)TW_PROJ_COUNT * N * m->r;
     if (c->qk_norm)
         per_layer += N * HD + N * KV + N * c->n_head + N * c->n_head_kv;
-    int64_t total = (L + 1) * N * C + L * per_layer + N * C + N + 2 * N * C + 3 * N * F +
+    int64_t LA = m->recompute ? 1 : L; // layers whose activations are kept
+    int64_t total = (L + 1) * N * C + LA * per_layer + N * C + N + 2 * N * C + 3 * N * F +
                     4 * N * HD + 4 * N * KV + N * m->r + N * W + 2 * N;
     float *buf = tw_malloc_array((size_t)total, sizeof(float));
     float **xs = tw_malloc_array((size_t)L + 1, sizeof *xs);
-    struct acts *a = tw_calloc((size_t)L, sizeof *a);
+    struct acts *a = tw_calloc((size_t)LA, sizeof *a);
     int32_t *negpos = tw_malloc_array((size_t)N, sizeof(int32_t));
     if (!buf || !xs || !a || !negpos) {
         tw_free(buf), tw_free(xs), tw_free(a), tw_free(negpos);
@@ -500,7 +511,7 @@ static int ensure_acts(tw_lm *m, int64_t N)
 #define TAKE(n) (p += (n), p - (n))
     for (int64_t l = 0; l <= L; l++)
         xs[l] = TAKE(N * C);
-    for (int64_t l = 0; l < L; l++) {
+    for (int64_t l = 0; l < LA; l++) {
         struct acts *t = &a[l];
         t->x_mid = TAKE(N * C), t->xn1 = TAKE(N * C), t->xn2 = TAKE(N * C);
         t->rstd1 = TAKE(N), t->rstd2 = TAKE(N);
@@ -523,6 +534,12 @@ static int ensure_acts(tw_lm *m, int64_t N)
     m->logp = TAKE(N), m->coef = TAKE(N);
 #undef TAKE
     return 0;
+}
+
+// Layer il's activations.
+static struct acts *acts_of(tw_lm *m, int il)
+{
+    return &m->a[m->recompute ? 0 : il];
 }
 
 // ---- linear layers with their adapters.
@@ -572,7 +589,7 @@ static int lin_fwd(tw_lm *m, int il, int p, float *y, const float *x, int64_t N)
     struct lora *a = lora_at(m, il, p);
     if (rc || !a)
         return rc;
-    float *xa = m->a[il].xa[p];
+    float *xa = acts_of(m, il)->xa[p];
     const float *xd = dropped(m, il, p, x, N, a->in);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, m->r, (int)a->in, 1.0f, xd,
                 (int)a->in, a->A, (int)a->in, 0.0f, xa, m->r);
@@ -592,7 +609,7 @@ static int lin_bwd(tw_lm *m, int il, int p, float *dx, const float *dy, const fl
     if (rc || !a)
         return rc;
     int r = m->r, in = (int)a->in, out = (int)a->out;
-    const float *xa = m->a[il].xa[p];
+    const float *xa = acts_of(m, il)->xa[p];
     // dB += scale dy^T xa; dxa = scale dy B; dA += dxa^T drop(x); dx += drop'(dxa A)
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, r, (int)N, m->scale, dy, out, xa, r,
                 1.0f, a->dB, r);
@@ -670,7 +687,7 @@ static int layer_fwd(tw_lm *m, int il, const struct tw_lm_batch *b)
 {
     const struct tw_model_config *c = &m->cfg;
     struct tw_layer *L = &m->w->layers[il];
-    struct acts *a = &m->a[il];
+    struct acts *a = acts_of(m, il);
     int64_t N = (int64_t)b->B * b->T, C = c->n_embd, H = c->n_head, Hkv = c->n_head_kv;
     int64_t D = c->head_dim, F = c->n_ff;
     const float *x = m->xs[il];
@@ -714,7 +731,7 @@ static int layer_bwd(tw_lm *m, int il, const struct tw_lm_batch *b)
 {
     const struct tw_model_config *c = &m->cfg;
     struct tw_layer *L = &m->w->layers[il], *G = &m->gl[il];
-    struct acts *a = &m->a[il];
+    struct acts *a = acts_of(m, il);
     int64_t N = (int64_t)b->B * b->T, C = c->n_embd, H = c->n_head, Hkv = c->n_head_kv;
     int64_t D = c->head_dim, F = c->n_ff;
     struct tw_attn_shape as = attn_shape(m, b);
@@ -786,8 +803,12 @@ static int trunk_bwd(tw_lm *m, const struct tw_lm_batch *b)
     tw_rmsnorm_bwd(m->dx, m->gm.out_norm.data ? f(&m->gm.out_norm) : NULL, m->dxn,
                    m->xs[m->cfg.n_layer], f(&m->w->out_norm), m->rstdf, N, C);
     int rc = 0;
-    for (int il = m->cfg.n_layer - 1; il >= 0 && !rc; il--)
-        rc = layer_bwd(m, il, b);
+    for (int il = m->cfg.n_layer - 1; il >= 0 && !rc; il--) {
+        if (m->recompute) // the layer's activations again, from its kept input
+            rc = layer_fwd(m, il, b);
+        if (!rc)
+            rc = layer_bwd(m, il, b);
+    }
     if (!rc && m->gm.tok_embd.data)
         tw_embedding_bwd(f(&m->gm.tok_embd), b->ids, m->dx, N, C);
     return rc;

@@ -84,6 +84,10 @@ void tw_lm_zero_grad(tw_lm *m);
 // LoRA off: the adapters are skipped (the base model alone), as peft's disable_adapter(): the
 // DPO reference policy. No effect without LoRA.
 void tw_lm_set_lora_enabled(tw_lm *m, bool on);
+// Activation recompute: keep only each layer's input through the forward and run the layer's
+// forward again just before its backward (one layer's activations in memory instead of all,
+// for a third more compute). The gradients are the same to the bit.
+void tw_lm_set_recompute(tw_lm *m, bool on);
 // The dropout masks of the next forward passes come from this step number (and the seed).
 void tw_lm_set_step(tw_lm *m, int64_t step);
 

@@ -350,6 +350,7 @@ int tw_train(tw_lm *lm, tw_lm *ref, const struct tw_dataset *d, const struct tw_
     }
     char opts[1024];
     options_text(o, d, lm, opts, sizeof opts);
+    tw_lm_set_recompute(lm, o->recompute);
     int64_t spe = ((int64_t)tw_batcher_count(&r.train) + o->accum - 1) / o->accum;
     int64_t total = spe * o->epochs;
     if (o->max_steps > 0 && o->max_steps < total)

@@ -46,6 +46,7 @@ struct tw_train_opts {
     double beta;      // DPO
     double eval_frac; // the held-out share of the examples (0: none)
     uint64_t seed;    // split, shuffles
+    bool recompute;   // activation recompute (tw_lm_set_recompute)
     // Checkpoints: written to checkpoint (a file) every checkpoint_every steps (0: only at
     // the end and on a stop); with resume, the run starts from it.
     const char *checkpoint;

@@ -126,6 +126,16 @@ r = json.loads(sys.stdin.readline())
 assert r["base_model"] == "sft-tiny:1" and r["status"] == "finished", r
 assert r["metrics"]["rewards/accuracies"] == 1.0 and r["metrics"]["rewards/margins"] > 0, r'
 
+# QLoRA over a q4_0 base with activation recompute.
+check "qlora recompute" 0 t train sft --base "$gold/llama" --data "$tmp/sft.jsonl" --qlora q4 \
+    --lora r=4,alpha=8 --recompute --out q-tiny --epochs 2 --batch 2 --seq 64 --eval 0 --quiet
+contains "qlora says" "trained q-tiny:1 (sft, 4 steps)"
+check "qlora run" 0 t runs ls --json --kind sft
+holds "qlora params" python3 -c '
+import json, sys
+r = json.loads(sys.stdin.readline())
+assert r["params"]["lora"]["qlora"] == "q4_0" and r["params"]["recompute"] is True, r["params"]'
+
 # Bad input: usage errors (2), data and models that are wrong (1); no model left behind.
 check "no out" 2 t train sft --base "$gold/llama" --data "$tmp/sft.jsonl"
 contains "no out says" "--out NAME is required"
