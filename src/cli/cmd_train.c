@@ -36,7 +36,7 @@ struct args {
     const char *authors[MAX_AUTHORS];
     int n_authors;
     struct tw_lm_opts lora;
-    enum tw_dtype dtype;
+    enum tw_dtype dtype, compute;
     int threads;
     bool quiet;
     struct tw_train_opts o;
@@ -101,6 +101,7 @@ static int parse(const struct tw_verb *v, int argc, char **argv, struct args *a)
 {
     tw_train_opts_default(&a->o, a->task);
     a->dtype = TW_DTYPE_BF16;
+    a->compute = TW_DTYPE_F32;
     a->lora.qlora = TW_DTYPE_F32;
     a->lora.seed = 42;
     for (int i = 2; i < argc; i++) {
@@ -147,6 +148,10 @@ static int parse(const struct tw_verb *v, int argc, char **argv, struct args *a)
                 (a->dtype != TW_DTYPE_F32 && a->dtype != TW_DTYPE_F16 &&
                  a->dtype != TW_DTYPE_BF16))
                 return tw_cli_usage_error(v, "--dtype needs f32, f16 or bf16");
+        } else if (tw_cli_opt(argc, argv, &i, "--compute", &val)) {
+            if (!val || tw_dtype_from_name(val, &a->compute) != 0 ||
+                (a->compute != TW_DTYPE_F32 && a->compute != TW_DTYPE_BF16))
+                return tw_cli_usage_error(v, "--compute needs f32 or bf16");
         } else if (tw_cli_opt(argc, argv, &i, "--schedule", &val)) {
             if (!val || tw_schedule_from_name(val, &o->schedule) != 0)
                 return tw_cli_usage_error(v, "--schedule needs constant, linear or cosine");
@@ -315,16 +320,16 @@ static int on_step(void *ud, const struct tw_train_progress *p)
 static json_t *params_json(const struct args *a)
 {
     const struct tw_train_opts *o = &a->o;
-    json_t *j =
-        json_pack("{s:s, s:i, s:I, s:i, s:i, s:i, s:s, s:f, s:s, s:I, s:f, s:f, s:f, "
-                  "s:f, s:f, s:f, s:I, s:s, s:b}",
-                  "task", task_names[a->task], "epochs", o->epochs, "max_steps",
-                  (json_int_t)o->max_steps, "batch", o->batch, "accum", o->accum, "seq", o->seq,
-                  "packing", o->mode == TW_BATCH_MODE_PACK ? "pack" : "pad", "lr", o->lr,
-                  "schedule", tw_schedule_name(o->schedule), "warmup", (json_int_t)o->warmup,
-                  "beta1", o->beta1, "beta2", o->beta2, "weight_decay", o->weight_decay, "clip",
-                  o->clip, "eval", o->eval_frac, "beta", o->beta, "seed", (json_int_t)o->seed,
-                  "dtype", tw_dtype_name(a->dtype), "recompute", (int)o->recompute);
+    json_t *j = json_pack(
+        "{s:s, s:i, s:I, s:i, s:i, s:i, s:s, s:f, s:s, s:I, s:f, s:f, s:f, "
+        "s:f, s:f, s:f, s:I, s:s, s:s, s:b}",
+        "task", task_names[a->task], "epochs", o->epochs, "max_steps", (json_int_t)o->max_steps,
+        "batch", o->batch, "accum", o->accum, "seq", o->seq, "packing",
+        o->mode == TW_BATCH_MODE_PACK ? "pack" : "pad", "lr", o->lr, "schedule",
+        tw_schedule_name(o->schedule), "warmup", (json_int_t)o->warmup, "beta1", o->beta1, "beta2",
+        o->beta2, "weight_decay", o->weight_decay, "clip", o->clip, "eval", o->eval_frac, "beta",
+        o->beta, "seed", (json_int_t)o->seed, "dtype", tw_dtype_name(a->dtype), "compute",
+        tw_dtype_name(a->compute), "recompute", (int)o->recompute);
     if (j && a->lora.lora_r)
         json_object_set_new(j, "lora",
                             json_pack("{s:i, s:f, s:f, s:i, s:s}", "r", a->lora.lora_r, "alpha",
@@ -386,7 +391,7 @@ static int open_model(struct tw_home *h, struct args *a, struct model_src *ms, t
         if (!ms->base->tok)
             return tw_error_set(TW_EINVAL, "%s: the model has no tokenizer to read the data with",
                                 path);
-        if ((rc = tw_lm_new(ms->base, &a->lora, lm)))
+        if ((rc = tw_lm_new(ms->base, &a->lora, lm)) || (rc = tw_lm_set_compute(*lm, a->compute)))
             return rc;
         // DPO of a fully trained model: the reference is a frozen copy of the start
         if (a->task == TW_TRAIN_DPO && !a->lora.lora_r) {
@@ -406,7 +411,8 @@ static int open_model(struct tw_home *h, struct args *a, struct model_src *ms, t
     snprintf(ms->base_ref, sizeof ms->base_ref, "shape:%s", a->shape);
     ms->side.path = (char *)a->tokenizer;
     ms->side.tok = ms->tok;
-    return tw_lm_new_random(&c, a->o.seed, lm);
+    rc = tw_lm_new_random(&c, a->o.seed, lm);
+    return rc ? rc : tw_lm_set_compute(*lm, a->compute);
 }
 
 // Exports the trained model into a folder of the run, registers it, and returns its
@@ -621,6 +627,8 @@ const struct tw_verb tw_verb_train = {
         "  --beta X            DPO's beta (default 0.1)\n"
         "  --eval F            the share of examples held out (default 0.05)\n"
         "  --seed N            data order, split and LoRA's init (default 42)\n"
+        "  --compute T         full training's compute dtype: f32 (default) or bf16 (the\n"
+        "                      passes read bf16 weights; f32 master weights take the updates)\n"
         "  --dtype T           the registered weights: f32, f16 or bf16 (default bf16)\n"
         "  --checkpoint-every N  a checkpoint every N steps (always at the end and on Ctrl-C)\n"
         "  --resume RUN        continue the interrupted run RUN from its checkpoint\n"

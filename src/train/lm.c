@@ -34,9 +34,11 @@ struct acts {
 struct tw_lm {
     struct tw_model_config cfg;
     struct tw_backend *be; // the engine's CPU backend: RoPE, SwiGLU, add
-    struct tw_model *w;    // the weights
+    struct tw_model *w;    // the weights the passes read
     bool own_w;
-    struct tw_model gm; // gradients at the weights' slots (data NULL: frozen)
+    struct tw_model *master; // full training in bf16: the f32 weights the optimiser updates
+                             // (w their bf16 copy, refreshed by tw_lm_sync); else NULL
+    struct tw_model gm;      // gradients at the weights' slots (data NULL: frozen)
     struct tw_layer *gl;
     float *grad_buf;
     tw_vec params; // struct tw_lm_param
@@ -124,6 +126,13 @@ static int add_param(tw_lm *m, const char *name, const struct tw_tensor *w, floa
     return 0;
 }
 
+// The f32 weights that the parameters are: the master copy in bf16 compute, else the
+// weights themselves.
+static struct tw_model *weights(const tw_lm *m)
+{
+    return m->master ? m->master : m->w;
+}
+
 // Gradient buffers for every weight slot when full, and the parameter list.
 static int setup_full(tw_lm *m)
 {
@@ -138,7 +147,7 @@ static int setup_full(tw_lm *m)
             if (slots[i].kind == TW_SLOT_OUTPUT && c->tied_embeddings)
                 continue;
             for (int il = 0; il < (slots[i].per_layer ? c->n_layer : 1); il++) {
-                struct tw_tensor *w = slot_at(m->w, &slots[i], il);
+                struct tw_tensor *w = slot_at(weights(m), &slots[i], il);
                 if (!w->data)
                     continue;
                 size_t n = (size_t)tw_tensor_nelem(w);
@@ -232,25 +241,23 @@ static int setup_lora(tw_lm *m, uint32_t targets)
 }
 
 // An f32 (or qlora-dtype) copy of base's decoder weights in a model of the same configuration.
-static int copy_weights(const struct tw_model *base, enum tw_dtype dt, struct tw_model **out)
+// Every decoder weight of src into the tensors of dst (a model of the same configuration),
+// converted to dst's dtypes a row at a time.
+static int copy_into(const struct tw_model *src, struct tw_model *dst)
 {
-    struct tw_model *w;
-    int rc = tw_model_random(&base->cfg, dt, 0, &w);
-    if (rc)
-        return rc;
     size_t n_slots;
     const struct tw_slot *slots = tw_slots(&n_slots);
     for (size_t i = 0; i < n_slots; i++) {
-        if (!is_decoder_slot(&base->cfg, &slots[i]))
+        if (!is_decoder_slot(&src->cfg, &slots[i]))
             continue;
-        for (int il = 0; il < (slots[i].per_layer ? base->cfg.n_layer : 1); il++) {
-            const struct tw_tensor *s = slot_at((struct tw_model *)base, &slots[i], il);
-            struct tw_tensor *d = slot_at(w, &slots[i], il);
+        for (int il = 0; il < (slots[i].per_layer ? src->cfg.n_layer : 1); il++) {
+            const struct tw_tensor *s = slot_at((struct tw_model *)src, &slots[i], il);
+            struct tw_tensor *d = slot_at(dst, &slots[i], il);
             if (!s->data || !d->data ||
-                (slots[i].kind == TW_SLOT_OUTPUT && base->cfg.tied_embeddings))
+                (slots[i].kind == TW_SLOT_OUTPUT && src->cfg.tied_embeddings))
                 continue;
             int64_t rows = tw_tensor_nrows(s), cols = tw_tensor_ncols(s);
-            rc = 0;
+            int rc = 0;
 #pragma omp parallel
             {
                 float *row = tw_malloc_array((size_t)cols, sizeof(float));
@@ -266,14 +273,23 @@ static int copy_weights(const struct tw_model *base, enum tw_dtype dt, struct tw
                     }
                 tw_free(row);
             }
-            if (rc) {
-                tw_model_close(w);
+            if (rc)
                 return tw_error_set(TW_ENOMEM, "out of memory copying the weights");
-            }
         }
     }
-    *out = w;
     return 0;
+}
+
+// A copy of base's decoder weights with matrices in dt (norms and biases f32).
+static int copy_weights(const struct tw_model *base, enum tw_dtype dt, struct tw_model **out)
+{
+    struct tw_model *w;
+    int rc = tw_model_random(&base->cfg, dt, 0, &w);
+    if (!rc && (rc = copy_into(base, w)))
+        tw_model_close(w);
+    if (!rc)
+        *out = w;
+    return rc;
 }
 
 static int lm_alloc(const struct tw_model_config *c, tw_lm **out)
@@ -394,6 +410,7 @@ void tw_lm_free(tw_lm *m)
     tw_vec_free(&m->params);
     if (m->own_w)
         tw_model_close(m->w);
+    tw_model_close(m->master);
     tw_model_close(m->merged);
     tw_free(m->grad_buf);
     tw_free(m->lora_buf);
@@ -461,6 +478,36 @@ void tw_lm_zero_grad(tw_lm *m)
 void tw_lm_set_lora_enabled(tw_lm *m, bool on)
 {
     m->lora_on = on;
+}
+
+int tw_lm_set_compute(tw_lm *m, enum tw_dtype dt)
+{
+    if (dt != TW_DTYPE_F32 && dt != TW_DTYPE_BF16)
+        return tw_error_set(TW_EUNSUPPORTED, "compute dtype %s: twin trains in f32 or bf16",
+                            tw_dtype_name(dt));
+    if (dt == TW_DTYPE_BF16 && m->r > 0)
+        return tw_error_set(TW_EINVAL, "bf16 compute is for full training: LoRA's base is "
+                                       "read as stored and its adapters stay f32");
+    if ((dt == TW_DTYPE_BF16) == (m->master != NULL))
+        return 0;
+    if (dt == TW_DTYPE_F32) { // the masters become the weights again
+        tw_model_close(m->w);
+        m->w = m->master;
+        m->master = NULL;
+        return 0;
+    }
+    struct tw_model *shadow;
+    int rc = copy_weights(m->w, TW_DTYPE_BF16, &shadow);
+    if (rc)
+        return rc;
+    m->master = m->w;
+    m->w = shadow;
+    return 0;
+}
+
+int tw_lm_sync(tw_lm *m)
+{
+    return m->master ? copy_into(m->master, m->w) : 0;
 }
 
 void tw_lm_set_recompute(tw_lm *m, bool on)
@@ -868,8 +915,8 @@ int tw_lm_step_ce(tw_lm *m, const struct tw_lm_batch *b, float scale, double *lo
 
 int tw_lm_merged(tw_lm *m, struct tw_model **out)
 {
-    if (m->r == 0) { // full: the weights themselves
-        *out = m->w;
+    if (m->r == 0) { // full: the (f32) weights themselves
+        *out = weights(m);
         return 0;
     }
     tw_model_close(m->merged);

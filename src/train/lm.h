@@ -84,6 +84,15 @@ void tw_lm_zero_grad(tw_lm *m);
 // LoRA off: the adapters are skipped (the base model alone), as peft's disable_adapter(): the
 // DPO reference policy. No effect without LoRA.
 void tw_lm_set_lora_enabled(tw_lm *m, bool on);
+// The compute dtype of full training: F32 (the default), or BF16: the passes read a bf16
+// copy of the weights while the parameters (and the optimiser's updates) stay f32 master
+// weights — mixed precision as PyTorch's bf16 training with fp32 masters; activations and
+// gradients stay f32 on the CPU. 0, TW_EUNSUPPORTED (another dtype), TW_EINVAL (a LoRA model),
+// TW_ENOMEM.
+int tw_lm_set_compute(tw_lm *m, enum tw_dtype dt);
+// After the parameters changed (an optimiser step, a checkpoint loaded), refreshes the bf16
+// copy the passes read; nothing to do in f32. 0 or TW_ENOMEM.
+int tw_lm_sync(tw_lm *m);
 // Activation recompute: keep only each layer's input through the forward and run the layer's
 // forward again just before its backward (one layer's activations in memory instead of all,
 // for a third more compute). The gradients are the same to the bit.

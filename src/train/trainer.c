@@ -355,7 +355,8 @@ int tw_train(tw_lm *lm, tw_lm *ref, const struct tw_dataset *d, const struct tw_
     int64_t total = spe * o->epochs;
     if (o->max_steps > 0 && o->max_steps < total)
         total = o->max_steps;
-    if (o->resume && (rc = checkpoint_load(o->checkpoint, lm, &r.adam, opts))) {
+    if (o->resume && ((rc = checkpoint_load(o->checkpoint, lm, &r.adam, opts)) ||
+                      (rc = tw_lm_sync(lm)))) {
         run_free(&r);
         return rc;
     }
@@ -387,6 +388,8 @@ int tw_train(tw_lm *lm, tw_lm *ref, const struct tw_dataset *d, const struct tw_
         }
         p.lr = tw_schedule_lr(o->schedule, o->lr, s, o->warmup, total);
         tw_adamw_step(&r.adam, lm, p.lr);
+        if ((rc = tw_lm_sync(lm))) // bf16 compute: the copy the passes read
+            break;
         tokens += tk;
         p.elapsed_s = now_s() - t0;
         p.tokens_per_s = p.elapsed_s > 0 ? (double)tokens / p.elapsed_s : 0;

@@ -126,6 +126,13 @@ r = json.loads(sys.stdin.readline())
 assert r["base_model"] == "sft-tiny:1" and r["status"] == "finished", r
 assert r["metrics"]["rewards/accuracies"] == 1.0 and r["metrics"]["rewards/margins"] > 0, r'
 
+# Full training in bf16 (f32 master weights).
+check "bf16 compute" 0 t "${pre[@]}" --max-steps 6 --compute bf16 --out bf16 --quiet
+contains "bf16 says" "trained bf16:1 (pretrain, 6 steps)"
+check "bf16 on lora" 1 t train sft --base "$gold/llama" --data "$tmp/sft.jsonl" --lora r=4 \
+    --compute bf16 --out bad
+contains "bf16 on lora says" "bf16 compute is for full training"
+
 # QLoRA over a q4_0 base with activation recompute.
 check "qlora recompute" 0 t train sft --base "$gold/llama" --data "$tmp/sft.jsonl" --qlora q4 \
     --lora r=4,alpha=8 --recompute --out q-tiny --epochs 2 --batch 2 --seq 64 --eval 0 --quiet
