@@ -15,63 +15,32 @@
 #include "base/json.h"
 #include "base/mem.h"
 #include "base/str.h"
+#include "model/sampler.h"
 
 // ---- random numbers ---------------------------------------------------------------------
 
-// xoshiro256** (Blackman and Vigna, 2018) seeded through splitmix64: integer arithmetic only,
-// so a seed gives the same numbers on every machine.
-struct rng {
-    uint64_t s[4];
-};
-
-static uint64_t splitmix64(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-// Streams keep the split's permutation unrelated to the shuffles drawn from the same seed.
+// model/sampler.h's xoshiro256** seeded through splitmix64: integer arithmetic only, so a seed
+// gives the same numbers on every machine. Streams keep the split's permutation unrelated to
+// the shuffles drawn from the same seed.
 enum { STREAM_SPLIT = 1, STREAM_SHUFFLE = 2 };
 
-static void rng_seed(struct rng *r, uint64_t seed, uint64_t stream)
+static void rng_seed(struct tw_rng *r, uint64_t seed, uint64_t stream)
 {
-    uint64_t x = seed ^ (stream * 0xD1B54A32D192ED03ull);
-    for (int i = 0; i < 4; i++)
-        r->s[i] = splitmix64(&x);
-}
-
-static uint64_t rotl(uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
-
-static uint64_t rng_next(struct rng *r)
-{
-    uint64_t *s = r->s;
-    uint64_t out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return out;
+    tw_rng_seed(r, seed ^ (stream * 0xD1B54A32D192ED03ull));
 }
 
 // Uniform in [0, n), n > 0: values under 2^64 mod n are redrawn so that the modulo is unbiased.
-static uint64_t rng_below(struct rng *r, uint64_t n)
+static uint64_t rng_below(struct tw_rng *r, uint64_t n)
 {
     uint64_t limit = (0 - n) % n;
     for (;;) {
-        uint64_t x = rng_next(r);
+        uint64_t x = tw_rng_next(r);
         if (x >= limit)
             return x % n;
     }
 }
 
-static void shuffle(size_t *idx, size_t n, struct rng *r)
+static void shuffle(size_t *idx, size_t n, struct tw_rng *r)
 {
     for (size_t i = n; i > 1; i--) {
         size_t j = (size_t)rng_below(r, i), t = idx[i - 1];
@@ -82,7 +51,7 @@ static void shuffle(size_t *idx, size_t n, struct rng *r)
 
 void tw_data_shuffle(size_t *idx, size_t n, uint64_t seed)
 {
-    struct rng r;
+    struct tw_rng r;
     rng_seed(&r, seed, STREAM_SHUFFLE);
     shuffle(idx, n, &r);
 }
@@ -112,7 +81,7 @@ int tw_data_split_init(struct tw_data_split *s, size_t n, double eval_frac, uint
     }
     for (size_t i = 0; i < n; i++)
         perm[i] = i;
-    struct rng r;
+    struct tw_rng r;
     rng_seed(&r, seed, STREAM_SPLIT);
     shuffle(perm, n, &r);
     if (n_eval)
@@ -993,6 +962,22 @@ static int finish(struct loader *L, bool any)
     return 0;
 }
 
+// The end of a load: the finishing pass when the lines went well, the loader freed, and the
+// new dataset handed over on success (freed on failure, the caller's *d untouched).
+static int conclude(struct loader *L, struct tw_dataset *nd, bool any, int rc,
+                    struct tw_dataset *d)
+{
+    if (rc == 0)
+        rc = finish(L, any);
+    loader_free(L);
+    if (rc) {
+        tw_dataset_free(nd);
+        return rc;
+    }
+    *d = *nd;
+    return 0;
+}
+
 int tw_dataset_load_buffer(struct tw_dataset *d, const char *what, const void *buf, size_t len,
                            const tw_tokenizer *tok, const struct tw_data_options *opt)
 {
@@ -1020,15 +1005,7 @@ int tw_dataset_load_buffer(struct tw_dataset *d, const char *what, const void *b
         }
         p = nl ? nl + 1 : end;
     }
-    if (rc == 0)
-        rc = finish(&L, any);
-    loader_free(&L);
-    if (rc) {
-        tw_dataset_free(&nd);
-        return rc;
-    }
-    *d = nd;
-    return 0;
+    return conclude(&L, &nd, any, rc, d);
 }
 
 int tw_dataset_load(struct tw_dataset *d, const char *path, const tw_tokenizer *tok,
@@ -1072,15 +1049,7 @@ int tw_dataset_from_texts(struct tw_dataset *d, const char *const *docs, size_t 
     }
     tw_sha256_final(&h, nd.sha256);
     tw_sha256_hex(nd.sha256, nd.sha256_hex);
-    if (rc == 0)
-        rc = finish(&L, any);
-    loader_free(&L);
-    if (rc) {
-        tw_dataset_free(&nd);
-        return rc;
-    }
-    *d = nd;
-    return 0;
+    return conclude(&L, &nd, any, rc, d);
 }
 
 // ---- batches ----------------------------------------------------------------------------
