@@ -532,6 +532,8 @@ static int train(struct tw_home *h, struct args *a)
                 tw_run_set_metric(h, c.run, "rewards/rejected", res.dpo.rewards_rejected);
                 tw_run_set_metric(h, c.run, "rewards/margins", res.dpo.rewards_margins);
                 tw_run_set_metric(h, c.run, "rewards/accuracies", res.dpo.rewards_accuracies);
+                tw_run_set_metric(h, c.run, "logps/chosen", res.dpo.logps_chosen);
+                tw_run_set_metric(h, c.run, "logps/rejected", res.dpo.logps_rejected);
             }
             tw_run_finish(h, c.run, TW_RUN_FINISHED, NULL);
             printf("trained %s (%s, %" PRId64 " steps): loss %.4f -> %.4f", ref_text,

@@ -124,7 +124,8 @@ holds "dpo run" python3 -c '
 import json, sys
 r = json.loads(sys.stdin.readline())
 assert r["base_model"] == "sft-tiny:1" and r["status"] == "finished", r
-assert r["metrics"]["rewards/accuracies"] == 1.0 and r["metrics"]["rewards/margins"] > 0, r'
+assert r["metrics"]["rewards/accuracies"] == 1.0 and r["metrics"]["rewards/margins"] > 0, r
+assert r["metrics"]["logps/chosen"] < 0 and r["metrics"]["logps/rejected"] < 0, r'
 
 # Full training in bf16 (f32 master weights).
 check "bf16 compute" 0 t "${pre[@]}" --max-steps 6 --compute bf16 --out bf16 --quiet
