@@ -355,8 +355,8 @@ int tw_train(tw_lm *lm, tw_lm *ref, const struct tw_dataset *d, const struct tw_
     int64_t total = spe * o->epochs;
     if (o->max_steps > 0 && o->max_steps < total)
         total = o->max_steps;
-    if (o->resume && ((rc = checkpoint_load(o->checkpoint, lm, &r.adam, opts)) ||
-                      (rc = tw_lm_sync(lm)))) {
+    if (o->resume &&
+        ((rc = checkpoint_load(o->checkpoint, lm, &r.adam, opts)) || (rc = tw_lm_sync(lm)))) {
         run_free(&r);
         return rc;
     }
