@@ -116,9 +116,9 @@ void tw_attn_fwd(float *out, float *lse, const float *q, const float *k, const f
             }
 }
 
-void tw_attn_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q,
-                 const float *k, const float *v, const float *out, const float *lse,
-                 const int32_t *start, const struct tw_attn_shape *s)
+void tw_attn_bwd_ref(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                     const float *k, const float *v, const float *out, const float *lse,
+                     const int32_t *start, const struct tw_attn_shape *s)
 {
     int64_t B = s->B, T = s->T, H = s->H, Hkv = s->Hkv, D = s->D, G = H / Hkv;
     // One thread per (row, KV head): the query heads that share the KV head write its dk, dv.
@@ -144,6 +144,62 @@ void tw_attn_bwd(float *dq, float *dk, float *dv, const float *dout, const float
                     }
                 }
         }
+}
+
+// Rows up to which the backward forms a head's (T, T) scores with GEMMs (two such matrices a
+// thread); longer rows take the reference loops.
+#define ATTN_GEMM_MAX_T 2048
+
+void tw_attn_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                 const float *k, const float *v, const float *out, const float *lse,
+                 const int32_t *start, const struct tw_attn_shape *s)
+{
+    int64_t B = s->B, T = s->T, H = s->H, Hkv = s->Hkv, D = s->D, G = H / Hkv;
+    int nt = omp_get_max_threads();
+    float *scratch = T <= ATTN_GEMM_MAX_T
+                         ? tw_malloc_array((size_t)nt * 2, (size_t)(T * T) * sizeof(float))
+                         : NULL;
+    if (!scratch) {
+        tw_attn_bwd_ref(dq, dk, dv, dout, q, k, v, out, lse, start, s);
+        return;
+    }
+    int qs = (int)(H * D), ks = (int)(Hkv * D); // row strides of q / out and of k / v
+    // One thread per (row, KV head), as the reference: per query head, the scores as GEMMs:
+    // P = exp(scale Q K^T - lse) under the mask, dP = dO V^T, dS = P (dP - rowsum(dO O)) scale,
+    // then dQ += dS K, dK += dS^T Q, dV += P^T dO.
+#pragma omp parallel for collapse(2) schedule(dynamic, 1) num_threads(nt)
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t kvh = 0; kvh < Hkv; kvh++) {
+            float *P = scratch + (size_t)omp_get_thread_num() * 2 * (size_t)(T * T);
+            float *dP = P + T * T;
+            const int32_t *st = start + b * T;
+            const float *kb = k + (b * T * Hkv + kvh) * D, *vb = v + (b * T * Hkv + kvh) * D;
+            for (int64_t h = kvh * G; h < (kvh + 1) * G; h++) {
+                const float *qb = q + (b * T * H + h) * D, *gob = dout + (b * T * H + h) * D;
+                const float *ob = out + (b * T * H + h) * D;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)T, (int)D,
+                            s->scale, qb, qs, kb, ks, 0.0f, P, (int)T);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)T, (int)D, 1.0f,
+                            gob, qs, vb, ks, 0.0f, dP, (int)T);
+                for (int64_t t = 0; t < T; t++) {
+                    int64_t lo = attn_lo(s, st, t), n = b * T + t;
+                    float l = lse[n * H + h], di = dotf(gob + t * qs, ob + t * qs, D);
+                    float *pr = P + t * T, *dr = dP + t * T;
+                    for (int64_t j = 0; j < T; j++) {
+                        float p = j >= lo && j <= t ? expf(pr[j] - l) : 0.0f;
+                        pr[j] = p;
+                        dr[j] = p * (dr[j] - di) * s->scale;
+                    }
+                }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)D, (int)T,
+                            1.0f, dP, (int)T, kb, ks, 1.0f, dq + (b * T * H + h) * D, qs);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)T, (int)D, (int)T, 1.0f,
+                            dP, (int)T, qb, qs, 1.0f, dk + (b * T * Hkv + kvh) * D, ks);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)T, (int)D, (int)T, 1.0f,
+                            P, (int)T, gob, qs, 1.0f, dv + (b * T * Hkv + kvh) * D, ks);
+            }
+        }
+    tw_free(scratch);
 }
 
 static inline float sigmoidf(float g)

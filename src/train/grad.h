@@ -42,6 +42,11 @@ void tw_attn_fwd(float *out, float *lse, const float *q, const float *k, const f
 void tw_attn_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q,
                  const float *k, const float *v, const float *out, const float *lse,
                  const int32_t *start, const struct tw_attn_shape *s);
+// The same with plain loops, row by row: the reference the GEMM path above is tested against
+// (tw_attn_bwd takes it for rows longer than 2048 tokens, or when scratch memory is short).
+void tw_attn_bwd_ref(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                     const float *k, const float *v, const float *out, const float *lse,
+                     const int32_t *start, const struct tw_attn_shape *s);
 
 // ---- SwiGLU's backward (the forward is the engine's tw_swiglu): h = silu(g) * u over n
 // values gives dg += dh * u * silu'(g), du += dh * silu(g).
