@@ -92,6 +92,8 @@ const char *tw_strerror(int code)
         return "canceled";
     case TW_EDB:
         return "database error";
+    case TW_EDEVICE:
+        return "device error";
     }
     return "unknown error";
 }

@@ -21,6 +21,7 @@ enum tw_err {
     TW_ESTATE = -10,      // called in the wrong state (a home not initialised, ...)
     TW_ECANCELED = -11,   // stopped by the user or a signal
     TW_EDB = -12,         // the database refused an operation
+    TW_EDEVICE = -13,     // the GPU or its driver failed (a launch, a copy, the device lost)
 };
 
 // Records a message for this thread (printf format) and returns `code` unchanged.

@@ -79,6 +79,14 @@ struct tw_backend_ops {
     void (*pool)(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
                  enum tw_pooling mode);
     void (*l2norm)(struct tw_backend *be, struct tw_tensor *x);
+    // The memory ops read and write (device memory for cuda). NULL on the CPU backends:
+    // host memory (tw_malloc, memcpy), and tw_backend_sync has nothing to wait for.
+    void *(*alloc)(struct tw_backend *be, size_t bytes);
+    void (*release)(struct tw_backend *be, void *p);
+    int (*upload)(struct tw_backend *be, void *dst, const void *src, size_t n);
+    int (*download)(struct tw_backend *be, void *dst, const void *src, size_t n);
+    void (*copy)(struct tw_backend *be, void *dst, const void *src, size_t n);
+    int (*sync)(struct tw_backend *be);
 };
 
 struct tw_backend {
@@ -87,6 +95,26 @@ struct tw_backend {
     int n_threads;
     void *impl; // the backend's own state
 };
+
+// ---- memory of a backend. On the CPU backends these are tw_malloc, tw_free and memcpy; on
+// cuda, device memory from the backend's pool and copies on its stream (ops run in order on
+// that stream; tw_backend_download waits for the ops before it).
+
+// `bytes` of the backend's memory, 256-byte aligned; NULL (and a message) when there is none.
+void *tw_backend_alloc(struct tw_backend *be, size_t bytes);
+void tw_backend_release(struct tw_backend *be, void *p);
+// Host -> backend and backend -> host copies of n bytes. Return 0, or TW_EDEVICE.
+int tw_backend_upload(struct tw_backend *be, void *dst, const void *src, size_t n);
+int tw_backend_download(struct tw_backend *be, void *dst, const void *src, size_t n);
+// Backend -> backend copy of n bytes (regions must not overlap), in order with the ops.
+void tw_backend_copy(struct tw_backend *be, void *dst, const void *src, size_t n);
+// Waits for the enqueued ops. Returns 0, or TW_EDEVICE naming the first op that failed since
+// the last sync (device ops cannot return errors one by one: they are asynchronous).
+int tw_backend_sync(struct tw_backend *be);
+// *dev = a copy of the contiguous tensor t in the backend's memory (shape, dtype and name
+// kept, device set). Returns 0, or TW_ENOMEM / TW_EDEVICE; release dev->data when done.
+int tw_backend_tensor_upload(struct tw_backend *be, const struct tw_tensor *t,
+                             struct tw_tensor *dev);
 
 // The reference backend: a static object, never freed (tw_backend_free ignores it).
 struct tw_backend *tw_backend_cpu_ref(void);

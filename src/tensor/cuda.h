@@ -1,9 +1,12 @@
 // The CUDA backend's C interface. Built only when nvcc was found (TWIN_HAVE_CUDA in
-// twin_config.h); callers check that first, then tw_cuda_device_count() at run time.
+// twin_config.h); without it tw_backend_cuda_new reports TW_EUNSUPPORTED and
+// tw_cuda_device_count returns 0, so callers need no #if.
 #ifndef TW_TENSOR_CUDA_H
 #define TW_TENSOR_CUDA_H
 
 #include <stddef.h>
+
+#include "tensor/backend.h"
 
 // CUDA devices visible to this process (0 when there is no driver or no GPU).
 int tw_cuda_device_count(void);
@@ -11,5 +14,12 @@ int tw_cuda_device_count(void);
 int tw_cuda_device_name(int device, char *buf, size_t cap);
 // Runs the trivial kernel: host_out[i] = value * i for i < n, computed on device 0.
 int tw_cuda_fill_ramp(float *host_out, float value, size_t n);
+
+// The CUDA backend on GPU `device`: its ops take f32 activations and weights of any dtype in
+// the backend's memory (tw_backend_alloc / tw_backend_tensor_upload), run on one stream in
+// order, and report failures at tw_backend_sync. Host arrays the ops take (token ids,
+// positions, sequences) are copied to the device by the op. Returns 0, or TW_EUNSUPPORTED
+// (no GPU, or twin built without CUDA) / TW_EDEVICE / TW_ENOMEM with a message.
+int tw_backend_cuda_new(int device, struct tw_backend **out);
 
 #endif

@@ -1,6 +1,10 @@
 // The op entry points: shape checks (asserted: a mismatch is the caller's bug), then dispatch
 // through the backend's table.
 #include <assert.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "base/mem.h"
 
 #include "tensor/backend.h"
 
@@ -165,4 +169,70 @@ void tw_backend_free(struct tw_backend *be)
 {
     if (be && be->ops->free)
         be->ops->free(be);
+}
+
+void *tw_backend_alloc(struct tw_backend *be, size_t bytes)
+{
+    if (be->ops->alloc)
+        return be->ops->alloc(be, bytes);
+    void *p = tw_malloc(bytes ? bytes : 1);
+    if (!p)
+        tw_error_set(TW_ENOMEM, "out of memory (%zu bytes)", bytes);
+    return p;
+}
+
+void tw_backend_release(struct tw_backend *be, void *p)
+{
+    if (be->ops->release)
+        be->ops->release(be, p);
+    else
+        tw_free(p);
+}
+
+int tw_backend_upload(struct tw_backend *be, void *dst, const void *src, size_t n)
+{
+    if (be->ops->upload)
+        return be->ops->upload(be, dst, src, n);
+    memcpy(dst, src, n);
+    return 0;
+}
+
+int tw_backend_download(struct tw_backend *be, void *dst, const void *src, size_t n)
+{
+    if (be->ops->download)
+        return be->ops->download(be, dst, src, n);
+    memcpy(dst, src, n);
+    return 0;
+}
+
+void tw_backend_copy(struct tw_backend *be, void *dst, const void *src, size_t n)
+{
+    if (be->ops->copy)
+        be->ops->copy(be, dst, src, n);
+    else
+        memmove(dst, src, n);
+}
+
+int tw_backend_sync(struct tw_backend *be)
+{
+    return be->ops->sync ? be->ops->sync(be) : 0;
+}
+
+int tw_backend_tensor_upload(struct tw_backend *be, const struct tw_tensor *t,
+                             struct tw_tensor *dev)
+{
+    assert(tw_tensor_is_contiguous(t));
+    size_t bytes = tw_tensor_nbytes(t);
+    void *p = tw_backend_alloc(be, bytes);
+    if (!p)
+        return tw_error_code() ? tw_error_code() : TW_ENOMEM;
+    int rc = tw_backend_upload(be, p, t->data, bytes);
+    if (rc != 0) {
+        tw_backend_release(be, p);
+        return rc;
+    }
+    *dev = *t;
+    dev->data = p;
+    dev->device = be->device;
+    return 0;
 }

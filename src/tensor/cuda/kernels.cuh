@@ -1,0 +1,66 @@
+// The CUDA backend's kernel launchers, shared by its .cu files (C++ only; the C side sees
+// tensor/cuda.h). Every launcher enqueues on `s` and returns the launch's error
+// (cudaGetLastError after the launch), never synchronising. Pointers are device pointers
+// unless a comment says host. Activations are f32 (as on the CPU backends); weights keep
+// their dtype's layout (tensor/dtype.h, ggml's blocks, rows packed with `row_bytes` between
+// row starts), uploaded as they are stored.
+#ifndef TW_TENSOR_CUDA_KERNELS_CUH
+#define TW_TENSOR_CUDA_KERNELS_CUH
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+extern "C" {
+#include "tensor/backend.h"
+#include "tensor/dtype.h"
+}
+
+// ---- gemv.cu: decode-sized matmuls read the weights once, straight from their blocks.
+
+// The most activation rows twc_gemv takes in one call.
+#define TWC_GEMV_MAX_T 8
+
+// y[t * ldy + n] = sum_k w[n][k] * x[t * ldx + k] (+ bias[n]) for t < T (1..TWC_GEMV_MAX_T)
+// and n < N; w has N rows of K elements of dtype dt (K a multiple of its block size), row n
+// starting at (const char *)w + n * row_bytes. bias may be NULL.
+cudaError_t twc_gemv(enum tw_dtype dt, const void *w, size_t row_bytes, int64_t N, int64_t K,
+                     const float *x, int64_t ldx, int T, float *y, int64_t ldy, const float *bias,
+                     cudaStream_t s);
+
+// ---- dequant.cu: weights to floats, for the GEMMs and the embedding lookup.
+
+// out (rows, K) bf16, contiguous = rows [0, rows) of w (dtype dt, as twc_gemv's w).
+cudaError_t twc_dequant_bf16(enum tw_dtype dt, const void *w, size_t row_bytes, int64_t rows,
+                             int64_t K, __nv_bfloat16 *out, cudaStream_t s);
+// y (T, K) f32: y[t] = row ids[t] of table (dtype dt, rows of K elements, row_bytes apart);
+// ids (T) on the device, each < the table's rows (the caller checked).
+cudaError_t twc_get_rows(enum tw_dtype dt, const void *table, size_t row_bytes, int64_t K,
+                         const int32_t *ids, int64_t T, float *y, cudaStream_t s);
+
+// ---- attn.cu: attention over one or several sequences' caches.
+
+// One sequence's share of a step (tw_attn_seq's meaning): query rows row0 .. row0 + n_rows - 1
+// of q and out at positions n_past .. n_past + n_rows - 1, attending to its cache rows
+// 0 .. n_past + n_rows - 1 (already holding this step's keys and values). The cache is read
+// through a block table: cache row j of the sequence is row j % block_rows of block
+// block_table[j / block_rows], and a block holds block_rows rows of (n_head_kv, head_dim)
+// floats starting at k_pool + block * block_rows * n_head_kv * head_dim (likewise v_pool).
+// A contiguous cache is a table 0, 1, 2, ... over k_pool = the cache's first row.
+struct twc_attn_seq {
+    int32_t row0, n_rows, n_past;
+    const float *k_pool, *v_pool;
+    const int32_t *block_table; // device
+};
+
+// out (T, n_head * head_dim) f32 for q (T, n_head, head_dim): softmax(q k^T * a->scale + mask)
+// v per head and sequence, with a->causal, a->window (Mistral's rule, backend.h) and grouped
+// queries (query head h reads kv head h / (n_head / n_head_kv)); a->n_past is ignored (each
+// sequence has its own). seqs (n_seq) on the device; max_rows >= every n_rows and max_kv >=
+// every n_past + n_rows (host-side bounds for the grid). Non-causal attention (BERT) is one
+// sequence with n_past 0 attending to all its rows.
+cudaError_t twc_attention(float *out, const float *q, const struct twc_attn_seq *seqs, int n_seq,
+                          int32_t max_rows, int32_t max_kv, int32_t block_rows,
+                          const struct tw_attn *a, cudaStream_t s);
+
+#endif
