@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mapfile -t files < <(git ls-files --cached --others --exclude-standard \
-    -- '*.c' '*.h' '*.cu' | while read -r f; do [ -f "$f" ] && echo "$f"; done)
+    -- '*.c' '*.h' '*.cu' '*.cuh' | while read -r f; do [ -f "$f" ] && echo "$f"; done)
 [ ${#files[@]} -eq 0 ] && exit 0
 if [ "${1:-}" = --fix ]; then
     clang-format -i "${files[@]}"

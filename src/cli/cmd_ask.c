@@ -150,7 +150,7 @@ static int open_models(struct ask_args *a, struct tw_rag *rag, struct tw_session
                              : tw_chat_family_from_template(
                                    tw_tokenizer_chat_template(a->llm.m->tok), &rag->family);
         if (!rc) {
-            *llm = (struct tw_session){ a->llm.m, a->llm.be, a->llm.c };
+            *llm = (struct tw_session){ a->llm.m, a->llm.be, a->llm.c, a->llm.host };
             rag->llm = llm;
             rag->model_id = a->llm.model;
         }

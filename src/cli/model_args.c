@@ -43,6 +43,10 @@ int tw_cli_model_opt(const struct tw_verb *v, int argc, char **argv, int *i,
         if (!val || !*val)
             return tw_cli_usage_error(v, "--model needs a PATH");
         a->model = val;
+    } else if (tw_cli_opt(argc, argv, i, "--device", &val)) {
+        if (!val || (strcmp(val, "cpu") && strcmp(val, "auto") && strncmp(val, "cuda", 4)))
+            return tw_cli_usage_error(v, "--device needs cpu, cuda, cuda:N or auto");
+        a->device = val;
     } else if (tw_cli_opt(argc, argv, i, "--threads", &val)) {
         if (!tw_cli_parse_long(val, 1, 1024, &n))
             return tw_cli_usage_error(v, "--threads needs a number from 1 to 1024");
@@ -131,14 +135,14 @@ int tw_cli_model_open(struct tw_cli_model *a)
     int rc = tw_cli_model_resolve(a);
     if (rc)
         return rc;
-    rc = tw_session_open(a->model, a->threads, a->ctx, &s);
-    a->m = s.m, a->be = s.be, a->c = s.c;
+    rc = tw_session_open_on(a->model, a->device, a->threads, a->ctx, &s);
+    a->m = s.m, a->be = s.be, a->c = s.c, a->host = s.host;
     return rc;
 }
 
 void tw_cli_model_close(struct tw_cli_model *a)
 {
-    struct tw_session s = { a->m, a->be, a->c };
+    struct tw_session s = { a->m, a->be, a->c, a->host };
     tw_session_close(&s);
-    a->c = NULL, a->be = NULL, a->m = NULL;
+    a->c = NULL, a->be = NULL, a->m = NULL, a->host = NULL;
 }

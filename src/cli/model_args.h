@@ -22,9 +22,11 @@ struct tw_cli_model {
     const char *home; // the twin home whose registry --model's references name
     char path[4096];  // the folder that a registry reference resolved to
     // opened by tw_cli_model_open
+    const char *device; // --device: cpu, cuda, cuda:N, auto (NULL: $TWIN_DEVICE or auto)
     struct tw_model *m;
     struct tw_backend *be;
     tw_ctx *c;
+    struct tw_model *host; // the model as opened, when m is its copy on a GPU
 };
 
 // Defaults: every CPU, the model's context up to 4096, the sampling defaults; home is the twin
@@ -40,15 +42,17 @@ int tw_cli_model_opt(const struct tw_verb *v, int argc, char **argv, int *i,
 // NULL becomes the home's promoted model. 0, or an error naming the home and the reference
 // (without --model and a promoted model, TW_ESTATE saying how to promote one).
 int tw_cli_model_resolve(struct tw_cli_model *a);
-// Resolves and opens a->model with the CPU backend and a context; 0 or an error (message
-// set).
+// Resolves and opens a->model on a->device's backend with a context; 0 or an error
+// (message set).
 int tw_cli_model_open(struct tw_cli_model *a);
 void tw_cli_model_close(struct tw_cli_model *a);
 // The option lines of the usage texts.
-#define TW_CLI_MODEL_USAGE                                                              \
-    "  --model PATH        a Hugging Face folder, a .gguf file or a registered model\n" \
-    "                      (NAME, NAME:VERSION; twin models ls) (required)\n"           \
-    "  --threads N         CPU threads (default: all)\n"
+#define TW_CLI_MODEL_USAGE                                                               \
+    "  --model PATH        a Hugging Face folder, a .gguf file or a registered model\n"  \
+    "                      (NAME, NAME:VERSION; twin models ls) (required)\n"            \
+    "  --threads N         CPU threads (default: all)\n"                                 \
+    "  --device D          cpu, cuda, cuda:N (GPU N) or auto: a GPU when there is one\n" \
+    "                      (default: $TWIN_DEVICE, else auto)\n"
 #define TW_CLI_SAMPLING_USAGE                                                          \
     "  --ctx N             context positions (default: the model's, at most 4096)\n"   \
     "  -n, --max-tokens N  tokens to generate at most (default 256)\n"                 \

@@ -5,17 +5,23 @@
 #include "model/context.h"
 
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/error.h"
 #include "base/mem.h"
+#include "tensor/cuda.h"
 
 struct tw_ctx {
     const struct tw_model *m;
     struct tw_backend *be;
     int32_t n_ctx, n_batch, n_seq;
     int32_t kv_dim, q_dim;
-    void *mem;
+    void *mem;         // the backend's memory: caches and activations
+    void *host;        // the host's: tokens, positions, the step's sequences
+    float *logits_dev; // a device backend's logits rows (n_logits of them), else NULL
+    int32_t n_logits;
     size_t bytes;
     float *k, *v;     // decoders: (n_layer, n_seq, n_ctx, kv_dim); encoders: (n_batch, kv_dim)
     float *kb, *vb;   // (n_batch, kv_dim) a batch's new keys and values (n_seq > 1)
@@ -37,7 +43,9 @@ static void *carve(char *base, size_t *off, size_t n)
     return base ? base + at : NULL;
 }
 
-static size_t plan(struct tw_ctx *c, char *base)
+// The backend's part (caches and activations) from base, the host's part from hbase; returns
+// the backend part's size and the host part's in *hbytes.
+static size_t plan(struct tw_ctx *c, char *base, char *hbase, size_t *hbytes)
 {
     const struct tw_model_config *cfg = &c->m->cfg;
     size_t off = 0, B = (size_t)c->n_batch, C = (size_t)cfg->n_embd, F = (size_t)cfg->n_ff;
@@ -48,11 +56,13 @@ static size_t plan(struct tw_ctx *c, char *base)
     c->v = carve(base, &off, kv_rows * kvd * sizeof(float));
     c->kb = S > 1 ? carve(base, &off, B * kvd * sizeof(float)) : NULL;
     c->vb = S > 1 ? carve(base, &off, B * kvd * sizeof(float)) : NULL;
-    c->tokens = carve(base, &off, S * (size_t)c->n_ctx * sizeof(int32_t));
-    c->past = carve(base, &off, S * sizeof(int32_t));
-    c->pos = carve(base, &off, B * sizeof(int32_t));
-    c->ids = carve(base, &off, B * sizeof(int32_t));
-    c->seqs = carve(base, &off, S * sizeof(struct tw_attn_seq));
+    size_t hoff = 0;
+    c->tokens = carve(hbase, &hoff, S * (size_t)c->n_ctx * sizeof(int32_t));
+    c->past = carve(hbase, &hoff, S * sizeof(int32_t));
+    c->pos = carve(hbase, &hoff, B * sizeof(int32_t));
+    c->ids = carve(hbase, &hoff, B * sizeof(int32_t));
+    c->seqs = carve(hbase, &hoff, S * sizeof(struct tw_attn_seq));
+    *hbytes = hoff;
     c->x = carve(base, &off, B * C * sizeof(float));
     c->xn = carve(base, &off, B * C * sizeof(float));
     c->q = carve(base, &off, B * (size_t)c->q_dim * sizeof(float));
@@ -87,14 +97,21 @@ int tw_ctx_new(const struct tw_model *m, struct tw_backend *be, const struct tw_
         return tw_error_set(TW_EINVAL, "context: %d positions or %d sequences is out of range",
                             c->n_ctx, c->n_seq);
     }
-    c->bytes = plan(c, NULL);
-    c->mem = tw_malloc(c->bytes);
+    size_t hbytes;
+    c->bytes = plan(c, NULL, NULL, &hbytes);
+    c->host = tw_malloc(hbytes);
+    c->mem = c->host ? tw_backend_alloc(be, c->bytes) : NULL;
     if (!c->mem) {
-        size_t mib = c->bytes >> 20;
+        size_t mib = (c->bytes + hbytes) >> 20;
+        tw_free(c->host);
         tw_free(c);
-        return tw_error_set(TW_ENOMEM, "context: cannot allocate %zu MiB (a smaller --ctx?)", mib);
+        return tw_error_set(TW_ENOMEM,
+                            "context: cannot allocate %zu MiB on the %s backend (a "
+                            "smaller --ctx?)",
+                            mib, be->ops->name);
     }
-    plan(c, c->mem);
+    plan(c, c->mem, c->host, &hbytes);
+    c->bytes += hbytes;
     memset(c->past, 0, (size_t)c->n_seq * sizeof *c->past);
     *out = c;
     return 0;
@@ -104,7 +121,10 @@ void tw_ctx_free(tw_ctx *c)
 {
     if (!c)
         return;
-    tw_free(c->mem);
+    tw_backend_release(c->be, c->mem);
+    if (c->logits_dev)
+        tw_backend_release(c->be, c->logits_dev);
+    tw_free(c->host);
     tw_free(c);
 }
 
@@ -224,8 +244,10 @@ static void decoder_layer(tw_ctx *c, int il, int32_t T, int n)
     if (n > 1)
         for (int i = 0; i < n; i++) {
             size_t at = (size_t)sq[i].n_past * (size_t)kvd, rows = (size_t)sq[i].n_rows * kvd;
-            memcpy((float *)sq[i].k + at, c->kb + (size_t)sq[i].row0 * kvd, rows * sizeof(float));
-            memcpy((float *)sq[i].v + at, c->vb + (size_t)sq[i].row0 * kvd, rows * sizeof(float));
+            tw_backend_copy(be, (float *)sq[i].k + at, c->kb + (size_t)sq[i].row0 * kvd,
+                            rows * sizeof(float));
+            tw_backend_copy(be, (float *)sq[i].v + at, c->vb + (size_t)sq[i].row0 * kvd,
+                            rows * sizeof(float));
         }
     struct tw_attn a = { .n_head = (int32_t)H,
                          .n_head_kv = (int32_t)Hkv,
@@ -258,8 +280,27 @@ static void decoder_layer(tw_ctx *c, int il, int32_t T, int n)
 
 // One step: runs[0..n) (checked by the caller) of T tokens in all. logits: every row's
 // (all_logits, one run only) or each run's last row's.
-static void decode_step(tw_ctx *c, const struct tw_ctx_run *runs, int n, int32_t T, float *logits,
-                        bool all_logits)
+// Where nrows rows of logits are computed: the caller's buffer on the CPU backends, the
+// context's device rows (grown to fit) on the others; NULL when that memory is not there.
+static float *logits_rows(tw_ctx *c, float *logits, int32_t nrows)
+{
+    if (c->be->device == TW_DEVICE_CPU)
+        return logits;
+    if (c->n_logits < nrows) {
+        if (c->logits_dev)
+            tw_backend_release(c->be, c->logits_dev);
+        c->n_logits = 0;
+        c->logits_dev =
+            tw_backend_alloc(c->be, (size_t)nrows * (size_t)c->m->cfg.n_vocab * sizeof(float));
+        if (!c->logits_dev)
+            return NULL;
+        c->n_logits = nrows;
+    }
+    return c->logits_dev;
+}
+
+static int decode_step(tw_ctx *c, const struct tw_ctx_run *runs, int n, int32_t T, float *logits,
+                       bool all_logits)
 {
     const struct tw_model *m = c->m;
     int64_t C = m->cfg.n_embd;
@@ -289,20 +330,27 @@ static void decode_step(tw_ctx *c, const struct tw_ctx_run *runs, int n, int32_t
         c->past[s] += runs[i].n;
     }
     if (!logits)
-        return;
+        return 0;
     int32_t nrows = all_logits ? T : n;
     struct tw_tensor xn = rows_of(c->xn, nrows, C);
     if (all_logits)
-        memcpy(c->xn, c->x, (size_t)T * (size_t)C * sizeof(float));
+        tw_backend_copy(c->be, c->xn, c->x, (size_t)T * (size_t)C * sizeof(float));
     else
         for (int i = 0; i < n; i++) {
             int32_t last = c->seqs[i].row0 + c->seqs[i].n_rows - 1;
-            memcpy(c->xn + (size_t)i * (size_t)C, c->x + (size_t)last * (size_t)C,
-                   (size_t)C * sizeof(float));
+            tw_backend_copy(c->be, c->xn + (size_t)i * (size_t)C, c->x + (size_t)last * (size_t)C,
+                            (size_t)C * sizeof(float));
         }
-    struct tw_tensor lg = rows_of(logits, nrows, m->cfg.n_vocab);
+    float *out = logits_rows(c, logits, nrows);
+    if (!out)
+        return tw_error_code();
+    struct tw_tensor lg = rows_of(out, nrows, m->cfg.n_vocab);
     tw_rmsnorm(c->be, &xn, &xn, &m->out_norm, m->cfg.norm_eps);
     tw_matmul(c->be, &lg, &xn, &m->output, NULL);
+    if (out == logits)
+        return 0;
+    return tw_backend_download(c->be, logits, out,
+                               (size_t)nrows * (size_t)m->cfg.n_vocab * sizeof(float));
 }
 
 static int check_decoder(const tw_ctx *c)
@@ -337,7 +385,8 @@ int tw_ctx_decode_seq(tw_ctx *c, int32_t seq, const int32_t *tokens, int32_t n, 
         else if (logits && last)
             out = logits;
         struct tw_ctx_run run = { .seq = seq, .n = T, .tokens = tokens + i };
-        decode_step(c, &run, 1, T, out, all_logits);
+        if ((rc = decode_step(c, &run, 1, T, out, all_logits)) != 0)
+            return rc;
     }
     return 0;
 }
@@ -378,8 +427,7 @@ int tw_ctx_decode_runs(tw_ctx *c, const struct tw_ctx_run *runs, int n, float *l
     if (T > c->n_batch)
         return tw_error_set(TW_ELIMIT, "%lld tokens in one step exceed the batch of %d",
                             (long long)T, c->n_batch);
-    decode_step(c, runs, n, (int32_t)T, logits, false);
-    return 0;
+    return decode_step(c, runs, n, (int32_t)T, logits, false);
 }
 
 int tw_ctx_prefill(tw_ctx *c, const int32_t *tokens, int32_t n, float *logits, int32_t *reused)
@@ -500,13 +548,14 @@ int tw_ctx_embed(tw_ctx *c, const int32_t *ids, int32_t n, float *out)
     if (rc != 0)
         return rc;
     int64_t C = c->m->cfg.n_embd;
-    struct tw_tensor x = rows_of(c->x, n, C), y = tw_tensor_f32_1d(out, C);
+    // Pooled into the backend's xn, then copied out.
+    struct tw_tensor x = rows_of(c->x, n, C), y = tw_tensor_f32_1d(c->xn, C);
     tw_pooling(c->be, &y, &x, c->m->cfg.pooling);
     if (c->m->cfg.normalize) {
-        struct tw_tensor y2 = rows_of(out, 1, C);
+        struct tw_tensor y2 = rows_of(c->xn, 1, C);
         tw_l2norm(c->be, &y2);
     }
-    return 0;
+    return tw_backend_download(c->be, out, c->xn, (size_t)C * sizeof(float));
 }
 
 int tw_ctx_classify(tw_ctx *c, const int32_t *ids, const int32_t *type_ids, int32_t n, float *out)
@@ -520,21 +569,46 @@ int tw_ctx_classify(tw_ctx *c, const int32_t *ids, const int32_t *type_ids, int3
     int64_t C = m->cfg.n_embd;
     // BertPooler: tanh(dense(h[CLS])); then the classifier's linear layer.
     struct tw_tensor cls = rows_of(c->x, 1, C), pooled = rows_of(c->xn, 1, C);
-    struct tw_tensor y = rows_of(out, 1, m->cfg.n_labels);
+    struct tw_tensor y = rows_of(c->q, 1, m->cfg.n_labels); // in the backend's q, copied out
     tw_matmul(c->be, &pooled, &cls, &m->pooler_w, &m->pooler_b);
     tw_act(c->be, &pooled, &pooled, TW_ACT_TANH);
     tw_matmul(c->be, &y, &pooled, &m->cls_w, &m->cls_b);
-    return 0;
+    return tw_backend_download(c->be, out, c->q, (size_t)m->cfg.n_labels * sizeof(float));
 }
 
 // ---- sessions
 
-int tw_session_open(const char *path, int threads, int32_t n_ctx, struct tw_session *s)
+// The backend `device` names (NULL: $TWIN_DEVICE, else "auto") into s->be.
+static int open_backend(const char *device, int threads, struct tw_session *s)
+{
+    if (!device)
+        device = getenv("TWIN_DEVICE");
+    if (!device || !*device)
+        device = "auto";
+    if (strcmp(device, "cpu") == 0)
+        return tw_backend_cpu_new(threads, &s->be);
+    if (strcmp(device, "auto") == 0)
+        return tw_cuda_device_count() > 0 ? tw_backend_cuda_new(0, &s->be)
+                                          : tw_backend_cpu_new(threads, &s->be);
+    int gpu = 0;
+    char tail;
+    if (strcmp(device, "cuda") == 0 || sscanf(device, "cuda:%d%c", &gpu, &tail) == 1)
+        return tw_backend_cuda_new(gpu, &s->be);
+    return tw_error_set(TW_EINVAL, "device '%s': expected cpu, cuda, cuda:N or auto", device);
+}
+
+int tw_session_open_on(const char *path, const char *device, int threads, int32_t n_ctx,
+                       struct tw_session *s)
 {
     memset(s, 0, sizeof *s);
     int rc = tw_model_open(path, &s->m);
     if (rc == 0)
-        rc = tw_backend_cpu_new(threads, &s->be);
+        rc = open_backend(device, threads, s);
+    if (rc == 0 && s->be->device != TW_DEVICE_CPU) {
+        s->host = s->m;
+        s->m = NULL;
+        rc = tw_model_to_backend(s->host, s->be, &s->m);
+    }
     struct tw_ctx_params p = { .n_ctx = n_ctx };
     if (rc == 0)
         rc = tw_ctx_new(s->m, s->be, &p, &s->c);
@@ -543,12 +617,19 @@ int tw_session_open(const char *path, int threads, int32_t n_ctx, struct tw_sess
     return rc;
 }
 
+int tw_session_open(const char *path, int threads, int32_t n_ctx, struct tw_session *s)
+{
+    return tw_session_open_on(path, NULL, threads, n_ctx, s);
+}
+
 void tw_session_close(struct tw_session *s)
 {
     tw_ctx_free(s->c);
+    if (s->m)
+        tw_model_close(s->m); // a backend copy goes before its backend
     if (s->be)
         tw_backend_free(s->be);
-    if (s->m)
-        tw_model_close(s->m);
+    if (s->host)
+        tw_model_close(s->host);
     memset(s, 0, sizeof *s);
 }

@@ -93,17 +93,24 @@ int tw_ctx_classify(tw_ctx *c, const int32_t *ids, const int32_t *type_ids, int3
 
 // ---- a model with its backend and context, opened together
 
-// What a command or pipeline that runs one model holds: the model (mmapped), a CPU backend
-// with its threads, and one context.
+// What a command or pipeline that runs one model holds: the model, a backend, and one
+// context. On the CPU, m is the model as opened (weights mmapped); on a GPU, m is its copy in
+// device memory and host the model as opened (m shares its configuration and tokenizer).
 struct tw_session {
     struct tw_model *m;
     struct tw_backend *be;
     tw_ctx *c;
+    struct tw_model *host; // NULL on the CPU
 };
 
-// Opens the model at path (a Hugging Face folder or a GGUF file), a CPU backend of threads
-// threads (0: every CPU) and a context of n_ctx positions (0: the model's, at most 4096).
-// On failure nothing stays open. Returns 0 or an error naming path.
+// Opens the model at path (a Hugging Face folder or a GGUF file), a backend and a context of
+// n_ctx positions (0: the model's, at most 4096). device: "cpu" (threads threads, 0: every
+// CPU), "cuda" or "cuda:N" (GPU N), "auto" (GPU 0 when there is one, else the CPU); NULL
+// reads $TWIN_DEVICE, and "auto" when it is unset. On failure nothing stays open. Returns 0
+// or an error naming path or the device.
+int tw_session_open_on(const char *path, const char *device, int threads, int32_t n_ctx,
+                       struct tw_session *s);
+// tw_session_open_on with device NULL.
 int tw_session_open(const char *path, int threads, int32_t n_ctx, struct tw_session *s);
 // Closes what tw_session_open opened; a zeroed session is fine.
 void tw_session_close(struct tw_session *s);

@@ -26,6 +26,9 @@ struct model_impl {
     tw_gguf *g;
     tw_arena arena;
     void *weights; // tw_model_random's weights
+    // A copy on a backend (tw_model_to_backend): its tensors' memory belongs to `be`; the
+    // configuration, tokenizer, names and end ids are the host model's.
+    struct tw_backend *be;
 };
 
 const char *tw_arch_name(enum tw_arch a)
@@ -383,11 +386,86 @@ int tw_model_open(const char *path, struct tw_model **out)
     return 0;
 }
 
+// The tensor of slot s in layer il (or the model's own), inside m.
+static struct tw_tensor *slot_tensor(struct tw_model *m, const struct tw_slot *s, int il)
+{
+    char *base = s->per_layer ? (char *)&m->layers[il] : (char *)m;
+    return (struct tw_tensor *)(base + s->offset);
+}
+
+// Releases a backend copy's tensors (those not aliasing another: the tied output).
+static void release_on_backend(struct tw_model *d)
+{
+    size_t n;
+    const struct tw_slot *slots = tw_slots(&n);
+    struct tw_backend *be = ((struct model_impl *)d->impl)->be;
+    bool tied = d->output.data && d->output.data == d->tok_embd.data;
+    for (size_t i = 0; i < n; i++) {
+        int layers = slots[i].per_layer ? d->cfg.n_layer : 1;
+        for (int il = 0; il < layers && d->layers; il++) {
+            struct tw_tensor *t = slot_tensor(d, &slots[i], il);
+            if (t->data && !(t == &d->output && tied))
+                tw_backend_release(be, t->data);
+            t->data = NULL;
+        }
+    }
+}
+
+int tw_model_to_backend(const struct tw_model *m, struct tw_backend *be, struct tw_model **out)
+{
+    struct tw_model *d = tw_calloc(1, sizeof *d);
+    struct model_impl *im = tw_calloc(1, sizeof *im);
+    struct tw_layer *layers = tw_calloc((size_t)m->cfg.n_layer, sizeof *layers);
+    if (!d || !im || !layers) {
+        tw_free(d), tw_free(im), tw_free(layers);
+        return tw_error_set(TW_ENOMEM, "%s: out of memory", m->path);
+    }
+    *d = *m;
+    d->layers = layers;
+    d->impl = im;
+    im->be = be;
+    size_t n;
+    const struct tw_slot *slots = tw_slots(&n);
+    for (size_t i = 0; i < n; i++) // until uploaded, nothing of d points at m's memory
+        if (!slots[i].per_layer)
+            slot_tensor(d, &slots[i], 0)->data = NULL;
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        int layers_n = slots[i].per_layer ? m->cfg.n_layer : 1;
+        for (int il = 0; il < layers_n && rc == 0; il++) {
+            const struct tw_tensor *t = slot_tensor((struct tw_model *)m, &slots[i], il);
+            struct tw_tensor *dt = slot_tensor(d, &slots[i], il);
+            *dt = *t;
+            dt->data = NULL;
+            if (!t->data || (t == &m->output && m->output.data == m->tok_embd.data))
+                continue;
+            rc = tw_backend_tensor_upload(be, t, dt);
+            if (rc != 0)
+                tw_error_prefix("%s: %s", m->path, t->name ? t->name : "a weight");
+        }
+    }
+    if (rc == 0 && m->output.data && m->output.data == m->tok_embd.data)
+        d->output = d->tok_embd, d->output.name = m->output.name;
+    if (rc != 0) {
+        tw_model_close(d);
+        return rc;
+    }
+    *out = d;
+    return 0;
+}
+
 void tw_model_close(struct tw_model *m)
 {
     if (!m)
         return;
     struct model_impl *im = m->impl;
+    if (im && im->be) {
+        release_on_backend(m);
+        tw_free(m->layers);
+        tw_free(im);
+        tw_free(m);
+        return;
+    }
     if (im) {
         tw_st_close_model(im->st);
         tw_gguf_close(im->g);

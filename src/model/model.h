@@ -78,6 +78,11 @@ struct tw_model {
 // TW_EUNSUPPORTED (architecture, dtype).
 int tw_model_open(const char *path, struct tw_model **out);
 void tw_model_close(struct tw_model *m);
+// *out = m with every weight copied to backend be's memory (the CUDA backend's device), for a
+// context on be; configuration, tokenizer, names and end ids are m's (m must outlive it).
+// Close it with tw_model_close before freeing be. Returns 0, or TW_ENOMEM / TW_EDEVICE with
+// a message naming the model and the tensor.
+int tw_model_to_backend(const struct tw_model *m, struct tw_backend *be, struct tw_model **out);
 
 const char *tw_arch_name(enum tw_arch a);
 bool tw_arch_is_decoder(enum tw_arch a);

@@ -22,4 +22,11 @@ int tw_cuda_fill_ramp(float *host_out, float value, size_t n);
 // (no GPU, or twin built without CUDA) / TW_EDEVICE / TW_ENOMEM with a message.
 int tw_backend_cuda_new(int device, struct tw_backend **out);
 
+// Measurements for the benchmarks on a CUDA backend's device: the device-to-device copy
+// bandwidth in GB/s (bytes read plus bytes written, the best of reps copies of `bytes`), and
+// the rate cuBLASLt's bf16 GEMM reaches on random data for y (M, N) = x (M, K) w (N, K)^T in
+// TFLOP/s (the median of reps). 0 when the device failed (tw_backend_sync says why).
+double tw_cuda_copy_bandwidth(struct tw_backend *be, size_t bytes, int reps);
+double tw_cuda_gemm_rate(struct tw_backend *be, int64_t M, int64_t N, int64_t K, int reps);
+
 #endif

@@ -1,0 +1,181 @@
+// bench/infer_cuda: decode and prefill speed of the CUDA backend on models of real shapes
+// with random weights (SmolLM2-135M, Llama-3.2-1B, Llama-3.1-8B), for each weight dtype,
+// beside two ceilings measured on the same card in the same run: the device-to-device copy
+// bandwidth (decode reads every matrix once per token plus the KV cache, so its roofline is
+// bandwidth / bytes per token) and the rate of cuBLASLt's bf16 GEMM at the prefill's largest
+// matrix shape (prefill is GEMMs: its share of that rate is what the table gives).
+// Decode is what `twin generate` does for each token: one forward of one token and its
+// logits copied to the host.
+// Usage: infer_cuda [--shapes a,b] [--types bf16,q8_0,q4_K] [--prefill N] [--decode N]
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "base/mem.h"
+#include "model/context.h"
+#include "model/model.h"
+#include "tensor/cuda.h"
+
+#include "bench_util.h"
+
+static void add_bytes(void *arg, const char *hf, const char *gg, const struct tw_tensor *t)
+{
+    (void)hf, (void)gg;
+    *(double *)arg += (double)tw_tensor_nbytes(t);
+}
+
+// Bytes decode reads per token: every matrix but the embedding table (one row of it), plus
+// the table when it is also the output projection.
+static double weight_bytes_per_token(const struct tw_model *m)
+{
+    double b = 0;
+    tw_model_foreach_tensor(m, add_bytes, &b);
+    if (!m->cfg.tied_embeddings)
+        b -= (double)tw_tensor_nbytes(&m->tok_embd);
+    return b;
+}
+
+static int parse_list(const char *s, char items[][32], int max)
+{
+    int n = 0;
+    while (s && *s && n < max) {
+        const char *e = strchr(s, ',');
+        size_t len = e ? (size_t)(e - s) : strlen(s);
+        snprintf(items[n++], 32, "%.*s", (int)len, s);
+        s = e ? e + 1 : NULL;
+    }
+    return n;
+}
+
+static int fail(const char *what)
+{
+    fprintf(stderr, "infer_cuda: %s: %s\n", what, tw_error_msg());
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
+    const char *shape_list = "smollm2-135m,llama-3.2-1b,llama-3.1-8b";
+    const char *type_list = "bf16,q8_0,q4_K";
+    int n_prefill = 2048, n_decode = 128;
+    for (int i = 1; i < argc; i++) {
+        if (i + 1 < argc && strcmp(argv[i], "--shapes") == 0) {
+            shape_list = argv[++i];
+        } else if (i + 1 < argc && strcmp(argv[i], "--types") == 0) {
+            type_list = argv[++i];
+        } else if (i + 1 < argc && strcmp(argv[i], "--prefill") == 0) {
+            n_prefill = atoi(argv[++i]);
+        } else if (i + 1 < argc && strcmp(argv[i], "--decode") == 0) {
+            n_decode = atoi(argv[++i]);
+        } else {
+            fprintf(stderr, "usage: infer_cuda [--shapes a,b] [--types t,u] [--prefill N] "
+                            "[--decode N]\n");
+            return 2;
+        }
+    }
+    if (n_prefill < 1 || n_decode < 1)
+        return fprintf(stderr, "infer_cuda: --prefill and --decode need positive numbers\n"), 2;
+    struct tw_backend *be;
+    if (tw_backend_cuda_new(0, &be) != 0)
+        return fail("cuda");
+    char gpu[256];
+    tw_cuda_device_name(0, gpu, sizeof gpu);
+    char sh[8][32], ty[8][32];
+    int n_sh = parse_list(shape_list, sh, 8), n_ty = parse_list(type_list, ty, 8);
+    printf("infer_cuda: %s; prefill %d tokens, decode %d tokens after a 16-token prompt\n", gpu,
+           n_prefill, n_decode);
+    printf("%-13s %-5s %8s %9s %11s %8s %7s %10s %9s %7s\n", "model", "type", "copy GB/s",
+           "MB/token", "prefill t/s", "TFLOP/s", "of GEMM", "decode t/s", "roof t/s", "of roof");
+    double worst_roof = 1e9, worst_gemm = 1e9;
+    for (int s = 0; s < n_sh; s++) {
+        const struct tw_model_shape *shp = tw_model_shape_find(sh[s]);
+        if (!shp) {
+            fprintf(stderr, "infer_cuda: no shape %s (%s)\n", sh[s], tw_model_shape_names());
+            return 2;
+        }
+        const struct tw_model_config *c = &shp->cfg;
+        // The ceiling of prefill: cuBLASLt's bf16 GEMM at the MLP's shape for this many rows.
+        double gemm = tw_cuda_gemm_rate(be, n_prefill, c->n_ff, c->n_embd, 20);
+        for (int d = 0; d < n_ty; d++) {
+            enum tw_dtype dt;
+            struct tw_model *host, *m;
+            if (tw_dtype_from_name(ty[d], &dt) != 0 || tw_model_random(c, dt, 42, &host))
+                return fail(ty[d]);
+            if (tw_model_to_backend(host, be, &m) != 0)
+                return fail("upload");
+            double wbytes = weight_bytes_per_token(host);
+            double params = (double)tw_model_n_params(host);
+            int32_t ctx_len = n_prefill + n_decode + 16;
+            int32_t *tok = tw_malloc_array((size_t)ctx_len, sizeof(int32_t));
+            float *logits = tw_malloc_array((size_t)c->n_vocab, sizeof(float));
+            if (!tok || !logits)
+                return fail("memory");
+            for (int32_t i = 0; i < ctx_len; i++)
+                tok[i] = (int32_t)((i * 7919u + 13) % (uint32_t)c->n_vocab);
+            tw_ctx *cx;
+            struct tw_ctx_params p = { .n_ctx = ctx_len, .n_batch = n_prefill };
+            if (tw_ctx_new(m, be, &p, &cx) != 0)
+                return fail("context");
+            // Prefill: the best of three runs of the whole prompt (the first warms up).
+            double pre = 1e30;
+            for (int rep = 0; rep < 3; rep++) {
+                tw_ctx_truncate(cx, 0);
+                double t0 = now();
+                if (tw_ctx_decode(cx, tok, n_prefill, logits, false) != 0)
+                    return fail("prefill");
+                double dt2 = now() - t0;
+                if (rep > 0 && dt2 < pre)
+                    pre = dt2;
+            }
+            // Decode: one token at a time after a 16-token prompt (one warm-up token).
+            tw_ctx_truncate(cx, 0);
+            if (tw_ctx_decode(cx, tok, 16, logits, false) != 0 ||
+                tw_ctx_decode(cx, tok + 16, 1, logits, false) != 0)
+                return fail("decode");
+            double bw = tw_cuda_copy_bandwidth(be, (size_t)1 << 30, 10);
+            double t0 = now();
+            for (int i = 0; i < n_decode; i++)
+                if (tw_ctx_decode(cx, tok + 17 + i, 1, logits, false) != 0)
+                    return fail("decode");
+            double dec = now() - t0;
+            double bw2 = tw_cuda_copy_bandwidth(be, (size_t)1 << 30, 10);
+            bw = bw2 > bw ? bw2 : bw;
+            // The KV cache is f32: keys and values of every layer, at the run's mean length.
+            double kv = 2.0 * c->n_layer * c->n_head_kv * c->head_dim * sizeof(float) *
+                        (17 + n_decode / 2.0);
+            double per_tok = wbytes + kv;
+            // Copy bandwidth counts bytes read and written; decode only reads: the ceiling is
+            // the copy's rate of moving bytes, read and written alike.
+            double roof = bw * 1e9 / per_tok, got = n_decode / dec;
+            // Prefill FLOPs: 2 per parameter of the matrices per token, plus attention's
+            // QK^T and PV over the causal half.
+            double att = 2.0 * 2.0 * c->n_layer * (double)c->n_head * c->head_dim *
+                         (double)n_prefill * n_prefill / 2.0;
+            double flops = 2.0 * (params - (double)c->n_vocab * c->n_embd) * n_prefill + att;
+            double tflops = flops / pre / 1e12;
+            printf("%-13s %-5s %8.0f %9.1f %11.0f %8.1f %6.1f%% %10.1f %9.1f %6.1f%%\n", sh[s],
+                   ty[d], bw, per_tok / 1e6, n_prefill / pre, tflops, 100 * tflops / gemm, got,
+                   roof, 100 * got / roof);
+            fflush(stdout);
+            worst_roof = got / roof < worst_roof ? got / roof : worst_roof;
+            if (dt == TW_DTYPE_BF16 && tflops / gemm < worst_gemm)
+                worst_gemm = tflops / gemm;
+            tw_ctx_free(cx);
+            tw_model_close(m);
+            tw_model_close(host);
+            tw_free(tok);
+            tw_free(logits);
+        }
+        printf("%-13s cuBLASLt bf16 GEMM (%d x %d x %d): %.1f TFLOP/s\n", sh[s], n_prefill,
+               c->n_ff, c->n_embd, gemm);
+    }
+    if (tw_backend_sync(be) != 0)
+        return fail("device");
+    tw_backend_free(be);
+    printf("headline: decode reaches at least %.1f%% of the copy-bandwidth roofline; bf16 "
+           "prefill at least %.1f%% of cuBLASLt's GEMM rate\n",
+           100 * worst_roof, 100 * worst_gemm);
+    return 0;
+}

@@ -1,0 +1,880 @@
+// The CUDA backend: the table of tensor/backend.h's ops over device memory, on one stream.
+// Owns the device memory pool (cudaMalloc'd blocks, cached for reuse), the pinned staging
+// ring that carries the ops' host arrays (ids, positions, sequences) to the device, cuBLASLt
+// and its workspace, and the first error since the last sync. Matmuls of up to
+// TWC_GEMV_MAX_T rows go to gemv.cu's kernels (decode: weights read once, from their
+// blocks); larger ones to cuBLASLt (bf16 weights as they are, other dtypes dequantised to bf16
+// in tiles, f32 weights in f32); attention to attn.cu; the row-wise ops are here.
+#include <cublasLt.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "tensor/cuda/kernels.cuh"
+
+extern "C" {
+#include "base/error.h"
+#include "base/mem.h"
+#include "tensor/cuda.h"
+}
+
+#define STAGE_BYTES  ((size_t)4 << 20)  // the staging ring for host arrays
+#define LT_WORKSPACE ((size_t)32 << 20) // cuBLASLt's workspace
+#define TILE_ELEMS   ((size_t)32 << 20) // bf16 elements of a dequantised weight tile (64 MiB)
+#define ALGO_CACHE   64
+#define ROW_THREADS  256
+
+struct pool_block {
+    void *p;
+    size_t size;
+    bool used;
+};
+
+struct algo_entry {
+    int64_t m, n, k;
+    int kind; // 0: bf16 x bf16 -> f32; 1: f32 x f32 -> f32
+    cublasLtMatmulAlgo_t algo;
+    bool valid;
+};
+
+struct cuda_impl {
+    int device;
+    cudaStream_t stream;
+    cublasLtHandle_t lt;
+    void *lt_ws;
+    struct pool_block *blocks;
+    size_t n_blocks, cap_blocks;
+    char *stage_host; // pinned
+    char *stage_dev;
+    size_t stage_off;
+    __nv_bfloat16 *xbf; // x rounded to bf16 for the GEMMs
+    size_t xbf_elems;
+    __nv_bfloat16 *tile; // dequantised weights
+    struct algo_entry algos[ALGO_CACHE];
+    int n_algos;
+    int err; // the first failure since the last sync (0: none)
+    char msg[256];
+};
+
+static struct cuda_impl *impl(struct tw_backend *be)
+{
+    return (struct cuda_impl *)be->impl;
+}
+
+static float *f32(const struct tw_tensor *t)
+{
+    return (float *)t->data;
+}
+
+// Records the first failure; later ones are consequences of it, as a rule.
+static void fail(struct cuda_impl *im, const char *what, const char *why)
+{
+    if (im->err)
+        return;
+    im->err = TW_EDEVICE;
+    snprintf(im->msg, sizeof im->msg, "cuda: %s: %s", what, why);
+}
+
+static bool ck(struct cuda_impl *im, cudaError_t e, const char *what)
+{
+    if (e == cudaSuccess)
+        return true;
+    fail(im, what, cudaGetErrorString(e));
+    return false;
+}
+
+static bool ck_lt(struct cuda_impl *im, cublasStatus_t st, const char *what)
+{
+    if (st == CUBLAS_STATUS_SUCCESS)
+        return true;
+    char why[64];
+    snprintf(why, sizeof why, "cuBLASLt status %d", (int)st);
+    fail(im, what, why);
+    return false;
+}
+
+// ---- memory: a pool of cudaMalloc'd blocks, a freed one reused by a request that fits it
+// without wasting more than half (the caching allocator's rule), all freed with the backend.
+
+static void *cuda_alloc(struct tw_backend *be, size_t bytes)
+{
+    struct cuda_impl *im = impl(be);
+    bytes = (bytes + 255) & ~(size_t)255;
+    if (bytes == 0)
+        bytes = 256;
+    struct pool_block *best = NULL;
+    for (size_t i = 0; i < im->n_blocks; i++) {
+        struct pool_block *b = &im->blocks[i];
+        if (!b->used && b->size >= bytes && b->size / 2 <= bytes &&
+            (!best || b->size < best->size))
+            best = b;
+    }
+    if (best) {
+        best->used = true;
+        return best->p;
+    }
+    if (im->n_blocks == im->cap_blocks) {
+        size_t cap = im->cap_blocks ? 2 * im->cap_blocks : 64;
+        void *nb = tw_realloc(im->blocks, cap * sizeof *im->blocks);
+        if (!nb) {
+            tw_error_set(TW_ENOMEM, "cuda: out of host memory");
+            return NULL;
+        }
+        im->blocks = (struct pool_block *)nb;
+        im->cap_blocks = cap;
+    }
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, bytes);
+    if (e != cudaSuccess && e == cudaErrorMemoryAllocation) {
+        // Give the cached blocks back to the driver and try once more.
+        cudaGetLastError();
+        cudaStreamSynchronize(im->stream);
+        size_t kept = 0;
+        for (size_t i = 0; i < im->n_blocks; i++) {
+            if (im->blocks[i].used)
+                im->blocks[kept++] = im->blocks[i];
+            else
+                cudaFree(im->blocks[i].p);
+        }
+        im->n_blocks = kept;
+        e = cudaMalloc(&p, bytes);
+    }
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        size_t free_b = 0, total_b = 0;
+        cudaMemGetInfo(&free_b, &total_b);
+        tw_error_set(TW_ENOMEM, "cuda: cannot allocate %zu MiB of device memory (%zu MiB free)",
+                     bytes >> 20, free_b >> 20);
+        return NULL;
+    }
+    im->blocks[im->n_blocks++] = (struct pool_block){ p, bytes, true };
+    return p;
+}
+
+static void cuda_release(struct tw_backend *be, void *p)
+{
+    struct cuda_impl *im = impl(be);
+    if (!p)
+        return;
+    for (size_t i = 0; i < im->n_blocks; i++)
+        if (im->blocks[i].p == p) {
+            im->blocks[i].used = false;
+            return;
+        }
+}
+
+static int report(struct cuda_impl *im)
+{
+    if (!im->err)
+        return 0;
+    int rc = tw_error_set(im->err, "%s", im->msg);
+    im->err = 0;
+    return rc;
+}
+
+static int cuda_upload(struct tw_backend *be, void *dst, const void *src, size_t n)
+{
+    struct cuda_impl *im = impl(be);
+    // Pageable memory: the copy is staged by the driver and done when this returns.
+    ck(im, cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, im->stream), "upload");
+    ck(im, cudaStreamSynchronize(im->stream), "upload");
+    return report(im);
+}
+
+static int cuda_download(struct tw_backend *be, void *dst, const void *src, size_t n)
+{
+    struct cuda_impl *im = impl(be);
+    ck(im, cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, im->stream), "download");
+    ck(im, cudaStreamSynchronize(im->stream), "download");
+    return report(im);
+}
+
+static void cuda_copy(struct tw_backend *be, void *dst, const void *src, size_t n)
+{
+    struct cuda_impl *im = impl(be);
+    ck(im, cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, im->stream), "copy");
+}
+
+static int cuda_sync(struct tw_backend *be)
+{
+    struct cuda_impl *im = impl(be);
+    ck(im, cudaStreamSynchronize(im->stream), "sync");
+    return report(im);
+}
+
+// n bytes of host data on the device, in order with the ops: copied into the pinned ring,
+// then to the same offset of the device ring. When the ring wraps, the stream is drained
+// first, so that no copy still pending reads a slot being rewritten.
+static void *stage(struct cuda_impl *im, const void *host, size_t len)
+{
+    size_t n = (len + 255) & ~(size_t)255;
+    if (n > STAGE_BYTES) {
+        fail(im, "stage", "host array larger than the staging ring");
+        return NULL;
+    }
+    if (im->stage_off + n > STAGE_BYTES) {
+        ck(im, cudaStreamSynchronize(im->stream), "stage");
+        im->stage_off = 0;
+    }
+    char *h = im->stage_host + im->stage_off, *d = im->stage_dev + im->stage_off;
+    memcpy(h, host, len);
+    im->stage_off += n;
+    if (!ck(im, cudaMemcpyAsync(d, h, len, cudaMemcpyHostToDevice, im->stream), "stage"))
+        return NULL;
+    return d;
+}
+
+// ---- row-wise kernels: one block of ROW_THREADS per row, sums in f32 through warp shuffles.
+
+static __device__ float block_sum(float v, float *red)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
+    __syncthreads(); // red may still be read by a previous call
+    if (lane == 0)
+        red[warp] = v;
+    __syncthreads();
+    v = lane < nw ? red[lane] : 0.0f;
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+static __device__ float block_max(float v, float *red)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
+    __syncthreads();
+    if (lane == 0)
+        red[warp] = v;
+    __syncthreads();
+    v = lane < nw ? red[lane] : -INFINITY;
+    for (int o = 16; o > 0; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+static __global__ void rmsnorm_kernel(float *y, const float *x, const float *w, int64_t C,
+                                      float eps)
+{
+    __shared__ float red[32];
+    const float *xr = x + blockIdx.x * C;
+    float *yr = y + blockIdx.x * C;
+    float ss = 0.0f;
+    for (int64_t i = threadIdx.x; i < C; i += blockDim.x)
+        ss += xr[i] * xr[i];
+    ss = block_sum(ss, red);
+    float inv = 1.0f / sqrtf(ss / (float)C + eps);
+    for (int64_t i = threadIdx.x; i < C; i += blockDim.x)
+        yr[i] = xr[i] * inv * (w ? w[i] : 1.0f);
+}
+
+static __global__ void layernorm_kernel(float *y, const float *x, const float *w, const float *b,
+                                        int64_t C, float eps)
+{
+    __shared__ float red[32];
+    const float *xr = x + blockIdx.x * C;
+    float *yr = y + blockIdx.x * C;
+    float s = 0.0f;
+    for (int64_t i = threadIdx.x; i < C; i += blockDim.x)
+        s += xr[i];
+    float mean = block_sum(s, red) / (float)C;
+    float v = 0.0f;
+    for (int64_t i = threadIdx.x; i < C; i += blockDim.x)
+        v += (xr[i] - mean) * (xr[i] - mean);
+    float inv = 1.0f / sqrtf(block_sum(v, red) / (float)C + eps);
+    for (int64_t i = threadIdx.x; i < C; i += blockDim.x)
+        yr[i] = (xr[i] - mean) * inv * w[i] + b[i];
+}
+
+static __global__ void softmax_kernel(float *x, int64_t C)
+{
+    __shared__ float red[32];
+    float *xr = x + blockIdx.x * C;
+    float mx = -INFINITY;
+    for (int64_t i = threadIdx.x; i < C; i += blockDim.x)
+        mx = fmaxf(mx, xr[i]);
+    mx = block_max(mx, red);
+    float s = 0.0f;
+    for (int64_t i = threadIdx.x; i < C; i += blockDim.x)
+        s += expf(xr[i] - mx);
+    float inv = 1.0f / block_sum(s, red);
+    for (int64_t i = threadIdx.x; i < C; i += blockDim.x)
+        xr[i] = expf(xr[i] - mx) * inv;
+}
+
+static __global__ void l2norm_kernel(float *x, int64_t C)
+{
+    __shared__ float red[32];
+    float *xr = x + blockIdx.x * C;
+    float ss = 0.0f;
+    for (int64_t i = threadIdx.x; i < C; i += blockDim.x)
+        ss += xr[i] * xr[i];
+    // sentence-transformers' Normalize: x / max(||x||, 1e-12) (torch's F.normalize).
+    float n = fmaxf(sqrtf(block_sum(ss, red)), 1e-12f);
+    for (int64_t i = threadIdx.x; i < C; i += blockDim.x)
+        xr[i] = xr[i] / n;
+}
+
+// x (T, H, D): the pairs of each head's first n_rot dims rotated by pos[t] * inv_freq[i]; the
+// angle in f32 as transformers forms it, its cosine and sine in double as the reference.
+static __global__ void rope_kernel(float *x, const int32_t *pos, const float *inv_freq, int64_t T,
+                                   int64_t H, int64_t D, int half, bool neox)
+{
+    int64_t n = T * H * half;
+    for (int64_t g = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; g < n;
+         g += (int64_t)gridDim.x * blockDim.x) {
+        int i = (int)(g % half);
+        int64_t th = g / half, t = th / H;
+        float ang = (float)pos[t] * inv_freq[i];
+        double sd, cd;
+        sincos((double)ang, &sd, &cd);
+        float c = (float)cd, s = (float)sd;
+        float *v = x + th * D;
+        int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
+        float a = v[i0], b = v[i1];
+        v[i0] = a * c - b * s;
+        v[i1] = b * c + a * s;
+    }
+}
+
+enum ew_op { EW_ADD, EW_SWIGLU, EW_GELU, EW_GELU_TANH, EW_SILU, EW_TANH, EW_RELU };
+
+static __device__ float act_of(enum ew_op op, float v)
+{
+    switch (op) {
+    case EW_GELU:
+        return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
+    case EW_GELU_TANH:
+        return 0.5f * v * (1.0f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));
+    case EW_SILU:
+        return v / (1.0f + expf(-v));
+    case EW_TANH:
+        return tanhf(v);
+    case EW_RELU:
+        return v > 0.0f ? v : 0.0f;
+    default:
+        return v;
+    }
+}
+
+static __global__ void ew_kernel(enum ew_op op, float *y, const float *a, const float *b,
+                                 int64_t n)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        float v = a[i];
+        if (op == EW_ADD)
+            y[i] = v + b[i];
+        else if (op == EW_SWIGLU)
+            y[i] = v / (1.0f + expf(-v)) * b[i];
+        else
+            y[i] = act_of(op, v);
+    }
+}
+
+// y (C) from x (T, C), one thread per column.
+static __global__ void pool_kernel(float *y, const float *x, int64_t T, int64_t C,
+                                   enum tw_pooling mode)
+{
+    int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (c >= C)
+        return;
+    float acc;
+    switch (mode) {
+    case TW_POOL_MEAN:
+        acc = 0.0f;
+        for (int64_t t = 0; t < T; t++)
+            acc += x[t * C + c];
+        acc /= (float)T;
+        break;
+    case TW_POOL_MAX:
+        acc = -INFINITY;
+        for (int64_t t = 0; t < T; t++)
+            acc = fmaxf(acc, x[t * C + c]);
+        break;
+    case TW_POOL_CLS:
+        acc = x[c];
+        break;
+    default: // TW_POOL_LAST
+        acc = x[(T - 1) * C + c];
+        break;
+    }
+    y[c] = acc;
+}
+
+static __global__ void to_bf16_kernel(__nv_bfloat16 *y, const float *x, int64_t n)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        y[i] = __float2bfloat16(x[i]);
+}
+
+// y (T, ldy) columns [0, N) += bias (N).
+static __global__ void bias_kernel(float *y, const float *bias, int64_t T, int64_t N, int64_t ldy)
+{
+    int64_t n = T * N;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        y[(i / N) * ldy + i % N] += bias[i % N];
+}
+
+static unsigned grid_for(int64_t n)
+{
+    int64_t g = (n + 255) / 256;
+    return (unsigned)(g < 1 ? 1 : g > 65536 ? 65536 : g);
+}
+
+// ---- ops
+
+static void cuda_embedding(struct tw_backend *be, struct tw_tensor *y,
+                           const struct tw_tensor *table, const int32_t *ids)
+{
+    struct cuda_impl *im = impl(be);
+    int64_t T = tw_tensor_nrows(y), C = tw_tensor_ncols(y);
+    const int32_t *d_ids = (const int32_t *)stage(im, ids, (size_t)T * sizeof *ids);
+    if (d_ids)
+        ck(im,
+           twc_get_rows(table->dtype, table->data, table->nb[0], C, d_ids, T, f32(y), im->stream),
+           "embedding");
+}
+
+// The cached cuBLASLt algorithm for D (m, n) = A^T B in column-major terms, A (k, m) and
+// B (k, n) of the kind's type, D f32; NULL (with the failure recorded) when none fits.
+static const cublasLtMatmulAlgo_t *lt_algo(struct cuda_impl *im, cublasLtMatmulDesc_t op,
+                                           cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t lb,
+                                           cublasLtMatrixLayout_t ld, int64_t m, int64_t n,
+                                           int64_t k, int kind)
+{
+    for (int i = 0; i < im->n_algos; i++) {
+        struct algo_entry *e = &im->algos[i];
+        if (e->valid && e->m == m && e->n == n && e->k == k && e->kind == kind)
+            return &e->algo;
+    }
+    cublasLtMatmulPreference_t pref;
+    if (!ck_lt(im, cublasLtMatmulPreferenceCreate(&pref), "matmul preference"))
+        return NULL;
+    size_t ws = LT_WORKSPACE;
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                         sizeof ws);
+    cublasLtMatmulHeuristicResult_t res;
+    int found = 0;
+    cublasStatus_t st =
+        cublasLtMatmulAlgoGetHeuristic(im->lt, op, la, lb, ld, ld, pref, 1, &res, &found);
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
+        ck_lt(im, st == CUBLAS_STATUS_SUCCESS ? CUBLAS_STATUS_NOT_SUPPORTED : st,
+              "matmul heuristic");
+        return NULL;
+    }
+    int slot = im->n_algos < ALGO_CACHE ? im->n_algos++ : (int)((m + n + k) % ALGO_CACHE);
+    im->algos[slot] = (struct algo_entry){ m, n, k, kind, res.algo, true };
+    return &im->algos[slot].algo;
+}
+
+// y (T, ldy) = x (T, K) w (N, K)^T through cuBLASLt: kind 0 with w and x bf16, kind 1 with
+// both f32 (exact f32 arithmetic, no TF32: the f32 golden models match the CPU).
+static void lt_matmul(struct cuda_impl *im, int kind, const void *w, const void *x, float *y,
+                      int64_t T, int64_t N, int64_t K, int64_t ldy)
+{
+    cudaDataType_t ab = kind == 0 ? CUDA_R_16BF : CUDA_R_32F;
+    cublasLtMatmulDesc_t op = NULL;
+    cublasLtMatrixLayout_t la = NULL, lb = NULL, ld = NULL;
+    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    bool ok =
+        ck_lt(im, cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "matmul") &&
+        ck_lt(im, cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta),
+              "matmul") &&
+        ck_lt(im, cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb),
+              "matmul") &&
+        ck_lt(im, cublasLtMatrixLayoutCreate(&la, ab, (uint64_t)K, (uint64_t)N, K), "matmul") &&
+        ck_lt(im, cublasLtMatrixLayoutCreate(&lb, ab, (uint64_t)K, (uint64_t)T, K), "matmul") &&
+        ck_lt(im, cublasLtMatrixLayoutCreate(&ld, CUDA_R_32F, (uint64_t)N, (uint64_t)T, ldy),
+              "matmul");
+    const cublasLtMatmulAlgo_t *algo = ok ? lt_algo(im, op, la, lb, ld, N, T, K, kind) : NULL;
+    if (algo) {
+        float one = 1.0f, zero = 0.0f;
+        ck_lt(im,
+              cublasLtMatmul(im->lt, op, &one, w, la, x, lb, &zero, y, ld, y, ld, algo, im->lt_ws,
+                             LT_WORKSPACE, im->stream),
+              "matmul");
+    }
+    if (ld)
+        cublasLtMatrixLayoutDestroy(ld);
+    if (lb)
+        cublasLtMatrixLayoutDestroy(lb);
+    if (la)
+        cublasLtMatrixLayoutDestroy(la);
+    if (op)
+        cublasLtMatmulDescDestroy(op);
+}
+
+static bool ensure_xbf(struct cuda_impl *im, size_t elems)
+{
+    if (elems <= im->xbf_elems)
+        return true;
+    ck(im, cudaStreamSynchronize(im->stream), "matmul");
+    cudaFree(im->xbf);
+    im->xbf = NULL;
+    im->xbf_elems = 0;
+    if (!ck(im, cudaMalloc(&im->xbf, elems * sizeof *im->xbf), "matmul scratch"))
+        return false;
+    im->xbf_elems = elems;
+    return true;
+}
+
+static void cuda_matmul(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                        const struct tw_tensor *w, const struct tw_tensor *bias)
+{
+    struct cuda_impl *im = impl(be);
+    int64_t T = tw_tensor_nrows(x), K = w->ne[1], N = w->ne[0];
+    const float *b = bias ? f32(bias) : NULL;
+    if (T <= TWC_GEMV_MAX_T) {
+        ck(im,
+           twc_gemv(w->dtype, w->data, w->nb[0], N, K, f32(x), K, (int)T, f32(y), N, b,
+                    im->stream),
+           "matmul (gemv)");
+        return;
+    }
+    if (w->dtype == TW_DTYPE_F32) {
+        lt_matmul(im, 1, w->data, x->data, f32(y), T, N, K, N);
+    } else {
+        if (!ensure_xbf(im, (size_t)(T * K)))
+            return;
+        to_bf16_kernel<<<grid_for(T * K), 256, 0, im->stream>>>(im->xbf, f32(x), T * K);
+        ck(im, cudaGetLastError(), "matmul (x to bf16)");
+        if (w->dtype == TW_DTYPE_BF16) {
+            lt_matmul(im, 0, w->data, im->xbf, f32(y), T, N, K, N);
+        } else {
+            // Tiles of whole rows, dequantised to bf16, each multiplied into its columns of y.
+            int64_t rows = (int64_t)(TILE_ELEMS / (size_t)K);
+            rows = rows < 1 ? 1 : rows;
+            for (int64_t n0 = 0; n0 < N && !im->err; n0 += rows) {
+                int64_t nr = N - n0 < rows ? N - n0 : rows;
+                const char *wr = (const char *)w->data + (size_t)n0 * w->nb[0];
+                ck(im, twc_dequant_bf16(w->dtype, wr, w->nb[0], nr, K, im->tile, im->stream),
+                   "matmul (dequantise)");
+                lt_matmul(im, 0, im->tile, im->xbf, f32(y) + n0, T, nr, K, N);
+            }
+        }
+    }
+    if (b) {
+        bias_kernel<<<grid_for(T * N), 256, 0, im->stream>>>(f32(y), b, T, N, N);
+        ck(im, cudaGetLastError(), "matmul (bias)");
+    }
+}
+
+static void cuda_rmsnorm(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                         const struct tw_tensor *w, float eps)
+{
+    struct cuda_impl *im = impl(be);
+    int64_t R = tw_tensor_nrows(x), C = tw_tensor_ncols(x);
+    rmsnorm_kernel<<<(unsigned)R, ROW_THREADS, 0, im->stream>>>(f32(y), f32(x), w ? f32(w) : NULL,
+                                                                C, eps);
+    ck(im, cudaGetLastError(), "rmsnorm");
+}
+
+static void cuda_layernorm(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                           const struct tw_tensor *w, const struct tw_tensor *b, float eps)
+{
+    struct cuda_impl *im = impl(be);
+    int64_t R = tw_tensor_nrows(x), C = tw_tensor_ncols(x);
+    layernorm_kernel<<<(unsigned)R, ROW_THREADS, 0, im->stream>>>(f32(y), f32(x), f32(w), f32(b),
+                                                                  C, eps);
+    ck(im, cudaGetLastError(), "layernorm");
+}
+
+static void cuda_rope(struct tw_backend *be, struct tw_tensor *x, const int32_t *pos,
+                      const struct tw_rope *r)
+{
+    struct cuda_impl *im = impl(be);
+    int64_t T = x->ne[0], H = x->ne[1], D = x->ne[2];
+    int half = r->n_rot / 2;
+    const int32_t *d_pos = (const int32_t *)stage(im, pos, (size_t)T * sizeof *pos);
+    const float *d_freq = (const float *)stage(im, r->inv_freq, (size_t)half * sizeof(float));
+    if (!d_pos || !d_freq || half == 0)
+        return;
+    rope_kernel<<<grid_for(T * H * half), 256, 0, im->stream>>>(f32(x), d_pos, d_freq, T, H, D,
+                                                                half, r->neox);
+    ck(im, cudaGetLastError(), "rope");
+}
+
+static void run_attention(struct cuda_impl *im, struct tw_tensor *out, const struct tw_tensor *q,
+                          const struct twc_attn_seq *seqs, int n, const struct tw_attn *a)
+{
+    int32_t max_rows = 0, max_kv = 0;
+    for (int i = 0; i < n; i++) {
+        max_rows = seqs[i].n_rows > max_rows ? seqs[i].n_rows : max_rows;
+        int32_t kv = seqs[i].n_past + seqs[i].n_rows;
+        max_kv = kv > max_kv ? kv : max_kv;
+    }
+    const struct twc_attn_seq *d_seqs =
+        (const struct twc_attn_seq *)stage(im, seqs, (size_t)n * sizeof *seqs);
+    if (!d_seqs)
+        return;
+    // Contiguous caches: one block of max_kv rows each (table {0}).
+    ck(im,
+       twc_attention(f32(out), f32(q), d_seqs, n, max_rows, max_kv, max_kv > 0 ? max_kv : 1, a,
+                     im->stream),
+       "attention");
+}
+
+static const int32_t block0 = 0;
+
+static void cuda_attention(struct tw_backend *be, struct tw_tensor *out, const struct tw_tensor *q,
+                           const struct tw_tensor *k, const struct tw_tensor *v,
+                           const struct tw_attn *a)
+{
+    struct cuda_impl *im = impl(be);
+    const int32_t *table = (const int32_t *)stage(im, &block0, sizeof block0);
+    if (!table)
+        return;
+    int32_t T = (int32_t)q->ne[0];
+    // The queries are positions n_past .. n_past + T - 1 of a cache of S rows; a non-causal
+    // (encoder) call attends to all S rows whatever its positions.
+    int32_t S = (int32_t)k->ne[0];
+    struct twc_attn_seq s = { 0, T, a->causal ? a->n_past : S - T, f32(k), f32(v), table };
+    run_attention(im, out, q, &s, 1, a);
+}
+
+static bool cuda_attention_seqs(struct tw_backend *be, struct tw_tensor *out,
+                                const struct tw_tensor *q, const struct tw_attn_seq *seqs, int n,
+                                const struct tw_attn *a)
+{
+    struct cuda_impl *im = impl(be);
+    const int32_t *table = (const int32_t *)stage(im, &block0, sizeof block0);
+    struct twc_attn_seq *ds = (struct twc_attn_seq *)tw_malloc_array((size_t)n, sizeof *ds);
+    if (!table || !ds) {
+        tw_free(ds);
+        fail(im, "attention", "out of host memory");
+        return true;
+    }
+    for (int i = 0; i < n; i++)
+        ds[i] = (struct twc_attn_seq){ seqs[i].row0, seqs[i].n_rows, seqs[i].n_past,
+                                       seqs[i].k,    seqs[i].v,      table };
+    run_attention(im, out, q, ds, n, a);
+    tw_free(ds);
+    return true;
+}
+
+static void ew(struct tw_backend *be, enum ew_op op, float *y, const float *a, const float *b,
+               int64_t n, const char *what)
+{
+    struct cuda_impl *im = impl(be);
+    ew_kernel<<<grid_for(n), 256, 0, im->stream>>>(op, y, a, b, n);
+    ck(im, cudaGetLastError(), what);
+}
+
+static void cuda_softmax(struct tw_backend *be, struct tw_tensor *x)
+{
+    struct cuda_impl *im = impl(be);
+    softmax_kernel<<<(unsigned)tw_tensor_nrows(x), ROW_THREADS, 0, im->stream>>>(
+        f32(x), tw_tensor_ncols(x));
+    ck(im, cudaGetLastError(), "softmax");
+}
+
+static void cuda_swiglu(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *gate,
+                        const struct tw_tensor *up)
+{
+    ew(be, EW_SWIGLU, f32(y), f32(gate), f32(up), tw_tensor_nelem(y), "swiglu");
+}
+
+static void cuda_act(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                     enum tw_act act)
+{
+    static const enum ew_op of[] = { EW_GELU, EW_GELU_TANH, EW_SILU, EW_TANH, EW_RELU };
+    ew(be, of[act], f32(y), f32(x), NULL, tw_tensor_nelem(y), "act");
+}
+
+static void cuda_add(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *a,
+                     const struct tw_tensor *b)
+{
+    ew(be, EW_ADD, f32(y), f32(a), f32(b), tw_tensor_nelem(y), "add");
+}
+
+static void cuda_pool(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                      enum tw_pooling mode)
+{
+    struct cuda_impl *im = impl(be);
+    int64_t C = tw_tensor_ncols(x);
+    pool_kernel<<<(unsigned)((C + 255) / 256), 256, 0, im->stream>>>(f32(y), f32(x),
+                                                                     tw_tensor_nrows(x), C, mode);
+    ck(im, cudaGetLastError(), "pool");
+}
+
+static void cuda_l2norm(struct tw_backend *be, struct tw_tensor *x)
+{
+    struct cuda_impl *im = impl(be);
+    l2norm_kernel<<<(unsigned)tw_tensor_nrows(x), ROW_THREADS, 0, im->stream>>>(
+        f32(x), tw_tensor_ncols(x));
+    ck(im, cudaGetLastError(), "l2norm");
+}
+
+// ---- measurements for the benchmarks
+
+static __global__ void fill_random_bf16(__nv_bfloat16 *p, int64_t n, uint32_t seed)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        uint32_t h = (uint32_t)i * 2654435761u ^ seed;
+        h ^= h >> 16, h *= 0x7feb352du, h ^= h >> 15;
+        p[i] = __float2bfloat16(((float)(h >> 8) * (1.0f / 16777216.0f) - 0.5f) * 0.1f);
+    }
+}
+
+static double elapsed_ms(struct cuda_impl *im, cudaEvent_t a, cudaEvent_t b)
+{
+    float ms = 0;
+    ck(im, cudaEventSynchronize(b), "timing");
+    ck(im, cudaEventElapsedTime(&ms, a, b), "timing");
+    return ms;
+}
+
+extern "C" double tw_cuda_copy_bandwidth(struct tw_backend *be, size_t bytes, int reps)
+{
+    struct cuda_impl *im = impl(be);
+    void *a = cuda_alloc(be, bytes), *b = cuda_alloc(be, bytes);
+    cudaEvent_t e0, e1;
+    double best = 1e30;
+    if (a && b && ck(im, cudaEventCreate(&e0), "timing") &&
+        ck(im, cudaEventCreate(&e1), "timing")) {
+        ck(im, cudaMemsetAsync(a, 1, bytes, im->stream), "copy bandwidth");
+        for (int r = 0; r <= reps; r++) {
+            cudaEventRecord(e0, im->stream);
+            cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, im->stream);
+            cudaEventRecord(e1, im->stream);
+            double ms = elapsed_ms(im, e0, e1);
+            if (r > 0 && ms < best) // the first is a warm-up
+                best = ms;
+        }
+        cudaEventDestroy(e0);
+        cudaEventDestroy(e1);
+    }
+    cuda_release(be, a);
+    cuda_release(be, b);
+    return im->err || best >= 1e30 ? 0.0 : 2.0 * (double)bytes / (best * 1e-3) / 1e9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+extern "C" double tw_cuda_gemm_rate(struct tw_backend *be, int64_t M, int64_t N, int64_t K,
+                                    int reps)
+{
+    struct cuda_impl *im = impl(be);
+    // D (M, N) f32 = A (M, K) B (N, K)^T in row-major terms, as cuda_matmul forms y = x w^T.
+    __nv_bfloat16 *x = (__nv_bfloat16 *)cuda_alloc(be, (size_t)(M * K) * 2);
+    __nv_bfloat16 *w = (__nv_bfloat16 *)cuda_alloc(be, (size_t)(N * K) * 2);
+    float *y = (float *)cuda_alloc(be, (size_t)(M * N) * 4);
+    double *ms = (double *)tw_malloc_array((size_t)reps + 1, sizeof(double));
+    cudaEvent_t e0, e1;
+    double med = 0;
+    if (x && w && y && ms && ck(im, cudaEventCreate(&e0), "timing") &&
+        ck(im, cudaEventCreate(&e1), "timing")) {
+        fill_random_bf16<<<grid_for(M * K), 256, 0, im->stream>>>(x, M * K, 1);
+        fill_random_bf16<<<grid_for(N * K), 256, 0, im->stream>>>(w, N * K, 2);
+        for (int r = 0; r <= reps; r++) {
+            cudaEventRecord(e0, im->stream);
+            lt_matmul(im, 0, w, x, y, M, N, K, N);
+            cudaEventRecord(e1, im->stream);
+            ms[r] = elapsed_ms(im, e0, e1);
+        }
+        qsort(ms + 1, (size_t)reps, sizeof *ms, cmp_double); // the first is a warm-up
+        med = ms[1 + reps / 2];
+        cudaEventDestroy(e0);
+        cudaEventDestroy(e1);
+    }
+    tw_free(ms);
+    cuda_release(be, x);
+    cuda_release(be, w);
+    cuda_release(be, y);
+    return im->err || med <= 0 ? 0.0
+                               : 2.0 * (double)M * (double)N * (double)K / (med * 1e-3) / 1e12;
+}
+
+static void cuda_free(struct tw_backend *be)
+{
+    struct cuda_impl *im = impl(be);
+    cudaSetDevice(im->device);
+    if (im->stream)
+        cudaStreamSynchronize(im->stream);
+    for (size_t i = 0; i < im->n_blocks; i++)
+        cudaFree(im->blocks[i].p);
+    tw_free(im->blocks);
+    cudaFree(im->xbf);
+    cudaFree(im->tile);
+    cudaFree(im->lt_ws);
+    cudaFree(im->stage_dev);
+    cudaFreeHost(im->stage_host);
+    if (im->lt)
+        cublasLtDestroy(im->lt);
+    if (im->stream)
+        cudaStreamDestroy(im->stream);
+    tw_free(im);
+    tw_free(be);
+}
+
+static const struct tw_backend_ops cuda_ops = {
+    .name = "cuda",
+    .free = cuda_free,
+    .embedding = cuda_embedding,
+    .matmul = cuda_matmul,
+    .matmul_n = NULL,
+    .rmsnorm = cuda_rmsnorm,
+    .layernorm = cuda_layernorm,
+    .rope = cuda_rope,
+    .attention = cuda_attention,
+    .attention_seqs = cuda_attention_seqs,
+    .softmax = cuda_softmax,
+    .swiglu = cuda_swiglu,
+    .act = cuda_act,
+    .add = cuda_add,
+    .pool = cuda_pool,
+    .l2norm = cuda_l2norm,
+    .alloc = cuda_alloc,
+    .release = cuda_release,
+    .upload = cuda_upload,
+    .download = cuda_download,
+    .copy = cuda_copy,
+    .sync = cuda_sync,
+};
+
+extern "C" int tw_backend_cuda_new(int device, struct tw_backend **out)
+{
+    int n = tw_cuda_device_count();
+    if (device < 0 || device >= n)
+        return tw_error_set(TW_EUNSUPPORTED, "cuda: no GPU %d (%d visible)", device, n);
+    struct tw_backend *be = (struct tw_backend *)tw_calloc(1, sizeof *be);
+    struct cuda_impl *im = (struct cuda_impl *)tw_calloc(1, sizeof *im);
+    if (!be || !im) {
+        tw_free(be);
+        tw_free(im);
+        return tw_error_set(TW_ENOMEM, "cuda backend: out of memory");
+    }
+    im->device = device;
+    be->ops = &cuda_ops;
+    be->device = TW_DEVICE_CUDA;
+    be->n_threads = 1;
+    be->impl = im;
+    bool ok = ck(im, cudaSetDevice(device), "set device") &&
+              ck(im, cudaStreamCreateWithFlags(&im->stream, cudaStreamNonBlocking), "stream") &&
+              ck_lt(im, cublasLtCreate(&im->lt), "cuBLASLt") &&
+              ck(im, cudaMalloc(&im->lt_ws, LT_WORKSPACE), "workspace") &&
+              ck(im, cudaMalloc(&im->tile, TILE_ELEMS * sizeof *im->tile), "tile") &&
+              ck(im, cudaMallocHost(&im->stage_host, STAGE_BYTES), "staging") &&
+              ck(im, cudaMalloc(&im->stage_dev, STAGE_BYTES), "staging");
+    if (!ok) {
+        int rc = report(im);
+        cuda_free(be);
+        return rc;
+    }
+    *out = be;
+    return 0;
+}
