@@ -39,9 +39,17 @@ fuzz: deps
 test-fuzz: deps
 	@FUZZ_BUILD=$(FUZZ_BUILD) scripts/fuzz.sh $(TEST_FUZZ_SECONDS)
 
-# The GPU machine only: the CUDA tests (label cuda).
+# The GPU machine only: the CUDA tests (label cuda), then the op tests again under
+# compute-sanitizer's memcheck (API errors not reported: test_ops provokes an out-of-memory).
+CUDA_MEMCHECK_TESTS = cuda_test_ops cuda_test_gemv cuda_test_attn
 test-cuda: build
 	@ctest --test-dir $(BUILD) --output-on-failure -L cuda
+	@for t in $(CUDA_MEMCHECK_TESTS); do \
+	    echo "memcheck $$t"; \
+	    compute-sanitizer --tool memcheck --report-api-errors no --error-exitcode 1 \
+	        $(BUILD)/$$t > $(BUILD)/$$t.memcheck 2>&1 || { cat $(BUILD)/$$t.memcheck; exit 1; }; \
+	    grep "ERROR SUMMARY" $(BUILD)/$$t.memcheck; \
+	done
 
 format-check: deps
 	@scripts/check_format.sh

@@ -1,0 +1,242 @@
+// The CUDA backend's attention (src/tensor/cuda/attn.cu, through tw_attention and
+// tw_attention_seqs) against the reference backend on random inputs: decode rows over short
+// and long caches (the long ones split across blocks), prefill tiles that are not multiples
+// of the kernel's, grouped-query heads, a sliding window, non-causal (encoder) attention,
+// and several sequences of different lengths in one call. Outputs are poisoned with NaN
+// first, so an unwritten element fails. Run by `make test-cuda` on the GPU machine.
+#include <math.h>
+#include <stdbool.h>
+#include <stdlib.h>
+
+#include "base/mem.h"
+#include "check.h"
+#include "tensor/backend.h"
+#include "tensor/cuda.h"
+
+static struct tw_backend *gpu;
+static uint64_t rng = 0x5EEDull;
+
+static float *host_random(size_t n) // uniform in [-1, 1)
+{
+    float *p = tw_malloc_array(n, sizeof(float));
+    REQUIRE(p);
+    for (size_t i = 0; i < n; i++)
+        p[i] = (float)((check_rand(&rng) >> 40) * (1.0 / (1ull << 24))) * 2.0f - 1.0f;
+    return p;
+}
+
+// A device copy of host[0..n).
+static float *dev_of(const float *host, size_t n)
+{
+    float *d = tw_backend_alloc(gpu, n * sizeof(float));
+    REQUIRE(d);
+    CHECK_OK(tw_backend_upload(gpu, d, host, n * sizeof(float)));
+    return d;
+}
+
+static float *dev_poisoned(size_t n)
+{
+    float *h = tw_malloc_array(n, sizeof(float));
+    REQUIRE(h);
+    for (size_t i = 0; i < n; i++)
+        h[i] = NAN;
+    float *d = dev_of(h, n);
+    tw_free(h);
+    return d;
+}
+
+// The device result against the reference: every element written (finite), ‖got − want‖ /
+// ‖want‖ < 1e-5 and no element off by more than 1e-5 (outputs are averages of values in
+// [-1, 1), so of order 1).
+static void check_close(const float *dev, const float *want, size_t n, const char *what)
+{
+    float *got = tw_malloc_array(n, sizeof(float));
+    REQUIRE(got);
+    CHECK_OK(tw_backend_download(gpu, got, dev, n * sizeof(float)));
+    size_t bad = 0;
+    double d = 0, w = 0, max_abs = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(got[i])) {
+            bad++;
+            continue;
+        }
+        double e = fabs((double)got[i] - want[i]);
+        d += e * e;
+        w += (double)want[i] * want[i];
+        max_abs = e > max_abs ? e : max_abs;
+    }
+    double rel = sqrt(d / w);
+    bool ok = bad == 0 && rel < 1e-5 && max_abs < 1e-5;
+    if (!ok)
+        fprintf(stderr, "%s: %zu unwritten, rel %.3g, max abs %.3g\n", what, bad, rel, max_abs);
+    CHECK_EQ_INT(bad, 0);
+    CHECK(rel < 1e-5);
+    CHECK(max_abs < 1e-5);
+    tw_free(got);
+}
+
+struct attn_case {
+    int64_t T, n_past, H, Hkv, D;
+    int32_t window;
+    bool causal;
+};
+
+static struct tw_attn attn_of(int64_t H, int64_t Hkv, int64_t D, int32_t window, bool causal,
+                              int64_t n_past)
+{
+    struct tw_attn a = { .n_head = (int32_t)H,
+                         .n_head_kv = (int32_t)Hkv,
+                         .head_dim = (int32_t)D,
+                         .scale = 1 / sqrtf((float)D),
+                         .causal = causal,
+                         .window = window,
+                         .n_past = (int32_t)n_past };
+    return a;
+}
+
+// One sequence through tw_attention: q (T, H, D), k and v (n_past + T, Hkv, D).
+static void test_one(const struct attn_case *c)
+{
+    int64_t T = c->T, S = c->n_past + T, H = c->H, Hkv = c->Hkv, D = c->D;
+    char what[160];
+    snprintf(what, sizeof what, "attention T %lld n_past %lld heads %lld/%lld D %lld window %d%s",
+             (long long)T, (long long)c->n_past, (long long)H, (long long)Hkv, (long long)D,
+             c->window, c->causal ? "" : " non-causal");
+    float *q = host_random((size_t)(T * H * D)), *k = host_random((size_t)(S * Hkv * D));
+    float *v = host_random((size_t)(S * Hkv * D)), *ref = host_random((size_t)(T * H * D));
+    struct tw_tensor tq = tw_tensor_f32_3d(q, T, H, D), tk = tw_tensor_f32_3d(k, S, Hkv, D);
+    struct tw_tensor tv = tw_tensor_f32_3d(v, S, Hkv, D), tr = tw_tensor_f32_2d(ref, T, H * D);
+    struct tw_attn a = attn_of(H, Hkv, D, c->window, c->causal, c->n_past);
+    tw_attention(tw_backend_cpu_ref(), &tr, &tq, &tk, &tv, &a);
+
+    struct tw_tensor dq, dk, dv;
+    CHECK_OK(tw_backend_tensor_upload(gpu, &tq, &dq));
+    CHECK_OK(tw_backend_tensor_upload(gpu, &tk, &dk));
+    CHECK_OK(tw_backend_tensor_upload(gpu, &tv, &dv));
+    float *dout = dev_poisoned((size_t)(T * H * D));
+    struct tw_tensor to = tw_tensor_f32_2d(dout, T, H * D);
+    to.device = TW_DEVICE_CUDA;
+    tw_attention(gpu, &to, &dq, &dk, &dv, &a);
+    CHECK_OK(tw_backend_sync(gpu));
+    check_close(dout, ref, (size_t)(T * H * D), what);
+
+    tw_backend_release(gpu, dq.data), tw_backend_release(gpu, dk.data);
+    tw_backend_release(gpu, dv.data), tw_backend_release(gpu, dout);
+    tw_free(q), tw_free(k), tw_free(v), tw_free(ref);
+}
+
+struct seq_shape {
+    int32_t n_past, n_rows;
+};
+
+// Several sequences in one tw_attention_seqs call, each with its own cache; a->n_past is set
+// to a value no sequence has, since it must be ignored.
+static void test_seqs(int64_t H, int64_t Hkv, int64_t D, int32_t window,
+                      const struct seq_shape *shapes, int n)
+{
+    char what[160];
+    snprintf(what, sizeof what, "attention_seqs %d seqs heads %lld/%lld D %lld window %d", n,
+             (long long)H, (long long)Hkv, (long long)D, window);
+    int64_t T = 0;
+    for (int i = 0; i < n; i++)
+        T += shapes[i].n_rows;
+    struct tw_attn_seq *hs = tw_malloc_array((size_t)n, sizeof *hs);
+    struct tw_attn_seq *ds = tw_malloc_array((size_t)n, sizeof *ds);
+    REQUIRE(hs && ds);
+    int32_t row0 = 0;
+    for (int i = 0; i < n; i++) {
+        size_t kv = (size_t)(shapes[i].n_past + shapes[i].n_rows) * (size_t)(Hkv * D);
+        float *k = host_random(kv), *v = host_random(kv);
+        hs[i] = (struct tw_attn_seq){ row0, shapes[i].n_rows, shapes[i].n_past, k, v };
+        ds[i] = (struct tw_attn_seq){ row0, shapes[i].n_rows, shapes[i].n_past, dev_of(k, kv),
+                                      dev_of(v, kv) };
+        row0 += shapes[i].n_rows;
+    }
+    float *q = host_random((size_t)(T * H * D)), *ref = host_random((size_t)(T * H * D));
+    struct tw_tensor tq = tw_tensor_f32_3d(q, T, H, D), tr = tw_tensor_f32_2d(ref, T, H * D);
+    struct tw_attn a = attn_of(H, Hkv, D, window, true, 12345);
+    tw_attention_seqs(tw_backend_cpu_ref(), &tr, &tq, hs, n, &a);
+
+    struct tw_tensor dq;
+    CHECK_OK(tw_backend_tensor_upload(gpu, &tq, &dq));
+    float *dout = dev_poisoned((size_t)(T * H * D));
+    struct tw_tensor to = tw_tensor_f32_2d(dout, T, H * D);
+    to.device = TW_DEVICE_CUDA;
+    tw_attention_seqs(gpu, &to, &dq, ds, n, &a);
+    CHECK_OK(tw_backend_sync(gpu));
+    check_close(dout, ref, (size_t)(T * H * D), what);
+
+    for (int i = 0; i < n; i++) {
+        tw_free((void *)hs[i].k), tw_free((void *)hs[i].v);
+        tw_backend_release(gpu, (void *)ds[i].k), tw_backend_release(gpu, (void *)ds[i].v);
+    }
+    tw_backend_release(gpu, dq.data), tw_backend_release(gpu, dout);
+    tw_free(hs), tw_free(ds), tw_free(q), tw_free(ref);
+}
+
+int main(void)
+{
+    REQUIRE(tw_cuda_device_count() > 0);
+    CHECK_OK(tw_backend_cuda_new(0, &gpu));
+    REQUIRE(gpu);
+    static const struct attn_case cases[] = {
+        // decode: empty and short caches, long ones (split across blocks), GQA shapes
+        { 1, 0, 8, 2, 64, 0, true },
+        { 1, 1, 8, 2, 64, 0, true },
+        { 1, 37, 8, 2, 64, 0, true },
+        { 1, 1000, 8, 2, 64, 0, true },
+        { 1, 5000, 8, 2, 64, 0, true },
+        { 1, 1000, 4, 4, 128, 0, true },
+        { 1, 5000, 4, 4, 128, 0, true },
+        { 1, 1000, 32, 8, 64, 0, true },
+        { 1, 5000, 32, 8, 128, 0, true },
+        { 1, 1000, 14, 2, 64, 0, true }, // Qwen2-0.5B
+        { 3, 1000, 14, 2, 64, 0, true },
+        { 4, 2000, 32, 8, 128, 0, true },
+        { 1, 37, 4, 2, 16, 0, true }, // the tiny test models' heads
+        { 1, 5000, 4, 2, 16, 0, true },
+        // sliding window, decode and prefill
+        { 1, 1000, 8, 2, 64, 16, true },
+        { 4, 300, 4, 4, 128, 16, true },
+        { 64, 0, 8, 2, 128, 16, true },
+        { 130, 50, 14, 2, 64, 16, true },
+        // prefill: sizes around the kernel's tiles, with and without a cached prefix
+        { 1, 0, 8, 2, 64, 0, true },
+        { 5, 0, 8, 2, 64, 0, true },
+        { 64, 0, 8, 2, 64, 0, true },
+        { 130, 0, 8, 2, 64, 0, true },
+        { 1, 50, 8, 2, 64, 0, true },
+        { 5, 50, 8, 2, 64, 0, true },
+        { 64, 50, 8, 2, 64, 0, true },
+        { 130, 50, 8, 2, 64, 0, true },
+        { 130, 50, 4, 4, 128, 0, true },
+        { 130, 0, 32, 8, 128, 0, true },
+        { 130, 50, 4, 2, 16, 0, true },
+        { 5, 50, 4, 2, 16, 0, true },
+        // non-causal (BERT): every row sees all rows
+        { 40, 0, 4, 2, 64, 0, false },
+        { 40, 0, 4, 4, 16, 0, false },
+        { 40, 0, 12, 12, 64, 0, false },
+        { 40, 0, 4, 4, 128, 0, false },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        test_one(&cases[i]);
+
+    static const struct seq_shape mixed[] = { { 0, 7 }, { 20, 1 }, { 100, 3 } };
+    static const int64_t dims[] = { 16, 64, 128 };
+    for (int i = 0; i < 3; i++) {
+        test_seqs(8, 2, dims[i], 0, mixed, 3);
+        test_seqs(8, 2, dims[i], 16, mixed, 3);
+    }
+    // Continuous batching: decode rows over caches of very different lengths (the longest
+    // split across blocks), and decode mixed with a prefill.
+    static const struct seq_shape decode[] = { { 0, 1 },    { 5, 1 },    { 300, 1 },
+                                               { 1000, 1 }, { 4000, 1 }, { 17, 1 } };
+    test_seqs(14, 2, 64, 0, decode, 6);
+    static const struct seq_shape prefill_and_decode[] = { { 3000, 1 }, { 0, 130 }, { 50, 4 } };
+    test_seqs(32, 8, 128, 0, prefill_and_decode, 3);
+    test_seqs(32, 8, 128, 16, prefill_and_decode, 3);
+
+    tw_backend_free(gpu);
+    return check_report("cuda_attn");
+}

@@ -1,0 +1,229 @@
+// The CUDA backend's matmul and embedding against the reference backend, through the public
+// API, for every weight dtype: the gemv path (T <= 8: the weights decoded in f32, sums in
+// f32: relative error < 1e-5) and the GEMM path (T > 8: x and the weights rounded to bf16:
+// < 1e-2); N not a multiple of anything, K of one to a few blocks, with and without bias, x
+// at an address that is not 16-byte aligned, outputs poisoned with NaN first so that an
+// element left unwritten shows. Run by `make test-cuda` on the GPU machine only.
+#include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "base/mem.h"
+#include "check.h"
+#include "tensor/backend.h"
+#include "tensor/cuda.h"
+#include "tensor/dtype.h"
+
+#define GEMV_MAX_T 8    // TWC_GEMV_MAX_T (tensor/cuda/kernels.cuh): above it, the GEMM path
+#define TOL_GEMV   1e-5 // ||y - ref|| / ||ref||: same decoded weights, f32 vs double sums
+#define TOL_GEMM   1e-2 // x and weights rounded to bf16 (8 significant bits)
+#define TOL_EMBED  1e-6 // the same decoding: exact but for contracted host arithmetic
+
+static struct tw_backend *cuda;
+static uint64_t rng = 0x67656D76ull;
+
+static float uniform(void) // in [-1, 1)
+{
+    return (float)((double)(check_rand(&rng) >> 11) * 0x1p-52 - 1.0);
+}
+
+// (N, K) host weights of dtype dt from uniform floats, data from tw_malloc.
+static struct tw_tensor make_weights(enum tw_dtype dt, int64_t N, int64_t K)
+{
+    size_t rb;
+    REQUIRE(tw_dtype_nbytes(dt, (size_t)K, &rb) == 0);
+    char *q = tw_malloc(rb * (size_t)N);
+    float *row = tw_malloc((size_t)K * sizeof *row);
+    REQUIRE(q && row);
+    for (int64_t n = 0; n < N; n++) {
+        for (int64_t k = 0; k < K; k++)
+            row[k] = uniform();
+        tw_quantize_row(dt, row, q + (size_t)n * rb, (size_t)K);
+    }
+    tw_free(row);
+    struct tw_tensor w;
+    REQUIRE(tw_tensor_init(&w, dt, 2, (int64_t[]){ N, K }, q, "w") == 0);
+    return w;
+}
+
+static float *rand_floats(size_t n)
+{
+    float *p = tw_malloc(n * sizeof *p);
+    REQUIRE(p);
+    for (size_t i = 0; i < n; i++)
+        p[i] = uniform();
+    return p;
+}
+
+// n floats of device memory holding NaN.
+static float *dev_poisoned(size_t n)
+{
+    float *d = tw_backend_alloc(cuda, n * sizeof *d), *h = tw_malloc(n * sizeof *h);
+    REQUIRE(d && h);
+    for (size_t i = 0; i < n; i++)
+        h[i] = NAN;
+    CHECK_OK(tw_backend_upload(cuda, d, h, n * sizeof *h));
+    tw_free(h);
+    return d;
+}
+
+// ||y - ref|| / ||ref|| over n values; *nan = how many y are NaN (never written).
+static double rel_err(const float *y, const float *ref, size_t n, size_t *nan)
+{
+    double d2 = 0, r2 = 0;
+    *nan = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (isnan(y[i])) {
+            ++*nan;
+            continue;
+        }
+        double d = (double)y[i] - ref[i];
+        d2 += d * d;
+        r2 += (double)ref[i] * ref[i];
+    }
+    return r2 > 0 ? sqrt(d2 / r2) : sqrt(d2);
+}
+
+// y (T, N) = x (T, K) w^T (+ bias) on the GPU against the reference. misalign: x starts one
+// float past a 16-byte boundary (the kernels' narrow-load path). Returns the error.
+static double matmul_case(enum tw_dtype dt, int64_t T, int64_t N, int64_t K, bool bias,
+                          bool misalign)
+{
+    struct tw_tensor w = make_weights(dt, N, K);
+    float *x = rand_floats((size_t)(T * K)), *b = rand_floats((size_t)N);
+    float *ref = tw_malloc((size_t)(T * N) * sizeof *ref), *y = tw_malloc((size_t)(T * N) * 4);
+    REQUIRE(ref && y);
+    struct tw_tensor tx = tw_tensor_f32_2d(x, T, K), tb = tw_tensor_f32_1d(b, N);
+    struct tw_tensor tref = tw_tensor_f32_2d(ref, T, N);
+    tw_matmul(tw_backend_cpu_ref(), &tref, &tx, &w, bias ? &tb : NULL);
+
+    struct tw_tensor dw, db;
+    CHECK_OK(tw_backend_tensor_upload(cuda, &w, &dw));
+    CHECK_OK(tw_backend_tensor_upload(cuda, &tb, &db));
+    float *xbuf = tw_backend_alloc(cuda, (size_t)(T * K + 1) * sizeof *xbuf);
+    REQUIRE(xbuf);
+    float *xd = xbuf + (misalign ? 1 : 0);
+    CHECK_OK(tw_backend_upload(cuda, xd, x, (size_t)(T * K) * sizeof *x));
+    struct tw_tensor dx = tw_tensor_f32_2d(xd, T, K);
+    dx.device = TW_DEVICE_CUDA;
+    struct tw_tensor dy = tw_tensor_f32_2d(dev_poisoned((size_t)(T * N)), T, N);
+    dy.device = TW_DEVICE_CUDA;
+
+    tw_matmul(cuda, &dy, &dx, &dw, bias ? &db : NULL);
+    CHECK_OK(tw_backend_download(cuda, y, dy.data, (size_t)(T * N) * sizeof *y));
+    CHECK_OK(tw_backend_sync(cuda));
+
+    size_t nan;
+    double err = rel_err(y, ref, (size_t)(T * N), &nan),
+           tol = T <= GEMV_MAX_T ? TOL_GEMV : TOL_GEMM;
+    if (nan || !(err < tol))
+        fprintf(
+            stderr, "%s matmul T=%lld N=%lld K=%lld bias=%d misalign=%d: error %.3g, %zu NaN\n",
+            tw_dtype_name(dt), (long long)T, (long long)N, (long long)K, bias, misalign, err, nan);
+    CHECK_EQ_INT(nan, 0);
+    CHECK(err < tol);
+
+    tw_backend_release(cuda, dy.data);
+    tw_backend_release(cuda, xbuf);
+    tw_backend_release(cuda, db.data);
+    tw_backend_release(cuda, dw.data);
+    tw_free(w.data);
+    tw_free(x);
+    tw_free(b);
+    tw_free(ref);
+    tw_free(y);
+    return err;
+}
+
+// T rows of a (V, K) table, the first and last rows among them, against the reference.
+static double embedding_case(enum tw_dtype dt, int64_t V, int64_t K, int64_t T)
+{
+    struct tw_tensor table = make_weights(dt, V, K);
+    int32_t *ids = tw_malloc((size_t)T * sizeof *ids);
+    float *ref = tw_malloc((size_t)(T * K) * sizeof *ref), *y = tw_malloc((size_t)(T * K) * 4);
+    REQUIRE(ids && ref && y);
+    for (int64_t t = 0; t < T; t++)
+        ids[t] = (int32_t)(check_rand(&rng) % (uint64_t)V);
+    ids[0] = 0;
+    ids[T - 1] = (int32_t)(V - 1);
+    struct tw_tensor tref = tw_tensor_f32_2d(ref, T, K);
+    tw_embedding(tw_backend_cpu_ref(), &tref, &table, ids);
+
+    struct tw_tensor dt_table;
+    CHECK_OK(tw_backend_tensor_upload(cuda, &table, &dt_table));
+    struct tw_tensor dy = tw_tensor_f32_2d(dev_poisoned((size_t)(T * K)), T, K);
+    dy.device = TW_DEVICE_CUDA;
+    tw_embedding(cuda, &dy, &dt_table, ids);
+    CHECK_OK(tw_backend_download(cuda, y, dy.data, (size_t)(T * K) * sizeof *y));
+    CHECK_OK(tw_backend_sync(cuda));
+
+    size_t nan;
+    double err = rel_err(y, ref, (size_t)(T * K), &nan);
+    if (nan || !(err < TOL_EMBED))
+        fprintf(stderr, "%s embedding V=%lld K=%lld T=%lld: error %.3g, %zu NaN\n",
+                tw_dtype_name(dt), (long long)V, (long long)K, (long long)T, err, nan);
+    CHECK_EQ_INT(nan, 0);
+    CHECK(err < TOL_EMBED);
+
+    tw_backend_release(cuda, dy.data);
+    tw_backend_release(cuda, dt_table.data);
+    tw_free(table.data);
+    tw_free(ids);
+    tw_free(ref);
+    tw_free(y);
+    return err;
+}
+
+int main(void)
+{
+    REQUIRE(tw_cuda_device_count() > 0);
+    CHECK_OK(tw_backend_cuda_new(0, &cuda));
+    REQUIRE(cuda);
+
+    static const int64_t Ts[] = { 1, 3, 8, 17, 64 }, Ns[] = { 1, 7, 1000, 4097 };
+    const int nT = sizeof Ts / sizeof Ts[0], nN = sizeof Ns / sizeof Ns[0];
+    for (int d = 0; d < TW_DTYPE_COUNT; d++) {
+        enum tw_dtype dt = (enum tw_dtype)d;
+        // K of one block, a few blocks, and nine Q4_K blocks (2048 + 256); the float types
+        // also take K = 37, whose rows are not 16-byte multiples.
+        int64_t Ks[4];
+        int nK = 0;
+        if (tw_dtype_block_size(dt) <= 32)
+            Ks[nK++] = 32;
+        Ks[nK++] = 256;
+        Ks[nK++] = 2048 + 256;
+        if (!tw_dtype_is_quantized(dt))
+            Ks[nK++] = 37;
+
+        int cases = 0;
+        double worst_gemv = 0, worst_gemm = 0, worst_embed = 0;
+        for (int i = 0; i < nT; i++) {
+            for (int j = 0; j < nN; j++) {
+                int64_t T = Ts[i], N = Ns[j], K = Ks[(i + j) % nK];
+                if (T * N * K > ((int64_t)1 << 28)) // the double-precision reference is slow
+                    K = Ks[0];
+                bool bias = (i + j) % 2 == 0, misalign = T <= GEMV_MAX_T && j % 2 == 1;
+                double e = matmul_case(dt, T, N, K, bias, misalign);
+                if (T <= GEMV_MAX_T)
+                    worst_gemv = fmax(worst_gemv, e);
+                else
+                    worst_gemm = fmax(worst_gemm, e);
+                cases++;
+            }
+        }
+        // Every K once more at T = 1 and 8, both ways of bias.
+        for (int k = 0; k < nK; k++) {
+            worst_gemv = fmax(worst_gemv, matmul_case(dt, 1, 1000, Ks[k], k % 2 == 0, false));
+            worst_gemv = fmax(worst_gemv, matmul_case(dt, 8, 7, Ks[k], k % 2 == 1, false));
+            cases += 2;
+            worst_embed = fmax(worst_embed, embedding_case(dt, 1000, Ks[k], 7));
+        }
+        printf("%-4s matmul: %d cases, worst error %.2g (gemv), %.2g (gemm); "
+               "embedding %.2g\n",
+               tw_dtype_name(dt), cases, worst_gemv, worst_gemm, worst_embed);
+    }
+    tw_backend_free(cuda);
+    return check_report("cuda_gemv");
+}
