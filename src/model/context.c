@@ -255,7 +255,8 @@ static void decoder_layer(tw_ctx *c, int il, int32_t T, int n)
                          .scale = 1.0f / sqrtf((float)hd),
                          .causal = true,
                          .window = cfg->sliding_window,
-                         .n_past = sq[0].n_past };
+                         .n_past = sq[0].n_past,
+                         .lowp = L->wq.dtype != TW_DTYPE_F32 };
     if (n == 1) {
         int64_t S = (int64_t)sq[0].n_past + T;
         struct tw_tensor kall = tw_tensor_f32_3d(kl, S, Hkv, hd);
@@ -520,7 +521,8 @@ int tw_ctx_encode(tw_ctx *c, const int32_t *ids, const int32_t *type_ids, int32_
                          .n_head_kv = cfg->n_head_kv,
                          .head_dim = (int32_t)hd,
                          .scale = 1.0f / sqrtf((float)hd),
-                         .causal = false };
+                         .causal = false,
+                         .lowp = m->layers[0].wq.dtype != TW_DTYPE_F32 };
     for (int il = 0; il < cfg->n_layer; il++) {
         const struct tw_layer *L = &m->layers[il];
         tw_matmul(be, &q, &x, &L->wq, &L->bq);

@@ -36,6 +36,8 @@ struct tw_attn {
     int32_t window; // sliding window, 0 = none: the query at position p sees keys at
                     // positions j with p - window < j <= p (Mistral's rule)
     int32_t n_past; // the query rows are positions n_past .. n_past + T - 1
+    bool lowp;      // bf16 arithmetic is good enough (the model's weights are bf16 or
+                    // quantised): the CUDA backend may use bf16 tensor cores; the CPU ignores it
 };
 
 // One sequence's share of a batch that holds several (tw_attention_seqs): its query rows and

@@ -28,6 +28,32 @@ cudaError_t twc_gemv(enum tw_dtype dt, const void *w, size_t row_bytes, int64_t 
                      const float *x, int64_t ldx, int T, float *y, int64_t ldy, const float *bias,
                      cudaStream_t s);
 
+// One output of twc_gemv_multi: y (T, ldy) = res + x w^T (+ bias), w (N, K) of dtype dt with
+// rows row_bytes apart; bias and res may be NULL; res may alias y (a residual add in place).
+struct twc_gemv_out {
+    enum tw_dtype dt;
+    const void *w;
+    size_t row_bytes;
+    int64_t N;
+    float *y;
+    int64_t ldy;
+    const float *bias, *res;
+};
+
+// The most outputs twc_gemv_multi takes.
+#define TWC_GEMV_MAX_OUTS 4
+
+// n (1..TWC_GEMV_MAX_OUTS) matrix-vector products of the same x (T rows, ldx apart, K
+// columns) in one launch: q, k and v, or gate and up; or one with a residual add (o, down).
+cudaError_t twc_gemv_multi(int n, const struct twc_gemv_out *outs, int64_t K, const float *x,
+                           int64_t ldx, int T, cudaStream_t s);
+
+// SwiGLU fused with its two products: y[t * ldy + n] = silu(wg[n] . x[t]) * (wu[n] . x[t]),
+// wg and wu (N, K) of dtype dt with rows row_bytes apart (LLaMA's gate and up).
+cudaError_t twc_gemv_swiglu(enum tw_dtype dt, const void *wg, const void *wu, size_t row_bytes,
+                            int64_t N, int64_t K, const float *x, int64_t ldx, int T, float *y,
+                            int64_t ldy, cudaStream_t s);
+
 // ---- dequant.cu: weights to floats, for the GEMMs and the embedding lookup.
 
 // out (rows, K) bf16, contiguous = rows [0, rows) of w (dtype dt, as twc_gemv's w).
@@ -56,7 +82,8 @@ struct twc_attn_seq {
 // out (T, n_head * head_dim) f32 for q (T, n_head, head_dim): softmax(q k^T * a->scale + mask)
 // v per head and sequence, with a->causal, a->window (Mistral's rule, backend.h) and grouped
 // queries (query head h reads kv head h / (n_head / n_head_kv)); a->n_past is ignored (each
-// sequence has its own). seqs (n_seq) on the device; max_rows >= every n_rows and max_kv >=
+// sequence has its own). With a->lowp, prefill-sized work may run on bf16 tensor cores
+// (scores and P V with f32 accumulators); without it, f32 throughout. seqs (n_seq) on the device; max_rows >= every n_rows and max_kv >=
 // every n_past + n_rows (host-side bounds for the grid). Non-causal attention (BERT) is one
 // sequence with n_past 0 attending to all its rows.
 cudaError_t twc_attention(float *out, const float *q, const struct twc_attn_seq *seqs, int n_seq,
