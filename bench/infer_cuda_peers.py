@@ -64,7 +64,8 @@ def main():
                     best = min(best, time.perf_counter() - t0)
             prompt = ids[:, :16]
             kw = dict(do_sample=False, cache_implementation="static", pad_token_id=0)
-            model.generate(prompt, max_new_tokens=8, min_new_tokens=8, **kw)  # warm-up
+            # Warm-up with the same lengths: a static cache of another size recompiles.
+            model.generate(prompt, max_new_tokens=a.decode, min_new_tokens=a.decode, **kw)
             torch.cuda.synchronize()
             t0 = time.perf_counter()
             model.generate(prompt, max_new_tokens=a.decode, min_new_tokens=a.decode, **kw)

@@ -24,7 +24,11 @@ struct tw_ctx {
     int32_t n_logits;
     size_t bytes;
     float *k, *v;     // decoders: (n_layer, n_seq, n_ctx, kv_dim); encoders: (n_batch, kv_dim)
-    float *kb, *vb;   // (n_batch, kv_dim) a batch's new keys and values (n_seq > 1)
+    float *kb, *vb;   // (n_batch, kv_dim) a step's new keys and values
+    int32_t *slots;   // (n_batch) where they go: rows of a layer's cache (all sequences)
+    void *graph;      // the recorded one-token step of sequence graph_seq (a GPU backend)
+    int32_t graph_seq;
+    bool no_graph;    // recording failed once: run every step op by op
     int32_t *tokens;  // (n_seq, n_ctx) the cached tokens
     int32_t *past;    // (n_seq) tokens in each sequence's cache
     int32_t *pos;     // (n_batch) positions / scratch ids
@@ -54,13 +58,14 @@ static size_t plan(struct tw_ctx *c, char *base, char *hbase, size_t *hbytes)
     size_t kv_rows = dec ? (size_t)cfg->n_layer * S * (size_t)c->n_ctx : B;
     c->k = carve(base, &off, kv_rows * kvd * sizeof(float));
     c->v = carve(base, &off, kv_rows * kvd * sizeof(float));
-    c->kb = S > 1 ? carve(base, &off, B * kvd * sizeof(float)) : NULL;
-    c->vb = S > 1 ? carve(base, &off, B * kvd * sizeof(float)) : NULL;
+    c->kb = carve(base, &off, B * kvd * sizeof(float));
+    c->vb = carve(base, &off, B * kvd * sizeof(float));
     size_t hoff = 0;
     c->tokens = carve(hbase, &hoff, S * (size_t)c->n_ctx * sizeof(int32_t));
     c->past = carve(hbase, &hoff, S * sizeof(int32_t));
     c->pos = carve(hbase, &hoff, B * sizeof(int32_t));
     c->ids = carve(hbase, &hoff, B * sizeof(int32_t));
+    c->slots = carve(hbase, &hoff, B * sizeof(int32_t));
     c->seqs = carve(hbase, &hoff, S * sizeof(struct tw_attn_seq));
     *hbytes = hoff;
     c->x = carve(base, &off, B * C * sizeof(float));
@@ -111,6 +116,9 @@ int tw_ctx_new(const struct tw_model *m, struct tw_backend *be, const struct tw_
                             mib, be->ops->name);
     }
     plan(c, c->mem, c->host, &hbytes);
+    // TWIN_GRAPHS=0: every step op by op (for comparing the two in tests and benchmarks).
+    const char *graphs = getenv("TWIN_GRAPHS");
+    c->no_graph = graphs && strcmp(graphs, "0") == 0;
     c->bytes += hbytes;
     memset(c->past, 0, (size_t)c->n_seq * sizeof *c->past);
     *out = c;
@@ -121,6 +129,7 @@ void tw_ctx_free(tw_ctx *c)
 {
     if (!c)
         return;
+    tw_backend_graph_free(c->be, c->graph);
     tw_backend_release(c->be, c->mem);
     if (c->logits_dev)
         tw_backend_release(c->be, c->logits_dev);
@@ -209,16 +218,9 @@ static void decoder_layer(tw_ctx *c, int il, int32_t T, int n)
     struct tw_attn_seq *sq = c->seqs;
     struct tw_tensor x = rows_of(c->x, T, C), xn = rows_of(c->xn, T, C);
     struct tw_tensor q = rows_of(c->q, T, H * hd), att = rows_of(c->att, T, H * hd);
-    // One sequence: the new keys and values go straight into its cache; several: into the
-    // batch buffers, copied to each cache after RoPE.
-    float *kl = NULL, *vl = NULL;
-    if (n == 1) {
-        kl = (float *)sq[0].k;
-        vl = (float *)sq[0].v;
-    }
-    float *kdst = n == 1 ? kl + (size_t)sq[0].n_past * (size_t)kvd : c->kb;
-    float *vdst = n == 1 ? vl + (size_t)sq[0].n_past * (size_t)kvd : c->vb;
-    struct tw_tensor kn = rows_of(kdst, T, kvd), vn = rows_of(vdst, T, kvd);
+    // The new keys and values go to the batch rows kb, vb, then (after RoPE) to their slots
+    // in the layer's cache: the same ops whatever the positions, so a step can be replayed.
+    struct tw_tensor kn = rows_of(c->kb, T, kvd), vn = rows_of(c->vb, T, kvd);
     const struct tw_tensor *nb = NULL;
 
     // Attention block: x += o(attention(rope(q), rope(k), v)) of rmsnorm(x).
@@ -229,9 +231,9 @@ static void decoder_layer(tw_ctx *c, int il, int32_t T, int n)
                                       L->bv.data ? &L->bv : nb };
     tw_matmul_n(be, 3, qkv, &xn, w3, b3);
     struct tw_tensor qh = tw_tensor_f32_3d(c->q, T, H, hd);
-    struct tw_tensor kh = tw_tensor_f32_3d(kdst, T, Hkv, hd);
+    struct tw_tensor kh = tw_tensor_f32_3d(c->kb, T, Hkv, hd);
     if (cfg->qk_norm) {
-        struct tw_tensor q2 = rows_of(c->q, T * H, hd), k2 = rows_of(kdst, T * Hkv, hd);
+        struct tw_tensor q2 = rows_of(c->q, T * H, hd), k2 = rows_of(c->kb, T * Hkv, hd);
         tw_rmsnorm(be, &q2, &q2, &L->q_norm, cfg->norm_eps);
         tw_rmsnorm(be, &k2, &k2, &L->k_norm, cfg->norm_eps);
     }
@@ -241,14 +243,9 @@ static void decoder_layer(tw_ctx *c, int il, int32_t T, int n)
                          .inv_freq = c->m->rope_inv_freq };
     tw_rope(be, &qh, c->pos, &r);
     tw_rope(be, &kh, c->pos, &r);
-    if (n > 1)
-        for (int i = 0; i < n; i++) {
-            size_t at = (size_t)sq[i].n_past * (size_t)kvd, rows = (size_t)sq[i].n_rows * kvd;
-            tw_backend_copy(be, (float *)sq[i].k + at, c->kb + (size_t)sq[i].row0 * kvd,
-                            rows * sizeof(float));
-            tw_backend_copy(be, (float *)sq[i].v + at, c->vb + (size_t)sq[i].row0 * kvd,
-                            rows * sizeof(float));
-        }
+    float *layer_k = kv_at(c, c->k, il, 0), *layer_v = kv_at(c, c->v, il, 0);
+    tw_set_rows(be, layer_k, &kn, c->slots);
+    tw_set_rows(be, layer_v, &vn, c->slots);
     struct tw_attn a = { .n_head = (int32_t)H,
                          .n_head_kv = (int32_t)Hkv,
                          .head_dim = (int32_t)hd,
@@ -259,8 +256,8 @@ static void decoder_layer(tw_ctx *c, int il, int32_t T, int n)
                          .lowp = L->wq.dtype != TW_DTYPE_F32 };
     if (n == 1) {
         int64_t S = (int64_t)sq[0].n_past + T;
-        struct tw_tensor kall = tw_tensor_f32_3d(kl, S, Hkv, hd);
-        struct tw_tensor vall = tw_tensor_f32_3d(vl, S, Hkv, hd);
+        struct tw_tensor kall = tw_tensor_f32_3d((float *)sq[0].k, S, Hkv, hd);
+        struct tw_tensor vall = tw_tensor_f32_3d((float *)sq[0].v, S, Hkv, hd);
         tw_attention(be, &att, &qh, &kall, &vall, &a);
     } else {
         tw_attention_seqs(be, &att, &qh, sq, n, &a);
@@ -290,6 +287,8 @@ static float *logits_rows(tw_ctx *c, float *logits, int32_t nrows)
     if (c->n_logits < nrows) {
         if (c->logits_dev)
             tw_backend_release(c->be, c->logits_dev);
+        tw_backend_graph_free(c->be, c->graph); // it wrote the old rows
+        c->graph = NULL;
         c->n_logits = 0;
         c->logits_dev =
             tw_backend_alloc(c->be, (size_t)nrows * (size_t)c->m->cfg.n_vocab * sizeof(float));
@@ -300,21 +299,13 @@ static float *logits_rows(tw_ctx *c, float *logits, int32_t nrows)
     return c->logits_dev;
 }
 
-static int decode_step(tw_ctx *c, const struct tw_ctx_run *runs, int n, int32_t T, float *logits,
-                       bool all_logits)
+// The step's ops: the embedding, the layers, and with out the logits of the last row of each
+// run (or of every row) into out.
+static void forward(tw_ctx *c, const struct tw_ctx_run *runs, int n, int32_t T, float *out,
+                    bool all_logits)
 {
     const struct tw_model *m = c->m;
     int64_t C = m->cfg.n_embd;
-    int32_t row = 0;
-    for (int i = 0; i < n; i++) {
-        int32_t s = runs[i].seq, p0 = c->past[s];
-        c->seqs[i] = (struct tw_attn_seq){ .row0 = row, .n_rows = runs[i].n, .n_past = p0 };
-        for (int32_t t = 0; t < runs[i].n; t++) {
-            c->pos[row + t] = p0 + t;
-            c->ids[row + t] = runs[i].tokens[t];
-        }
-        row += runs[i].n;
-    }
     struct tw_tensor x = rows_of(c->x, T, C);
     tw_embedding(c->be, &x, &m->tok_embd, c->ids);
     for (int il = 0; il < m->cfg.n_layer; il++) {
@@ -324,14 +315,8 @@ static int decode_step(tw_ctx *c, const struct tw_ctx_run *runs, int n, int32_t 
         }
         decoder_layer(c, il, T, n);
     }
-    for (int i = 0; i < n; i++) {
-        int32_t s = runs[i].seq;
-        memcpy(c->tokens + (size_t)s * (size_t)c->n_ctx + c->past[s], runs[i].tokens,
-               (size_t)runs[i].n * sizeof(int32_t));
-        c->past[s] += runs[i].n;
-    }
-    if (!logits)
-        return 0;
+    if (!out)
+        return;
     int32_t nrows = all_logits ? T : n;
     struct tw_tensor xn = rows_of(c->xn, nrows, C);
     if (all_logits)
@@ -342,13 +327,69 @@ static int decode_step(tw_ctx *c, const struct tw_ctx_run *runs, int n, int32_t 
             tw_backend_copy(c->be, c->xn + (size_t)i * (size_t)C, c->x + (size_t)last * (size_t)C,
                             (size_t)C * sizeof(float));
         }
-    float *out = logits_rows(c, logits, nrows);
-    if (!out)
-        return tw_error_code();
     struct tw_tensor lg = rows_of(out, nrows, m->cfg.n_vocab);
     tw_rmsnorm(c->be, &xn, &xn, &m->out_norm, m->cfg.norm_eps);
     tw_matmul(c->be, &lg, &xn, &m->output, NULL);
-    if (out == logits)
+}
+
+// One token of one sequence with its logits, through the backend's recorded step when it
+// has graphs (the hot path of generation: one launch instead of hundreds). Returns 0, or an
+// error; TW_EUNSUPPORTED from the backend turns graphs off for this context, the step having
+// run op by op instead.
+static int forward_graph(tw_ctx *c, const struct tw_ctx_run *run, float *out)
+{
+    if (c->graph && c->graph_seq != run->seq) {
+        tw_backend_graph_free(c->be, c->graph);
+        c->graph = NULL;
+    }
+    int rc = tw_backend_graph_begin(c->be, &c->graph, c->n_ctx);
+    if (rc == 0) {
+        forward(c, run, 1, 1, out, false);
+        rc = tw_backend_graph_end(c->be, &c->graph);
+    }
+    if (rc == TW_EUNSUPPORTED) {
+        c->no_graph = true;
+        tw_error_clear();
+        forward(c, run, 1, 1, out, false);
+        return 0;
+    }
+    c->graph_seq = run->seq;
+    return rc;
+}
+
+static int decode_step(tw_ctx *c, const struct tw_ctx_run *runs, int n, int32_t T, float *logits,
+                       bool all_logits)
+{
+    const struct tw_model *m = c->m;
+    int32_t row = 0;
+    for (int i = 0; i < n; i++) {
+        int32_t s = runs[i].seq, p0 = c->past[s];
+        c->seqs[i] = (struct tw_attn_seq){ .row0 = row, .n_rows = runs[i].n, .n_past = p0 };
+        for (int32_t t = 0; t < runs[i].n; t++) {
+            c->pos[row + t] = p0 + t;
+            c->ids[row + t] = runs[i].tokens[t];
+            c->slots[row + t] = s * c->n_ctx + p0 + t; // rows of a layer's cache
+        }
+        row += runs[i].n;
+    }
+    int32_t nrows = all_logits ? T : n;
+    float *out = logits ? logits_rows(c, logits, nrows) : NULL;
+    if (logits && !out)
+        return tw_error_code();
+    int rc = 0;
+    if (c->be->ops->graph_begin && !c->no_graph && T == 1 && n == 1 && out && !all_logits)
+        rc = forward_graph(c, runs, out);
+    else
+        forward(c, runs, n, T, out, all_logits);
+    if (rc != 0)
+        return rc;
+    for (int i = 0; i < n; i++) {
+        int32_t s = runs[i].seq;
+        memcpy(c->tokens + (size_t)s * (size_t)c->n_ctx + c->past[s], runs[i].tokens,
+               (size_t)runs[i].n * sizeof(int32_t));
+        c->past[s] += runs[i].n;
+    }
+    if (!out || out == logits)
         return 0;
     return tw_backend_download(c->be, logits, out,
                                (size_t)nrows * (size_t)m->cfg.n_vocab * sizeof(float));

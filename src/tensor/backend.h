@@ -81,6 +81,12 @@ struct tw_backend_ops {
     void (*pool)(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
                  enum tw_pooling mode);
     void (*l2norm)(struct tw_backend *be, struct tw_tensor *x);
+    void (*set_rows)(struct tw_backend *be, float *dst, const struct tw_tensor *src,
+                     const int32_t *rows);
+    // Graphs (NULL: the backend runs every op as it comes): see tw_backend_graph_begin.
+    int (*graph_begin)(struct tw_backend *be, void **graph, int32_t kv_bound);
+    int (*graph_end)(struct tw_backend *be, void **graph);
+    void (*graph_free)(struct tw_backend *be, void *graph);
     // The memory ops read and write (device memory for cuda). NULL on the CPU backends:
     // host memory (tw_malloc, memcpy), and tw_backend_sync has nothing to wait for.
     void *(*alloc)(struct tw_backend *be, size_t bytes);
@@ -173,6 +179,23 @@ void tw_pooling(struct tw_backend *be, struct tw_tensor *y, const struct tw_tens
                 enum tw_pooling mode);
 // Each row of x divided by its L2 norm (rows of norm 0 stay 0), in place.
 void tw_l2norm(struct tw_backend *be, struct tw_tensor *x);
+// Scatters the rows of src (T, C): row t goes to dst + rows[t] * C (a KV cache's slots; rows
+// are distinct). rows is a host array, read when the op runs (a graph replay reads it again).
+void tw_set_rows(struct tw_backend *be, float *dst, const struct tw_tensor *src,
+                 const int32_t *rows);
+
+// ---- graphs: a step of ops recorded once and replayed (CUDA graphs: one launch instead of
+// hundreds). Between tw_backend_graph_begin(be, &g, bound) and tw_backend_graph_end(be, &g),
+// the caller issues a step's ops. The first time (g == NULL) they are recorded and then run;
+// later, with the same ops on the same tensors (shapes and memory), the ops only take in
+// their host arrays (ids, positions, rows, sequences: the values may change) and the
+// recording is replayed. kv_bound bounds every sequence's cache rows in the step (attention
+// is recorded for that many). Returns 0; TW_EUNSUPPORTED when the backend has no graphs or
+// could not record this step (the ops did not run: run them again without a graph);
+// TW_EDEVICE. tw_backend_graph_free releases a recording (NULL is fine).
+int tw_backend_graph_begin(struct tw_backend *be, void **graph, int32_t kv_bound);
+int tw_backend_graph_end(struct tw_backend *be, void **graph);
+void tw_backend_graph_free(struct tw_backend *be, void *graph);
 
 // The reference implementations, callable directly (the fast backends fall back to them).
 extern const struct tw_backend_ops tw_cpu_ref_ops;

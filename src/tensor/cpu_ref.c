@@ -250,6 +250,14 @@ static void ref_l2norm(struct tw_backend *be, struct tw_tensor *x)
     }
 }
 
+static void ref_set_rows(struct tw_backend *be, float *dst, const struct tw_tensor *src,
+                         const int32_t *rows)
+{
+    int64_t T = tw_tensor_nrows(src), C = tw_tensor_ncols(src);
+    for (int64_t t = 0; t < T; t++)
+        memcpy(dst + (size_t)rows[t] * (size_t)C, f32(src) + t * C, (size_t)C * sizeof(float));
+}
+
 const struct tw_backend_ops tw_cpu_ref_ops = {
     .name = "cpu_ref",
     .free = NULL,
@@ -265,6 +273,7 @@ const struct tw_backend_ops tw_cpu_ref_ops = {
     .add = ref_add,
     .pool = ref_pool,
     .l2norm = ref_l2norm,
+    .set_rows = ref_set_rows,
 };
 
 static struct tw_backend cpu_ref = {

@@ -236,3 +236,28 @@ int tw_backend_tensor_upload(struct tw_backend *be, const struct tw_tensor *t,
     dev->device = be->device;
     return 0;
 }
+
+void tw_set_rows(struct tw_backend *be, float *dst, const struct tw_tensor *src,
+                 const int32_t *rows)
+{
+    assert(is_f32(src));
+    be->ops->set_rows(be, dst, src, rows);
+}
+
+int tw_backend_graph_begin(struct tw_backend *be, void **graph, int32_t kv_bound)
+{
+    if (!be->ops->graph_begin)
+        return tw_error_set(TW_EUNSUPPORTED, "%s backend: no graphs", be->ops->name);
+    return be->ops->graph_begin(be, graph, kv_bound);
+}
+
+int tw_backend_graph_end(struct tw_backend *be, void **graph)
+{
+    return be->ops->graph_end ? be->ops->graph_end(be, graph) : TW_EUNSUPPORTED;
+}
+
+void tw_backend_graph_free(struct tw_backend *be, void *graph)
+{
+    if (graph && be->ops->graph_free)
+        be->ops->graph_free(be, graph);
+}

@@ -23,12 +23,13 @@ enum {
     P_ADD,
     P_POOL,
     P_L2NORM,
+    P_SET_ROWS,
     P_COUNT
 };
 
 static const char *const op_names[P_COUNT] = {
     "embedding", "matmul T=1", "matmul T>1", "rmsnorm", "layernorm", "rope",   "attention",
-    "softmax",   "swiglu",     "act",        "add",     "pool",      "l2norm",
+    "softmax",   "swiglu",     "act",        "add",     "pool",      "l2norm",     "set_rows",
 };
 
 struct prof {
@@ -157,6 +158,43 @@ static void p_l2norm(struct tw_backend *be, struct tw_tensor *x)
     TIMED(be, P_L2NORM, 0, tw_l2norm(in, x));
 }
 
+static void p_set_rows(struct tw_backend *be, float *dst, const struct tw_tensor *src,
+                       const int32_t *rows)
+{
+    TIMED(be, P_SET_ROWS, 0, tw_set_rows(in, dst, src, rows));
+}
+
+// Memory is the wrapped backend's.
+static void *p_alloc(struct tw_backend *be, size_t bytes)
+{
+    return tw_backend_alloc(P(be)->inner, bytes);
+}
+
+static void p_release(struct tw_backend *be, void *p)
+{
+    tw_backend_release(P(be)->inner, p);
+}
+
+static int p_upload(struct tw_backend *be, void *dst, const void *src, size_t n)
+{
+    return tw_backend_upload(P(be)->inner, dst, src, n);
+}
+
+static int p_download(struct tw_backend *be, void *dst, const void *src, size_t n)
+{
+    return tw_backend_download(P(be)->inner, dst, src, n);
+}
+
+static void p_copy(struct tw_backend *be, void *dst, const void *src, size_t n)
+{
+    tw_backend_copy(P(be)->inner, dst, src, n);
+}
+
+static int p_sync(struct tw_backend *be)
+{
+    return tw_backend_sync(P(be)->inner);
+}
+
 static const struct tw_backend_ops profile_ops = {
     .name = "profile",
     .free = p_free,
@@ -174,6 +212,13 @@ static const struct tw_backend_ops profile_ops = {
     .add = p_add,
     .pool = p_pool,
     .l2norm = p_l2norm,
+    .set_rows = p_set_rows,
+    .alloc = p_alloc,
+    .release = p_release,
+    .upload = p_upload,
+    .download = p_download,
+    .copy = p_copy,
+    .sync = p_sync,
 };
 
 int tw_backend_profile_new(struct tw_backend *inner, struct tw_backend **out)

@@ -39,6 +39,8 @@ struct algo_entry {
     bool valid;
 };
 
+enum run_mode { EAGER, CAPTURE, PREP };
+
 struct cuda_impl {
     int device;
     cudaStream_t stream;
@@ -54,9 +56,21 @@ struct cuda_impl {
     __nv_bfloat16 *tile; // dequantised weights
     struct algo_entry algos[ALGO_CACHE];
     int n_algos;
-    int err; // the first failure since the last sync (0: none)
+    int32_t *zero; // a device int 0: the block table {0} of a contiguous cache
+    // Graphs: EAGER runs each op; CAPTURE records them (tw_backend_graph_begin with no graph
+    // yet); PREP, before a replay, only takes in their host arrays (into the staging slots
+    // that the recording's copies read).
+    enum run_mode mode;
+    int32_t kv_bound; // while recording or replaying: the cache rows attention is set up for
+    int err;          // the first failure since the last sync (0: none)
     char msg[256];
 };
+
+// Whether ops launch work (all but the PREP pass of a replay).
+static bool live(const struct cuda_impl *im)
+{
+    return im->mode != PREP;
+}
 
 static struct cuda_impl *impl(struct tw_backend *be)
 {
@@ -194,7 +208,8 @@ static int cuda_download(struct tw_backend *be, void *dst, const void *src, size
 static void cuda_copy(struct tw_backend *be, void *dst, const void *src, size_t n)
 {
     struct cuda_impl *im = impl(be);
-    ck(im, cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, im->stream), "copy");
+    if (live(im))
+        ck(im, cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, im->stream), "copy");
 }
 
 static int cuda_sync(struct tw_backend *be)
@@ -215,12 +230,18 @@ static void *stage(struct cuda_impl *im, const void *host, size_t len)
         return NULL;
     }
     if (im->stage_off + n > STAGE_BYTES) {
+        if (im->mode != EAGER) { // a recorded step's arrays must all fit, in one pass
+            fail(im, "stage", "a graph's host arrays exceed the staging ring");
+            return NULL;
+        }
         ck(im, cudaStreamSynchronize(im->stream), "stage");
         im->stage_off = 0;
     }
     char *h = im->stage_host + im->stage_off, *d = im->stage_dev + im->stage_off;
     memcpy(h, host, len);
     im->stage_off += n;
+    if (im->mode == PREP) // the recording's copy node moves it
+        return d;
     if (!ck(im, cudaMemcpyAsync(d, h, len, cudaMemcpyHostToDevice, im->stream), "stage"))
         return NULL;
     return d;
@@ -437,7 +458,7 @@ static void cuda_embedding(struct tw_backend *be, struct tw_tensor *y,
     struct cuda_impl *im = impl(be);
     int64_t T = tw_tensor_nrows(y), C = tw_tensor_ncols(y);
     const int32_t *d_ids = (const int32_t *)stage(im, ids, (size_t)T * sizeof *ids);
-    if (d_ids)
+    if (d_ids && live(im))
         ck(im,
            twc_get_rows(table->dtype, table->data, table->nb[0], C, d_ids, T, f32(y), im->stream),
            "embedding");
@@ -531,6 +552,8 @@ static void cuda_matmul(struct tw_backend *be, struct tw_tensor *y, const struct
                         const struct tw_tensor *w, const struct tw_tensor *bias)
 {
     struct cuda_impl *im = impl(be);
+    if (!live(im))
+        return;
     int64_t T = tw_tensor_nrows(x), K = w->ne[1], N = w->ne[0];
     const float *b = bias ? f32(bias) : NULL;
     if (T <= TWC_GEMV_MAX_T) {
@@ -572,6 +595,8 @@ static void cuda_rmsnorm(struct tw_backend *be, struct tw_tensor *y, const struc
                          const struct tw_tensor *w, float eps)
 {
     struct cuda_impl *im = impl(be);
+    if (!live(im))
+        return;
     int64_t R = tw_tensor_nrows(x), C = tw_tensor_ncols(x);
     rmsnorm_kernel<<<(unsigned)R, ROW_THREADS, 0, im->stream>>>(f32(y), f32(x), w ? f32(w) : NULL,
                                                                 C, eps);
@@ -582,6 +607,8 @@ static void cuda_layernorm(struct tw_backend *be, struct tw_tensor *y, const str
                            const struct tw_tensor *w, const struct tw_tensor *b, float eps)
 {
     struct cuda_impl *im = impl(be);
+    if (!live(im))
+        return;
     int64_t R = tw_tensor_nrows(x), C = tw_tensor_ncols(x);
     layernorm_kernel<<<(unsigned)R, ROW_THREADS, 0, im->stream>>>(f32(y), f32(x), f32(w), f32(b),
                                                                   C, eps);
@@ -596,7 +623,7 @@ static void cuda_rope(struct tw_backend *be, struct tw_tensor *x, const int32_t 
     int half = r->n_rot / 2;
     const int32_t *d_pos = (const int32_t *)stage(im, pos, (size_t)T * sizeof *pos);
     const float *d_freq = (const float *)stage(im, r->inv_freq, (size_t)half * sizeof(float));
-    if (!d_pos || !d_freq || half == 0)
+    if (!d_pos || !d_freq || half == 0 || !live(im))
         return;
     rope_kernel<<<grid_for(T * H * half), 256, 0, im->stream>>>(f32(x), d_pos, d_freq, T, H, D,
                                                                 half, r->neox);
@@ -614,8 +641,10 @@ static void run_attention(struct cuda_impl *im, struct tw_tensor *out, const str
     }
     const struct twc_attn_seq *d_seqs =
         (const struct twc_attn_seq *)stage(im, seqs, (size_t)n * sizeof *seqs);
-    if (!d_seqs)
+    if (!d_seqs || !live(im))
         return;
+    if (im->mode == CAPTURE) // recorded for every length the replays will have
+        max_kv = im->kv_bound > max_kv ? im->kv_bound : max_kv;
     // Contiguous caches: one block of max_kv rows each (table {0}).
     ck(im,
        twc_attention(f32(out), f32(q), d_seqs, n, max_rows, max_kv, max_kv > 0 ? max_kv : 1, a,
@@ -623,16 +652,12 @@ static void run_attention(struct cuda_impl *im, struct tw_tensor *out, const str
        "attention");
 }
 
-static const int32_t block0 = 0;
-
 static void cuda_attention(struct tw_backend *be, struct tw_tensor *out, const struct tw_tensor *q,
                            const struct tw_tensor *k, const struct tw_tensor *v,
                            const struct tw_attn *a)
 {
     struct cuda_impl *im = impl(be);
-    const int32_t *table = (const int32_t *)stage(im, &block0, sizeof block0);
-    if (!table)
-        return;
+    const int32_t *table = im->zero;
     int32_t T = (int32_t)q->ne[0];
     // The queries are positions n_past .. n_past + T - 1 of a cache of S rows; a non-causal
     // (encoder) call attends to all S rows whatever its positions.
@@ -646,9 +671,9 @@ static bool cuda_attention_seqs(struct tw_backend *be, struct tw_tensor *out,
                                 const struct tw_attn *a)
 {
     struct cuda_impl *im = impl(be);
-    const int32_t *table = (const int32_t *)stage(im, &block0, sizeof block0);
+    const int32_t *table = im->zero;
     struct twc_attn_seq *ds = (struct twc_attn_seq *)tw_malloc_array((size_t)n, sizeof *ds);
-    if (!table || !ds) {
+    if (!ds) {
         tw_free(ds);
         fail(im, "attention", "out of host memory");
         return true;
@@ -665,6 +690,8 @@ static void ew(struct tw_backend *be, enum ew_op op, float *y, const float *a, c
                int64_t n, const char *what)
 {
     struct cuda_impl *im = impl(be);
+    if (!live(im))
+        return;
     ew_kernel<<<grid_for(n), 256, 0, im->stream>>>(op, y, a, b, n);
     ck(im, cudaGetLastError(), what);
 }
@@ -672,6 +699,8 @@ static void ew(struct tw_backend *be, enum ew_op op, float *y, const float *a, c
 static void cuda_softmax(struct tw_backend *be, struct tw_tensor *x)
 {
     struct cuda_impl *im = impl(be);
+    if (!live(im))
+        return;
     softmax_kernel<<<(unsigned)tw_tensor_nrows(x), ROW_THREADS, 0, im->stream>>>(
         f32(x), tw_tensor_ncols(x));
     ck(im, cudaGetLastError(), "softmax");
@@ -700,6 +729,8 @@ static void cuda_pool(struct tw_backend *be, struct tw_tensor *y, const struct t
                       enum tw_pooling mode)
 {
     struct cuda_impl *im = impl(be);
+    if (!live(im))
+        return;
     int64_t C = tw_tensor_ncols(x);
     pool_kernel<<<(unsigned)((C + 255) / 256), 256, 0, im->stream>>>(f32(y), f32(x),
                                                                      tw_tensor_nrows(x), C, mode);
@@ -709,9 +740,94 @@ static void cuda_pool(struct tw_backend *be, struct tw_tensor *y, const struct t
 static void cuda_l2norm(struct tw_backend *be, struct tw_tensor *x)
 {
     struct cuda_impl *im = impl(be);
+    if (!live(im))
+        return;
     l2norm_kernel<<<(unsigned)tw_tensor_nrows(x), ROW_THREADS, 0, im->stream>>>(
         f32(x), tw_tensor_ncols(x));
     ck(im, cudaGetLastError(), "l2norm");
+}
+
+static __global__ void set_rows_kernel(float *dst, const float *src, const int32_t *rows,
+                                       int64_t T, int64_t C)
+{
+    int64_t n = T * C;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        dst[(int64_t)rows[i / C] * C + i % C] = src[i];
+}
+
+static void cuda_set_rows(struct tw_backend *be, float *dst, const struct tw_tensor *src,
+                          const int32_t *rows)
+{
+    struct cuda_impl *im = impl(be);
+    int64_t T = tw_tensor_nrows(src), C = tw_tensor_ncols(src);
+    const int32_t *d_rows = (const int32_t *)stage(im, rows, (size_t)T * sizeof *rows);
+    if (!d_rows || !live(im))
+        return;
+    set_rows_kernel<<<grid_for(T * C), 256, 0, im->stream>>>(dst, f32(src), d_rows, T, C);
+    ck(im, cudaGetLastError(), "set_rows");
+}
+
+// ---- graphs
+
+static int cuda_graph_begin(struct tw_backend *be, void **graph, int32_t kv_bound)
+{
+    struct cuda_impl *im = impl(be);
+    // The staging slots are rewritten from the start: what read them must be done.
+    ck(im, cudaStreamSynchronize(im->stream), "graph");
+    int rc = report(im);
+    if (rc != 0)
+        return rc;
+    im->stage_off = 0;
+    im->kv_bound = kv_bound;
+    if (*graph) {
+        im->mode = PREP;
+        return 0;
+    }
+    if (!ck(im, cudaStreamBeginCapture(im->stream, cudaStreamCaptureModeThreadLocal), "graph"))
+        return report(im);
+    im->mode = CAPTURE;
+    return 0;
+}
+
+static int cuda_graph_end(struct tw_backend *be, void **graph)
+{
+    struct cuda_impl *im = impl(be);
+    if (im->mode == PREP) {
+        im->mode = EAGER;
+        if (im->err) // a staging failure: the replay would read stale arrays
+            return report(im);
+        ck(im, cudaGraphLaunch((cudaGraphExec_t)*graph, im->stream), "graph launch");
+        return 0;
+    }
+    im->mode = EAGER;
+    cudaGraph_t g = NULL;
+    cudaError_t e = cudaStreamEndCapture(im->stream, &g);
+    cudaGraphExec_t exec = NULL;
+    if (e == cudaSuccess && !im->err)
+        e = cudaGraphInstantiate(&exec, g, 0);
+    if (g)
+        cudaGraphDestroy(g);
+    if (e != cudaSuccess || im->err) {
+        // Nothing of the step ran: the caller runs it again op by op.
+        cudaGetLastError();
+        char why[300];
+        snprintf(why, sizeof why, "%s", im->err ? im->msg : cudaGetErrorString(e));
+        im->err = 0;
+        if (exec)
+            cudaGraphExecDestroy(exec);
+        return tw_error_set(TW_EUNSUPPORTED, "cuda: the step could not be recorded (%s)", why);
+    }
+    *graph = exec;
+    ck(im, cudaGraphLaunch(exec, im->stream), "graph launch");
+    return 0;
+}
+
+static void cuda_graph_free(struct tw_backend *be, void *graph)
+{
+    struct cuda_impl *im = impl(be);
+    ck(im, cudaStreamSynchronize(im->stream), "graph");
+    cudaGraphExecDestroy((cudaGraphExec_t)graph);
 }
 
 // ---- measurements for the benchmarks
@@ -812,6 +928,7 @@ static void cuda_free(struct tw_backend *be)
     cudaFree(im->tile);
     cudaFree(im->lt_ws);
     cudaFree(im->stage_dev);
+    cudaFree(im->zero);
     cudaFreeHost(im->stage_host);
     if (im->lt)
         cublasLtDestroy(im->lt);
@@ -838,6 +955,10 @@ static const struct tw_backend_ops cuda_ops = {
     .add = cuda_add,
     .pool = cuda_pool,
     .l2norm = cuda_l2norm,
+    .set_rows = cuda_set_rows,
+    .graph_begin = cuda_graph_begin,
+    .graph_end = cuda_graph_end,
+    .graph_free = cuda_graph_free,
     .alloc = cuda_alloc,
     .release = cuda_release,
     .upload = cuda_upload,
@@ -869,7 +990,9 @@ extern "C" int tw_backend_cuda_new(int device, struct tw_backend **out)
               ck(im, cudaMalloc(&im->lt_ws, LT_WORKSPACE), "workspace") &&
               ck(im, cudaMalloc(&im->tile, TILE_ELEMS * sizeof *im->tile), "tile") &&
               ck(im, cudaMallocHost(&im->stage_host, STAGE_BYTES), "staging") &&
-              ck(im, cudaMalloc(&im->stage_dev, STAGE_BYTES), "staging");
+              ck(im, cudaMalloc(&im->stage_dev, STAGE_BYTES), "staging") &&
+              ck(im, cudaMalloc(&im->zero, sizeof *im->zero), "tables") &&
+              ck(im, cudaMemset(im->zero, 0, sizeof *im->zero), "tables");
     if (!ok) {
         int rc = report(im);
         cuda_free(be);
