@@ -6,7 +6,10 @@
 // matrix shape (prefill is GEMMs: its share of that rate is what the table gives).
 // Decode is what `twin generate` does for each token: one forward of one token and its
 // logits copied to the host.
+// With --profile, each row is followed by where a decoded token's time goes, op by op (each
+// op waited for: launch plus run, without the graph).
 // Usage: infer_cuda [--shapes a,b] [--types bf16,q8_0,q4_K] [--prefill N] [--decode N]
+//                   [--profile]
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +21,7 @@
 #include "model/model.h"
 #include "tensor/cuda.h"
 
+#include "bench_profile.h"
 #include "bench_util.h"
 
 static void add_bytes(void *arg, const char *hf, const char *gg, const struct tw_tensor *t)
@@ -60,8 +64,11 @@ int main(int argc, char **argv)
     const char *shape_list = "smollm2-135m,llama-3.2-1b,llama-3.1-8b";
     const char *type_list = "bf16,q8_0,q4_K";
     int n_prefill = 2048, n_decode = 128;
+    bool profile = false;
     for (int i = 1; i < argc; i++) {
-        if (i + 1 < argc && strcmp(argv[i], "--shapes") == 0) {
+        if (strcmp(argv[i], "--profile") == 0) {
+            profile = true;
+        } else if (i + 1 < argc && strcmp(argv[i], "--shapes") == 0) {
             shape_list = argv[++i];
         } else if (i + 1 < argc && strcmp(argv[i], "--types") == 0) {
             type_list = argv[++i];
@@ -71,7 +78,7 @@ int main(int argc, char **argv)
             n_decode = atoi(argv[++i]);
         } else {
             fprintf(stderr, "usage: infer_cuda [--shapes a,b] [--types t,u] [--prefill N] "
-                            "[--decode N]\n");
+                            "[--decode N] [--profile]\n");
             return 2;
         }
     }
@@ -159,6 +166,8 @@ int main(int argc, char **argv)
                    ty[d], bw, per_tok / 1e6, n_prefill / pre, tflops, 100 * tflops / gemm, got,
                    roof, 100 * got / roof);
             fflush(stdout);
+            if (profile)
+                print_profile(m, be, tok, n_decode < 32 ? n_decode : 32, ctx_len, logits);
             worst_roof = got / roof < worst_roof ? got / roof : worst_roof;
             if (dt == TW_DTYPE_BF16 && tflops / gemm < worst_gemm)
                 worst_gemm = tflops / gemm;

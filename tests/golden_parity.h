@@ -163,6 +163,36 @@ static void embedder(struct tw_backend *be)
             fprintf(stderr, "bert_embed/%s sentence %zu: error %g\n", be->ops->name, i, e);
         CHECK(e <= TOL);
     }
+    // All sentences again in one batch (several passes when the batch holds fewer).
+    size_t ns = json_array_size(sent);
+    int32_t **all = tw_calloc(ns, sizeof *all), *lens = tw_calloc(ns, sizeof *lens);
+    float *outs = tw_malloc_array(ns * C, sizeof(float));
+    REQUIRE(all && lens && outs);
+    for (size_t i = 0; i < ns; i++) {
+        golden_ids(json_array_get(all_ids, i), &want);
+        all[i] = tw_malloc_array(want.len, sizeof(int32_t));
+        REQUIRE(all[i]);
+        memcpy(all[i], want.data, want.len * sizeof(int32_t));
+        lens[i] = (int32_t)want.len;
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        tw_ctx *cb = NULL;
+        // Pass 0: a batch that holds every sentence; pass 1: one that holds the longest only.
+        struct tw_ctx_params bp = { .n_batch = pass == 0 ? 4096 : 1 };
+        REQUIRE(tw_ctx_new(m, be, &bp, &cb) == 0);
+        CHECK_OK(tw_ctx_embed_batch(cb, (const int32_t *const *)all, lens, (int)ns, outs));
+        for (size_t i = 0; i < ns; i++) {
+            double e = golden_rel(outs + i * C, exp + i * C, C);
+            if (e > TOL)
+                fprintf(stderr, "bert_embed/%s batch %d sentence %zu: error %g\n", be->ops->name,
+                        pass, i, e);
+            CHECK(e <= TOL);
+        }
+        tw_ctx_free(cb);
+    }
+    for (size_t i = 0; i < ns; i++)
+        tw_free(all[i]);
+    tw_free(all), tw_free(lens), tw_free(outs);
     tw_free(out);
     tw_vec_free(&ids), tw_vec_free(&want);
     tw_ctx_free(c);

@@ -23,19 +23,19 @@ struct tw_ctx {
     float *logits_dev; // a device backend's logits rows (n_logits of them), else NULL
     int32_t n_logits;
     size_t bytes;
-    float *k, *v;     // decoders: (n_layer, n_seq, n_ctx, kv_dim); encoders: (n_batch, kv_dim)
-    float *kb, *vb;   // (n_batch, kv_dim) a step's new keys and values
-    int32_t *slots;   // (n_batch) where they go: rows of a layer's cache (all sequences)
-    void *graph;      // the recorded one-token step of sequence graph_seq (a GPU backend)
+    float *k, *v;   // decoders: (n_layer, n_seq, n_ctx, kv_dim); encoders: (n_batch, kv_dim)
+    float *kb, *vb; // (n_batch, kv_dim) a step's new keys and values
+    int32_t *slots; // (n_batch) where they go: rows of a layer's cache (all sequences)
+    void *graph;    // the recorded one-token step of sequence graph_seq (a GPU backend)
     int32_t graph_seq;
-    bool no_graph;    // recording failed once: run every step op by op
-    int32_t *tokens;  // (n_seq, n_ctx) the cached tokens
-    int32_t *past;    // (n_seq) tokens in each sequence's cache
-    int32_t *pos;     // (n_batch) positions / scratch ids
-    int32_t *ids;     // (n_batch) a step's tokens
-    float *x, *xn;    // (n_batch, C)
-    float *q, *att;   // (n_batch, q_dim)
-    float *gate, *up; // (n_batch, F)
+    bool no_graph;            // recording failed once: run every step op by op
+    int32_t *tokens;          // (n_seq, n_ctx) the cached tokens
+    int32_t *past;            // (n_seq) tokens in each sequence's cache
+    int32_t *pos;             // (n_batch) positions / scratch ids
+    int32_t *ids;             // (n_batch) a step's tokens
+    float *x, *xn;            // (n_batch, C)
+    float *q, *att;           // (n_batch, q_dim)
+    float *gate, *up;         // (n_batch, F)
     struct tw_attn_seq *seqs; // (n_seq) a step's sequences
 };
 
@@ -66,7 +66,8 @@ static size_t plan(struct tw_ctx *c, char *base, char *hbase, size_t *hbytes)
     c->pos = carve(hbase, &hoff, B * sizeof(int32_t));
     c->ids = carve(hbase, &hoff, B * sizeof(int32_t));
     c->slots = carve(hbase, &hoff, B * sizeof(int32_t));
-    c->seqs = carve(hbase, &hoff, S * sizeof(struct tw_attn_seq));
+    // Encoders batch sequences of at least a token each.
+    c->seqs = carve(hbase, &hoff, (dec ? S : B) * sizeof(struct tw_attn_seq));
     *hbytes = hoff;
     c->x = carve(base, &off, B * C * sizeof(float));
     c->xn = carve(base, &off, B * C * sizeof(float));
@@ -90,8 +91,8 @@ int tw_ctx_new(const struct tw_model *m, struct tw_backend *be, const struct tw_
     int32_t def_ctx = cfg->n_ctx_train < 4096 ? cfg->n_ctx_train : 4096;
     c->n_ctx = dec ? (p && p->n_ctx > 0 ? p->n_ctx : def_ctx) : cfg->n_ctx_train;
     c->n_batch = p && p->n_batch > 0 ? p->n_batch : 512;
-    if (!dec)
-        c->n_batch = cfg->n_ctx_train; // one sequence, whole
+    if (!dec) // whole sequences: at least one of the longest, more when asked (batches)
+        c->n_batch = c->n_batch > cfg->n_ctx_train ? c->n_batch : cfg->n_ctx_train;
     if (dec && c->n_batch > c->n_ctx)
         c->n_batch = c->n_ctx;
     c->n_seq = dec && p && p->n_seq > 1 ? p->n_seq : 1;
@@ -262,18 +263,13 @@ static void decoder_layer(tw_ctx *c, int il, int32_t T, int n)
     } else {
         tw_attention_seqs(be, &att, &qh, sq, n, &a);
     }
-    tw_matmul(be, &xn, &att, &L->wo, L->bo.data ? &L->bo : nb);
-    tw_add(be, &x, &x, &xn);
+    tw_matmul_add(be, &x, &att, &L->wo, L->bo.data ? &L->bo : nb, &xn);
 
     // MLP block: x += down(silu(gate(h)) * up(h)) with h = rmsnorm(x).
     struct tw_tensor g = rows_of(c->gate, T, F), u = rows_of(c->up, T, F);
     tw_rmsnorm(be, &xn, &x, &L->ffn_norm, cfg->norm_eps);
-    struct tw_tensor *gu[2] = { &g, &u };
-    const struct tw_tensor *w2[2] = { &L->w_gate, &L->w_up };
-    tw_matmul_n(be, 2, gu, &xn, w2, NULL);
-    tw_swiglu(be, &g, &g, &u);
-    tw_matmul(be, &xn, &g, &L->w_down, NULL);
-    tw_add(be, &x, &x, &xn);
+    tw_matmul_swiglu(be, &g, &xn, &L->w_gate, &L->w_up, &u);
+    tw_matmul_add(be, &x, &g, &L->w_down, NULL, &xn);
 }
 
 // One step: runs[0..n) (checked by the caller) of T tokens in all. logits: every row's
@@ -528,51 +524,57 @@ int tw_ctx_perplexity(tw_ctx *c, const int32_t *tokens, int32_t n, double *nll, 
 
 // ---- encoders
 
-int tw_ctx_encode(tw_ctx *c, const int32_t *ids, const int32_t *type_ids, int32_t n, float *hidden)
+// The encoder over c->seqs[0..n_seqs) packed in T rows (ids, types: T each; types may be
+// NULL), hidden (T, C) in the backend's memory; each sequence attends to its own rows.
+static void encode_rows(tw_ctx *c, const int32_t *ids, const int32_t *types, int32_t T, int n_seqs,
+                        float *hidden)
 {
     const struct tw_model *m = c->m;
     const struct tw_model_config *cfg = &m->cfg;
-    if (tw_arch_is_decoder(cfg->arch))
-        return tw_error_set(TW_EINVAL, "%s: a decoder has no encoder pass", m->path);
-    if (n <= 0 || n > c->n_batch)
-        return tw_error_set(TW_ELIMIT, "%d tokens: the encoder takes 1 to %d", n, c->n_batch);
-    int rc = check_ids(c, ids, n, cfg->n_vocab, "token id");
-    if (rc == 0 && type_ids)
-        rc = check_ids(c, type_ids, n, cfg->n_type_vocab, "token type");
-    if (rc != 0)
-        return rc;
     struct tw_backend *be = c->be;
     int64_t C = cfg->n_embd, F = cfg->n_ff, H = cfg->n_head, hd = cfg->head_dim;
-    struct tw_tensor x = rows_of(hidden, n, C), xn = rows_of(c->xn, n, C);
-    // Embeddings: word + position + token type, then LayerNorm.
+    int64_t kvd = c->kv_dim;
+    struct tw_tensor x = rows_of(hidden, T, C), xn = rows_of(c->xn, T, C);
+    // Embeddings: word + position (within its sequence) + token type, then LayerNorm.
     tw_embedding(be, &x, &m->tok_embd, ids);
-    for (int32_t t = 0; t < n; t++)
-        c->pos[t] = t;
+    for (int i = 0; i < n_seqs; i++)
+        for (int32_t t = 0; t < c->seqs[i].n_rows; t++)
+            c->pos[c->seqs[i].row0 + t] = t;
     tw_embedding(be, &xn, &m->pos_embd, c->pos);
     tw_add(be, &x, &x, &xn);
-    for (int32_t t = 0; t < n; t++)
-        c->pos[t] = type_ids ? type_ids[t] : 0;
+    for (int32_t t = 0; t < T; t++)
+        c->pos[t] = types ? types[t] : 0;
     tw_embedding(be, &xn, &m->type_embd, c->pos);
     tw_add(be, &x, &x, &xn);
     tw_layernorm(be, &x, &x, &m->embd_norm, &m->embd_norm_b, cfg->norm_eps);
-    struct tw_tensor q = rows_of(c->q, n, H * hd), att = rows_of(c->att, n, H * hd);
-    struct tw_tensor k = rows_of(c->k, n, H * hd), v = rows_of(c->v, n, H * hd);
-    struct tw_tensor u = rows_of(c->up, n, F);
+    struct tw_tensor q = rows_of(c->q, T, H * hd), att = rows_of(c->att, T, H * hd);
+    struct tw_tensor k = rows_of(c->k, T, kvd), v = rows_of(c->v, T, kvd);
+    struct tw_tensor u = rows_of(c->up, T, F);
     struct tw_attn a = { .n_head = (int32_t)H,
                          .n_head_kv = cfg->n_head_kv,
                          .head_dim = (int32_t)hd,
                          .scale = 1.0f / sqrtf((float)hd),
                          .causal = false,
                          .lowp = m->layers[0].wq.dtype != TW_DTYPE_F32 };
+    for (int i = 0; i < n_seqs; i++) {
+        c->seqs[i].n_past = 0;
+        c->seqs[i].k = c->k + (size_t)c->seqs[i].row0 * (size_t)kvd;
+        c->seqs[i].v = c->v + (size_t)c->seqs[i].row0 * (size_t)kvd;
+    }
     for (int il = 0; il < cfg->n_layer; il++) {
         const struct tw_layer *L = &m->layers[il];
-        tw_matmul(be, &q, &x, &L->wq, &L->bq);
-        tw_matmul(be, &k, &x, &L->wk, &L->bk);
-        tw_matmul(be, &v, &x, &L->wv, &L->bv);
-        struct tw_tensor qh = tw_tensor_f32_3d(c->q, n, H, hd);
-        struct tw_tensor kh = tw_tensor_f32_3d(c->k, n, cfg->n_head_kv, hd);
-        struct tw_tensor vh = tw_tensor_f32_3d(c->v, n, cfg->n_head_kv, hd);
-        tw_attention(be, &att, &qh, &kh, &vh, &a);
+        struct tw_tensor *qkv[3] = { &q, &k, &v };
+        const struct tw_tensor *w3[3] = { &L->wq, &L->wk, &L->wv };
+        const struct tw_tensor *b3[3] = { &L->bq, &L->bk, &L->bv };
+        tw_matmul_n(be, 3, qkv, &x, w3, b3);
+        struct tw_tensor qh = tw_tensor_f32_3d(c->q, T, H, hd);
+        if (n_seqs == 1) {
+            struct tw_tensor kh = tw_tensor_f32_3d(c->k, T, cfg->n_head_kv, hd);
+            struct tw_tensor vh = tw_tensor_f32_3d(c->v, T, cfg->n_head_kv, hd);
+            tw_attention(be, &att, &qh, &kh, &vh, &a);
+        } else {
+            tw_attention_seqs(be, &att, &qh, c->seqs, n_seqs, &a);
+        }
         tw_matmul(be, &xn, &att, &L->wo, &L->bo);
         tw_add(be, &xn, &xn, &x);
         tw_layernorm(be, &x, &xn, &L->attn_norm, &L->attn_norm_b, cfg->norm_eps);
@@ -582,6 +584,31 @@ int tw_ctx_encode(tw_ctx *c, const int32_t *ids, const int32_t *type_ids, int32_
         tw_add(be, &xn, &xn, &x);
         tw_layernorm(be, &x, &xn, &L->ffn_norm, &L->ffn_norm_b, cfg->norm_eps);
     }
+}
+
+static int check_encoder(const tw_ctx *c)
+{
+    if (tw_arch_is_decoder(c->m->cfg.arch))
+        return tw_error_set(TW_EINVAL, "%s: a decoder has no encoder pass", c->m->path);
+    return 0;
+}
+
+int tw_ctx_encode(tw_ctx *c, const int32_t *ids, const int32_t *type_ids, int32_t n, float *hidden)
+{
+    const struct tw_model_config *cfg = &c->m->cfg;
+    int rc = check_encoder(c);
+    if (rc != 0)
+        return rc;
+    if (n <= 0 || n > cfg->n_ctx_train)
+        return tw_error_set(TW_ELIMIT, "%d tokens: the encoder takes 1 to %d", n,
+                            cfg->n_ctx_train);
+    rc = check_ids(c, ids, n, cfg->n_vocab, "token id");
+    if (rc == 0 && type_ids)
+        rc = check_ids(c, type_ids, n, cfg->n_type_vocab, "token type");
+    if (rc != 0)
+        return rc;
+    c->seqs[0] = (struct tw_attn_seq){ .row0 = 0, .n_rows = n };
+    encode_rows(c, ids, type_ids, n, 1, hidden);
     return 0;
 }
 
@@ -599,6 +626,46 @@ int tw_ctx_embed(tw_ctx *c, const int32_t *ids, int32_t n, float *out)
         tw_l2norm(c->be, &y2);
     }
     return tw_backend_download(c->be, out, c->xn, (size_t)C * sizeof(float));
+}
+
+int tw_ctx_embed_batch(tw_ctx *c, const int32_t *const *ids, const int32_t *lens, int n,
+                       float *out)
+{
+    const struct tw_model_config *cfg = &c->m->cfg;
+    int rc = check_encoder(c);
+    int64_t C = cfg->n_embd;
+    for (int i = 0; rc == 0 && i < n; i++) {
+        if (lens[i] <= 0 || lens[i] > cfg->n_ctx_train)
+            return tw_error_set(TW_ELIMIT, "text %d: %d tokens: the encoder takes 1 to %d", i,
+                                lens[i], cfg->n_ctx_train);
+        if ((rc = check_ids(c, ids[i], lens[i], cfg->n_vocab, "token id")) != 0)
+            return tw_error_prefix("text %d", i);
+    }
+    // As many whole sequences a pass as the batch holds; their ids side by side in c->ids.
+    for (int i0 = 0; rc == 0 && i0 < n;) {
+        int32_t T = 0;
+        int k = 0;
+        while (i0 + k < n && T + lens[i0 + k] <= c->n_batch) {
+            c->seqs[k] = (struct tw_attn_seq){ .row0 = T, .n_rows = lens[i0 + k] };
+            memcpy(c->ids + T, ids[i0 + k], (size_t)lens[i0 + k] * sizeof(int32_t));
+            T += lens[i0 + k++];
+        }
+        encode_rows(c, c->ids, NULL, T, k, c->x);
+        // Each sequence pooled into row j of xn, then all of them normalised and copied out.
+        for (int j = 0; j < k; j++) {
+            struct tw_tensor xs =
+                rows_of(c->x + (size_t)c->seqs[j].row0 * (size_t)C, c->seqs[j].n_rows, C);
+            struct tw_tensor y = tw_tensor_f32_1d(c->xn + (size_t)j * (size_t)C, C);
+            tw_pooling(c->be, &y, &xs, cfg->pooling);
+        }
+        struct tw_tensor ys = rows_of(c->xn, k, C);
+        if (cfg->normalize)
+            tw_l2norm(c->be, &ys);
+        rc = tw_backend_download(c->be, out + (size_t)i0 * (size_t)C, c->xn,
+                                 (size_t)k * (size_t)C * sizeof(float));
+        i0 += k;
+    }
+    return rc;
 }
 
 int tw_ctx_classify(tw_ctx *c, const int32_t *ids, const int32_t *type_ids, int32_t n, float *out)

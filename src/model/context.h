@@ -13,7 +13,8 @@
 
 struct tw_ctx_params {
     int32_t n_ctx;   // KV cache positions of each sequence (decoders); 0: min(n_ctx_train, 4096)
-    int32_t n_batch; // tokens per forward step; longer inputs go in steps; 0: 512
+    int32_t n_batch; // tokens per forward step; longer inputs go in steps; 0: 512 (encoders:
+                     // at least the model's positions; more packs several texts in a pass)
     int32_t n_seq;   // sequences, each with a cache of its own (decoders; continuous
                      // batching); 0: 1
 };
@@ -87,6 +88,12 @@ int tw_ctx_encode(tw_ctx *c, const int32_t *ids, const int32_t *type_ids, int32_
 // pooling config says (mean / CLS / max / last, then L2 normalisation when configured):
 // n_embd floats into out.
 int tw_ctx_embed(tw_ctx *c, const int32_t *ids, int32_t n, float *out);
+// The embeddings (n rows of n_embd floats into out) of n token sequences (ids[i], lens[i]
+// tokens, each at most the model's positions) as tw_ctx_embed gives them one by one, packed
+// into passes of up to the context's n_batch tokens (tw_ctx_params.n_batch: 256 texts of 128
+// tokens in one pass with 32768). Returns 0, or an error naming the text.
+int tw_ctx_embed_batch(tw_ctx *c, const int32_t *const *ids, const int32_t *lens, int n,
+                       float *out);
 // The classifier's logits (n_labels floats) for one encoded pair (BertForSequenceClassification:
 // CLS -> pooler dense + tanh -> classifier).
 int tw_ctx_classify(tw_ctx *c, const int32_t *ids, const int32_t *type_ids, int32_t n, float *out);

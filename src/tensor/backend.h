@@ -83,6 +83,11 @@ struct tw_backend_ops {
     void (*l2norm)(struct tw_backend *be, struct tw_tensor *x);
     void (*set_rows)(struct tw_backend *be, float *dst, const struct tw_tensor *src,
                      const int32_t *rows);
+    // Fused forms (NULL: tw_matmul_add and tw_matmul_swiglu compose the plain ops).
+    void (*matmul_add)(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                       const struct tw_tensor *w, const struct tw_tensor *bias);
+    void (*matmul_swiglu)(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                          const struct tw_tensor *wg, const struct tw_tensor *wu);
     // Graphs (NULL: the backend runs every op as it comes): see tw_backend_graph_begin.
     int (*graph_begin)(struct tw_backend *be, void **graph, int32_t kv_bound);
     int (*graph_end)(struct tw_backend *be, void **graph);
@@ -144,6 +149,15 @@ void tw_matmul(struct tw_backend *be, struct tw_tensor *y, const struct tw_tenso
 void tw_matmul_n(struct tw_backend *be, int n, struct tw_tensor *const *ys,
                  const struct tw_tensor *x, const struct tw_tensor *const *ws,
                  const struct tw_tensor *const *biases);
+// y (T, N) += x (T, K) w (N, K)^T (+ bias): a projection added to the residual stream. tmp
+// (T, N) is scratch for backends that compose it from tw_matmul and tw_add.
+void tw_matmul_add(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                   const struct tw_tensor *w, const struct tw_tensor *bias, struct tw_tensor *tmp);
+// y (T, F) = silu(x wg^T) * (x wu^T): LLaMA's gated MLP before its down projection. tmp
+// (T, F) is scratch for backends that compose it from tw_matmul_n and tw_swiglu.
+void tw_matmul_swiglu(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                      const struct tw_tensor *wg, const struct tw_tensor *wu,
+                      struct tw_tensor *tmp);
 // Over rows of C: y = x / sqrt(mean(x^2) + eps) * w (w may be NULL); y may alias x.
 void tw_rmsnorm(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
                 const struct tw_tensor *w, float eps);

@@ -58,6 +58,37 @@ void tw_matmul_n(struct tw_backend *be, int n, struct tw_tensor *const *ys,
         be->ops->matmul(be, ys[i], x, ws[i], biases ? biases[i] : NULL);
 }
 
+void tw_matmul_add(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                   const struct tw_tensor *w, const struct tw_tensor *bias, struct tw_tensor *tmp)
+{
+    assert(is_f32(y) && is_f32(tmp) && same_shape(y, tmp) && y->data != x->data);
+    if (be->ops->matmul_add) {
+        assert(is_f32(x) && tw_tensor_ncols(x) == w->ne[1] && tw_tensor_ncols(y) == w->ne[0]);
+        assert(tw_tensor_nrows(x) == tw_tensor_nrows(y));
+        be->ops->matmul_add(be, y, x, w, bias);
+        return;
+    }
+    tw_matmul(be, tmp, x, w, bias);
+    tw_add(be, y, y, tmp);
+}
+
+void tw_matmul_swiglu(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                      const struct tw_tensor *wg, const struct tw_tensor *wu,
+                      struct tw_tensor *tmp)
+{
+    assert(is_f32(y) && is_f32(tmp) && same_shape(y, tmp) && same_shape(wg, wu));
+    if (be->ops->matmul_swiglu) {
+        assert(is_f32(x) && tw_tensor_ncols(x) == wg->ne[1] && tw_tensor_ncols(y) == wg->ne[0]);
+        assert(tw_tensor_nrows(x) == tw_tensor_nrows(y) && y->data != x->data);
+        be->ops->matmul_swiglu(be, y, x, wg, wu);
+        return;
+    }
+    struct tw_tensor *gu[2] = { y, tmp };
+    const struct tw_tensor *w2[2] = { wg, wu };
+    tw_matmul_n(be, 2, gu, x, w2, NULL);
+    tw_swiglu(be, y, y, tmp);
+}
+
 void tw_rmsnorm(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
                 const struct tw_tensor *w, float eps)
 {

@@ -29,7 +29,7 @@ enum {
 
 static const char *const op_names[P_COUNT] = {
     "embedding", "matmul T=1", "matmul T>1", "rmsnorm", "layernorm", "rope",   "attention",
-    "softmax",   "swiglu",     "act",        "add",     "pool",      "l2norm",     "set_rows",
+    "softmax",   "swiglu",     "act",        "add",     "pool",      "l2norm", "set_rows",
 };
 
 struct prof {
@@ -49,13 +49,19 @@ static double now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-// Runs CALL on the inner backend and charges its time (and `bytes`) to op k.
+// Runs CALL on the inner backend and charges its time (and `bytes`) to op k. A device
+// backend runs its ops asynchronously: the op is waited for (before and after), so that its
+// time is its launch plus its run, one op at a time.
 #define TIMED(BE, K, NBYTES, CALL)             \
     do {                                       \
         struct prof *p_ = P(BE);               \
         struct tw_backend *in = p_->inner;     \
+        if (in->device != TW_DEVICE_CPU)       \
+            tw_backend_sync(in);               \
         double t0_ = now();                    \
         CALL;                                  \
+        if (in->device != TW_DEVICE_CPU)       \
+            tw_backend_sync(in);               \
         p_->stat[K].seconds += now() - t0_;    \
         p_->stat[K].calls++;                   \
         p_->stat[K].bytes += (double)(NBYTES); \

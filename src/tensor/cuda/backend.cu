@@ -51,9 +51,18 @@ struct cuda_impl {
     char *stage_host; // pinned
     char *stage_dev;
     size_t stage_off;
+    // The step's recent stagings (since the ring's start): the same host array with the same
+    // bytes is not copied again (a step's positions serve every layer).
+    struct {
+        const void *host;
+        size_t len, off;
+    } recent[8];
+    int n_recent;
     __nv_bfloat16 *xbf; // x rounded to bf16 for the GEMMs
     size_t xbf_elems;
     __nv_bfloat16 *tile; // dequantised weights
+    float *f32s;         // the up projection of cuda_matmul_swiglu's composed form
+    size_t f32s_elems;
     struct algo_entry algos[ALGO_CACHE];
     int n_algos;
     int32_t *zero; // a device int 0: the block table {0} of a contiguous cache
@@ -224,6 +233,10 @@ static int cuda_sync(struct tw_backend *be)
 // first, so that no copy still pending reads a slot being rewritten.
 static void *stage(struct cuda_impl *im, const void *host, size_t len)
 {
+    for (int i = 0; i < im->n_recent; i++)
+        if (im->recent[i].host == host && im->recent[i].len == len &&
+            memcmp(im->stage_host + im->recent[i].off, host, len) == 0)
+            return im->stage_dev + im->recent[i].off;
     size_t n = (len + 255) & ~(size_t)255;
     if (n > STAGE_BYTES) {
         fail(im, "stage", "host array larger than the staging ring");
@@ -236,9 +249,16 @@ static void *stage(struct cuda_impl *im, const void *host, size_t len)
         }
         ck(im, cudaStreamSynchronize(im->stream), "stage");
         im->stage_off = 0;
+        im->n_recent = 0;
     }
     char *h = im->stage_host + im->stage_off, *d = im->stage_dev + im->stage_off;
     memcpy(h, host, len);
+    // Keyed by the host pointer too: in a recording, which stagings share a slot must not
+    // depend on values (two arrays that happen to hold the same ids are separate slots).
+    int slot = im->n_recent < 8 ? im->n_recent++ : (int)(im->stage_off / 256 % 8);
+    im->recent[slot].host = host;
+    im->recent[slot].len = len;
+    im->recent[slot].off = im->stage_off;
     im->stage_off += n;
     if (im->mode == PREP) // the recording's copy node moves it
         return d;
@@ -500,7 +520,7 @@ static const cublasLtMatmulAlgo_t *lt_algo(struct cuda_impl *im, cublasLtMatmulD
 // y (T, ldy) = x (T, K) w (N, K)^T through cuBLASLt: kind 0 with w and x bf16, kind 1 with
 // both f32 (exact f32 arithmetic, no TF32: the f32 golden models match the CPU).
 static void lt_matmul(struct cuda_impl *im, int kind, const void *w, const void *x, float *y,
-                      int64_t T, int64_t N, int64_t K, int64_t ldy)
+                      int64_t T, int64_t N, int64_t K, int64_t ldy, float beta)
 {
     cudaDataType_t ab = kind == 0 ? CUDA_R_16BF : CUDA_R_32F;
     cublasLtMatmulDesc_t op = NULL;
@@ -518,9 +538,9 @@ static void lt_matmul(struct cuda_impl *im, int kind, const void *w, const void 
               "matmul");
     const cublasLtMatmulAlgo_t *algo = ok ? lt_algo(im, op, la, lb, ld, N, T, K, kind) : NULL;
     if (algo) {
-        float one = 1.0f, zero = 0.0f;
+        float one = 1.0f;
         ck_lt(im,
-              cublasLtMatmul(im->lt, op, &one, w, la, x, lb, &zero, y, ld, y, ld, algo, im->lt_ws,
+              cublasLtMatmul(im->lt, op, &one, w, la, x, lb, &beta, y, ld, y, ld, algo, im->lt_ws,
                              LT_WORKSPACE, im->stream),
               "matmul");
     }
@@ -548,30 +568,22 @@ static bool ensure_xbf(struct cuda_impl *im, size_t elems)
     return true;
 }
 
-static void cuda_matmul(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
-                        const struct tw_tensor *w, const struct tw_tensor *bias)
+// y (T, N) = x w^T (+ bias) through cuBLASLt, or y += that with accumulate: bf16 weights as
+// they are, f32 weights in f32, others dequantised to bf16 a tile of rows at a time.
+static void gemm(struct cuda_impl *im, float *y, const struct tw_tensor *x,
+                 const struct tw_tensor *w, const float *b, bool accumulate)
 {
-    struct cuda_impl *im = impl(be);
-    if (!live(im))
-        return;
     int64_t T = tw_tensor_nrows(x), K = w->ne[1], N = w->ne[0];
-    const float *b = bias ? f32(bias) : NULL;
-    if (T <= TWC_GEMV_MAX_T) {
-        ck(im,
-           twc_gemv(w->dtype, w->data, w->nb[0], N, K, f32(x), K, (int)T, f32(y), N, b,
-                    im->stream),
-           "matmul (gemv)");
-        return;
-    }
+    float beta = accumulate ? 1.0f : 0.0f;
     if (w->dtype == TW_DTYPE_F32) {
-        lt_matmul(im, 1, w->data, x->data, f32(y), T, N, K, N);
+        lt_matmul(im, 1, w->data, x->data, y, T, N, K, N, beta);
     } else {
         if (!ensure_xbf(im, (size_t)(T * K)))
             return;
         to_bf16_kernel<<<grid_for(T * K), 256, 0, im->stream>>>(im->xbf, f32(x), T * K);
         ck(im, cudaGetLastError(), "matmul (x to bf16)");
         if (w->dtype == TW_DTYPE_BF16) {
-            lt_matmul(im, 0, w->data, im->xbf, f32(y), T, N, K, N);
+            lt_matmul(im, 0, w->data, im->xbf, y, T, N, K, N, beta);
         } else {
             // Tiles of whole rows, dequantised to bf16, each multiplied into its columns of y.
             int64_t rows = (int64_t)(TILE_ELEMS / (size_t)K);
@@ -581,14 +593,113 @@ static void cuda_matmul(struct tw_backend *be, struct tw_tensor *y, const struct
                 const char *wr = (const char *)w->data + (size_t)n0 * w->nb[0];
                 ck(im, twc_dequant_bf16(w->dtype, wr, w->nb[0], nr, K, im->tile, im->stream),
                    "matmul (dequantise)");
-                lt_matmul(im, 0, im->tile, im->xbf, f32(y) + n0, T, nr, K, N);
+                lt_matmul(im, 0, im->tile, im->xbf, y + n0, T, nr, K, N, beta);
             }
         }
     }
     if (b) {
-        bias_kernel<<<grid_for(T * N), 256, 0, im->stream>>>(f32(y), b, T, N, N);
+        bias_kernel<<<grid_for(T * N), 256, 0, im->stream>>>(y, b, T, N, N);
         ck(im, cudaGetLastError(), "matmul (bias)");
     }
+}
+
+static struct twc_gemv_out gemv_out(const struct tw_tensor *w, float *y,
+                                    const struct tw_tensor *bias, const float *res)
+{
+    return (struct twc_gemv_out){
+        w->dtype, w->data, w->nb[0], w->ne[0], y, w->ne[0], bias ? f32(bias) : NULL, res
+    };
+}
+
+static void cuda_matmul(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                        const struct tw_tensor *w, const struct tw_tensor *bias)
+{
+    struct cuda_impl *im = impl(be);
+    if (!live(im))
+        return;
+    int64_t T = tw_tensor_nrows(x), K = w->ne[1];
+    if (T <= TWC_GEMV_MAX_T) {
+        struct twc_gemv_out o = gemv_out(w, f32(y), bias, NULL);
+        ck(im, twc_gemv_multi(1, &o, K, f32(x), K, (int)T, im->stream), "matmul (gemv)");
+        return;
+    }
+    gemm(im, f32(y), x, w, bias ? f32(bias) : NULL, false);
+}
+
+// q, k and v (or any n <= TWC_GEMV_MAX_OUTS products of x) in one launch when decoding.
+static void cuda_matmul_n(struct tw_backend *be, int n, struct tw_tensor *const *ys,
+                          const struct tw_tensor *x, const struct tw_tensor *const *ws,
+                          const struct tw_tensor *const *biases)
+{
+    struct cuda_impl *im = impl(be);
+    if (!live(im))
+        return;
+    int64_t T = tw_tensor_nrows(x), K = ws[0]->ne[1];
+    if (T > TWC_GEMV_MAX_T || n > TWC_GEMV_MAX_OUTS) {
+        for (int i = 0; i < n; i++)
+            cuda_matmul(be, ys[i], x, ws[i], biases ? biases[i] : NULL);
+        return;
+    }
+    struct twc_gemv_out o[TWC_GEMV_MAX_OUTS];
+    for (int i = 0; i < n; i++)
+        o[i] = gemv_out(ws[i], f32(ys[i]), biases ? biases[i] : NULL, NULL);
+    ck(im, twc_gemv_multi(n, o, K, f32(x), K, (int)T, im->stream), "matmul_n (gemv)");
+}
+
+static void cuda_matmul_add(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                            const struct tw_tensor *w, const struct tw_tensor *bias)
+{
+    struct cuda_impl *im = impl(be);
+    if (!live(im))
+        return;
+    int64_t T = tw_tensor_nrows(x), K = w->ne[1];
+    if (T <= TWC_GEMV_MAX_T) {
+        struct twc_gemv_out o = gemv_out(w, f32(y), bias, f32(y));
+        ck(im, twc_gemv_multi(1, &o, K, f32(x), K, (int)T, im->stream), "matmul_add (gemv)");
+        return;
+    }
+    gemm(im, f32(y), x, w, bias ? f32(bias) : NULL, true);
+}
+
+static bool ensure_f32s(struct cuda_impl *im, size_t elems)
+{
+    if (elems <= im->f32s_elems)
+        return true;
+    ck(im, cudaStreamSynchronize(im->stream), "matmul");
+    cudaFree(im->f32s);
+    im->f32s = NULL;
+    im->f32s_elems = 0;
+    if (!ck(im, cudaMalloc(&im->f32s, elems * sizeof *im->f32s), "matmul scratch"))
+        return false;
+    im->f32s_elems = elems;
+    return true;
+}
+
+static void ew(struct tw_backend *be, enum ew_op op, float *y, const float *a, const float *b,
+               int64_t n, const char *what);
+
+static void cuda_matmul_swiglu(struct tw_backend *be, struct tw_tensor *y,
+                               const struct tw_tensor *x, const struct tw_tensor *wg,
+                               const struct tw_tensor *wu)
+{
+    struct cuda_impl *im = impl(be);
+    if (!live(im))
+        return;
+    int64_t T = tw_tensor_nrows(x), K = wg->ne[1], N = wg->ne[0];
+    if (T <= TWC_GEMV_MAX_T && wg->dtype == wu->dtype && wg->nb[0] == wu->nb[0]) {
+        ck(im,
+           twc_gemv_swiglu(wg->dtype, wg->data, wu->data, wg->nb[0], N, K, f32(x), K, (int)T,
+                           f32(y), N, im->stream),
+           "matmul_swiglu (gemv)");
+        return;
+    }
+    // The up projection into the backend's scratch, then SwiGLU in place on the gate's.
+    if (!ensure_f32s(im, (size_t)(T * N)))
+        return;
+    cuda_matmul(be, y, x, wg, NULL);
+    struct tw_tensor u = tw_tensor_f32_2d(im->f32s, T, N);
+    cuda_matmul(be, &u, x, wu, NULL);
+    ew(be, EW_SWIGLU, f32(y), f32(y), im->f32s, T * N, "swiglu");
 }
 
 static void cuda_rmsnorm(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
@@ -779,6 +890,7 @@ static int cuda_graph_begin(struct tw_backend *be, void **graph, int32_t kv_boun
     if (rc != 0)
         return rc;
     im->stage_off = 0;
+    im->n_recent = 0;
     im->kv_bound = kv_bound;
     if (*graph) {
         im->mode = PREP;
@@ -898,7 +1010,7 @@ extern "C" double tw_cuda_gemm_rate(struct tw_backend *be, int64_t M, int64_t N,
         fill_random_bf16<<<grid_for(N * K), 256, 0, im->stream>>>(w, N * K, 2);
         for (int r = 0; r <= reps; r++) {
             cudaEventRecord(e0, im->stream);
-            lt_matmul(im, 0, w, x, y, M, N, K, N);
+            lt_matmul(im, 0, w, x, y, M, N, K, N, 0.0f);
             cudaEventRecord(e1, im->stream);
             ms[r] = elapsed_ms(im, e0, e1);
         }
@@ -926,6 +1038,7 @@ static void cuda_free(struct tw_backend *be)
     tw_free(im->blocks);
     cudaFree(im->xbf);
     cudaFree(im->tile);
+    cudaFree(im->f32s);
     cudaFree(im->lt_ws);
     cudaFree(im->stage_dev);
     cudaFree(im->zero);
@@ -943,7 +1056,7 @@ static const struct tw_backend_ops cuda_ops = {
     .free = cuda_free,
     .embedding = cuda_embedding,
     .matmul = cuda_matmul,
-    .matmul_n = NULL,
+    .matmul_n = cuda_matmul_n,
     .rmsnorm = cuda_rmsnorm,
     .layernorm = cuda_layernorm,
     .rope = cuda_rope,
@@ -956,6 +1069,8 @@ static const struct tw_backend_ops cuda_ops = {
     .pool = cuda_pool,
     .l2norm = cuda_l2norm,
     .set_rows = cuda_set_rows,
+    .matmul_add = cuda_matmul_add,
+    .matmul_swiglu = cuda_matmul_swiglu,
     .graph_begin = cuda_graph_begin,
     .graph_end = cuda_graph_end,
     .graph_free = cuda_graph_free,

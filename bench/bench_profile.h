@@ -1,0 +1,50 @@
+// What the inference benchmarks share: where a decoded token's time goes, op by op.
+#ifndef TW_BENCH_PROFILE_H
+#define TW_BENCH_PROFILE_H
+
+#include <stdio.h>
+
+#include "base/error.h"
+#include "model/context.h"
+#include "tensor/profile.h"
+
+#include "bench_util.h"
+
+// Decodes n tokens again (after the same 17-token start) through a profiling wrapper of be and
+// prints each op's share of a token: ms per token, calls per token, and for the matmuls the
+// GB/s of weights read while they ran.
+static void print_profile(const struct tw_model *m, struct tw_backend *be, const int32_t *tok,
+                          int n, int32_t ctx_len, float *logits)
+{
+    struct tw_backend *pb;
+    tw_ctx *cx;
+    struct tw_ctx_params p = { .n_ctx = ctx_len, .n_batch = 16 };
+    if (tw_backend_profile_new(be, &pb) || tw_ctx_new(m, pb, &p, &cx)) {
+        fprintf(stderr, "profile: %s\n", tw_error_msg());
+        return;
+    }
+    tw_ctx_decode(cx, tok, 16, logits, false);
+    tw_ctx_decode(cx, tok + 16, 1, logits, false);
+    tw_backend_profile_reset(pb);
+    double t0 = now();
+    for (int i = 0; i < n; i++)
+        tw_ctx_decode(cx, tok + 17 + i, 1, logits, false);
+    double total = (now() - t0) / n, ops = 0;
+    struct tw_op_stat st;
+    for (int i = 0; tw_backend_profile_stat(pb, i, &st); i++) {
+        if (st.calls == 0)
+            continue;
+        ops += st.seconds / n;
+        printf("    %-12s %8.3f ms %5.1f%% %7.1f calls", st.name, 1e3 * st.seconds / n,
+               100 * st.seconds / n / total, st.calls / n);
+        if (st.bytes > 0)
+            printf(" %8.1f GB/s", st.bytes / st.seconds / 1e9);
+        printf("\n");
+    }
+    printf("    %-12s %8.3f ms %5.1f%%   (the model's code between ops)\n", "other",
+           1e3 * (total - ops), 100 * (total - ops) / total);
+    tw_ctx_free(cx);
+    tw_backend_free(pb);
+}
+
+#endif
