@@ -10,15 +10,17 @@
 
 #include "bench_util.h"
 
-// Decodes n tokens again (after the same 17-token start) through a profiling wrapper of be and
-// prints each op's share of a token: ms per token, calls per token, and for the matmuls the
-// GB/s of weights read while they ran.
-static void print_profile(const struct tw_model *m, struct tw_backend *be, const int32_t *tok,
-                          int n, int32_t ctx_len, float *logits)
+// Runs n steps of `step` tokens each (after the same 17-token start; step 1: decoding, one
+// step of the whole prompt: prefill) through a profiling wrapper of be and prints each op's
+// share of a step: ms per step, calls per step, and for the matmuls the GB/s of weights read
+// while they ran. tok holds 17 + n * step ids; the context ctx_len positions.
+static void print_profile_steps(const struct tw_model *m, struct tw_backend *be,
+                                const int32_t *tok, int n, int step, int32_t ctx_len,
+                                float *logits)
 {
     struct tw_backend *pb;
     tw_ctx *cx;
-    struct tw_ctx_params p = { .n_ctx = ctx_len, .n_batch = 16 };
+    struct tw_ctx_params p = { .n_ctx = ctx_len, .n_batch = step > 16 ? step : 16 };
     if (tw_backend_profile_new(be, &pb) || tw_ctx_new(m, pb, &p, &cx)) {
         fprintf(stderr, "profile: %s\n", tw_error_msg());
         return;
@@ -28,9 +30,11 @@ static void print_profile(const struct tw_model *m, struct tw_backend *be, const
     tw_backend_profile_reset(pb);
     double t0 = now();
     for (int i = 0; i < n; i++)
-        tw_ctx_decode(cx, tok + 17 + i, 1, logits, false);
+        tw_ctx_decode(cx, tok + 17 + i * step, step, logits, false);
     double total = (now() - t0) / n, ops = 0;
     struct tw_op_stat st;
+    printf("    (%d %s of %d token%s)\n", n, n == 1 ? "step" : "steps", step,
+           step == 1 ? "" : "s");
     for (int i = 0; tw_backend_profile_stat(pb, i, &st); i++) {
         if (st.calls == 0)
             continue;
@@ -45,6 +49,13 @@ static void print_profile(const struct tw_model *m, struct tw_backend *be, const
            1e3 * (total - ops), 100 * (total - ops) / total);
     tw_ctx_free(cx);
     tw_backend_free(pb);
+}
+
+// n decode steps of one token.
+static void print_profile(const struct tw_model *m, struct tw_backend *be, const int32_t *tok,
+                          int n, int32_t ctx_len, float *logits)
+{
+    print_profile_steps(m, be, tok, n, 1, ctx_len, logits);
 }
 
 #endif

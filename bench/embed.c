@@ -84,8 +84,8 @@ int main(int argc, char **argv)
     char name[256] = "cpu";
     if (cuda)
         tw_cuda_device_name(0, name, sizeof name);
-    printf("embed: %s, %s (bf16 weights), %d texts of %d tokens a batch, %d batches\n", name, shape,
-           batch, len, batches);
+    printf("embed: %s, %s (bf16 weights), %d texts of %d tokens a batch, %d batches\n", name,
+           shape, batch, len, batches);
     printf("headline: %.0f sequences/s (%.0f tokens/s)\n", batch * batches / dt,
            (double)batch * len * batches / dt);
     tw_ctx_free(c);

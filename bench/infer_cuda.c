@@ -166,8 +166,10 @@ int main(int argc, char **argv)
                    ty[d], bw, per_tok / 1e6, n_prefill / pre, tflops, 100 * tflops / gemm, got,
                    roof, 100 * got / roof);
             fflush(stdout);
-            if (profile)
+            if (profile) {
                 print_profile(m, be, tok, n_decode < 32 ? n_decode : 32, ctx_len, logits);
+                print_profile_steps(m, be, tok, 1, n_prefill - 17, ctx_len, logits);
+            }
             worst_roof = got / roof < worst_roof ? got / roof : worst_roof;
             if (dt == TW_DTYPE_BF16 && tflops / gemm < worst_gemm)
                 worst_gemm = tflops / gemm;
