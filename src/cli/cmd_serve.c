@@ -86,6 +86,10 @@ static int parse(const struct tw_verb *v, int argc, char **argv, struct serve_ar
             p->host = val;
         else if (tw_cli_opt(argc, argv, &i, "--port", &val))
             rc = tw_cli_opt_long(v, "--port", val, 0, 65535, &n), p->port = (int)n;
+        else if (tw_cli_opt(argc, argv, &i, "--device", &val))
+            rc = tw_cli_device_ok(val) ? (p->device = val, 0)
+                                       : tw_cli_usage_error(v, "--device needs cpu, cuda, "
+                                                               "cuda:N or auto");
         else if (tw_cli_opt(argc, argv, &i, "--threads", &val))
             rc = tw_cli_opt_long(v, "--threads", val, 0, 1024, &n), p->threads = (int)n;
         else if (tw_cli_opt(argc, argv, &i, "--slots", &val))
@@ -213,6 +217,8 @@ const struct tw_verb tw_verb_serve = {
         "  --reranker PATH     a cross-encoder for /v1/rerank and /rag\n"
         "  --host ADDR         the IPv4 address to listen on (default 127.0.0.1)\n"
         "  --port N            the port (default 8080; 0: any free port, printed)\n"
+        "  --device D          cpu, cuda, cuda:N or auto: a GPU when there is one\n"
+        "                      (default: $TWIN_DEVICE, else auto)\n"
         "  --threads N         the engine's CPU threads (default: all)\n"
         "  --slots N           sequences generated at once (default 4)\n"
         "  --ctx N             positions per slot (default: the model's, at most 4096)\n"

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,6 +34,14 @@ static bool parse_float(const char *s, double lo, double hi, float *out)
     return true;
 }
 
+bool tw_cli_device_ok(const char *s)
+{
+    int n;
+    char tail;
+    return s && (strcmp(s, "cpu") == 0 || strcmp(s, "auto") == 0 || strcmp(s, "cuda") == 0 ||
+                 (sscanf(s, "cuda:%d%c", &n, &tail) == 1 && n >= 0));
+}
+
 int tw_cli_model_opt(const struct tw_verb *v, int argc, char **argv, int *i,
                      struct tw_cli_model *a, bool sampling)
 {
@@ -44,7 +53,7 @@ int tw_cli_model_opt(const struct tw_verb *v, int argc, char **argv, int *i,
             return tw_cli_usage_error(v, "--model needs a PATH");
         a->model = val;
     } else if (tw_cli_opt(argc, argv, i, "--device", &val)) {
-        if (!val || (strcmp(val, "cpu") && strcmp(val, "auto") && strncmp(val, "cuda", 4)))
+        if (!tw_cli_device_ok(val))
             return tw_cli_usage_error(v, "--device needs cpu, cuda, cuda:N or auto");
         a->device = val;
     } else if (tw_cli_opt(argc, argv, i, "--threads", &val)) {

@@ -32,6 +32,8 @@ struct tw_cli_model {
 // Defaults: every CPU, the model's context up to 4096, the sampling defaults; home is the twin
 // home (borrowed) whose registry --model may name a model of.
 void tw_cli_model_init(struct tw_cli_model *a, const char *home);
+// Whether s names a device: cpu, cuda, cuda:N or auto (tw_backend_open's names).
+bool tw_cli_device_ok(const char *s);
 // When argv[*i] is one of the shared options (the sampling ones only when `sampling`):
 // consumes it and returns TW_EXIT_OK, or prints a usage error and returns TW_EXIT_USAGE.
 // Returns -1 when argv[*i] is not one of them.

@@ -11,7 +11,6 @@
 
 #include "base/error.h"
 #include "base/mem.h"
-#include "tensor/cuda.h"
 
 struct tw_ctx {
     const struct tw_model *m;
@@ -688,32 +687,13 @@ int tw_ctx_classify(tw_ctx *c, const int32_t *ids, const int32_t *type_ids, int3
 
 // ---- sessions
 
-// The backend `device` names (NULL: $TWIN_DEVICE, else "auto") into s->be.
-static int open_backend(const char *device, int threads, struct tw_session *s)
-{
-    if (!device)
-        device = getenv("TWIN_DEVICE");
-    if (!device || !*device)
-        device = "auto";
-    if (strcmp(device, "cpu") == 0)
-        return tw_backend_cpu_new(threads, &s->be);
-    if (strcmp(device, "auto") == 0)
-        return tw_cuda_device_count() > 0 ? tw_backend_cuda_new(0, &s->be)
-                                          : tw_backend_cpu_new(threads, &s->be);
-    int gpu = 0;
-    char tail;
-    if (strcmp(device, "cuda") == 0 || sscanf(device, "cuda:%d%c", &gpu, &tail) == 1)
-        return tw_backend_cuda_new(gpu, &s->be);
-    return tw_error_set(TW_EINVAL, "device '%s': expected cpu, cuda, cuda:N or auto", device);
-}
-
 int tw_session_open_on(const char *path, const char *device, int threads, int32_t n_ctx,
                        struct tw_session *s)
 {
     memset(s, 0, sizeof *s);
     int rc = tw_model_open(path, &s->m);
     if (rc == 0)
-        rc = open_backend(device, threads, s);
+        rc = tw_backend_open(device, threads, &s->be);
     if (rc == 0 && s->be->device != TW_DEVICE_CPU) {
         s->host = s->m;
         s->m = NULL;

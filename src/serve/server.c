@@ -76,8 +76,9 @@ static const struct {
 // The generating model with its backend and scheduler; replaced whole on reload, freed when
 // the last request that uses it lets go.
 struct engine {
-    int refs; // under server.lock
-    struct tw_model *m;
+    int refs;              // under server.lock
+    struct tw_model *m;    // the model the scheduler runs (on the backend's device)
+    struct tw_model *host; // the model as opened, when m is its copy on a GPU
     struct tw_backend *be;
     tw_sched *sched;
     enum tw_chat_family family;
@@ -158,6 +159,8 @@ static void engine_free(struct engine *e)
     if (!e)
         return;
     tw_sched_free(e->sched, false);
+    if (e->host) // the device copy goes before its backend
+        tw_model_close(e->m), e->m = e->host;
     tw_backend_free(e->be);
     tw_model_close(e->m);
     tw_free(e);
@@ -218,7 +221,14 @@ static int engine_load(const struct tw_server_params *p, struct engine **out)
                  ? tw_chat_family_from_name(p->template, &e->family)
                  : tw_chat_family_from_template(tw_tokenizer_chat_template(e->m->tok), &e->family);
     if (!rc)
-        rc = tw_backend_cpu_new(p->threads, &e->be);
+        rc = tw_backend_open(p->device, p->threads, &e->be);
+    if (!rc && e->be->device != TW_DEVICE_CPU) {
+        e->host = e->m;
+        e->m = NULL;
+        rc = tw_model_to_backend(e->host, e->be, &e->m);
+        if (rc)
+            e->m = e->host, e->host = NULL;
+    }
     struct tw_sched_params sp = {
         .n_slots = p->slots, .n_ctx = p->n_ctx, .n_batch = p->n_batch, .n_queue = p->queue
     };

@@ -23,6 +23,7 @@ struct tw_server_params {
     const char *reranker; // a cross-encoder for /v1/rerank and /rag; NULL: none
     const char *home;     // the twin home: traces, and /rag over its newest feature run
     int threads;          // CPU threads of the engine (0: all)
+    const char *device;   // the engine's backend (tw_backend_open: cpu, cuda, cuda:N, auto)
     int32_t slots, n_ctx, n_batch, queue; // the scheduler's (sched.h; 0: its defaults)
     const char *const *api_keys;          // accepted bearer keys; none: no authentication
     size_t n_api_keys;

@@ -129,6 +129,11 @@ int tw_backend_sync(struct tw_backend *be);
 int tw_backend_tensor_upload(struct tw_backend *be, const struct tw_tensor *t,
                              struct tw_tensor *dev);
 
+// The backend `device` names: "cpu" (threads threads, <= 0: every CPU), "cuda" or "cuda:N"
+// (GPU N), "auto" (GPU 0 when there is one, else the CPU); NULL reads $TWIN_DEVICE, "auto"
+// when it is unset. Returns 0, or an error naming the device.
+int tw_backend_open(const char *device, int threads, struct tw_backend **out);
+
 // The reference backend: a static object, never freed (tw_backend_free ignores it).
 struct tw_backend *tw_backend_cpu_ref(void);
 // The fast CPU backend with n_threads threads (<= 0: every online CPU). Returns 0, or

@@ -1,10 +1,13 @@
 // The op entry points: shape checks (asserted: a mismatch is the caller's bug), then dispatch
 // through the backend's table.
 #include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/error.h"
 #include "base/mem.h"
+#include "tensor/cuda.h"
 
 #include "tensor/backend.h"
 
@@ -291,4 +294,22 @@ void tw_backend_graph_free(struct tw_backend *be, void *graph)
 {
     if (graph && be->ops->graph_free)
         be->ops->graph_free(be, graph);
+}
+
+int tw_backend_open(const char *device, int threads, struct tw_backend **out)
+{
+    if (!device)
+        device = getenv("TWIN_DEVICE");
+    if (!device || !*device)
+        device = "auto";
+    if (strcmp(device, "cpu") == 0)
+        return tw_backend_cpu_new(threads, out);
+    if (strcmp(device, "auto") == 0)
+        return tw_cuda_device_count() > 0 ? tw_backend_cuda_new(0, out)
+                                          : tw_backend_cpu_new(threads, out);
+    int gpu = 0;
+    char tail;
+    if (strcmp(device, "cuda") == 0 || sscanf(device, "cuda:%d%c", &gpu, &tail) == 1)
+        return tw_backend_cuda_new(gpu, out);
+    return tw_error_set(TW_EINVAL, "device '%s': expected cpu, cuda, cuda:N or auto", device);
 }

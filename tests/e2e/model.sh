@@ -36,6 +36,18 @@ for m in llama qwen3 mistral; do
 done
 check "generate stats" 0 "$twin" generate --model "$models/smollm2" --temp 0.7 --seed 3 -n 8 "We"
 contains "generate stats line" "generated 8 tokens"
+# --device: the CPU by name gives the same greedy text; a GPU that is not there is an error.
+want=$("$twin" tokenize --tokenizer "$models/llama" --decode --skip-special \
+    "$(expected llama greedy_ids)")
+check "generate --device cpu" 0 "$twin" generate --device cpu --model "$models/llama" --temp 0 \
+    -n 64 --ignore-eos --quiet "$(expected llama prompt)"
+equals "generate --device cpu text" "$want"
+if ! command -v nvidia-smi >/dev/null; then
+    check "generate --device cuda:7 without it" 1 "$twin" generate --device cuda:7 \
+        --model "$models/llama" -n 2 "Hi"
+    contains "no such GPU named" "cuda"
+fi
+check "generate --device bad" 2 "$twin" generate --device gpu0 --model "$models/llama" "Hi"
 check "generate stdin" 0 sh -c "echo 'The Union' | '$twin' generate --model '$models/smollm2' -n 4 --quiet"
 
 # Chat: the second turn reuses the first turn's cache.
