@@ -8,8 +8,10 @@
 // logits copied to the host.
 // With --profile, each row is followed by where a decoded token's time goes, op by op (each
 // op waited for: launch plus run, without the graph).
+// With --batches, each row is followed by batched decode (B sequences a step, as the server
+// runs them) for each B listed.
 // Usage: infer_cuda [--shapes a,b] [--types bf16,q8_0,q4_K] [--prefill N] [--decode N]
-//                   [--profile]
+//                   [--profile] [--batches 1,8,32,64]
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,15 +61,67 @@ static int fail(const char *what)
     return 1;
 }
 
+// Batched decode as the server runs it: B sequences, each after its own 16-token prompt,
+// advance one token a step in one forward (tw_ctx_decode_runs), each step's B rows of logits
+// copied to the host. Prints tokens/s for every B in the list; returns 0 or 1.
+static int batched(struct tw_model *m, struct tw_backend *be, const char *name, const char *ty,
+                   const int *bs, int n_bs, int n_decode)
+{
+    const struct tw_model_config *c = &m->cfg;
+    double one = 0;
+    for (int b = 0; b < n_bs; b++) {
+        int B = bs[b];
+        tw_ctx *cx;
+        struct tw_ctx_params p = { .n_ctx = 16 + n_decode + 1,
+                                   .n_batch = B > 16 ? B : 16,
+                                   .n_seq = B };
+        float *logits = tw_malloc_array((size_t)B * (size_t)c->n_vocab, sizeof(float));
+        struct tw_ctx_run *runs = tw_malloc_array((size_t)B, sizeof *runs);
+        int32_t *tok = tw_malloc_array((size_t)B * (size_t)(17 + n_decode), sizeof(int32_t));
+        if (!logits || !runs || !tok || tw_ctx_new(m, be, &p, &cx) != 0)
+            return fail("batched context");
+        for (int i = 0; i < B * (17 + n_decode); i++)
+            tok[i] = (int32_t)((i * 7919u + 13) % (uint32_t)c->n_vocab);
+        for (int s = 0; s < B; s++)
+            if (tw_ctx_decode_seq(cx, s, tok + s * (17 + n_decode), 16, NULL, false) != 0)
+                return fail("batched prompt");
+        double t0 = 0;
+        for (int step = 0; step <= n_decode; step++) {
+            if (step == 1) // the first step warms up
+                t0 = now();
+            for (int s = 0; s < B; s++)
+                runs[s] = (struct tw_ctx_run){ s, 1, tok + s * (17 + n_decode) + 16 + step };
+            if (tw_ctx_decode_runs(cx, runs, B, logits) != 0)
+                return fail("batched decode");
+        }
+        double tps = (double)B * n_decode / (now() - t0);
+        one = B == 1 ? tps : one;
+        printf("%-13s %-5s batch %3d: %9.1f tokens/s", name, ty, B, tps);
+        if (one > 0 && B > 1)
+            printf("  (%.1fx one sequence)", tps / one);
+        printf("\n");
+        fflush(stdout);
+        tw_ctx_free(cx);
+        tw_free(logits), tw_free(runs), tw_free(tok);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *shape_list = "smollm2-135m,llama-3.2-1b,llama-3.1-8b";
     const char *type_list = "bf16,q8_0,q4_K";
     int n_prefill = 2048, n_decode = 128;
     bool profile = false;
+    int bs[8], n_bs = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--profile") == 0) {
             profile = true;
+        } else if (i + 1 < argc && strcmp(argv[i], "--batches") == 0) {
+            char items[8][32];
+            int k = parse_list(argv[++i], items, 8);
+            for (n_bs = 0; n_bs < k; n_bs++)
+                bs[n_bs] = atoi(items[n_bs]) > 0 ? atoi(items[n_bs]) : 1;
         } else if (i + 1 < argc && strcmp(argv[i], "--shapes") == 0) {
             shape_list = argv[++i];
         } else if (i + 1 < argc && strcmp(argv[i], "--types") == 0) {
@@ -78,7 +132,7 @@ int main(int argc, char **argv)
             n_decode = atoi(argv[++i]);
         } else {
             fprintf(stderr, "usage: infer_cuda [--shapes a,b] [--types t,u] [--prefill N] "
-                            "[--decode N] [--profile]\n");
+                            "[--decode N] [--profile] [--batches 1,8,32,64]\n");
             return 2;
         }
     }
@@ -170,6 +224,8 @@ int main(int argc, char **argv)
                 print_profile(m, be, tok, n_decode < 32 ? n_decode : 32, ctx_len, logits);
                 print_profile_steps(m, be, tok, 1, n_prefill - 17, ctx_len, logits);
             }
+            if (n_bs > 0 && batched(m, be, sh[s], ty[d], bs, n_bs, n_decode) != 0)
+                return 1;
             worst_roof = got / roof < worst_roof ? got / roof : worst_roof;
             if (dt == TW_DTYPE_BF16 && tflops / gemm < worst_gemm)
                 worst_gemm = tflops / gemm;
