@@ -2,7 +2,9 @@
 // tiling and online softmax (Dao et al. 2022, "FlashAttention: Fast and Memory-Efficient
 // Exact Attention with IO-Awareness"), never materialising the score matrix; long caches are
 // split across blocks and merged by a second kernel (split-K, "Flash-Decoding", Dao et al.
-// 2023). The cache is read through each sequence's block table (paged, kernels.cuh).
+// 2023). The cache is read through each sequence's block table (paged, kernels.cuh). With
+// a->lowp, prefill-sized work goes instead to tc_kernel, which runs the two products
+// on bf16 tensor cores with f32 accumulators.
 //
 // A block works on one kv head of one sequence: its query vectors are the (row, head) pairs
 // of that kv head's group, numbered qv = row * G + g (G = n_head / n_head_kv), so the G
@@ -14,6 +16,7 @@
 // Small batches (decode) use a small BQ; a config per padded head size (32, 64, 128, 256).
 #include "tensor/cuda/kernels.cuh"
 
+#include <cuda_bf16.h>
 #include <limits.h>
 #include <math.h>
 
@@ -35,6 +38,21 @@ struct attn_args {
     float qscale; // scale * log2(e)
     struct partials part;
 };
+
+// A block's query tile, key split and kv head: blockIdx.x = (i * n_split + split) * Hkv + kvh
+// with tile qt = qtiles - 1 - i. Blocks start roughly in index order, so under a causal mask
+// the last tiles of every head (which see the most keys) start first and the short ones fill
+// the end of the grid.
+struct block_pos {
+    int qt, split, kvh;
+};
+
+static __device__ __forceinline__ struct block_pos block_pos_of(const struct attn_args &a)
+{
+    const int b = (int)blockIdx.x, rest = b / a.Hkv;
+    const int qtiles = (int)gridDim.x / a.Hkv / a.n_split;
+    return { qtiles - 1 - rest / a.n_split, rest % a.n_split, b % a.Hkv };
+}
 
 static __device__ __forceinline__ bool aligned16(const void *p)
 {
@@ -115,7 +133,8 @@ template <int DP_, int BQ_, int TK_, int RK_, int RD_> struct cfg {
     static_assert(BQ % 4 == 0 && TK % 4 == 0 && (TK * DP / 4) % NT == 0, "loads");
 };
 
-// grid (qtiles * n_split, Hkv, n_seq), NT threads, C::SMEM bytes of dynamic shared memory.
+// grid (qtiles * n_split * Hkv, 1, n_seq) (block_pos_of), NT threads, C::SMEM bytes of dynamic
+// shared memory.
 template <class C> static __global__ void __launch_bounds__(NT) attn_kernel(struct attn_args a)
 {
     constexpr int DP = C::DP, BQ = C::BQ, TK = C::TK, RK = C::RK, RD = C::RD;
@@ -132,10 +151,8 @@ template <class C> static __global__ void __launch_bounds__(NT) attn_kernel(stru
 
     const int tid = threadIdx.x;
     const int n_split = a.n_split;
-    const int qtiles = gridDim.x / n_split;
-    // Last query tiles first: under a causal mask they see the most keys.
-    const int qt = qtiles - 1 - (int)(blockIdx.x / n_split), split = (int)(blockIdx.x % n_split);
-    const int kvh = blockIdx.y;
+    const struct block_pos bp = block_pos_of(a);
+    const int qt = bp.qt, split = bp.split, kvh = bp.kvh;
     const struct twc_attn_seq sq = a.seqs[blockIdx.z];
     const int G = a.G, D = a.D, H = a.H;
     const int nq = sq.n_rows * G, qv0 = qt * BQ;
@@ -359,6 +376,351 @@ template <class C> static __global__ void __launch_bounds__(NT) attn_kernel(stru
     }
 }
 
+// ---- bf16 tensor cores (a->lowp, prefill): the same blocks, query vectors and bounds as
+// attn_kernel, the products on mma.sync.m16n8k16 with bf16 inputs and f32 accumulators
+// (FlashAttention-2's work split, Dao 2023, "FlashAttention-2: Faster Attention with Better
+// Parallelism and Work Partitioning": each warp owns WM tiles of 16 query vectors, so a row's
+// softmax stays inside the 4 lanes of a quad, P never leaves registers, and each K or V
+// fragment read from shared memory feeds WM products).
+//
+// Fragment layouts are the PTX ISA's ("Matrix Fragments for mma.m16n8k16", bf16; lane =
+// 4 * g + c): A (16 x 16, row) a0 = (g, 2c..2c+1), a1 = (g + 8, 2c..), a2 = (g, 2c + 8..),
+// a3 = (g + 8, 2c + 8..); B (16 x 8, col) b0 = (2c..2c+1, g), b1 = (2c + 8.., g); C/D (16 x 8)
+// c0..c1 = (g, 2c..2c+1), c2..c3 = (g + 8, 2c..). ldmatrix.x4 ("Warp-level matrix load
+// instruction: ldmatrix") reads four 8 x 8 bf16 matrices, lanes 8i .. 8i + 7 naming the rows
+// of matrix i, and hands lane 4 * g + c the pair (g, 2c..2c+1) of each (.trans: (2c..2c+1, g)).
+// So Q K^T reads Q (query, d) and K (key, d) row-major with plain ldmatrix, and P V reads
+// V (key, d) with .trans; the S accumulators of keys 16k .. 16k + 15 are, packed to bf16
+// pairs, the A fragment of P for k-step k.
+
+// DP: head size padded (64 or 128); TK kv rows a tile; WM 16-query tiles a warp; NW warps;
+// MINB blocks an SM (launch bounds). Rows of the bf16 tiles are ST elements apart, 16 bytes
+// more than a multiple of 128, so the 8 rows an ldmatrix reads fall in different banks.
+template <int DP_, int TK_, int WM_, int NW_, int MINB_> struct tc_cfg {
+    static constexpr int DP = DP_, TK = TK_, WM = WM_, NW = NW_, MINB = MINB_;
+    static constexpr int NTH = 32 * NW, BQ = 16 * WM * NW, ST = DP + 8;
+    static constexpr int CPR = DP / 4;         // float4 a cache row
+    static constexpr int RSTEP = NTH / CPR;    // rows between one thread's loads
+    static constexpr int RPT = TK * CPR / NTH; // float4 a thread loads of a K or V tile
+    // Qs (BQ, ST), Ks and Vs two (TK, ST) each (double-buffered), bf16
+    static constexpr size_t SMEM = (size_t)(BQ + 4 * TK) * ST * sizeof(uint16_t);
+    static_assert(DP % 16 == 0 && TK % 16 == 0 && NTH % CPR == 0 && TK % RSTEP == 0, "tiles");
+};
+
+static __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
+{
+    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi); // .x (lo) in the low half
+    return *(const uint32_t *)&h;
+}
+
+static __device__ __forceinline__ void st_bf16x4(uint16_t *p, float4 x)
+{
+    *(uint2 *)p = make_uint2(pack_bf16(x.x, x.y), pack_bf16(x.z, x.w));
+}
+
+static __device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const uint16_t *p)
+{
+    uint32_t at = (uint32_t)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(at)
+                 : "memory");
+}
+
+static __device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], const uint16_t *p)
+{
+    uint32_t at = (uint32_t)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(at)
+                 : "memory");
+}
+
+// c += a b for one 16 x 8 x 16 step.
+static __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                                uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+                 "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// The pool rows (block * block_rows + row in block) of the kv tile at j0 that this thread
+// loads, tile rows tid / CPR + RSTEP * b; -1 past the range's end.
+template <class C>
+static __device__ __forceinline__ void tc_rows(int (&row)[C::RPT], const struct twc_attn_seq &sq,
+                                               int br, int j0, int kv_end)
+{
+#pragma unroll
+    for (int b = 0; b < C::RPT; b++) {
+        int j = j0 + (int)threadIdx.x / C::CPR + C::RSTEP * b;
+        row[b] = j < kv_end ? sq.block_table[j / br] * br + j % br : -1;
+    }
+}
+
+// This thread's float4 of those rows (zero past D and for rows -1: the pool may hold NaN).
+template <class C>
+static __device__ __forceinline__ void tc_load(float4 (&x)[C::RPT], const float *pool,
+                                               const int (&row)[C::RPT], size_t kv_row, int D,
+                                               bool vec)
+{
+    const int d = 4 * ((int)threadIdx.x % C::CPR);
+#pragma unroll
+    for (int b = 0; b < C::RPT; b++) {
+        x[b] = make_float4(0.f, 0.f, 0.f, 0.f);
+        if (row[b] >= 0)
+            x[b] = load4(pool + (size_t)row[b] * kv_row, d, D, vec);
+    }
+}
+
+template <class C>
+static __device__ __forceinline__ void tc_store(uint16_t *tile, const float4 (&x)[C::RPT])
+{
+    const int t = (int)threadIdx.x / C::CPR, d = 4 * ((int)threadIdx.x % C::CPR);
+#pragma unroll
+    for (int b = 0; b < C::RPT; b++)
+        st_bf16x4(tile + (t + C::RSTEP * b) * C::ST + d, x[b]);
+}
+
+// grid (qtiles * n_split * Hkv, 1, n_seq) (block_pos_of), C::NTH threads, C::SMEM bytes of dynamic
+// shared memory. The next kv tile's floats are fetched into registers while the current one is
+// multiplied (K before Q K^T, V before P V), then converted into the other buffer: one barrier a
+// tile. The block table is read a tile earlier still, so its latency and the loads' do not add up.
+template <class C>
+static __global__ void __launch_bounds__(C::NTH, C::MINB) tc_kernel(struct attn_args a)
+{
+    constexpr int DP = C::DP, BQ = C::BQ, TK = C::TK, ST = C::ST, RPT = C::RPT, WM = C::WM;
+    extern __shared__ float4 smem4[];
+    uint16_t *Qs = (uint16_t *)smem4; // (BQ, ST) bf16 queries * qscale, zero past D and nq
+    uint16_t *Ks = Qs + BQ * ST;      // 2 x (TK, ST) keys, zero past D and past the range
+    uint16_t *Vs = Ks + 2 * TK * ST;  // 2 x (TK, ST) values, likewise
+
+    const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = lane / 4, c = lane % 4;
+    const int n_split = a.n_split;
+    const struct block_pos bp = block_pos_of(a);
+    const int qt = bp.qt, split = bp.split, kvh = bp.kvh;
+    const struct twc_attn_seq sq = a.seqs[blockIdx.z];
+    const int G = a.G, D = a.D, H = a.H;
+    const int nq = sq.n_rows * G, qv0 = qt * BQ;
+    if (qv0 >= nq)
+        return;
+    const int S = sq.n_past + sq.n_rows;
+    const bool vec = D % 4 == 0 && aligned16(a.q) && aligned16(a.out) && aligned16(sq.k_pool) &&
+                     aligned16(sq.v_pool) && (n_split == 1 || aligned16(a.part.o));
+
+    const int p_first = sq.n_past + qv0 / G;
+    const int p_last = sq.n_past + (min(qv0 + BQ, nq) - 1) / G;
+    int kv_begin = a.window > 0 ? max(0, p_first - a.window + 1) : 0;
+    int kv_end = a.causal ? p_last + 1 : S;
+    kv_begin = max(kv_begin, split * a.chunk);
+    kv_end = min(kv_end, split * a.chunk + a.chunk);
+
+    const size_t kv_row = (size_t)a.Hkv * D;
+    const float *k_pool = sq.k_pool + (size_t)kvh * D, *v_pool = sq.v_pool + (size_t)kvh * D;
+    int row[RPT], row_next[RPT];
+    float4 x[RPT];
+    tc_rows<C>(row, sq, a.block_rows, kv_begin, kv_end);
+    tc_rows<C>(row_next, sq, a.block_rows, kv_begin + TK, kv_end);
+    tc_load<C>(x, k_pool, row, kv_row, D, vec);
+
+    for (int it = tid; it < BQ * DP / 4; it += C::NTH) {
+        int i = it / (DP / 4), d = 4 * (it % (DP / 4));
+        int qv = qv0 + i;
+        float4 q = make_float4(0.f, 0.f, 0.f, 0.f);
+        if (qv < nq) {
+            int r = qv / G, h = kvh * G + qv % G;
+            q = load4(a.q + ((size_t)(sq.row0 + r) * H + h) * D, d, D, vec);
+            q.x *= a.qscale, q.y *= a.qscale, q.z *= a.qscale, q.w *= a.qscale;
+        }
+        st_bf16x4(Qs + i * ST + d, q);
+    }
+    tc_store<C>(Ks, x);
+    tc_load<C>(x, v_pool, row, kv_row, D, vec);
+    tc_store<C>(Vs, x);
+
+    // This lane's rows qw + 16 mt + g + 8 r (slot i = 2 mt + r), their visible keys [lo, hi)
+    // (none past nq); the warp's: keys some row sees [wlo, whi), keys all rows see [alo, ahi).
+    const int qw = qv0 + 16 * WM * warp;
+    int lo[2 * WM], hi[2 * WM];
+    float m[2 * WM], l[2 * WM];
+#pragma unroll
+    for (int i = 0; i < 2 * WM; i++) {
+        int qv = qw + 16 * (i / 2) + g + 8 * (i % 2), p = sq.n_past + qv / G;
+        lo[i] = qv >= nq ? INT_MAX : a.window > 0 ? max(0, p - a.window + 1) : 0;
+        hi[i] = a.causal ? p + 1 : S;
+        m[i] = -INFINITY, l[i] = 0.f;
+    }
+    const bool w_live = qw < nq, w_full = qw + 16 * WM <= nq;
+    const int pa = sq.n_past + qw / G, pb = sq.n_past + (min(qw + 16 * WM, nq) - 1) / G;
+    const int wlo = a.window > 0 ? max(0, pa - a.window + 1) : 0, whi = a.causal ? pb + 1 : S;
+    const int alo = a.window > 0 ? max(0, pb - a.window + 1) : 0, ahi = a.causal ? pa + 1 : S;
+
+    float o[WM][DP / 8][4]; // (16, DP) a tile: n-tile nd holds columns 8 nd .. 8 nd + 7
+#pragma unroll
+    for (int mt = 0; mt < WM; mt++)
+#pragma unroll
+        for (int nd = 0; nd < DP / 8; nd++)
+            o[mt][nd][0] = o[mt][nd][1] = o[mt][nd][2] = o[mt][nd][3] = 0.f;
+    // This lane's address of the warp's Q A fragments (tile mt, k-step kd at + 16 (mt ST + kd)).
+    const uint16_t *Qw = Qs + (16 * WM * warp + lane % 16) * ST + 8 * (lane / 16);
+    __syncthreads(); // Qs and the first K, V tiles ready
+
+    int buf = 0;
+    for (int j0 = kv_begin; j0 < kv_end; j0 += TK, buf ^= 1) {
+        const int n_kv = min(TK, kv_end - j0);
+        const bool next = j0 + TK < kv_end;
+        const uint16_t *Kc = Ks + buf * TK * ST, *Vc = Vs + buf * TK * ST;
+        if (next) {
+#pragma unroll
+            for (int b = 0; b < RPT; b++)
+                row[b] = row_next[b];
+            tc_load<C>(x, k_pool, row, kv_row, D, vec);
+            tc_rows<C>(row_next, sq, a.block_rows, j0 + 2 * TK, kv_end);
+        }
+        // Warp-uniform: whether any of the warp's rows sees a key of the tile.
+        const bool work = w_live && j0 < whi && j0 + n_kv > wlo;
+        float s[WM][TK / 8][4]; // (16, TK) scores a tile: n-tile n holds keys j0 + 8 n .. + 7
+        if (work) {
+#pragma unroll
+            for (int mt = 0; mt < WM; mt++)
+#pragma unroll
+                for (int n = 0; n < TK / 8; n++)
+                    s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.f;
+#pragma unroll
+            for (int kd = 0; kd < DP / 16; kd++) {
+                uint32_t qf[WM][4];
+#pragma unroll
+                for (int mt = 0; mt < WM; mt++)
+                    ldsm_x4(qf[mt], Qw + 16 * (mt * ST + kd));
+#pragma unroll
+                for (int np = 0; np < TK / 16; np++) {
+                    // keys 16 np + (0..7 | 8..15) x d 16 kd + (0..7 | 8..15)
+                    uint32_t kb[4];
+                    ldsm_x4(kb, Kc + (16 * np + lane % 8 + 8 * (lane / 16)) * ST + 16 * kd +
+                                    8 * (lane / 8 % 2));
+#pragma unroll
+                    for (int mt = 0; mt < WM; mt++) {
+                        mma_bf16(s[mt][2 * np], qf[mt], kb[0], kb[1]);
+                        mma_bf16(s[mt][2 * np + 1], qf[mt], kb[2], kb[3]);
+                    }
+                }
+            }
+        }
+        if (next) {
+            tc_store<C>(Ks + (buf ^ 1) * TK * ST, x);
+            tc_load<C>(x, v_pool, row, kv_row, D, vec);
+        }
+        if (work) {
+            // Masks only where the tile is not wholly inside every row's range.
+            if (n_kv < TK || j0 < alo || j0 + TK > ahi || !w_full) {
+#pragma unroll
+                for (int mt = 0; mt < WM; mt++)
+#pragma unroll
+                    for (int n = 0; n < TK / 8; n++)
+#pragma unroll
+                        for (int e = 0; e < 4; e++) {
+                            int t = 8 * n + 2 * c + e % 2, j = j0 + t, i = 2 * mt + e / 2;
+                            if (t >= n_kv || j < lo[i] || j >= hi[i])
+                                s[mt][n][e] = -INFINITY;
+                        }
+            }
+            // Online softmax per row (slot i: tile i / 2, elements 2 (i % 2) ..), over the
+            // quad's lanes.
+#pragma unroll
+            for (int i = 0; i < 2 * WM; i++) {
+                const int mt = i / 2, e0 = 2 * (i % 2);
+                float mx = -INFINITY;
+#pragma unroll
+                for (int n = 0; n < TK / 8; n++)
+                    mx = fmaxf(mx, fmaxf(s[mt][n][e0], s[mt][n][e0 + 1]));
+                mx = group_max<4>(mx);
+                float m_new = fmaxf(m[i], mx);
+                // All masked so far (m_new -inf): subtracting 0 instead keeps the weights
+                // exp2(-inf) = 0 and the rescale 0 of accumulators still 0, without NaNs
+                // and without a branch.
+                float m_sub = m_new == -INFINITY ? 0.f : m_new;
+                float alpha = exp2f(m[i] - m_sub);
+                m[i] = m_new;
+                l[i] *= alpha;
+#pragma unroll
+                for (int n = 0; n < TK / 8; n++)
+#pragma unroll
+                    for (int e = e0; e < e0 + 2; e++) {
+                        float p = exp2f(s[mt][n][e] - m_sub);
+                        s[mt][n][e] = p;
+                        l[i] += p;
+                    }
+#pragma unroll
+                for (int nd = 0; nd < DP / 8; nd++)
+                    o[mt][nd][e0] *= alpha, o[mt][nd][e0 + 1] *= alpha;
+            }
+            // o += P V: P's A fragment for keys 16 kt .. from the score n-tiles 2 kt, 2 kt + 1.
+#pragma unroll
+            for (int kt = 0; kt < TK / 16; kt++) {
+                uint32_t pf[WM][4];
+#pragma unroll
+                for (int mt = 0; mt < WM; mt++) {
+                    pf[mt][0] = pack_bf16(s[mt][2 * kt][0], s[mt][2 * kt][1]);
+                    pf[mt][1] = pack_bf16(s[mt][2 * kt][2], s[mt][2 * kt][3]);
+                    pf[mt][2] = pack_bf16(s[mt][2 * kt + 1][0], s[mt][2 * kt + 1][1]);
+                    pf[mt][3] = pack_bf16(s[mt][2 * kt + 1][2], s[mt][2 * kt + 1][3]);
+                }
+#pragma unroll
+                for (int dp = 0; dp < DP / 16; dp++) {
+                    // keys 16 kt + (0..7 | 8..15) x d 16 dp + (0..7 | 8..15), transposed
+                    uint32_t vb[4];
+                    ldsm_x4_t(vb, Vc + (16 * kt + lane % 8 + 8 * (lane / 8 % 2)) * ST + 16 * dp +
+                                      8 * (lane / 16));
+#pragma unroll
+                    for (int mt = 0; mt < WM; mt++) {
+                        mma_bf16(o[mt][2 * dp], pf[mt], vb[0], vb[1]);
+                        mma_bf16(o[mt][2 * dp + 1], pf[mt], vb[2], vb[3]);
+                    }
+                }
+            }
+        }
+        if (next)
+            tc_store<C>(Vs + (buf ^ 1) * TK * ST, x);
+        __syncthreads(); // the next tile ready; this one's buffers free for the one after
+    }
+
+#pragma unroll
+    for (int i = 0; i < 2 * WM; i++) {
+        const int mt = i / 2, e0 = 2 * (i % 2);
+        float lt = group_sum<4>(l[i]); // every lane of the quad gets the row's sum
+        int qv = qw + 16 * mt + g + 8 * (i % 2);
+        if (qv >= nq)
+            continue;
+        int rr = qv / G, h = kvh * G + qv % G;
+        float *dst;
+        float inv = 1.f;
+        if (n_split == 1) {
+            dst = a.out + ((size_t)(sq.row0 + rr) * H + h) * D;
+            inv = 1.f / lt; // every row sees at least its own key (or all keys)
+        } else {
+            size_t idx = (((size_t)blockIdx.z * a.max_rows + rr) * H + h) * n_split + split;
+            dst = a.part.o + idx * D;
+            if (c == 0)
+                a.part.ml[idx] = make_float2(m[i], lt);
+        }
+#pragma unroll
+        for (int nd = 0; nd < DP / 8; nd++) {
+            int d = 8 * nd + 2 * c;
+            float x0 = o[mt][nd][e0] * inv, x1 = o[mt][nd][e0 + 1] * inv;
+            if (vec) {
+                if (d < D)
+                    *(float2 *)(dst + d) = make_float2(x0, x1);
+            } else {
+                if (d < D)
+                    dst[d] = x0;
+                if (d + 1 < D)
+                    dst[d + 1] = x1;
+            }
+        }
+    }
+}
+
 // Split-K's merge: out = sum_s o_s 2^(m_s - M) / sum_s l_s 2^(m_s - M), M = max_s m_s.
 // grid (max_rows * H, n_seq), NT threads over the D columns.
 static __global__ void __launch_bounds__(NT) combine_kernel(struct attn_args a)
@@ -388,12 +750,30 @@ static __global__ void __launch_bounds__(NT) combine_kernel(struct attn_args a)
     }
 }
 
-// Launches config C for the batch: picks the split count, allocates and frees the partials.
-template <class C>
-static cudaError_t launch(struct attn_args a, int n_seq, int32_t max_kv, cudaStream_t s)
+// A kernel and its tiling, for launch: grid (qtiles * n_split * Hkv, 1, n_seq).
+struct kernel {
+    void (*fn)(struct attn_args);
+    int bq, tk, threads;
+    size_t smem;
+    int waves; // blocks an SM wanted before splitting the keys
+};
+
+template <class C> static struct kernel f32_kernel(void)
+{
+    return (struct kernel){ attn_kernel<C>, C::BQ, C::TK, NT, C::SMEM, 4 };
+}
+
+template <class C> static struct kernel bf16_kernel(int waves)
+{
+    return (struct kernel){ tc_kernel<C>, C::BQ, C::TK, C::NTH, C::SMEM, waves };
+}
+
+// Launches k for the batch: picks the split count, allocates and frees the partials.
+static cudaError_t launch(struct kernel k, struct attn_args a, int n_seq, int32_t max_kv,
+                          cudaStream_t s)
 {
     const int64_t nq_max = (int64_t)a.max_rows * a.G;
-    const int64_t qtiles = (nq_max + C::BQ - 1) / C::BQ;
+    const int64_t qtiles = (nq_max + k.bq - 1) / k.bq;
     const int64_t blocks = qtiles * a.Hkv * n_seq;
     int dev = 0, n_sm = 0;
     cudaError_t err = cudaGetDevice(&dev);
@@ -404,7 +784,7 @@ static cudaError_t launch(struct attn_args a, int n_seq, int32_t max_kv, cudaStr
     // Split only when the grid would not fill the GPU (a few blocks an SM), into ranges of
     // at least 256 keys, and only while the partials stay small.
     int64_t n_split = 1;
-    const int64_t target = 4 * (int64_t)n_sm;
+    const int64_t target = (int64_t)k.waves * n_sm;
     if (blocks < target && max_kv >= 512) {
         n_split = (target + blocks - 1) / blocks;
         n_split = n_split < max_kv / 256 ? n_split : max_kv / 256;
@@ -414,11 +794,11 @@ static cudaError_t launch(struct attn_args a, int n_seq, int32_t max_kv, cudaStr
             n_split--;
     }
     int64_t chunk = (max_kv + n_split - 1) / n_split;
-    chunk = (chunk + C::TK - 1) / C::TK * C::TK;
+    chunk = (chunk + k.tk - 1) / k.tk * k.tk;
     n_split = (max_kv + chunk - 1) / chunk; // no trailing split without keys
     if (n_split < 1)
         n_split = 1;
-    if (qtiles * n_split > INT_MAX)
+    if (qtiles * n_split * a.Hkv > INT_MAX)
         return cudaErrorInvalidValue;
     a.n_split = (int)n_split;
     a.chunk = (int)(n_split == 1 ? INT_MAX / 2 : chunk);
@@ -433,11 +813,10 @@ static cudaError_t launch(struct attn_args a, int n_seq, int32_t max_kv, cudaStr
         a.part.o = (float *)part;
         a.part.ml = (float2 *)((char *)part + o_bytes);
     }
-    err = cudaFuncSetAttribute(attn_kernel<C>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               (int)C::SMEM);
+    err = cudaFuncSetAttribute(k.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)k.smem);
     if (err == cudaSuccess) {
-        dim3 grid((unsigned)(qtiles * n_split), (unsigned)a.Hkv, (unsigned)n_seq);
-        attn_kernel<C><<<grid, NT, C::SMEM, s>>>(a);
+        dim3 grid((unsigned)(qtiles * n_split * a.Hkv), 1, (unsigned)n_seq);
+        k.fn<<<grid, k.threads, k.smem, s>>>(a);
         err = cudaGetLastError();
     }
     if (err == cudaSuccess && n_split > 1) {
@@ -458,8 +837,8 @@ template <class Small, class Large>
 static cudaError_t launch_dp(struct attn_args a, int n_seq, int32_t max_kv, cudaStream_t s)
 {
     if ((int64_t)a.max_rows * a.G <= Small::BQ)
-        return launch<Small>(a, n_seq, max_kv, s);
-    return launch<Large>(a, n_seq, max_kv, s);
+        return launch(f32_kernel<Small>(), a, n_seq, max_kv, s);
+    return launch(f32_kernel<Large>(), a, n_seq, max_kv, s);
 }
 
 cudaError_t twc_attention(float *out, const float *q, const struct twc_attn_seq *seqs, int n_seq,
@@ -480,6 +859,16 @@ cudaError_t twc_attention(float *out, const float *q, const struct twc_attn_seq 
     x.qscale = a->scale * 1.4426950408889634f; // log2(e)
     if ((int64_t)max_rows * x.G > INT_MAX / 2)
         return cudaErrorInvalidValue;
+    // bf16 tensor cores for prefill-sized work (several rows, a query tile well filled);
+    // decode rows keep f32. The tilings and split targets are the fastest measured on H100
+    // (bench/cuda_attn.cu): D 128 two 16-query tiles a warp, 256 a block (K and V read from
+    // L2 and shared memory half as often per product), split while under 2 blocks an SM;
+    // D 64 one tile a warp, 128 a block, split only under 1.
+    if (a->lowp && x.D > 32 && x.D <= 128 && max_rows > 1 && (int64_t)max_rows * x.G >= 64) {
+        if (x.D <= 64)
+            return launch(bf16_kernel<tc_cfg<64, 64, 1, 8, 1>>(1), x, n_seq, max_kv, s);
+        return launch(bf16_kernel<tc_cfg<128, 32, 2, 8, 1>>(2), x, n_seq, max_kv, s);
+    }
     if (x.D <= 32)
         return launch_dp<cfg<32, 16, 32, 4, 4>, cfg<32, 64, 64, 8, 4>>(x, n_seq, max_kv, s);
     if (x.D <= 64)
