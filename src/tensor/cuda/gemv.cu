@@ -1,25 +1,30 @@
-// Decode-sized matmuls (twc_gemv, kernels.cuh): y (T, N) = x (T, K) W (N, K)^T (+ bias) for
-// T = 1..TWC_GEMV_MAX_T, reading each weight row once straight from its dtype's blocks
-// (tensor/dtype.h: ggml's layouts) and using every decoded weight, held in a register, for all
-// T activation rows. Memory-bound at small T: the point is to stream W at HBM bandwidth.
+// Decode-sized matmuls (twc_gemv, twc_gemv_multi, twc_gemv_swiglu: kernels.cuh): y (T, N) =
+// x (T, K) W (N, K)^T (+ bias, + a residual) for T = 1..TWC_GEMV_MAX_T, reading each weight
+// row once straight from its dtype's blocks (tensor/dtype.h: ggml's layouts) and using every
+// decoded weight, held in a register, for all T activation rows. Memory-bound at small T: the
+// point is to stream W at HBM bandwidth.
 //
-// A block of GEMV_THREADS threads computes GEMV_ROWS output rows: its threads split K (each
-// takes whole quant blocks, or 16-byte pieces of a float row), so every x value a thread loads
-// serves GEMV_ROWS rows; warp shuffles and then shared memory sum the threads' shares. x is
+// A block of GEMV_THREADS threads is split into groups of WG warps; a group computes RO output
+// rows (SwiGLU: RO gate rows and the RO matching up rows), its threads splitting K into
+// pieces (16 bytes of a float row, or a fixed share of a quant block), so that every x value
+// a thread loads serves all the group's rows. A thread issues the loads of U pieces of every
+// row before decoding them. Warp shuffles and then shared memory sum the threads' shares. x is
 // small (T * K floats) and read through L1 (__ldg); weights read exactly once bypass L1
 // (ld.global.nc.L1::no_allocate) so that x stays there. Sums are f32, like the CPU backend's
-// kernels; the reference (tw_vec_dot_row) sums in double. The K loops stay rolled
-// (#pragma unroll 1): occupancy keeps enough loads in flight, and unrolled they took up to
-// 250 registers or spilled under a bound.
+// kernels; the reference (tw_vec_dot_row) sums in double.
+//
+// Several outputs sharing x (q, k, v) are one launch: the grid runs over the blocks of all of
+// them, each block looking up which output its index falls in.
 #include "tensor/cuda/kernels.cuh"
 
 #include <cuda_fp16.h>
+#include <type_traits>
 
-#define GEMV_THREADS 128 // per block: 4 warps splitting the block's rows' K
+#define GEMV_THREADS 128 // per block: 4 warps, in groups of WG warps
 #define GEMV_WARPS   (GEMV_THREADS / 32)
-#define GEMV_ROWS    2 // output rows per block: each x load serves this many weight rows
 // Blocks per SM for __launch_bounds__: 4 (at most 128 registers) for the float types, where
-// ptxas otherwise spills a few bytes to stay at 64; 0 (no bound) for the block formats.
+// ptxas otherwise spills a few bytes at T = 8 to stay at 64; 0 (no bound) for the block
+// formats.
 #define GEMV_MIN_BLOCKS(DT) ((DT) <= TW_DTYPE_BF16 ? 4 : 0)
 
 // A float whose mantissa holds an integer 0..255: 2^23 + u is exact in f32, so a byte
@@ -28,19 +33,32 @@
 // the rate of the FP32 units on sm_90).
 #define MAGIC 8388608.0f
 
+#ifdef GEMV_SWEEP
+// The development harness's knob: >= 0 forces sweep configuration i at T = 1 (launch_sweep).
+int twc_gemv_sweep = -1;
+#endif
+
 namespace
 {
 
-struct gemv_args {
+// One output as the kernel sees it: its blocks are grid blocks block0 .. of the launch.
+struct gemv_out {
     const char *w; // row n at w + n * row_bytes
     size_t row_bytes;
     int64_t N;
+    float *y; // (T, N), rows ldy apart; may alias res
+    int64_t ldy;
+    const float *bias, *res; // (N) and (T, N) rows ldy apart, or NULL
+    unsigned block0;
+};
+
+struct gemv_args {
+    gemv_out o[TWC_GEMV_MAX_OUTS];
+    int n; // outputs in use
     int K;
     const float *x; // (T, K), rows ldx apart
     int64_t ldx;
-    float *y; // (T, N), rows ldy apart
-    int64_t ldy;
-    const float *bias; // (N) or NULL
+    const char *wu; // SwiGLU's up matrix (rows as o[0].w's), else NULL
 };
 
 // 2^23 + byte k (0..3, a constant) of u, as a float.
@@ -63,6 +81,12 @@ __device__ __forceinline__ uint32_t ld_u16(const char *p)
 __device__ __forceinline__ uint32_t ld_u32_a2(const char *p)
 {
     return ld_u16(p) | (ld_u16(p + 2) << 16);
+}
+
+// 8 bytes at a 2-byte aligned address, as two words.
+__device__ __forceinline__ uint2 ld8(const char *p)
+{
+    return make_uint2(ld_u32_a2(p), ld_u32_a2(p + 4));
 }
 
 // 16 bytes read once: not allocated in L1, which keeps x there.
@@ -103,49 +127,55 @@ __device__ __forceinline__ uint32_t word(uint4 v, int m)
     return m == 0 ? v.x : m == 1 ? v.y : m == 2 ? v.z : v.w;
 }
 
-constexpr int R = GEMV_ROWS;
+// ---- the weight formats. wfmt<DT, FAST> splits a row of K elements into blocks(K) blocks
+// (the format's, or one 16-byte piece / one element of a float row) of PPB pieces each; a
+// thread takes one piece j of each block it visits (j = its index % PPB: fixed, since
+// threads step through the blocks together). load(row, b, j) reads the piece's bytes (raw,
+// undecoded, so that a thread's loads all issue before the first is used); dot() decodes them
+// and adds their products with x to acc[r][t] for the RW rows and T activation rows.
+// FAST: x rows 16-byte aligned and the weights aligned as the format's 16-byte loads need
+// (weights_fast); else the same arithmetic with narrow loads.
 
-// ---- float weights. FAST: K % 4 == 0 (f32) or % 8 == 0 (f16, bf16), rows and x 16-byte
-// aligned; each thread takes 16-byte pieces of the rows. Else one element per thread.
+template <int DT, bool FAST> struct wfmt;
 
-template <int T, bool FAST>
-__device__ void dot_f32(const char *const *w, const gemv_args &a, int g, float (&acc)[R][T])
-{
-    if constexpr (FAST) {
-#pragma unroll 1
-        for (int i = g; i < a.K / 4; i += GEMV_THREADS) {
-            float wv[R][4];
+// f32: 16-byte pieces (4 elements), or single elements.
+template <bool FAST> struct wfmt<TW_DTYPE_F32, FAST> {
+    using raw = typename std::conditional<FAST, uint4, float>::type;
+    static constexpr int PPB = 1;
+    static __device__ int blocks(int K)
+    {
+        return FAST ? K / 4 : K;
+    }
+    static __device__ raw load(const char *row, int b, int)
+    {
+        if constexpr (FAST)
+            return ld_stream(row + 16 * (size_t)b);
+        else
+            return __ldg((const float *)row + b);
+    }
+    template <int T, int RW>
+    static __device__ void dot(const raw (&v)[RW], const float *x, int64_t ldx, int b, int,
+                               float (&acc)[RW][T])
+    {
 #pragma unroll
-            for (int r = 0; r < R; r++) {
-                uint4 u = ld_stream(w[r] + 16 * (size_t)i);
-                wv[r][0] = __uint_as_float(u.x), wv[r][1] = __uint_as_float(u.y);
-                wv[r][2] = __uint_as_float(u.z), wv[r][3] = __uint_as_float(u.w);
-            }
+        for (int t = 0; t < T; t++) {
+            if constexpr (FAST) {
+                float4 xv = __ldg((const float4 *)(x + t * ldx) + b);
 #pragma unroll
-            for (int t = 0; t < T; t++) {
-                float4 xv = ld_x4<true>(a.x + t * a.ldx + 4 * i);
+                for (int r = 0; r < RW; r++) {
+                    float f[4] = { __uint_as_float(v[r].x), __uint_as_float(v[r].y),
+                                   __uint_as_float(v[r].z), __uint_as_float(v[r].w) };
+                    acc[r][t] += dot4(f, xv);
+                }
+            } else {
+                float xv = __ldg(x + t * ldx + b);
 #pragma unroll
-                for (int r = 0; r < R; r++)
-                    acc[r][t] += dot4(wv[r], xv);
-            }
-        }
-    } else {
-#pragma unroll 1
-        for (int k = g; k < a.K; k += GEMV_THREADS) {
-            float wv[R];
-#pragma unroll
-            for (int r = 0; r < R; r++)
-                wv[r] = __ldg((const float *)w[r] + k);
-#pragma unroll
-            for (int t = 0; t < T; t++) {
-                float xv = __ldg(a.x + t * a.ldx + k);
-#pragma unroll
-                for (int r = 0; r < R; r++)
-                    acc[r][t] = fmaf(wv[r], xv, acc[r][t]);
+                for (int r = 0; r < RW; r++)
+                    acc[r][t] = fmaf(v[r], xv, acc[r][t]);
             }
         }
     }
-}
+};
 
 // f16 (BF16 false) or bf16 (BF16 true) element h, the low 16 bits of h.
 template <bool BF16> __device__ __forceinline__ float half_f(uint32_t h)
@@ -156,7 +186,7 @@ template <bool BF16> __device__ __forceinline__ float half_f(uint32_t h)
         return f16_f(h);
 }
 
-// Elements 2m and 2m + 1 from the word that holds both.
+// Elements 2m and 2m + 1 from the word that holds both (little-endian: 2m is the low half).
 template <bool BF16> __device__ __forceinline__ void half2_f(uint32_t u, float *out)
 {
     if constexpr (BF16) {
@@ -169,64 +199,82 @@ template <bool BF16> __device__ __forceinline__ void half2_f(uint32_t u, float *
     }
 }
 
-template <int T, bool FAST, bool BF16>
-__device__ void dot_f16(const char *const *w, const gemv_args &a, int g, float (&acc)[R][T])
-{
-    if constexpr (FAST) {
-#pragma unroll 1
-        for (int i = g; i < a.K / 8; i += GEMV_THREADS) {
-            float wv[R][8];
+// f16 and bf16: 16-byte pieces (8 elements), or single elements.
+template <bool FAST, bool BF16> struct wfmt_half {
+    using raw = typename std::conditional<FAST, uint4, uint32_t>::type;
+    static constexpr int PPB = 1;
+    static __device__ int blocks(int K)
+    {
+        return FAST ? K / 8 : K;
+    }
+    static __device__ raw load(const char *row, int b, int)
+    {
+        if constexpr (FAST)
+            return ld_stream(row + 16 * (size_t)b);
+        else
+            return ld_u16(row + 2 * (size_t)b);
+    }
+    template <int T, int RW>
+    static __device__ void dot(const raw (&v)[RW], const float *x, int64_t ldx, int b, int,
+                               float (&acc)[RW][T])
+    {
+        if constexpr (FAST) {
+            float f[RW][8];
 #pragma unroll
-            for (int r = 0; r < R; r++) {
-                uint4 u = ld_stream(w[r] + 16 * (size_t)i);
+            for (int r = 0; r < RW; r++)
 #pragma unroll
-                for (int m = 0; m < 4; m++) // little-endian: element 2m is the low half
-                    half2_f<BF16>(word(u, m), &wv[r][2 * m]);
-            }
+                for (int m = 0; m < 4; m++)
+                    half2_f<BF16>(word(v[r], m), &f[r][2 * m]);
 #pragma unroll
             for (int t = 0; t < T; t++) {
-                const float4 *xp = (const float4 *)(a.x + t * a.ldx) + 2 * i;
+                const float4 *xp = (const float4 *)(x + t * ldx) + 2 * b;
                 float4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
 #pragma unroll
-                for (int r = 0; r < R; r++)
-                    acc[r][t] += dot4(wv[r], x0) + dot4(wv[r] + 4, x1);
+                for (int r = 0; r < RW; r++)
+                    acc[r][t] += dot4(f[r], x0) + dot4(f[r] + 4, x1);
             }
-        }
-    } else {
-#pragma unroll 1
-        for (int k = g; k < a.K; k += GEMV_THREADS) {
-            float wv[R];
-#pragma unroll
-            for (int r = 0; r < R; r++)
-                wv[r] = half_f<BF16>(ld_u16(w[r] + 2 * (size_t)k));
+        } else {
 #pragma unroll
             for (int t = 0; t < T; t++) {
-                float xv = __ldg(a.x + t * a.ldx + k);
+                float xv = __ldg(x + t * ldx + b);
 #pragma unroll
-                for (int r = 0; r < R; r++)
-                    acc[r][t] = fmaf(wv[r], xv, acc[r][t]);
+                for (int r = 0; r < RW; r++)
+                    acc[r][t] = fmaf(half_f<BF16>(v[r]), xv, acc[r][t]);
             }
         }
     }
-}
+};
+template <bool FAST> struct wfmt<TW_DTYPE_F16, FAST> : wfmt_half<FAST, false> {
+};
+template <bool FAST> struct wfmt<TW_DTYPE_BF16, FAST> : wfmt_half<FAST, true> {
+};
 
-// ---- Q8_0, 34-byte blocks: four threads per block, thread j takes quants 8j .. 8j + 7
-// (bytes 2 + 8j, 2-byte aligned). Element = d * q: the thread sums q * x and scales once.
-
-template <int T, bool FAST>
-__device__ void dot_q8_0(const char *const *w, const gemv_args &a, int g, float (&acc)[R][T])
-{
-    const int j = g % 4, nb = a.K / TW_QK8_0;
-#pragma unroll 1
-    for (int b = g / 4; b < nb; b += GEMV_THREADS / 4) {
-        float d[R], q[R][8];
+// Q8_0, 34-byte blocks: four pieces per block, piece j = quants 8j .. 8j + 7 (bytes 2 + 8j).
+// Element = d * q: the thread sums q * x and scales once.
+template <bool FAST> struct wfmt<TW_DTYPE_Q8_0, FAST> {
+    struct raw {
+        uint32_t d;
+        uint2 q;
+    };
+    static constexpr int PPB = 4;
+    static __device__ int blocks(int K)
+    {
+        return K / TW_QK8_0;
+    }
+    static __device__ raw load(const char *row, int b, int j)
+    {
+        const char *blk = row + 34 * (size_t)b;
+        return { ld_u16(blk), ld8(blk + 2 + 8 * j) };
+    }
+    template <int T, int RW>
+    static __device__ void dot(const raw (&v)[RW], const float *x, int64_t ldx, int b, int j,
+                               float (&acc)[RW][T])
+    {
+        float d[RW], q[RW][8];
 #pragma unroll
-        for (int r = 0; r < R; r++) {
-            const char *blk = w[r] + 34 * (size_t)b;
-            d[r] = f16_f(ld_u16(blk));
-            // int8 q ^ 0x80 is the byte q + 128
-            uint32_t lo = ld_u32_a2(blk + 2 + 8 * j) ^ 0x80808080u;
-            uint32_t hi = ld_u32_a2(blk + 6 + 8 * j) ^ 0x80808080u;
+        for (int r = 0; r < RW; r++) {
+            d[r] = f16_f(v[r].d);
+            uint32_t lo = v[r].q.x ^ 0x80808080u, hi = v[r].q.y ^ 0x80808080u; // q + 128
 #pragma unroll
             for (int k = 0; k < 4; k++) {
                 q[r][k] = byte_f(lo, k) - (MAGIC + 128.0f);
@@ -235,31 +283,42 @@ __device__ void dot_q8_0(const char *const *w, const gemv_args &a, int g, float 
         }
 #pragma unroll
         for (int t = 0; t < T; t++) {
-            const float *xp = a.x + t * a.ldx + TW_QK8_0 * b + 8 * j;
+            const float *xp = x + t * ldx + TW_QK8_0 * b + 8 * j;
             float4 x0 = ld_x4<FAST>(xp), x1 = ld_x4<FAST>(xp + 4);
 #pragma unroll
-            for (int r = 0; r < R; r++)
+            for (int r = 0; r < RW; r++)
                 acc[r][t] = fmaf(d[r], dot4(q[r], x0) + dot4(q[r] + 4, x1), acc[r][t]);
         }
     }
-}
+};
 
-// ---- Q4_0, 18-byte blocks: two threads per block, thread j takes qs bytes 8j .. 8j + 7:
-// elements 8j .. 8j + 7 (low nibbles) and 16 + 8j .. 16 + 8j + 7 (high nibbles).
+// Q4_0, 18-byte blocks: two pieces per block, piece j = qs bytes 8j .. 8j + 7: elements
+// 8j .. 8j + 7 (low nibbles) and 16 + 8j .. 16 + 8j + 7 (high nibbles).
 // Element = d * (nibble - 8).
-
-template <int T, bool FAST>
-__device__ void dot_q4_0(const char *const *w, const gemv_args &a, int g, float (&acc)[R][T])
-{
-    const int j = g % 2, nb = a.K / TW_QK4_0;
-#pragma unroll 1
-    for (int b = g / 2; b < nb; b += GEMV_THREADS / 2) {
-        float d[R], q[R][16]; // [0..7] low nibbles, [8..15] high nibbles
+template <bool FAST> struct wfmt<TW_DTYPE_Q4_0, FAST> {
+    struct raw {
+        uint32_t d;
+        uint2 q;
+    };
+    static constexpr int PPB = 2;
+    static __device__ int blocks(int K)
+    {
+        return K / TW_QK4_0;
+    }
+    static __device__ raw load(const char *row, int b, int j)
+    {
+        const char *blk = row + 18 * (size_t)b;
+        return { ld_u16(blk), ld8(blk + 2 + 8 * j) };
+    }
+    template <int T, int RW>
+    static __device__ void dot(const raw (&v)[RW], const float *x, int64_t ldx, int b, int j,
+                               float (&acc)[RW][T])
+    {
+        float d[RW], q[RW][16]; // [0..7] low nibbles, [8..15] high nibbles
 #pragma unroll
-        for (int r = 0; r < R; r++) {
-            const char *blk = w[r] + 18 * (size_t)b;
-            d[r] = f16_f(ld_u16(blk));
-            uint32_t u0 = ld_u32_a2(blk + 2 + 8 * j), u1 = ld_u32_a2(blk + 6 + 8 * j);
+        for (int r = 0; r < RW; r++) {
+            d[r] = f16_f(v[r].d);
+            uint32_t u0 = v[r].q.x, u1 = v[r].q.y;
             uint32_t l0 = u0 & 0x0F0F0F0Fu, l1 = u1 & 0x0F0F0F0Fu;
             uint32_t h0 = (u0 >> 4) & 0x0F0F0F0Fu, h1 = (u1 >> 4) & 0x0F0F0F0Fu;
 #pragma unroll
@@ -272,27 +331,27 @@ __device__ void dot_q4_0(const char *const *w, const gemv_args &a, int g, float 
         }
 #pragma unroll
         for (int t = 0; t < T; t++) {
-            const float *xp = a.x + t * a.ldx + TW_QK4_0 * b + 8 * j;
+            const float *xp = x + t * ldx + TW_QK4_0 * b + 8 * j;
             float4 x0 = ld_x4<FAST>(xp), x1 = ld_x4<FAST>(xp + 4);
             float4 x2 = ld_x4<FAST>(xp + 16), x3 = ld_x4<FAST>(xp + 20);
 #pragma unroll
-            for (int r = 0; r < R; r++) {
+            for (int r = 0; r < RW; r++) {
                 float s = dot4(q[r], x0) + dot4(q[r] + 4, x1);
                 s += dot4(q[r] + 8, x2) + dot4(q[r] + 12, x3);
                 acc[r][t] = fmaf(d[r], s, acc[r][t]);
             }
         }
     }
-}
+};
 
-// ---- Q4_K, 144-byte blocks (9 x 16 bytes: 16-byte aligned when the tensor is): eight
-// threads per block; thread i = 2c + p reads the 16-byte header and qs bytes 16i .. 16i + 15
-// = 32c + 16p + m, whose low nibbles are elements 64c + 16p + m (sub-block 2c) and high
-// nibbles elements 64c + 32 + 16p + m (sub-block 2c + 1). Element = d*sc * q - dmin*m.
+// Q4_K, 144-byte blocks (9 x 16 bytes: 16-byte aligned when the tensor is): eight pieces per
+// block; piece i = 2c + p0 is the 16-byte header and qs bytes 16i .. 16i + 15 = 32c + 16p0 + m,
+// whose low nibbles are elements 64c + 16p0 + m (sub-block 2c) and high nibbles elements
+// 64c + 32 + 16p0 + m (sub-block 2c + 1). Element = d*sc * q - dmin*m.
 
-// d * scale and dmin * min of sub-block j (a lane constant) from the header (d, dmin and the
-// 12 scale bytes in hdr.y, .z, .w): tw_q4_k_scale_min's unpacking, with jj = j & 3,
-// A = scales[jj], B = scales[jj + 4], C = scales[jj + 8].
+// d * scale and dmin * min of sub-block j from the header (d, dmin and the 12 scale bytes in
+// hdr.y, .z, .w): tw_q4_k_scale_min's unpacking, with jj = j & 3, A = scales[jj],
+// B = scales[jj + 4], C = scales[jj + 8].
 __device__ __forceinline__ void q4_k_scale(uint4 hdr, int j, float *ds, float *dm)
 {
     int sh = 8 * (j & 3);
@@ -309,28 +368,37 @@ __device__ __forceinline__ void q4_k_scale(uint4 hdr, int j, float *ds, float *d
     *dm = f16_f(hdr.x >> 16) * (float)m;
 }
 
-template <int T, bool FAST>
-__device__ void dot_q4_k(const char *const *w, const gemv_args &a, int g, float (&acc)[R][T])
-{
-    const int i = g % 8, c = i / 2, p = i % 2, nb = a.K / TW_QK_K;
-#pragma unroll 1
-    for (int b = g / 8; b < nb; b += GEMV_THREADS / 8) {
-        uint4 qv[R];
-        float dl[R], ml[R], dh[R], mh[R];
+template <bool FAST> struct wfmt<TW_DTYPE_Q4_K, FAST> {
+    struct raw {
+        uint4 hdr, q;
+    };
+    static constexpr int PPB = 8;
+    static __device__ int blocks(int K)
+    {
+        return K / TW_QK_K;
+    }
+    static __device__ raw load(const char *row, int b, int i)
+    {
+        const char *blk = row + 144 * (size_t)b;
+        return { ld16<FAST>(blk), ld16<FAST>(blk + 16 + 16 * i) };
+    }
+    template <int T, int RW>
+    static __device__ void dot(const raw (&v)[RW], const float *x, int64_t ldx, int b, int i,
+                               float (&acc)[RW][T])
+    {
+        const int c = i / 2;
+        float dl[RW], ml[RW], dh[RW], mh[RW];
 #pragma unroll
-        for (int r = 0; r < R; r++) {
-            const char *blk = w[r] + 144 * (size_t)b;
-            uint4 hdr = ld16<FAST>(blk);
-            qv[r] = ld16<FAST>(blk + 16 + 16 * i);
-            q4_k_scale(hdr, 2 * c, &dl[r], &ml[r]);
-            q4_k_scale(hdr, 2 * c + 1, &dh[r], &mh[r]);
+        for (int r = 0; r < RW; r++) {
+            q4_k_scale(v[r].hdr, 2 * c, &dl[r], &ml[r]);
+            q4_k_scale(v[r].hdr, 2 * c + 1, &dh[r], &mh[r]);
         }
 #pragma unroll
         for (int m = 0; m < 4; m++) { // qs bytes 16i + 4m .. + 3
-            float wl[R][4], wh[R][4];
+            float wl[RW][4], wh[RW][4];
 #pragma unroll
-            for (int r = 0; r < R; r++) {
-                uint32_t u = word(qv[r], m);
+            for (int r = 0; r < RW; r++) {
+                uint32_t u = word(v[r].q, m);
                 uint32_t lo = u & 0x0F0F0F0Fu, hi = (u >> 4) & 0x0F0F0F0Fu;
 #pragma unroll
                 for (int k = 0; k < 4; k++) {
@@ -340,17 +408,17 @@ __device__ void dot_q4_k(const char *const *w, const gemv_args &a, int g, float 
             }
 #pragma unroll
             for (int t = 0; t < T; t++) {
-                const float *xp = a.x + t * a.ldx + TW_QK_K * b + 64 * c + 16 * p + 4 * m;
+                const float *xp = x + t * ldx + TW_QK_K * b + 64 * c + 16 * (i % 2) + 4 * m;
                 float4 xl = ld_x4<FAST>(xp), xh = ld_x4<FAST>(xp + 32);
 #pragma unroll
-                for (int r = 0; r < R; r++)
+                for (int r = 0; r < RW; r++)
                     acc[r][t] += dot4(wl[r], xl) + dot4(wh[r], xh);
             }
         }
     }
-}
+};
 
-// ---- Q6_K, 210-byte blocks (2-byte aligned): eight threads per block; thread i takes half
+// Q6_K, 210-byte blocks (2-byte aligned): eight pieces per block; piece i takes half
 // h = i / 4 and l = l0 .. l0 + 7 with l0 = 8 (i % 4), so for position j = 0..3 its elements
 // 128h + 32j + l share the scale scales[8h + 2j + l0 / 16]. The quants: bytes ql[64h + l]
 // (A) and ql[64h + 32 + l] (B) give the low nibbles of positions 0, 2 (A) and 1, 3 (B), and
@@ -372,34 +440,49 @@ __device__ __forceinline__ uint32_t q6_k_quants(uint32_t A, uint32_t B, uint32_t
     }
 }
 
-template <int T, bool FAST>
-__device__ void dot_q6_k(const char *const *w, const gemv_args &a, int g, float (&acc)[R][T])
-{
-    const int i = g % 8, h = i / 4, l0 = 8 * (i % 4), nb = a.K / TW_QK_K;
-#pragma unroll 1
-    for (int b = g / 8; b < nb; b += GEMV_THREADS / 8) {
-        uint32_t A[R][2], B[R][2], H[R][2];
-        float ds[R][4];
+template <bool FAST> struct wfmt<TW_DTYPE_Q6_K, FAST> {
+    struct raw {
+        uint2 A, B, H;
+        uint32_t d;
+        int sc[4];
+    };
+    static constexpr int PPB = 8;
+    static __device__ int blocks(int K)
+    {
+        return K / TW_QK_K;
+    }
+    static __device__ raw load(const char *row, int b, int i)
+    {
+        const int h = i / 4, l0 = 8 * (i % 4);
+        const char *blk = row + 210 * (size_t)b;
+        const char *ql = blk + 64 * h + l0, *qh = blk + 128 + 32 * h + l0;
+        const signed char *sc = (const signed char *)blk + 192 + 8 * h + l0 / 16;
+        raw v;
+        v.A = ld8(ql);
+        v.B = ld8(ql + 32);
+        v.H = ld8(qh);
+        v.d = ld_u16(blk + 208);
 #pragma unroll
-        for (int r = 0; r < R; r++) {
-            const char *blk = w[r] + 210 * (size_t)b;
-            const char *ql = blk + 64 * h + l0, *qh = blk + 128 + 32 * h + l0;
-            const signed char *sc = (const signed char *)blk + 192 + 8 * h + l0 / 16;
-            A[r][0] = ld_u32_a2(ql), A[r][1] = ld_u32_a2(ql + 4);
-            B[r][0] = ld_u32_a2(ql + 32), B[r][1] = ld_u32_a2(ql + 36);
-            H[r][0] = ld_u32_a2(qh), H[r][1] = ld_u32_a2(qh + 4);
-            float d = f16_f(ld_u16(blk + 208));
+        for (int j = 0; j < 4; j++)
+            v.sc[j] = __ldg(sc + 2 * j);
+        return v;
+    }
+    template <int T, int RW>
+    static __device__ void dot(const raw (&v)[RW], const float *x, int64_t ldx, int b, int i,
+                               float (&acc)[RW][T])
+    {
+        const int h = i / 4, l0 = 8 * (i % 4);
+        float d[RW];
 #pragma unroll
-            for (int jj = 0; jj < 4; jj++)
-                ds[r][jj] = d * (float)__ldg(sc + 2 * jj);
-        }
+        for (int r = 0; r < RW; r++)
+            d[r] = f16_f(v[r].d);
 #pragma unroll
         for (int j = 0; j < 4; j++) {
-            float q[R][8];
+            float q[RW][8];
 #pragma unroll
-            for (int r = 0; r < R; r++) {
-                uint32_t q0 = q6_k_quants(A[r][0], B[r][0], H[r][0], j);
-                uint32_t q1 = q6_k_quants(A[r][1], B[r][1], H[r][1], j);
+            for (int r = 0; r < RW; r++) {
+                uint32_t q0 = q6_k_quants(v[r].A.x, v[r].B.x, v[r].H.x, j);
+                uint32_t q1 = q6_k_quants(v[r].A.y, v[r].B.y, v[r].H.y, j);
 #pragma unroll
                 for (int k = 0; k < 4; k++) {
                     q[r][k] = byte_f(q0, k) - (MAGIC + 32.0f);
@@ -408,160 +491,342 @@ __device__ void dot_q6_k(const char *const *w, const gemv_args &a, int g, float 
             }
 #pragma unroll
             for (int t = 0; t < T; t++) {
-                const float *xp = a.x + t * a.ldx + TW_QK_K * b + 128 * h + 32 * j + l0;
+                const float *xp = x + t * ldx + TW_QK_K * b + 128 * h + 32 * j + l0;
                 float4 x0 = ld_x4<FAST>(xp), x1 = ld_x4<FAST>(xp + 4);
 #pragma unroll
-                for (int r = 0; r < R; r++)
-                    acc[r][t] = fmaf(ds[r][j], dot4(q[r], x0) + dot4(q[r] + 4, x1), acc[r][t]);
+                for (int r = 0; r < RW; r++) {
+                    float s = d[r] * (float)v[r].sc[j];
+                    acc[r][t] = fmaf(s, dot4(q[r], x0) + dot4(q[r] + 4, x1), acc[r][t]);
+                }
             }
         }
     }
-}
+};
 
-// ---- the kernel: block = GEMV_ROWS output rows, its threads' shares summed at the end.
+// ---- the kernel: a group of WG warps computes RO output rows (SWIGLU: RO gate and RO up
+// rows, one output each pair); a block holds GEMV_WARPS / WG groups.
 
-template <int DT, int T, bool FAST>
-__global__ void __launch_bounds__(GEMV_THREADS, GEMV_MIN_BLOCKS(DT)) gemv_kernel(gemv_args a)
+template <int RO_, int WG_, int U_> struct gemv_cfg {
+    static constexpr int RO = RO_, WG = WG_, U = U_;
+};
+
+template <int DT, int T, bool FAST, class C, bool SWIGLU>
+__global__ void __launch_bounds__(GEMV_THREADS, GEMV_MIN_BLOCKS(DT))
+    gemv_kernel(const __grid_constant__ gemv_args a)
 {
-    __shared__ float part[GEMV_WARPS][R * T];
-    const int g = threadIdx.x, lane = g % 32, warp = g / 32;
-    const int64_t row0 = (int64_t)blockIdx.x * R;
-    // A block past the last row (odd N) reads the last row again and stores nothing for it.
-    const char *w[R];
+    using W = wfmt<DT, FAST>;
+    constexpr int RO = C::RO, WG = C::WG, U = C::U, GT = 32 * WG, NG = GEMV_WARPS / WG;
+    constexpr int RW = SWIGLU ? 2 * RO : RO;
+    static_assert(RO * T <= GT, "one thread per output element");
+    __shared__ float part[GEMV_WARPS][RW * T];
+    const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = tid % GT;
+    int oi = 0;
 #pragma unroll
-    for (int r = 0; r < R; r++)
-        w[r] = a.w + (size_t)min(row0 + r, a.N - 1) * a.row_bytes;
+    for (int i = 1; i < TWC_GEMV_MAX_OUTS; i++)
+        if (i < a.n && blockIdx.x >= a.o[i].block0)
+            oi = i;
+    const gemv_out &o = a.o[oi];
+    const int64_t row0 = (int64_t)(blockIdx.x - o.block0) * (NG * RO) + warp / WG * RO;
+    // Rows past the last (N not a multiple of the block's rows) read the last row again and
+    // store nothing.
+    const char *w[RW];
+#pragma unroll
+    for (int r = 0; r < RO; r++) {
+        size_t off = (size_t)min(row0 + r, o.N - 1) * o.row_bytes;
+        w[r] = o.w + off;
+        if constexpr (SWIGLU)
+            w[RO + r] = a.wu + off;
+    }
 
-    float acc[R][T];
+    float acc[RW][T];
 #pragma unroll
-    for (int r = 0; r < R; r++)
+    for (int r = 0; r < RW; r++)
 #pragma unroll
         for (int t = 0; t < T; t++)
             acc[r][t] = 0.0f;
 
-    if constexpr (DT == TW_DTYPE_F32)
-        dot_f32<T, FAST>(w, a, g, acc);
-    else if constexpr (DT == TW_DTYPE_F16)
-        dot_f16<T, FAST, false>(w, a, g, acc);
-    else if constexpr (DT == TW_DTYPE_BF16)
-        dot_f16<T, FAST, true>(w, a, g, acc);
-    else if constexpr (DT == TW_DTYPE_Q8_0)
-        dot_q8_0<T, FAST>(w, a, g, acc);
-    else if constexpr (DT == TW_DTYPE_Q4_0)
-        dot_q4_0<T, FAST>(w, a, g, acc);
-    else if constexpr (DT == TW_DTYPE_Q4_K)
-        dot_q4_k<T, FAST>(w, a, g, acc);
-    else
-        dot_q6_k<T, FAST>(w, a, g, acc);
+    // Thread g takes piece g % PPB of blocks g / PPB, + GT / PPB, ...
+    constexpr int PPB = W::PPB, STEP = GT / PPB;
+    const int nb = W::blocks(a.K), j = g % PPB;
+#pragma unroll 1
+    for (int b0 = g / PPB; b0 < nb; b0 += U * STEP) {
+        typename W::raw v[U][RW];
+#pragma unroll
+        for (int u = 0; u < U; u++)
+            if (b0 + u * STEP < nb)
+#pragma unroll
+                for (int r = 0; r < RW; r++)
+                    v[u][r] = W::load(w[r], b0 + u * STEP, j);
+#pragma unroll
+        for (int u = 0; u < U; u++)
+            if (b0 + u * STEP < nb)
+                W::template dot<T, RW>(v[u], a.x, a.ldx, b0 + u * STEP, j, acc);
+    }
 
 #pragma unroll
-    for (int r = 0; r < R; r++) {
+    for (int r = 0; r < RW; r++) {
 #pragma unroll
         for (int t = 0; t < T; t++) {
             float v = acc[r][t];
 #pragma unroll
-            for (int o = 16; o > 0; o /= 2)
-                v += __shfl_xor_sync(0xFFFFFFFFu, v, o);
+            for (int m = 16; m > 0; m /= 2)
+                v += __shfl_xor_sync(0xFFFFFFFFu, v, m);
             if (lane == 0)
                 part[warp][r * T + t] = v;
         }
     }
     __syncthreads();
-    if (g < R * T) {
-        const int r = g / T, t = g % T;
+    if (g < RO * T) {
+        const int r = g / T, t = g % T, w0 = warp / WG * WG;
         const int64_t n = row0 + r;
-        if (n < a.N) {
+        if (n < o.N) {
             float s = 0.0f;
 #pragma unroll
-            for (int i = 0; i < GEMV_WARPS; i++)
-                s += part[i][g];
-            if (a.bias)
-                s += a.bias[n];
-            a.y[t * a.ldy + n] = s;
+            for (int i = 0; i < WG; i++)
+                s += part[w0 + i][r * T + t];
+            float *y = o.y + t * o.ldy + n;
+            if constexpr (SWIGLU) {
+                float u = 0.0f;
+#pragma unroll
+                for (int i = 0; i < WG; i++)
+                    u += part[w0 + i][(RO + r) * T + t];
+                *y = s / (1.0f + expf(-s)) * u;
+            } else {
+                if (o.bias)
+                    s += o.bias[n];
+                if (o.res) // read before the store: res may be y
+                    s += o.res[t * o.ldy + n];
+                *y = s;
+            }
         }
     }
 }
 
-template <int DT, int T>
-void launch_t(const gemv_args &a, bool fast, unsigned grid, cudaStream_t s)
+// ---- launch shapes. Measured on the H100 at T = 1 (the harness's sweep of rows per group,
+// warps per group and unroll): four warps on two rows, one piece at a time, was the best or
+// within a few per cent of it for every dtype and shape but Q4_K, which gains 5-17 % on
+// the large matrices from two warps on four rows (each x load serving four rows: the block
+// formats are bound by L1 wavefronts and arithmetic rather than by loads in flight; a warp
+// per row with 4 to 8 pieces in flight lost up to 40 % on them). SwiGLU reads two matrices:
+// half the output rows.
+
+template <int DT, int T, bool SW> struct pick_cfg {
+    static constexpr int RO = DT == TW_DTYPE_Q4_K && T == 1 ? 4 : 2;
+    using type = gemv_cfg<SW ? RO / 2 : RO, RO == 4 ? 2 : 4, 1>;
+};
+
+template <class C> constexpr int cfg_rows()
 {
-    if (fast)
-        gemv_kernel<DT, T, true><<<grid, GEMV_THREADS, 0, s>>>(a);
-    else
-        gemv_kernel<DT, T, false><<<grid, GEMV_THREADS, 0, s>>>(a);
+    return GEMV_WARPS / C::WG * C::RO;
 }
 
-template <int DT>
-void launch_dt(const gemv_args &a, int T, bool fast, unsigned grid, cudaStream_t s)
+// Numbers the outputs' blocks for rows-per-block `rows`; returns the grid's size.
+unsigned number_blocks(gemv_args &a, int rows)
 {
-    switch (T) {
+    unsigned b = 0;
+    for (int i = 0; i < a.n; i++) {
+        a.o[i].block0 = b;
+        b += (unsigned)((a.o[i].N + rows - 1) / rows);
+    }
+    return b;
+}
+
+template <int DT, int T, bool FAST, class C, bool SW> void launch_c(gemv_args a, cudaStream_t s)
+{
+    unsigned grid = number_blocks(a, cfg_rows<C>());
+    gemv_kernel<DT, T, FAST, C, SW><<<grid, GEMV_THREADS, 0, s>>>(a);
+}
+
+#ifdef GEMV_SWEEP
+template <int DT> bool launch_sweep(const gemv_args &a, cudaStream_t s)
+{
+    switch (twc_gemv_sweep) {
+    case 0:
+        launch_c<DT, 1, true, gemv_cfg<2, 4, 1>, false>(a, s);
+        break;
     case 1:
-        return launch_t<DT, 1>(a, fast, grid, s);
+        launch_c<DT, 1, true, gemv_cfg<4, 4, 1>, false>(a, s);
+        break;
     case 2:
-        return launch_t<DT, 2>(a, fast, grid, s);
+        launch_c<DT, 1, true, gemv_cfg<2, 4, 2>, false>(a, s);
+        break;
     case 3:
-        return launch_t<DT, 3>(a, fast, grid, s);
+        launch_c<DT, 1, true, gemv_cfg<4, 2, 1>, false>(a, s);
+        break;
     case 4:
-        return launch_t<DT, 4>(a, fast, grid, s);
+        launch_c<DT, 1, true, gemv_cfg<1, 4, 4>, false>(a, s);
+        break;
     case 5:
-        return launch_t<DT, 5>(a, fast, grid, s);
+        launch_c<DT, 1, true, gemv_cfg<2, 2, 2>, false>(a, s);
+        break;
     case 6:
-        return launch_t<DT, 6>(a, fast, grid, s);
+        launch_c<DT, 1, true, gemv_cfg<4, 1, 2>, false>(a, s);
+        break;
     case 7:
-        return launch_t<DT, 7>(a, fast, grid, s);
+        launch_c<DT, 1, true, gemv_cfg<1, 4, 2>, false>(a, s);
+        break;
     default:
-        return launch_t<DT, 8>(a, fast, grid, s);
+        return false;
+    }
+    return true;
+}
+#endif
+
+template <int DT, int T, bool FAST, bool SW> void launch_t(const gemv_args &a, cudaStream_t s)
+{
+#ifdef GEMV_SWEEP
+    if (T == 1 && FAST && !SW && launch_sweep<DT>(a, s))
+        return;
+#endif
+    if (DT == TW_DTYPE_Q4_K && T == 1) {
+        // Four rows a group leave fewer blocks than SMs on small matrices (k, v; 1B's down
+        // lost 21 %, 8B's k/v 29 %): the two-row shape below 4096 rows.
+        int64_t rows = 0;
+        for (int i = 0; i < a.n; i++)
+            rows += a.o[i].N;
+        if (rows < 4096) {
+            launch_c<DT, T, FAST, gemv_cfg<SW ? 1 : 2, 4, 1>, SW>(a, s);
+            return;
+        }
+    }
+    launch_c<DT, T, FAST, typename pick_cfg<DT, T, SW>::type, SW>(a, s);
+}
+
+template <int DT, bool SW> void launch_dt(const gemv_args &a, int T, bool fast, cudaStream_t s)
+{
+#define GEMV_CASE(TT) \
+    case TT:          \
+        return fast ? launch_t<DT, TT, true, SW>(a, s) : launch_t<DT, TT, false, SW>(a, s);
+    switch (T) {
+        GEMV_CASE(1)
+        GEMV_CASE(2)
+        GEMV_CASE(3)
+        GEMV_CASE(4)
+        GEMV_CASE(5)
+        GEMV_CASE(6)
+        GEMV_CASE(7)
+        GEMV_CASE(8)
+    }
+#undef GEMV_CASE
+}
+
+template <bool SW>
+void launch(enum tw_dtype dt, const gemv_args &a, int T, bool fast, cudaStream_t s)
+{
+    switch (dt) {
+    case TW_DTYPE_F32:
+        return launch_dt<TW_DTYPE_F32, SW>(a, T, fast, s);
+    case TW_DTYPE_F16:
+        return launch_dt<TW_DTYPE_F16, SW>(a, T, fast, s);
+    case TW_DTYPE_BF16:
+        return launch_dt<TW_DTYPE_BF16, SW>(a, T, fast, s);
+    case TW_DTYPE_Q8_0:
+        return launch_dt<TW_DTYPE_Q8_0, SW>(a, T, fast, s);
+    case TW_DTYPE_Q4_0:
+        return launch_dt<TW_DTYPE_Q4_0, SW>(a, T, fast, s);
+    case TW_DTYPE_Q4_K:
+        return launch_dt<TW_DTYPE_Q4_K, SW>(a, T, fast, s);
+    default:
+        return launch_dt<TW_DTYPE_Q6_K, SW>(a, T, fast, s);
     }
 }
 
-bool aligned16(const void *p)
+bool aligned(const void *p, uintptr_t n)
 {
-    return ((uintptr_t)p & 15) == 0;
+    return ((uintptr_t)p & (n - 1)) == 0;
+}
+
+// Whether weights w (rows row_bytes apart, K elements) allow dt's 16-byte loads (wfmt's
+// FAST): the float types and Q4_K; the other block formats are read with 2-byte loads
+// wherever their rows start.
+bool weights_fast(enum tw_dtype dt, const void *w, size_t row_bytes, int64_t K)
+{
+    switch (dt) {
+    case TW_DTYPE_F32:
+        return aligned(w, 16) && row_bytes % 16 == 0 && K % 4 == 0;
+    case TW_DTYPE_F16:
+    case TW_DTYPE_BF16:
+        return aligned(w, 16) && row_bytes % 16 == 0 && K % 8 == 0;
+    case TW_DTYPE_Q4_K:
+        return aligned(w, 16) && row_bytes % 16 == 0;
+    default:
+        return true;
+    }
+}
+
+bool shape_ok(enum tw_dtype dt, int64_t K, int T)
+{
+    return T >= 0 && T <= TWC_GEMV_MAX_T && K >= 0 && K <= INT32_MAX &&
+           (unsigned)dt < TW_DTYPE_COUNT && K % (int64_t)tw_dtype_block_size(dt) == 0;
+}
+
+bool x_fast(const float *x, int64_t ldx, int T)
+{
+    return aligned(x, 16) && (T == 1 || ldx % 4 == 0);
 }
 
 } // namespace
+
+cudaError_t twc_gemv_multi(int n, const struct twc_gemv_out *outs, int64_t K, const float *x,
+                           int64_t ldx, int T, cudaStream_t s)
+{
+    if (n < 1 || n > TWC_GEMV_MAX_OUTS)
+        return cudaErrorInvalidValue;
+    int64_t rows = 0;
+    for (int i = 0; i < n; i++) {
+        if (!shape_ok(outs[i].dt, K, T) || outs[i].N < 0)
+            return cudaErrorInvalidValue;
+        rows += outs[i].N;
+    }
+    if (rows > INT32_MAX)
+        return cudaErrorInvalidValue;
+    if (T == 0)
+        return cudaSuccess;
+    // One launch per dtype, over that dtype's outputs in their order.
+    bool done[TWC_GEMV_MAX_OUTS] = { false };
+    for (int i = 0; i < n; i++) {
+        if (done[i])
+            continue;
+        gemv_args a = {};
+        a.K = (int)K, a.x = x, a.ldx = ldx;
+        bool fast = x_fast(x, ldx, T);
+        for (int j = i; j < n; j++) {
+            const twc_gemv_out &o = outs[j];
+            if (done[j] || o.dt != outs[i].dt)
+                continue;
+            done[j] = true;
+            if (o.N == 0)
+                continue;
+            a.o[a.n++] = { (const char *)o.w, o.row_bytes, o.N, o.y, o.ldy, o.bias, o.res, 0 };
+            fast = fast && weights_fast(o.dt, o.w, o.row_bytes, K);
+        }
+        if (a.n > 0)
+            launch<false>(outs[i].dt, a, T, fast, s);
+    }
+    return cudaGetLastError();
+}
 
 cudaError_t twc_gemv(enum tw_dtype dt, const void *w, size_t row_bytes, int64_t N, int64_t K,
                      const float *x, int64_t ldx, int T, float *y, int64_t ldy, const float *bias,
                      cudaStream_t s)
 {
+    struct twc_gemv_out o = { dt, w, row_bytes, N, y, ldy, bias, NULL };
+    return twc_gemv_multi(1, &o, K, x, ldx, T, s);
+}
+
+cudaError_t twc_gemv_swiglu(enum tw_dtype dt, const void *wg, const void *wu, size_t row_bytes,
+                            int64_t N, int64_t K, const float *x, int64_t ldx, int T, float *y,
+                            int64_t ldy, cudaStream_t s)
+{
+    if (!shape_ok(dt, K, T) || N < 0 || N > INT32_MAX)
+        return cudaErrorInvalidValue;
     if (T == 0 || N == 0)
         return cudaSuccess;
-    if (T < 0 || T > TWC_GEMV_MAX_T || N < 0 || K < 0 || K > INT32_MAX ||
-        (N + R - 1) / R > INT32_MAX || !tw_dtype_block_size(dt) ||
-        K % (int64_t)tw_dtype_block_size(dt) != 0)
-        return cudaErrorInvalidValue;
-    gemv_args a = { (const char *)w, row_bytes, N, (int)K, x, ldx, y, ldy, bias };
-    // The 16-byte paths: x rows 16-byte aligned, and for the float types and Q4_K (whose
-    // blocks are 16-byte multiples) the weight rows too. The other block formats are read
-    // with 2-byte loads wherever their rows start.
-    bool xvec = aligned16(x) && (T == 1 || ldx % 4 == 0);
-    bool wvec = aligned16(w) && row_bytes % 16 == 0;
-    unsigned grid = (unsigned)((N + R - 1) / R);
-    switch (dt) {
-    case TW_DTYPE_F32:
-        launch_dt<TW_DTYPE_F32>(a, T, xvec && wvec && K % 4 == 0, grid, s);
-        break;
-    case TW_DTYPE_F16:
-        launch_dt<TW_DTYPE_F16>(a, T, xvec && wvec && K % 8 == 0, grid, s);
-        break;
-    case TW_DTYPE_BF16:
-        launch_dt<TW_DTYPE_BF16>(a, T, xvec && wvec && K % 8 == 0, grid, s);
-        break;
-    case TW_DTYPE_Q8_0:
-        launch_dt<TW_DTYPE_Q8_0>(a, T, xvec, grid, s);
-        break;
-    case TW_DTYPE_Q4_0:
-        launch_dt<TW_DTYPE_Q4_0>(a, T, xvec, grid, s);
-        break;
-    case TW_DTYPE_Q4_K:
-        launch_dt<TW_DTYPE_Q4_K>(a, T, xvec && wvec, grid, s);
-        break;
-    case TW_DTYPE_Q6_K:
-        launch_dt<TW_DTYPE_Q6_K>(a, T, xvec, grid, s);
-        break;
-    default:
-        return cudaErrorInvalidValue;
-    }
+    gemv_args a = {};
+    a.o[0] = { (const char *)wg, row_bytes, N, y, ldy, NULL, NULL, 0 };
+    a.n = 1, a.K = (int)K, a.x = x, a.ldx = ldx, a.wu = (const char *)wu;
+    bool fast = x_fast(x, ldx, T) && weights_fast(dt, wg, row_bytes, K) &&
+                weights_fast(dt, wu, row_bytes, K);
+    launch<true>(dt, a, T, fast, s);
     return cudaGetLastError();
 }
