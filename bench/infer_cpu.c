@@ -24,36 +24,8 @@
 #include "tensor/cpu_dot.h"
 #include "tensor/profile.h"
 
-#include "bench_profile.h"
+#include "bench_infer.h"
 #include "bench_util.h"
-
-// Bytes decode reads per token: every matrix but the embedding table (read one row), plus
-// the table when it is also the output projection; KV reads are added by the caller.
-static void add_bytes(void *arg, const char *hf, const char *gg, const struct tw_tensor *t)
-{
-    *(double *)arg += (double)tw_tensor_nbytes(t);
-}
-
-static double weight_bytes_per_token(const struct tw_model *m)
-{
-    double b = 0;
-    tw_model_foreach_tensor(m, add_bytes, &b);
-    if (!m->cfg.tied_embeddings)
-        b -= (double)tw_tensor_nbytes(&m->tok_embd);
-    return b;
-}
-
-static int parse_list(const char *s, char items[][32], int max)
-{
-    int n = 0;
-    while (s && *s && n < max) {
-        const char *e = strchr(s, ',');
-        size_t len = e ? (size_t)(e - s) : strlen(s);
-        snprintf(items[n++], 32, "%.*s", (int)len, s);
-        s = e ? e + 1 : NULL;
-    }
-    return n;
-}
 
 int main(int argc, char **argv)
 {

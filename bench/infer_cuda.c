@@ -23,37 +23,8 @@
 #include "model/model.h"
 #include "tensor/cuda.h"
 
-#include "bench_profile.h"
+#include "bench_infer.h"
 #include "bench_util.h"
-
-static void add_bytes(void *arg, const char *hf, const char *gg, const struct tw_tensor *t)
-{
-    (void)hf, (void)gg;
-    *(double *)arg += (double)tw_tensor_nbytes(t);
-}
-
-// Bytes decode reads per token: every matrix but the embedding table (one row of it), plus
-// the table when it is also the output projection.
-static double weight_bytes_per_token(const struct tw_model *m)
-{
-    double b = 0;
-    tw_model_foreach_tensor(m, add_bytes, &b);
-    if (!m->cfg.tied_embeddings)
-        b -= (double)tw_tensor_nbytes(&m->tok_embd);
-    return b;
-}
-
-static int parse_list(const char *s, char items[][32], int max)
-{
-    int n = 0;
-    while (s && *s && n < max) {
-        const char *e = strchr(s, ',');
-        size_t len = e ? (size_t)(e - s) : strlen(s);
-        snprintf(items[n++], 32, "%.*s", (int)len, s);
-        s = e ? e + 1 : NULL;
-    }
-    return n;
-}
 
 static int fail(const char *what)
 {

@@ -11,40 +11,12 @@
 
 #include "base/mem.h"
 #include "check.h"
+#include "cuda/cuda_check.h"
 #include "tensor/backend.h"
 #include "tensor/cuda.h"
 
 static struct tw_backend *gpu;
 static uint64_t rng = 0x5EEDull;
-
-static float *host_random(size_t n) // uniform in [-1, 1)
-{
-    float *p = tw_malloc_array(n, sizeof(float));
-    REQUIRE(p);
-    for (size_t i = 0; i < n; i++)
-        p[i] = (float)((check_rand(&rng) >> 40) * (1.0 / (1ull << 24))) * 2.0f - 1.0f;
-    return p;
-}
-
-// A device copy of host[0..n).
-static float *dev_of(const float *host, size_t n)
-{
-    float *d = tw_backend_alloc(gpu, n * sizeof(float));
-    REQUIRE(d);
-    CHECK_OK(tw_backend_upload(gpu, d, host, n * sizeof(float)));
-    return d;
-}
-
-static float *dev_poisoned(size_t n)
-{
-    float *h = tw_malloc_array(n, sizeof(float));
-    REQUIRE(h);
-    for (size_t i = 0; i < n; i++)
-        h[i] = NAN;
-    float *d = dev_of(h, n);
-    tw_free(h);
-    return d;
-}
 
 // The device result against the reference: every element written (finite), ‖got − want‖ /
 // ‖want‖ < tol and no element off by more than tol (outputs are averages of values in
@@ -114,8 +86,10 @@ static void test_one(const struct attn_case *c)
              "attention T %lld n_past %lld heads %lld/%lld D %lld window %d%s%s", (long long)T,
              (long long)c->n_past, (long long)H, (long long)Hkv, (long long)D, c->window,
              c->causal ? "" : " non-causal", c->lowp ? " lowp" : "");
-    float *q = host_random((size_t)(T * H * D)), *k = host_random((size_t)(S * Hkv * D));
-    float *v = host_random((size_t)(S * Hkv * D)), *ref = host_random((size_t)(T * H * D));
+    float *q = host_random(&rng, (size_t)(T * H * D), 1.0f),
+          *k = host_random(&rng, (size_t)(S * Hkv * D), 1.0f);
+    float *v = host_random(&rng, (size_t)(S * Hkv * D), 1.0f),
+          *ref = host_random(&rng, (size_t)(T * H * D), 1.0f);
     struct tw_tensor tq = tw_tensor_f32_3d(q, T, H, D), tk = tw_tensor_f32_3d(k, S, Hkv, D);
     struct tw_tensor tv = tw_tensor_f32_3d(v, S, Hkv, D), tr = tw_tensor_f32_2d(ref, T, H * D);
     struct tw_attn a = attn_of(H, Hkv, D, c->window, c->causal, c->n_past, c->lowp);
@@ -125,7 +99,7 @@ static void test_one(const struct attn_case *c)
     CHECK_OK(tw_backend_tensor_upload(gpu, &tq, &dq));
     CHECK_OK(tw_backend_tensor_upload(gpu, &tk, &dk));
     CHECK_OK(tw_backend_tensor_upload(gpu, &tv, &dv));
-    float *dout = dev_poisoned((size_t)(T * H * D));
+    float *dout = dev_poisoned(gpu, (size_t)(T * H * D));
     struct tw_tensor to = tw_tensor_f32_2d(dout, T, H * D);
     to.device = TW_DEVICE_CUDA;
     tw_attention(gpu, &to, &dq, &dk, &dv, &a);
@@ -160,20 +134,21 @@ static void test_seqs(int64_t H, int64_t Hkv, int64_t D, int32_t window,
     int32_t row0 = 0;
     for (int i = 0; i < n; i++) {
         size_t kv = (size_t)(shapes[i].n_past + shapes[i].n_rows) * (size_t)(Hkv * D);
-        float *k = host_random(kv), *v = host_random(kv);
+        float *k = host_random(&rng, kv, 1.0f), *v = host_random(&rng, kv, 1.0f);
         hs[i] = (struct tw_attn_seq){ row0, shapes[i].n_rows, shapes[i].n_past, k, v };
-        ds[i] = (struct tw_attn_seq){ row0, shapes[i].n_rows, shapes[i].n_past, dev_of(k, kv),
-                                      dev_of(v, kv) };
+        ds[i] = (struct tw_attn_seq){ row0, shapes[i].n_rows, shapes[i].n_past, dev_of(gpu, k, kv),
+                                      dev_of(gpu, v, kv) };
         row0 += shapes[i].n_rows;
     }
-    float *q = host_random((size_t)(T * H * D)), *ref = host_random((size_t)(T * H * D));
+    float *q = host_random(&rng, (size_t)(T * H * D), 1.0f),
+          *ref = host_random(&rng, (size_t)(T * H * D), 1.0f);
     struct tw_tensor tq = tw_tensor_f32_3d(q, T, H, D), tr = tw_tensor_f32_2d(ref, T, H * D);
     struct tw_attn a = attn_of(H, Hkv, D, window, true, 12345, lowp);
     tw_attention_seqs(tw_backend_cpu_ref(), &tr, &tq, hs, n, &a);
 
     struct tw_tensor dq;
     CHECK_OK(tw_backend_tensor_upload(gpu, &tq, &dq));
-    float *dout = dev_poisoned((size_t)(T * H * D));
+    float *dout = dev_poisoned(gpu, (size_t)(T * H * D));
     struct tw_tensor to = tw_tensor_f32_2d(dout, T, H * D);
     to.device = TW_DEVICE_CUDA;
     tw_attention_seqs(gpu, &to, &dq, ds, n, &a);

@@ -10,46 +10,12 @@
 
 #include "base/mem.h"
 #include "check.h"
+#include "cuda/cuda_check.h"
 #include "tensor/backend.h"
 #include "tensor/cuda.h"
 
 static struct tw_backend *gpu;
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
-
-static float uniform(void) // in [-1, 1)
-{
-    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
-    return (float)((rng >> 40) * (1.0 / (1ull << 24))) * 2.0f - 1.0f;
-}
-
-static float *host_random(size_t n, float scale)
-{
-    float *p = tw_malloc_array(n, sizeof(float));
-    REQUIRE(p);
-    for (size_t i = 0; i < n; i++)
-        p[i] = uniform() * scale;
-    return p;
-}
-
-// A device copy of host[0..n).
-static float *dev_of(const float *host, size_t n)
-{
-    float *d = tw_backend_alloc(gpu, n * sizeof(float));
-    REQUIRE(d);
-    CHECK_OK(tw_backend_upload(gpu, d, host, n * sizeof(float)));
-    return d;
-}
-
-static float *dev_poisoned(size_t n)
-{
-    float *h = tw_malloc_array(n, sizeof(float));
-    REQUIRE(h);
-    for (size_t i = 0; i < n; i++)
-        h[i] = NAN;
-    float *d = dev_of(h, n);
-    tw_free(h);
-    return d;
-}
 
 // ‖got − want‖ / ‖want‖ of the device array against the host one; NaN when any element is.
 static double rel_err(const float *dev, const float *want, size_t n)
@@ -78,9 +44,10 @@ static void expect(const char *what, double err, double tol)
 static void rows_ops(int64_t R, int64_t C)
 {
     size_t n = (size_t)(R * C);
-    float *x = host_random(n, 3.0f), *w = host_random((size_t)C, 1.0f);
-    float *b = host_random((size_t)C, 0.5f), *y = tw_malloc_array(n, sizeof(float));
-    float *dx = dev_of(x, n), *dw = dev_of(w, (size_t)C), *db = dev_of(b, (size_t)C);
+    float *x = host_random(&rng, n, 3.0f), *w = host_random(&rng, (size_t)C, 1.0f);
+    float *b = host_random(&rng, (size_t)C, 0.5f), *y = tw_malloc_array(n, sizeof(float));
+    float *dx = dev_of(gpu, x, n), *dw = dev_of(gpu, w, (size_t)C),
+          *db = dev_of(gpu, b, (size_t)C);
     struct tw_backend *ref = tw_backend_cpu_ref();
     struct tw_tensor hx = tw_tensor_f32_2d(x, R, C), hy = tw_tensor_f32_2d(y, R, C);
     struct tw_tensor hw = tw_tensor_f32_1d(w, C), hb = tw_tensor_f32_1d(b, C);
@@ -88,7 +55,7 @@ static void rows_ops(int64_t R, int64_t C)
     struct tw_tensor gb = tw_tensor_f32_1d(db, C);
     char what[96];
 
-    float *dy = dev_poisoned(n);
+    float *dy = dev_poisoned(gpu, n);
     struct tw_tensor gy = tw_tensor_f32_2d(dy, R, C);
     for (int with_w = 0; with_w < 2; with_w++) {
         tw_rmsnorm(ref, &hy, &hx, with_w ? &hw : NULL, 1e-5f);
@@ -116,7 +83,7 @@ static void rows_ops(int64_t R, int64_t C)
     expect("l2norm", rel_err(dy, y, n), 1e-6);
 
     // Elementwise: SwiGLU, add, the activations.
-    float *u = host_random(n, 2.0f), *du = dev_of(u, n);
+    float *u = host_random(&rng, n, 2.0f), *du = dev_of(gpu, u, n);
     struct tw_tensor hu = tw_tensor_f32_2d(u, R, C), gu = tw_tensor_f32_2d(du, R, C);
     tw_swiglu(ref, &hy, &hx, &hu);
     tw_swiglu(gpu, &gy, &gx, &gu);
@@ -136,7 +103,7 @@ static void rows_ops(int64_t R, int64_t C)
     // Pooling over the R rows.
     static const enum tw_pooling pools[] = { TW_POOL_MEAN, TW_POOL_CLS, TW_POOL_MAX,
                                              TW_POOL_LAST };
-    float *dp = dev_poisoned((size_t)C);
+    float *dp = dev_poisoned(gpu, (size_t)C);
     struct tw_tensor hp = tw_tensor_f32_1d(y, C), gp = tw_tensor_f32_1d(dp, C);
     for (size_t p = 0; p < sizeof pools / sizeof *pools; p++) {
         tw_pooling(ref, &hp, &hx, pools[p]);
@@ -158,14 +125,15 @@ static void rows_ops(int64_t R, int64_t C)
 static void rope(int64_t T, int64_t H, int64_t D, int32_t n_rot, bool neox)
 {
     size_t n = (size_t)(T * H * D);
-    float *x = host_random(n, 1.0f), *freq = tw_malloc_array((size_t)n_rot / 2, sizeof(float));
+    float *x = host_random(&rng, n, 1.0f),
+          *freq = tw_malloc_array((size_t)n_rot / 2, sizeof(float));
     int32_t *pos = tw_malloc_array((size_t)T, sizeof(int32_t));
     REQUIRE(freq && pos);
     for (int32_t i = 0; i < n_rot / 2; i++)
         freq[i] = powf(500000.0f, -2.0f * (float)i / (float)n_rot);
     for (int64_t t = 0; t < T; t++)
         pos[t] = (int32_t)(t * 37 % 5000); // positions far along, not in order
-    float *dx = dev_of(x, n);
+    float *dx = dev_of(gpu, x, n);
     struct tw_rope r = { .head_dim = (int32_t)D, .n_rot = n_rot, .neox = neox, .inv_freq = freq };
     struct tw_tensor hx = tw_tensor_f32_3d(x, T, H, D), gx = tw_tensor_f32_3d(dx, T, H, D);
     tw_rope(tw_backend_cpu_ref(), &hx, pos, &r);
@@ -189,7 +157,7 @@ static void memory(void)
     tw_backend_release(gpu, b);
     // Round trip through copy.
     size_t n = 100003;
-    float *h = host_random(n, 1.0f), *d1 = dev_of(h, n), *d2 = dev_poisoned(n);
+    float *h = host_random(&rng, n, 1.0f), *d1 = dev_of(gpu, h, n), *d2 = dev_poisoned(gpu, n);
     tw_backend_copy(gpu, d2, d1, n * sizeof(float));
     CHECK(rel_err(d2, h, n) == 0.0);
     // An impossible allocation fails with a message, and the backend goes on working.

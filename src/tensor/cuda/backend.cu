@@ -59,10 +59,10 @@ struct cuda_impl {
     } recent[8];
     int n_recent;
     __nv_bfloat16 *xbf; // x rounded to bf16 for the GEMMs
-    size_t xbf_elems;
+    size_t xbf_bytes;
     __nv_bfloat16 *tile; // dequantised weights
     float *f32s;         // the up projection of cuda_matmul_swiglu's composed form
-    size_t f32s_elems;
+    size_t f32s_bytes;
     struct algo_entry algos[ALGO_CACHE];
     int n_algos;
     int32_t *zero; // a device int 0: the block table {0} of a contiguous cache
@@ -554,17 +554,19 @@ static void lt_matmul(struct cuda_impl *im, int kind, const void *w, const void 
         cublasLtMatmulDescDestroy(op);
 }
 
-static bool ensure_xbf(struct cuda_impl *im, size_t elems)
+// Grows a scratch buffer of the backend to `bytes` (what it held is lost): waits for the
+// stream first, since enqueued work may still read it. Never called while recording.
+static bool ensure_scratch(struct cuda_impl *im, void **p, size_t *cap, size_t bytes)
 {
-    if (elems <= im->xbf_elems)
+    if (bytes <= *cap)
         return true;
     ck(im, cudaStreamSynchronize(im->stream), "matmul");
-    cudaFree(im->xbf);
-    im->xbf = NULL;
-    im->xbf_elems = 0;
-    if (!ck(im, cudaMalloc(&im->xbf, elems * sizeof *im->xbf), "matmul scratch"))
+    cudaFree(*p);
+    *p = NULL;
+    *cap = 0;
+    if (!ck(im, cudaMalloc(p, bytes), "matmul scratch"))
         return false;
-    im->xbf_elems = elems;
+    *cap = bytes;
     return true;
 }
 
@@ -578,7 +580,7 @@ static void gemm(struct cuda_impl *im, float *y, const struct tw_tensor *x,
     if (w->dtype == TW_DTYPE_F32) {
         lt_matmul(im, 1, w->data, x->data, y, T, N, K, N, beta);
     } else {
-        if (!ensure_xbf(im, (size_t)(T * K)))
+        if (!ensure_scratch(im, (void **)&im->xbf, &im->xbf_bytes, (size_t)(T * K) * 2))
             return;
         to_bf16_kernel<<<grid_for(T * K), 256, 0, im->stream>>>(im->xbf, f32(x), T * K);
         ck(im, cudaGetLastError(), "matmul (x to bf16)");
@@ -661,20 +663,6 @@ static void cuda_matmul_add(struct tw_backend *be, struct tw_tensor *y, const st
     gemm(im, f32(y), x, w, bias ? f32(bias) : NULL, true);
 }
 
-static bool ensure_f32s(struct cuda_impl *im, size_t elems)
-{
-    if (elems <= im->f32s_elems)
-        return true;
-    ck(im, cudaStreamSynchronize(im->stream), "matmul");
-    cudaFree(im->f32s);
-    im->f32s = NULL;
-    im->f32s_elems = 0;
-    if (!ck(im, cudaMalloc(&im->f32s, elems * sizeof *im->f32s), "matmul scratch"))
-        return false;
-    im->f32s_elems = elems;
-    return true;
-}
-
 static void ew(struct tw_backend *be, enum ew_op op, float *y, const float *a, const float *b,
                int64_t n, const char *what);
 
@@ -694,7 +682,7 @@ static void cuda_matmul_swiglu(struct tw_backend *be, struct tw_tensor *y,
         return;
     }
     // The up projection into the backend's scratch, then SwiGLU in place on the gate's.
-    if (!ensure_f32s(im, (size_t)(T * N)))
+    if (!ensure_scratch(im, (void **)&im->f32s, &im->f32s_bytes, (size_t)(T * N) * 4))
         return;
     cuda_matmul(be, y, x, wg, NULL);
     struct tw_tensor u = tw_tensor_f32_2d(im->f32s, T, N);

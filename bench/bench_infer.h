@@ -1,14 +1,45 @@
-// What the inference benchmarks share: where a decoded token's time goes, op by op.
-#ifndef TW_BENCH_PROFILE_H
-#define TW_BENCH_PROFILE_H
+// What the inference benchmarks share: the bytes a decoded token reads, list options, and
+// where a step's time goes, op by op.
+#ifndef TW_BENCH_INFER_H
+#define TW_BENCH_INFER_H
 
 #include <stdio.h>
+#include <string.h>
 
 #include "base/error.h"
 #include "model/context.h"
 #include "tensor/profile.h"
 
 #include "bench_util.h"
+
+// Bytes decode reads per token: every matrix but the embedding table (read one row), plus
+// the table when it is also the output projection; KV reads are added by the caller.
+static void add_bytes(void *arg, const char *hf, const char *gg, const struct tw_tensor *t)
+{
+    (void)hf, (void)gg;
+    *(double *)arg += (double)tw_tensor_nbytes(t);
+}
+
+static double weight_bytes_per_token(const struct tw_model *m)
+{
+    double b = 0;
+    tw_model_foreach_tensor(m, add_bytes, &b);
+    if (!m->cfg.tied_embeddings)
+        b -= (double)tw_tensor_nbytes(&m->tok_embd);
+    return b;
+}
+
+static int parse_list(const char *s, char items[][32], int max)
+{
+    int n = 0;
+    while (s && *s && n < max) {
+        const char *e = strchr(s, ',');
+        size_t len = e ? (size_t)(e - s) : strlen(s);
+        snprintf(items[n++], 32, "%.*s", (int)len, s);
+        s = e ? e + 1 : NULL;
+    }
+    return n;
+}
 
 // Runs n steps of `step` tokens each (after the same 17-token start; step 1: decoding, one
 // step of the whole prompt: prefill) through a profiling wrapper of be and prints each op's
