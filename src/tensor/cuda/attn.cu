@@ -59,6 +59,34 @@ static __device__ __forceinline__ bool aligned16(const void *p)
     return ((uintptr_t)p & 15) == 0;
 }
 
+// What a block of query vectors qv0 .. qv0 + BQ - 1 of sequence sq works on: its query
+// vectors (nq of the sequence's), the cache length S, whether float4 accesses are aligned,
+// and the keys its rows see (from the first row's window start to the last row's end, within
+// this split's chunk). empty: the block is past the sequence's rows.
+struct tile_range {
+    bool empty, vec;
+    int nq, S, kv_begin, kv_end;
+};
+
+static __device__ __forceinline__ struct tile_range
+tile_range_of(const struct attn_args &a, const struct twc_attn_seq &sq, int qv0, int BQ, int split)
+{
+    struct tile_range r;
+    const int G = a.G, D = a.D;
+    r.nq = sq.n_rows * G;
+    r.empty = qv0 >= r.nq;
+    r.S = sq.n_past + sq.n_rows;
+    r.vec = D % 4 == 0 && aligned16(a.q) && aligned16(a.out) && aligned16(sq.k_pool) &&
+            aligned16(sq.v_pool) && (a.n_split == 1 || aligned16(a.part.o));
+    const int p_first = sq.n_past + qv0 / G;
+    const int p_last = sq.n_past + (min(qv0 + BQ, r.nq) - 1) / G;
+    int kv_begin = a.window > 0 ? max(0, p_first - a.window + 1) : 0;
+    int kv_end = a.causal ? p_last + 1 : r.S;
+    r.kv_begin = max(kv_begin, split * a.chunk);
+    r.kv_end = min(kv_end, split * a.chunk + a.chunk);
+    return r;
+}
+
 // Floats d .. d + 3 of a row of D floats, zero past D; vec: D % 4 == 0 and the row is 16-byte
 // aligned, so a float4 is either wholly inside or wholly past the end.
 static __device__ __forceinline__ float4 load4(const float *row, int d, int D, bool vec)
@@ -155,20 +183,12 @@ template <class C> static __global__ void __launch_bounds__(NT) attn_kernel(stru
     const int qt = bp.qt, split = bp.split, kvh = bp.kvh;
     const struct twc_attn_seq sq = a.seqs[blockIdx.z];
     const int G = a.G, D = a.D, H = a.H;
-    const int nq = sq.n_rows * G, qv0 = qt * BQ;
-    if (qv0 >= nq)
+    const struct tile_range tr = tile_range_of(a, sq, qt * BQ, BQ, split);
+    if (tr.empty)
         return; // the whole block: this sequence has fewer rows than max_rows
-    const int S = sq.n_past + sq.n_rows;
-    const bool vec = D % 4 == 0 && aligned16(a.q) && aligned16(a.out) && aligned16(sq.k_pool) &&
-                     aligned16(sq.v_pool) && (n_split == 1 || aligned16(a.part.o));
-
-    // The keys the tile's rows see: from the first row's window start to the last row's end.
-    const int p_first = sq.n_past + qv0 / G;
-    const int p_last = sq.n_past + (min(qv0 + BQ, nq) - 1) / G;
-    int kv_begin = a.window > 0 ? max(0, p_first - a.window + 1) : 0;
-    int kv_end = a.causal ? p_last + 1 : S;
-    kv_begin = max(kv_begin, split * a.chunk);
-    kv_end = min(kv_end, split * a.chunk + a.chunk);
+    const int nq = tr.nq, qv0 = qt * BQ, S = tr.S;
+    const bool vec = tr.vec;
+    int kv_begin = tr.kv_begin, kv_end = tr.kv_end;
 
     // Queries: (BQ, D) of q's rows (T, H, D), scaled so that exp2 gives the softmax.
     for (int it = tid; it < BQ * DP / 4; it += NT) {
@@ -502,19 +522,12 @@ static __global__ void __launch_bounds__(C::NTH, C::MINB) tc_kernel(struct attn_
     const int qt = bp.qt, split = bp.split, kvh = bp.kvh;
     const struct twc_attn_seq sq = a.seqs[blockIdx.z];
     const int G = a.G, D = a.D, H = a.H;
-    const int nq = sq.n_rows * G, qv0 = qt * BQ;
-    if (qv0 >= nq)
+    const struct tile_range tr = tile_range_of(a, sq, qt * BQ, BQ, split);
+    if (tr.empty)
         return;
-    const int S = sq.n_past + sq.n_rows;
-    const bool vec = D % 4 == 0 && aligned16(a.q) && aligned16(a.out) && aligned16(sq.k_pool) &&
-                     aligned16(sq.v_pool) && (n_split == 1 || aligned16(a.part.o));
-
-    const int p_first = sq.n_past + qv0 / G;
-    const int p_last = sq.n_past + (min(qv0 + BQ, nq) - 1) / G;
-    int kv_begin = a.window > 0 ? max(0, p_first - a.window + 1) : 0;
-    int kv_end = a.causal ? p_last + 1 : S;
-    kv_begin = max(kv_begin, split * a.chunk);
-    kv_end = min(kv_end, split * a.chunk + a.chunk);
+    const int nq = tr.nq, qv0 = qt * BQ, S = tr.S;
+    const bool vec = tr.vec;
+    const int kv_begin = tr.kv_begin, kv_end = tr.kv_end;
 
     const size_t kv_row = (size_t)a.Hkv * D;
     const float *k_pool = sq.k_pool + (size_t)kvh * D, *v_pool = sq.v_pool + (size_t)kvh * D;
