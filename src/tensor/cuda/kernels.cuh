@@ -83,9 +83,10 @@ struct twc_attn_seq {
 // v per head and sequence, with a->causal, a->window (Mistral's rule, backend.h) and grouped
 // queries (query head h reads kv head h / (n_head / n_head_kv)); a->n_past is ignored (each
 // sequence has its own). With a->lowp, prefill-sized work may run on bf16 tensor cores
-// (scores and P V with f32 accumulators); without it, f32 throughout. seqs (n_seq) on the device; max_rows >= every n_rows and max_kv >=
-// every n_past + n_rows (host-side bounds for the grid). Non-causal attention (BERT) is one
-// sequence with n_past 0 attending to all its rows.
+// (scores and P V with f32 accumulators); without it, f32 throughout. seqs (n_seq) on the
+// device; max_rows >= every n_rows and max_kv >= every n_past + n_rows (host-side bounds for
+// the grid). Non-causal attention (BERT) is one sequence with n_past 0 attending to all its
+// rows.
 cudaError_t twc_attention(float *out, const float *q, const struct twc_attn_seq *seqs, int n_seq,
                           int32_t max_rows, int32_t max_kv, int32_t block_rows,
                           const struct tw_attn *a, cudaStream_t s);
