@@ -1,13 +1,16 @@
 // Implements model/sampler.h: the sampler chain over a vocabulary-sized workspace (top-k by a
 // bounded heap or by selection, top-p by a heap popped only as far as needed, so a 150k
-// vocabulary costs a few linear passes), the xoshiro256** generator, the stop-string matcher.
+// vocabulary costs a few linear passes), or over a row's top logits (tw_topk's) with the same
+// result; the xoshiro256** generator, the stop-string matcher.
 #include "model/sampler.h"
 
+#include <assert.h>
 #include <math.h>
 #include <string.h>
 
 #include "base/error.h"
 #include "base/mem.h"
+#include "tensor/backend.h"
 
 // ---- generator
 
@@ -206,16 +209,35 @@ int tw_sampler_accept(struct tw_sampler *s, int32_t token)
     return 0;
 }
 
-void tw_sampler_apply_penalties(const struct tw_sampler *s, float *logits)
+// The penalised logit of id, seen count[id] > 0 times; the one formula of both paths.
+static inline float penalised(const struct tw_sampler *s, int32_t id, float x)
 {
     const struct tw_sampler_params *p = &s->params;
+    x = x > 0 ? x / p->repetition_penalty : x * p->repetition_penalty;
+    return x - ((float)s->count[id] * p->frequency_penalty + p->presence_penalty);
+}
+
+void tw_sampler_apply_penalties(const struct tw_sampler *s, float *logits)
+{
     for (int32_t i = 0; i < s->n_seen; i++) {
         int32_t id = s->seen[i];
-        float x = logits[id];
-        x = x > 0 ? x / p->repetition_penalty : x * p->repetition_penalty;
-        x -= (float)s->count[id] * p->frequency_penalty + p->presence_penalty;
-        logits[id] = x;
+        logits[id] = penalised(s, id, logits[id]);
     }
+}
+
+int32_t tw_sampler_top_n(const struct tw_sampler *s)
+{
+    const struct tw_sampler_params *p = &s->params;
+    // A penalty that can raise a logit could lift a token from anywhere in the row.
+    if (s->count &&
+        (p->repetition_penalty < 1 || p->frequency_penalty < 0 || p->presence_penalty < 0))
+        return 0;
+    int64_t k = p->temperature == 0 ? 1 : p->top_k;
+    if (k <= 0)
+        return 0;
+    int64_t n = k + s->n_seen;
+    n = n < s->n_vocab ? n : s->n_vocab;
+    return n <= TW_TOPK_MAX ? (int32_t)n : 0;
 }
 
 // ---- the chain
@@ -263,16 +285,21 @@ static bool after_logit(const cand_t *a, const cand_t *b)
     return by_logit(b, a);
 }
 
-// Heapsort of c[0, n) by_logit (no allocation, unlike qsort): a heap whose root is the last,
-// popped to the end.
-static void sort_by_logit(cand_t *c, size_t n)
+// A heap c[0, n) whose root is the last by_logit, popped to the end: c sorted by_logit.
+static void pop_to_sorted(cand_t *c, size_t n)
 {
-    for (size_t i = n / 2; i-- > 0;)
-        sift_down(c, n, i, after_logit);
     for (size_t end = n; end > 1;) {
         swap_cand(&c[0], &c[--end]);
         sift_down(c, end, 0, after_logit);
     }
+}
+
+// Heapsort of c[0, n) by_logit (no allocation, unlike qsort).
+static void sort_by_logit(cand_t *c, size_t n)
+{
+    for (size_t i = n / 2; i-- > 0;)
+        sift_down(c, n, i, after_logit);
+    pop_to_sorted(c, n);
 }
 
 // Rearranges c[0, n) so that c[0, k) are the k first by_logit (0 < k < n), in no order:
@@ -311,7 +338,9 @@ static void select_top_k(cand_t *c, size_t n, size_t k)
 
 // Top-k for a small k in the same pass that reads the logits: the k best so far are kept in
 // a heap whose root is the worst of them, so most tokens cost one comparison with the root.
-// Returns how many were kept (k, or fewer when fewer logits are above -inf).
+// Returns how many were kept (k, or fewer when fewer logits are above -inf), sorted by_logit:
+// an order that depends only on the kept set, so that tw_sampler_sample_top, which forms the
+// same set from fewer tokens, lays them out (and so sums and draws them) the same way.
 #define SMALL_K 1024
 
 static void sift_up(cand_t *h, size_t i, bool (*before)(const cand_t *, const cand_t *))
@@ -340,6 +369,7 @@ static size_t scan_top_k(cand_t *c, float *logits, int32_t n_vocab, size_t k)
             sift_down(c, m, 0, after_logit);
         }
     }
+    pop_to_sorted(c, m);
     return m;
 }
 
@@ -379,41 +409,22 @@ static int32_t argmax(float *logits, int32_t n)
     return best;
 }
 
-// The chain up to the draw. The kept candidates are s->cand[*first, *first + *n), with their
-// weights exp((logit - max) / T) in .p; returns their sum (> 0), or -1 when nothing is left.
-static double run_chain(struct tw_sampler *s, float *logits, size_t *first, size_t *n)
+// The chain after the candidates are formed: c[0, nc) hold the tokens top-k kept (greedy:
+// the one best), their logits penalised and above -inf. The kept candidates end up at
+// s->cand[*first, *first + *n), with their weights exp((logit - max) / T) in .p; returns their
+// sum (> 0), or -1 when nothing is left.
+static double finish_chain(struct tw_sampler *s, size_t nc, size_t *first, size_t *n)
 {
     const struct tw_sampler_params *p = &s->params;
     cand_t *c = s->cand;
-    tw_sampler_apply_penalties(s, logits);
     *first = 0;
+    if (nc == 0)
+        return -1;
     if (p->temperature == 0) {
-        int32_t best = argmax(logits, s->n_vocab);
-        if (best < 0)
-            return -1;
-        c[0] = (cand_t){ best, logits[best], 1.0f };
+        c[0].p = 1.0f;
         *n = 1;
         return 1;
     }
-    size_t nc;
-    if (p->top_k > 0 && p->top_k <= SMALL_K) {
-        nc = scan_top_k(c, logits, s->n_vocab, (size_t)p->top_k);
-    } else {
-        nc = 0;
-        for (int32_t i = 0; i < s->n_vocab; i++) {
-            float x = logits[i];
-            if (isnan(x))
-                logits[i] = x = -INFINITY;
-            if (x != -INFINITY)
-                c[nc++] = (cand_t){ i, x, 0 };
-        }
-        if (p->top_k > 0 && (size_t)p->top_k < nc) {
-            select_top_k(c, nc, (size_t)p->top_k);
-            nc = (size_t)p->top_k;
-        }
-    }
-    if (nc == 0)
-        return -1;
     float max = -INFINITY;
     for (size_t i = 0; i < nc; i++)
         max = c[i].logit > max ? c[i].logit : max;
@@ -447,6 +458,65 @@ static double run_chain(struct tw_sampler *s, float *logits, size_t *first, size
     return sum;
 }
 
+// The chain over a whole row of logits: penalties, then the candidates (greedy's argmax or
+// top-k's), then finish_chain.
+static double run_chain(struct tw_sampler *s, float *logits, size_t *first, size_t *n)
+{
+    const struct tw_sampler_params *p = &s->params;
+    cand_t *c = s->cand;
+    tw_sampler_apply_penalties(s, logits);
+    size_t nc = 0;
+    if (p->temperature == 0) {
+        int32_t best = argmax(logits, s->n_vocab);
+        if (best >= 0)
+            c[nc++] = (cand_t){ best, logits[best], 0 };
+    } else if (p->top_k > 0 && p->top_k <= SMALL_K) {
+        nc = scan_top_k(c, logits, s->n_vocab, (size_t)p->top_k);
+    } else {
+        for (int32_t i = 0; i < s->n_vocab; i++) {
+            float x = logits[i];
+            if (isnan(x))
+                logits[i] = x = -INFINITY;
+            if (x != -INFINITY)
+                c[nc++] = (cand_t){ i, x, 0 };
+        }
+        if (p->top_k > 0 && (size_t)p->top_k < nc) {
+            select_top_k(c, nc, (size_t)p->top_k);
+            nc = (size_t)p->top_k;
+        }
+    }
+    return finish_chain(s, nc, first, n);
+}
+
+// The same from the n best logits of the row (before penalties): the seen ones among them are
+// penalised, and greedy's one or top-k's k (sorted by_logit, as scan_top_k leaves them) are
+// picked from these. tw_sampler_top_n's bound makes them the row's own (sampler.h).
+static double run_chain_top(struct tw_sampler *s, const float *vals, const int32_t *ids, int32_t n,
+                            size_t *first, size_t *nk)
+{
+    const struct tw_sampler_params *p = &s->params;
+    cand_t *c = s->cand;
+    size_t nc = 0;
+    for (int32_t i = 0; i < n; i++) {
+        int32_t id = ids[i];
+        assert(id >= 0 && id < s->n_vocab);
+        float x = vals[i];
+        if (s->count && s->count[id] > 0)
+            x = penalised(s, id, x);
+        if (!isnan(x) && x != -INFINITY)
+            c[nc++] = (cand_t){ id, x, 0 };
+    }
+    size_t k = p->temperature == 0 ? 1 : (size_t)p->top_k;
+    if (k == 1) {
+        for (size_t i = 1; i < nc; i++)
+            if (by_logit(&c[i], &c[0]))
+                c[0] = c[i];
+    } else {
+        sort_by_logit(c, nc);
+    }
+    return finish_chain(s, nc < k ? nc : k, first, nk);
+}
+
 static int all_masked(void)
 {
     return tw_error_set(TW_EINVAL, "sampler: every logit is -inf or NaN");
@@ -467,10 +537,9 @@ int tw_sampler_candidates(struct tw_sampler *s, float *logits,
     return 0;
 }
 
-int32_t tw_sampler_sample(struct tw_sampler *s, float *logits)
+// The draw from the kept candidates s->cand[first, first + nc) of total weight sum.
+static int32_t draw(struct tw_sampler *s, double sum, size_t first, size_t nc)
 {
-    size_t first, nc;
-    double sum = run_chain(s, logits, &first, &nc);
     if (sum < 0)
         return all_masked();
     const cand_t *c = s->cand + first;
@@ -489,6 +558,22 @@ int32_t tw_sampler_sample(struct tw_sampler *s, float *logits)
             return c[i].id;
     }
     return last;
+}
+
+int32_t tw_sampler_sample(struct tw_sampler *s, float *logits)
+{
+    size_t first, nc;
+    double sum = run_chain(s, logits, &first, &nc);
+    return draw(s, sum, first, nc);
+}
+
+int32_t tw_sampler_sample_top(struct tw_sampler *s, const float *vals, const int32_t *ids,
+                              int32_t n)
+{
+    assert(tw_sampler_top_n(s) > 0 && tw_sampler_top_n(s) <= n);
+    size_t first, nc;
+    double sum = run_chain_top(s, vals, ids, n, &first, &nc);
+    return draw(s, sum, first, nc);
 }
 
 bool tw_sampler_is_eog(const int32_t *eog_ids, size_t n, int32_t tok)

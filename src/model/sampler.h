@@ -100,6 +100,23 @@ int tw_sampler_candidates(struct tw_sampler *s, float *logits,
 // TW_EINVAL (negative) when every logit is -inf or NaN.
 int32_t tw_sampler_sample(struct tw_sampler *s, float *logits);
 
+// How many of the row's largest logits tw_sampler_sample_top needs to give exactly
+// tw_sampler_sample's token: 1 + n_seen for greedy, top_k + n_seen for top-k (n_seen: the
+// distinct ids the penalties touch now), at most n_vocab; 0 when no such bound holds or it
+// passes TW_TOPK_MAX (tensor/backend.h): top_k off, or a penalty that can raise a logit
+// (repetition_penalty < 1, frequency or presence penalty < 0). Why it is exact: a penalty only
+// lowers logits, so a token with top_n tokens above it (by logit, ties to the lower id) still
+// has top_k unpenalised ones above it afterwards, and top-k cannot keep it. Changes with
+// every tw_sampler_accept.
+int32_t tw_sampler_top_n(const struct tw_sampler *s);
+
+// tw_sampler_sample from the n largest logits of the row, before the penalties, in the order
+// tw_topk gives them (vals (n) descending, ties by ascending ids (n), NaN as -inf), where
+// 0 < tw_sampler_top_n(s) <= n: the same token (or TW_EINVAL), the generator advanced the same
+// way, so a seeded stream does not depend on which of the two produced it.
+int32_t tw_sampler_sample_top(struct tw_sampler *s, const float *vals, const int32_t *ids,
+                              int32_t n);
+
 // Whether tok is one of the end-of-generation ids (eos, eot, <|im_end|>, ... as the caller
 // gathered them from the tokenizer's configuration).
 bool tw_sampler_is_eog(const int32_t *eog_ids, size_t n, int32_t tok);

@@ -83,6 +83,8 @@ struct tw_backend_ops {
     void (*l2norm)(struct tw_backend *be, struct tw_tensor *x);
     void (*set_rows)(struct tw_backend *be, float *dst, const struct tw_tensor *src,
                      const int32_t *rows);
+    void (*topk)(struct tw_backend *be, const struct tw_tensor *x, int32_t k, float *vals,
+                 int32_t *ids);
     // Fused forms (NULL: tw_matmul_add and tw_matmul_swiglu compose the plain ops).
     void (*matmul_add)(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
                        const struct tw_tensor *w, const struct tw_tensor *bias);
@@ -202,6 +204,20 @@ void tw_l2norm(struct tw_backend *be, struct tw_tensor *x);
 // are distinct). rows is a host array, read when the op runs (a graph replay reads it again).
 void tw_set_rows(struct tw_backend *be, float *dst, const struct tw_tensor *src,
                  const int32_t *rows);
+
+// The most values tw_topk returns per row.
+#define TW_TOPK_MAX 256
+
+// For each row r of x (R, V), the k (1 <= k <= TW_TOPK_MAX, k <= V) largest values and their
+// column ids into the HOST arrays vals and ids (R, k): row r's at vals + r * k, ordered by
+// value descending, equal values by id ascending (so of equal values at the boundary the
+// lowest ids are kept); NaN counts as -inf and is returned as -inf, other values bit for bit
+// (-0 and +0 are equal). What a sampler needs instead of the whole row (tw_sampler_top_n).
+// Returns with vals and ids filled: on a device it waits for the ops before it and for its
+// own. A device failure leaves them unspecified and is reported by the next tw_backend_sync.
+// Not for graphs (a recording that contains it fails).
+void tw_topk(struct tw_backend *be, const struct tw_tensor *x, int32_t k, float *vals,
+             int32_t *ids);
 
 // ---- graphs: a step of ops recorded once and replayed (CUDA graphs: one launch instead of
 // hundreds). Between tw_backend_graph_begin(be, &g, bound) and tw_backend_graph_end(be, &g),

@@ -258,6 +258,31 @@ static void ref_set_rows(struct tw_backend *be, float *dst, const struct tw_tens
         memcpy(dst + (size_t)rows[t] * (size_t)C, f32(src) + t * C, (size_t)C * sizeof(float));
 }
 
+// Each row in one pass, the k best so far kept sorted: a value enters only when it beats the
+// k-th (strictly: an equal one has a higher id), and moves up past the smaller ones.
+static void ref_topk(struct tw_backend *be, const struct tw_tensor *x, int32_t k, float *vals,
+                     int32_t *ids)
+{
+    int64_t R = tw_tensor_nrows(x), C = tw_tensor_ncols(x);
+    for (int64_t r = 0; r < R; r++) {
+        const float *xr = f32(x) + r * C;
+        float *v = vals + r * k;
+        int32_t *d = ids + r * k, m = 0;
+        for (int64_t i = 0; i < C; i++) {
+            float a = isnan(xr[i]) ? -INFINITY : xr[i];
+            if (m == k && !(a > v[k - 1]))
+                continue;
+            int32_t j = m < k ? m++ : k - 1;
+            for (; j > 0 && v[j - 1] < a; j--) {
+                v[j] = v[j - 1];
+                d[j] = d[j - 1];
+            }
+            v[j] = a;
+            d[j] = (int32_t)i;
+        }
+    }
+}
+
 const struct tw_backend_ops tw_cpu_ref_ops = {
     .name = "cpu_ref",
     .free = NULL,
@@ -274,6 +299,7 @@ const struct tw_backend_ops tw_cpu_ref_ops = {
     .pool = ref_pool,
     .l2norm = ref_l2norm,
     .set_rows = ref_set_rows,
+    .topk = ref_topk,
 };
 
 static struct tw_backend cpu_ref = {

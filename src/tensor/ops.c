@@ -278,6 +278,13 @@ void tw_set_rows(struct tw_backend *be, float *dst, const struct tw_tensor *src,
     be->ops->set_rows(be, dst, src, rows);
 }
 
+void tw_topk(struct tw_backend *be, const struct tw_tensor *x, int32_t k, float *vals,
+             int32_t *ids)
+{
+    assert(is_f32(x) && k >= 1 && k <= TW_TOPK_MAX && k <= tw_tensor_ncols(x));
+    be->ops->topk(be, x, k, vals, ids);
+}
+
 int tw_backend_graph_begin(struct tw_backend *be, void **graph, int32_t kv_bound)
 {
     if (!be->ops->graph_begin)

@@ -24,12 +24,14 @@ enum {
     P_POOL,
     P_L2NORM,
     P_SET_ROWS,
+    P_TOPK,
     P_COUNT
 };
 
 static const char *const op_names[P_COUNT] = {
-    "embedding", "matmul T=1", "matmul T>1", "rmsnorm", "layernorm", "rope",   "attention",
-    "softmax",   "swiglu",     "act",        "add",     "pool",      "l2norm", "set_rows",
+    "embedding", "matmul T=1", "matmul T>1", "rmsnorm",  "layernorm",
+    "rope",      "attention",  "softmax",    "swiglu",   "act",
+    "add",       "pool",       "l2norm",     "set_rows", "topk",
 };
 
 struct prof {
@@ -170,6 +172,12 @@ static void p_set_rows(struct tw_backend *be, float *dst, const struct tw_tensor
     TIMED(be, P_SET_ROWS, 0, tw_set_rows(in, dst, src, rows));
 }
 
+static void p_topk(struct tw_backend *be, const struct tw_tensor *x, int32_t k, float *vals,
+                   int32_t *ids)
+{
+    TIMED(be, P_TOPK, 0, tw_topk(in, x, k, vals, ids));
+}
+
 // Memory is the wrapped backend's.
 static void *p_alloc(struct tw_backend *be, size_t bytes)
 {
@@ -219,6 +227,7 @@ static const struct tw_backend_ops profile_ops = {
     .pool = p_pool,
     .l2norm = p_l2norm,
     .set_rows = p_set_rows,
+    .topk = p_topk,
     .alloc = p_alloc,
     .release = p_release,
     .upload = p_upload,

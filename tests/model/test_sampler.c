@@ -1,8 +1,10 @@
 // Tests model/sampler: the generator against xoshiro256**'s published outputs; greedy and its
 // tie rule; frequencies of 100k seeded draws against distributions computed here in double;
 // exact top-p and min-p boundaries; exact penalty values; seeds; -inf, +inf and NaN logits;
-// the whole chain on a 150k vocabulary against a plain full-sort reference; no allocation per
-// token; and the stop-string matcher, piece by piece and against a reference on random text.
+// the whole chain on a 150k vocabulary against a plain full-sort reference; sampling from the
+// row's top logits (tw_topk) against sampling the whole row, token for token, over long seeded
+// runs with penalties; no allocation per token; and the stop-string matcher, piece by piece
+// and against a reference on random text.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +12,7 @@
 #include "base/mem.h"
 #include "check.h"
 #include "model/sampler.h"
+#include "tensor/backend.h"
 
 static struct tw_sampler_params plain(float temperature)
 {
@@ -733,6 +736,191 @@ static void test_large_vocab(void)
     free(work);
 }
 
+// ---- sampling from the row's largest logits (tw_sampler_sample_top)
+
+static void test_top_n(void)
+{
+    struct tw_sampler s;
+    struct tw_sampler_params p = plain(0.8f);
+    p.top_k = 40;
+    REQUIRE(tw_sampler_init(&s, &p, 1000) == 0);
+    CHECK_EQ_INT(tw_sampler_top_n(&s), 40); // no penalties: n_seen stays 0
+    tw_sampler_free(&s);
+    p.repetition_penalty = 1.3f;
+    p.penalty_last_n = 3;
+    REQUIRE(tw_sampler_init(&s, &p, 1000) == 0);
+    const int32_t hist[] = { 7, 8, 7, 9, 9, 9 };
+    int32_t want[] = { 41, 42, 42, 43, 42, 41 }; // distinct ids among the last three
+    for (int i = 0; i < 6; i++) {
+        REQUIRE(tw_sampler_accept(&s, hist[i]) == 0);
+        CHECK_EQ_INT(tw_sampler_top_n(&s), want[i]);
+    }
+    tw_sampler_free(&s);
+    // Greedy ignores top_k; the vocabulary caps the count.
+    p.temperature = 0;
+    p.top_k = 0;
+    REQUIRE(tw_sampler_init(&s, &p, 3) == 0);
+    CHECK_EQ_INT(tw_sampler_top_n(&s), 1);
+    for (int i = 0; i < 3; i++)
+        REQUIRE(tw_sampler_accept(&s, i) == 0);
+    CHECK_EQ_INT(tw_sampler_top_n(&s), 3);
+    tw_sampler_free(&s);
+    // No bound: top-k off, past TW_TOPK_MAX, or a penalty that can raise a logit.
+    struct tw_sampler_params none[5];
+    for (int i = 0; i < 5; i++) {
+        none[i] = plain(1);
+        none[i].top_k = 10;
+    }
+    none[0].top_k = 0;
+    none[1].top_k = TW_TOPK_MAX + 1;
+    none[2].repetition_penalty = 0.9f;
+    none[3].frequency_penalty = -0.1f;
+    none[4].presence_penalty = -0.1f;
+    for (int i = 0; i < 5; i++) {
+        REQUIRE(tw_sampler_init(&s, &none[i], 1000) == 0);
+        CHECK_EQ_INT(tw_sampler_top_n(&s), 0);
+        tw_sampler_free(&s);
+    }
+    none[2].penalty_last_n = 0; // penalties off: the bound holds
+    REQUIRE(tw_sampler_init(&s, &none[2], 1000) == 0);
+    CHECK_EQ_INT(tw_sampler_top_n(&s), 10);
+    tw_sampler_free(&s);
+    // top_k = TW_TOPK_MAX fits until a penalty counts a token.
+    p = plain(1);
+    p.top_k = TW_TOPK_MAX;
+    p.presence_penalty = 0.5f;
+    REQUIRE(tw_sampler_init(&s, &p, 1000) == 0);
+    CHECK_EQ_INT(tw_sampler_top_n(&s), TW_TOPK_MAX);
+    REQUIRE(tw_sampler_accept(&s, 1) == 0);
+    CHECK_EQ_INT(tw_sampler_top_n(&s), 0);
+    tw_sampler_free(&s);
+}
+
+// A row of logits of one of five kinds: 0 smooth; 1 few levels (ties everywhere); 2 smooth
+// with -inf, NaN and +inf sprinkled in; 3 mostly -inf (fewer finite values than top_k);
+// 4 -inf and NaN only, now and then. Half the time the recent tokens get logits near the
+// top, where the penalties change the order.
+static void top_row(float *x, int32_t V, int kind, const int32_t *recent, int n_recent,
+                    uint64_t *seed)
+{
+    float mx = -INFINITY;
+    for (int32_t i = 0; i < V; i++) {
+        uint64_t r = check_rand(seed);
+        float u = (float)((r >> 11) * 0x1.0p-53) * 16 - 8;
+        x[i] = kind == 1 ? (float)(r % 7) - 3 : u;
+        if (kind == 2 && r % 29 == 0)
+            x[i] = r % 3 == 0 ? -INFINITY : r % 3 == 1 ? NAN : (r & 64) ? INFINITY : -0.0f;
+        if (kind == 3 && r % 8 != 0)
+            x[i] = r % 2 ? -INFINITY : NAN;
+        if (kind == 4 && (r & 1023) == 0)
+            x[i] = r % 2 ? -INFINITY : NAN;
+        mx = x[i] > mx ? x[i] : mx;
+    }
+    if (kind == 4 && check_rand(seed) % 4 != 0)
+        for (int32_t i = 0; i < V; i++)
+            x[i] = i % 3 ? -INFINITY : NAN;
+    if (kind != 4 && check_rand(seed) % 2 && isfinite(mx))
+        for (int i = 0; i < n_recent; i++)
+            x[recent[i]] = kind == 1 ? mx : mx - (float)(check_rand(seed) % 100) * 0.01f;
+}
+
+// Two samplers with the same parameters and seed fed the same history: one samples whole
+// rows, the other their top-n from the reference tw_topk; the tokens and the generators
+// must stay equal over a long sequence.
+static void top_equivalence(const struct tw_sampler_params *p, int32_t V, uint64_t seed,
+                            int *used_top, int *used_full)
+{
+    struct tw_backend *ref = tw_backend_cpu_ref();
+    struct tw_sampler a, b;
+    REQUIRE(tw_sampler_init(&a, p, V) == 0);
+    REQUIRE(tw_sampler_init(&b, p, V) == 0);
+    float *x = malloc(V * sizeof *x), *y = malloc(V * sizeof *y);
+    float vals[TW_TOPK_MAX];
+    int32_t ids[TW_TOPK_MAX], recent[8] = { 0 };
+    REQUIRE(x && y);
+    int n_recent = 0, bad = 0;
+    for (int i = 0; i < 12; i++) { // a prompt
+        int32_t t = (int32_t)(check_rand(&seed) % (uint64_t)V);
+        REQUIRE(tw_sampler_accept(&a, t) == 0 && tw_sampler_accept(&b, t) == 0);
+        recent[n_recent++ % 8] = t;
+    }
+    for (int step = 0; step < 150; step++) {
+        int kind = (int)(check_rand(&seed) % 5);
+        top_row(x, V, kind, recent, n_recent < 8 ? n_recent : 8, &seed);
+        memcpy(y, x, V * sizeof *y);
+        int32_t want = tw_sampler_sample(&a, y), got, n = tw_sampler_top_n(&b);
+        if (n > 0) {
+            // Sometimes more than needed: the answer must not change.
+            int32_t more = (int32_t)(check_rand(&seed) % 3) * 7;
+            n = n + more <= V && n + more <= TW_TOPK_MAX ? n + more : n;
+            struct tw_tensor t = tw_tensor_f32_2d(x, 1, V);
+            tw_topk(ref, &t, n, vals, ids);
+            got = tw_sampler_sample_top(&b, vals, ids, n);
+            ++*used_top;
+        } else {
+            memcpy(y, x, V * sizeof *y);
+            got = tw_sampler_sample(&b, y);
+            ++*used_full;
+        }
+        if (got != want && bad++ < 3)
+            fprintf(stderr, "V %d T %g top_k %d seed %llu step %d kind %d: %d, want %d\n", V,
+                    p->temperature, p->top_k, (unsigned long long)seed, step, kind, got, want);
+        int32_t t = want >= 0 ? want : (int32_t)(check_rand(&seed) % (uint64_t)V);
+        REQUIRE(tw_sampler_accept(&a, t) == 0 && tw_sampler_accept(&b, t) == 0);
+        recent[n_recent++ % 8] = t;
+    }
+    CHECK_EQ_INT(bad, 0);
+    CHECK(memcmp(a.rng.s, b.rng.s, sizeof a.rng.s) == 0);
+    tw_sampler_free(&a);
+    tw_sampler_free(&b);
+    free(x);
+    free(y);
+}
+
+static void test_sample_top(void)
+{
+    static const struct {
+        float temp;
+        int32_t top_k;
+        float top_p, min_p, rep, freq, pres;
+        int32_t last_n;
+    } cfg[] = {
+        { 0, 0, 1, 0, 1, 0, 0, 64 },               // greedy, no penalties
+        { 0, 40, 1, 0, 1.3f, 0, 0, 64 },           // greedy, repetition
+        { 0, 0, 1, 0, 1, 0.5f, 0.5f, 8 },          // greedy, frequency and presence
+        { 0.8f, 1, 0.9f, 0.05f, 1.3f, 0, 0, 16 },  // top-k 1 is greedy too
+        { 0.7f, 5, 1, 0, 1, 0, 0, 64 },            // plain top-k
+        { 1, 5, 0.9f, 0.05f, 1.3f, 0.5f, 0, 16 },  // top-p and min-p, penalties
+        { 0.8f, 40, 0.95f, 0.05f, 1, 0, 0, 64 },   // the defaults
+        { 1, 40, 1, 0, 1.3f, 0.5f, 0.5f, 64 },     // every penalty
+        { 2, 40, 0.8f, 0, 1, 0, 0.5f, -1 },        // the whole history
+        { 0.05f, 40, 0.95f, 0.1f, 1.3f, 0, 0, 4 }, // weights underflow
+        { 1.5f, 256, 1, 0, 1, 0, 0, 64 },          // top_k TW_TOPK_MAX
+        { 0.6f, 256, 0.5f, 0.02f, 1, 0.5f, 0, 2 }, // fits only before any token counts
+        { 1, 100, 0.99f, 0, 1, 0.5f, 0.5f, 200 },  // the bound passes TW_TOPK_MAX
+        { 1, 40, 0.9f, 0, 0.9f, 0, 0, 64 },        // a penalty that raises: whole rows
+        { 1, 0, 0.9f, 0, 1, 0, 0, 64 },            // top-k off: whole rows
+    };
+    static const int32_t vocab[] = { 50, 5000 };
+    int used_top = 0, used_full = 0;
+    for (size_t c = 0; c < sizeof cfg / sizeof cfg[0]; c++)
+        for (int v = 0; v < 2; v++)
+            for (uint64_t seed = 1; seed <= 4; seed++) {
+                struct tw_sampler_params p = plain(cfg[c].temp);
+                p.top_k = cfg[c].top_k;
+                p.top_p = cfg[c].top_p;
+                p.min_p = cfg[c].min_p;
+                p.repetition_penalty = cfg[c].rep;
+                p.frequency_penalty = cfg[c].freq;
+                p.presence_penalty = cfg[c].pres;
+                p.penalty_last_n = cfg[c].last_n;
+                p.seed = seed * 1000 + c;
+                top_equivalence(&p, vocab[v], seed * 77 + c * 5 + (uint64_t)v, &used_top,
+                                &used_full);
+            }
+    CHECK(used_top > 10000 && used_full > 2000); // both paths ran often
+}
+
 // No allocation per token: with the next allocation set to fail, a long run still succeeds.
 static void test_no_allocation(void)
 {
@@ -1018,6 +1206,8 @@ int main(void)
     test_penalties();
     test_seeds();
     test_large_vocab();
+    test_top_n();
+    test_sample_top();
     test_no_allocation();
     test_stopper();
     test_stopper_random();

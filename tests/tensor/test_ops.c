@@ -1,9 +1,11 @@
 // Tests src/tensor: the reference ops on values worked out by hand (norms, RoPE, attention,
 // softmax, activations, pooling), then the fast CPU backend against the reference on random
 // inputs for every op — matmul for every weight dtype on both its paths (dot kernels and
-// sgemm tiles), attention with grouped heads, a cache prefix and a sliding window.
+// sgemm tiles), attention with grouped heads, a cache prefix and a sliding window; top-k by
+// hand and against a full sort, on the reference, the fast and the profiling backends.
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/mem.h"
@@ -12,6 +14,7 @@
 #include "tensor/cpu_gemm.h"
 #include "tensor/cpu_int.h"
 #include "tensor/cpu_qdot.h"
+#include "tensor/profile.h"
 
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
 
@@ -356,11 +359,99 @@ static void test_attend_kernels(void)
     tw_free(v);
 }
 
+// ---- top-k
+
+struct vid {
+    float v;
+    int32_t id;
+};
+
+static int cmp_vid(const void *pa, const void *pb)
+{
+    const struct vid *a = pa, *b = pb;
+    if (a->v != b->v)
+        return a->v > b->v ? -1 : 1;
+    return a->id < b->id ? -1 : a->id > b->id;
+}
+
+// tw_topk on be against a full sort of each row (NaN as -inf, ties by id), bit for bit.
+static void check_topk(struct tw_backend *be, const float *x, int64_t R, int64_t V, int32_t k)
+{
+    float *vals = tw_malloc_array((size_t)(R * k), sizeof *vals);
+    int32_t *ids = tw_malloc_array((size_t)(R * k), sizeof *ids);
+    struct vid *all = tw_malloc_array((size_t)V, sizeof *all);
+    REQUIRE(vals && ids && all);
+    struct tw_tensor t = tw_tensor_f32_2d((float *)x, R, V);
+    tw_topk(be, &t, k, vals, ids);
+    int bad = 0;
+    for (int64_t r = 0; r < R; r++) {
+        for (int64_t i = 0; i < V; i++)
+            all[i] = (struct vid){ isnan(x[r * V + i]) ? -INFINITY : x[r * V + i], (int32_t)i };
+        qsort(all, (size_t)V, sizeof *all, cmp_vid);
+        for (int32_t j = 0; j < k; j++)
+            bad += ids[r * k + j] != all[j].id ||
+                   memcmp(&vals[r * k + j], &all[j].v, sizeof(float)) != 0;
+    }
+    if (bad)
+        fprintf(stderr, "%s topk R %lld V %lld k %d: %d wrong\n", be->ops->name, (long long)R,
+                (long long)V, k, bad);
+    CHECK_EQ_INT(bad, 0);
+    tw_free(vals);
+    tw_free(ids);
+    tw_free(all);
+}
+
+static void test_topk(struct tw_backend *be)
+{
+    // By hand: ties to the lower id, -0 equal to 0 (and returned as it was), NaN as -inf.
+    const float x[] = { 1, 3, NAN, 3, -INFINITY, 2, -0.0f, 0.0f };
+    float v[8];
+    int32_t id[8];
+    struct tw_tensor t = tw_tensor_f32_2d((float *)x, 1, 8);
+    tw_topk(be, &t, 8, v, id);
+    const int32_t want[] = { 1, 3, 5, 0, 6, 7, 2, 4 };
+    for (int i = 0; i < 8; i++)
+        CHECK_EQ_INT(id[i], want[i]);
+    CHECK(v[0] == 3 && v[2] == 2 && v[3] == 1 && v[6] == -INFINITY && v[7] == -INFINITY);
+    CHECK(signbit(v[4]) && !signbit(v[5]));
+    tw_topk(be, &t, 1, v, id);
+    CHECK(id[0] == 1 && v[0] == 3);
+
+    // Random rows: smooth, few levels, specials, ascending and descending (the worst orders
+    // for an insertion), k up to the row's length.
+    static const int64_t shapes[][3] = { { 1, 50, 1 },     { 3, 50, 50 },    { 2, 1000, 40 },
+                                         { 4, 1000, 104 }, { 2, 5000, 256 }, { 1, 300, 256 } };
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        int64_t R = shapes[s][0], V = shapes[s][1];
+        float *xs = tw_malloc_array((size_t)(R * V), sizeof *xs);
+        REQUIRE(xs);
+        for (int kind = 0; kind < 5; kind++) {
+            for (int64_t i = 0; i < R * V; i++) {
+                float u = frand();
+                xs[i] = kind == 0   ? u * 10
+                        : kind == 1 ? floorf(u * 3)
+                        : kind == 2 ? (float)(i % V)
+                        : kind == 3 ? -(float)(i % V)
+                                    : u;
+                if (kind == 4 && fabsf(u) > 0.8f)
+                    xs[i] = u > 0.95f ? NAN : u > 0.9f ? INFINITY : u > 0.85f ? -0.0f : -INFINITY;
+            }
+            check_topk(be, xs, R, V, (int32_t)shapes[s][2]);
+        }
+        tw_free(xs);
+    }
+}
+
 int main(void)
 {
     test_reference_values();
     test_swiglu_kernels();
     test_attend_kernels();
+    test_topk(tw_backend_cpu_ref());
+    struct tw_backend *prof = NULL; // forwards it
+    REQUIRE(tw_backend_profile_new(tw_backend_cpu_ref(), &prof) == 0);
+    test_topk(prof);
+    tw_backend_free(prof);
     int threads[] = { 1, 3 };
     for (int i = 0; i < 2; i++) {
         struct tw_backend *fast = NULL;
@@ -370,6 +461,7 @@ int main(void)
         test_matmul_n(fast);
         test_attention(fast);
         test_elementwise(fast);
+        test_topk(fast);
         tw_backend_free(fast);
     }
     CHECK_EQ_INT(tw_mem_live(), 0);

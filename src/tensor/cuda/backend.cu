@@ -4,7 +4,8 @@
 // and its workspace, and the first error since the last sync. Matmuls of up to
 // TWC_GEMV_MAX_T rows go to gemv.cu's kernels (decode: weights read once, from their
 // blocks); larger ones to cuBLASLt (bf16 weights as they are, other dtypes dequantised to bf16
-// in tiles, f32 weights in f32); attention to attn.cu; the row-wise ops are here.
+// in tiles, f32 weights in f32); attention to attn.cu; top-k to topk.cu; the row-wise ops are
+// here.
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -65,7 +66,10 @@ struct cuda_impl {
     size_t f32s_bytes;
     struct algo_entry algos[ALGO_CACHE];
     int n_algos;
-    int32_t *zero; // a device int 0: the block table {0} of a contiguous cache
+    int32_t *zero;     // a device int 0: the block table {0} of a contiguous cache
+    void *topk_host;   // pinned and mapped: tw_topk's kernel writes its answer there
+    void *topk_mapped; // the same memory as the device addresses it
+    size_t topk_host_bytes;
     // Graphs: EAGER runs each op; CAPTURE records them (tw_backend_graph_begin with no graph
     // yet); PREP, before a replay, only takes in their host arrays (into the staging slots
     // that the recording's copies read).
@@ -867,6 +871,46 @@ static void cuda_set_rows(struct tw_backend *be, float *dst, const struct tw_ten
     ck(im, cudaGetLastError(), "set_rows");
 }
 
+// ---- top-k: topk.cu's kernels write the R * k values and ids straight into pinned host
+// memory (a copy after them would cost its own few microseconds of latency).
+
+static void cuda_topk(struct tw_backend *be, const struct tw_tensor *x, int32_t k, float *vals,
+                      int32_t *ids)
+{
+    struct cuda_impl *im = impl(be);
+    if (!live(im))
+        return;
+    if (im->mode == CAPTURE) { // it waits for the device: nothing a graph can hold
+        fail(im, "topk", "not allowed in a graph");
+        return;
+    }
+    int64_t R = tw_tensor_nrows(x), V = tw_tensor_ncols(x);
+    size_t nv = (size_t)(R * k) * sizeof *vals, out = nv + (size_t)(R * k) * sizeof *ids;
+    if (im->topk_host_bytes < out) {
+        cudaFreeHost(im->topk_host);
+        im->topk_host = im->topk_mapped = NULL;
+        im->topk_host_bytes = 0;
+        if (!ck(im, cudaHostAlloc(&im->topk_host, out, cudaHostAllocMapped), "topk") ||
+            !ck(im, cudaHostGetDevicePointer(&im->topk_mapped, im->topk_host, 0), "topk"))
+            return;
+        im->topk_host_bytes = out;
+    }
+    size_t scratch = twc_topk_scratch(R, V, k);
+    void *d = scratch ? cuda_alloc(be, scratch) : NULL;
+    if (scratch && !d) {
+        fail(im, "topk", tw_error_msg());
+        return;
+    }
+    float *dv = (float *)im->topk_mapped;
+    int32_t *di = (int32_t *)((char *)im->topk_mapped + nv);
+    if (ck(im, twc_topk(f32(x), R, V, k, dv, di, d, im->stream), "topk") &&
+        ck(im, cudaStreamSynchronize(im->stream), "topk")) {
+        memcpy(vals, im->topk_host, nv);
+        memcpy(ids, (char *)im->topk_host + nv, out - nv);
+    }
+    cuda_release(be, d);
+}
+
 // ---- graphs
 
 static int cuda_graph_begin(struct tw_backend *be, void **graph, int32_t kv_bound)
@@ -1031,6 +1075,7 @@ static void cuda_free(struct tw_backend *be)
     cudaFree(im->stage_dev);
     cudaFree(im->zero);
     cudaFreeHost(im->stage_host);
+    cudaFreeHost(im->topk_host);
     if (im->lt)
         cublasLtDestroy(im->lt);
     if (im->stream)
@@ -1057,6 +1102,7 @@ static const struct tw_backend_ops cuda_ops = {
     .pool = cuda_pool,
     .l2norm = cuda_l2norm,
     .set_rows = cuda_set_rows,
+    .topk = cuda_topk,
     .matmul_add = cuda_matmul_add,
     .matmul_swiglu = cuda_matmul_swiglu,
     .graph_begin = cuda_graph_begin,

@@ -91,4 +91,15 @@ cudaError_t twc_attention(float *out, const float *q, const struct twc_attn_seq 
                           int32_t max_rows, int32_t max_kv, int32_t block_rows,
                           const struct tw_attn *a, cudaStream_t s);
 
+// ---- topk.cu: the k largest of each row, for sampling without the whole row.
+
+// Device bytes of scratch twc_topk needs for R rows of V values and k.
+size_t twc_topk_scratch(int64_t R, int64_t V, int k);
+// vals, ids (R, k) = tw_topk's answer for x (R, V) f32 (1 <= k <= TW_TOPK_MAX, k <= V): each
+// row's k largest values, descending, equal ones by ascending id, NaN as -inf. vals and ids
+// may be mapped host memory (the final kernel writes them once). scratch holds
+// twc_topk_scratch(R, V, k) bytes (NULL when that is 0).
+cudaError_t twc_topk(const float *x, int64_t R, int64_t V, int k, float *vals, int32_t *ids,
+                     void *scratch, cudaStream_t s);
+
 #endif
