@@ -21,6 +21,9 @@ struct tw_ctx {
     void *host;        // the host's: tokens, positions, the step's sequences
     float *logits_dev; // a device backend's logits rows (n_logits of them), else NULL
     int32_t n_logits;
+    bool keep_logits; // tw_ctx_keep_logits: a device step's logits stay on the device
+    float *last;      // the last step's logits rows (backend memory), last_rows of them
+    int32_t last_rows;
     size_t bytes;
     float *k, *v;   // decoders: (n_layer, n_seq, n_ctx, kv_dim); encoders: (n_batch, kv_dim)
     float *kb, *vb; // (n_batch, kv_dim) a step's new keys and values
@@ -384,10 +387,43 @@ static int decode_step(tw_ctx *c, const struct tw_ctx_run *runs, int n, int32_t 
                (size_t)runs[i].n * sizeof(int32_t));
         c->past[s] += runs[i].n;
     }
-    if (!out || out == logits)
+    c->last = out;
+    c->last_rows = out ? nrows : 0;
+    if (!out || out == logits || c->keep_logits)
         return 0;
     return tw_backend_download(c->be, logits, out,
                                (size_t)nrows * (size_t)m->cfg.n_vocab * sizeof(float));
+}
+
+void tw_ctx_keep_logits(tw_ctx *c, bool keep)
+{
+    c->keep_logits = keep;
+}
+
+bool tw_ctx_logits_on_device(const tw_ctx *c)
+{
+    return c->be->device != TW_DEVICE_CPU;
+}
+
+int tw_ctx_logits(tw_ctx *c, float *logits)
+{
+    if (!c->last)
+        return tw_error_set(TW_ESTATE, "context: no step with logits yet");
+    if (c->last == logits)
+        return 0;
+    return tw_backend_download(c->be, logits, c->last,
+                               (size_t)c->last_rows * (size_t)c->m->cfg.n_vocab * sizeof(float));
+}
+
+int tw_ctx_top(tw_ctx *c, int32_t k, float *vals, int32_t *ids)
+{
+    if (!c->last)
+        return tw_error_set(TW_ESTATE, "context: no step with logits yet");
+    if (k < 1 || k > TW_TOPK_MAX || k > c->m->cfg.n_vocab)
+        return tw_error_set(TW_EINVAL, "context: top %d of %d logits", k, c->m->cfg.n_vocab);
+    struct tw_tensor x = rows_of(c->last, c->last_rows, c->m->cfg.n_vocab);
+    tw_topk(c->be, &x, k, vals, ids);
+    return tw_backend_sync(c->be);
 }
 
 static int check_decoder(const tw_ctx *c)

@@ -47,6 +47,22 @@ void tw_ctx_truncate(tw_ctx *c, int32_t n);
 // be NULL) gets the number of cached tokens kept.
 int tw_ctx_prefill(tw_ctx *c, const int32_t *tokens, int32_t n, float *logits, int32_t *reused);
 
+// ---- logits left on the GPU: a step's logits rows are read back whole (tw_ctx_logits) or
+// as each row's largest values (tw_ctx_top, for tw_sampler_sample_top), instead of being
+// copied to the caller's buffer by every step. On the CPU they are in that buffer already.
+
+// With keep, steps given a logits buffer compute the logits but leave them in the backend's
+// memory (a GPU's): they are the "last step's" that the two functions below read.
+void tw_ctx_keep_logits(tw_ctx *c, bool keep);
+// Whether the logits live in device memory (a GPU backend), where the two below save copies.
+bool tw_ctx_logits_on_device(const tw_ctx *c);
+// The last step's logits rows (one per run, or every row: as the step was asked) into
+// logits. Returns 0, TW_ESTATE before any step with logits, or TW_EDEVICE.
+int tw_ctx_logits(tw_ctx *c, float *logits);
+// The k (1..TW_TOPK_MAX) largest logits of each of the last step's rows and their ids (vals,
+// ids: rows x k, descending, ties by ascending id). Returns 0 or an error.
+int tw_ctx_top(tw_ctx *c, int32_t k, float *vals, int32_t *ids);
+
 // ---- several sequences (tw_ctx_params.n_seq): the functions above work on sequence 0
 
 int32_t tw_ctx_n_seq(const tw_ctx *c);

@@ -127,16 +127,26 @@ static int finish(struct tw_gen_state *g, enum tw_finish f, bool *done)
     return f == TW_FINISH_STOP || f == TW_FINISH_CANCEL ? 0 : emit(g, true, &ignored);
 }
 
-int tw_gen_step(struct tw_gen_state *g, float *logits, bool room, int32_t *tok, bool *done)
+// The checks before a token is drawn: 1 when one is to be drawn, else 0 (*done set) or an
+// error.
+static int step_begin(struct tw_gen_state *g, bool room, bool *done)
 {
     *done = false;
     if (g->done) {
         *done = true;
         return 0;
     }
-    if ((int32_t)g->gen.len >= g->limit || !room)
-        return finish(g, TW_FINISH_LENGTH, done);
-    int32_t t = tw_sampler_sample(&g->s, logits);
+    if ((int32_t)g->gen.len >= g->limit || !room) {
+        int rc = finish(g, TW_FINISH_LENGTH, done);
+        return rc < 0 ? rc : 0;
+    }
+    return 1;
+}
+
+// Takes the drawn token t (or a sampler error): end of generation, or it is kept, counted
+// by the penalties, streamed, and handed back in *tok.
+static int step_end(struct tw_gen_state *g, int32_t t, int32_t *tok, bool *done)
+{
     if (t < 0)
         return t;
     if (!g->ignore_eos && tw_model_is_eog(g->m, t))
@@ -155,6 +165,35 @@ int tw_gen_step(struct tw_gen_state *g, float *logits, bool room, int32_t *tok, 
         return finish(g, TW_FINISH_LENGTH, done);
     *tok = t;
     return 0;
+}
+
+int tw_gen_step(struct tw_gen_state *g, float *logits, bool room, int32_t *tok, bool *done)
+{
+    int rc = step_begin(g, room, done);
+    return rc <= 0 ? rc : step_end(g, tw_sampler_sample(&g->s, logits), tok, done);
+}
+
+int tw_gen_step_top(struct tw_gen_state *g, const float *vals, const int32_t *ids, int32_t n,
+                    bool room, int32_t *tok, bool *done)
+{
+    int rc = step_begin(g, room, done);
+    return rc <= 0 ? rc : step_end(g, tw_sampler_sample_top(&g->s, vals, ids, n), tok, done);
+}
+
+int tw_gen_sample_device(struct tw_gen_state *g, tw_ctx *c, int32_t row, float *logits,
+                         float *vals, int32_t *ids, bool room, int32_t *tok, bool *done)
+{
+    int32_t k = tw_sampler_top_n(&g->s);
+    int rc;
+    if (k > 0) {
+        if ((rc = tw_ctx_top(c, k, vals, ids)) != 0)
+            return rc;
+        return tw_gen_step_top(g, vals + (size_t)row * (size_t)k, ids + (size_t)row * (size_t)k, k,
+                               room, tok, done);
+    }
+    if ((rc = tw_ctx_logits(c, logits)) != 0)
+        return rc;
+    return tw_gen_step(g, logits + (size_t)row * (size_t)g->m->cfg.n_vocab, room, tok, done);
 }
 
 int tw_gen_cancel(struct tw_gen_state *g)
@@ -187,6 +226,11 @@ int tw_generate(tw_ctx *c, const struct tw_model *m, const int32_t *prompt, int3
         tw_gen_free(&g);
         return tw_error_set(TW_ENOMEM, "out of memory");
     }
+    // On a GPU the logits stay there: the sampler reads each row's top (or the row).
+    bool dev = tw_ctx_logits_on_device(c);
+    float vals[TW_TOPK_MAX];
+    int32_t ids[TW_TOPK_MAX];
+    tw_ctx_keep_logits(c, dev);
     double t0 = now();
     rc = tw_ctx_prefill(c, prompt, n, logits, &res->n_reused);
     res->n_prompt = n;
@@ -195,10 +239,13 @@ int tw_generate(tw_ctx *c, const struct tw_model *m, const int32_t *prompt, int3
     bool done = false;
     while (rc == 0 && !done) {
         int32_t tok;
-        rc = tw_gen_step(&g, logits, tw_ctx_n_past(c) < tw_ctx_n_ctx(c), &tok, &done);
+        bool room = tw_ctx_n_past(c) < tw_ctx_n_ctx(c);
+        rc = dev ? tw_gen_sample_device(&g, c, 0, logits, vals, ids, room, &tok, &done)
+                 : tw_gen_step(&g, logits, room, &tok, &done);
         if (rc == 0 && !done)
             rc = tw_ctx_decode(c, &tok, 1, logits, false);
     }
+    tw_ctx_keep_logits(c, false);
     res->gen_s = now() - t0;
     res->finish = g.finish;
     res->n_gen = (int32_t)g.gen.len;

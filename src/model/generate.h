@@ -67,6 +67,15 @@ int tw_gen_begin(struct tw_gen_state *g, const struct tw_model *m, const int32_t
 // and *tok is the token for the caller to decode before the next step, or *done is true and
 // g->finish says why (the text held back has gone out). Returns 0 or an error.
 int tw_gen_step(struct tw_gen_state *g, float *logits, bool room, int32_t *tok, bool *done);
+// tw_gen_step from the n largest logits of the row and their ids (tw_ctx_top), where
+// 0 < tw_sampler_top_n(&g->s) <= n: the same token as from the whole row.
+int tw_gen_step_top(struct tw_gen_state *g, const float *vals, const int32_t *ids, int32_t n,
+                    bool room, int32_t *tok, bool *done);
+// tw_gen_step for row `row` of context c's last step, whose logits stayed on the GPU
+// (tw_ctx_keep_logits): its top when the sampler can use one (vals, ids: room for the step's
+// rows x TW_TOPK_MAX), else the rows copied into logits (rows x n_vocab).
+int tw_gen_sample_device(struct tw_gen_state *g, tw_ctx *c, int32_t row, float *logits,
+                         float *vals, int32_t *ids, bool room, int32_t *tok, bool *done);
 // Ends a generation early (finish TW_FINISH_CANCEL; no more text goes out).
 int tw_gen_cancel(struct tw_gen_state *g);
 void tw_gen_free(struct tw_gen_state *g);

@@ -29,6 +29,11 @@ struct tw_sched {
     struct tw_sched_params p;
     struct slot *slots;
     float *logits; // (n_slots, n_vocab)
+    // On a GPU the step's logits stay there and the slots sample from each row's top: k
+    // values and ids a row (n_slots, TW_TOPK_MAX), or the rows copied when a sampler needs them.
+    bool dev;
+    float *vals;
+    int32_t *ids;
     struct tw_ctx_run *runs;
     int32_t *run_slot;
     pthread_t thread;
@@ -255,6 +260,19 @@ static void step(tw_sched *s)
     pthread_mutex_unlock(&s->lock);
     s->step++;
     size_t V = (size_t)s->m->cfg.n_vocab;
+    // One read of the step's logits for every slot that samples: their largest top, or all.
+    int32_t top = 0;
+    bool whole = false;
+    for (int k = 0; rc == 0 && s->dev && k < n; k++) {
+        struct slot *sl = &s->slots[s->run_slot[k]];
+        if (sl->generating || sl->fed + s->runs[k].n >= sl->job->n_prompt) {
+            int32_t want = tw_sampler_top_n(&sl->g.s);
+            whole |= want == 0;
+            top = want > top ? want : top;
+        }
+    }
+    if (rc == 0 && s->dev && (whole || top > 0))
+        rc = whole ? tw_ctx_logits(s->c, s->logits) : tw_ctx_top(s->c, top, s->vals, s->ids);
     for (int k = 0; k < n; k++) {
         int i = s->run_slot[k];
         struct slot *sl = &s->slots[i];
@@ -271,7 +289,11 @@ static void step(tw_sched *s)
         }
         bool fin = false;
         bool room = tw_ctx_seq_past(s->c, i) < tw_ctx_n_ctx(s->c);
-        int src = tw_gen_step(&sl->g, s->logits + (size_t)k * V, room, &sl->tok, &fin);
+        int src =
+            s->dev && !whole
+                ? tw_gen_step_top(&sl->g, s->vals + (size_t)k * (size_t)top,
+                                  s->ids + (size_t)k * (size_t)top, top, room, &sl->tok, &fin)
+                : tw_gen_step(&sl->g, s->logits + (size_t)k * V, room, &sl->tok, &fin);
         if (sl->t_first == 0)
             sl->t_first = now();
         if (src != 0 || fin)
@@ -317,6 +339,8 @@ static void release(tw_sched *s)
 {
     tw_free(s->slots);
     tw_free(s->logits);
+    tw_free(s->vals);
+    tw_free(s->ids);
     tw_free(s->runs);
     tw_free(s->run_slot);
     tw_ctx_free(s->c);
@@ -357,9 +381,13 @@ int tw_sched_new(const struct tw_model *m, struct tw_backend *be, const struct t
     s->logits = tw_malloc_array(N * V, sizeof(float));
     s->runs = tw_calloc(N, sizeof *s->runs);
     s->run_slot = tw_calloc(N, sizeof *s->run_slot);
+    s->dev = tw_ctx_logits_on_device(s->c);
+    tw_ctx_keep_logits(s->c, s->dev);
+    s->vals = tw_malloc_array(N * TW_TOPK_MAX, sizeof(float));
+    s->ids = tw_malloc_array(N * TW_TOPK_MAX, sizeof(int32_t));
     s->st.n_slots = s->p.n_slots;
     s->st.n_ctx = s->p.n_ctx;
-    if (!s->slots || !s->logits || !s->runs || !s->run_slot) {
+    if (!s->slots || !s->logits || !s->runs || !s->run_slot || !s->vals || !s->ids) {
         rc = tw_error_set(TW_ENOMEM, "scheduler: out of memory");
     } else {
         pthread_mutex_init(&s->lock, NULL);
