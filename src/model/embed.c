@@ -55,6 +55,29 @@ int tw_embed_text(tw_ctx *c, const struct tw_model *m, const char *text, size_t 
     return rc;
 }
 
+int tw_embed_texts(tw_ctx *c, const struct tw_model *m, const char *const *texts,
+                   const size_t *lens, int n, float *out)
+{
+    tw_vec *ids = tw_calloc((size_t)(n > 0 ? n : 1), sizeof *ids);
+    const int32_t **rows = tw_calloc((size_t)(n > 0 ? n : 1), sizeof *rows);
+    int32_t *counts = tw_calloc((size_t)(n > 0 ? n : 1), sizeof *counts);
+    int rc = ids && rows && counts ? 0 : tw_error_set(TW_ENOMEM, "embed: out of memory");
+    for (int i = 0; i < n && ids; i++)
+        tw_vec_init(&ids[i], sizeof(int32_t));
+    for (int i = 0; rc == 0 && i < n; i++) {
+        if ((rc = tw_embed_tokenize(m, texts[i], lens[i], &ids[i])) != 0)
+            tw_error_prefix("text %d", i);
+        rows[i] = ids[i].data;
+        counts[i] = (int32_t)ids[i].len;
+    }
+    if (rc == 0 && n > 0)
+        rc = tw_ctx_embed_batch(c, rows, counts, n, out);
+    for (int i = 0; i < n && ids; i++)
+        tw_vec_free(&ids[i]);
+    tw_free(ids), tw_free(rows), tw_free(counts);
+    return rc;
+}
+
 // HF tokenizers' LongestFirst truncation of a pair to `budget` tokens (truncation.rs).
 static void longest_first(size_t la, size_t lb, size_t budget, size_t *ka, size_t *kb)
 {

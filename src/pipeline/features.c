@@ -36,7 +36,6 @@
 
 struct embedder {
     struct tw_session s;
-    float *vec; // (n_embd)
 };
 
 static int embedder_open(const char *path, int threads, struct embedder *e)
@@ -46,14 +45,11 @@ static int embedder_open(const char *path, int threads, struct embedder *e)
     if (!rc && e->s.m->cfg.arch != TW_ARCH_BERT)
         rc = tw_error_set(TW_EINVAL, "%s: a %s is not a sentence embedder", path,
                           e->s.m->arch_name);
-    if (!rc && !(e->vec = tw_malloc_array((size_t)e->s.m->cfg.n_embd, sizeof(float))))
-        rc = tw_error_set(TW_ENOMEM, "out of memory");
     return rc;
 }
 
 static void embedder_close(struct embedder *e)
 {
-    tw_free(e->vec);
     tw_session_close(&e->s);
     memset(e, 0, sizeof *e);
 }
@@ -171,6 +167,37 @@ static int put_chunk(struct run *r, const struct tw_wh_doc *d, size_t idx,
 }
 
 // Cleans, chunks and indexes one document (its old chunks removed first).
+
+// The document's chunks (r->chunks over text, stored as seqs) embedded in one batch (as many
+// passes as the embedder's context needs) and put in the vector index with their fields.
+static int embed_chunks(struct run *r, const struct tw_wh_doc *d, const char *text,
+                        const int64_t *seqs)
+{
+    size_t nc = r->chunks.len, dim = (size_t)r->emb.s.m->cfg.n_embd;
+    const char **texts = tw_malloc_array(nc, sizeof *texts);
+    size_t *lens = tw_malloc_array(nc, sizeof *lens);
+    float *vecs = tw_malloc_array(nc * dim, sizeof *vecs);
+    int rc = texts && lens && vecs ? 0 : tw_error_set(TW_ENOMEM, "out of memory");
+    for (size_t i = 0; !rc && i < nc; i++) {
+        const struct tw_chunk *c = tw_vec_at(&r->chunks, i);
+        texts[i] = text + c->start;
+        lens[i] = c->end - c->start;
+    }
+    if (!rc)
+        rc = tw_embed_texts(r->emb.s.c, r->emb.s.m, texts, lens, (int)nc, vecs);
+    struct tw_pfield pf[5] = {
+        { .key = "author", .type = TW_PV_STR, .s = d->author },
+        { .key = "category", .type = TW_PV_STR, .s = d->category },
+        { .key = "platform", .type = TW_PV_STR, .s = d->platform },
+        { .key = "document", .type = TW_PV_STR, .s = d->id },
+        { .key = "date", .type = TW_PV_INT, .i = d->published_at },
+    };
+    for (size_t i = 0; !rc && i < nc; i++)
+        rc = tw_index_upsert(r->ix, (uint64_t)seqs[i], vecs + i * dim, pf, 5);
+    tw_free(texts), tw_free(lens), tw_free(vecs);
+    return rc;
+}
+
 static int process_doc(void *ud, const struct tw_wh_doc *d)
 {
     struct run *r = ud;
@@ -202,27 +229,20 @@ static int process_doc(void *ud, const struct tw_wh_doc *d)
     }
     if ((rc = tw_chunk_document(cat, text, len, spans, n_spans, NULL, &r->chunks)))
         return tw_error_prefix("document %s: chunking", d->id);
-    for (size_t i = 0; !rc && i < r->chunks.len; i++) {
+    size_t nc = r->chunks.len;
+    int64_t *seqs = tw_malloc_array(nc ? nc : 1, sizeof *seqs);
+    if (!seqs)
+        return tw_error_set(TW_ENOMEM, "document %s: out of memory", d->id);
+    for (size_t i = 0; !rc && i < nc; i++) {
         const struct tw_chunk *c = tw_vec_at(&r->chunks, i);
-        int64_t seq = 0;
-        if ((rc = put_chunk(r, d, i, c, &seq)))
+        if ((rc = put_chunk(r, d, i, c, &seqs[i])))
             break;
-        rc = tw_bm25_add(r->bm, (uint64_t)seq, text + c->start, c->end - c->start);
-        if (!rc && r->ix) {
-            rc = tw_embed_text(r->emb.s.c, r->emb.s.m, text + c->start, c->end - c->start,
-                               r->emb.vec);
-            struct tw_pfield pf[5] = {
-                { .key = "author", .type = TW_PV_STR, .s = d->author },
-                { .key = "category", .type = TW_PV_STR, .s = d->category },
-                { .key = "platform", .type = TW_PV_STR, .s = d->platform },
-                { .key = "document", .type = TW_PV_STR, .s = d->id },
-                { .key = "date", .type = TW_PV_INT, .i = d->published_at },
-            };
-            if (!rc)
-                rc = tw_index_upsert(r->ix, (uint64_t)seq, r->emb.vec, pf, 5);
-        }
-        r->sum->chunks_added++;
+        rc = tw_bm25_add(r->bm, (uint64_t)seqs[i], text + c->start, c->end - c->start);
+        r->sum->chunks_added += rc == 0;
     }
+    if (!rc && r->ix && nc > 0)
+        rc = embed_chunks(r, d, text, seqs);
+    tw_free(seqs);
     if (rc)
         return tw_error_prefix("document %s", d->id);
     r->sum->processed++;
