@@ -56,7 +56,7 @@ int tw_embed_text(tw_ctx *c, const struct tw_model *m, const char *text, size_t 
 }
 
 int tw_embed_texts(tw_ctx *c, const struct tw_model *m, const char *const *texts,
-                   const size_t *lens, int n, float *out)
+                   const size_t *lens, int n, float *out, int64_t *tokens)
 {
     tw_vec *ids = tw_calloc((size_t)(n > 0 ? n : 1), sizeof *ids);
     const int32_t **rows = tw_calloc((size_t)(n > 0 ? n : 1), sizeof *rows);
@@ -72,6 +72,8 @@ int tw_embed_texts(tw_ctx *c, const struct tw_model *m, const char *const *texts
     }
     if (rc == 0 && n > 0)
         rc = tw_ctx_embed_batch(c, rows, counts, n, out);
+    for (int i = 0; rc == 0 && tokens && i < n; i++)
+        *tokens += counts[i];
     for (int i = 0; i < n && ids; i++)
         tw_vec_free(&ids[i]);
     tw_free(ids), tw_free(rows), tw_free(counts);

@@ -20,9 +20,10 @@ int tw_embed_tokenize(const struct tw_model *m, const char *text, size_t len, tw
 int tw_embed_text(tw_ctx *c, const struct tw_model *m, const char *text, size_t len, float *out);
 
 // The embeddings of n texts (rows of n_embd floats into out), as tw_embed_text gives them
-// one by one, packed into as few passes as the context's batch allows (tw_ctx_embed_batch).
+// one by one, packed into as few passes as the context's batch allows (tw_ctx_embed_batch);
+// tokens (may be NULL) gets the number of tokens embedded added to it.
 int tw_embed_texts(tw_ctx *c, const struct tw_model *m, const char *const *texts,
-                   const size_t *lens, int n, float *out);
+                   const size_t *lens, int n, float *out, int64_t *tokens);
 
 // The pair encoding [CLS] q [SEP] d [SEP] with token types 0 then 1, truncated to max_seq.
 int tw_rerank_tokenize(const struct tw_model *m, const char *q, size_t qlen, const char *d,

@@ -184,7 +184,7 @@ static int embed_chunks(struct run *r, const struct tw_wh_doc *d, const char *te
         lens[i] = c->end - c->start;
     }
     if (!rc)
-        rc = tw_embed_texts(r->emb.s.c, r->emb.s.m, texts, lens, (int)nc, vecs);
+        rc = tw_embed_texts(r->emb.s.c, r->emb.s.m, texts, lens, (int)nc, vecs, NULL);
     struct tw_pfield pf[5] = {
         { .key = "author", .type = TW_PV_STR, .s = d->author },
         { .key = "category", .type = TW_PV_STR, .s = d->category },

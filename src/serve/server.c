@@ -789,20 +789,17 @@ static void embed_task(void *arg)
         const struct tw_model *m = S->emb.s.m;
         size_t dim = (size_t)m->cfg.n_embd;
         float *vecs = tw_malloc_array(e.n_inputs * dim, sizeof(float));
+        size_t *lens = tw_malloc_array(e.n_inputs, sizeof *lens);
         int64_t tokens = 0;
-        tw_vec ids;
-        tw_vec_init(&ids, sizeof(int32_t));
-        rc = vecs ? 0 : tw_error_set(TW_ENOMEM, "out of memory");
-        pthread_mutex_lock(&S->emb.lock);
-        for (size_t i = 0; rc == 0 && i < e.n_inputs; i++) {
-            const char *t = e.inputs[i];
-            if ((rc = tw_embed_tokenize(m, t, strlen(t), &ids)) == 0) {
-                tokens += (int64_t)ids.len;
-                rc = tw_ctx_embed(S->emb.s.c, ids.data, (int32_t)ids.len, vecs + i * dim);
-            }
-        }
+        rc = vecs && lens ? 0 : tw_error_set(TW_ENOMEM, "out of memory");
+        for (size_t i = 0; rc == 0 && i < e.n_inputs; i++)
+            lens[i] = strlen(e.inputs[i]);
+        pthread_mutex_lock(&S->emb.lock); // the inputs in one batch
+        if (rc == 0)
+            rc = tw_embed_texts(S->emb.s.c, m, (const char *const *)e.inputs, lens,
+                                (int)e.n_inputs, vecs, &tokens);
         pthread_mutex_unlock(&S->emb.lock);
-        tw_vec_free(&ids);
+        tw_free(lens);
         trace_encoder(r, "embeddings", e.inputs[0], S->emb.id, tokens, rc,
                       json_pack("{s:s, s:s, s:I}", "route", routes[r->route].path, "id", r->id,
                                 "inputs", (json_int_t)e.n_inputs));
