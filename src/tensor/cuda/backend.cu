@@ -617,19 +617,26 @@ static struct twc_gemv_out gemv_out(const struct tw_tensor *w, float *y,
     };
 }
 
-static void cuda_matmul(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
-                        const struct tw_tensor *w, const struct tw_tensor *bias)
+// y = x w^T (+ bias), or y += that with add: the matvec kernels when decoding, else cuBLASLt.
+static void matmul_into(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                        const struct tw_tensor *w, const struct tw_tensor *bias, bool add)
 {
     struct cuda_impl *im = impl(be);
     if (!live(im))
         return;
     int64_t T = tw_tensor_nrows(x), K = w->ne[1];
     if (T <= TWC_GEMV_MAX_T) {
-        struct twc_gemv_out o = gemv_out(w, f32(y), bias, NULL);
+        struct twc_gemv_out o = gemv_out(w, f32(y), bias, add ? f32(y) : NULL);
         ck(im, twc_gemv_multi(1, &o, K, f32(x), K, (int)T, im->stream), "matmul (gemv)");
         return;
     }
-    gemm(im, f32(y), x, w, bias ? f32(bias) : NULL, false);
+    gemm(im, f32(y), x, w, bias ? f32(bias) : NULL, add);
+}
+
+static void cuda_matmul(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                        const struct tw_tensor *w, const struct tw_tensor *bias)
+{
+    matmul_into(be, y, x, w, bias, false);
 }
 
 // q, k and v (or any n <= TWC_GEMV_MAX_OUTS products of x) in one launch when decoding.
@@ -655,16 +662,7 @@ static void cuda_matmul_n(struct tw_backend *be, int n, struct tw_tensor *const 
 static void cuda_matmul_add(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
                             const struct tw_tensor *w, const struct tw_tensor *bias)
 {
-    struct cuda_impl *im = impl(be);
-    if (!live(im))
-        return;
-    int64_t T = tw_tensor_nrows(x), K = w->ne[1];
-    if (T <= TWC_GEMV_MAX_T) {
-        struct twc_gemv_out o = gemv_out(w, f32(y), bias, f32(y));
-        ck(im, twc_gemv_multi(1, &o, K, f32(x), K, (int)T, im->stream), "matmul_add (gemv)");
-        return;
-    }
-    gemm(im, f32(y), x, w, bias ? f32(bias) : NULL, true);
+    matmul_into(be, y, x, w, bias, true);
 }
 
 static void ew(struct tw_backend *be, enum ew_op op, float *y, const float *a, const float *b,
