@@ -1,6 +1,6 @@
 // bench/embed: sentence embeddings per second of a BERT encoder of a real shape with random
 // weights (all-MiniLM-L6-v2's: 6 layers, hidden 384), batches of --batch texts of --len
-// tokens each, on the device that `twin embed` would use (--device cpu|cuda|auto). The peer
+// tokens each, on the device that `twin embed` would use (--device cpu|cuda|cuda:N|auto). The peer
 // is bench/embed_peers.py (sentence-transformers on the same device, same batch), run in the
 // same session.
 // Usage: embed [--device D] [--batch 256] [--len 128] [--batches 20] [--shape minilm-l6]
@@ -46,10 +46,9 @@ int main(int argc, char **argv)
     if (!shp || batch < 1 || len < 2 || len > shp->cfg.n_ctx_train || batches < 1)
         return fprintf(stderr, "embed: bad --shape, --batch, --len or --batches\n"), 2;
     struct tw_backend *be = NULL;
-    bool cuda =
-        strcmp(device, "cuda") == 0 || (strcmp(device, "auto") == 0 && tw_cuda_device_count() > 0);
-    if (cuda ? tw_backend_cuda_new(0, &be) : tw_backend_cpu_new(0, &be))
+    if (tw_backend_open(device, 0, &be))
         return fail(device);
+    bool cuda = be->device != TW_DEVICE_CPU;
     struct tw_model *host, *m;
     if (tw_model_random(&shp->cfg, TW_DTYPE_BF16, 7, &host))
         return fail("model");

@@ -36,10 +36,9 @@ static bool parse_float(const char *s, double lo, double hi, float *out)
 
 bool tw_cli_device_ok(const char *s)
 {
-    int n;
-    char tail;
-    return s && (strcmp(s, "cpu") == 0 || strcmp(s, "auto") == 0 || strcmp(s, "cuda") == 0 ||
-                 (sscanf(s, "cuda:%d%c", &n, &tail) == 1 && n >= 0));
+    enum tw_device_choice choice;
+    int gpu;
+    return tw_device_name_parse(s, &choice, &gpu);
 }
 
 int tw_cli_model_opt(const struct tw_verb *v, int argc, char **argv, int *i,

@@ -649,18 +649,7 @@ int tw_ctx_encode(tw_ctx *c, const int32_t *ids, const int32_t *type_ids, int32_
 
 int tw_ctx_embed(tw_ctx *c, const int32_t *ids, int32_t n, float *out)
 {
-    int rc = tw_ctx_encode(c, ids, NULL, n, c->x);
-    if (rc != 0)
-        return rc;
-    int64_t C = c->m->cfg.n_embd;
-    // Pooled into the backend's xn, then copied out.
-    struct tw_tensor x = rows_of(c->x, n, C), y = tw_tensor_f32_1d(c->xn, C);
-    tw_pooling(c->be, &y, &x, c->m->cfg.pooling);
-    if (c->m->cfg.normalize) {
-        struct tw_tensor y2 = rows_of(c->xn, 1, C);
-        tw_l2norm(c->be, &y2);
-    }
-    return tw_backend_download(c->be, out, c->xn, (size_t)C * sizeof(float));
+    return tw_ctx_embed_batch(c, &ids, &n, 1, out);
 }
 
 int tw_ctx_embed_batch(tw_ctx *c, const int32_t *const *ids, const int32_t *lens, int n,
@@ -671,10 +660,12 @@ int tw_ctx_embed_batch(tw_ctx *c, const int32_t *const *ids, const int32_t *lens
     int64_t C = cfg->n_embd;
     for (int i = 0; rc == 0 && i < n; i++) {
         if (lens[i] <= 0 || lens[i] > cfg->n_ctx_train)
-            return tw_error_set(TW_ELIMIT, "text %d: %d tokens: the encoder takes 1 to %d", i,
-                                lens[i], cfg->n_ctx_train);
-        if ((rc = check_ids(c, ids[i], lens[i], cfg->n_vocab, "token id")) != 0)
-            return tw_error_prefix("text %d", i);
+            rc = tw_error_set(TW_ELIMIT, "%d tokens: the encoder takes 1 to %d", lens[i],
+                              cfg->n_ctx_train);
+        else
+            rc = check_ids(c, ids[i], lens[i], cfg->n_vocab, "token id");
+        if (rc != 0) // one text (tw_ctx_embed) needs no number
+            return n > 1 ? tw_error_prefix("text %d", i) : rc;
     }
     // As many whole sequences a pass as the batch holds; their ids side by side in c->ids.
     for (int i0 = 0; rc == 0 && i0 < n;) {

@@ -131,6 +131,11 @@ int tw_backend_sync(struct tw_backend *be);
 int tw_backend_tensor_upload(struct tw_backend *be, const struct tw_tensor *t,
                              struct tw_tensor *dev);
 
+enum tw_device_choice { TW_CHOOSE_CPU, TW_CHOOSE_CUDA, TW_CHOOSE_AUTO };
+
+// Reads a device name: "cpu", "cuda" or "cuda:N" (*gpu = N, 0 for "cuda"), "auto". False
+// when s is NULL or names none of these.
+bool tw_device_name_parse(const char *s, enum tw_device_choice *choice, int *gpu);
 // The backend `device` names: "cpu" (threads threads, <= 0: every CPU), "cuda" or "cuda:N"
 // (GPU N), "auto" (GPU 0 when there is one, else the CPU); NULL reads $TWIN_DEVICE, "auto"
 // when it is unset. Returns 0, or an error naming the device.

@@ -303,20 +303,31 @@ void tw_backend_graph_free(struct tw_backend *be, void *graph)
         be->ops->graph_free(be, graph);
 }
 
+bool tw_device_name_parse(const char *s, enum tw_device_choice *choice, int *gpu)
+{
+    char tail;
+    *gpu = 0;
+    if (!s)
+        return false;
+    *choice = strcmp(s, "cpu") == 0    ? TW_CHOOSE_CPU
+              : strcmp(s, "auto") == 0 ? TW_CHOOSE_AUTO
+                                       : TW_CHOOSE_CUDA;
+    return *choice != TW_CHOOSE_CUDA || strcmp(s, "cuda") == 0 ||
+           (sscanf(s, "cuda:%d%c", gpu, &tail) == 1 && *gpu >= 0);
+}
+
 int tw_backend_open(const char *device, int threads, struct tw_backend **out)
 {
     if (!device)
         device = getenv("TWIN_DEVICE");
     if (!device || !*device)
         device = "auto";
-    if (strcmp(device, "cpu") == 0)
-        return tw_backend_cpu_new(threads, out);
-    if (strcmp(device, "auto") == 0)
-        return tw_cuda_device_count() > 0 ? tw_backend_cuda_new(0, out)
-                                          : tw_backend_cpu_new(threads, out);
-    int gpu = 0;
-    char tail;
-    if (strcmp(device, "cuda") == 0 || sscanf(device, "cuda:%d%c", &gpu, &tail) == 1)
-        return tw_backend_cuda_new(gpu, out);
-    return tw_error_set(TW_EINVAL, "device '%s': expected cpu, cuda, cuda:N or auto", device);
+    enum tw_device_choice choice;
+    int gpu;
+    if (!tw_device_name_parse(device, &choice, &gpu))
+        return tw_error_set(TW_EINVAL, "device '%s': expected cpu, cuda, cuda:N or auto", device);
+    if (choice == TW_CHOOSE_AUTO)
+        choice = tw_cuda_device_count() > 0 ? TW_CHOOSE_CUDA : TW_CHOOSE_CPU;
+    return choice == TW_CHOOSE_CPU ? tw_backend_cpu_new(threads, out)
+                                   : tw_backend_cuda_new(gpu, out);
 }

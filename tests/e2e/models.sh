@@ -9,23 +9,9 @@ set -u
 twin=$1
 src=${TWIN_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 gold="$src/tests/golden/models"
-tmp=$(mktemp -d /tmp/twin-e2e-models-XXXXXX)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
 . "$(dirname "$0")/lib.sh"
-home="$tmp/home"
+e2e_tmp models
 t() { "$twin" --home "$home" "$@"; }
-json() { # json NAME PYTHON_ASSERTIONS [ARGS...]: on the last output, parsed as j
-    local name=$1 code=$2
-    shift 2
-    holds "$name" python3 -c "import json, sys; j = json.load(sys.stdin)
-$code" "$@"
-}
-
 check init 0 t init
 # An empty home: nothing to list, said on stderr; stdout stays empty for scripts.
 check "models ls empty" 0 t models ls

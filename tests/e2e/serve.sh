@@ -10,15 +10,8 @@ set -u
 twin=$1
 root=$(cd "$(dirname "$0")/../.." && pwd)
 gold="$root/tests/golden/models"
-tmp=$(mktemp -d /tmp/twin-e2e-serve-XXXXXX)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
 . "$(dirname "$0")/lib.sh"
-home="$tmp/home"
+e2e_tmp serve
 mkdir "$tmp/corpus"
 for f in 1823_james_monroe_dr 1862_abraham_lincoln_r 1941_franklin_d_roosevelt_d \
     2002_george_w_bush_r; do
@@ -49,11 +42,6 @@ wait_metric() { # wait_metric LINE: until GET /metrics has LINE (at most 20 s)
     done
     return 1
 }
-json() { # json PYTHON_ASSERTIONS: on the last output, parsed as j
-    holds "$1" python3 -c "import json, sys; j = json.load(sys.stdin)
-$2"
-}
-
 echo k2 >"$tmp/keys"
 printf '# a comment\n\n  k3  \n' >>"$tmp/keys"
 start_server "$tmp/serve.log" --model "$gold/llama" --embedder "$gold/bert_embed" \

@@ -11,15 +11,8 @@ twin=$1
 src=${TWIN_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 gold="$src/tests/golden/models"
 corpus="$src/.cache/data/sotu"
-tmp=$(mktemp -d /tmp/twin-e2e-train-XXXXXX)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
 . "$(dirname "$0")/lib.sh"
-home="$tmp/home"
+e2e_tmp train
 t() { "$twin" --home "$home" "$@"; }
 # the registered model.safetensors' blob of a model reference
 blob() { t models show "$1" --json | python3 -c '
