@@ -26,6 +26,8 @@
 #include "bench_infer.h"
 #include "bench_util.h"
 
+#define TOP 40 // the largest logits a batched step reads back per row
+
 static int fail(const char *what)
 {
     fprintf(stderr, "infer_cuda: %s: %s\n", what, tw_error_msg());
@@ -33,8 +35,11 @@ static int fail(const char *what)
 }
 
 // Batched decode as the server runs it: B sequences, each after its own 16-token prompt,
-// advance one token a step in one forward (tw_ctx_decode_runs), each step's B rows of logits
-// copied to the host. Prints tokens/s for every B in the list; returns 0 or 1.
+// advance one token a step in one forward (tw_ctx_decode_runs: a CUDA graph from the third
+// step on; the first two, a step op by op and its recording, are the warm-up), each step's B
+// rows of logits left on the GPU and read back as their 40 largest values (tw_ctx_top, what
+// the server's scheduler reads for a top-k sampler). Prints tokens/s for every B in the list;
+// returns 0 or 1.
 static int batched(struct tw_model *m, struct tw_backend *be, const char *name, const char *ty,
                    const int *bs, int n_bs, int n_decode)
 {
@@ -43,26 +48,29 @@ static int batched(struct tw_model *m, struct tw_backend *be, const char *name, 
     for (int b = 0; b < n_bs; b++) {
         int B = bs[b];
         tw_ctx *cx;
-        struct tw_ctx_params p = { .n_ctx = 16 + n_decode + 1,
+        struct tw_ctx_params p = { .n_ctx = 16 + n_decode + 2,
                                    .n_batch = B > 16 ? B : 16,
                                    .n_seq = B };
         float *logits = tw_malloc_array((size_t)B * (size_t)c->n_vocab, sizeof(float));
+        float *vals = tw_malloc_array((size_t)B * TOP, sizeof(float));
+        int32_t *ids = tw_malloc_array((size_t)B * TOP, sizeof(int32_t));
         struct tw_ctx_run *runs = tw_malloc_array((size_t)B, sizeof *runs);
-        int32_t *tok = tw_malloc_array((size_t)B * (size_t)(17 + n_decode), sizeof(int32_t));
-        if (!logits || !runs || !tok || tw_ctx_new(m, be, &p, &cx) != 0)
+        int32_t *tok = tw_malloc_array((size_t)B * (size_t)(19 + n_decode), sizeof(int32_t));
+        if (!logits || !vals || !ids || !runs || !tok || tw_ctx_new(m, be, &p, &cx) != 0)
             return fail("batched context");
-        for (int i = 0; i < B * (17 + n_decode); i++)
+        tw_ctx_keep_logits(cx, true);
+        for (int i = 0; i < B * (19 + n_decode); i++)
             tok[i] = (int32_t)((i * 7919u + 13) % (uint32_t)c->n_vocab);
         for (int s = 0; s < B; s++)
-            if (tw_ctx_decode_seq(cx, s, tok + s * (17 + n_decode), 16, NULL, false) != 0)
+            if (tw_ctx_decode_seq(cx, s, tok + s * (19 + n_decode), 16, NULL, false) != 0)
                 return fail("batched prompt");
         double t0 = 0;
-        for (int step = 0; step <= n_decode; step++) {
-            if (step == 1) // the first step warms up
+        for (int step = 0; step < n_decode + 2; step++) {
+            if (step == 2)
                 t0 = now();
             for (int s = 0; s < B; s++)
-                runs[s] = (struct tw_ctx_run){ s, 1, tok + s * (17 + n_decode) + 16 + step };
-            if (tw_ctx_decode_runs(cx, runs, B, logits) != 0)
+                runs[s] = (struct tw_ctx_run){ s, 1, tok + s * (19 + n_decode) + 16 + step };
+            if (tw_ctx_decode_runs(cx, runs, B, logits) != 0 || tw_ctx_top(cx, TOP, vals, ids))
                 return fail("batched decode");
         }
         double tps = (double)B * n_decode / (now() - t0);
@@ -73,7 +81,7 @@ static int batched(struct tw_model *m, struct tw_backend *be, const char *name, 
         printf("\n");
         fflush(stdout);
         tw_ctx_free(cx);
-        tw_free(logits), tw_free(runs), tw_free(tok);
+        tw_free(logits), tw_free(vals), tw_free(ids), tw_free(runs), tw_free(tok);
     }
     return 0;
 }

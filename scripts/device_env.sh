@@ -12,3 +12,9 @@ export LIBRARY_PATH="$p/usr/lib/x86_64-linux-gnu:$b${LIBRARY_PATH:+:$LIBRARY_PAT
 export LD_LIBRARY_PATH="$p/usr/lib/x86_64-linux-gnu:$b${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export CPATH="$p/usr/include${CPATH:+:$CPATH}"
 export CMAKE_PREFIX_PATH="$p/usr"
+# The machine's own tools must not load the prefix's libraries (its curl would find our
+# libcurl, older than it was built for): run them with the system's loader path.
+for tool in curl python3; do
+    eval "$tool() { LD_LIBRARY_PATH= command $tool \"\$@\"; }"
+    export -f "$tool"
+done

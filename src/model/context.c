@@ -28,8 +28,11 @@ struct tw_ctx {
     float *k, *v;   // decoders: (n_layer, n_seq, n_ctx, kv_dim); encoders: (n_batch, kv_dim)
     float *kb, *vb; // (n_batch, kv_dim) a step's new keys and values
     int32_t *slots; // (n_batch) where they go: rows of a layer's cache (all sequences)
-    void *graph;    // the recorded one-token step of sequence graph_seq (a GPU backend)
-    int32_t graph_seq;
+    // A GPU backend's recorded steps: graphs[n] is the step of n sequences of one token each
+    // (n = 1: generation; more: the server's batched decode), recorded the first time (n = 1)
+    // or the second (n > 1: the first, op by op, sizes the backend's scratch for it).
+    void **graphs;            // (n_seq + 1)
+    uint8_t *graph_seen;      // (n_seq + 1) a step of n sequences has run
     bool no_graph;            // recording failed once: run every step op by op
     int32_t *tokens;          // (n_seq, n_ctx) the cached tokens
     int32_t *past;            // (n_seq) tokens in each sequence's cache
@@ -68,6 +71,8 @@ static size_t plan(struct tw_ctx *c, char *base, char *hbase, size_t *hbytes)
     c->pos = carve(hbase, &hoff, B * sizeof(int32_t));
     c->ids = carve(hbase, &hoff, B * sizeof(int32_t));
     c->slots = carve(hbase, &hoff, B * sizeof(int32_t));
+    c->graphs = carve(hbase, &hoff, (S + 1) * sizeof(void *));
+    c->graph_seen = carve(hbase, &hoff, S + 1);
     // Encoders batch sequences of at least a token each.
     c->seqs = carve(hbase, &hoff, (dec ? S : B) * sizeof(struct tw_attn_seq));
     *hbytes = hoff;
@@ -78,6 +83,14 @@ static size_t plan(struct tw_ctx *c, char *base, char *hbase, size_t *hbytes)
     c->gate = carve(base, &off, (dec ? B : 1) * F * sizeof(float));
     c->up = carve(base, &off, B * F * sizeof(float));
     return off;
+}
+
+static void free_graphs(tw_ctx *c)
+{
+    for (int32_t n = 0; n <= c->n_seq; n++) {
+        tw_backend_graph_free(c->be, c->graphs[n]);
+        c->graphs[n] = NULL;
+    }
 }
 
 int tw_ctx_new(const struct tw_model *m, struct tw_backend *be, const struct tw_ctx_params *p,
@@ -124,6 +137,8 @@ int tw_ctx_new(const struct tw_model *m, struct tw_backend *be, const struct tw_
     c->no_graph = graphs && strcmp(graphs, "0") == 0;
     c->bytes += hbytes;
     memset(c->past, 0, (size_t)c->n_seq * sizeof *c->past);
+    memset(c->graphs, 0, ((size_t)c->n_seq + 1) * sizeof *c->graphs);
+    memset(c->graph_seen, 0, (size_t)c->n_seq + 1);
     *out = c;
     return 0;
 }
@@ -132,7 +147,7 @@ void tw_ctx_free(tw_ctx *c)
 {
     if (!c)
         return;
-    tw_backend_graph_free(c->be, c->graph);
+    free_graphs(c);
     tw_backend_release(c->be, c->mem);
     if (c->logits_dev)
         tw_backend_release(c->be, c->logits_dev);
@@ -227,12 +242,12 @@ static void decoder_layer(tw_ctx *c, int il, int32_t T, int n)
     const struct tw_tensor *nb = NULL;
 
     // Attention block: x += o(attention(rope(q), rope(k), v)) of rmsnorm(x).
-    tw_rmsnorm(be, &xn, &x, &L->attn_norm, cfg->norm_eps);
     struct tw_tensor *qkv[3] = { &q, &kn, &vn };
     const struct tw_tensor *w3[3] = { &L->wq, &L->wk, &L->wv };
     const struct tw_tensor *b3[3] = { L->bq.data ? &L->bq : nb, L->bk.data ? &L->bk : nb,
                                       L->bv.data ? &L->bv : nb };
-    tw_matmul_n(be, 3, qkv, &xn, w3, b3);
+    struct tw_prenorm pn = { &L->attn_norm, cfg->norm_eps, &xn };
+    tw_matmul_n(be, 3, qkv, &x, w3, b3, &pn);
     struct tw_tensor qh = tw_tensor_f32_3d(c->q, T, H, hd);
     struct tw_tensor kh = tw_tensor_f32_3d(c->kb, T, Hkv, hd);
     if (cfg->qk_norm) {
@@ -244,11 +259,8 @@ static void decoder_layer(tw_ctx *c, int il, int32_t T, int n)
                          .n_rot = (int32_t)hd,
                          .neox = cfg->rope_neox,
                          .inv_freq = c->m->rope_inv_freq };
-    tw_rope(be, &qh, c->pos, &r);
-    tw_rope(be, &kh, c->pos, &r);
-    float *layer_k = kv_at(c, c->k, il, 0), *layer_v = kv_at(c, c->v, il, 0);
-    tw_set_rows(be, layer_k, &kn, c->slots);
-    tw_set_rows(be, layer_v, &vn, c->slots);
+    tw_rope_store(be, &qh, &kh, &vn, c->pos, &r, kv_at(c, c->k, il, 0), kv_at(c, c->v, il, 0),
+                  c->slots);
     struct tw_attn a = { .n_head = (int32_t)H,
                          .n_head_kv = (int32_t)Hkv,
                          .head_dim = (int32_t)hd,
@@ -269,8 +281,8 @@ static void decoder_layer(tw_ctx *c, int il, int32_t T, int n)
 
     // MLP block: x += down(silu(gate(h)) * up(h)) with h = rmsnorm(x).
     struct tw_tensor g = rows_of(c->gate, T, F), u = rows_of(c->up, T, F);
-    tw_rmsnorm(be, &xn, &x, &L->ffn_norm, cfg->norm_eps);
-    tw_matmul_swiglu(be, &g, &xn, &L->w_gate, &L->w_up, &u);
+    pn.w = &L->ffn_norm;
+    tw_matmul_swiglu(be, &g, &x, &L->w_gate, &L->w_up, &u, &pn);
     tw_matmul_add(be, &x, &g, &L->w_down, NULL, &xn);
 }
 
@@ -285,8 +297,7 @@ static float *logits_rows(tw_ctx *c, float *logits, int32_t nrows)
     if (c->n_logits < nrows) {
         if (c->logits_dev)
             tw_backend_release(c->be, c->logits_dev);
-        tw_backend_graph_free(c->be, c->graph); // it wrote the old rows
-        c->graph = NULL;
+        free_graphs(c); // they wrote the old rows
         c->n_logits = 0;
         c->logits_dev =
             tw_backend_alloc(c->be, (size_t)nrows * (size_t)c->m->cfg.n_vocab * sizeof(float));
@@ -325,33 +336,34 @@ static void forward(tw_ctx *c, const struct tw_ctx_run *runs, int n, int32_t T, 
             tw_backend_copy(c->be, c->xn + (size_t)i * (size_t)C, c->x + (size_t)last * (size_t)C,
                             (size_t)C * sizeof(float));
         }
-    struct tw_tensor lg = rows_of(out, nrows, m->cfg.n_vocab);
-    tw_rmsnorm(c->be, &xn, &xn, &m->out_norm, m->cfg.norm_eps);
-    tw_matmul(c->be, &lg, &xn, &m->output, NULL);
+    struct tw_tensor lg = rows_of(out, nrows, m->cfg.n_vocab), *lgp = &lg;
+    const struct tw_tensor *wout = &m->output;
+    struct tw_prenorm pn = { &m->out_norm, m->cfg.norm_eps, &xn };
+    tw_matmul_n(c->be, 1, &lgp, &xn, &wout, NULL, &pn);
 }
 
-// One token of one sequence with its logits, through the backend's recorded step when it
-// has graphs (the hot path of generation: one launch instead of hundreds). Returns 0, or an
-// error; TW_EUNSUPPORTED from the backend turns graphs off for this context, the step having
-// run op by op instead.
-static int forward_graph(tw_ctx *c, const struct tw_ctx_run *run, float *out)
+// A step of n sequences of one token each with their logits, through the backend's recorded
+// step when it has graphs (the hot path of generation and batched decoding: one launch
+// instead of hundreds). Returns 0, or an error; TW_EUNSUPPORTED from the backend turns graphs
+// off for this context, the step having run op by op instead.
+static int forward_graph(tw_ctx *c, const struct tw_ctx_run *runs, int n, float *out)
 {
-    if (c->graph && c->graph_seq != run->seq) {
-        tw_backend_graph_free(c->be, c->graph);
-        c->graph = NULL;
+    if (n > 1 && !c->graph_seen[n]) {
+        c->graph_seen[n] = 1;
+        forward(c, runs, n, n, out, false);
+        return 0;
     }
-    int rc = tw_backend_graph_begin(c->be, &c->graph, c->n_ctx);
+    int rc = tw_backend_graph_begin(c->be, &c->graphs[n], c->n_ctx);
     if (rc == 0) {
-        forward(c, run, 1, 1, out, false);
-        rc = tw_backend_graph_end(c->be, &c->graph);
+        forward(c, runs, n, n, out, false);
+        rc = tw_backend_graph_end(c->be, &c->graphs[n]);
     }
     if (rc == TW_EUNSUPPORTED) {
         c->no_graph = true;
         tw_error_clear();
-        forward(c, run, 1, 1, out, false);
+        forward(c, runs, n, n, out, false);
         return 0;
     }
-    c->graph_seq = run->seq;
     return rc;
 }
 
@@ -375,8 +387,8 @@ static int decode_step(tw_ctx *c, const struct tw_ctx_run *runs, int n, int32_t 
     if (logits && !out)
         return tw_error_code();
     int rc = 0;
-    if (c->be->ops->graph_begin && !c->no_graph && T == 1 && n == 1 && out && !all_logits)
-        rc = forward_graph(c, runs, out);
+    if (c->be->ops->graph_begin && !c->no_graph && T == n && out && !all_logits)
+        rc = forward_graph(c, runs, n, out);
     else
         forward(c, runs, n, T, out, all_logits);
     if (rc != 0)
@@ -601,7 +613,7 @@ static void encode_rows(tw_ctx *c, const int32_t *ids, const int32_t *types, int
         struct tw_tensor *qkv[3] = { &q, &k, &v };
         const struct tw_tensor *w3[3] = { &L->wq, &L->wk, &L->wv };
         const struct tw_tensor *b3[3] = { &L->bq, &L->bk, &L->bv };
-        tw_matmul_n(be, 3, qkv, &x, w3, b3);
+        tw_matmul_n(be, 3, qkv, &x, w3, b3, NULL);
         struct tw_tensor qh = tw_tensor_f32_3d(c->q, T, H, hd);
         if (n_seqs == 1) {
             struct tw_tensor kh = tw_tensor_f32_3d(c->k, T, cfg->n_head_kv, hd);

@@ -40,6 +40,16 @@ struct tw_attn {
                     // quantised): the CUDA backend may use bf16 tensor cores; the CPU ignores it
 };
 
+// An RMSNorm applied to a product's input first (tw_matmul_n, tw_matmul_swiglu): the product
+// reads x / sqrt(mean(x^2) + eps) * w of each row (w: K floats). A backend that folds it into
+// its matrix-vector kernel never forms it; the others write it to xn (x's shape; it may be x
+// itself) and multiply that.
+struct tw_prenorm {
+    const struct tw_tensor *w;
+    float eps;
+    struct tw_tensor *xn;
+};
+
 // One sequence's share of a batch that holds several (tw_attention_seqs): its query rows and
 // its own cache.
 struct tw_attn_seq {
@@ -85,7 +95,17 @@ struct tw_backend_ops {
                      const int32_t *rows);
     void (*topk)(struct tw_backend *be, const struct tw_tensor *x, int32_t k, float *vals,
                  int32_t *ids);
-    // Fused forms (NULL: tw_matmul_add and tw_matmul_swiglu compose the plain ops).
+    // Fused forms (NULL: tw_matmul_add, tw_matmul_swiglu, tw_matmul_n with a norm and
+    // tw_rope_store compose the plain ops).
+    void (*norm_matmul_n)(struct tw_backend *be, int n, struct tw_tensor *const *ys,
+                          const struct tw_tensor *x, const struct tw_tensor *const *ws,
+                          const struct tw_tensor *const *biases, const struct tw_prenorm *pn);
+    void (*norm_matmul_swiglu)(struct tw_backend *be, struct tw_tensor *y,
+                               const struct tw_tensor *x, const struct tw_tensor *wg,
+                               const struct tw_tensor *wu, const struct tw_prenorm *pn);
+    void (*rope_store)(struct tw_backend *be, struct tw_tensor *q, struct tw_tensor *k,
+                       const struct tw_tensor *v, const int32_t *pos, const struct tw_rope *r,
+                       float *k_cache, float *v_cache, const int32_t *rows);
     void (*matmul_add)(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
                        const struct tw_tensor *w, const struct tw_tensor *bias);
     void (*matmul_swiglu)(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
@@ -157,19 +177,21 @@ void tw_embedding(struct tw_backend *be, struct tw_tensor *y, const struct tw_te
 void tw_matmul(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
                const struct tw_tensor *w, const struct tw_tensor *bias);
 // n matmuls of the same input: ys[i] = x ws[i]^T (+ biases[i], which may be NULL entries or a
-// NULL array) — q, k and v, or gate and up, in one pass of the threads.
+// NULL array) — q, k and v, or gate and up, in one pass of the threads. With pn, x is
+// normalised first (tw_prenorm).
 void tw_matmul_n(struct tw_backend *be, int n, struct tw_tensor *const *ys,
                  const struct tw_tensor *x, const struct tw_tensor *const *ws,
-                 const struct tw_tensor *const *biases);
+                 const struct tw_tensor *const *biases, const struct tw_prenorm *pn);
 // y (T, N) += x (T, K) w (N, K)^T (+ bias): a projection added to the residual stream. tmp
 // (T, N) is scratch for backends that compose it from tw_matmul and tw_add.
 void tw_matmul_add(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
                    const struct tw_tensor *w, const struct tw_tensor *bias, struct tw_tensor *tmp);
 // y (T, F) = silu(x wg^T) * (x wu^T): LLaMA's gated MLP before its down projection. tmp
-// (T, F) is scratch for backends that compose it from tw_matmul_n and tw_swiglu.
+// (T, F) is scratch for backends that compose it from tw_matmul_n and tw_swiglu. With pn, x
+// is normalised first (tw_prenorm).
 void tw_matmul_swiglu(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
                       const struct tw_tensor *wg, const struct tw_tensor *wu,
-                      struct tw_tensor *tmp);
+                      struct tw_tensor *tmp, const struct tw_prenorm *pn);
 // Over rows of C: y = x / sqrt(mean(x^2) + eps) * w (w may be NULL); y may alias x.
 void tw_rmsnorm(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
                 const struct tw_tensor *w, float eps);
@@ -209,6 +231,13 @@ void tw_l2norm(struct tw_backend *be, struct tw_tensor *x);
 // are distinct). rows is a host array, read when the op runs (a graph replay reads it again).
 void tw_set_rows(struct tw_backend *be, float *dst, const struct tw_tensor *src,
                  const int32_t *rows);
+
+// A decoder step's new keys and values into their cache: q (T, H, head_dim) and k
+// (T, H_kv, head_dim) rotated in place (tw_rope with pos and r), then the rows of k and of v
+// (T, H_kv * head_dim) stored at rows[t] of k_cache and v_cache (tw_set_rows).
+void tw_rope_store(struct tw_backend *be, struct tw_tensor *q, struct tw_tensor *k,
+                   const struct tw_tensor *v, const int32_t *pos, const struct tw_rope *r,
+                   float *k_cache, float *v_cache, const int32_t *rows);
 
 // The most values tw_topk returns per row.
 #define TW_TOPK_MAX 256

@@ -39,10 +39,28 @@ void tw_matmul(struct tw_backend *be, struct tw_tensor *y, const struct tw_tenso
     be->ops->matmul(be, y, x, w, bias);
 }
 
+// x normalised into pn->xn for a backend that does not fold the norm: returns what the
+// product reads.
+static const struct tw_tensor *prenorm(struct tw_backend *be, const struct tw_tensor *x,
+                                       const struct tw_prenorm *pn)
+{
+    tw_rmsnorm(be, pn->xn, x, pn->w, pn->eps);
+    return pn->xn;
+}
+
 void tw_matmul_n(struct tw_backend *be, int n, struct tw_tensor *const *ys,
                  const struct tw_tensor *x, const struct tw_tensor *const *ws,
-                 const struct tw_tensor *const *biases)
+                 const struct tw_tensor *const *biases, const struct tw_prenorm *pn)
 {
+    if (pn) {
+        assert(is_f32(pn->xn) && same_shape(pn->xn, x));
+        assert(is_f32(pn->w) && tw_tensor_nelem(pn->w) == tw_tensor_ncols(x));
+        if (be->ops->norm_matmul_n) {
+            be->ops->norm_matmul_n(be, n, ys, x, ws, biases, pn);
+            return;
+        }
+        x = prenorm(be, x, pn);
+    }
 #ifndef NDEBUG
     for (int i = 0; i < n; i++) {
         const struct tw_tensor *w = ws[i], *bias = biases ? biases[i] : NULL;
@@ -77,9 +95,19 @@ void tw_matmul_add(struct tw_backend *be, struct tw_tensor *y, const struct tw_t
 
 void tw_matmul_swiglu(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
                       const struct tw_tensor *wg, const struct tw_tensor *wu,
-                      struct tw_tensor *tmp)
+                      struct tw_tensor *tmp, const struct tw_prenorm *pn)
 {
     assert(is_f32(y) && is_f32(tmp) && same_shape(y, tmp) && same_shape(wg, wu));
+    if (pn) {
+        assert(is_f32(pn->xn) && same_shape(pn->xn, x));
+        assert(is_f32(pn->w) && tw_tensor_nelem(pn->w) == tw_tensor_ncols(x));
+        if (be->ops->norm_matmul_swiglu) {
+            assert(tw_tensor_ncols(x) == wg->ne[1] && tw_tensor_ncols(y) == wg->ne[0]);
+            be->ops->norm_matmul_swiglu(be, y, x, wg, wu, pn);
+            return;
+        }
+        x = prenorm(be, x, pn);
+    }
     if (be->ops->matmul_swiglu) {
         assert(is_f32(x) && tw_tensor_ncols(x) == wg->ne[1] && tw_tensor_ncols(y) == wg->ne[0]);
         assert(tw_tensor_nrows(x) == tw_tensor_nrows(y) && y->data != x->data);
@@ -88,7 +116,7 @@ void tw_matmul_swiglu(struct tw_backend *be, struct tw_tensor *y, const struct t
     }
     struct tw_tensor *gu[2] = { y, tmp };
     const struct tw_tensor *w2[2] = { wg, wu };
-    tw_matmul_n(be, 2, gu, x, w2, NULL);
+    tw_matmul_n(be, 2, gu, x, w2, NULL, NULL);
     tw_swiglu(be, y, y, tmp);
 }
 
@@ -276,6 +304,25 @@ void tw_set_rows(struct tw_backend *be, float *dst, const struct tw_tensor *src,
 {
     assert(is_f32(src));
     be->ops->set_rows(be, dst, src, rows);
+}
+
+void tw_rope_store(struct tw_backend *be, struct tw_tensor *q, struct tw_tensor *k,
+                   const struct tw_tensor *v, const int32_t *pos, const struct tw_rope *r,
+                   float *k_cache, float *v_cache, const int32_t *rows)
+{
+    assert(is_f32(q) && is_f32(k) && is_f32(v) && q->ndim == 3 && k->ndim == 3);
+    assert(q->ne[0] == k->ne[0] && q->ne[2] == r->head_dim && k->ne[2] == r->head_dim);
+    assert(tw_tensor_nelem(v) == tw_tensor_nelem(k) && tw_tensor_nrows(v) == k->ne[0]);
+    assert(r->n_rot % 2 == 0 && r->n_rot <= r->head_dim);
+    if (be->ops->rope_store) {
+        be->ops->rope_store(be, q, k, v, pos, r, k_cache, v_cache, rows);
+        return;
+    }
+    tw_rope(be, q, pos, r);
+    tw_rope(be, k, pos, r);
+    struct tw_tensor krows = tw_tensor_f32_2d(k->data, k->ne[0], k->ne[1] * k->ne[2]);
+    tw_set_rows(be, k_cache, &krows, rows);
+    tw_set_rows(be, v_cache, v, rows);
 }
 
 void tw_topk(struct tw_backend *be, const struct tw_tensor *x, int32_t k, float *vals,

@@ -96,7 +96,7 @@ static void p_matmul_n(struct tw_backend *be, int n, struct tw_tensor *const *ys
     for (int i = 0; i < n; i++)
         bytes += tw_tensor_nbytes(ws[i]);
     int k = tw_tensor_nrows(x) == 1 ? P_MATMUL1 : P_MATMULN;
-    TIMED(be, k, bytes, tw_matmul_n(in, n, ys, x, ws, biases));
+    TIMED(be, k, bytes, tw_matmul_n(in, n, ys, x, ws, biases, NULL));
 }
 
 static void p_rmsnorm(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,

@@ -3,7 +3,9 @@
 // f32: relative error < 1e-5) and the GEMM path (T > 8: x and the weights rounded to bf16:
 // < 1e-2); N not a multiple of anything, K of one to a few blocks, with and without bias, x
 // at an address that is not 16-byte aligned, outputs poisoned with NaN first so that an
-// element left unwritten shows. Run by `make test-cuda` on the GPU machine only.
+// element left unwritten shows; likewise the fused forms (several products of one x, the gated
+// MLP, the residual add, each with an RMSNorm folded in). Run by `make test-cuda` on the GPU
+// machine only.
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -137,6 +139,130 @@ static double matmul_case(enum tw_dtype dt, int64_t T, int64_t N, int64_t K, boo
     return err;
 }
 
+// A (T, K) device copy of host x, starting one float past a 16-byte boundary with misalign;
+// *buf is what to release.
+static struct tw_tensor dev_x(const float *x, int64_t T, int64_t K, bool misalign, float **buf)
+{
+    *buf = tw_backend_alloc(cuda, (size_t)(T * K + 1) * sizeof **buf);
+    REQUIRE(*buf);
+    float *xd = *buf + (misalign ? 1 : 0);
+    CHECK_OK(tw_backend_upload(cuda, xd, x, (size_t)(T * K) * sizeof *x));
+    struct tw_tensor t = tw_tensor_f32_2d(xd, T, K);
+    t.device = TW_DEVICE_CUDA;
+    return t;
+}
+
+// A (T, N) device output poisoned with NaN, or holding init (T * N floats) when given.
+static struct tw_tensor dev_out(int64_t T, int64_t N, const float *init)
+{
+    float *d = dev_poisoned((size_t)(T * N));
+    if (init)
+        CHECK_OK(tw_backend_upload(cuda, d, init, (size_t)(T * N) * sizeof *init));
+    struct tw_tensor t = tw_tensor_f32_2d(d, T, N);
+    t.device = TW_DEVICE_CUDA;
+    return t;
+}
+
+// The error of device y (T, N) against ref, reported with `what` past tol; the worst so far.
+static double compare(const char *what, struct tw_tensor *dy, const float *ref, double tol,
+                      double worst)
+{
+    size_t n = (size_t)tw_tensor_nelem(dy), nan;
+    float *y = tw_malloc(n * sizeof *y);
+    REQUIRE(y);
+    CHECK_OK(tw_backend_download(cuda, y, dy->data, n * sizeof *y));
+    double err = rel_err(y, ref, n, &nan);
+    if (nan || !(err < tol))
+        fprintf(stderr, "%s: error %.3g, %zu NaN\n", what, err, nan);
+    CHECK_EQ_INT(nan, 0);
+    CHECK(err < tol);
+    tw_free(y);
+    tw_backend_release(cuda, dy->data);
+    return fmax(worst, err);
+}
+
+// The fused forms against the reference's composition of plain ops: three products of one x
+// (N, N + 5 and N rows; a bias on the second) and the gated MLP, each with and without an
+// RMSNorm of x first (tw_prenorm: folded into the matvec at T = 1), and a product added to a
+// residual. Returns the worst error.
+static double fused_case(enum tw_dtype dt, int64_t T, int64_t N, int64_t K, bool misalign)
+{
+    struct tw_backend *ref = tw_backend_cpu_ref();
+    int64_t Ns[3] = { N, N + 5, N };
+    struct tw_tensor w[3], dw[3], tb, db, tg, dg;
+    for (int i = 0; i < 3; i++) {
+        w[i] = make_weights(dt, Ns[i], K);
+        CHECK_OK(tw_backend_tensor_upload(cuda, &w[i], &dw[i]));
+    }
+    float *x = rand_floats((size_t)(T * K)), *b = rand_floats((size_t)N + 5);
+    float *g = rand_floats((size_t)K), *res = rand_floats((size_t)(T * N));
+    float *xn = tw_malloc((size_t)(T * K) * sizeof *xn), *tmp = tw_malloc((size_t)(T * N) * 4);
+    float *r[3];
+    for (int i = 0; i < 3; i++)
+        REQUIRE((r[i] = tw_malloc((size_t)(T * Ns[i]) * sizeof(float))));
+    REQUIRE(xn && tmp);
+    tb = tw_tensor_f32_1d(b, N + 5), tg = tw_tensor_f32_1d(g, K);
+    CHECK_OK(tw_backend_tensor_upload(cuda, &tb, &db));
+    CHECK_OK(tw_backend_tensor_upload(cuda, &tg, &dg));
+    struct tw_tensor tx = tw_tensor_f32_2d(x, T, K), txn = tw_tensor_f32_2d(xn, T, K);
+    float *xbuf, *xnbuf;
+    struct tw_tensor dx = dev_x(x, T, K, misalign, &xbuf), dxn = dev_x(x, T, K, false, &xnbuf);
+    double tol = T <= GEMV_MAX_T ? TOL_GEMV : TOL_GEMM, worst = 0;
+    char what[128];
+
+    for (int norm = 0; norm < 2; norm++) {
+        struct tw_prenorm hpn = { &tg, 1e-5f, &txn }, dpn = { &dg, 1e-5f, &dxn };
+        const struct tw_tensor *hw[3] = { &w[0], &w[1], &w[2] },
+                               *gw[3] = { &dw[0], &dw[1], &dw[2] };
+        const struct tw_tensor *hb[3] = { NULL, &tb, NULL }, *gb[3] = { NULL, &db, NULL };
+        struct tw_tensor hy[3], gy[3], *hyp[3], *gyp[3];
+        for (int i = 0; i < 3; i++) {
+            hy[i] = tw_tensor_f32_2d(r[i], T, Ns[i]), hyp[i] = &hy[i];
+            gy[i] = dev_out(T, Ns[i], NULL), gyp[i] = &gy[i];
+        }
+        tw_matmul_n(ref, 3, hyp, &tx, hw, hb, norm ? &hpn : NULL);
+        tw_matmul_n(cuda, 3, gyp, &dx, gw, gb, norm ? &dpn : NULL);
+        for (int i = 0; i < 3; i++) {
+            snprintf(what, sizeof what, "%s matmul_n[%d] T=%lld N=%lld K=%lld norm=%d",
+                     tw_dtype_name(dt), i, (long long)T, (long long)Ns[i], (long long)K, norm);
+            worst = compare(what, &gy[i], r[i], tol, worst);
+        }
+
+        struct tw_tensor htmp = tw_tensor_f32_2d(tmp, T, N), gs = dev_out(T, N, NULL);
+        struct tw_tensor gtmp = dev_out(T, N, NULL);
+        tw_matmul_swiglu(ref, &hy[0], &tx, &w[0], &w[2], &htmp, norm ? &hpn : NULL);
+        tw_matmul_swiglu(cuda, &gs, &dx, &dw[0], &dw[2], &gtmp, norm ? &dpn : NULL);
+        snprintf(what, sizeof what, "%s matmul_swiglu T=%lld N=%lld K=%lld norm=%d",
+                 tw_dtype_name(dt), (long long)T, (long long)N, (long long)K, norm);
+        worst = compare(what, &gs, r[0], tol, worst);
+        tw_backend_release(cuda, gtmp.data);
+    }
+
+    // y += x w^T on a residual.
+    memcpy(r[0], res, (size_t)(T * N) * sizeof *res);
+    struct tw_tensor hy = tw_tensor_f32_2d(r[0], T, N), htmp = tw_tensor_f32_2d(tmp, T, N);
+    struct tw_tensor gy = dev_out(T, N, res), gtmp = dev_out(T, N, NULL);
+    tw_matmul_add(ref, &hy, &tx, &w[0], NULL, &htmp);
+    tw_matmul_add(cuda, &gy, &dx, &dw[0], NULL, &gtmp);
+    snprintf(what, sizeof what, "%s matmul_add T=%lld N=%lld K=%lld", tw_dtype_name(dt),
+             (long long)T, (long long)N, (long long)K);
+    worst = compare(what, &gy, r[0], tol, worst);
+    tw_backend_release(cuda, gtmp.data);
+    CHECK_OK(tw_backend_sync(cuda));
+
+    for (int i = 0; i < 3; i++) {
+        tw_backend_release(cuda, dw[i].data);
+        tw_free(w[i].data);
+        tw_free(r[i]);
+    }
+    tw_backend_release(cuda, db.data);
+    tw_backend_release(cuda, dg.data);
+    tw_backend_release(cuda, xbuf);
+    tw_backend_release(cuda, xnbuf);
+    tw_free(x), tw_free(b), tw_free(g), tw_free(res), tw_free(xn), tw_free(tmp);
+    return worst;
+}
+
 // T rows of a (V, K) table, the first and last rows among them, against the reference.
 static double embedding_case(enum tw_dtype dt, int64_t V, int64_t K, int64_t T)
 {
@@ -220,9 +346,16 @@ int main(void)
             cases += 2;
             worst_embed = fmax(worst_embed, embedding_case(dt, 1000, Ks[k], 7));
         }
+        // The fused forms at T = 1 (the norm folded in), 3 (gemv) and 17 (cuBLASLt).
+        double worst_fused = 0;
+        for (int k = 0; k < nK; k++) {
+            worst_fused = fmax(worst_fused, fused_case(dt, 1, 1000, Ks[k], k % 2 == 1));
+            worst_fused = fmax(worst_fused, fused_case(dt, 3, 7, Ks[k], false));
+        }
+        fused_case(dt, 17, 300, Ks[nK - 1], false);
         printf("%-4s matmul: %d cases, worst error %.2g (gemv), %.2g (gemm); "
-               "embedding %.2g\n",
-               tw_dtype_name(dt), cases, worst_gemv, worst_gemm, worst_embed);
+               "embedding %.2g; fused at T <= 8 %.2g\n",
+               tw_dtype_name(dt), cases, worst_gemv, worst_gemm, worst_embed, worst_fused);
     }
     tw_backend_free(cuda);
     return check_report("cuda_gemv");

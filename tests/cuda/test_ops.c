@@ -1,9 +1,9 @@
 // The CUDA backend's row-wise ops against the reference backend on fresh random inputs, at
 // sizes that are not multiples of a block: RMSNorm (with and without weights), LayerNorm,
-// RoPE (both pairings, partial rotation), softmax, SwiGLU, every activation, add, the four
-// poolings, L2 normalisation; and the memory ops (alloc, upload, copy, download, and an
-// error reported by sync). Outputs are poisoned with NaN first, so an unwritten element
-// fails. Run by `make test-cuda` on the GPU machine.
+// RoPE (both pairings, partial rotation) and RoPE with the KV cache store, softmax, SwiGLU,
+// every activation, add, the four poolings, L2 normalisation; and the memory ops (alloc,
+// upload, copy, download, and an error reported by sync). Outputs are poisoned with NaN
+// first, so an unwritten element fails. Run by `make test-cuda` on the GPU machine.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,6 +146,62 @@ static void rope(int64_t T, int64_t H, int64_t D, int32_t n_rot, bool neox)
     tw_free(x), tw_free(freq), tw_free(pos);
 }
 
+// tw_rope_store against the reference's rope and set_rows: q (T, H, D) and k (T, Hkv, D)
+// rotated, k and v stored at scattered rows of caches of S rows (poisoned: the rows written
+// are compared, the others must stay NaN).
+static void rope_store(int64_t T, int64_t H, int64_t Hkv, int64_t D, int32_t n_rot, bool neox)
+{
+    const int64_t S = 3 * T + 5, kvd = Hkv * D;
+    size_t nq = (size_t)(T * H * D), nk = (size_t)(T * kvd), nc = (size_t)(S * kvd);
+    float *q = host_random(&rng, nq, 1.0f), *k = host_random(&rng, nk, 1.0f);
+    float *v = host_random(&rng, nk, 1.0f), *freq = tw_malloc_array((size_t)n_rot / 2, 4);
+    float *kc = tw_malloc_array(nc, sizeof(float)), *vc = tw_malloc_array(nc, sizeof(float));
+    int32_t *pos = tw_malloc_array((size_t)T, sizeof(int32_t));
+    int32_t *rows = tw_malloc_array((size_t)T, sizeof(int32_t));
+    REQUIRE(freq && kc && vc && pos && rows);
+    for (int32_t i = 0; i < n_rot / 2; i++)
+        freq[i] = powf(10000.0f, -2.0f * (float)i / (float)n_rot);
+    for (int64_t t = 0; t < T; t++) {
+        pos[t] = (int32_t)(100 + t * 13);
+        rows[t] = (int32_t)((t * 3 + 2) % S); // distinct: 3 and S are coprime (S % 3 == 2)
+    }
+    for (size_t i = 0; i < nc; i++)
+        kc[i] = vc[i] = NAN;
+    float *dq = dev_of(gpu, q, nq), *dk = dev_of(gpu, k, nk), *dv = dev_of(gpu, v, nk);
+    float *dkc = dev_poisoned(gpu, nc), *dvc = dev_poisoned(gpu, nc);
+    struct tw_rope r = { .head_dim = (int32_t)D, .n_rot = n_rot, .neox = neox, .inv_freq = freq };
+    struct tw_tensor hq = tw_tensor_f32_3d(q, T, H, D), hk = tw_tensor_f32_3d(k, T, Hkv, D);
+    struct tw_tensor hv = tw_tensor_f32_2d(v, T, kvd), gv = tw_tensor_f32_2d(dv, T, kvd);
+    struct tw_tensor gq = tw_tensor_f32_3d(dq, T, H, D), gk = tw_tensor_f32_3d(dk, T, Hkv, D);
+    tw_rope_store(tw_backend_cpu_ref(), &hq, &hk, &hv, pos, &r, kc, vc, rows);
+    tw_rope_store(gpu, &gq, &gk, &gv, pos, &r, dkc, dvc, rows);
+    // The rows not written are NaN on both sides: compare the written ones.
+    float *gkc = tw_malloc_array(nc, sizeof(float)), *gvc = tw_malloc_array(nc, sizeof(float));
+    REQUIRE(gkc && gvc);
+    CHECK_OK(tw_backend_download(gpu, gkc, dkc, nc * sizeof(float)));
+    CHECK_OK(tw_backend_download(gpu, gvc, dvc, nc * sizeof(float)));
+    size_t mismatched = 0;
+    for (size_t i = 0; i < nc; i++) {
+        bool ref_nan = isnan(kc[i]);
+        if (ref_nan != (bool)isnan(gkc[i]) || ref_nan != (bool)isnan(gvc[i]) ||
+            (!ref_nan && (fabsf(kc[i] - gkc[i]) > 1e-6f * (1 + fabsf(kc[i])) || vc[i] != gvc[i])))
+            mismatched++;
+    }
+    char what[112];
+    snprintf(what, sizeof what, "rope_store T=%lld H=%lld/%lld D=%lld rot=%d neox=%d",
+             (long long)T, (long long)H, (long long)Hkv, (long long)D, n_rot, neox);
+    if (mismatched)
+        fprintf(stderr, "%s: %zu cache values differ\n", what, mismatched);
+    CHECK_EQ_INT(mismatched, 0);
+    expect(what, rel_err(dq, q, nq), 1e-6);
+    expect(what, rel_err(dk, k, nk), 1e-6);
+    float *bufs[] = { dq, dk, dv, dkc, dvc };
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+        tw_backend_release(gpu, bufs[i]);
+    tw_free(q), tw_free(k), tw_free(v), tw_free(freq), tw_free(kc), tw_free(vc);
+    tw_free(gkc), tw_free(gvc), tw_free(pos), tw_free(rows);
+}
+
 static void memory(void)
 {
     // A block released is reused for a request it fits.
@@ -180,6 +236,10 @@ int main(void)
     rope(5, 3, 128, 128, false);
     rope(17, 2, 96, 32, true); // partial rotation
     rope(130, 8, 16, 16, false);
+    rope_store(1, 32, 8, 64, 64, true);
+    rope_store(5, 4, 2, 128, 128, false);
+    rope_store(7, 6, 3, 96, 32, true); // partial rotation: k's other dims copied
+    rope_store(40, 9, 3, 16, 16, false);
     CHECK_OK(tw_backend_sync(gpu));
     tw_backend_free(gpu);
     CHECK_EQ_INT(tw_mem_live(), 0);

@@ -224,7 +224,7 @@ static void test_matmul_n(struct tw_backend *fast)
             tw_matmul(tw_backend_cpu_ref(), &y0[i], &txr[i], ws[i], bs[i]);
             ys[i] = &y1[i];
         }
-        tw_matmul_n(fast, 3, ys, &tx, ws, bs);
+        tw_matmul_n(fast, 3, ys, &tx, ws, bs, NULL);
         for (int i = 0; i < 3; i++) {
             CHECK(rel_err(out1[i], out0[i], (size_t)(T * Ns[i])) <= 2e-5);
             tw_free(xr[i]);

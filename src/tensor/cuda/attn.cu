@@ -169,6 +169,7 @@ template <class C> static __global__ void __launch_bounds__(NT) attn_kernel(stru
     constexpr int TKt = C::TKt, TQt = C::TQt, RQ = C::RQ, TDo = C::TDo, TQo = C::TQo;
     constexpr int RQo = C::RQo, QS = C::QS, KS = C::KS, PS = C::PS;
     extern __shared__ float4 smem4[];
+    twc_pdl_enter();
     float *Qs = (float *)smem4;    // (BQ, QS) queries * qscale, zero past D and past nq
     float *Ks = Qs + BQ * QS;      // (TK, KS) keys, zero past D and past the range
     float *Vs = Ks + TK * KS;      // (TK, DP) values, likewise
@@ -512,6 +513,7 @@ static __global__ void __launch_bounds__(C::NTH, C::MINB) tc_kernel(struct attn_
 {
     constexpr int DP = C::DP, BQ = C::BQ, TK = C::TK, ST = C::ST, RPT = C::RPT, WM = C::WM;
     extern __shared__ float4 smem4[];
+    twc_pdl_enter();
     uint16_t *Qs = (uint16_t *)smem4; // (BQ, ST) bf16 queries * qscale, zero past D and nq
     uint16_t *Ks = Qs + BQ * ST;      // 2 x (TK, ST) keys, zero past D and past the range
     uint16_t *Vs = Ks + 2 * TK * ST;  // 2 x (TK, ST) values, likewise
@@ -738,6 +740,7 @@ static __global__ void __launch_bounds__(C::NTH, C::MINB) tc_kernel(struct attn_
 // grid (max_rows * H, n_seq), NT threads over the D columns.
 static __global__ void __launch_bounds__(NT) combine_kernel(struct attn_args a)
 {
+    twc_pdl_enter();
     const struct twc_attn_seq sq = a.seqs[blockIdx.y];
     const int H = a.H, D = a.D, n_split = a.n_split;
     const int r = blockIdx.x / H, h = blockIdx.x % H;
@@ -829,13 +832,11 @@ static cudaError_t launch(struct kernel k, struct attn_args a, int n_seq, int32_
     err = cudaFuncSetAttribute(k.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)k.smem);
     if (err == cudaSuccess) {
         dim3 grid((unsigned)(qtiles * n_split * a.Hkv), 1, (unsigned)n_seq);
-        k.fn<<<grid, k.threads, k.smem, s>>>(a);
-        err = cudaGetLastError();
+        err = twc_launch(k.fn, grid, dim3((unsigned)k.threads), k.smem, s, a);
     }
     if (err == cudaSuccess && n_split > 1) {
         dim3 grid((unsigned)((int64_t)a.max_rows * a.H), (unsigned)n_seq);
-        combine_kernel<<<grid, NT, 0, s>>>(a);
-        err = cudaGetLastError();
+        err = twc_launch(combine_kernel, grid, dim3(NT), 0, s, a);
     }
     if (part) {
         cudaError_t ferr = cudaFreeAsync(part, s);

@@ -74,8 +74,9 @@ struct cuda_impl {
     // yet); PREP, before a replay, only takes in their host arrays (into the staging slots
     // that the recording's copies read).
     enum run_mode mode;
-    int32_t kv_bound; // while recording or replaying: the cache rows attention is set up for
-    int err;          // the first failure since the last sync (0: none)
+    unsigned scratch_gen; // bumped when a scratch buffer moves: graphs that used it are stale
+    int32_t kv_bound;     // while recording or replaying: the cache rows attention is set up for
+    int err;              // the first failure since the last sync (0: none)
     char msg[256];
 };
 
@@ -306,6 +307,7 @@ static __device__ float block_max(float v, float *red)
 static __global__ void rmsnorm_kernel(float *y, const float *x, const float *w, int64_t C,
                                       float eps)
 {
+    twc_pdl_enter();
     __shared__ float red[32];
     const float *xr = x + blockIdx.x * C;
     float *yr = y + blockIdx.x * C;
@@ -321,6 +323,7 @@ static __global__ void rmsnorm_kernel(float *y, const float *x, const float *w, 
 static __global__ void layernorm_kernel(float *y, const float *x, const float *w, const float *b,
                                         int64_t C, float eps)
 {
+    twc_pdl_enter();
     __shared__ float red[32];
     const float *xr = x + blockIdx.x * C;
     float *yr = y + blockIdx.x * C;
@@ -338,6 +341,7 @@ static __global__ void layernorm_kernel(float *y, const float *x, const float *w
 
 static __global__ void softmax_kernel(float *x, int64_t C)
 {
+    twc_pdl_enter();
     __shared__ float red[32];
     float *xr = x + blockIdx.x * C;
     float mx = -INFINITY;
@@ -354,6 +358,7 @@ static __global__ void softmax_kernel(float *x, int64_t C)
 
 static __global__ void l2norm_kernel(float *x, int64_t C)
 {
+    twc_pdl_enter();
     __shared__ float red[32];
     float *xr = x + blockIdx.x * C;
     float ss = 0.0f;
@@ -365,25 +370,67 @@ static __global__ void l2norm_kernel(float *x, int64_t C)
         xr[i] = xr[i] / n;
 }
 
-// x (T, H, D): the pairs of each head's first n_rot dims rotated by pos[t] * inv_freq[i]; the
-// angle in f32 as transformers forms it, its cosine and sine in double as the reference.
+// Pair i of a head (of its first 2 * half dims) rotated by angle ang, in place, and also
+// stored at the same offsets of dst unless it is NULL: the angle in f32 as transformers forms
+// it, its cosine and sine in double as the reference.
+static __device__ void rope_pair(float *head, float *dst, int i, float ang, int half, bool neox)
+{
+    double sd, cd;
+    sincos((double)ang, &sd, &cd);
+    float c = (float)cd, s = (float)sd;
+    int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
+    float a = head[i0], b = head[i1];
+    float r0 = a * c - b * s, r1 = b * c + a * s;
+    head[i0] = r0, head[i1] = r1;
+    if (dst)
+        dst[i0] = r0, dst[i1] = r1;
+}
+
+// x (T, H, D): the pairs of each head's first n_rot dims rotated by pos[t] * inv_freq[i].
 static __global__ void rope_kernel(float *x, const int32_t *pos, const float *inv_freq, int64_t T,
                                    int64_t H, int64_t D, int half, bool neox)
 {
+    twc_pdl_enter();
     int64_t n = T * H * half;
     for (int64_t g = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; g < n;
          g += (int64_t)gridDim.x * blockDim.x) {
         int i = (int)(g % half);
         int64_t th = g / half, t = th / H;
-        float ang = (float)pos[t] * inv_freq[i];
-        double sd, cd;
-        sincos((double)ang, &sd, &cd);
-        float c = (float)cd, s = (float)sd;
-        float *v = x + th * D;
-        int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
-        float a = v[i0], b = v[i1];
-        v[i0] = a * c - b * s;
-        v[i1] = b * c + a * s;
+        rope_pair(x + th * D, NULL, i, (float)pos[t] * inv_freq[i], half, neox);
+    }
+}
+
+// tw_rope_store: q (T, H, D) and k (T, Hkv, D) rotated (rope_kernel's work, k's pairs also
+// stored into row rows[t] of kc), k's unrotated dims and v's rows copied to kc and vc. One
+// work item per q pair, k pair, and k / v element; none writes what another reads.
+static __global__ void rope_store_kernel(float *q, float *k, const float *v, const int32_t *pos,
+                                         const float *inv_freq, const int32_t *rows, float *kc,
+                                         float *vc, int64_t T, int64_t H, int64_t Hkv, int64_t D,
+                                         int half, bool neox)
+{
+    twc_pdl_enter();
+    const int64_t kvd = Hkv * D, nq = T * H * half, nk = T * Hkv * half;
+    const int64_t n = nq + nk + T * kvd;
+    for (int64_t g = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; g < n;
+         g += (int64_t)gridDim.x * blockDim.x) {
+        if (g < nq + nk) {
+            bool isk = g >= nq;
+            int64_t e = isk ? g - nq : g;
+            int i = (int)(e % half);
+            int64_t th = e / half, t = th / (isk ? Hkv : H);
+            float ang = (float)pos[t] * inv_freq[i];
+            if (isk)
+                rope_pair(k + th * D, kc + (int64_t)rows[t] * kvd + (th % Hkv) * D, i, ang, half,
+                          neox);
+            else
+                rope_pair(q + th * D, NULL, i, ang, half, neox);
+        } else {
+            int64_t e = g - nq - nk, t = e / kvd, c = e % kvd;
+            int64_t dst = (int64_t)rows[t] * kvd + c;
+            vc[dst] = v[e];
+            if (c % D >= 2 * half)
+                kc[dst] = k[e];
+        }
     }
 }
 
@@ -410,6 +457,7 @@ static __device__ float act_of(enum ew_op op, float v)
 static __global__ void ew_kernel(enum ew_op op, float *y, const float *a, const float *b,
                                  int64_t n)
 {
+    twc_pdl_enter();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x) {
         float v = a[i];
@@ -426,6 +474,7 @@ static __global__ void ew_kernel(enum ew_op op, float *y, const float *a, const 
 static __global__ void pool_kernel(float *y, const float *x, int64_t T, int64_t C,
                                    enum tw_pooling mode)
 {
+    twc_pdl_enter();
     int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     if (c >= C)
         return;
@@ -454,6 +503,7 @@ static __global__ void pool_kernel(float *y, const float *x, int64_t T, int64_t 
 
 static __global__ void to_bf16_kernel(__nv_bfloat16 *y, const float *x, int64_t n)
 {
+    twc_pdl_enter();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
         y[i] = __float2bfloat16(x[i]);
@@ -462,6 +512,7 @@ static __global__ void to_bf16_kernel(__nv_bfloat16 *y, const float *x, int64_t 
 // y (T, ldy) columns [0, N) += bias (N).
 static __global__ void bias_kernel(float *y, const float *bias, int64_t T, int64_t N, int64_t ldy)
 {
+    twc_pdl_enter();
     int64_t n = T * N;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
@@ -568,6 +619,7 @@ static bool ensure_scratch(struct cuda_impl *im, void **p, size_t *cap, size_t b
     cudaFree(*p);
     *p = NULL;
     *cap = 0;
+    im->scratch_gen++;
     if (!ck(im, cudaMalloc(p, bytes), "matmul scratch"))
         return false;
     *cap = bytes;
@@ -586,8 +638,9 @@ static void gemm(struct cuda_impl *im, float *y, const struct tw_tensor *x,
     } else {
         if (!ensure_scratch(im, (void **)&im->xbf, &im->xbf_bytes, (size_t)(T * K) * 2))
             return;
-        to_bf16_kernel<<<grid_for(T * K), 256, 0, im->stream>>>(im->xbf, f32(x), T * K);
-        ck(im, cudaGetLastError(), "matmul (x to bf16)");
+        ck(im,
+           twc_launch(to_bf16_kernel, grid_for(T * K), 256, 0, im->stream, im->xbf, f32(x), T * K),
+           "matmul (x to bf16)");
         if (w->dtype == TW_DTYPE_BF16) {
             lt_matmul(im, 0, w->data, im->xbf, y, T, N, K, N, beta);
         } else {
@@ -604,8 +657,8 @@ static void gemm(struct cuda_impl *im, float *y, const struct tw_tensor *x,
         }
     }
     if (b) {
-        bias_kernel<<<grid_for(T * N), 256, 0, im->stream>>>(y, b, T, N, N);
-        ck(im, cudaGetLastError(), "matmul (bias)");
+        ck(im, twc_launch(bias_kernel, grid_for(T * N), 256, 0, im->stream, y, b, T, N, N),
+           "matmul (bias)");
     }
 }
 
@@ -627,7 +680,7 @@ static void matmul_into(struct tw_backend *be, struct tw_tensor *y, const struct
     int64_t T = tw_tensor_nrows(x), K = w->ne[1];
     if (T <= TWC_GEMV_MAX_T) {
         struct twc_gemv_out o = gemv_out(w, f32(y), bias, add ? f32(y) : NULL);
-        ck(im, twc_gemv_multi(1, &o, K, f32(x), K, (int)T, im->stream), "matmul (gemv)");
+        ck(im, twc_gemv_multi(1, &o, K, f32(x), K, (int)T, NULL, im->stream), "matmul (gemv)");
         return;
     }
     gemm(im, f32(y), x, w, bias ? f32(bias) : NULL, add);
@@ -656,7 +709,7 @@ static void cuda_matmul_n(struct tw_backend *be, int n, struct tw_tensor *const 
     struct twc_gemv_out o[TWC_GEMV_MAX_OUTS];
     for (int i = 0; i < n; i++)
         o[i] = gemv_out(ws[i], f32(ys[i]), biases ? biases[i] : NULL, NULL);
-    ck(im, twc_gemv_multi(n, o, K, f32(x), K, (int)T, im->stream), "matmul_n (gemv)");
+    ck(im, twc_gemv_multi(n, o, K, f32(x), K, (int)T, NULL, im->stream), "matmul_n (gemv)");
 }
 
 static void cuda_matmul_add(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
@@ -679,7 +732,7 @@ static void cuda_matmul_swiglu(struct tw_backend *be, struct tw_tensor *y,
     if (T <= TWC_GEMV_MAX_T && wg->dtype == wu->dtype && wg->nb[0] == wu->nb[0]) {
         ck(im,
            twc_gemv_swiglu(wg->dtype, wg->data, wu->data, wg->nb[0], N, K, f32(x), K, (int)T,
-                           f32(y), N, im->stream),
+                           f32(y), N, NULL, im->stream),
            "matmul_swiglu (gemv)");
         return;
     }
@@ -699,9 +752,50 @@ static void cuda_rmsnorm(struct tw_backend *be, struct tw_tensor *y, const struc
     if (!live(im))
         return;
     int64_t R = tw_tensor_nrows(x), C = tw_tensor_ncols(x);
-    rmsnorm_kernel<<<(unsigned)R, ROW_THREADS, 0, im->stream>>>(f32(y), f32(x), w ? f32(w) : NULL,
-                                                                C, eps);
-    ck(im, cudaGetLastError(), "rmsnorm");
+    ck(im,
+       twc_launch(rmsnorm_kernel, (unsigned)R, ROW_THREADS, 0, im->stream, f32(y), f32(x),
+                  w ? f32(w) : (const float *)NULL, C, eps),
+       "rmsnorm");
+}
+
+// An RMSNorm before a product: folded into the matvec at T = 1, else formed into pn->xn.
+static void cuda_norm_matmul_n(struct tw_backend *be, int n, struct tw_tensor *const *ys,
+                               const struct tw_tensor *x, const struct tw_tensor *const *ws,
+                               const struct tw_tensor *const *biases, const struct tw_prenorm *pn)
+{
+    struct cuda_impl *im = impl(be);
+    if (!live(im))
+        return;
+    if (tw_tensor_nrows(x) == 1 && n <= TWC_GEMV_MAX_OUTS) {
+        struct twc_gemv_out o[TWC_GEMV_MAX_OUTS];
+        for (int i = 0; i < n; i++)
+            o[i] = gemv_out(ws[i], f32(ys[i]), biases ? biases[i] : NULL, NULL);
+        struct twc_gemv_norm nm = { f32(pn->w), pn->eps };
+        ck(im, twc_gemv_multi(n, o, ws[0]->ne[1], f32(x), ws[0]->ne[1], 1, &nm, im->stream),
+           "matmul_n (gemv, norm)");
+        return;
+    }
+    cuda_rmsnorm(be, pn->xn, x, pn->w, pn->eps);
+    cuda_matmul_n(be, n, ys, pn->xn, ws, biases);
+}
+
+static void cuda_norm_matmul_swiglu(struct tw_backend *be, struct tw_tensor *y,
+                                    const struct tw_tensor *x, const struct tw_tensor *wg,
+                                    const struct tw_tensor *wu, const struct tw_prenorm *pn)
+{
+    struct cuda_impl *im = impl(be);
+    if (!live(im))
+        return;
+    if (tw_tensor_nrows(x) == 1 && wg->dtype == wu->dtype && wg->nb[0] == wu->nb[0]) {
+        struct twc_gemv_norm nm = { f32(pn->w), pn->eps };
+        ck(im,
+           twc_gemv_swiglu(wg->dtype, wg->data, wu->data, wg->nb[0], wg->ne[0], wg->ne[1], f32(x),
+                           wg->ne[1], 1, f32(y), wg->ne[0], &nm, im->stream),
+           "matmul_swiglu (gemv, norm)");
+        return;
+    }
+    cuda_rmsnorm(be, pn->xn, x, pn->w, pn->eps);
+    cuda_matmul_swiglu(be, y, pn->xn, wg, wu);
 }
 
 static void cuda_layernorm(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
@@ -711,9 +805,10 @@ static void cuda_layernorm(struct tw_backend *be, struct tw_tensor *y, const str
     if (!live(im))
         return;
     int64_t R = tw_tensor_nrows(x), C = tw_tensor_ncols(x);
-    layernorm_kernel<<<(unsigned)R, ROW_THREADS, 0, im->stream>>>(f32(y), f32(x), f32(w), f32(b),
-                                                                  C, eps);
-    ck(im, cudaGetLastError(), "layernorm");
+    ck(im,
+       twc_launch(layernorm_kernel, (unsigned)R, ROW_THREADS, 0, im->stream, f32(y), f32(x),
+                  f32(w), f32(b), C, eps),
+       "layernorm");
 }
 
 static void cuda_rope(struct tw_backend *be, struct tw_tensor *x, const int32_t *pos,
@@ -726,9 +821,30 @@ static void cuda_rope(struct tw_backend *be, struct tw_tensor *x, const int32_t 
     const float *d_freq = (const float *)stage(im, r->inv_freq, (size_t)half * sizeof(float));
     if (!d_pos || !d_freq || half == 0 || !live(im))
         return;
-    rope_kernel<<<grid_for(T * H * half), 256, 0, im->stream>>>(f32(x), d_pos, d_freq, T, H, D,
-                                                                half, r->neox);
-    ck(im, cudaGetLastError(), "rope");
+    ck(im,
+       twc_launch(rope_kernel, grid_for(T * H * half), 256, 0, im->stream, f32(x), d_pos, d_freq,
+                  T, H, D, half, r->neox),
+       "rope");
+}
+
+static void cuda_rope_store(struct tw_backend *be, struct tw_tensor *q, struct tw_tensor *k,
+                            const struct tw_tensor *v, const int32_t *pos, const struct tw_rope *r,
+                            float *k_cache, float *v_cache, const int32_t *rows)
+{
+    struct cuda_impl *im = impl(be);
+    int64_t T = q->ne[0], H = q->ne[1], Hkv = k->ne[1], D = q->ne[2];
+    int half = r->n_rot / 2;
+    const int32_t *d_pos = (const int32_t *)stage(im, pos, (size_t)T * sizeof *pos);
+    const float *d_freq =
+        half ? (const float *)stage(im, r->inv_freq, (size_t)half * sizeof(float)) : NULL;
+    const int32_t *d_rows = (const int32_t *)stage(im, rows, (size_t)T * sizeof *rows);
+    if (!d_pos || (half && !d_freq) || !d_rows || !live(im))
+        return;
+    ck(im,
+       twc_launch(rope_store_kernel, grid_for(T * ((H + Hkv) * half + Hkv * D)), 256, 0,
+                  im->stream, f32(q), f32(k), f32(v), d_pos, d_freq, d_rows, k_cache, v_cache, T,
+                  H, Hkv, D, half, r->neox),
+       "rope_store");
 }
 
 static void run_attention(struct cuda_impl *im, struct tw_tensor *out, const struct tw_tensor *q,
@@ -793,8 +909,7 @@ static void ew(struct tw_backend *be, enum ew_op op, float *y, const float *a, c
     struct cuda_impl *im = impl(be);
     if (!live(im))
         return;
-    ew_kernel<<<grid_for(n), 256, 0, im->stream>>>(op, y, a, b, n);
-    ck(im, cudaGetLastError(), what);
+    ck(im, twc_launch(ew_kernel, grid_for(n), 256, 0, im->stream, op, y, a, b, n), what);
 }
 
 static void cuda_softmax(struct tw_backend *be, struct tw_tensor *x)
@@ -802,9 +917,10 @@ static void cuda_softmax(struct tw_backend *be, struct tw_tensor *x)
     struct cuda_impl *im = impl(be);
     if (!live(im))
         return;
-    softmax_kernel<<<(unsigned)tw_tensor_nrows(x), ROW_THREADS, 0, im->stream>>>(
-        f32(x), tw_tensor_ncols(x));
-    ck(im, cudaGetLastError(), "softmax");
+    ck(im,
+       twc_launch(softmax_kernel, (unsigned)tw_tensor_nrows(x), ROW_THREADS, 0, im->stream, f32(x),
+                  tw_tensor_ncols(x)),
+       "softmax");
 }
 
 static void cuda_swiglu(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *gate,
@@ -833,9 +949,10 @@ static void cuda_pool(struct tw_backend *be, struct tw_tensor *y, const struct t
     if (!live(im))
         return;
     int64_t C = tw_tensor_ncols(x);
-    pool_kernel<<<(unsigned)((C + 255) / 256), 256, 0, im->stream>>>(f32(y), f32(x),
-                                                                     tw_tensor_nrows(x), C, mode);
-    ck(im, cudaGetLastError(), "pool");
+    ck(im,
+       twc_launch(pool_kernel, (unsigned)((C + 255) / 256), 256, 0, im->stream, f32(y), f32(x),
+                  tw_tensor_nrows(x), C, mode),
+       "pool");
 }
 
 static void cuda_l2norm(struct tw_backend *be, struct tw_tensor *x)
@@ -843,14 +960,16 @@ static void cuda_l2norm(struct tw_backend *be, struct tw_tensor *x)
     struct cuda_impl *im = impl(be);
     if (!live(im))
         return;
-    l2norm_kernel<<<(unsigned)tw_tensor_nrows(x), ROW_THREADS, 0, im->stream>>>(
-        f32(x), tw_tensor_ncols(x));
-    ck(im, cudaGetLastError(), "l2norm");
+    ck(im,
+       twc_launch(l2norm_kernel, (unsigned)tw_tensor_nrows(x), ROW_THREADS, 0, im->stream, f32(x),
+                  tw_tensor_ncols(x)),
+       "l2norm");
 }
 
 static __global__ void set_rows_kernel(float *dst, const float *src, const int32_t *rows,
                                        int64_t T, int64_t C)
 {
+    twc_pdl_enter();
     int64_t n = T * C;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
@@ -865,8 +984,10 @@ static void cuda_set_rows(struct tw_backend *be, float *dst, const struct tw_ten
     const int32_t *d_rows = (const int32_t *)stage(im, rows, (size_t)T * sizeof *rows);
     if (!d_rows || !live(im))
         return;
-    set_rows_kernel<<<grid_for(T * C), 256, 0, im->stream>>>(dst, f32(src), d_rows, T, C);
-    ck(im, cudaGetLastError(), "set_rows");
+    ck(im,
+       twc_launch(set_rows_kernel, grid_for(T * C), 256, 0, im->stream, dst, f32(src), d_rows, T,
+                  C),
+       "set_rows");
 }
 
 // ---- top-k: topk.cu's kernels write the R * k values and ids straight into pinned host
@@ -909,7 +1030,19 @@ static void cuda_topk(struct tw_backend *be, const struct tw_tensor *x, int32_t 
     cuda_release(be, d);
 }
 
-// ---- graphs
+// ---- graphs: a recorded step is its executable graph and the scratch generation it read.
+
+struct cuda_graph {
+    cudaGraphExec_t exec;
+    unsigned gen;
+};
+
+static void graph_destroy(struct cuda_impl *im, struct cuda_graph *g)
+{
+    ck(im, cudaStreamSynchronize(im->stream), "graph");
+    cudaGraphExecDestroy(g->exec);
+    tw_free(g);
+}
 
 static int cuda_graph_begin(struct tw_backend *be, void **graph, int32_t kv_bound)
 {
@@ -922,7 +1055,11 @@ static int cuda_graph_begin(struct tw_backend *be, void **graph, int32_t kv_boun
     im->stage_off = 0;
     im->n_recent = 0;
     im->kv_bound = kv_bound;
-    if (*graph) {
+    struct cuda_graph *g = (struct cuda_graph *)*graph;
+    if (g && g->gen != im->scratch_gen) { // it read scratch that has moved since: record anew
+        graph_destroy(im, g);
+        *graph = NULL;
+    } else if (g) {
         im->mode = PREP;
         return 0;
     }
@@ -939,7 +1076,7 @@ static int cuda_graph_end(struct tw_backend *be, void **graph)
         im->mode = EAGER;
         if (im->err) // a staging failure: the replay would read stale arrays
             return report(im);
-        ck(im, cudaGraphLaunch((cudaGraphExec_t)*graph, im->stream), "graph launch");
+        ck(im, cudaGraphLaunch(((struct cuda_graph *)*graph)->exec, im->stream), "graph launch");
         return 0;
     }
     im->mode = EAGER;
@@ -950,6 +1087,12 @@ static int cuda_graph_end(struct tw_backend *be, void **graph)
         e = cudaGraphInstantiate(&exec, g, 0);
     if (g)
         cudaGraphDestroy(g);
+    struct cuda_graph *cg = NULL;
+    if (e == cudaSuccess && !im->err) {
+        cg = (struct cuda_graph *)tw_malloc(sizeof *cg);
+        if (!cg)
+            e = cudaErrorMemoryAllocation;
+    }
     if (e != cudaSuccess || im->err) {
         // Nothing of the step ran: the caller runs it again op by op.
         cudaGetLastError();
@@ -960,16 +1103,15 @@ static int cuda_graph_end(struct tw_backend *be, void **graph)
             cudaGraphExecDestroy(exec);
         return tw_error_set(TW_EUNSUPPORTED, "cuda: the step could not be recorded (%s)", why);
     }
-    *graph = exec;
+    *cg = (struct cuda_graph){ exec, im->scratch_gen };
+    *graph = cg;
     ck(im, cudaGraphLaunch(exec, im->stream), "graph launch");
     return 0;
 }
 
 static void cuda_graph_free(struct tw_backend *be, void *graph)
 {
-    struct cuda_impl *im = impl(be);
-    ck(im, cudaStreamSynchronize(im->stream), "graph");
-    cudaGraphExecDestroy((cudaGraphExec_t)graph);
+    graph_destroy(impl(be), (struct cuda_graph *)graph);
 }
 
 // ---- measurements for the benchmarks
@@ -1101,6 +1243,9 @@ static const struct tw_backend_ops cuda_ops = {
     .l2norm = cuda_l2norm,
     .set_rows = cuda_set_rows,
     .topk = cuda_topk,
+    .norm_matmul_n = cuda_norm_matmul_n,
+    .norm_matmul_swiglu = cuda_norm_matmul_swiglu,
+    .rope_store = cuda_rope_store,
     .matmul_add = cuda_matmul_add,
     .matmul_swiglu = cuda_matmul_swiglu,
     .graph_begin = cuda_graph_begin,

@@ -99,6 +99,7 @@ __global__ void __launch_bounds__(DQ_THREADS)
     dequant_bf16_kernel(const unsigned char *w, size_t row_bytes, int64_t rows, int K,
                         __nv_bfloat16 *out)
 {
+    twc_pdl_enter();
     for (int64_t r = (int64_t)blockIdx.x * blockDim.y + threadIdx.y; r < rows;
          r += (int64_t)gridDim.x * blockDim.y) {
         const unsigned char *row = w + (size_t)r * row_bytes;
@@ -133,6 +134,7 @@ __global__ void __launch_bounds__(DQ_THREADS)
     get_rows_kernel(const unsigned char *table, size_t row_bytes, int K, const int32_t *ids,
                     int64_t T, float *y)
 {
+    twc_pdl_enter();
     for (int64_t t = (int64_t)blockIdx.x * blockDim.y + threadIdx.y; t < T;
          t += (int64_t)gridDim.x * blockDim.y) {
         const unsigned char *row = table + (size_t)__ldg(ids + t) * row_bytes;
@@ -183,9 +185,9 @@ void launch_dequant(const void *w, size_t row_bytes, int64_t rows, int K, __nv_b
     shape(DT <= TW_DTYPE_BF16 ? K : K / 8, rows, &block, &grid);
     const unsigned char *wb = (const unsigned char *)w;
     if (aligned16(out) && K % 8 == 0)
-        dequant_bf16_kernel<DT, true><<<grid, block, 0, s>>>(wb, row_bytes, rows, K, out);
+        twc_launch(dequant_bf16_kernel<DT, true>, grid, block, 0, s, wb, row_bytes, rows, K, out);
     else
-        dequant_bf16_kernel<DT, false><<<grid, block, 0, s>>>(wb, row_bytes, rows, K, out);
+        twc_launch(dequant_bf16_kernel<DT, false>, grid, block, 0, s, wb, row_bytes, rows, K, out);
 }
 
 template <int DT>
@@ -197,9 +199,9 @@ void launch_get_rows(const void *table, size_t row_bytes, int K, const int32_t *
     shape(DT <= TW_DTYPE_BF16 ? K : K / 8, T, &block, &grid);
     const unsigned char *tb = (const unsigned char *)table;
     if (aligned16(y) && K % 4 == 0)
-        get_rows_kernel<DT, true><<<grid, block, 0, s>>>(tb, row_bytes, K, ids, T, y);
+        twc_launch(get_rows_kernel<DT, true>, grid, block, 0, s, tb, row_bytes, K, ids, T, y);
     else
-        get_rows_kernel<DT, false><<<grid, block, 0, s>>>(tb, row_bytes, K, ids, T, y);
+        twc_launch(get_rows_kernel<DT, false>, grid, block, 0, s, tb, row_bytes, K, ids, T, y);
 }
 
 bool valid_shape(enum tw_dtype dt, int64_t K)

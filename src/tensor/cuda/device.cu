@@ -1,18 +1,37 @@
 // The CUDA backend's first piece: device discovery and a trivial kernel (fill) that proves
 // the build path (nvcc, sm_90a + PTX, cudart) from the start. The real backend grows here.
-#include <cuda_runtime.h>
+#include "tensor/cuda/kernels.cuh"
 
 extern "C" {
 #include "tensor/cuda.h"
 }
 
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 static __global__ void fill_kernel(float *out, float value, size_t n)
 {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n)
         out[i] = value * (float)i;
+}
+
+static bool pdl_probe(void)
+{
+    int dev = 0, major = 0;
+    const char *env = getenv("TWIN_PDL");
+    bool ok =
+        cudaGetDevice(&dev) == cudaSuccess &&
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess;
+    cudaGetLastError();
+    return ok && major >= 9 && !(env && strcmp(env, "0") == 0);
+}
+
+bool twc_pdl_on(void)
+{
+    static const bool on = pdl_probe(); // once: every GPU of a machine is of one kind
+    return on;
 }
 
 extern "C" int tw_cuda_device_count(void)

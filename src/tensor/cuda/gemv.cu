@@ -58,7 +58,9 @@ struct gemv_args {
     int K;
     const float *x; // (T, K), rows ldx apart
     int64_t ldx;
-    const char *wu; // SwiGLU's up matrix (rows as o[0].w's), else NULL
+    const char *wu;  // SwiGLU's up matrix (rows as o[0].w's), else NULL
+    const float *nw; // the RMSNorm's weight (K) applied to x first (NORM), else NULL
+    float eps;
 };
 
 // 2^23 + byte k (0..3, a constant) of u, as a float.
@@ -117,6 +119,37 @@ template <bool VEC> __device__ __forceinline__ float4 ld_x4(const float *p)
         return make_float4(__ldg(p), __ldg(p + 1), __ldg(p + 2), __ldg(p + 3));
 }
 
+// The activations as the formats' dot() reads them: element k of x row t. With NORM, each
+// value comes out times the RMSNorm weight g[k] and its square is summed into ss[t]: every x
+// value is read exactly once by a group, so the group's sums give the rows' mean squares, and
+// rmsnorm(x) . w = (g x) . w / sqrt(mean(x^2) + eps) is scaled once at the end.
+template <int T, bool FAST, bool NORM> struct xin {
+    const float *x;
+    int64_t ldx;
+    const float *g;
+    float ss[T];
+
+    __device__ float4 ld4(int t, int64_t k)
+    {
+        float4 v = ld_x4<FAST>(x + t * ldx + k);
+        if constexpr (NORM) {
+            ss[t] = fmaf(v.x, v.x, fmaf(v.y, v.y, fmaf(v.z, v.z, fmaf(v.w, v.w, ss[t]))));
+            float4 w = ld_x4<FAST>(g + k);
+            v = make_float4(v.x * w.x, v.y * w.y, v.z * w.z, v.w * w.w);
+        }
+        return v;
+    }
+    __device__ float ld1(int t, int64_t k)
+    {
+        float v = __ldg(x + t * ldx + k);
+        if constexpr (NORM) {
+            ss[t] = fmaf(v, v, ss[t]);
+            v *= __ldg(g + k);
+        }
+        return v;
+    }
+};
+
 __device__ __forceinline__ float dot4(const float *w, float4 x)
 {
     return fmaf(w[3], x.w, fmaf(w[2], x.z, fmaf(w[1], x.y, w[0] * x.x)));
@@ -153,14 +186,13 @@ template <bool FAST> struct wfmt<TW_DTYPE_F32, FAST> {
         else
             return __ldg((const float *)row + b);
     }
-    template <int T, int RW>
-    static __device__ void dot(const raw (&v)[RW], const float *x, int64_t ldx, int b, int,
-                               float (&acc)[RW][T])
+    template <int T, int RW, class X>
+    static __device__ void dot(const raw (&v)[RW], X &x, int b, int, float (&acc)[RW][T])
     {
 #pragma unroll
         for (int t = 0; t < T; t++) {
             if constexpr (FAST) {
-                float4 xv = __ldg((const float4 *)(x + t * ldx) + b);
+                float4 xv = x.ld4(t, 4 * b);
 #pragma unroll
                 for (int r = 0; r < RW; r++) {
                     float f[4] = { __uint_as_float(v[r].x), __uint_as_float(v[r].y),
@@ -168,7 +200,7 @@ template <bool FAST> struct wfmt<TW_DTYPE_F32, FAST> {
                     acc[r][t] += dot4(f, xv);
                 }
             } else {
-                float xv = __ldg(x + t * ldx + b);
+                float xv = x.ld1(t, b);
 #pragma unroll
                 for (int r = 0; r < RW; r++)
                     acc[r][t] = fmaf(v[r], xv, acc[r][t]);
@@ -214,9 +246,8 @@ template <bool FAST, bool BF16> struct wfmt_half {
         else
             return ld_u16(row + 2 * (size_t)b);
     }
-    template <int T, int RW>
-    static __device__ void dot(const raw (&v)[RW], const float *x, int64_t ldx, int b, int,
-                               float (&acc)[RW][T])
+    template <int T, int RW, class X>
+    static __device__ void dot(const raw (&v)[RW], X &x, int b, int, float (&acc)[RW][T])
     {
         if constexpr (FAST) {
             float f[RW][8];
@@ -227,8 +258,7 @@ template <bool FAST, bool BF16> struct wfmt_half {
                     half2_f<BF16>(word(v[r], m), &f[r][2 * m]);
 #pragma unroll
             for (int t = 0; t < T; t++) {
-                const float4 *xp = (const float4 *)(x + t * ldx) + 2 * b;
-                float4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
+                float4 x0 = x.ld4(t, 8 * b), x1 = x.ld4(t, 8 * b + 4);
 #pragma unroll
                 for (int r = 0; r < RW; r++)
                     acc[r][t] += dot4(f[r], x0) + dot4(f[r] + 4, x1);
@@ -236,7 +266,7 @@ template <bool FAST, bool BF16> struct wfmt_half {
         } else {
 #pragma unroll
             for (int t = 0; t < T; t++) {
-                float xv = __ldg(x + t * ldx + b);
+                float xv = x.ld1(t, b);
 #pragma unroll
                 for (int r = 0; r < RW; r++)
                     acc[r][t] = fmaf(half_f<BF16>(v[r]), xv, acc[r][t]);
@@ -266,9 +296,8 @@ template <bool FAST> struct wfmt<TW_DTYPE_Q8_0, FAST> {
         const char *blk = row + 34 * (size_t)b;
         return { ld_u16(blk), ld8(blk + 2 + 8 * j) };
     }
-    template <int T, int RW>
-    static __device__ void dot(const raw (&v)[RW], const float *x, int64_t ldx, int b, int j,
-                               float (&acc)[RW][T])
+    template <int T, int RW, class X>
+    static __device__ void dot(const raw (&v)[RW], X &x, int b, int j, float (&acc)[RW][T])
     {
         float d[RW], q[RW][8];
 #pragma unroll
@@ -283,8 +312,8 @@ template <bool FAST> struct wfmt<TW_DTYPE_Q8_0, FAST> {
         }
 #pragma unroll
         for (int t = 0; t < T; t++) {
-            const float *xp = x + t * ldx + TW_QK8_0 * b + 8 * j;
-            float4 x0 = ld_x4<FAST>(xp), x1 = ld_x4<FAST>(xp + 4);
+            const int64_t k = TW_QK8_0 * b + 8 * j;
+            float4 x0 = x.ld4(t, k), x1 = x.ld4(t, k + 4);
 #pragma unroll
             for (int r = 0; r < RW; r++)
                 acc[r][t] = fmaf(d[r], dot4(q[r], x0) + dot4(q[r] + 4, x1), acc[r][t]);
@@ -310,9 +339,8 @@ template <bool FAST> struct wfmt<TW_DTYPE_Q4_0, FAST> {
         const char *blk = row + 18 * (size_t)b;
         return { ld_u16(blk), ld8(blk + 2 + 8 * j) };
     }
-    template <int T, int RW>
-    static __device__ void dot(const raw (&v)[RW], const float *x, int64_t ldx, int b, int j,
-                               float (&acc)[RW][T])
+    template <int T, int RW, class X>
+    static __device__ void dot(const raw (&v)[RW], X &x, int b, int j, float (&acc)[RW][T])
     {
         float d[RW], q[RW][16]; // [0..7] low nibbles, [8..15] high nibbles
 #pragma unroll
@@ -331,9 +359,9 @@ template <bool FAST> struct wfmt<TW_DTYPE_Q4_0, FAST> {
         }
 #pragma unroll
         for (int t = 0; t < T; t++) {
-            const float *xp = x + t * ldx + TW_QK4_0 * b + 8 * j;
-            float4 x0 = ld_x4<FAST>(xp), x1 = ld_x4<FAST>(xp + 4);
-            float4 x2 = ld_x4<FAST>(xp + 16), x3 = ld_x4<FAST>(xp + 20);
+            const int64_t k = TW_QK4_0 * b + 8 * j;
+            float4 x0 = x.ld4(t, k), x1 = x.ld4(t, k + 4);
+            float4 x2 = x.ld4(t, k + 16), x3 = x.ld4(t, k + 20);
 #pragma unroll
             for (int r = 0; r < RW; r++) {
                 float s = dot4(q[r], x0) + dot4(q[r] + 4, x1);
@@ -382,9 +410,8 @@ template <bool FAST> struct wfmt<TW_DTYPE_Q4_K, FAST> {
         const char *blk = row + 144 * (size_t)b;
         return { ld16<FAST>(blk), ld16<FAST>(blk + 16 + 16 * i) };
     }
-    template <int T, int RW>
-    static __device__ void dot(const raw (&v)[RW], const float *x, int64_t ldx, int b, int i,
-                               float (&acc)[RW][T])
+    template <int T, int RW, class X>
+    static __device__ void dot(const raw (&v)[RW], X &x, int b, int i, float (&acc)[RW][T])
     {
         const int c = i / 2;
         float dl[RW], ml[RW], dh[RW], mh[RW];
@@ -408,8 +435,8 @@ template <bool FAST> struct wfmt<TW_DTYPE_Q4_K, FAST> {
             }
 #pragma unroll
             for (int t = 0; t < T; t++) {
-                const float *xp = x + t * ldx + TW_QK_K * b + 64 * c + 16 * (i % 2) + 4 * m;
-                float4 xl = ld_x4<FAST>(xp), xh = ld_x4<FAST>(xp + 32);
+                const int64_t k = TW_QK_K * b + 64 * c + 16 * (i % 2) + 4 * m;
+                float4 xl = x.ld4(t, k), xh = x.ld4(t, k + 32);
 #pragma unroll
                 for (int r = 0; r < RW; r++)
                     acc[r][t] += dot4(wl[r], xl) + dot4(wh[r], xh);
@@ -467,9 +494,8 @@ template <bool FAST> struct wfmt<TW_DTYPE_Q6_K, FAST> {
             v.sc[j] = __ldg(sc + 2 * j);
         return v;
     }
-    template <int T, int RW>
-    static __device__ void dot(const raw (&v)[RW], const float *x, int64_t ldx, int b, int i,
-                               float (&acc)[RW][T])
+    template <int T, int RW, class X>
+    static __device__ void dot(const raw (&v)[RW], X &x, int b, int i, float (&acc)[RW][T])
     {
         const int h = i / 4, l0 = 8 * (i % 4);
         float d[RW];
@@ -491,8 +517,8 @@ template <bool FAST> struct wfmt<TW_DTYPE_Q6_K, FAST> {
             }
 #pragma unroll
             for (int t = 0; t < T; t++) {
-                const float *xp = x + t * ldx + TW_QK_K * b + 128 * h + 32 * j + l0;
-                float4 x0 = ld_x4<FAST>(xp), x1 = ld_x4<FAST>(xp + 4);
+                const int64_t k = TW_QK_K * b + 128 * h + 32 * j + l0;
+                float4 x0 = x.ld4(t, k), x1 = x.ld4(t, k + 4);
 #pragma unroll
                 for (int r = 0; r < RW; r++) {
                     float s = d[r] * (float)v[r].sc[j];
@@ -510,15 +536,15 @@ template <int RO_, int WG_, int U_> struct gemv_cfg {
     static constexpr int RO = RO_, WG = WG_, U = U_;
 };
 
-template <int DT, int T, bool FAST, class C, bool SWIGLU>
+template <int DT, int T, bool FAST, class C, bool SWIGLU, bool NORM>
 __global__ void __launch_bounds__(GEMV_THREADS, GEMV_MIN_BLOCKS(DT))
     gemv_kernel(const __grid_constant__ gemv_args a)
 {
     using W = wfmt<DT, FAST>;
     constexpr int RO = C::RO, WG = C::WG, U = C::U, GT = 32 * WG, NG = GEMV_WARPS / WG;
-    constexpr int RW = SWIGLU ? 2 * RO : RO;
+    constexpr int RW = SWIGLU ? 2 * RO : RO, NS = NORM ? T : 0; // NS: mean-square slots
     static_assert(RO * T <= GT, "one thread per output element");
-    __shared__ float part[GEMV_WARPS][RW * T];
+    __shared__ float part[GEMV_WARPS][RW * T + NS];
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = tid % GT;
     int oi = 0;
 #pragma unroll
@@ -537,6 +563,14 @@ __global__ void __launch_bounds__(GEMV_THREADS, GEMV_MIN_BLOCKS(DT))
         if constexpr (SWIGLU)
             w[RO + r] = a.wu + off;
     }
+    // The weights depend on nothing before this kernel: their first lines head for L2 while
+    // the previous kernel finishes (programmatic dependent launch, twc_launch).
+    for (size_t off = 128 * (size_t)g; off < o.row_bytes && off < 128 * (size_t)GT * 2;
+         off += 128 * (size_t)GT)
+#pragma unroll
+        for (int r = 0; r < RW; r++)
+            asm volatile("prefetch.global.L2 [%0];" ::"l"(w[r] + off));
+    twc_pdl_enter();
 
     float acc[RW][T];
 #pragma unroll
@@ -544,6 +578,7 @@ __global__ void __launch_bounds__(GEMV_THREADS, GEMV_MIN_BLOCKS(DT))
 #pragma unroll
         for (int t = 0; t < T; t++)
             acc[r][t] = 0.0f;
+    xin<T, FAST, NORM> x = { a.x, a.ldx, a.nw, {} };
 
     // Thread g takes piece g % PPB of blocks g / PPB, + GT / PPB, ...
     constexpr int PPB = W::PPB, STEP = GT / PPB;
@@ -560,20 +595,17 @@ __global__ void __launch_bounds__(GEMV_THREADS, GEMV_MIN_BLOCKS(DT))
 #pragma unroll
         for (int u = 0; u < U; u++)
             if (b0 + u * STEP < nb)
-                W::template dot<T, RW>(v[u], a.x, a.ldx, b0 + u * STEP, j, acc);
+                W::template dot<T, RW>(v[u], x, b0 + u * STEP, j, acc);
     }
 
 #pragma unroll
-    for (int r = 0; r < RW; r++) {
+    for (int i = 0; i < RW * T + NS; i++) {
+        float v = i < RW * T ? acc[i / T][i % T] : x.ss[(i - RW * T) % T];
 #pragma unroll
-        for (int t = 0; t < T; t++) {
-            float v = acc[r][t];
-#pragma unroll
-            for (int m = 16; m > 0; m /= 2)
-                v += __shfl_xor_sync(0xFFFFFFFFu, v, m);
-            if (lane == 0)
-                part[warp][r * T + t] = v;
-        }
+        for (int m = 16; m > 0; m /= 2)
+            v += __shfl_xor_sync(0xFFFFFFFFu, v, m);
+        if (lane == 0)
+            part[warp][i] = v;
     }
     __syncthreads();
     if (g < RO * T) {
@@ -584,14 +616,24 @@ __global__ void __launch_bounds__(GEMV_THREADS, GEMV_MIN_BLOCKS(DT))
 #pragma unroll
             for (int i = 0; i < WG; i++)
                 s += part[w0 + i][r * T + t];
+            float scale = 1.0f; // the RMSNorm's 1 / sqrt(mean(x^2) + eps) of row t
+            if constexpr (NORM) {
+                float ss = 0.0f;
+#pragma unroll
+                for (int i = 0; i < WG; i++)
+                    ss += part[w0 + i][RW * T + t];
+                scale = 1.0f / sqrtf(ss / (float)a.K + a.eps);
+            }
             float *y = o.y + t * o.ldy + n;
             if constexpr (SWIGLU) {
                 float u = 0.0f;
 #pragma unroll
                 for (int i = 0; i < WG; i++)
                     u += part[w0 + i][(RO + r) * T + t];
+                s *= scale, u *= scale;
                 *y = s / (1.0f + expf(-s)) * u;
             } else {
+                s *= scale;
                 if (o.bias)
                     s += o.bias[n];
                 if (o.res) // read before the store: res may be y
@@ -631,10 +673,11 @@ unsigned number_blocks(gemv_args &a, int rows)
     return b;
 }
 
-template <int DT, int T, bool FAST, class C, bool SW> void launch_c(gemv_args a, cudaStream_t s)
+template <int DT, int T, bool FAST, class C, bool SW, bool NORM = false>
+void launch_c(gemv_args a, cudaStream_t s)
 {
     unsigned grid = number_blocks(a, cfg_rows<C>());
-    gemv_kernel<DT, T, FAST, C, SW><<<grid, GEMV_THREADS, 0, s>>>(a);
+    twc_launch(gemv_kernel<DT, T, FAST, C, SW, NORM>, grid, GEMV_THREADS, 0, s, a);
 }
 
 #ifdef GEMV_SWEEP
@@ -672,10 +715,11 @@ template <int DT> bool launch_sweep(const gemv_args &a, cudaStream_t s)
 }
 #endif
 
-template <int DT, int T, bool FAST, bool SW> void launch_t(const gemv_args &a, cudaStream_t s)
+template <int DT, int T, bool FAST, bool SW, bool NORM = false>
+void launch_t(const gemv_args &a, cudaStream_t s)
 {
 #ifdef GEMV_SWEEP
-    if (T == 1 && FAST && !SW && launch_sweep<DT>(a, s))
+    if (T == 1 && FAST && !SW && !NORM && launch_sweep<DT>(a, s))
         return;
 #endif
     if (DT == TW_DTYPE_Q4_K && T == 1) {
@@ -685,15 +729,23 @@ template <int DT, int T, bool FAST, bool SW> void launch_t(const gemv_args &a, c
         for (int i = 0; i < a.n; i++)
             rows += a.o[i].N;
         if (rows < 4096) {
-            launch_c<DT, T, FAST, gemv_cfg<SW ? 1 : 2, 4, 1>, SW>(a, s);
+            launch_c<DT, T, FAST, gemv_cfg<SW ? 1 : 2, 4, 1>, SW, NORM>(a, s);
             return;
         }
     }
-    launch_c<DT, T, FAST, typename pick_cfg<DT, T, SW>::type, SW>(a, s);
+    launch_c<DT, T, FAST, typename pick_cfg<DT, T, SW>::type, SW, NORM>(a, s);
 }
 
+// With a norm (a.nw) T is 1: the fused RMSNorm is decode's alone.
 template <int DT, bool SW> void launch_dt(const gemv_args &a, int T, bool fast, cudaStream_t s)
 {
+    if (a.nw) {
+        if (fast)
+            launch_t<DT, 1, true, SW, true>(a, s);
+        else
+            launch_t<DT, 1, false, SW, true>(a, s);
+        return;
+    }
 #define GEMV_CASE(TT) \
     case TT:          \
         return fast ? launch_t<DT, TT, true, SW>(a, s) : launch_t<DT, TT, false, SW>(a, s);
@@ -768,9 +820,9 @@ bool x_fast(const float *x, int64_t ldx, int T)
 } // namespace
 
 cudaError_t twc_gemv_multi(int n, const struct twc_gemv_out *outs, int64_t K, const float *x,
-                           int64_t ldx, int T, cudaStream_t s)
+                           int64_t ldx, int T, const struct twc_gemv_norm *norm, cudaStream_t s)
 {
-    if (n < 1 || n > TWC_GEMV_MAX_OUTS)
+    if (n < 1 || n > TWC_GEMV_MAX_OUTS || (norm && T > 1))
         return cudaErrorInvalidValue;
     int64_t rows = 0;
     for (int i = 0; i < n; i++) {
@@ -789,7 +841,8 @@ cudaError_t twc_gemv_multi(int n, const struct twc_gemv_out *outs, int64_t K, co
             continue;
         gemv_args a = {};
         a.K = (int)K, a.x = x, a.ldx = ldx;
-        bool fast = x_fast(x, ldx, T);
+        a.nw = norm ? norm->w : NULL, a.eps = norm ? norm->eps : 0.0f;
+        bool fast = x_fast(x, ldx, T) && (!norm || aligned(norm->w, 16));
         for (int j = i; j < n; j++) {
             const twc_gemv_out &o = outs[j];
             if (done[j] || o.dt != outs[i].dt)
@@ -811,22 +864,23 @@ cudaError_t twc_gemv(enum tw_dtype dt, const void *w, size_t row_bytes, int64_t 
                      cudaStream_t s)
 {
     struct twc_gemv_out o = { dt, w, row_bytes, N, y, ldy, bias, NULL };
-    return twc_gemv_multi(1, &o, K, x, ldx, T, s);
+    return twc_gemv_multi(1, &o, K, x, ldx, T, NULL, s);
 }
 
 cudaError_t twc_gemv_swiglu(enum tw_dtype dt, const void *wg, const void *wu, size_t row_bytes,
                             int64_t N, int64_t K, const float *x, int64_t ldx, int T, float *y,
-                            int64_t ldy, cudaStream_t s)
+                            int64_t ldy, const struct twc_gemv_norm *norm, cudaStream_t s)
 {
-    if (!shape_ok(dt, K, T) || N < 0 || N > INT32_MAX)
+    if (!shape_ok(dt, K, T) || N < 0 || N > INT32_MAX || (norm && T > 1))
         return cudaErrorInvalidValue;
     if (T == 0 || N == 0)
         return cudaSuccess;
     gemv_args a = {};
     a.o[0] = { (const char *)wg, row_bytes, N, y, ldy, NULL, NULL, 0 };
     a.n = 1, a.K = (int)K, a.x = x, a.ldx = ldx, a.wu = (const char *)wu;
-    bool fast = x_fast(x, ldx, T) && weights_fast(dt, wg, row_bytes, K) &&
-                weights_fast(dt, wu, row_bytes, K);
+    a.nw = norm ? norm->w : NULL, a.eps = norm ? norm->eps : 0.0f;
+    bool fast = x_fast(x, ldx, T) && (!norm || aligned(norm->w, 16)) &&
+                weights_fast(dt, wg, row_bytes, K) && weights_fast(dt, wu, row_bytes, K);
     launch<true>(dt, a, T, fast, s);
     return cudaGetLastError();
 }

@@ -16,6 +16,45 @@ extern "C" {
 #include "tensor/dtype.h"
 }
 
+// ---- programmatic dependent launch (sm_90). A kernel launched through twc_launch may be
+// started while the kernel before it on the stream is still running (its launch and its
+// prologue overlap that kernel's tail, also inside a CUDA graph): before it touches memory
+// that work before it writes or reads, it calls twc_pdl_enter(), which waits for that work to
+// be complete and visible, then lets the next kernel be launched in turn. Every kernel
+// launched through twc_launch calls it (a kernel that did not could finish before its
+// predecessor, and the one after it, waiting only for it, would read too early). Off (plain
+// stream order) before sm_90 and with TWIN_PDL=0 in the environment.
+
+// Whether twc_launch asks for programmatic dependent launch (read once, device.cu).
+bool twc_pdl_on(void);
+
+__device__ __forceinline__ void twc_pdl_enter(void)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// Launches kernel k<<<grid, block, smem, s>>>(args...) with programmatic dependent launch
+// when twc_pdl_on(); returns the launch's error.
+template <typename... P, typename... A>
+cudaError_t twc_launch(void (*k)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                       A &&...args)
+{
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = s;
+    cfg.attrs = at;
+    cfg.numAttrs = twc_pdl_on() ? 1 : 0;
+    return cudaLaunchKernelEx(&cfg, k, static_cast<A &&>(args)...);
+}
+
 // ---- gemv.cu: decode-sized matmuls read the weights once, straight from their blocks.
 
 // The most activation rows twc_gemv takes in one call.
@@ -43,16 +82,25 @@ struct twc_gemv_out {
 // The most outputs twc_gemv_multi takes.
 #define TWC_GEMV_MAX_OUTS 4
 
+// An RMSNorm of x folded into the products (tw_prenorm): they see x / sqrt(mean(x^2) + eps)
+// * w (w: K floats), at T = 1 only.
+struct twc_gemv_norm {
+    const float *w;
+    float eps;
+};
+
 // n (1..TWC_GEMV_MAX_OUTS) matrix-vector products of the same x (T rows, ldx apart, K
 // columns) in one launch: q, k and v, or gate and up; or one with a residual add (o, down).
+// norm: NULL, or (T = 1) the RMSNorm applied to x first.
 cudaError_t twc_gemv_multi(int n, const struct twc_gemv_out *outs, int64_t K, const float *x,
-                           int64_t ldx, int T, cudaStream_t s);
+                           int64_t ldx, int T, const struct twc_gemv_norm *norm, cudaStream_t s);
 
 // SwiGLU fused with its two products: y[t * ldy + n] = silu(wg[n] . x[t]) * (wu[n] . x[t]),
-// wg and wu (N, K) of dtype dt with rows row_bytes apart (LLaMA's gate and up).
+// wg and wu (N, K) of dtype dt with rows row_bytes apart (LLaMA's gate and up); norm as
+// twc_gemv_multi's.
 cudaError_t twc_gemv_swiglu(enum tw_dtype dt, const void *wg, const void *wu, size_t row_bytes,
                             int64_t N, int64_t K, const float *x, int64_t ldx, int T, float *y,
-                            int64_t ldy, cudaStream_t s);
+                            int64_t ldy, const struct twc_gemv_norm *norm, cudaStream_t s);
 
 // ---- dequant.cu: weights to floats, for the GEMMs and the embedding lookup.
 
