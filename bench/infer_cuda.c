@@ -4,8 +4,9 @@
 // bandwidth (decode reads every matrix once per token plus the KV cache, so its roofline is
 // bandwidth / bytes per token) and the rate of cuBLASLt's bf16 GEMM at the prefill's largest
 // matrix shape (prefill is GEMMs: its share of that rate is what the table gives).
-// Decode is what `twin generate` does for each token: one forward of one token and its
-// logits copied to the host.
+// Decode is what `twin generate` does for each token: one forward of one token (a CUDA graph)
+// and its logits read back as their 40 largest values (tw_ctx_top, what generate reads for a
+// top-k sampler).
 // With --profile, each row is followed by where a decoded token's time goes, op by op (each
 // op waited for: launch plus run, without the graph).
 // With --batches, each row is followed by batched decode (B sequences a step, as the server
@@ -175,11 +176,16 @@ int main(int argc, char **argv)
                 tw_ctx_decode(cx, tok + 16, 1, logits, false) != 0)
                 return fail("decode");
             double bw = tw_cuda_copy_bandwidth(be, (size_t)1 << 30, 10);
+            float vals[TOP];
+            int32_t ids[TOP];
+            tw_ctx_keep_logits(cx, true);
             double t0 = now();
             for (int i = 0; i < n_decode; i++)
-                if (tw_ctx_decode(cx, tok + 17 + i, 1, logits, false) != 0)
+                if (tw_ctx_decode(cx, tok + 17 + i, 1, logits, false) != 0 ||
+                    tw_ctx_top(cx, TOP, vals, ids) != 0)
                     return fail("decode");
             double dec = now() - t0;
+            tw_ctx_keep_logits(cx, false);
             double bw2 = tw_cuda_copy_bandwidth(be, (size_t)1 << 30, 10);
             bw = bw2 > bw ? bw2 : bw;
             // The KV cache is f32: keys and values of every layer, at the run's mean length.

@@ -12,9 +12,14 @@ export LIBRARY_PATH="$p/usr/lib/x86_64-linux-gnu:$b${LIBRARY_PATH:+:$LIBRARY_PAT
 export LD_LIBRARY_PATH="$p/usr/lib/x86_64-linux-gnu:$b${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export CPATH="$p/usr/include${CPATH:+:$CPATH}"
 export CMAKE_PREFIX_PATH="$p/usr"
-# The machine's own tools must not load the prefix's libraries (its curl would find our
-# libcurl, older than it was built for): run them with the system's loader path.
-for tool in curl python3; do
-    eval "$tool() { LD_LIBRARY_PATH= command $tool \"\$@\"; }"
-    export -f "$tool"
-done
+# The machine's own curl must not load the prefix's libcurl (older than the one it was built
+# for): a wrapper first in PATH runs it with the system's loader path, exec'ing it so that
+# its process id stays the one a script started (and may kill).
+bin="$(pwd)/.device/bin"
+real_curl=$(command -v curl || true)
+if [ -n "$real_curl" ] && [ "$real_curl" != "$bin/curl" ]; then
+    mkdir -p "$bin"
+    printf '#!/bin/sh\nLD_LIBRARY_PATH= exec %s "$@"\n' "$real_curl" > "$bin/curl"
+    chmod +x "$bin/curl"
+    export PATH="$bin:$PATH"
+fi

@@ -24,7 +24,7 @@ extern "C" {
 #define STAGE_BYTES  ((size_t)4 << 20)  // the staging ring for host arrays
 #define LT_WORKSPACE ((size_t)32 << 20) // cuBLASLt's workspace
 #define TILE_ELEMS   ((size_t)32 << 20) // bf16 elements of a dequantised weight tile (64 MiB)
-#define ALGO_CACHE   64
+#define PLAN_CACHE   64
 #define ROW_THREADS  256
 
 struct pool_block {
@@ -33,11 +33,16 @@ struct pool_block {
     bool used;
 };
 
-struct algo_entry {
-    int64_t m, n, k;
-    int kind; // 0: bf16 x bf16 -> f32; 1: f32 x f32 -> f32
+// A cuBLASLt matmul set up for one shape: its descriptors and the algorithm the heuristic
+// chose, kept for the next call of that shape (creating them costs more host time than the
+// launch).
+struct lt_plan {
+    int64_t m, n, k, ldd;
+    int kind;  // 0: bf16 x bf16 -> f32; 1: f32 x f32 -> f32
+    bool bias; // the BIAS epilogue
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t la, lb, ld;
     cublasLtMatmulAlgo_t algo;
-    bool valid;
 };
 
 enum run_mode { EAGER, CAPTURE, PREP };
@@ -64,11 +69,11 @@ struct cuda_impl {
     __nv_bfloat16 *tile; // dequantised weights
     float *f32s;         // the up projection of cuda_matmul_swiglu's composed form
     size_t f32s_bytes;
-    struct algo_entry algos[ALGO_CACHE];
-    int n_algos;
-    int32_t *zero;     // a device int 0: the block table {0} of a contiguous cache
-    void *topk_host;   // pinned and mapped: tw_topk's kernel writes its answer there
-    void *topk_mapped; // the same memory as the device addresses it
+    struct lt_plan plans[PLAN_CACHE];
+    int n_plans, next_plan; // next_plan: the one a full cache replaces next
+    int32_t *zero;          // a device int 0: the block table {0} of a contiguous cache
+    void *topk_host;        // pinned and mapped: tw_topk's kernel writes its answer there
+    void *topk_mapped;      // the same memory as the device addresses it
     size_t topk_host_bytes;
     // Graphs: EAGER runs each op; CAPTURE records them (tw_backend_graph_begin with no graph
     // yet); PREP, before a replay, only takes in their host arrays (into the staging slots
@@ -539,74 +544,103 @@ static void cuda_embedding(struct tw_backend *be, struct tw_tensor *y,
            "embedding");
 }
 
-// The cached cuBLASLt algorithm for D (m, n) = A^T B in column-major terms, A (k, m) and
-// B (k, n) of the kind's type, D f32; NULL (with the failure recorded) when none fits.
-static const cublasLtMatmulAlgo_t *lt_algo(struct cuda_impl *im, cublasLtMatmulDesc_t op,
-                                           cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t lb,
-                                           cublasLtMatrixLayout_t ld, int64_t m, int64_t n,
-                                           int64_t k, int kind)
+static void plan_destroy(struct lt_plan *p)
 {
-    for (int i = 0; i < im->n_algos; i++) {
-        struct algo_entry *e = &im->algos[i];
-        if (e->valid && e->m == m && e->n == n && e->k == k && e->kind == kind)
-            return &e->algo;
-    }
-    cublasLtMatmulPreference_t pref;
-    if (!ck_lt(im, cublasLtMatmulPreferenceCreate(&pref), "matmul preference"))
-        return NULL;
-    size_t ws = LT_WORKSPACE;
-    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
-                                         sizeof ws);
-    cublasLtMatmulHeuristicResult_t res;
-    int found = 0;
-    cublasStatus_t st =
-        cublasLtMatmulAlgoGetHeuristic(im->lt, op, la, lb, ld, ld, pref, 1, &res, &found);
-    cublasLtMatmulPreferenceDestroy(pref);
-    if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
-        ck_lt(im, st == CUBLAS_STATUS_SUCCESS ? CUBLAS_STATUS_NOT_SUPPORTED : st,
-              "matmul heuristic");
-        return NULL;
-    }
-    int slot = im->n_algos < ALGO_CACHE ? im->n_algos++ : (int)((m + n + k) % ALGO_CACHE);
-    im->algos[slot] = (struct algo_entry){ m, n, k, kind, res.algo, true };
-    return &im->algos[slot].algo;
+    if (p->ld)
+        cublasLtMatrixLayoutDestroy(p->ld);
+    if (p->lb)
+        cublasLtMatrixLayoutDestroy(p->lb);
+    if (p->la)
+        cublasLtMatrixLayoutDestroy(p->la);
+    if (p->op)
+        cublasLtMatmulDescDestroy(p->op);
+    memset(p, 0, sizeof *p);
 }
 
-// y (T, ldy) = x (T, K) w (N, K)^T through cuBLASLt: kind 0 with w and x bf16, kind 1 with
-// both f32 (exact f32 arithmetic, no TF32: the f32 golden models match the CPU).
-static void lt_matmul(struct cuda_impl *im, int kind, const void *w, const void *x, float *y,
-                      int64_t T, int64_t N, int64_t K, int64_t ldy, float beta)
+// The plan for D (m, n) = A^T B (+ bias (m)) in column-major terms, A (k, m) and B (k, n) of
+// the kind's type, D f32 with leading dimension ldd: cached, or made. NULL when it cannot be
+// made: with bias, quietly (the caller adds the bias itself); without, with the failure
+// recorded.
+static struct lt_plan *lt_plan_get(struct cuda_impl *im, int kind, int64_t m, int64_t n, int64_t k,
+                                   int64_t ldd, bool bias)
 {
-    cudaDataType_t ab = kind == 0 ? CUDA_R_16BF : CUDA_R_32F;
-    cublasLtMatmulDesc_t op = NULL;
-    cublasLtMatrixLayout_t la = NULL, lb = NULL, ld = NULL;
-    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    bool ok =
-        ck_lt(im, cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "matmul") &&
-        ck_lt(im, cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta),
-              "matmul") &&
-        ck_lt(im, cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb),
-              "matmul") &&
-        ck_lt(im, cublasLtMatrixLayoutCreate(&la, ab, (uint64_t)K, (uint64_t)N, K), "matmul") &&
-        ck_lt(im, cublasLtMatrixLayoutCreate(&lb, ab, (uint64_t)K, (uint64_t)T, K), "matmul") &&
-        ck_lt(im, cublasLtMatrixLayoutCreate(&ld, CUDA_R_32F, (uint64_t)N, (uint64_t)T, ldy),
-              "matmul");
-    const cublasLtMatmulAlgo_t *algo = ok ? lt_algo(im, op, la, lb, ld, N, T, K, kind) : NULL;
-    if (algo) {
-        float one = 1.0f;
-        ck_lt(im,
-              cublasLtMatmul(im->lt, op, &one, w, la, x, lb, &beta, y, ld, y, ld, algo, im->lt_ws,
-                             LT_WORKSPACE, im->stream),
-              "matmul");
+    for (int i = 0; i < im->n_plans; i++) {
+        struct lt_plan *p = &im->plans[i];
+        if (p->m == m && p->n == n && p->k == k && p->ldd == ldd && p->kind == kind &&
+            p->bias == bias)
+            return p;
     }
-    if (ld)
-        cublasLtMatrixLayoutDestroy(ld);
-    if (lb)
-        cublasLtMatrixLayoutDestroy(lb);
-    if (la)
-        cublasLtMatrixLayoutDestroy(la);
-    if (op)
-        cublasLtMatmulDescDestroy(op);
+    int slot = im->n_plans < PLAN_CACHE ? im->n_plans++ : im->next_plan++ % PLAN_CACHE;
+    struct lt_plan *p = &im->plans[slot];
+    plan_destroy(p);
+    cudaDataType_t ab = kind == 0 ? CUDA_R_16BF : CUDA_R_32F;
+    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+    cublasLtMatmulPreference_t pref = NULL;
+    size_t ws = LT_WORKSPACE;
+    cublasLtMatmulHeuristicResult_t res;
+    int found = 0;
+    cublasStatus_t st = cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
+    if (st == CUBLAS_STATUS_SUCCESS && bias)
+        st =
+            cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatrixLayoutCreate(&p->la, ab, (uint64_t)k, (uint64_t)m, k);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatrixLayoutCreate(&p->lb, ab, (uint64_t)k, (uint64_t)n, k);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatrixLayoutCreate(&p->ld, CUDA_R_32F, (uint64_t)m, (uint64_t)n, ldd);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulPreferenceCreate(&pref);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                  &ws, sizeof ws);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulAlgoGetHeuristic(im->lt, p->op, p->la, p->lb, p->ld, p->ld, pref, 1,
+                                            &res, &found);
+    if (pref)
+        cublasLtMatmulPreferenceDestroy(pref);
+    if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
+        plan_destroy(p);
+        im->n_plans -= slot == im->n_plans - 1; // an unused slot at the end goes back
+        if (!bias)
+            ck_lt(im, st == CUBLAS_STATUS_SUCCESS ? CUBLAS_STATUS_NOT_SUPPORTED : st,
+                  "matmul plan");
+        return NULL;
+    }
+    p->m = m, p->n = n, p->k = k, p->ldd = ldd, p->kind = kind, p->bias = bias;
+    p->algo = res.algo;
+    return p;
+}
+
+// y (T, ldy) = x (T, K) w (N, K)^T (+ bias (N)) + beta y through cuBLASLt: kind 0 with w and x
+// bf16, kind 1 with both f32 (exact f32 arithmetic, no TF32: the f32 golden models match the
+// CPU). The bias goes in the GEMM's epilogue, or a kernel after it where cuBLASLt has none.
+static void lt_matmul(struct cuda_impl *im, int kind, const void *w, const void *x, float *y,
+                      int64_t T, int64_t N, int64_t K, int64_t ldy, float beta, const float *bias)
+{
+    struct lt_plan *p = bias ? lt_plan_get(im, kind, N, T, K, ldy, true) : NULL;
+    if (bias && p)
+        ck_lt(im,
+              cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                             sizeof bias),
+              "matmul (bias)");
+    if (!p)
+        p = lt_plan_get(im, kind, N, T, K, ldy, false);
+    if (!p)
+        return;
+    float one = 1.0f;
+    ck_lt(im,
+          cublasLtMatmul(im->lt, p->op, &one, w, p->la, x, p->lb, &beta, y, p->ld, y, p->ld,
+                         &p->algo, im->lt_ws, LT_WORKSPACE, im->stream),
+          "matmul");
+    if (bias && !p->bias)
+        ck(im, twc_launch(bias_kernel, grid_for(T * N), 256, 0, im->stream, y, bias, T, N, ldy),
+           "matmul (bias)");
 }
 
 // Grows a scratch buffer of the backend to `bytes` (what it held is lost): waits for the
@@ -626,40 +660,58 @@ static bool ensure_scratch(struct cuda_impl *im, void **p, size_t *cap, size_t b
     return true;
 }
 
-// y (T, N) = x w^T (+ bias) through cuBLASLt, or y += that with accumulate: bf16 weights as
-// they are, f32 weights in f32, others dequantised to bf16 a tile of rows at a time.
+// x (T, K) rounded to bf16 in the backend's scratch, for cuBLASLt; NULL (failure recorded)
+// when the scratch cannot grow.
+static const __nv_bfloat16 *x_bf16(struct cuda_impl *im, const struct tw_tensor *x)
+{
+    int64_t T = tw_tensor_nrows(x), K = tw_tensor_ncols(x);
+    if (!ensure_scratch(im, (void **)&im->xbf, &im->xbf_bytes, (size_t)(T * K) * 2))
+        return NULL;
+    ck(im, twc_launch(to_bf16_kernel, grid_for(T * K), 256, 0, im->stream, im->xbf, f32(x), T * K),
+       "matmul (x to bf16)");
+    return im->xbf;
+}
+
+// y (T, N) = x w^T (+ bias) through cuBLASLt, or y += that with accumulate: f32 weights with
+// x in f32; bf16 weights as they are and the others dequantised to bf16 a tile of rows at a
+// time, with xb, x rounded to bf16 (x_bf16: several products of one x share it).
 static void gemm(struct cuda_impl *im, float *y, const struct tw_tensor *x,
-                 const struct tw_tensor *w, const float *b, bool accumulate)
+                 const __nv_bfloat16 *xb, const struct tw_tensor *w, const float *b,
+                 bool accumulate)
 {
     int64_t T = tw_tensor_nrows(x), K = w->ne[1], N = w->ne[0];
     float beta = accumulate ? 1.0f : 0.0f;
     if (w->dtype == TW_DTYPE_F32) {
-        lt_matmul(im, 1, w->data, x->data, y, T, N, K, N, beta);
+        lt_matmul(im, 1, w->data, x->data, y, T, N, K, N, beta, b);
+    } else if (!xb) {
+        return;
+    } else if (w->dtype == TW_DTYPE_BF16) {
+        lt_matmul(im, 0, w->data, xb, y, T, N, K, N, beta, b);
     } else {
-        if (!ensure_scratch(im, (void **)&im->xbf, &im->xbf_bytes, (size_t)(T * K) * 2))
-            return;
-        ck(im,
-           twc_launch(to_bf16_kernel, grid_for(T * K), 256, 0, im->stream, im->xbf, f32(x), T * K),
-           "matmul (x to bf16)");
-        if (w->dtype == TW_DTYPE_BF16) {
-            lt_matmul(im, 0, w->data, im->xbf, y, T, N, K, N, beta);
-        } else {
-            // Tiles of whole rows, dequantised to bf16, each multiplied into its columns of y.
-            int64_t rows = (int64_t)(TILE_ELEMS / (size_t)K);
-            rows = rows < 1 ? 1 : rows;
-            for (int64_t n0 = 0; n0 < N && !im->err; n0 += rows) {
-                int64_t nr = N - n0 < rows ? N - n0 : rows;
-                const char *wr = (const char *)w->data + (size_t)n0 * w->nb[0];
-                ck(im, twc_dequant_bf16(w->dtype, wr, w->nb[0], nr, K, im->tile, im->stream),
-                   "matmul (dequantise)");
-                lt_matmul(im, 0, im->tile, im->xbf, y + n0, T, nr, K, N, beta);
-            }
+        // Tiles of whole rows, dequantised to bf16, each multiplied into its columns of y.
+        int64_t rows = (int64_t)(TILE_ELEMS / (size_t)K);
+        rows = rows < 1 ? 1 : rows;
+        for (int64_t n0 = 0; n0 < N && !im->err; n0 += rows) {
+            int64_t nr = N - n0 < rows ? N - n0 : rows;
+            const char *wr = (const char *)w->data + (size_t)n0 * w->nb[0];
+            ck(im, twc_dequant_bf16(w->dtype, wr, w->nb[0], nr, K, im->tile, im->stream),
+               "matmul (dequantise)");
+            lt_matmul(im, 0, im->tile, xb, y + n0, T, nr, K, N, beta, NULL);
         }
+        if (b)
+            ck(im, twc_launch(bias_kernel, grid_for(T * N), 256, 0, im->stream, y, b, T, N, N),
+               "matmul (bias)");
     }
-    if (b) {
-        ck(im, twc_launch(bias_kernel, grid_for(T * N), 256, 0, im->stream, y, b, T, N, N),
-           "matmul (bias)");
-    }
+}
+
+// x_bf16 of x when one of the n weights is not f32 (else NULL, unused).
+static const __nv_bfloat16 *x_for(struct cuda_impl *im, const struct tw_tensor *x, int n,
+                                  const struct tw_tensor *const *ws)
+{
+    for (int i = 0; i < n; i++)
+        if (ws[i]->dtype != TW_DTYPE_F32)
+            return x_bf16(im, x);
+    return NULL;
 }
 
 static struct twc_gemv_out gemv_out(const struct tw_tensor *w, float *y,
@@ -683,7 +735,7 @@ static void matmul_into(struct tw_backend *be, struct tw_tensor *y, const struct
         ck(im, twc_gemv_multi(1, &o, K, f32(x), K, (int)T, NULL, im->stream), "matmul (gemv)");
         return;
     }
-    gemm(im, f32(y), x, w, bias ? f32(bias) : NULL, add);
+    gemm(im, f32(y), x, x_for(im, x, 1, &w), w, bias ? f32(bias) : NULL, add);
 }
 
 static void cuda_matmul(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
@@ -701,7 +753,13 @@ static void cuda_matmul_n(struct tw_backend *be, int n, struct tw_tensor *const 
     if (!live(im))
         return;
     int64_t T = tw_tensor_nrows(x), K = ws[0]->ne[1];
-    if (T > TWC_GEMV_MAX_T || n > TWC_GEMV_MAX_OUTS) {
+    if (T > TWC_GEMV_MAX_T) { // x rounded to bf16 once for all of them
+        const __nv_bfloat16 *xb = x_for(im, x, n, ws);
+        for (int i = 0; i < n; i++)
+            gemm(im, f32(ys[i]), x, xb, ws[i], biases && biases[i] ? f32(biases[i]) : NULL, false);
+        return;
+    }
+    if (n > TWC_GEMV_MAX_OUTS) {
         for (int i = 0; i < n; i++)
             cuda_matmul(be, ys[i], x, ws[i], biases ? biases[i] : NULL);
         return;
@@ -739,9 +797,16 @@ static void cuda_matmul_swiglu(struct tw_backend *be, struct tw_tensor *y,
     // The up projection into the backend's scratch, then SwiGLU in place on the gate's.
     if (!ensure_scratch(im, (void **)&im->f32s, &im->f32s_bytes, (size_t)(T * N) * 4))
         return;
-    cuda_matmul(be, y, x, wg, NULL);
     struct tw_tensor u = tw_tensor_f32_2d(im->f32s, T, N);
-    cuda_matmul(be, &u, x, wu, NULL);
+    if (T > TWC_GEMV_MAX_T) { // x rounded to bf16 once for both
+        const struct tw_tensor *w2[2] = { wg, wu };
+        const __nv_bfloat16 *xb = x_for(im, x, 2, w2);
+        gemm(im, f32(y), x, xb, wg, NULL, false);
+        gemm(im, im->f32s, x, xb, wu, NULL, false);
+    } else {
+        cuda_matmul(be, y, x, wg, NULL);
+        cuda_matmul(be, &u, x, wu, NULL);
+    }
     ew(be, EW_SWIGLU, f32(y), f32(y), im->f32s, T * N, "swiglu");
 }
 
@@ -1182,7 +1247,7 @@ extern "C" double tw_cuda_gemm_rate(struct tw_backend *be, int64_t M, int64_t N,
         fill_random_bf16<<<grid_for(N * K), 256, 0, im->stream>>>(w, N * K, 2);
         for (int r = 0; r <= reps; r++) {
             cudaEventRecord(e0, im->stream);
-            lt_matmul(im, 0, w, x, y, M, N, K, N, 0.0f);
+            lt_matmul(im, 0, w, x, y, M, N, K, N, 0.0f, NULL);
             cudaEventRecord(e1, im->stream);
             ms[r] = elapsed_ms(im, e0, e1);
         }
@@ -1214,6 +1279,8 @@ static void cuda_free(struct tw_backend *be)
     cudaFree(im->lt_ws);
     cudaFree(im->stage_dev);
     cudaFree(im->zero);
+    for (int i = 0; i < im->n_plans; i++)
+        plan_destroy(&im->plans[i]);
     cudaFreeHost(im->stage_host);
     cudaFreeHost(im->topk_host);
     if (im->lt)
