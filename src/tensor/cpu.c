@@ -8,6 +8,7 @@
 #include <math.h>
 #include <omp.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -28,7 +29,8 @@
 
 struct cpu_impl {
     tw_dot_fn dot[TW_DTYPE_COUNT];
-    tw_qdot_fn qdot[TW_DTYPE_COUNT]; // NULL for the float dtypes
+    tw_qdot_fn qdot[TW_DTYPE_COUNT];           // NULL for the float dtypes
+    tw_qdot_rows_fn qdot_rows[TW_DTYPE_COUNT]; // NULL where the ISA has none
     tw_q8_act_fn quantize;
     float *tiles;        // TILE_BYTES per thread
     bool gemm_bf16;      // bf16 weights go to cpu_gemm.h's kernel (tw_gemm_bf16_usable)
@@ -53,22 +55,21 @@ static struct cpu_impl *impl(struct tw_backend *be)
 // out the rows of all of them (one fork and join), and each weight row is streamed once
 // against up to 8 activation rows at a time. Block-quantised weights (q8_0, q4_0, q4_K,
 // q6_K) meet the activations quantised once to int8 blocks (cpu_qdot.h), as llama.cpp does:
-// integer dot products keep the decode memory-bound where float decoding would not.
+// integer dot products keep the decode memory-bound where float decoding would not. For one
+// activation row, the dtypes with a multi-row kernel (tw_qdot_rows_fn) go TW_QDOT_ROWS weight
+// rows a call: the threads share out units of that many rows.
 static void matmul_dot(struct tw_backend *be, int n, struct tw_tensor *const *ys,
                        const struct tw_tensor *x, const struct tw_tensor *const *ws,
                        const struct tw_tensor *const *biases)
 {
-    int64_t T = tw_tensor_nrows(x), K = ws[0]->ne[1], total = 0;
-    int64_t start[9];
+    int64_t T = tw_tensor_nrows(x), K = ws[0]->ne[1], total = 0, work = 0;
+    int64_t start[9]; // the first unit of each weight; a unit is per[i] rows
+    int per[8];
     bool any_q = false;
     assert(n >= 1 && n <= 8);
     struct cpu_impl *im = impl(be);
-    for (int i = 0; i < n; i++) {
-        start[i] = total;
-        total += ws[i]->ne[0];
+    for (int i = 0; i < n; i++)
         any_q |= im->qdot[ws[i]->dtype] != NULL;
-    }
-    start[n] = total;
     const float *xs = f32(x);
     // K is a multiple of 32 wherever a block dtype is in ws (its rows are whole blocks).
     int64_t kb = K / TW_QK8_ACT;
@@ -79,17 +80,31 @@ static void matmul_dot(struct tw_backend *be, int n, struct tw_tensor *const *ys
             for (int64_t t = 0; t < T; t++)
                 im->quantize(xs + t * K, (size_t)K, xq + t * kb);
     }
-#pragma omp parallel for num_threads(be->n_threads) schedule(static) if (total * K * T >= PAR_MIN)
+    for (int i = 0; i < n; i++) {
+        per[i] = xq && T == 1 && im->qdot_rows[ws[i]->dtype] ? TW_QDOT_ROWS : 1;
+        start[i] = total;
+        total += (ws[i]->ne[0] + per[i] - 1) / per[i];
+        work += ws[i]->ne[0] * K * T;
+    }
+    start[n] = total;
+#pragma omp parallel for num_threads(be->n_threads) schedule(static) if (work >= PAR_MIN)
     for (int64_t g = 0; g < total; g++) {
         int i = 0;
         while (g >= start[i + 1])
             i++;
-        int64_t r = g - start[i], N = ws[i]->ne[0];
+        int64_t r = (g - start[i]) * per[i], N = ws[i]->ne[0];
+        int nr = N - r < per[i] ? (int)(N - r) : per[i];
         const void *row = tw_tensor_row(ws[i], r);
         const float *b = biases && biases[i] ? f32(biases[i]) : NULL;
         tw_qdot_fn qdot = xq ? im->qdot[ws[i]->dtype] : NULL;
         float *ys_i = f32(ys[i]);
         float out[8];
+        if (per[i] > 1) { // T == 1: nr rows against the one activation row
+            im->qdot_rows[ws[i]->dtype](row, ws[i]->nb[0], nr, xq, (size_t)K, out);
+            for (int k = 0; k < nr; k++)
+                ys_i[r + k] = b ? out[k] + b[r + k] : out[k];
+            continue;
+        }
         for (int64_t t0 = 0; t0 < T; t0 += 8) {
             int nx = T - t0 < 8 ? (int)(T - t0) : 8;
             if (qdot)
@@ -405,9 +420,13 @@ int tw_backend_cpu_new(int n_threads, struct tw_backend **out)
     }
     im->tiles = tiles;
     enum tw_cpu_isa isa = tw_cpu_isa_best();
+    // TWIN_QDOT_ROWS=1: quantised decode one weight row a call (for comparing the two).
+    const char *rows_env = getenv("TWIN_QDOT_ROWS");
+    bool one_row = rows_env && strcmp(rows_env, "1") == 0;
     for (int t = 0; t < TW_DTYPE_COUNT; t++) {
         im->dot[t] = tw_dot_kernel((enum tw_dtype)t, isa);
         im->qdot[t] = tw_qdot_kernel((enum tw_dtype)t, isa);
+        im->qdot_rows[t] = one_row ? NULL : tw_qdot_rows_kernel((enum tw_dtype)t, isa);
     }
     im->quantize = tw_q8_act_quantizer(isa);
     im->gemm_bf16 = tw_gemm_bf16_usable(isa);

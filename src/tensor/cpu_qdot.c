@@ -171,18 +171,37 @@ static tw_qdot_fn kernel_scalar(enum tw_dtype t)
     }
 }
 
-tw_qdot_fn tw_qdot_kernel(enum tw_dtype t, enum tw_cpu_isa isa)
+// The ISA of tw_qdot_kernel(t, isa): the highest up to isa (lowered to the CPU's) with a
+// kernel for t; TW_ISA_SCALAR when none has one.
+static enum tw_cpu_isa kernel_isa(enum tw_dtype t, enum tw_cpu_isa isa)
 {
-    tw_qdot_fn f = kernel_scalar(t);
-    if (!f)
-        return NULL;
     enum tw_cpu_isa have = cpu_isa();
     if (isa > have)
         isa = have;
-    tw_qdot_fn g = NULL;
-    if (isa >= TW_ISA_AVX512)
-        g = tw_qdot_kernel_avx512(t);
-    if (!g && isa >= TW_ISA_AVX2)
-        g = tw_qdot_kernel_avx2(t);
-    return g ? g : f;
+    if (isa >= TW_ISA_AVX512 && tw_qdot_kernel_avx512(t))
+        return TW_ISA_AVX512;
+    if (isa >= TW_ISA_AVX2 && tw_qdot_kernel_avx2(t))
+        return TW_ISA_AVX2;
+    return TW_ISA_SCALAR;
+}
+
+tw_qdot_fn tw_qdot_kernel(enum tw_dtype t, enum tw_cpu_isa isa)
+{
+    if (!kernel_scalar(t))
+        return NULL;
+    switch (kernel_isa(t, isa)) {
+    case TW_ISA_AVX512:
+        return tw_qdot_kernel_avx512(t);
+    case TW_ISA_AVX2:
+        return tw_qdot_kernel_avx2(t);
+    default:
+        return kernel_scalar(t);
+    }
+}
+
+tw_qdot_rows_fn tw_qdot_rows_kernel(enum tw_dtype t, enum tw_cpu_isa isa)
+{
+    if (!kernel_scalar(t))
+        return NULL;
+    return kernel_isa(t, isa) == TW_ISA_AVX512 ? tw_qdot_rows_kernel_avx512(t) : NULL;
 }

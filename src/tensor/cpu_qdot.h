@@ -50,10 +50,28 @@ typedef void (*tw_qdot_fn)(const void *row, const struct tw_q8_act *x, size_t ld
 // without VNNI the AVX2 kernels come back. NULL for the float dtypes and for non-dtypes.
 tw_qdot_fn tw_qdot_kernel(enum tw_dtype t, enum tw_cpu_isa isa);
 
+#define TW_QDOT_ROWS 4 // weight rows of a tw_qdot_rows_fn call, at most
+
+// out[r] = sum_i decode(w + r * ldw)[i] * decode(x)[i] for r < nw (1..TW_QDOT_ROWS): nw weight
+// rows, ldw bytes apart, against one activation row (decoding a token). The activations' side
+// of the work (their bytes, scales and sums) is done once for all the rows, and the rows' sums
+// are reduced together: where a kernel's arithmetic rather than the memory sets the pace, this
+// goes faster than a tw_qdot_fn call per row. (Where the memory does, four streams side by
+// side were measured slower than one, which is why not every dtype has one.) Numerics and
+// alignment are tw_qdot_fn's with nx = 1.
+typedef void (*tw_qdot_rows_fn)(const void *w, size_t ldw, int nw, const struct tw_q8_act *x,
+                                size_t n, float *out);
+
+// The multi-row kernel of the ISA whose kernel tw_qdot_kernel(t, isa) gives; NULL where that
+// ISA has none for t (the caller then calls the tw_qdot_fn row by row).
+tw_qdot_rows_fn tw_qdot_rows_kernel(enum tw_dtype t, enum tw_cpu_isa isa);
+
 // ---- internal: the per-ISA tables of cpu_qdot_avx2.c and cpu_qdot_avx512.c (built with
-// target attributes); NULL where the compiler or target cannot build them.
+// target attributes); NULL where the compiler or target cannot build them. (Multi-row kernels
+// exist for AVX-512 only.)
 tw_qdot_fn tw_qdot_kernel_avx2(enum tw_dtype t);
 tw_qdot_fn tw_qdot_kernel_avx512(enum tw_dtype t);
+tw_qdot_rows_fn tw_qdot_rows_kernel_avx512(enum tw_dtype t);
 tw_q8_act_fn tw_q8_act_quantizer_avx2(void);
 tw_q8_act_fn tw_q8_act_quantizer_avx512(void);
 

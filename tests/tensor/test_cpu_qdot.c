@@ -2,8 +2,9 @@
 // its definition, bit for bit, and against its error bound; every block dtype x ISA x tile
 // height x row length against a double-precision sum over the exactly decoded weights and the
 // decoded activations (tight: only float rounding differs), and against the f32-activation
-// reference tw_vec_dot_row within the bound of the activations' rounding; and a deliberately
-// broken kernel (one activation off by one) that the comparison must reject.
+// reference tw_vec_dot_row within the bound of the activations' rounding; the multi-row
+// kernels the same way; and a deliberately broken kernel (one activation off by one) that the
+// comparison must reject.
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -346,6 +347,78 @@ static void test_kernels(enum tw_cpu_isa top)
     CHECK_EQ_INT(caught, broken_cases);
 }
 
+// The multi-row kernels (where an ISA has one): 1..TW_QDOT_ROWS rows, ldw bytes apart at odd
+// offsets, against one activation row, each row's result held to check_kernel's bounds;
+// results past nw stay untouched.
+static void test_rows_kernels(enum tw_cpu_isa top)
+{
+    static const enum tw_dtype types[] = { TW_DTYPE_Q8_0, TW_DTYPE_Q4_0, TW_DTYPE_Q4_K,
+                                           TW_DTYPE_Q6_K };
+    int cases = 0, bad = 0;
+    for (size_t ti = 0; ti < 4; ti++) {
+        enum tw_dtype t = types[ti];
+        size_t ns[8], cnt = lengths(t, ns);
+        for (size_t li = 0; li < cnt; li++) {
+            size_t n = ns[li], nbytes, nb = n / 32;
+            CHECK_OK(tw_dtype_nbytes(t, n, &nbytes));
+            size_t ldw = nbytes + 2 * (check_rand(&rng) % 40); // 2-byte aligned, odd lines
+            float *xf = malloc(NXMAX * n * sizeof *xf);
+            struct tw_q8_act *x = malloc(NXMAX * nb * sizeof *x);
+            uint8_t *buf = malloc(TW_QDOT_ROWS * ldw + 64);
+            REQUIRE(xf && x && buf);
+            fill_activations(xf, NXMAX * n);
+            for (int j = 0; j < NXMAX; j++) // tile_refs' rows; the kernels take row 0
+                tw_q8_act_quantize(xf + (size_t)j * n, n, x + (size_t)j * nb);
+            for (int kind = 0; kind < 2; kind++) {
+                struct tile tl[TW_QDOT_ROWS];
+                for (int r = 0; r < TW_QDOT_ROWS; r++) {
+                    uint8_t *row = buf + 34 + (size_t)r * ldw;
+                    make_row(t, kind, row, nbytes, n);
+                    tl[r] =
+                        (struct tile){ .t = t, .row = row, .n = n, .ldx = nb, .x = x, .xf = xf };
+                    tile_refs(&tl[r]);
+                }
+                for (int isa = TW_ISA_SCALAR; isa <= (int)top; isa++) {
+                    tw_qdot_rows_fn f = tw_qdot_rows_kernel(t, (enum tw_cpu_isa)isa);
+                    if (!f)
+                        continue;
+                    for (int nw = 1; nw <= TW_QDOT_ROWS; nw++) {
+                        float out[TW_QDOT_ROWS + 1];
+                        for (int r = 0; r <= TW_QDOT_ROWS; r++)
+                            out[r] = -12345.0f;
+                        f(buf + 34, ldw, nw, x, n, out);
+                        bool ok = nw == TW_QDOT_ROWS || out[nw] == -12345.0f;
+                        for (int r = 0; r < nw; r++) {
+                            bool exact = fabs(out[r] - tl[r].ref[0]) <= tl[r].tol[0];
+                            bool near32 = fabs(out[r] - tl[r].ref32[0]) <= tl[r].tol32[0];
+                            if (!(exact && near32) && bad < 20)
+                                fprintf(stderr,
+                                        "%s %s rows n=%zu nw=%d row %d: got %.9g, exact %.9g "
+                                        "(tol %.3g)\n",
+                                        tw_dtype_name(t), tw_cpu_isa_name((enum tw_cpu_isa)isa), n,
+                                        nw, r, (double)out[r], tl[r].ref[0], tl[r].tol[0]);
+                            ok &= exact && near32;
+                        }
+                        cases++;
+                        bad += !ok;
+                    }
+                }
+            }
+            free(buf);
+            free(x);
+            free(xf);
+        }
+    }
+    printf("multi-row kernels up to %s: %d cases, %d wrong\n", tw_cpu_isa_name(top), cases, bad);
+    CHECK_EQ_INT(bad, 0);
+    // AVX-512 (with VNNI) has them for q4_0 and q4_K; no ISA for the float dtypes.
+    CHECK(tw_qdot_rows_kernel(TW_DTYPE_BF16, top) == NULL);
+    CHECK(tw_qdot_rows_kernel(TW_DTYPE_Q4_K, TW_ISA_SCALAR) == NULL);
+    if (tw_qdot_kernel(TW_DTYPE_Q4_K, top) == tw_qdot_kernel(TW_DTYPE_Q4_K, TW_ISA_AVX512) &&
+        top == TW_ISA_AVX512)
+        CHECK(cases > 0);
+}
+
 static void test_choice(enum tw_cpu_isa hw)
 {
     CHECK(tw_qdot_kernel(TW_DTYPE_F32, hw) == NULL);
@@ -372,6 +445,7 @@ int main(void)
     printf("testing scalar..%s\n", tw_cpu_isa_name(top));
     test_quantizer(top);
     test_kernels(top);
+    test_rows_kernels(top);
     test_choice(hw);
     if (saved) {
         setenv("TWIN_ISA", saved, 1);
