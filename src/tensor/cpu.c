@@ -80,8 +80,13 @@ static void matmul_dot(struct tw_backend *be, int n, struct tw_tensor *const *ys
             for (int64_t t = 0; t < T; t++)
                 im->quantize(xs + t * K, (size_t)K, xq + t * kb);
     }
+    // The multi-row kernels pay where a core's arithmetic sets the pace: with few threads. With
+    // many, memory does, and four streams a thread were slower (Llama-3.2-1B q4_K at 16
+    // threads: 56-59 against 68 tokens/s one row a call; at one thread 9.7-9.9 against
+    // 8.3-9.6; docs/perf.md).
+    bool few = be->n_threads <= 4;
     for (int i = 0; i < n; i++) {
-        per[i] = xq && T == 1 && im->qdot_rows[ws[i]->dtype] ? TW_QDOT_ROWS : 1;
+        per[i] = xq && T == 1 && few && im->qdot_rows[ws[i]->dtype] ? TW_QDOT_ROWS : 1;
         start[i] = total;
         total += (ws[i]->ne[0] + per[i] - 1) / per[i];
         work += ws[i]->ne[0] * K * T;
