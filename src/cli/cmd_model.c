@@ -1,6 +1,7 @@
 // twin model info: what a model file or folder holds — architecture, sizes, parameters,
 // dtypes, memory — without running it. twin model random: a model of a published shape with
-// random weights and a real tokenizer, written as a Hugging Face folder (benchmarks, tests).
+// random weights and a real tokenizer, written as a Hugging Face folder or a GGUF file
+// (benchmarks, tests; the GGUF of bench/infer_cuda's model, for llama.cpp beside it).
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -81,7 +82,13 @@ static void print_info(const struct tw_model *m)
     }
 }
 
-// twin model random SHAPE OUT --tokenizer DIR [--dtype bf16] [--seed 42]
+static bool ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+// twin model random SHAPE OUT[.gguf] --tokenizer DIR [--dtype bf16] [--seed 42]
 static int random_model(const struct tw_verb *v, int argc, char **argv)
 {
     const char *shape = NULL, *out = NULL, *tok_dir = NULL, *dtype = "bf16", *val;
@@ -110,10 +117,14 @@ static int random_model(const struct tw_verb *v, int argc, char **argv)
     const struct tw_model_shape *sh = tw_model_shape_find(shape);
     if (!sh)
         return tw_cli_usage_error(v, "no shape '%s' (%s)", shape, tw_model_shape_names());
+    bool gguf = ends_with(out, ".gguf");
     enum tw_dtype dt;
-    if (tw_dtype_from_name(dtype, &dt) != 0 ||
-        (dt != TW_DTYPE_F32 && dt != TW_DTYPE_F16 && dt != TW_DTYPE_BF16))
-        return tw_cli_usage_error(v, "--dtype is f32, f16 or bf16 (twin convert quantises)");
+    if (gguf && (tw_dtype_from_name(dtype, &dt) != 0 || dt == TW_DTYPE_Q6_K))
+        return tw_cli_usage_error(v, "--dtype is one of f32, f16, bf16, q8_0, q4_0, q4_K");
+    if (!gguf && (tw_dtype_from_name(dtype, &dt) != 0 ||
+                  (dt != TW_DTYPE_F32 && dt != TW_DTYPE_F16 && dt != TW_DTYPE_BF16)))
+        return tw_cli_usage_error(v, "--dtype is f32, f16 or bf16 (twin convert quantises; "
+                                     "an OUT.gguf takes q8_0, q4_0 and q4_K too)");
     tw_tokenizer *tok = NULL;
     if (tw_tokenizer_load_dir(tok_dir, &tok) != 0)
         return tw_cli_fail();
@@ -124,7 +135,9 @@ static int random_model(const struct tw_verb *v, int argc, char **argv)
     if (rc == 0) {
         m->tok = tok; // the model frees it
         tok = NULL;
-        rc = tw_convert_to_hf(m, out, dt);
+        // The weights are made in dt itself, as bench/infer_cuda makes them, and written
+        // with their bytes as they are.
+        rc = gguf ? tw_convert_to_gguf(m, out, dt) : tw_convert_to_hf(m, out, dt);
     }
     tw_tokenizer_free(tok);
     tw_model_close(m);
@@ -156,15 +169,20 @@ const struct tw_verb tw_verb_model = {
     .name = "model",
     .summary = "describe a model (twin model info PATH); make a random one",
     .usage = "usage: twin model info PATH\n"
-             "       twin model random SHAPE OUT --tokenizer DIR [--dtype bf16] [--seed 42]\n"
+             "       twin model random SHAPE OUT[.gguf] --tokenizer DIR [--dtype bf16]\n"
+             "                         [--seed 42]\n"
              "\n"
              "info: prints a model's architecture, sizes, parameters by dtype, weight and\n"
              "KV-cache memory, tokenizer and chat template. PATH is a Hugging Face folder\n"
              "(config.json and safetensors) or a .gguf file.\n"
              "random: writes a Hugging Face folder OUT (which must not exist) holding a model of\n"
-             "a published SHAPE (smollm2-135m, llama-3.2-1b, tiny) with random weights (the\n"
-             "same seed, the same weights) and the tokenizer of DIR (tokenizer.json and\n"
-             "tokenizer_config.json; its size sets the vocabulary): a model of real size for\n"
-             "benchmarks of the server and the engine.\n",
+             "a published SHAPE (smollm2-135m, llama-3.2-1b, llama-3.1-8b, tiny) with random\n"
+             "weights (the same seed, the same weights) and the tokenizer of DIR\n"
+             "(tokenizer.json and tokenizer_config.json; its size sets the vocabulary): a model\n"
+             "of real size for benchmarks of the server and the engine. An OUT ending in .gguf\n"
+             "gets a GGUF file instead (twin convert's layout, which llama.cpp reads) whose\n"
+             "weights are made in the dtype itself (f32, f16, bf16, q8_0, q4_0 or q4_K) and\n"
+             "kept as they are: with the default seed and a tokenizer of the shape's vocabulary,\n"
+             "the model bench/infer_cuda times.\n",
     .run = run,
 };

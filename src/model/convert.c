@@ -64,7 +64,9 @@ static enum tw_dtype target_type(const struct conv *cv, const struct tw_tensor *
         return want;
     if (t == &m->pos_embd || t == &m->type_embd)
         return TW_DTYPE_F32;
-    if (want == TW_DTYPE_Q4_K && t == &m->output && !m->cfg.tied_embeddings)
+    // Q4_K_M's output in q6_K, unless it is q4_K already (re-encoding adds bytes, not bits).
+    if (want == TW_DTYPE_Q4_K && t == &m->output && !m->cfg.tied_embeddings &&
+        t->dtype != TW_DTYPE_Q4_K)
         want = TW_DTYPE_Q6_K;
     return tw_matrix_dtype(want, tw_tensor_ncols(t));
 }
@@ -117,6 +119,10 @@ static int encode(struct conv *cv, const struct tw_tensor *t, enum tw_dtype dt, 
                 if (!row)
                     continue;
                 int64_t s = heads ? src_row(r, rows / heads, to_gguf) : r;
+                if (dt == t->dtype) { // rows only reordered: their bytes as they are
+                    memcpy(out + (size_t)r * row_bytes, tw_tensor_row(t, s), row_bytes);
+                    continue;
+                }
                 tw_dequantize_row(t->dtype, tw_tensor_row(t, s), row, (size_t)cols);
                 tw_quantize_row(dt, row, out + (size_t)r * row_bytes, (size_t)cols);
             }
@@ -307,6 +313,33 @@ static int gguf_metadata(tw_gguf_writer *w, const struct tw_model *m, enum tw_dt
     return rc;
 }
 
+// A decoder's embedding rows past the tokenizer's ids (a vocabulary padded, as Qwen's is)
+// get tokens too, as convert_hf_to_gguf.py gives them: "[PAD<id>]", unused (type 5); for
+// llama.cpp a file has one token per row.
+static int pad_vocab(struct tw_tokenizer_vocab *v, size_t n, tw_arena *a)
+{
+    if (v->n_tokens >= n)
+        return 0;
+    const char **tokens = tw_arena_alloc_array(a, n, sizeof *tokens, 8);
+    int32_t *types = tw_arena_alloc_array(a, n, sizeof *types, 4);
+    float *scores = v->scores ? tw_arena_alloc_array(a, n, sizeof *scores, 4) : NULL;
+    if (!tokens || !types || (v->scores && !scores))
+        return tw_error_set(TW_ENOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        char pad[32];
+        bool have = i < v->n_tokens;
+        snprintf(pad, sizeof pad, "[PAD%zu]", i);
+        tokens[i] = have ? v->tokens[i] : tw_arena_strndup(a, pad, strlen(pad));
+        types[i] = !have ? 5 : v->types ? v->types[i] : 1;
+        if (scores)
+            scores[i] = have ? v->scores[i] : 0.0f;
+        if (!tokens[i])
+            return tw_error_set(TW_ENOMEM, "out of memory");
+    }
+    v->tokens = tokens, v->types = types, v->scores = scores, v->n_tokens = n;
+    return 0;
+}
+
 int tw_convert_to_gguf(const struct tw_model *m, const char *path, enum tw_dtype type)
 {
     tw_gguf_writer w;
@@ -323,6 +356,8 @@ int tw_convert_to_gguf(const struct tw_model *m, const char *path, enum tw_dtype
         tw_arena a;
         tw_arena_init(&a, 1 << 20);
         rc = tw_tokenizer_export_vocab(m->tok, &v, &a);
+        if (rc == 0 && tw_arch_is_decoder(m->cfg.arch))
+            rc = pad_vocab(&v, (size_t)m->cfg.n_vocab, &a);
         if (rc == 0)
             rc = tw_gguf_writer_add_tokenizer(&w, &v);
         tw_arena_free(&a);

@@ -103,5 +103,5 @@ const struct tw_model_shape *tw_model_shape_find(const char *name)
 
 const char *tw_model_shape_names(void)
 {
-    return "smollm2-135m, llama-3.2-1b, tiny";
+    return "smollm2-135m, llama-3.2-1b, llama-3.1-8b, tiny";
 }
