@@ -1,9 +1,10 @@
 // The parity checks of the golden tiny models against transformers, on any backend: for
 // every decoder the tokenizer gives the same prompt ids, the logits of a full forward are
 // within TOL (relative), and 64 greedy tokens through the KV cache are identical with each
-// step's logits within TOL; the BERT embedder gives sentence-transformers' embeddings and the
-// cross-encoder its scores, within TOL. Used by tests/model/test_golden_models.c (the CPU
-// backends) and tests/cuda/test_golden_cuda.c.
+// step's logits within TOL; batched steps of several sequences match the reference
+// backend's; the BERT embedder gives sentence-transformers' embeddings and the cross-encoder
+// its scores, within TOL. Used by tests/model/test_golden_models.c (the CPU backends) and
+// tests/cuda/test_golden_cuda.c.
 #ifndef TW_TEST_GOLDEN_PARITY_H
 #define TW_TEST_GOLDEN_PARITY_H
 
@@ -129,6 +130,45 @@ static void decoder(const char *name, struct tw_backend *be)
     tw_free(logits);
     tw_vec_free(&ids), tw_vec_free(&want), tw_vec_free(&exp_ids);
     tw_ctx_free(c);
+    golden_off(host, m);
+    golden_close(&g);
+}
+
+// Batched steps as the server runs them (tw_ctx_decode_runs) on be against the reference
+// backend running the same steps: three sequences, six steps that mix a decode token with
+// prompt chunks (the GPU pads such a step, runs it op by op, then records it and replays it),
+// then six of one token each; every run's logits within TOL of the reference's.
+static void batched(const char *name, struct tw_backend *be)
+{
+    struct golden g;
+    golden_open(&g, name);
+    struct tw_model *host = NULL, *m = NULL;
+    REQUIRE(tw_model_open(g.dir, &host) == 0);
+    m = golden_on(host, be);
+    size_t V = (size_t)m->cfg.n_vocab;
+    struct tw_ctx_params p = { .n_ctx = 96, .n_batch = 64, .n_seq = 3 };
+    tw_ctx *c = NULL, *r = NULL;
+    REQUIRE(tw_ctx_new(m, be, &p, &c) == 0);
+    REQUIRE(tw_ctx_new(host, tw_backend_cpu_ref(), &p, &r) == 0);
+    float *got = tw_malloc_array(3 * V, sizeof(float)), *want = tw_malloc_array(3 * V, 4);
+    REQUIRE(got && want);
+    int32_t tok[64];
+    for (int i = 0; i < 64; i++)
+        tok[i] = (int32_t)((i * 37 + 11) % (int)V);
+    for (int step = 0; step < 12; step++) {
+        struct tw_ctx_run runs[3];
+        const int32_t lens[3] = { 1, step < 6 ? 3 : 1, step < 6 ? 2 : 1 };
+        for (int s = 0; s < 3; s++)
+            runs[s] = (struct tw_ctx_run){ s, lens[s], tok + (step * 7 + s * 5) % 48 };
+        CHECK_OK(tw_ctx_decode_runs(c, runs, 3, got));
+        CHECK_OK(tw_ctx_decode_runs(r, runs, 3, want));
+        char what[128];
+        snprintf(what, sizeof what, "%s/%s batched step %d", name, be->ops->name, step);
+        check_rows(what, got, want, 3, V);
+    }
+    tw_free(got), tw_free(want);
+    tw_ctx_free(c);
+    tw_ctx_free(r);
     golden_off(host, m);
     golden_close(&g);
 }

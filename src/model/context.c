@@ -12,6 +12,23 @@
 #include "base/error.h"
 #include "base/mem.h"
 
+// A GPU backend's recorded step, keyed by its shape: n sequences, T rows (the prompt rows of a
+// step that has them padded to a multiple of SG_PAD), `rows` the most a sequence brings
+// (rounded up to a power of two). One token of one sequence is generation; n of one token
+// each, the server's batched decode; with prompt rows, the server's mixed steps. A shape is
+// recorded the first time it comes (one token a sequence: the decode steps' shapes repeat) or
+// the second (with prompt rows: the first runs op by op, which also sizes the backend's
+// scratch for it); SG_CAP shapes are kept, the least recently used going first.
+#define SG_CAP 32
+#define SG_PAD 32
+
+struct step_graph {
+    int32_t n, T, rows;
+    bool seen; // ran op by op once
+    uint64_t used;
+    void *g; // NULL until recorded
+};
+
 struct tw_ctx {
     const struct tw_model *m;
     struct tw_backend *be;
@@ -28,12 +45,11 @@ struct tw_ctx {
     float *k, *v;   // decoders: (n_layer, n_seq, n_ctx, kv_dim); encoders: (n_batch, kv_dim)
     float *kb, *vb; // (n_batch, kv_dim) a step's new keys and values
     int32_t *slots; // (n_batch) where they go: rows of a layer's cache (all sequences)
-    // A GPU backend's recorded steps: graphs[n] is the step of n sequences of one token each
-    // (n = 1: generation; more: the server's batched decode), recorded the first time (n = 1)
-    // or the second (n > 1: the first, op by op, sizes the backend's scratch for it).
-    void **graphs;            // (n_seq + 1)
-    uint8_t *graph_seen;      // (n_seq + 1) a step of n sequences has run
+    struct step_graph *sg; // (SG_CAP) a GPU backend's recorded steps, n_sg of them
+    int n_sg;
+    uint64_t sg_clock;        // steps run through sg, for the least recently used
     bool no_graph;            // recording failed once: run every step op by op
+    int32_t *last_idx;        // (n_seq) the row of each run's last token, for its logits
     int32_t *tokens;          // (n_seq, n_ctx) the cached tokens
     int32_t *past;            // (n_seq) tokens in each sequence's cache
     int32_t *pos;             // (n_batch) positions / scratch ids
@@ -71,8 +87,8 @@ static size_t plan(struct tw_ctx *c, char *base, char *hbase, size_t *hbytes)
     c->pos = carve(hbase, &hoff, B * sizeof(int32_t));
     c->ids = carve(hbase, &hoff, B * sizeof(int32_t));
     c->slots = carve(hbase, &hoff, B * sizeof(int32_t));
-    c->graphs = carve(hbase, &hoff, (S + 1) * sizeof(void *));
-    c->graph_seen = carve(hbase, &hoff, S + 1);
+    c->sg = carve(hbase, &hoff, SG_CAP * sizeof(struct step_graph));
+    c->last_idx = carve(hbase, &hoff, S * sizeof(int32_t));
     // Encoders batch sequences of at least a token each.
     c->seqs = carve(hbase, &hoff, (dec ? S : B) * sizeof(struct tw_attn_seq));
     *hbytes = hoff;
@@ -87,10 +103,9 @@ static size_t plan(struct tw_ctx *c, char *base, char *hbase, size_t *hbytes)
 
 static void free_graphs(tw_ctx *c)
 {
-    for (int32_t n = 0; n <= c->n_seq; n++) {
-        tw_backend_graph_free(c->be, c->graphs[n]);
-        c->graphs[n] = NULL;
-    }
+    for (int i = 0; i < c->n_sg; i++)
+        tw_backend_graph_free(c->be, c->sg[i].g);
+    c->n_sg = 0;
 }
 
 int tw_ctx_new(const struct tw_model *m, struct tw_backend *be, const struct tw_ctx_params *p,
@@ -137,8 +152,7 @@ int tw_ctx_new(const struct tw_model *m, struct tw_backend *be, const struct tw_
     c->no_graph = graphs && strcmp(graphs, "0") == 0;
     c->bytes += hbytes;
     memset(c->past, 0, (size_t)c->n_seq * sizeof *c->past);
-    memset(c->graphs, 0, ((size_t)c->n_seq + 1) * sizeof *c->graphs);
-    memset(c->graph_seen, 0, (size_t)c->n_seq + 1);
+    c->n_sg = 0;
     *out = c;
     return 0;
 }
@@ -328,43 +342,92 @@ static void forward(tw_ctx *c, const struct tw_ctx_run *runs, int n, int32_t T, 
         return;
     int32_t nrows = all_logits ? T : n;
     struct tw_tensor xn = rows_of(c->xn, nrows, C);
-    if (all_logits)
+    if (all_logits) {
         tw_backend_copy(c->be, c->xn, c->x, (size_t)T * (size_t)C * sizeof(float));
-    else
-        for (int i = 0; i < n; i++) {
-            int32_t last = c->seqs[i].row0 + c->seqs[i].n_rows - 1;
-            tw_backend_copy(c->be, c->xn + (size_t)i * (size_t)C, c->x + (size_t)last * (size_t)C,
-                            (size_t)C * sizeof(float));
-        }
+    } else { // each run's last row, gathered by indices (a recorded step reads them anew)
+        for (int i = 0; i < n; i++)
+            c->last_idx[i] = c->seqs[i].row0 + c->seqs[i].n_rows - 1;
+        struct tw_tensor rows = rows_of(c->x, T, C);
+        tw_embedding(c->be, &xn, &rows, c->last_idx);
+    }
     struct tw_tensor lg = rows_of(out, nrows, m->cfg.n_vocab), *lgp = &lg;
     const struct tw_tensor *wout = &m->output;
     struct tw_prenorm pn = { &m->out_norm, m->cfg.norm_eps, &xn };
     tw_matmul_n(c->be, 1, &lgp, &xn, &wout, NULL, &pn);
 }
 
-// A step of n sequences of one token each with their logits, through the backend's recorded
-// step when it has graphs (the hot path of generation and batched decoding: one launch
+// The recorded step of shape (n, T, rows): found, or made (the least recently used one
+// replaced when SG_CAP are kept).
+static struct step_graph *step_graph(tw_ctx *c, int n, int32_t T, int32_t rows)
+{
+    struct step_graph *e = NULL;
+    for (int i = 0; i < c->n_sg && !e; i++)
+        if (c->sg[i].n == n && c->sg[i].T == T && c->sg[i].rows == rows)
+            e = &c->sg[i];
+    if (!e) {
+        if (c->n_sg < SG_CAP) {
+            e = &c->sg[c->n_sg++];
+        } else {
+            e = &c->sg[0];
+            for (int i = 1; i < SG_CAP; i++)
+                e = c->sg[i].used < e->used ? &c->sg[i] : e;
+            tw_backend_graph_free(c->be, e->g);
+        }
+        *e = (struct step_graph){ .n = n, .T = T, .rows = rows };
+    }
+    e->used = ++c->sg_clock;
+    return e;
+}
+
+// A step of n runs and T rows (padded) with each run's logits, through the backend's
+// recorded step when it has graphs (the hot path of generation and of the server: one launch
 // instead of hundreds). Returns 0, or an error; TW_EUNSUPPORTED from the backend turns graphs
 // off for this context, the step having run op by op instead.
-static int forward_graph(tw_ctx *c, const struct tw_ctx_run *runs, int n, float *out)
+static int forward_graph(tw_ctx *c, const struct tw_ctx_run *runs, int n, int32_t T, int32_t rows,
+                         float *out)
 {
-    if (n > 1 && !c->graph_seen[n]) {
-        c->graph_seen[n] = 1;
-        forward(c, runs, n, n, out, false);
+    struct step_graph *e = step_graph(c, n, T, rows);
+    if (!e->seen && T != n) {
+        e->seen = true;
+        forward(c, runs, n, T, out, false);
         return 0;
     }
-    int rc = tw_backend_graph_begin(c->be, &c->graphs[n], c->n_ctx);
+    e->seen = true;
+    int rc = tw_backend_graph_begin(c->be, &e->g, c->n_ctx, rows);
     if (rc == 0) {
-        forward(c, runs, n, n, out, false);
-        rc = tw_backend_graph_end(c->be, &c->graphs[n]);
+        forward(c, runs, n, T, out, false);
+        rc = tw_backend_graph_end(c->be, &e->g);
     }
     if (rc == TW_EUNSUPPORTED) {
         c->no_graph = true;
         tw_error_clear();
-        forward(c, runs, n, n, out, false);
+        forward(c, runs, n, T, out, false);
         return 0;
     }
     return rc;
+}
+
+// Pads a step of n runs and T rows that has prompt rows for a recorded step: the rows to
+// *T (a multiple of SG_PAD; token 0 at position 0, all stored at one cache row past the end
+// of a run's sequence, which nothing reads: attention sees only the runs' rows and each
+// sequence's cache up to its end, and the row is written again before that sequence gets
+// there), and *rows to a power of two at least the longest run. False, leaving them, when
+// the batch has no room or no sequence has a free row at its end.
+static bool pad_step(tw_ctx *c, const struct tw_ctx_run *runs, int n, int32_t *T, int32_t *rows)
+{
+    int32_t Tp = (*T + SG_PAD - 1) / SG_PAD * SG_PAD, r = 1, spare = -1;
+    for (int i = 0; i < n; i++) {
+        while (r < runs[i].n)
+            r *= 2;
+        if (spare < 0 && c->past[runs[i].seq] + runs[i].n < c->n_ctx)
+            spare = runs[i].seq * c->n_ctx + c->n_ctx - 1;
+    }
+    if (Tp > c->n_batch || spare < 0)
+        return false;
+    for (int32_t t = *T; t < Tp; t++)
+        c->ids[t] = 0, c->pos[t] = 0, c->slots[t] = spare;
+    *T = Tp, *rows = r;
+    return true;
 }
 
 static int decode_step(tw_ctx *c, const struct tw_ctx_run *runs, int n, int32_t T, float *logits,
@@ -387,8 +450,11 @@ static int decode_step(tw_ctx *c, const struct tw_ctx_run *runs, int n, int32_t 
     if (logits && !out)
         return tw_error_code();
     int rc = 0;
-    if (c->be->ops->graph_begin && !c->no_graph && T == n && out && !all_logits)
-        rc = forward_graph(c, runs, n, out);
+    // A recorded step: one token a run, or (several runs) with prompt rows, padded.
+    int32_t Tg = T, rows = 1;
+    if (c->be->ops->graph_begin && !c->no_graph && out && !all_logits &&
+        (T == n || (n > 1 && pad_step(c, runs, n, &Tg, &rows))))
+        rc = forward_graph(c, runs, n, Tg, rows, out);
     else
         forward(c, runs, n, T, out, all_logits);
     if (rc != 0)

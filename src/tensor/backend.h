@@ -111,7 +111,7 @@ struct tw_backend_ops {
     void (*matmul_swiglu)(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
                           const struct tw_tensor *wg, const struct tw_tensor *wu);
     // Graphs (NULL: the backend runs every op as it comes): see tw_backend_graph_begin.
-    int (*graph_begin)(struct tw_backend *be, void **graph, int32_t kv_bound);
+    int (*graph_begin)(struct tw_backend *be, void **graph, int32_t kv_bound, int32_t rows_bound);
     int (*graph_end)(struct tw_backend *be, void **graph);
     void (*graph_free)(struct tw_backend *be, void *graph);
     // The memory ops read and write (device memory for cuda). NULL on the CPU backends:
@@ -254,15 +254,16 @@ void tw_topk(struct tw_backend *be, const struct tw_tensor *x, int32_t k, float 
              int32_t *ids);
 
 // ---- graphs: a step of ops recorded once and replayed (CUDA graphs: one launch instead of
-// hundreds). Between tw_backend_graph_begin(be, &g, bound) and tw_backend_graph_end(be, &g),
+// hundreds). Between tw_backend_graph_begin(be, &g, ...) and tw_backend_graph_end(be, &g),
 // the caller issues a step's ops. The first time (g == NULL) they are recorded and then run;
 // later, with the same ops on the same tensors (shapes and memory), the ops only take in
 // their host arrays (ids, positions, rows, sequences: the values may change) and the
-// recording is replayed. kv_bound bounds every sequence's cache rows in the step (attention
-// is recorded for that many). Returns 0; TW_EUNSUPPORTED when the backend has no graphs or
-// could not record this step (the ops did not run: run them again without a graph);
+// recording is replayed. kv_bound bounds every sequence's cache rows in the step, rows_bound
+// its rows (attention is recorded for that many). Returns 0; TW_EUNSUPPORTED when the backend has
+// no graphs or could not record this step (the ops did not run: run them again without a graph);
 // TW_EDEVICE. tw_backend_graph_free releases a recording (NULL is fine).
-int tw_backend_graph_begin(struct tw_backend *be, void **graph, int32_t kv_bound);
+int tw_backend_graph_begin(struct tw_backend *be, void **graph, int32_t kv_bound,
+                           int32_t rows_bound);
 int tw_backend_graph_end(struct tw_backend *be, void **graph);
 void tw_backend_graph_free(struct tw_backend *be, void *graph);
 

@@ -332,11 +332,12 @@ void tw_topk(struct tw_backend *be, const struct tw_tensor *x, int32_t k, float 
     be->ops->topk(be, x, k, vals, ids);
 }
 
-int tw_backend_graph_begin(struct tw_backend *be, void **graph, int32_t kv_bound)
+int tw_backend_graph_begin(struct tw_backend *be, void **graph, int32_t kv_bound,
+                           int32_t rows_bound)
 {
     if (!be->ops->graph_begin)
         return tw_error_set(TW_EUNSUPPORTED, "%s backend: no graphs", be->ops->name);
-    return be->ops->graph_begin(be, graph, kv_bound);
+    return be->ops->graph_begin(be, graph, kv_bound, rows_bound);
 }
 
 int tw_backend_graph_end(struct tw_backend *be, void **graph)

@@ -12,6 +12,8 @@ int main(void)
     REQUIRE(tw_backend_cuda_new(0, &be) == 0);
     for (size_t i = 0; i < sizeof decoders / sizeof *decoders; i++)
         decoder(decoders[i], be);
+    batched("llama", be);
+    batched("qwen2", be);
     embedder(be);
     reranker(be);
     CHECK_OK(tw_backend_sync(be));

@@ -13,6 +13,7 @@ int main(void)
     for (int b = 0; b < 2; b++) {
         for (size_t i = 0; i < sizeof decoders / sizeof *decoders; i++)
             decoder(decoders[i], backends[b]);
+        batched("llama", backends[b]);
         embedder(backends[b]);
         reranker(backends[b]);
     }

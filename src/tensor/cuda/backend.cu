@@ -81,6 +81,7 @@ struct cuda_impl {
     enum run_mode mode;
     unsigned scratch_gen; // bumped when a scratch buffer moves: graphs that used it are stale
     int32_t kv_bound;     // while recording or replaying: the cache rows attention is set up for
+    int32_t rows_bound;   // and the rows of a sequence
     int err;              // the first failure since the last sync (0: none)
     char msg[256];
 };
@@ -926,7 +927,10 @@ static void run_attention(struct cuda_impl *im, struct tw_tensor *out, const str
     if (!d_seqs || !live(im))
         return;
     if (im->mode == CAPTURE) // recorded for every length the replays will have
+    {
         max_kv = im->kv_bound > max_kv ? im->kv_bound : max_kv;
+        max_rows = im->rows_bound > max_rows ? im->rows_bound : max_rows;
+    }
     // Contiguous caches: one block of max_kv rows each (table {0}).
     ck(im,
        twc_attention(f32(out), f32(q), d_seqs, n, max_rows, max_kv, max_kv > 0 ? max_kv : 1, a,
@@ -1109,7 +1113,8 @@ static void graph_destroy(struct cuda_impl *im, struct cuda_graph *g)
     tw_free(g);
 }
 
-static int cuda_graph_begin(struct tw_backend *be, void **graph, int32_t kv_bound)
+static int cuda_graph_begin(struct tw_backend *be, void **graph, int32_t kv_bound,
+                            int32_t rows_bound)
 {
     struct cuda_impl *im = impl(be);
     // The staging slots are rewritten from the start: what read them must be done.
@@ -1120,6 +1125,7 @@ static int cuda_graph_begin(struct tw_backend *be, void **graph, int32_t kv_boun
     im->stage_off = 0;
     im->n_recent = 0;
     im->kv_bound = kv_bound;
+    im->rows_bound = rows_bound;
     struct cuda_graph *g = (struct cuda_graph *)*graph;
     if (g && g->gen != im->scratch_gen) { // it read scratch that has moved since: record anew
         graph_destroy(im, g);
