@@ -16,9 +16,9 @@
 // step that has them padded to a multiple of SG_PAD), `rows` the most a sequence brings
 // (rounded up to a power of two). One token of one sequence is generation; n of one token
 // each, the server's batched decode; with prompt rows, the server's mixed steps. A shape is
-// recorded the first time it comes (one token a sequence: the decode steps' shapes repeat) or
-// the second (with prompt rows: the first runs op by op, which also sizes the backend's
-// scratch for it); SG_CAP shapes are kept, the least recently used going first.
+// recorded the first time it comes (one token: generation) or the second (more rows: the
+// first runs op by op, which also sizes the backend's scratch for it, and a shape that comes
+// once is never recorded); SG_CAP shapes are kept, the least recently used going first.
 #define SG_CAP 32
 #define SG_PAD 32
 
@@ -387,7 +387,7 @@ static int forward_graph(tw_ctx *c, const struct tw_ctx_run *runs, int n, int32_
                          float *out)
 {
     struct step_graph *e = step_graph(c, n, T, rows);
-    if (!e->seen && T != n) {
+    if (!e->seen && T > 1) {
         e->seen = true;
         forward(c, runs, n, T, out, false);
         return 0;
