@@ -152,7 +152,6 @@ int tw_ctx_new(const struct tw_model *m, struct tw_backend *be, const struct tw_
     c->no_graph = graphs && strcmp(graphs, "0") == 0;
     c->bytes += hbytes;
     memset(c->past, 0, (size_t)c->n_seq * sizeof *c->past);
-    c->n_sg = 0;
     *out = c;
     return 0;
 }
@@ -387,12 +386,12 @@ static int forward_graph(tw_ctx *c, const struct tw_ctx_run *runs, int n, int32_
                          float *out)
 {
     struct step_graph *e = step_graph(c, n, T, rows);
-    if (!e->seen && T > 1) {
-        e->seen = true;
+    bool record = e->seen || T == 1;
+    e->seen = true;
+    if (!record) {
         forward(c, runs, n, T, out, false);
         return 0;
     }
-    e->seen = true;
     int rc = tw_backend_graph_begin(c->be, &e->g, c->n_ctx, rows);
     if (rc == 0) {
         forward(c, runs, n, T, out, false);

@@ -166,8 +166,6 @@ static int put_chunk(struct run *r, const struct tw_wh_doc *d, size_t idx,
     return rc;
 }
 
-// Cleans, chunks and indexes one document (its old chunks removed first).
-
 // The document's chunks (r->chunks over text, stored as seqs) embedded in one batch (as many
 // passes as the embedder's context needs) and put in the vector index with their fields.
 static int embed_chunks(struct run *r, const struct tw_wh_doc *d, const char *text,
@@ -198,6 +196,7 @@ static int embed_chunks(struct run *r, const struct tw_wh_doc *d, const char *te
     return rc;
 }
 
+// Cleans, chunks and indexes one document (its old chunks removed first).
 static int process_doc(void *ud, const struct tw_wh_doc *d)
 {
     struct run *r = ud;

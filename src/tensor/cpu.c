@@ -80,13 +80,8 @@ static void matmul_dot(struct tw_backend *be, int n, struct tw_tensor *const *ys
             for (int64_t t = 0; t < T; t++)
                 im->quantize(xs + t * K, (size_t)K, xq + t * kb);
     }
-    // The multi-row kernels pay where a core's arithmetic sets the pace: with few threads. With
-    // many, memory does, and four streams a thread were slower (Llama-3.2-1B q4_K at 16
-    // threads: 56-59 against 68 tokens/s one row a call; at one thread 9.7-9.9 against
-    // 8.3-9.6; docs/perf.md).
-    bool few = be->n_threads <= 4;
     for (int i = 0; i < n; i++) {
-        per[i] = xq && T == 1 && few && im->qdot_rows[ws[i]->dtype] ? TW_QDOT_ROWS : 1;
+        per[i] = xq && T == 1 && im->qdot_rows[ws[i]->dtype] ? TW_QDOT_ROWS : 1;
         start[i] = total;
         total += (ws[i]->ne[0] + per[i] - 1) / per[i];
         work += ws[i]->ne[0] * K * T;
@@ -425,9 +420,12 @@ int tw_backend_cpu_new(int n_threads, struct tw_backend **out)
     }
     im->tiles = tiles;
     enum tw_cpu_isa isa = tw_cpu_isa_best();
-    // TWIN_QDOT_ROWS=1: quantised decode one weight row a call (for comparing the two).
+    // The multi-row kernels pay where a core's arithmetic sets the pace: with few threads. With
+    // many, memory does, and four streams a thread were slower (Llama-3.2-1B q4_K at 16
+    // threads: 56-59 against 68 tokens/s one row a call; at one thread 9.7-9.9 against
+    // 8.3-9.6; docs/perf.md). TWIN_QDOT_ROWS=1: one row a call always (for comparing the two).
     const char *rows_env = getenv("TWIN_QDOT_ROWS");
-    bool one_row = rows_env && strcmp(rows_env, "1") == 0;
+    bool one_row = n_threads > 4 || (rows_env && strcmp(rows_env, "1") == 0);
     for (int t = 0; t < TW_DTYPE_COUNT; t++) {
         im->dot[t] = tw_dot_kernel((enum tw_dtype)t, isa);
         im->qdot[t] = tw_qdot_kernel((enum tw_dtype)t, isa);

@@ -39,6 +39,14 @@ void tw_matmul(struct tw_backend *be, struct tw_tensor *y, const struct tw_tenso
     be->ops->matmul(be, y, x, w, bias);
 }
 
+// A prenorm's shapes against x (asserted).
+static void check_prenorm(const struct tw_tensor *x, const struct tw_prenorm *pn)
+{
+    (void)x, (void)pn;
+    assert(is_f32(pn->xn) && same_shape(pn->xn, x));
+    assert(is_f32(pn->w) && tw_tensor_nelem(pn->w) == tw_tensor_ncols(x));
+}
+
 // x normalised into pn->xn for a backend that does not fold the norm: returns what the
 // product reads.
 static const struct tw_tensor *prenorm(struct tw_backend *be, const struct tw_tensor *x,
@@ -53,8 +61,7 @@ void tw_matmul_n(struct tw_backend *be, int n, struct tw_tensor *const *ys,
                  const struct tw_tensor *const *biases, const struct tw_prenorm *pn)
 {
     if (pn) {
-        assert(is_f32(pn->xn) && same_shape(pn->xn, x));
-        assert(is_f32(pn->w) && tw_tensor_nelem(pn->w) == tw_tensor_ncols(x));
+        check_prenorm(x, pn);
         if (be->ops->norm_matmul_n) {
             be->ops->norm_matmul_n(be, n, ys, x, ws, biases, pn);
             return;
@@ -99,8 +106,7 @@ void tw_matmul_swiglu(struct tw_backend *be, struct tw_tensor *y, const struct t
 {
     assert(is_f32(y) && is_f32(tmp) && same_shape(y, tmp) && same_shape(wg, wu));
     if (pn) {
-        assert(is_f32(pn->xn) && same_shape(pn->xn, x));
-        assert(is_f32(pn->w) && tw_tensor_nelem(pn->w) == tw_tensor_ncols(x));
+        check_prenorm(x, pn);
         if (be->ops->norm_matmul_swiglu) {
             assert(tw_tensor_ncols(x) == wg->ne[1] && tw_tensor_ncols(y) == wg->ne[0]);
             be->ops->norm_matmul_swiglu(be, y, x, wg, wu, pn);

@@ -291,10 +291,26 @@ static size_t lengths(enum tw_dtype t, size_t *out)
     return cnt;
 }
 
+static const enum tw_dtype block_types[4] = { TW_DTYPE_Q8_0, TW_DTYPE_Q4_0, TW_DTYPE_Q4_K,
+                                              TW_DTYPE_Q6_K };
+
+// NXMAX rows of n random activations (*xf, malloc'd) and their int8 blocks (returned,
+// malloc'd), block rows ldx apart with garbage in the gaps.
+static struct tw_q8_act *activations(size_t n, size_t ldx, float **xf)
+{
+    *xf = malloc(NXMAX * n * sizeof **xf);
+    struct tw_q8_act *x = malloc(NXMAX * ldx * sizeof *x);
+    REQUIRE(*xf && x);
+    fill_activations(*xf, NXMAX * n);
+    memset(x, 0x7F, NXMAX * ldx * sizeof *x);
+    for (int j = 0; j < NXMAX; j++)
+        tw_q8_act_quantize(*xf + (size_t)j * n, n, x + (size_t)j * ldx);
+    return x;
+}
+
 static void test_kernels(enum tw_cpu_isa top)
 {
-    static const enum tw_dtype types[] = { TW_DTYPE_Q8_0, TW_DTYPE_Q4_0, TW_DTYPE_Q4_K,
-                                           TW_DTYPE_Q6_K };
+    const enum tw_dtype *types = block_types;
     int cases = 0, bad = 0, caught = 0, broken_cases = 0;
     for (size_t ti = 0; ti < 4; ti++) {
         enum tw_dtype t = types[ti];
@@ -303,14 +319,10 @@ static void test_kernels(enum tw_cpu_isa top)
             size_t n = ns[li], nbytes, nb = n / 32;
             CHECK_OK(tw_dtype_nbytes(t, n, &nbytes));
             size_t ldx = nb + check_rand(&rng) % 3;
-            float *xf = malloc(NXMAX * n * sizeof *xf);
-            struct tw_q8_act *x = malloc(NXMAX * ldx * sizeof *x);
+            float *xf;
+            struct tw_q8_act *x = activations(n, ldx, &xf);
             uint8_t *buf = malloc(nbytes + 64);
-            REQUIRE(xf && x && buf);
-            fill_activations(xf, NXMAX * n);
-            memset(x, 0x7F, NXMAX * ldx * sizeof *x); // the gaps between rows: garbage
-            for (int j = 0; j < NXMAX; j++)
-                tw_q8_act_quantize(xf + (size_t)j * n, n, x + (size_t)j * ldx);
+            REQUIRE(buf);
             for (int kind = 0; kind < 2; kind++) {
                 struct tile tl = { .t = t, .row = buf + 34, .n = n, .ldx = ldx, .x = x, .xf = xf };
                 make_row(t, kind, buf + 34, nbytes, n);
@@ -352,8 +364,7 @@ static void test_kernels(enum tw_cpu_isa top)
 // results past nw stay untouched.
 static void test_rows_kernels(enum tw_cpu_isa top)
 {
-    static const enum tw_dtype types[] = { TW_DTYPE_Q8_0, TW_DTYPE_Q4_0, TW_DTYPE_Q4_K,
-                                           TW_DTYPE_Q6_K };
+    const enum tw_dtype *types = block_types;
     int cases = 0, bad = 0;
     for (size_t ti = 0; ti < 4; ti++) {
         enum tw_dtype t = types[ti];
@@ -362,13 +373,10 @@ static void test_rows_kernels(enum tw_cpu_isa top)
             size_t n = ns[li], nbytes, nb = n / 32;
             CHECK_OK(tw_dtype_nbytes(t, n, &nbytes));
             size_t ldw = nbytes + 2 * (check_rand(&rng) % 40); // 2-byte aligned, odd lines
-            float *xf = malloc(NXMAX * n * sizeof *xf);
-            struct tw_q8_act *x = malloc(NXMAX * nb * sizeof *x);
+            float *xf; // tile_refs' rows; the kernels take row 0
+            struct tw_q8_act *x = activations(n, nb, &xf);
             uint8_t *buf = malloc(TW_QDOT_ROWS * ldw + 64);
-            REQUIRE(xf && x && buf);
-            fill_activations(xf, NXMAX * n);
-            for (int j = 0; j < NXMAX; j++) // tile_refs' rows; the kernels take row 0
-                tw_q8_act_quantize(xf + (size_t)j * n, n, x + (size_t)j * nb);
+            REQUIRE(buf);
             for (int kind = 0; kind < 2; kind++) {
                 struct tile tl[TW_QDOT_ROWS];
                 for (int r = 0; r < TW_QDOT_ROWS; r++) {

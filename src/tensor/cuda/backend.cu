@@ -392,23 +392,10 @@ static __device__ void rope_pair(float *head, float *dst, int i, float ang, int 
         dst[i0] = r0, dst[i1] = r1;
 }
 
-// x (T, H, D): the pairs of each head's first n_rot dims rotated by pos[t] * inv_freq[i].
-static __global__ void rope_kernel(float *x, const int32_t *pos, const float *inv_freq, int64_t T,
-                                   int64_t H, int64_t D, int half, bool neox)
-{
-    twc_pdl_enter();
-    int64_t n = T * H * half;
-    for (int64_t g = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; g < n;
-         g += (int64_t)gridDim.x * blockDim.x) {
-        int i = (int)(g % half);
-        int64_t th = g / half, t = th / H;
-        rope_pair(x + th * D, NULL, i, (float)pos[t] * inv_freq[i], half, neox);
-    }
-}
-
-// tw_rope_store: q (T, H, D) and k (T, Hkv, D) rotated (rope_kernel's work, k's pairs also
-// stored into row rows[t] of kc), k's unrotated dims and v's rows copied to kc and vc. One
-// work item per q pair, k pair, and k / v element; none writes what another reads.
+// tw_rope_store: the pairs of each head's first 2 * half dims of q (T, H, D) and k (T, Hkv, D)
+// rotated by pos[t] * inv_freq[i], k's pairs also stored into row rows[t] of kc, k's
+// unrotated dims and v's rows copied to kc and vc. One work item per q pair, k pair, and k / v
+// element; none writes what another reads. With Hkv = 0 (k, v and the caches unused), tw_rope.
 static __global__ void rope_store_kernel(float *q, float *k, const float *v, const int32_t *pos,
                                          const float *inv_freq, const int32_t *rows, float *kc,
                                          float *vc, int64_t T, int64_t H, int64_t Hkv, int64_t D,
@@ -571,9 +558,9 @@ static struct lt_plan *lt_plan_get(struct cuda_impl *im, int kind, int64_t m, in
             p->bias == bias)
             return p;
     }
-    int slot = im->n_plans < PLAN_CACHE ? im->n_plans++ : im->next_plan++ % PLAN_CACHE;
-    struct lt_plan *p = &im->plans[slot];
-    plan_destroy(p);
+    struct lt_plan p;
+    memset(&p, 0, sizeof p);
+    p.m = m, p.n = n, p.k = k, p.ldd = ldd, p.kind = kind, p.bias = bias;
     cudaDataType_t ab = kind == 0 ? CUDA_R_16BF : CUDA_R_32F;
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
@@ -581,41 +568,49 @@ static struct lt_plan *lt_plan_get(struct cuda_impl *im, int kind, int64_t m, in
     size_t ws = LT_WORKSPACE;
     cublasLtMatmulHeuristicResult_t res;
     int found = 0;
-    cublasStatus_t st = cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+    cublasStatus_t st = cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
     if (st == CUBLAS_STATUS_SUCCESS)
-        st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
+        st = cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
     if (st == CUBLAS_STATUS_SUCCESS)
-        st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
+        st = cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
     if (st == CUBLAS_STATUS_SUCCESS && bias)
-        st =
-            cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi);
+        st = cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi);
     if (st == CUBLAS_STATUS_SUCCESS)
-        st = cublasLtMatrixLayoutCreate(&p->la, ab, (uint64_t)k, (uint64_t)m, k);
+        st = cublasLtMatrixLayoutCreate(&p.la, ab, (uint64_t)k, (uint64_t)m, k);
     if (st == CUBLAS_STATUS_SUCCESS)
-        st = cublasLtMatrixLayoutCreate(&p->lb, ab, (uint64_t)k, (uint64_t)n, k);
+        st = cublasLtMatrixLayoutCreate(&p.lb, ab, (uint64_t)k, (uint64_t)n, k);
     if (st == CUBLAS_STATUS_SUCCESS)
-        st = cublasLtMatrixLayoutCreate(&p->ld, CUDA_R_32F, (uint64_t)m, (uint64_t)n, ldd);
+        st = cublasLtMatrixLayoutCreate(&p.ld, CUDA_R_32F, (uint64_t)m, (uint64_t)n, ldd);
     if (st == CUBLAS_STATUS_SUCCESS)
         st = cublasLtMatmulPreferenceCreate(&pref);
     if (st == CUBLAS_STATUS_SUCCESS)
         st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                   &ws, sizeof ws);
     if (st == CUBLAS_STATUS_SUCCESS)
-        st = cublasLtMatmulAlgoGetHeuristic(im->lt, p->op, p->la, p->lb, p->ld, p->ld, pref, 1,
-                                            &res, &found);
+        st = cublasLtMatmulAlgoGetHeuristic(im->lt, p.op, p.la, p.lb, p.ld, p.ld, pref, 1, &res,
+                                            &found);
     if (pref)
         cublasLtMatmulPreferenceDestroy(pref);
     if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
-        plan_destroy(p);
-        im->n_plans -= slot == im->n_plans - 1; // an unused slot at the end goes back
+        plan_destroy(&p);
         if (!bias)
             ck_lt(im, st == CUBLAS_STATUS_SUCCESS ? CUBLAS_STATUS_NOT_SUPPORTED : st,
                   "matmul plan");
         return NULL;
     }
-    p->m = m, p->n = n, p->k = k, p->ldd = ldd, p->kind = kind, p->bias = bias;
-    p->algo = res.algo;
-    return p;
+    p.algo = res.algo;
+    int slot = im->n_plans < PLAN_CACHE ? im->n_plans++ : im->next_plan++ % PLAN_CACHE;
+    plan_destroy(&im->plans[slot]);
+    im->plans[slot] = p;
+    return &im->plans[slot];
+}
+
+// y (T, ldy) columns [0, N) += bias (N), after a GEMM that had no bias epilogue.
+static void add_bias(struct cuda_impl *im, float *y, const float *bias, int64_t T, int64_t N,
+                     int64_t ldy)
+{
+    ck(im, twc_launch(bias_kernel, grid_for(T * N), 256, 0, im->stream, y, bias, T, N, ldy),
+       "matmul (bias)");
 }
 
 // y (T, ldy) = x (T, K) w (N, K)^T (+ bias (N)) + beta y through cuBLASLt: kind 0 with w and x
@@ -640,8 +635,7 @@ static void lt_matmul(struct cuda_impl *im, int kind, const void *w, const void 
                          &p->algo, im->lt_ws, LT_WORKSPACE, im->stream),
           "matmul");
     if (bias && !p->bias)
-        ck(im, twc_launch(bias_kernel, grid_for(T * N), 256, 0, im->stream, y, bias, T, N, ldy),
-           "matmul (bias)");
+        add_bias(im, y, bias, T, N, ldy);
 }
 
 // Grows a scratch buffer of the backend to `bytes` (what it held is lost): waits for the
@@ -700,8 +694,7 @@ static void gemm(struct cuda_impl *im, float *y, const struct tw_tensor *x,
             lt_matmul(im, 0, im->tile, xb, y + n0, T, nr, K, N, beta, NULL);
         }
         if (b)
-            ck(im, twc_launch(bias_kernel, grid_for(T * N), 256, 0, im->stream, y, b, T, N, N),
-               "matmul (bias)");
+            add_bias(im, y, b, T, N, N);
     }
 }
 
@@ -745,15 +738,48 @@ static void cuda_matmul(struct tw_backend *be, struct tw_tensor *y, const struct
     matmul_into(be, y, x, w, bias, false);
 }
 
-// q, k and v (or any n <= TWC_GEMV_MAX_OUTS products of x) in one launch when decoding.
-static void cuda_matmul_n(struct tw_backend *be, int n, struct tw_tensor *const *ys,
+static void cuda_rmsnorm(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                         const struct tw_tensor *w, float eps)
+{
+    struct cuda_impl *im = impl(be);
+    if (!live(im))
+        return;
+    int64_t R = tw_tensor_nrows(x), C = tw_tensor_ncols(x);
+    ck(im,
+       twc_launch(rmsnorm_kernel, (unsigned)R, ROW_THREADS, 0, im->stream, f32(y), f32(x),
+                  w ? f32(w) : (const float *)NULL, C, eps),
+       "rmsnorm");
+}
+
+// An RMSNorm pn before a product: *nm for the matvec to fold it in where fold holds (returned),
+// else NULL, with x normalised into pn->xn, which *x then is.
+static const struct twc_gemv_norm *prenorm(struct tw_backend *be, const struct tw_prenorm *pn,
+                                           bool fold, const struct tw_tensor **x,
+                                           struct twc_gemv_norm *nm)
+{
+    if (!pn)
+        return NULL;
+    if (fold) {
+        *nm = (struct twc_gemv_norm){ f32(pn->w), pn->eps };
+        return nm;
+    }
+    cuda_rmsnorm(be, pn->xn, *x, pn->w, pn->eps);
+    *x = pn->xn;
+    return NULL;
+}
+
+// q, k and v (or any n <= TWC_GEMV_MAX_OUTS products of x) in one launch when decoding, an
+// RMSNorm pn (may be NULL) folded in at T = 1.
+static void matmul_n_into(struct tw_backend *be, int n, struct tw_tensor *const *ys,
                           const struct tw_tensor *x, const struct tw_tensor *const *ws,
-                          const struct tw_tensor *const *biases)
+                          const struct tw_tensor *const *biases, const struct tw_prenorm *pn)
 {
     struct cuda_impl *im = impl(be);
     if (!live(im))
         return;
     int64_t T = tw_tensor_nrows(x), K = ws[0]->ne[1];
+    struct twc_gemv_norm nm;
+    const struct twc_gemv_norm *norm = prenorm(be, pn, T == 1 && n <= TWC_GEMV_MAX_OUTS, &x, &nm);
     if (T > TWC_GEMV_MAX_T) { // x rounded to bf16 once for all of them
         const __nv_bfloat16 *xb = x_for(im, x, n, ws);
         for (int i = 0; i < n; i++)
@@ -768,7 +794,21 @@ static void cuda_matmul_n(struct tw_backend *be, int n, struct tw_tensor *const 
     struct twc_gemv_out o[TWC_GEMV_MAX_OUTS];
     for (int i = 0; i < n; i++)
         o[i] = gemv_out(ws[i], f32(ys[i]), biases ? biases[i] : NULL, NULL);
-    ck(im, twc_gemv_multi(n, o, K, f32(x), K, (int)T, NULL, im->stream), "matmul_n (gemv)");
+    ck(im, twc_gemv_multi(n, o, K, f32(x), K, (int)T, norm, im->stream), "matmul_n (gemv)");
+}
+
+static void cuda_matmul_n(struct tw_backend *be, int n, struct tw_tensor *const *ys,
+                          const struct tw_tensor *x, const struct tw_tensor *const *ws,
+                          const struct tw_tensor *const *biases)
+{
+    matmul_n_into(be, n, ys, x, ws, biases, NULL);
+}
+
+static void cuda_norm_matmul_n(struct tw_backend *be, int n, struct tw_tensor *const *ys,
+                               const struct tw_tensor *x, const struct tw_tensor *const *ws,
+                               const struct tw_tensor *const *biases, const struct tw_prenorm *pn)
+{
+    matmul_n_into(be, n, ys, x, ws, biases, pn);
 }
 
 static void cuda_matmul_add(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
@@ -780,18 +820,23 @@ static void cuda_matmul_add(struct tw_backend *be, struct tw_tensor *y, const st
 static void ew(struct tw_backend *be, enum ew_op op, float *y, const float *a, const float *b,
                int64_t n, const char *what);
 
-static void cuda_matmul_swiglu(struct tw_backend *be, struct tw_tensor *y,
-                               const struct tw_tensor *x, const struct tw_tensor *wg,
-                               const struct tw_tensor *wu)
+// y = silu(x wg^T) * (x wu^T), in one matvec launch when decoding, an RMSNorm pn (may be NULL)
+// folded in at T = 1.
+static void swiglu_into(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                        const struct tw_tensor *wg, const struct tw_tensor *wu,
+                        const struct tw_prenorm *pn)
 {
     struct cuda_impl *im = impl(be);
     if (!live(im))
         return;
     int64_t T = tw_tensor_nrows(x), K = wg->ne[1], N = wg->ne[0];
-    if (T <= TWC_GEMV_MAX_T && wg->dtype == wu->dtype && wg->nb[0] == wu->nb[0]) {
+    bool fused = T <= TWC_GEMV_MAX_T && wg->dtype == wu->dtype && wg->nb[0] == wu->nb[0];
+    struct twc_gemv_norm nm;
+    const struct twc_gemv_norm *norm = prenorm(be, pn, fused && T == 1, &x, &nm);
+    if (fused) {
         ck(im,
            twc_gemv_swiglu(wg->dtype, wg->data, wu->data, wg->nb[0], N, K, f32(x), K, (int)T,
-                           f32(y), N, NULL, im->stream),
+                           f32(y), N, norm, im->stream),
            "matmul_swiglu (gemv)");
         return;
     }
@@ -811,57 +856,18 @@ static void cuda_matmul_swiglu(struct tw_backend *be, struct tw_tensor *y,
     ew(be, EW_SWIGLU, f32(y), f32(y), im->f32s, T * N, "swiglu");
 }
 
-static void cuda_rmsnorm(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
-                         const struct tw_tensor *w, float eps)
+static void cuda_matmul_swiglu(struct tw_backend *be, struct tw_tensor *y,
+                               const struct tw_tensor *x, const struct tw_tensor *wg,
+                               const struct tw_tensor *wu)
 {
-    struct cuda_impl *im = impl(be);
-    if (!live(im))
-        return;
-    int64_t R = tw_tensor_nrows(x), C = tw_tensor_ncols(x);
-    ck(im,
-       twc_launch(rmsnorm_kernel, (unsigned)R, ROW_THREADS, 0, im->stream, f32(y), f32(x),
-                  w ? f32(w) : (const float *)NULL, C, eps),
-       "rmsnorm");
-}
-
-// An RMSNorm before a product: folded into the matvec at T = 1, else formed into pn->xn.
-static void cuda_norm_matmul_n(struct tw_backend *be, int n, struct tw_tensor *const *ys,
-                               const struct tw_tensor *x, const struct tw_tensor *const *ws,
-                               const struct tw_tensor *const *biases, const struct tw_prenorm *pn)
-{
-    struct cuda_impl *im = impl(be);
-    if (!live(im))
-        return;
-    if (tw_tensor_nrows(x) == 1 && n <= TWC_GEMV_MAX_OUTS) {
-        struct twc_gemv_out o[TWC_GEMV_MAX_OUTS];
-        for (int i = 0; i < n; i++)
-            o[i] = gemv_out(ws[i], f32(ys[i]), biases ? biases[i] : NULL, NULL);
-        struct twc_gemv_norm nm = { f32(pn->w), pn->eps };
-        ck(im, twc_gemv_multi(n, o, ws[0]->ne[1], f32(x), ws[0]->ne[1], 1, &nm, im->stream),
-           "matmul_n (gemv, norm)");
-        return;
-    }
-    cuda_rmsnorm(be, pn->xn, x, pn->w, pn->eps);
-    cuda_matmul_n(be, n, ys, pn->xn, ws, biases);
+    swiglu_into(be, y, x, wg, wu, NULL);
 }
 
 static void cuda_norm_matmul_swiglu(struct tw_backend *be, struct tw_tensor *y,
                                     const struct tw_tensor *x, const struct tw_tensor *wg,
                                     const struct tw_tensor *wu, const struct tw_prenorm *pn)
 {
-    struct cuda_impl *im = impl(be);
-    if (!live(im))
-        return;
-    if (tw_tensor_nrows(x) == 1 && wg->dtype == wu->dtype && wg->nb[0] == wu->nb[0]) {
-        struct twc_gemv_norm nm = { f32(pn->w), pn->eps };
-        ck(im,
-           twc_gemv_swiglu(wg->dtype, wg->data, wu->data, wg->nb[0], wg->ne[0], wg->ne[1], f32(x),
-                           wg->ne[1], 1, f32(y), wg->ne[0], &nm, im->stream),
-           "matmul_swiglu (gemv, norm)");
-        return;
-    }
-    cuda_rmsnorm(be, pn->xn, x, pn->w, pn->eps);
-    cuda_matmul_swiglu(be, y, pn->xn, wg, wu);
+    swiglu_into(be, y, x, wg, wu, pn);
 }
 
 static void cuda_layernorm(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
@@ -877,40 +883,40 @@ static void cuda_layernorm(struct tw_backend *be, struct tw_tensor *y, const str
        "layernorm");
 }
 
+// q (T, H, D) and k (T, Hkv, D; Hkv = 0: none) through rope_store_kernel.
+static void rope_store(struct cuda_impl *im, struct tw_tensor *q, float *k, const float *v,
+                       int64_t Hkv, const int32_t *pos, const struct tw_rope *r, float *k_cache,
+                       float *v_cache, const int32_t *rows, const char *what)
+{
+    int64_t T = q->ne[0], H = q->ne[1], D = q->ne[2];
+    int half = r->n_rot / 2;
+    const int32_t *d_pos = (const int32_t *)stage(im, pos, (size_t)T * sizeof *pos);
+    const float *d_freq =
+        half ? (const float *)stage(im, r->inv_freq, (size_t)half * sizeof(float)) : NULL;
+    const int32_t *d_rows =
+        Hkv ? (const int32_t *)stage(im, rows, (size_t)T * sizeof *rows) : NULL;
+    if (!d_pos || (half && !d_freq) || (Hkv && !d_rows) || !live(im))
+        return;
+    int64_t n = T * ((H + Hkv) * half + Hkv * D);
+    if (n > 0)
+        ck(im,
+           twc_launch(rope_store_kernel, grid_for(n), 256, 0, im->stream, f32(q), k, v, d_pos,
+                      d_freq, d_rows, k_cache, v_cache, T, H, Hkv, D, half, r->neox),
+           what);
+}
+
 static void cuda_rope(struct tw_backend *be, struct tw_tensor *x, const int32_t *pos,
                       const struct tw_rope *r)
 {
-    struct cuda_impl *im = impl(be);
-    int64_t T = x->ne[0], H = x->ne[1], D = x->ne[2];
-    int half = r->n_rot / 2;
-    const int32_t *d_pos = (const int32_t *)stage(im, pos, (size_t)T * sizeof *pos);
-    const float *d_freq = (const float *)stage(im, r->inv_freq, (size_t)half * sizeof(float));
-    if (!d_pos || !d_freq || half == 0 || !live(im))
-        return;
-    ck(im,
-       twc_launch(rope_kernel, grid_for(T * H * half), 256, 0, im->stream, f32(x), d_pos, d_freq,
-                  T, H, D, half, r->neox),
-       "rope");
+    rope_store(impl(be), x, NULL, NULL, 0, pos, r, NULL, NULL, NULL, "rope");
 }
 
 static void cuda_rope_store(struct tw_backend *be, struct tw_tensor *q, struct tw_tensor *k,
                             const struct tw_tensor *v, const int32_t *pos, const struct tw_rope *r,
                             float *k_cache, float *v_cache, const int32_t *rows)
 {
-    struct cuda_impl *im = impl(be);
-    int64_t T = q->ne[0], H = q->ne[1], Hkv = k->ne[1], D = q->ne[2];
-    int half = r->n_rot / 2;
-    const int32_t *d_pos = (const int32_t *)stage(im, pos, (size_t)T * sizeof *pos);
-    const float *d_freq =
-        half ? (const float *)stage(im, r->inv_freq, (size_t)half * sizeof(float)) : NULL;
-    const int32_t *d_rows = (const int32_t *)stage(im, rows, (size_t)T * sizeof *rows);
-    if (!d_pos || (half && !d_freq) || !d_rows || !live(im))
-        return;
-    ck(im,
-       twc_launch(rope_store_kernel, grid_for(T * ((H + Hkv) * half + Hkv * D)), 256, 0,
-                  im->stream, f32(q), f32(k), f32(v), d_pos, d_freq, d_rows, k_cache, v_cache, T,
-                  H, Hkv, D, half, r->neox),
-       "rope_store");
+    rope_store(impl(be), q, f32(k), f32(v), k->ne[1], pos, r, k_cache, v_cache, rows,
+               "rope_store");
 }
 
 static void run_attention(struct cuda_impl *im, struct tw_tensor *out, const struct tw_tensor *q,
@@ -926,8 +932,7 @@ static void run_attention(struct cuda_impl *im, struct tw_tensor *out, const str
         (const struct twc_attn_seq *)stage(im, seqs, (size_t)n * sizeof *seqs);
     if (!d_seqs || !live(im))
         return;
-    if (im->mode == CAPTURE) // recorded for every length the replays will have
-    {
+    if (im->mode == CAPTURE) { // recorded for every length the replays will have
         max_kv = im->kv_bound > max_kv ? im->kv_bound : max_kv;
         max_rows = im->rows_bound > max_rows ? im->rows_bound : max_rows;
     }
