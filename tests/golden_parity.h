@@ -137,7 +137,10 @@ static void decoder(const char *name, struct tw_backend *be)
 // Batched steps as the server runs them (tw_ctx_decode_runs) on be against the reference
 // backend running the same steps: three sequences, six steps that mix a decode token with
 // prompt chunks (the GPU pads such a step, runs it op by op, then records it and replays it),
-// then six of one token each; every run's logits within TOL of the reference's.
+// then (sequence 1 cut back to 5 tokens) six of one token each; every run's logits within TOL
+// of the reference's. be's cache has pages of 4 positions in a pool of one sequence's size
+// (the sequences' pages interleave, and sequence 1's freed ones are taken again); the
+// reference's, the defaults.
 static void batched(const char *name, struct tw_backend *be)
 {
     struct golden g;
@@ -147,8 +150,9 @@ static void batched(const char *name, struct tw_backend *be)
     m = golden_on(host, be);
     size_t V = (size_t)m->cfg.n_vocab;
     struct tw_ctx_params p = { .n_ctx = 96, .n_batch = 64, .n_seq = 3 };
+    struct tw_ctx_params pp = { .n_ctx = 96, .n_batch = 64, .n_seq = 3, .page = 4, .n_kv = 96 };
     tw_ctx *c = NULL, *r = NULL;
-    REQUIRE(tw_ctx_new(m, be, &p, &c) == 0);
+    REQUIRE(tw_ctx_new(m, be, &pp, &c) == 0);
     REQUIRE(tw_ctx_new(host, tw_backend_cpu_ref(), &p, &r) == 0);
     float *got = tw_malloc_array(3 * V, sizeof(float)), *want = tw_malloc_array(3 * V, 4);
     REQUIRE(got && want);
@@ -156,6 +160,10 @@ static void batched(const char *name, struct tw_backend *be)
     for (int i = 0; i < 64; i++)
         tok[i] = (int32_t)((i * 37 + 11) % (int)V);
     for (int step = 0; step < 12; step++) {
+        if (step == 6) {
+            tw_ctx_seq_truncate(c, 1, 5);
+            tw_ctx_seq_truncate(r, 1, 5);
+        }
         struct tw_ctx_run runs[3];
         const int32_t lens[3] = { 1, step < 6 ? 3 : 1, step < 6 ? 2 : 1 };
         for (int s = 0; s < 3; s++)

@@ -1,7 +1,8 @@
-// Inference contexts: the KV cache and activation buffers of one sequence in one allocation,
-// and the forward passes — Llama-family decoders (pre-norm, RoPE, grouped-query attention,
-// SwiGLU; Qwen2's biases, Qwen3's q/k norms, Mistral's window) and BERT encoders (post-norm,
-// learned positions, GELU), following transformers' modeling_llama.py / modeling_bert.py.
+// Inference contexts: the paged KV cache of the sequences and the activation buffers, in one
+// allocation, and the forward passes — Llama-family decoders (pre-norm, RoPE, grouped-query
+// attention, SwiGLU; Qwen2's biases, Qwen3's q/k norms, Mistral's window) and BERT encoders
+// (post-norm, learned positions, GELU), following transformers' modeling_llama.py /
+// modeling_bert.py.
 #include "model/context.h"
 
 #include <math.h>
@@ -33,6 +34,15 @@ struct tw_ctx {
     const struct tw_model *m;
     struct tw_backend *be;
     int32_t n_ctx, n_batch, n_seq;
+    // The paged cache (decoders): n_pages pages of `page` positions (1 << page_shift) that the
+    // sequences take as they grow, max_pages at most each (n_ctx positions); a scratch page
+    // after them takes a padded step's filler rows.
+    int32_t page, page_shift, n_pages, max_pages;
+    int32_t *ptab;    // (n_seq, max_pages) each sequence's pages, held[seq] of them
+    int32_t *held;    // (n_seq)
+    int32_t *free_pg; // (n_pages) the free pages, n_free of them
+    int32_t n_free;
+    float *gather; // the CPU's room for one sequence's cache in order (tw_attn.gather)
     int32_t kv_dim, q_dim;
     void *mem;         // the backend's memory: caches and activations
     void *host;        // the host's: tokens, positions, the step's sequences
@@ -42,7 +52,7 @@ struct tw_ctx {
     float *last;      // the last step's logits rows (backend memory), last_rows of them
     int32_t last_rows;
     size_t bytes;
-    float *k, *v;   // decoders: (n_layer, n_seq, n_ctx, kv_dim); encoders: (n_batch, kv_dim)
+    float *k, *v;   // decoders: (n_layer, n_pages + 1, page, kv_dim); encoders: (n_batch, kv_dim)
     float *kb, *vb; // (n_batch, kv_dim) a step's new keys and values
     int32_t *slots; // (n_batch) where they go: rows of a layer's cache (all sequences)
     struct step_graph *sg; // (SG_CAP) a GPU backend's recorded steps, n_sg of them
@@ -76,14 +86,22 @@ static size_t plan(struct tw_ctx *c, char *base, char *hbase, size_t *hbytes)
     size_t off = 0, B = (size_t)c->n_batch, C = (size_t)cfg->n_embd, F = (size_t)cfg->n_ff;
     bool dec = tw_arch_is_decoder(cfg->arch);
     size_t S = (size_t)c->n_seq, kvd = (size_t)c->kv_dim;
-    size_t kv_rows = dec ? (size_t)cfg->n_layer * S * (size_t)c->n_ctx : B;
+    size_t kv_rows = dec ? (size_t)cfg->n_layer * ((size_t)c->n_pages + 1) * (size_t)c->page : B;
     c->k = carve(base, &off, kv_rows * kvd * sizeof(float));
     c->v = carve(base, &off, kv_rows * kvd * sizeof(float));
+    size_t gather = dec && c->be->device == TW_DEVICE_CPU
+                        ? 2 * (size_t)c->max_pages * (size_t)c->page * kvd * sizeof(float)
+                        : 0;
+    c->gather = gather ? carve(base, &off, gather) : NULL;
     c->kb = carve(base, &off, B * kvd * sizeof(float));
     c->vb = carve(base, &off, B * kvd * sizeof(float));
     size_t hoff = 0;
     c->tokens = carve(hbase, &hoff, S * (size_t)c->n_ctx * sizeof(int32_t));
     c->past = carve(hbase, &hoff, S * sizeof(int32_t));
+    size_t P = dec ? (size_t)c->n_pages : 0, MP = dec ? (size_t)c->max_pages : 0;
+    c->ptab = carve(hbase, &hoff, S * MP * sizeof(int32_t));
+    c->held = carve(hbase, &hoff, S * sizeof(int32_t));
+    c->free_pg = carve(hbase, &hoff, P * sizeof(int32_t));
     c->pos = carve(hbase, &hoff, B * sizeof(int32_t));
     c->ids = carve(hbase, &hoff, B * sizeof(int32_t));
     c->slots = carve(hbase, &hoff, B * sizeof(int32_t));
@@ -128,11 +146,30 @@ int tw_ctx_new(const struct tw_model *m, struct tw_backend *be, const struct tw_
     c->n_seq = dec && p && p->n_seq > 1 ? p->n_seq : 1;
     c->kv_dim = cfg->n_head_kv * cfg->head_dim;
     c->q_dim = cfg->n_head * cfg->head_dim;
-    if (c->n_ctx <= 0 || c->n_ctx > (1 << 24) || c->n_seq > 4096) {
+    c->page = p && p->page > 0 ? p->page : 32;
+    if (c->n_ctx <= 0 || c->n_ctx > (1 << 24) || c->n_seq > 4096 || c->page > (1 << 16) ||
+        (c->page & (c->page - 1)) != 0) {
         tw_free(c);
-        return tw_error_set(TW_EINVAL, "context: %d positions or %d sequences is out of range",
-                            c->n_ctx, c->n_seq);
+        return tw_error_set(TW_EINVAL,
+                            "context: %d positions, %d sequences or pages of %d positions is "
+                            "out of range",
+                            c->n_ctx, c->n_seq, c->page);
     }
+    while ((1 << c->page_shift) < c->page)
+        c->page_shift++;
+    c->max_pages = (c->n_ctx + c->page - 1) / c->page;
+    // The pool: every sequence full unless asked for less, and at least one full sequence.
+    int64_t pages = (int64_t)c->n_seq * c->max_pages;
+    if (p && p->n_kv > 0)
+        pages = ((int64_t)p->n_kv + c->page - 1) / c->page;
+    if (dec && (pages < c->max_pages || pages > INT32_MAX / c->page)) {
+        tw_free(c);
+        return tw_error_set(TW_EINVAL,
+                            "context: a cache of %lld positions cannot hold one sequence of %d "
+                            "(or is too large)",
+                            (long long)pages * c->page, c->n_ctx);
+    }
+    c->n_pages = dec ? (int32_t)pages : 0;
     size_t hbytes;
     c->bytes = plan(c, NULL, NULL, &hbytes);
     c->host = tw_malloc(hbytes);
@@ -152,6 +189,10 @@ int tw_ctx_new(const struct tw_model *m, struct tw_backend *be, const struct tw_
     c->no_graph = graphs && strcmp(graphs, "0") == 0;
     c->bytes += hbytes;
     memset(c->past, 0, (size_t)c->n_seq * sizeof *c->past);
+    memset(c->held, 0, (size_t)c->n_seq * sizeof *c->held);
+    c->n_free = c->n_pages;
+    for (int32_t i = 0; i < c->n_pages; i++) // taken from the end: page 0 first
+        c->free_pg[i] = c->n_pages - 1 - i;
     *out = c;
     return 0;
 }
@@ -193,10 +234,52 @@ const int32_t *tw_ctx_seq_tokens(const tw_ctx *c, int32_t seq)
     return c->tokens + (size_t)seq * (size_t)c->n_ctx;
 }
 
+// Sequence seq keeps its first n positions (n <= its past) and gives back the pages past them.
+static void set_past(tw_ctx *c, int32_t seq, int32_t n)
+{
+    c->past[seq] = n;
+    int32_t keep = (n + c->page - 1) >> c->page_shift;
+    int32_t *tab = c->ptab + (size_t)seq * (size_t)c->max_pages;
+    while (c->held[seq] > keep)
+        c->free_pg[c->n_free++] = tab[--c->held[seq]];
+}
+
 void tw_ctx_seq_truncate(tw_ctx *c, int32_t seq, int32_t n)
 {
-    if (seq >= 0 && seq < c->n_seq && n >= 0 && n < c->past[seq])
-        c->past[seq] = n;
+    if (seq >= 0 && seq < c->n_seq && n >= 0 && n <= c->past[seq] && c->n_pages > 0)
+        set_past(c, seq, n);
+}
+
+int32_t tw_ctx_seq_pages_needed(const tw_ctx *c, int32_t seq, int32_t n)
+{
+    int32_t want = (c->past[seq] + n + c->page - 1) >> c->page_shift;
+    return want > c->held[seq] ? want - c->held[seq] : 0;
+}
+
+void tw_ctx_kv(const tw_ctx *c, struct tw_ctx_kv *out)
+{
+    *out = (struct tw_ctx_kv){ .page = c->page, .pages = c->n_pages, .free = c->n_free };
+}
+
+// Gives each run's sequence the pages its new tokens need, all or none: TW_ELIMIT when the
+// pool has too few free.
+static int take_pages(tw_ctx *c, const struct tw_ctx_run *runs, int n)
+{
+    int64_t need = 0;
+    for (int i = 0; i < n; i++)
+        need += tw_ctx_seq_pages_needed(c, runs[i].seq, runs[i].n);
+    if (need > c->n_free)
+        return tw_error_set(TW_ELIMIT,
+                            "the KV cache is full: the step needs %lld more pages of %d "
+                            "positions and %d of %d are free",
+                            (long long)need, c->page, c->n_free, c->n_pages);
+    for (int i = 0; i < n; i++) {
+        int32_t s = runs[i].seq, k = tw_ctx_seq_pages_needed(c, s, runs[i].n);
+        int32_t *tab = c->ptab + (size_t)s * (size_t)c->max_pages;
+        while (k-- > 0)
+            tab[c->held[s]++] = c->free_pg[--c->n_free];
+    }
+    return 0;
 }
 
 int32_t tw_ctx_n_past(const tw_ctx *c)
@@ -231,11 +314,10 @@ static struct tw_tensor rows_of(float *data, int64_t T, int64_t C)
     return tw_tensor_f32_2d(data, T, C);
 }
 
-// The cache rows of sequence seq in layer il.
-static float *kv_at(const tw_ctx *c, float *base, int il, int32_t seq)
+// The cache pool of layer il.
+static float *kv_at(const tw_ctx *c, float *base, int il)
 {
-    return base +
-           ((size_t)il * (size_t)c->n_seq + (size_t)seq) * (size_t)c->n_ctx * (size_t)c->kv_dim;
+    return base + (size_t)il * ((size_t)c->n_pages + 1) * (size_t)c->page * (size_t)c->kv_dim;
 }
 
 // A step's sequences: c->seqs[0..n) with row0, n_rows and n_past set (k, v per layer).
@@ -272,24 +354,18 @@ static void decoder_layer(tw_ctx *c, int il, int32_t T, int n)
                          .n_rot = (int32_t)hd,
                          .neox = cfg->rope_neox,
                          .inv_freq = c->m->rope_inv_freq };
-    tw_rope_store(be, &qh, &kh, &vn, c->pos, &r, kv_at(c, c->k, il, 0), kv_at(c, c->v, il, 0),
-                  c->slots);
+    tw_rope_store(be, &qh, &kh, &vn, c->pos, &r, kv_at(c, c->k, il), kv_at(c, c->v, il), c->slots);
     struct tw_attn a = { .n_head = (int32_t)H,
                          .n_head_kv = (int32_t)Hkv,
                          .head_dim = (int32_t)hd,
                          .scale = 1.0f / sqrtf((float)hd),
                          .causal = true,
                          .window = cfg->sliding_window,
-                         .n_past = sq[0].n_past,
-                         .lowp = L->wq.dtype != TW_DTYPE_F32 };
-    if (n == 1) {
-        int64_t S = (int64_t)sq[0].n_past + T;
-        struct tw_tensor kall = tw_tensor_f32_3d((float *)sq[0].k, S, Hkv, hd);
-        struct tw_tensor vall = tw_tensor_f32_3d((float *)sq[0].v, S, Hkv, hd);
-        tw_attention(be, &att, &qh, &kall, &vall, &a);
-    } else {
-        tw_attention_seqs(be, &att, &qh, sq, n, &a);
-    }
+                         .lowp = L->wq.dtype != TW_DTYPE_F32,
+                         .page = c->page,
+                         .max_pages = c->max_pages,
+                         .gather = c->gather };
+    tw_attention_seqs(be, &att, &qh, sq, n, &a);
     tw_matmul_add(be, &x, &att, &L->wo, L->bo.data ? &L->bo : nb, &xn);
 
     // MLP block: x += down(silu(gate(h)) * up(h)) with h = rmsnorm(x).
@@ -332,8 +408,9 @@ static void forward(tw_ctx *c, const struct tw_ctx_run *runs, int n, int32_t T, 
     tw_embedding(c->be, &x, &m->tok_embd, c->ids);
     for (int il = 0; il < m->cfg.n_layer; il++) {
         for (int i = 0; i < n; i++) {
-            c->seqs[i].k = kv_at(c, c->k, il, runs[i].seq);
-            c->seqs[i].v = kv_at(c, c->v, il, runs[i].seq);
+            c->seqs[i].k = kv_at(c, c->k, il);
+            c->seqs[i].v = kv_at(c, c->v, il);
+            c->seqs[i].pages = c->ptab + (size_t)runs[i].seq * (size_t)c->max_pages;
         }
         decoder_layer(c, il, T, n);
     }
@@ -392,7 +469,7 @@ static int forward_graph(tw_ctx *c, const struct tw_ctx_run *runs, int n, int32_
         forward(c, runs, n, T, out, false);
         return 0;
     }
-    int rc = tw_backend_graph_begin(c->be, &e->g, c->n_ctx, rows);
+    int rc = tw_backend_graph_begin(c->be, &e->g, c->max_pages * c->page, rows);
     if (rc == 0) {
         forward(c, runs, n, T, out, false);
         rc = tw_backend_graph_end(c->be, &e->g);
@@ -407,24 +484,19 @@ static int forward_graph(tw_ctx *c, const struct tw_ctx_run *runs, int n, int32_
 }
 
 // Pads a step of n runs and T rows that has prompt rows for a recorded step: the rows to
-// *T (a multiple of SG_PAD; token 0 at position 0, all stored at one cache row past the end
-// of a run's sequence, which nothing reads: attention sees only the runs' rows and each
-// sequence's cache up to its end, and the row is written again before that sequence gets
-// there), and *rows to a power of two at least the longest run. False, leaving them, when
-// the batch has no room or no sequence has a free row at its end.
+// *T (a multiple of SG_PAD; token 0 at position 0, all stored at the scratch page, which no
+// sequence reads: attention sees only the runs' rows), and *rows to a power of two at least
+// the longest run. False, leaving them, when the batch has no room.
 static bool pad_step(tw_ctx *c, const struct tw_ctx_run *runs, int n, int32_t *T, int32_t *rows)
 {
-    int32_t Tp = (*T + SG_PAD - 1) / SG_PAD * SG_PAD, r = 1, spare = -1;
-    for (int i = 0; i < n; i++) {
+    int32_t Tp = (*T + SG_PAD - 1) / SG_PAD * SG_PAD, r = 1;
+    for (int i = 0; i < n; i++)
         while (r < runs[i].n)
             r *= 2;
-        if (spare < 0 && c->past[runs[i].seq] + runs[i].n < c->n_ctx)
-            spare = runs[i].seq * c->n_ctx + c->n_ctx - 1;
-    }
-    if (Tp > c->n_batch || spare < 0)
+    if (Tp > c->n_batch)
         return false;
     for (int32_t t = *T; t < Tp; t++)
-        c->ids[t] = 0, c->pos[t] = 0, c->slots[t] = spare;
+        c->ids[t] = 0, c->pos[t] = 0, c->slots[t] = c->n_pages * c->page;
     *T = Tp, *rows = r;
     return true;
 }
@@ -433,14 +505,20 @@ static int decode_step(tw_ctx *c, const struct tw_ctx_run *runs, int n, int32_t 
                        bool all_logits)
 {
     const struct tw_model *m = c->m;
+    int rc = take_pages(c, runs, n);
+    if (rc != 0)
+        return rc;
     int32_t row = 0;
     for (int i = 0; i < n; i++) {
         int32_t s = runs[i].seq, p0 = c->past[s];
+        const int32_t *tab = c->ptab + (size_t)s * (size_t)c->max_pages;
         c->seqs[i] = (struct tw_attn_seq){ .row0 = row, .n_rows = runs[i].n, .n_past = p0 };
         for (int32_t t = 0; t < runs[i].n; t++) {
-            c->pos[row + t] = p0 + t;
+            int32_t p = p0 + t;
+            c->pos[row + t] = p;
             c->ids[row + t] = runs[i].tokens[t];
-            c->slots[row + t] = s * c->n_ctx + p0 + t; // rows of a layer's cache
+            // the row of a layer's pool
+            c->slots[row + t] = tab[p >> c->page_shift] << c->page_shift | (p & (c->page - 1));
         }
         row += runs[i].n;
     }
@@ -448,7 +526,6 @@ static int decode_step(tw_ctx *c, const struct tw_ctx_run *runs, int n, int32_t 
     float *out = logits ? logits_rows(c, logits, nrows) : NULL;
     if (logits && !out)
         return tw_error_code();
-    int rc = 0;
     // A recorded step: one token a run, or (several runs) with prompt rows, padded.
     int32_t Tg = T, rows = 1;
     if (c->be->ops->graph_begin && !c->no_graph && out && !all_logits &&
@@ -526,6 +603,11 @@ int tw_ctx_decode_seq(tw_ctx *c, int32_t seq, const int32_t *tokens, int32_t n, 
                             c->past[seq], n, c->n_ctx);
     if ((rc = check_ids(c, tokens, n, c->m->cfg.n_vocab, "token id")) != 0)
         return rc;
+    if (tw_ctx_seq_pages_needed(c, seq, n) > c->n_free) // before any step: all or nothing
+        return tw_error_set(TW_ELIMIT,
+                            "the KV cache is full: %d more tokens need %d more pages of %d "
+                            "positions and %d of %d are free",
+                            n, tw_ctx_seq_pages_needed(c, seq, n), c->page, c->n_free, c->n_pages);
     for (int32_t i = 0; i < n; i += c->n_batch) {
         int32_t T = n - i < c->n_batch ? n - i : c->n_batch;
         bool last = i + T == n;
@@ -588,11 +670,10 @@ int tw_ctx_prefill(tw_ctx *c, const int32_t *tokens, int32_t n, float *logits, i
     if (n > c->n_ctx)
         return tw_error_set(TW_ELIMIT, "prompt of %d tokens exceeds the context's %d positions", n,
                             c->n_ctx);
-    int32_t old = c->past[0];
-    c->past[0] = keep;
+    set_past(c, 0, keep);
     int rc = tw_ctx_decode(c, tokens + keep, n - keep, logits, false);
     if (rc != 0) {
-        c->past[0] = old < keep ? old : keep;
+        set_past(c, 0, keep);
         return rc;
     }
     if (reused)
@@ -612,7 +693,7 @@ int tw_ctx_perplexity(tw_ctx *c, const int32_t *tokens, int32_t n, double *nll, 
     int rc = 0;
     for (int32_t at = 0; rc == 0 && at + 1 < n; at += chunk) {
         int32_t len = n - at < chunk ? n - at : chunk;
-        c->past[0] = 0;
+        set_past(c, 0, 0);
         rc = tw_ctx_decode(c, tokens + at, len, logits, true);
         for (int32_t i = 0; rc == 0 && i + 1 < len; i++) {
             const float *row = logits + (size_t)i * V;
@@ -625,7 +706,7 @@ int tw_ctx_perplexity(tw_ctx *c, const int32_t *tokens, int32_t n, double *nll, 
             scored++;
         }
     }
-    c->past[0] = 0;
+    set_past(c, 0, 0);
     tw_free(logits);
     if (rc == 0) {
         *nll = sum;

@@ -17,6 +17,12 @@ struct tw_ctx_params {
                      // at least the model's positions; more packs several texts in a pass)
     int32_t n_seq;   // sequences, each with a cache of its own (decoders; continuous
                      // batching); 0: 1
+    // The decoders' KV cache is paged: one pool of pages of `page` positions (a power of two;
+    // 0: 32) that the sequences take as they grow and give back when truncated (vLLM's
+    // PagedAttention, Kwon et al. 2023). n_kv: the pool's positions (rounded up to pages; at
+    // least n_ctx); 0: n_seq * n_ctx, so that every sequence can be full at once.
+    int32_t n_kv;
+    int32_t page;
 };
 
 typedef struct tw_ctx tw_ctx;
@@ -34,13 +40,13 @@ int32_t tw_ctx_n_ctx(const tw_ctx *c);
 
 // Runs tokens[0..n) at positions n_past.. and appends them to the cache. logits gets
 // (n, n_vocab) floats when all_logits, else the last token's n_vocab (NULL: none). Returns
-// 0; TW_ELIMIT when the cache would overflow (nothing is changed); TW_EINVAL for a token id
-// outside the vocabulary (naming it).
+// 0; TW_ELIMIT when the sequence or the shared pool (n_kv) would overflow (nothing is
+// changed); TW_EINVAL for a token id outside the vocabulary (naming it).
 int tw_ctx_decode(tw_ctx *c, const int32_t *tokens, int32_t n, float *logits, bool all_logits);
 // Tokens in the cache.
 int32_t tw_ctx_n_past(const tw_ctx *c);
 const int32_t *tw_ctx_tokens(const tw_ctx *c);
-// Forgets positions >= n (n <= n_past).
+// Forgets positions >= n (n <= n_past), giving back the pages past them.
 void tw_ctx_truncate(tw_ctx *c, int32_t n);
 // Evaluates a whole prompt, reusing the longest prefix already in the cache (at most n - 1
 // tokens, so that the last one is run and its logits, n_vocab floats, come out). *reused (may
@@ -72,6 +78,15 @@ void tw_ctx_seq_truncate(tw_ctx *c, int32_t seq, int32_t n);
 // tw_ctx_decode on sequence seq.
 int tw_ctx_decode_seq(tw_ctx *c, int32_t seq, const int32_t *tokens, int32_t n, float *logits,
                       bool all_logits);
+
+// The paged cache: pages of `page` positions, `pages` in the pool, `free` of them free.
+struct tw_ctx_kv {
+    int32_t page, pages, free;
+};
+void tw_ctx_kv(const tw_ctx *c, struct tw_ctx_kv *out);
+// The free pages that sequence seq must take to add n tokens (a decode fails with TW_ELIMIT,
+// changing nothing, when the pool has fewer). Truncating a sequence gives its pages back.
+int32_t tw_ctx_seq_pages_needed(const tw_ctx *c, int32_t seq, int32_t n);
 
 // A sequence's tokens in one step of tw_ctx_decode_runs.
 struct tw_ctx_run {

@@ -38,6 +38,12 @@ struct tw_attn {
     int32_t n_past; // the query rows are positions n_past .. n_past + T - 1
     bool lowp;      // bf16 arithmetic is good enough (the model's weights are bf16 or
                     // quantised): the CUDA backend may use bf16 tensor cores; the CPU ignores it
+    // A paged cache (tw_attn_seq.pages): rows per page (a power of two) and the entries of
+    // each sequence's page table; gather, room for a sequence's keys and values in order
+    // (2 * max_pages * page * n_head_kv * head_dim floats, host memory) where the CPU backend
+    // needs them so (a prefill's rows).
+    int32_t page, max_pages;
+    float *gather;
 };
 
 // An RMSNorm applied to a product's input first (tw_matmul_n, tw_matmul_swiglu): the product
@@ -56,6 +62,11 @@ struct tw_attn_seq {
     int32_t row0, n_rows; // its rows of q and out
     int32_t n_past;       // they are positions n_past .. n_past + n_rows - 1
     const float *k, *v;   // its cache rows 0 .. n_past + n_rows - 1, each (n_head_kv, head_dim)
+    // NULL: those rows are k, v's first ones. Else the cache is paged (vLLM's PagedAttention,
+    // Kwon et al. 2023): k and v are a pool that several sequences share, and the sequence's
+    // row j is the pool's row pages[j / a->page] * a->page + j % a->page (a->max_pages
+    // entries, host memory).
+    const int32_t *pages;
 };
 
 struct tw_backend_ops {

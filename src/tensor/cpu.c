@@ -272,6 +272,7 @@ static void cpu_attention(struct tw_backend *be, struct tw_tensor *out, const st
         return;
     }
     struct cpu_impl *im = impl(be);
+    struct tw_kv_map map = { .stride = Hkv * D };
 #pragma omp parallel for num_threads(be->n_threads) schedule(dynamic, 1) \
     collapse(2) if (T * H * S * D >= PAR_MIN)
     for (int64_t t = 0; t < T; t++) {
@@ -279,15 +280,16 @@ static void cpu_attention(struct tw_backend *be, struct tw_tensor *out, const st
             int64_t lo, hi, h = kvh * group;
             tw_attn_range(a, a->n_past + t, S, &lo, &hi);
             tw_attend_group(im->attend, im->isa, f32(q) + (t * H + h) * D, f32(k) + kvh * D,
-                            f32(v) + kvh * D, Hkv * D, lo, hi, D, (int)group, a->scale,
+                            f32(v) + kvh * D, &map, lo, hi, D, (int)group, a->scale,
                             f32(out) + (t * H + h) * D);
         }
     }
 }
 
 // Several sequences' rows (continuous batching). Decode rows (a few per sequence) are shared
-// out as (row, key-value head) pairs in one fork; with a prefill's worth of rows in some
-// sequence, false: tw_attention_seqs runs each sequence through cpu_attention's blocks.
+// out as (row, key-value head) pairs in one fork, reading paged caches through their tables;
+// with a prefill's worth of rows in some sequence, false: tw_attention_seqs runs each sequence
+// through cpu_attention's blocks (a paged cache gathered first).
 static bool cpu_attention_seqs(struct tw_backend *be, struct tw_tensor *out,
                                const struct tw_tensor *q, const struct tw_attn_seq *seqs, int n,
                                const struct tw_attn *a)
@@ -303,6 +305,9 @@ static bool cpu_attention_seqs(struct tw_backend *be, struct tw_tensor *out,
         for (int32_t r = 0; r < seqs[i].n_rows; r++)
             seq_of[seqs[i].row0 + r] = i;
     struct cpu_impl *im = impl(be);
+    int shift = 0;
+    while (a->page > 0 && (1 << shift) < a->page)
+        shift++;
     int64_t work = 0; // query heads times keys times D: the fork pays from PAR_MIN up
     for (int i = 0; i < n; i++)
         work += (int64_t)seqs[i].n_rows * (seqs[i].n_past + seqs[i].n_rows) * H * D;
@@ -313,8 +318,9 @@ static bool cpu_attention_seqs(struct tw_backend *be, struct tw_tensor *out,
             const struct tw_attn_seq *s = &seqs[seq_of[t]];
             int64_t p = s->n_past + (t - s->row0), lo, hi, h = kvh * group;
             tw_attn_range(a, p, (int64_t)s->n_past + s->n_rows, &lo, &hi);
+            struct tw_kv_map map = { Hkv * D, s->pages, shift };
             tw_attend_group(im->attend, im->isa, f32(q) + (t * H + h) * D, s->k + kvh * D,
-                            s->v + kvh * D, Hkv * D, lo, hi, D, (int)group, a->scale,
+                            s->v + kvh * D, &map, lo, hi, D, (int)group, a->scale,
                             f32(out) + (t * H + h) * D);
         }
     }

@@ -12,16 +12,33 @@
 void tw_attn_range(const struct tw_attn *a, int64_t p, int64_t S, int64_t *lo, int64_t *hi);
 // One query row q (D floats) against keys and values k[j], v[j] (rows kv_stride apart) for
 // lo <= j < hi: out = softmax(q k^T * scale) v with an online softmax (cpu_attn.c).
-typedef void (*tw_attend_fn)(const float *q, const float *k, const float *v, int64_t kv_stride,
-                             int64_t lo, int64_t hi, int64_t D, float scale, float *out);
+// Where a cache's rows are: row j of the keys at k + tw_kv_off(map, j) (the values alike),
+// rows of stride floats, in order (pages NULL) or through a page table (backend.h,
+// tw_attn_seq.pages) of pages of 1 << shift rows.
+struct tw_kv_map {
+    int64_t stride;
+    const int32_t *pages;
+    int shift;
+};
+
+static inline int64_t tw_kv_off(const struct tw_kv_map *m, int64_t j)
+{
+    if (m->pages)
+        j = (int64_t)m->pages[j >> m->shift] << m->shift | (j & (((int64_t)1 << m->shift) - 1));
+    return j * m->stride;
+}
+
+typedef void (*tw_attend_fn)(const float *q, const float *k, const float *v,
+                             const struct tw_kv_map *map, int64_t lo, int64_t hi, int64_t D,
+                             float scale, float *out);
 // The kernel for isa (lowered to what the CPU has): AVX2 and AVX-512 for heads of 64 and 128.
 tw_attend_fn tw_attend_kernel(enum tw_cpu_isa isa);
 // G consecutive query heads q (G * D floats) that share the keys and values: one (a kernel
 // of tw_attend_kernel(isa)) for each, or a kernel that reads each key once for all G
 // (AVX-512, D = 64, G = 2..4). out: G * D floats.
 void tw_attend_group(tw_attend_fn one, enum tw_cpu_isa isa, const float *q, const float *k,
-                     const float *v, int64_t kv_stride, int64_t lo, int64_t hi, int64_t D, int G,
-                     float scale, float *out);
+                     const float *v, const struct tw_kv_map *map, int64_t lo, int64_t hi,
+                     int64_t D, int G, float scale, float *out);
 // y[i] = silu(g[i]) * u[i] for i < n, in float (cpu_vec.c): within a few float ulps of the
 // reference's double; y may alias g or u. The kernel for isa, lowered to what the CPU has.
 typedef void (*tw_swiglu_fn)(float *y, const float *g, const float *u, size_t n);

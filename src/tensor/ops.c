@@ -186,8 +186,22 @@ void tw_attention_seqs(struct tw_backend *be, struct tw_tensor *out, const struc
         struct tw_tensor qi =
             tw_tensor_f32_3d((float *)q->data + s->row0 * HD, s->n_rows, a->n_head, a->head_dim);
         struct tw_tensor oi = tw_tensor_f32_2d((float *)out->data + s->row0 * HD, s->n_rows, HD);
-        struct tw_tensor ki = tw_tensor_f32_3d((float *)s->k, S, a->n_head_kv, a->head_dim);
-        struct tw_tensor vi = tw_tensor_f32_3d((float *)s->v, S, a->n_head_kv, a->head_dim);
+        const float *k = s->k, *v = s->v;
+        if (s->pages) { // a paged cache, in host memory: its rows gathered in order
+            assert(be->device == TW_DEVICE_CPU && a->page > 0 && a->gather &&
+                   S <= (int64_t)a->max_pages * a->page);
+            size_t row = (size_t)a->n_head_kv * (size_t)a->head_dim;
+            float *kv = a->gather;
+            for (int64_t j = 0; j < S; j += a->page) {
+                size_t at = (size_t)s->pages[j / a->page] * (size_t)a->page * row;
+                size_t m = (size_t)(S - j < a->page ? S - j : a->page) * row;
+                memcpy(kv + (size_t)j * row, s->k + at, m * sizeof(float));
+                memcpy(kv + ((size_t)S + (size_t)j) * row, s->v + at, m * sizeof(float));
+            }
+            k = kv, v = kv + (size_t)S * row;
+        }
+        struct tw_tensor ki = tw_tensor_f32_3d((float *)k, S, a->n_head_kv, a->head_dim);
+        struct tw_tensor vi = tw_tensor_f32_3d((float *)v, S, a->n_head_kv, a->head_dim);
         tw_attention(be, &oi, &qi, &ki, &vi, &ai);
     }
 }

@@ -2,8 +2,10 @@
 // fed on a random schedule that mixes prompt chunks and single decode tokens in each step,
 // give every run's logits equal to those of the same tokens run alone in a context of one
 // sequence — on the golden tiny decoders (Llama, Mistral with its sliding window, Qwen3 with
-// q/k norms) and on both CPU backends. Bad runs are refused and change nothing; truncating a
-// sequence and running it again gives its logits again.
+// q/k norms) and on both CPU backends, the sequences' caches paged in one pool (pages of 4
+// positions, so that each sequence's pages interleave with the others'). Bad runs are refused
+// and change nothing; truncating a sequence and running it again gives its logits again; a
+// full pool refuses a step whole, and a truncated sequence's pages serve another.
 #include <string.h>
 
 #include "base/mem.h"
@@ -52,9 +54,16 @@ static void model(const char *name, struct tw_backend *be)
     tw_ctx_free(one);
 
     // The batch: at each step a random subset of the unfinished sequences, each with a chunk
-    // of 1 .. 20 tokens (above 16 the attention takes its prefill path), within a batch of 32.
+    // of 1 .. 20 tokens (above 16 the attention takes its prefill path), within a batch of 32;
+    // the pool holds what the sequences need and two pages more.
     tw_ctx *c = NULL;
-    struct tw_ctx_params p = { .n_ctx = 64, .n_batch = 32, .n_seq = NSEQ };
+    int32_t pages = 2;
+    for (int s = 0; s < NSEQ; s++)
+        pages += (len[s] + 3) / 4;
+    pages = pages > 16 ? pages : 16;
+    struct tw_ctx_params p = {
+        .n_ctx = 64, .n_batch = 32, .n_seq = NSEQ, .page = 4, .n_kv = 4 * pages
+    };
     REQUIRE(tw_ctx_new(m, be, &p, &c) == 0);
     CHECK_EQ_INT(tw_ctx_n_seq(c), NSEQ);
     float *logits = tw_malloc_array(NSEQ * V, sizeof(float));
@@ -108,6 +117,14 @@ static void model(const char *name, struct tw_backend *be)
     CHECK(multi > 3);
     for (int s = 0; s < NSEQ; s++)
         CHECK(memcmp(tw_ctx_seq_tokens(c, s), toks[s], (size_t)len[s] * 4) == 0);
+    struct tw_ctx_kv kv;
+    tw_ctx_kv(c, &kv);
+    CHECK_EQ_INT(kv.page, 4);
+    CHECK_EQ_INT(kv.pages, pages);
+    int32_t held = 0;
+    for (int s = 0; s < NSEQ; s++)
+        held += (len[s] + 3) / 4;
+    CHECK_EQ_INT(kv.free, pages - held);
 
     // Bad runs: nothing changes.
     struct tw_ctx_run bad[2] = { { .seq = 0, .n = 1, .tokens = toks[0] },
@@ -141,6 +158,71 @@ static void model(const char *name, struct tw_backend *be)
     golden_close(&g);
 }
 
+// A pool of 6 pages of 4 positions shared by three sequences of up to 16: when it is full a
+// step is refused whole (TW_ELIMIT, nothing changed), truncating gives pages back, and a
+// sequence on another's old pages has the logits it has alone.
+static void pool(const char *name, struct tw_backend *be)
+{
+    struct golden g;
+    golden_open(&g, name);
+    struct tw_model *m = NULL;
+    REQUIRE(tw_model_open(g.dir, &m) == 0);
+    size_t V = (size_t)m->cfg.n_vocab;
+    int32_t t[3][16];
+    for (int s = 0; s < 3; s++)
+        for (int i = 0; i < 16; i++)
+            t[s][i] = (int32_t)(next() % V);
+    float *want = tw_malloc_array(16 * V, sizeof(float)), *got = tw_malloc_array(16 * V, 4);
+    REQUIRE(want && got);
+    tw_ctx *one = NULL, *c = NULL;
+    struct tw_ctx_params p1 = { .n_ctx = 16 };
+    REQUIRE(tw_ctx_new(m, be, &p1, &one) == 0);
+    CHECK_OK(tw_ctx_decode(one, t[2], 8, want, true)); // sequence 2's 8 tokens alone
+
+    struct tw_ctx_params p = { .n_ctx = 16, .n_batch = 4, .n_seq = 3, .page = 4, .n_kv = 24 };
+    REQUIRE(tw_ctx_new(m, be, &p, &c) == 0);
+    struct tw_ctx_kv kv;
+    CHECK_OK(tw_ctx_decode_seq(c, 0, t[0], 16, NULL, false)); // 4 pages, in 4 steps
+    CHECK_OK(tw_ctx_decode_seq(c, 1, t[1], 8, NULL, false));  // 2
+    tw_ctx_kv(c, &kv);
+    CHECK_EQ_INT(kv.free, 0);
+    CHECK_EQ_INT(tw_ctx_seq_pages_needed(c, 1, 1), 1);
+    CHECK_EQ_INT(tw_ctx_seq_pages_needed(c, 2, 8), 2);
+    CHECK_EQ_INT(tw_ctx_decode_seq(c, 2, t[2], 1, got, false), TW_ELIMIT);
+    struct tw_ctx_run runs[2] = { { .seq = 2, .n = 1, .tokens = t[2] },
+                                  { .seq = 1, .n = 1, .tokens = t[1] + 8 } };
+    CHECK_EQ_INT(tw_ctx_decode_runs(c, runs, 2, got), TW_ELIMIT);
+    CHECK_EQ_INT(tw_ctx_seq_past(c, 1), 8);
+    CHECK_EQ_INT(tw_ctx_seq_past(c, 2), 0);
+
+    // Sequence 0 keeps 5 positions (2 pages); sequence 2 takes the other two, in 2 steps of
+    // 4, the second after a refused 12-token decode (3 pages: refused before any step).
+    tw_ctx_seq_truncate(c, 0, 5);
+    tw_ctx_kv(c, &kv);
+    CHECK_EQ_INT(kv.free, 2);
+    CHECK_EQ_INT(tw_ctx_decode_seq(c, 2, t[2], 12, got, false), TW_ELIMIT);
+    CHECK_EQ_INT(tw_ctx_seq_past(c, 2), 0);
+    CHECK_OK(tw_ctx_decode_seq(c, 2, t[2], 8, got, true));
+    CHECK(golden_rel(got, want, 8 * V) <= TOL);
+    tw_ctx_kv(c, &kv);
+    CHECK_EQ_INT(kv.free, 0);
+    // Sequence 0 grows within its pages (positions 5..7), then needs a page that is not there.
+    CHECK_OK(tw_ctx_decode_seq(c, 0, t[0] + 5, 3, NULL, false));
+    CHECK_EQ_INT(tw_ctx_decode_seq(c, 0, t[0] + 8, 1, NULL, false), TW_ELIMIT);
+    CHECK_EQ_INT(tw_ctx_seq_past(c, 0), 8);
+    // A pool smaller than one sequence, and a page size that is not a power of two: refused.
+    tw_ctx *bad = NULL;
+    struct tw_ctx_params pb = { .n_ctx = 16, .n_seq = 2, .page = 4, .n_kv = 12 };
+    CHECK_EQ_INT(tw_ctx_new(m, be, &pb, &bad), TW_EINVAL);
+    pb.n_kv = 0, pb.page = 6;
+    CHECK_EQ_INT(tw_ctx_new(m, be, &pb, &bad), TW_EINVAL);
+    tw_ctx_free(c);
+    tw_ctx_free(one);
+    tw_free(want), tw_free(got);
+    tw_model_close(m);
+    golden_close(&g);
+}
+
 int main(void)
 {
     struct tw_backend *fast = NULL;
@@ -150,6 +232,8 @@ int main(void)
         model(names[i], tw_backend_cpu_ref());
         model(names[i], fast);
     }
+    pool("llama", tw_backend_cpu_ref());
+    pool("mistral", fast);
     tw_backend_free(fast);
     return check_report("model_test_batch");
 }

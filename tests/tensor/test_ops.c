@@ -336,27 +336,58 @@ static void test_swiglu_kernels(void)
 }
 
 // The decode attention kernels of every ISA the CPU has (cpu_attn.c) against the scalar one,
-// for the head sizes they specialise and one they do not.
+// for the head sizes they specialise and one they do not; and each reading the same rows
+// through a page table (pages of 8 rows in a shuffled order, the grouped kernels too).
 static void test_attend_kernels(void)
 {
-    int64_t Ds[] = { 64, 128, 96 }, S = 77, stride = 3 * 128;
-    float *q = rand_buf(128), *k = rand_buf((size_t)(S * stride)),
+    int64_t Ds[] = { 64, 128, 96 }, S = 77, stride = 3 * 128, P = 8, np = (S + P - 1) / P;
+    float *q = rand_buf(4 * 128), *k = rand_buf((size_t)(S * stride)),
           *v = rand_buf((size_t)(S * stride));
-    float o0[128], o1[128];
+    float *pk = tw_calloc((size_t)(np * P * stride), sizeof(float));
+    float *pv = tw_calloc((size_t)(np * P * stride), sizeof(float));
+    int32_t pages[16];
+    REQUIRE(pk && pv && np <= 16);
+    for (int64_t i = 0; i < np; i++)
+        pages[i] = (int32_t)((i * 7 + 3) % np); // 7 is prime to np = 10: a permutation
+    for (int64_t j = 0; j < S; j++) {
+        size_t at = ((size_t)pages[j / P] * (size_t)P + (size_t)(j % P)) * (size_t)stride;
+        memcpy(pk + at, k + j * stride, (size_t)stride * sizeof(float));
+        memcpy(pv + at, v + j * stride, (size_t)stride * sizeof(float));
+    }
+    struct tw_kv_map flat = { stride, NULL, 0 }, paged = { stride, pages, 3 };
+    float o0[4 * 128], o1[4 * 128];
     tw_attend_fn ref = tw_attend_kernel(TW_ISA_SCALAR);
-    for (int isa = TW_ISA_AVX2; isa <= TW_ISA_AVX512; isa++)
+    for (int isa = TW_ISA_SCALAR; isa <= TW_ISA_AVX512; isa++)
         for (size_t i = 0; i < 3; i++) {
             int64_t D = Ds[i];
-            ref(q, k, v, stride, 5, S, D, 0.125f, o0);
-            tw_attend_kernel((enum tw_cpu_isa)isa)(q, k, v, stride, 5, S, D, 0.125f, o1);
+            tw_attend_fn fn = tw_attend_kernel((enum tw_cpu_isa)isa);
+            ref(q, k, v, &flat, 5, S, D, 0.125f, o0);
+            fn(q, k, v, &flat, 5, S, D, 0.125f, o1);
             double e = 0;
             for (int64_t d = 0; d < D; d++)
                 e = fmax(e, fabs((double)o0[d] - o1[d]));
             CHECK(e < 1e-5);
+            fn(q, pk, pv, &paged, 5, S, D, 0.125f, o1);
+            e = 0;
+            for (int64_t d = 0; d < D; d++)
+                e = fmax(e, fabs((double)o0[d] - o1[d]));
+            CHECK(e < 1e-5);
+            for (int G = 2; G <= 4 && D == 64; G++) { // grouped heads, paged
+                for (int g = 0; g < G; g++)
+                    ref(q + g * D, k, v, &flat, 9, S, D, 0.125f, o0 + g * D);
+                tw_attend_group(fn, (enum tw_cpu_isa)isa, q, pk, pv, &paged, 9, S, D, G, 0.125f,
+                                o1);
+                e = 0;
+                for (int64_t d = 0; d < G * D; d++)
+                    e = fmax(e, fabs((double)o0[d] - o1[d]));
+                CHECK(e < 1e-5);
+            }
         }
     tw_free(q);
     tw_free(k);
     tw_free(v);
+    tw_free(pk);
+    tw_free(pv);
 }
 
 // ---- top-k

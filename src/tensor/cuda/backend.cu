@@ -72,8 +72,10 @@ struct cuda_impl {
     struct lt_plan plans[PLAN_CACHE];
     int n_plans, next_plan; // next_plan: the one a full cache replaces next
     int32_t *zero;          // a device int 0: the block table {0} of a contiguous cache
-    void *topk_host;        // pinned and mapped: tw_topk's kernel writes its answer there
-    void *topk_mapped;      // the same memory as the device addresses it
+    int32_t *tabs;          // a step's page tables (host), tabs_n entries
+    size_t tabs_n;
+    void *topk_host;   // pinned and mapped: tw_topk's kernel writes its answer there
+    void *topk_mapped; // the same memory as the device addresses it
     size_t topk_host_bytes;
     // Graphs: EAGER runs each op; CAPTURE records them (tw_backend_graph_begin with no graph
     // yet); PREP, before a replay, only takes in their host arrays (into the staging slots
@@ -919,8 +921,10 @@ static void cuda_rope_store(struct tw_backend *be, struct tw_tensor *q, struct t
                "rope_store");
 }
 
+// block_rows: a paged cache's page, else 0 (contiguous caches: one block of max_kv rows each).
 static void run_attention(struct cuda_impl *im, struct tw_tensor *out, const struct tw_tensor *q,
-                          const struct twc_attn_seq *seqs, int n, const struct tw_attn *a)
+                          const struct twc_attn_seq *seqs, int n, const struct tw_attn *a,
+                          int32_t block_rows)
 {
     int32_t max_rows = 0, max_kv = 0;
     for (int i = 0; i < n; i++) {
@@ -936,10 +940,9 @@ static void run_attention(struct cuda_impl *im, struct tw_tensor *out, const str
         max_kv = im->kv_bound > max_kv ? im->kv_bound : max_kv;
         max_rows = im->rows_bound > max_rows ? im->rows_bound : max_rows;
     }
-    // Contiguous caches: one block of max_kv rows each (table {0}).
-    ck(im,
-       twc_attention(f32(out), f32(q), d_seqs, n, max_rows, max_kv, max_kv > 0 ? max_kv : 1, a,
-                     im->stream),
+    if (block_rows <= 0)
+        block_rows = max_kv > 0 ? max_kv : 1;
+    ck(im, twc_attention(f32(out), f32(q), d_seqs, n, max_rows, max_kv, block_rows, a, im->stream),
        "attention");
 }
 
@@ -954,7 +957,7 @@ static void cuda_attention(struct tw_backend *be, struct tw_tensor *out, const s
     // (encoder) call attends to all S rows whatever its positions.
     int32_t S = (int32_t)k->ne[0];
     struct twc_attn_seq s = { 0, T, a->causal ? a->n_past : S - T, f32(k), f32(v), table };
-    run_attention(im, out, q, &s, 1, a);
+    run_attention(im, out, q, &s, 1, a, 0);
 }
 
 static bool cuda_attention_seqs(struct tw_backend *be, struct tw_tensor *out,
@@ -962,17 +965,36 @@ static bool cuda_attention_seqs(struct tw_backend *be, struct tw_tensor *out,
                                 const struct tw_attn *a)
 {
     struct cuda_impl *im = impl(be);
-    const int32_t *table = im->zero;
+    bool paged = seqs[0].pages != NULL;
     struct twc_attn_seq *ds = (struct twc_attn_seq *)tw_malloc_array((size_t)n, sizeof *ds);
-    if (!ds) {
+    // Paged caches: the step's page tables, one after another, on the device (the same bytes
+    // for every layer of a step: staged once).
+    size_t tab_n = paged ? (size_t)n * (size_t)a->max_pages : 0;
+    if (tab_n > im->tabs_n) {
+        tw_free(im->tabs);
+        im->tabs = (int32_t *)tw_malloc_array(tab_n, sizeof *im->tabs);
+        im->tabs_n = im->tabs ? tab_n : 0;
+    }
+    if (!ds || (paged && !im->tabs)) {
         tw_free(ds);
         fail(im, "attention", "out of host memory");
         return true;
     }
-    for (int i = 0; i < n; i++)
+    const int32_t *d_tabs = im->zero;
+    if (paged) {
+        for (int i = 0; i < n; i++)
+            memcpy(im->tabs + (size_t)i * (size_t)a->max_pages, seqs[i].pages,
+                   (size_t)a->max_pages * sizeof *im->tabs);
+        d_tabs = (const int32_t *)stage(im, im->tabs, tab_n * sizeof *im->tabs);
+    }
+    for (int i = 0; i < n; i++) {
+        const int32_t *table =
+            paged && d_tabs ? d_tabs + (size_t)i * (size_t)a->max_pages : d_tabs;
         ds[i] = (struct twc_attn_seq){ seqs[i].row0, seqs[i].n_rows, seqs[i].n_past,
                                        seqs[i].k,    seqs[i].v,      table };
-    run_attention(im, out, q, ds, n, a);
+    }
+    if (d_tabs)
+        run_attention(im, out, q, ds, n, a, paged ? a->page : 0);
     tw_free(ds);
     return true;
 }
@@ -1290,6 +1312,7 @@ static void cuda_free(struct tw_backend *be)
     cudaFree(im->lt_ws);
     cudaFree(im->stage_dev);
     cudaFree(im->zero);
+    tw_free(im->tabs);
     for (int i = 0; i < im->n_plans; i++)
         plan_destroy(&im->plans[i]);
     cudaFreeHost(im->stage_host);
