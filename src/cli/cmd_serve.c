@@ -96,6 +96,9 @@ static int parse(const struct tw_verb *v, int argc, char **argv, struct serve_ar
             rc = tw_cli_opt_long(v, "--slots", val, 1, 1024, &n), p->slots = (int32_t)n;
         else if (tw_cli_opt(argc, argv, &i, "--ctx", &val))
             rc = tw_cli_opt_long(v, "--ctx", val, 16, 1 << 20, &n), p->n_ctx = (int32_t)n;
+        else if (tw_cli_opt(argc, argv, &i, "--kv-tokens", &val))
+            rc = tw_cli_opt_long(v, "--kv-tokens", val, 16, 1L << 30, &n),
+            p->kv_tokens = (int32_t)n;
         else if (tw_cli_opt(argc, argv, &i, "--batch", &val))
             rc = tw_cli_opt_long(v, "--batch", val, 1, 1 << 16, &n), p->n_batch = (int32_t)n;
         else if (tw_cli_opt(argc, argv, &i, "--queue", &val))
@@ -222,6 +225,9 @@ const struct tw_verb tw_verb_serve = {
         "  --threads N         the engine's CPU threads (default: all)\n"
         "  --slots N           sequences generated at once (default 4)\n"
         "  --ctx N             positions per slot (default: the model's, at most 4096)\n"
+        "  --kv-tokens N       positions of the KV cache that the slots share, in pages\n"
+        "                      (default: slots x ctx; at least ctx): fewer lets more\n"
+        "                      slots fit, preempting sequences when it runs short\n"
         "  --batch N           tokens per forward step, prompt chunks included (default 512)\n"
         "  --queue N           requests waiting for a slot before 429 (default 4 x slots)\n"
         "  --api-key KEY       accept Authorization: Bearer KEY (repeatable)\n"

@@ -15,9 +15,14 @@
 struct slot {
     struct tw_job *job; // NULL: free
     struct tw_gen_state g;
-    int32_t fed;     // prompt tokens in the cache
+    // What the slot feeds before it samples: the job's prompt, or after a preemption the
+    // tokens it had (resume: the prompt, those generated, and the pending one).
+    const int32_t *feed;
+    int32_t n_feed;
+    tw_vec resume;
+    int32_t fed;     // tokens of feed in the cache
     int32_t tok;     // generating: the sampled token to decode next
-    bool generating; // the prompt is in; tok is pending
+    bool generating; // feed is in; tok is pending
     int32_t reused;
     uint64_t used; // step of the last use (least recently used goes first)
     double t_admit, t_first;
@@ -95,6 +100,7 @@ static void finish_slot(tw_sched *s, struct slot *sl, int rc, bool timed_out)
     tw_gen_free(&sl->g);
     sl->job = NULL;
     sl->generating = false;
+    tw_vec_clear(&sl->resume);
     pthread_mutex_lock(&s->lock);
     s->st.busy--;
     s->st.gen_tokens += r.n_gen;
@@ -110,14 +116,44 @@ static int32_t common_prefix(const int32_t *a, int32_t na, const int32_t *b, int
     return n;
 }
 
-// Puts job j into a free slot: the one whose cache shares the longest prefix with the
-// prompt, else the least recently used. Returns false when none is free.
-static bool admit(tw_sched *s, struct tw_job *j)
+// Pages of the shared KV cache that the slots without a job hold (their caches, kept for
+// prefix reuse, are given up when a running sequence needs the room).
+static int32_t idle_pages(const tw_sched *s)
+{
+    struct tw_ctx_kv kv;
+    tw_ctx_kv(s->c, &kv);
+    int32_t n = 0;
+    for (int i = 0; i < s->p.n_slots; i++)
+        if (!s->slots[i].job)
+            n += (tw_ctx_seq_past(s->c, i) + kv.page - 1) / kv.page;
+    return n;
+}
+
+// Empties the cache of the least recently used slot without a job that holds pages. False
+// when there is none.
+static bool evict_idle(tw_sched *s)
 {
     int best = -1;
+    for (int i = 0; i < s->p.n_slots; i++)
+        if (!s->slots[i].job && tw_ctx_seq_past(s->c, i) > 0 &&
+            (best < 0 || s->slots[i].used < s->slots[best].used))
+            best = i;
+    if (best >= 0)
+        tw_ctx_seq_truncate(s->c, best, 0);
+    return best >= 0;
+}
+
+// Puts job j into a free slot: the one whose cache shares the longest prefix with the
+// prompt, else the least recently used. Returns false when none is free, or when the shared
+// cache (free pages and those of idle caches) lacks room for the prompt's new tokens and a
+// page for each running sequence to grow into (vLLM's watermark): the job waits.
+static bool admit(tw_sched *s, struct tw_job *j)
+{
+    int best = -1, active = 0;
     int32_t best_len = -1;
     for (int i = 0; i < s->p.n_slots; i++) {
         struct slot *sl = &s->slots[i];
+        active += sl->job != NULL;
         if (sl->job)
             continue;
         int32_t len = common_prefix(tw_ctx_seq_tokens(s->c, i), tw_ctx_seq_past(s->c, i),
@@ -129,6 +165,13 @@ static bool admit(tw_sched *s, struct tw_job *j)
     }
     if (best < 0)
         return false;
+    struct tw_ctx_kv kv;
+    tw_ctx_kv(s->c, &kv);
+    int32_t keep_len = best_len < j->n_prompt - 1 ? best_len : j->n_prompt - 1;
+    int32_t kept = (keep_len + kv.page - 1) / kv.page;
+    int32_t need = (j->n_prompt + kv.page - 1) / kv.page - kept + active;
+    if (active > 0 && need > kv.free + idle_pages(s) - kept)
+        return false;
     struct slot *sl = &s->slots[best];
     int rc = tw_gen_begin(&sl->g, s->m, j->prompt, j->n_prompt, &j->gen, j->on_text, j->ud);
     if (rc != 0) {
@@ -139,6 +182,8 @@ static bool admit(tw_sched *s, struct tw_job *j)
     int32_t keep = best_len < j->n_prompt - 1 ? best_len : j->n_prompt - 1;
     tw_ctx_seq_truncate(s->c, best, keep);
     sl->job = j;
+    sl->feed = j->prompt;
+    sl->n_feed = j->n_prompt;
     sl->fed = keep;
     sl->reused = keep;
     sl->generating = false;
@@ -208,6 +253,88 @@ static bool any_free(const tw_sched *s)
     return false;
 }
 
+// Takes run k (of n) out of the step.
+static int drop_run(tw_sched *s, int k, int n)
+{
+    memmove(s->runs + k, s->runs + k + 1, (size_t)(n - k - 1) * sizeof *s->runs);
+    memmove(s->run_slot + k, s->run_slot + k + 1, (size_t)(n - k - 1) * sizeof *s->run_slot);
+    return n - 1;
+}
+
+// Sends slot i's sequence back to the queue's front in all but name: its pages go back to the
+// pool and it will feed again what it had — its prompt, or once it generates, the prompt, the
+// tokens generated and the pending one (vLLM's preemption by recomputation) — before it
+// samples on. Its generation state (text, stop strings, sampler) carries on.
+static bool preempt(tw_sched *s, int i)
+{
+    struct slot *sl = &s->slots[i];
+    if (sl->generating) {
+        int32_t past = tw_ctx_seq_past(s->c, i);
+        tw_vec_clear(&sl->resume);
+        if (tw_vec_append(&sl->resume, tw_ctx_seq_tokens(s->c, i), (size_t)past) != 0 ||
+            tw_vec_push(&sl->resume, &sl->tok) != 0)
+            return false;
+        sl->feed = sl->resume.data;
+        sl->n_feed = (int32_t)sl->resume.len;
+        sl->generating = false;
+    }
+    sl->fed = 0;
+    tw_ctx_seq_truncate(s->c, i, 0);
+    pthread_mutex_lock(&s->lock);
+    s->st.preempted++;
+    pthread_mutex_unlock(&s->lock);
+    return true;
+}
+
+// Makes the step's n runs fit the free pages of the shared cache: first the caches of idle
+// slots go (least recently used first), then prompt chunks wait (the last ones first), then
+// running sequences are preempted, the latest admitted first. Returns the runs left; the
+// first run of the earliest admitted sequence always fits (a sequence alone fits the pool).
+static int fit_pages(tw_sched *s, int n)
+{
+    for (;;) {
+        struct tw_ctx_kv kv;
+        tw_ctx_kv(s->c, &kv);
+        int32_t need = 0;
+        for (int k = 0; k < n; k++)
+            need += tw_ctx_seq_pages_needed(s->c, s->runs[k].seq, s->runs[k].n);
+        if (need <= kv.free || n == 0)
+            return n;
+        if (evict_idle(s))
+            continue;
+        int last_prompt = -1, latest = -1;
+        for (int k = 0; k < n; k++)
+            if (!s->slots[s->run_slot[k]].generating)
+                last_prompt = k;
+        if (last_prompt >= 0 && n > 1) {
+            n = drop_run(s, last_prompt, n);
+            continue;
+        }
+        // The latest admitted active slot other than the earliest one in the step.
+        int keep = s->run_slot[0];
+        for (int k = 1; k < n; k++)
+            if (s->slots[s->run_slot[k]].t_admit < s->slots[keep].t_admit)
+                keep = s->run_slot[k];
+        for (int i = 0; i < s->p.n_slots; i++)
+            if (s->slots[i].job && i != keep && tw_ctx_seq_past(s->c, i) > 0 &&
+                (latest < 0 || s->slots[i].t_admit > s->slots[latest].t_admit))
+                latest = i;
+        if (latest < 0 || !preempt(s, latest)) {
+            // Nothing left to free: the earliest sequence's run alone (it fits, or its decode
+            // reports the full cache).
+            for (int k = n - 1; k >= 0; k--)
+                if (s->run_slot[k] != keep)
+                    n = drop_run(s, k, n);
+            return n;
+        }
+        for (int k = 0; k < n; k++)
+            if (s->run_slot[k] == latest) {
+                n = drop_run(s, k, n);
+                break;
+            }
+    }
+}
+
 // One step: every active slot's next piece in one forward pass, then sampling.
 static void step(tw_sched *s)
 {
@@ -238,13 +365,14 @@ static void step(tw_sched *s)
                 r->n = 1;
                 r->tokens = &sl->tok;
             } else {
-                int32_t left = sl->job->n_prompt - sl->fed;
+                int32_t left = sl->n_feed - sl->fed;
                 r->n = left < budget ? left : budget;
-                r->tokens = sl->job->prompt + sl->fed;
+                r->tokens = sl->feed + sl->fed;
             }
             budget -= r->n;
             s->run_slot[n++] = i;
         }
+    n = fit_pages(s, n);
     if (n == 0)
         return;
     double t0 = now();
@@ -253,8 +381,11 @@ static void step(tw_sched *s)
     int64_t used = 0;
     for (int i = 0; i < s->p.n_slots; i++)
         used += tw_ctx_seq_past(s->c, i);
+    struct tw_ctx_kv kv;
+    tw_ctx_kv(s->c, &kv);
     pthread_mutex_lock(&s->lock);
     s->st.kv_used = used;
+    s->st.kv_pages_used = kv.pages - kv.free;
     s->st.steps++;
     s->st.busy_s += t1 - t0;
     pthread_mutex_unlock(&s->lock);
@@ -265,7 +396,7 @@ static void step(tw_sched *s)
     bool whole = false;
     for (int k = 0; rc == 0 && s->dev && k < n; k++) {
         struct slot *sl = &s->slots[s->run_slot[k]];
-        if (sl->generating || sl->fed + s->runs[k].n >= sl->job->n_prompt) {
+        if (sl->generating || sl->fed + s->runs[k].n >= sl->n_feed) {
             int32_t want = tw_sampler_top_n(&sl->g.s);
             whole |= want == 0;
             top = want > top ? want : top;
@@ -283,7 +414,7 @@ static void step(tw_sched *s)
         }
         if (!sl->generating) {
             sl->fed += s->runs[k].n;
-            if (sl->fed < sl->job->n_prompt)
+            if (sl->fed < sl->n_feed)
                 continue;
             sl->generating = true;
         }
@@ -306,15 +437,21 @@ static void *engine(void *arg)
     tw_sched *s = arg;
     pthread_mutex_lock(&s->lock);
     for (;;) {
-        // Admit waiting jobs into free slots.
+        // Admit waiting jobs into free slots, in order, while the cache has room.
         while (s->head && any_free(s)) {
-            struct tw_job *j = pop(s);
+            struct tw_job *j = s->head;
             pthread_mutex_unlock(&s->lock);
-            if (s->cancel_all || atomic_load(&j->cancel))
-                cancelled(j, false);
-            else
-                admit(s, j);
+            bool gone = s->cancel_all || atomic_load(&j->cancel);
+            bool in = !gone && admit(s, j);
             pthread_mutex_lock(&s->lock);
+            if (!gone && !in)
+                break;
+            pop(s);
+            if (gone) {
+                pthread_mutex_unlock(&s->lock);
+                cancelled(j, false);
+                pthread_mutex_lock(&s->lock);
+            }
         }
         bool active = any_active(s);
         if (!active && !s->head) {
@@ -337,6 +474,8 @@ static void *engine(void *arg)
 // Frees what tw_sched_new allocated (the thread is not running).
 static void release(tw_sched *s)
 {
+    for (int i = 0; s->slots && i < s->p.n_slots; i++)
+        tw_vec_free(&s->slots[i].resume);
     tw_free(s->slots);
     tw_free(s->logits);
     tw_free(s->vals);
@@ -367,9 +506,9 @@ int tw_sched_new(const struct tw_model *m, struct tw_backend *be, const struct t
         s->p.n_batch = s->p.n_slots;
     if (s->p.n_queue <= 0)
         s->p.n_queue = 4 * s->p.n_slots;
-    struct tw_ctx_params cp = { .n_ctx = s->p.n_ctx,
-                                .n_batch = s->p.n_batch,
-                                .n_seq = s->p.n_slots };
+    struct tw_ctx_params cp = {
+        .n_ctx = s->p.n_ctx, .n_batch = s->p.n_batch, .n_seq = s->p.n_slots, .n_kv = s->p.n_kv
+    };
     int rc = tw_ctx_new(m, be, &cp, &s->c);
     if (rc != 0) {
         tw_free(s);
@@ -385,8 +524,14 @@ int tw_sched_new(const struct tw_model *m, struct tw_backend *be, const struct t
     tw_ctx_keep_logits(s->c, s->dev);
     s->vals = tw_malloc_array(N * TW_TOPK_MAX, sizeof(float));
     s->ids = tw_malloc_array(N * TW_TOPK_MAX, sizeof(int32_t));
+    for (int i = 0; s->slots && i < s->p.n_slots; i++)
+        tw_vec_init(&s->slots[i].resume, sizeof(int32_t));
+    struct tw_ctx_kv kv;
+    tw_ctx_kv(s->c, &kv);
     s->st.n_slots = s->p.n_slots;
     s->st.n_ctx = s->p.n_ctx;
+    s->st.kv_page = kv.page;
+    s->st.kv_pages = kv.pages;
     if (!s->slots || !s->logits || !s->runs || !s->run_slot || !s->vals || !s->ids) {
         rc = tw_error_set(TW_ENOMEM, "scheduler: out of memory");
     } else {

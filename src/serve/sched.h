@@ -3,8 +3,12 @@
 // slots (the slot whose cache shares the longest prefix with the prompt: prefix reuse), and
 // each step runs every active slot's next piece in one forward pass — a decode token for the
 // generating ones, a chunk of the prompt for the prefilling ones — so that requests join and
-// leave the batch at token boundaries. A bounded queue refuses requests when full; each
-// request has a token limit and a deadline, and is cancelled when its caller says so.
+// leave the batch at token boundaries. The slots' KV caches are pages of one pool (n_kv
+// positions): a request is admitted when the pool has room for its prompt, idle slots' caches
+// give way when the running ones need pages, and when the pool is still short the latest
+// admitted sequence is preempted (its pages freed, its tokens fed again later: vLLM's
+// recomputation). A bounded queue refuses requests when full; each request has a token limit
+// and a deadline, and is cancelled when its caller says so.
 #ifndef TW_SERVE_SCHED_H
 #define TW_SERVE_SCHED_H
 
@@ -21,6 +25,8 @@ struct tw_sched_params {
     int32_t n_ctx;   // positions per slot (default: the model's, at most 4096)
     int32_t n_batch; // tokens per step, prompt chunks included (default 512)
     int32_t n_queue; // waiting requests at most (default 4 * n_slots)
+    int32_t n_kv;    // positions of the KV cache the slots share (default n_slots * n_ctx;
+                     // at least n_ctx)
 };
 
 struct tw_job_result {
@@ -54,6 +60,9 @@ struct tw_job {
 struct tw_sched_stats {
     int32_t n_slots, busy, queued, n_ctx;
     int64_t kv_used;                   // cached positions over all slots (after the last step)
+    int32_t kv_page, kv_pages;         // the shared cache: positions a page, pages in all
+    int32_t kv_pages_used;             // held by the slots (after the last step)
+    int64_t preempted;                 // sequences preempted (their pages taken, recomputed)
     int64_t prompt_tokens, gen_tokens; // since the start
     int64_t steps, reused_tokens;
     double busy_s; // seconds spent in forward steps

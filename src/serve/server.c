@@ -230,7 +230,8 @@ static int engine_load(const struct tw_server_params *p, struct engine **out)
             e->m = e->host, e->host = NULL;
     }
     struct tw_sched_params sp = {
-        .n_slots = p->slots, .n_ctx = p->n_ctx, .n_batch = p->n_batch, .n_queue = p->queue
+        .n_slots = p->slots, .n_ctx = p->n_ctx,       .n_batch = p->n_batch,
+        .n_queue = p->queue, .n_kv = p->kv_tokens,
     };
     if (!rc)
         rc = tw_sched_new(e->m, e->be, &sp, &e->sched);
@@ -1382,8 +1383,12 @@ static double g_slots(void *ud)
 static double g_kv(void *ud)
 {
     struct tw_sched_stats st = stats_of(ud);
-    double cap = (double)st.n_slots * st.n_ctx;
-    return cap > 0 ? (double)st.kv_used / cap : 0;
+    return st.kv_pages > 0 ? (double)st.kv_pages_used / st.kv_pages : 0;
+}
+
+static double g_preempted(void *ud)
+{
+    return (double)stats_of(ud).preempted;
 }
 
 static double g_tps(void *ud)
@@ -1428,7 +1433,11 @@ static int metrics_init(struct server *S)
         rc = tw_metrics_gauge_fn(S->metrics, "twin_slots", "slots in all", g_slots, S);
     if (!rc)
         rc = tw_metrics_gauge_fn(S->metrics, "twin_kv_cache_usage_ratio",
-                                 "cached positions over the slots' capacity", g_kv, S);
+                                 "pages of the shared KV cache in use", g_kv, S);
+    if (!rc)
+        rc = tw_metrics_gauge_fn(S->metrics, "twin_preempted_sequences",
+                                 "sequences preempted for KV cache pages since the start",
+                                 g_preempted, S);
     return rc;
 }
 

@@ -25,6 +25,7 @@ struct tw_server_params {
     int threads;          // CPU threads of the engine (0: all)
     const char *device;   // the engine's backend (tw_backend_open: cpu, cuda, cuda:N, auto)
     int32_t slots, n_ctx, n_batch, queue; // the scheduler's (sched.h; 0: its defaults)
+    int32_t kv_tokens;                    // positions of the shared KV cache (0: slots x ctx)
     const char *const *api_keys;          // accepted bearer keys; none: no authentication
     size_t n_api_keys;
     bool auth_all;    // /health and /metrics need a key too

@@ -1,6 +1,8 @@
 // The continuous-batching scheduler on the golden tiny Llama: eight greedy requests over three
 // slots (joining and leaving the batch as others finish) each give exactly the tokens that
-// tw_generate gives alone; a repeated prompt reuses its cached prefix; a full queue, an empty
+// tw_generate gives alone, also when six slots share a KV cache of one sequence's size
+// (idle caches given up, sequences preempted and recomputed); a repeated prompt reuses its
+// cached prefix; a full queue, an empty
 // or oversized prompt and a stopping scheduler are refused; a cancelled request, a client
 // that went away and a passed deadline end their jobs; every job gets exactly one on_done.
 #include <pthread.h>
@@ -108,21 +110,24 @@ int main(void)
     };
     int maxt[NJOB] = { 24, 9, 40, 17, 30, 5, 33, 12 };
 
-    // Alone: tw_generate in a context of one sequence.
-    tw_str want[NJOB];
+    // Alone: tw_generate in a context of one sequence; the long ones fill most of a slot.
+    int maxl[NJOB] = { 90, 100, 80, 85, 100, 85, 70, 100 };
+    tw_str want[NJOB], want_long[NJOB];
     tw_ctx *one = NULL;
     struct tw_ctx_params cp = { .n_ctx = 128 };
     REQUIRE(tw_ctx_new(m, be, &cp, &one) == 0);
-    for (int i = 0; i < NJOB; i++) {
+    for (int i = 0; i < 2 * NJOB; i++) {
         struct req r;
-        req_init(&r, m, prompts[i], maxt[i]);
+        int n = i < NJOB ? maxt[i] : maxl[i - NJOB];
+        tw_str *w = i < NJOB ? &want[i] : &want_long[i - NJOB];
+        req_init(&r, m, prompts[i % NJOB], n);
         struct tw_gen_result gr;
         tw_ctx_truncate(one, 0);
         CHECK_OK(tw_generate(one, m, r.job.prompt, r.job.n_prompt, &r.job.gen, on_text, &r, &gr));
-        CHECK_EQ_INT(gr.n_gen, maxt[i]);
+        CHECK_EQ_INT(gr.n_gen, n);
         tw_gen_result_free(&gr);
-        tw_str_init(&want[i]);
-        CHECK_OK(tw_str_append(&want[i], tw_str_cstr(&r.text), r.text.v.len));
+        tw_str_init(w);
+        CHECK_OK(tw_str_append(w, tw_str_cstr(&r.text), r.text.v.len));
         req_free(&r);
     }
     tw_ctx_free(one);
@@ -153,6 +158,35 @@ int main(void)
         gen += maxt[i];
     CHECK_EQ_INT(st.gen_tokens, gen);
     CHECK(st.steps < gen); // several sequences shared steps
+
+    // Six slots on a shared cache of 128 positions (4 pages of 32), where the eight long
+    // requests (up to 4 pages each) cannot all fit at once: the same texts.
+    tw_sched *small = NULL;
+    struct tw_sched_params sps = {
+        .n_slots = 6, .n_ctx = 128, .n_batch = 16, .n_queue = 16, .n_kv = 128
+    };
+    REQUIRE(tw_sched_new(m, be, &sps, &small) == 0);
+    struct req rs[NJOB];
+    for (int i = 0; i < NJOB; i++) {
+        req_init(&rs[i], m, prompts[i], maxl[i]);
+        CHECK_OK(tw_sched_submit(small, &rs[i].job));
+    }
+    for (int i = 0; i < NJOB; i++) {
+        wait_done(&rs[i]);
+        CHECK_EQ_INT(rs[i].res.rc, 0);
+        CHECK_EQ_INT(rs[i].res.n_gen, maxl[i]);
+        CHECK_EQ_STR(tw_str_cstr(&rs[i].text), tw_str_cstr(&want_long[i]));
+    }
+    tw_sched_stats(small, &st);
+    CHECK_EQ_INT(st.kv_page, 32);
+    CHECK_EQ_INT(st.kv_pages, 4);
+    CHECK(st.kv_pages_used <= 4);
+    CHECK(st.preempted > 0);
+    fprintf(stderr, "shared cache of 4 pages: %lld preemptions, %lld steps\n",
+            (long long)st.preempted, (long long)st.steps);
+    tw_sched_free(small, false);
+    for (int i = 0; i < NJOB; i++)
+        req_free(&rs[i]);
 
     // The same prompt twice: the second time all but its last token come from a slot's cache.
     for (int k = 0; k < 2; k++) {
@@ -241,6 +275,7 @@ int main(void)
         CHECK_EQ_INT(r[i].n_done, 1);
         req_free(&r[i]);
         tw_str_free(&want[i]);
+        tw_str_free(&want_long[i]);
     }
     tw_backend_free(be);
     tw_model_close(m);
