@@ -58,6 +58,7 @@ struct tw_ctx {
     struct step_graph *sg; // (SG_CAP) a GPU backend's recorded steps, n_sg of them
     int n_sg;
     uint64_t sg_clock;        // steps run through sg, for the least recently used
+    uint64_t n_steps;         // decoder steps run (tw_attn.pages_gen)
     bool no_graph;            // recording failed once: run every step op by op
     int32_t *last_idx;        // (n_seq) the row of each run's last token, for its logits
     int32_t *tokens;          // (n_seq, n_ctx) the cached tokens
@@ -364,7 +365,8 @@ static void decoder_layer(tw_ctx *c, int il, int32_t T, int n)
                          .lowp = L->wq.dtype != TW_DTYPE_F32,
                          .page = c->page,
                          .max_pages = c->max_pages,
-                         .gather = c->gather };
+                         .gather = c->gather,
+                         .pages_gen = c->n_steps };
     tw_attention_seqs(be, &att, &qh, sq, n, &a);
     tw_matmul_add(be, &x, &att, &L->wo, L->bo.data ? &L->bo : nb, &xn);
 
@@ -508,6 +510,7 @@ static int decode_step(tw_ctx *c, const struct tw_ctx_run *runs, int n, int32_t 
     int rc = take_pages(c, runs, n);
     if (rc != 0)
         return rc;
+    c->n_steps++;
     int32_t row = 0;
     for (int i = 0; i < n; i++) {
         int32_t s = runs[i].seq, p0 = c->past[s];

@@ -230,8 +230,11 @@ static int engine_load(const struct tw_server_params *p, struct engine **out)
             e->m = e->host, e->host = NULL;
     }
     struct tw_sched_params sp = {
-        .n_slots = p->slots, .n_ctx = p->n_ctx,       .n_batch = p->n_batch,
-        .n_queue = p->queue, .n_kv = p->kv_tokens,
+        .n_slots = p->slots,
+        .n_ctx = p->n_ctx,
+        .n_batch = p->n_batch,
+        .n_queue = p->queue,
+        .n_kv = p->kv_tokens,
     };
     if (!rc)
         rc = tw_sched_new(e->m, e->be, &sp, &e->sched);

@@ -44,6 +44,9 @@ struct tw_attn {
     // needs them so (a prefill's rows).
     int32_t page, max_pages;
     float *gather;
+    // Changes whenever the page tables may have (the context's step count): while it stays,
+    // a backend may keep the copy it made of them (one per step rather than per layer).
+    uint64_t pages_gen;
 };
 
 // An RMSNorm applied to a product's input first (tw_matmul_n, tw_matmul_swiglu): the product

@@ -2,12 +2,14 @@
 // tw_attention_seqs) against the reference backend on random inputs: decode rows over short
 // and long caches (the long ones split across blocks), prefill tiles that are not multiples
 // of the kernel's, grouped-query heads, a sliding window, non-causal (encoder) attention,
-// and several sequences of different lengths in one call; with lowp, prefill on bf16 tensor
+// and several sequences of different lengths in one call, their caches apart or paged in one
+// pool (pages in a shuffled order); with lowp, prefill on bf16 tensor
 // cores (a looser bound) while decode stays f32. Outputs are poisoned with NaN first, so an
 // unwritten element fails. Run by `make test-cuda` on the GPU machine.
 #include <math.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "base/mem.h"
 #include "check.h"
@@ -116,13 +118,16 @@ struct seq_shape {
 };
 
 // Several sequences in one tw_attention_seqs call, each with its own cache; a->n_past is set
-// to a value no sequence has, since it must be ignored.
+// to a value no sequence has, since it must be ignored. With page > 0 the GPU reads the
+// caches from one pool of pages of that many rows, each sequence's pages scattered through it
+// (the reference, from the caches apart).
 static void test_seqs(int64_t H, int64_t Hkv, int64_t D, int32_t window,
-                      const struct seq_shape *shapes, int n, bool lowp)
+                      const struct seq_shape *shapes, int n, bool lowp, int32_t page)
 {
     char what[160];
-    snprintf(what, sizeof what, "attention_seqs %d seqs heads %lld/%lld D %lld window %d%s", n,
-             (long long)H, (long long)Hkv, (long long)D, window, lowp ? " lowp" : "");
+    snprintf(what, sizeof what,
+             "attention_seqs %d seqs heads %lld/%lld D %lld window %d%s page %d", n, (long long)H,
+             (long long)Hkv, (long long)D, window, lowp ? " lowp" : "", page);
     int64_t T = 0, max_rows = 0;
     for (int i = 0; i < n; i++) {
         T += shapes[i].n_rows;
@@ -135,9 +140,10 @@ static void test_seqs(int64_t H, int64_t Hkv, int64_t D, int32_t window,
     for (int i = 0; i < n; i++) {
         size_t kv = (size_t)(shapes[i].n_past + shapes[i].n_rows) * (size_t)(Hkv * D);
         float *k = host_random(&rng, kv, 1.0f), *v = host_random(&rng, kv, 1.0f);
-        hs[i] = (struct tw_attn_seq){ row0, shapes[i].n_rows, shapes[i].n_past, k, v };
-        ds[i] = (struct tw_attn_seq){ row0, shapes[i].n_rows, shapes[i].n_past, dev_of(gpu, k, kv),
-                                      dev_of(gpu, v, kv) };
+        hs[i] = (struct tw_attn_seq){ row0, shapes[i].n_rows, shapes[i].n_past, k, v, NULL };
+        ds[i] = (struct tw_attn_seq){
+            row0, shapes[i].n_rows, shapes[i].n_past, dev_of(gpu, k, kv), dev_of(gpu, v, kv), NULL
+        };
         row0 += shapes[i].n_rows;
     }
     float *q = host_random(&rng, (size_t)(T * H * D), 1.0f),
@@ -146,6 +152,44 @@ static void test_seqs(int64_t H, int64_t Hkv, int64_t D, int32_t window,
     struct tw_attn a = attn_of(H, Hkv, D, window, true, 12345, lowp);
     tw_attention_seqs(tw_backend_cpu_ref(), &tr, &tq, hs, n, &a);
 
+    // The pool: page p of sequence i is the pool's page perm[first[i] + p].
+    int32_t *tabs = NULL;
+    float *pool_k = NULL, *pool_v = NULL;
+    if (page > 0) {
+        int32_t np = 0, maxp = 0, *first = tw_malloc_array((size_t)n, sizeof *first);
+        REQUIRE(first);
+        for (int i = 0; i < n; i++) {
+            int32_t k = (shapes[i].n_past + shapes[i].n_rows + page - 1) / page;
+            first[i] = np;
+            np += k;
+            maxp = k > maxp ? k : maxp;
+        }
+        size_t row = (size_t)(Hkv * D), bytes = (size_t)np * (size_t)page * row;
+        float *hk = tw_calloc(bytes, sizeof(float)), *hv = tw_calloc(bytes, sizeof(float));
+        tabs = tw_calloc((size_t)n * (size_t)maxp, sizeof *tabs);
+        REQUIRE(hk && hv && tabs);
+        for (int i = 0; i < n; i++) {
+            int32_t S = shapes[i].n_past + shapes[i].n_rows;
+            for (int32_t j = 0; j < S; j++) {
+                int32_t g = first[i] + j / page;
+                int32_t at = (int32_t)(((int64_t)g * 7919 + 13) % np); // 7919 prime: a shuffle
+                if (np % 7919 == 0)
+                    at = g;
+                tabs[(size_t)i * (size_t)maxp + (size_t)(j / page)] = at;
+                size_t dst = ((size_t)at * (size_t)page + (size_t)(j % page)) * row;
+                memcpy(hk + dst, hs[i].k + (size_t)j * row, row * sizeof(float));
+                memcpy(hv + dst, hs[i].v + (size_t)j * row, row * sizeof(float));
+            }
+        }
+        pool_k = dev_of(gpu, hk, bytes), pool_v = dev_of(gpu, hv, bytes);
+        for (int i = 0; i < n; i++) {
+            tw_backend_release(gpu, (void *)ds[i].k), tw_backend_release(gpu, (void *)ds[i].v);
+            ds[i].k = pool_k, ds[i].v = pool_v;
+            ds[i].pages = tabs + (size_t)i * (size_t)maxp;
+        }
+        a.page = page, a.max_pages = maxp;
+        tw_free(hk), tw_free(hv), tw_free(first);
+    }
     struct tw_tensor dq;
     CHECK_OK(tw_backend_tensor_upload(gpu, &tq, &dq));
     float *dout = dev_poisoned(gpu, (size_t)(T * H * D));
@@ -157,8 +201,12 @@ static void test_seqs(int64_t H, int64_t Hkv, int64_t D, int32_t window,
 
     for (int i = 0; i < n; i++) {
         tw_free((void *)hs[i].k), tw_free((void *)hs[i].v);
-        tw_backend_release(gpu, (void *)ds[i].k), tw_backend_release(gpu, (void *)ds[i].v);
+        if (page == 0)
+            tw_backend_release(gpu, (void *)ds[i].k), tw_backend_release(gpu, (void *)ds[i].v);
     }
+    if (page > 0)
+        tw_backend_release(gpu, pool_k), tw_backend_release(gpu, pool_v);
+    tw_free(tabs);
     tw_backend_release(gpu, dq.data), tw_backend_release(gpu, dout);
     tw_free(hs), tw_free(ds), tw_free(q), tw_free(ref);
 }
@@ -243,26 +291,32 @@ int main(void)
     static const struct seq_shape mixed[] = { { 0, 7 }, { 20, 1 }, { 100, 3 } };
     static const int64_t dims[] = { 16, 64, 128 };
     for (int i = 0; i < 3; i++) {
-        test_seqs(8, 2, dims[i], 0, mixed, 3, false);
-        test_seqs(8, 2, dims[i], 16, mixed, 3, false);
+        test_seqs(8, 2, dims[i], 0, mixed, 3, false, 0);
+        test_seqs(8, 2, dims[i], 16, mixed, 3, false, 0);
     }
     // Continuous batching: decode rows over caches of very different lengths (the longest
     // split across blocks), and decode mixed with a prefill.
     static const struct seq_shape decode[] = { { 0, 1 },    { 5, 1 },    { 300, 1 },
                                                { 1000, 1 }, { 4000, 1 }, { 17, 1 } };
-    test_seqs(14, 2, 64, 0, decode, 6, false);
+    test_seqs(14, 2, 64, 0, decode, 6, false, 0);
     static const struct seq_shape prefill_and_decode[] = { { 3000, 1 }, { 0, 130 }, { 50, 4 } };
-    test_seqs(32, 8, 128, 0, prefill_and_decode, 3, false);
-    test_seqs(32, 8, 128, 16, prefill_and_decode, 3, false);
+    test_seqs(32, 8, 128, 0, prefill_and_decode, 3, false, 0);
+    test_seqs(32, 8, 128, 16, prefill_and_decode, 3, false, 0);
     // The same with lowp (the batch is prefill-sized, so every sequence goes to the tensor
     // cores, the decode rows included), prefills of several sizes, and decode alone (f32).
-    test_seqs(32, 8, 128, 0, prefill_and_decode, 3, true);
-    test_seqs(32, 8, 128, 16, prefill_and_decode, 3, true);
+    test_seqs(32, 8, 128, 0, prefill_and_decode, 3, true, 0);
+    test_seqs(32, 8, 128, 16, prefill_and_decode, 3, true, 0);
     static const struct seq_shape prefills[] = { { 0, 130 }, { 50, 64 }, { 7, 300 }, { 1000, 1 } };
-    test_seqs(32, 8, 128, 0, prefills, 4, true);
-    test_seqs(14, 2, 64, 16, prefills, 4, true);
-    test_seqs(8, 8, 64, 0, prefills, 4, true);
-    test_seqs(14, 2, 64, 0, decode, 6, true);
+    test_seqs(32, 8, 128, 0, prefills, 4, true, 0);
+    test_seqs(14, 2, 64, 16, prefills, 4, true, 0);
+    test_seqs(8, 8, 64, 0, prefills, 4, true, 0);
+    test_seqs(14, 2, 64, 0, decode, 6, true, 0);
+    // Paged: pages of 32 and 16 rows (the context's default and a smaller one), decode, a
+    // prefill with decode, and prefills on the tensor cores, with and without a window.
+    test_seqs(14, 2, 64, 0, decode, 6, false, 32);
+    test_seqs(32, 8, 128, 16, prefill_and_decode, 3, false, 16);
+    test_seqs(32, 8, 128, 0, prefill_and_decode, 3, true, 32);
+    test_seqs(14, 2, 64, 16, prefills, 4, true, 16);
 
     tw_backend_free(gpu);
     return check_report("cuda_attn");

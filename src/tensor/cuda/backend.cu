@@ -57,6 +57,7 @@ struct cuda_impl {
     char *stage_host; // pinned
     char *stage_dev;
     size_t stage_off;
+    uint64_t stage_epoch; // counts the ring's restarts
     // The step's recent stagings (since the ring's start): the same host array with the same
     // bytes is not copied again (a step's positions serve every layer).
     struct {
@@ -74,6 +75,13 @@ struct cuda_impl {
     int32_t *zero;          // a device int 0: the block table {0} of a contiguous cache
     int32_t *tabs;          // a step's page tables (host), tabs_n entries
     size_t tabs_n;
+    // Their staged copy, for the layers after the first: valid while the step (tw_attn's
+    // pages_gen), the tables' shape and the staging ring's epoch (reset when it starts over)
+    // stay.
+    const int32_t *tabs_dev;
+    uint64_t tabs_gen, tabs_epoch;
+    size_t tabs_used;
+    const int32_t *tabs_first;
     void *topk_host;   // pinned and mapped: tw_topk's kernel writes its answer there
     void *topk_mapped; // the same memory as the device addresses it
     size_t topk_host_bytes;
@@ -262,6 +270,7 @@ static void *stage(struct cuda_impl *im, const void *host, size_t len)
         }
         ck(im, cudaStreamSynchronize(im->stream), "stage");
         im->stage_off = 0;
+        im->stage_epoch++;
         im->n_recent = 0;
     }
     char *h = im->stage_host + im->stage_off, *d = im->stage_dev + im->stage_off;
@@ -981,11 +990,17 @@ static bool cuda_attention_seqs(struct tw_backend *be, struct tw_tensor *out,
         return true;
     }
     const int32_t *d_tabs = im->zero;
-    if (paged) {
+    if (paged && im->tabs_dev && im->tabs_gen == a->pages_gen && a->pages_gen != 0 &&
+        im->tabs_epoch == im->stage_epoch && im->tabs_used == tab_n &&
+        im->tabs_first == seqs[0].pages) {
+        d_tabs = im->tabs_dev; // this step's tables, staged by an earlier layer
+    } else if (paged) {
         for (int i = 0; i < n; i++)
             memcpy(im->tabs + (size_t)i * (size_t)a->max_pages, seqs[i].pages,
                    (size_t)a->max_pages * sizeof *im->tabs);
         d_tabs = (const int32_t *)stage(im, im->tabs, tab_n * sizeof *im->tabs);
+        im->tabs_dev = d_tabs, im->tabs_gen = a->pages_gen, im->tabs_epoch = im->stage_epoch;
+        im->tabs_used = tab_n, im->tabs_first = seqs[0].pages;
     }
     for (int i = 0; i < n; i++) {
         const int32_t *table =
@@ -1150,6 +1165,7 @@ static int cuda_graph_begin(struct tw_backend *be, void **graph, int32_t kv_boun
     if (rc != 0)
         return rc;
     im->stage_off = 0;
+    im->stage_epoch++;
     im->n_recent = 0;
     im->kv_bound = kv_bound;
     im->rows_bound = rows_bound;
