@@ -144,7 +144,8 @@ static int step_begin(struct tw_gen_state *g, bool room, bool *done)
 }
 
 // Takes the drawn token t (or a sampler error): end of generation, or it is kept, counted
-// by the penalties, streamed, and handed back in *tok.
+// by the penalties, and handed back in *tok; its text goes out now (the last token's) or at
+// tw_gen_flush (g->pending).
 static int step_end(struct tw_gen_state *g, int32_t t, int32_t *tok, bool *done)
 {
     if (t < 0)
@@ -154,30 +155,54 @@ static int step_end(struct tw_gen_state *g, int32_t t, int32_t *tok, bool *done)
     int rc = tw_vec_push(&g->gen, &t);
     if (rc == 0)
         rc = tw_sampler_accept(&g->s, t);
-    enum tw_finish stop = TW_FINISH_LENGTH;
-    if (rc == 0)
-        rc = emit(g, false, &stop);
     if (rc != 0)
         return rc;
-    if (stop != TW_FINISH_LENGTH)
-        return finish(g, stop, done);
-    if ((int32_t)g->gen.len >= g->limit)
-        return finish(g, TW_FINISH_LENGTH, done);
     *tok = t;
-    return 0;
+    g->pending = true;
+    if ((int32_t)g->gen.len < g->limit)
+        return 0;
+    if ((rc = tw_gen_flush(g, done)) != 0 || *done)
+        return rc;
+    return finish(g, TW_FINISH_LENGTH, done);
 }
 
-int tw_gen_step(struct tw_gen_state *g, float *logits, bool room, int32_t *tok, bool *done)
+int tw_gen_flush(struct tw_gen_state *g, bool *done)
+{
+    *done = g->done;
+    if (!g->pending || g->done)
+        return 0;
+    g->pending = false;
+    enum tw_finish stop = TW_FINISH_LENGTH;
+    int rc = emit(g, false, &stop);
+    if (rc != 0)
+        return rc;
+    return stop != TW_FINISH_LENGTH ? finish(g, stop, done) : 0;
+}
+
+int tw_gen_sample(struct tw_gen_state *g, float *logits, bool room, int32_t *tok, bool *done)
 {
     int rc = step_begin(g, room, done);
     return rc <= 0 ? rc : step_end(g, tw_sampler_sample(&g->s, logits), tok, done);
 }
 
-int tw_gen_step_top(struct tw_gen_state *g, const float *vals, const int32_t *ids, int32_t n,
-                    bool room, int32_t *tok, bool *done)
+int tw_gen_sample_top(struct tw_gen_state *g, const float *vals, const int32_t *ids, int32_t n,
+                      bool room, int32_t *tok, bool *done)
 {
     int rc = step_begin(g, room, done);
     return rc <= 0 ? rc : step_end(g, tw_sampler_sample_top(&g->s, vals, ids, n), tok, done);
+}
+
+int tw_gen_step(struct tw_gen_state *g, float *logits, bool room, int32_t *tok, bool *done)
+{
+    int rc = tw_gen_sample(g, logits, room, tok, done);
+    return rc != 0 || *done ? rc : tw_gen_flush(g, done);
+}
+
+int tw_gen_step_top(struct tw_gen_state *g, const float *vals, const int32_t *ids, int32_t n,
+                    bool room, int32_t *tok, bool *done)
+{
+    int rc = tw_gen_sample_top(g, vals, ids, n, room, tok, done);
+    return rc != 0 || *done ? rc : tw_gen_flush(g, done);
 }
 
 int tw_gen_sample_device(struct tw_gen_state *g, tw_ctx *c, int32_t row, float *logits,

@@ -53,6 +53,7 @@ struct tw_gen_state {
     size_t shown; // bytes of text passed to the stopper
     int32_t limit;
     bool ignore_eos, done;
+    bool pending;          // the last token's text has yet to go out (tw_gen_flush)
     enum tw_finish finish; // once done
     tw_gen_fn fn;
     void *arg;
@@ -71,6 +72,15 @@ int tw_gen_step(struct tw_gen_state *g, float *logits, bool room, int32_t *tok, 
 // 0 < tw_sampler_top_n(&g->s) <= n: the same token as from the whole row.
 int tw_gen_step_top(struct tw_gen_state *g, const float *vals, const int32_t *ids, int32_t n,
                     bool room, int32_t *tok, bool *done);
+// The two halves of a step, for a caller that overlaps streaming with the next forward pass
+// (the server's scheduler): tw_gen_sample and tw_gen_sample_top draw the token as the two
+// above do, but leave its text to tw_gen_flush (called before the next draw), unless the
+// generation ended with it. tw_gen_flush streams it; a stop string or the callback may end
+// the generation there (*done), the token handed out by the draw then going unused.
+int tw_gen_sample(struct tw_gen_state *g, float *logits, bool room, int32_t *tok, bool *done);
+int tw_gen_sample_top(struct tw_gen_state *g, const float *vals, const int32_t *ids, int32_t n,
+                      bool room, int32_t *tok, bool *done);
+int tw_gen_flush(struct tw_gen_state *g, bool *done);
 // tw_gen_step for row `row` of context c's last step, whose logits stayed on the GPU
 // (tw_ctx_keep_logits): its top when the sampler can use one (vals, ids: room for the step's
 // rows x TW_TOPK_MAX), else the rows copied into logits (rows x n_vocab).

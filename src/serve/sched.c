@@ -335,7 +335,25 @@ static int fit_pages(tw_sched *s, int n)
     }
 }
 
-// One step: every active slot's next piece in one forward pass, then sampling.
+// Streams the text of the tokens drawn last step (tw_gen_flush), ending the jobs that a stop
+// string or their caller ends there.
+static void flush_all(tw_sched *s)
+{
+    for (int i = 0; i < s->p.n_slots; i++) {
+        struct slot *sl = &s->slots[i];
+        bool fin = false;
+        if (!sl->job || !sl->g.pending)
+            continue;
+        int rc = tw_gen_flush(&sl->g, &fin);
+        if (rc != 0 || fin)
+            finish_slot(s, sl, rc, false);
+    }
+}
+
+// One step: every active slot's next piece in one forward pass; while the GPU runs it, the
+// text of the tokens drawn last step goes out (detokenising and streaming overlap the pass);
+// then each slot draws its next token. A slot whose job a stop string ended meanwhile has
+// had its token run for nothing (it stays in the slot's cache, for prefix reuse).
 static void step(tw_sched *s)
 {
     double t = now();
@@ -373,11 +391,13 @@ static void step(tw_sched *s)
             s->run_slot[n++] = i;
         }
     n = fit_pages(s, n);
-    if (n == 0)
+    if (n == 0) {
+        flush_all(s);
         return;
+    }
     double t0 = now();
     int rc = tw_ctx_decode_runs(s->c, s->runs, n, s->logits);
-    double t1 = now();
+    flush_all(s);
     int64_t used = 0;
     for (int i = 0; i < s->p.n_slots; i++)
         used += tw_ctx_seq_past(s->c, i);
@@ -387,7 +407,6 @@ static void step(tw_sched *s)
     s->st.kv_used = used;
     s->st.kv_pages_used = kv.pages - kv.free;
     s->st.steps++;
-    s->st.busy_s += t1 - t0;
     pthread_mutex_unlock(&s->lock);
     s->step++;
     size_t V = (size_t)s->m->cfg.n_vocab;
@@ -396,7 +415,7 @@ static void step(tw_sched *s)
     bool whole = false;
     for (int k = 0; rc == 0 && s->dev && k < n; k++) {
         struct slot *sl = &s->slots[s->run_slot[k]];
-        if (sl->generating || sl->fed + s->runs[k].n >= sl->n_feed) {
+        if (sl->job && (sl->generating || sl->fed + s->runs[k].n >= sl->n_feed)) {
             int32_t want = tw_sampler_top_n(&sl->g.s);
             whole |= want == 0;
             top = want > top ? want : top;
@@ -404,10 +423,16 @@ static void step(tw_sched *s)
     }
     if (rc == 0 && s->dev && (whole || top > 0))
         rc = whole ? tw_ctx_logits(s->c, s->logits) : tw_ctx_top(s->c, top, s->vals, s->ids);
+    double t1 = now();
+    pthread_mutex_lock(&s->lock);
+    s->st.busy_s += t1 - t0;
+    pthread_mutex_unlock(&s->lock);
     for (int k = 0; k < n; k++) {
         int i = s->run_slot[k];
         struct slot *sl = &s->slots[i];
         sl->used = s->step;
+        if (!sl->job) // ended by flush_all
+            continue;
         if (rc != 0) {
             finish_slot(s, sl, rc, false);
             continue;
@@ -422,9 +447,11 @@ static void step(tw_sched *s)
         bool room = tw_ctx_seq_past(s->c, i) < tw_ctx_n_ctx(s->c);
         int src =
             s->dev && !whole
-                ? tw_gen_step_top(&sl->g, s->vals + (size_t)k * (size_t)top,
-                                  s->ids + (size_t)k * (size_t)top, top, room, &sl->tok, &fin)
-                : tw_gen_step(&sl->g, s->logits + (size_t)k * V, room, &sl->tok, &fin);
+                ? tw_gen_sample_top(&sl->g, s->vals + (size_t)k * (size_t)top,
+                                    s->ids + (size_t)k * (size_t)top, top, room, &sl->tok, &fin)
+                : tw_gen_sample(&sl->g, s->logits + (size_t)k * V, room, &sl->tok, &fin);
+        if (src == 0 && !fin && sl->t_first == 0) // the first token goes out at once
+            src = tw_gen_flush(&sl->g, &fin);
         if (sl->t_first == 0)
             sl->t_first = now();
         if (src != 0 || fin)
