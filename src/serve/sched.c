@@ -464,20 +464,24 @@ static void *engine(void *arg)
     tw_sched *s = arg;
     pthread_mutex_lock(&s->lock);
     for (;;) {
-        // Admit waiting jobs into free slots, in order, while the cache has room.
+        // Admit waiting jobs into free slots, in order, while the cache has room (a job it
+        // has none for goes back to the queue's front; while being admitted, a job is not
+        // counted as waiting).
         while (s->head && any_free(s)) {
-            struct tw_job *j = s->head;
+            struct tw_job *j = pop(s);
             pthread_mutex_unlock(&s->lock);
             bool gone = s->cancel_all || atomic_load(&j->cancel);
             bool in = !gone && admit(s, j);
-            pthread_mutex_lock(&s->lock);
-            if (!gone && !in)
-                break;
-            pop(s);
-            if (gone) {
-                pthread_mutex_unlock(&s->lock);
+            if (gone)
                 cancelled(j, false);
-                pthread_mutex_lock(&s->lock);
+            pthread_mutex_lock(&s->lock);
+            if (!gone && !in) {
+                j->next = s->head;
+                s->head = j;
+                if (!s->tail)
+                    s->tail = j;
+                s->queued++;
+                break;
             }
         }
         bool active = any_active(s);
@@ -611,8 +615,11 @@ int tw_sched_submit(tw_sched *s, struct tw_job *j)
     int rc = 0;
     if (s->stopping)
         rc = tw_error_set(TW_ESTATE, "the server is stopping");
-    else if (s->queued >= s->p.n_queue)
-        rc = tw_error_set(TW_ELIMIT, "the queue is full (%d requests waiting)", s->queued);
+    // Queued jobs that free slots will take at the engine's next turn (it admits between
+    // steps) are not waiting for a slot: they do not count against the queue's limit.
+    else if (s->queued >= s->p.n_queue + (s->p.n_slots - s->st.busy))
+        rc = tw_error_set(TW_ELIMIT, "the queue is full (%d requests waiting)",
+                          s->queued - (s->p.n_slots - s->st.busy));
     if (rc == 0) {
         if (s->tail)
             s->tail->next = j;
