@@ -7,6 +7,7 @@
 # tokenizer (twin model random, kept in BUILD_DIR/bench/models/), and the golden tiny embedder.
 # QUICK=1: a smoke run (concurrency 1 and 2, a few short requests), as `make test` does.
 # DEVICE=cpu|cuda|auto (default auto: the GPU when there is one): the server's --device.
+# SERVE_EXTRA="--kv-tokens 8192 ...": more flags for twin serve.
 # usage: bench_serve.sh BUILD_DIR [MODEL_PATH [EMBEDDER_PATH]]
 set -euo pipefail
 
@@ -14,6 +15,8 @@ set -euo pipefail
 # --model MODEL_PATH, --embedder EMBEDDER_PATH when given, --host and --port.
 SERVE_HOST=127.0.0.1
 SERVE_FLAGS=(--slots 64 --ctx 512 --no-home --threads "${THREADS:-0}" --device "${DEVICE:-auto}")
+read -r -a extra <<<"${SERVE_EXTRA:-}"
+SERVE_FLAGS+=("${extra[@]}")
 LEVELS=1,8,64                           # concurrency levels of every run
 CHAT_FLAGS=(--max-tokens 64 --duration 20) # bench/serve's chat options
 HEALTH_FLAGS=()

@@ -41,28 +41,20 @@ void tw_gen_result_free(struct tw_gen_result *res)
     res->tokens = NULL;
 }
 
-static bool ends_incomplete(const tw_str *s)
-{
-    const char *d = s->v.data;
-    return s->v.len >= 3 && memcmp(d + s->v.len - 3, "\xEF\xBF\xBD", 3) == 0;
-}
-
-// Feeds the new text to the stopper and the callback. *done when a stop string completed or
-// the callback asked to stop.
+// Feeds the new text (decoded incrementally) to the stopper and the callback. *done when a
+// stop string completed or the callback asked to stop.
 static int emit(struct tw_gen_state *L, bool final, enum tw_finish *done)
 {
     tw_str_clear(&L->text);
-    int rc =
-        tw_tokenizer_decode(L->m->tok, L->gen.data, L->gen.len, TW_TOK_SKIP_SPECIAL, &L->text);
+    int rc = tw_tokenizer_decode_next(L->m->tok, L->gen.data, L->gen.len, TW_TOK_SKIP_SPECIAL,
+                                      final, &L->detok, &L->text);
     if (rc != 0)
         return rc;
     struct tw_stop_out out = { 0 };
-    if (L->text.v.len > L->shown && (final || !ends_incomplete(&L->text))) {
-        rc = tw_stopper_feed(&L->stop, (const char *)L->text.v.data + L->shown,
-                             L->text.v.len - L->shown, &out);
+    if (L->text.v.len > 0) {
+        rc = tw_stopper_feed(&L->stop, (const char *)L->text.v.data, L->text.v.len, &out);
         if (rc != 0)
             return rc;
-        L->shown = L->text.v.len;
         if (out.len && L->fn && L->fn(L->arg, out.text, out.len) != 0)
             *done = TW_FINISH_CANCEL;
         if (out.stopped)
@@ -103,6 +95,7 @@ int tw_gen_begin(struct tw_gen_state *g, const struct tw_model *m, const int32_t
     g->limit = p->max_tokens > 0 ? p->max_tokens : INT32_MAX;
     tw_vec_init(&g->gen, sizeof(int32_t));
     tw_str_init(&g->text);
+    tw_detok_init(&g->detok);
     int rc = tw_sampler_init(&g->s, &p->sampling, m->cfg.n_vocab);
     if (rc != 0)
         return rc;
@@ -233,6 +226,7 @@ void tw_gen_free(struct tw_gen_state *g)
         return;
     tw_vec_free(&g->gen);
     tw_str_free(&g->text);
+    tw_detok_free(&g->detok);
     tw_stopper_free(&g->stop);
     tw_sampler_free(&g->s);
     g->m = NULL;

@@ -50,7 +50,7 @@ struct tw_gen_state {
     struct tw_stopper stop;
     tw_vec gen; // int32_t: the generated ids
     tw_str text;
-    size_t shown; // bytes of text passed to the stopper
+    struct tw_detok detok; // the text given so far (text: each step's new part)
     int32_t limit;
     bool ignore_eos, done;
     bool pending;          // the last token's text has yet to go out (tw_gen_flush)

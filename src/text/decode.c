@@ -337,6 +337,44 @@ int tw_tokenizer_decode(const tw_tokenizer *t, const int32_t *ids, size_t n, int
     return rc;
 }
 
+void tw_detok_init(struct tw_detok *d)
+{
+    d->prefix = d->read = 0;
+    tw_str_init(&d->win);
+}
+
+void tw_detok_free(struct tw_detok *d)
+{
+    tw_str_free(&d->win);
+}
+
+int tw_tokenizer_decode_next(const tw_tokenizer *t, const int32_t *ids, size_t n, int flags,
+                             bool final, struct tw_detok *d, tw_str *out)
+{
+    if (n < d->read)
+        return tw_error_set(TW_EINVAL, "decode: %zu ids, fewer than the %zu already given", n,
+                            d->read);
+    // The text of [prefix, read), then of [prefix, n): what the new ids add is the second's
+    // tail. The window starts a token before the new ones, so that what a decoder does at the
+    // start of a text (SentencePiece's Strip of the first space) does not touch them.
+    tw_str_clear(&d->win);
+    int rc = tw_tokenizer_decode(t, ids + d->prefix, d->read - d->prefix, flags, &d->win);
+    size_t old = d->win.v.len;
+    tw_str_clear(&d->win);
+    if (!rc)
+        rc = tw_tokenizer_decode(t, ids + d->prefix, n - d->prefix, flags, &d->win);
+    if (rc)
+        return rc;
+    const char *w = tw_str_cstr(&d->win);
+    size_t len = d->win.v.len;
+    bool incomplete = len >= 3 && memcmp(w + len - 3, "\xEF\xBF\xBD", 3) == 0;
+    if (len <= old || (incomplete && !final))
+        return 0;
+    d->prefix = d->read;
+    d->read = n;
+    return tw_str_append(out, w + old, len - old);
+}
+
 int32_t tw_tokenizer_vocab_size(const tw_tokenizer *t)
 {
     return t->vocab_size;

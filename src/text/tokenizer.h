@@ -102,6 +102,20 @@ void tw_tokenizer_thread_cleanup(void);
 int tw_tokenizer_decode(const tw_tokenizer *t, const int32_t *ids, size_t n, int flags,
                         tw_str *out);
 
+// Incremental decoding, for a generation's text as its tokens come: each call appends to out
+// the text that ids[0, n) add to what the earlier calls gave (ids extending their ids), by
+// decoding only the tokens since the one before the last text given — the method of vLLM's
+// detokenize_incrementally — rather than all n each time. Text that ends inside a character
+// (a trailing U+FFFD) is held back until a later token completes it, unless final.
+struct tw_detok {
+    size_t prefix, read; // ids[prefix, read): the tokens of the last text given
+    tw_str win;
+};
+void tw_detok_init(struct tw_detok *d);
+void tw_detok_free(struct tw_detok *d);
+int tw_tokenizer_decode_next(const tw_tokenizer *t, const int32_t *ids, size_t n, int flags,
+                             bool final, struct tw_detok *d, tw_str *out);
+
 // Vocabulary size: the largest id + 1, added tokens and the post-processor's special tokens
 // included (every id encode gives is under it).
 int32_t tw_tokenizer_vocab_size(const tw_tokenizer *t);
