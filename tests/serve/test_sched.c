@@ -90,6 +90,25 @@ static void wait_done(struct req *r)
     pthread_mutex_unlock(&lock);
 }
 
+// The NJOB prompts submitted together, prompt i for max[i] tokens: each ends at its limit
+// with the text want[i]. r: the requests (req_free them).
+static void run_all(tw_sched *s, const struct tw_model *m, const char *const *prompts,
+                    const int *max, tw_str *want, struct req *r)
+{
+    for (int i = 0; i < NJOB; i++) {
+        req_init(&r[i], m, prompts[i], max[i]);
+        CHECK_OK(tw_sched_submit(s, &r[i].job));
+    }
+    for (int i = 0; i < NJOB; i++) {
+        wait_done(&r[i]);
+        CHECK_EQ_INT(r[i].res.rc, 0);
+        CHECK_EQ_INT(r[i].res.finish, TW_FINISH_LENGTH);
+        CHECK_EQ_INT(r[i].res.n_gen, max[i]);
+        CHECK_EQ_STR(tw_str_cstr(&r[i].text), tw_str_cstr(&want[i]));
+        CHECK(r[i].res.ttft_s > 0 && r[i].res.total_s >= r[i].res.ttft_s);
+    }
+}
+
 int main(void)
 {
     struct golden g;
@@ -137,18 +156,7 @@ int main(void)
     struct tw_sched_params sp = { .n_slots = 3, .n_ctx = 128, .n_batch = 16, .n_queue = 16 };
     REQUIRE(tw_sched_new(m, be, &sp, &s) == 0);
     struct req r[NJOB];
-    for (int i = 0; i < NJOB; i++) {
-        req_init(&r[i], m, prompts[i], maxt[i]);
-        CHECK_OK(tw_sched_submit(s, &r[i].job));
-    }
-    for (int i = 0; i < NJOB; i++) {
-        wait_done(&r[i]);
-        CHECK_EQ_INT(r[i].res.rc, 0);
-        CHECK_EQ_INT(r[i].res.finish, TW_FINISH_LENGTH);
-        CHECK_EQ_INT(r[i].res.n_gen, maxt[i]);
-        CHECK_EQ_STR(tw_str_cstr(&r[i].text), tw_str_cstr(&want[i]));
-        CHECK(r[i].res.ttft_s > 0 && r[i].res.total_s >= r[i].res.ttft_s);
-    }
+    run_all(s, m, prompts, maxt, want, r);
     struct tw_sched_stats st;
     tw_sched_stats(s, &st);
     CHECK_EQ_INT(st.busy, 0);
@@ -167,16 +175,7 @@ int main(void)
     };
     REQUIRE(tw_sched_new(m, be, &sps, &small) == 0);
     struct req rs[NJOB];
-    for (int i = 0; i < NJOB; i++) {
-        req_init(&rs[i], m, prompts[i], maxl[i]);
-        CHECK_OK(tw_sched_submit(small, &rs[i].job));
-    }
-    for (int i = 0; i < NJOB; i++) {
-        wait_done(&rs[i]);
-        CHECK_EQ_INT(rs[i].res.rc, 0);
-        CHECK_EQ_INT(rs[i].res.n_gen, maxl[i]);
-        CHECK_EQ_STR(tw_str_cstr(&rs[i].text), tw_str_cstr(&want_long[i]));
-    }
+    run_all(small, m, prompts, maxl, want_long, rs);
     tw_sched_stats(small, &st);
     CHECK_EQ_INT(st.kv_page, 32);
     CHECK_EQ_INT(st.kv_pages, 4);

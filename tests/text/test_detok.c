@@ -18,10 +18,7 @@ static uint64_t rng = 0x2545F4914F6CDD1Dull;
 
 static uint32_t next(void)
 {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (uint32_t)(rng >> 11);
+    return (uint32_t)(check_rand(&rng) >> 32);
 }
 
 // ids[0, n) fed one more at a time (final at the end) against one decode of all n.
