@@ -4,6 +4,7 @@
 // is bench/embed_peers.py (sentence-transformers on the same device, same batch), run in the
 // same session.
 // Usage: embed [--device D] [--batch 256] [--len 128] [--batches 20] [--shape minilm-l6]
+//              [--profile]   (then a batch through tensor/profile.h's wrapper: time per op)
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 #include "model/context.h"
 #include "model/model.h"
 #include "tensor/cuda.h"
+#include "tensor/profile.h"
 
 #include "bench_util.h"
 
@@ -26,6 +28,7 @@ int main(int argc, char **argv)
 {
     const char *device = "auto", *shape = "minilm-l6";
     int batch = 256, len = 128, batches = 20;
+    bool profile = false;
     for (int i = 1; i < argc; i++) {
         if (i + 1 < argc && strcmp(argv[i], "--device") == 0)
             device = argv[++i];
@@ -37,9 +40,11 @@ int main(int argc, char **argv)
             batches = atoi(argv[++i]);
         else if (i + 1 < argc && strcmp(argv[i], "--shape") == 0)
             shape = argv[++i];
+        else if (strcmp(argv[i], "--profile") == 0)
+            profile = true;
         else
             return fprintf(stderr, "usage: embed [--device D] [--batch N] [--len N] "
-                                   "[--batches N] [--shape S]\n"),
+                                   "[--batches N] [--shape S] [--profile]\n"),
                    2;
     }
     const struct tw_model_shape *shp = tw_model_shape_find(shape);
@@ -88,6 +93,23 @@ int main(int argc, char **argv)
     printf("headline: %.0f sequences/s (%.0f tokens/s)\n", batch * batches / dt,
            (double)batch * len * batches / dt);
     tw_ctx_free(c);
+    struct tw_backend *pbe = NULL;
+    if (profile && tw_backend_profile_new(be, &pbe) == 0 && tw_ctx_new(m, pbe, &p, &c) == 0) {
+        int rc = tw_ctx_embed_batch(c, (const int32_t *const *)ids, lens, batch, out); // warm
+        tw_backend_profile_reset(pbe);
+        double t1 = now();
+        rc |= tw_ctx_embed_batch(c, (const int32_t *const *)ids, lens, batch, out);
+        double all = now() - t1;
+        printf("profile: one batch, each op synchronised: %.2f ms%s\n", all * 1e3,
+               rc ? " (an error)" : "");
+        struct tw_op_stat st;
+        for (int i = 0; tw_backend_profile_stat(pbe, i, &st); i++)
+            if (st.calls > 0)
+                printf("  %-16s %6.0f calls %9.3f ms %5.1f%%\n", st.name, st.calls,
+                       st.seconds * 1e3, 100 * st.seconds / all);
+        tw_ctx_free(c);
+    }
+    tw_backend_free(pbe);
     if (m != host)
         tw_model_close(m);
     tw_model_close(host);
