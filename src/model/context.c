@@ -771,14 +771,14 @@ static void encode_rows(tw_ctx *c, const int32_t *ids, const int32_t *types, int
         } else {
             tw_attention_seqs(be, &att, &qh, c->seqs, n_seqs, &a);
         }
-        tw_matmul(be, &xn, &att, &L->wo, &L->bo);
-        tw_add(be, &xn, &xn, &x);
-        tw_layernorm(be, &x, &xn, &L->attn_norm, &L->attn_norm_b, cfg->norm_eps);
+        // Post-norm: x = LayerNorm(x + o(att)), x = LayerNorm(x + down(act(up(x)))), the
+        // residual added by the products themselves (tw_matmul_add).
+        tw_matmul_add(be, &x, &att, &L->wo, &L->bo, &xn);
+        tw_layernorm(be, &x, &x, &L->attn_norm, &L->attn_norm_b, cfg->norm_eps);
         tw_matmul(be, &u, &x, &L->w_up, &L->b_up);
         tw_act(be, &u, &u, cfg->act);
-        tw_matmul(be, &xn, &u, &L->w_down, &L->b_down);
-        tw_add(be, &xn, &xn, &x);
-        tw_layernorm(be, &x, &xn, &L->ffn_norm, &L->ffn_norm_b, cfg->norm_eps);
+        tw_matmul_add(be, &x, &u, &L->w_down, &L->b_down, &xn);
+        tw_layernorm(be, &x, &x, &L->ffn_norm, &L->ffn_norm_b, cfg->norm_eps);
     }
 }
 
@@ -839,13 +839,8 @@ int tw_ctx_embed_batch(tw_ctx *c, const int32_t *const *ids, const int32_t *lens
         }
         encode_rows(c, c->ids, NULL, T, k, c->x);
         // Each sequence pooled into row j of xn, then all of them normalised and copied out.
-        for (int j = 0; j < k; j++) {
-            struct tw_tensor xs =
-                rows_of(c->x + (size_t)c->seqs[j].row0 * (size_t)C, c->seqs[j].n_rows, C);
-            struct tw_tensor y = tw_tensor_f32_1d(c->xn + (size_t)j * (size_t)C, C);
-            tw_pooling(c->be, &y, &xs, cfg->pooling);
-        }
-        struct tw_tensor ys = rows_of(c->xn, k, C);
+        struct tw_tensor ys = rows_of(c->xn, k, C), xs = rows_of(c->x, T, C);
+        tw_pooling_seqs(c->be, &ys, &xs, c->seqs, k, cfg->pooling);
         if (cfg->normalize)
             tw_l2norm(c->be, &ys);
         rc = tw_backend_download(c->be, out + (size_t)i0 * (size_t)C, c->xn,

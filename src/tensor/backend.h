@@ -104,6 +104,9 @@ struct tw_backend_ops {
                 const struct tw_tensor *b);
     void (*pool)(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
                  enum tw_pooling mode);
+    // NULL: tw_pooling_seqs calls pool for each sequence
+    void (*pool_seqs)(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                      const struct tw_attn_seq *seqs, int n, enum tw_pooling mode);
     void (*l2norm)(struct tw_backend *be, struct tw_tensor *x);
     void (*set_rows)(struct tw_backend *be, float *dst, const struct tw_tensor *src,
                      const int32_t *rows);
@@ -239,6 +242,10 @@ void tw_add(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *
 // y (C) from x (T, C): the mean, the first row, the elementwise max or the last row.
 void tw_pooling(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
                 enum tw_pooling mode);
+// Row i of y (n, C) pooled from sequence i's rows of x (T, C): seqs[i].row0 and n_rows (> 0;
+// the other fields unused), in one launch where the backend can.
+void tw_pooling_seqs(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                     const struct tw_attn_seq *seqs, int n, enum tw_pooling mode);
 // Each row of x divided by its L2 norm (rows of norm 0 stay 0), in place.
 void tw_l2norm(struct tw_backend *be, struct tw_tensor *x);
 // Scatters the rows of src (T, C): row t goes to dst + rows[t] * C (a KV cache's slots; rows

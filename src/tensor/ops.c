@@ -241,6 +241,27 @@ void tw_pooling(struct tw_backend *be, struct tw_tensor *y, const struct tw_tens
     be->ops->pool(be, y, x, mode);
 }
 
+void tw_pooling_seqs(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                     const struct tw_attn_seq *seqs, int n, enum tw_pooling mode)
+{
+    int64_t C = tw_tensor_ncols(x);
+    assert(is_f32(y) && is_f32(x) && tw_tensor_nrows(y) == n && tw_tensor_ncols(y) == C);
+    for (int i = 0; i < n; i++)
+        assert(seqs[i].n_rows > 0 && seqs[i].row0 >= 0 &&
+               seqs[i].row0 + seqs[i].n_rows <= tw_tensor_nrows(x));
+    if (be->ops->pool_seqs) {
+        be->ops->pool_seqs(be, y, x, seqs, n, mode);
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        struct tw_tensor xs = tw_tensor_f32_2d((float *)x->data + (size_t)seqs[i].row0 * (size_t)C,
+                                               seqs[i].n_rows, C);
+        struct tw_tensor yi = tw_tensor_f32_1d((float *)y->data + (size_t)i * (size_t)C, C);
+        xs.device = yi.device = x->device;
+        be->ops->pool(be, &yi, &xs, mode);
+    }
+}
+
 void tw_l2norm(struct tw_backend *be, struct tw_tensor *x)
 {
     assert(is_f32(x));

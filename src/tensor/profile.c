@@ -132,6 +132,12 @@ static bool p_attention_seqs(struct tw_backend *be, struct tw_tensor *out,
     return true;
 }
 
+static void p_pool_seqs(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                        const struct tw_attn_seq *seqs, int n, enum tw_pooling mode)
+{
+    TIMED(be, P_POOL, 0, tw_pooling_seqs(in, y, x, seqs, n, mode));
+}
+
 static void p_softmax(struct tw_backend *be, struct tw_tensor *x)
 {
     TIMED(be, P_SOFTMAX, 0, tw_softmax(in, x));
@@ -220,6 +226,7 @@ static const struct tw_backend_ops profile_ops = {
     .rope = p_rope,
     .attention = p_attention,
     .attention_seqs = p_attention_seqs,
+    .pool_seqs = p_pool_seqs,
     .softmax = p_softmax,
     .swiglu = p_swiglu,
     .act = p_act,

@@ -1066,6 +1066,48 @@ static void cuda_pool(struct tw_backend *be, struct tw_tensor *y, const struct t
        "pool");
 }
 
+// Row blockIdx.y of y (n, C) from the rows seg[2 i], seg[2 i + 1] (start, count) of x (., C).
+static __global__ void pool_seqs_kernel(float *y, const float *x, const int32_t *seg, int64_t C,
+                                        enum tw_pooling mode)
+{
+    twc_pdl_enter();
+    int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x, i = blockIdx.y;
+    if (c >= C)
+        return;
+    const float *xs = x + (int64_t)seg[2 * i] * C;
+    int64_t T = seg[2 * i + 1];
+    float acc = mode == TW_POOL_MAX ? -INFINITY : 0.0f;
+    if (mode == TW_POOL_CLS)
+        acc = xs[c];
+    else if (mode == TW_POOL_LAST)
+        acc = xs[(T - 1) * C + c];
+    else
+        for (int64_t t = 0; t < T; t++)
+            acc = mode == TW_POOL_MAX ? fmaxf(acc, xs[t * C + c]) : acc + xs[t * C + c];
+    y[i * C + c] = mode == TW_POOL_MEAN ? acc / (float)T : acc;
+}
+
+static void cuda_pool_seqs(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                           const struct tw_attn_seq *seqs, int n, enum tw_pooling mode)
+{
+    struct cuda_impl *im = impl(be);
+    int32_t *seg = (int32_t *)tw_malloc_array(2 * (size_t)n, sizeof *seg);
+    if (!seg) {
+        fail(im, "pool", "out of host memory");
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        seg[2 * i] = seqs[i].row0, seg[2 * i + 1] = seqs[i].n_rows;
+    const int32_t *d_seg = (const int32_t *)stage(im, seg, 2 * (size_t)n * sizeof *seg);
+    tw_free(seg);
+    if (!d_seg || !live(im))
+        return;
+    int64_t C = tw_tensor_ncols(x);
+    dim3 grid((unsigned)((C + 255) / 256), (unsigned)n);
+    ck(im, twc_launch(pool_seqs_kernel, grid, 256, 0, im->stream, f32(y), f32(x), d_seg, C, mode),
+       "pool");
+}
+
 static void cuda_l2norm(struct tw_backend *be, struct tw_tensor *x)
 {
     struct cuda_impl *im = impl(be);
@@ -1357,6 +1399,7 @@ static const struct tw_backend_ops cuda_ops = {
     .act = cuda_act,
     .add = cuda_add,
     .pool = cuda_pool,
+    .pool_seqs = cuda_pool_seqs,
     .l2norm = cuda_l2norm,
     .set_rows = cuda_set_rows,
     .topk = cuda_topk,
