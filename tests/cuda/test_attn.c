@@ -284,6 +284,9 @@ int main(void)
         { 130, 50, 4, 2, 48, 16, true, true },  // head size padded to 64
         { 5, 50, 8, 2, 64, 0, true, true },     // too few rows: f32
         { 1, 5000, 32, 8, 128, 0, true, true }, // decode, split across blocks
+        { 128, 0, 12, 12, 32, 0, false, true }, // BERT's MiniLM: head size 32, non-causal
+        { 100, 37, 8, 2, 32, 0, true, true },   // head size 32, causal, grouped
+        { 70, 0, 4, 4, 20, 0, false, true },    // head size padded to 32
     };
     for (size_t i = 0; i < sizeof lowp_cases / sizeof lowp_cases[0]; i++)
         test_one(&lowp_cases[i]);
@@ -310,6 +313,8 @@ int main(void)
     test_seqs(32, 8, 128, 0, prefills, 4, true, 0);
     test_seqs(14, 2, 64, 16, prefills, 4, true, 0);
     test_seqs(8, 8, 64, 0, prefills, 4, true, 0);
+    test_seqs(12, 12, 32, 0, prefills, 4, true, 0);
+    test_seqs(12, 4, 32, 16, prefills, 4, true, 16);
     test_seqs(14, 2, 64, 0, decode, 6, true, 0);
     // Paged: pages of 32 and 16 rows (the context's default and a smaller one), decode, a
     // prefill with decode, and prefills on the tensor cores, with and without a window.

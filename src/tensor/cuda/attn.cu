@@ -414,7 +414,7 @@ template <class C> static __global__ void __launch_bounds__(NT) attn_kernel(stru
 // V (key, d) with .trans; the S accumulators of keys 16k .. 16k + 15 are, packed to bf16
 // pairs, the A fragment of P for k-step k.
 
-// DP: head size padded (64 or 128); TK kv rows a tile; WM 16-query tiles a warp; NW warps;
+// DP: head size padded (32, 64 or 128); TK kv rows a tile; WM 16-query tiles a warp; NW warps;
 // MINB blocks an SM (launch bounds). Rows of the bf16 tiles are ST elements apart, 16 bytes
 // more than a multiple of 128, so the 8 rows an ldmatrix reads fall in different banks.
 template <int DP_, int TK_, int WM_, int NW_, int MINB_> struct tc_cfg {
@@ -877,8 +877,10 @@ cudaError_t twc_attention(float *out, const float *q, const struct twc_attn_seq 
     // decode rows keep f32. The tilings and split targets are the fastest measured on H100
     // (bench/cuda_attn.cu): D 128 two 16-query tiles a warp, 256 a block (K and V read from
     // L2 and shared memory half as often per product), split while under 2 blocks an SM;
-    // D 64 one tile a warp, 128 a block, split only under 1.
-    if (a->lowp && x.D > 32 && x.D <= 128 && max_rows > 1 && (int64_t)max_rows * x.G >= 64) {
+    // D 64 one tile a warp, 128 a block, split only under 1; D 32 (BERT's MiniLM) the same.
+    if (a->lowp && x.D <= 128 && max_rows > 1 && (int64_t)max_rows * x.G >= 64) {
+        if (x.D <= 32)
+            return launch(bf16_kernel<tc_cfg<32, 64, 1, 8, 1>>(1), x, n_seq, max_kv, s);
         if (x.D <= 64)
             return launch(bf16_kernel<tc_cfg<64, 64, 1, 8, 1>>(1), x, n_seq, max_kv, s);
         return launch(bf16_kernel<tc_cfg<128, 32, 2, 8, 1>>(2), x, n_seq, max_kv, s);
