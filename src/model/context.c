@@ -150,11 +150,12 @@ int tw_ctx_new(const struct tw_model *m, struct tw_backend *be, const struct tw_
     c->page = p && p->page > 0 ? p->page : 32;
     if (c->n_ctx <= 0 || c->n_ctx > (1 << 24) || c->n_seq > 4096 || c->page > (1 << 16) ||
         (c->page & (c->page - 1)) != 0) {
+        int rc = tw_error_set(TW_EINVAL,
+                              "context: %d positions, %d sequences or pages of %d positions is "
+                              "out of range",
+                              c->n_ctx, c->n_seq, c->page);
         tw_free(c);
-        return tw_error_set(TW_EINVAL,
-                            "context: %d positions, %d sequences or pages of %d positions is "
-                            "out of range",
-                            c->n_ctx, c->n_seq, c->page);
+        return rc;
     }
     while ((1 << c->page_shift) < c->page)
         c->page_shift++;
@@ -164,11 +165,12 @@ int tw_ctx_new(const struct tw_model *m, struct tw_backend *be, const struct tw_
     if (p && p->n_kv > 0)
         pages = ((int64_t)p->n_kv + c->page - 1) / c->page;
     if (dec && (pages < c->max_pages || pages > INT32_MAX / c->page)) {
+        int rc = tw_error_set(TW_EINVAL,
+                              "context: a cache of %lld positions cannot hold one sequence of %d "
+                              "(or is too large)",
+                              (long long)pages * c->page, c->n_ctx);
         tw_free(c);
-        return tw_error_set(TW_EINVAL,
-                            "context: a cache of %lld positions cannot hold one sequence of %d "
-                            "(or is too large)",
-                            (long long)pages * c->page, c->n_ctx);
+        return rc;
     }
     c->n_pages = dec ? (int32_t)pages : 0;
     size_t hbytes;
