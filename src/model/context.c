@@ -41,6 +41,7 @@ struct tw_ctx {
     int32_t *ptab;    // (n_seq, max_pages) each sequence's pages, held[seq] of them
     int32_t *held;    // (n_seq)
     int32_t *free_pg; // (n_pages) the free pages, n_free of them
+    int32_t *refs;    // (n_pages) the sequences holding each page (more than one: shared)
     int32_t n_free;
     float *gather; // the CPU's room for one sequence's cache in order (tw_attn.gather)
     int32_t kv_dim, q_dim;
@@ -103,6 +104,7 @@ static size_t plan(struct tw_ctx *c, char *base, char *hbase, size_t *hbytes)
     c->ptab = carve(hbase, &hoff, S * MP * sizeof(int32_t));
     c->held = carve(hbase, &hoff, S * sizeof(int32_t));
     c->free_pg = carve(hbase, &hoff, P * sizeof(int32_t));
+    c->refs = carve(hbase, &hoff, P * sizeof(int32_t));
     c->pos = carve(hbase, &hoff, B * sizeof(int32_t));
     c->ids = carve(hbase, &hoff, B * sizeof(int32_t));
     c->slots = carve(hbase, &hoff, B * sizeof(int32_t));
@@ -195,7 +197,7 @@ int tw_ctx_new(const struct tw_model *m, struct tw_backend *be, const struct tw_
     memset(c->held, 0, (size_t)c->n_seq * sizeof *c->held);
     c->n_free = c->n_pages;
     for (int32_t i = 0; i < c->n_pages; i++) // taken from the end: page 0 first
-        c->free_pg[i] = c->n_pages - 1 - i;
+        c->free_pg[i] = c->n_pages - 1 - i, c->refs[i] = 0;
     *out = c;
     return 0;
 }
@@ -237,14 +239,43 @@ const int32_t *tw_ctx_seq_tokens(const tw_ctx *c, int32_t seq)
     return c->tokens + (size_t)seq * (size_t)c->n_ctx;
 }
 
-// Sequence seq keeps its first n positions (n <= its past) and gives back the pages past them.
+// Sequence seq keeps its first n positions (n <= its past) and gives back the pages past them
+// (a page goes back to the pool when no sequence holds it). Shared pages are never written:
+// n inside one keeps only the pages before it.
 static void set_past(tw_ctx *c, int32_t seq, int32_t n)
 {
+    int32_t *tab = c->ptab + (size_t)seq * (size_t)c->max_pages;
+    if (c->n_pages == 0) { // an encoder: no cache to keep
+        c->past[seq] = n;
+        return;
+    }
+    if ((n & (c->page - 1)) != 0 && c->refs[tab[n >> c->page_shift]] > 1)
+        n &= ~(c->page - 1);
     c->past[seq] = n;
     int32_t keep = (n + c->page - 1) >> c->page_shift;
-    int32_t *tab = c->ptab + (size_t)seq * (size_t)c->max_pages;
-    while (c->held[seq] > keep)
-        c->free_pg[c->n_free++] = tab[--c->held[seq]];
+    while (c->held[seq] > keep) {
+        int32_t pg = tab[--c->held[seq]];
+        if (--c->refs[pg] == 0)
+            c->free_pg[c->n_free++] = pg;
+    }
+}
+
+int32_t tw_ctx_seq_share(tw_ctx *c, int32_t dst, int32_t src, int32_t n)
+{
+    if (dst < 0 || dst >= c->n_seq || src < 0 || src >= c->n_seq || dst == src || c->n_pages == 0)
+        return 0;
+    n = n < c->past[src] ? n : c->past[src];
+    int32_t k = n >> c->page_shift; // whole pages
+    set_past(c, dst, 0);
+    const int32_t *from = c->ptab + (size_t)src * (size_t)c->max_pages;
+    int32_t *to = c->ptab + (size_t)dst * (size_t)c->max_pages;
+    for (int32_t i = 0; i < k; i++)
+        c->refs[to[i] = from[i]]++;
+    c->held[dst] = k;
+    c->past[dst] = k << c->page_shift;
+    memcpy(c->tokens + (size_t)dst * (size_t)c->n_ctx, c->tokens + (size_t)src * (size_t)c->n_ctx,
+           (size_t)c->past[dst] * sizeof(int32_t));
+    return c->past[dst];
 }
 
 void tw_ctx_seq_truncate(tw_ctx *c, int32_t seq, int32_t n)
@@ -279,8 +310,11 @@ static int take_pages(tw_ctx *c, const struct tw_ctx_run *runs, int n)
     for (int i = 0; i < n; i++) {
         int32_t s = runs[i].seq, k = tw_ctx_seq_pages_needed(c, s, runs[i].n);
         int32_t *tab = c->ptab + (size_t)s * (size_t)c->max_pages;
-        while (k-- > 0)
-            tab[c->held[s]++] = c->free_pg[--c->n_free];
+        while (k-- > 0) {
+            int32_t pg = c->free_pg[--c->n_free];
+            c->refs[pg] = 1;
+            tab[c->held[s]++] = pg;
+        }
     }
     return 0;
 }

@@ -46,7 +46,9 @@ int tw_ctx_decode(tw_ctx *c, const int32_t *tokens, int32_t n, float *logits, bo
 // Tokens in the cache.
 int32_t tw_ctx_n_past(const tw_ctx *c);
 const int32_t *tw_ctx_tokens(const tw_ctx *c);
-// Forgets positions >= n (n <= n_past), giving back the pages past them.
+// Forgets positions >= n (n <= n_past), giving back the pages past them. (A sequence that
+// shares pages, tw_ctx_seq_share, keeps fewer when n falls inside a shared page: the pages
+// before it; tw_ctx_seq_past says how many.)
 void tw_ctx_truncate(tw_ctx *c, int32_t n);
 // Evaluates a whole prompt, reusing the longest prefix already in the cache (at most n - 1
 // tokens, so that the last one is run and its logits, n_vocab floats, come out). *reused (may
@@ -87,6 +89,10 @@ void tw_ctx_kv(const tw_ctx *c, struct tw_ctx_kv *out);
 // The free pages that sequence seq must take to add n tokens (a decode fails with TW_ELIMIT,
 // changing nothing, when the pool has fewer). Truncating a sequence gives its pages back.
 int32_t tw_ctx_seq_pages_needed(const tw_ctx *c, int32_t seq, int32_t n);
+// Empties sequence dst's cache and gives it the first n positions of src's (n <= src's past)
+// as far as they fill whole pages, which the two then share (no copy, no new page: a prompt
+// prefix that several sequences have is cached once). Returns the positions dst has.
+int32_t tw_ctx_seq_share(tw_ctx *c, int32_t dst, int32_t src, int32_t n);
 
 // A sequence's tokens in one step of tw_ctx_decode_runs.
 struct tw_ctx_run {

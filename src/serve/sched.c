@@ -178,9 +178,21 @@ static bool admit(tw_sched *s, struct tw_job *j)
         fail(j, rc, tw_error_msg());
         return true;
     }
-    // At least the prompt's last token runs, so that its logits come out.
-    int32_t keep = best_len < j->n_prompt - 1 ? best_len : j->n_prompt - 1;
-    tw_ctx_seq_truncate(s->c, best, keep);
+    // At least the prompt's last token runs, so that its logits come out. Another slot's cache
+    // (running or idle) with a longer prefix in whole pages lends them (shared, not copied).
+    int32_t keep = best_len < j->n_prompt - 1 ? best_len : j->n_prompt - 1, src = -1;
+    for (int i = 0; i < s->p.n_slots; i++) {
+        int32_t len = common_prefix(tw_ctx_seq_tokens(s->c, i), tw_ctx_seq_past(s->c, i),
+                                    j->prompt, j->n_prompt - 1);
+        if (i != best && len / kv.page * kv.page > keep)
+            src = i, keep = len / kv.page * kv.page;
+    }
+    if (src >= 0) {
+        keep = tw_ctx_seq_share(s->c, best, src, keep);
+    } else {
+        tw_ctx_seq_truncate(s->c, best, keep);
+        keep = tw_ctx_seq_past(s->c, best); // fewer when keep fell inside a shared page
+    }
     sl->job = j;
     sl->feed = j->prompt;
     sl->n_feed = j->n_prompt;
@@ -193,6 +205,7 @@ static bool admit(tw_sched *s, struct tw_job *j)
     s->st.busy++;
     s->st.prompt_tokens += j->n_prompt;
     s->st.reused_tokens += keep;
+    s->st.shared_tokens += src >= 0 ? keep : 0;
     pthread_mutex_unlock(&s->lock);
     return true;
 }

@@ -1,6 +1,8 @@
 // The server's scheduler: continuous batching of text generations over N slots of one
 // context (one sequence each). One engine thread runs the loop: waiting requests take free
-// slots (the slot whose cache shares the longest prefix with the prompt: prefix reuse), and
+// slots (the slot whose cache shares the longest prefix with the prompt: prefix reuse; or a
+// longer prefix in another slot's cache, running or not, whose whole pages the two then
+// share), and
 // each step runs every active slot's next piece in one forward pass — a decode token for the
 // generating ones, a chunk of the prompt for the prefilling ones — so that requests join and
 // leave the batch at token boundaries. The slots' KV caches are pages of one pool (n_kv
@@ -65,7 +67,8 @@ struct tw_sched_stats {
     int64_t preempted;                 // sequences preempted (their pages taken, recomputed)
     int64_t prompt_tokens, gen_tokens; // since the start
     int64_t steps, reused_tokens;
-    double busy_s; // seconds spent in forward steps
+    int64_t shared_tokens; // of reused_tokens, those in pages shared with another slot's cache
+    double busy_s;         // seconds spent in forward steps
 };
 
 typedef struct tw_sched tw_sched;

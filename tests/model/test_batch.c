@@ -5,7 +5,8 @@
 // q/k norms) and on both CPU backends, the sequences' caches paged in one pool (pages of 4
 // positions, so that each sequence's pages interleave with the others'). Bad runs are refused
 // and change nothing; truncating a sequence and running it again gives its logits again; a
-// full pool refuses a step whole, and a truncated sequence's pages serve another.
+// full pool refuses a step whole, and a truncated sequence's pages serve another; sequences
+// share a prefix's pages.
 #include <string.h>
 
 #include "base/mem.h"
@@ -28,13 +29,21 @@ static uint32_t next(void)
     return (uint32_t)(rng >> 11);
 }
 
+// The golden model `name`, opened (tw_model_close it, golden_close g), and its vocabulary size.
+static struct tw_model *open_golden(struct golden *g, const char *name, size_t *V)
+{
+    golden_open(g, name);
+    struct tw_model *m = NULL;
+    REQUIRE(tw_model_open(g->dir, &m) == 0);
+    *V = (size_t)m->cfg.n_vocab;
+    return m;
+}
+
 static void model(const char *name, struct tw_backend *be)
 {
     struct golden g;
-    golden_open(&g, name);
-    struct tw_model *m = NULL;
-    REQUIRE(tw_model_open(g.dir, &m) == 0);
-    size_t V = (size_t)m->cfg.n_vocab;
+    size_t V;
+    struct tw_model *m = open_golden(&g, name, &V);
     int32_t toks[NSEQ][MAXLEN], len[NSEQ];
     float *want[NSEQ];
 
@@ -164,10 +173,8 @@ static void model(const char *name, struct tw_backend *be)
 static void pool(const char *name, struct tw_backend *be)
 {
     struct golden g;
-    golden_open(&g, name);
-    struct tw_model *m = NULL;
-    REQUIRE(tw_model_open(g.dir, &m) == 0);
-    size_t V = (size_t)m->cfg.n_vocab;
+    size_t V;
+    struct tw_model *m = open_golden(&g, name, &V);
     int32_t t[3][16];
     for (int s = 0; s < 3; s++)
         for (int i = 0; i < 16; i++)
@@ -223,6 +230,70 @@ static void pool(const char *name, struct tw_backend *be)
     golden_close(&g);
 }
 
+// Rows [from, to) of got (to - from rows) against the same rows of want.
+static bool rows_close(const float *got, const float *want, int from, int to, size_t V)
+{
+    return golden_rel(got, want + (size_t)from * V, (size_t)(to - from) * V) <= TOL;
+}
+
+// Sequence 1 shares sequence 0's first two pages (of 4 positions) instead of computing them:
+// both go on with the logits they have alone; truncating sequence 0 inside a shared page keeps
+// the page before it and leaves sequence 1's intact; the pages go back to the pool only when
+// neither holds them.
+static void share(const char *name, struct tw_backend *be)
+{
+    struct golden g;
+    size_t V;
+    struct tw_model *m = open_golden(&g, name, &V);
+    int32_t t0[28], t1[28];
+    for (int i = 0; i < 28; i++) {
+        t0[i] = (int32_t)(next() % V);
+        t1[i] = i < 10 ? t0[i] : (int32_t)(next() % V);
+    }
+    float *want0 = tw_malloc_array(28 * V, sizeof(float)), *want1 = tw_malloc_array(28 * V, 4);
+    float *got = tw_malloc_array(28 * V, sizeof(float));
+    REQUIRE(want0 && want1 && got);
+    tw_ctx *one = NULL, *c = NULL;
+    struct tw_ctx_params p1 = { .n_ctx = 32 };
+    REQUIRE(tw_ctx_new(m, be, &p1, &one) == 0);
+    CHECK_OK(tw_ctx_decode(one, t0, 28, want0, true));
+    tw_ctx_truncate(one, 0);
+    CHECK_OK(tw_ctx_decode(one, t1, 28, want1, true));
+
+    struct tw_ctx_params p = { .n_ctx = 32, .n_batch = 8, .n_seq = 2, .page = 4, .n_kv = 64 };
+    REQUIRE(tw_ctx_new(m, be, &p, &c) == 0);
+    struct tw_ctx_kv kv;
+    CHECK_OK(tw_ctx_decode_seq(c, 0, t0, 16, NULL, false));
+    CHECK_EQ_INT(tw_ctx_seq_share(c, 1, 0, 10), 8); // the 2 whole pages of the 10 in common
+    CHECK_EQ_INT(tw_ctx_seq_past(c, 1), 8);
+    CHECK(memcmp(tw_ctx_seq_tokens(c, 1), t0, 8 * sizeof(int32_t)) == 0);
+    tw_ctx_kv(c, &kv);
+    CHECK_EQ_INT(kv.free, 12);
+    CHECK_OK(tw_ctx_decode_seq(c, 1, t1 + 8, 16, got, true));
+    CHECK(rows_close(got, want1, 8, 24, V));
+    CHECK_OK(tw_ctx_decode_seq(c, 0, t0 + 16, 8, got, true));
+    CHECK(rows_close(got, want0, 16, 24, V));
+    tw_ctx_kv(c, &kv);
+    CHECK_EQ_INT(kv.free, 16 - 6 - 4);
+    tw_ctx_seq_truncate(c, 0, 6); // inside page 1, shared: back to 4
+    CHECK_EQ_INT(tw_ctx_seq_past(c, 0), 4);
+    CHECK_OK(tw_ctx_decode_seq(c, 0, t0 + 4, 24, got, true));
+    CHECK(rows_close(got, want0, 4, 28, V));
+    CHECK_OK(tw_ctx_decode_seq(c, 1, t1 + 24, 4, got, true));
+    CHECK(rows_close(got, want1, 24, 28, V));
+    tw_ctx_seq_truncate(c, 0, 0);
+    tw_ctx_kv(c, &kv);
+    CHECK_EQ_INT(kv.free, 16 - 7); // sequence 1's 7 pages, the first of them shared no more
+    tw_ctx_seq_truncate(c, 1, 0);
+    tw_ctx_kv(c, &kv);
+    CHECK_EQ_INT(kv.free, 16);
+    tw_ctx_free(c);
+    tw_ctx_free(one);
+    tw_free(want0), tw_free(want1), tw_free(got);
+    tw_model_close(m);
+    golden_close(&g);
+}
+
 int main(void)
 {
     struct tw_backend *fast = NULL;
@@ -234,6 +305,8 @@ int main(void)
     }
     pool("llama", tw_backend_cpu_ref());
     pool("mistral", fast);
+    share("llama", tw_backend_cpu_ref());
+    share("qwen3", fast);
     tw_backend_free(fast);
     return check_report("model_test_batch");
 }

@@ -1,7 +1,8 @@
 // The continuous-batching scheduler on the golden tiny Llama: eight greedy requests over three
 // slots (joining and leaving the batch as others finish) each give exactly the tokens that
 // tw_generate gives alone, also when six slots share a KV cache of one sequence's size
-// (idle caches given up, sequences preempted and recomputed); a repeated prompt reuses its
+// (idle caches given up, sequences preempted and recomputed); a prompt a running generation
+// has cached is shared from it; a repeated prompt reuses its
 // cached prefix; a full queue, an empty
 // or oversized prompt and a stopping scheduler are refused; a cancelled request, a client
 // that went away and a passed deadline end their jobs; every job gets exactly one on_done.
@@ -186,6 +187,44 @@ int main(void)
     tw_sched_free(small, false);
     for (int i = 0; i < NJOB; i++)
         req_free(&rs[i]);
+
+    // A prompt that a running generation has in its cache: the second slot shares its whole
+    // pages (no recomputation) and gives the text it gives alone.
+    tw_sched *two = NULL;
+    struct tw_sched_params sp2 = { .n_slots = 2, .n_ctx = 1024, .n_queue = 4 };
+    REQUIRE(tw_sched_new(m, be, &sp2, &two) == 0);
+    const char *lp = "Mr. Speaker, Mr. Vice President, members of Congress, distinguished guests, "
+                     "and fellow Americans: tonight I report on the state of our Union";
+    struct req ra, rb, alone;
+    req_init(&ra, m, lp, 1000);
+    req_init(&rb, m, lp, 7);
+    REQUIRE(rb.job.n_prompt > 33);
+    req_init(&alone, m, lp, 7);
+    struct tw_gen_result gr;
+    REQUIRE(tw_ctx_new(m, be, &cp, &one) == 0);
+    CHECK_OK(tw_generate(one, m, alone.job.prompt, alone.job.n_prompt, &alone.job.gen, on_text,
+                         &alone, &gr));
+    tw_gen_result_free(&gr);
+    tw_ctx_free(one);
+    CHECK_OK(tw_sched_submit(two, &ra.job));
+    for (int t = 0; t < 100000; t++) { // until its prompt is in the cache
+        tw_sched_stats(two, &st);
+        if (st.steps >= 2)
+            break;
+        usleep(100);
+    }
+    CHECK_OK(tw_sched_submit(two, &rb.job));
+    wait_done(&rb);
+    CHECK_EQ_STR(tw_str_cstr(&rb.text), tw_str_cstr(&alone.text));
+    CHECK(rb.res.n_reused >= 32);
+    tw_sched_stats(two, &st);
+    CHECK_EQ_INT(st.shared_tokens, rb.res.n_reused);
+    atomic_store(&ra.job.cancel, true);
+    tw_sched_wake(two);
+    wait_done(&ra);
+    CHECK_EQ_INT(ra.res.finish, TW_FINISH_CANCEL);
+    tw_sched_free(two, false);
+    req_free(&ra), req_free(&rb), req_free(&alone);
 
     // The same prompt twice: the second time all but its last token come from a slot's cache.
     for (int k = 0; k < 2; k++) {
