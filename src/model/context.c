@@ -239,12 +239,18 @@ const int32_t *tw_ctx_seq_tokens(const tw_ctx *c, int32_t seq)
     return c->tokens + (size_t)seq * (size_t)c->n_ctx;
 }
 
+// Sequence seq's page table (max_pages entries, held[seq] of them in use).
+static int32_t *pages_of(const tw_ctx *c, int32_t seq)
+{
+    return c->ptab + (size_t)seq * (size_t)c->max_pages;
+}
+
 // Sequence seq keeps its first n positions (n <= its past) and gives back the pages past them
 // (a page goes back to the pool when no sequence holds it). Shared pages are never written:
 // n inside one keeps only the pages before it.
 static void set_past(tw_ctx *c, int32_t seq, int32_t n)
 {
-    int32_t *tab = c->ptab + (size_t)seq * (size_t)c->max_pages;
+    int32_t *tab = pages_of(c, seq);
     if (c->n_pages == 0) { // an encoder: no cache to keep
         c->past[seq] = n;
         return;
@@ -267,8 +273,8 @@ int32_t tw_ctx_seq_share(tw_ctx *c, int32_t dst, int32_t src, int32_t n)
     n = n < c->past[src] ? n : c->past[src];
     int32_t k = n >> c->page_shift; // whole pages
     set_past(c, dst, 0);
-    const int32_t *from = c->ptab + (size_t)src * (size_t)c->max_pages;
-    int32_t *to = c->ptab + (size_t)dst * (size_t)c->max_pages;
+    const int32_t *from = pages_of(c, src);
+    int32_t *to = pages_of(c, dst);
     for (int32_t i = 0; i < k; i++)
         c->refs[to[i] = from[i]]++;
     c->held[dst] = k;
@@ -309,7 +315,7 @@ static int take_pages(tw_ctx *c, const struct tw_ctx_run *runs, int n)
                             (long long)need, c->page, c->n_free, c->n_pages);
     for (int i = 0; i < n; i++) {
         int32_t s = runs[i].seq, k = tw_ctx_seq_pages_needed(c, s, runs[i].n);
-        int32_t *tab = c->ptab + (size_t)s * (size_t)c->max_pages;
+        int32_t *tab = pages_of(c, s);
         while (k-- > 0) {
             int32_t pg = c->free_pg[--c->n_free];
             c->refs[pg] = 1;
@@ -448,7 +454,7 @@ static void forward(tw_ctx *c, const struct tw_ctx_run *runs, int n, int32_t T, 
         for (int i = 0; i < n; i++) {
             c->seqs[i].k = kv_at(c, c->k, il);
             c->seqs[i].v = kv_at(c, c->v, il);
-            c->seqs[i].pages = c->ptab + (size_t)runs[i].seq * (size_t)c->max_pages;
+            c->seqs[i].pages = pages_of(c, runs[i].seq);
         }
         decoder_layer(c, il, T, n);
     }
@@ -550,7 +556,7 @@ static int decode_step(tw_ctx *c, const struct tw_ctx_run *runs, int n, int32_t 
     int32_t row = 0;
     for (int i = 0; i < n; i++) {
         int32_t s = runs[i].seq, p0 = c->past[s];
-        const int32_t *tab = c->ptab + (size_t)s * (size_t)c->max_pages;
+        const int32_t *tab = pages_of(c, s);
         c->seqs[i] = (struct tw_attn_seq){ .row0 = row, .n_rows = runs[i].n, .n_past = p0 };
         for (int32_t t = 0; t < runs[i].n; t++) {
             int32_t p = p0 + t;
@@ -642,11 +648,9 @@ int tw_ctx_decode_seq(tw_ctx *c, int32_t seq, const int32_t *tokens, int32_t n, 
                             c->past[seq], n, c->n_ctx);
     if ((rc = check_ids(c, tokens, n, c->m->cfg.n_vocab, "token id")) != 0)
         return rc;
-    if (tw_ctx_seq_pages_needed(c, seq, n) > c->n_free) // before any step: all or nothing
-        return tw_error_set(TW_ELIMIT,
-                            "the KV cache is full: %d more tokens need %d more pages of %d "
-                            "positions and %d of %d are free",
-                            n, tw_ctx_seq_pages_needed(c, seq, n), c->page, c->n_free, c->n_pages);
+    struct tw_ctx_run all = { .seq = seq, .n = n, .tokens = tokens };
+    if ((rc = take_pages(c, &all, 1)) != 0) // every step's pages first: all or nothing
+        return rc;
     for (int32_t i = 0; i < n; i += c->n_batch) {
         int32_t T = n - i < c->n_batch ? n - i : c->n_batch;
         bool last = i + T == n;

@@ -149,26 +149,28 @@ static bool evict_idle(tw_sched *s)
 // page for each running sequence to grow into (vLLM's watermark): the job waits.
 static bool admit(tw_sched *s, struct tw_job *j)
 {
-    int best = -1, active = 0;
-    int32_t best_len = -1;
+    struct tw_ctx_kv kv;
+    tw_ctx_kv(s->c, &kv);
+    // At least the prompt's last token runs, so that its logits come out: prefixes of at most
+    // n_prompt - 1 count. best: the free slot; src: any slot (running or idle) with the longest
+    // prefix in whole pages, which it lends when that beats best's own (shared, not copied).
+    int best = -1, src = -1, active = 0;
+    int32_t best_len = -1, src_len = 0;
     for (int i = 0; i < s->p.n_slots; i++) {
         struct slot *sl = &s->slots[i];
-        active += sl->job != NULL;
-        if (sl->job)
-            continue;
         int32_t len = common_prefix(tw_ctx_seq_tokens(s->c, i), tw_ctx_seq_past(s->c, i),
-                                    j->prompt, j->n_prompt);
-        if (len > best_len || (len == best_len && sl->used < s->slots[best].used)) {
-            best = i;
-            best_len = len;
-        }
+                                    j->prompt, j->n_prompt - 1);
+        if (len / kv.page * kv.page > src_len)
+            src = i, src_len = len / kv.page * kv.page;
+        active += sl->job != NULL;
+        if (!sl->job && (len > best_len || (len == best_len && sl->used < s->slots[best].used)))
+            best = i, best_len = len;
     }
     if (best < 0)
         return false;
-    struct tw_ctx_kv kv;
-    tw_ctx_kv(s->c, &kv);
-    int32_t keep_len = best_len < j->n_prompt - 1 ? best_len : j->n_prompt - 1;
-    int32_t kept = (keep_len + kv.page - 1) / kv.page;
+    if (src == best || src_len <= best_len)
+        src = -1;
+    int32_t kept = (best_len + kv.page - 1) / kv.page;
     int32_t need = (j->n_prompt + kv.page - 1) / kv.page - kept + active;
     if (active > 0 && need > kv.free + idle_pages(s) - kept)
         return false;
@@ -178,20 +180,12 @@ static bool admit(tw_sched *s, struct tw_job *j)
         fail(j, rc, tw_error_msg());
         return true;
     }
-    // At least the prompt's last token runs, so that its logits come out. Another slot's cache
-    // (running or idle) with a longer prefix in whole pages lends them (shared, not copied).
-    int32_t keep = best_len < j->n_prompt - 1 ? best_len : j->n_prompt - 1, src = -1;
-    for (int i = 0; i < s->p.n_slots; i++) {
-        int32_t len = common_prefix(tw_ctx_seq_tokens(s->c, i), tw_ctx_seq_past(s->c, i),
-                                    j->prompt, j->n_prompt - 1);
-        if (i != best && len / kv.page * kv.page > keep)
-            src = i, keep = len / kv.page * kv.page;
-    }
+    int32_t keep;
     if (src >= 0) {
-        keep = tw_ctx_seq_share(s->c, best, src, keep);
+        keep = tw_ctx_seq_share(s->c, best, src, src_len);
     } else {
-        tw_ctx_seq_truncate(s->c, best, keep);
-        keep = tw_ctx_seq_past(s->c, best); // fewer when keep fell inside a shared page
+        tw_ctx_seq_truncate(s->c, best, best_len);
+        keep = tw_ctx_seq_past(s->c, best); // fewer when best_len fell inside a shared page
     }
     sl->job = j;
     sl->feed = j->prompt;

@@ -474,37 +474,6 @@ static __global__ void ew_kernel(enum ew_op op, float *y, const float *a, const 
     }
 }
 
-// y (C) from x (T, C), one thread per column.
-static __global__ void pool_kernel(float *y, const float *x, int64_t T, int64_t C,
-                                   enum tw_pooling mode)
-{
-    twc_pdl_enter();
-    int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-    if (c >= C)
-        return;
-    float acc;
-    switch (mode) {
-    case TW_POOL_MEAN:
-        acc = 0.0f;
-        for (int64_t t = 0; t < T; t++)
-            acc += x[t * C + c];
-        acc /= (float)T;
-        break;
-    case TW_POOL_MAX:
-        acc = -INFINITY;
-        for (int64_t t = 0; t < T; t++)
-            acc = fmaxf(acc, x[t * C + c]);
-        break;
-    case TW_POOL_CLS:
-        acc = x[c];
-        break;
-    default: // TW_POOL_LAST
-        acc = x[(T - 1) * C + c];
-        break;
-    }
-    y[c] = acc;
-}
-
 static __global__ void to_bf16_kernel(__nv_bfloat16 *y, const float *x, int64_t n)
 {
     twc_pdl_enter();
@@ -1053,19 +1022,6 @@ static void cuda_add(struct tw_backend *be, struct tw_tensor *y, const struct tw
     ew(be, EW_ADD, f32(y), f32(a), f32(b), tw_tensor_nelem(y), "add");
 }
 
-static void cuda_pool(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
-                      enum tw_pooling mode)
-{
-    struct cuda_impl *im = impl(be);
-    if (!live(im))
-        return;
-    int64_t C = tw_tensor_ncols(x);
-    ck(im,
-       twc_launch(pool_kernel, (unsigned)((C + 255) / 256), 256, 0, im->stream, f32(y), f32(x),
-                  tw_tensor_nrows(x), C, mode),
-       "pool");
-}
-
 // Row blockIdx.y of y (n, C) from the rows seg[2 i], seg[2 i + 1] (start, count) of x (., C).
 static __global__ void pool_seqs_kernel(float *y, const float *x, const int32_t *seg, int64_t C,
                                         enum tw_pooling mode)
@@ -1106,6 +1062,14 @@ static void cuda_pool_seqs(struct tw_backend *be, struct tw_tensor *y, const str
     dim3 grid((unsigned)((C + 255) / 256), (unsigned)n);
     ck(im, twc_launch(pool_seqs_kernel, grid, 256, 0, im->stream, f32(y), f32(x), d_seg, C, mode),
        "pool");
+}
+
+// One sequence: the kernel of a batch of them.
+static void cuda_pool(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                      enum tw_pooling mode)
+{
+    struct tw_attn_seq one = { 0, (int32_t)tw_tensor_nrows(x), 0, NULL, NULL, NULL };
+    cuda_pool_seqs(be, y, x, &one, 1, mode);
 }
 
 static void cuda_l2norm(struct tw_backend *be, struct tw_tensor *x)
