@@ -210,7 +210,8 @@ static int run_mode(enum mode md, const struct tw_model_config *c, const struct 
         double t1 = now();
         rc = tw_lm_step_ce(lm, &bb.b, 1.0f / (float)n_tok, &loss, &nt);
         double t2 = now();
-        tw_clip_grad_norm(lm, 1.0);
+        double norm;
+        tw_clip_grad_norm(lm, 1.0, &norm);
         tw_adamw_step(&opt, lm, ao.lr);
         double t3 = now();
         if (s == 0)

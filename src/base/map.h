@@ -90,4 +90,15 @@ int tw_map_next(const tw_map *m, size_t *pos, struct tw_map_entry *e);
 uint64_t tw_map_hash_str(const char *key, size_t len);
 uint64_t tw_map_hash_u64(uint64_t key);
 
+// splitmix64 (Steele, Lea and Flood, "Fast splittable pseudorandom number generators",
+// OOPSLA 2014): advances *x and returns its next output (also a hash of a counter); the
+// seeding https://prng.di.unimi.it/ recommends for xoshiro.
+static inline uint64_t tw_splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
 #endif

@@ -14,16 +14,6 @@
 
 // ---- generator
 
-// splitmix64 (Steele, Lea and Flood, "Fast splittable pseudorandom number generators",
-// OOPSLA 2014), the seeding https://prng.di.unimi.it/ recommends for xoshiro.
-uint64_t tw_splitmix64(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 void tw_rng_seed(struct tw_rng *r, uint64_t seed)
 {
     for (int i = 0; i < 4; i++)

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/map.h"
+
 // ---- the generator: xoshiro256** (Blackman and Vigna, 2018) seeded through splitmix64
 
 struct tw_rng {
@@ -19,8 +21,6 @@ struct tw_rng {
 // Fills the state with four successive splitmix64 outputs from `seed` (the seeding the
 // xoshiro authors recommend; a zero state cannot come out of it).
 void tw_rng_seed(struct tw_rng *r, uint64_t seed);
-// splitmix64: advances *x and returns its next output (also a hash of a counter).
-uint64_t tw_splitmix64(uint64_t *x);
 // The next 64 bits.
 uint64_t tw_rng_next(struct tw_rng *r);
 // A double in [0, 1) from the top 53 bits of the next output.

@@ -16,6 +16,7 @@
 #include "tensor/tensor.h"
 
 struct tw_backend;
+struct tw_grad_ops;
 
 enum tw_act { TW_ACT_GELU, TW_ACT_GELU_TANH, TW_ACT_SILU, TW_ACT_TANH, TW_ACT_RELU };
 enum tw_pooling { TW_POOL_MEAN, TW_POOL_CLS, TW_POOL_MAX, TW_POOL_LAST };
@@ -139,6 +140,8 @@ struct tw_backend_ops {
     int (*download)(struct tw_backend *be, void *dst, const void *src, size_t n);
     void (*copy)(struct tw_backend *be, void *dst, const void *src, size_t n);
     int (*sync)(struct tw_backend *be);
+    // The training ops on this backend's memory (tensor/grad.h); NULL: the CPU's.
+    const struct tw_grad_ops *grad;
 };
 
 struct tw_backend {

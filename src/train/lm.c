@@ -2,6 +2,9 @@
 // copy that training updates in place), the gradients a second struct tw_model's tensors at
 // the same slots (model_int.h's slot table gives names, shapes and offsets for both), LoRA's
 // adapters per (layer, projection), and the activations of one batch in one allocation.
+// The passes call the training ops of a backend (tensor/grad.h) on its memory: on the CPU the
+// host buffers themselves; on a GPU copies of the weights, gradients and adapters that
+// tw_lm_use_backend made, the host ones then being mirrors (tw_lm_pull, tw_lm_push).
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
@@ -14,11 +17,12 @@
 #include "base/vec.h"
 #include "model/model_int.h"
 #include "model/sampler.h"
-#include "train/grad.h"
+#include "tensor/grad.h"
 #include "train/lm.h"
 
 struct lora {
-    float *A, *B, *dA, *dB; // (r, in), (out, r)
+    float *A, *B, *dA, *dB;     // (r, in), (out, r): the host's
+    float *bA, *bB, *bdA, *bdB; // the same in the backend's memory (the host's on the CPU)
     int64_t in, out;
 };
 
@@ -33,14 +37,25 @@ struct acts {
 
 struct tw_lm {
     struct tw_model_config cfg;
-    struct tw_backend *be; // the engine's CPU backend: RoPE, SwiGLU, add
-    struct tw_model *w;    // the weights the passes read
+    struct tw_backend *be; // the backend the passes run on: the engine's CPU backend (own_be),
+                           // or the one tw_lm_use_backend gave
+    bool own_be;
+    const struct tw_grad_ops *go; // be's training ops
+    struct tw_model *w;           // the weights the passes read (host)
     bool own_w;
     struct tw_model *master; // full training in bf16: the f32 weights the optimiser updates
                              // (w their bf16 copy, refreshed by tw_lm_sync); else NULL
     struct tw_model gm;      // gradients at the weights' slots (data NULL: frozen)
     struct tw_layer *gl;
     float *grad_buf;
+    size_t n_grad, n_lora; // floats of grad_buf and lora_buf
+    // In the backend's memory: the weights and masters, the gradients (bgm's tensors in
+    // bgrad) and the adapters (blora). On the CPU these are w, master, &gm, grad_buf and
+    // lora_buf themselves.
+    struct tw_model *bw, *bmaster, *bgm;
+    struct tw_model dgm; // bgm on a device
+    struct tw_layer *dgl;
+    float *bgrad, *blora;
     tw_vec params; // struct tw_lm_param
     tw_vec names;  // char * owned
     // LoRA
@@ -63,10 +78,12 @@ struct tw_lm {
     float *dx, *dxn;     // (N, C)
     float *dh, *dg, *du; // (N, F)
     float *datt, *dq, *dk, *dv, *dqp, *dkp;
-    float *dxa, *tmp;        // (N, r), (N, max(C, F)): LoRA's backward, dropout's masked inputs
-    float *logp, *coef;      // (N): the output projection's per-token values
-    int32_t *negpos;         // (N): RoPE's backward rotates by the opposite angles
-    struct tw_model *merged; // tw_lm_merged's last result (LoRA)
+    float *dxa, *tmp;     // (N, r), (N, max(C, F)): LoRA's backward, dropout's masked inputs
+    float *logp, *coef;   // (N): the output projection's per-token values
+    float *hlogp, *hcoef; // (N): their host copies
+    int32_t *bids, *btargets, *bstart; // (N): the batch in the backend's memory
+    int32_t *negpos;                   // (N): RoPE's backward rotates by the opposite angles
+    struct tw_model *merged;           // tw_lm_merged's last result (LoRA)
 };
 
 static const size_t proj_off[TW_PROJ_COUNT] = {
@@ -109,10 +126,16 @@ static bool is_decoder_slot(const struct tw_model_config *c, const struct tw_slo
     return s->hf_dec && tw_slot_shape(c, s->kind, shape) > 0;
 }
 
+// Whether the passes run on a device (tw_lm_use_backend), with the host buffers as mirrors.
+static bool on_device(const tw_lm *m)
+{
+    return m->bw != m->w;
+}
+
 static int add_param(tw_lm *m, const char *name, const struct tw_tensor *w, float *g)
 {
     char *nm = tw_strdup(name);
-    struct tw_lm_param p = { .name = nm, .ndim = w->ndim, .w = f(w), .g = g };
+    struct tw_lm_param p = { .name = nm, .ndim = w->ndim, .w = f(w), .g = g, .bw = f(w), .bg = g };
     p.ne[0] = w->ne[0];
     p.ne[1] = w->ndim > 1 ? w->ne[1] : 1;
     p.n = (size_t)tw_tensor_nelem(w);
@@ -166,6 +189,7 @@ static int setup_full(tw_lm *m)
             }
         }
         total = off;
+        m->n_grad = total;
         if (pass == 0 && !(m->grad_buf = tw_calloc(total ? total : 1, sizeof(float))))
             return tw_error_set(TW_ENOMEM, "out of memory for %zu MiB of gradients",
                                 total * sizeof(float) >> 20);
@@ -207,6 +231,7 @@ static int setup_lora(tw_lm *m, uint32_t targets)
             L->out = w->ne[0], L->in = w->ne[1];
             total += 2 * (size_t)m->r * (size_t)(L->in + L->out);
         }
+    m->n_lora = total;
     if (!(m->lora_buf = tw_calloc(total ? total : 1, sizeof(float))))
         return tw_error_set(TW_ENOMEM, "out of memory for the LoRA adapters");
     float *b = m->lora_buf;
@@ -217,6 +242,7 @@ static int setup_lora(tw_lm *m, uint32_t targets)
                 continue;
             size_t na = (size_t)m->r * (size_t)L->in, nb = (size_t)L->out * (size_t)m->r;
             L->A = b, L->dA = b + na, L->B = b + 2 * na, L->dB = b + 2 * na + nb;
+            L->bA = L->A, L->bdA = L->dA, L->bB = L->B, L->bdB = L->dB;
             b += 2 * (na + nb);
             uint64_t st = m->seed ^ ((uint64_t)(il * TW_PROJ_COUNT + p + 1) << 32);
             double bound = 1.0 / sqrt((double)L->in);
@@ -292,6 +318,13 @@ static int copy_weights(const struct tw_model *base, enum tw_dtype dt, struct tw
     return rc;
 }
 
+// On the CPU the passes read the host's buffers themselves.
+static void host_views(tw_lm *m)
+{
+    m->bw = m->w, m->bmaster = m->master;
+    m->bgrad = m->grad_buf, m->blora = m->lora_buf;
+}
+
 static int lm_alloc(const struct tw_model_config *c, tw_lm **out)
 {
     tw_lm *m = tw_calloc(1, sizeof *m);
@@ -308,8 +341,11 @@ static int lm_alloc(const struct tw_model_config *c, tw_lm **out)
         tw_lm_free(m);
         return tw_error_set(TW_ENOMEM, "out of memory for a trainable model");
     }
+    m->own_be = true;
+    m->go = tw_backend_grad(m->be);
     m->gm.layers = m->gl;
     m->gm.cfg = *c;
+    m->bgm = &m->gm;
     *out = m;
     return 0;
 }
@@ -359,6 +395,7 @@ int tw_lm_new(const struct tw_model *base, const struct tw_lm_opts *o, tw_lm **o
         tw_lm_free(m);
         return rc;
     }
+    host_views(m);
     *out = m;
     return 0;
 }
@@ -384,6 +421,7 @@ int tw_lm_new_random(const struct tw_model_config *cfg, uint64_t seed, tw_lm **o
         return rc;
     }
     m->cfg = m->w->cfg; // tw_model_random ties the output when the config has none
+    host_views(m);
     for (size_t i = 0; i < m->params.len; i++) {
         struct tw_lm_param *p = tw_vec_at(&m->params, i);
         bool norm = strstr(p->name, "norm") != NULL, bias = strstr(p->name, ".bias") != NULL;
@@ -408,6 +446,15 @@ void tw_lm_free(tw_lm *m)
         tw_free(*(char **)tw_vec_at(&m->names, i));
     tw_vec_free(&m->names);
     tw_vec_free(&m->params);
+    if (on_device(m)) {
+        tw_model_close(m->bw);
+        tw_model_close(m->bmaster);
+        tw_backend_release(m->be, m->bgrad);
+        tw_backend_release(m->be, m->blora);
+        tw_free(m->dgl);
+    }
+    tw_backend_release(m->be, m->act_buf);
+    tw_backend_release(m->be, m->bids);
     if (m->own_w)
         tw_model_close(m->w);
     tw_model_close(m->master);
@@ -416,11 +463,12 @@ void tw_lm_free(tw_lm *m)
     tw_free(m->lora_buf);
     tw_free(m->lora);
     tw_free(m->gl);
-    tw_free(m->act_buf);
     tw_free(m->xs);
     tw_free(m->a);
     tw_free(m->negpos);
-    tw_backend_free(m->be);
+    tw_free(m->hlogp);
+    if (m->own_be)
+        tw_backend_free(m->be);
     tw_free(m);
 }
 
@@ -471,7 +519,7 @@ void tw_lm_zero_grad(tw_lm *m)
 {
     for (size_t i = 0; i < m->params.len; i++) {
         struct tw_lm_param *p = tw_vec_at(&m->params, i);
-        memset(p->g, 0, p->n * sizeof(float));
+        m->go->zero(m->be, p->bg, p->n * sizeof(float));
     }
 }
 
@@ -490,10 +538,14 @@ int tw_lm_set_compute(tw_lm *m, enum tw_dtype dt)
                                        "read as stored and its adapters stay f32");
     if ((dt == TW_DTYPE_BF16) == (m->master != NULL))
         return 0;
+    if (on_device(m))
+        return tw_error_set(TW_EINVAL, "the compute dtype is chosen before the model moves to "
+                                       "its device");
     if (dt == TW_DTYPE_F32) { // the masters become the weights again
         tw_model_close(m->w);
         m->w = m->master;
         m->master = NULL;
+        host_views(m);
         return 0;
     }
     struct tw_model *shadow;
@@ -502,12 +554,146 @@ int tw_lm_set_compute(tw_lm *m, enum tw_dtype dt)
         return rc;
     m->master = m->w;
     m->w = shadow;
+    host_views(m);
     return 0;
 }
 
 int tw_lm_sync(tw_lm *m)
 {
-    return m->master ? copy_into(m->master, m->w) : 0;
+    if (!m->master)
+        return 0;
+    if (!on_device(m))
+        return copy_into(m->master, m->w);
+    // the bf16 copy from the device's masters, tensor by tensor
+    size_t n_slots;
+    const struct tw_slot *slots = tw_slots(&n_slots);
+    for (size_t i = 0; i < n_slots; i++) {
+        if (!is_decoder_slot(&m->cfg, &slots[i]) ||
+            (slots[i].kind == TW_SLOT_OUTPUT && m->cfg.tied_embeddings))
+            continue;
+        for (int il = 0; il < (slots[i].per_layer ? m->cfg.n_layer : 1); il++) {
+            struct tw_tensor *s = slot_at(m->bmaster, &slots[i], il);
+            struct tw_tensor *d = slot_at(m->bw, &slots[i], il);
+            if (s->data && d->data)
+                m->go->convert(m->be, d->data, d->dtype, f(s), (size_t)tw_tensor_nelem(s));
+        }
+    }
+    return tw_backend_sync(m->be);
+}
+
+// ---- the backend's copies.
+
+// p, a pointer into the host buffer `host`, moved to the same offset of `dev`.
+static float *rebase(float *p, const float *host, float *dev)
+{
+    return p ? dev + (p - host) : NULL;
+}
+
+// The device tensor at the slot where the host model h has data `p` (NULL: none).
+static float *device_twin(tw_lm *m, struct tw_model *h, struct tw_model *d, const float *p)
+{
+    size_t n_slots;
+    const struct tw_slot *slots = tw_slots(&n_slots);
+    for (size_t i = 0; i < n_slots; i++)
+        for (int il = 0; il < (slots[i].per_layer ? m->cfg.n_layer : 1); il++)
+            if (slot_at(h, &slots[i], il)->data == p)
+                return f(slot_at(d, &slots[i], il));
+    return NULL;
+}
+
+int tw_lm_use_backend(tw_lm *m, struct tw_backend *be)
+{
+    if (be->device == TW_DEVICE_CPU || on_device(m))
+        return 0;
+    tw_backend_release(m->be, m->act_buf);
+    tw_backend_release(m->be, m->bids);
+    m->act_buf = NULL, m->bids = NULL, m->n_alloc = 0;
+    const struct tw_grad_ops *go = tw_backend_grad(be);
+    struct tw_model *bw = NULL, *bmaster = NULL;
+    float *bgrad = NULL, *blora = NULL;
+    struct tw_layer *dgl = tw_calloc((size_t)m->cfg.n_layer, sizeof *dgl);
+    int rc = dgl ? 0 : tw_error_set(TW_ENOMEM, "out of memory");
+    if (!rc)
+        rc = tw_model_to_backend(m->w, be, &bw);
+    if (!rc && m->master)
+        rc = tw_model_to_backend(m->master, be, &bmaster);
+    size_t ng = m->n_grad ? m->n_grad : 1, nl = m->n_lora ? m->n_lora : 1;
+    if (!rc && m->grad_buf && !(bgrad = tw_backend_alloc(be, ng * sizeof(float))))
+        rc = TW_ENOMEM;
+    if (!rc && m->lora_buf && !(blora = tw_backend_alloc(be, nl * sizeof(float))))
+        rc = TW_ENOMEM;
+    if (!rc && bgrad)
+        go->zero(be, bgrad, ng * sizeof(float));
+    if (!rc && blora)
+        rc = tw_backend_upload(be, blora, m->lora_buf, nl * sizeof(float));
+    if (!rc)
+        rc = tw_backend_sync(be);
+    if (rc) {
+        tw_model_close(bw), tw_model_close(bmaster);
+        tw_backend_release(be, bgrad), tw_backend_release(be, blora);
+        tw_free(dgl);
+        return tw_error_prefix("moving the model to %s", be->ops->name);
+    }
+    m->bw = bw, m->bmaster = bmaster, m->bgrad = bgrad, m->blora = blora, m->dgl = dgl;
+    // the gradient tensors at the same offsets of bgrad
+    m->dgm = m->gm;
+    m->dgm.layers = dgl;
+    size_t n_slots;
+    const struct tw_slot *slots = tw_slots(&n_slots);
+    for (size_t i = 0; i < n_slots; i++)
+        for (int il = 0; il < (slots[i].per_layer ? m->cfg.n_layer : 1); il++) {
+            struct tw_tensor *h = slot_at(&m->gm, &slots[i], il);
+            struct tw_tensor *d = slot_at(&m->dgm, &slots[i], il);
+            *d = *h;
+            d->data = h->data ? rebase(f(h), m->grad_buf, bgrad) : NULL;
+        }
+    m->bgm = &m->dgm;
+    for (int i = 0; i < m->cfg.n_layer * TW_PROJ_COUNT; i++) {
+        struct lora *L = &m->lora[i];
+        L->bA = rebase(L->A, m->lora_buf, blora), L->bB = rebase(L->B, m->lora_buf, blora);
+        L->bdA = rebase(L->dA, m->lora_buf, blora), L->bdB = rebase(L->dB, m->lora_buf, blora);
+    }
+    for (size_t i = 0; i < m->params.len; i++) {
+        struct tw_lm_param *p = tw_vec_at(&m->params, i);
+        if (m->r > 0) {
+            p->bw = rebase(p->w, m->lora_buf, blora);
+            p->bg = rebase(p->g, m->lora_buf, blora);
+        } else {
+            p->bw = device_twin(m, weights(m), bmaster ? bmaster : bw, p->w);
+            p->bg = rebase(p->g, m->grad_buf, bgrad);
+        }
+    }
+    if (m->own_be)
+        tw_backend_free(m->be);
+    m->be = be, m->own_be = false, m->go = go;
+    return 0;
+}
+
+struct tw_backend *tw_lm_backend(const tw_lm *m)
+{
+    return m->be;
+}
+
+int tw_lm_pull(tw_lm *m)
+{
+    int rc = 0;
+    for (size_t i = 0; i < m->params.len && on_device(m) && !rc; i++) {
+        struct tw_lm_param *p = tw_vec_at(&m->params, i);
+        rc = tw_backend_download(m->be, p->w, p->bw, p->n * sizeof(float));
+        if (!rc)
+            rc = tw_backend_download(m->be, p->g, p->bg, p->n * sizeof(float));
+    }
+    return rc;
+}
+
+int tw_lm_push(tw_lm *m)
+{
+    int rc = 0;
+    for (size_t i = 0; i < m->params.len && on_device(m) && !rc; i++) {
+        struct tw_lm_param *p = tw_vec_at(&m->params, i);
+        rc = tw_backend_upload(m->be, p->bw, p->w, p->n * sizeof(float));
+    }
+    return rc ? rc : tw_lm_sync(m);
 }
 
 void tw_lm_set_recompute(tw_lm *m, bool on)
@@ -541,19 +727,27 @@ static int ensure_acts(tw_lm *m, int64_t N)
     int64_t LA = m->recompute ? 1 : L; // layers whose activations are kept
     int64_t total = (L + 1) * N * C + LA * per_layer + N * C + N + 2 * N * C + 3 * N * F +
                     4 * N * HD + 4 * N * KV + N * m->r + N * W + 2 * N;
-    float *buf = tw_malloc_array((size_t)total, sizeof(float));
+    tw_backend_release(m->be, m->act_buf), tw_backend_release(m->be, m->bids);
+    tw_free(m->xs), tw_free(m->a), tw_free(m->negpos), tw_free(m->hlogp);
+    m->act_buf = NULL, m->bids = NULL, m->xs = NULL, m->a = NULL, m->negpos = NULL;
+    m->hlogp = NULL, m->n_alloc = 0;
+    float *buf = tw_backend_alloc(m->be, (size_t)total * sizeof(float));
+    int32_t *bids = tw_backend_alloc(m->be, (size_t)(3 * N) * sizeof(int32_t));
     float **xs = tw_malloc_array((size_t)L + 1, sizeof *xs);
     struct acts *a = tw_calloc((size_t)LA, sizeof *a);
     int32_t *negpos = tw_malloc_array((size_t)N, sizeof(int32_t));
-    if (!buf || !xs || !a || !negpos) {
-        tw_free(buf), tw_free(xs), tw_free(a), tw_free(negpos);
+    float *hlogp = tw_malloc_array((size_t)(2 * N), sizeof(float));
+    if (!buf || !bids || !xs || !a || !negpos || !hlogp) {
+        tw_backend_release(m->be, buf), tw_backend_release(m->be, bids);
+        tw_free(xs), tw_free(a), tw_free(negpos), tw_free(hlogp);
         return tw_error_set(TW_ENOMEM,
                             "out of memory for the activations of %lld tokens "
                             "(%lld MiB)",
                             (long long)N, (long long)(total * 4 >> 20));
     }
-    tw_free(m->act_buf), tw_free(m->xs), tw_free(m->a), tw_free(m->negpos);
     m->act_buf = buf, m->xs = xs, m->a = a, m->negpos = negpos, m->n_alloc = N;
+    m->bids = bids, m->btargets = bids + N, m->bstart = bids + 2 * N;
+    m->hlogp = hlogp, m->hcoef = hlogp + N;
     float *p = buf;
 #define TAKE(n) (p += (n), p - (n))
     for (int64_t l = 0; l <= L; l++)
@@ -602,16 +796,9 @@ static struct lora *lora_at(tw_lm *m, int il, int p)
 // y += that when add (the backward's dx).
 static void drop_mask(const tw_lm *m, int il, int p, float *y, const float *x, int64_t n, bool add)
 {
-    float keep = 1.0f / (1.0f - m->dropout);
-    uint64_t thr = (uint64_t)((double)m->dropout * 18446744073709551615.0);
     uint64_t key = m->seed ^ ((uint64_t)m->step * 0x9E3779B97F4A7C15ull) ^
                    ((uint64_t)(il * TW_PROJ_COUNT + p + 1) << 40);
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i++) {
-        uint64_t st = key ^ (uint64_t)i * 0xD1B54A32D192ED03ull;
-        float v = tw_splitmix64(&st) < thr ? 0.0f : x[i] * keep;
-        y[i] = add ? y[i] + v : v;
-    }
+    m->go->dropout(m->be, y, x, n, m->dropout, key, add);
 }
 
 // The adapter's input drop(x) (N, in): in m->tmp with dropout, else x itself.
@@ -631,48 +818,43 @@ static const float *bias_of(struct tw_layer *L, int p)
 // y (N, out) = x W^T + b + scale (drop(x) A^T) B^T.
 static int lin_fwd(tw_lm *m, int il, int p, float *y, const float *x, int64_t N)
 {
-    struct tw_layer *L = &m->w->layers[il];
-    int rc = tw_linear_fwd(y, x, lt(L, proj_off[p]), bias_of(L, p), N);
+    struct tw_layer *L = &m->bw->layers[il];
+    int rc = m->go->linear_fwd(m->be, y, x, lt(L, proj_off[p]), bias_of(L, p), N);
     struct lora *a = lora_at(m, il, p);
     if (rc || !a)
         return rc;
     float *xa = acts_of(m, il)->xa[p];
     const float *xd = dropped(m, il, p, x, N, a->in);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, m->r, (int)a->in, 1.0f, xd,
-                (int)a->in, a->A, (int)a->in, 0.0f, xa, m->r);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)a->out, m->r, m->scale, xa,
-                m->r, a->B, m->r, 1.0f, y, (int)a->out);
+    m->go->gemm(m->be, false, true, N, m->r, a->in, 1.0f, xd, a->in, a->bA, a->in, 0.0f, xa, m->r);
+    m->go->gemm(m->be, false, true, N, a->out, m->r, m->scale, xa, m->r, a->bB, m->r, 1.0f, y,
+                a->out);
     return 0;
 }
 
 // dx += dy W (+ the adapter's path); the gradients of whatever is trainable.
 static int lin_bwd(tw_lm *m, int il, int p, float *dx, const float *dy, const float *x, int64_t N)
 {
-    struct tw_layer *L = &m->w->layers[il], *G = &m->gl[il];
+    struct tw_layer *L = &m->bw->layers[il], *G = &m->bgm->layers[il];
     struct tw_tensor *gw = lt(G, proj_off[p]);
     float *gb = bias_off[p] && lt(G, bias_off[p])->data ? f(lt(G, bias_off[p])) : NULL;
-    int rc = tw_linear_bwd(dx, gw->data ? f(gw) : NULL, gb, dy, x, lt(L, proj_off[p]), N);
+    int rc =
+        m->go->linear_bwd(m->be, dx, gw->data ? f(gw) : NULL, gb, dy, x, lt(L, proj_off[p]), N);
     struct lora *a = lora_at(m, il, p);
     if (rc || !a)
         return rc;
-    int r = m->r, in = (int)a->in, out = (int)a->out;
+    int64_t r = m->r, in = a->in, out = a->out;
     const float *xa = acts_of(m, il)->xa[p];
     // dB += scale dy^T xa; dxa = scale dy B; dA += dxa^T drop(x); dx += drop'(dxa A)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, r, (int)N, m->scale, dy, out, xa, r,
-                1.0f, a->dB, r);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, r, out, m->scale, dy, out, a->B,
-                r, 0.0f, m->dxa, r);
+    m->go->gemm(m->be, true, false, out, r, N, m->scale, dy, out, xa, r, 1.0f, a->bdB, r);
+    m->go->gemm(m->be, false, false, N, r, out, m->scale, dy, out, a->bB, r, 0.0f, m->dxa, r);
     const float *xd = dropped(m, il, p, x, N, in);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, in, (int)N, 1.0f, m->dxa, r, xd, in,
-                1.0f, a->dA, in);
+    m->go->gemm(m->be, true, false, r, in, N, 1.0f, m->dxa, r, xd, in, 1.0f, a->bdA, in);
     if (m->dropout <= 0) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, in, r, 1.0f, m->dxa, r,
-                    a->A, in, 1.0f, dx, in);
+        m->go->gemm(m->be, false, false, N, in, r, 1.0f, m->dxa, r, a->bA, in, 1.0f, dx, in);
         return 0;
     }
     // dx += mask (dxa A) / (1 - p): m->tmp held drop(x) for dA and is free again
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, in, r, 1.0f, m->dxa, r, a->A,
-                in, 0.0f, m->tmp, in);
+    m->go->gemm(m->be, false, false, N, in, r, 1.0f, m->dxa, r, a->bA, in, 0.0f, m->tmp, in);
     drop_mask(m, il, p, dx, m->tmp, N * in, true);
     return 0;
 }
@@ -733,14 +915,15 @@ static int check_batch(const tw_lm *m, const struct tw_lm_batch *b)
 static int layer_fwd(tw_lm *m, int il, const struct tw_lm_batch *b)
 {
     const struct tw_model_config *c = &m->cfg;
-    struct tw_layer *L = &m->w->layers[il];
+    struct tw_layer *L = &m->bw->layers[il];
     struct acts *a = acts_of(m, il);
+    const struct tw_grad_ops *go = m->go;
     int64_t N = (int64_t)b->B * b->T, C = c->n_embd, H = c->n_head, Hkv = c->n_head_kv;
     int64_t D = c->head_dim, F = c->n_ff;
     const float *x = m->xs[il];
     float *y = m->xs[il + 1];
     struct tw_attn_shape as = attn_shape(m, b);
-    tw_rmsnorm_fwd(a->xn1, a->rstd1, x, f(&L->attn_norm), N, C, c->norm_eps);
+    go->rmsnorm_fwd(m->be, a->xn1, a->rstd1, x, f(&L->attn_norm), N, C, c->norm_eps);
     int rc = lin_fwd(m, il, TW_PROJ_Q, a->q, a->xn1, N);
     if (!rc)
         rc = lin_fwd(m, il, TW_PROJ_K, a->k, a->xn1, N);
@@ -749,18 +932,18 @@ static int layer_fwd(tw_lm *m, int il, const struct tw_lm_batch *b)
     if (rc)
         return rc;
     if (c->qk_norm) {
-        memcpy(a->q_pre, a->q, (size_t)(N * H * D) * sizeof(float));
-        memcpy(a->k_pre, a->k, (size_t)(N * Hkv * D) * sizeof(float));
-        tw_rmsnorm_fwd(a->q, a->q_rstd, a->q_pre, f(&L->q_norm), N * H, D, c->norm_eps);
-        tw_rmsnorm_fwd(a->k, a->k_rstd, a->k_pre, f(&L->k_norm), N * Hkv, D, c->norm_eps);
+        tw_backend_copy(m->be, a->q_pre, a->q, (size_t)(N * H * D) * sizeof(float));
+        tw_backend_copy(m->be, a->k_pre, a->k, (size_t)(N * Hkv * D) * sizeof(float));
+        go->rmsnorm_fwd(m->be, a->q, a->q_rstd, a->q_pre, f(&L->q_norm), N * H, D, c->norm_eps);
+        go->rmsnorm_fwd(m->be, a->k, a->k_rstd, a->k_pre, f(&L->k_norm), N * Hkv, D, c->norm_eps);
     }
     rope(m, a->q, b->pos, N, H);
     rope(m, a->k, b->pos, N, Hkv);
-    tw_attn_fwd(a->att, a->lse, a->q, a->k, a->v, b->start, &as);
+    go->attn_fwd(m->be, a->att, a->lse, a->q, a->k, a->v, m->bstart, &as);
     if ((rc = lin_fwd(m, il, TW_PROJ_O, m->dxn, a->att, N)))
         return rc;
     add(m, a->x_mid, x, m->dxn, N, C);
-    tw_rmsnorm_fwd(a->xn2, a->rstd2, a->x_mid, f(&L->ffn_norm), N, C, c->norm_eps);
+    go->rmsnorm_fwd(m->be, a->xn2, a->rstd2, a->x_mid, f(&L->ffn_norm), N, C, c->norm_eps);
     if ((rc = lin_fwd(m, il, TW_PROJ_GATE, a->g, a->xn2, N)) ||
         (rc = lin_fwd(m, il, TW_PROJ_UP, a->u, a->xn2, N)))
         return rc;
@@ -777,47 +960,52 @@ static int layer_fwd(tw_lm *m, int il, const struct tw_lm_batch *b)
 static int layer_bwd(tw_lm *m, int il, const struct tw_lm_batch *b)
 {
     const struct tw_model_config *c = &m->cfg;
-    struct tw_layer *L = &m->w->layers[il], *G = &m->gl[il];
+    struct tw_layer *L = &m->bw->layers[il], *G = &m->bgm->layers[il];
     struct acts *a = acts_of(m, il);
+    const struct tw_grad_ops *go = m->go;
+    struct tw_backend *be = m->be;
     int64_t N = (int64_t)b->B * b->T, C = c->n_embd, H = c->n_head, Hkv = c->n_head_kv;
     int64_t D = c->head_dim, F = c->n_ff;
     struct tw_attn_shape as = attn_shape(m, b);
     size_t nC = (size_t)(N * C) * sizeof(float), nF = (size_t)(N * F) * sizeof(float);
     size_t nQ = (size_t)(N * H * D) * sizeof(float), nK = (size_t)(N * Hkv * D) * sizeof(float);
     // the MLP: y = x_mid + down(silu(gate(xn2)) * up(xn2))
-    memset(m->dh, 0, nF), memset(m->dg, 0, nF), memset(m->du, 0, nF), memset(m->dxn, 0, nC);
+    go->zero(be, m->dh, nF), go->zero(be, m->dg, nF), go->zero(be, m->du, nF);
+    go->zero(be, m->dxn, nC);
     int rc = lin_bwd(m, il, TW_PROJ_DOWN, m->dh, m->dx, a->h, N);
     if (rc)
         return rc;
-    tw_swiglu_bwd(m->dg, m->du, m->dh, a->g, a->u, N * F);
+    go->swiglu_bwd(be, m->dg, m->du, m->dh, a->g, a->u, N * F);
     if ((rc = lin_bwd(m, il, TW_PROJ_GATE, m->dxn, m->dg, a->xn2, N)) ||
         (rc = lin_bwd(m, il, TW_PROJ_UP, m->dxn, m->du, a->xn2, N)))
         return rc;
-    tw_rmsnorm_bwd(m->dx, G->ffn_norm.data ? f(&G->ffn_norm) : NULL, m->dxn, a->x_mid,
-                   f(&L->ffn_norm), a->rstd2, N, C);
+    go->rmsnorm_bwd(be, m->dx, G->ffn_norm.data ? f(&G->ffn_norm) : NULL, m->dxn, a->x_mid,
+                    f(&L->ffn_norm), a->rstd2, N, C);
     // attention: x_mid = x + o(attn(rope(q), rope(k), v))
-    memset(m->datt, 0, nQ), memset(m->dq, 0, nQ), memset(m->dk, 0, nK), memset(m->dv, 0, nK);
+    go->zero(be, m->datt, nQ), go->zero(be, m->dq, nQ), go->zero(be, m->dk, nK);
+    go->zero(be, m->dv, nK);
     if ((rc = lin_bwd(m, il, TW_PROJ_O, m->datt, m->dx, a->att, N)))
         return rc;
-    tw_attn_bwd(m->dq, m->dk, m->dv, m->datt, a->q, a->k, a->v, a->att, a->lse, b->start, &as);
+    go->attn_bwd(be, m->dq, m->dk, m->dv, m->datt, a->q, a->k, a->v, a->att, a->lse, m->bstart,
+                 &as);
     rope(m, m->dq, m->negpos, N, H); // the transpose of a rotation: the opposite angles
     rope(m, m->dk, m->negpos, N, Hkv);
     float *dq = m->dq, *dk = m->dk;
     if (c->qk_norm) {
-        memset(m->dqp, 0, nQ), memset(m->dkp, 0, nK);
-        tw_rmsnorm_bwd(m->dqp, G->q_norm.data ? f(&G->q_norm) : NULL, m->dq, a->q_pre,
-                       f(&L->q_norm), a->q_rstd, N * H, D);
-        tw_rmsnorm_bwd(m->dkp, G->k_norm.data ? f(&G->k_norm) : NULL, m->dk, a->k_pre,
-                       f(&L->k_norm), a->k_rstd, N * Hkv, D);
+        go->zero(be, m->dqp, nQ), go->zero(be, m->dkp, nK);
+        go->rmsnorm_bwd(be, m->dqp, G->q_norm.data ? f(&G->q_norm) : NULL, m->dq, a->q_pre,
+                        f(&L->q_norm), a->q_rstd, N * H, D);
+        go->rmsnorm_bwd(be, m->dkp, G->k_norm.data ? f(&G->k_norm) : NULL, m->dk, a->k_pre,
+                        f(&L->k_norm), a->k_rstd, N * Hkv, D);
         dq = m->dqp, dk = m->dkp;
     }
-    memset(m->dxn, 0, nC);
+    go->zero(be, m->dxn, nC);
     if ((rc = lin_bwd(m, il, TW_PROJ_Q, m->dxn, dq, a->xn1, N)) ||
         (rc = lin_bwd(m, il, TW_PROJ_K, m->dxn, dk, a->xn1, N)) ||
         (rc = lin_bwd(m, il, TW_PROJ_V, m->dxn, m->dv, a->xn1, N)))
         return rc;
-    tw_rmsnorm_bwd(m->dx, G->attn_norm.data ? f(&G->attn_norm) : NULL, m->dxn, m->xs[il],
-                   f(&L->attn_norm), a->rstd1, N, C);
+    go->rmsnorm_bwd(be, m->dx, G->attn_norm.data ? f(&G->attn_norm) : NULL, m->dxn, m->xs[il],
+                    f(&L->attn_norm), a->rstd1, N, C);
     return 0;
 }
 
@@ -828,15 +1016,19 @@ static int trunk_fwd(tw_lm *m, const struct tw_lm_batch *b)
     int rc = check_batch(m, b);
     if (rc || (rc = ensure_acts(m, N)))
         return rc;
-    const struct tw_tensor *E = &m->w->tok_embd;
-#pragma omp parallel for schedule(static)
-    for (int64_t n = 0; n < N; n++)
-        tw_dequantize_row(E->dtype, tw_tensor_row(E, b->ids[n]), m->xs[0] + n * C, (size_t)C);
+    // the batch's ids, targets and example starts where the ops read them
+    size_t ni = (size_t)N * sizeof(int32_t);
+    if ((rc = tw_backend_upload(m->be, m->bids, b->ids, ni)) ||
+        (rc = tw_backend_upload(m->be, m->btargets, b->targets, ni)) ||
+        (rc = tw_backend_upload(m->be, m->bstart, b->start, ni)))
+        return rc;
+    struct tw_tensor x0 = tw_tensor_f32_2d(m->xs[0], N, C);
+    tw_embedding(m->be, &x0, &m->bw->tok_embd, b->ids);
     for (int il = 0; il < m->cfg.n_layer && !rc; il++)
         rc = layer_fwd(m, il, b);
     if (!rc)
-        tw_rmsnorm_fwd(m->xf, m->rstdf, m->xs[m->cfg.n_layer], f(&m->w->out_norm), N, C,
-                       m->cfg.norm_eps);
+        m->go->rmsnorm_fwd(m->be, m->xf, m->rstdf, m->xs[m->cfg.n_layer], f(&m->bw->out_norm), N,
+                           C, m->cfg.norm_eps);
     return rc;
 }
 
@@ -846,9 +1038,9 @@ static int trunk_bwd(tw_lm *m, const struct tw_lm_batch *b)
     int64_t N = (int64_t)b->B * b->T, C = m->cfg.n_embd;
     for (int64_t n = 0; n < N; n++)
         m->negpos[n] = -b->pos[n];
-    memset(m->dx, 0, (size_t)(N * C) * sizeof(float));
-    tw_rmsnorm_bwd(m->dx, m->gm.out_norm.data ? f(&m->gm.out_norm) : NULL, m->dxn,
-                   m->xs[m->cfg.n_layer], f(&m->w->out_norm), m->rstdf, N, C);
+    m->go->zero(m->be, m->dx, (size_t)(N * C) * sizeof(float));
+    m->go->rmsnorm_bwd(m->be, m->dx, m->bgm->out_norm.data ? f(&m->bgm->out_norm) : NULL, m->dxn,
+                       m->xs[m->cfg.n_layer], f(&m->bw->out_norm), m->rstdf, N, C);
     int rc = 0;
     for (int il = m->cfg.n_layer - 1; il >= 0 && !rc; il--) {
         if (m->recompute) // the layer's activations again, from its kept input
@@ -856,35 +1048,43 @@ static int trunk_bwd(tw_lm *m, const struct tw_lm_batch *b)
         if (!rc)
             rc = layer_bwd(m, il, b);
     }
-    if (!rc && m->gm.tok_embd.data)
-        tw_embedding_bwd(f(&m->gm.tok_embd), b->ids, m->dx, N, C);
+    if (!rc && m->bgm->tok_embd.data)
+        m->go->embedding_bwd(m->be, f(&m->bgm->tok_embd), m->bids, m->dx, N, C);
     return rc;
 }
 
 static float *head_grad(tw_lm *m)
 {
-    return m->gm.output.data ? f(&m->gm.output) : NULL;
+    return m->bgm->output.data ? f(&m->bgm->output) : NULL;
 }
 
 int tw_lm_forward(tw_lm *m, const struct tw_lm_batch *b, float *logp, double *sum)
 {
     int rc = trunk_fwd(m, b);
-    if (rc)
-        return rc;
-    return tw_lm_head_logp(m->xf, &m->w->output, b->targets, (int64_t)b->B * b->T, logp, NULL,
-                           NULL, NULL, sum);
+    int64_t N = (int64_t)b->B * b->T;
+    if (!rc)
+        rc = m->go->head_logp(m->be, m->xf, &m->bw->output, m->btargets, N, m->logp, NULL, NULL,
+                              NULL, sum);
+    if (!rc)
+        rc = tw_backend_download(m->be, logp, m->logp, (size_t)N * sizeof(float));
+    return rc;
 }
 
-// The output projection's backward with coef (its logits recomputed) and then the trunk's;
-// *sum gets the sum of the targets' log-probabilities.
+// The output projection's backward with coef (host; its logits recomputed) and then the
+// trunk's; *sum gets the sum of the targets' log-probabilities.
 static int head_and_trunk_bwd(tw_lm *m, const struct tw_lm_batch *b, const float *coef,
                               double *sum)
 {
     int64_t N = (int64_t)b->B * b->T;
-    memset(m->dxn, 0, (size_t)(N * m->cfg.n_embd) * sizeof(float));
-    int rc = tw_lm_head_logp(m->xf, &m->w->output, b->targets, N, m->logp, coef, m->dxn,
-                             head_grad(m), sum);
-    return rc ? rc : trunk_bwd(m, b);
+    int rc = tw_backend_upload(m->be, m->coef, coef, (size_t)N * sizeof(float));
+    if (rc)
+        return rc;
+    m->go->zero(m->be, m->dxn, (size_t)(N * m->cfg.n_embd) * sizeof(float));
+    rc = m->go->head_logp(m->be, m->xf, &m->bw->output, m->btargets, N, m->logp, m->coef, m->dxn,
+                          head_grad(m), sum);
+    if (!rc)
+        rc = trunk_bwd(m, b);
+    return rc ? rc : tw_backend_sync(m->be);
 }
 
 int tw_lm_backward(tw_lm *m, const struct tw_lm_batch *b, const float *coef)
@@ -901,11 +1101,11 @@ int tw_lm_step_ce(tw_lm *m, const struct tw_lm_batch *b, float scale, double *lo
         return rc;
     int64_t N = (int64_t)b->B * b->T, n = 0;
     for (int64_t t = 0; t < N; t++) {
-        m->coef[t] = b->targets[t] >= 0 ? -scale : 0.0f;
+        m->hcoef[t] = b->targets[t] >= 0 ? -scale : 0.0f;
         n += b->targets[t] >= 0;
     }
     double s;
-    rc = head_and_trunk_bwd(m, b, m->coef, &s);
+    rc = head_and_trunk_bwd(m, b, m->hcoef, &s);
     *loss_sum = -s;
     *n_tokens = n;
     return rc;
@@ -915,6 +1115,9 @@ int tw_lm_step_ce(tw_lm *m, const struct tw_lm_batch *b, float scale, double *lo
 
 int tw_lm_merged(tw_lm *m, struct tw_model **out)
 {
+    int rc = tw_lm_pull(m);
+    if (rc)
+        return rc;
     if (m->r == 0) { // full: the (f32) weights themselves
         *out = weights(m);
         return 0;
@@ -922,7 +1125,7 @@ int tw_lm_merged(tw_lm *m, struct tw_model **out)
     tw_model_close(m->merged);
     m->merged = NULL;
     struct tw_model *v;
-    int rc = copy_weights(m->w, TW_DTYPE_F32, &v);
+    rc = copy_weights(m->w, TW_DTYPE_F32, &v);
     if (rc)
         return rc;
     for (int il = 0; il < m->cfg.n_layer; il++)

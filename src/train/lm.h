@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "model/model.h"
+#include "tensor/backend.h"
 #include "tensor/dtype.h"
 
 // The projections LoRA can target (bits of tw_lm_opts.lora_targets).
@@ -48,8 +49,10 @@ struct tw_lm_param {
     int ndim;
     int64_t ne[2];
     size_t n;
-    float *w, *g;
-    bool decay; // AdamW's weight decay applies (matrices; not norms or biases)
+    float *w, *g;   // host memory: on a device, copies that tw_lm_pull refreshes
+    float *bw, *bg; // the same in the memory of the backend the passes run on (tw_lm_backend;
+                    // w and g themselves on the CPU): what training updates
+    bool decay;     // AdamW's weight decay applies (matrices; not norms or biases)
 };
 
 // A batch: B rows of T tokens. targets[t]: the id to predict at t (-100: none); pos[t]: the
@@ -99,6 +102,20 @@ int tw_lm_sync(tw_lm *m);
 void tw_lm_set_recompute(tw_lm *m, bool on);
 // The dropout masks of the next forward passes come from this step number (and the seed).
 void tw_lm_set_step(tw_lm *m, int64_t step);
+
+// Runs the passes on be from now on (be a GPU backend; a CPU one changes nothing): the
+// weights the passes read (and bf16 compute's masters), the gradients and the adapters are
+// copied to be's memory, and the parameters' w and g become host copies that tw_lm_pull
+// refreshes. Call once, after tw_lm_set_compute; be must outlive m. 0, or TW_ENOMEM /
+// TW_EDEVICE (m unchanged).
+int tw_lm_use_backend(tw_lm *m, struct tw_backend *be);
+// The backend the passes run on (the engine's CPU backend unless tw_lm_use_backend moved it).
+struct tw_backend *tw_lm_backend(const tw_lm *m);
+// On a device: every parameter's w and g (host) from the device's copies (tw_lm_pull), or the
+// device's weights from the host's w (tw_lm_push, then tw_lm_sync). Nothing to do on the
+// CPU. 0 or TW_EDEVICE.
+int tw_lm_pull(tw_lm *m);
+int tw_lm_push(tw_lm *m);
 
 // Forward over the batch, keeping the activations; logp[t] (B * T floats) = the log
 // probability of targets[t] at t (0 where there is no target). *sum gets their sum. 0, or

@@ -6,13 +6,22 @@
 
 #include "base/error.h"
 #include "base/mem.h"
+#include "tensor/grad.h"
 #include "train/optim.h"
+
+// Whether the moments live on a device (host copies beside them).
+static bool on_device(const struct tw_adamw *a)
+{
+    return a->be->device != TW_DEVICE_CPU;
+}
 
 int tw_adamw_init(struct tw_adamw *a, const tw_lm *lm, const struct tw_adamw_opts *o)
 {
     memset(a, 0, sizeof *a);
     a->o = *o;
     a->n = (size_t)tw_lm_n_trainable(lm);
+    a->be = tw_lm_backend(lm);
+    size_t bytes = (a->n ? a->n : 1) * sizeof(float);
     a->m = tw_calloc(a->n ? a->n : 1, sizeof(float));
     a->v = tw_calloc(a->n ? a->n : 1, sizeof(float));
     if (!a->m || !a->v) {
@@ -20,60 +29,96 @@ int tw_adamw_init(struct tw_adamw *a, const tw_lm *lm, const struct tw_adamw_opt
         return tw_error_set(TW_ENOMEM, "out of memory for AdamW's moments of %zu parameters",
                             a->n);
     }
+    a->bm = a->m, a->bv = a->v;
+    if (on_device(a)) {
+        a->bm = tw_backend_alloc(a->be, bytes);
+        a->bv = tw_backend_alloc(a->be, bytes);
+        int rc = a->bm && a->bv ? tw_adamw_push(a) : TW_ENOMEM;
+        if (rc) {
+            tw_adamw_free(a);
+            return rc;
+        }
+    }
     return 0;
 }
 
 void tw_adamw_free(struct tw_adamw *a)
 {
+    if (a->be && on_device(a)) {
+        tw_backend_release(a->be, a->bm);
+        tw_backend_release(a->be, a->bv);
+    }
     tw_free(a->m);
     tw_free(a->v);
-    a->m = a->v = NULL;
+    a->m = a->v = a->bm = a->bv = NULL;
+}
+
+int tw_adamw_pull(struct tw_adamw *a)
+{
+    if (!on_device(a))
+        return 0;
+    int rc = tw_backend_download(a->be, a->m, a->bm, a->n * sizeof(float));
+    return rc ? rc : tw_backend_download(a->be, a->v, a->bv, a->n * sizeof(float));
+}
+
+int tw_adamw_push(struct tw_adamw *a)
+{
+    if (!on_device(a))
+        return 0;
+    int rc = tw_backend_upload(a->be, a->bm, a->m, a->n * sizeof(float));
+    return rc ? rc : tw_backend_upload(a->be, a->bv, a->v, a->n * sizeof(float));
 }
 
 void tw_adamw_step(struct tw_adamw *a, tw_lm *lm, double lr)
 {
     a->step++;
     const struct tw_adamw_opts *o = &a->o;
-    float b1 = (float)o->beta1, b2 = (float)o->beta2, eps = (float)o->eps;
+    const struct tw_grad_ops *go = tw_backend_grad(a->be);
     double bc1 = 1.0 - pow(o->beta1, (double)a->step), bc2 = 1.0 - pow(o->beta2, (double)a->step);
-    float step_size = (float)(lr / bc1), bc2_sqrt = (float)sqrt(bc2);
+    struct tw_adamw_args args = { .step_size = (float)(lr / bc1),
+                                  .beta1 = (float)o->beta1,
+                                  .beta2 = (float)o->beta2,
+                                  .eps = (float)o->eps,
+                                  .bc2_sqrt = (float)sqrt(bc2) };
     size_t off = 0;
     for (size_t i = 0; i < tw_lm_n_params(lm); i++) {
         const struct tw_lm_param *p = tw_lm_param_at(lm, i);
-        float decay = p->decay ? (float)(1.0 - lr * o->weight_decay) : 1.0f;
-        float *m = a->m + off, *v = a->v + off;
-#pragma omp parallel for schedule(static) if (p->n >= 65536)
-        for (size_t j = 0; j < p->n; j++) {
-            float g = p->g[j];
-            p->w[j] *= decay;
-            m[j] += (g - m[j]) * (1.0f - b1); // torch's lerp
-            v[j] = v[j] * b2 + (1.0f - b2) * g * g;
-            p->w[j] -= step_size * m[j] / (sqrtf(v[j]) / bc2_sqrt + eps);
-        }
+        args.decay = p->decay ? (float)(1.0 - lr * o->weight_decay) : 1.0f;
+        go->adamw(a->be, p->bw, p->bg, a->bm + off, a->bv + off, p->n, &args);
         off += p->n;
     }
 }
 
-double tw_clip_grad_norm(tw_lm *lm, double max_norm)
+int tw_clip_grad_norm(tw_lm *lm, double max_norm, double *norm_out)
 {
-    // Sums in a fixed order (serial, in double), so that a run and its resumption from a
-    // checkpoint clip by the very same factor.
-    double ss = 0;
+    // Sums in a fixed order (in double), so that a run and its resumption from a checkpoint
+    // clip by the very same factor.
+    struct tw_backend *be = tw_lm_backend(lm);
+    const struct tw_grad_ops *go = tw_backend_grad(be);
+    double ss = 0, *acc = &ss;
+    if (be->device != TW_DEVICE_CPU && !(acc = tw_backend_alloc(be, sizeof(double))))
+        return TW_ENOMEM;
+    if (acc != &ss)
+        go->zero(be, acc, sizeof(double));
     for (size_t i = 0; i < tw_lm_n_params(lm); i++) {
         const struct tw_lm_param *p = tw_lm_param_at(lm, i);
-        for (size_t j = 0; j < p->n; j++)
-            ss += (double)p->g[j] * p->g[j];
+        go->sumsq(be, p->bg, p->n, acc);
     }
+    int rc = acc != &ss ? tw_backend_download(be, &ss, acc, sizeof(double)) : 0;
+    if (acc != &ss)
+        tw_backend_release(be, acc);
+    if (rc)
+        return rc;
     double norm = sqrt(ss);
     if (max_norm > 0 && isfinite(norm) && norm > max_norm) {
         float c = (float)(max_norm / (norm + 1e-6));
         for (size_t i = 0; i < tw_lm_n_params(lm); i++) {
             const struct tw_lm_param *p = tw_lm_param_at(lm, i);
-            for (size_t j = 0; j < p->n; j++)
-                p->g[j] *= c;
+            go->scale(be, p->bg, p->n, c);
         }
     }
-    return norm;
+    *norm_out = norm;
+    return 0;
 }
 
 static const char *const sched_names[] = { "constant", "linear", "cosine" };

@@ -15,23 +15,31 @@ struct tw_adamw_opts {
 };
 
 // The moments of every trainable parameter of an LM (2 floats per element) and the step count.
+// They live where the LM's passes run (tw_lm_backend): bm, bv in that backend's memory; m, v
+// are host copies that tw_adamw_pull refreshes (the same buffers on the CPU).
 struct tw_adamw {
     struct tw_adamw_opts o;
     int64_t step; // steps taken
     size_t n;     // elements
     float *m, *v;
+    float *bm, *bv;
+    struct tw_backend *be;
 };
 
 int tw_adamw_init(struct tw_adamw *a, const tw_lm *lm, const struct tw_adamw_opts *o);
 void tw_adamw_free(struct tw_adamw *a);
+// The host copies m, v from the backend's (pull), or the backend's from them (push). 0 or
+// TW_EDEVICE.
+int tw_adamw_pull(struct tw_adamw *a);
+int tw_adamw_push(struct tw_adamw *a);
 // One step at learning rate lr over lm's parameters and their gradients (weight decay only
 // on parameters marked decay).
 void tw_adamw_step(struct tw_adamw *a, tw_lm *lm, double lr);
 
-// The L2 norm of all the gradients together (summed in double); when max_norm > 0 and the
-// norm exceeds it, every gradient is scaled by max_norm / (norm + 1e-6) as PyTorch does.
-// Returns the norm before clipping (inf or NaN when a gradient is).
-double tw_clip_grad_norm(tw_lm *lm, double max_norm);
+// The L2 norm of all the gradients together (summed in double) into *norm (inf or NaN when a
+// gradient is), before clipping: when max_norm > 0 and the norm exceeds it, every gradient is
+// scaled by max_norm / (norm + 1e-6) as PyTorch does. 0, or TW_ENOMEM / TW_EDEVICE (a device).
+int tw_clip_grad_norm(tw_lm *lm, double max_norm, double *norm);
 
 enum tw_schedule { TW_SCHEDULE_CONSTANT, TW_SCHEDULE_LINEAR, TW_SCHEDULE_COSINE };
 // The schedule called name ("constant", "linear", "cosine"): 0, or TW_EINVAL naming them.

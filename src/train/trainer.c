@@ -103,13 +103,16 @@ static void options_text(const struct tw_train_opts *o, const struct tw_dataset 
              (unsigned long long)o->seed, d->sha256_hex, (long long)tw_lm_n_trainable(lm));
 }
 
-static int checkpoint_save(const char *path, tw_lm *lm, const struct tw_adamw *a, const char *opts)
+static int checkpoint_save(const char *path, tw_lm *lm, struct tw_adamw *a, const char *opts)
 {
+    int rc = tw_lm_pull(lm); // a device's values to the host copies
+    if (rc || (rc = tw_adamw_pull(a)))
+        return rc;
     struct tw_st_writer w;
     tw_st_writer_init(&w);
     char step[32];
     snprintf(step, sizeof step, "%lld", (long long)a->step);
-    int rc = tw_st_writer_metadata(&w, "twin.step", step);
+    rc = tw_st_writer_metadata(&w, "twin.step", step);
     if (!rc)
         rc = tw_st_writer_metadata(&w, "twin.options", opts);
     size_t off = 0;
@@ -172,6 +175,7 @@ static int checkpoint_load(const char *path, tw_lm *lm, struct tw_adamw *a, cons
             off += p->n;
         }
         a->step = strtoll(step, NULL, 10);
+        rc = tw_adamw_push(a); // and on to a device
     }
     tw_free(ts);
     tw_st_close(f);
@@ -356,7 +360,7 @@ int tw_train(tw_lm *lm, tw_lm *ref, const struct tw_dataset *d, const struct tw_
     if (o->max_steps > 0 && o->max_steps < total)
         total = o->max_steps;
     if (o->resume &&
-        ((rc = checkpoint_load(o->checkpoint, lm, &r.adam, opts)) || (rc = tw_lm_sync(lm)))) {
+        ((rc = checkpoint_load(o->checkpoint, lm, &r.adam, opts)) || (rc = tw_lm_push(lm)))) {
         run_free(&r);
         return rc;
     }
@@ -377,7 +381,8 @@ int tw_train(tw_lm *lm, tw_lm *ref, const struct tw_dataset *d, const struct tw_
         tw_lm_set_step(lm, s);
         if ((rc = step_grads(&r, lm, ref, o, n, &p.loss, &tk, &p.dpo)))
             break;
-        p.grad_norm = tw_clip_grad_norm(lm, o->clip);
+        if ((rc = tw_clip_grad_norm(lm, o->clip, &p.grad_norm)))
+            break;
         if (!isfinite(p.loss) || !isfinite(p.grad_norm)) {
             rc = tw_error_set(TW_ESTATE,
                               "step %lld: the %s is %g; stopping (lower the learning "
@@ -417,5 +422,6 @@ int tw_train(tw_lm *lm, tw_lm *ref, const struct tw_dataset *d, const struct tw_
                               o->checkpoint ? o->checkpoint : "");
     }
     run_free(&r);
-    return rc;
+    int prc = tw_lm_pull(lm); // the host copies current for what follows (export, adapters)
+    return rc ? rc : prc;
 }

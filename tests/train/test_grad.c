@@ -5,7 +5,7 @@
 
 #include "base/mem.h"
 #include "check.h"
-#include "train/grad.h"
+#include "tensor/grad.h"
 
 static uint64_t st = 88172645463325252ull;
 

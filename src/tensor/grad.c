@@ -13,9 +13,10 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "base/map.h"
 #include "base/mem.h"
 #include "tensor/dtype.h"
-#include "train/grad.h"
+#include "tensor/grad.h"
 
 // Floats of dequantised weights per thread's tile.
 #define TILE_FLOATS (1u << 19)
@@ -411,4 +412,181 @@ void tw_embedding_bwd(float *dtable, const int32_t *ids, const float *dy, int64_
         for (int64_t i = 0; i < C; i++)
             row[i] += g[i];
     }
+}
+
+void tw_gemm_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                 int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
+{
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                (int)M, (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+}
+
+void tw_dropout(float *y, const float *x, int64_t n, float p, uint64_t key, bool add)
+{
+    float keep = 1.0f / (1.0f - p);
+    uint64_t thr = (uint64_t)((double)p * 18446744073709551615.0);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        uint64_t st = key ^ (uint64_t)i * 0xD1B54A32D192ED03ull;
+        float v = tw_splitmix64(&st) < thr ? 0.0f : x[i] * keep;
+        y[i] = add ? y[i] + v : v;
+    }
+}
+
+void tw_adamw_update(float *w, const float *g, float *m, float *v, size_t n,
+                     const struct tw_adamw_args *a)
+{
+    float b1 = a->beta1, b2 = a->beta2;
+#pragma omp parallel for schedule(static) if (n >= 65536)
+    for (size_t j = 0; j < n; j++) {
+        float gj = g[j];
+        w[j] *= a->decay;
+        m[j] += (gj - m[j]) * (1.0f - b1); // torch's lerp
+        v[j] = v[j] * b2 + (1.0f - b2) * gj * gj;
+        w[j] -= a->step_size * m[j] / (sqrtf(v[j]) / a->bc2_sqrt + a->eps);
+    }
+}
+
+// ---- the CPU's table: the functions above, the backend argument unused.
+
+static void cpu_rmsnorm_fwd(struct tw_backend *be, float *y, float *rstd, const float *x,
+                            const float *w, int64_t N, int64_t C, float eps)
+{
+    (void)be;
+    tw_rmsnorm_fwd(y, rstd, x, w, N, C, eps);
+}
+
+static void cpu_rmsnorm_bwd(struct tw_backend *be, float *dx, float *dw, const float *dy,
+                            const float *x, const float *w, const float *rstd, int64_t N,
+                            int64_t C)
+{
+    (void)be;
+    tw_rmsnorm_bwd(dx, dw, dy, x, w, rstd, N, C);
+}
+
+static void cpu_attn_fwd(struct tw_backend *be, float *out, float *lse, const float *q,
+                         const float *k, const float *v, const int32_t *start,
+                         const struct tw_attn_shape *s)
+{
+    (void)be;
+    tw_attn_fwd(out, lse, q, k, v, start, s);
+}
+
+static void cpu_attn_bwd(struct tw_backend *be, float *dq, float *dk, float *dv, const float *dout,
+                         const float *q, const float *k, const float *v, const float *out,
+                         const float *lse, const int32_t *start, const struct tw_attn_shape *s)
+{
+    (void)be;
+    tw_attn_bwd(dq, dk, dv, dout, q, k, v, out, lse, start, s);
+}
+
+static void cpu_swiglu_bwd(struct tw_backend *be, float *dg, float *du, const float *dh,
+                           const float *g, const float *u, int64_t n)
+{
+    (void)be;
+    tw_swiglu_bwd(dg, du, dh, g, u, n);
+}
+
+static int cpu_linear_fwd(struct tw_backend *be, float *y, const float *x,
+                          const struct tw_tensor *w, const float *b, int64_t N)
+{
+    (void)be;
+    return tw_linear_fwd(y, x, w, b, N);
+}
+
+static int cpu_linear_bwd(struct tw_backend *be, float *dx, float *dw, float *db, const float *dy,
+                          const float *x, const struct tw_tensor *w, int64_t N)
+{
+    (void)be;
+    return tw_linear_bwd(dx, dw, db, dy, x, w, N);
+}
+
+static int cpu_head_logp(struct tw_backend *be, const float *x, const struct tw_tensor *w,
+                         const int32_t *targets, int64_t N, float *logp, const float *coef,
+                         float *dx, float *dw, double *sum)
+{
+    (void)be;
+    return tw_lm_head_logp(x, w, targets, N, logp, coef, dx, dw, sum);
+}
+
+static void cpu_embedding_bwd(struct tw_backend *be, float *dtable, const int32_t *ids,
+                              const float *dy, int64_t N, int64_t C)
+{
+    (void)be;
+    tw_embedding_bwd(dtable, ids, dy, N, C);
+}
+
+static void cpu_gemm(struct tw_backend *be, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+                     float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
+                     float beta, float *C, int64_t ldc)
+{
+    (void)be;
+    tw_gemm_f32(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+static void cpu_dropout(struct tw_backend *be, float *y, const float *x, int64_t n, float p,
+                        uint64_t key, bool add)
+{
+    (void)be;
+    tw_dropout(y, x, n, p, key, add);
+}
+
+static void cpu_zero(struct tw_backend *be, void *p, size_t bytes)
+{
+    (void)be;
+    memset(p, 0, bytes);
+}
+
+static void cpu_adamw(struct tw_backend *be, float *w, const float *g, float *m, float *v,
+                      size_t n, const struct tw_adamw_args *a)
+{
+    (void)be;
+    tw_adamw_update(w, g, m, v, n, a);
+}
+
+static void cpu_sumsq(struct tw_backend *be, const float *x, size_t n, double *acc)
+{
+    (void)be;
+    double ss = *acc; // serial, in order: the same sum on every run
+    for (size_t j = 0; j < n; j++)
+        ss += (double)x[j] * x[j];
+    *acc = ss;
+}
+
+static void cpu_scale(struct tw_backend *be, float *x, size_t n, float c)
+{
+    (void)be;
+    for (size_t j = 0; j < n; j++)
+        x[j] *= c;
+}
+
+static void cpu_convert(struct tw_backend *be, void *dst, enum tw_dtype dt, const float *src,
+                        size_t n)
+{
+    (void)be;
+    tw_quantize_row(dt, src, dst, n);
+}
+
+const struct tw_grad_ops tw_cpu_grad_ops = {
+    .rmsnorm_fwd = cpu_rmsnorm_fwd,
+    .rmsnorm_bwd = cpu_rmsnorm_bwd,
+    .attn_fwd = cpu_attn_fwd,
+    .attn_bwd = cpu_attn_bwd,
+    .swiglu_bwd = cpu_swiglu_bwd,
+    .linear_fwd = cpu_linear_fwd,
+    .linear_bwd = cpu_linear_bwd,
+    .head_logp = cpu_head_logp,
+    .embedding_bwd = cpu_embedding_bwd,
+    .gemm = cpu_gemm,
+    .dropout = cpu_dropout,
+    .zero = cpu_zero,
+    .adamw = cpu_adamw,
+    .sumsq = cpu_sumsq,
+    .scale = cpu_scale,
+    .convert = cpu_convert,
+};
+
+const struct tw_grad_ops *tw_backend_grad(const struct tw_backend *be)
+{
+    return be && be->ops->grad ? be->ops->grad : &tw_cpu_grad_ops;
 }

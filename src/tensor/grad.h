@@ -1,0 +1,159 @@
+// The training engine's ops: the forward passes that keep what their backward needs, and the
+// backward passes of the Llama-family decoder (RMSNorm, attention over packed examples,
+// SwiGLU, linear layers of any weight dtype, the output projection fused with the
+// cross-entropy), with the optimiser's vector ops. RoPE, SwiGLU's forward, the embedding
+// lookup and the residual adds are the engine's own ops (tensor/backend.h); RoPE's backward
+// is the rotation by the opposite angles, tw_rope at negated positions.
+//
+// A backend's table of them (struct tw_grad_ops, tw_backend_grad) takes pointers into that
+// backend's memory; the functions declared first are the CPU's implementations (all f32,
+// rows of contiguous floats, OpenMP threads, OpenBLAS for the GEMMs), and the reference the
+// CUDA backend's are tested against.
+//
+// Conventions: a backward pass ADDS to its input gradients and its parameter gradients (the
+// caller zeroes them once per step); an absent parameter gradient (NULL) means the parameter
+// is frozen. Row counts are N = B * T tokens of a batch.
+#ifndef TW_TENSOR_GRAD_H
+#define TW_TENSOR_GRAD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "tensor/backend.h"
+#include "tensor/tensor.h"
+
+// ---- RMSNorm over rows of C: y = x * rstd * w, rstd = 1 / sqrt(mean(x^2) + eps).
+
+// y and rstd (N floats, kept for the backward); y may alias x.
+void tw_rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w, int64_t N, int64_t C,
+                    float eps);
+// dx += d/dx, dw += d/dw (dw may be NULL) of y's gradient dy; x and rstd as the forward had them.
+void tw_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w,
+                    const float *rstd, int64_t N, int64_t C);
+
+// ---- Attention over a batch of B rows of T tokens, examples packed in the rows: the query
+// at t (row-local) sees the keys j of its row with start[t] <= j <= t (start: the row-local
+// index of the first token of t's example), and with window > 0 also t - window < j (Mistral's
+// sliding window). q, out (N, H, D); k, v (N, Hkv, D); query head h reads KV head
+// h / (H / Hkv). lse (N, H) keeps each row's log-sum-exp of the scaled scores.
+struct tw_attn_shape {
+    int64_t B, T, H, Hkv, D;
+    float scale;
+    int32_t window;
+};
+void tw_attn_fwd(float *out, float *lse, const float *q, const float *k, const float *v,
+                 const int32_t *start, const struct tw_attn_shape *s);
+// dq, dk, dv += the gradients for the output gradient dout, recomputing the probabilities from
+// q, k and lse (nothing of size T x T is kept); out is the forward's output.
+void tw_attn_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                 const float *k, const float *v, const float *out, const float *lse,
+                 const int32_t *start, const struct tw_attn_shape *s);
+// The same with plain loops, row by row: the reference the GEMM path above is tested against
+// (tw_attn_bwd takes it for rows longer than 2048 tokens, or when scratch memory is short).
+void tw_attn_bwd_ref(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                     const float *k, const float *v, const float *out, const float *lse,
+                     const int32_t *start, const struct tw_attn_shape *s);
+
+// ---- SwiGLU's backward (the forward is the engine's tw_swiglu): h = silu(g) * u over n
+// values gives dg += dh * u * silu'(g), du += dh * silu(g).
+void tw_swiglu_bwd(float *dg, float *du, const float *dh, const float *g, const float *u,
+                   int64_t n);
+
+// ---- Linear layers: y (N, out) = x (N, in) W^T + b, W (out, in) of any dtype (f32 trainable
+// weights; bf16 or block-quantised frozen bases, dequantised a tile of rows at a time). Not the
+// engine's tw_matmul: for speed that rounds the activations to bf16 (bf16 weights) or int8
+// (block weights, few rows), and training keeps them f32 so that the forward is the function
+// the backward differentiates.
+
+// y = x W^T (+ b); y must not alias x. Returns 0, or TW_ENOMEM (no memory for the tiles of a
+// weight that needs dequantising; y untouched).
+int tw_linear_fwd(float *y, const float *x, const struct tw_tensor *w, const float *b, int64_t N);
+// dx += dy W (dx may be NULL: the input needs no gradient); dw += dy^T x (dw NULL: W frozen;
+// else W is f32 of dw's shape); db += the column sums of dy (db may be NULL). Returns 0 or
+// TW_ENOMEM (tiles, as tw_linear_fwd; nothing added).
+int tw_linear_bwd(float *dx, float *dw, float *db, const float *dy, const float *x,
+                  const struct tw_tensor *w, int64_t N);
+
+// ---- The output projection fused with the log-softmax, over chunks of rows so that the
+// (N, V) logits never exist at once.
+// For every row t with targets[t] >= 0: logp[t] = log softmax(x_t W^T)[targets[t]] (rows with
+// targets[t] < 0 get 0). With coef != NULL, also the backward of L = sum_t coef[t] logp[t]:
+// dx += dL/dx, dw += dL/dW (NULL: frozen). *sum gets the sum of logp over the targeted rows
+// (NaN or inf when the logits are). Returns 0 or TW_ENOMEM.
+int tw_lm_head_logp(const float *x, const struct tw_tensor *w, const int32_t *targets, int64_t N,
+                    float *logp, const float *coef, float *dx, float *dw, double *sum);
+
+// ---- The token embedding's backward: dtable[ids[t]] += dy[t] (rows of C).
+void tw_embedding_bwd(float *dtable, const int32_t *ids, const float *dy, int64_t N, int64_t C);
+
+// ---- the rest of the CPU's table (plain loops, OpenBLAS).
+
+// C (M, N) = alpha op(A) op(B) + beta C, row-major f32; op(A) is (M, K): A^T when ta (A then
+// stored (K, M)), likewise B (K, N) or B^T; lda, ldb, ldc the row strides.
+void tw_gemm_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                 int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+// Dropout's mask as a hash of (key, element): element i is kept when
+// splitmix64(key ^ i * 0xD1B54A32D192ED03) >= p * 2^64, then scaled by 1 / (1 - p);
+// y = mask(x), or y += mask(x) when add. The same key gives the same mask on every backend.
+void tw_dropout(float *y, const float *x, int64_t n, float p, uint64_t key, bool add);
+
+// One AdamW step of torch.optim.AdamW over n elements: w, its gradient g and moments m, v.
+struct tw_adamw_args {
+    float step_size; // lr / (1 - beta1^t)
+    float beta1, beta2, eps;
+    float decay;    // the weight's factor 1 - lr * weight_decay (1: no decay)
+    float bc2_sqrt; // sqrt(1 - beta2^t)
+};
+void tw_adamw_update(float *w, const float *g, float *m, float *v, size_t n,
+                     const struct tw_adamw_args *a);
+
+// ---- a backend's table. Pointers are the backend's memory (the CPU's: host memory); `be` is
+// the backend they run on. Device backends run the ops in order and report failures at
+// tw_backend_sync; the CPU's run them at once.
+struct tw_grad_ops {
+    void (*rmsnorm_fwd)(struct tw_backend *be, float *y, float *rstd, const float *x,
+                        const float *w, int64_t N, int64_t C, float eps);
+    void (*rmsnorm_bwd)(struct tw_backend *be, float *dx, float *dw, const float *dy,
+                        const float *x, const float *w, const float *rstd, int64_t N, int64_t C);
+    // start: (B * T) in the backend's memory
+    void (*attn_fwd)(struct tw_backend *be, float *out, float *lse, const float *q, const float *k,
+                     const float *v, const int32_t *start, const struct tw_attn_shape *s);
+    void (*attn_bwd)(struct tw_backend *be, float *dq, float *dk, float *dv, const float *dout,
+                     const float *q, const float *k, const float *v, const float *out,
+                     const float *lse, const int32_t *start, const struct tw_attn_shape *s);
+    void (*swiglu_bwd)(struct tw_backend *be, float *dg, float *du, const float *dh,
+                       const float *g, const float *u, int64_t n);
+    // w in the backend's memory (tw_model_to_backend); 0 or TW_ENOMEM
+    int (*linear_fwd)(struct tw_backend *be, float *y, const float *x, const struct tw_tensor *w,
+                      const float *b, int64_t N);
+    int (*linear_bwd)(struct tw_backend *be, float *dx, float *dw, float *db, const float *dy,
+                      const float *x, const struct tw_tensor *w, int64_t N);
+    // tw_lm_head_logp: targets, logp, coef in the backend's memory; *sum on the host (a
+    // device waits for the chunks to give it)
+    int (*head_logp)(struct tw_backend *be, const float *x, const struct tw_tensor *w,
+                     const int32_t *targets, int64_t N, float *logp, const float *coef, float *dx,
+                     float *dw, double *sum);
+    void (*embedding_bwd)(struct tw_backend *be, float *dtable, const int32_t *ids,
+                          const float *dy, int64_t N, int64_t C);
+    void (*gemm)(struct tw_backend *be, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+                 float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                 float *C, int64_t ldc);
+    void (*dropout)(struct tw_backend *be, float *y, const float *x, int64_t n, float p,
+                    uint64_t key, bool add);
+    void (*zero)(struct tw_backend *be, void *p, size_t bytes);
+    void (*adamw)(struct tw_backend *be, float *w, const float *g, float *m, float *v, size_t n,
+                  const struct tw_adamw_args *a);
+    // *acc (one double in the backend's memory) += sum of x^2, in double; scale: x *= c
+    void (*sumsq)(struct tw_backend *be, const float *x, size_t n, double *acc);
+    void (*scale)(struct tw_backend *be, float *x, size_t n, float c);
+    // dst (n values of dtype dt: F32 or BF16) = src rounded
+    void (*convert)(struct tw_backend *be, void *dst, enum tw_dtype dt, const float *src,
+                    size_t n);
+};
+
+extern const struct tw_grad_ops tw_cpu_grad_ops;
+
+// The training ops of be's device: the CPU's for the CPU backends.
+const struct tw_grad_ops *tw_backend_grad(const struct tw_backend *be);
+
+#endif
