@@ -7,8 +7,13 @@
 // Model FLOPs per token (as MFU counts them): P = the multiplied weights (q k v o gate up down
 // of every layer and the output head), A = attention's forward (4 H D (T + 1) / 2 a layer);
 // full = 6 P + 3 A, LoRA = 4 P + 3 A + 6 P_adapters (the frozen base needs only dx).
+// With --device cuda the same on the GPU (bench/train_cuda.sh runs it beside PyTorch + PEFT):
+// full training with --compute bf16 (f32 masters), LoRA over a --base bf16 model, QLoRA over
+// --qlora q4_0/q4_K/q8_0; "peak MiB" is then the GPU memory the run took (cudaMemGetInfo
+// after it, less before: the pool keeps what it took, as PyTorch's max_memory_reserved).
 // Usage: train [--quick] [--shape NAME] [--modes full,lora,qlora] [--threads N] [--batch B]
-//              [--seq T] [--steps S] [--warmup W] [--lr X]
+//              [--seq T] [--steps S] [--warmup W] [--lr X] [--device D] [--rank R]
+//              [--base f32|bf16] [--qlora TYPE] [--compute f32|bf16] [--recompute]
 #include <malloc.h>
 #include <math.h>
 #include <omp.h>
@@ -22,6 +27,7 @@
 #include "base/mem.h"
 #include "model/model.h"
 #include "tensor/cpu_dot.h"
+#include "tensor/cuda.h"
 #include "train/lm.h"
 #include "train/optim.h"
 
@@ -97,6 +103,10 @@ static bool reset_peak_rss(void)
 struct run_opts {
     int B, T, steps, warmup;
     double lr; // 0: the mode's default
+    int rank;
+    enum tw_dtype base, qlora, compute;
+    bool recompute;
+    struct tw_backend *be; // where the passes run
 };
 
 struct result {
@@ -147,23 +157,32 @@ static void batch_free(struct batch_buf *bb)
 }
 
 // The LM of a mode (and its base, which must outlive it; NULL for full training).
-static int make_lm(enum mode md, const struct tw_model_config *c, struct tw_model **base,
-                   tw_lm **lm)
+static int make_lm(enum mode md, const struct tw_model_config *c, const struct run_opts *ro,
+                   struct tw_model **base, tw_lm **lm)
 {
     *base = NULL;
-    if (md == MODE_FULL)
-        return tw_lm_new_random(c, 42, lm);
-    enum tw_dtype dt = md == MODE_QLORA ? TW_DTYPE_Q4_0 : TW_DTYPE_F32;
-    int rc = tw_model_random(c, dt, 42, base);
-    if (rc)
-        return rc;
-    struct tw_lm_opts o = { .lora_r = 16,
-                            .lora_alpha = 32,
-                            .lora_dropout = 0,
-                            .lora_targets = TW_PROJ_ALL,
-                            .qlora = dt,
-                            .seed = 7 };
-    rc = tw_lm_new(*base, &o, lm);
+    int rc;
+    if (md == MODE_FULL) {
+        rc = tw_lm_new_random(c, 42, lm);
+        if (!rc && (rc = tw_lm_set_compute(*lm, ro->compute)))
+            tw_lm_free(*lm);
+    } else {
+        enum tw_dtype dt = md == MODE_QLORA ? ro->qlora : ro->base;
+        if ((rc = tw_model_random(c, dt, 42, base)))
+            return rc;
+        struct tw_lm_opts o = { .lora_r = ro->rank,
+                                .lora_alpha = (float)ro->rank,
+                                .lora_dropout = 0,
+                                .lora_targets = TW_PROJ_ALL,
+                                .qlora = md == MODE_QLORA ? dt : TW_DTYPE_F32,
+                                .seed = 7 };
+        rc = tw_lm_new(*base, &o, lm);
+    }
+    if (!rc) {
+        tw_lm_set_recompute(*lm, ro->recompute);
+        if ((rc = tw_lm_use_backend(*lm, ro->be)))
+            tw_lm_free(*lm);
+    }
     if (rc) {
         tw_model_close(*base);
         *base = NULL;
@@ -182,9 +201,11 @@ static int run_mode(enum mode md, const struct tw_model_config *c, const struct 
     malloc_trim(0); // what the last mode freed leaves the RSS
     bool hwm = reset_peak_rss();
     long rss0 = proc_status_kb("VmRSS"), peak_rss = rss0;
+    bool gpu = ro->be->device != TW_DEVICE_CPU;
+    size_t dev0 = gpu ? tw_cuda_mem_used(ro->be) : 0;
     struct tw_model *base;
     tw_lm *lm;
-    int rc = make_lm(md, c, &base, &lm);
+    int rc = make_lm(md, c, ro, &base, &lm);
     if (rc) {
         batch_free(&bb);
         return rc;
@@ -213,6 +234,8 @@ static int run_mode(enum mode md, const struct tw_model_config *c, const struct 
         double norm;
         tw_clip_grad_norm(lm, 1.0, &norm);
         tw_adamw_step(&opt, lm, ao.lr);
+        if (!rc)
+            rc = tw_backend_sync(ro->be);
         double t3 = now();
         if (s == 0)
             res->loss0 = loss / (double)nt;
@@ -226,6 +249,8 @@ static int run_mode(enum mode md, const struct tw_model_config *c, const struct 
     }
     if (hwm) // the kernel's high-water mark also sees peaks between the samples
         peak_rss = proc_status_kb("VmHWM");
+    if (gpu) // the device's memory instead: what the run took and kept in its pool
+        rss0 = 0, peak_rss = (long)((tw_cuda_mem_used(ro->be) - dev0) >> 10);
     double P = matmul_params(c), D = (double)c->n_head * c->head_dim;
     double attn = 4 * D * (ro->T + 1) / 2.0 * c->n_layer;
     double trainable = (double)tw_lm_n_trainable(lm);
@@ -266,14 +291,25 @@ static int parse_modes(const char *s, enum mode *out, int max)
 static int usage(void)
 {
     fprintf(stderr, "usage: train [--quick] [--shape NAME] [--modes full,lora,qlora] "
-                    "[--threads N] [--batch B] [--seq T] [--steps S] [--warmup W] [--lr X]\n");
+                    "[--threads N] [--batch B] [--seq T] [--steps S] [--warmup W] [--lr X] "
+                    "[--device D] [--rank R] [--base f32|bf16] [--qlora TYPE] "
+                    "[--compute f32|bf16] [--recompute]\n");
     return 2;
 }
 
 int main(int argc, char **argv)
 {
     const char *shape = NULL, *mode_list = "full,lora,qlora";
-    struct run_opts ro = { .B = 8, .T = 128, .steps = 20, .warmup = 3, .lr = 0 };
+    struct run_opts ro = { .B = 8,
+                           .T = 128,
+                           .steps = 20,
+                           .warmup = 3,
+                           .lr = 0,
+                           .rank = 16,
+                           .base = TW_DTYPE_F32,
+                           .qlora = TW_DTYPE_Q4_0,
+                           .compute = TW_DTYPE_F32 };
+    const char *device = "cpu";
     int threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) {
@@ -295,13 +331,29 @@ int main(int argc, char **argv)
             ro.warmup = atoi(argv[++i]);
         } else if (i + 1 < argc && strcmp(argv[i], "--lr") == 0) {
             ro.lr = atof(argv[++i]);
+        } else if (i + 1 < argc && strcmp(argv[i], "--device") == 0) {
+            device = argv[++i];
+        } else if (i + 1 < argc && strcmp(argv[i], "--rank") == 0) {
+            ro.rank = atoi(argv[++i]);
+        } else if (i + 1 < argc && strcmp(argv[i], "--base") == 0) {
+            if (tw_dtype_from_name(argv[++i], &ro.base))
+                return usage();
+        } else if (i + 1 < argc && strcmp(argv[i], "--qlora") == 0) {
+            if (tw_dtype_from_name(argv[++i], &ro.qlora))
+                return usage();
+        } else if (i + 1 < argc && strcmp(argv[i], "--compute") == 0) {
+            if (tw_dtype_from_name(argv[++i], &ro.compute))
+                return usage();
+        } else if (strcmp(argv[i], "--recompute") == 0) {
+            ro.recompute = true;
         } else {
             return usage();
         }
     }
     enum mode modes[8];
     int n_modes = parse_modes(mode_list, modes, 8);
-    if (n_modes <= 0 || threads < 1 || ro.B < 1 || ro.T < 2 || ro.steps < 1 || ro.warmup < 0)
+    if (n_modes <= 0 || threads < 1 || ro.B < 1 || ro.T < 2 || ro.steps < 1 || ro.warmup < 0 ||
+        ro.rank < 1)
         return usage();
     struct tw_model_config cfg = shape_10m;
     if (shape) {
@@ -313,14 +365,24 @@ int main(int argc, char **argv)
         cfg = sh->cfg;
     }
     omp_set_num_threads(threads);
+    if (tw_backend_open(device, threads, &ro.be)) {
+        fprintf(stderr, "train: %s\n", tw_error_msg());
+        return 1;
+    }
+    char gpu_name[128] = "";
+    if (ro.be->device != TW_DEVICE_CPU)
+        tw_cuda_device_name(0, gpu_name, sizeof gpu_name);
+    printf("device %s%s%s; compute %s, LoRA base %s, QLoRA %s%s\n", ro.be->ops->name,
+           gpu_name[0] ? " " : "", gpu_name, tw_dtype_name(ro.compute), tw_dtype_name(ro.base),
+           tw_dtype_name(ro.qlora), ro.recompute ? ", activation recompute" : "");
     printf("train: %ld CPUs, %d threads, ISA %s; shape %s (vocab %d, hidden %d, %d layers, "
            "%d/%d heads of %d, FFN %d%s), %.2fM parameters\n",
            sysconf(_SC_NPROCESSORS_ONLN), threads, tw_cpu_isa_name(tw_cpu_isa_best()),
            shape ? shape : "10m", cfg.n_vocab, cfg.n_embd, cfg.n_layer, cfg.n_head, cfg.n_head_kv,
            cfg.head_dim, cfg.n_ff, cfg.tied_embeddings ? ", tied" : "", model_params(&cfg) / 1e6);
     printf("batch %d x %d tokens (one fixed batch, all trained), %d warm-up + %d timed steps; "
-           "LoRA r=16 alpha=32 on all projections; AdamW lr %g, clip 1.0\n",
-           ro.B, ro.T, ro.warmup, ro.steps, ro.lr > 0 ? ro.lr : 1e-3);
+           "LoRA r=%d alpha=%d on all projections; AdamW lr %g, clip 1.0\n",
+           ro.B, ro.T, ro.warmup, ro.steps, ro.rank, ro.rank, ro.lr > 0 ? ro.lr : 1e-3);
     printf("%-6s %8s %10s %9s %9s %8s %7s %8s %8s %8s %9s %8s\n", "mode", "params", "trainable",
            "ms/step", "tokens/s", "fwd+bwd", "optim", "GFLOP/s", "loss[0]", "loss[-1]", "peak MiB",
            "+MiB");
@@ -329,6 +391,7 @@ int main(int argc, char **argv)
         struct result r = { 0 };
         if (run_mode(modes[k], &cfg, &ro, &r)) {
             fprintf(stderr, "train: %s: %s\n", mode_names[modes[k]], tw_error_msg());
+            tw_backend_free(ro.be);
             return 1;
         }
         printf("%-6s %7.2fM %9.3fM %9.1f %9.1f %7.1f%% %6.1f%% %8.1f %8.4f %8.4f %9.1f %8.1f\n",
@@ -349,5 +412,6 @@ int main(int argc, char **argv)
         printf("headline: %s training of a %.1fM-parameter model at %d threads: %.0f "
                "tokens/s\n",
                mode_names[modes[0]], model_params(&cfg) / 1e6, threads, first_tok_s);
+    tw_backend_free(ro.be);
     return 0;
 }

@@ -20,6 +20,7 @@
 #include "base/mem.h"
 #include "base/vec.h"
 #include "cli/cli.h"
+#include "cli/model_args.h"
 #include "cli/text_args.h"
 #include "model/model.h"
 #include "store/home.h"
@@ -37,6 +38,7 @@ struct args {
     int n_authors;
     struct tw_lm_opts lora;
     enum tw_dtype dtype, compute;
+    const char *device; // --device (NULL: $TWIN_DEVICE, else auto)
     int threads;
     bool quiet;
     struct tw_train_opts o;
@@ -173,6 +175,10 @@ static int parse(const struct tw_verb *v, int argc, char **argv, struct args *a)
         else if (tw_cli_opt(argc, argv, &i, "--seed", &val))
             rc = tw_cli_opt_long(v, "--seed", val, 0, 1L << 62, &n), o->seed = (uint64_t)n,
             a->lora.seed = (uint64_t)n;
+        else if (tw_cli_opt(argc, argv, &i, "--device", &val))
+            rc = tw_cli_device_ok(val) ? (a->device = val, 0)
+                                       : tw_cli_usage_error(v, "--device needs cpu, cuda, "
+                                                               "cuda:N or auto");
         else if (tw_cli_opt(argc, argv, &i, "--threads", &val))
             rc = tw_cli_opt_long(v, "--threads", val, 1, 1024, &n), a->threads = (int)n;
         else if (tw_cli_opt(argc, argv, &i, "--lr", &val))
@@ -463,7 +469,12 @@ static int train(struct tw_home *h, struct args *a)
     tw_lm *lm = NULL, *ref = NULL;
     struct tw_dataset d = { 0 };
     bool have_data = false;
+    struct tw_backend *be = NULL;
     int rc = open_model(h, a, &ms, &lm, &ref);
+    // the passes on the device (a GPU when there is one, unless --device cpu)
+    if (!rc && !(rc = tw_backend_open(a->device, a->threads, &be)) &&
+        !(rc = tw_lm_use_backend(lm, be)) && ref)
+        rc = tw_lm_use_backend(ref, be);
     enum tw_chat_family fam = TW_CHAT_ALPACA;
     const tw_tokenizer *tok = ms.base ? ms.base->tok : ms.tok;
     if (!rc && a->template)
@@ -557,6 +568,7 @@ static int train(struct tw_home *h, struct args *a)
         tw_dataset_free(&d);
     tw_lm_free(lm);
     tw_lm_free(ref);
+    tw_backend_free(be);
     tw_model_close(ms.base);
     if (ms.tok)
         tw_tokenizer_free(ms.tok);
@@ -634,6 +646,9 @@ const struct tw_verb tw_verb_train = {
         "  --dtype T           the registered weights: f32, f16 or bf16 (default bf16)\n"
         "  --checkpoint-every N  a checkpoint every N steps (always at the end and on Ctrl-C)\n"
         "  --resume RUN        continue the interrupted run RUN from its checkpoint\n"
+        "  --device D          cpu, cuda, cuda:N or auto (default: a GPU when there is one;\n"
+        "                      $TWIN_DEVICE); on a GPU, --compute bf16 multiplies on its\n"
+        "                      tensor cores\n"
         "  --threads N         CPU threads (default: all)\n"
         "  --quiet             no progress line\n",
     .run = run,

@@ -28,5 +28,9 @@ int tw_backend_cuda_new(int device, struct tw_backend **out);
 // TFLOP/s (the median of reps). 0 when the device failed (tw_backend_sync says why).
 double tw_cuda_copy_bandwidth(struct tw_backend *be, size_t bytes, int reps);
 double tw_cuda_gemm_rate(struct tw_backend *be, int64_t M, int64_t N, int64_t K, int reps);
+// Bytes of the backend's GPU in use (by every process; what cudaMemGetInfo leaves out of
+// free): twin's pool never gives memory back during a run, so after a workload this less the
+// figure before it is the workload's peak, as PyTorch's max_memory_reserved. 0 on failure.
+size_t tw_cuda_mem_used(struct tw_backend *be);
 
 #endif

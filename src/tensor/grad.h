@@ -40,6 +40,8 @@ struct tw_attn_shape {
     int64_t B, T, H, Hkv, D;
     float scale;
     int32_t window;
+    bool lowp; // bf16 arithmetic is good enough (the weights are bf16 or quantised): a device
+               // may multiply in TF32; the CPU ignores it
 };
 void tw_attn_fwd(float *out, float *lse, const float *q, const float *k, const float *v,
                  const int32_t *start, const struct tw_attn_shape *s);
@@ -133,6 +135,7 @@ struct tw_grad_ops {
     int (*head_logp)(struct tw_backend *be, const float *x, const struct tw_tensor *w,
                      const int32_t *targets, int64_t N, float *logp, const float *coef, float *dx,
                      float *dw, double *sum);
+    // ids: host memory (a device orders the tokens by id there)
     void (*embedding_bwd)(struct tw_backend *be, float *dtable, const int32_t *ids,
                           const float *dy, int64_t N, int64_t C);
     void (*gemm)(struct tw_backend *be, bool ta, bool tb, int64_t M, int64_t N, int64_t K,

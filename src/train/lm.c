@@ -870,7 +870,8 @@ static struct tw_attn_shape attn_shape(const tw_lm *m, const struct tw_lm_batch 
                                    .Hkv = c->n_head_kv,
                                    .D = c->head_dim,
                                    .scale = 1.0f / sqrtf((float)c->head_dim),
-                                   .window = c->sliding_window };
+                                   .window = c->sliding_window,
+                                   .lowp = m->bw->layers[0].wq.dtype != TW_DTYPE_F32 };
 }
 
 // RoPE on x (N, heads, head_dim) at positions pos, through the engine's op.
@@ -1049,7 +1050,7 @@ static int trunk_bwd(tw_lm *m, const struct tw_lm_batch *b)
             rc = layer_bwd(m, il, b);
     }
     if (!rc && m->bgm->tok_embd.data)
-        m->go->embedding_bwd(m->be, f(&m->bgm->tok_embd), m->bids, m->dx, N, C);
+        m->go->embedding_bwd(m->be, f(&m->bgm->tok_embd), b->ids, m->dx, N, C);
     return rc;
 }
 

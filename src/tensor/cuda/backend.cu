@@ -94,6 +94,7 @@ struct cuda_impl {
     int32_t rows_bound;   // and the rows of a sequence
     int err;              // the first failure since the last sync (0: none)
     char msg[256];
+    void *grad; // grad.cu's state (the training ops)
 };
 
 // Whether ops launch work (all but the PREP pass of a replay).
@@ -1254,6 +1255,16 @@ static double elapsed_ms(struct cuda_impl *im, cudaEvent_t a, cudaEvent_t b)
     return ms;
 }
 
+extern "C" size_t tw_cuda_mem_used(struct tw_backend *be)
+{
+    struct cuda_impl *im = impl(be);
+    size_t free_b = 0, total_b = 0;
+    if (!ck(im, cudaSetDevice(im->device), "memory") ||
+        !ck(im, cudaMemGetInfo(&free_b, &total_b), "memory"))
+        return 0;
+    return total_b - free_b;
+}
+
 extern "C" double tw_cuda_copy_bandwidth(struct tw_backend *be, size_t bytes, int reps)
 {
     struct cuda_impl *im = impl(be);
@@ -1319,12 +1330,40 @@ extern "C" double tw_cuda_gemm_rate(struct tw_backend *be, int64_t M, int64_t N,
                                : 2.0 * (double)M * (double)N * (double)K / (med * 1e-3) / 1e12;
 }
 
+// ---- for grad.cu (kernels.cuh).
+
+cudaStream_t twc_stream(struct tw_backend *be)
+{
+    return impl(be)->stream;
+}
+
+bool twc_check(struct tw_backend *be, cudaError_t e, const char *what)
+{
+    return ck(impl(be), e, what);
+}
+
+void twc_fail(struct tw_backend *be, const char *what, const char *why)
+{
+    fail(impl(be), what, why);
+}
+
+bool twc_failed(struct tw_backend *be)
+{
+    return impl(be)->err != 0;
+}
+
+void **twc_grad_slot(struct tw_backend *be)
+{
+    return &impl(be)->grad;
+}
+
 static void cuda_free(struct tw_backend *be)
 {
     struct cuda_impl *im = impl(be);
     cudaSetDevice(im->device);
     if (im->stream)
         cudaStreamSynchronize(im->stream);
+    twc_grad_free(im->grad);
     for (size_t i = 0; i < im->n_blocks; i++)
         cudaFree(im->blocks[i].p);
     tw_free(im->blocks);
@@ -1381,6 +1420,7 @@ static const struct tw_backend_ops cuda_ops = {
     .download = cuda_download,
     .copy = cuda_copy,
     .sync = cuda_sync,
+    .grad = &twc_grad_ops,
 };
 
 extern "C" int tw_backend_cuda_new(int device, struct tw_backend **out)

@@ -33,6 +33,23 @@ __device__ __forceinline__ void twc_pdl_enter(void)
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+    // ---- backend.cu's services for the training ops (grad.cu).
+
+    // be's stream.
+    cudaStream_t twc_stream(struct tw_backend * be);
+    // Records the first failure of be's ops (tw_backend_sync reports it); true when e is
+    // cudaSuccess.
+    bool twc_check(struct tw_backend * be, cudaError_t e, const char *what);
+    void twc_fail(struct tw_backend * be, const char *what, const char *why);
+    // Whether be has failed since its last sync (later ops are skipped).
+    bool twc_failed(struct tw_backend * be);
+    // The slot for grad.cu's state of be (made on first use, freed by twc_grad_free with be).
+    void **twc_grad_slot(struct tw_backend * be);
+    void twc_grad_free(void *state);
+
+    // ---- grad.cu: the training ops (tensor/grad.h) on the GPU.
+    extern const struct tw_grad_ops twc_grad_ops;
+
 #endif
 }
 
@@ -149,5 +166,22 @@ size_t twc_topk_scratch(int64_t R, int64_t V, int k);
 // twc_topk_scratch(R, V, k) bytes (NULL when that is 0).
 cudaError_t twc_topk(const float *x, int64_t R, int64_t V, int k, float *vals, int32_t *ids,
                      void *scratch, cudaStream_t s);
+
+// ---- backend.cu's services for the training ops (grad.cu).
+
+// be's stream.
+cudaStream_t twc_stream(struct tw_backend *be);
+// Records the first failure of be's ops (tw_backend_sync reports it); true when e is
+// cudaSuccess.
+bool twc_check(struct tw_backend *be, cudaError_t e, const char *what);
+void twc_fail(struct tw_backend *be, const char *what, const char *why);
+// Whether be has failed since its last sync (later ops are skipped).
+bool twc_failed(struct tw_backend *be);
+// The slot for grad.cu's state of be (made on first use, freed by twc_grad_free with be).
+void **twc_grad_slot(struct tw_backend *be);
+void twc_grad_free(void *state);
+
+// ---- grad.cu: the training ops (tensor/grad.h) on the GPU.
+extern const struct tw_grad_ops twc_grad_ops;
 
 #endif

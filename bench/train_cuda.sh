@@ -1,0 +1,19 @@
+#!/bin/bash
+# bench/train_cuda: the training engine on the GPU beside PyTorch + PEFT, in one run on the
+# same card (docs/perf.md records its tables). Run from the repository root after a build:
+#   bash bench/train_cuda.sh [BUILD_DIR]
+# LoRA SFT (r=32 on all seven projections, bf16 base, seq 2048) on the Llama-3.2-1B shape,
+# batch 4, and on the Llama-3.1-8B shape, batch 1; full training (bf16 compute, f32 masters)
+# of the SmolLM2-135M shape (Llama-shaped, ~135M parameters), batch 8.
+set -euo pipefail
+b=${1:-build}
+steps=${STEPS:-5}
+run() { # shape batch modes
+    "$b/bench/train" --device cuda --shape "$1" --batch "$2" --seq 2048 --modes "$3" \
+        --rank 32 --base bf16 --compute bf16 --steps "$steps" --warmup 2
+    python3 bench/train_cuda_peers.py --shape "$1" --batch "$2" --seq 2048 --modes "$3" \
+        --rank 32 --steps "$steps" --warmup 2
+}
+run llama-3.2-1b 4 lora
+run smollm2-135m 8 full
+[ -n "${NO_8B:-}" ] || run llama-3.1-8b 1 lora

@@ -1,0 +1,839 @@
+// The training ops of tensor/grad.h on the GPU, on the backend's stream: row-wise kernels for
+// RMSNorm and the log-softmax, elementwise ones for SwiGLU's backward, dropout and AdamW, and
+// cuBLAS for every product. The linear layers multiply f32 weights in f32 and the others in
+// bf16 (bf16 weights as they are, block-quantised ones dequantised a tile of rows at a time),
+// with the activations rounded to bf16 and f32 accumulators, as PyTorch's bf16 training does.
+// Attention over packed examples materialises one KV head's scores at a time (its G query
+// heads, (G, T, T) floats), with TF32 products for lowp models and f32 ones otherwise, and
+// never keeps them: the backward recomputes
+// them from q, k and the forward's log-sum-exp (FlashAttention's recipe, unfused).
+//
+// Reductions run in a fixed order (partial sums per block, then one pass over the partials;
+// the embedding's backward sums each vocabulary row's tokens in token order): the same inputs
+// give the same bits on every run, so a resumed training run repeats the uninterrupted one.
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tensor/cuda/kernels.cuh"
+
+extern "C" {
+#include "base/error.h"
+#include "base/mem.h"
+#include "tensor/grad.h"
+}
+
+#define THREADS    256
+#define COL_ROWS   256                // rows a block of a column sum covers
+#define TILE_ELEMS ((size_t)32 << 20) // bf16 elements of a dequantised weight tile
+#define CE_FLOATS  ((size_t)64 << 20) // floats of logits a chunk of the output projection
+
+struct scratch {
+    void *p;
+    size_t cap;
+};
+
+struct grad_state {
+    cublasHandle_t h;
+    struct scratch xb, yb, tile, logits, s, dp, part, seg;
+    int32_t *seg_host; // pinned: the embedding backward's token order and segments
+    size_t seg_cap;
+};
+
+// ---- the state, its scratch and errors.
+
+static struct grad_state *state(struct tw_backend *be)
+{
+    void **slot = twc_grad_slot(be);
+    if (*slot)
+        return (struct grad_state *)*slot;
+    struct grad_state *g = (struct grad_state *)tw_calloc(1, sizeof *g);
+    if (!g) {
+        twc_fail(be, "training ops", "out of host memory");
+        return NULL;
+    }
+    cublasStatus_t st = cublasCreate(&g->h);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasSetStream(g->h, twc_stream(be));
+    if (st != CUBLAS_STATUS_SUCCESS) {
+        char why[48];
+        snprintf(why, sizeof why, "cuBLAS status %d", (int)st);
+        twc_fail(be, "cuBLAS", why);
+        if (g->h)
+            cublasDestroy(g->h);
+        tw_free(g);
+        return NULL;
+    }
+    *slot = g;
+    return g;
+}
+
+void twc_grad_free(void *p)
+{
+    struct grad_state *g = (struct grad_state *)p;
+    if (!g)
+        return;
+    struct scratch *all[] = { &g->xb, &g->yb, &g->tile, &g->logits,
+                              &g->s,  &g->dp, &g->part, &g->seg };
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+        cudaFree(all[i]->p);
+    cudaFreeHost(g->seg_host);
+    cublasDestroy(g->h);
+    tw_free(g);
+}
+
+// sc grown to `bytes` (its contents lost; the stream drained first, since queued work may
+// still read it); NULL with the failure recorded.
+static void *grow(struct tw_backend *be, struct scratch *sc, size_t bytes)
+{
+    if (bytes <= sc->cap)
+        return sc->p;
+    twc_check(be, cudaStreamSynchronize(twc_stream(be)), "training scratch");
+    cudaFree(sc->p);
+    sc->p = NULL;
+    sc->cap = 0;
+    bytes = (bytes + 255) & ~(size_t)255;
+    if (!twc_check(be, cudaMalloc(&sc->p, bytes), "training scratch"))
+        return NULL;
+    sc->cap = bytes;
+    return sc->p;
+}
+
+static bool ck_blas(struct tw_backend *be, cublasStatus_t st, const char *what)
+{
+    if (st == CUBLAS_STATUS_SUCCESS)
+        return true;
+    char why[48];
+    snprintf(why, sizeof why, "cuBLAS status %d", (int)st);
+    twc_fail(be, what, why);
+    return false;
+}
+
+static unsigned blocks_for(int64_t n)
+{
+    int64_t g = (n + THREADS - 1) / THREADS;
+    return (unsigned)(g < 1 ? 1 : g > 65536 ? 65536 : g);
+}
+
+#define GRID_STRIDE(i, n)                                                     \
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); \
+         i += (int64_t)gridDim.x * blockDim.x)
+
+// ---- products. Row-major C (M, N) = alpha op(A) op(B) + beta C is column-major
+// C^T = op(B)^T op(A)^T: cuBLAS gets B first. batch > 1: strided batches (strides in elements).
+
+enum gemm_kind { G_F32, G_TF32, G_BF16 };
+
+static void gemm_rm(struct tw_backend *be, enum gemm_kind kind, bool ta, bool tb, int64_t M,
+                    int64_t N, int64_t K, float alpha, const void *A, int64_t lda, int64_t sa,
+                    const void *B, int64_t ldb, int64_t sb, float beta, float *C, int64_t ldc,
+                    int64_t sc, int batch)
+{
+    struct grad_state *g = state(be);
+    if (!g || twc_failed(be) || M == 0 || N == 0)
+        return;
+    cudaDataType_t ab = kind == G_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+    cublasComputeType_t ct = kind == G_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    cublasOperation_t opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasStatus_t st;
+    if (batch == 1)
+        st = cublasGemmEx(g->h, opb, opa, (int)N, (int)M, (int)K, &alpha, B, ab, (int)ldb, A, ab,
+                          (int)lda, &beta, C, CUDA_R_32F, (int)ldc, ct, CUBLAS_GEMM_DEFAULT);
+    else
+        st = cublasGemmStridedBatchedEx(g->h, opb, opa, (int)N, (int)M, (int)K, &alpha, B, ab,
+                                        (int)ldb, sb, A, ab, (int)lda, sa, &beta, C, CUDA_R_32F,
+                                        (int)ldc, sc, batch, ct, CUBLAS_GEMM_DEFAULT);
+    ck_blas(be, st, "training matmul");
+}
+
+static __global__ void to_bf16(__nv_bfloat16 *y, const float *x, int64_t n)
+{
+    GRID_STRIDE(i, n)
+    {
+        y[i] = __float2bfloat16(x[i]);
+    }
+}
+
+// x (n floats) rounded to bf16 in sc; NULL on failure.
+static const __nv_bfloat16 *bf16_of(struct tw_backend *be, struct scratch *sc, const float *x,
+                                    int64_t n)
+{
+    __nv_bfloat16 *y = (__nv_bfloat16 *)grow(be, sc, (size_t)n * 2);
+    if (y)
+        to_bf16<<<blocks_for(n), THREADS, 0, twc_stream(be)>>>(y, x, n);
+    return y && twc_check(be, cudaGetLastError(), "to bf16") ? y : NULL;
+}
+
+// Rows [r0, r0 + n) of a block-quantised w as bf16 in the tile scratch.
+static const __nv_bfloat16 *w_tile(struct tw_backend *be, const struct tw_tensor *w, int64_t r0,
+                                   int64_t n)
+{
+    struct grad_state *g = state(be);
+    int64_t K = w->ne[1];
+    __nv_bfloat16 *t = g ? (__nv_bfloat16 *)grow(be, &g->tile, (size_t)(n * K) * 2) : NULL;
+    if (t)
+        twc_check(be,
+                  twc_dequant_bf16(w->dtype, (const char *)w->data + (size_t)r0 * w->nb[0],
+                                   w->nb[0], n, K, t, twc_stream(be)),
+                  "dequantise");
+    return t;
+}
+
+// Weight rows a tile of w holds (all of them unless w is block-quantised).
+static int64_t tile_rows(const struct tw_tensor *w)
+{
+    if (w->dtype == TW_DTYPE_F32 || w->dtype == TW_DTYPE_BF16)
+        return w->ne[0];
+    int64_t r = (int64_t)(TILE_ELEMS / (size_t)w->ne[1]);
+    return r < 1 ? 1 : r;
+}
+
+static __global__ void add_bias_kernel(float *y, const float *b, int64_t N, int64_t M)
+{
+    GRID_STRIDE(i, N * M)
+    {
+        y[i] += b[i % M];
+    }
+}
+
+static int g_linear_fwd(struct tw_backend *be, float *y, const float *x, const struct tw_tensor *w,
+                        const float *b, int64_t N)
+{
+    struct grad_state *g = state(be);
+    int64_t K = w->ne[1], M = w->ne[0];
+    if (!g)
+        return 0;
+    if (w->dtype == TW_DTYPE_F32) {
+        gemm_rm(be, G_F32, false, true, N, M, K, 1, x, K, 0, w->data, K, 0, 0, y, M, 0, 1);
+    } else {
+        const __nv_bfloat16 *xb = bf16_of(be, &g->xb, x, N * K);
+        int64_t rows = tile_rows(w);
+        for (int64_t r0 = 0; xb && r0 < M; r0 += rows) {
+            int64_t nr = M - r0 < rows ? M - r0 : rows;
+            const void *wt = w->dtype == TW_DTYPE_BF16 ? w->data : w_tile(be, w, r0, nr);
+            if (wt)
+                gemm_rm(be, G_BF16, false, true, N, nr, K, 1, xb, K, 0, wt, K, 0, 0, y + r0, M, 0,
+                        1);
+        }
+    }
+    if (b)
+        add_bias_kernel<<<blocks_for(N * M), THREADS, 0, twc_stream(be)>>>(y, b, N, M);
+    twc_check(be, cudaGetLastError(), "linear (bias)");
+    return 0;
+}
+
+// out[c] += sum over rows r of a[r][c] * (b ? b[r][c] : 1) * (rs ? rs[r] : 1), in a fixed
+// order: per block of COL_ROWS rows into part, then the parts in order.
+static __global__ void colsum_part(float *part, const float *a, const float *b, const float *rs,
+                                   int64_t N, int64_t C)
+{
+    int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x,
+            r0 = (int64_t)blockIdx.y * COL_ROWS;
+    if (c >= C)
+        return;
+    int64_t r1 = r0 + COL_ROWS < N ? r0 + COL_ROWS : N;
+    float s = 0;
+    for (int64_t r = r0; r < r1; r++)
+        s += a[r * C + c] * (b ? b[r * C + c] : 1.0f) * (rs ? rs[r] : 1.0f);
+    part[blockIdx.y * C + c] = s;
+}
+
+static __global__ void colsum_final(float *out, const float *part, int64_t nparts, int64_t C)
+{
+    GRID_STRIDE(c, C)
+    {
+        float s = 0;
+        for (int64_t p = 0; p < nparts; p++)
+            s += part[p * C + c];
+        out[c] += s;
+    }
+}
+
+static void colsum(struct tw_backend *be, float *out, const float *a, const float *b,
+                   const float *rs, int64_t N, int64_t C)
+{
+    struct grad_state *g = state(be);
+    int64_t np = (N + COL_ROWS - 1) / COL_ROWS;
+    float *part = g ? (float *)grow(be, &g->part, (size_t)(np * C) * sizeof(float)) : NULL;
+    if (!part || np == 0)
+        return;
+    cudaStream_t s = twc_stream(be);
+    colsum_part<<<dim3((unsigned)((C + THREADS - 1) / THREADS), (unsigned)np), THREADS, 0, s>>>(
+        part, a, b, rs, N, C);
+    colsum_final<<<blocks_for(C), THREADS, 0, s>>>(out, part, np, C);
+    twc_check(be, cudaGetLastError(), "column sums");
+}
+
+static int g_linear_bwd(struct tw_backend *be, float *dx, float *dw, float *db, const float *dy,
+                        const float *x, const struct tw_tensor *w, int64_t N)
+{
+    struct grad_state *g = state(be);
+    int64_t K = w->ne[1], M = w->ne[0];
+    if (!g)
+        return 0;
+    bool f32 = w->dtype == TW_DTYPE_F32;
+    const __nv_bfloat16 *dyb = f32 ? NULL : bf16_of(be, &g->yb, dy, N * M);
+    if (dx) { // dx (N, K) += dy (N, M) W (M, K)
+        if (f32) {
+            gemm_rm(be, G_F32, false, false, N, K, M, 1, dy, M, 0, w->data, K, 0, 1, dx, K, 0, 1);
+        } else {
+            int64_t rows = tile_rows(w);
+            for (int64_t r0 = 0; dyb && r0 < M; r0 += rows) {
+                int64_t nr = M - r0 < rows ? M - r0 : rows;
+                const void *wt = w->dtype == TW_DTYPE_BF16 ? (const void *)w->data
+                                                           : (const void *)w_tile(be, w, r0, nr);
+                if (wt)
+                    gemm_rm(be, G_BF16, false, false, N, K, nr, 1, dyb + r0, M, 0, wt, K, 0, 1, dx,
+                            K, 0, 1);
+            }
+        }
+    }
+    if (dw) { // dw (M, K) += dy^T x: in the precision the forward multiplied in
+        if (f32) {
+            gemm_rm(be, G_F32, true, false, M, K, N, 1, dy, M, 0, x, K, 0, 1, dw, K, 0, 1);
+        } else {
+            const __nv_bfloat16 *xb = bf16_of(be, &g->xb, x, N * K);
+            if (xb && dyb)
+                gemm_rm(be, G_BF16, true, false, M, K, N, 1, dyb, M, 0, xb, K, 0, 1, dw, K, 0, 1);
+        }
+    }
+    if (db)
+        colsum(be, db, dy, NULL, NULL, N, M);
+    return 0;
+}
+
+static void g_gemm(struct tw_backend *be, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+                   float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
+                   float beta, float *C, int64_t ldc)
+{
+    gemm_rm(be, G_F32, ta, tb, M, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1);
+}
+
+// ---- row-wise kernels: a block per row, sums through warp shuffles then shared memory.
+
+static __device__ float block_sum(float v, float *red)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
+    __syncthreads();
+    if (lane == 0)
+        red[warp] = v;
+    __syncthreads();
+    float s = 0;
+    for (int i = 0; i < nw; i++)
+        s += red[i];
+    return s;
+}
+
+static __device__ float block_max(float v, float *red)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
+    __syncthreads();
+    if (lane == 0)
+        red[warp] = v;
+    __syncthreads();
+    float m = -INFINITY;
+    for (int i = 0; i < nw; i++)
+        m = fmaxf(m, red[i]);
+    return m;
+}
+
+static __global__ void rmsnorm_fwd_kernel(float *y, float *rstd, const float *x, const float *w,
+                                          int64_t C, float eps)
+{
+    __shared__ float red[32];
+    const float *xr = x + blockIdx.x * C;
+    float *yr = y + blockIdx.x * C;
+    float ss = 0;
+    for (int64_t i = threadIdx.x; i < C; i += blockDim.x)
+        ss += xr[i] * xr[i];
+    ss = block_sum(ss, red);
+    float r = rsqrtf(ss / (float)C + eps);
+    if (threadIdx.x == 0)
+        rstd[blockIdx.x] = r;
+    for (int64_t i = threadIdx.x; i < C; i += blockDim.x)
+        yr[i] = xr[i] * r * (w ? w[i] : 1.0f);
+}
+
+static void g_rmsnorm_fwd(struct tw_backend *be, float *y, float *rstd, const float *x,
+                          const float *w, int64_t N, int64_t C, float eps)
+{
+    if (N == 0 || twc_failed(be))
+        return;
+    rmsnorm_fwd_kernel<<<(unsigned)N, THREADS, 0, twc_stream(be)>>>(y, rstd, x, w, C, eps);
+    twc_check(be, cudaGetLastError(), "rmsnorm (training)");
+}
+
+static __global__ void rmsnorm_bwd_kernel(float *dx, const float *dy, const float *x,
+                                          const float *w, const float *rstd, int64_t C)
+{
+    __shared__ float red[32];
+    const float *xr = x + blockIdx.x * C, *gr = dy + blockIdx.x * C;
+    float *dr = dx + blockIdx.x * C, r = rstd[blockIdx.x];
+    float dot = 0;
+    for (int64_t i = threadIdx.x; i < C; i += blockDim.x)
+        dot += gr[i] * (w ? w[i] : 1.0f) * xr[i];
+    dot = block_sum(dot, red);
+    float k = dot * r * r * r / (float)C;
+    for (int64_t i = threadIdx.x; i < C; i += blockDim.x)
+        dr[i] += r * (w ? w[i] : 1.0f) * gr[i] - xr[i] * k;
+}
+
+static void g_rmsnorm_bwd(struct tw_backend *be, float *dx, float *dw, const float *dy,
+                          const float *x, const float *w, const float *rstd, int64_t N, int64_t C)
+{
+    if (N == 0 || twc_failed(be))
+        return;
+    rmsnorm_bwd_kernel<<<(unsigned)N, THREADS, 0, twc_stream(be)>>>(dx, dy, x, w, rstd, C);
+    twc_check(be, cudaGetLastError(), "rmsnorm backward");
+    if (dw)
+        colsum(be, dw, dy, x, rstd, N, C);
+}
+
+// ---- the output projection and the log-softmax, a chunk of rows at a time.
+
+// Row i of l (V logits) with target y: logp = l[y] - lse; with coef, l becomes
+// dL/dlogits = c ([j == y] - p_j); rows without a target get logp 0 (and l 0).
+static __global__ void logsoftmax_kernel(float *l, float *logp, const int32_t *targets,
+                                         const float *coef, int64_t V)
+{
+    __shared__ float red[32];
+    float *row = l + blockIdx.x * V;
+    int32_t y = targets[blockIdx.x];
+    if (y < 0) {
+        if (threadIdx.x == 0)
+            logp[blockIdx.x] = 0;
+        if (coef)
+            for (int64_t j = threadIdx.x; j < V; j += blockDim.x)
+                row[j] = 0;
+        return;
+    }
+    float m = -INFINITY;
+    for (int64_t j = threadIdx.x; j < V; j += blockDim.x)
+        m = fmaxf(m, row[j]);
+    m = block_max(m, red);
+    float z = 0;
+    for (int64_t j = threadIdx.x; j < V; j += blockDim.x)
+        z += expf(row[j] - m);
+    z = block_sum(z, red);
+    float lse = m + logf(z), ly = row[y];
+    __syncthreads(); // every thread has read row[y] before it changes
+    if (threadIdx.x == 0)
+        logp[blockIdx.x] = ly - lse;
+    if (!coef)
+        return;
+    float c = coef[blockIdx.x];
+    for (int64_t j = threadIdx.x; j < V; j += blockDim.x)
+        row[j] = -c * expf(row[j] - lse) + (j == y ? c : 0.0f);
+}
+
+static int g_head_logp(struct tw_backend *be, const float *x, const struct tw_tensor *w,
+                       const int32_t *targets, int64_t N, float *logp, const float *coef,
+                       float *dx, float *dw, double *sum)
+{
+    struct grad_state *g = state(be);
+    int64_t V = w->ne[0], C = w->ne[1];
+    int64_t R = (int64_t)(CE_FLOATS / (size_t)V);
+    R = R < 16 ? 16 : R > N ? N : R;
+    float *lg = g ? (float *)grow(be, &g->logits, (size_t)(R * V) * sizeof(float)) : NULL;
+    if (!lg)
+        return tw_backend_sync(be);
+    for (int64_t r0 = 0; r0 < N && !twc_failed(be); r0 += R) {
+        int64_t nr = N - r0 < R ? N - r0 : R;
+        g_linear_fwd(be, lg, x + r0 * C, w, NULL, nr);
+        logsoftmax_kernel<<<(unsigned)nr, 1024, 0, twc_stream(be)>>>(lg, logp + r0, targets + r0,
+                                                                     coef ? coef + r0 : NULL, V);
+        twc_check(be, cudaGetLastError(), "log-softmax");
+        if (coef)
+            g_linear_bwd(be, dx ? dx + r0 * C : NULL, dw, NULL, lg, x + r0 * C, w, nr);
+    }
+    // the sum on the host, in row order (the CPU's order)
+    float *h = (float *)tw_malloc_array((size_t)(N ? N : 1), sizeof(float));
+    if (!h)
+        return tw_error_set(TW_ENOMEM, "out of memory");
+    int rc = tw_backend_download(be, h, logp, (size_t)N * sizeof(float));
+    double total = 0;
+    for (int64_t t = 0; t < N; t++)
+        total += h[t];
+    tw_free(h);
+    *sum = total;
+    return rc;
+}
+
+// ---- attention over packed examples: per row b and KV head, its G query heads at once.
+
+// The first key query t of its row sees (start of its example, or the window's).
+static __device__ __forceinline__ int64_t key_lo(const int32_t *start_row, int64_t t,
+                                                 int32_t window)
+{
+    int64_t lo = start_row[t];
+    if (window > 0 && t - window + 1 > lo)
+        lo = t - window + 1;
+    return lo;
+}
+
+// Row (i, t) of s (G, T, T), the scaled scores of query head h0 + i: becomes the
+// probabilities (0 outside the keys t sees); lse gets their log-sum-exp.
+static __global__ void attn_softmax_kernel(float *s, float *lse, const int32_t *start_row,
+                                           int64_t T, int64_t H, int64_t h0, int32_t window)
+{
+    __shared__ float red[32];
+    int64_t i = blockIdx.x / T, t = blockIdx.x % T, lo = key_lo(start_row, t, window);
+    float *row = s + blockIdx.x * T;
+    float m = -INFINITY;
+    for (int64_t j = lo + threadIdx.x; j <= t; j += blockDim.x)
+        m = fmaxf(m, row[j]);
+    m = block_max(m, red);
+    float z = 0;
+    for (int64_t j = lo + threadIdx.x; j <= t; j += blockDim.x)
+        z += expf(row[j] - m);
+    z = block_sum(z, red);
+    float l = m + logf(z);
+    for (int64_t j = threadIdx.x; j < T; j += blockDim.x)
+        row[j] = j >= lo && j <= t ? expf(row[j] - l) : 0.0f;
+    if (threadIdx.x == 0)
+        lse[t * H + h0 + i] = l;
+}
+
+// Row (i, t): s's scores to probabilities with the kept lse; dp (dO V^T) to
+// dS = scale p (dp - dO . O).
+static __global__ void attn_ds_kernel(float *s, float *dp, const float *lse, const float *dout,
+                                      const float *out, const int32_t *start_row, int64_t T,
+                                      int64_t H, int64_t h0, int64_t D, float scale,
+                                      int32_t window)
+{
+    __shared__ float red[32];
+    int64_t i = blockIdx.x / T, t = blockIdx.x % T, lo = key_lo(start_row, t, window);
+    const float *o = out + (t * H + h0 + i) * D, *d = dout + (t * H + h0 + i) * D;
+    float delta = 0;
+    for (int64_t e = threadIdx.x; e < D; e += blockDim.x)
+        delta += o[e] * d[e];
+    delta = block_sum(delta, red);
+    float l = lse[t * H + h0 + i];
+    float *srow = s + blockIdx.x * T, *prow = dp + blockIdx.x * T;
+    for (int64_t j = threadIdx.x; j < T; j += blockDim.x) {
+        float p = j >= lo && j <= t ? expf(srow[j] - l) : 0.0f;
+        srow[j] = p;
+        prow[j] = scale * p * (prow[j] - delta);
+    }
+}
+
+static void g_attn_fwd(struct tw_backend *be, float *out, float *lse, const float *q,
+                       const float *k, const float *v, const int32_t *start,
+                       const struct tw_attn_shape *sh)
+{
+    struct grad_state *g = state(be);
+    int64_t T = sh->T, H = sh->H, Hkv = sh->Hkv, D = sh->D, G = H / Hkv;
+    float *s = g ? (float *)grow(be, &g->s, (size_t)(G * T * T) * sizeof(float)) : NULL;
+    enum gemm_kind kind = sh->lowp ? G_TF32 : G_F32;
+    if (!s)
+        return;
+    for (int64_t b = 0; b < sh->B && !twc_failed(be); b++)
+        for (int64_t kh = 0; kh < Hkv; kh++) {
+            int64_t h0 = kh * G;
+            const float *qb = q + (b * T * H + h0) * D, *kb = k + (b * T * Hkv + kh) * D;
+            const float *vb = v + (b * T * Hkv + kh) * D;
+            gemm_rm(be, kind, false, true, T, T, D, sh->scale, qb, H * D, D, kb, Hkv * D, 0, 0, s,
+                    T, T * T, (int)G);
+            attn_softmax_kernel<<<(unsigned)(G * T), THREADS, 0, twc_stream(be)>>>(
+                s, lse + b * T * H, start + b * T, T, H, h0, sh->window);
+            twc_check(be, cudaGetLastError(), "attention softmax");
+            gemm_rm(be, kind, false, false, T, D, T, 1, s, T, T * T, vb, Hkv * D, 0, 0,
+                    out + (b * T * H + h0) * D, H * D, D, (int)G);
+        }
+}
+
+static void g_attn_bwd(struct tw_backend *be, float *dq, float *dk, float *dv, const float *dout,
+                       const float *q, const float *k, const float *v, const float *out,
+                       const float *lse, const int32_t *start, const struct tw_attn_shape *sh)
+{
+    struct grad_state *g = state(be);
+    int64_t T = sh->T, H = sh->H, Hkv = sh->Hkv, D = sh->D, G = H / Hkv;
+    size_t bytes = (size_t)(G * T * T) * sizeof(float);
+    float *s = g ? (float *)grow(be, &g->s, bytes) : NULL;
+    float *dp = s ? (float *)grow(be, &g->dp, bytes) : NULL;
+    enum gemm_kind kind = sh->lowp ? G_TF32 : G_F32;
+    if (!dp)
+        return;
+    for (int64_t b = 0; b < sh->B && !twc_failed(be); b++)
+        for (int64_t kh = 0; kh < Hkv; kh++) {
+            int64_t h0 = kh * G, qo = (b * T * H + h0) * D, ko = (b * T * Hkv + kh) * D;
+            // the scores again, and dP = dO V^T
+            gemm_rm(be, kind, false, true, T, T, D, sh->scale, q + qo, H * D, D, k + ko, Hkv * D,
+                    0, 0, s, T, T * T, (int)G);
+            gemm_rm(be, kind, false, true, T, T, D, 1, dout + qo, H * D, D, v + ko, Hkv * D, 0, 0,
+                    dp, T, T * T, (int)G);
+            attn_ds_kernel<<<(unsigned)(G * T), THREADS, 0, twc_stream(be)>>>(
+                s, dp, lse + b * T * H, dout + b * T * H * D, out + b * T * H * D, start + b * T,
+                T, H, h0, D, sh->scale, sh->window);
+            twc_check(be, cudaGetLastError(), "attention backward");
+            // dQ_i += dS_i K;  dK += sum_i dS_i^T Q_i;  dV += sum_i P_i^T dO_i
+            gemm_rm(be, kind, false, false, T, D, T, 1, dp, T, T * T, k + ko, Hkv * D, 0, 1,
+                    dq + qo, H * D, D, (int)G);
+            for (int64_t i = 0; i < G; i++) {
+                gemm_rm(be, kind, true, false, T, D, T, 1, dp + i * T * T, T, 0, q + qo + i * D,
+                        H * D, 0, 1, dk + ko, Hkv * D, 0, 1);
+                gemm_rm(be, kind, true, false, T, D, T, 1, s + i * T * T, T, 0, dout + qo + i * D,
+                        H * D, 0, 1, dv + ko, Hkv * D, 0, 1);
+            }
+        }
+}
+
+// ---- elementwise.
+
+static __global__ void swiglu_bwd_kernel(float *dg, float *du, const float *dh, const float *g,
+                                         const float *u, int64_t n)
+{
+    GRID_STRIDE(i, n)
+    {
+        float s = 1.0f / (1.0f + expf(-g[i]));
+        dg[i] += dh[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
+        du[i] += dh[i] * g[i] * s;
+    }
+}
+
+static void g_swiglu_bwd(struct tw_backend *be, float *dg, float *du, const float *dh,
+                         const float *g, const float *u, int64_t n)
+{
+    if (n == 0 || twc_failed(be))
+        return;
+    swiglu_bwd_kernel<<<blocks_for(n), THREADS, 0, twc_stream(be)>>>(dg, du, dh, g, u, n);
+    twc_check(be, cudaGetLastError(), "swiglu backward");
+}
+
+// splitmix64 (base/map.h's tw_splitmix64, the same steps on the device).
+static __device__ __forceinline__ uint64_t splitmix64(uint64_t x)
+{
+    uint64_t z = x + 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static __global__ void dropout_kernel(float *y, const float *x, int64_t n, uint64_t thr,
+                                      float keep, uint64_t key, bool add)
+{
+    GRID_STRIDE(i, n)
+    {
+        float v = splitmix64(key ^ (uint64_t)i * 0xD1B54A32D192ED03ull) < thr ? 0.0f : x[i] * keep;
+        y[i] = add ? y[i] + v : v;
+    }
+}
+
+static void g_dropout(struct tw_backend *be, float *y, const float *x, int64_t n, float p,
+                      uint64_t key, bool add)
+{
+    if (n == 0 || twc_failed(be))
+        return;
+    uint64_t thr = (uint64_t)((double)p * 18446744073709551615.0);
+    dropout_kernel<<<blocks_for(n), THREADS, 0, twc_stream(be)>>>(y, x, n, thr, 1.0f / (1.0f - p),
+                                                                  key, add);
+    twc_check(be, cudaGetLastError(), "dropout");
+}
+
+static void g_zero(struct tw_backend *be, void *p, size_t bytes)
+{
+    if (bytes && !twc_failed(be))
+        twc_check(be, cudaMemsetAsync(p, 0, bytes, twc_stream(be)), "zero");
+}
+
+static __global__ void adamw_kernel(float *w, const float *g, float *m, float *v, int64_t n,
+                                    struct tw_adamw_args a)
+{
+    GRID_STRIDE(j, n)
+    {
+        float gj = g[j], wj = w[j] * a.decay;
+        float mj = m[j] + (gj - m[j]) * (1.0f - a.beta1);
+        float vj = v[j] * a.beta2 + (1.0f - a.beta2) * gj * gj;
+        m[j] = mj, v[j] = vj;
+        w[j] = wj - a.step_size * mj / (sqrtf(vj) / a.bc2_sqrt + a.eps);
+    }
+}
+
+static void g_adamw(struct tw_backend *be, float *w, const float *g, float *m, float *v, size_t n,
+                    const struct tw_adamw_args *a)
+{
+    if (n == 0 || twc_failed(be))
+        return;
+    adamw_kernel<<<blocks_for((int64_t)n), THREADS, 0, twc_stream(be)>>>(w, g, m, v, (int64_t)n,
+                                                                         *a);
+    twc_check(be, cudaGetLastError(), "adamw");
+}
+
+// Sum of squares in double: a part per block, then one thread adds the parts in order.
+static __global__ void sumsq_part(double *part, const float *x, int64_t n)
+{
+    __shared__ double red[THREADS];
+    double s = 0;
+    GRID_STRIDE(i, n)
+    {
+        s += (double)x[i] * x[i];
+    }
+    red[threadIdx.x] = s;
+    __syncthreads();
+    for (int o = THREADS / 2; o > 0; o >>= 1) {
+        if ((int)threadIdx.x < o)
+            red[threadIdx.x] += red[threadIdx.x + o];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0)
+        part[blockIdx.x] = red[0];
+}
+
+static __global__ void sumsq_final(double *acc, const double *part, int np)
+{
+    double s = 0;
+    for (int i = 0; i < np; i++)
+        s += part[i];
+    *acc += s;
+}
+
+static void g_sumsq(struct tw_backend *be, const float *x, size_t n, double *acc)
+{
+    struct grad_state *g = state(be);
+    unsigned nb = blocks_for((int64_t)n) < 1024 ? blocks_for((int64_t)n) : 1024;
+    double *part = g ? (double *)grow(be, &g->part, nb * sizeof(double)) : NULL;
+    if (!part || n == 0)
+        return;
+    sumsq_part<<<nb, THREADS, 0, twc_stream(be)>>>(part, x, (int64_t)n);
+    sumsq_final<<<1, 1, 0, twc_stream(be)>>>(acc, part, (int)nb);
+    twc_check(be, cudaGetLastError(), "gradient norm");
+}
+
+static __global__ void scale_kernel(float *x, int64_t n, float c)
+{
+    GRID_STRIDE(i, n)
+    {
+        x[i] *= c;
+    }
+}
+
+static void g_scale(struct tw_backend *be, float *x, size_t n, float c)
+{
+    if (n == 0 || twc_failed(be))
+        return;
+    scale_kernel<<<blocks_for((int64_t)n), THREADS, 0, twc_stream(be)>>>(x, (int64_t)n, c);
+    twc_check(be, cudaGetLastError(), "scale");
+}
+
+static void g_convert(struct tw_backend *be, void *dst, enum tw_dtype dt, const float *src,
+                      size_t n)
+{
+    if (n == 0 || twc_failed(be))
+        return;
+    if (dt == TW_DTYPE_F32) {
+        twc_check(
+            be,
+            cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice, twc_stream(be)),
+            "convert");
+    } else if (dt == TW_DTYPE_BF16) {
+        to_bf16<<<blocks_for((int64_t)n), THREADS, 0, twc_stream(be)>>>((__nv_bfloat16 *)dst, src,
+                                                                        (int64_t)n);
+        twc_check(be, cudaGetLastError(), "convert");
+    } else {
+        twc_fail(be, "convert", "only to f32 or bf16");
+    }
+}
+
+// ---- the embedding's backward: the tokens ordered by id on the host (ids are host memory),
+// then a block per distinct id adds its tokens' rows in token order.
+
+static __global__ void embedding_bwd_kernel(float *dtable, const int32_t *seg, int64_t n_seg,
+                                            const float *dy, int64_t C)
+{
+    // seg: n_seg + 1 offsets into order, then the ids of the segments, then the order
+    const int32_t *ids = seg + n_seg + 1, *order = ids + n_seg;
+    int64_t sg = blockIdx.y;
+    int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (c >= C)
+        return;
+    float s = 0;
+    for (int32_t i = seg[sg]; i < seg[sg + 1]; i++)
+        s += dy[(int64_t)order[i] * C + c];
+    dtable[(int64_t)ids[sg] * C + c] += s;
+}
+
+static int cmp_pair(const void *a, const void *b)
+{
+    const int64_t *x = (const int64_t *)a, *y = (const int64_t *)b;
+    return *x < *y ? -1 : *x > *y;
+}
+
+static void g_embedding_bwd(struct tw_backend *be, float *dtable, const int32_t *ids,
+                            const float *dy, int64_t N, int64_t C)
+{
+    struct grad_state *g = state(be);
+    if (!g || N == 0 || twc_failed(be))
+        return;
+    // (id << 32 | t) sorted: by id, then token order
+    int64_t *key = (int64_t *)tw_malloc_array((size_t)N, sizeof *key);
+    if (!key) {
+        twc_fail(be, "embedding backward", "out of host memory");
+        return;
+    }
+    for (int64_t t = 0; t < N; t++)
+        key[t] = (int64_t)ids[t] << 32 | t;
+    qsort(key, (size_t)N, sizeof *key, cmp_pair);
+    size_t need = (size_t)(3 * N + 1) * sizeof(int32_t);
+    // the pinned buffer may still feed the last call's copy: drain before reusing it
+    twc_check(be, cudaStreamSynchronize(twc_stream(be)), "embedding backward");
+    if (need > g->seg_cap) {
+        cudaFreeHost(g->seg_host);
+        g->seg_host = NULL, g->seg_cap = 0;
+        if (!twc_check(be, cudaMallocHost(&g->seg_host, need), "embedding backward")) {
+            tw_free(key);
+            return;
+        }
+        g->seg_cap = need;
+    }
+    int64_t n_seg = 0;
+    for (int64_t i = 0; i < N; i++)
+        n_seg += i == 0 || key[i] >> 32 != key[i - 1] >> 32;
+    int32_t *seg = g->seg_host, *sid = seg + n_seg + 1, *order = sid + n_seg;
+    int64_t k = 0;
+    for (int64_t i = 0; i < N; i++) {
+        if (i == 0 || key[i] >> 32 != key[i - 1] >> 32) {
+            seg[k] = (int32_t)i;
+            sid[k++] = (int32_t)(key[i] >> 32);
+        }
+        order[i] = (int32_t)(key[i] & 0xffffffff);
+    }
+    seg[n_seg] = (int32_t)N;
+    tw_free(key);
+    size_t bytes = (size_t)(2 * n_seg + 1 + N) * sizeof(int32_t);
+    int32_t *dseg = (int32_t *)grow(be, &g->seg, bytes);
+    if (!dseg)
+        return;
+    cudaStream_t s = twc_stream(be);
+    twc_check(be, cudaMemcpyAsync(dseg, seg, bytes, cudaMemcpyHostToDevice, s),
+              "embedding backward");
+    embedding_bwd_kernel<<<dim3((unsigned)((C + THREADS - 1) / THREADS), (unsigned)n_seg), THREADS,
+                           0, s>>>(dtable, dseg, n_seg, dy, C);
+    twc_check(be, cudaGetLastError(), "embedding backward");
+}
+
+const struct tw_grad_ops twc_grad_ops = {
+    /* rmsnorm_fwd */ g_rmsnorm_fwd,
+    /* rmsnorm_bwd */ g_rmsnorm_bwd,
+    /* attn_fwd */ g_attn_fwd,
+    /* attn_bwd */ g_attn_bwd,
+    /* swiglu_bwd */ g_swiglu_bwd,
+    /* linear_fwd */ g_linear_fwd,
+    /* linear_bwd */ g_linear_bwd,
+    /* head_logp */ g_head_logp,
+    /* embedding_bwd */ g_embedding_bwd,
+    /* gemm */ g_gemm,
+    /* dropout */ g_dropout,
+    /* zero */ g_zero,
+    /* adamw */ g_adamw,
+    /* sumsq */ g_sumsq,
+    /* scale */ g_scale,
+    /* convert */ g_convert,
+};

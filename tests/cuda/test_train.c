@@ -1,0 +1,289 @@
+// The training engine on the GPU against the same engine on the CPU (the reference), on one
+// batch of packed examples with masked targets: the loss, every token's log-probability and
+// every trainable parameter's gradient, for full training in f32 and in bf16 compute, the
+// architectures' features (Qwen2's biases, Qwen3's q/k norms and tied embeddings, Mistral's
+// window), LoRA with dropout over a bf16 base and QLoRA over a q4_K one; then the training
+// loop on the GPU: its losses beside the CPU's, and a run stopped and resumed from its
+// checkpoint ending bit-identical to the uninterrupted run.
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/error.h"
+#include "base/mem.h"
+#include "check.h"
+#include "model/model.h"
+#include "sotu.h"
+#include "train/trainer.h"
+
+enum { B = 3, T = 45 };
+
+static struct tw_backend *gpu;
+
+static const char *src_dir(void)
+{
+    return getenv("TWIN_SOURCE_DIR") ? getenv("TWIN_SOURCE_DIR") : ".";
+}
+
+static struct tw_model *golden_llama(void)
+{
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s/tests/golden/models/llama", src_dir());
+    struct tw_model *m;
+    REQUIRE(tw_model_open(dir, &m) == 0);
+    return m;
+}
+
+// The golden llama's rope and vocabulary, larger layers: rows of 512 and 1024 (q4_K's blocks
+// fit), 8 query heads over 2 KV heads of 64.
+static struct tw_model_config cfg_of(const struct tw_model *g, enum tw_arch arch)
+{
+    struct tw_model_config c = g->cfg;
+    c.arch = arch;
+    c.n_embd = 512, c.n_head = 8, c.n_head_kv = 2, c.head_dim = 64, c.n_ff = 1024;
+    c.n_layer = 2;
+    c.attn_bias = arch == TW_ARCH_QWEN2;
+    c.qk_norm = arch == TW_ARCH_QWEN3;
+    c.tied_embeddings = arch == TW_ARCH_QWEN3;
+    c.sliding_window = arch == TW_ARCH_MISTRAL ? 7 : 0;
+    return c;
+}
+
+// Row 0 packs examples of 20 and 25 tokens, row 1 holds one of 45, row 2 one of 30 and 15 pads.
+struct batch {
+    int32_t ids[B * T], tg[B * T], pos[B * T], st[B * T];
+    struct tw_lm_batch b;
+};
+
+static void make_batch(struct batch *x, int32_t vocab)
+{
+    uint64_t rng = 77;
+    const int lens[B][2] = { { 20, 25 }, { 45, 0 }, { 30, 0 } };
+    for (int r = 0; r < B; r++) {
+        int t = 0;
+        for (int e = 0; e < 2 && lens[r][e]; e++)
+            for (int i = 0; i < lens[r][e]; i++, t++) {
+                int n = r * T + t;
+                x->ids[n] = (int32_t)(check_rand(&rng) % (uint64_t)vocab);
+                x->pos[n] = i, x->st[n] = t - i;
+                x->tg[n] = i + 1 < lens[r][e] && i % 7 != 3
+                               ? (int32_t)(check_rand(&rng) % (uint64_t)vocab)
+                               : -100;
+            }
+        for (; t < T; t++) { // padding: its own one-token examples, no targets
+            int n = r * T + t;
+            x->ids[n] = 0, x->pos[n] = 0, x->st[n] = t, x->tg[n] = -100;
+        }
+    }
+    x->b = (struct tw_lm_batch){ B, T, x->ids, x->tg, x->pos, x->st };
+}
+
+// max |a - b| / max |b| over n values
+static double rel(const float *a, const float *b, size_t n)
+{
+    double d = 0, m = 0;
+    for (size_t i = 0; i < n; i++) {
+        d = fmax(d, fabs((double)a[i] - b[i]));
+        m = fmax(m, fabs((double)b[i]));
+    }
+    return m > 0 ? d / m : d;
+}
+
+// One step of the cross-entropy on the CPU model a and its GPU twin b (made alike): the loss,
+// log-probabilities and gradients within tol.
+static void compare(const char *what, tw_lm *a, tw_lm *b, double tol)
+{
+    struct batch x;
+    make_batch(&x, tw_lm_config(a)->n_vocab);
+    REQUIRE(tw_lm_use_backend(b, gpu) == 0);
+    tw_lm_set_step(a, 3), tw_lm_set_step(b, 3);
+    float la[B * T], lb[B * T];
+    double sa, sb;
+    REQUIRE(tw_lm_forward(a, &x.b, la, &sa) == 0);
+    REQUIRE(tw_lm_forward(b, &x.b, lb, &sb) == 0);
+    double dl = 0;
+    for (int i = 0; i < B * T; i++)
+        dl = fmax(dl, fabs((double)la[i] - lb[i]));
+    tw_lm_zero_grad(a), tw_lm_zero_grad(b);
+    double ca, cb;
+    int64_t na, nb;
+    REQUIRE(tw_lm_step_ce(a, &x.b, 0.01f, &ca, &na) == 0);
+    REQUIRE(tw_lm_step_ce(b, &x.b, 0.01f, &cb, &nb) == 0);
+    REQUIRE(tw_lm_pull(b) == 0);
+    CHECK_EQ_INT(na, nb);
+    double worst = 0, gmax = 0;
+    const char *worst_name = "";
+    for (size_t i = 0; i < tw_lm_n_params(a); i++) {
+        const struct tw_lm_param *pa = tw_lm_param_at(a, i), *pb = tw_lm_param_at(b, i);
+        REQUIRE(strcmp(pa->name, pb->name) == 0 && pa->n == pb->n);
+        double e = rel(pb->g, pa->g, pa->n);
+        for (size_t j = 0; j < pa->n; j++)
+            gmax = fmax(gmax, fabs(pa->g[j]));
+        if (e > worst)
+            worst = e, worst_name = pa->name;
+    }
+    printf("%-24s loss %.6f / %.6f, logp max diff %.2e, gradients worst %.2e (%s)\n", what,
+           ca / (double)na, cb / (double)nb, dl, worst, worst_name);
+    CHECK(fabs(ca - cb) < tol * fabs(ca));
+    CHECK(dl < 50 * tol);
+    CHECK(worst < tol * 10);
+    CHECK(gmax > 0); // something was learned from
+    tw_lm_free(a), tw_lm_free(b);
+}
+
+static void test_full(const struct tw_model *g)
+{
+    const enum tw_arch archs[] = { TW_ARCH_LLAMA, TW_ARCH_QWEN2, TW_ARCH_QWEN3, TW_ARCH_MISTRAL };
+    const char *names[] = { "llama f32", "qwen2 f32", "qwen3 f32", "mistral f32" };
+    for (int i = 0; i < 4; i++) {
+        struct tw_model_config c = cfg_of(g, archs[i]);
+        tw_lm *a, *b;
+        REQUIRE(tw_lm_new_random(&c, 11, &a) == 0);
+        REQUIRE(tw_lm_new_random(&c, 11, &b) == 0);
+        compare(names[i], a, b, 2e-3);
+    }
+    struct tw_model_config c = cfg_of(g, TW_ARCH_LLAMA);
+    tw_lm *a, *b;
+    REQUIRE(tw_lm_new_random(&c, 12, &a) == 0 && tw_lm_set_compute(a, TW_DTYPE_BF16) == 0);
+    REQUIRE(tw_lm_new_random(&c, 12, &b) == 0 && tw_lm_set_compute(b, TW_DTYPE_BF16) == 0);
+    compare("llama bf16 compute", a, b, 1e-2);
+}
+
+// LoRA's B starts at 0, which leaves A's gradient 0: both get the same nonzero B first.
+static void fill_b(tw_lm *m)
+{
+    for (size_t i = 0; i < tw_lm_n_params(m); i++) {
+        const struct tw_lm_param *p = tw_lm_param_at(m, i);
+        if (strstr(p->name, "lora_B"))
+            for (size_t j = 0; j < p->n; j++)
+                p->w[j] = 0.01f * (float)((int)((j * 2654435761u + i) % 17) - 8);
+    }
+}
+
+static void test_lora(const struct tw_model *g)
+{
+    struct tw_model_config c = cfg_of(g, TW_ARCH_LLAMA);
+    const enum tw_dtype base_dt[] = { TW_DTYPE_BF16, TW_DTYPE_BF16 };
+    const enum tw_dtype held[] = { TW_DTYPE_F32, TW_DTYPE_Q4_K };
+    const char *names[] = { "lora r16 bf16 base", "qlora r16 q4_K" };
+    for (int i = 0; i < 2; i++) {
+        struct tw_model *base;
+        REQUIRE(tw_model_random(&c, base_dt[i], 5, &base) == 0);
+        struct tw_lm_opts o = { .lora_r = 16,
+                                .lora_alpha = 32,
+                                .lora_dropout = 0.1f,
+                                .lora_targets = TW_PROJ_ALL,
+                                .qlora = held[i],
+                                .seed = 9 };
+        tw_lm *a, *b;
+        REQUIRE(tw_lm_new(base, &o, &a) == 0);
+        REQUIRE(tw_lm_new(base, &o, &b) == 0);
+        fill_b(a), fill_b(b);
+        compare(names[i], a, b, 1e-2);
+        tw_model_close(base);
+    }
+}
+
+// ---- the loop.
+
+static void load_text(struct tw_dataset *d, const tw_tokenizer *tok)
+{
+    char dir[4096], *names[300];
+    size_t n = sotu_list(dir, sizeof dir, names, 300);
+    REQUIRE(n >= 3);
+    char *texts[3];
+    for (int i = 0; i < 3; i++) {
+        char p[8300];
+        size_t len;
+        snprintf(p, sizeof p, "%s/%s", dir, names[i]);
+        REQUIRE((texts[i] = test_read_file(p, &len)) != NULL);
+    }
+    struct tw_data_options o = { .task = TW_DATA_TASK_PRETRAIN, .max_seq = 64 };
+    REQUIRE(tw_dataset_from_texts(d, (const char *const *)texts, 3, tok, &o) == 0);
+    for (int i = 0; i < 3; i++)
+        tw_free(texts[i]);
+    for (size_t i = 0; i < n; i++)
+        tw_free(names[i]);
+}
+
+struct log {
+    double loss[32];
+    int64_t n, stop_at;
+    volatile sig_atomic_t *stop;
+};
+
+static int on_step(void *ud, const struct tw_train_progress *p)
+{
+    struct log *l = ud;
+    if (l->n < 32)
+        l->loss[l->n++] = p->loss;
+    if (l->stop && p->step == l->stop_at)
+        *l->stop = 1;
+    return 0;
+}
+
+static void test_loop(const struct tw_model *g)
+{
+    struct tw_dataset d;
+    load_text(&d, g->tok);
+    struct tw_model_config c = cfg_of(g, TW_ARCH_LLAMA);
+    c.n_embd = 128, c.n_head = 4, c.n_head_kv = 2, c.head_dim = 32, c.n_ff = 256;
+    struct tw_train_opts o;
+    tw_train_opts_default(&o, TW_TRAIN_PRETRAIN);
+    o.batch = 4, o.seq = 64, o.lr = 3e-3, o.warmup = 2, o.max_steps = 8, o.eval_frac = 0;
+    char tmpl[] = "/tmp/twin-cuda-train-XXXXXX", ck[4200];
+    REQUIRE(mkdtemp(tmpl) != NULL);
+    snprintf(ck, sizeof ck, "%s/state.safetensors", tmpl);
+    // the CPU's run, the GPU's straight through, the GPU's stopped at 3 and resumed
+    tw_lm *cpu, *a, *b;
+    REQUIRE(tw_lm_new_random(&c, 3, &cpu) == 0);
+    REQUIRE(tw_lm_new_random(&c, 3, &a) == 0 && tw_lm_use_backend(a, gpu) == 0);
+    struct log lc = { 0 }, la = { 0 };
+    struct tw_train_result r;
+    o.on_step = on_step, o.ud = &lc;
+    REQUIRE(tw_train(cpu, NULL, &d, &o, &r) == 0);
+    o.ud = &la;
+    REQUIRE(tw_train(a, NULL, &d, &o, &r) == 0);
+    CHECK_EQ_INT(la.n, 8);
+    double worst = 0;
+    for (int i = 0; i < 8; i++)
+        worst = fmax(worst, fabs(la.loss[i] - lc.loss[i]) / lc.loss[i]);
+    printf("loop: losses %.4f -> %.4f (CPU %.4f -> %.4f), worst relative difference %.2e\n",
+           la.loss[0], la.loss[7], lc.loss[0], lc.loss[7], worst);
+    CHECK(worst < 1e-2);
+    CHECK(la.loss[7] < la.loss[0] - 0.3);
+    volatile sig_atomic_t stop = 0;
+    struct log lb = { .stop_at = 3, .stop = &stop };
+    o.ud = &lb, o.stop = &stop, o.checkpoint = ck;
+    REQUIRE(tw_lm_new_random(&c, 3, &b) == 0 && tw_lm_use_backend(b, gpu) == 0);
+    CHECK_EQ_INT(tw_train(b, NULL, &d, &o, &r), TW_ECANCELED);
+    tw_lm_free(b);
+    REQUIRE(tw_lm_new_random(&c, 99, &b) == 0 && tw_lm_use_backend(b, gpu) == 0);
+    stop = 0, lb.stop = NULL, o.resume = true;
+    REQUIRE(tw_train(b, NULL, &d, &o, &r) == 0);
+    CHECK_EQ_INT(lb.n, 8);
+    CHECK(memcmp(la.loss, lb.loss, sizeof la.loss) == 0);
+    bool same = true;
+    for (size_t i = 0; i < tw_lm_n_params(a); i++) {
+        const struct tw_lm_param *pa = tw_lm_param_at(a, i), *pb = tw_lm_param_at(b, i);
+        same &= memcmp(pa->w, pb->w, pa->n * sizeof(float)) == 0;
+    }
+    CHECK(same);
+    unlink(ck), rmdir(tmpl);
+    tw_lm_free(cpu), tw_lm_free(a), tw_lm_free(b);
+    tw_dataset_free(&d);
+}
+
+int main(void)
+{
+    REQUIRE(tw_backend_open("cuda", 0, &gpu) == 0);
+    struct tw_model *g = golden_llama();
+    test_full(g);
+    test_lora(g);
+    test_loop(g);
+    tw_model_close(g);
+    tw_backend_free(gpu);
+    return check_report("cuda_test_train");
+}
