@@ -13,7 +13,8 @@
 // after it, less before: the pool keeps what it took, as PyTorch's max_memory_reserved).
 // Usage: train [--quick] [--shape NAME] [--modes full,lora,qlora] [--threads N] [--batch B]
 //              [--seq T] [--steps S] [--warmup W] [--lr X] [--device D] [--rank R]
-//              [--base f32|bf16] [--qlora TYPE] [--compute f32|bf16] [--recompute]
+//              [--base f32|bf16] [--qlora TYPE] [--compute f32|bf16] [--recompute] [--profile]
+// --profile (a GPU): where a timed step's time goes, op by op (each op waited for).
 #include <malloc.h>
 #include <math.h>
 #include <omp.h>
@@ -28,6 +29,7 @@
 #include "model/model.h"
 #include "tensor/cpu_dot.h"
 #include "tensor/cuda.h"
+#include "tensor/profile.h"
 #include "train/lm.h"
 #include "train/optim.h"
 
@@ -106,7 +108,9 @@ struct run_opts {
     int rank;
     enum tw_dtype base, qlora, compute;
     bool recompute;
-    struct tw_backend *be; // where the passes run
+    struct tw_backend *be;  // where the passes run
+    struct tw_backend *dev; // be's device (be itself unless profiling)
+    bool profile;          // be is a profiling backend: print where a step's time goes
 };
 
 struct result {
@@ -202,7 +206,7 @@ static int run_mode(enum mode md, const struct tw_model_config *c, const struct 
     bool hwm = reset_peak_rss();
     long rss0 = proc_status_kb("VmRSS"), peak_rss = rss0;
     bool gpu = ro->be->device != TW_DEVICE_CPU;
-    size_t dev0 = gpu ? tw_cuda_mem_used(ro->be) : 0;
+    size_t dev0 = gpu ? tw_cuda_mem_used(ro->dev) : 0;
     struct tw_model *base;
     tw_lm *lm;
     int rc = make_lm(md, c, ro, &base, &lm);
@@ -224,6 +228,8 @@ static int run_mode(enum mode md, const struct tw_model_config *c, const struct 
     }
     double n_tok = (double)ro->B * ro->T, t_fb = 0, t_all = 0;
     for (int s = 0; s < ro->warmup + ro->steps && !rc; s++) {
+        if (ro->profile && s == ro->warmup)
+            tw_backend_profile_reset(ro->be);
         double t0 = now(), loss;
         int64_t nt;
         tw_lm_set_step(lm, s);
@@ -234,6 +240,8 @@ static int run_mode(enum mode md, const struct tw_model_config *c, const struct 
         double norm;
         tw_clip_grad_norm(lm, 1.0, &norm);
         tw_adamw_step(&opt, lm, ao.lr);
+        if (!rc) // bf16 compute: the copy the passes read
+            rc = tw_lm_sync(lm);
         if (!rc)
             rc = tw_backend_sync(ro->be);
         double t3 = now();
@@ -247,10 +255,15 @@ static int run_mode(enum mode md, const struct tw_model_config *c, const struct 
         long r = proc_status_kb("VmRSS");
         peak_rss = r > peak_rss ? r : peak_rss;
     }
+    struct tw_op_stat st;
+    for (int i = 0; ro->profile && tw_backend_profile_stat(ro->be, i, &st); i++)
+        if (st.calls > 0)
+            printf("    %-34s %9.2f ms/step %8.0f calls\n", st.name, 1e3 * st.seconds / ro->steps,
+                   st.calls / ro->steps);
     if (hwm) // the kernel's high-water mark also sees peaks between the samples
         peak_rss = proc_status_kb("VmHWM");
     if (gpu) // the device's memory instead: what the run took and kept in its pool
-        rss0 = 0, peak_rss = (long)((tw_cuda_mem_used(ro->be) - dev0) >> 10);
+        rss0 = 0, peak_rss = (long)((tw_cuda_mem_used(ro->dev) - dev0) >> 10);
     double P = matmul_params(c), D = (double)c->n_head * c->head_dim;
     double attn = 4 * D * (ro->T + 1) / 2.0 * c->n_layer;
     double trainable = (double)tw_lm_n_trainable(lm);
@@ -293,7 +306,7 @@ static int usage(void)
     fprintf(stderr, "usage: train [--quick] [--shape NAME] [--modes full,lora,qlora] "
                     "[--threads N] [--batch B] [--seq T] [--steps S] [--warmup W] [--lr X] "
                     "[--device D] [--rank R] [--base f32|bf16] [--qlora TYPE] "
-                    "[--compute f32|bf16] [--recompute]\n");
+                    "[--compute f32|bf16] [--recompute] [--profile]\n");
     return 2;
 }
 
@@ -346,6 +359,8 @@ int main(int argc, char **argv)
                 return usage();
         } else if (strcmp(argv[i], "--recompute") == 0) {
             ro.recompute = true;
+        } else if (strcmp(argv[i], "--profile") == 0) {
+            ro.profile = true;
         } else {
             return usage();
         }
@@ -365,10 +380,15 @@ int main(int argc, char **argv)
         cfg = sh->cfg;
     }
     omp_set_num_threads(threads);
-    if (tw_backend_open(device, threads, &ro.be)) {
+    struct tw_backend *dev_be;
+    if (tw_backend_open(device, threads, &dev_be) ||
+        (ro.profile && tw_backend_profile_new(dev_be, &ro.be))) {
         fprintf(stderr, "train: %s\n", tw_error_msg());
         return 1;
     }
+    if (!ro.profile)
+        ro.be = dev_be;
+    ro.dev = dev_be;
     char gpu_name[128] = "";
     if (ro.be->device != TW_DEVICE_CPU)
         tw_cuda_device_name(0, gpu_name, sizeof gpu_name);
@@ -391,7 +411,9 @@ int main(int argc, char **argv)
         struct result r = { 0 };
         if (run_mode(modes[k], &cfg, &ro, &r)) {
             fprintf(stderr, "train: %s: %s\n", mode_names[modes[k]], tw_error_msg());
-            tw_backend_free(ro.be);
+            if (ro.profile)
+                tw_backend_free(ro.be);
+            tw_backend_free(dev_be);
             return 1;
         }
         printf("%-6s %7.2fM %9.3fM %9.1f %9.1f %7.1f%% %6.1f%% %8.1f %8.4f %8.4f %9.1f %8.1f\n",
@@ -412,6 +434,8 @@ int main(int argc, char **argv)
         printf("headline: %s training of a %.1fM-parameter model at %d threads: %.0f "
                "tokens/s\n",
                mode_names[modes[0]], model_params(&cfg) / 1e6, threads, first_tok_s);
-    tw_backend_free(ro.be);
+    if (ro.profile)
+        tw_backend_free(ro.be);
+    tw_backend_free(dev_be);
     return 0;
 }

@@ -7,6 +7,7 @@
 
 #include "base/error.h"
 #include "base/mem.h"
+#include "tensor/grad.h"
 #include "tensor/profile.h"
 
 enum {
@@ -25,6 +26,20 @@ enum {
     P_L2NORM,
     P_SET_ROWS,
     P_TOPK,
+    // the training ops (tensor/grad.h)
+    P_G_RMSNORM_FWD,
+    P_G_RMSNORM_BWD,
+    P_G_ATTN_FWD,
+    P_G_ATTN_BWD,
+    P_G_SWIGLU_BWD,
+    P_G_LINEAR_FWD,
+    P_G_LINEAR_BWD,
+    P_G_HEAD,
+    P_G_EMBEDDING_BWD,
+    P_G_GEMM,
+    P_G_DROPOUT,
+    P_G_ZERO,
+    P_G_OPTIM, // adamw, sumsq, scale, convert
     P_COUNT
 };
 
@@ -32,6 +47,9 @@ static const char *const op_names[P_COUNT] = {
     "embedding", "matmul T=1", "matmul T>1", "rmsnorm",  "layernorm",
     "rope",      "attention",  "softmax",    "swiglu",   "act",
     "add",       "pool",       "l2norm",     "set_rows", "topk",
+    "rmsnorm fwd (training)", "rmsnorm bwd", "attention fwd (training)", "attention bwd",
+    "swiglu bwd", "linear fwd", "linear bwd", "head + cross-entropy", "embedding bwd",
+    "gemm f32 (LoRA)", "dropout", "zero", "optimiser (adamw, norm, convert)",
 };
 
 struct prof {
@@ -215,6 +233,138 @@ static int p_sync(struct tw_backend *be)
     return tw_backend_sync(P(be)->inner);
 }
 
+// ---- the training ops, forwarded to the inner backend's.
+
+static const struct tw_grad_ops *G(struct tw_backend *be)
+{
+    return tw_backend_grad(P(be)->inner);
+}
+
+static void g_rmsnorm_fwd(struct tw_backend *be, float *y, float *rstd, const float *x,
+                          const float *w, int64_t N, int64_t C, float eps)
+{
+    TIMED(be, P_G_RMSNORM_FWD, 0, G(be)->rmsnorm_fwd(in, y, rstd, x, w, N, C, eps));
+}
+
+static void g_rmsnorm_bwd(struct tw_backend *be, float *dx, float *dw, const float *dy,
+                          const float *x, const float *w, const float *rstd, int64_t N, int64_t C)
+{
+    TIMED(be, P_G_RMSNORM_BWD, 0, G(be)->rmsnorm_bwd(in, dx, dw, dy, x, w, rstd, N, C));
+}
+
+static void g_attn_fwd(struct tw_backend *be, float *out, float *lse, const float *q,
+                       const float *k, const float *v, const int32_t *start,
+                       const struct tw_attn_shape *s)
+{
+    TIMED(be, P_G_ATTN_FWD, 0, G(be)->attn_fwd(in, out, lse, q, k, v, start, s));
+}
+
+static void g_attn_bwd(struct tw_backend *be, float *dq, float *dk, float *dv, const float *dout,
+                       const float *q, const float *k, const float *v, const float *out,
+                       const float *lse, const int32_t *start, const struct tw_attn_shape *s)
+{
+    TIMED(be, P_G_ATTN_BWD, 0,
+          G(be)->attn_bwd(in, dq, dk, dv, dout, q, k, v, out, lse, start, s));
+}
+
+static void g_swiglu_bwd(struct tw_backend *be, float *dg, float *du, const float *dh,
+                         const float *g, const float *u, int64_t n)
+{
+    TIMED(be, P_G_SWIGLU_BWD, 0, G(be)->swiglu_bwd(in, dg, du, dh, g, u, n));
+}
+
+static int g_linear_fwd(struct tw_backend *be, float *y, const float *x, const struct tw_tensor *w,
+                        const float *b, int64_t N)
+{
+    int rc;
+    TIMED(be, P_G_LINEAR_FWD, 0, rc = G(be)->linear_fwd(in, y, x, w, b, N));
+    return rc;
+}
+
+static int g_linear_bwd(struct tw_backend *be, float *dx, float *dw, float *db, const float *dy,
+                        const float *x, const struct tw_tensor *w, int64_t N)
+{
+    int rc;
+    TIMED(be, P_G_LINEAR_BWD, 0, rc = G(be)->linear_bwd(in, dx, dw, db, dy, x, w, N));
+    return rc;
+}
+
+static int g_head_logp(struct tw_backend *be, const float *x, const struct tw_tensor *w,
+                       const int32_t *targets, int64_t N, float *logp, const float *coef,
+                       float *dx, float *dw, double *sum)
+{
+    int rc;
+    TIMED(be, P_G_HEAD, 0,
+          rc = G(be)->head_logp(in, x, w, targets, N, logp, coef, dx, dw, sum));
+    return rc;
+}
+
+static void g_embedding_bwd(struct tw_backend *be, float *dtable, const int32_t *ids,
+                            const float *dy, int64_t N, int64_t C)
+{
+    TIMED(be, P_G_EMBEDDING_BWD, 0, G(be)->embedding_bwd(in, dtable, ids, dy, N, C));
+}
+
+static void g_gemm(struct tw_backend *be, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+                   float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
+                   float beta, float *C, int64_t ldc)
+{
+    TIMED(be, P_G_GEMM, 0,
+          G(be)->gemm(in, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc));
+}
+
+static void g_dropout(struct tw_backend *be, float *y, const float *x, int64_t n, float p,
+                      uint64_t key, bool add)
+{
+    TIMED(be, P_G_DROPOUT, 0, G(be)->dropout(in, y, x, n, p, key, add));
+}
+
+static void g_zero(struct tw_backend *be, void *p, size_t bytes)
+{
+    TIMED(be, P_G_ZERO, 0, G(be)->zero(in, p, bytes));
+}
+
+static void g_adamw(struct tw_backend *be, float *w, const float *g, float *m, float *v, size_t n,
+                    const struct tw_adamw_args *a)
+{
+    TIMED(be, P_G_OPTIM, 0, G(be)->adamw(in, w, g, m, v, n, a));
+}
+
+static void g_sumsq(struct tw_backend *be, const float *x, size_t n, double *acc)
+{
+    TIMED(be, P_G_OPTIM, 0, G(be)->sumsq(in, x, n, acc));
+}
+
+static void g_scale(struct tw_backend *be, float *x, size_t n, float c)
+{
+    TIMED(be, P_G_OPTIM, 0, G(be)->scale(in, x, n, c));
+}
+
+static void g_convert(struct tw_backend *be, void *dst, enum tw_dtype dt, const float *src,
+                      size_t n)
+{
+    TIMED(be, P_G_OPTIM, 0, G(be)->convert(in, dst, dt, src, n));
+}
+
+static const struct tw_grad_ops profile_grad_ops = {
+    .rmsnorm_fwd = g_rmsnorm_fwd,
+    .rmsnorm_bwd = g_rmsnorm_bwd,
+    .attn_fwd = g_attn_fwd,
+    .attn_bwd = g_attn_bwd,
+    .swiglu_bwd = g_swiglu_bwd,
+    .linear_fwd = g_linear_fwd,
+    .linear_bwd = g_linear_bwd,
+    .head_logp = g_head_logp,
+    .embedding_bwd = g_embedding_bwd,
+    .gemm = g_gemm,
+    .dropout = g_dropout,
+    .zero = g_zero,
+    .adamw = g_adamw,
+    .sumsq = g_sumsq,
+    .scale = g_scale,
+    .convert = g_convert,
+};
+
 static const struct tw_backend_ops profile_ops = {
     .name = "profile",
     .free = p_free,
@@ -241,6 +391,7 @@ static const struct tw_backend_ops profile_ops = {
     .download = p_download,
     .copy = p_copy,
     .sync = p_sync,
+    .grad = &profile_grad_ops,
 };
 
 int tw_backend_profile_new(struct tw_backend *inner, struct tw_backend **out)

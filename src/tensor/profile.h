@@ -1,7 +1,8 @@
 // A profiling backend: it wraps another backend, forwards every op to it and adds up, per op,
 // the calls, the time the caller waited and (matmuls, split into one activation row and
-// several) the bytes of weights read. bench/infer_cpu --profile prints the breakdown of a
-// decoded token with it. Not thread-safe: one context drives it.
+// several) the bytes of weights read; the training ops (tensor/grad.h) too. bench/infer_cpu
+// --profile prints the breakdown of a decoded token with it, bench/train --profile that of a
+// training step. Not thread-safe: one context drives it.
 #ifndef TW_TENSOR_PROFILE_H
 #define TW_TENSOR_PROFILE_H
 

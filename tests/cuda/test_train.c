@@ -4,7 +4,9 @@
 // architectures' features (Qwen2's biases, Qwen3's q/k norms and tied embeddings, Mistral's
 // window), LoRA with dropout over a bf16 base and QLoRA over a q4_K one; then the training
 // loop on the GPU: its losses beside the CPU's, and a run stopped and resumed from its
-// checkpoint ending bit-identical to the uninterrupted run.
+// checkpoint ending bit-identical to the uninterrupted run. First the training attention alone
+// (the fused bf16 kernels of lowp models) against the CPU's, over head sizes 32, 64 and 128,
+// rows that are not multiples of the tiles, packed examples, grouped queries and a window.
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -15,7 +17,9 @@
 #include "base/mem.h"
 #include "check.h"
 #include "model/model.h"
+#include "cuda_check.h"
 #include "sotu.h"
+#include "tensor/grad.h"
 #include "train/trainer.h"
 
 enum { B = 3, T = 45 };
@@ -276,9 +280,78 @@ static void test_loop(const struct tw_model *g)
     tw_dataset_free(&d);
 }
 
+// One attention shape: forward and backward on the GPU (lowp: the fused kernels) against the
+// CPU's functions.
+static void attn_case(int64_t Bn, int64_t Tn, int64_t H, int64_t Hkv, int64_t D, int32_t window)
+{
+    struct tw_attn_shape sh = { Bn, Tn, H, Hkv, D, 1.0f / sqrtf((float)D), window, true };
+    size_t nq = (size_t)(Bn * Tn * H * D), nk = (size_t)(Bn * Tn * Hkv * D);
+    size_t nl = (size_t)(Bn * Tn * H), nt = (size_t)(Bn * Tn);
+    uint64_t rng = (uint64_t)(Tn * 131 + D * 7 + H + window);
+    float *q = host_random(&rng, nq, 1.5f), *k = host_random(&rng, nk, 1.5f);
+    float *v = host_random(&rng, nk, 1.0f), *go = host_random(&rng, nq, 1.0f);
+    int32_t *st = tw_malloc_array(nt, sizeof(int32_t));
+    REQUIRE(st);
+    for (int64_t b = 0; b < Bn; b++) // examples of 37 tokens (row 1: one example)
+        for (int64_t t = 0; t < Tn; t++)
+            st[b * Tn + t] = (int32_t)(b == 1 ? 0 : t / 37 * 37);
+    float *out = tw_malloc_array(nq, sizeof(float)), *lse = tw_malloc_array(nl, sizeof(float));
+    float *dq = tw_calloc(nq, sizeof(float)), *dk = tw_calloc(nk, sizeof(float));
+    float *dv = tw_calloc(nk, sizeof(float));
+    REQUIRE(out && lse && dq && dk && dv);
+    tw_attn_fwd(out, lse, q, k, v, st, &sh);
+    tw_attn_bwd(dq, dk, dv, go, q, k, v, out, lse, st, &sh);
+    const struct tw_grad_ops *g = tw_backend_grad(gpu);
+    float *Q = dev_of(gpu, q, nq), *K = dev_of(gpu, k, nk), *V = dev_of(gpu, v, nk);
+    float *GO = dev_of(gpu, go, nq), *O = dev_poisoned(gpu, nq), *L = dev_poisoned(gpu, nl);
+    float *zq = tw_calloc(nq, sizeof(float)), *zk = tw_calloc(nk, sizeof(float));
+    REQUIRE(zq && zk);
+    float *DQ = dev_of(gpu, zq, nq), *DK = dev_of(gpu, zk, nk), *DV = dev_of(gpu, zk, nk);
+    int32_t *ST = tw_backend_alloc(gpu, nt * sizeof(int32_t));
+    REQUIRE(ST);
+    CHECK_OK(tw_backend_upload(gpu, ST, st, nt * sizeof(int32_t)));
+    g->attn_fwd(gpu, O, L, Q, K, V, ST, &sh);
+    g->attn_bwd(gpu, DQ, DK, DV, GO, Q, K, V, O, L, ST, &sh);
+    CHECK_OK(tw_backend_sync(gpu));
+    float *ho = tw_malloc_array(nq, sizeof(float)), *hl = tw_malloc_array(nl, sizeof(float));
+    float *hq = tw_malloc_array(nq, sizeof(float)), *hk = tw_malloc_array(nk, sizeof(float));
+    float *hv = tw_malloc_array(nk, sizeof(float));
+    REQUIRE(ho && hl && hq && hk && hv);
+    CHECK_OK(tw_backend_download(gpu, ho, O, nq * sizeof(float)));
+    CHECK_OK(tw_backend_download(gpu, hl, L, nl * sizeof(float)));
+    CHECK_OK(tw_backend_download(gpu, hq, DQ, nq * sizeof(float)));
+    CHECK_OK(tw_backend_download(gpu, hk, DK, nk * sizeof(float)));
+    CHECK_OK(tw_backend_download(gpu, hv, DV, nk * sizeof(float)));
+    double eo = rel(ho, out, nq), el = rel(hl, lse, nl), eq = rel(hq, dq, nq);
+    double ek = rel(hk, dk, nk), ev = rel(hv, dv, nk);
+    printf("attention B %lld T %lld H %lld/%lld D %lld window %d: out %.2e lse %.2e dq %.2e dk "
+           "%.2e dv %.2e\n",
+           (long long)Bn, (long long)Tn, (long long)H, (long long)Hkv, (long long)D, window, eo,
+           el, eq, ek, ev);
+    CHECK(eo < 2e-2 && el < 2e-2 && eq < 3e-2 && ek < 3e-2 && ev < 3e-2);
+    float *devs[] = { Q, K, V, GO, O, L, DQ, DK, DV };
+    for (size_t i = 0; i < sizeof devs / sizeof *devs; i++)
+        tw_backend_release(gpu, devs[i]);
+    tw_backend_release(gpu, ST);
+    float *hs[] = { q, k, v, go, out, lse, dq, dk, dv, zq, zk, ho, hl, hq, hk, hv };
+    for (size_t i = 0; i < sizeof hs / sizeof *hs; i++)
+        tw_free(hs[i]);
+    tw_free(st);
+}
+
+static void test_attention(void)
+{
+    attn_case(2, 100, 4, 2, 64, 0);
+    attn_case(2, 130, 8, 2, 32, 0);
+    attn_case(3, 77, 4, 4, 128, 0);
+    attn_case(2, 200, 6, 2, 64, 50);
+    attn_case(1, 64, 2, 1, 64, 0);
+}
+
 int main(void)
 {
     REQUIRE(tw_backend_open("cuda", 0, &gpu) == 0);
+    test_attention();
     struct tw_model *g = golden_llama();
     test_full(g);
     test_lora(g);

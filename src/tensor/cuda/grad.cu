@@ -3,7 +3,8 @@
 // cuBLAS for every product. The linear layers multiply f32 weights in f32 and the others in
 // bf16 (bf16 weights as they are, block-quantised ones dequantised a tile of rows at a time),
 // with the activations rounded to bf16 and f32 accumulators, as PyTorch's bf16 training does.
-// Attention over packed examples materialises one KV head's scores at a time (its G query
+// Attention of lowp models runs fused (fattn.cu); otherwise (f32 models, other head sizes) it
+// materialises one KV head's scores at a time (its G query
 // heads, (G, T, T) floats), with TF32 products for lowp models and f32 ones otherwise, and
 // never keeps them: the backward recomputes
 // them from q, k and the forward's log-sum-exp (FlashAttention's recipe, unfused).
@@ -39,7 +40,7 @@ struct scratch {
 
 struct grad_state {
     cublasHandle_t h;
-    struct scratch xb, yb, tile, logits, s, dp, part, seg;
+    struct scratch xb, yb, tile, logits, s, dp, part, seg, delta;
     int32_t *seg_host; // pinned: the embedding backward's token order and segments
     size_t seg_cap;
 };
@@ -78,7 +79,7 @@ void twc_grad_free(void *p)
     if (!g)
         return;
     struct scratch *all[] = { &g->xb, &g->yb, &g->tile, &g->logits,
-                              &g->s,  &g->dp, &g->part, &g->seg };
+                              &g->s,  &g->dp, &g->part, &g->seg, &g->delta };
     for (size_t i = 0; i < sizeof all / sizeof *all; i++)
         cudaFree(all[i]->p);
     cudaFreeHost(g->seg_host);
@@ -525,12 +526,28 @@ static __global__ void attn_ds_kernel(float *s, float *dp, const float *lse, con
     }
 }
 
+// The fused kernels (fattn.cu) for lowp models of the head sizes they take, unless
+// TWIN_TRAIN_ATTN=gemm asks for the products (a check, and the comparison in benchmarks).
+static bool fused(struct tw_backend *be, const struct tw_attn_shape *sh)
+{
+    const char *e = getenv("TWIN_TRAIN_ATTN");
+    return sh->lowp && twc_flash_ok((int)sh->D) && !(e && strcmp(e, "gemm") == 0) &&
+           !twc_failed(be);
+}
+
 static void g_attn_fwd(struct tw_backend *be, float *out, float *lse, const float *q,
                        const float *k, const float *v, const int32_t *start,
                        const struct tw_attn_shape *sh)
 {
     struct grad_state *g = state(be);
     int64_t T = sh->T, H = sh->H, Hkv = sh->Hkv, D = sh->D, G = H / Hkv;
+    if (fused(be, sh)) {
+        twc_check(be,
+                  twc_flash_fwd(out, lse, q, k, v, start, (int)sh->B, (int)T, (int)H, (int)Hkv,
+                                (int)D, sh->scale, sh->window, twc_stream(be)),
+                  "attention (fused)");
+        return;
+    }
     float *s = g ? (float *)grow(be, &g->s, (size_t)(G * T * T) * sizeof(float)) : NULL;
     enum gemm_kind kind = sh->lowp ? G_TF32 : G_F32;
     if (!s)
@@ -556,6 +573,17 @@ static void g_attn_bwd(struct tw_backend *be, float *dq, float *dk, float *dv, c
 {
     struct grad_state *g = state(be);
     int64_t T = sh->T, H = sh->H, Hkv = sh->Hkv, D = sh->D, G = H / Hkv;
+    if (fused(be, sh)) {
+        size_t nd = (size_t)(sh->B * T * H) * sizeof(float);
+        float *delta = g ? (float *)grow(be, &g->delta, nd) : NULL;
+        if (delta)
+            twc_check(be,
+                      twc_flash_bwd(dq, dk, dv, dout, q, k, v, out, lse, start, delta,
+                                    (int)sh->B, (int)T, (int)H, (int)Hkv, (int)D, sh->scale,
+                                    sh->window, twc_stream(be)),
+                      "attention backward (fused)");
+        return;
+    }
     size_t bytes = (size_t)(G * T * T) * sizeof(float);
     float *s = g ? (float *)grow(be, &g->s, bytes) : NULL;
     float *dp = s ? (float *)grow(be, &g->dp, bytes) : NULL;

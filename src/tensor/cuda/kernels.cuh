@@ -33,7 +33,22 @@ __device__ __forceinline__ void twc_pdl_enter(void)
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-    // ---- backend.cu's services for the training ops (grad.cu).
+    // ---- fattn.cu: training attention (tensor/grad.h's attn_fwd / attn_bwd) fused on bf16
+// tensor cores, for lowp models. Shapes as struct tw_attn_shape: q, out, dq (B, T, H, D);
+// k, v, dk, dv (B, T, Hkv, D); lse (B, T, H); start (B, T) on the device.
+
+// Whether the fused kernels take head size D (32, 64, 128).
+bool twc_flash_ok(int D);
+cudaError_t twc_flash_fwd(float *out, float *lse, const float *q, const float *k, const float *v,
+                          const int32_t *start, int B, int T, int H, int Hkv, int D, float scale,
+                          int window, cudaStream_t s);
+// dq, dk, dv += the gradients; delta: B * T * H floats of scratch.
+cudaError_t twc_flash_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                          const float *k, const float *v, const float *out, const float *lse,
+                          const int32_t *start, float *delta, int B, int T, int H, int Hkv, int D,
+                          float scale, int window, cudaStream_t s);
+
+// ---- backend.cu's services for the training ops (grad.cu).
 
     // be's stream.
     cudaStream_t twc_stream(struct tw_backend * be);
@@ -166,6 +181,21 @@ size_t twc_topk_scratch(int64_t R, int64_t V, int k);
 // twc_topk_scratch(R, V, k) bytes (NULL when that is 0).
 cudaError_t twc_topk(const float *x, int64_t R, int64_t V, int k, float *vals, int32_t *ids,
                      void *scratch, cudaStream_t s);
+
+// ---- fattn.cu: training attention (tensor/grad.h's attn_fwd / attn_bwd) fused on bf16
+// tensor cores, for lowp models. Shapes as struct tw_attn_shape: q, out, dq (B, T, H, D);
+// k, v, dk, dv (B, T, Hkv, D); lse (B, T, H); start (B, T) on the device.
+
+// Whether the fused kernels take head size D (32, 64, 128).
+bool twc_flash_ok(int D);
+cudaError_t twc_flash_fwd(float *out, float *lse, const float *q, const float *k, const float *v,
+                          const int32_t *start, int B, int T, int H, int Hkv, int D, float scale,
+                          int window, cudaStream_t s);
+// dq, dk, dv += the gradients; delta: B * T * H floats of scratch.
+cudaError_t twc_flash_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                          const float *k, const float *v, const float *out, const float *lse,
+                          const int32_t *start, float *delta, int B, int T, int H, int Hkv, int D,
+                          float scale, int window, cudaStream_t s);
 
 // ---- backend.cu's services for the training ops (grad.cu).
 
