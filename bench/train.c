@@ -110,7 +110,7 @@ struct run_opts {
     bool recompute;
     struct tw_backend *be;  // where the passes run
     struct tw_backend *dev; // be's device (be itself unless profiling)
-    bool profile;          // be is a profiling backend: print where a step's time goes
+    bool profile;           // be is a profiling backend: print where a step's time goes
 };
 
 struct result {

@@ -516,11 +516,11 @@ static void cpu_embedding_bwd(struct tw_backend *be, float *dtable, const int32_
     tw_embedding_bwd(dtable, ids, dy, N, C);
 }
 
-static void cpu_gemm(struct tw_backend *be, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
-                     float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
-                     float beta, float *C, int64_t ldc)
+static void cpu_gemm(struct tw_backend *be, bool lowp, bool ta, bool tb, int64_t M, int64_t N,
+                     int64_t K, float alpha, const float *A, int64_t lda, const float *B,
+                     int64_t ldb, float beta, float *C, int64_t ldc)
 {
-    (void)be;
+    (void)be, (void)lowp;
     tw_gemm_f32(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 

@@ -138,9 +138,10 @@ struct tw_grad_ops {
     // ids: host memory (a device orders the tokens by id there)
     void (*embedding_bwd)(struct tw_backend *be, float *dtable, const int32_t *ids,
                           const float *dy, int64_t N, int64_t C);
-    void (*gemm)(struct tw_backend *be, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
-                 float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
-                 float *C, int64_t ldc);
+    // tw_gemm_f32; lowp: TF32 arithmetic is good enough (a device may use it; the CPU ignores)
+    void (*gemm)(struct tw_backend *be, bool lowp, bool ta, bool tb, int64_t M, int64_t N,
+                 int64_t K, float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
+                 float beta, float *C, int64_t ldc);
     void (*dropout)(struct tw_backend *be, float *y, const float *x, int64_t n, float p,
                     uint64_t key, bool add);
     void (*zero)(struct tw_backend *be, void *p, size_t bytes);

@@ -44,12 +44,34 @@ enum {
 };
 
 static const char *const op_names[P_COUNT] = {
-    "embedding", "matmul T=1", "matmul T>1", "rmsnorm",  "layernorm",
-    "rope",      "attention",  "softmax",    "swiglu",   "act",
-    "add",       "pool",       "l2norm",     "set_rows", "topk",
-    "rmsnorm fwd (training)", "rmsnorm bwd", "attention fwd (training)", "attention bwd",
-    "swiglu bwd", "linear fwd", "linear bwd", "head + cross-entropy", "embedding bwd",
-    "gemm f32 (LoRA)", "dropout", "zero", "optimiser (adamw, norm, convert)",
+    "embedding",
+    "matmul T=1",
+    "matmul T>1",
+    "rmsnorm",
+    "layernorm",
+    "rope",
+    "attention",
+    "softmax",
+    "swiglu",
+    "act",
+    "add",
+    "pool",
+    "l2norm",
+    "set_rows",
+    "topk",
+    "rmsnorm fwd (training)",
+    "rmsnorm bwd",
+    "attention fwd (training)",
+    "attention bwd",
+    "swiglu bwd",
+    "linear fwd",
+    "linear bwd",
+    "head + cross-entropy",
+    "embedding bwd",
+    "gemm f32 (LoRA)",
+    "dropout",
+    "zero",
+    "optimiser (adamw, norm, convert)",
 };
 
 struct prof {
@@ -263,8 +285,7 @@ static void g_attn_bwd(struct tw_backend *be, float *dq, float *dk, float *dv, c
                        const float *q, const float *k, const float *v, const float *out,
                        const float *lse, const int32_t *start, const struct tw_attn_shape *s)
 {
-    TIMED(be, P_G_ATTN_BWD, 0,
-          G(be)->attn_bwd(in, dq, dk, dv, dout, q, k, v, out, lse, start, s));
+    TIMED(be, P_G_ATTN_BWD, 0, G(be)->attn_bwd(in, dq, dk, dv, dout, q, k, v, out, lse, start, s));
 }
 
 static void g_swiglu_bwd(struct tw_backend *be, float *dg, float *du, const float *dh,
@@ -294,8 +315,7 @@ static int g_head_logp(struct tw_backend *be, const float *x, const struct tw_te
                        float *dx, float *dw, double *sum)
 {
     int rc;
-    TIMED(be, P_G_HEAD, 0,
-          rc = G(be)->head_logp(in, x, w, targets, N, logp, coef, dx, dw, sum));
+    TIMED(be, P_G_HEAD, 0, rc = G(be)->head_logp(in, x, w, targets, N, logp, coef, dx, dw, sum));
     return rc;
 }
 
@@ -305,12 +325,12 @@ static void g_embedding_bwd(struct tw_backend *be, float *dtable, const int32_t 
     TIMED(be, P_G_EMBEDDING_BWD, 0, G(be)->embedding_bwd(in, dtable, ids, dy, N, C));
 }
 
-static void g_gemm(struct tw_backend *be, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
-                   float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
-                   float beta, float *C, int64_t ldc)
+static void g_gemm(struct tw_backend *be, bool lowp, bool ta, bool tb, int64_t M, int64_t N,
+                   int64_t K, float alpha, const float *A, int64_t lda, const float *B,
+                   int64_t ldb, float beta, float *C, int64_t ldc)
 {
     TIMED(be, P_G_GEMM, 0,
-          G(be)->gemm(in, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc));
+          G(be)->gemm(in, lowp, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc));
 }
 
 static void g_dropout(struct tw_backend *be, float *y, const float *x, int64_t n, float p,

@@ -815,6 +815,13 @@ static const float *bias_of(struct tw_layer *L, int p)
     return bias_off[p] && lt(L, bias_off[p])->data ? f(lt(L, bias_off[p])) : NULL;
 }
 
+// Whether bf16 arithmetic is good enough: the weights the passes read are bf16 or quantised
+// (a device then multiplies attention and the adapters in TF32 or bf16).
+static bool lowp(const tw_lm *m)
+{
+    return m->bw->layers[0].wq.dtype != TW_DTYPE_F32;
+}
+
 // y (N, out) = x W^T + b + scale (drop(x) A^T) B^T.
 static int lin_fwd(tw_lm *m, int il, int p, float *y, const float *x, int64_t N)
 {
@@ -825,9 +832,10 @@ static int lin_fwd(tw_lm *m, int il, int p, float *y, const float *x, int64_t N)
         return rc;
     float *xa = acts_of(m, il)->xa[p];
     const float *xd = dropped(m, il, p, x, N, a->in);
-    m->go->gemm(m->be, false, true, N, m->r, a->in, 1.0f, xd, a->in, a->bA, a->in, 0.0f, xa, m->r);
-    m->go->gemm(m->be, false, true, N, a->out, m->r, m->scale, xa, m->r, a->bB, m->r, 1.0f, y,
-                a->out);
+    m->go->gemm(m->be, lowp(m), false, true, N, m->r, a->in, 1.0f, xd, a->in, a->bA, a->in, 0.0f,
+                xa, m->r);
+    m->go->gemm(m->be, lowp(m), false, true, N, a->out, m->r, m->scale, xa, m->r, a->bB, m->r,
+                1.0f, y, a->out);
     return 0;
 }
 
@@ -845,16 +853,19 @@ static int lin_bwd(tw_lm *m, int il, int p, float *dx, const float *dy, const fl
     int64_t r = m->r, in = a->in, out = a->out;
     const float *xa = acts_of(m, il)->xa[p];
     // dB += scale dy^T xa; dxa = scale dy B; dA += dxa^T drop(x); dx += drop'(dxa A)
-    m->go->gemm(m->be, true, false, out, r, N, m->scale, dy, out, xa, r, 1.0f, a->bdB, r);
-    m->go->gemm(m->be, false, false, N, r, out, m->scale, dy, out, a->bB, r, 0.0f, m->dxa, r);
+    m->go->gemm(m->be, lowp(m), true, false, out, r, N, m->scale, dy, out, xa, r, 1.0f, a->bdB, r);
+    m->go->gemm(m->be, lowp(m), false, false, N, r, out, m->scale, dy, out, a->bB, r, 0.0f, m->dxa,
+                r);
     const float *xd = dropped(m, il, p, x, N, in);
-    m->go->gemm(m->be, true, false, r, in, N, 1.0f, m->dxa, r, xd, in, 1.0f, a->bdA, in);
+    m->go->gemm(m->be, lowp(m), true, false, r, in, N, 1.0f, m->dxa, r, xd, in, 1.0f, a->bdA, in);
     if (m->dropout <= 0) {
-        m->go->gemm(m->be, false, false, N, in, r, 1.0f, m->dxa, r, a->bA, in, 1.0f, dx, in);
+        m->go->gemm(m->be, lowp(m), false, false, N, in, r, 1.0f, m->dxa, r, a->bA, in, 1.0f, dx,
+                    in);
         return 0;
     }
     // dx += mask (dxa A) / (1 - p): m->tmp held drop(x) for dA and is free again
-    m->go->gemm(m->be, false, false, N, in, r, 1.0f, m->dxa, r, a->bA, in, 0.0f, m->tmp, in);
+    m->go->gemm(m->be, lowp(m), false, false, N, in, r, 1.0f, m->dxa, r, a->bA, in, 0.0f, m->tmp,
+                in);
     drop_mask(m, il, p, dx, m->tmp, N * in, true);
     return 0;
 }
@@ -871,7 +882,7 @@ static struct tw_attn_shape attn_shape(const tw_lm *m, const struct tw_lm_batch 
                                    .D = c->head_dim,
                                    .scale = 1.0f / sqrtf((float)c->head_dim),
                                    .window = c->sliding_window,
-                                   .lowp = m->bw->layers[0].wq.dtype != TW_DTYPE_F32 };
+                                   .lowp = lowp(m) };
 }
 
 // RoPE on x (N, heads, head_dim) at positions pos, through the engine's op.

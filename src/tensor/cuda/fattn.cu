@@ -2,8 +2,11 @@
 // of softmax(scale q k^T + mask) v over packed examples without the scores ever in global
 // memory (FlashAttention-2's algorithm: Dao, "FlashAttention-2: Faster Attention with Better
 // Parallelism and Work Partitioning", 2023). Tiles of 64 query rows by 64 keys, four warps of
-// WMMA 16x16x16 bf16 products with f32 accumulators; q, k, v, out and the gradients stay f32
-// in memory and are rounded to bf16 as a tile is staged (the lowp models' attention).
+// WMMA 16x16x16 bf16 products with f32 accumulators. q, k, v (and dO) come as bf16 copies
+// (the caller rounds them once a layer), out and the gradients are f32 (the lowp models'
+// attention). The forward takes two passes over the keys: the row maxima and sums first, then
+// P = exp(s - lse) already normalised into O's fragments, which stay in registers (no
+// rescaling of an accumulator whose layout WMMA does not expose).
 //
 // The backward recomputes the probabilities from q, k and the forward's log-sum-exp and runs
 // as two kernels, so that every gradient element is written by one block in a fixed order
@@ -18,11 +21,11 @@
 
 using namespace nvcuda;
 
-#define TQ  64  // query rows a tile
-#define TK  64  // keys a tile
-#define NT  128 // threads a block: four warps of 16 query (or key) rows
-#define PB  8   // bf16 padding of a shared row
-#define PF  4   // f32 padding
+#define TQ 64  // query rows a tile
+#define TK 64  // keys a tile
+#define NT 128 // threads a block: four warps of 16 query (or key) rows
+#define PB 8   // bf16 padding of a shared row
+#define PF 4   // f32 padding
 
 typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> frag_a;
 typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::col_major> frag_at;
@@ -31,7 +34,8 @@ typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_majo
 typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> frag_c;
 
 struct fa_args {
-    const float *q, *k, *v, *out, *dout, *lse, *delta;
+    const __nv_bfloat16 *q, *k, *v, *dout;
+    const float *out, *lse, *delta;
     float *o, *l, *dq, *dk, *dv;
     const int32_t *start; // (B, T)
     int T, H, Hkv;
@@ -46,16 +50,26 @@ static __device__ __forceinline__ int key_lo(const int32_t *start_row, int t, in
     return window > 0 && t - window + 1 > lo ? t - window + 1 : lo;
 }
 
-// rows [r0, r0 + 64) of x (rows of `heads` heads of D floats; head h) into s (64, D + PB)
-// bf16; rows past T are 0.
+// rows [r0, r0 + 64) of x (rows of `heads` heads of D bf16; head h) into s (64, D + PB),
+// 16 bytes a copy; rows past T are 0.
 template <int D>
-static __device__ void stage(__nv_bfloat16 *s, const float *x, int r0, int T, int heads, int h)
+static __device__ void stage(__nv_bfloat16 *s, const __nv_bfloat16 *x, int r0, int T, int heads,
+                             int h)
 {
-    for (int i = threadIdx.x; i < 64 * D; i += NT) {
-        int r = i / D, d = i % D, t = r0 + r;
-        float v = t < T ? x[((size_t)t * heads + h) * D + d] : 0.0f;
-        s[r * (D + PB) + d] = __float2bfloat16(v);
+    for (int i = threadIdx.x; i < 64 * D / 8; i += NT) {
+        int r = i / (D / 8), c = i % (D / 8) * 8, t = r0 + r;
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (t < T)
+            v = *(const uint4 *)(x + ((size_t)t * heads + h) * D + c);
+        *(uint4 *)(s + r * (D + PB) + c) = v;
     }
+}
+
+// The first key of each row of query tile q0 (rows past T: INT_MAX, none), into rlo.
+static __device__ void row_lo(int *rlo, const int32_t *st, int q0, int T, int window)
+{
+    for (int r = threadIdx.x; r < TQ; r += NT)
+        rlo[r] = q0 + r < T ? key_lo(st, q0 + r, window) : 0x7fffffff;
 }
 
 // The keys [*lo, *hi] that some row of query tile [q0, q0 + 64) sees (lo > hi: none).
@@ -99,85 +113,94 @@ static __device__ void qk(float *S, const __nv_bfloat16 *A, const __nv_bfloat16 
 
 // ---- forward: a block per (query tile, head, row of the batch).
 
-template <int D>
-static __global__ void __launch_bounds__(NT) fa_fwd(struct fa_args a)
+template <int D> static __global__ void __launch_bounds__(NT) fa_fwd(struct fa_args a)
 {
     extern __shared__ __align__(128) unsigned char smem[];
     __nv_bfloat16 *Qs = (__nv_bfloat16 *)smem, *Ks = Qs + 64 * (D + PB), *Vs = Ks + 64 * (D + PB);
     __nv_bfloat16 *Ps = Vs + 64 * (D + PB);
     float *Ss = (float *)(Ps + 64 * (TK + PB)), *Os = Ss + 64 * (TK + PF);
-    float *mrow = Os + 64 * (D + PF), *lrow = mrow + 64;
+    float *lrow = Os + 64 * (D + PF);
+    int *rlo = (int *)(lrow + 64);
     __shared__ int red[4];
     int q0 = blockIdx.x * TQ, h = blockIdx.y, b = blockIdx.z, T = a.T, H = a.H;
     int kvh = h / (H / a.Hkv), w = threadIdx.x / 32;
     const int32_t *st = a.start + (size_t)b * T;
-    const float *q = a.q + (size_t)b * T * H * D, *k = a.k + (size_t)b * T * a.Hkv * D;
-    const float *v = a.v + (size_t)b * T * a.Hkv * D;
+    const __nv_bfloat16 *q = a.q + (size_t)b * T * H * D;
+    const __nv_bfloat16 *k = a.k + (size_t)b * T * a.Hkv * D;
+    const __nv_bfloat16 *v = a.v + (size_t)b * T * a.Hkv * D;
     twc_pdl_enter();
     stage<D>(Qs, q, q0, T, H, h);
-    for (int i = threadIdx.x; i < 64 * (D + PF); i += NT)
-        Os[i] = 0;
-    if (threadIdx.x < 64)
-        mrow[threadIdx.x] = -INFINITY, lrow[threadIdx.x] = 0;
+    row_lo(rlo, st, q0, T, a.window);
     int lo, hi;
     tile_keys(st, q0, T, a.window, &lo, &hi, red);
-    // two threads a row: thread i takes row i / 2, columns (i % 2) * 32 ...
+    // two threads a row: thread i takes row i / 2, columns (i % 2) * 32 .. + 31
     int r = threadIdx.x / 2, half = threadIdx.x % 2, t = q0 + r;
-    int rlo = t < T ? key_lo(st, t, a.window) : 0;
+    // pass 1: each thread's running maximum and sum over its columns
+    float m = -INFINITY, l = 0;
     for (int k0 = lo / TK * TK; k0 <= hi; k0 += TK) {
-        __syncthreads(); // the last tile's K and V are read
+        __syncthreads(); // the last tile's K is read
+        stage<D>(Ks, k, k0, T, a.Hkv, kvh);
+        __syncthreads();
+        qk<D>(Ss, Qs, Ks);
+        __syncwarp();
+        const float *srow = Ss + r * (TK + PF);
+        for (int c = half * 32; c < half * 32 + 32; c++) {
+            int j = k0 + c;
+            if (j < rlo[r] || j > t)
+                continue;
+            float s = srow[c] * a.scale;
+            if (s > m)
+                l = l * __expf(m - s) + 1.0f, m = s;
+            else
+                l += __expf(s - m);
+        }
+    }
+    float m2 = __shfl_xor_sync(0xffffffffu, m, 1), l2 = __shfl_xor_sync(0xffffffffu, l, 1);
+    float mx = fmaxf(m, m2);
+    float lsum = (m == -INFINITY ? 0.0f : l * __expf(m - mx)) +
+                 (m2 == -INFINITY ? 0.0f : l2 * __expf(m2 - mx));
+    float lse = mx + logf(lsum);
+    if (half == 0)
+        lrow[r] = lse;
+    // pass 2: O = sum of P V with P normalised, O in the warps' fragments
+    frag_c o[D / 16];
+    for (int n = 0; n < D / 16; n++)
+        wmma::fill_fragment(o[n], 0.0f);
+    for (int k0 = lo / TK * TK; k0 <= hi; k0 += TK) {
+        __syncthreads();
         stage<D>(Ks, k, k0, T, a.Hkv, kvh);
         stage<D>(Vs, v, k0, T, a.Hkv, kvh);
         __syncthreads();
         qk<D>(Ss, Qs, Ks);
         __syncwarp();
-        float *srow = Ss + r * (TK + PF);
-        float mx = -INFINITY;
+        const float *srow = Ss + r * (TK + PF);
         for (int c = half * 32; c < half * 32 + 32; c++) {
             int j = k0 + c;
-            float s = t < T && j >= rlo && j <= t ? srow[c] * a.scale : -INFINITY;
-            srow[c] = s;
-            mx = fmaxf(mx, s);
-        }
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        float mold = mrow[r], mnew = fmaxf(mold, mx);
-        float alpha = mnew == -INFINITY ? 1.0f : __expf(mold - mnew), sum = 0;
-        for (int c = half * 32; c < half * 32 + 32; c++) {
-            float p = srow[c] == -INFINITY ? 0.0f : __expf(srow[c] - mnew);
-            sum += p;
+            float p = j >= rlo[r] && j <= t ? __expf(srow[c] * a.scale - lse) : 0.0f;
             Ps[r * (TK + PB) + c] = __float2bfloat16(p);
         }
-        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-        for (int d = half * (D / 2); d < (half + 1) * (D / 2); d++)
-            Os[r * (D + PF) + d] *= alpha;
         __syncwarp();
-        if (half == 0)
-            mrow[r] = mnew, lrow[r] = lrow[r] * alpha + sum;
-        __syncwarp();
-        for (int n = 0; n < D / 16; n++) { // O += P V, the warp's 16 rows
-            frag_c c;
-            float *op = Os + (w * 16) * (D + PF) + n * 16;
-            wmma::load_matrix_sync(c, op, D + PF, wmma::mem_row_major);
-            for (int kk = 0; kk < TK / 16; kk++) {
-                frag_a pa;
+        for (int kk = 0; kk < TK / 16; kk++) {
+            frag_a pa;
+            wmma::load_matrix_sync(pa, Ps + (w * 16) * (TK + PB) + kk * 16, TK + PB);
+            for (int n = 0; n < D / 16; n++) {
                 frag_b vb;
-                wmma::load_matrix_sync(pa, Ps + (w * 16) * (TK + PB) + kk * 16, TK + PB);
                 wmma::load_matrix_sync(vb, Vs + (kk * 16) * (D + PB) + n * 16, D + PB);
-                wmma::mma_sync(c, pa, vb, c);
+                wmma::mma_sync(o[n], pa, vb, o[n]);
             }
-            wmma::store_matrix_sync(op, c, D + PF, wmma::mem_row_major);
         }
-        __syncwarp();
     }
+    for (int n = 0; n < D / 16; n++)
+        wmma::store_matrix_sync(Os + (w * 16) * (D + PF) + n * 16, o[n], D + PF,
+                                wmma::mem_row_major);
     __syncthreads();
-    if (t < T) {
-        float inv = 1.0f / lrow[r];
-        float *o = a.o + (((size_t)b * T + t) * H + h) * D;
-        for (int d = half * (D / 2); d < (half + 1) * (D / 2); d++)
-            o[d] = Os[r * (D + PF) + d] * inv;
-        if (half == 0)
-            a.l[((size_t)b * T + t) * H + h] = mrow[r] + logf(lrow[r]);
+    for (int i = threadIdx.x; i < 64 * D; i += NT) {
+        int rr = i / D, d = i % D, tt = q0 + rr;
+        if (tt < T)
+            a.o[(((size_t)b * T + tt) * H + h) * D + d] = Os[rr * (D + PF) + d];
     }
+    if (threadIdx.x < TQ && q0 + (int)threadIdx.x < T)
+        a.l[((size_t)b * T + q0 + threadIdx.x) * H + h] = lrow[threadIdx.x];
 }
 
 // ---- backward. delta[t, h] = dO . O, a warp per (token, head).
@@ -198,16 +221,16 @@ static __global__ void fa_delta(float *delta, const float *dout, const float *ou
         delta[i] = s;
 }
 
-// P and dS of a (query tile q0, key tile k0) pair in place: S holds scale-less q.k, dP dO.v;
-// P = exp(scale S - lse) where the query sees the key (else 0), dS = scale P (dP - delta).
-// Ps and dSs get them in bf16.
+// P and dS of a (query tile q0, key tile k0) pair: S holds scale-less q.k, dP dO.v; P =
+// exp(scale S - lse) where the query sees the key (rlo: each row's first key; else 0), dS =
+// scale P (dP - delta), into Ps and dSs in bf16.
 static __device__ void probs_and_ds(float *S, float *dP, __nv_bfloat16 *Ps, __nv_bfloat16 *dSs,
-                                    const float *lse, const float *dl, const int32_t *st, int q0,
-                                    int k0, int T, int window, float scale)
+                                    const float *lse, const float *dl, const int *rlo, int q0,
+                                    int k0, float scale)
 {
     for (int i = threadIdx.x; i < TQ * TK; i += NT) {
         int r = i / TK, c = i % TK, t = q0 + r, j = k0 + c;
-        bool on = t < T && j <= t && j >= key_lo(st, t, window);
+        bool on = j <= t && j >= rlo[r];
         float p = on ? __expf(S[r * (TK + PF) + c] * scale - lse[r]) : 0.0f;
         float ds = scale * p * (dP[r * (TK + PF) + c] - dl[r]);
         Ps[r * (TK + PB) + c] = __float2bfloat16(p);
@@ -218,19 +241,20 @@ static __device__ void probs_and_ds(float *S, float *dP, __nv_bfloat16 *Ps, __nv
 // A block per (key tile, KV head, row of the batch): dK, dV of its keys over the G query
 // heads and every query tile that sees them, accumulated in the warps' fragments (warp w: keys
 // 16w ..), added to dk, dv once.
-template <int D>
-static __global__ void __launch_bounds__(NT) fa_bwd_kv(struct fa_args a)
+template <int D> static __global__ void __launch_bounds__(NT) fa_bwd_kv(struct fa_args a)
 {
     extern __shared__ __align__(128) unsigned char smem[];
     __nv_bfloat16 *Ks = (__nv_bfloat16 *)smem, *Vs = Ks + 64 * (D + PB), *Qs = Vs + 64 * (D + PB);
     __nv_bfloat16 *dOs = Qs + 64 * (D + PB), *Ps = dOs + 64 * (D + PB), *dSs = Ps + 64 * (TK + PB);
     float *Ss = (float *)(dSs + 64 * (TK + PB)), *dPs = Ss + 64 * (TK + PF);
     float *ls = dPs + 64 * (TK + PF), *dls = ls + 64;
+    int *rlo = (int *)(dls + 64);
     int k0 = blockIdx.x * TK, kvh = blockIdx.y, b = blockIdx.z, T = a.T, H = a.H;
     int G = H / a.Hkv, w = threadIdx.x / 32;
     const int32_t *st = a.start + (size_t)b * T;
-    const float *q = a.q + (size_t)b * T * H * D, *dout = a.dout + (size_t)b * T * H * D;
-    const float *k = a.k + (size_t)b * T * a.Hkv * D, *v = a.v + (size_t)b * T * a.Hkv * D;
+    const __nv_bfloat16 *q = a.q + (size_t)b * T * H * D, *dout = a.dout + (size_t)b * T * H * D;
+    const __nv_bfloat16 *k = a.k + (size_t)b * T * a.Hkv * D;
+    const __nv_bfloat16 *v = a.v + (size_t)b * T * a.Hkv * D;
     twc_pdl_enter();
     stage<D>(Ks, k, k0, T, a.Hkv, kvh);
     stage<D>(Vs, v, k0, T, a.Hkv, kvh);
@@ -251,6 +275,7 @@ static __global__ void __launch_bounds__(NT) fa_bwd_kv(struct fa_args a)
                 continue;
             stage<D>(Qs, q, q0, T, H, h);
             stage<D>(dOs, dout, q0, T, H, h);
+            row_lo(rlo, st, q0, T, a.window);
             if (threadIdx.x < TQ) {
                 int t = q0 + threadIdx.x;
                 ls[threadIdx.x] = t < T ? a.lse[((size_t)b * T + t) * H + h] : 0.0f;
@@ -260,7 +285,7 @@ static __global__ void __launch_bounds__(NT) fa_bwd_kv(struct fa_args a)
             qk<D>(Ss, Qs, Ks);   // rows: queries
             qk<D>(dPs, dOs, Vs); // dO V^T
             __syncthreads();
-            probs_and_ds(Ss, dPs, Ps, dSs, ls, dls, st, q0, k0, T, a.window, a.scale);
+            probs_and_ds(Ss, dPs, Ps, dSs, ls, dls, rlo, q0, k0, a.scale);
             __syncthreads();
             // dV += P^T dO, dK += dS^T Q: warp w's keys are columns 16w.. of P and dS
             for (int kk = 0; kk < TQ / 16; kk++) {
@@ -282,8 +307,8 @@ static __global__ void __launch_bounds__(NT) fa_bwd_kv(struct fa_args a)
     float *stage_f = Ss; // 64 x (D + PF) floats fit in Ss + dPs
     for (int pass = 0; pass < 2; pass++) {
         for (int n = 0; n < D / 16; n++)
-            wmma::store_matrix_sync(stage_f + (w * 16) * (D + PF) + n * 16,
-                                    pass ? dv[n] : dk[n], D + PF, wmma::mem_row_major);
+            wmma::store_matrix_sync(stage_f + (w * 16) * (D + PF) + n * 16, pass ? dv[n] : dk[n],
+                                    D + PF, wmma::mem_row_major);
         __syncthreads();
         float *dst = (pass ? a.dv : a.dk) + (size_t)b * T * a.Hkv * D;
         for (int i = threadIdx.x; i < 64 * D; i += NT) {
@@ -296,23 +321,26 @@ static __global__ void __launch_bounds__(NT) fa_bwd_kv(struct fa_args a)
 }
 
 // A block per (query tile, head, row of the batch): dQ += dS K over the keys the tile sees.
-template <int D>
-static __global__ void __launch_bounds__(NT) fa_bwd_q(struct fa_args a)
+template <int D> static __global__ void __launch_bounds__(NT) fa_bwd_q(struct fa_args a)
 {
     extern __shared__ __align__(128) unsigned char smem[];
-    __nv_bfloat16 *Qs = (__nv_bfloat16 *)smem, *dOs = Qs + 64 * (D + PB), *Ks = dOs + 64 * (D + PB);
+    __nv_bfloat16 *Qs = (__nv_bfloat16 *)smem, *dOs = Qs + 64 * (D + PB),
+                  *Ks = dOs + 64 * (D + PB);
     __nv_bfloat16 *Vs = Ks + 64 * (D + PB), *Ps = Vs + 64 * (D + PB), *dSs = Ps + 64 * (TK + PB);
     float *Ss = (float *)(dSs + 64 * (TK + PB)), *dPs = Ss + 64 * (TK + PF);
     float *ls = dPs + 64 * (TK + PF), *dls = ls + 64;
+    int *rlo = (int *)(dls + 64);
     __shared__ int red[4];
     int q0 = blockIdx.x * TQ, h = blockIdx.y, b = blockIdx.z, T = a.T, H = a.H;
     int kvh = h / (H / a.Hkv), w = threadIdx.x / 32;
     const int32_t *st = a.start + (size_t)b * T;
-    const float *q = a.q + (size_t)b * T * H * D, *dout = a.dout + (size_t)b * T * H * D;
-    const float *k = a.k + (size_t)b * T * a.Hkv * D, *v = a.v + (size_t)b * T * a.Hkv * D;
+    const __nv_bfloat16 *q = a.q + (size_t)b * T * H * D, *dout = a.dout + (size_t)b * T * H * D;
+    const __nv_bfloat16 *k = a.k + (size_t)b * T * a.Hkv * D;
+    const __nv_bfloat16 *v = a.v + (size_t)b * T * a.Hkv * D;
     twc_pdl_enter();
     stage<D>(Qs, q, q0, T, H, h);
     stage<D>(dOs, dout, q0, T, H, h);
+    row_lo(rlo, st, q0, T, a.window);
     if (threadIdx.x < TQ) {
         int t = q0 + threadIdx.x;
         ls[threadIdx.x] = t < T ? a.lse[((size_t)b * T + t) * H + h] : 0.0f;
@@ -331,7 +359,7 @@ static __global__ void __launch_bounds__(NT) fa_bwd_q(struct fa_args a)
         qk<D>(Ss, Qs, Ks);
         qk<D>(dPs, dOs, Vs);
         __syncthreads();
-        probs_and_ds(Ss, dPs, Ps, dSs, ls, dls, st, q0, k0, T, a.window, a.scale);
+        probs_and_ds(Ss, dPs, Ps, dSs, ls, dls, rlo, q0, k0, a.scale);
         __syncthreads();
         for (int kk = 0; kk < TK / 16; kk++) {
             frag_a ds;
@@ -359,19 +387,20 @@ static __global__ void __launch_bounds__(NT) fa_bwd_q(struct fa_args a)
 
 // ---- launchers.
 
-// Q, K, V and P in bf16; S, O, the row maxima and sums in f32.
+// Q, K, V and P in bf16; S, O and the rows' lse in f32, their first keys.
 template <int D> static size_t fwd_smem(void)
 {
     return (size_t)3 * 64 * (D + PB) * 2 + (size_t)64 * (TK + PB) * 2 +
            (size_t)64 * (TK + PF) * 4 + (size_t)64 * (D + PF) * 4 + 2 * 64 * 4;
 }
 
-// Two 64 x D tiles of each side (K V, Q dO) and P, dS in bf16; S, dP, lse, delta in f32.
+// Two 64 x D tiles of each side (K V, Q dO) and P, dS in bf16; S, dP, lse, delta in f32, the
+// rows' first keys.
 
 template <int D> static size_t bwd_smem(void)
 {
     return (size_t)4 * 64 * (D + PB) * 2 + (size_t)2 * 64 * (TK + PB) * 2 +
-           (size_t)2 * 64 * (TK + PF) * 4 + 2 * 64 * 4;
+           (size_t)2 * 64 * (TK + PF) * 4 + 3 * 64 * 4;
 }
 
 bool twc_flash_ok(int D)
@@ -379,24 +408,22 @@ bool twc_flash_ok(int D)
     return D == 32 || D == 64 || D == 128;
 }
 
-template <int D>
-static cudaError_t fwd_d(const struct fa_args *a, int B, cudaStream_t s)
+template <int D> static cudaError_t fwd_d(const struct fa_args *a, int B, cudaStream_t s)
 {
     size_t sm = fwd_smem<D>();
-    cudaError_t e = cudaFuncSetAttribute(fa_fwd<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         (int)sm);
+    cudaError_t e =
+        cudaFuncSetAttribute(fa_fwd<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
     if (e != cudaSuccess)
         return e;
     dim3 grid((unsigned)((a->T + TQ - 1) / TQ), (unsigned)a->H, (unsigned)B);
     return twc_launch(fa_fwd<D>, grid, dim3(NT), sm, s, *a);
 }
 
-template <int D>
-static cudaError_t bwd_d(const struct fa_args *a, int B, cudaStream_t s)
+template <int D> static cudaError_t bwd_d(const struct fa_args *a, int B, cudaStream_t s)
 {
     size_t sm = bwd_smem<D>();
-    cudaError_t e = cudaFuncSetAttribute(fa_bwd_kv<D>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
+    cudaError_t e =
+        cudaFuncSetAttribute(fa_bwd_kv<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
     if (e == cudaSuccess)
         e = cudaFuncSetAttribute(fa_bwd_q<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  (int)sm);
@@ -408,9 +435,9 @@ static cudaError_t bwd_d(const struct fa_args *a, int B, cudaStream_t s)
     return e != cudaSuccess ? e : twc_launch(fa_bwd_q<D>, gq, dim3(NT), sm, s, *a);
 }
 
-cudaError_t twc_flash_fwd(float *out, float *lse, const float *q, const float *k, const float *v,
-                          const int32_t *start, int B, int T, int H, int Hkv, int D, float scale,
-                          int window, cudaStream_t s)
+cudaError_t twc_flash_fwd(float *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
+                          const __nv_bfloat16 *v, const int32_t *start, int B, int T, int H,
+                          int Hkv, int D, float scale, int window, cudaStream_t s)
 {
     struct fa_args a = {};
     a.q = q, a.k = k, a.v = v, a.o = out, a.l = lse, a.start = start;
@@ -418,10 +445,11 @@ cudaError_t twc_flash_fwd(float *out, float *lse, const float *q, const float *k
     return D == 32 ? fwd_d<32>(&a, B, s) : D == 64 ? fwd_d<64>(&a, B, s) : fwd_d<128>(&a, B, s);
 }
 
-cudaError_t twc_flash_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q,
-                          const float *k, const float *v, const float *out, const float *lse,
-                          const int32_t *start, float *delta, int B, int T, int H, int Hkv, int D,
-                          float scale, int window, cudaStream_t s)
+cudaError_t twc_flash_bwd(float *dq, float *dk, float *dv, const float *dout,
+                          const __nv_bfloat16 *dout_b, const __nv_bfloat16 *q,
+                          const __nv_bfloat16 *k, const __nv_bfloat16 *v, const float *out,
+                          const float *lse, const int32_t *start, float *delta, int B, int T,
+                          int H, int Hkv, int D, float scale, int window, cudaStream_t s)
 {
     int64_t rows = (int64_t)B * T * H;
     cudaError_t e = twc_launch(fa_delta, dim3((unsigned)((rows * 32 + 255) / 256)), dim3(256), 0,
@@ -429,7 +457,7 @@ cudaError_t twc_flash_bwd(float *dq, float *dk, float *dv, const float *dout, co
     if (e != cudaSuccess)
         return e;
     struct fa_args a = {};
-    a.q = q, a.k = k, a.v = v, a.out = out, a.dout = dout, a.lse = lse, a.delta = delta;
+    a.q = q, a.k = k, a.v = v, a.out = out, a.dout = dout_b, a.lse = lse, a.delta = delta;
     a.dq = dq, a.dk = dk, a.dv = dv, a.start = start;
     a.T = T, a.H = H, a.Hkv = Hkv, a.scale = scale, a.window = window;
     return D == 32 ? bwd_d<32>(&a, B, s) : D == 64 ? bwd_d<64>(&a, B, s) : bwd_d<128>(&a, B, s);

@@ -40,7 +40,7 @@ struct scratch {
 
 struct grad_state {
     cublasHandle_t h;
-    struct scratch xb, yb, tile, logits, s, dp, part, seg, delta;
+    struct scratch xb, yb, tile, logits, s, dp, part, seg, delta, abf;
     int32_t *seg_host; // pinned: the embedding backward's token order and segments
     size_t seg_cap;
 };
@@ -78,8 +78,8 @@ void twc_grad_free(void *p)
     struct grad_state *g = (struct grad_state *)p;
     if (!g)
         return;
-    struct scratch *all[] = { &g->xb, &g->yb, &g->tile, &g->logits,
-                              &g->s,  &g->dp, &g->part, &g->seg, &g->delta };
+    struct scratch *all[] = { &g->xb, &g->yb,   &g->tile, &g->logits, &g->s,
+                              &g->dp, &g->part, &g->seg,  &g->delta };
     for (size_t i = 0; i < sizeof all / sizeof *all; i++)
         cudaFree(all[i]->p);
     cudaFreeHost(g->seg_host);
@@ -307,11 +307,12 @@ static int g_linear_bwd(struct tw_backend *be, float *dx, float *dw, float *db, 
     return 0;
 }
 
-static void g_gemm(struct tw_backend *be, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
-                   float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
-                   float beta, float *C, int64_t ldc)
+static void g_gemm(struct tw_backend *be, bool lowp, bool ta, bool tb, int64_t M, int64_t N,
+                   int64_t K, float alpha, const float *A, int64_t lda, const float *B,
+                   int64_t ldb, float beta, float *C, int64_t ldc)
 {
-    gemm_rm(be, G_F32, ta, tb, M, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1);
+    gemm_rm(be, lowp ? G_TF32 : G_F32, ta, tb, M, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc,
+            0, 1);
 }
 
 // ---- row-wise kernels: a block per row, sums through warp shuffles then shared memory.
@@ -535,6 +536,25 @@ static bool fused(struct tw_backend *be, const struct tw_attn_shape *sh)
            !twc_failed(be);
 }
 
+// bf16 copies of q, k, v (and dout): src[i] has the query heads' size for i = 0, 3, the
+// KV heads' for 1, 2; into out[i] (the abf scratch). False on failure (recorded).
+static bool attn_bf16(struct tw_backend *be, const __nv_bfloat16 **out, int n,
+                      const float *const *src, const struct tw_attn_shape *sh)
+{
+    struct grad_state *g = state(be);
+    int64_t nq = sh->B * sh->T * sh->H * sh->D, nk = sh->B * sh->T * sh->Hkv * sh->D;
+    int64_t len[4] = { nq, nk, nk, nq }, total = 0;
+    for (int i = 0; i < n; i++)
+        total += len[i];
+    __nv_bfloat16 *p = g ? (__nv_bfloat16 *)grow(be, &g->abf, (size_t)total * 2) : NULL;
+    for (int i = 0; p && i < n; i++) {
+        to_bf16<<<blocks_for(len[i]), THREADS, 0, twc_stream(be)>>>(p, src[i], len[i]);
+        out[i] = p;
+        p += len[i];
+    }
+    return p && twc_check(be, cudaGetLastError(), "attention (to bf16)");
+}
+
 static void g_attn_fwd(struct tw_backend *be, float *out, float *lse, const float *q,
                        const float *k, const float *v, const int32_t *start,
                        const struct tw_attn_shape *sh)
@@ -542,10 +562,13 @@ static void g_attn_fwd(struct tw_backend *be, float *out, float *lse, const floa
     struct grad_state *g = state(be);
     int64_t T = sh->T, H = sh->H, Hkv = sh->Hkv, D = sh->D, G = H / Hkv;
     if (fused(be, sh)) {
-        twc_check(be,
-                  twc_flash_fwd(out, lse, q, k, v, start, (int)sh->B, (int)T, (int)H, (int)Hkv,
-                                (int)D, sh->scale, sh->window, twc_stream(be)),
-                  "attention (fused)");
+        const float *src[3] = { q, k, v };
+        const __nv_bfloat16 *b[3];
+        if (attn_bf16(be, b, 3, src, sh))
+            twc_check(be,
+                      twc_flash_fwd(out, lse, b[0], b[1], b[2], start, (int)sh->B, (int)T, (int)H,
+                                    (int)Hkv, (int)D, sh->scale, sh->window, twc_stream(be)),
+                      "attention (fused)");
         return;
     }
     float *s = g ? (float *)grow(be, &g->s, (size_t)(G * T * T) * sizeof(float)) : NULL;
@@ -576,10 +599,12 @@ static void g_attn_bwd(struct tw_backend *be, float *dq, float *dk, float *dv, c
     if (fused(be, sh)) {
         size_t nd = (size_t)(sh->B * T * H) * sizeof(float);
         float *delta = g ? (float *)grow(be, &g->delta, nd) : NULL;
-        if (delta)
+        const float *src[4] = { q, k, v, dout };
+        const __nv_bfloat16 *b[4];
+        if (delta && attn_bf16(be, b, 4, src, sh))
             twc_check(be,
-                      twc_flash_bwd(dq, dk, dv, dout, q, k, v, out, lse, start, delta,
-                                    (int)sh->B, (int)T, (int)H, (int)Hkv, (int)D, sh->scale,
+                      twc_flash_bwd(dq, dk, dv, dout, b[3], b[0], b[1], b[2], out, lse, start,
+                                    delta, (int)sh->B, (int)T, (int)H, (int)Hkv, (int)D, sh->scale,
                                     sh->window, twc_stream(be)),
                       "attention backward (fused)");
         return;

@@ -33,38 +33,6 @@ __device__ __forceinline__ void twc_pdl_enter(void)
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-    // ---- fattn.cu: training attention (tensor/grad.h's attn_fwd / attn_bwd) fused on bf16
-// tensor cores, for lowp models. Shapes as struct tw_attn_shape: q, out, dq (B, T, H, D);
-// k, v, dk, dv (B, T, Hkv, D); lse (B, T, H); start (B, T) on the device.
-
-// Whether the fused kernels take head size D (32, 64, 128).
-bool twc_flash_ok(int D);
-cudaError_t twc_flash_fwd(float *out, float *lse, const float *q, const float *k, const float *v,
-                          const int32_t *start, int B, int T, int H, int Hkv, int D, float scale,
-                          int window, cudaStream_t s);
-// dq, dk, dv += the gradients; delta: B * T * H floats of scratch.
-cudaError_t twc_flash_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q,
-                          const float *k, const float *v, const float *out, const float *lse,
-                          const int32_t *start, float *delta, int B, int T, int H, int Hkv, int D,
-                          float scale, int window, cudaStream_t s);
-
-// ---- backend.cu's services for the training ops (grad.cu).
-
-    // be's stream.
-    cudaStream_t twc_stream(struct tw_backend * be);
-    // Records the first failure of be's ops (tw_backend_sync reports it); true when e is
-    // cudaSuccess.
-    bool twc_check(struct tw_backend * be, cudaError_t e, const char *what);
-    void twc_fail(struct tw_backend * be, const char *what, const char *why);
-    // Whether be has failed since its last sync (later ops are skipped).
-    bool twc_failed(struct tw_backend * be);
-    // The slot for grad.cu's state of be (made on first use, freed by twc_grad_free with be).
-    void **twc_grad_slot(struct tw_backend * be);
-    void twc_grad_free(void *state);
-
-    // ---- grad.cu: the training ops (tensor/grad.h) on the GPU.
-    extern const struct tw_grad_ops twc_grad_ops;
-
 #endif
 }
 
@@ -183,19 +151,21 @@ cudaError_t twc_topk(const float *x, int64_t R, int64_t V, int k, float *vals, i
                      void *scratch, cudaStream_t s);
 
 // ---- fattn.cu: training attention (tensor/grad.h's attn_fwd / attn_bwd) fused on bf16
-// tensor cores, for lowp models. Shapes as struct tw_attn_shape: q, out, dq (B, T, H, D);
-// k, v, dk, dv (B, T, Hkv, D); lse (B, T, H); start (B, T) on the device.
+// tensor cores, for lowp models. Shapes as struct tw_attn_shape: q, out, dq, dout (B, T, H, D);
+// k, v, dk, dv (B, T, Hkv, D); lse (B, T, H); start (B, T) on the device. q, k, v (and the
+// backward's dout_b) are bf16 copies of the f32 activations.
 
 // Whether the fused kernels take head size D (32, 64, 128).
 bool twc_flash_ok(int D);
-cudaError_t twc_flash_fwd(float *out, float *lse, const float *q, const float *k, const float *v,
-                          const int32_t *start, int B, int T, int H, int Hkv, int D, float scale,
-                          int window, cudaStream_t s);
+cudaError_t twc_flash_fwd(float *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
+                          const __nv_bfloat16 *v, const int32_t *start, int B, int T, int H,
+                          int Hkv, int D, float scale, int window, cudaStream_t s);
 // dq, dk, dv += the gradients; delta: B * T * H floats of scratch.
-cudaError_t twc_flash_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q,
-                          const float *k, const float *v, const float *out, const float *lse,
-                          const int32_t *start, float *delta, int B, int T, int H, int Hkv, int D,
-                          float scale, int window, cudaStream_t s);
+cudaError_t twc_flash_bwd(float *dq, float *dk, float *dv, const float *dout,
+                          const __nv_bfloat16 *dout_b, const __nv_bfloat16 *q,
+                          const __nv_bfloat16 *k, const __nv_bfloat16 *v, const float *out,
+                          const float *lse, const int32_t *start, float *delta, int B, int T,
+                          int H, int Hkv, int D, float scale, int window, cudaStream_t s);
 
 // ---- backend.cu's services for the training ops (grad.cu).
 
