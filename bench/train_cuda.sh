@@ -4,7 +4,8 @@
 #   bash bench/train_cuda.sh [BUILD_DIR]
 # LoRA SFT (r=32 on all seven projections, bf16 base, seq 2048) on the Llama-3.2-1B shape,
 # batch 4, and on the Llama-3.1-8B shape, batch 1; full training (bf16 compute, f32 masters)
-# of the SmolLM2-135M shape (Llama-shaped, ~135M parameters), batch 8.
+# of the SmolLM2-135M shape (Llama-shaped, ~135M parameters), batch 8; QLoRA (q4_K base,
+# activation recompute) on the 8B shape, twin alone (the peer would need bitsandbytes).
 set -euo pipefail
 b=${1:-build}
 steps=${STEPS:-5}
@@ -16,4 +17,8 @@ run() { # shape batch modes
 }
 run llama-3.2-1b 4 lora
 run smollm2-135m 8 full
-[ -n "${NO_8B:-}" ] || run llama-3.1-8b 1 lora
+if [ -z "${NO_8B:-}" ]; then
+    run llama-3.1-8b 1 lora
+    "$b/bench/train" --device cuda --shape llama-3.1-8b --batch 1 --seq 2048 --modes qlora \
+        --qlora q4_K --rank 32 --recompute --steps "$steps" --warmup 2
+fi
