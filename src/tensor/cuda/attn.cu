@@ -404,15 +404,10 @@ template <class C> static __global__ void __launch_bounds__(NT) attn_kernel(stru
 // softmax stays inside the 4 lanes of a quad, P never leaves registers, and each K or V
 // fragment read from shared memory feeds WM products).
 //
-// Fragment layouts are the PTX ISA's ("Matrix Fragments for mma.m16n8k16", bf16; lane =
-// 4 * g + c): A (16 x 16, row) a0 = (g, 2c..2c+1), a1 = (g + 8, 2c..), a2 = (g, 2c + 8..),
-// a3 = (g + 8, 2c + 8..); B (16 x 8, col) b0 = (2c..2c+1, g), b1 = (2c + 8.., g); C/D (16 x 8)
-// c0..c1 = (g, 2c..2c+1), c2..c3 = (g + 8, 2c..). ldmatrix.x4 ("Warp-level matrix load
-// instruction: ldmatrix") reads four 8 x 8 bf16 matrices, lanes 8i .. 8i + 7 naming the rows
-// of matrix i, and hands lane 4 * g + c the pair (g, 2c..2c+1) of each (.trans: (2c..2c+1, g)).
-// So Q K^T reads Q (query, d) and K (key, d) row-major with plain ldmatrix, and P V reads
-// V (key, d) with .trans; the S accumulators of keys 16k .. 16k + 15 are, packed to bf16
-// pairs, the A fragment of P for k-step k.
+// Fragment layouts: kernels.cuh's helpers (twc_mma_bf16, twc_ldsm_x4). So Q K^T reads Q (query, d)
+// and K (key, d) row-major with plain ldmatrix, and P V reads V (key, d) with .trans; the S
+// accumulators of keys 16k .. 16k + 15 are, packed to bf16 pairs, the A fragment of P for k-step
+// k.
 
 // DP: head size padded (32, 64 or 128); TK kv rows a tile; WM 16-query tiles a warp; NW warps;
 // MINB blocks an SM (launch bounds). Rows of the bf16 tiles are ST elements apart, 16 bytes
@@ -428,43 +423,9 @@ template <int DP_, int TK_, int WM_, int NW_, int MINB_> struct tc_cfg {
     static_assert(DP % 16 == 0 && TK % 16 == 0 && NTH % CPR == 0 && TK % RSTEP == 0, "tiles");
 };
 
-static __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
-{
-    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi); // .x (lo) in the low half
-    return *(const uint32_t *)&h;
-}
-
 static __device__ __forceinline__ void st_bf16x4(uint16_t *p, float4 x)
 {
-    *(uint2 *)p = make_uint2(pack_bf16(x.x, x.y), pack_bf16(x.z, x.w));
-}
-
-static __device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const uint16_t *p)
-{
-    uint32_t at = (uint32_t)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(at)
-                 : "memory");
-}
-
-static __device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], const uint16_t *p)
-{
-    uint32_t at = (uint32_t)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(at)
-                 : "memory");
-}
-
-// c += a b for one 16 x 8 x 16 step.
-static __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                                uint32_t b1)
-{
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
-                 "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    *(uint2 *)p = make_uint2(twc_pack_bf16(x.x, x.y), twc_pack_bf16(x.z, x.w));
 }
 
 // The pool rows (block * block_rows + row in block) of the kv tile at j0 that this thread
@@ -607,17 +568,17 @@ static __global__ void __launch_bounds__(C::NTH, C::MINB) tc_kernel(struct attn_
                 uint32_t qf[WM][4];
 #pragma unroll
                 for (int mt = 0; mt < WM; mt++)
-                    ldsm_x4(qf[mt], Qw + 16 * (mt * ST + kd));
+                    twc_ldsm_x4(qf[mt], Qw + 16 * (mt * ST + kd));
 #pragma unroll
                 for (int np = 0; np < TK / 16; np++) {
                     // keys 16 np + (0..7 | 8..15) x d 16 kd + (0..7 | 8..15)
                     uint32_t kb[4];
-                    ldsm_x4(kb, Kc + (16 * np + lane % 8 + 8 * (lane / 16)) * ST + 16 * kd +
-                                    8 * (lane / 8 % 2));
+                    twc_ldsm_x4(kb, Kc + (16 * np + lane % 8 + 8 * (lane / 16)) * ST + 16 * kd +
+                                        8 * (lane / 8 % 2));
 #pragma unroll
                     for (int mt = 0; mt < WM; mt++) {
-                        mma_bf16(s[mt][2 * np], qf[mt], kb[0], kb[1]);
-                        mma_bf16(s[mt][2 * np + 1], qf[mt], kb[2], kb[3]);
+                        twc_mma_bf16(s[mt][2 * np], qf[mt], kb[0], kb[1]);
+                        twc_mma_bf16(s[mt][2 * np + 1], qf[mt], kb[2], kb[3]);
                     }
                 }
             }
@@ -676,21 +637,21 @@ static __global__ void __launch_bounds__(C::NTH, C::MINB) tc_kernel(struct attn_
                 uint32_t pf[WM][4];
 #pragma unroll
                 for (int mt = 0; mt < WM; mt++) {
-                    pf[mt][0] = pack_bf16(s[mt][2 * kt][0], s[mt][2 * kt][1]);
-                    pf[mt][1] = pack_bf16(s[mt][2 * kt][2], s[mt][2 * kt][3]);
-                    pf[mt][2] = pack_bf16(s[mt][2 * kt + 1][0], s[mt][2 * kt + 1][1]);
-                    pf[mt][3] = pack_bf16(s[mt][2 * kt + 1][2], s[mt][2 * kt + 1][3]);
+                    pf[mt][0] = twc_pack_bf16(s[mt][2 * kt][0], s[mt][2 * kt][1]);
+                    pf[mt][1] = twc_pack_bf16(s[mt][2 * kt][2], s[mt][2 * kt][3]);
+                    pf[mt][2] = twc_pack_bf16(s[mt][2 * kt + 1][0], s[mt][2 * kt + 1][1]);
+                    pf[mt][3] = twc_pack_bf16(s[mt][2 * kt + 1][2], s[mt][2 * kt + 1][3]);
                 }
 #pragma unroll
                 for (int dp = 0; dp < DP / 16; dp++) {
                     // keys 16 kt + (0..7 | 8..15) x d 16 dp + (0..7 | 8..15), transposed
                     uint32_t vb[4];
-                    ldsm_x4_t(vb, Vc + (16 * kt + lane % 8 + 8 * (lane / 8 % 2)) * ST + 16 * dp +
-                                      8 * (lane / 16));
+                    twc_ldsm_x4_t(vb, Vc + (16 * kt + lane % 8 + 8 * (lane / 8 % 2)) * ST +
+                                          16 * dp + 8 * (lane / 16));
 #pragma unroll
                     for (int mt = 0; mt < WM; mt++) {
-                        mma_bf16(o[mt][2 * dp], pf[mt], vb[0], vb[1]);
-                        mma_bf16(o[mt][2 * dp + 1], pf[mt], vb[2], vb[3]);
+                        twc_mma_bf16(o[mt][2 * dp], pf[mt], vb[0], vb[1]);
+                        twc_mma_bf16(o[mt][2 * dp + 1], pf[mt], vb[2], vb[3]);
                     }
                 }
             }

@@ -1,37 +1,29 @@
 // Training attention on bf16 tensor cores, fused: the forward and both halves of the backward
-// of softmax(scale q k^T + mask) v over packed examples without the scores ever in global
-// memory (FlashAttention-2's algorithm: Dao, "FlashAttention-2: Faster Attention with Better
-// Parallelism and Work Partitioning", 2023). Tiles of 64 query rows by 64 keys, four warps of
-// WMMA 16x16x16 bf16 products with f32 accumulators. q, k, v (and dO) come as bf16 copies
-// (the caller rounds them once a layer), out and the gradients are f32 (the lowp models'
-// attention). The forward takes two passes over the keys: the row maxima and sums first, then
-// P = exp(s - lse) already normalised into O's fragments, which stay in registers (no
-// rescaling of an accumulator whose layout WMMA does not expose).
+// of softmax(scale q k^T + mask) v over packed examples without the scores ever in memory
+// (FlashAttention-2's algorithm and work split: Dao, "FlashAttention-2: Faster Attention with
+// Better Parallelism and Work Partitioning", 2023). Tiles of 64 rows by 64 keys, four warps
+// of 16 rows each, mma.sync m16n8k16 with bf16 inputs and f32 accumulators (kernels.cuh's
+// helpers): scores, probabilities and the accumulators stay in registers, a row's softmax
+// inside the quad of lanes that holds it. q, k, v (and dO) come as bf16 copies (the caller
+// rounds them once a layer); out, lse and the gradients are f32.
 //
 // The backward recomputes the probabilities from q, k and the forward's log-sum-exp and runs
 // as two kernels, so that every gradient element is written by one block in a fixed order
-// (no atomics: the same bits on every run): dK and dV a block per key tile and KV head (over
-// its G query heads and every query tile that sees the keys), dQ a block per query tile.
+// (no atomics: the same bits on every run): dK and dV a block per key tile and KV head (its
+// warps own key rows: S^T = K Q^T, over its G query heads and every query tile that sees the
+// keys), dQ a block per query tile.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#include <limits.h>
 #include <math.h>
-#include <mma.h>
 
 #include "tensor/cuda/kernels.cuh"
 
-using namespace nvcuda;
-
-#define TQ 64  // query rows a tile
-#define TK 64  // keys a tile
-#define NT 128 // threads a block: four warps of 16 query (or key) rows
-#define PB 8   // bf16 padding of a shared row
-#define PF 4   // f32 padding
-
-typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> frag_a;
-typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::col_major> frag_at;
-typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> frag_b;
-typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> frag_bt;
-typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> frag_c;
+#define TQ    64  // query rows a tile
+#define TK    64  // keys a tile (the same: the products below take 64 columns)
+#define NT    128 // threads a block: four warps of 16 rows
+#define LOG2E 1.4426950408889634f
+#define LN2   0.6931471805599453f
 
 struct fa_args {
     const __nv_bfloat16 *q, *k, *v, *dout;
@@ -50,33 +42,26 @@ static __device__ __forceinline__ int key_lo(const int32_t *start_row, int t, in
     return window > 0 && t - window + 1 > lo ? t - window + 1 : lo;
 }
 
-// rows [r0, r0 + 64) of x (rows of `heads` heads of D bf16; head h) into s (64, D + PB),
-// 16 bytes a copy; rows past T are 0.
+// rows [r0, r0 + 64) of x (rows of `heads` heads of D bf16; head h) into s (64 rows D + 8
+// apart: 16 bytes more than a multiple of 128 for D = 64, 128, so an ldmatrix's 8 rows fall in
+// different banks), 16 bytes a copy; rows past T are 0.
 template <int D>
-static __device__ void stage(__nv_bfloat16 *s, const __nv_bfloat16 *x, int r0, int T, int heads,
-                             int h)
+static __device__ void stage(uint16_t *s, const __nv_bfloat16 *x, int r0, int T, int heads, int h)
 {
     for (int i = threadIdx.x; i < 64 * D / 8; i += NT) {
         int r = i / (D / 8), c = i % (D / 8) * 8, t = r0 + r;
         uint4 v = make_uint4(0, 0, 0, 0);
         if (t < T)
             v = *(const uint4 *)(x + ((size_t)t * heads + h) * D + c);
-        *(uint4 *)(s + r * (D + PB) + c) = v;
+        *(uint4 *)(s + r * (D + 8) + c) = v;
     }
 }
 
-// The first key of each row of query tile q0 (rows past T: INT_MAX, none), into rlo.
-static __device__ void row_lo(int *rlo, const int32_t *st, int q0, int T, int window)
-{
-    for (int r = threadIdx.x; r < TQ; r += NT)
-        rlo[r] = q0 + r < T ? key_lo(st, q0 + r, window) : 0x7fffffff;
-}
-
-// The keys [*lo, *hi] that some row of query tile [q0, q0 + 64) sees (lo > hi: none).
+// The keys [*lo, *hi] that some row of query tile [q0, q0 + 64) sees.
 static __device__ void tile_keys(const int32_t *start_row, int q0, int T, int window, int *lo,
                                  int *hi, int *red)
 {
-    int m = 1 << 30;
+    int m = INT_MAX;
     for (int r = threadIdx.x; r < TQ; r += NT)
         if (q0 + r < T)
             m = min(m, key_lo(start_row, q0 + r, window));
@@ -91,116 +76,160 @@ static __device__ void tile_keys(const int32_t *start_row, int q0, int T, int wi
     *hi = min(q0 + TQ, T) - 1;
 }
 
-// S (64 x 64, f32, ld TK + PF) = A (64 x D) B^T (B: 64 x D), each warp its 16 rows.
+// s (16 x 64) = A (rows r0 .. r0 + 15 of a staged tile) B^T (B: a staged tile of 64 rows),
+// over D: s[n] holds columns 8n .. 8n + 7 (element e: row g + 8 (e / 2), column 2c + e % 2).
 template <int D>
-static __device__ void qk(float *S, const __nv_bfloat16 *A, const __nv_bfloat16 *Bm)
+static __device__ __forceinline__ void mma_abt(float (&s)[8][4], const uint16_t *A, int r0,
+                                               const uint16_t *Bm)
 {
-    int w = threadIdx.x / 32;
-    for (int n = 0; n < TK / 16; n++) {
-        frag_c c;
-        wmma::fill_fragment(c, 0.0f);
-        for (int kk = 0; kk < D / 16; kk++) {
-            frag_a a;
-            frag_bt b;
-            wmma::load_matrix_sync(a, A + (w * 16) * (D + PB) + kk * 16, D + PB);
-            wmma::load_matrix_sync(b, Bm + (n * 16) * (D + PB) + kk * 16, D + PB);
-            wmma::mma_sync(c, a, b, c);
+    const int lane = threadIdx.x % 32;
+#pragma unroll
+    for (int n = 0; n < 8; n++)
+        s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+    for (int kd = 0; kd < D / 16; kd++) {
+        uint32_t a[4];
+        twc_ldsm_x4(a, A + (r0 + lane % 16) * (D + 8) + 8 * (lane / 16) + 16 * kd);
+#pragma unroll
+        for (int np = 0; np < 4; np++) {
+            uint32_t b[4];
+            twc_ldsm_x4(b, Bm + (16 * np + lane % 8 + 8 * (lane / 16)) * (D + 8) + 16 * kd +
+                               8 * (lane / 8 % 2));
+            twc_mma_bf16(s[2 * np], a, b[0], b[1]);
+            twc_mma_bf16(s[2 * np + 1], a, b[2], b[3]);
         }
-        wmma::store_matrix_sync(S + (w * 16) * (TK + PF) + n * 16, c, TK + PF,
-                                wmma::mem_row_major);
     }
 }
 
-// ---- forward: a block per (query tile, head, row of the batch).
+// o (16 x D) += X (16 x 64, mma_abt's layout, rounded to bf16) Y (a staged tile of 64 rows of
+// D): o[nd] holds columns 8 nd .. 8 nd + 7.
+template <int D>
+static __device__ __forceinline__ void mma_xy(float (&o)[D / 8][4], const float (&x)[8][4],
+                                              const uint16_t *Y)
+{
+    const int lane = threadIdx.x % 32;
+#pragma unroll
+    for (int kt = 0; kt < 4; kt++) {
+        uint32_t xf[4] = { twc_pack_bf16(x[2 * kt][0], x[2 * kt][1]),
+                           twc_pack_bf16(x[2 * kt][2], x[2 * kt][3]),
+                           twc_pack_bf16(x[2 * kt + 1][0], x[2 * kt + 1][1]),
+                           twc_pack_bf16(x[2 * kt + 1][2], x[2 * kt + 1][3]) };
+#pragma unroll
+        for (int dp = 0; dp < D / 16; dp++) {
+            uint32_t yb[4];
+            twc_ldsm_x4_t(yb, Y + (16 * kt + lane % 8 + 8 * (lane / 8 % 2)) * (D + 8) + 16 * dp +
+                                  8 * (lane / 16));
+            twc_mma_bf16(o[2 * dp], xf, yb[0], yb[1]);
+            twc_mma_bf16(o[2 * dp + 1], xf, yb[2], yb[3]);
+        }
+    }
+}
+
+// dst rows (row0 + g + 8 i, i = 0, 1; those < T) of heads-wide rows, head h: += acc.
+template <int D>
+static __device__ __forceinline__ void add_rows(float *dst, const float (&acc)[D / 8][4], int row0,
+                                                int T, int heads, int h)
+{
+    const int lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        int t = row0 + g + 8 * i;
+        if (t >= T)
+            continue;
+        float *p = dst + ((size_t)t * heads + h) * D;
+#pragma unroll
+        for (int nd = 0; nd < D / 8; nd++) {
+            float2 v = *(float2 *)(p + 8 * nd + 2 * c);
+            v.x += acc[nd][2 * i], v.y += acc[nd][2 * i + 1];
+            *(float2 *)(p + 8 * nd + 2 * c) = v;
+        }
+    }
+}
+
+// ---- forward: a block per (query tile, head, row of the batch), an online softmax.
 
 template <int D> static __global__ void __launch_bounds__(NT) fa_fwd(struct fa_args a)
 {
-    extern __shared__ __align__(128) unsigned char smem[];
-    __nv_bfloat16 *Qs = (__nv_bfloat16 *)smem, *Ks = Qs + 64 * (D + PB), *Vs = Ks + 64 * (D + PB);
-    __nv_bfloat16 *Ps = Vs + 64 * (D + PB);
-    float *Ss = (float *)(Ps + 64 * (TK + PB)), *Os = Ss + 64 * (TK + PF);
-    float *lrow = Os + 64 * (D + PF);
-    int *rlo = (int *)(lrow + 64);
+    extern __shared__ uint4 smem_u4[];
+    uint16_t *Qs = (uint16_t *)smem_u4, *Ks = Qs + 64 * (D + 8), *Vs = Ks + 64 * (D + 8);
     __shared__ int red[4];
-    int q0 = blockIdx.x * TQ, h = blockIdx.y, b = blockIdx.z, T = a.T, H = a.H;
-    int kvh = h / (H / a.Hkv), w = threadIdx.x / 32;
+    const int q0 = blockIdx.x * TQ, h = blockIdx.y, b = blockIdx.z, T = a.T, H = a.H;
+    const int kvh = h / (H / a.Hkv), w = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int g = lane / 4, c = lane % 4;
     const int32_t *st = a.start + (size_t)b * T;
     const __nv_bfloat16 *q = a.q + (size_t)b * T * H * D;
     const __nv_bfloat16 *k = a.k + (size_t)b * T * a.Hkv * D;
     const __nv_bfloat16 *v = a.v + (size_t)b * T * a.Hkv * D;
     twc_pdl_enter();
     stage<D>(Qs, q, q0, T, H, h);
-    row_lo(rlo, st, q0, T, a.window);
     int lo, hi;
     tile_keys(st, q0, T, a.window, &lo, &hi, red);
-    // two threads a row: thread i takes row i / 2, columns (i % 2) * 32 .. + 31
-    int r = threadIdx.x / 2, half = threadIdx.x % 2, t = q0 + r;
-    // pass 1: each thread's running maximum and sum over its columns
-    float m = -INFINITY, l = 0;
-    for (int k0 = lo / TK * TK; k0 <= hi; k0 += TK) {
-        __syncthreads(); // the last tile's K is read
-        stage<D>(Ks, k, k0, T, a.Hkv, kvh);
-        __syncthreads();
-        qk<D>(Ss, Qs, Ks);
-        __syncwarp();
-        const float *srow = Ss + r * (TK + PF);
-        for (int c = half * 32; c < half * 32 + 32; c++) {
-            int j = k0 + c;
-            if (j < rlo[r] || j > t)
-                continue;
-            float s = srow[c] * a.scale;
-            if (s > m)
-                l = l * __expf(m - s) + 1.0f, m = s;
-            else
-                l += __expf(s - m);
-        }
+    int t[2], rlo[2];
+    float m[2] = { -INFINITY, -INFINITY }, l[2] = { 0.f, 0.f };
+    for (int i = 0; i < 2; i++) {
+        t[i] = q0 + 16 * w + g + 8 * i;
+        rlo[i] = t[i] < T ? key_lo(st, t[i], a.window) : INT_MAX;
     }
-    float m2 = __shfl_xor_sync(0xffffffffu, m, 1), l2 = __shfl_xor_sync(0xffffffffu, l, 1);
-    float mx = fmaxf(m, m2);
-    float lsum = (m == -INFINITY ? 0.0f : l * __expf(m - mx)) +
-                 (m2 == -INFINITY ? 0.0f : l2 * __expf(m2 - mx));
-    float lse = mx + logf(lsum);
-    if (half == 0)
-        lrow[r] = lse;
-    // pass 2: O = sum of P V with P normalised, O in the warps' fragments
-    frag_c o[D / 16];
-    for (int n = 0; n < D / 16; n++)
-        wmma::fill_fragment(o[n], 0.0f);
+    float o[D / 8][4];
+#pragma unroll
+    for (int nd = 0; nd < D / 8; nd++)
+        o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.f;
+    const float sc = a.scale * LOG2E;
     for (int k0 = lo / TK * TK; k0 <= hi; k0 += TK) {
-        __syncthreads();
+        __syncthreads(); // the last tile is read
         stage<D>(Ks, k, k0, T, a.Hkv, kvh);
         stage<D>(Vs, v, k0, T, a.Hkv, kvh);
         __syncthreads();
-        qk<D>(Ss, Qs, Ks);
-        __syncwarp();
-        const float *srow = Ss + r * (TK + PF);
-        for (int c = half * 32; c < half * 32 + 32; c++) {
-            int j = k0 + c;
-            float p = j >= rlo[r] && j <= t ? __expf(srow[c] * a.scale - lse) : 0.0f;
-            Ps[r * (TK + PB) + c] = __float2bfloat16(p);
-        }
-        __syncwarp();
-        for (int kk = 0; kk < TK / 16; kk++) {
-            frag_a pa;
-            wmma::load_matrix_sync(pa, Ps + (w * 16) * (TK + PB) + kk * 16, TK + PB);
-            for (int n = 0; n < D / 16; n++) {
-                frag_b vb;
-                wmma::load_matrix_sync(vb, Vs + (kk * 16) * (D + PB) + n * 16, D + PB);
-                wmma::mma_sync(o[n], pa, vb, o[n]);
+        float s[8][4];
+        mma_abt<D>(s, Qs, 16 * w, Ks);
+#pragma unroll
+        for (int n = 0; n < 8; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int j = k0 + 8 * n + 2 * c + e % 2, i = e / 2;
+                s[n][e] = j >= rlo[i] && j <= t[i] ? s[n][e] * sc : -INFINITY;
             }
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            float mx = -INFINITY;
+#pragma unroll
+            for (int n = 0; n < 8; n++)
+                mx = fmaxf(mx, fmaxf(s[n][2 * i], s[n][2 * i + 1]));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            float m_new = fmaxf(m[i], mx);
+            float m_sub = m_new == -INFINITY ? 0.f : m_new; // all masked so far: no NaN
+            float alpha = exp2f(m[i] - m_sub);
+            m[i] = m_new;
+            l[i] *= alpha;
+#pragma unroll
+            for (int n = 0; n < 8; n++)
+#pragma unroll
+                for (int e = 2 * i; e < 2 * i + 2; e++) {
+                    float p = exp2f(s[n][e] - m_sub);
+                    s[n][e] = p;
+                    l[i] += p;
+                }
+#pragma unroll
+            for (int nd = 0; nd < D / 8; nd++)
+                o[nd][2 * i] *= alpha, o[nd][2 * i + 1] *= alpha;
         }
+        mma_xy<D>(o, s, Vs);
     }
-    for (int n = 0; n < D / 16; n++)
-        wmma::store_matrix_sync(Os + (w * 16) * (D + PF) + n * 16, o[n], D + PF,
-                                wmma::mem_row_major);
-    __syncthreads();
-    for (int i = threadIdx.x; i < 64 * D; i += NT) {
-        int rr = i / D, d = i % D, tt = q0 + rr;
-        if (tt < T)
-            a.o[(((size_t)b * T + tt) * H + h) * D + d] = Os[rr * (D + PF) + d];
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        float lt = l[i] + __shfl_xor_sync(0xffffffffu, l[i], 1);
+        lt += __shfl_xor_sync(0xffffffffu, lt, 2);
+        if (t[i] >= T)
+            continue;
+        float inv = 1.f / lt, *dst = a.o + (((size_t)b * T + t[i]) * H + h) * D;
+#pragma unroll
+        for (int nd = 0; nd < D / 8; nd++)
+            *(float2 *)(dst + 8 * nd + 2 * c) =
+                make_float2(o[nd][2 * i] * inv, o[nd][2 * i + 1] * inv);
+        if (c == 0)
+            a.l[((size_t)b * T + t[i]) * H + h] = (m[i] + log2f(lt)) * LN2;
     }
-    if (threadIdx.x < TQ && q0 + (int)threadIdx.x < T)
-        a.l[((size_t)b * T + q0 + threadIdx.x) * H + h] = lrow[threadIdx.x];
 }
 
 // ---- backward. delta[t, h] = dO . O, a warp per (token, head).
@@ -221,36 +250,19 @@ static __global__ void fa_delta(float *delta, const float *dout, const float *ou
         delta[i] = s;
 }
 
-// P and dS of a (query tile q0, key tile k0) pair: S holds scale-less q.k, dP dO.v; P =
-// exp(scale S - lse) where the query sees the key (rlo: each row's first key; else 0), dS =
-// scale P (dP - delta), into Ps and dSs in bf16.
-static __device__ void probs_and_ds(float *S, float *dP, __nv_bfloat16 *Ps, __nv_bfloat16 *dSs,
-                                    const float *lse, const float *dl, const int *rlo, int q0,
-                                    int k0, float scale)
-{
-    for (int i = threadIdx.x; i < TQ * TK; i += NT) {
-        int r = i / TK, c = i % TK, t = q0 + r, j = k0 + c;
-        bool on = j <= t && j >= rlo[r];
-        float p = on ? __expf(S[r * (TK + PF) + c] * scale - lse[r]) : 0.0f;
-        float ds = scale * p * (dP[r * (TK + PF) + c] - dl[r]);
-        Ps[r * (TK + PB) + c] = __float2bfloat16(p);
-        dSs[r * (TK + PB) + c] = __float2bfloat16(ds);
-    }
-}
-
-// A block per (key tile, KV head, row of the batch): dK, dV of its keys over the G query
-// heads and every query tile that sees them, accumulated in the warps' fragments (warp w: keys
-// 16w ..), added to dk, dv once.
+// A block per (key tile, KV head, row of the batch): dK and dV of its keys over the G query
+// heads and every query tile that sees them. Warp w owns keys k0 + 16 w ..: S^T = K Q^T and
+// dP^T = V dO^T in its registers, then dV += P^T dO and dK += dS^T Q.
 template <int D> static __global__ void __launch_bounds__(NT) fa_bwd_kv(struct fa_args a)
 {
-    extern __shared__ __align__(128) unsigned char smem[];
-    __nv_bfloat16 *Ks = (__nv_bfloat16 *)smem, *Vs = Ks + 64 * (D + PB), *Qs = Vs + 64 * (D + PB);
-    __nv_bfloat16 *dOs = Qs + 64 * (D + PB), *Ps = dOs + 64 * (D + PB), *dSs = Ps + 64 * (TK + PB);
-    float *Ss = (float *)(dSs + 64 * (TK + PB)), *dPs = Ss + 64 * (TK + PF);
-    float *ls = dPs + 64 * (TK + PF), *dls = ls + 64;
+    extern __shared__ uint4 smem_u4[];
+    uint16_t *Ks = (uint16_t *)smem_u4, *Vs = Ks + 64 * (D + 8), *Qs = Vs + 64 * (D + 8);
+    uint16_t *dOs = Qs + 64 * (D + 8);
+    float *ls = (float *)(dOs + 64 * (D + 8)), *dls = ls + 64;
     int *rlo = (int *)(dls + 64);
-    int k0 = blockIdx.x * TK, kvh = blockIdx.y, b = blockIdx.z, T = a.T, H = a.H;
-    int G = H / a.Hkv, w = threadIdx.x / 32;
+    const int k0 = blockIdx.x * TK, kvh = blockIdx.y, b = blockIdx.z, T = a.T, H = a.H;
+    const int G = H / a.Hkv, w = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int g = lane / 4, c = lane % 4;
     const int32_t *st = a.start + (size_t)b * T;
     const __nv_bfloat16 *q = a.q + (size_t)b * T * H * D, *dout = a.dout + (size_t)b * T * H * D;
     const __nv_bfloat16 *k = a.k + (size_t)b * T * a.Hkv * D;
@@ -258,81 +270,67 @@ template <int D> static __global__ void __launch_bounds__(NT) fa_bwd_kv(struct f
     twc_pdl_enter();
     stage<D>(Ks, k, k0, T, a.Hkv, kvh);
     stage<D>(Vs, v, k0, T, a.Hkv, kvh);
-    frag_c dk[D / 16], dv[D / 16];
-    for (int n = 0; n < D / 16; n++)
-        wmma::fill_fragment(dk[n], 0.0f), wmma::fill_fragment(dv[n], 0.0f);
-    int k1 = min(k0 + TK, T) - 1;
-    for (int g = 0; g < G; g++) {
-        int h = kvh * G + g;
+    float dk[D / 8][4], dv[D / 8][4];
+#pragma unroll
+    for (int nd = 0; nd < D / 8; nd++)
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            dk[nd][e] = dv[nd][e] = 0.f;
+    const int k1 = min(k0 + TK, T) - 1;
+    const float sc = a.scale * LOG2E;
+    const int kr[2] = { k0 + 16 * w + g, k0 + 16 * w + g + 8 };
+    for (int gh = 0; gh < G; gh++) {
+        const int h = kvh * G + gh;
         for (int q0 = k0 / TQ * TQ; q0 < T; q0 += TQ) {
-            // does any query of the tile see a key of ours?
-            int sees = 0;
+            int sees = 0; // does any query of the tile see a key of ours?
             for (int r = threadIdx.x; r < TQ; r += NT) {
                 int t = q0 + r;
                 sees |= t < T && t >= k0 && key_lo(st, t, a.window) <= k1;
             }
-            if (!__syncthreads_or(sees))
+            if (!__syncthreads_or(sees)) // (a barrier too: the last tile's Q, dO are read)
                 continue;
             stage<D>(Qs, q, q0, T, H, h);
             stage<D>(dOs, dout, q0, T, H, h);
-            row_lo(rlo, st, q0, T, a.window);
-            if (threadIdx.x < TQ) {
-                int t = q0 + threadIdx.x;
-                ls[threadIdx.x] = t < T ? a.lse[((size_t)b * T + t) * H + h] : 0.0f;
-                dls[threadIdx.x] = t < T ? a.delta[((size_t)b * T + t) * H + h] : 0.0f;
+            for (int r = threadIdx.x; r < TQ; r += NT) {
+                int t = q0 + r;
+                size_t at = ((size_t)b * T + (t < T ? t : 0)) * H + h;
+                ls[r] = t < T ? a.lse[at] * LOG2E : 0.f;
+                dls[r] = t < T ? a.delta[at] : 0.f;
+                rlo[r] = t < T ? key_lo(st, t, a.window) : INT_MAX;
             }
             __syncthreads();
-            qk<D>(Ss, Qs, Ks);   // rows: queries
-            qk<D>(dPs, dOs, Vs); // dO V^T
-            __syncthreads();
-            probs_and_ds(Ss, dPs, Ps, dSs, ls, dls, rlo, q0, k0, a.scale);
-            __syncthreads();
-            // dV += P^T dO, dK += dS^T Q: warp w's keys are columns 16w.. of P and dS
-            for (int kk = 0; kk < TQ / 16; kk++) {
-                frag_at pt, dst;
-                wmma::load_matrix_sync(pt, Ps + (kk * 16) * (TK + PB) + w * 16, TK + PB);
-                wmma::load_matrix_sync(dst, dSs + (kk * 16) * (TK + PB) + w * 16, TK + PB);
-                for (int n = 0; n < D / 16; n++) {
-                    frag_b ob, qb;
-                    wmma::load_matrix_sync(ob, dOs + (kk * 16) * (D + PB) + n * 16, D + PB);
-                    wmma::load_matrix_sync(qb, Qs + (kk * 16) * (D + PB) + n * 16, D + PB);
-                    wmma::mma_sync(dv[n], pt, ob, dv[n]);
-                    wmma::mma_sync(dk[n], dst, qb, dk[n]);
+            float s[8][4], dp[8][4];
+            mma_abt<D>(s, Ks, 16 * w, Qs);   // rows: our keys; columns: the tile's queries
+            mma_abt<D>(dp, Vs, 16 * w, dOs); // dP^T
+#pragma unroll
+            for (int n = 0; n < 8; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    int col = 8 * n + 2 * c + e % 2, t = q0 + col, j = kr[e / 2];
+                    bool on = t < T && j <= t && j >= rlo[col];
+                    float p = on ? exp2f(s[n][e] * sc - ls[col]) : 0.f;
+                    s[n][e] = p;
+                    dp[n][e] = a.scale * p * (dp[n][e] - dls[col]);
                 }
-            }
-            __syncthreads();
+            mma_xy<D>(dv, s, dOs);
+            mma_xy<D>(dk, dp, Qs);
         }
     }
-    // out through shared memory (the fragments' layout is opaque), added to dk and dv
-    float *stage_f = Ss; // 64 x (D + PF) floats fit in Ss + dPs
-    for (int pass = 0; pass < 2; pass++) {
-        for (int n = 0; n < D / 16; n++)
-            wmma::store_matrix_sync(stage_f + (w * 16) * (D + PF) + n * 16, pass ? dv[n] : dk[n],
-                                    D + PF, wmma::mem_row_major);
-        __syncthreads();
-        float *dst = (pass ? a.dv : a.dk) + (size_t)b * T * a.Hkv * D;
-        for (int i = threadIdx.x; i < 64 * D; i += NT) {
-            int r = i / D, d = i % D, j = k0 + r;
-            if (j < T)
-                dst[((size_t)j * a.Hkv + kvh) * D + d] += stage_f[r * (D + PF) + d];
-        }
-        __syncthreads();
-    }
+    add_rows<D>(a.dk + (size_t)b * T * a.Hkv * D, dk, k0 + 16 * w, T, a.Hkv, kvh);
+    add_rows<D>(a.dv + (size_t)b * T * a.Hkv * D, dv, k0 + 16 * w, T, a.Hkv, kvh);
 }
 
-// A block per (query tile, head, row of the batch): dQ += dS K over the keys the tile sees.
+// A block per (query tile, head, row of the batch): dQ += dS K over the keys the tile sees,
+// S and dP = dO V^T recomputed in the warps' registers.
 template <int D> static __global__ void __launch_bounds__(NT) fa_bwd_q(struct fa_args a)
 {
-    extern __shared__ __align__(128) unsigned char smem[];
-    __nv_bfloat16 *Qs = (__nv_bfloat16 *)smem, *dOs = Qs + 64 * (D + PB),
-                  *Ks = dOs + 64 * (D + PB);
-    __nv_bfloat16 *Vs = Ks + 64 * (D + PB), *Ps = Vs + 64 * (D + PB), *dSs = Ps + 64 * (TK + PB);
-    float *Ss = (float *)(dSs + 64 * (TK + PB)), *dPs = Ss + 64 * (TK + PF);
-    float *ls = dPs + 64 * (TK + PF), *dls = ls + 64;
-    int *rlo = (int *)(dls + 64);
+    extern __shared__ uint4 smem_u4[];
+    uint16_t *Qs = (uint16_t *)smem_u4, *dOs = Qs + 64 * (D + 8), *Ks = dOs + 64 * (D + 8);
+    uint16_t *Vs = Ks + 64 * (D + 8);
     __shared__ int red[4];
-    int q0 = blockIdx.x * TQ, h = blockIdx.y, b = blockIdx.z, T = a.T, H = a.H;
-    int kvh = h / (H / a.Hkv), w = threadIdx.x / 32;
+    const int q0 = blockIdx.x * TQ, h = blockIdx.y, b = blockIdx.z, T = a.T, H = a.H;
+    const int kvh = h / (H / a.Hkv), w = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int g = lane / 4, c = lane % 4;
     const int32_t *st = a.start + (size_t)b * T;
     const __nv_bfloat16 *q = a.q + (size_t)b * T * H * D, *dout = a.dout + (size_t)b * T * H * D;
     const __nv_bfloat16 *k = a.k + (size_t)b * T * a.Hkv * D;
@@ -340,67 +338,57 @@ template <int D> static __global__ void __launch_bounds__(NT) fa_bwd_q(struct fa
     twc_pdl_enter();
     stage<D>(Qs, q, q0, T, H, h);
     stage<D>(dOs, dout, q0, T, H, h);
-    row_lo(rlo, st, q0, T, a.window);
-    if (threadIdx.x < TQ) {
-        int t = q0 + threadIdx.x;
-        ls[threadIdx.x] = t < T ? a.lse[((size_t)b * T + t) * H + h] : 0.0f;
-        dls[threadIdx.x] = t < T ? a.delta[((size_t)b * T + t) * H + h] : 0.0f;
-    }
-    frag_c dq[D / 16];
-    for (int n = 0; n < D / 16; n++)
-        wmma::fill_fragment(dq[n], 0.0f);
     int lo, hi;
     tile_keys(st, q0, T, a.window, &lo, &hi, red);
+    int t[2], rlo[2];
+    float l2[2], dl[2];
+    for (int i = 0; i < 2; i++) {
+        t[i] = q0 + 16 * w + g + 8 * i;
+        bool in = t[i] < T;
+        size_t at = ((size_t)b * T + (in ? t[i] : 0)) * H + h;
+        rlo[i] = in ? key_lo(st, t[i], a.window) : INT_MAX;
+        l2[i] = in ? a.lse[at] * LOG2E : 0.f;
+        dl[i] = in ? a.delta[at] : 0.f;
+    }
+    float dq[D / 8][4];
+#pragma unroll
+    for (int nd = 0; nd < D / 8; nd++)
+        dq[nd][0] = dq[nd][1] = dq[nd][2] = dq[nd][3] = 0.f;
+    const float sc = a.scale * LOG2E;
     for (int k0 = lo / TK * TK; k0 <= hi; k0 += TK) {
         __syncthreads();
         stage<D>(Ks, k, k0, T, a.Hkv, kvh);
         stage<D>(Vs, v, k0, T, a.Hkv, kvh);
         __syncthreads();
-        qk<D>(Ss, Qs, Ks);
-        qk<D>(dPs, dOs, Vs);
-        __syncthreads();
-        probs_and_ds(Ss, dPs, Ps, dSs, ls, dls, rlo, q0, k0, a.scale);
-        __syncthreads();
-        for (int kk = 0; kk < TK / 16; kk++) {
-            frag_a ds;
-            wmma::load_matrix_sync(ds, dSs + (w * 16) * (TK + PB) + kk * 16, TK + PB);
-            for (int n = 0; n < D / 16; n++) {
-                frag_b kb;
-                wmma::load_matrix_sync(kb, Ks + (kk * 16) * (D + PB) + n * 16, D + PB);
-                wmma::mma_sync(dq[n], ds, kb, dq[n]);
+        float s[8][4], dp[8][4];
+        mma_abt<D>(s, Qs, 16 * w, Ks);
+        mma_abt<D>(dp, dOs, 16 * w, Vs);
+#pragma unroll
+        for (int n = 0; n < 8; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int j = k0 + 8 * n + 2 * c + e % 2, i = e / 2;
+                bool on = j >= rlo[i] && j <= t[i];
+                float p = on ? exp2f(s[n][e] * sc - l2[i]) : 0.f;
+                s[n][e] = a.scale * p * (dp[n][e] - dl[i]);
             }
-        }
+        mma_xy<D>(dq, s, Ks);
     }
-    __syncthreads();
-    float *stage_f = Ss;
-    for (int n = 0; n < D / 16; n++)
-        wmma::store_matrix_sync(stage_f + (w * 16) * (D + PF) + n * 16, dq[n], D + PF,
-                                wmma::mem_row_major);
-    __syncthreads();
-    float *dst = a.dq + (size_t)b * T * H * D;
-    for (int i = threadIdx.x; i < 64 * D; i += NT) {
-        int r = i / D, d = i % D, t = q0 + r;
-        if (t < T)
-            dst[((size_t)t * H + h) * D + d] += stage_f[r * (D + PF) + d];
-    }
+    add_rows<D>(a.dq + (size_t)b * T * H * D, dq, q0 + 16 * w, T, H, h);
 }
 
 // ---- launchers.
 
-// Q, K, V and P in bf16; S, O and the rows' lse in f32, their first keys.
+// Q, K, V tiles in bf16.
 template <int D> static size_t fwd_smem(void)
 {
-    return (size_t)3 * 64 * (D + PB) * 2 + (size_t)64 * (TK + PB) * 2 +
-           (size_t)64 * (TK + PF) * 4 + (size_t)64 * (D + PF) * 4 + 2 * 64 * 4;
+    return (size_t)3 * 64 * (D + 8) * 2;
 }
 
-// Two 64 x D tiles of each side (K V, Q dO) and P, dS in bf16; S, dP, lse, delta in f32, the
-// rows' first keys.
-
+// K, V, Q, dO tiles in bf16; the query tile's lse, delta and first keys.
 template <int D> static size_t bwd_smem(void)
 {
-    return (size_t)4 * 64 * (D + PB) * 2 + (size_t)2 * 64 * (TK + PB) * 2 +
-           (size_t)2 * 64 * (TK + PF) * 4 + 3 * 64 * 4;
+    return (size_t)4 * 64 * (D + 8) * 2 + 3 * 64 * 4;
 }
 
 bool twc_flash_ok(int D)

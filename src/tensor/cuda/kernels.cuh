@@ -55,6 +55,48 @@ cudaError_t twc_launch(void (*k)(P...), dim3 grid, dim3 block, size_t smem, cuda
     return cudaLaunchKernelEx(&cfg, k, static_cast<A &&>(args)...);
 }
 
+// ---- warp-level bf16 tensor-core helpers (attn.cu, fattn.cu). Fragment layouts are the PTX
+// ISA's ("Matrix Fragments for mma.m16n8k16", bf16; lane = 4 * g + c): A (16 x 16, row)
+// a0 = (g, 2c..2c+1), a1 = (g + 8, 2c..), a2 = (g, 2c + 8..), a3 = (g + 8, 2c + 8..); B (16 x 8,
+// col) b0 = (2c..2c+1, g), b1 = (2c + 8.., g); C/D (16 x 8) c0..c1 = (g, 2c..2c+1), c2..c3 =
+// (g + 8, 2c..). ldmatrix.x4 reads four 8 x 8 bf16 matrices, lanes 8i .. 8i + 7 naming the rows
+// of matrix i, and hands lane 4 * g + c the pair (g, 2c..2c+1) of each (.trans: (2c..2c+1, g)).
+
+// Two floats as a bf16 pair, lo in the low half.
+static __device__ __forceinline__ uint32_t twc_pack_bf16(float lo, float hi)
+{
+    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *(const uint32_t *)&h;
+}
+
+static __device__ __forceinline__ void twc_ldsm_x4(uint32_t (&r)[4], const uint16_t *p)
+{
+    uint32_t at = (uint32_t)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(at)
+                 : "memory");
+}
+
+static __device__ __forceinline__ void twc_ldsm_x4_t(uint32_t (&r)[4], const uint16_t *p)
+{
+    uint32_t at = (uint32_t)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(at)
+                 : "memory");
+}
+
+// c += a b for one 16 x 8 x 16 step.
+static __device__ __forceinline__ void twc_mma_bf16(float (&c)[4], const uint32_t (&a)[4],
+                                                    uint32_t b0, uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+                 "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
 // ---- gemv.cu: decode-sized matmuls read the weights once, straight from their blocks.
 
 // The most activation rows twc_gemv takes in one call.
