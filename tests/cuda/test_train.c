@@ -303,10 +303,14 @@ static void attn_case(int64_t Bn, int64_t Tn, int64_t H, int64_t Hkv, int64_t D,
     tw_attn_bwd(dq, dk, dv, go, q, k, v, out, lse, st, &sh);
     const struct tw_grad_ops *g = tw_backend_grad(gpu);
     float *Q = dev_of(gpu, q, nq), *K = dev_of(gpu, k, nk), *V = dev_of(gpu, v, nk);
-    float *GO = dev_of(gpu, go, nq), *O = dev_poisoned(gpu, nq), *L = dev_poisoned(gpu, nl);
-    float *zq = tw_calloc(nq, sizeof(float)), *zk = tw_calloc(nk, sizeof(float));
+    // the outputs one float into their allocations: the engine carves them out of one buffer,
+    // 4-byte aligned only
+    float *GO = dev_of(gpu, go, nq), *O0 = dev_poisoned(gpu, nq + 1), *L = dev_poisoned(gpu, nl);
+    float *zq = tw_calloc(nq + 1, sizeof(float)), *zk = tw_calloc(nk + 1, sizeof(float));
     REQUIRE(zq && zk);
-    float *DQ = dev_of(gpu, zq, nq), *DK = dev_of(gpu, zk, nk), *DV = dev_of(gpu, zk, nk);
+    float *DQ0 = dev_of(gpu, zq, nq + 1), *DK0 = dev_of(gpu, zk, nk + 1);
+    float *DV0 = dev_of(gpu, zk, nk + 1);
+    float *O = O0 + 1, *DQ = DQ0 + 1, *DK = DK0 + 1, *DV = DV0 + 1;
     int32_t *ST = tw_backend_alloc(gpu, nt * sizeof(int32_t));
     REQUIRE(ST);
     CHECK_OK(tw_backend_upload(gpu, ST, st, nt * sizeof(int32_t)));
@@ -329,7 +333,7 @@ static void attn_case(int64_t Bn, int64_t Tn, int64_t H, int64_t Hkv, int64_t D,
            (long long)Bn, (long long)Tn, (long long)H, (long long)Hkv, (long long)D, window, eo,
            el, eq, ek, ev);
     CHECK(eo < 2e-2 && el < 2e-2 && eq < 3e-2 && ek < 3e-2 && ev < 3e-2);
-    float *devs[] = { Q, K, V, GO, O, L, DQ, DK, DV };
+    float *devs[] = { Q, K, V, GO, O0, L, DQ0, DK0, DV0 };
     for (size_t i = 0; i < sizeof devs / sizeof *devs; i++)
         tw_backend_release(gpu, devs[i]);
     tw_backend_release(gpu, ST);

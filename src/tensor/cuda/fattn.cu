@@ -136,13 +136,10 @@ static __device__ __forceinline__ void add_rows(float *dst, const float (&acc)[D
         int t = row0 + g + 8 * i;
         if (t >= T)
             continue;
-        float *p = dst + ((size_t)t * heads + h) * D;
+        float *p = dst + ((size_t)t * heads + h) * D; // 4-byte aligned only (a carve-out)
 #pragma unroll
-        for (int nd = 0; nd < D / 8; nd++) {
-            float2 v = *(float2 *)(p + 8 * nd + 2 * c);
-            v.x += acc[nd][2 * i], v.y += acc[nd][2 * i + 1];
-            *(float2 *)(p + 8 * nd + 2 * c) = v;
-        }
+        for (int nd = 0; nd < D / 8; nd++)
+            p[8 * nd + 2 * c] += acc[nd][2 * i], p[8 * nd + 2 * c + 1] += acc[nd][2 * i + 1];
     }
 }
 
@@ -224,9 +221,9 @@ template <int D> static __global__ void __launch_bounds__(NT) fa_fwd(struct fa_a
             continue;
         float inv = 1.f / lt, *dst = a.o + (((size_t)b * T + t[i]) * H + h) * D;
 #pragma unroll
-        for (int nd = 0; nd < D / 8; nd++)
-            *(float2 *)(dst + 8 * nd + 2 * c) =
-                make_float2(o[nd][2 * i] * inv, o[nd][2 * i + 1] * inv);
+        for (int nd = 0; nd < D / 8; nd++) // dst: 4-byte aligned only
+            dst[8 * nd + 2 * c] = o[nd][2 * i] * inv,
+                             dst[8 * nd + 2 * c + 1] = o[nd][2 * i + 1] * inv;
         if (c == 0)
             a.l[((size_t)b * T + t[i]) * H + h] = (m[i] + log2f(lt)) * LN2;
     }
