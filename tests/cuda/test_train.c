@@ -18,27 +18,13 @@
 #include "check.h"
 #include "model/model.h"
 #include "cuda_check.h"
-#include "sotu.h"
+#include "sotu_train.h"
 #include "tensor/grad.h"
 #include "train/trainer.h"
 
 enum { B = 3, T = 45 };
 
 static struct tw_backend *gpu;
-
-static const char *src_dir(void)
-{
-    return getenv("TWIN_SOURCE_DIR") ? getenv("TWIN_SOURCE_DIR") : ".";
-}
-
-static struct tw_model *golden_llama(void)
-{
-    char dir[4200];
-    snprintf(dir, sizeof dir, "%s/tests/golden/models/llama", src_dir());
-    struct tw_model *m;
-    REQUIRE(tw_model_open(dir, &m) == 0);
-    return m;
-}
 
 // The golden llama's rope and vocabulary, larger layers: rows of 512 and 1024 (q4_K's blocks
 // fit), 8 query heads over 2 KV heads of 64.
@@ -192,26 +178,6 @@ static void test_lora(const struct tw_model *g)
 
 // ---- the loop.
 
-static void load_text(struct tw_dataset *d, const tw_tokenizer *tok)
-{
-    char dir[4096], *names[300];
-    size_t n = sotu_list(dir, sizeof dir, names, 300);
-    REQUIRE(n >= 3);
-    char *texts[3];
-    for (int i = 0; i < 3; i++) {
-        char p[8300];
-        size_t len;
-        snprintf(p, sizeof p, "%s/%s", dir, names[i]);
-        REQUIRE((texts[i] = test_read_file(p, &len)) != NULL);
-    }
-    struct tw_data_options o = { .task = TW_DATA_TASK_PRETRAIN, .max_seq = 64 };
-    REQUIRE(tw_dataset_from_texts(d, (const char *const *)texts, 3, tok, &o) == 0);
-    for (int i = 0; i < 3; i++)
-        tw_free(texts[i]);
-    for (size_t i = 0; i < n; i++)
-        tw_free(names[i]);
-}
-
 struct log {
     double loss[32];
     int64_t n, stop_at;
@@ -231,7 +197,7 @@ static int on_step(void *ud, const struct tw_train_progress *p)
 static void test_loop(const struct tw_model *g)
 {
     struct tw_dataset d;
-    load_text(&d, g->tok);
+    sotu_pretrain_data(&d, g->tok);
     struct tw_model_config c = cfg_of(g, TW_ARCH_LLAMA);
     c.n_embd = 128, c.n_head = 4, c.n_head_kv = 2, c.head_dim = 32, c.n_ff = 256;
     struct tw_train_opts o;

@@ -13,43 +13,8 @@
 #include "base/mem.h"
 #include "check.h"
 #include "model/model.h"
-#include "sotu.h"
+#include "sotu_train.h"
 #include "train/trainer.h"
-
-static const char *src(void)
-{
-    return getenv("TWIN_SOURCE_DIR") ? getenv("TWIN_SOURCE_DIR") : ".";
-}
-
-static struct tw_model *golden_llama(void)
-{
-    char dir[4200];
-    snprintf(dir, sizeof dir, "%s/tests/golden/models/llama", src());
-    struct tw_model *m;
-    REQUIRE(tw_model_open(dir, &m) == 0);
-    return m;
-}
-
-// Pretraining text: three speeches in the golden llama's tokenizer.
-static void load_text(struct tw_dataset *d, const tw_tokenizer *tok)
-{
-    char dir[4096], *names[300];
-    size_t n = sotu_list(dir, sizeof dir, names, 300);
-    REQUIRE(n >= 3);
-    char *texts[3];
-    for (int i = 0; i < 3; i++) {
-        char p[8300];
-        size_t len;
-        snprintf(p, sizeof p, "%s/%s", dir, names[i]);
-        REQUIRE((texts[i] = test_read_file(p, &len)) != NULL);
-    }
-    struct tw_data_options o = { .task = TW_DATA_TASK_PRETRAIN, .max_seq = 64 };
-    REQUIRE(tw_dataset_from_texts(d, (const char *const *)texts, 3, tok, &o) == 0);
-    for (int i = 0; i < 3; i++)
-        tw_free(texts[i]);
-    for (size_t i = 0; i < n; i++)
-        tw_free(names[i]);
-}
 
 struct log {
     double loss[64], eval;
@@ -81,7 +46,7 @@ static void test_pretrain_and_resume(void)
 {
     struct tw_model *g = golden_llama();
     struct tw_dataset d;
-    load_text(&d, g->tok);
+    sotu_pretrain_data(&d, g->tok);
     struct tw_model_config c = small_cfg(g);
     struct tw_train_opts o;
     tw_train_opts_default(&o, TW_TRAIN_PRETRAIN);

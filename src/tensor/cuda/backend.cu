@@ -292,36 +292,6 @@ static void *stage(struct cuda_impl *im, const void *host, size_t len)
 
 // ---- row-wise kernels: one block of ROW_THREADS per row, sums in f32 through warp shuffles.
 
-static __device__ float block_sum(float v, float *red)
-{
-    for (int o = 16; o > 0; o >>= 1)
-        v += __shfl_xor_sync(0xffffffffu, v, o);
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
-    __syncthreads(); // red may still be read by a previous call
-    if (lane == 0)
-        red[warp] = v;
-    __syncthreads();
-    v = lane < nw ? red[lane] : 0.0f;
-    for (int o = 16; o > 0; o >>= 1)
-        v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
-static __device__ float block_max(float v, float *red)
-{
-    for (int o = 16; o > 0; o >>= 1)
-        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
-    __syncthreads();
-    if (lane == 0)
-        red[warp] = v;
-    __syncthreads();
-    v = lane < nw ? red[lane] : -INFINITY;
-    for (int o = 16; o > 0; o >>= 1)
-        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-
 static __global__ void rmsnorm_kernel(float *y, const float *x, const float *w, int64_t C,
                                       float eps)
 {
@@ -332,7 +302,7 @@ static __global__ void rmsnorm_kernel(float *y, const float *x, const float *w, 
     float ss = 0.0f;
     for (int64_t i = threadIdx.x; i < C; i += blockDim.x)
         ss += xr[i] * xr[i];
-    ss = block_sum(ss, red);
+    ss = twc_block_sum(ss, red);
     float inv = 1.0f / sqrtf(ss / (float)C + eps);
     for (int64_t i = threadIdx.x; i < C; i += blockDim.x)
         yr[i] = xr[i] * inv * (w ? w[i] : 1.0f);
@@ -348,11 +318,11 @@ static __global__ void layernorm_kernel(float *y, const float *x, const float *w
     float s = 0.0f;
     for (int64_t i = threadIdx.x; i < C; i += blockDim.x)
         s += xr[i];
-    float mean = block_sum(s, red) / (float)C;
+    float mean = twc_block_sum(s, red) / (float)C;
     float v = 0.0f;
     for (int64_t i = threadIdx.x; i < C; i += blockDim.x)
         v += (xr[i] - mean) * (xr[i] - mean);
-    float inv = 1.0f / sqrtf(block_sum(v, red) / (float)C + eps);
+    float inv = 1.0f / sqrtf(twc_block_sum(v, red) / (float)C + eps);
     for (int64_t i = threadIdx.x; i < C; i += blockDim.x)
         yr[i] = (xr[i] - mean) * inv * w[i] + b[i];
 }
@@ -365,11 +335,11 @@ static __global__ void softmax_kernel(float *x, int64_t C)
     float mx = -INFINITY;
     for (int64_t i = threadIdx.x; i < C; i += blockDim.x)
         mx = fmaxf(mx, xr[i]);
-    mx = block_max(mx, red);
+    mx = twc_block_max(mx, red);
     float s = 0.0f;
     for (int64_t i = threadIdx.x; i < C; i += blockDim.x)
         s += expf(xr[i] - mx);
-    float inv = 1.0f / block_sum(s, red);
+    float inv = 1.0f / twc_block_sum(s, red);
     for (int64_t i = threadIdx.x; i < C; i += blockDim.x)
         xr[i] = expf(xr[i] - mx) * inv;
 }
@@ -383,7 +353,7 @@ static __global__ void l2norm_kernel(float *x, int64_t C)
     for (int64_t i = threadIdx.x; i < C; i += blockDim.x)
         ss += xr[i] * xr[i];
     // sentence-transformers' Normalize: x / max(||x||, 1e-12) (torch's F.normalize).
-    float n = fmaxf(sqrtf(block_sum(ss, red)), 1e-12f);
+    float n = fmaxf(sqrtf(twc_block_sum(ss, red)), 1e-12f);
     for (int64_t i = threadIdx.x; i < C; i += blockDim.x)
         xr[i] = xr[i] / n;
 }

@@ -57,6 +57,25 @@ static __device__ void stage(uint16_t *s, const __nv_bfloat16 *x, int r0, int T,
     }
 }
 
+// The key tile at k0 of K and V into Ks and Vs, between barriers (the last tile is read).
+template <int D>
+static __device__ __forceinline__ void load_kv(uint16_t *Ks, uint16_t *Vs, const __nv_bfloat16 *k,
+                                               const __nv_bfloat16 *v, int k0, int T, int Hkv,
+                                               int kvh)
+{
+    __syncthreads();
+    stage<D>(Ks, k, k0, T, Hkv, kvh);
+    stage<D>(Vs, v, k0, T, Hkv, kvh);
+    __syncthreads();
+}
+
+template <int D> static __device__ __forceinline__ void zero_acc(float (&acc)[D / 8][4])
+{
+#pragma unroll
+    for (int nd = 0; nd < D / 8; nd++)
+        acc[nd][0] = acc[nd][1] = acc[nd][2] = acc[nd][3] = 0.f;
+}
+
 // The keys [*lo, *hi] that some row of query tile [q0, q0 + 64) sees.
 static __device__ void tile_keys(const int32_t *start_row, int q0, int T, int window, int *lo,
                                  int *hi, int *red)
@@ -168,15 +187,10 @@ template <int D> static __global__ void __launch_bounds__(NT) fa_fwd(struct fa_a
         rlo[i] = t[i] < T ? key_lo(st, t[i], a.window) : INT_MAX;
     }
     float o[D / 8][4];
-#pragma unroll
-    for (int nd = 0; nd < D / 8; nd++)
-        o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.f;
+    zero_acc<D>(o);
     const float sc = a.scale * LOG2E;
     for (int k0 = lo / TK * TK; k0 <= hi; k0 += TK) {
-        __syncthreads(); // the last tile is read
-        stage<D>(Ks, k, k0, T, a.Hkv, kvh);
-        stage<D>(Vs, v, k0, T, a.Hkv, kvh);
-        __syncthreads();
+        load_kv<D>(Ks, Vs, k, v, k0, T, a.Hkv, kvh);
         float s[8][4];
         mma_abt<D>(s, Qs, 16 * w, Ks);
 #pragma unroll
@@ -268,11 +282,7 @@ template <int D> static __global__ void __launch_bounds__(NT) fa_bwd_kv(struct f
     stage<D>(Ks, k, k0, T, a.Hkv, kvh);
     stage<D>(Vs, v, k0, T, a.Hkv, kvh);
     float dk[D / 8][4], dv[D / 8][4];
-#pragma unroll
-    for (int nd = 0; nd < D / 8; nd++)
-#pragma unroll
-        for (int e = 0; e < 4; e++)
-            dk[nd][e] = dv[nd][e] = 0.f;
+    zero_acc<D>(dk), zero_acc<D>(dv);
     const int k1 = min(k0 + TK, T) - 1;
     const float sc = a.scale * LOG2E;
     const int kr[2] = { k0 + 16 * w + g, k0 + 16 * w + g + 8 };
@@ -348,15 +358,10 @@ template <int D> static __global__ void __launch_bounds__(NT) fa_bwd_q(struct fa
         dl[i] = in ? a.delta[at] : 0.f;
     }
     float dq[D / 8][4];
-#pragma unroll
-    for (int nd = 0; nd < D / 8; nd++)
-        dq[nd][0] = dq[nd][1] = dq[nd][2] = dq[nd][3] = 0.f;
+    zero_acc<D>(dq);
     const float sc = a.scale * LOG2E;
     for (int k0 = lo / TK * TK; k0 <= hi; k0 += TK) {
-        __syncthreads();
-        stage<D>(Ks, k, k0, T, a.Hkv, kvh);
-        stage<D>(Vs, v, k0, T, a.Hkv, kvh);
-        __syncthreads();
+        load_kv<D>(Ks, Vs, k, v, k0, T, a.Hkv, kvh);
         float s[8][4], dp[8][4];
         mma_abt<D>(s, Qs, 16 * w, Ks);
         mma_abt<D>(dp, dOs, 16 * w, Vs);

@@ -317,36 +317,6 @@ static void g_gemm(struct tw_backend *be, bool lowp, bool ta, bool tb, int64_t M
 
 // ---- row-wise kernels: a block per row, sums through warp shuffles then shared memory.
 
-static __device__ float block_sum(float v, float *red)
-{
-    for (int o = 16; o > 0; o >>= 1)
-        v += __shfl_xor_sync(0xffffffffu, v, o);
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
-    __syncthreads();
-    if (lane == 0)
-        red[warp] = v;
-    __syncthreads();
-    float s = 0;
-    for (int i = 0; i < nw; i++)
-        s += red[i];
-    return s;
-}
-
-static __device__ float block_max(float v, float *red)
-{
-    for (int o = 16; o > 0; o >>= 1)
-        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
-    __syncthreads();
-    if (lane == 0)
-        red[warp] = v;
-    __syncthreads();
-    float m = -INFINITY;
-    for (int i = 0; i < nw; i++)
-        m = fmaxf(m, red[i]);
-    return m;
-}
-
 static __global__ void rmsnorm_fwd_kernel(float *y, float *rstd, const float *x, const float *w,
                                           int64_t C, float eps)
 {
@@ -356,7 +326,7 @@ static __global__ void rmsnorm_fwd_kernel(float *y, float *rstd, const float *x,
     float ss = 0;
     for (int64_t i = threadIdx.x; i < C; i += blockDim.x)
         ss += xr[i] * xr[i];
-    ss = block_sum(ss, red);
+    ss = twc_block_sum(ss, red);
     float r = rsqrtf(ss / (float)C + eps);
     if (threadIdx.x == 0)
         rstd[blockIdx.x] = r;
@@ -382,7 +352,7 @@ static __global__ void rmsnorm_bwd_kernel(float *dx, const float *dy, const floa
     float dot = 0;
     for (int64_t i = threadIdx.x; i < C; i += blockDim.x)
         dot += gr[i] * (w ? w[i] : 1.0f) * xr[i];
-    dot = block_sum(dot, red);
+    dot = twc_block_sum(dot, red);
     float k = dot * r * r * r / (float)C;
     for (int64_t i = threadIdx.x; i < C; i += blockDim.x)
         dr[i] += r * (w ? w[i] : 1.0f) * gr[i] - xr[i] * k;
@@ -420,11 +390,11 @@ static __global__ void logsoftmax_kernel(float *l, float *logp, const int32_t *t
     float m = -INFINITY;
     for (int64_t j = threadIdx.x; j < V; j += blockDim.x)
         m = fmaxf(m, row[j]);
-    m = block_max(m, red);
+    m = twc_block_max(m, red);
     float z = 0;
     for (int64_t j = threadIdx.x; j < V; j += blockDim.x)
         z += expf(row[j] - m);
-    z = block_sum(z, red);
+    z = twc_block_sum(z, red);
     float lse = m + logf(z), ly = row[y];
     __syncthreads(); // every thread has read row[y] before it changes
     if (threadIdx.x == 0)
@@ -492,11 +462,11 @@ static __global__ void attn_softmax_kernel(float *s, float *lse, const int32_t *
     float m = -INFINITY;
     for (int64_t j = lo + threadIdx.x; j <= t; j += blockDim.x)
         m = fmaxf(m, row[j]);
-    m = block_max(m, red);
+    m = twc_block_max(m, red);
     float z = 0;
     for (int64_t j = lo + threadIdx.x; j <= t; j += blockDim.x)
         z += expf(row[j] - m);
-    z = block_sum(z, red);
+    z = twc_block_sum(z, red);
     float l = m + logf(z);
     for (int64_t j = threadIdx.x; j < T; j += blockDim.x)
         row[j] = j >= lo && j <= t ? expf(row[j] - l) : 0.0f;
@@ -517,7 +487,7 @@ static __global__ void attn_ds_kernel(float *s, float *dp, const float *lse, con
     float delta = 0;
     for (int64_t e = threadIdx.x; e < D; e += blockDim.x)
         delta += o[e] * d[e];
-    delta = block_sum(delta, red);
+    delta = twc_block_sum(delta, red);
     float l = lse[t * H + h0 + i];
     float *srow = s + blockIdx.x * T, *prow = dp + blockIdx.x * T;
     for (int64_t j = threadIdx.x; j < T; j += blockDim.x) {

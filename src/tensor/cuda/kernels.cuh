@@ -55,6 +55,39 @@ cudaError_t twc_launch(void (*k)(P...), dim3 grid, dim3 block, size_t smem, cuda
     return cudaLaunchKernelEx(&cfg, k, static_cast<A &&>(args)...);
 }
 
+// ---- block-wide reductions: the sum (max) of v over the block's threads, every thread
+// getting it; red holds a float per warp (shared memory); blockDim a multiple of 32.
+
+static __device__ __forceinline__ float twc_block_sum(float v, float *red)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
+    __syncthreads(); // red may still be read by a previous call
+    if (lane == 0)
+        red[warp] = v;
+    __syncthreads();
+    v = lane < nw ? red[lane] : 0.0f;
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+static __device__ __forceinline__ float twc_block_max(float v, float *red)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
+    __syncthreads();
+    if (lane == 0)
+        red[warp] = v;
+    __syncthreads();
+    v = lane < nw ? red[lane] : -INFINITY;
+    for (int o = 16; o > 0; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
 // ---- warp-level bf16 tensor-core helpers (attn.cu, fattn.cu). Fragment layouts are the PTX
 // ISA's ("Matrix Fragments for mma.m16n8k16", bf16; lane = 4 * g + c): A (16 x 16, row)
 // a0 = (g, 2c..2c+1), a1 = (g + 8, 2c..), a2 = (g, 2c + 8..), a3 = (g + 8, 2c + 8..); B (16 x 8,
