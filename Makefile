@@ -41,7 +41,7 @@ test-fuzz: deps
 
 # The GPU machine only: the CUDA tests (label cuda), then the op tests again under
 # compute-sanitizer's memcheck (API errors not reported: test_ops provokes an out-of-memory).
-CUDA_MEMCHECK_TESTS = cuda_test_ops cuda_test_gemv cuda_test_attn
+CUDA_MEMCHECK_TESTS = cuda_test_ops cuda_test_gemv cuda_test_attn cuda_test_train
 test-cuda: build
 	@ctest --test-dir $(BUILD) --output-on-failure -L cuda
 	@for t in $(CUDA_MEMCHECK_TESTS); do \
