@@ -227,8 +227,9 @@ void tw_rope(struct tw_backend *be, struct tw_tensor *x, const int32_t *pos,
 void tw_attention(struct tw_backend *be, struct tw_tensor *out, const struct tw_tensor *q,
                   const struct tw_tensor *k, const struct tw_tensor *v, const struct tw_attn *a);
 // tw_attention for a batch of several sequences (continuous batching): q and out (T, ...) as
-// there, seqs[0..n) partition the rows, and each sequence's rows attend to its own cache
-// (a->n_past is ignored).
+// there, seqs[0..n) partition the first rows, and each sequence's rows attend to its own cache
+// (a->n_past is ignored). Rows past the last sequence's (a recorded step padded to its bound)
+// are filler: their output is unspecified.
 void tw_attention_seqs(struct tw_backend *be, struct tw_tensor *out, const struct tw_tensor *q,
                        const struct tw_attn_seq *seqs, int n, const struct tw_attn *a);
 // Softmax over each row of x, in place.
