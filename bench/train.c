@@ -11,7 +11,7 @@
 // full training with --compute bf16 (f32 masters), LoRA over a --base bf16 model, QLoRA over
 // --qlora q4_0/q4_K/q8_0; "peak MiB" is then the GPU memory the run took (cudaMemGetInfo
 // after it, less before: the pool keeps what it took, as PyTorch's max_memory_reserved).
-// Usage: train [--quick] [--shape NAME] [--modes full,lora,qlora] [--threads N] [--batch B]
+// Usage: train [--quick] [--shape NAME] [--modes full,lora,qlora,dpo] [--threads N] [--batch B]
 //              [--seq T] [--steps S] [--warmup W] [--lr X] [--device D] [--rank R]
 //              [--base f32|bf16] [--qlora TYPE] [--compute f32|bf16] [--recompute] [--profile]
 // --profile (a GPU): where a timed step's time goes, op by op (each op waited for).
@@ -30,6 +30,7 @@
 #include "tensor/cpu_dot.h"
 #include "tensor/cuda.h"
 #include "tensor/profile.h"
+#include "train/dpo.h"
 #include "train/lm.h"
 #include "train/optim.h"
 
@@ -52,8 +53,10 @@ static const struct tw_model_config shape_10m = { .arch = TW_ARCH_LLAMA,
                                                   .rope_neox = true,
                                                   .act = TW_ACT_SILU };
 
-enum mode { MODE_FULL, MODE_LORA, MODE_QLORA };
-static const char *const mode_names[] = { "full", "lora", "qlora" };
+// dpo: a DPO step of the LoRA model (tw_dpo_step: the reference is the adapter switched off;
+// rows 0 .. B/2 - 1 the chosen, B/2 .. the rejected answers; loss columns give DPO's loss).
+enum mode { MODE_FULL, MODE_LORA, MODE_QLORA, MODE_DPO, MODE_COUNT };
+static const char *const mode_names[] = { "full", "lora", "qlora", "dpo" };
 
 // The weights one token multiplies: every layer's projections and the output head.
 static double matmul_params(const struct tw_model_config *c)
@@ -235,7 +238,13 @@ static int run_mode(enum mode md, const struct tw_model_config *c, const struct 
         tw_lm_set_step(lm, s);
         tw_lm_zero_grad(lm);
         double t1 = now();
-        rc = tw_lm_step_ce(lm, &bb.b, 1.0f / (float)n_tok, &loss, &nt);
+        if (md == MODE_DPO) {
+            struct tw_dpo_stats ds;
+            rc = tw_dpo_step(lm, NULL, &bb.b, 0.1, 1.0f, &ds);
+            loss = ds.loss, nt = 1;
+        } else {
+            rc = tw_lm_step_ce(lm, &bb.b, 1.0f / (float)n_tok, &loss, &nt);
+        }
         double t2 = now();
         double norm;
         tw_clip_grad_norm(lm, 1.0, &norm);
@@ -268,6 +277,8 @@ static int run_mode(enum mode md, const struct tw_model_config *c, const struct 
     double attn = 4 * D * (ro->T + 1) / 2.0 * c->n_layer;
     double trainable = (double)tw_lm_n_trainable(lm);
     double flops = md == MODE_FULL ? 6 * P + 3 * attn : 4 * P + 3 * attn + 6 * trainable;
+    if (md == MODE_DPO) // and the reference's forward
+        flops += 2 * P + attn;
     res->params = model_params(c);
     res->trainable = trainable;
     res->ms_step = 1e3 * t_all / ro->steps;
@@ -290,7 +301,7 @@ static int parse_modes(const char *s, enum mode *out, int max)
         const char *e = strchr(s, ',');
         size_t len = e ? (size_t)(e - s) : strlen(s);
         int k = -1;
-        for (int i = 0; i < 3; i++)
+        for (int i = 0; i < MODE_COUNT; i++)
             if (strlen(mode_names[i]) == len && strncmp(s, mode_names[i], len) == 0)
                 k = i;
         if (k < 0)
@@ -303,7 +314,7 @@ static int parse_modes(const char *s, enum mode *out, int max)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: train [--quick] [--shape NAME] [--modes full,lora,qlora] "
+    fprintf(stderr, "usage: train [--quick] [--shape NAME] [--modes full,lora,qlora,dpo] "
                     "[--threads N] [--batch B] [--seq T] [--steps S] [--warmup W] [--lr X] "
                     "[--device D] [--rank R] [--base f32|bf16] [--qlora TYPE] "
                     "[--compute f32|bf16] [--recompute] [--profile]\n");
@@ -367,6 +378,13 @@ int main(int argc, char **argv)
     }
     enum mode modes[8];
     int n_modes = parse_modes(mode_list, modes, 8);
+    bool dpo = false;
+    for (int k = 0; k < n_modes; k++)
+        dpo |= modes[k] == MODE_DPO;
+    if (dpo && ro.B % 2) {
+        fprintf(stderr, "train: dpo takes pairs of rows: an even --batch\n");
+        return 2;
+    }
     if (n_modes <= 0 || threads < 1 || ro.B < 1 || ro.T < 2 || ro.steps < 1 || ro.warmup < 0 ||
         ro.rank < 1)
         return usage();

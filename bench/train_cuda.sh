@@ -3,8 +3,9 @@
 # same card (docs/perf.md records its tables). Run from the repository root after a build:
 #   bash bench/train_cuda.sh [BUILD_DIR]
 # LoRA SFT (r=32 on all seven projections, bf16 base, seq 2048) on the Llama-3.2-1B shape,
-# batch 4, and on the Llama-3.1-8B shape, batch 1; full training (bf16 compute, f32 masters)
-# of the SmolLM2-135M shape (Llama-shaped, ~135M parameters), batch 8; QLoRA (q4_K base,
+# batch 4, and on the Llama-3.1-8B shape, batch 1; a DPO step of the 1B LoRA model (2 pairs
+# of 2048-token rows, the reference its adapter switched off); full training (bf16 compute,
+# f32 masters) of the SmolLM2-135M shape (Llama-shaped, ~135M parameters), batch 8; QLoRA (q4_K base,
 # activation recompute) on the 8B shape, twin alone (the peer would need bitsandbytes).
 set -euo pipefail
 b=${1:-build}
@@ -16,6 +17,7 @@ run() { # shape batch modes
         --rank 32 --steps "$steps" --warmup 2
 }
 run llama-3.2-1b 4 lora
+run llama-3.2-1b 4 dpo
 run smollm2-135m 8 full
 if [ -z "${NO_8B:-}" ]; then
     run llama-3.1-8b 1 lora

@@ -4,7 +4,9 @@
 weights, one fixed batch of random ids: tokens/s of full training (f32 weights under bf16
 autocast: PyTorch's mixed precision) and of LoRA on all seven projections over a bf16 base
 (adapters in f32, PEFT's default), AdamW with the gradient norm clipped to 1, and the peak GPU
-memory the process reserved. Run on the same card in the same session as bench/train.
+memory the process reserved. dpo: a DPO step of that LoRA model as TRL's sigmoid loss computes
+it (beta 0.1; the reference is the model with its adapter disabled, under no_grad; the first
+half of the rows chosen, the second rejected; every token an answer token). Run on the same card in the same session as bench/train.
 
   python3 bench/train_cuda_peers.py --shape llama-3.2-1b --modes lora --rank 32 --batch 4
                                     --seq 2048 [--steps 5] [--warmup 2]
@@ -16,6 +18,23 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from infer_cuda_peers import SHAPES  # noqa: E402  the shapes infer_cuda's peer builds
+
+
+def row_logps(logits, ids):
+    import torch
+    lp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    return lp.gather(-1, ids[:, 1:, None]).squeeze(-1).sum(-1)
+
+
+def dpo_loss(model, ids, beta):
+    import torch
+    import torch.nn.functional as F
+    n = ids.shape[0] // 2
+    with torch.no_grad(), model.disable_adapter():
+        ref = row_logps(model(input_ids=ids).logits, ids)
+    pol = row_logps(model(input_ids=ids).logits, ids)
+    z = beta * ((pol[:n] - ref[:n]) - (pol[n:] - ref[n:]))
+    return -F.logsigmoid(z).mean()
 
 
 def run(mode, a):
@@ -30,7 +49,7 @@ def run(mode, a):
     torch.manual_seed(0)
     with torch.device(dev):
         model = LlamaForCausalLM(cfg)
-    if mode == "lora":
+    if mode in ("lora", "dpo"):
         from peft import LoraConfig, get_peft_model
         model = model.to(torch.bfloat16)
         lc = LoraConfig(r=a.rank, lora_alpha=a.rank, lora_dropout=0.0,
@@ -46,8 +65,11 @@ def run(mode, a):
     for s in range(a.warmup + a.steps):
         torch.cuda.synchronize()
         t0 = time.perf_counter()
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=mode == "full"):
-            loss = model(input_ids=ids, labels=ids).loss
+        if mode == "dpo":
+            loss = dpo_loss(model, ids, 0.1)
+        else:
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=mode == "full"):
+                loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
