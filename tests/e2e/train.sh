@@ -143,6 +143,8 @@ contains "no out says" "--out NAME is required"
 check "bad lora" 2 t train sft --base "$gold/llama" --data "$tmp/sft.jsonl" --lora r=x --out x
 contains "bad lora says" "--lora"
 check "bad task" 2 t train finetune --out x
+check "bad device" 2 t train sft --base "$gold/llama" --data "$tmp/sft.jsonl" --device tpu --out x
+contains "bad device says" "--device needs cpu, cuda, cuda:N or auto"
 printf '{"instruction": "a", "output": "b"}\n{"instruction": 3, "output": "b"}\n' >"$tmp/bad.jsonl"
 check "bad line" 1 t train sft --base "$gold/llama" --data "$tmp/bad.jsonl" --out bad
 contains "bad line named" "bad.jsonl:2:"
