@@ -3,11 +3,10 @@
 // cuBLAS for every product. The linear layers multiply f32 weights in f32 and the others in
 // bf16 (bf16 weights as they are, block-quantised ones dequantised a tile of rows at a time),
 // with the activations rounded to bf16 and f32 accumulators, as PyTorch's bf16 training does.
-// Attention of lowp models runs fused (fattn.cu); otherwise (f32 models, other head sizes) it
-// materialises one KV head's scores at a time (its G query
-// heads, (G, T, T) floats), with TF32 products for lowp models and f32 ones otherwise, and
-// never keeps them: the backward recomputes
-// them from q, k and the forward's log-sum-exp (FlashAttention's recipe, unfused).
+// Attention of lowp models runs fused (fattn.cu); otherwise (f32 models, head sizes other than
+// 32, 64, 128) it materialises one KV head's scores at a time (its G query heads, (G, T, T)
+// floats), in f32 (TF32 for lowp models), and never keeps them: the backward recomputes them
+// from q, k and the forward's log-sum-exp (FlashAttention's recipe, unfused).
 //
 // Reductions run in a fixed order (partial sums per block, then one pass over the partials;
 // the embedding's backward sums each vocabulary row's tokens in token order): the same inputs
