@@ -564,7 +564,11 @@ static void cpu_convert(struct tw_backend *be, void *dst, enum tw_dtype dt, cons
                         size_t n)
 {
     (void)be;
-    tw_quantize_row(dt, src, dst, n);
+    // f32 and bf16 round element by element: chunks of the threads give the same bits
+    size_t chunk = 1u << 16, es = tw_dtype_block_bytes(dt); // blocks of one element
+#pragma omp parallel for schedule(static) if (n > chunk)
+    for (size_t i0 = 0; i0 < n; i0 += chunk)
+        tw_quantize_row(dt, src + i0, (char *)dst + i0 * es, n - i0 < chunk ? n - i0 : chunk);
 }
 
 const struct tw_grad_ops tw_cpu_grad_ops = {

@@ -562,9 +562,7 @@ int tw_lm_sync(tw_lm *m)
 {
     if (!m->master)
         return 0;
-    if (!on_device(m))
-        return copy_into(m->master, m->w);
-    // the bf16 copy from the device's masters, tensor by tensor
+    // the bf16 copy from the masters, tensor by tensor, where the passes run
     size_t n_slots;
     const struct tw_slot *slots = tw_slots(&n_slots);
     for (size_t i = 0; i < n_slots; i++) {
@@ -674,13 +672,13 @@ struct tw_backend *tw_lm_backend(const tw_lm *m)
     return m->be;
 }
 
-int tw_lm_pull(tw_lm *m)
+int tw_lm_pull(tw_lm *m, bool grads)
 {
     int rc = 0;
     for (size_t i = 0; i < m->params.len && on_device(m) && !rc; i++) {
         struct tw_lm_param *p = tw_vec_at(&m->params, i);
         rc = tw_backend_download(m->be, p->w, p->bw, p->n * sizeof(float));
-        if (!rc)
+        if (!rc && grads)
             rc = tw_backend_download(m->be, p->g, p->bg, p->n * sizeof(float));
     }
     return rc;
@@ -1127,7 +1125,7 @@ int tw_lm_step_ce(tw_lm *m, const struct tw_lm_batch *b, float scale, double *lo
 
 int tw_lm_merged(tw_lm *m, struct tw_model **out)
 {
-    int rc = tw_lm_pull(m);
+    int rc = tw_lm_pull(m, false);
     if (rc)
         return rc;
     if (m->r == 0) { // full: the (f32) weights themselves

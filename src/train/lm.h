@@ -111,10 +111,10 @@ void tw_lm_set_step(tw_lm *m, int64_t step);
 int tw_lm_use_backend(tw_lm *m, struct tw_backend *be);
 // The backend the passes run on (the engine's CPU backend unless tw_lm_use_backend moved it).
 struct tw_backend *tw_lm_backend(const tw_lm *m);
-// On a device: every parameter's w and g (host) from the device's copies (tw_lm_pull), or the
-// device's weights from the host's w (tw_lm_push, then tw_lm_sync). Nothing to do on the
-// CPU. 0 or TW_EDEVICE.
-int tw_lm_pull(tw_lm *m);
+// On a device: every parameter's w (and with grads its g) on the host from the device's copies
+// (tw_lm_pull), or the device's weights from the host's w (tw_lm_push, then tw_lm_sync).
+// Nothing to do on the CPU. 0 or TW_EDEVICE.
+int tw_lm_pull(tw_lm *m, bool grads);
 int tw_lm_push(tw_lm *m);
 
 // Forward over the batch, keeping the activations; logp[t] (B * T floats) = the log

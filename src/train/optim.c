@@ -95,18 +95,16 @@ int tw_clip_grad_norm(tw_lm *lm, double max_norm, double *norm_out)
     // clip by the very same factor.
     struct tw_backend *be = tw_lm_backend(lm);
     const struct tw_grad_ops *go = tw_backend_grad(be);
-    double ss = 0, *acc = &ss;
-    if (be->device != TW_DEVICE_CPU && !(acc = tw_backend_alloc(be, sizeof(double))))
+    double ss, *acc = tw_backend_alloc(be, sizeof(double)); // where the gradients are
+    if (!acc)
         return TW_ENOMEM;
-    if (acc != &ss)
-        go->zero(be, acc, sizeof(double));
+    go->zero(be, acc, sizeof(double));
     for (size_t i = 0; i < tw_lm_n_params(lm); i++) {
         const struct tw_lm_param *p = tw_lm_param_at(lm, i);
         go->sumsq(be, p->bg, p->n, acc);
     }
-    int rc = acc != &ss ? tw_backend_download(be, &ss, acc, sizeof(double)) : 0;
-    if (acc != &ss)
-        tw_backend_release(be, acc);
+    int rc = tw_backend_download(be, &ss, acc, sizeof(double));
+    tw_backend_release(be, acc);
     if (rc)
         return rc;
     double norm = sqrt(ss);

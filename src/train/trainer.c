@@ -105,7 +105,7 @@ static void options_text(const struct tw_train_opts *o, const struct tw_dataset 
 
 static int checkpoint_save(const char *path, tw_lm *lm, struct tw_adamw *a, const char *opts)
 {
-    int rc = tw_lm_pull(lm); // a device's values to the host copies
+    int rc = tw_lm_pull(lm, false); // a device's values to the host copies
     if (rc || (rc = tw_adamw_pull(a)))
         return rc;
     struct tw_st_writer w;
@@ -422,6 +422,6 @@ int tw_train(tw_lm *lm, tw_lm *ref, const struct tw_dataset *d, const struct tw_
                               o->checkpoint ? o->checkpoint : "");
     }
     run_free(&r);
-    int prc = tw_lm_pull(lm); // the host copies current for what follows (export, adapters)
+    int prc = tw_lm_pull(lm, false); // the host copies current for what follows (export, adapters)
     return rc ? rc : prc;
 }

@@ -18,6 +18,7 @@
 #include "check.h"
 #include "model/model.h"
 #include "cuda_check.h"
+#include "golden_models.h"
 #include "sotu_train.h"
 #include "tensor/grad.h"
 #include "train/trainer.h"
@@ -70,17 +71,6 @@ static void make_batch(struct batch *x, int32_t vocab)
     x->b = (struct tw_lm_batch){ B, T, x->ids, x->tg, x->pos, x->st };
 }
 
-// max |a - b| / max |b| over n values
-static double rel(const float *a, const float *b, size_t n)
-{
-    double d = 0, m = 0;
-    for (size_t i = 0; i < n; i++) {
-        d = fmax(d, fabs((double)a[i] - b[i]));
-        m = fmax(m, fabs((double)b[i]));
-    }
-    return m > 0 ? d / m : d;
-}
-
 // One step of the cross-entropy on the CPU model a and its GPU twin b (made alike): the loss,
 // log-probabilities and gradients within tol.
 static void compare(const char *what, tw_lm *a, tw_lm *b, double tol)
@@ -101,14 +91,14 @@ static void compare(const char *what, tw_lm *a, tw_lm *b, double tol)
     int64_t na, nb;
     REQUIRE(tw_lm_step_ce(a, &x.b, 0.01f, &ca, &na) == 0);
     REQUIRE(tw_lm_step_ce(b, &x.b, 0.01f, &cb, &nb) == 0);
-    REQUIRE(tw_lm_pull(b) == 0);
+    REQUIRE(tw_lm_pull(b, true) == 0);
     CHECK_EQ_INT(na, nb);
     double worst = 0, gmax = 0;
     const char *worst_name = "";
     for (size_t i = 0; i < tw_lm_n_params(a); i++) {
         const struct tw_lm_param *pa = tw_lm_param_at(a, i), *pb = tw_lm_param_at(b, i);
         REQUIRE(strcmp(pa->name, pb->name) == 0 && pa->n == pb->n);
-        double e = rel(pb->g, pa->g, pa->n);
+        double e = golden_rel(pb->g, pa->g, pa->n);
         for (size_t j = 0; j < pa->n; j++)
             gmax = fmax(gmax, fabs(pa->g[j]));
         if (e > worst)
@@ -292,8 +282,8 @@ static void attn_case(int64_t Bn, int64_t Tn, int64_t H, int64_t Hkv, int64_t D,
     CHECK_OK(tw_backend_download(gpu, hq, DQ, nq * sizeof(float)));
     CHECK_OK(tw_backend_download(gpu, hk, DK, nk * sizeof(float)));
     CHECK_OK(tw_backend_download(gpu, hv, DV, nk * sizeof(float)));
-    double eo = rel(ho, out, nq), el = rel(hl, lse, nl), eq = rel(hq, dq, nq);
-    double ek = rel(hk, dk, nk), ev = rel(hv, dv, nk);
+    double eo = golden_rel(ho, out, nq), el = golden_rel(hl, lse, nl), eq = golden_rel(hq, dq, nq);
+    double ek = golden_rel(hk, dk, nk), ev = golden_rel(hv, dv, nk);
     printf("attention B %lld T %lld H %lld/%lld D %lld window %d: out %.2e lse %.2e dq %.2e dk "
            "%.2e dv %.2e\n",
            (long long)Bn, (long long)Tn, (long long)H, (long long)Hkv, (long long)D, window, eo,

@@ -86,7 +86,7 @@ static double num(const json_t *o, const char *key)
 // Every trainable parameter's gradient against "<prefix><name>"; all of them must be there.
 static void check_grads(const struct fx *f, tw_lm *m, const char *prefix, const char *what)
 {
-    REQUIRE(tw_lm_pull(m) == 0);
+    REQUIRE(tw_lm_pull(m, true) == 0);
     double worst = 0, limit = tol(1e-4, 3e-2);
     for (size_t i = 0; i < tw_lm_n_params(m); i++) {
         const struct tw_lm_param *p = tw_lm_param_at(m, i);
@@ -174,7 +174,7 @@ static void test_full_bf16(const char *name)
     REQUIRE(tw_lm_step_ce(m, &f.b, 1.0f / (float)n, &loss, &nt) == 0);
     double want = num(f.exp, "full_loss");
     CHECK(fabs(loss / (double)nt - want) < tol(1e-3, 5e-3) * want);
-    REQUIRE(tw_lm_pull(m) == 0);
+    REQUIRE(tw_lm_pull(m, true) == 0);
     double worst = 0;
     for (size_t i = 0; i < tw_lm_n_params(m); i++) {
         const struct tw_lm_param *p = tw_lm_param_at(m, i);

@@ -463,12 +463,6 @@ static __global__ void bias_kernel(float *y, const float *bias, int64_t T, int64
         y[(i / N) * ldy + i % N] += bias[i % N];
 }
 
-static unsigned grid_for(int64_t n)
-{
-    int64_t g = (n + 255) / 256;
-    return (unsigned)(g < 1 ? 1 : g > 65536 ? 65536 : g);
-}
-
 // ---- ops
 
 static void cuda_embedding(struct tw_backend *be, struct tw_tensor *y,
@@ -560,7 +554,7 @@ static struct lt_plan *lt_plan_get(struct cuda_impl *im, int kind, int64_t m, in
 static void add_bias(struct cuda_impl *im, float *y, const float *bias, int64_t T, int64_t N,
                      int64_t ldy)
 {
-    ck(im, twc_launch(bias_kernel, grid_for(T * N), 256, 0, im->stream, y, bias, T, N, ldy),
+    ck(im, twc_launch(bias_kernel, twc_grid_for(T * N), 256, 0, im->stream, y, bias, T, N, ldy),
        "matmul (bias)");
 }
 
@@ -613,7 +607,8 @@ static const __nv_bfloat16 *x_bf16(struct cuda_impl *im, const struct tw_tensor 
     int64_t T = tw_tensor_nrows(x), K = tw_tensor_ncols(x);
     if (!ensure_scratch(im, (void **)&im->xbf, &im->xbf_bytes, (size_t)(T * K) * 2))
         return NULL;
-    ck(im, twc_launch(to_bf16_kernel, grid_for(T * K), 256, 0, im->stream, im->xbf, f32(x), T * K),
+    ck(im,
+       twc_launch(to_bf16_kernel, twc_grid_for(T * K), 256, 0, im->stream, im->xbf, f32(x), T * K),
        "matmul (x to bf16)");
     return im->xbf;
 }
@@ -851,7 +846,7 @@ static void rope_store(struct cuda_impl *im, struct tw_tensor *q, float *k, cons
     int64_t n = T * ((H + Hkv) * half + Hkv * D);
     if (n > 0)
         ck(im,
-           twc_launch(rope_store_kernel, grid_for(n), 256, 0, im->stream, f32(q), k, v, d_pos,
+           twc_launch(rope_store_kernel, twc_grid_for(n), 256, 0, im->stream, f32(q), k, v, d_pos,
                       d_freq, d_rows, k_cache, v_cache, T, H, Hkv, D, half, r->neox),
            what);
 }
@@ -960,7 +955,7 @@ static void ew(struct tw_backend *be, enum ew_op op, float *y, const float *a, c
     struct cuda_impl *im = impl(be);
     if (!live(im))
         return;
-    ck(im, twc_launch(ew_kernel, grid_for(n), 256, 0, im->stream, op, y, a, b, n), what);
+    ck(im, twc_launch(ew_kernel, twc_grid_for(n), 256, 0, im->stream, op, y, a, b, n), what);
 }
 
 static void cuda_softmax(struct tw_backend *be, struct tw_tensor *x)
@@ -1073,8 +1068,8 @@ static void cuda_set_rows(struct tw_backend *be, float *dst, const struct tw_ten
     if (!d_rows || !live(im))
         return;
     ck(im,
-       twc_launch(set_rows_kernel, grid_for(T * C), 256, 0, im->stream, dst, f32(src), d_rows, T,
-                  C),
+       twc_launch(set_rows_kernel, twc_grid_for(T * C), 256, 0, im->stream, dst, f32(src), d_rows,
+                  T, C),
        "set_rows");
 }
 
@@ -1279,8 +1274,8 @@ extern "C" double tw_cuda_gemm_rate(struct tw_backend *be, int64_t M, int64_t N,
     double med = 0;
     if (x && w && y && ms && ck(im, cudaEventCreate(&e0), "timing") &&
         ck(im, cudaEventCreate(&e1), "timing")) {
-        fill_random_bf16<<<grid_for(M * K), 256, 0, im->stream>>>(x, M * K, 1);
-        fill_random_bf16<<<grid_for(N * K), 256, 0, im->stream>>>(w, N * K, 2);
+        fill_random_bf16<<<twc_grid_for(M * K), 256, 0, im->stream>>>(x, M * K, 1);
+        fill_random_bf16<<<twc_grid_for(N * K), 256, 0, im->stream>>>(w, N * K, 2);
         for (int r = 0; r <= reps; r++) {
             cudaEventRecord(e0, im->stream);
             lt_matmul(im, 0, w, x, y, M, N, K, N, 0.0f, NULL);
@@ -1301,6 +1296,21 @@ extern "C" double tw_cuda_gemm_rate(struct tw_backend *be, int64_t M, int64_t N,
 }
 
 // ---- for grad.cu (kernels.cuh).
+
+bool twc_check_blas(struct tw_backend *be, cublasStatus_t st, const char *what)
+{
+    return ck_lt(impl(be), st, what);
+}
+
+bool twc_scratch(struct tw_backend *be, void **p, size_t *cap, size_t bytes)
+{
+    return ensure_scratch(impl(be), p, cap, bytes);
+}
+
+cudaError_t twc_to_bf16(__nv_bfloat16 *y, const float *x, int64_t n, cudaStream_t s)
+{
+    return twc_launch(to_bf16_kernel, twc_grid_for(n), 256, 0, s, y, x, n);
+}
 
 cudaStream_t twc_stream(struct tw_backend *be)
 {

@@ -35,13 +35,6 @@ struct fa_args {
     int window;
 };
 
-// The first key row-local query t sees.
-static __device__ __forceinline__ int key_lo(const int32_t *start_row, int t, int window)
-{
-    int lo = start_row[t];
-    return window > 0 && t - window + 1 > lo ? t - window + 1 : lo;
-}
-
 // rows [r0, r0 + 64) of x (rows of `heads` heads of D bf16; head h) into s (64 rows D + 8
 // apart: 16 bytes more than a multiple of 128 for D = 64, 128, so an ldmatrix's 8 rows fall in
 // different banks), 16 bytes a copy; rows past T are 0.
@@ -83,7 +76,7 @@ static __device__ void tile_keys(const int32_t *start_row, int q0, int T, int wi
     int m = INT_MAX;
     for (int r = threadIdx.x; r < TQ; r += NT)
         if (q0 + r < T)
-            m = min(m, key_lo(start_row, q0 + r, window));
+            m = min(m, twc_key_lo(start_row, q0 + r, window));
     for (int o = 16; o > 0; o >>= 1)
         m = min(m, __shfl_xor_sync(0xffffffffu, m, o));
     if (threadIdx.x % 32 == 0)
@@ -184,7 +177,7 @@ template <int D> static __global__ void __launch_bounds__(NT) fa_fwd(struct fa_a
     float m[2] = { -INFINITY, -INFINITY }, l[2] = { 0.f, 0.f };
     for (int i = 0; i < 2; i++) {
         t[i] = q0 + 16 * w + g + 8 * i;
-        rlo[i] = t[i] < T ? key_lo(st, t[i], a.window) : INT_MAX;
+        rlo[i] = t[i] < T ? twc_key_lo(st, t[i], a.window) : INT_MAX;
     }
     float o[D / 8][4];
     zero_acc<D>(o);
@@ -292,7 +285,7 @@ template <int D> static __global__ void __launch_bounds__(NT) fa_bwd_kv(struct f
             int sees = 0; // does any query of the tile see a key of ours?
             for (int r = threadIdx.x; r < TQ; r += NT) {
                 int t = q0 + r;
-                sees |= t < T && t >= k0 && key_lo(st, t, a.window) <= k1;
+                sees |= t < T && t >= k0 && twc_key_lo(st, t, a.window) <= k1;
             }
             if (!__syncthreads_or(sees)) // (a barrier too: the last tile's Q, dO are read)
                 continue;
@@ -303,7 +296,7 @@ template <int D> static __global__ void __launch_bounds__(NT) fa_bwd_kv(struct f
                 size_t at = ((size_t)b * T + (t < T ? t : 0)) * H + h;
                 ls[r] = t < T ? a.lse[at] * LOG2E : 0.f;
                 dls[r] = t < T ? a.delta[at] : 0.f;
-                rlo[r] = t < T ? key_lo(st, t, a.window) : INT_MAX;
+                rlo[r] = t < T ? twc_key_lo(st, t, a.window) : INT_MAX;
             }
             __syncthreads();
             float s[8][4], dp[8][4];
@@ -353,7 +346,7 @@ template <int D> static __global__ void __launch_bounds__(NT) fa_bwd_q(struct fa
         t[i] = q0 + 16 * w + g + 8 * i;
         bool in = t[i] < T;
         size_t at = ((size_t)b * T + (in ? t[i] : 0)) * H + h;
-        rlo[i] = in ? key_lo(st, t[i], a.window) : INT_MAX;
+        rlo[i] = in ? twc_key_lo(st, t[i], a.window) : INT_MAX;
         l2[i] = in ? a.lse[at] * LOG2E : 0.f;
         dl[i] = in ? a.delta[at] : 0.f;
     }

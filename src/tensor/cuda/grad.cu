@@ -78,7 +78,7 @@ void twc_grad_free(void *p)
     if (!g)
         return;
     struct scratch *all[] = { &g->xb, &g->yb,   &g->tile, &g->logits, &g->s,
-                              &g->dp, &g->part, &g->seg,  &g->delta };
+                              &g->dp, &g->part, &g->seg,  &g->delta,  &g->abf };
     for (size_t i = 0; i < sizeof all / sizeof *all; i++)
         cudaFree(all[i]->p);
     cudaFreeHost(g->seg_host);
@@ -86,37 +86,10 @@ void twc_grad_free(void *p)
     tw_free(g);
 }
 
-// sc grown to `bytes` (its contents lost; the stream drained first, since queued work may
-// still read it); NULL with the failure recorded.
+// sc grown to `bytes` (twc_scratch); NULL with the failure recorded.
 static void *grow(struct tw_backend *be, struct scratch *sc, size_t bytes)
 {
-    if (bytes <= sc->cap)
-        return sc->p;
-    twc_check(be, cudaStreamSynchronize(twc_stream(be)), "training scratch");
-    cudaFree(sc->p);
-    sc->p = NULL;
-    sc->cap = 0;
-    bytes = (bytes + 255) & ~(size_t)255;
-    if (!twc_check(be, cudaMalloc(&sc->p, bytes), "training scratch"))
-        return NULL;
-    sc->cap = bytes;
-    return sc->p;
-}
-
-static bool ck_blas(struct tw_backend *be, cublasStatus_t st, const char *what)
-{
-    if (st == CUBLAS_STATUS_SUCCESS)
-        return true;
-    char why[48];
-    snprintf(why, sizeof why, "cuBLAS status %d", (int)st);
-    twc_fail(be, what, why);
-    return false;
-}
-
-static unsigned blocks_for(int64_t n)
-{
-    int64_t g = (n + THREADS - 1) / THREADS;
-    return (unsigned)(g < 1 ? 1 : g > 65536 ? 65536 : g);
+    return twc_scratch(be, &sc->p, &sc->cap, bytes) ? sc->p : NULL;
 }
 
 #define GRID_STRIDE(i, n)                                                     \
@@ -147,15 +120,7 @@ static void gemm_rm(struct tw_backend *be, enum gemm_kind kind, bool ta, bool tb
         st = cublasGemmStridedBatchedEx(g->h, opb, opa, (int)N, (int)M, (int)K, &alpha, B, ab,
                                         (int)ldb, sb, A, ab, (int)lda, sa, &beta, C, CUDA_R_32F,
                                         (int)ldc, sc, batch, ct, CUBLAS_GEMM_DEFAULT);
-    ck_blas(be, st, "training matmul");
-}
-
-static __global__ void to_bf16(__nv_bfloat16 *y, const float *x, int64_t n)
-{
-    GRID_STRIDE(i, n)
-    {
-        y[i] = __float2bfloat16(x[i]);
-    }
+    twc_check_blas(be, st, "training matmul");
 }
 
 // x (n floats) rounded to bf16 in sc; NULL on failure.
@@ -163,9 +128,7 @@ static const __nv_bfloat16 *bf16_of(struct tw_backend *be, struct scratch *sc, c
                                     int64_t n)
 {
     __nv_bfloat16 *y = (__nv_bfloat16 *)grow(be, sc, (size_t)n * 2);
-    if (y)
-        to_bf16<<<blocks_for(n), THREADS, 0, twc_stream(be)>>>(y, x, n);
-    return y && twc_check(be, cudaGetLastError(), "to bf16") ? y : NULL;
+    return y && twc_check(be, twc_to_bf16(y, x, n, twc_stream(be)), "to bf16") ? y : NULL;
 }
 
 // Rows [r0, r0 + n) of a block-quantised w as bf16 in the tile scratch.
@@ -221,7 +184,7 @@ static int g_linear_fwd(struct tw_backend *be, float *y, const float *x, const s
         }
     }
     if (b)
-        add_bias_kernel<<<blocks_for(N * M), THREADS, 0, twc_stream(be)>>>(y, b, N, M);
+        add_bias_kernel<<<twc_grid_for(N * M), THREADS, 0, twc_stream(be)>>>(y, b, N, M);
     twc_check(be, cudaGetLastError(), "linear (bias)");
     return 0;
 }
@@ -264,7 +227,7 @@ static void colsum(struct tw_backend *be, float *out, const float *a, const floa
     cudaStream_t s = twc_stream(be);
     colsum_part<<<dim3((unsigned)((C + THREADS - 1) / THREADS), (unsigned)np), THREADS, 0, s>>>(
         part, a, b, rs, N, C);
-    colsum_final<<<blocks_for(C), THREADS, 0, s>>>(out, part, np, C);
+    colsum_final<<<twc_grid_for(C), THREADS, 0, s>>>(out, part, np, C);
     twc_check(be, cudaGetLastError(), "column sums");
 }
 
@@ -440,23 +403,13 @@ static int g_head_logp(struct tw_backend *be, const float *x, const struct tw_te
 
 // ---- attention over packed examples: per row b and KV head, its G query heads at once.
 
-// The first key query t of its row sees (start of its example, or the window's).
-static __device__ __forceinline__ int64_t key_lo(const int32_t *start_row, int64_t t,
-                                                 int32_t window)
-{
-    int64_t lo = start_row[t];
-    if (window > 0 && t - window + 1 > lo)
-        lo = t - window + 1;
-    return lo;
-}
-
 // Row (i, t) of s (G, T, T), the scaled scores of query head h0 + i: becomes the
 // probabilities (0 outside the keys t sees); lse gets their log-sum-exp.
 static __global__ void attn_softmax_kernel(float *s, float *lse, const int32_t *start_row,
                                            int64_t T, int64_t H, int64_t h0, int32_t window)
 {
     __shared__ float red[32];
-    int64_t i = blockIdx.x / T, t = blockIdx.x % T, lo = key_lo(start_row, t, window);
+    int64_t i = blockIdx.x / T, t = blockIdx.x % T, lo = twc_key_lo(start_row, (int)t, window);
     float *row = s + blockIdx.x * T;
     float m = -INFINITY;
     for (int64_t j = lo + threadIdx.x; j <= t; j += blockDim.x)
@@ -481,7 +434,7 @@ static __global__ void attn_ds_kernel(float *s, float *dp, const float *lse, con
                                       int32_t window)
 {
     __shared__ float red[32];
-    int64_t i = blockIdx.x / T, t = blockIdx.x % T, lo = key_lo(start_row, t, window);
+    int64_t i = blockIdx.x / T, t = blockIdx.x % T, lo = twc_key_lo(start_row, (int)t, window);
     const float *o = out + (t * H + h0 + i) * D, *d = dout + (t * H + h0 + i) * D;
     float delta = 0;
     for (int64_t e = threadIdx.x; e < D; e += blockDim.x)
@@ -500,9 +453,12 @@ static __global__ void attn_ds_kernel(float *s, float *dp, const float *lse, con
 // TWIN_TRAIN_ATTN=gemm asks for the products (a check, and the comparison in benchmarks).
 static bool fused(struct tw_backend *be, const struct tw_attn_shape *sh)
 {
-    const char *e = getenv("TWIN_TRAIN_ATTN");
-    return sh->lowp && twc_flash_ok((int)sh->D) && !(e && strcmp(e, "gemm") == 0) &&
-           !twc_failed(be);
+    static int gemm = -1; // read once
+    if (gemm < 0) {
+        const char *e = getenv("TWIN_TRAIN_ATTN");
+        gemm = e && strcmp(e, "gemm") == 0;
+    }
+    return sh->lowp && twc_flash_ok((int)sh->D) && !gemm && !twc_failed(be);
 }
 
 // bf16 copies of q, k, v (and dout): src[i] has the query heads' size for i = 0, 3, the
@@ -516,12 +472,13 @@ static bool attn_bf16(struct tw_backend *be, const __nv_bfloat16 **out, int n,
     for (int i = 0; i < n; i++)
         total += len[i];
     __nv_bfloat16 *p = g ? (__nv_bfloat16 *)grow(be, &g->abf, (size_t)total * 2) : NULL;
-    for (int i = 0; p && i < n; i++) {
-        to_bf16<<<blocks_for(len[i]), THREADS, 0, twc_stream(be)>>>(p, src[i], len[i]);
+    bool ok = p != NULL;
+    for (int i = 0; ok && i < n; i++) {
+        ok = twc_check(be, twc_to_bf16(p, src[i], len[i], twc_stream(be)), "attention (to bf16)");
         out[i] = p;
         p += len[i];
     }
-    return p && twc_check(be, cudaGetLastError(), "attention (to bf16)");
+    return ok;
 }
 
 static void g_attn_fwd(struct tw_backend *be, float *out, float *lse, const float *q,
@@ -626,7 +583,7 @@ static void g_swiglu_bwd(struct tw_backend *be, float *dg, float *du, const floa
 {
     if (n == 0 || twc_failed(be))
         return;
-    swiglu_bwd_kernel<<<blocks_for(n), THREADS, 0, twc_stream(be)>>>(dg, du, dh, g, u, n);
+    swiglu_bwd_kernel<<<twc_grid_for(n), THREADS, 0, twc_stream(be)>>>(dg, du, dh, g, u, n);
     twc_check(be, cudaGetLastError(), "swiglu backward");
 }
 
@@ -655,8 +612,8 @@ static void g_dropout(struct tw_backend *be, float *y, const float *x, int64_t n
     if (n == 0 || twc_failed(be))
         return;
     uint64_t thr = (uint64_t)((double)p * 18446744073709551615.0);
-    dropout_kernel<<<blocks_for(n), THREADS, 0, twc_stream(be)>>>(y, x, n, thr, 1.0f / (1.0f - p),
-                                                                  key, add);
+    dropout_kernel<<<twc_grid_for(n), THREADS, 0, twc_stream(be)>>>(y, x, n, thr,
+                                                                    1.0f / (1.0f - p), key, add);
     twc_check(be, cudaGetLastError(), "dropout");
 }
 
@@ -684,8 +641,8 @@ static void g_adamw(struct tw_backend *be, float *w, const float *g, float *m, f
 {
     if (n == 0 || twc_failed(be))
         return;
-    adamw_kernel<<<blocks_for((int64_t)n), THREADS, 0, twc_stream(be)>>>(w, g, m, v, (int64_t)n,
-                                                                         *a);
+    adamw_kernel<<<twc_grid_for((int64_t)n), THREADS, 0, twc_stream(be)>>>(w, g, m, v, (int64_t)n,
+                                                                           *a);
     twc_check(be, cudaGetLastError(), "adamw");
 }
 
@@ -720,7 +677,7 @@ static __global__ void sumsq_final(double *acc, const double *part, int np)
 static void g_sumsq(struct tw_backend *be, const float *x, size_t n, double *acc)
 {
     struct grad_state *g = state(be);
-    unsigned nb = blocks_for((int64_t)n) < 1024 ? blocks_for((int64_t)n) : 1024;
+    unsigned nb = twc_grid_for((int64_t)n) < 1024 ? twc_grid_for((int64_t)n) : 1024;
     double *part = g ? (double *)grow(be, &g->part, nb * sizeof(double)) : NULL;
     if (!part || n == 0)
         return;
@@ -741,7 +698,7 @@ static void g_scale(struct tw_backend *be, float *x, size_t n, float c)
 {
     if (n == 0 || twc_failed(be))
         return;
-    scale_kernel<<<blocks_for((int64_t)n), THREADS, 0, twc_stream(be)>>>(x, (int64_t)n, c);
+    scale_kernel<<<twc_grid_for((int64_t)n), THREADS, 0, twc_stream(be)>>>(x, (int64_t)n, c);
     twc_check(be, cudaGetLastError(), "scale");
 }
 
@@ -756,9 +713,8 @@ static void g_convert(struct tw_backend *be, void *dst, enum tw_dtype dt, const 
             cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice, twc_stream(be)),
             "convert");
     } else if (dt == TW_DTYPE_BF16) {
-        to_bf16<<<blocks_for((int64_t)n), THREADS, 0, twc_stream(be)>>>((__nv_bfloat16 *)dst, src,
-                                                                        (int64_t)n);
-        twc_check(be, cudaGetLastError(), "convert");
+        twc_check(be, twc_to_bf16((__nv_bfloat16 *)dst, src, (int64_t)n, twc_stream(be)),
+                  "convert");
     } else {
         twc_fail(be, "convert", "only to f32 or bf16");
     }

@@ -7,6 +7,7 @@
 #ifndef TW_TENSOR_CUDA_KERNELS_CUH
 #define TW_TENSOR_CUDA_KERNELS_CUH
 
+#include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -86,6 +87,14 @@ static __device__ __forceinline__ float twc_block_max(float v, float *red)
     for (int o = 16; o > 0; o >>= 1)
         v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
+}
+
+// ---- training attention over packed examples (grad.cu, fattn.cu): the first key row-local
+// query t sees, start_row[t] (its example's first token) or the window's.
+static __device__ __forceinline__ int twc_key_lo(const int32_t *start_row, int t, int window)
+{
+    int lo = start_row[t];
+    return window > 0 && t - window + 1 > lo ? t - window + 1 : lo;
 }
 
 // ---- warp-level bf16 tensor-core helpers (attn.cu, fattn.cu). Fragment layouts are the PTX
@@ -246,9 +255,21 @@ cudaError_t twc_flash_bwd(float *dq, float *dk, float *dv, const float *dout,
 
 // be's stream.
 cudaStream_t twc_stream(struct tw_backend *be);
-// Records the first failure of be's ops (tw_backend_sync reports it); true when e is
-// cudaSuccess.
+// Records the first failure of be's ops (tw_backend_sync reports it); true when e (st) is
+// success.
 bool twc_check(struct tw_backend *be, cudaError_t e, const char *what);
+bool twc_check_blas(struct tw_backend *be, cublasStatus_t st, const char *what);
+// A scratch buffer of be grown to `bytes` (*p, *cap; what it held is lost, the stream drained
+// first); false with the failure recorded.
+bool twc_scratch(struct tw_backend *be, void **p, size_t *cap, size_t bytes);
+// y = x rounded to bf16 (n values), enqueued on s.
+cudaError_t twc_to_bf16(__nv_bfloat16 *y, const float *x, int64_t n, cudaStream_t s);
+// Blocks of 256 threads for a grid-stride loop over n items (at most 65536).
+static inline unsigned twc_grid_for(int64_t n)
+{
+    int64_t g = (n + 255) / 256;
+    return (unsigned)(g < 1 ? 1 : g > 65536 ? 65536 : g);
+}
 void twc_fail(struct tw_backend *be, const char *what, const char *why);
 // Whether be has failed since its last sync (later ops are skipped).
 bool twc_failed(struct tw_backend *be);
