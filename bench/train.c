@@ -14,7 +14,11 @@
 // Usage: train [--quick] [--shape NAME] [--modes full,lora,qlora,dpo] [--threads N] [--batch B]
 //              [--seq T] [--steps S] [--warmup W] [--lr X] [--device D] [--rank R]
 //              [--base f32|bf16] [--qlora TYPE] [--compute f32|bf16] [--recompute] [--profile]
+//              [--gpus N]
 // --profile (a GPU): where a timed step's time goes, op by op (each op waited for).
+// --gpus N: data-parallel over N GPUs (tensor/comm.h, NCCL), one worker process each with a
+// batch of its own; the gradients summed across them every step (tw_lm_sum_grads); tokens/s
+// counts every worker's tokens, the other columns are worker 0's.
 #include <malloc.h>
 #include <math.h>
 #include <omp.h>
@@ -28,6 +32,7 @@
 #include "base/mem.h"
 #include "model/model.h"
 #include "tensor/cpu_dot.h"
+#include "tensor/comm.h"
 #include "tensor/cuda.h"
 #include "tensor/profile.h"
 #include "train/dpo.h"
@@ -114,6 +119,7 @@ struct run_opts {
     struct tw_backend *be;  // where the passes run
     struct tw_backend *dev; // be's device (be itself unless profiling)
     bool profile;           // be is a profiling backend: print where a step's time goes
+    tw_comm *comm;          // --gpus: this worker's group (NULL: one process)
 };
 
 struct result {
@@ -127,7 +133,7 @@ struct batch_buf {
     struct tw_lm_batch b;
 };
 
-static int batch_init(struct batch_buf *bb, int B, int T, int32_t vocab)
+static int batch_init(struct batch_buf *bb, int B, int T, int32_t vocab, int rank)
 {
     size_t n = (size_t)B * (size_t)T;
     int32_t *row = tw_malloc_array((size_t)T + 1, sizeof(int32_t));
@@ -139,7 +145,7 @@ static int batch_init(struct batch_buf *bb, int B, int T, int32_t vocab)
         tw_free(row);
         return -1;
     }
-    bench_rng = 0x5eed;
+    bench_rng = 0x5eed + (uint64_t)rank; // each worker a batch of its own
     for (int r = 0; r < B; r++) {
         for (int t = 0; t <= T; t++)
             row[t] = (int32_t)((uniform() + 1) * 0.5f * (float)vocab) % vocab;
@@ -201,7 +207,8 @@ static int run_mode(enum mode md, const struct tw_model_config *c, const struct 
                     struct result *res)
 {
     struct batch_buf bb;
-    if (batch_init(&bb, ro->B, ro->T, c->n_vocab)) {
+    int rank = ro->comm ? tw_comm_rank(ro->comm) : 0, W = ro->comm ? tw_comm_size(ro->comm) : 1;
+    if (batch_init(&bb, ro->B, ro->T, c->n_vocab, rank)) {
         batch_free(&bb);
         return tw_error_set(TW_ENOMEM, "out of memory for the batch");
     }
@@ -245,6 +252,8 @@ static int run_mode(enum mode md, const struct tw_model_config *c, const struct 
         } else {
             rc = tw_lm_step_ce(lm, &bb.b, 1.0f / (float)n_tok, &loss, &nt);
         }
+        if (!rc && ro->comm) // data parallelism: every worker's gradients summed
+            rc = tw_lm_sum_grads(lm, ro->comm);
         double t2 = now();
         double norm;
         tw_clip_grad_norm(lm, 1.0, &norm);
@@ -282,7 +291,7 @@ static int run_mode(enum mode md, const struct tw_model_config *c, const struct 
     res->params = model_params(c);
     res->trainable = trainable;
     res->ms_step = 1e3 * t_all / ro->steps;
-    res->tok_s = n_tok * ro->steps / t_all;
+    res->tok_s = W * n_tok * ro->steps / t_all;
     res->fb_share = t_fb / t_all;
     res->gflops = flops * res->tok_s / 1e9;
     res->peak_mib = (double)peak_rss / 1024;
@@ -321,6 +330,25 @@ static int usage(void)
     return 2;
 }
 
+struct bench {
+    const char *shape, *device;
+    int threads, n_modes;
+    enum mode modes[8];
+    struct tw_model_config cfg;
+    struct run_opts ro;
+};
+
+static int bench_run(struct bench *bn);
+
+static int bench_worker(tw_comm *c, void *ud)
+{
+    struct bench *bn = ud;
+    bn->ro.comm = c;
+    if (tw_comm_rank(c) != 0 && !freopen("/dev/null", "w", stdout)) // worker 0 reports
+        return tw_error_set(TW_EIO, "no /dev/null");
+    return bench_run(bn) ? tw_error_set(TW_EDEVICE, "worker %d failed", tw_comm_rank(c)) : 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *shape = NULL, *mode_list = "full,lora,qlora";
@@ -334,7 +362,7 @@ int main(int argc, char **argv)
                            .qlora = TW_DTYPE_Q4_0,
                            .compute = TW_DTYPE_F32 };
     const char *device = "cpu";
-    int threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    int threads = (int)sysconf(_SC_NPROCESSORS_ONLN), gpus = 1;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) {
             shape = "tiny";
@@ -368,6 +396,8 @@ int main(int argc, char **argv)
         } else if (i + 1 < argc && strcmp(argv[i], "--compute") == 0) {
             if (tw_dtype_from_name(argv[++i], &ro.compute))
                 return usage();
+        } else if (i + 1 < argc && strcmp(argv[i], "--gpus") == 0) {
+            gpus = atoi(argv[++i]);
         } else if (strcmp(argv[i], "--recompute") == 0) {
             ro.recompute = true;
         } else if (strcmp(argv[i], "--profile") == 0) {
@@ -397,6 +427,31 @@ int main(int argc, char **argv)
         }
         cfg = sh->cfg;
     }
+    struct bench bn = { .shape = shape,
+                        .device = device,
+                        .threads = threads,
+                        .n_modes = n_modes,
+                        .cfg = cfg,
+                        .ro = ro };
+    memcpy(bn.modes, modes, sizeof modes);
+    if (gpus > 1) {
+        printf("data-parallel: %d GPUs (NCCL), one worker process each\n", gpus);
+        if (tw_comm_launch(gpus, TW_COMM_NCCL, bench_worker, &bn)) {
+            fprintf(stderr, "train: %s\n", tw_error_msg());
+            return 1;
+        }
+        return 0;
+    }
+    return bench_run(&bn);
+}
+
+static int bench_run(struct bench *bn)
+{
+    const char *shape = bn->shape, *device = bn->device;
+    int threads = bn->threads, n_modes = bn->n_modes;
+    const enum mode *modes = bn->modes;
+    struct tw_model_config cfg = bn->cfg;
+    struct run_opts ro = bn->ro;
     omp_set_num_threads(threads);
     struct tw_backend *dev_be;
     if (tw_backend_open(device, threads, &dev_be) ||

@@ -26,6 +26,7 @@
 #include "store/home.h"
 #include "store/registry.h"
 #include "store/warehouse.h"
+#include "tensor/comm.h"
 #include "train/export.h"
 #include "train/trainer.h"
 
@@ -39,6 +40,7 @@ struct args {
     struct tw_lm_opts lora;
     enum tw_dtype dtype, compute;
     const char *device; // --device (NULL: $TWIN_DEVICE, else auto)
+    int gpus;           // --gpus: data-parallel workers, one per GPU (0: one process)
     int threads;
     bool quiet;
     struct tw_train_opts o;
@@ -179,6 +181,8 @@ static int parse(const struct tw_verb *v, int argc, char **argv, struct args *a)
             rc = tw_cli_device_ok(val) ? (a->device = val, 0)
                                        : tw_cli_usage_error(v, "--device needs cpu, cuda, "
                                                                "cuda:N or auto");
+        else if (tw_cli_opt(argc, argv, &i, "--gpus", &val))
+            rc = tw_cli_opt_long(v, "--gpus", val, 1, 64, &n), a->gpus = (int)n;
         else if (tw_cli_opt(argc, argv, &i, "--threads", &val))
             rc = tw_cli_opt_long(v, "--threads", val, 1, 1024, &n), a->threads = (int)n;
         else if (tw_cli_opt(argc, argv, &i, "--lr", &val))
@@ -214,6 +218,10 @@ static int parse(const struct tw_verb *v, int argc, char **argv, struct args *a)
         return tw_cli_usage_error(v, "give --data FILE (or, to pretrain, --author NAME)");
     if (a->task == TW_TRAIN_DPO && !a->lora.lora_r && a->shape)
         return tw_cli_usage_error(v, "DPO starts from a model (--base)");
+    if (a->gpus > 1 && a->device && strcmp(a->device, "cuda") != 0 &&
+        strcmp(a->device, "auto") != 0)
+        return tw_cli_usage_error(v, "--gpus N trains on the first N GPUs (choose them with "
+                                     "CUDA_VISIBLE_DEVICES): --device is cuda or auto");
     return 0;
 }
 
@@ -336,6 +344,8 @@ static json_t *params_json(const struct args *a)
         o->beta2, "weight_decay", o->weight_decay, "clip", o->clip, "eval", o->eval_frac, "beta",
         o->beta, "seed", (json_int_t)o->seed, "dtype", tw_dtype_name(a->dtype), "compute",
         tw_dtype_name(a->compute), "recompute", (int)o->recompute);
+    if (j && a->gpus > 1)
+        json_object_set_new(j, "gpus", json_integer(a->gpus));
     if (j && a->lora.lora_r)
         json_object_set_new(j, "lora",
                             json_pack("{s:i, s:f, s:f, s:i, s:s}", "r", a->lora.lora_r, "alpha",
@@ -486,7 +496,10 @@ static int train(struct tw_home *h, struct args *a)
     struct ctx c = { .h = h, .a = a, .tty = isatty(2) };
     char ck[PATH_MAX];
     json_t *dj = NULL;
-    if (!rc) {
+    // Data parallelism: rank 0 keeps the records, the checkpoints and the registry; the
+    // other workers train beside it (and read the checkpoint they resume from).
+    bool lead = !a->o.comm || tw_comm_rank(a->o.comm) == 0;
+    if (!rc && lead) {
         dj = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I}", "source",
                        a->data ? a->data : "warehouse", "format", tw_data_format_name(d.format),
                        "sha256", d.sha256_hex, "examples", (json_int_t)tw_dataset_count(&d),
@@ -500,7 +513,7 @@ static int train(struct tw_home *h, struct args *a)
         rc = tw_run_begin(h, &rs, c.run);
         tw_free(params), tw_free(dtext);
     }
-    if (!rc) {
+    if (!rc && (lead || a->resume)) {
         snprintf(ck, sizeof ck, "%s/runs/%s", h->path, a->resume ? a->resume : c.run);
         rc = tw_mkdir_p(ck, 0755);
         size_t len = strlen(ck);
@@ -510,17 +523,19 @@ static int train(struct tw_home *h, struct args *a)
     }
     struct tw_train_result res = { 0 };
     if (!rc) {
-        a->o.checkpoint = ck;
+        a->o.checkpoint = lead || a->resume ? ck : NULL;
         a->o.resume = a->resume != NULL;
         a->o.stop = &stop_flag;
-        a->o.on_step = on_step, a->o.ud = &c;
-        if (!a->quiet)
+        if (lead)
+            a->o.on_step = on_step, a->o.ud = &c;
+        if (!a->quiet && lead)
             fprintf(stderr,
                     "twin train %s: run %s; %zu examples (%" PRId64 " tokens, %" PRId64
-                    " trained, %s); %" PRId64 " trainable parameters%s\n",
+                    " trained, %s); %" PRId64 " trainable parameters%s; %d GPU%s\n",
                     task_names[a->task], c.run, tw_dataset_count(&d), d.n_tokens, d.n_trained,
                     tw_data_format_name(d.format), tw_lm_n_trainable(lm),
-                    tw_lm_is_lora(lm) ? " (LoRA)" : "");
+                    tw_lm_is_lora(lm) ? " (LoRA)" : "", a->gpus > 1 ? a->gpus : 1,
+                    a->gpus > 1 ? "s, data-parallel" : "");
         struct sigaction sa = { .sa_handler = on_sigint }, old;
         sigemptyset(&sa.sa_mask);
         sigaction(SIGINT, &sa, &old);
@@ -528,7 +543,7 @@ static int train(struct tw_home *h, struct args *a)
         sigaction(SIGINT, &old, NULL);
     }
     struct tw_model_ref out;
-    if (!rc)
+    if (!rc && lead)
         rc = register_model(&c, lm, &ms, &d, &res, &out);
     if (c.run[0]) { // the run's end, whatever happened
         char ref_text[TW_MODEL_NAME_MAX + 32];
@@ -575,6 +590,25 @@ static int train(struct tw_home *h, struct args *a)
     return rc;
 }
 
+// A data-parallel worker: the whole command on its GPU, with its rank.
+struct worker_ctx {
+    const char *home;
+    struct args *a;
+};
+
+static int train_worker(tw_comm *comm, void *ud)
+{
+    struct worker_ctx *w = ud;
+    w->a->o.comm = comm;
+    struct tw_home *h;
+    int rc = tw_home_open(w->home, &h);
+    if (rc)
+        return rc;
+    rc = train(h, w->a);
+    tw_home_close(h);
+    return rc ? rc : tw_cli_flush_stdout();
+}
+
 static int run(struct tw_cli *cli, int argc, char **argv)
 {
     const struct tw_verb *v = &tw_verb_train;
@@ -593,9 +627,16 @@ static int run(struct tw_cli *cli, int argc, char **argv)
     if (a.threads > 0)
         omp_set_num_threads(a.threads);
     struct tw_home *h;
-    if (tw_home_open(cli->home, &h) != 0)
+    if (tw_home_open(cli->home, &h) != 0) // made here, before any worker starts
         return tw_cli_fail();
-    int rc = train(h, &a);
+    int rc;
+    if (a.gpus > 1) { // one worker process per GPU, this one waiting for them
+        tw_home_close(h);
+        struct worker_ctx w = { cli->home, &a };
+        rc = tw_comm_launch(a.gpus, TW_COMM_NCCL, train_worker, &w);
+        return rc ? tw_cli_fail() : TW_EXIT_OK;
+    }
+    rc = train(h, &a);
     tw_home_close(h);
     if (!rc)
         rc = tw_cli_flush_stdout();
@@ -649,6 +690,8 @@ const struct tw_verb tw_verb_train = {
         "  --device D          cpu, cuda, cuda:N or auto (default: a GPU when there is one;\n"
         "                      $TWIN_DEVICE); on a GPU, --compute bf16 multiplies on its\n"
         "                      tensor cores\n"
+        "  --gpus N            data-parallel training on N GPUs (the first N visible; NCCL),\n"
+        "                      one worker process each; --batch and --accum are per GPU\n"
         "  --threads N         CPU threads (default: all)\n"
         "  --quiet             no progress line\n",
     .run = run,

@@ -6,6 +6,7 @@
 
 #include "base/error.h"
 #include "base/mem.h"
+#include "tensor/comm.h"
 #include "tensor/grad.h"
 #include "train/optim.h"
 
@@ -117,6 +118,26 @@ int tw_clip_grad_norm(tw_lm *lm, double max_norm, double *norm_out)
     }
     *norm_out = norm;
     return 0;
+}
+
+int tw_lm_sum_grads(tw_lm *lm, struct tw_comm *c)
+{
+    size_t n = tw_lm_n_params(lm), k = 0;
+    float **bufs = tw_malloc_array(n ? n : 1, sizeof *bufs);
+    size_t *ns = tw_malloc_array(n ? n : 1, sizeof *ns);
+    int rc = bufs && ns ? 0 : tw_error_set(TW_ENOMEM, "out of memory");
+    for (size_t i = 0; !rc && i < n; i++) {
+        const struct tw_lm_param *p = tw_lm_param_at(lm, i);
+        if (k > 0 && bufs[k - 1] + ns[k - 1] == p->bg) // one run with the last
+            ns[k - 1] += p->n;
+        else
+            bufs[k] = p->bg, ns[k++] = p->n;
+    }
+    if (!rc)
+        rc = tw_comm_sum(c, tw_lm_backend(lm), bufs, ns, k);
+    tw_free(bufs);
+    tw_free(ns);
+    return rc;
 }
 
 static const char *const sched_names[] = { "constant", "linear", "cosine" };

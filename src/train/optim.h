@@ -41,6 +41,11 @@ void tw_adamw_step(struct tw_adamw *a, tw_lm *lm, double lr);
 // scaled by max_norm / (norm + 1e-6) as PyTorch does. 0, or TW_ENOMEM / TW_EDEVICE (a device).
 int tw_clip_grad_norm(tw_lm *lm, double max_norm, double *norm);
 
+// Data parallelism: every trainable parameter's gradient summed over the workers of c, in
+// place (contiguous gradients in one collective). 0, or TW_EDEVICE / TW_EIO.
+struct tw_comm;
+int tw_lm_sum_grads(tw_lm *lm, struct tw_comm *c);
+
 enum tw_schedule { TW_SCHEDULE_CONSTANT, TW_SCHEDULE_LINEAR, TW_SCHEDULE_COSINE };
 // The schedule called name ("constant", "linear", "cosine"): 0, or TW_EINVAL naming them.
 int tw_schedule_from_name(const char *name, enum tw_schedule *out);

@@ -3,6 +3,13 @@
 // transformers' Trainer does with num_items_in_batch). The data order is a function of the
 // seed and the epoch, so a checkpoint needs only the parameters, AdamW's moments and the step
 // number to resume exactly where the run was.
+//
+// Data parallelism (o->comm): every worker reads the same batches in the same order; an
+// optimiser step takes accum micro-batches per worker, micro-batch j of the step going to
+// worker j % size, so that the step is the one a single process takes with accum * size
+// micro-batches (its checkpoint says so, and either resumes it). The gradients, the loss and
+// the token counts are summed across the workers before the clip; every worker then applies
+// the same update to its replica.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +19,7 @@
 #include "base/error.h"
 #include "base/mem.h"
 #include "model/safetensors.h"
+#include "tensor/comm.h"
 #include "train/trainer.h"
 
 void tw_train_opts_default(struct tw_train_opts *o, enum tw_train_task task)
@@ -91,13 +99,13 @@ static struct tw_lm_batch lm_batch(const struct micro *m)
 // ("adam.m.NAME", "adam.v.NAME"), with the step and the options it was written under.
 
 static void options_text(const struct tw_train_opts *o, const struct tw_dataset *d,
-                         const tw_lm *lm, char *buf, size_t cap)
+                         const tw_lm *lm, int world, char *buf, size_t cap)
 {
     snprintf(buf, cap,
              "task=%d epochs=%d max_steps=%lld batch=%d accum=%d seq=%d mode=%d lr=%.17g "
              "schedule=%s warmup=%lld betas=%.17g,%.17g eps=%.17g wd=%.17g clip=%.17g "
              "beta=%.17g eval=%.17g seed=%llu data=%s params=%lld",
-             (int)o->task, o->epochs, (long long)o->max_steps, o->batch, o->accum, o->seq,
+             (int)o->task, o->epochs, (long long)o->max_steps, o->batch, o->accum * world, o->seq,
              (int)o->mode, o->lr, tw_schedule_name(o->schedule), (long long)o->warmup, o->beta1,
              o->beta2, o->eps, o->weight_decay, o->clip, o->beta, o->eval_frac,
              (unsigned long long)o->seed, d->sha256_hex, (long long)tw_lm_n_trainable(lm));
@@ -184,24 +192,43 @@ static int checkpoint_load(const char *path, tw_lm *lm, struct tw_adamw *a, cons
 
 // ---- the loop.
 
-// The mean cross-entropy over the batches of b (one pass, no gradients).
-static int evaluate(tw_lm *lm, struct tw_batcher *b, struct micro *m, float *logp, double *out)
+// This worker's rank and the number of workers (0 and 1 without o->comm).
+static int rank_of(const struct tw_train_opts *o)
 {
-    double sum = 0;
-    int64_t n = 0;
+    return o->comm ? tw_comm_rank(o->comm) : 0;
+}
+
+static int world_of(const struct tw_train_opts *o)
+{
+    return o->comm ? tw_comm_size(o->comm) : 1;
+}
+
+// The mean cross-entropy over the batches of b (one pass, no gradients; batch j on worker
+// j % size).
+static int evaluate(tw_lm *lm, const struct tw_train_opts *o, struct tw_batcher *b,
+                    struct micro *m, float *logp, double *out)
+{
+    double acc[2] = { 0, 0 }; // -sum logp, trained tokens
     const struct tw_batch *bt;
     tw_batcher_epoch(b, 0, 0, false);
-    while (tw_batcher_next(b, &bt)) {
+    for (int j = 0; tw_batcher_next(b, &bt); j++) {
+        if (j % world_of(o) != rank_of(o))
+            continue;
         micro_copy(m, bt, false);
         struct tw_lm_batch lb = lm_batch(m);
         double s;
         int rc = tw_lm_forward(lm, &lb, logp, &s);
         if (rc)
             return rc;
-        sum -= s;
-        n += m->n_trained;
+        acc[0] -= s;
+        acc[1] += (double)m->n_trained;
     }
-    *out = n ? sum / (double)n : NAN;
+    if (o->comm) {
+        int rc = tw_comm_sum_host(o->comm, tw_lm_backend(lm), acc, 2);
+        if (rc)
+            return rc;
+    }
+    *out = acc[1] > 0 ? acc[0] / acc[1] : NAN;
     return 0;
 }
 
@@ -292,22 +319,28 @@ static int check_opts(const struct tw_train_opts *o, const struct tw_dataset *d)
     return 0;
 }
 
-// One optimiser step's micro-batches from the batcher: their count in *n.
-static void take_micro(struct run *r, const struct tw_train_opts *o, int32_t *n)
+// One optimiser step's micro-batches: accum per worker from the batcher, micro-batch j to
+// worker j % size. This worker's are copied into r->mb (their count in *n); the step's
+// count and trained tokens over all workers in *n_all and *trained.
+static void take_micro(struct run *r, const struct tw_train_opts *o, int32_t *n, int32_t *n_all,
+                       int64_t *trained)
 {
     const struct tw_batch *bt;
-    *n = 0;
-    while (*n < o->accum && tw_batcher_next(&r->train, &bt))
-        micro_copy(&r->mb[(*n)++], bt, o->task == TW_TRAIN_DPO);
+    int W = world_of(o);
+    *n = *n_all = 0, *trained = 0;
+    while (*n_all < o->accum * W && tw_batcher_next(&r->train, &bt)) {
+        *trained += bt->n_trained;
+        if ((*n_all)++ % W == rank_of(o))
+            micro_copy(&r->mb[(*n)++], bt, o->task == TW_TRAIN_DPO);
+    }
 }
 
-// Forward and backward over the step's micro-batches; *loss the step's mean loss.
+// Forward and backward over this worker's micro-batches of the step (n of the step's n_all,
+// which train `total` tokens): its share of the step's mean loss in *loss.
 static int step_grads(struct run *r, tw_lm *lm, tw_lm *ref, const struct tw_train_opts *o,
-                      int32_t n, double *loss, int64_t *tokens, struct tw_dpo_stats *st)
+                      int32_t n, int32_t n_all, int64_t total, double *loss, int64_t *tokens,
+                      struct tw_dpo_stats *st)
 {
-    int64_t total = 0;
-    for (int32_t i = 0; i < n; i++)
-        total += r->mb[i].n_trained;
     tw_lm_zero_grad(lm);
     *loss = 0, *tokens = 0;
     memset(st, 0, sizeof *st);
@@ -319,16 +352,17 @@ static int step_grads(struct run *r, tw_lm *lm, tw_lm *ref, const struct tw_trai
             if (b.B == 0)
                 continue;
             struct tw_dpo_stats s;
-            rc = tw_dpo_step(lm, ref, &b, o->beta, 1.0f / (float)n, &s);
-            *loss += s.loss / n;
-            st->loss += s.loss / n, st->logps_chosen += s.logps_chosen / n;
-            st->logps_rejected += s.logps_rejected / n;
-            st->ref_logps_chosen += s.ref_logps_chosen / n;
-            st->ref_logps_rejected += s.ref_logps_rejected / n;
-            st->rewards_chosen += s.rewards_chosen / n;
-            st->rewards_rejected += s.rewards_rejected / n;
-            st->rewards_margins += s.rewards_margins / n;
-            st->rewards_accuracies += s.rewards_accuracies / n;
+            double k = n_all;
+            rc = tw_dpo_step(lm, ref, &b, o->beta, 1.0f / (float)n_all, &s);
+            *loss += s.loss / k;
+            st->loss += s.loss / k, st->logps_chosen += s.logps_chosen / k;
+            st->logps_rejected += s.logps_rejected / k;
+            st->ref_logps_chosen += s.ref_logps_chosen / k;
+            st->ref_logps_rejected += s.ref_logps_rejected / k;
+            st->rewards_chosen += s.rewards_chosen / k;
+            st->rewards_rejected += s.rewards_rejected / k;
+            st->rewards_margins += s.rewards_margins / k;
+            st->rewards_accuracies += s.rewards_accuracies / k;
         } else {
             double sum;
             int64_t nt;
@@ -338,6 +372,40 @@ static int step_grads(struct run *r, tw_lm *lm, tw_lm *ref, const struct tw_trai
         if (rc)
             return rc;
     }
+    return 0;
+}
+
+// Data parallelism: the step's gradients, loss, tokens, DPO metrics and stop flag summed over
+// the workers (*stop: any worker was asked to stop).
+static int step_reduce(tw_lm *lm, const struct tw_train_opts *o, double *loss, int64_t *tokens,
+                       struct tw_dpo_stats *st, bool *stop)
+{
+    int rc = tw_lm_sum_grads(lm, o->comm);
+    double v[12] = { *loss,
+                     (double)*tokens,
+                     st->loss,
+                     st->logps_chosen,
+                     st->logps_rejected,
+                     st->ref_logps_chosen,
+                     st->ref_logps_rejected,
+                     st->rewards_chosen,
+                     st->rewards_rejected,
+                     st->rewards_margins,
+                     st->rewards_accuracies,
+                     o->stop && *o->stop ? 1.0 : 0.0 };
+    if (rc || (rc = tw_comm_sum_host(o->comm, tw_lm_backend(lm), v, 12)))
+        return rc;
+    *loss = v[0], *tokens = (int64_t)v[1];
+    *st = (struct tw_dpo_stats){ .loss = v[2],
+                                 .logps_chosen = v[3],
+                                 .logps_rejected = v[4],
+                                 .ref_logps_chosen = v[5],
+                                 .ref_logps_rejected = v[6],
+                                 .rewards_chosen = v[7],
+                                 .rewards_rejected = v[8],
+                                 .rewards_margins = v[9],
+                                 .rewards_accuracies = v[10] };
+    *stop = v[11] > 0;
     return 0;
 }
 
@@ -353,9 +421,11 @@ int tw_train(tw_lm *lm, tw_lm *ref, const struct tw_dataset *d, const struct tw_
         return rc;
     }
     char opts[1024];
-    options_text(o, d, lm, opts, sizeof opts);
+    int64_t per_step = (int64_t)o->accum * world_of(o); // micro-batches over all workers
+    bool writer = rank_of(o) == 0;                      // checkpoints
+    options_text(o, d, lm, world_of(o), opts, sizeof opts);
     tw_lm_set_recompute(lm, o->recompute);
-    int64_t spe = ((int64_t)tw_batcher_count(&r.train) + o->accum - 1) / o->accum;
+    int64_t spe = ((int64_t)tw_batcher_count(&r.train) + per_step - 1) / per_step;
     int64_t total = spe * o->epochs;
     if (o->max_steps > 0 && o->max_steps < total)
         total = o->max_steps;
@@ -372,14 +442,17 @@ int tw_train(tw_lm *lm, tw_lm *ref, const struct tw_dataset *d, const struct tw_
         int64_t epoch = s / spe;
         if (s == start || s % spe == 0) { // the epoch's order, then where step s begins
             tw_batcher_epoch(&r.train, o->seed, epoch, true);
-            tw_batcher_seek(&r.train, (size_t)((s % spe) * o->accum));
+            tw_batcher_seek(&r.train, (size_t)((s % spe) * per_step));
         }
-        int32_t n;
-        take_micro(&r, o, &n);
+        int32_t n, n_all;
+        int64_t trained;
+        take_micro(&r, o, &n, &n_all, &trained);
         struct tw_train_progress p = { .step = s + 1, .total = total, .eval_loss = NAN };
         int64_t tk;
         tw_lm_set_step(lm, s);
-        if ((rc = step_grads(&r, lm, ref, o, n, &p.loss, &tk, &p.dpo)))
+        bool stop_all = false;
+        if ((rc = step_grads(&r, lm, ref, o, n, n_all, trained, &p.loss, &tk, &p.dpo)) ||
+            (o->comm && (rc = step_reduce(lm, o, &p.loss, &tk, &p.dpo, &stop_all))))
             break;
         if ((rc = tw_clip_grad_norm(lm, o->clip, &p.grad_norm)))
             break;
@@ -403,7 +476,7 @@ int tw_train(tw_lm *lm, tw_lm *ref, const struct tw_dataset *d, const struct tw_
         p.mem_bytes = resident_bytes();
         bool epoch_end = (s + 1) % spe == 0 || s + 1 == total;
         if (epoch_end && r.have_eval &&
-            (rc = evaluate(lm, &r.eval, &r.mb[0], r.logp, &p.eval_loss)))
+            (rc = evaluate(lm, o, &r.eval, &r.mb[0], r.logp, &p.eval_loss)))
             break;
         res->steps = s + 1, res->loss = p.loss, res->dpo = p.dpo;
         res->tokens_per_s = p.tokens_per_s;
@@ -411,9 +484,10 @@ int tw_train(tw_lm *lm, tw_lm *ref, const struct tw_dataset *d, const struct tw_
             res->eval_loss = p.eval_loss;
         if (o->on_step && (rc = o->on_step(o->ud, &p)))
             break;
-        bool stop = o->stop && *o->stop;
-        if (o->checkpoint && (stop || s + 1 == total ||
-                              (o->checkpoint_every > 0 && (s + 1) % o->checkpoint_every == 0)))
+        bool stop = o->comm ? stop_all : o->stop && *o->stop; // workers stop at the same step
+        if (o->checkpoint && writer &&
+            (stop || s + 1 == total ||
+             (o->checkpoint_every > 0 && (s + 1) % o->checkpoint_every == 0)))
             rc = checkpoint_save(o->checkpoint, lm, &r.adam, opts);
         if (!rc && stop)
             rc = tw_error_set(TW_ECANCELED, "stopped after step %lld of %lld%s%s",

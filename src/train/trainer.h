@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "tensor/comm.h"
 #include "train/data.h"
 #include "train/dpo.h"
 #include "train/lm.h"
@@ -54,6 +55,11 @@ struct tw_train_opts {
     bool resume;
     volatile sig_atomic_t *stop; // set (by a signal handler): finish the step, checkpoint,
                                  // return TW_ECANCELED
+    // Data parallelism: this worker's group (tensor/comm.h), NULL for one process. Every
+    // worker calls tw_train with the same options and data; o->accum micro-batches per worker
+    // make a step; only rank 0 writes checkpoints (all read one to resume), and on_step is
+    // best left to it.
+    struct tw_comm *comm;
     // Called after every optimiser step; a non-zero return stops the run with that code.
     int (*on_step)(void *ud, const struct tw_train_progress *p);
     void *ud;

@@ -145,6 +145,20 @@ contains "bad lora says" "--lora"
 check "bad task" 2 t train finetune --out x
 check "bad device" 2 t train sft --base "$gold/llama" --data "$tmp/sft.jsonl" --device tpu --out x
 contains "bad device says" "--device needs cpu, cuda, cuda:N or auto"
+check "gpus on the cpu" 2 t train sft --base "$gold/llama" --data "$tmp/sft.jsonl" --gpus 2 \
+    --device cpu --out x
+contains "gpus on the cpu says" "--device is cuda or auto"
+# Two GPUs asked for where one is visible (or where the build has no NCCL): a clear error, and
+# no run or model recorded
+CUDA_VISIBLE_DEVICES=0 check "gpus not there" 1 t train sft --base "$gold/llama" \
+    --data "$tmp/sft.jsonl" --gpus 2 --out twogpus
+if grep -Eq 'CUDA_VISIBLE_DEVICES="0" lists 1|built without NCCL' <<<"$out"; then
+    passed=$((passed + 1))
+else
+    failed=$((failed + 1))
+    echo "FAIL gpus not there says which: $out"
+fi
+check "no twogpus model" 1 t models show twogpus
 printf '{"instruction": "a", "output": "b"}\n{"instruction": 3, "output": "b"}\n' >"$tmp/bad.jsonl"
 check "bad line" 1 t train sft --base "$gold/llama" --data "$tmp/bad.jsonl" --out bad
 contains "bad line named" "bad.jsonl:2:"
