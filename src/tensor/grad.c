@@ -214,8 +214,8 @@ void tw_swiglu_bwd(float *dg, float *du, const float *dh, const float *g, const 
 #pragma omp parallel for schedule(static) if (n >= 16384)
     for (int64_t i = 0; i < n; i++) {
         float s = sigmoidf(g[i]);
-        dg[i] += dh[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
-        du[i] += dh[i] * g[i] * s;
+        dg[i] = dh[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
+        du[i] = dh[i] * g[i] * s;
     }
 }
 
@@ -284,13 +284,13 @@ int tw_linear_fwd(float *y, const float *x, const struct tw_tensor *w, const flo
     return 0;
 }
 
-int tw_linear_bwd(float *dx, float *dw, float *db, const float *dy, const float *x,
+int tw_linear_bwd(float *dx, bool add, float *dw, float *db, const float *dy, const float *x,
                   const struct tw_tensor *w, int64_t N)
 {
     int64_t K = w->ne[1], M = w->ne[0];
     bool direct = w->dtype == TW_DTYPE_F32 && tw_tensor_is_contiguous(w);
     if (dx) {
-        // dx += dy W a tile of W's rows at a time; the threads share out the token rows.
+        // dx (+)= dy W a tile of W's rows at a time; the threads share out the token rows.
         int64_t rows = M;
         float *tile = NULL;
         if (!direct) {
@@ -313,8 +313,8 @@ int tw_linear_bwd(float *dx, float *dw, float *db, const float *dy, const float 
                 thread_slice(N, 1, &t0, &t1);
                 if (t0 < t1)
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(t1 - t0), (int)K,
-                                (int)nr, 1.0f, dy + t0 * M + r0, (int)M, wt, (int)K, 1.0f,
-                                dx + t0 * K, (int)K);
+                                (int)nr, 1.0f, dy + t0 * M + r0, (int)M, wt, (int)K,
+                                add || r0 > 0 ? 1.0f : 0.0f, dx + t0 * K, (int)K);
             }
         }
         tw_free(tile);
@@ -394,7 +394,7 @@ int tw_lm_head_logp(const float *x, const struct tw_tensor *w, const int32_t *ta
         for (int64_t i = 0; i < nr; i++) // in row order: the same sum on every run
             total += logp[r0 + i];
         if (coef &&
-            (rc = tw_linear_bwd(dx ? dx + r0 * C : NULL, dw, NULL, lg, x + r0 * C, w, nr))) {
+            (rc = tw_linear_bwd(dx ? dx + r0 * C : NULL, true, dw, NULL, lg, x + r0 * C, w, nr))) {
             tw_free(lg);
             return rc;
         }
@@ -494,11 +494,11 @@ static int cpu_linear_fwd(struct tw_backend *be, float *y, const float *x,
     return tw_linear_fwd(y, x, w, b, N);
 }
 
-static int cpu_linear_bwd(struct tw_backend *be, float *dx, float *dw, float *db, const float *dy,
-                          const float *x, const struct tw_tensor *w, int64_t N)
+static int cpu_linear_bwd(struct tw_backend *be, float *dx, bool add, float *dw, float *db,
+                          const float *dy, const float *x, const struct tw_tensor *w, int64_t N)
 {
     (void)be;
-    return tw_linear_bwd(dx, dw, db, dy, x, w, N);
+    return tw_linear_bwd(dx, add, dw, db, dy, x, w, N);
 }
 
 static int cpu_head_logp(struct tw_backend *be, const float *x, const struct tw_tensor *w,

@@ -57,7 +57,8 @@ void tw_attn_bwd_ref(float *dq, float *dk, float *dv, const float *dout, const f
                      const int32_t *start, const struct tw_attn_shape *s);
 
 // ---- SwiGLU's backward (the forward is the engine's tw_swiglu): h = silu(g) * u over n
-// values gives dg += dh * u * silu'(g), du += dh * silu(g).
+// values gives dg = dh * u * silu'(g), du = dh * silu(g) (written, not added: the first and
+// only writer of both in a layer's backward).
 void tw_swiglu_bwd(float *dg, float *du, const float *dh, const float *g, const float *u,
                    int64_t n);
 
@@ -70,10 +71,11 @@ void tw_swiglu_bwd(float *dg, float *du, const float *dh, const float *g, const 
 // y = x W^T (+ b); y must not alias x. Returns 0, or TW_ENOMEM (no memory for the tiles of a
 // weight that needs dequantising; y untouched).
 int tw_linear_fwd(float *y, const float *x, const struct tw_tensor *w, const float *b, int64_t N);
-// dx += dy W (dx may be NULL: the input needs no gradient); dw += dy^T x (dw NULL: W frozen;
+// dx += dy W, or with add false dx = dy W (dx may be NULL: the input needs no gradient; writing
+// spares its first writer a zeroing pass); dw += dy^T x (dw NULL: W frozen;
 // else W is f32 of dw's shape); db += the column sums of dy (db may be NULL). Returns 0 or
 // TW_ENOMEM (tiles, as tw_linear_fwd; nothing added).
-int tw_linear_bwd(float *dx, float *dw, float *db, const float *dy, const float *x,
+int tw_linear_bwd(float *dx, bool add, float *dw, float *db, const float *dy, const float *x,
                   const struct tw_tensor *w, int64_t N);
 
 // ---- The output projection fused with the log-softmax, over chunks of rows so that the
@@ -128,8 +130,8 @@ struct tw_grad_ops {
     // w in the backend's memory (tw_model_to_backend); 0 or TW_ENOMEM
     int (*linear_fwd)(struct tw_backend *be, float *y, const float *x, const struct tw_tensor *w,
                       const float *b, int64_t N);
-    int (*linear_bwd)(struct tw_backend *be, float *dx, float *dw, float *db, const float *dy,
-                      const float *x, const struct tw_tensor *w, int64_t N);
+    int (*linear_bwd)(struct tw_backend *be, float *dx, bool add, float *dw, float *db,
+                      const float *dy, const float *x, const struct tw_tensor *w, int64_t N);
     // tw_lm_head_logp: targets, logp, coef in the backend's memory; *sum on the host (a
     // device waits for the chunks to give it)
     int (*head_logp)(struct tw_backend *be, const float *x, const struct tw_tensor *w,

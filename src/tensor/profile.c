@@ -37,6 +37,8 @@ enum {
     P_G_HEAD,
     P_G_EMBEDDING_BWD,
     P_G_GEMM,
+    P_G_GEMM_DW,
+    P_G_GEMM_DX,
     P_G_DROPOUT,
     P_G_ZERO,
     P_G_OPTIM, // adamw, sumsq, scale, convert
@@ -68,7 +70,9 @@ static const char *const op_names[P_COUNT] = {
     "linear bwd",
     "head + cross-entropy",
     "embedding bwd",
-    "gemm f32 (LoRA)",
+    "gemm f32 (LoRA): y = x W^T",
+    "gemm f32 (LoRA): dW = dy^T x",
+    "gemm f32 (LoRA): dx = dy W",
     "dropout",
     "zero",
     "optimiser (adamw, norm, convert)",
@@ -302,11 +306,11 @@ static int g_linear_fwd(struct tw_backend *be, float *y, const float *x, const s
     return rc;
 }
 
-static int g_linear_bwd(struct tw_backend *be, float *dx, float *dw, float *db, const float *dy,
-                        const float *x, const struct tw_tensor *w, int64_t N)
+static int g_linear_bwd(struct tw_backend *be, float *dx, bool add, float *dw, float *db,
+                        const float *dy, const float *x, const struct tw_tensor *w, int64_t N)
 {
     int rc;
-    TIMED(be, P_G_LINEAR_BWD, 0, rc = G(be)->linear_bwd(in, dx, dw, db, dy, x, w, N));
+    TIMED(be, P_G_LINEAR_BWD, 0, rc = G(be)->linear_bwd(in, dx, add, dw, db, dy, x, w, N));
     return rc;
 }
 
@@ -329,8 +333,11 @@ static void g_gemm(struct tw_backend *be, bool lowp, bool ta, bool tb, int64_t M
                    int64_t K, float alpha, const float *A, int64_t lda, const float *B,
                    int64_t ldb, float beta, float *C, int64_t ldc)
 {
-    TIMED(be, P_G_GEMM, 0,
-          G(be)->gemm(in, lowp, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc));
+    TIMED(be,
+          tb   ? P_G_GEMM
+          : ta ? P_G_GEMM_DW
+               : P_G_GEMM_DX,
+          0, G(be)->gemm(in, lowp, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc));
 }
 
 static void g_dropout(struct tw_backend *be, float *y, const float *x, int64_t n, float p,

@@ -234,16 +234,18 @@ static int setup_lora(tw_lm *m, uint32_t targets)
     m->n_lora = total;
     if (!(m->lora_buf = tw_calloc(total ? total : 1, sizeof(float))))
         return tw_error_set(TW_ENOMEM, "out of memory for the LoRA adapters");
-    float *b = m->lora_buf;
+    // The adapters' weights in the first half, their gradients at the same places of the
+    // second: each half one run, for the optimiser's and the collectives' single launches.
+    float *b = m->lora_buf, *gb = m->lora_buf + total / 2;
     for (int il = 0; il < c->n_layer; il++)
         for (int p = 0; p < TW_PROJ_COUNT; p++) {
             struct lora *L = &m->lora[il * TW_PROJ_COUNT + p];
             if (!L->in)
                 continue;
             size_t na = (size_t)m->r * (size_t)L->in, nb = (size_t)L->out * (size_t)m->r;
-            L->A = b, L->dA = b + na, L->B = b + 2 * na, L->dB = b + 2 * na + nb;
+            L->A = b, L->dA = gb, L->B = b + na, L->dB = gb + na;
             L->bA = L->A, L->bdA = L->dA, L->bB = L->B, L->bdB = L->dB;
-            b += 2 * (na + nb);
+            b += na + nb, gb += na + nb;
             uint64_t st = m->seed ^ ((uint64_t)(il * TW_PROJ_COUNT + p + 1) << 32);
             double bound = 1.0 / sqrt((double)L->in);
             for (size_t i = 0; i < na; i++)
@@ -515,11 +517,26 @@ bool tw_lm_is_lora(const tw_lm *m)
     return m->r > 0;
 }
 
+size_t tw_lm_param_run(const tw_lm *m, size_t i, bool weights, size_t *n)
+{
+    const struct tw_lm_param *p = tw_vec_at(&m->params, i);
+    size_t j = i + 1;
+    *n = p->n;
+    for (; j < m->params.len; j++) {
+        const struct tw_lm_param *q = tw_vec_at(&m->params, j);
+        if (q->bg != p->bg + *n || (weights && (q->bw != p->bw + *n || q->decay != p->decay)))
+            break;
+        *n += q->n;
+    }
+    return j;
+}
+
 void tw_lm_zero_grad(tw_lm *m)
 {
-    for (size_t i = 0; i < m->params.len; i++) {
-        struct tw_lm_param *p = tw_vec_at(&m->params, i);
-        m->go->zero(m->be, p->bg, p->n * sizeof(float));
+    size_t n;
+    for (size_t i = 0, j; i < m->params.len; i = j) {
+        j = tw_lm_param_run(m, i, false, &n);
+        m->go->zero(m->be, tw_lm_param_at(m, i)->bg, n * sizeof(float));
     }
 }
 
@@ -837,14 +854,16 @@ static int lin_fwd(tw_lm *m, int il, int p, float *y, const float *x, int64_t N)
     return 0;
 }
 
-// dx += dy W (+ the adapter's path); the gradients of whatever is trainable.
-static int lin_bwd(tw_lm *m, int il, int p, float *dx, const float *dy, const float *x, int64_t N)
+// dx += dy W (+ the adapter's path), or with add false dx = that; the gradients of whatever is
+// trainable.
+static int lin_bwd(tw_lm *m, int il, int p, float *dx, bool add, const float *dy, const float *x,
+                   int64_t N)
 {
     struct tw_layer *L = &m->bw->layers[il], *G = &m->bgm->layers[il];
     struct tw_tensor *gw = lt(G, proj_off[p]);
     float *gb = bias_off[p] && lt(G, bias_off[p])->data ? f(lt(G, bias_off[p])) : NULL;
-    int rc =
-        m->go->linear_bwd(m->be, dx, gw->data ? f(gw) : NULL, gb, dy, x, lt(L, proj_off[p]), N);
+    int rc = m->go->linear_bwd(m->be, dx, add, gw->data ? f(gw) : NULL, gb, dy, x,
+                               lt(L, proj_off[p]), N);
     struct lora *a = lora_at(m, il, p);
     if (rc || !a)
         return rc;
@@ -977,24 +996,21 @@ static int layer_bwd(tw_lm *m, int il, const struct tw_lm_batch *b)
     int64_t N = (int64_t)b->B * b->T, C = c->n_embd, H = c->n_head, Hkv = c->n_head_kv;
     int64_t D = c->head_dim, F = c->n_ff;
     struct tw_attn_shape as = attn_shape(m, b);
-    size_t nC = (size_t)(N * C) * sizeof(float), nF = (size_t)(N * F) * sizeof(float);
     size_t nQ = (size_t)(N * H * D) * sizeof(float), nK = (size_t)(N * Hkv * D) * sizeof(float);
-    // the MLP: y = x_mid + down(silu(gate(xn2)) * up(xn2))
-    go->zero(be, m->dh, nF), go->zero(be, m->dg, nF), go->zero(be, m->du, nF);
-    go->zero(be, m->dxn, nC);
-    int rc = lin_bwd(m, il, TW_PROJ_DOWN, m->dh, m->dx, a->h, N);
+    // the MLP: y = x_mid + down(silu(gate(xn2)) * up(xn2)); each gradient buffer's first
+    // writer writes it (no zeroing passes)
+    int rc = lin_bwd(m, il, TW_PROJ_DOWN, m->dh, false, m->dx, a->h, N);
     if (rc)
         return rc;
     go->swiglu_bwd(be, m->dg, m->du, m->dh, a->g, a->u, N * F);
-    if ((rc = lin_bwd(m, il, TW_PROJ_GATE, m->dxn, m->dg, a->xn2, N)) ||
-        (rc = lin_bwd(m, il, TW_PROJ_UP, m->dxn, m->du, a->xn2, N)))
+    if ((rc = lin_bwd(m, il, TW_PROJ_GATE, m->dxn, false, m->dg, a->xn2, N)) ||
+        (rc = lin_bwd(m, il, TW_PROJ_UP, m->dxn, true, m->du, a->xn2, N)))
         return rc;
     go->rmsnorm_bwd(be, m->dx, G->ffn_norm.data ? f(&G->ffn_norm) : NULL, m->dxn, a->x_mid,
                     f(&L->ffn_norm), a->rstd2, N, C);
     // attention: x_mid = x + o(attn(rope(q), rope(k), v))
-    go->zero(be, m->datt, nQ), go->zero(be, m->dq, nQ), go->zero(be, m->dk, nK);
-    go->zero(be, m->dv, nK);
-    if ((rc = lin_bwd(m, il, TW_PROJ_O, m->datt, m->dx, a->att, N)))
+    go->zero(be, m->dq, nQ), go->zero(be, m->dk, nK), go->zero(be, m->dv, nK);
+    if ((rc = lin_bwd(m, il, TW_PROJ_O, m->datt, false, m->dx, a->att, N)))
         return rc;
     go->attn_bwd(be, m->dq, m->dk, m->dv, m->datt, a->q, a->k, a->v, a->att, a->lse, m->bstart,
                  &as);
@@ -1009,10 +1025,9 @@ static int layer_bwd(tw_lm *m, int il, const struct tw_lm_batch *b)
                         f(&L->k_norm), a->k_rstd, N * Hkv, D);
         dq = m->dqp, dk = m->dkp;
     }
-    go->zero(be, m->dxn, nC);
-    if ((rc = lin_bwd(m, il, TW_PROJ_Q, m->dxn, dq, a->xn1, N)) ||
-        (rc = lin_bwd(m, il, TW_PROJ_K, m->dxn, dk, a->xn1, N)) ||
-        (rc = lin_bwd(m, il, TW_PROJ_V, m->dxn, m->dv, a->xn1, N)))
+    if ((rc = lin_bwd(m, il, TW_PROJ_Q, m->dxn, false, dq, a->xn1, N)) ||
+        (rc = lin_bwd(m, il, TW_PROJ_K, m->dxn, true, dk, a->xn1, N)) ||
+        (rc = lin_bwd(m, il, TW_PROJ_V, m->dxn, true, m->dv, a->xn1, N)))
         return rc;
     go->rmsnorm_bwd(be, m->dx, G->attn_norm.data ? f(&G->attn_norm) : NULL, m->dxn, m->xs[il],
                     f(&L->attn_norm), a->rstd1, N, C);

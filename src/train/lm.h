@@ -84,6 +84,10 @@ bool tw_lm_is_lora(const tw_lm *m);
 // The options it was made with (all zero for tw_lm_new_random).
 const struct tw_lm_opts *tw_lm_options(const tw_lm *m);
 void tw_lm_zero_grad(tw_lm *m);
+// Parameters i .. j-1 whose gradients lie one after another in the backend's memory (with
+// weights: their weights too, and their decay the same): returns j (> i), their elements in
+// *n. The optimiser, the norm and the collectives take each run in one launch.
+size_t tw_lm_param_run(const tw_lm *m, size_t i, bool weights, size_t *n);
 // LoRA off: the adapters are skipped (the base model alone), as peft's disable_adapter(): the
 // DPO reference policy. No effect without LoRA.
 void tw_lm_set_lora_enabled(tw_lm *m, bool on);

@@ -81,12 +81,13 @@ void tw_adamw_step(struct tw_adamw *a, tw_lm *lm, double lr)
                                   .beta2 = (float)o->beta2,
                                   .eps = (float)o->eps,
                                   .bc2_sqrt = (float)sqrt(bc2) };
-    size_t off = 0;
-    for (size_t i = 0; i < tw_lm_n_params(lm); i++) {
+    size_t off = 0, n;
+    for (size_t i = 0, j; i < tw_lm_n_params(lm); i = j) { // the moments follow in order
         const struct tw_lm_param *p = tw_lm_param_at(lm, i);
+        j = tw_lm_param_run(lm, i, true, &n);
         args.decay = p->decay ? (float)(1.0 - lr * o->weight_decay) : 1.0f;
-        go->adamw(a->be, p->bw, p->bg, a->bm + off, a->bv + off, p->n, &args);
-        off += p->n;
+        go->adamw(a->be, p->bw, p->bg, a->bm + off, a->bv + off, n, &args);
+        off += n;
     }
 }
 
@@ -100,9 +101,10 @@ int tw_clip_grad_norm(tw_lm *lm, double max_norm, double *norm_out)
     if (!acc)
         return TW_ENOMEM;
     go->zero(be, acc, sizeof(double));
-    for (size_t i = 0; i < tw_lm_n_params(lm); i++) {
-        const struct tw_lm_param *p = tw_lm_param_at(lm, i);
-        go->sumsq(be, p->bg, p->n, acc);
+    size_t n;
+    for (size_t i = 0, j; i < tw_lm_n_params(lm); i = j) {
+        j = tw_lm_param_run(lm, i, false, &n);
+        go->sumsq(be, tw_lm_param_at(lm, i)->bg, n, acc);
     }
     int rc = tw_backend_download(be, &ss, acc, sizeof(double));
     tw_backend_release(be, acc);
@@ -111,9 +113,9 @@ int tw_clip_grad_norm(tw_lm *lm, double max_norm, double *norm_out)
     double norm = sqrt(ss);
     if (max_norm > 0 && isfinite(norm) && norm > max_norm) {
         float c = (float)(max_norm / (norm + 1e-6));
-        for (size_t i = 0; i < tw_lm_n_params(lm); i++) {
-            const struct tw_lm_param *p = tw_lm_param_at(lm, i);
-            go->scale(be, p->bg, p->n, c);
+        for (size_t i = 0, j; i < tw_lm_n_params(lm); i = j) {
+            j = tw_lm_param_run(lm, i, false, &n);
+            go->scale(be, tw_lm_param_at(lm, i)->bg, n, c);
         }
     }
     *norm_out = norm;
@@ -122,16 +124,13 @@ int tw_clip_grad_norm(tw_lm *lm, double max_norm, double *norm_out)
 
 int tw_lm_sum_grads(tw_lm *lm, struct tw_comm *c)
 {
-    size_t n = tw_lm_n_params(lm), k = 0;
+    size_t n = tw_lm_n_params(lm), k = 0, run;
     float **bufs = tw_malloc_array(n ? n : 1, sizeof *bufs);
     size_t *ns = tw_malloc_array(n ? n : 1, sizeof *ns);
     int rc = bufs && ns ? 0 : tw_error_set(TW_ENOMEM, "out of memory");
-    for (size_t i = 0; !rc && i < n; i++) {
-        const struct tw_lm_param *p = tw_lm_param_at(lm, i);
-        if (k > 0 && bufs[k - 1] + ns[k - 1] == p->bg) // one run with the last
-            ns[k - 1] += p->n;
-        else
-            bufs[k] = p->bg, ns[k++] = p->n;
+    for (size_t i = 0, j; !rc && i < n; i = j) {
+        j = tw_lm_param_run(lm, i, false, &run);
+        bufs[k] = tw_lm_param_at(lm, i)->bg, ns[k++] = run;
     }
     if (!rc)
         rc = tw_comm_sum(c, tw_lm_backend(lm), bufs, ns, k);

@@ -231,8 +231,8 @@ static void colsum(struct tw_backend *be, float *out, const float *a, const floa
     twc_check(be, cudaGetLastError(), "column sums");
 }
 
-static int g_linear_bwd(struct tw_backend *be, float *dx, float *dw, float *db, const float *dy,
-                        const float *x, const struct tw_tensor *w, int64_t N)
+static int g_linear_bwd(struct tw_backend *be, float *dx, bool add, float *dw, float *db,
+                        const float *dy, const float *x, const struct tw_tensor *w, int64_t N)
 {
     struct grad_state *g = state(be);
     int64_t K = w->ne[1], M = w->ne[0];
@@ -240,9 +240,10 @@ static int g_linear_bwd(struct tw_backend *be, float *dx, float *dw, float *db, 
         return 0;
     bool f32 = w->dtype == TW_DTYPE_F32;
     const __nv_bfloat16 *dyb = f32 ? NULL : bf16_of(be, &g->yb, dy, N * M);
-    if (dx) { // dx (N, K) += dy (N, M) W (M, K)
+    if (dx) { // dx (N, K) (+)= dy (N, M) W (M, K)
         if (f32) {
-            gemm_rm(be, G_F32, false, false, N, K, M, 1, dy, M, 0, w->data, K, 0, 1, dx, K, 0, 1);
+            gemm_rm(be, G_F32, false, false, N, K, M, 1, dy, M, 0, w->data, K, 0, add ? 1 : 0, dx,
+                    K, 0, 1);
         } else {
             int64_t rows = tile_rows(w);
             for (int64_t r0 = 0; dyb && r0 < M; r0 += rows) {
@@ -250,8 +251,8 @@ static int g_linear_bwd(struct tw_backend *be, float *dx, float *dw, float *db, 
                 const void *wt = w->dtype == TW_DTYPE_BF16 ? (const void *)w->data
                                                            : (const void *)w_tile(be, w, r0, nr);
                 if (wt)
-                    gemm_rm(be, G_BF16, false, false, N, K, nr, 1, dyb + r0, M, 0, wt, K, 0, 1, dx,
-                            K, 0, 1);
+                    gemm_rm(be, G_BF16, false, false, N, K, nr, 1, dyb + r0, M, 0, wt, K, 0,
+                            add || r0 > 0 ? 1 : 0, dx, K, 0, 1);
             }
         }
     }
@@ -273,6 +274,9 @@ static void g_gemm(struct tw_backend *be, bool lowp, bool ta, bool tb, int64_t M
                    int64_t K, float alpha, const float *A, int64_t lda, const float *B,
                    int64_t ldb, float beta, float *C, int64_t ldc)
 {
+    // LoRA's products are bound by their f32 operands' traffic, not arithmetic: on the 1B
+    // shape TF32 takes 56 ms a step, plain f32 63, bf16 roundings of both operands first 84
+    // (docs/perf.md) — TF32 it is for lowp models.
     gemm_rm(be, lowp ? G_TF32 : G_F32, ta, tb, M, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc,
             0, 1);
 }
@@ -386,7 +390,7 @@ static int g_head_logp(struct tw_backend *be, const float *x, const struct tw_te
                                                                      coef ? coef + r0 : NULL, V);
         twc_check(be, cudaGetLastError(), "log-softmax");
         if (coef)
-            g_linear_bwd(be, dx ? dx + r0 * C : NULL, dw, NULL, lg, x + r0 * C, w, nr);
+            g_linear_bwd(be, dx ? dx + r0 * C : NULL, true, dw, NULL, lg, x + r0 * C, w, nr);
     }
     // the sum on the host, in row order (the CPU's order)
     float *h = (float *)tw_malloc_array((size_t)(N ? N : 1), sizeof(float));
@@ -573,8 +577,8 @@ static __global__ void swiglu_bwd_kernel(float *dg, float *du, const float *dh, 
     GRID_STRIDE(i, n)
     {
         float s = 1.0f / (1.0f + expf(-g[i]));
-        dg[i] += dh[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
-        du[i] += dh[i] * g[i] * s;
+        dg[i] = dh[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
+        du[i] = dh[i] * g[i] * s;
     }
 }
 
