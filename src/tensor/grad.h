@@ -155,6 +155,24 @@ struct tw_grad_ops {
     // dst (n values of dtype dt: F32 or BF16) = src rounded
     void (*convert)(struct tw_backend *be, void *dst, enum tw_dtype dt, const float *src,
                     size_t n);
+
+    // ---- LoRA fused into the base's products (optional: NULL where a backend has none).
+    // A frozen bf16 weight w (out, in) stored in a block of (out + r) rows of (in + r) values
+    // (w->nb[0] the row's bytes): W at the top left, bf16 copies of B (out, r) at the top
+    // right and of A (r, in) at the bottom left. Then y = x W^T + s (x A^T) B^T is one product
+    // [x | s x A^T] [W | B]^T, and dx = dy W + (s dy B) A is [dy | s dy B] [W ; A]: LoRA's
+    // passes over y and dx ride along the base's (no dropout: its mask sits between).
+    // lora_sync: A's and B's blocks from the f32 adapters (after each optimiser step).
+    void (*lora_sync)(struct tw_backend *be, const struct tw_tensor *w, int64_t r, const float *A,
+                      const float *B);
+    // y = x W^T + b + s (x A^T) B^T; xa (N, r) bf16 keeps s x A^T for the backward.
+    int (*lora_fwd)(struct tw_backend *be, float *y, const float *x, const struct tw_tensor *w,
+                    const float *b, int64_t r, float s, void *xa, int64_t N);
+    // dx (+)= dy W + s (dy B) A; dA += s (dy B)^T x; dB += dy^T xa (xa: lora_fwd's); db += the
+    // column sums of dy (NULL: none).
+    int (*lora_bwd)(struct tw_backend *be, float *dx, bool add, float *dA, float *dB, float *db,
+                    const float *dy, const float *x, const void *xa, const struct tw_tensor *w,
+                    int64_t r, float s, int64_t N);
 };
 
 extern const struct tw_grad_ops tw_cpu_grad_ops;

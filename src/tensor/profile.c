@@ -373,6 +373,30 @@ static void g_convert(struct tw_backend *be, void *dst, enum tw_dtype dt, const 
     TIMED(be, P_G_OPTIM, 0, G(be)->convert(in, dst, dt, src, n));
 }
 
+static void g_lora_sync(struct tw_backend *be, const struct tw_tensor *w, int64_t r,
+                        const float *A, const float *B)
+{
+    TIMED(be, P_G_OPTIM, 0, G(be)->lora_sync(in, w, r, A, B));
+}
+
+static int g_lora_fwd(struct tw_backend *be, float *y, const float *x, const struct tw_tensor *w,
+                      const float *b, int64_t r, float s, void *xa, int64_t N)
+{
+    int rc;
+    TIMED(be, P_G_LINEAR_FWD, 0, rc = G(be)->lora_fwd(in, y, x, w, b, r, s, xa, N));
+    return rc;
+}
+
+static int g_lora_bwd(struct tw_backend *be, float *dx, bool add, float *dA, float *dB, float *db,
+                      const float *dy, const float *x, const void *xa, const struct tw_tensor *w,
+                      int64_t r, float s, int64_t N)
+{
+    int rc;
+    TIMED(be, P_G_LINEAR_BWD, 0,
+          rc = G(be)->lora_bwd(in, dx, add, dA, dB, db, dy, x, xa, w, r, s, N));
+    return rc;
+}
+
 static const struct tw_grad_ops profile_grad_ops = {
     .rmsnorm_fwd = g_rmsnorm_fwd,
     .rmsnorm_bwd = g_rmsnorm_bwd,
@@ -384,6 +408,9 @@ static const struct tw_grad_ops profile_grad_ops = {
     .head_logp = g_head_logp,
     .embedding_bwd = g_embedding_bwd,
     .gemm = g_gemm,
+    .lora_sync = g_lora_sync,
+    .lora_fwd = g_lora_fwd,
+    .lora_bwd = g_lora_bwd,
     .dropout = g_dropout,
     .zero = g_zero,
     .adamw = g_adamw,

@@ -9,6 +9,7 @@
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/error.h"
@@ -65,6 +66,8 @@ struct tw_lm {
     uint64_t seed;
     int64_t step;
     bool lora_on;
+    bool fused;        // on a device: the adapters ride along the bf16 base's products (grad.h's
+                       // lora_fwd; bw's targeted weights are [[W, B], [A, 0]] blocks)
     struct lora *lora; // (n_layer * TW_PROJ_COUNT), in == 0 where not targeted
     float *lora_buf;
     // activations for n_alloc tokens: every layer's, or with recompute one layer's (each
@@ -577,8 +580,15 @@ int tw_lm_set_compute(tw_lm *m, enum tw_dtype dt)
 
 int tw_lm_sync(tw_lm *m)
 {
+    for (int i = 0; m->fused && i < m->cfg.n_layer * TW_PROJ_COUNT; i++) {
+        struct lora *L = &m->lora[i];
+        if (L->in) // the adapters' bf16 copies beside the base weight
+            m->go->lora_sync(m->be,
+                             lt(&m->bw->layers[i / TW_PROJ_COUNT], proj_off[i % TW_PROJ_COUNT]),
+                             m->r, L->bA, L->bB);
+    }
     if (!m->master)
-        return 0;
+        return m->fused ? tw_backend_sync(m->be) : 0;
     // the bf16 copy from the masters, tensor by tensor, where the passes run
     size_t n_slots;
     const struct tw_slot *slots = tw_slots(&n_slots);
@@ -597,6 +607,68 @@ int tw_lm_sync(tw_lm *m)
 }
 
 // ---- the backend's copies.
+
+// Whether LoRA can ride along the base's products on be (grad.h's lora_fwd): a device that
+// has the ops, no dropout (its mask sits between), every targeted weight bf16.
+static bool can_fuse(const tw_lm *m, const struct tw_backend *be)
+{
+    const struct tw_grad_ops *go = tw_backend_grad(be);
+    if (m->r <= 0 || m->dropout > 0 || !go->lora_fwd || be->device == TW_DEVICE_CPU ||
+        getenv("TWIN_LORA_UNFUSED"))
+        return false;
+    for (int il = 0; il < m->cfg.n_layer; il++)
+        for (int p = 0; p < TW_PROJ_COUNT; p++)
+            if (m->lora[il * TW_PROJ_COUNT + p].in &&
+                lt(&m->w->layers[il], proj_off[p])->dtype != TW_DTYPE_BF16)
+                return false;
+    return true;
+}
+
+// m->w on be with each targeted weight W (out, in) in a block of (out + r) rows of in + r
+// bf16 values, W at its top left (A's and B's places filled by tw_lm_sync).
+static int upload_fused(tw_lm *m, struct tw_backend *be, struct tw_model **out)
+{
+    struct tw_model shallow = *m->w; // the targeted weights left out of the plain upload
+    struct tw_layer *ls = tw_malloc_array((size_t)m->cfg.n_layer, sizeof *ls);
+    if (!ls)
+        return tw_error_set(TW_ENOMEM, "out of memory");
+    memcpy(ls, m->w->layers, (size_t)m->cfg.n_layer * sizeof *ls);
+    shallow.layers = ls;
+    for (int il = 0; il < m->cfg.n_layer; il++)
+        for (int p = 0; p < TW_PROJ_COUNT; p++)
+            if (m->lora[il * TW_PROJ_COUNT + p].in)
+                lt(&ls[il], proj_off[p])->data = NULL;
+    int rc = tw_model_to_backend(&shallow, be, out);
+    tw_free(ls);
+    int64_t r = m->r;
+    for (int il = 0; il < m->cfg.n_layer && !rc; il++)
+        for (int p = 0; p < TW_PROJ_COUNT && !rc; p++) {
+            if (!m->lora[il * TW_PROJ_COUNT + p].in)
+                continue;
+            const struct tw_tensor *h = lt(&m->w->layers[il], proj_off[p]);
+            struct tw_tensor *d = lt(&(*out)->layers[il], proj_off[p]);
+            int64_t rows = h->ne[0], cols = h->ne[1], ld = cols + r;
+            size_t bytes = (size_t)((rows + r) * ld) * 2;
+            uint16_t *host = tw_calloc(bytes, 1);
+            void *dev = host ? tw_backend_alloc(be, bytes) : NULL;
+            if (!dev) {
+                tw_free(host);
+                rc = host ? TW_ENOMEM : tw_error_set(TW_ENOMEM, "out of memory");
+                break;
+            }
+            for (int64_t i = 0; i < rows; i++)
+                memcpy(host + i * ld, tw_tensor_row(h, i), (size_t)cols * 2);
+            rc = tw_backend_upload(be, dev, host, bytes);
+            tw_free(host);
+            *d = *h;
+            d->data = dev, d->device = be->device, d->nb[0] = (size_t)ld * 2;
+        }
+    if (rc && *out) {
+        tw_model_close(*out);
+        *out = NULL;
+    }
+    return rc;
+}
 
 // p, a pointer into the host buffer `host`, moved to the same offset of `dev`.
 static float *rebase(float *p, const float *host, float *dev)
@@ -628,8 +700,9 @@ int tw_lm_use_backend(tw_lm *m, struct tw_backend *be)
     float *bgrad = NULL, *blora = NULL;
     struct tw_layer *dgl = tw_calloc((size_t)m->cfg.n_layer, sizeof *dgl);
     int rc = dgl ? 0 : tw_error_set(TW_ENOMEM, "out of memory");
+    bool fused = can_fuse(m, be);
     if (!rc)
-        rc = tw_model_to_backend(m->w, be, &bw);
+        rc = fused ? upload_fused(m, be, &bw) : tw_model_to_backend(m->w, be, &bw);
     if (!rc && m->master)
         rc = tw_model_to_backend(m->master, be, &bmaster);
     size_t ng = m->n_grad ? m->n_grad : 1, nl = m->n_lora ? m->n_lora : 1;
@@ -680,8 +753,8 @@ int tw_lm_use_backend(tw_lm *m, struct tw_backend *be)
     }
     if (m->own_be)
         tw_backend_free(m->be);
-    m->be = be, m->own_be = false, m->go = go;
-    return 0;
+    m->be = be, m->own_be = false, m->go = go, m->fused = fused;
+    return fused ? tw_lm_sync(m) : 0; // the adapters' bf16 copies
 }
 
 struct tw_backend *tw_lm_backend(const tw_lm *m)
@@ -841,8 +914,11 @@ static bool lowp(const tw_lm *m)
 static int lin_fwd(tw_lm *m, int il, int p, float *y, const float *x, int64_t N)
 {
     struct tw_layer *L = &m->bw->layers[il];
-    int rc = m->go->linear_fwd(m->be, y, x, lt(L, proj_off[p]), bias_of(L, p), N);
     struct lora *a = lora_at(m, il, p);
+    if (a && m->fused) // s drop(x) A^T kept in bf16 where xa's floats are
+        return m->go->lora_fwd(m->be, y, x, lt(L, proj_off[p]), bias_of(L, p), m->r, m->scale,
+                               acts_of(m, il)->xa[p], N);
+    int rc = m->go->linear_fwd(m->be, y, x, lt(L, proj_off[p]), bias_of(L, p), N);
     if (rc || !a)
         return rc;
     float *xa = acts_of(m, il)->xa[p];
@@ -862,6 +938,10 @@ static int lin_bwd(tw_lm *m, int il, int p, float *dx, bool add, const float *dy
     struct tw_layer *L = &m->bw->layers[il], *G = &m->bgm->layers[il];
     struct tw_tensor *gw = lt(G, proj_off[p]);
     float *gb = bias_off[p] && lt(G, bias_off[p])->data ? f(lt(G, bias_off[p])) : NULL;
+    struct lora *la = lora_at(m, il, p);
+    if (la && m->fused)
+        return m->go->lora_bwd(m->be, dx, add, la->bdA, la->bdB, gb, dy, x, acts_of(m, il)->xa[p],
+                               lt(L, proj_off[p]), m->r, m->scale, N);
     int rc = m->go->linear_bwd(m->be, dx, add, gw->data ? f(gw) : NULL, gb, dy, x,
                                lt(L, proj_off[p]), N);
     struct lora *a = lora_at(m, il, p);

@@ -164,6 +164,44 @@ static void test_lora(const struct tw_model *g)
         compare(names[i], a, b, 1e-2);
         tw_model_close(base);
     }
+    // No dropout over a bf16 base: the adapters ride along the base's products on the GPU
+    // (grad.h's lora_fwd / lora_bwd, bf16 arithmetic); Qwen2's q/k/v biases too.
+    c = cfg_of(g, TW_ARCH_QWEN2);
+    struct tw_model *base;
+    REQUIRE(tw_model_random(&c, TW_DTYPE_BF16, 6, &base) == 0);
+    struct tw_lm_opts o = { .lora_r = 16,
+                            .lora_alpha = 32,
+                            .lora_targets = TW_PROJ_ALL,
+                            .qlora = TW_DTYPE_F32,
+                            .seed = 9 };
+    tw_lm *a, *b;
+    REQUIRE(tw_lm_new(base, &o, &a) == 0);
+    REQUIRE(tw_lm_new(base, &o, &b) == 0);
+    fill_b(a), fill_b(b);
+    compare("lora r16 fused (qwen2)", a, b, 1e-2);
+    // the adapter switched off (DPO's reference) reads the base out of the fused blocks
+    REQUIRE(tw_lm_new(base, &o, &a) == 0);
+    REQUIRE(tw_lm_new(base, &o, &b) == 0);
+    fill_b(a), fill_b(b);
+    REQUIRE(tw_lm_use_backend(b, gpu) == 0);
+    struct batch x;
+    make_batch(&x, c.n_vocab);
+    float la[B * T], lb[B * T], lc[B * T];
+    double sa, sb, sc;
+    REQUIRE(tw_lm_forward(b, &x.b, lc, &sc) == 0); // with the adapter: another function
+    tw_lm_set_lora_enabled(a, false), tw_lm_set_lora_enabled(b, false);
+    REQUIRE(tw_lm_forward(a, &x.b, la, &sa) == 0);
+    REQUIRE(tw_lm_forward(b, &x.b, lb, &sb) == 0);
+    double d_off = 0, d_on = 0;
+    for (int i = 0; i < B * T; i++)
+        d_off = fmax(d_off, fabs((double)la[i] - lb[i])),
+        d_on = fmax(d_on, fabs((double)lc[i] - lb[i]));
+    printf("lora off (fused blocks)  logp max diff %.2e (with the adapter on: %.2e)\n", d_off,
+           d_on);
+    CHECK(d_off < 0.5);
+    CHECK(d_on > 2 * d_off);
+    tw_lm_free(a), tw_lm_free(b);
+    tw_model_close(base);
 }
 
 // ---- the loop.

@@ -101,10 +101,10 @@ static void *grow(struct tw_backend *be, struct scratch *sc, size_t bytes)
 
 enum gemm_kind { G_F32, G_TF32, G_BF16 };
 
-static void gemm_rm(struct tw_backend *be, enum gemm_kind kind, bool ta, bool tb, int64_t M,
-                    int64_t N, int64_t K, float alpha, const void *A, int64_t lda, int64_t sa,
-                    const void *B, int64_t ldb, int64_t sb, float beta, float *C, int64_t ldc,
-                    int64_t sc, int batch)
+static void gemm_any(struct tw_backend *be, enum gemm_kind kind, bool ta, bool tb, int64_t M,
+                     int64_t N, int64_t K, float alpha, const void *A, int64_t lda, int64_t sa,
+                     const void *B, int64_t ldb, int64_t sb, float beta, void *C,
+                     cudaDataType_t ctype, int64_t ldc, int64_t sc, int batch)
 {
     struct grad_state *g = state(be);
     if (!g || twc_failed(be) || M == 0 || N == 0)
@@ -115,12 +115,22 @@ static void gemm_rm(struct tw_backend *be, enum gemm_kind kind, bool ta, bool tb
     cublasStatus_t st;
     if (batch == 1)
         st = cublasGemmEx(g->h, opb, opa, (int)N, (int)M, (int)K, &alpha, B, ab, (int)ldb, A, ab,
-                          (int)lda, &beta, C, CUDA_R_32F, (int)ldc, ct, CUBLAS_GEMM_DEFAULT);
+                          (int)lda, &beta, C, ctype, (int)ldc, ct, CUBLAS_GEMM_DEFAULT);
     else
         st = cublasGemmStridedBatchedEx(g->h, opb, opa, (int)N, (int)M, (int)K, &alpha, B, ab,
-                                        (int)ldb, sb, A, ab, (int)lda, sa, &beta, C, CUDA_R_32F,
+                                        (int)ldb, sb, A, ab, (int)lda, sa, &beta, C, ctype,
                                         (int)ldc, sc, batch, ct, CUBLAS_GEMM_DEFAULT);
     twc_check_blas(be, st, "training matmul");
+}
+
+// f32 C: the usual case.
+static void gemm_rm(struct tw_backend *be, enum gemm_kind kind, bool ta, bool tb, int64_t M,
+                    int64_t N, int64_t K, float alpha, const void *A, int64_t lda, int64_t sa,
+                    const void *B, int64_t ldb, int64_t sb, float beta, float *C, int64_t ldc,
+                    int64_t sc, int batch)
+{
+    gemm_any(be, kind, ta, tb, M, N, K, alpha, A, lda, sa, B, ldb, sb, beta, C, CUDA_R_32F, ldc,
+             sc, batch);
 }
 
 // x (n floats) rounded to bf16 in sc; NULL on failure.
@@ -144,6 +154,13 @@ static const __nv_bfloat16 *w_tile(struct tw_backend *be, const struct tw_tensor
                                    w->nb[0], n, K, t, twc_stream(be)),
                   "dequantise");
     return t;
+}
+
+// The elements between w's row starts: a bf16 weight may sit in a wider block (the fused LoRA
+// layout, grad.h); a dequantised tile is dense.
+static int64_t w_ld(const struct tw_tensor *w)
+{
+    return w->dtype == TW_DTYPE_BF16 ? (int64_t)(w->nb[0] / 2) : w->ne[1];
 }
 
 // Weight rows a tile of w holds (all of them unless w is block-quantised).
@@ -179,8 +196,8 @@ static int g_linear_fwd(struct tw_backend *be, float *y, const float *x, const s
             int64_t nr = M - r0 < rows ? M - r0 : rows;
             const void *wt = w->dtype == TW_DTYPE_BF16 ? w->data : w_tile(be, w, r0, nr);
             if (wt)
-                gemm_rm(be, G_BF16, false, true, N, nr, K, 1, xb, K, 0, wt, K, 0, 0, y + r0, M, 0,
-                        1);
+                gemm_rm(be, G_BF16, false, true, N, nr, K, 1, xb, K, 0, wt, w_ld(w), 0, 0, y + r0,
+                        M, 0, 1);
         }
     }
     if (b)
@@ -251,7 +268,7 @@ static int g_linear_bwd(struct tw_backend *be, float *dx, bool add, float *dw, f
                 const void *wt = w->dtype == TW_DTYPE_BF16 ? (const void *)w->data
                                                            : (const void *)w_tile(be, w, r0, nr);
                 if (wt)
-                    gemm_rm(be, G_BF16, false, false, N, K, nr, 1, dyb + r0, M, 0, wt, K, 0,
+                    gemm_rm(be, G_BF16, false, false, N, K, nr, 1, dyb + r0, M, 0, wt, w_ld(w), 0,
                             add || r0 > 0 ? 1 : 0, dx, K, 0, 1);
             }
         }
@@ -801,6 +818,91 @@ static void g_embedding_bwd(struct tw_backend *be, float *dtable, const int32_t 
     twc_check(be, cudaGetLastError(), "embedding backward");
 }
 
+// ---- LoRA fused into the base's products (grad.h): the weight block [[W, B], [A, 0]] of
+// (out + r) rows of ld = in + r bf16 values.
+
+// dst (rows, cols; rows ld_dst apart) = src (rows ld_src apart) rounded to bf16.
+static __global__ void to_bf16_2d_kernel(__nv_bfloat16 *dst, int64_t ld_dst, const float *src,
+                                         int64_t ld_src, int64_t rows, int64_t cols)
+{
+    GRID_STRIDE(i, rows * cols)
+    {
+        int64_t r = i / cols, c = i % cols;
+        dst[r * ld_dst + c] = __float2bfloat16(src[r * ld_src + c]);
+    }
+}
+
+static void to_bf16_2d(struct tw_backend *be, __nv_bfloat16 *dst, int64_t ld_dst, const float *src,
+                       int64_t ld_src, int64_t rows, int64_t cols)
+{
+    if (rows * cols == 0 || twc_failed(be))
+        return;
+    to_bf16_2d_kernel<<<twc_grid_for(rows * cols), THREADS, 0, twc_stream(be)>>>(
+        dst, ld_dst, src, ld_src, rows, cols);
+    twc_check(be, cudaGetLastError(), "to bf16 (LoRA)");
+}
+
+static void g_lora_sync(struct tw_backend *be, const struct tw_tensor *w, int64_t r,
+                        const float *A, const float *B)
+{
+    int64_t out = w->ne[0], in = w->ne[1], ld = w_ld(w);
+    __nv_bfloat16 *W = (__nv_bfloat16 *)w->data;
+    to_bf16_2d(be, W + out * ld, ld, A, in, r, in); // A (r, in) at the bottom left
+    to_bf16_2d(be, W + in, ld, B, r, out, r);       // B (out, r) at the top right
+}
+
+static int g_lora_fwd(struct tw_backend *be, float *y, const float *x, const struct tw_tensor *w,
+                      const float *b, int64_t r, float s, void *xa, int64_t N)
+{
+    struct grad_state *g = state(be);
+    int64_t out = w->ne[0], in = w->ne[1], ld = w_ld(w), K = in + r;
+    const __nv_bfloat16 *W = (const __nv_bfloat16 *)w->data;
+    __nv_bfloat16 *xc = g ? (__nv_bfloat16 *)grow(be, &g->xb, (size_t)(N * K) * 2) : NULL;
+    if (!xc)
+        return 0; // recorded: tw_backend_sync reports it
+    to_bf16_2d(be, xc, K, x, in, N, in);
+    // [x | s x A^T]: the adapter's input product in the last r columns, kept for the backward
+    gemm_any(be, G_BF16, false, true, N, r, in, s, xc, K, 0, W + out * ld, ld, 0, 0, xc + in,
+             CUDA_R_16BF, K, 0, 1);
+    if (!twc_failed(be))
+        twc_check(be,
+                  cudaMemcpy2DAsync(xa, (size_t)r * 2, xc + in, (size_t)K * 2, (size_t)r * 2,
+                                    (size_t)N, cudaMemcpyDeviceToDevice, twc_stream(be)),
+                  "LoRA activations");
+    gemm_rm(be, G_BF16, false, true, N, out, K, 1, xc, K, 0, W, ld, 0, 0, y, out, 0, 1);
+    if (b && !twc_failed(be)) {
+        add_bias_kernel<<<twc_grid_for(N * out), THREADS, 0, twc_stream(be)>>>(y, b, N, out);
+        twc_check(be, cudaGetLastError(), "linear (bias)");
+    }
+    return 0;
+}
+
+static int g_lora_bwd(struct tw_backend *be, float *dx, bool add, float *dA, float *dB, float *db,
+                      const float *dy, const float *x, const void *xa, const struct tw_tensor *w,
+                      int64_t r, float s, int64_t N)
+{
+    struct grad_state *g = state(be);
+    int64_t out = w->ne[0], in = w->ne[1], ld = w_ld(w), Ko = out + r;
+    const __nv_bfloat16 *W = (const __nv_bfloat16 *)w->data;
+    __nv_bfloat16 *dc = g ? (__nv_bfloat16 *)grow(be, &g->yb, (size_t)(N * Ko) * 2) : NULL;
+    const __nv_bfloat16 *xb = dc ? bf16_of(be, &g->xb, x, N * in) : NULL;
+    if (!dc || !xb)
+        return 0;
+    to_bf16_2d(be, dc, Ko, dy, out, N, out);
+    // [dy | s dy B]
+    gemm_any(be, G_BF16, false, false, N, r, out, s, dc, Ko, 0, W + in, ld, 0, 0, dc + out,
+             CUDA_R_16BF, Ko, 0, 1);
+    // dB += dy^T (s x A^T); dA += (s dy B)^T x
+    gemm_rm(be, G_BF16, true, false, out, r, N, 1, dc, Ko, 0, xa, r, 0, 1, dB, r, 0, 1);
+    gemm_rm(be, G_BF16, true, false, r, in, N, 1, dc + out, Ko, 0, xb, in, 0, 1, dA, in, 0, 1);
+    if (dx) // dx (+)= [dy | s dy B] [W ; A]
+        gemm_rm(be, G_BF16, false, false, N, in, Ko, 1, dc, Ko, 0, W, ld, 0, add ? 1 : 0, dx, in,
+                0, 1);
+    if (db)
+        colsum(be, db, dy, NULL, NULL, N, out);
+    return 0;
+}
+
 const struct tw_grad_ops twc_grad_ops = {
     /* rmsnorm_fwd */ g_rmsnorm_fwd,
     /* rmsnorm_bwd */ g_rmsnorm_bwd,
@@ -818,4 +920,7 @@ const struct tw_grad_ops twc_grad_ops = {
     /* sumsq */ g_sumsq,
     /* scale */ g_scale,
     /* convert */ g_convert,
+    /* lora_sync */ g_lora_sync,
+    /* lora_fwd */ g_lora_fwd,
+    /* lora_bwd */ g_lora_bwd,
 };
