@@ -12,6 +12,11 @@
 // (no atomics: the same bits on every run): dK and dV a block per key tile and KV head (its
 // warps own key rows: S^T = K Q^T, over its G query heads and every query tile that sees the
 // keys), dQ a block per query tile.
+//
+// The tiles a block walks (K and V in the forward and dQ's kernel, Q and dO in dK/dV's) are
+// double-buffered: the next one is copied with cp.async while the current one is multiplied.
+// Blocks are numbered heavy first (causal: the last query tiles see the most keys, the first
+// key tiles the most queries), so that the long ones do not trail the grid.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <limits.h>
@@ -50,16 +55,22 @@ static __device__ void stage(uint16_t *s, const __nv_bfloat16 *x, int r0, int T,
     }
 }
 
-// The key tile at k0 of K and V into Ks and Vs, between barriers (the last tile is read).
+// stage's copy issued with cp.async (rows past T zero-filled); the caller commits and waits.
 template <int D>
-static __device__ __forceinline__ void load_kv(uint16_t *Ks, uint16_t *Vs, const __nv_bfloat16 *k,
-                                               const __nv_bfloat16 *v, int k0, int T, int Hkv,
-                                               int kvh)
+static __device__ void stage_async(uint16_t *s, const __nv_bfloat16 *x, int r0, int T, int heads,
+                                   int h)
 {
-    __syncthreads();
-    stage<D>(Ks, k, k0, T, Hkv, kvh);
-    stage<D>(Vs, v, k0, T, Hkv, kvh);
-    __syncthreads();
+    for (int i = threadIdx.x; i < 64 * D / 8; i += NT) {
+        int r = i / (D / 8), c = i % (D / 8) * 8, t = r0 + r;
+        const __nv_bfloat16 *src = t < T ? x + ((size_t)t * heads + h) * D + c : x;
+        twc_cp16(s + r * (D + 8) + c, src, t < T ? 16 : 0);
+    }
+}
+
+// Elements of one staged tile.
+template <int D> static __device__ __forceinline__ int tile_elems(void)
+{
+    return 64 * (D + 8);
 }
 
 template <int D> static __device__ __forceinline__ void zero_acc(float (&acc)[D / 8][4])
@@ -160,9 +171,10 @@ static __device__ __forceinline__ void add_rows(float *dst, const float (&acc)[D
 template <int D> static __global__ void __launch_bounds__(NT) fa_fwd(struct fa_args a)
 {
     extern __shared__ uint4 smem_u4[];
-    uint16_t *Qs = (uint16_t *)smem_u4, *Ks = Qs + 64 * (D + 8), *Vs = Ks + 64 * (D + 8);
+    uint16_t *Qs = (uint16_t *)smem_u4, *KV = Qs + tile_elems<D>(); // K, V twice
     __shared__ int red[4];
-    const int q0 = blockIdx.x * TQ, h = blockIdx.y, b = blockIdx.z, T = a.T, H = a.H;
+    const int q0 = (gridDim.z - 1 - blockIdx.z) * TQ, h = blockIdx.x, b = blockIdx.y;
+    const int T = a.T, H = a.H;
     const int kvh = h / (H / a.Hkv), w = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int g = lane / 4, c = lane % 4;
     const int32_t *st = a.start + (size_t)b * T;
@@ -182,8 +194,22 @@ template <int D> static __global__ void __launch_bounds__(NT) fa_fwd(struct fa_a
     float o[D / 8][4];
     zero_acc<D>(o);
     const float sc = a.scale * LOG2E;
-    for (int k0 = lo / TK * TK; k0 <= hi; k0 += TK) {
-        load_kv<D>(Ks, Vs, k, v, k0, T, a.Hkv, kvh);
+    int k0 = lo / TK * TK;
+    stage_async<D>(KV, k, k0, T, a.Hkv, kvh);
+    stage_async<D>(KV + tile_elems<D>(), v, k0, T, a.Hkv, kvh);
+    twc_cp_commit();
+    for (int it = 0; k0 <= hi; k0 += TK, it++) {
+        uint16_t *Ks = KV + 2 * (it & 1) * tile_elems<D>(), *Vs = Ks + tile_elems<D>();
+        if (k0 + TK <= hi) { // the next tile into the other buffer
+            uint16_t *Kn = KV + 2 * (~it & 1) * tile_elems<D>();
+            stage_async<D>(Kn, k, k0 + TK, T, a.Hkv, kvh);
+            stage_async<D>(Kn + tile_elems<D>(), v, k0 + TK, T, a.Hkv, kvh);
+            twc_cp_commit();
+            twc_cp_wait<1>();
+        } else {
+            twc_cp_wait<0>();
+        }
+        __syncthreads();
         float s[8][4];
         mma_abt<D>(s, Qs, 16 * w, Ks);
 #pragma unroll
@@ -219,6 +245,7 @@ template <int D> static __global__ void __launch_bounds__(NT) fa_fwd(struct fa_a
                 o[nd][2 * i] *= alpha, o[nd][2 * i + 1] *= alpha;
         }
         mma_xy<D>(o, s, Vs);
+        __syncthreads(); // the buffer is refilled next
     }
 #pragma unroll
     for (int i = 0; i < 2; i++) {
@@ -254,17 +281,39 @@ static __global__ void fa_delta(float *delta, const float *dout, const float *ou
         delta[i] = s;
 }
 
+// From (*gh, *q0) on, the first (query head, query tile) whose queries see a key of [k0, k1]
+// (*gh = G: none left). Whether a tile sees them does not depend on the head. Every thread
+// calls it (a barrier per tile looked at).
+static __device__ void next_seen(const int32_t *st, int k0, int k1, int T, int window, int G,
+                                 int *gh, int *q0)
+{
+    while (*gh < G) {
+        if (*q0 >= T) {
+            ++*gh, *q0 = k0 / TQ * TQ;
+            continue;
+        }
+        int sees = 0;
+        for (int r = threadIdx.x; r < TQ; r += NT) {
+            int t = *q0 + r;
+            sees |= t < T && t >= k0 && twc_key_lo(st, t, window) <= k1;
+        }
+        if (__syncthreads_or(sees))
+            return;
+        *q0 += TQ;
+    }
+}
+
 // A block per (key tile, KV head, row of the batch): dK and dV of its keys over the G query
 // heads and every query tile that sees them. Warp w owns keys k0 + 16 w ..: S^T = K Q^T and
 // dP^T = V dO^T in its registers, then dV += P^T dO and dK += dS^T Q.
 template <int D> static __global__ void __launch_bounds__(NT) fa_bwd_kv(struct fa_args a)
 {
     extern __shared__ uint4 smem_u4[];
-    uint16_t *Ks = (uint16_t *)smem_u4, *Vs = Ks + 64 * (D + 8), *Qs = Vs + 64 * (D + 8);
-    uint16_t *dOs = Qs + 64 * (D + 8);
-    float *ls = (float *)(dOs + 64 * (D + 8)), *dls = ls + 64;
+    uint16_t *Ks = (uint16_t *)smem_u4, *Vs = Ks + tile_elems<D>();
+    uint16_t *QD = Vs + tile_elems<D>(); // Q, dO twice
+    float *ls = (float *)(QD + 4 * tile_elems<D>()), *dls = ls + 64;
     int *rlo = (int *)(dls + 64);
-    const int k0 = blockIdx.x * TK, kvh = blockIdx.y, b = blockIdx.z, T = a.T, H = a.H;
+    const int k0 = blockIdx.z * TK, kvh = blockIdx.x, b = blockIdx.y, T = a.T, H = a.H;
     const int G = H / a.Hkv, w = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int g = lane / 4, c = lane % 4;
     const int32_t *st = a.start + (size_t)b * T;
@@ -272,49 +321,61 @@ template <int D> static __global__ void __launch_bounds__(NT) fa_bwd_kv(struct f
     const __nv_bfloat16 *k = a.k + (size_t)b * T * a.Hkv * D;
     const __nv_bfloat16 *v = a.v + (size_t)b * T * a.Hkv * D;
     twc_pdl_enter();
-    stage<D>(Ks, k, k0, T, a.Hkv, kvh);
+    stage<D>(Ks, k, k0, T, a.Hkv, kvh); // (the first barrier below makes them visible)
     stage<D>(Vs, v, k0, T, a.Hkv, kvh);
     float dk[D / 8][4], dv[D / 8][4];
     zero_acc<D>(dk), zero_acc<D>(dv);
     const int k1 = min(k0 + TK, T) - 1;
     const float sc = a.scale * LOG2E;
     const int kr[2] = { k0 + 16 * w + g, k0 + 16 * w + g + 8 };
-    for (int gh = 0; gh < G; gh++) {
+    // the (query head, query tile) pairs whose queries see some key of ours, in order: the
+    // first one's Q and dO copied ahead, each next one's during the current one's products
+    int gh = 0, q0 = k0 / TQ * TQ;
+    next_seen(st, k0, k1, T, a.window, G, &gh, &q0);
+    if (gh < G) {
+        stage_async<D>(QD, q, q0, T, H, kvh * G + gh);
+        stage_async<D>(QD + tile_elems<D>(), dout, q0, T, H, kvh * G + gh);
+        twc_cp_commit();
+    }
+    for (int it = 0; gh < G; it++) {
         const int h = kvh * G + gh;
-        for (int q0 = k0 / TQ * TQ; q0 < T; q0 += TQ) {
-            int sees = 0; // does any query of the tile see a key of ours?
-            for (int r = threadIdx.x; r < TQ; r += NT) {
-                int t = q0 + r;
-                sees |= t < T && t >= k0 && twc_key_lo(st, t, a.window) <= k1;
-            }
-            if (!__syncthreads_or(sees)) // (a barrier too: the last tile's Q, dO are read)
-                continue;
-            stage<D>(Qs, q, q0, T, H, h);
-            stage<D>(dOs, dout, q0, T, H, h);
-            for (int r = threadIdx.x; r < TQ; r += NT) {
-                int t = q0 + r;
-                size_t at = ((size_t)b * T + (t < T ? t : 0)) * H + h;
-                ls[r] = t < T ? a.lse[at] * LOG2E : 0.f;
-                dls[r] = t < T ? a.delta[at] : 0.f;
-                rlo[r] = t < T ? twc_key_lo(st, t, a.window) : INT_MAX;
-            }
-            __syncthreads();
-            float s[8][4], dp[8][4];
-            mma_abt<D>(s, Ks, 16 * w, Qs);   // rows: our keys; columns: the tile's queries
-            mma_abt<D>(dp, Vs, 16 * w, dOs); // dP^T
-#pragma unroll
-            for (int n = 0; n < 8; n++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    int col = 8 * n + 2 * c + e % 2, t = q0 + col, j = kr[e / 2];
-                    bool on = t < T && j <= t && j >= rlo[col];
-                    float p = on ? exp2f(s[n][e] * sc - ls[col]) : 0.f;
-                    s[n][e] = p;
-                    dp[n][e] = a.scale * p * (dp[n][e] - dls[col]);
-                }
-            mma_xy<D>(dv, s, dOs);
-            mma_xy<D>(dk, dp, Qs);
+        uint16_t *Qs = QD + 2 * (it & 1) * tile_elems<D>(), *dOs = Qs + tile_elems<D>();
+        int ngh = gh, nq0 = q0 + TQ;
+        next_seen(st, k0, k1, T, a.window, G, &ngh, &nq0);
+        if (ngh < G) {
+            uint16_t *Qn = QD + 2 * (~it & 1) * tile_elems<D>();
+            stage_async<D>(Qn, q, nq0, T, H, kvh * G + ngh);
+            stage_async<D>(Qn + tile_elems<D>(), dout, nq0, T, H, kvh * G + ngh);
+            twc_cp_commit();
+            twc_cp_wait<1>();
+        } else {
+            twc_cp_wait<0>();
         }
+        for (int r = threadIdx.x; r < TQ; r += NT) {
+            int t = q0 + r;
+            size_t at = ((size_t)b * T + (t < T ? t : 0)) * H + h;
+            ls[r] = t < T ? a.lse[at] * LOG2E : 0.f;
+            dls[r] = t < T ? a.delta[at] : 0.f;
+            rlo[r] = t < T ? twc_key_lo(st, t, a.window) : INT_MAX;
+        }
+        __syncthreads();
+        float s[8][4], dp[8][4];
+        mma_abt<D>(s, Ks, 16 * w, Qs);   // rows: our keys; columns: the tile's queries
+        mma_abt<D>(dp, Vs, 16 * w, dOs); // dP^T
+#pragma unroll
+        for (int n = 0; n < 8; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int col = 8 * n + 2 * c + e % 2, t = q0 + col, j = kr[e / 2];
+                bool on = t < T && j <= t && j >= rlo[col];
+                float p = on ? exp2f(s[n][e] * sc - ls[col]) : 0.f;
+                s[n][e] = p;
+                dp[n][e] = a.scale * p * (dp[n][e] - dls[col]);
+            }
+        mma_xy<D>(dv, s, dOs);
+        mma_xy<D>(dk, dp, Qs);
+        __syncthreads(); // the buffers and the row values are refilled next
+        gh = ngh, q0 = nq0;
     }
     add_rows<D>(a.dk + (size_t)b * T * a.Hkv * D, dk, k0 + 16 * w, T, a.Hkv, kvh);
     add_rows<D>(a.dv + (size_t)b * T * a.Hkv * D, dv, k0 + 16 * w, T, a.Hkv, kvh);
@@ -325,10 +386,11 @@ template <int D> static __global__ void __launch_bounds__(NT) fa_bwd_kv(struct f
 template <int D> static __global__ void __launch_bounds__(NT) fa_bwd_q(struct fa_args a)
 {
     extern __shared__ uint4 smem_u4[];
-    uint16_t *Qs = (uint16_t *)smem_u4, *dOs = Qs + 64 * (D + 8), *Ks = dOs + 64 * (D + 8);
-    uint16_t *Vs = Ks + 64 * (D + 8);
+    uint16_t *Qs = (uint16_t *)smem_u4, *dOs = Qs + tile_elems<D>();
+    uint16_t *KV = dOs + tile_elems<D>(); // K, V twice
     __shared__ int red[4];
-    const int q0 = blockIdx.x * TQ, h = blockIdx.y, b = blockIdx.z, T = a.T, H = a.H;
+    const int q0 = (gridDim.z - 1 - blockIdx.z) * TQ, h = blockIdx.x, b = blockIdx.y;
+    const int T = a.T, H = a.H;
     const int kvh = h / (H / a.Hkv), w = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int g = lane / 4, c = lane % 4;
     const int32_t *st = a.start + (size_t)b * T;
@@ -353,8 +415,22 @@ template <int D> static __global__ void __launch_bounds__(NT) fa_bwd_q(struct fa
     float dq[D / 8][4];
     zero_acc<D>(dq);
     const float sc = a.scale * LOG2E;
-    for (int k0 = lo / TK * TK; k0 <= hi; k0 += TK) {
-        load_kv<D>(Ks, Vs, k, v, k0, T, a.Hkv, kvh);
+    int k0 = lo / TK * TK;
+    stage_async<D>(KV, k, k0, T, a.Hkv, kvh);
+    stage_async<D>(KV + tile_elems<D>(), v, k0, T, a.Hkv, kvh);
+    twc_cp_commit();
+    for (int it = 0; k0 <= hi; k0 += TK, it++) {
+        uint16_t *Ks = KV + 2 * (it & 1) * tile_elems<D>(), *Vs = Ks + tile_elems<D>();
+        if (k0 + TK <= hi) {
+            uint16_t *Kn = KV + 2 * (~it & 1) * tile_elems<D>();
+            stage_async<D>(Kn, k, k0 + TK, T, a.Hkv, kvh);
+            stage_async<D>(Kn + tile_elems<D>(), v, k0 + TK, T, a.Hkv, kvh);
+            twc_cp_commit();
+            twc_cp_wait<1>();
+        } else {
+            twc_cp_wait<0>();
+        }
+        __syncthreads();
         float s[8][4], dp[8][4];
         mma_abt<D>(s, Qs, 16 * w, Ks);
         mma_abt<D>(dp, dOs, 16 * w, Vs);
@@ -368,22 +444,24 @@ template <int D> static __global__ void __launch_bounds__(NT) fa_bwd_q(struct fa
                 s[n][e] = a.scale * p * (dp[n][e] - dl[i]);
             }
         mma_xy<D>(dq, s, Ks);
+        __syncthreads(); // the buffer is refilled next
     }
     add_rows<D>(a.dq + (size_t)b * T * H * D, dq, q0 + 16 * w, T, H, h);
 }
 
 // ---- launchers.
 
-// Q, K, V tiles in bf16.
+// Q and twice K, V: tiles in bf16.
 template <int D> static size_t fwd_smem(void)
 {
-    return (size_t)3 * 64 * (D + 8) * 2;
+    return (size_t)5 * 64 * (D + 8) * 2;
 }
 
-// K, V, Q, dO tiles in bf16; the query tile's lse, delta and first keys.
+// dK/dV's: K, V and twice Q, dO; the query tile's lse, delta and first keys. dQ's: Q, dO and
+// twice K, V (fewer bytes).
 template <int D> static size_t bwd_smem(void)
 {
-    return (size_t)4 * 64 * (D + 8) * 2 + 3 * 64 * 4;
+    return (size_t)6 * 64 * (D + 8) * 2 + 3 * 64 * 4;
 }
 
 bool twc_flash_ok(int D)
@@ -398,7 +476,7 @@ template <int D> static cudaError_t fwd_d(const struct fa_args *a, int B, cudaSt
         cudaFuncSetAttribute(fa_fwd<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
     if (e != cudaSuccess)
         return e;
-    dim3 grid((unsigned)((a->T + TQ - 1) / TQ), (unsigned)a->H, (unsigned)B);
+    dim3 grid((unsigned)a->H, (unsigned)B, (unsigned)((a->T + TQ - 1) / TQ)); // tiles slowest
     return twc_launch(fa_fwd<D>, grid, dim3(NT), sm, s, *a);
 }
 
@@ -412,8 +490,8 @@ template <int D> static cudaError_t bwd_d(const struct fa_args *a, int B, cudaSt
                                  (int)sm);
     if (e != cudaSuccess)
         return e;
-    dim3 gkv((unsigned)((a->T + TK - 1) / TK), (unsigned)a->Hkv, (unsigned)B);
-    dim3 gq((unsigned)((a->T + TQ - 1) / TQ), (unsigned)a->H, (unsigned)B);
+    dim3 gkv((unsigned)a->Hkv, (unsigned)B, (unsigned)((a->T + TK - 1) / TK));
+    dim3 gq((unsigned)a->H, (unsigned)B, (unsigned)((a->T + TQ - 1) / TQ));
     e = twc_launch(fa_bwd_kv<D>, gkv, dim3(NT), sm, s, *a);
     return e != cudaSuccess ? e : twc_launch(fa_bwd_q<D>, gq, dim3(NT), sm, s, *a);
 }

@@ -129,6 +129,27 @@ static __device__ __forceinline__ void twc_ldsm_x4_t(uint32_t (&r)[4], const uin
                  : "memory");
 }
 
+// 16 bytes from global src to shared dst without the registers, asynchronously (cp.async,
+// sm_80 on): the first n bytes of src (n = 16 or 0: zeros, src still a valid address).
+// Copies issued since the last commit form a group; twc_cp_wait<N> waits until at most N
+// groups are in flight (then a barrier makes the data visible to the block).
+static __device__ __forceinline__ void twc_cp16(void *dst, const void *src, int n)
+{
+    uint32_t at = (uint32_t)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(at), "l"(src), "r"(n)
+                 : "memory");
+}
+
+static __device__ __forceinline__ void twc_cp_commit(void)
+{
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+
+template <int N> static __device__ __forceinline__ void twc_cp_wait(void)
+{
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
 // c += a b for one 16 x 8 x 16 step.
 static __device__ __forceinline__ void twc_mma_bf16(float (&c)[4], const uint32_t (&a)[4],
                                                     uint32_t b0, uint32_t b1)
