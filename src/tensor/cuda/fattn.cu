@@ -21,6 +21,7 @@
 #include <cuda_runtime.h>
 #include <limits.h>
 #include <math.h>
+#include <stdlib.h>
 
 #include "tensor/cuda/kernels.cuh"
 
@@ -306,7 +307,8 @@ static __device__ void next_seen(const int32_t *st, int k0, int k1, int T, int w
 // A block per (key tile, KV head, row of the batch): dK and dV of its keys over the G query
 // heads and every query tile that sees them. Warp w owns keys k0 + 16 w ..: S^T = K Q^T and
 // dP^T = V dO^T in its registers, then dV += P^T dO and dK += dS^T Q.
-template <int D> static __global__ void __launch_bounds__(NT) fa_bwd_kv(struct fa_args a)
+template <int D, int MINB>
+static __global__ void __launch_bounds__(NT, MINB) fa_bwd_kv(struct fa_args a)
 {
     extern __shared__ uint4 smem_u4[];
     uint16_t *Ks = (uint16_t *)smem_u4, *Vs = Ks + tile_elems<D>();
@@ -480,11 +482,24 @@ template <int D> static cudaError_t fwd_d(const struct fa_args *a, int B, cudaSt
     return twc_launch(fa_fwd<D>, grid, dim3(NT), sm, s, *a);
 }
 
+// dK/dV's blocks an SM must hold at once (its registers then capped to fit): 1, or with
+// TWIN_FA_KV_BLOCKS=3 three (D <= 64; D = 128 fits two either way). Read once.
+static int kv_blocks(void)
+{
+    static int n = 0;
+    if (!n) {
+        const char *e = getenv("TWIN_FA_KV_BLOCKS");
+        n = e && atoi(e) == 3 ? 3 : 1;
+    }
+    return n;
+}
+
 template <int D> static cudaError_t bwd_d(const struct fa_args *a, int B, cudaStream_t s)
 {
     size_t sm = bwd_smem<D>();
-    cudaError_t e =
-        cudaFuncSetAttribute(fa_bwd_kv<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
+    void (*kv)(struct fa_args) = kv_blocks() == 3 && D <= 64 ? fa_bwd_kv < D,
+                      D <= 64 ? 3 : 1 > : fa_bwd_kv<D, 1>;
+    cudaError_t e = cudaFuncSetAttribute(kv, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
     if (e == cudaSuccess)
         e = cudaFuncSetAttribute(fa_bwd_q<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  (int)sm);
@@ -492,7 +507,7 @@ template <int D> static cudaError_t bwd_d(const struct fa_args *a, int B, cudaSt
         return e;
     dim3 gkv((unsigned)a->Hkv, (unsigned)B, (unsigned)((a->T + TK - 1) / TK));
     dim3 gq((unsigned)a->H, (unsigned)B, (unsigned)((a->T + TQ - 1) / TQ));
-    e = twc_launch(fa_bwd_kv<D>, gkv, dim3(NT), sm, s, *a);
+    e = twc_launch(kv, gkv, dim3(NT), sm, s, *a);
     return e != cudaSuccess ? e : twc_launch(fa_bwd_q<D>, gq, dim3(NT), sm, s, *a);
 }
 
