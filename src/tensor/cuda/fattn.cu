@@ -21,7 +21,6 @@
 #include <cuda_runtime.h>
 #include <limits.h>
 #include <math.h>
-#include <stdlib.h>
 
 #include "tensor/cuda/kernels.cuh"
 
@@ -482,23 +481,13 @@ template <int D> static cudaError_t fwd_d(const struct fa_args *a, int B, cudaSt
     return twc_launch(fa_fwd<D>, grid, dim3(NT), sm, s, *a);
 }
 
-// dK/dV's blocks an SM must hold at once (its registers then capped to fit): 1, or with
-// TWIN_FA_KV_BLOCKS=3 three (D <= 64; D = 128 fits two either way). Read once.
-static int kv_blocks(void)
-{
-    static int n = 0;
-    if (!n) {
-        const char *e = getenv("TWIN_FA_KV_BLOCKS");
-        n = e && atoi(e) == 3 ? 3 : 1;
-    }
-    return n;
-}
-
 template <int D> static cudaError_t bwd_d(const struct fa_args *a, int B, cudaStream_t s)
 {
     size_t sm = bwd_smem<D>();
-    void (*kv)(struct fa_args) = kv_blocks() == 3 && D <= 64 ? fa_bwd_kv < D,
-                      D <= 64 ? 3 : 1 > : fa_bwd_kv<D, 1>;
+    // dK/dV's registers capped so that an SM holds three blocks for D <= 64 (a few spill): on
+    // the 1B shape its backward took 31.1 ms a step against 35.3 uncapped (docs/perf.md)
+    constexpr int minb = D <= 64 ? 3 : 1;
+    void (*kv)(struct fa_args) = fa_bwd_kv<D, minb>;
     cudaError_t e = cudaFuncSetAttribute(kv, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
     if (e == cudaSuccess)
         e = cudaFuncSetAttribute(fa_bwd_q<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
