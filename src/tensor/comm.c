@@ -50,42 +50,28 @@ static int host_wait(struct tw_comm *c)
                               strerror(rc));
 }
 
-static int host_sum_f32(struct tw_comm *c, float *x, size_t n)
+// x (n floats, or with f64 doubles) summed over the ranks in place, a slot's worth at a time.
+static int host_sum(struct tw_comm *c, void *x, size_t n, bool f64)
 {
-    const size_t per = SLOT_BYTES / sizeof(float);
+    const size_t es = f64 ? sizeof(double) : sizeof(float), per = SLOT_BYTES / es;
     for (size_t off = 0; off < n; off += per) {
         size_t k = n - off < per ? n - off : per;
-        memcpy(slot(c, c->rank), x + off, k * sizeof(float));
-        int rc = host_wait(c);
-        if (rc)
-            return rc;
-        const float *s0 = slot(c, 0);
-        for (size_t i = 0; i < k; i++) {
-            float s = s0[i];
-            for (int r = 1; r < c->size; r++)
-                s += ((const float *)slot(c, r))[i];
-            x[off + i] = s;
-        }
-        if ((rc = host_wait(c)))
-            return rc;
-    }
-    return 0;
-}
-
-static int host_sum_f64(struct tw_comm *c, double *x, size_t n)
-{
-    const size_t per = SLOT_BYTES / sizeof(double);
-    for (size_t off = 0; off < n; off += per) {
-        size_t k = n - off < per ? n - off : per;
-        memcpy(slot(c, c->rank), x + off, k * sizeof(double));
+        memcpy(slot(c, c->rank), (char *)x + off * es, k * es);
         int rc = host_wait(c);
         if (rc)
             return rc;
         for (size_t i = 0; i < k; i++) {
-            double s = ((const double *)slot(c, 0))[i];
-            for (int r = 1; r < c->size; r++)
-                s += ((const double *)slot(c, r))[i];
-            x[off + i] = s;
+            if (f64) {
+                double v = ((const double *)slot(c, 0))[i];
+                for (int r = 1; r < c->size; r++)
+                    v += ((const double *)slot(c, r))[i];
+                ((double *)x)[off + i] = v;
+            } else {
+                float v = ((const float *)slot(c, 0))[i];
+                for (int r = 1; r < c->size; r++)
+                    v += ((const float *)slot(c, r))[i];
+                ((float *)x)[off + i] = v;
+            }
         }
         if ((rc = host_wait(c)))
             return rc;
@@ -156,7 +142,7 @@ int tw_comm_sum(tw_comm *c, struct tw_backend *be, float *const *bufs, const siz
     if (c->kind == TW_COMM_NCCL)
         return twc_nccl_sum(c, be, bufs, ns, count);
     for (size_t i = 0; i < count; i++) {
-        int rc = host_sum_f32(c, bufs[i], ns[i]);
+        int rc = host_sum(c, bufs[i], ns[i], false);
         if (rc)
             return rc;
     }
@@ -165,7 +151,7 @@ int tw_comm_sum(tw_comm *c, struct tw_backend *be, float *const *bufs, const siz
 
 int tw_comm_sum_host(tw_comm *c, struct tw_backend *be, double *v, size_t n)
 {
-    return c->kind == TW_COMM_NCCL ? twc_nccl_sum_host(c, be, v, n) : host_sum_f64(c, v, n);
+    return c->kind == TW_COMM_NCCL ? twc_nccl_sum_host(c, be, v, n) : host_sum(c, v, n, true);
 }
 
 // ---- the launcher.
@@ -176,30 +162,17 @@ struct report {
     char msg[1000];
 };
 
-static int write_all(int fd, const void *p, size_t n)
-{
-    const char *b = p;
-    while (n > 0) {
-        ssize_t w = write(fd, b, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        b += w, n -= (size_t)w;
-    }
-    return 0;
-}
-
-static int read_all(int fd, void *p, size_t n)
+// All n bytes written to (wr) or read from fd; -1 on an error or an early end.
+static int io_all(int fd, void *p, size_t n, bool wr)
 {
     char *b = p;
     while (n > 0) {
-        ssize_t r = read(fd, b, n);
-        if (r < 0 && errno == EINTR)
+        ssize_t k = wr ? write(fd, b, n) : read(fd, b, n);
+        if (k < 0 && errno == EINTR)
             continue;
-        if (r <= 0)
+        if (k <= 0)
             return -1;
-        b += r, n -= (size_t)r;
+        b += k, n -= (size_t)k;
     }
     return 0;
 }
@@ -218,14 +191,14 @@ static int share_id(struct tw_comm *c, struct launch *l, unsigned char id[TW_COM
     if (c->rank == 0) {
         int rc = twc_nccl_unique_id(id);
         for (int r = 1; r < l->n; r++) {
-            if (!rc && write_all(l->id_pipe[r][1], id, TW_COMM_ID_BYTES))
+            if (!rc && io_all(l->id_pipe[r][1], id, TW_COMM_ID_BYTES, true))
                 rc = tw_error_set(TW_EIO, "rank 0: cannot send NCCL's id to rank %d: %s", r,
                                   strerror(errno));
             close(l->id_pipe[r][1]);
         }
         return rc;
     }
-    int rc = read_all(l->id_pipe[c->rank][0], id, TW_COMM_ID_BYTES)
+    int rc = io_all(l->id_pipe[c->rank][0], id, TW_COMM_ID_BYTES, false)
                  ? tw_error_set(TW_EIO, "rank %d: rank 0 sent no NCCL id", c->rank)
                  : 0;
     close(l->id_pipe[c->rank][0]);
@@ -261,7 +234,7 @@ static void worker(struct launch *l, int rank, int (*fn)(tw_comm *, void *), voi
     struct report rep = { .rc = rc };
     if (rc)
         snprintf(rep.msg, sizeof rep.msg, "%s", tw_error_msg());
-    write_all(l->res_pipe[rank][1], &rep, sizeof rep);
+    io_all(l->res_pipe[rank][1], &rep, sizeof rep, true);
     fflush(stdout);
     fflush(stderr);
     _exit(rc ? 1 : 0);
@@ -408,7 +381,7 @@ int tw_comm_launch(int n, enum tw_comm_kind kind, int (*fn)(tw_comm *c, void *ud
         if (r == started)
             continue;
         done[r] = true, status[r] = st, left--;
-        if (read_all(l->res_pipe[r][0], &rep[r], sizeof rep[r]))
+        if (io_all(l->res_pipe[r][0], &rep[r], sizeof rep[r], false))
             rep[r].rc = INT32_MIN; // no report: it crashed or was stopped
         bool ok = WIFEXITED(st) && WEXITSTATUS(st) == 0 && rep[r].rc == 0;
         if (!ok && !kill_at && rep[r].rc != TW_ECANCELED)

@@ -73,6 +73,37 @@ template <int D> static __device__ __forceinline__ int tile_elems(void)
     return 64 * (D + 8);
 }
 
+// Key tiles double-buffered in KV (K, V, then K, V again): kv_issue starts the copies of the
+// tile at k0 into the buffer pair of it & 1 (it = 0: the first); kv_ready, before tile it (at
+// k0) is multiplied, starts the next one's into the other pair (when k0 + TK <= hi), waits
+// for this one's and synchronises the block; it returns this tile's K (V follows). The tile
+// is read until a barrier after it (the next kv_ready refills that pair).
+template <int D>
+static __device__ __forceinline__ void kv_issue(uint16_t *KV, const __nv_bfloat16 *k,
+                                                const __nv_bfloat16 *v, int k0, int T, int Hkv,
+                                                int kvh, int it = 0)
+{
+    uint16_t *Ks = KV + 2 * (it & 1) * tile_elems<D>();
+    stage_async<D>(Ks, k, k0, T, Hkv, kvh);
+    stage_async<D>(Ks + tile_elems<D>(), v, k0, T, Hkv, kvh);
+    twc_cp_commit();
+}
+
+template <int D>
+static __device__ __forceinline__ uint16_t *kv_ready(uint16_t *KV, const __nv_bfloat16 *k,
+                                                     const __nv_bfloat16 *v, int it, int k0,
+                                                     int hi, int T, int Hkv, int kvh)
+{
+    if (k0 + TK <= hi) {
+        kv_issue<D>(KV, k, v, k0 + TK, T, Hkv, kvh, it + 1);
+        twc_cp_wait<1>();
+    } else {
+        twc_cp_wait<0>();
+    }
+    __syncthreads();
+    return KV + 2 * (it & 1) * tile_elems<D>();
+}
+
 template <int D> static __device__ __forceinline__ void zero_acc(float (&acc)[D / 8][4])
 {
 #pragma unroll
@@ -168,7 +199,9 @@ static __device__ __forceinline__ void add_rows(float *dst, const float (&acc)[D
 
 // ---- forward: a block per (query tile, head, row of the batch), an online softmax.
 
-template <int D> static __global__ void __launch_bounds__(NT) fa_fwd(struct fa_args a)
+// (registers capped for four blocks an SM at D <= 64, as before the double buffering)
+template <int D>
+static __global__ void __launch_bounds__(NT, D <= 64 ? 4 : 1) fa_fwd(struct fa_args a)
 {
     extern __shared__ uint4 smem_u4[];
     uint16_t *Qs = (uint16_t *)smem_u4, *KV = Qs + tile_elems<D>(); // K, V twice
@@ -195,21 +228,10 @@ template <int D> static __global__ void __launch_bounds__(NT) fa_fwd(struct fa_a
     zero_acc<D>(o);
     const float sc = a.scale * LOG2E;
     int k0 = lo / TK * TK;
-    stage_async<D>(KV, k, k0, T, a.Hkv, kvh);
-    stage_async<D>(KV + tile_elems<D>(), v, k0, T, a.Hkv, kvh);
-    twc_cp_commit();
+    kv_issue<D>(KV, k, v, k0, T, a.Hkv, kvh);
     for (int it = 0; k0 <= hi; k0 += TK, it++) {
-        uint16_t *Ks = KV + 2 * (it & 1) * tile_elems<D>(), *Vs = Ks + tile_elems<D>();
-        if (k0 + TK <= hi) { // the next tile into the other buffer
-            uint16_t *Kn = KV + 2 * (~it & 1) * tile_elems<D>();
-            stage_async<D>(Kn, k, k0 + TK, T, a.Hkv, kvh);
-            stage_async<D>(Kn + tile_elems<D>(), v, k0 + TK, T, a.Hkv, kvh);
-            twc_cp_commit();
-            twc_cp_wait<1>();
-        } else {
-            twc_cp_wait<0>();
-        }
-        __syncthreads();
+        uint16_t *Ks = kv_ready<D>(KV, k, v, it, k0, hi, T, a.Hkv, kvh),
+                 *Vs = Ks + tile_elems<D>();
         float s[8][4];
         mma_abt<D>(s, Qs, 16 * w, Ks);
 #pragma unroll
@@ -417,21 +439,10 @@ template <int D> static __global__ void __launch_bounds__(NT) fa_bwd_q(struct fa
     zero_acc<D>(dq);
     const float sc = a.scale * LOG2E;
     int k0 = lo / TK * TK;
-    stage_async<D>(KV, k, k0, T, a.Hkv, kvh);
-    stage_async<D>(KV + tile_elems<D>(), v, k0, T, a.Hkv, kvh);
-    twc_cp_commit();
+    kv_issue<D>(KV, k, v, k0, T, a.Hkv, kvh);
     for (int it = 0; k0 <= hi; k0 += TK, it++) {
-        uint16_t *Ks = KV + 2 * (it & 1) * tile_elems<D>(), *Vs = Ks + tile_elems<D>();
-        if (k0 + TK <= hi) {
-            uint16_t *Kn = KV + 2 * (~it & 1) * tile_elems<D>();
-            stage_async<D>(Kn, k, k0 + TK, T, a.Hkv, kvh);
-            stage_async<D>(Kn + tile_elems<D>(), v, k0 + TK, T, a.Hkv, kvh);
-            twc_cp_commit();
-            twc_cp_wait<1>();
-        } else {
-            twc_cp_wait<0>();
-        }
-        __syncthreads();
+        uint16_t *Ks = kv_ready<D>(KV, k, v, it, k0, hi, T, a.Hkv, kvh),
+                 *Vs = Ks + tile_elems<D>();
         float s[8][4], dp[8][4];
         mma_abt<D>(s, Qs, 16 * w, Ks);
         mma_abt<D>(dp, dOs, 16 * w, Vs);
