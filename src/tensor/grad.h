@@ -165,14 +165,20 @@ struct tw_grad_ops {
     // lora_sync: A's and B's blocks from the f32 adapters (after each optimiser step).
     void (*lora_sync)(struct tw_backend *be, const struct tw_tensor *w, int64_t r, const float *A,
                       const float *B);
-    // y = x W^T + b + s (x A^T) B^T; xa (N, r) bf16 keeps s x A^T for the backward.
-    int (*lora_fwd)(struct tw_backend *be, float *y, const float *x, const struct tw_tensor *w,
+    // The input x comes as xc (N, in + r) bf16: x rounded (round_bf16 with ld in + r) in the
+    // first in columns, so that the projections of one input (q, k, v; gate, up) round it once.
+    // y = x W^T + b + s (x A^T) B^T; lora_fwd writes s x A^T into xc's last r columns, and xa
+    // (N, r) bf16 keeps it for the backward.
+    int (*lora_fwd)(struct tw_backend *be, float *y, void *xc, const struct tw_tensor *w,
                     const float *b, int64_t r, float s, void *xa, int64_t N);
     // dx (+)= dy W + s (dy B) A; dA += s (dy B)^T x; dB += dy^T xa (xa: lora_fwd's); db += the
     // column sums of dy (NULL: none).
     int (*lora_bwd)(struct tw_backend *be, float *dx, bool add, float *dA, float *dB, float *db,
-                    const float *dy, const float *x, const void *xa, const struct tw_tensor *w,
+                    const float *dy, const void *xc, const void *xa, const struct tw_tensor *w,
                     int64_t r, float s, int64_t N);
+    // dst (rows, cols; rows ld apart) = src (rows, cols, dense) rounded to bf16.
+    void (*round_bf16)(struct tw_backend *be, void *dst, int64_t ld, const float *src,
+                       int64_t rows, int64_t cols);
 };
 
 extern const struct tw_grad_ops tw_cpu_grad_ops;

@@ -379,21 +379,27 @@ static void g_lora_sync(struct tw_backend *be, const struct tw_tensor *w, int64_
     TIMED(be, P_G_OPTIM, 0, G(be)->lora_sync(in, w, r, A, B));
 }
 
-static int g_lora_fwd(struct tw_backend *be, float *y, const float *x, const struct tw_tensor *w,
+static int g_lora_fwd(struct tw_backend *be, float *y, void *xc, const struct tw_tensor *w,
                       const float *b, int64_t r, float s, void *xa, int64_t N)
 {
     int rc;
-    TIMED(be, P_G_LINEAR_FWD, 0, rc = G(be)->lora_fwd(in, y, x, w, b, r, s, xa, N));
+    TIMED(be, P_G_LINEAR_FWD, 0, rc = G(be)->lora_fwd(in, y, xc, w, b, r, s, xa, N));
     return rc;
 }
 
+static void g_round_bf16(struct tw_backend *be, void *dst, int64_t ld, const float *src,
+                         int64_t rows, int64_t cols)
+{
+    TIMED(be, P_G_LINEAR_FWD, 0, G(be)->round_bf16(in, dst, ld, src, rows, cols));
+}
+
 static int g_lora_bwd(struct tw_backend *be, float *dx, bool add, float *dA, float *dB, float *db,
-                      const float *dy, const float *x, const void *xa, const struct tw_tensor *w,
+                      const float *dy, const void *xc, const void *xa, const struct tw_tensor *w,
                       int64_t r, float s, int64_t N)
 {
     int rc;
     TIMED(be, P_G_LINEAR_BWD, 0,
-          rc = G(be)->lora_bwd(in, dx, add, dA, dB, db, dy, x, xa, w, r, s, N));
+          rc = G(be)->lora_bwd(in, dx, add, dA, dB, db, dy, xc, xa, w, r, s, N));
     return rc;
 }
 
@@ -411,6 +417,7 @@ static const struct tw_grad_ops profile_grad_ops = {
     .lora_sync = g_lora_sync,
     .lora_fwd = g_lora_fwd,
     .lora_bwd = g_lora_bwd,
+    .round_bf16 = g_round_bf16,
     .dropout = g_dropout,
     .zero = g_zero,
     .adamw = g_adamw,

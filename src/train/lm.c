@@ -66,9 +66,10 @@ struct tw_lm {
     uint64_t seed;
     int64_t step;
     bool lora_on;
-    bool fused;        // on a device: the adapters ride along the bf16 base's products (grad.h's
-                       // lora_fwd; bw's targeted weights are [[W, B], [A, 0]] blocks)
-    struct lora *lora; // (n_layer * TW_PROJ_COUNT), in == 0 where not targeted
+    bool fused;         // on a device: the adapters ride along the bf16 base's products (grad.h's
+                        // lora_fwd; bw's targeted weights are [[W, B], [A, 0]] blocks)
+    const float *xc_of; // fused: the input whose bf16 rounding m->tmp holds (lora_input)
+    struct lora *lora;  // (n_layer * TW_PROJ_COUNT), in == 0 where not targeted
     float *lora_buf;
     // activations for n_alloc tokens: every layer's, or with recompute one layer's (each
     // layer's forward runs again just before its backward)
@@ -910,14 +911,26 @@ static bool lowp(const tw_lm *m)
     return m->bw->layers[0].wq.dtype != TW_DTYPE_F32;
 }
 
-// y (N, out) = x W^T + b + scale (drop(x) A^T) B^T.
-static int lin_fwd(tw_lm *m, int il, int p, float *y, const float *x, int64_t N)
+// Fused LoRA: x (N, in) rounded to bf16 in m->tmp, rows in + r apart (grad.h's lora_fwd
+// input); same_x: the caller's x is the one of its last call, unchanged since (the
+// projections of one input share the rounding). m->tmp is free: fused means no dropout.
+static void *lora_input(tw_lm *m, const float *x, int64_t N, int64_t in, bool same_x)
+{
+    if (!same_x || m->xc_of != x) {
+        m->go->round_bf16(m->be, m->tmp, in + m->r, x, N, in);
+        m->xc_of = x;
+    }
+    return m->tmp;
+}
+
+// y (N, out) = x W^T + b + scale (drop(x) A^T) B^T. same_x: see lora_input.
+static int lin_fwd(tw_lm *m, int il, int p, float *y, const float *x, int64_t N, bool same_x)
 {
     struct tw_layer *L = &m->bw->layers[il];
     struct lora *a = lora_at(m, il, p);
     if (a && m->fused) // s drop(x) A^T kept in bf16 where xa's floats are
-        return m->go->lora_fwd(m->be, y, x, lt(L, proj_off[p]), bias_of(L, p), m->r, m->scale,
-                               acts_of(m, il)->xa[p], N);
+        return m->go->lora_fwd(m->be, y, lora_input(m, x, N, a->in, same_x), lt(L, proj_off[p]),
+                               bias_of(L, p), m->r, m->scale, acts_of(m, il)->xa[p], N);
     int rc = m->go->linear_fwd(m->be, y, x, lt(L, proj_off[p]), bias_of(L, p), N);
     if (rc || !a)
         return rc;
@@ -931,16 +944,17 @@ static int lin_fwd(tw_lm *m, int il, int p, float *y, const float *x, int64_t N)
 }
 
 // dx += dy W (+ the adapter's path), or with add false dx = that; the gradients of whatever is
-// trainable.
+// trainable. same_x: see lora_input.
 static int lin_bwd(tw_lm *m, int il, int p, float *dx, bool add, const float *dy, const float *x,
-                   int64_t N)
+                   int64_t N, bool same_x)
 {
     struct tw_layer *L = &m->bw->layers[il], *G = &m->bgm->layers[il];
     struct tw_tensor *gw = lt(G, proj_off[p]);
     float *gb = bias_off[p] && lt(G, bias_off[p])->data ? f(lt(G, bias_off[p])) : NULL;
     struct lora *la = lora_at(m, il, p);
     if (la && m->fused)
-        return m->go->lora_bwd(m->be, dx, add, la->bdA, la->bdB, gb, dy, x, acts_of(m, il)->xa[p],
+        return m->go->lora_bwd(m->be, dx, add, la->bdA, la->bdB, gb, dy,
+                               lora_input(m, x, N, la->in, same_x), acts_of(m, il)->xa[p],
                                lt(L, proj_off[p]), m->r, m->scale, N);
     int rc = m->go->linear_bwd(m->be, dx, add, gw->data ? f(gw) : NULL, gb, dy, x,
                                lt(L, proj_off[p]), N);
@@ -1033,11 +1047,11 @@ static int layer_fwd(tw_lm *m, int il, const struct tw_lm_batch *b)
     float *y = m->xs[il + 1];
     struct tw_attn_shape as = attn_shape(m, b);
     go->rmsnorm_fwd(m->be, a->xn1, a->rstd1, x, f(&L->attn_norm), N, C, c->norm_eps);
-    int rc = lin_fwd(m, il, TW_PROJ_Q, a->q, a->xn1, N);
+    int rc = lin_fwd(m, il, TW_PROJ_Q, a->q, a->xn1, N, false);
     if (!rc)
-        rc = lin_fwd(m, il, TW_PROJ_K, a->k, a->xn1, N);
+        rc = lin_fwd(m, il, TW_PROJ_K, a->k, a->xn1, N, true);
     if (!rc)
-        rc = lin_fwd(m, il, TW_PROJ_V, a->v, a->xn1, N);
+        rc = lin_fwd(m, il, TW_PROJ_V, a->v, a->xn1, N, true);
     if (rc)
         return rc;
     if (c->qk_norm) {
@@ -1049,17 +1063,17 @@ static int layer_fwd(tw_lm *m, int il, const struct tw_lm_batch *b)
     rope(m, a->q, b->pos, N, H);
     rope(m, a->k, b->pos, N, Hkv);
     go->attn_fwd(m->be, a->att, a->lse, a->q, a->k, a->v, m->bstart, &as);
-    if ((rc = lin_fwd(m, il, TW_PROJ_O, m->dxn, a->att, N)))
+    if ((rc = lin_fwd(m, il, TW_PROJ_O, m->dxn, a->att, N, false)))
         return rc;
     add(m, a->x_mid, x, m->dxn, N, C);
     go->rmsnorm_fwd(m->be, a->xn2, a->rstd2, a->x_mid, f(&L->ffn_norm), N, C, c->norm_eps);
-    if ((rc = lin_fwd(m, il, TW_PROJ_GATE, a->g, a->xn2, N)) ||
-        (rc = lin_fwd(m, il, TW_PROJ_UP, a->u, a->xn2, N)))
+    if ((rc = lin_fwd(m, il, TW_PROJ_GATE, a->g, a->xn2, N, false)) ||
+        (rc = lin_fwd(m, il, TW_PROJ_UP, a->u, a->xn2, N, true)))
         return rc;
     struct tw_tensor th = tw_tensor_f32_2d(a->h, N, F), tg = tw_tensor_f32_2d(a->g, N, F);
     struct tw_tensor tu = tw_tensor_f32_2d(a->u, N, F);
     tw_swiglu(m->be, &th, &tg, &tu);
-    if ((rc = lin_fwd(m, il, TW_PROJ_DOWN, m->dxn, a->h, N)))
+    if ((rc = lin_fwd(m, il, TW_PROJ_DOWN, m->dxn, a->h, N, false)))
         return rc;
     add(m, y, a->x_mid, m->dxn, N, C);
     return 0;
@@ -1079,18 +1093,18 @@ static int layer_bwd(tw_lm *m, int il, const struct tw_lm_batch *b)
     size_t nQ = (size_t)(N * H * D) * sizeof(float), nK = (size_t)(N * Hkv * D) * sizeof(float);
     // the MLP: y = x_mid + down(silu(gate(xn2)) * up(xn2)); each gradient buffer's first
     // writer writes it (no zeroing passes)
-    int rc = lin_bwd(m, il, TW_PROJ_DOWN, m->dh, false, m->dx, a->h, N);
+    int rc = lin_bwd(m, il, TW_PROJ_DOWN, m->dh, false, m->dx, a->h, N, false);
     if (rc)
         return rc;
     go->swiglu_bwd(be, m->dg, m->du, m->dh, a->g, a->u, N * F);
-    if ((rc = lin_bwd(m, il, TW_PROJ_GATE, m->dxn, false, m->dg, a->xn2, N)) ||
-        (rc = lin_bwd(m, il, TW_PROJ_UP, m->dxn, true, m->du, a->xn2, N)))
+    if ((rc = lin_bwd(m, il, TW_PROJ_GATE, m->dxn, false, m->dg, a->xn2, N, false)) ||
+        (rc = lin_bwd(m, il, TW_PROJ_UP, m->dxn, true, m->du, a->xn2, N, true)))
         return rc;
     go->rmsnorm_bwd(be, m->dx, G->ffn_norm.data ? f(&G->ffn_norm) : NULL, m->dxn, a->x_mid,
                     f(&L->ffn_norm), a->rstd2, N, C);
     // attention: x_mid = x + o(attn(rope(q), rope(k), v))
     go->zero(be, m->dq, nQ), go->zero(be, m->dk, nK), go->zero(be, m->dv, nK);
-    if ((rc = lin_bwd(m, il, TW_PROJ_O, m->datt, false, m->dx, a->att, N)))
+    if ((rc = lin_bwd(m, il, TW_PROJ_O, m->datt, false, m->dx, a->att, N, false)))
         return rc;
     go->attn_bwd(be, m->dq, m->dk, m->dv, m->datt, a->q, a->k, a->v, a->att, a->lse, m->bstart,
                  &as);
@@ -1105,9 +1119,9 @@ static int layer_bwd(tw_lm *m, int il, const struct tw_lm_batch *b)
                         f(&L->k_norm), a->k_rstd, N * Hkv, D);
         dq = m->dqp, dk = m->dkp;
     }
-    if ((rc = lin_bwd(m, il, TW_PROJ_Q, m->dxn, false, dq, a->xn1, N)) ||
-        (rc = lin_bwd(m, il, TW_PROJ_K, m->dxn, true, dk, a->xn1, N)) ||
-        (rc = lin_bwd(m, il, TW_PROJ_V, m->dxn, true, m->dv, a->xn1, N)))
+    if ((rc = lin_bwd(m, il, TW_PROJ_Q, m->dxn, false, dq, a->xn1, N, false)) ||
+        (rc = lin_bwd(m, il, TW_PROJ_K, m->dxn, true, dk, a->xn1, N, true)) ||
+        (rc = lin_bwd(m, il, TW_PROJ_V, m->dxn, true, m->dv, a->xn1, N, true)))
         return rc;
     go->rmsnorm_bwd(be, m->dx, G->attn_norm.data ? f(&G->attn_norm) : NULL, m->dxn, m->xs[il],
                     f(&L->attn_norm), a->rstd1, N, C);

@@ -851,16 +851,18 @@ static void g_lora_sync(struct tw_backend *be, const struct tw_tensor *w, int64_
     to_bf16_2d(be, W + in, ld, B, r, out, r);       // B (out, r) at the top right
 }
 
-static int g_lora_fwd(struct tw_backend *be, float *y, const float *x, const struct tw_tensor *w,
+static void g_round_bf16(struct tw_backend *be, void *dst, int64_t ld, const float *src,
+                         int64_t rows, int64_t cols)
+{
+    to_bf16_2d(be, (__nv_bfloat16 *)dst, ld, src, cols, rows, cols);
+}
+
+static int g_lora_fwd(struct tw_backend *be, float *y, void *xcv, const struct tw_tensor *w,
                       const float *b, int64_t r, float s, void *xa, int64_t N)
 {
-    struct grad_state *g = state(be);
     int64_t out = w->ne[0], in = w->ne[1], ld = w_ld(w), K = in + r;
     const __nv_bfloat16 *W = (const __nv_bfloat16 *)w->data;
-    __nv_bfloat16 *xc = g ? (__nv_bfloat16 *)grow(be, &g->xb, (size_t)(N * K) * 2) : NULL;
-    if (!xc)
-        return 0; // recorded: tw_backend_sync reports it
-    to_bf16_2d(be, xc, K, x, in, N, in);
+    __nv_bfloat16 *xc = (__nv_bfloat16 *)xcv;
     // [x | s x A^T]: the adapter's input product in the last r columns, kept for the backward
     gemm_any(be, G_BF16, false, true, N, r, in, s, xc, K, 0, W + out * ld, ld, 0, 0, xc + in,
              CUDA_R_16BF, K, 0, 1);
@@ -878,23 +880,22 @@ static int g_lora_fwd(struct tw_backend *be, float *y, const float *x, const str
 }
 
 static int g_lora_bwd(struct tw_backend *be, float *dx, bool add, float *dA, float *dB, float *db,
-                      const float *dy, const float *x, const void *xa, const struct tw_tensor *w,
+                      const float *dy, const void *xc, const void *xa, const struct tw_tensor *w,
                       int64_t r, float s, int64_t N)
 {
     struct grad_state *g = state(be);
     int64_t out = w->ne[0], in = w->ne[1], ld = w_ld(w), Ko = out + r;
-    const __nv_bfloat16 *W = (const __nv_bfloat16 *)w->data;
+    const __nv_bfloat16 *W = (const __nv_bfloat16 *)w->data, *xb = (const __nv_bfloat16 *)xc;
     __nv_bfloat16 *dc = g ? (__nv_bfloat16 *)grow(be, &g->yb, (size_t)(N * Ko) * 2) : NULL;
-    const __nv_bfloat16 *xb = dc ? bf16_of(be, &g->xb, x, N * in) : NULL;
-    if (!dc || !xb)
-        return 0;
+    if (!dc)
+        return 0; // recorded: tw_backend_sync reports it
     to_bf16_2d(be, dc, Ko, dy, out, N, out);
     // [dy | s dy B]
     gemm_any(be, G_BF16, false, false, N, r, out, s, dc, Ko, 0, W + in, ld, 0, 0, dc + out,
              CUDA_R_16BF, Ko, 0, 1);
     // dB += dy^T (s x A^T); dA += (s dy B)^T x
     gemm_rm(be, G_BF16, true, false, out, r, N, 1, dc, Ko, 0, xa, r, 0, 1, dB, r, 0, 1);
-    gemm_rm(be, G_BF16, true, false, r, in, N, 1, dc + out, Ko, 0, xb, in, 0, 1, dA, in, 0, 1);
+    gemm_rm(be, G_BF16, true, false, r, in, N, 1, dc + out, Ko, 0, xb, in + r, 0, 1, dA, in, 0, 1);
     if (dx) // dx (+)= [dy | s dy B] [W ; A]
         gemm_rm(be, G_BF16, false, false, N, in, Ko, 1, dc, Ko, 0, W, ld, 0, add ? 1 : 0, dx, in,
                 0, 1);
@@ -923,4 +924,5 @@ const struct tw_grad_ops twc_grad_ops = {
     /* lora_sync */ g_lora_sync,
     /* lora_fwd */ g_lora_fwd,
     /* lora_bwd */ g_lora_bwd,
+    /* round_bf16 */ g_round_bf16,
 };
