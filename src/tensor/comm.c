@@ -313,6 +313,60 @@ static void teardown(struct launch *l)
         munmap(l->shm, shm_bytes(l->n));
 }
 
+// Waits for the started workers, each one's report in rep (rc INT32_MIN: none, it crashed or
+// was stopped) and its status. When one fails, the others may be waiting for it in a
+// collective forever: they are stopped, at once when it ended without a report (a crash; or
+// failed: a fork failed), else after $TWIN_COMM_GRACE seconds (30) in which they may end by
+// themselves (most errors happen on every worker at the same step, and their records are best
+// finished). A stop (TW_ECANCELED) is agreed by all: no deadline.
+static void wait_workers(struct launch *l, const pid_t *pid, int started, bool failed,
+                         struct report *rep, int *status)
+{
+    const char *g = getenv("TWIN_COMM_GRACE");
+    long grace = g && *g ? strtol(g, NULL, 10) : 30;
+    time_t kill_at = failed ? time(NULL) : 0; // 0: none
+    bool done[MAX_RANKS] = { false }, killed = false;
+    for (int left = started; left > 0;) {
+        if (kill_at && !killed && time(NULL) >= kill_at) {
+            for (int o = 0; o < started; o++)
+                if (!done[o])
+                    kill(pid[o], SIGTERM);
+            killed = true;
+        }
+        int st, r = 0;
+        pid_t w = waitpid(-1, &st, kill_at && !killed ? WNOHANG : 0);
+        if (w == 0)
+            usleep(50000);
+        if (w < 0 && errno != EINTR)
+            return;
+        while (w > 0 && r < started && pid[r] != w)
+            r++;
+        if (w <= 0 || r == started)
+            continue;
+        done[r] = true, status[r] = st, left--;
+        if (io_all(l->res_pipe[r][0], &rep[r], sizeof rep[r], false))
+            rep[r].rc = INT32_MIN;
+        bool ok = WIFEXITED(st) && WEXITSTATUS(st) == 0 && rep[r].rc == 0;
+        if (!ok && !kill_at && rep[r].rc != TW_ECANCELED)
+            kill_at = time(NULL) + (rep[r].rc == INT32_MIN ? 0 : grace);
+    }
+}
+
+// The launch's result: the lowest rank that failed by itself, else one that a signal ended.
+static int verdict(int n, const struct report *rep, const int *status)
+{
+    for (int r = 0; r < n; r++)
+        if (rep[r].rc != INT32_MIN && rep[r].rc != 0)
+            return tw_error_set(rep[r].rc, "%s", rep[r].msg);
+    for (int r = 0; r < n; r++)
+        if (rep[r].rc == INT32_MIN)
+            return tw_error_set(TW_EIO, "worker %d of %d ended without a result (%s %d)", r, n,
+                                WIFSIGNALED(status[r]) ? "signal" : "exit status",
+                                WIFSIGNALED(status[r]) ? WTERMSIG(status[r])
+                                                       : WEXITSTATUS(status[r]));
+    return 0;
+}
+
 int tw_comm_launch(int n, enum tw_comm_kind kind, int (*fn)(tw_comm *c, void *ud), void *ud)
 {
     if (n < 2 || n > MAX_RANKS)
@@ -347,61 +401,10 @@ int tw_comm_launch(int n, enum tw_comm_kind kind, int (*fn)(tw_comm *c, void *ud
     }
     struct report rep[MAX_RANKS];
     int status[MAX_RANKS];
-    bool done[MAX_RANKS] = { false };
-    // When a worker fails, the others may be waiting for it in a collective forever: they are
-    // stopped, at once when it ended without a report (a crash, a fork that failed), else
-    // after $TWIN_COMM_GRACE seconds (30) in which they may end by themselves (most errors happen
-    // on every worker at the same step, and their records are best finished). A stop
-    // (TW_ECANCELED) is agreed by all: no deadline.
-    const char *g = getenv("TWIN_COMM_GRACE");
-    long grace = g && *g ? strtol(g, NULL, 10) : 30;
-    time_t kill_at = rc ? time(NULL) : 0; // 0: none
-    bool killed = false;
-    for (int left = started; left > 0;) {
-        if (kill_at && !killed && time(NULL) >= kill_at) {
-            for (int o = 0; o < started; o++)
-                if (!done[o])
-                    kill(pid[o], SIGTERM);
-            killed = true;
-        }
-        int st;
-        pid_t w = waitpid(-1, &st, kill_at && !killed ? WNOHANG : 0);
-        if (w == 0) {
-            usleep(50000);
-            continue;
-        }
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            break;
-        }
-        int r = 0;
-        while (r < started && pid[r] != w)
-            r++;
-        if (r == started)
-            continue;
-        done[r] = true, status[r] = st, left--;
-        if (io_all(l->res_pipe[r][0], &rep[r], sizeof rep[r], false))
-            rep[r].rc = INT32_MIN; // no report: it crashed or was stopped
-        bool ok = WIFEXITED(st) && WEXITSTATUS(st) == 0 && rep[r].rc == 0;
-        if (!ok && !kill_at && rep[r].rc != TW_ECANCELED)
-            kill_at = time(NULL) + (rep[r].rc == INT32_MIN ? 0 : grace);
-    }
+    wait_workers(l, pid, started, rc != 0, rep, status);
     sigaction(SIGINT, &old, NULL);
-    if (!rc) { // the lowest rank that failed by itself, else one that a signal ended
-        int bad = -1;
-        for (int r = 0; r < n && bad < 0; r++)
-            if (rep[r].rc != INT32_MIN && rep[r].rc != 0)
-                bad = r;
-        if (bad >= 0)
-            rc = tw_error_set(rep[bad].rc, "%s", rep[bad].msg);
-        for (int r = 0; r < n && !rc; r++)
-            if (rep[r].rc == INT32_MIN)
-                rc = tw_error_set(TW_EIO, "worker %d of %d ended without a result (%s %d)", r, n,
-                                  WIFSIGNALED(status[r]) ? "signal" : "exit status",
-                                  WIFSIGNALED(status[r]) ? WTERMSIG(status[r])
-                                                         : WEXITSTATUS(status[r]));
-    }
+    if (!rc)
+        rc = verdict(n, rep, status);
     teardown(l);
     tw_free(l);
     return rc;

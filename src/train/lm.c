@@ -589,7 +589,7 @@ int tw_lm_sync(tw_lm *m)
                              m->r, L->bA, L->bB);
     }
     if (!m->master)
-        return m->fused ? tw_backend_sync(m->be) : 0;
+        return 0; // (the fused copies are enqueued: the next step's ops follow them in order)
     // the bf16 copy from the masters, tensor by tensor, where the passes run
     size_t n_slots;
     const struct tw_slot *slots = tw_slots(&n_slots);
@@ -755,7 +755,9 @@ int tw_lm_use_backend(tw_lm *m, struct tw_backend *be)
     if (m->own_be)
         tw_backend_free(m->be);
     m->be = be, m->own_be = false, m->go = go, m->fused = fused;
-    return fused ? tw_lm_sync(m) : 0; // the adapters' bf16 copies
+    if (fused && !(rc = tw_lm_sync(m))) // the adapters' bf16 copies, checked once here
+        rc = tw_backend_sync(be);
+    return rc;
 }
 
 struct tw_backend *tw_lm_backend(const tw_lm *m)
@@ -951,14 +953,13 @@ static int lin_bwd(tw_lm *m, int il, int p, float *dx, bool add, const float *dy
     struct tw_layer *L = &m->bw->layers[il], *G = &m->bgm->layers[il];
     struct tw_tensor *gw = lt(G, proj_off[p]);
     float *gb = bias_off[p] && lt(G, bias_off[p])->data ? f(lt(G, bias_off[p])) : NULL;
-    struct lora *la = lora_at(m, il, p);
-    if (la && m->fused)
-        return m->go->lora_bwd(m->be, dx, add, la->bdA, la->bdB, gb, dy,
-                               lora_input(m, x, N, la->in, same_x), acts_of(m, il)->xa[p],
+    struct lora *a = lora_at(m, il, p);
+    if (a && m->fused)
+        return m->go->lora_bwd(m->be, dx, add, a->bdA, a->bdB, gb, dy,
+                               lora_input(m, x, N, a->in, same_x), acts_of(m, il)->xa[p],
                                lt(L, proj_off[p]), m->r, m->scale, N);
     int rc = m->go->linear_bwd(m->be, dx, add, gw->data ? f(gw) : NULL, gb, dy, x,
                                lt(L, proj_off[p]), N);
-    struct lora *a = lora_at(m, il, p);
     if (rc || !a)
         return rc;
     int64_t r = m->r, in = a->in, out = a->out;

@@ -124,18 +124,13 @@ int tw_clip_grad_norm(tw_lm *lm, double max_norm, double *norm_out)
 
 int tw_lm_sum_grads(tw_lm *lm, struct tw_comm *c)
 {
-    size_t n = tw_lm_n_params(lm), k = 0, run;
-    float **bufs = tw_malloc_array(n ? n : 1, sizeof *bufs);
-    size_t *ns = tw_malloc_array(n ? n : 1, sizeof *ns);
-    int rc = bufs && ns ? 0 : tw_error_set(TW_ENOMEM, "out of memory");
-    for (size_t i = 0, j; !rc && i < n; i = j) {
-        j = tw_lm_param_run(lm, i, false, &run);
-        bufs[k] = tw_lm_param_at(lm, i)->bg, ns[k++] = run;
+    int rc = 0;
+    size_t n;
+    for (size_t i = 0, j; !rc && i < tw_lm_n_params(lm); i = j) { // a run or two, as a rule
+        j = tw_lm_param_run(lm, i, false, &n);
+        float *g = tw_lm_param_at(lm, i)->bg;
+        rc = tw_comm_sum(c, tw_lm_backend(lm), &g, &n, 1);
     }
-    if (!rc)
-        rc = tw_comm_sum(c, tw_lm_backend(lm), bufs, ns, k);
-    tw_free(bufs);
-    tw_free(ns);
     return rc;
 }
 

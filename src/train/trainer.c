@@ -335,6 +335,10 @@ static void take_micro(struct run *r, const struct tw_train_opts *o, int32_t *n,
     }
 }
 
+// struct tw_dpo_stats as an array of its doubles (summed and averaged member by member).
+#define DPO_NV ((int)(sizeof(struct tw_dpo_stats) / sizeof(double)))
+_Static_assert(sizeof(struct tw_dpo_stats) == DPO_NV * sizeof(double), "tw_dpo_stats: doubles");
+
 // Forward and backward over this worker's micro-batches of the step (n of the step's n_all,
 // which train `total` tokens): its share of the step's mean loss in *loss.
 static int step_grads(struct run *r, tw_lm *lm, tw_lm *ref, const struct tw_train_opts *o,
@@ -352,17 +356,13 @@ static int step_grads(struct run *r, tw_lm *lm, tw_lm *ref, const struct tw_trai
             if (b.B == 0)
                 continue;
             struct tw_dpo_stats s;
-            double k = n_all;
             rc = tw_dpo_step(lm, ref, &b, o->beta, 1.0f / (float)n_all, &s);
-            *loss += s.loss / k;
-            st->loss += s.loss / k, st->logps_chosen += s.logps_chosen / k;
-            st->logps_rejected += s.logps_rejected / k;
-            st->ref_logps_chosen += s.ref_logps_chosen / k;
-            st->ref_logps_rejected += s.ref_logps_rejected / k;
-            st->rewards_chosen += s.rewards_chosen / k;
-            st->rewards_rejected += s.rewards_rejected / k;
-            st->rewards_margins += s.rewards_margins / k;
-            st->rewards_accuracies += s.rewards_accuracies / k;
+            *loss += s.loss / n_all;
+            double sv[DPO_NV], tv[DPO_NV]; // every metric: its mean over the step
+            memcpy(sv, &s, sizeof s), memcpy(tv, st, sizeof *st);
+            for (int k = 0; k < DPO_NV; k++)
+                tv[k] += sv[k] / n_all;
+            memcpy(st, tv, sizeof *st);
         } else {
             double sum;
             int64_t nt;
@@ -381,31 +381,12 @@ static int step_reduce(tw_lm *lm, const struct tw_train_opts *o, double *loss, i
                        struct tw_dpo_stats *st, bool *stop)
 {
     int rc = tw_lm_sum_grads(lm, o->comm);
-    double v[12] = { *loss,
-                     (double)*tokens,
-                     st->loss,
-                     st->logps_chosen,
-                     st->logps_rejected,
-                     st->ref_logps_chosen,
-                     st->ref_logps_rejected,
-                     st->rewards_chosen,
-                     st->rewards_rejected,
-                     st->rewards_margins,
-                     st->rewards_accuracies,
-                     o->stop && *o->stop ? 1.0 : 0.0 };
-    if (rc || (rc = tw_comm_sum_host(o->comm, tw_lm_backend(lm), v, 12)))
+    double v[3 + DPO_NV] = { *loss, (double)*tokens, o->stop && *o->stop ? 1.0 : 0.0 };
+    memcpy(v + 3, st, sizeof *st);
+    if (rc || (rc = tw_comm_sum_host(o->comm, tw_lm_backend(lm), v, 3 + DPO_NV)))
         return rc;
-    *loss = v[0], *tokens = (int64_t)v[1];
-    *st = (struct tw_dpo_stats){ .loss = v[2],
-                                 .logps_chosen = v[3],
-                                 .logps_rejected = v[4],
-                                 .ref_logps_chosen = v[5],
-                                 .ref_logps_rejected = v[6],
-                                 .rewards_chosen = v[7],
-                                 .rewards_rejected = v[8],
-                                 .rewards_margins = v[9],
-                                 .rewards_accuracies = v[10] };
-    *stop = v[11] > 0;
+    *loss = v[0], *tokens = (int64_t)v[1], *stop = v[2] > 0;
+    memcpy(st, v + 3, sizeof *st);
     return 0;
 }
 
