@@ -146,6 +146,7 @@ INLINE __m256 load_bf16(const void *row, size_t i) // bf16 is the top half of f3
         accs acc = { 0 };                                                                       \
         size_t i = 0;                                                                           \
         for (; i + 64 <= n; i += 64) {                                                          \
+            tw_dot_prefetch((const char *)row + i * (esize), 64 * (esize));                     \
             name##_piece(acc, 0, row, i, x + i, ldx, nx);                                       \
             name##_piece(acc, nx == 1, row, i + 32, x + i + 32, ldx, nx);                       \
         }                                                                                       \

@@ -154,7 +154,7 @@ INLINE __m512 load_bf16(const void *row, size_t i, __mmask16 m) // bf16 is the t
     return _mm512_castsi512_ps(_mm512_slli_epi32(h, 16));
 }
 
-#define FLOAT_KERNEL(name, load)                                                               \
+#define FLOAT_KERNEL(name, load, esize)                                                        \
     INLINE void name##_piece(accs acc, int p, const void *row, size_t i, const float *x,       \
                              size_t ldx, int nx)                                               \
     {                                                                                          \
@@ -167,6 +167,7 @@ INLINE __m512 load_bf16(const void *row, size_t i, __mmask16 m) // bf16 is the t
         accs acc = { 0 };                                                                      \
         size_t i = 0;                                                                          \
         for (; i + 128 <= n; i += 128) {                                                       \
+            tw_dot_prefetch((const char *)row + i * (esize), 128 * (esize));                   \
             name##_piece(acc, 0, row, i, x, ldx, nx);                                          \
             name##_piece(acc, 1, row, i + 32, x, ldx, nx);                                     \
             name##_piece(acc, 2, row, i + 64, x, ldx, nx);                                     \
@@ -183,9 +184,9 @@ INLINE __m512 load_bf16(const void *row, size_t i, __mmask16 m) // bf16 is the t
         acc_store(acc, nx, out);                                                               \
     }
 
-FLOAT_KERNEL(dot_f32, load_f32)
-FLOAT_KERNEL(dot_f16, load_f16)
-FLOAT_KERNEL(dot_bf16, load_bf16)
+FLOAT_KERNEL(dot_f32, load_f32, 4)
+FLOAT_KERNEL(dot_f16, load_f16, 2)
+FLOAT_KERNEL(dot_bf16, load_bf16, 2)
 
 // ---- Q8_0 and Q4_0: a block is a piece; four blocks at a time.
 

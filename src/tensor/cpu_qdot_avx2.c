@@ -15,21 +15,6 @@
 
 #define NXMAX 8
 
-// Software prefetch of the weights this many bytes ahead: one core has too few misses in
-// flight for the hardware prefetchers alone to keep DRAM busy while the kernel computes
-// (measured on Sapphire Rapids; bench/qdot.c).
-#ifndef QDOT_PREFETCH
-#define QDOT_PREFETCH 4096
-#endif
-
-// Prefetches the lines of [p, p + bytes) moved QDOT_PREFETCH ahead (past a row's end, the
-// next row's, which a matmul reads next; a prefetch never faults).
-INLINE void prefetch(const void *p, size_t bytes)
-{
-    for (size_t o = 0; o < bytes; o += 64)
-        _mm_prefetch((const char *)p + QDOT_PREFETCH + o, _MM_HINT_T0);
-}
-
 // acc[s][j], as in cpu_qdot_avx512.c: two sets for tiles of up to four rows.
 typedef __m256 accs[2][NXMAX];
 #define EACH_ROW(ROW) ROW(0) ROW(1) ROW(2) ROW(3) ROW(4) ROW(5) ROW(6) ROW(7)
@@ -128,7 +113,7 @@ INLINE void q4_0_step(accs acc, int s, const struct tw_block_q4_0 *b, const stru
         accs acc;                                                                         \
         acc_zero(acc, nx);                                                                \
         for (; i + 2 <= nb; i += 2) {                                                     \
-            prefetch(b + i, 2 * sizeof *b);                                               \
+            tw_dot_prefetch(b + i, 2 * sizeof *b);                                        \
             name##_step(acc, 0, b, x, i, ldx, nx);                                        \
             name##_step(acc, other_set(nx), b, x, i + 1, ldx, nx);                        \
         }                                                                                 \
@@ -192,7 +177,7 @@ INLINE void q4_k_nx(const void *row, const struct tw_q8_act *x, size_t ldx, int 
     acc_zero(acc, nx);
     alignas(32) float f[16];
     for (size_t i = 0; i < n / TW_QK_K; i++, b++, x += 8) {
-        prefetch(b, sizeof *b);
+        tw_dot_prefetch(b, sizeof *b);
         q4_k_factors(b, f);
         q4_k_chunk(acc, 0, b, f, x, ldx, nx);
         q4_k_chunk(acc, 1, b, f, x, ldx, nx);
@@ -258,7 +243,7 @@ INLINE void q6_k_nx(const void *row, const struct tw_q8_act *x, size_t ldx, int 
     accs acc;
     acc_zero(acc, nx);
     for (size_t i = 0; i < n / TW_QK_K; i++, b++, x += 8) {
-        prefetch(b, sizeof *b);
+        tw_dot_prefetch(b, sizeof *b);
         float d = f16(b->d);
         q6_k_half(acc, 0, b, d, x, ldx, nx);
         q6_k_half(acc, 1, b, d, x, ldx, nx);
