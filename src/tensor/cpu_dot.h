@@ -38,10 +38,10 @@ tw_dot_fn tw_dot_kernel_avx512(enum tw_dtype t);
 
 // Software prefetch of the weights TW_DOT_PREFETCH bytes ahead of a kernel's loads, into L2:
 // one core keeps too few misses in flight for the hardware prefetchers alone to hold DRAM busy
-// (L1's fill buffers are the limit; L2's queue is deeper). On Sapphire Rapids (the development
-// VM, bench/dot and the matmuls of a decoded token) it takes one thread's bf16 decode from
-// 70 % of a plain read to the read's rate. Past a row's end it fetches the next row's lines,
-// which a matmul reads next; a prefetch never faults.
+// (L1's fill buffers are the limit; L2's queue is deeper). On Sapphire Rapids it takes one
+// thread's bf16 decode from about 70 % of a plain read to the read's rate (the development
+// VM), and the 1B's bf16 decode up by half at one and two threads on the device's host. Past a
+// row's end it fetches the next row's lines, which a matmul reads next; a prefetch never faults.
 #define TW_DOT_PREFETCH 4096
 
 // Prefetches the lines of [p, p + bytes) moved TW_DOT_PREFETCH ahead.
@@ -49,6 +49,15 @@ static inline void tw_dot_prefetch(const void *p, size_t bytes)
 {
     for (size_t o = 0; o < bytes; o += 64)
         __builtin_prefetch((const char *)p + TW_DOT_PREFETCH + o, 0, 2); // 2: prefetcht1, L2
+}
+
+// The same into L1 (prefetcht0): for the int8-activation kernels (cpu_qdot.h), which are
+// bound by a core's arithmetic at one to four threads and lose to L2's latency otherwise
+// (with L2 hints the device's host ran one thread's q4_0 decode a third slower).
+static inline void tw_dot_prefetch_l1(const void *p, size_t bytes)
+{
+    for (size_t o = 0; o < bytes; o += 64)
+        __builtin_prefetch((const char *)p + TW_DOT_PREFETCH + o, 0, 3);
 }
 
 // The bits of the f32 equal to the fp16 value h, in integer code (the kernels broadcast block

@@ -113,7 +113,7 @@ INLINE void q4_0_step(accs acc, int s, const struct tw_block_q4_0 *b, const stru
         accs acc;                                                                         \
         acc_zero(acc, nx);                                                                \
         for (; i + 2 <= nb; i += 2) {                                                     \
-            tw_dot_prefetch(b + i, 2 * sizeof *b);                                        \
+            tw_dot_prefetch_l1(b + i, 2 * sizeof *b);                                     \
             name##_step(acc, 0, b, x, i, ldx, nx);                                        \
             name##_step(acc, other_set(nx), b, x, i + 1, ldx, nx);                        \
         }                                                                                 \
@@ -177,7 +177,7 @@ INLINE void q4_k_nx(const void *row, const struct tw_q8_act *x, size_t ldx, int 
     acc_zero(acc, nx);
     alignas(32) float f[16];
     for (size_t i = 0; i < n / TW_QK_K; i++, b++, x += 8) {
-        tw_dot_prefetch(b, sizeof *b);
+        tw_dot_prefetch_l1(b, sizeof *b);
         q4_k_factors(b, f);
         q4_k_chunk(acc, 0, b, f, x, ldx, nx);
         q4_k_chunk(acc, 1, b, f, x, ldx, nx);
@@ -243,7 +243,7 @@ INLINE void q6_k_nx(const void *row, const struct tw_q8_act *x, size_t ldx, int 
     accs acc;
     acc_zero(acc, nx);
     for (size_t i = 0; i < n / TW_QK_K; i++, b++, x += 8) {
-        tw_dot_prefetch(b, sizeof *b);
+        tw_dot_prefetch_l1(b, sizeof *b);
         float d = f16(b->d);
         q6_k_half(acc, 0, b, d, x, ldx, nx);
         q6_k_half(acc, 1, b, d, x, ldx, nx);

@@ -149,7 +149,7 @@ BLOCK32_STEP(q4_0, struct tw_block_q4_0)
         accs acc;                                                                         \
         acc_zero(acc, nx);                                                                \
         for (; i + 4 <= nb; i += 4) {                                                     \
-            tw_dot_prefetch(b + i, 4 * sizeof *b);                                        \
+            tw_dot_prefetch_l1(b + i, 4 * sizeof *b);                                     \
             name##_step(acc, 0, b, x, i, ldx, nx, 1);                                     \
             name##_step(acc, other_set(nx), b, x, i + 2, ldx, nx, 1);                     \
         }                                                                                 \
@@ -229,7 +229,7 @@ INLINE void q4_k_nx(const void *row, const struct tw_q8_act *x, size_t ldx, int 
     accs acc;
     acc_zero(acc, nx);
     for (size_t i = 0; i < n / TW_QK_K; i++, b++, x += 8) {
-        tw_dot_prefetch(b, sizeof *b);
+        tw_dot_prefetch_l1(b, sizeof *b);
         __m512 f = q4_k_factors(b);
         q4_k_step(acc, 0, b, f, x, ldx, nx);
         q4_k_step(acc, 1, b, f, x, ldx, nx);
@@ -278,7 +278,7 @@ INLINE void q6_k_nx(const void *row, const struct tw_q8_act *x, size_t ldx, int 
     accs acc;
     acc_zero(acc, nx);
     for (size_t i = 0; i < n / TW_QK_K; i++, b++, x += 8) {
-        tw_dot_prefetch(b, sizeof *b);
+        tw_dot_prefetch_l1(b, sizeof *b);
         __m512 sc =
             _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b->scales)));
         __m512 f = _mm512_mul_ps(sc, _mm512_set1_ps(f16(b->d)));
@@ -344,8 +344,8 @@ INLINE void q4_0_rows_nw(const void *w, size_t ldw, int nw, const struct tw_q8_a
     acc_zero(acc, nw);
     for (; i + 4 <= nb; i += 4) {
         for (int r = 0; r < nw; r++)
-            tw_dot_prefetch((const struct tw_block_q4_0 *)((const char *)w + r * ldw) + i,
-                            4 * sizeof(struct tw_block_q4_0));
+            tw_dot_prefetch_l1((const struct tw_block_q4_0 *)((const char *)w + r * ldw) + i,
+                               4 * sizeof(struct tw_block_q4_0));
         q4_0_rows_step(acc, 0, w, ldw, nw, x, i, 1);
         q4_0_rows_step(acc, 1, w, ldw, nw, x, i + 2, 1);
     }
@@ -362,7 +362,7 @@ INLINE void q4_0_rows_nw(const void *w, size_t ldw, int nw, const struct tw_q8_a
 #define Q4_K_FACTORS(r)                                                               \
     if (r < nw) {                                                                     \
         b[r] = (const struct tw_block_q4_k *)((const char *)w + (size_t)(r)*ldw) + i; \
-        tw_dot_prefetch(b[r], sizeof *b[r]);                                          \
+        tw_dot_prefetch_l1(b[r], sizeof *b[r]);                                       \
         f[r] = q4_k_factors(b[r]);                                                    \
     }
 #define Q4_K_ROW(r) \
