@@ -4,7 +4,11 @@
 // < 1e-2); N not a multiple of anything, K of one to a few blocks, with and without bias, x
 // at an address that is not 16-byte aligned, outputs poisoned with NaN first so that an
 // element left unwritten shows; likewise the fused forms (several products of one x, the gated
-// MLP, the residual add, each with an RMSNorm folded in). Run by `make test-cuda` on the GPU
+// MLP, the residual add, each with an RMSNorm folded in). Q4_0 and Q4_K at T <= 8, and Q8_0
+// at 2 <= T <= 8, meet x rounded to int8 blocks on the device (the CPU's rounding, cpu_qdot.h):
+// their reference is the same product of x rounded on the host (< 1e-5; with an RMSNorm first,
+// which the two sides compute in their own order and which may move a rounding by one step: <
+// 1e-3), and they stay near the unrounded product (< 2e-2). Run by `make test-cuda` on the GPU
 // machine only.
 #include <math.h>
 #include <stdbool.h>
@@ -15,6 +19,7 @@
 #include "base/mem.h"
 #include "check.h"
 #include "tensor/backend.h"
+#include "tensor/cpu_qdot.h"
 #include "tensor/cuda.h"
 #include "tensor/dtype.h"
 
@@ -22,6 +27,8 @@
 #define TOL_GEMV   1e-5 // ||y - ref|| / ||ref||: same decoded weights, f32 vs double sums
 #define TOL_GEMM   1e-2 // x and weights rounded to bf16 (8 significant bits)
 #define TOL_EMBED  1e-6 // the same decoding: exact but for contracted host arithmetic
+#define TOL_NORM8  1e-3 // int8 rounding after an RMSNorm computed in another order
+#define TOL_INT8   2e-2 // int8-rounded x against the unrounded product
 
 static struct tw_backend *cuda;
 static uint64_t rng = 0x67656D76ull;
@@ -48,6 +55,26 @@ static struct tw_tensor make_weights(enum tw_dtype dt, int64_t N, int64_t K)
     struct tw_tensor w;
     REQUIRE(tw_tensor_init(&w, dt, 2, (int64_t[]){ N, K }, q, "w") == 0);
     return w;
+}
+
+// Whether the matvec of dt at T rows rounds x to int8 (twc_gemv_int8 in kernels.cuh).
+static bool int8_path(enum tw_dtype dt, int64_t T)
+{
+    return T <= GEMV_MAX_T &&
+           ((dt == TW_DTYPE_Q8_0 && T >= 2) || dt == TW_DTYPE_Q4_0 || dt == TW_DTYPE_Q4_K);
+}
+
+// A copy of x (T, K) as the values its int8 rounding stands for (tw_q8_act_quantize's).
+static float *rounded(const float *x, int64_t T, int64_t K)
+{
+    float *xr = tw_malloc((size_t)(T * K) * sizeof *xr);
+    struct tw_q8_act *q = tw_malloc_array((size_t)(T * K / TW_QK8_ACT), sizeof *q);
+    REQUIRE(xr && q);
+    tw_q8_act_quantize(x, (size_t)(T * K), q);
+    for (int64_t i = 0; i < T * K; i++)
+        xr[i] = q[i / TW_QK8_ACT].d * (float)q[i / TW_QK8_ACT].qs[i % TW_QK8_ACT];
+    tw_free(q);
+    return xr;
 }
 
 static float *rand_floats(size_t n)
@@ -97,9 +124,16 @@ static double matmul_case(enum tw_dtype dt, int64_t T, int64_t N, int64_t K, boo
     float *x = rand_floats((size_t)(T * K)), *b = rand_floats((size_t)N);
     float *ref = tw_malloc((size_t)(T * N) * sizeof *ref), *y = tw_malloc((size_t)(T * N) * 4);
     REQUIRE(ref && y);
-    struct tw_tensor tx = tw_tensor_f32_2d(x, T, K), tb = tw_tensor_f32_1d(b, N);
+    bool q8 = int8_path(dt, T);
+    float *xr = q8 ? rounded(x, T, K) : x, *ref32 = NULL;
+    struct tw_tensor tx = tw_tensor_f32_2d(xr, T, K), tb = tw_tensor_f32_1d(b, N);
     struct tw_tensor tref = tw_tensor_f32_2d(ref, T, N);
     tw_matmul(tw_backend_cpu_ref(), &tref, &tx, &w, bias ? &tb : NULL);
+    if (q8) { // the unrounded product too
+        REQUIRE((ref32 = tw_malloc((size_t)(T * N) * sizeof *ref32)));
+        struct tw_tensor tx32 = tw_tensor_f32_2d(x, T, K), t32 = tw_tensor_f32_2d(ref32, T, N);
+        tw_matmul(tw_backend_cpu_ref(), &t32, &tx32, &w, bias ? &tb : NULL);
+    }
 
     struct tw_tensor dw, db;
     CHECK_OK(tw_backend_tensor_upload(cuda, &w, &dw));
@@ -126,6 +160,17 @@ static double matmul_case(enum tw_dtype dt, int64_t T, int64_t N, int64_t K, boo
             tw_dtype_name(dt), (long long)T, (long long)N, (long long)K, bias, misalign, err, nan);
     CHECK_EQ_INT(nan, 0);
     CHECK(err < tol);
+    if (q8 && T * N >= 64) { // (a few short dot products may lie near 0)
+        double e32 = rel_err(y, ref32, (size_t)(T * N), &nan);
+        if (!(e32 < TOL_INT8))
+            fprintf(stderr, "%s matmul T=%lld N=%lld K=%lld: %.3g from the unrounded product\n",
+                    tw_dtype_name(dt), (long long)T, (long long)N, (long long)K, e32);
+        CHECK(e32 < TOL_INT8);
+    }
+    if (q8) {
+        tw_free(xr);
+        tw_free(ref32);
+    }
 
     tw_backend_release(cuda, dy.data);
     tw_backend_release(cuda, xbuf);
@@ -204,7 +249,10 @@ static double fused_case(enum tw_dtype dt, int64_t T, int64_t N, int64_t K, bool
     tb = tw_tensor_f32_1d(b, N + 5), tg = tw_tensor_f32_1d(g, K);
     CHECK_OK(tw_backend_tensor_upload(cuda, &tb, &db));
     CHECK_OK(tw_backend_tensor_upload(cuda, &tg, &dg));
-    struct tw_tensor tx = tw_tensor_f32_2d(x, T, K), txn = tw_tensor_f32_2d(xn, T, K);
+    // With int8 rounding the reference takes x rounded (after the norm: xq); else x itself.
+    bool q8 = int8_path(dt, T);
+    float *xr = q8 ? rounded(x, T, K) : x, *xq = NULL;
+    struct tw_tensor tx = tw_tensor_f32_2d(xr, T, K), txn = tw_tensor_f32_2d(xn, T, K);
     float *xbuf, *xnbuf;
     struct tw_tensor dx = dev_x(x, T, K, misalign, &xbuf), dxn = dev_x(x, T, K, false, &xnbuf);
     double tol = T <= GEMV_MAX_T ? TOL_GEMV : TOL_GEMM, worst = 0;
@@ -212,6 +260,14 @@ static double fused_case(enum tw_dtype dt, int64_t T, int64_t N, int64_t K, bool
 
     for (int norm = 0; norm < 2; norm++) {
         struct tw_prenorm hpn = { &tg, 1e-5f, &txn }, dpn = { &dg, 1e-5f, &dxn };
+        struct tw_tensor hx = tx, tx32 = tw_tensor_f32_2d(x, T, K);
+        const struct tw_prenorm *hp = norm ? &hpn : NULL;
+        double tol_n = tol;
+        if (q8 && norm) { // the host normalises, then rounds
+            tw_rmsnorm(ref, &txn, &tx32, &tg, 1e-5f);
+            xq = rounded(xn, T, K);
+            hx = tw_tensor_f32_2d(xq, T, K), hp = NULL, tol_n = TOL_NORM8;
+        }
         const struct tw_tensor *hw[3] = { &w[0], &w[1], &w[2] },
                                *gw[3] = { &dw[0], &dw[1], &dw[2] };
         const struct tw_tensor *hb[3] = { NULL, &tb, NULL }, *gb[3] = { NULL, &db, NULL };
@@ -220,22 +276,24 @@ static double fused_case(enum tw_dtype dt, int64_t T, int64_t N, int64_t K, bool
             hy[i] = tw_tensor_f32_2d(r[i], T, Ns[i]), hyp[i] = &hy[i];
             gy[i] = dev_out(T, Ns[i], NULL), gyp[i] = &gy[i];
         }
-        tw_matmul_n(ref, 3, hyp, &tx, hw, hb, norm ? &hpn : NULL);
+        tw_matmul_n(ref, 3, hyp, &hx, hw, hb, hp);
         tw_matmul_n(cuda, 3, gyp, &dx, gw, gb, norm ? &dpn : NULL);
         for (int i = 0; i < 3; i++) {
             snprintf(what, sizeof what, "%s matmul_n[%d] T=%lld N=%lld K=%lld norm=%d",
                      tw_dtype_name(dt), i, (long long)T, (long long)Ns[i], (long long)K, norm);
-            worst = compare(what, &gy[i], r[i], tol, worst);
+            worst = compare(what, &gy[i], r[i], tol_n, worst);
         }
 
         struct tw_tensor htmp = tw_tensor_f32_2d(tmp, T, N), gs = dev_out(T, N, NULL);
         struct tw_tensor gtmp = dev_out(T, N, NULL);
-        tw_matmul_swiglu(ref, &hy[0], &tx, &w[0], &w[2], &htmp, norm ? &hpn : NULL);
+        tw_matmul_swiglu(ref, &hy[0], &hx, &w[0], &w[2], &htmp, hp);
         tw_matmul_swiglu(cuda, &gs, &dx, &dw[0], &dw[2], &gtmp, norm ? &dpn : NULL);
         snprintf(what, sizeof what, "%s matmul_swiglu T=%lld N=%lld K=%lld norm=%d",
                  tw_dtype_name(dt), (long long)T, (long long)N, (long long)K, norm);
-        worst = compare(what, &gs, r[0], tol, worst);
+        worst = compare(what, &gs, r[0], tol_n, worst);
         tw_backend_release(cuda, gtmp.data);
+        tw_free(xq);
+        xq = NULL;
     }
 
     // y += x w^T on a residual.
@@ -259,6 +317,8 @@ static double fused_case(enum tw_dtype dt, int64_t T, int64_t N, int64_t K, bool
     tw_backend_release(cuda, dg.data);
     tw_backend_release(cuda, xbuf);
     tw_backend_release(cuda, xnbuf);
+    if (q8)
+        tw_free(xr);
     tw_free(x), tw_free(b), tw_free(g), tw_free(res), tw_free(xn), tw_free(tmp);
     return worst;
 }

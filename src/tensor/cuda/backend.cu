@@ -24,6 +24,7 @@ extern "C" {
 #define STAGE_BYTES  ((size_t)4 << 20)  // the staging ring for host arrays
 #define LT_WORKSPACE ((size_t)32 << 20) // cuBLASLt's workspace
 #define TILE_ELEMS   ((size_t)32 << 20) // bf16 elements of a dequantised weight tile (64 MiB)
+#define XQ_BYTES     ((size_t)1 << 20)  // the int8 activations' scratch made at the start
 #define PLAN_CACHE   64
 #define ROW_THREADS  256
 
@@ -70,6 +71,9 @@ struct cuda_impl {
     __nv_bfloat16 *tile; // dequantised weights
     float *f32s;         // the up projection of cuda_matmul_swiglu's composed form
     size_t f32s_bytes;
+    void *xq; // x rounded to int8 for the quantised matvecs (twc_gemv_xq_bytes)
+    size_t xq_bytes;
+    bool xq_off; // TWIN_GEMV_F32X=1: quantised matvecs read x as floats (for measurement)
     struct lt_plan plans[PLAN_CACHE];
     int n_plans, next_plan; // next_plan: the one a full cache replaces next
     int32_t *zero;          // a device int 0: the block table {0} of a contiguous cache
@@ -654,6 +658,23 @@ static const __nv_bfloat16 *x_for(struct cuda_impl *im, const struct tw_tensor *
     return NULL;
 }
 
+// Scratch for x (T, K) rounded to int8 when one of the n weights' matvec takes it
+// (twc_gemv_int8), else NULL (also when it cannot grow: the failure is recorded; and while
+// recording a graph, where XQ_BYTES, made at the start, covers K up to 100k at T = 8).
+static void *gemv_xq(struct cuda_impl *im, int n, const struct tw_tensor *const *ws, int64_t T,
+                     int64_t K)
+{
+    bool any = false;
+    for (int i = 0; i < n; i++)
+        any = any || twc_gemv_int8(ws[i]->dtype, (int)T);
+    size_t bytes = twc_gemv_xq_bytes(K, (int)T);
+    if (!any || im->xq_off)
+        return NULL;
+    if (bytes > im->xq_bytes && im->mode == CAPTURE) // a graph cannot wait for a new buffer
+        return NULL;
+    return ensure_scratch(im, &im->xq, &im->xq_bytes, bytes) ? im->xq : NULL;
+}
+
 static struct twc_gemv_out gemv_out(const struct tw_tensor *w, float *y,
                                     const struct tw_tensor *bias, const float *res)
 {
@@ -672,7 +693,9 @@ static void matmul_into(struct tw_backend *be, struct tw_tensor *y, const struct
     int64_t T = tw_tensor_nrows(x), K = w->ne[1];
     if (T <= TWC_GEMV_MAX_T) {
         struct twc_gemv_out o = gemv_out(w, f32(y), bias, add ? f32(y) : NULL);
-        ck(im, twc_gemv_multi(1, &o, K, f32(x), K, (int)T, NULL, im->stream), "matmul (gemv)");
+        ck(im,
+           twc_gemv_multi(1, &o, K, f32(x), K, (int)T, NULL, gemv_xq(im, 1, &w, T, K), im->stream),
+           "matmul (gemv)");
         return;
     }
     gemm(im, f32(y), x, x_for(im, x, 1, &w), w, bias ? f32(bias) : NULL, add);
@@ -740,7 +763,8 @@ static void matmul_n_into(struct tw_backend *be, int n, struct tw_tensor *const 
     struct twc_gemv_out o[TWC_GEMV_MAX_OUTS];
     for (int i = 0; i < n; i++)
         o[i] = gemv_out(ws[i], f32(ys[i]), biases ? biases[i] : NULL, NULL);
-    ck(im, twc_gemv_multi(n, o, K, f32(x), K, (int)T, norm, im->stream), "matmul_n (gemv)");
+    ck(im, twc_gemv_multi(n, o, K, f32(x), K, (int)T, norm, gemv_xq(im, n, ws, T, K), im->stream),
+       "matmul_n (gemv)");
 }
 
 static void cuda_matmul_n(struct tw_backend *be, int n, struct tw_tensor *const *ys,
@@ -782,7 +806,7 @@ static void swiglu_into(struct tw_backend *be, struct tw_tensor *y, const struct
     if (fused) {
         ck(im,
            twc_gemv_swiglu(wg->dtype, wg->data, wu->data, wg->nb[0], N, K, f32(x), K, (int)T,
-                           f32(y), N, norm, im->stream),
+                           f32(y), N, norm, gemv_xq(im, 1, &wg, T, K), im->stream),
            "matmul_swiglu (gemv)");
         return;
     }
@@ -1350,6 +1374,7 @@ static void cuda_free(struct tw_backend *be)
     cudaFree(im->xbf);
     cudaFree(im->tile);
     cudaFree(im->f32s);
+    cudaFree(im->xq);
     cudaFree(im->lt_ws);
     cudaFree(im->stage_dev);
     cudaFree(im->zero);
@@ -1416,6 +1441,8 @@ extern "C" int tw_backend_cuda_new(int device, struct tw_backend **out)
         return tw_error_set(TW_ENOMEM, "cuda backend: out of memory");
     }
     im->device = device;
+    const char *f32x = getenv("TWIN_GEMV_F32X");
+    im->xq_off = f32x && strcmp(f32x, "0") != 0;
     be->ops = &cuda_ops;
     be->device = TW_DEVICE_CUDA;
     be->n_threads = 1;
@@ -1425,6 +1452,7 @@ extern "C" int tw_backend_cuda_new(int device, struct tw_backend **out)
               ck_lt(im, cublasLtCreate(&im->lt), "cuBLASLt") &&
               ck(im, cudaMalloc(&im->lt_ws, LT_WORKSPACE), "workspace") &&
               ck(im, cudaMalloc(&im->tile, TILE_ELEMS * sizeof *im->tile), "tile") &&
+              ck(im, cudaMalloc(&im->xq, XQ_BYTES), "int8 scratch") &&
               ck(im, cudaMallocHost(&im->stage_host, STAGE_BYTES), "staging") &&
               ck(im, cudaMalloc(&im->stage_dev, STAGE_BYTES), "staging") &&
               ck(im, cudaMalloc(&im->zero, sizeof *im->zero), "tables") &&
@@ -1434,6 +1462,7 @@ extern "C" int tw_backend_cuda_new(int device, struct tw_backend **out)
         cuda_free(be);
         return rc;
     }
+    im->xq_bytes = XQ_BYTES;
     *out = be;
     return 0;
 }

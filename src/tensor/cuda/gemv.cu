@@ -15,7 +15,19 @@
 //
 // Several outputs sharing x (q, k, v) are one launch: the grid runs over the blocks of all of
 // them, each block looking up which output its index falls in.
+//
+// Q8_0, Q4_0 and Q4_K weights meet int8 activations when the caller gives scratch for them
+// (twc_gemv_multi's xq; Q8_0 from two rows on, twc_gemv_int8): x is rounded to int8 blocks of
+// 32 first (q8_act_kernel, the CPU's
+// rounding, cpu_qdot.h: d = max|x| / 127, q = rint(x * 127 / max|x|), with an RMSNorm applied
+// before it when one is folded in), and four weights meet four activations in one integer
+// dp4a (as llama.cpp's mmvq does). Decoding a float per weight made these formats bound by the
+// SM's issue rate (about five instructions a weight) far below HBM's; dp4a takes one or two.
 #include "tensor/cuda/kernels.cuh"
+
+extern "C" {
+#include "tensor/cpu_qdot.h" // TW_Q8_ACT_TINY: the rounding is the CPU's
+}
 
 #include <cuda_fp16.h>
 #include <type_traits>
@@ -61,6 +73,8 @@ struct gemv_args {
     const char *wu;  // SwiGLU's up matrix (rows as o[0].w's), else NULL
     const float *nw; // the RMSNorm's weight (K) applied to x first (NORM), else NULL
     float eps;
+    const int8_t *xq;     // x rounded to int8 (T rows of K), with Q; else NULL
+    const float *xd, *xs; // per row: the scale d of each block of 32, d * sum(q) of each 16
 };
 
 // 2^23 + byte k (0..3, a constant) of u, as a float.
@@ -149,6 +163,44 @@ template <int T, bool FAST, bool NORM> struct xin {
         return v;
     }
 };
+
+// The int8 activations as the formats' dotq() reads them (row t: bytes q + t K, scales
+// d + t K / 32, sums s + t K / 16); 16- and 8-byte loads at element offsets that are
+// multiples of 16 and 8 (the scratch is 16-byte aligned and K a multiple of 32).
+template <int T> struct xq_in {
+    const int8_t *q;
+    const float *dd, *ss;
+    int64_t K;
+
+    __device__ uint4 q16(int t, int64_t k) const
+    {
+        return __ldg((const uint4 *)(q + t * K + k));
+    }
+    __device__ uint2 q8(int t, int64_t k) const
+    {
+        return __ldg((const uint2 *)(q + t * K + k));
+    }
+    __device__ float d(int t, int64_t b32) const // block of 32 number b32
+    {
+        return __ldg(dd + t * (K / 32) + b32);
+    }
+    __device__ float s16(int t, int64_t b16) const // d * sum(q) of the 16 at 16 * b16
+    {
+        return __ldg(ss + t * (K / 16) + b16);
+    }
+};
+
+__device__ __forceinline__ int dp4a(uint32_t a, uint32_t b, int c)
+{
+    return __dp4a((int)a, (int)b, c);
+}
+
+// Nibbles n (0..15, one a byte) as the signed bytes n - 8: n + 0x78 stays below 0x100 in every
+// byte, and the xor with 0x80 then takes 0x80 off it as a signed byte.
+__device__ __forceinline__ uint32_t nib_minus8(uint32_t n)
+{
+    return (n + 0x78787878u) ^ 0x80808080u;
+}
 
 __device__ __forceinline__ float dot4(const float *w, float4 x)
 {
@@ -319,6 +371,25 @@ template <bool FAST> struct wfmt<TW_DTYPE_Q8_0, FAST> {
                 acc[r][t] = fmaf(d[r], dot4(q[r], x0) + dot4(q[r] + 4, x1), acc[r][t]);
         }
     }
+    // With int8 activations: the piece's eight products in two dp4a.
+    template <int T, int RW, class XQ>
+    static __device__ void dotq(const raw (&v)[RW], const XQ &x, int b, int j, float (&acc)[RW][T])
+    {
+        float d[RW];
+#pragma unroll
+        for (int r = 0; r < RW; r++)
+            d[r] = f16_f(v[r].d);
+#pragma unroll
+        for (int t = 0; t < T; t++) {
+            uint2 xv = x.q8(t, TW_QK8_0 * (int64_t)b + 8 * j);
+            float dx = x.d(t, b);
+#pragma unroll
+            for (int r = 0; r < RW; r++) {
+                int p = dp4a(v[r].q.y, xv.y, dp4a(v[r].q.x, xv.x, 0));
+                acc[r][t] = fmaf(d[r] * dx, (float)p, acc[r][t]);
+            }
+        }
+    }
 };
 
 // Q4_0, 18-byte blocks: two pieces per block, piece j = qs bytes 8j .. 8j + 7: elements
@@ -367,6 +438,33 @@ template <bool FAST> struct wfmt<TW_DTYPE_Q4_0, FAST> {
                 float s = dot4(q[r], x0) + dot4(q[r] + 4, x1);
                 s += dot4(q[r] + 8, x2) + dot4(q[r] + 12, x3);
                 acc[r][t] = fmaf(d[r], s, acc[r][t]);
+            }
+        }
+    }
+    // With int8 activations: the nibbles as signed bytes n - 8, four dp4a.
+    template <int T, int RW, class XQ>
+    static __device__ void dotq(const raw (&v)[RW], const XQ &x, int b, int j, float (&acc)[RW][T])
+    {
+        float d[RW];
+        uint32_t q[RW][4]; // elements 8j.. +3, 8j + 4.. +7, 16 + 8j.. +3, 16 + 8j + 4.. +7
+#pragma unroll
+        for (int r = 0; r < RW; r++) {
+            d[r] = f16_f(v[r].d);
+            q[r][0] = nib_minus8(v[r].q.x & 0x0F0F0F0Fu);
+            q[r][1] = nib_minus8(v[r].q.y & 0x0F0F0F0Fu);
+            q[r][2] = nib_minus8((v[r].q.x >> 4) & 0x0F0F0F0Fu);
+            q[r][3] = nib_minus8((v[r].q.y >> 4) & 0x0F0F0F0Fu);
+        }
+#pragma unroll
+        for (int t = 0; t < T; t++) {
+            const int64_t k = TW_QK4_0 * (int64_t)b + 8 * j;
+            uint2 xl = x.q8(t, k), xh = x.q8(t, k + 16);
+            float dx = x.d(t, b);
+#pragma unroll
+            for (int r = 0; r < RW; r++) {
+                int p = dp4a(q[r][0], xl.x, dp4a(q[r][1], xl.y, 0));
+                p = dp4a(q[r][2], xh.x, dp4a(q[r][3], xh.y, p));
+                acc[r][t] = fmaf(d[r] * dx, (float)p, acc[r][t]);
             }
         }
     }
@@ -440,6 +538,42 @@ template <bool FAST> struct wfmt<TW_DTYPE_Q4_K, FAST> {
 #pragma unroll
                 for (int r = 0; r < RW; r++)
                     acc[r][t] += dot4(wl[r], xl) + dot4(wh[r], xh);
+            }
+        }
+    }
+    // With int8 activations: per sub-block half, d*sc * dx * sum(n q) - dmin*m * dx * sum(q),
+    // the first from four dp4a of the nibbles, the second from the activations' sums.
+    template <int T, int RW, class XQ>
+    static __device__ void dotq(const raw (&v)[RW], const XQ &x, int b, int i, float (&acc)[RW][T])
+    {
+        const int c = i / 2;
+        float dl[RW], ml[RW], dh[RW], mh[RW];
+        uint32_t lo[RW][4], hi[RW][4];
+#pragma unroll
+        for (int r = 0; r < RW; r++) {
+            q4_k_scale(v[r].hdr, 2 * c, &dl[r], &ml[r]);
+            q4_k_scale(v[r].hdr, 2 * c + 1, &dh[r], &mh[r]);
+#pragma unroll
+            for (int m = 0; m < 4; m++) {
+                uint32_t u = word(v[r].q, m);
+                lo[r][m] = u & 0x0F0F0F0Fu;
+                hi[r][m] = (u >> 4) & 0x0F0F0F0Fu;
+            }
+        }
+        const int64_t k = TW_QK_K * (int64_t)b + 64 * c + 16 * (i % 2);
+#pragma unroll
+        for (int t = 0; t < T; t++) {
+            uint4 xl = x.q16(t, k), xh = x.q16(t, k + 32);
+            float dxl = x.d(t, k / 32), dxh = x.d(t, k / 32 + 1);
+            float sl = x.s16(t, k / 16), sh = x.s16(t, k / 16 + 2);
+#pragma unroll
+            for (int r = 0; r < RW; r++) {
+                int pl = dp4a(lo[r][0], xl.x, dp4a(lo[r][1], xl.y, 0));
+                pl = dp4a(lo[r][2], xl.z, dp4a(lo[r][3], xl.w, pl));
+                int ph = dp4a(hi[r][0], xh.x, dp4a(hi[r][1], xh.y, 0));
+                ph = dp4a(hi[r][2], xh.z, dp4a(hi[r][3], xh.w, ph));
+                float a = fmaf(dl[r] * dxl, (float)pl, -ml[r] * sl);
+                acc[r][t] += fmaf(dh[r] * dxh, (float)ph, fmaf(-mh[r], sh, a));
             }
         }
     }
@@ -536,10 +670,11 @@ template <int RO_, int WG_, int U_> struct gemv_cfg {
     static constexpr int RO = RO_, WG = WG_, U = U_;
 };
 
-template <int DT, int T, bool FAST, class C, bool SWIGLU, bool NORM>
+template <int DT, int T, bool FAST, class C, bool SWIGLU, bool NORM, bool Q>
 __global__ void __launch_bounds__(GEMV_THREADS, GEMV_MIN_BLOCKS(DT))
     gemv_kernel(const __grid_constant__ gemv_args a)
 {
+    static_assert(!(Q && NORM), "int8 activations come normalised");
     using W = wfmt<DT, FAST>;
     constexpr int RO = C::RO, WG = C::WG, U = C::U, GT = 32 * WG, NG = GEMV_WARPS / WG;
     constexpr int RW = SWIGLU ? 2 * RO : RO, NS = NORM ? T : 0; // NS: mean-square slots
@@ -579,6 +714,7 @@ __global__ void __launch_bounds__(GEMV_THREADS, GEMV_MIN_BLOCKS(DT))
         for (int t = 0; t < T; t++)
             acc[r][t] = 0.0f;
     xin<T, FAST, NORM> x = { a.x, a.ldx, a.nw, {} };
+    const xq_in<T> xq = { a.xq, a.xd, a.xs, a.K };
 
     // Thread g takes piece g % PPB of blocks g / PPB, + GT / PPB, ...
     constexpr int PPB = W::PPB, STEP = GT / PPB;
@@ -594,8 +730,12 @@ __global__ void __launch_bounds__(GEMV_THREADS, GEMV_MIN_BLOCKS(DT))
                     v[u][r] = W::load(w[r], b0 + u * STEP, j);
 #pragma unroll
         for (int u = 0; u < U; u++)
-            if (b0 + u * STEP < nb)
-                W::template dot<T, RW>(v[u], x, b0 + u * STEP, j, acc);
+            if (b0 + u * STEP < nb) {
+                if constexpr (Q)
+                    W::template dotq<T, RW>(v[u], xq, b0 + u * STEP, j, acc);
+                else
+                    W::template dot<T, RW>(v[u], x, b0 + u * STEP, j, acc);
+            }
     }
 
 #pragma unroll
@@ -673,11 +813,11 @@ unsigned number_blocks(gemv_args &a, int rows)
     return b;
 }
 
-template <int DT, int T, bool FAST, class C, bool SW, bool NORM = false>
+template <int DT, int T, bool FAST, class C, bool SW, bool NORM = false, bool Q = false>
 void launch_c(gemv_args a, cudaStream_t s)
 {
     unsigned grid = number_blocks(a, cfg_rows<C>());
-    twc_launch(gemv_kernel<DT, T, FAST, C, SW, NORM>, grid, GEMV_THREADS, 0, s, a);
+    twc_launch(gemv_kernel<DT, T, FAST, C, SW, NORM, Q>, grid, GEMV_THREADS, 0, s, a);
 }
 
 #ifdef GEMV_SWEEP
@@ -715,11 +855,11 @@ template <int DT> bool launch_sweep(const gemv_args &a, cudaStream_t s)
 }
 #endif
 
-template <int DT, int T, bool FAST, bool SW, bool NORM = false>
+template <int DT, int T, bool FAST, bool SW, bool NORM = false, bool Q = false>
 void launch_t(const gemv_args &a, cudaStream_t s)
 {
 #ifdef GEMV_SWEEP
-    if (T == 1 && FAST && !SW && !NORM && launch_sweep<DT>(a, s))
+    if (T == 1 && FAST && !SW && !NORM && !Q && launch_sweep<DT>(a, s))
         return;
 #endif
     if (DT == TW_DTYPE_Q4_K && T == 1) {
@@ -729,16 +869,41 @@ void launch_t(const gemv_args &a, cudaStream_t s)
         for (int i = 0; i < a.n; i++)
             rows += a.o[i].N;
         if (rows < 4096) {
-            launch_c<DT, T, FAST, gemv_cfg<SW ? 1 : 2, 4, 1>, SW, NORM>(a, s);
+            launch_c<DT, T, FAST, gemv_cfg<SW ? 1 : 2, 4, 1>, SW, NORM, Q>(a, s);
             return;
         }
     }
-    launch_c<DT, T, FAST, typename pick_cfg<DT, T, SW>::type, SW, NORM>(a, s);
+    launch_c<DT, T, FAST, typename pick_cfg<DT, T, SW>::type, SW, NORM, Q>(a, s);
+}
+
+// The formats with int8-activation kernels (wfmt's dotq).
+constexpr bool has_dotq(int dt)
+{
+    return dt == TW_DTYPE_Q8_0 || dt == TW_DTYPE_Q4_0 || dt == TW_DTYPE_Q4_K;
 }
 
 // With a norm (a.nw) T is 1: the fused RMSNorm is decode's alone.
 template <int DT, bool SW> void launch_dt(const gemv_args &a, int T, bool fast, cudaStream_t s)
 {
+    if constexpr (has_dotq(DT)) {
+        if (a.xq) { // the callers pass xq only with fast weights
+#define GEMV_Q_CASE(TT) \
+    case TT:            \
+        return launch_t<DT, TT, true, SW, false, true>(a, s);
+            switch (T) {
+                GEMV_Q_CASE(1)
+                GEMV_Q_CASE(2)
+                GEMV_Q_CASE(3)
+                GEMV_Q_CASE(4)
+                GEMV_Q_CASE(5)
+                GEMV_Q_CASE(6)
+                GEMV_Q_CASE(7)
+                GEMV_Q_CASE(8)
+            }
+#undef GEMV_Q_CASE
+            return;
+        }
+    }
     if (a.nw) {
         if (fast)
             launch_t<DT, 1, true, SW, true>(a, s);
@@ -817,10 +982,95 @@ bool x_fast(const float *x, int64_t ldx, int T)
     return aligned(x, 16) && (T == 1 || ldx % 4 == 0);
 }
 
+// The int8 activations' parts in twc_gemv_multi's scratch: the bytes, then the scales, then
+// the sums of 16 (each part 16-byte aligned).
+size_t xq_q_bytes(int64_t K, int T)
+{
+    return ((size_t)K * (size_t)T + 15) / 16 * 16;
+}
+
+size_t xq_d_bytes(int64_t K, int T)
+{
+    return ((size_t)(K / 32) * (size_t)T * sizeof(float) + 15) / 16 * 16;
+}
+
+// Row blockIdx.y of x (ldx apart; K a multiple of 32), times g / sqrt(mean(x^2) + eps) when g
+// (an RMSNorm folded in, as ref_rmsnorm: x * inv * g), rounded to int8 blocks of 32 as
+// tw_q8_act_quantize rounds them (IEEE divisions, rint half to even): q, d per block, and
+// d * sum(q) per 16. A warp takes a block of 32, a lane an element; a thread block takes
+// Q8_WARPS of them (each computing the row's norm: the row is small and in L2), so that the
+// rounding, which the matvec after it waits for, is one short step.
+#define Q8_WARPS 8
+__global__ void q8_act_kernel(int8_t *q, float *d, float *s16, const float *x, int64_t ldx,
+                              int64_t K, const float *g, float eps)
+{
+    __shared__ float red[32];
+    twc_pdl_enter();
+    const int64_t t = blockIdx.y;
+    const float *xr = x + t * ldx;
+    float inv = 1.0f;
+    if (g) {
+        float ss = 0.0f;
+        for (int64_t k = threadIdx.x; k < K; k += blockDim.x)
+            ss = fmaf(xr[k], xr[k], ss);
+        ss = twc_block_sum(ss, red);
+        inv = 1.0f / sqrtf(ss / (float)K + eps);
+    }
+    const int lane = threadIdx.x % 32;
+    const int64_t b = (int64_t)blockIdx.x * Q8_WARPS + threadIdx.x / 32;
+    if (b < K / 32) {
+        const int64_t k = 32 * b + lane;
+        float v = g ? xr[k] * inv * g[k] : xr[k];
+        float a = fabsf(v);
+        for (int o = 16; o > 0; o >>= 1)
+            a = fmaxf(a, __shfl_xor_sync(0xFFFFFFFFu, a, o));
+        if (a < TW_Q8_ACT_TINY)
+            a = 0.0f;
+        float id = a > 0.0f ? __fdiv_rn(127.0f, a) : 0.0f, db = __fdiv_rn(a, 127.0f);
+        int qi = __float2int_rn(__fmul_rn(v, id));
+        q[t * K + k] = (int8_t)qi;
+        int sum = qi; // over the lane's half of 16
+        for (int o = 8; o > 0; o >>= 1)
+            sum += __shfl_xor_sync(0xFFFFFFFFu, sum, o);
+        if (lane == 0)
+            d[t * (K / 32) + b] = db;
+        if (lane % 16 == 0)
+            s16[t * (K / 16) + 2 * b + lane / 16] = db * (float)sum;
+    }
+}
+
 } // namespace
 
+// Q8_0 at one row decodes cheaply enough in floats that the rounding step costs more than
+// dp4a saves (Llama-3.2-1B decode 2-3 % slower on the H100); Q4_0 and Q4_K gain at any T
+// (1B +12 %, 8B +30 %), and every format at T >= 2 (batch 8: 1.5-2.9x).
+bool twc_gemv_int8(enum tw_dtype dt, int T)
+{
+    return has_dotq(dt) && (T >= 2 || dt != TW_DTYPE_Q8_0);
+}
+
+size_t twc_gemv_xq_bytes(int64_t K, int T)
+{
+    return xq_q_bytes(K, T) + 3 * xq_d_bytes(K, T); // d, then the sums of 16 (twice as many)
+}
+
+// x rounded into the scratch xq (twc_gemv_xq_bytes), for the outputs of a with dotq; sets
+// a's pointers to it.
+static cudaError_t quantize_x(gemv_args &a, void *xq, int T, const twc_gemv_norm *norm,
+                              cudaStream_t s)
+{
+    int8_t *q = (int8_t *)xq;
+    float *d = (float *)((char *)xq + xq_q_bytes(a.K, T));
+    float *s16 = (float *)((char *)d + xq_d_bytes(a.K, T));
+    a.xq = q, a.xd = d, a.xs = s16;
+    dim3 grid((unsigned)((a.K / 32 + Q8_WARPS - 1) / Q8_WARPS), (unsigned)T);
+    return twc_launch(q8_act_kernel, grid, 32 * Q8_WARPS, 0, s, q, d, s16, a.x, a.ldx,
+                      (int64_t)a.K, norm ? norm->w : (const float *)NULL, norm ? norm->eps : 0.0f);
+}
+
 cudaError_t twc_gemv_multi(int n, const struct twc_gemv_out *outs, int64_t K, const float *x,
-                           int64_t ldx, int T, const struct twc_gemv_norm *norm, cudaStream_t s)
+                           int64_t ldx, int T, const struct twc_gemv_norm *norm, void *xq,
+                           cudaStream_t s)
 {
     if (n < 1 || n > TWC_GEMV_MAX_OUTS || (norm && T > 1))
         return cudaErrorInvalidValue;
@@ -834,15 +1084,17 @@ cudaError_t twc_gemv_multi(int n, const struct twc_gemv_out *outs, int64_t K, co
         return cudaErrorInvalidValue;
     if (T == 0)
         return cudaSuccess;
-    // One launch per dtype, over that dtype's outputs in their order.
-    bool done[TWC_GEMV_MAX_OUTS] = { false };
+    // One launch per dtype, over that dtype's outputs in their order; x rounded to int8 once,
+    // before the first that takes it.
+    bool done[TWC_GEMV_MAX_OUTS] = { false }, rounded = false;
+    gemv_args qa = {}; // where the rounded x is
     for (int i = 0; i < n; i++) {
         if (done[i])
             continue;
         gemv_args a = {};
         a.K = (int)K, a.x = x, a.ldx = ldx;
         a.nw = norm ? norm->w : NULL, a.eps = norm ? norm->eps : 0.0f;
-        bool fast = x_fast(x, ldx, T) && (!norm || aligned(norm->w, 16));
+        bool fast = x_fast(x, ldx, T) && (!norm || aligned(norm->w, 16)), wfast = true;
         for (int j = i; j < n; j++) {
             const twc_gemv_out &o = outs[j];
             if (done[j] || o.dt != outs[i].dt)
@@ -851,10 +1103,21 @@ cudaError_t twc_gemv_multi(int n, const struct twc_gemv_out *outs, int64_t K, co
             if (o.N == 0)
                 continue;
             a.o[a.n++] = { (const char *)o.w, o.row_bytes, o.N, o.y, o.ldy, o.bias, o.res, 0 };
-            fast = fast && weights_fast(o.dt, o.w, o.row_bytes, K);
+            wfast = wfast && weights_fast(o.dt, o.w, o.row_bytes, K);
         }
-        if (a.n > 0)
-            launch<false>(outs[i].dt, a, T, fast, s);
+        if (a.n == 0)
+            continue;
+        if (xq && wfast && twc_gemv_int8(outs[i].dt, T)) {
+            if (!rounded) {
+                qa = a;
+                cudaError_t e = quantize_x(qa, xq, T, norm, s);
+                if (e != cudaSuccess)
+                    return e;
+                rounded = true;
+            }
+            a.xq = qa.xq, a.xd = qa.xd, a.xs = qa.xs, a.nw = NULL;
+        }
+        launch<false>(outs[i].dt, a, T, fast && wfast, s);
     }
     return cudaGetLastError();
 }
@@ -864,12 +1127,13 @@ cudaError_t twc_gemv(enum tw_dtype dt, const void *w, size_t row_bytes, int64_t 
                      cudaStream_t s)
 {
     struct twc_gemv_out o = { dt, w, row_bytes, N, y, ldy, bias, NULL };
-    return twc_gemv_multi(1, &o, K, x, ldx, T, NULL, s);
+    return twc_gemv_multi(1, &o, K, x, ldx, T, NULL, NULL, s);
 }
 
 cudaError_t twc_gemv_swiglu(enum tw_dtype dt, const void *wg, const void *wu, size_t row_bytes,
                             int64_t N, int64_t K, const float *x, int64_t ldx, int T, float *y,
-                            int64_t ldy, const struct twc_gemv_norm *norm, cudaStream_t s)
+                            int64_t ldy, const struct twc_gemv_norm *norm, void *xq,
+                            cudaStream_t s)
 {
     if (!shape_ok(dt, K, T) || N < 0 || N > INT32_MAX || (norm && T > 1))
         return cudaErrorInvalidValue;
@@ -879,8 +1143,14 @@ cudaError_t twc_gemv_swiglu(enum tw_dtype dt, const void *wg, const void *wu, si
     a.o[0] = { (const char *)wg, row_bytes, N, y, ldy, NULL, NULL, 0 };
     a.n = 1, a.K = (int)K, a.x = x, a.ldx = ldx, a.wu = (const char *)wu;
     a.nw = norm ? norm->w : NULL, a.eps = norm ? norm->eps : 0.0f;
-    bool fast = x_fast(x, ldx, T) && (!norm || aligned(norm->w, 16)) &&
-                weights_fast(dt, wg, row_bytes, K) && weights_fast(dt, wu, row_bytes, K);
+    bool wfast = weights_fast(dt, wg, row_bytes, K) && weights_fast(dt, wu, row_bytes, K);
+    bool fast = x_fast(x, ldx, T) && (!norm || aligned(norm->w, 16)) && wfast;
+    if (xq && wfast && twc_gemv_int8(dt, T)) {
+        cudaError_t e = quantize_x(a, xq, T, norm, s);
+        if (e != cudaSuccess)
+            return e;
+        a.nw = NULL;
+    }
     launch<true>(dt, a, T, fast, s);
     return cudaGetLastError();
 }

@@ -196,16 +196,26 @@ struct twc_gemv_norm {
 
 // n (1..TWC_GEMV_MAX_OUTS) matrix-vector products of the same x (T rows, ldx apart, K
 // columns) in one launch: q, k and v, or gate and up; or one with a residual add (o, down).
-// norm: NULL, or (T = 1) the RMSNorm applied to x first.
+// norm: NULL, or (T = 1) the RMSNorm applied to x first. xq: NULL (x read as floats), or
+// device scratch of twc_gemv_xq_bytes(K, T) bytes (16-byte aligned) into which x is rounded
+// to int8 blocks for the outputs that twc_gemv_int8 names (the CPU's rounding,
+// cpu_qdot.h: its results, not the float ones, are what these outputs then give).
 cudaError_t twc_gemv_multi(int n, const struct twc_gemv_out *outs, int64_t K, const float *x,
-                           int64_t ldx, int T, const struct twc_gemv_norm *norm, cudaStream_t s);
+                           int64_t ldx, int T, const struct twc_gemv_norm *norm, void *xq,
+                           cudaStream_t s);
+
+// Whether dtype dt's matvec of T rows takes int8 activations (Q4_0 and Q4_K; Q8_0 from T = 2
+// on), and the bytes of scratch they need for T rows of K.
+bool twc_gemv_int8(enum tw_dtype dt, int T);
+size_t twc_gemv_xq_bytes(int64_t K, int T);
 
 // SwiGLU fused with its two products: y[t * ldy + n] = silu(wg[n] . x[t]) * (wu[n] . x[t]),
-// wg and wu (N, K) of dtype dt with rows row_bytes apart (LLaMA's gate and up); norm as
-// twc_gemv_multi's.
+// wg and wu (N, K) of dtype dt with rows row_bytes apart (LLaMA's gate and up); norm and xq
+// as twc_gemv_multi's.
 cudaError_t twc_gemv_swiglu(enum tw_dtype dt, const void *wg, const void *wu, size_t row_bytes,
                             int64_t N, int64_t K, const float *x, int64_t ldx, int T, float *y,
-                            int64_t ldy, const struct twc_gemv_norm *norm, cudaStream_t s);
+                            int64_t ldy, const struct twc_gemv_norm *norm, void *xq,
+                            cudaStream_t s);
 
 // ---- dequant.cu: weights to floats, for the GEMMs and the embedding lookup.
 
