@@ -31,6 +31,7 @@ struct cpu_impl {
     tw_dot_fn dot[TW_DTYPE_COUNT];
     tw_qdot_fn qdot[TW_DTYPE_COUNT];           // NULL for the float dtypes
     tw_qdot_rows_fn qdot_rows[TW_DTYPE_COUNT]; // NULL where the ISA has none
+    tw_qdot_k_fn qdot_k[TW_DTYPE_COUNT];       // over packed activations (Q4_K), or NULL
     tw_q8_act_fn quantize;
     float *tiles;        // TILE_BYTES per thread
     bool gemm_bf16;      // bf16 weights go to cpu_gemm.h's kernel (tw_gemm_bf16_usable)
@@ -80,8 +81,14 @@ static void matmul_dot(struct tw_backend *be, int n, struct tw_tensor *const *ys
             for (int64_t t = 0; t < T; t++)
                 im->quantize(xs + t * K, (size_t)K, xq + t * kb);
     }
+    // Q4_K at one activation row: the activations packed once for all the rows (tw_q8k_act).
+    struct tw_q8k_act *xk = NULL;
+    for (int i = 0; i < n && xq && T == 1 && K % TW_QK_K == 0 && !xk; i++)
+        if (im->qdot_k[ws[i]->dtype] && (xk = tw_malloc_array((size_t)(K / TW_QK_K), sizeof *xk)))
+            tw_q8k_act_pack(xq, (size_t)K, xk);
     for (int i = 0; i < n; i++) {
-        per[i] = xq && T == 1 && im->qdot_rows[ws[i]->dtype] ? TW_QDOT_ROWS : 1;
+        bool packed = xk && im->qdot_k[ws[i]->dtype];
+        per[i] = xq && T == 1 && !packed && im->qdot_rows[ws[i]->dtype] ? TW_QDOT_ROWS : 1;
         start[i] = total;
         total += (ws[i]->ne[0] + per[i] - 1) / per[i];
         work += ws[i]->ne[0] * K * T;
@@ -99,6 +106,11 @@ static void matmul_dot(struct tw_backend *be, int n, struct tw_tensor *const *ys
         tw_qdot_fn qdot = xq ? im->qdot[ws[i]->dtype] : NULL;
         float *ys_i = f32(ys[i]);
         float out[8];
+        if (xk && im->qdot_k[ws[i]->dtype]) { // T == 1
+            im->qdot_k[ws[i]->dtype](row, xk, (size_t)K, out);
+            ys_i[r] = b ? out[0] + b[r] : out[0];
+            continue;
+        }
         if (per[i] > 1) { // T == 1: nr rows against the one activation row
             im->qdot_rows[ws[i]->dtype](row, ws[i]->nb[0], nr, xq, (size_t)K, out);
             for (int k = 0; k < nr; k++)
@@ -115,6 +127,7 @@ static void matmul_dot(struct tw_backend *be, int n, struct tw_tensor *const *ys
                 ys_i[(t0 + j) * N + r] = b ? out[j] + b[r] : out[j];
         }
     }
+    tw_free(xk);
     tw_free(xq);
 }
 
@@ -432,10 +445,15 @@ int tw_backend_cpu_new(int n_threads, struct tw_backend **out)
     // 8.3-9.6; docs/perf.md). TWIN_QDOT_ROWS=1: one row a call always (for comparing the two).
     const char *rows_env = getenv("TWIN_QDOT_ROWS");
     bool one_row = n_threads > 4 || (rows_env && strcmp(rows_env, "1") == 0);
+    // Q4_K's kernel over packed activations, at every thread count (TWIN_QDOT_PACKED=0: the
+    // kernels above instead, for comparing).
+    const char *packed_env = getenv("TWIN_QDOT_PACKED");
+    bool packed = !(packed_env && strcmp(packed_env, "0") == 0);
     for (int t = 0; t < TW_DTYPE_COUNT; t++) {
         im->dot[t] = tw_dot_kernel((enum tw_dtype)t, isa);
         im->qdot[t] = tw_qdot_kernel((enum tw_dtype)t, isa);
         im->qdot_rows[t] = one_row ? NULL : tw_qdot_rows_kernel((enum tw_dtype)t, isa);
+        im->qdot_k[t] = packed ? tw_qdot_k_kernel((enum tw_dtype)t, isa) : NULL;
     }
     im->quantize = tw_q8_act_quantizer(isa);
     im->gemm_bf16 = tw_gemm_bf16_usable(isa);

@@ -199,6 +199,26 @@ tw_qdot_fn tw_qdot_kernel(enum tw_dtype t, enum tw_cpu_isa isa)
     }
 }
 
+tw_qdot_k_fn tw_qdot_k_kernel(enum tw_dtype t, enum tw_cpu_isa isa)
+{
+    return kernel_isa(t, isa) == TW_ISA_AVX512 ? tw_qdot_k_kernel_avx512(t) : NULL;
+}
+
+void tw_q8k_act_pack(const struct tw_q8_act *x, size_t n, struct tw_q8k_act *out)
+{
+    assert(n % 256 == 0);
+    for (size_t g = 0; g < n / 256; g++, out++) {
+        for (int j = 0; j < 8; j++, x++) {
+            int s = 0;
+            for (int i = 0; i < TW_QK8_ACT; i++)
+                s += x->qs[i];
+            memcpy(out->qs + 32 * j, x->qs, TW_QK8_ACT);
+            out->v[j] = x->d;
+            out->v[8 + j] = x->d * (float)s;
+        }
+    }
+}
+
 tw_qdot_rows_fn tw_qdot_rows_kernel(enum tw_dtype t, enum tw_cpu_isa isa)
 {
     if (!kernel_scalar(t))

@@ -455,6 +455,43 @@ KERNEL(q6_k)
 ROWS_KERNEL(q4_0)
 ROWS_KERNEL(q4_k)
 
+// Q4_K against packed activations: per block, f * v gives d*sc_j*d_j (lanes 0..7) and
+// dmin*m_j * d_j*sum(q_j) (lanes 8..15, the min terms, summed once a block); per step of 64
+// weights one vpdpbusd, a conversion, a permute of the block's factors and an FMA.
+TARGET __attribute__((noinline)) static void
+qdot_k_q4_k(const void *row, const struct tw_q8k_act *x, size_t n, float *out)
+{
+    const struct tw_block_q4_k *b = row;
+    const __m512i z = _mm512_setzero_si512(), m4 = _mm512_set1_epi8(0x0F);
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), accm = _mm512_setzero_ps();
+    for (size_t i = 0; i < n / TW_QK_K; i++, b++, x++) {
+        tw_dot_prefetch_l1(b, sizeof *b);
+        __m512 fv = _mm512_mul_ps(q4_k_factors(b), _mm512_loadu_ps(x->v));
+        accm = _mm512_mask_add_ps(accm, 0xFF00, accm, fv);
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) {
+            __m256i raw = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * c));
+            __m512i q =
+                _mm512_inserti64x4(_mm512_castsi256_si512(raw), _mm256_srli_epi16(raw, 4), 1);
+            __m512i xq = _mm512_loadu_si512(x->qs + 64 * c);
+            __m512 p = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(z, _mm512_and_si512(q, m4), xq));
+            __m512i idx = _mm512_mask_blend_epi32(0xFF00, _mm512_set1_epi32(2 * c),
+                                                  _mm512_set1_epi32(2 * c + 1));
+            __m512 dsc = _mm512_permutexvar_ps(idx, fv);
+            if (c % 2)
+                acc1 = _mm512_fmadd_ps(p, dsc, acc1);
+            else
+                acc0 = _mm512_fmadd_ps(p, dsc, acc0);
+        }
+    }
+    *out = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) - _mm512_reduce_add_ps(accm);
+}
+
+tw_qdot_k_fn tw_qdot_k_kernel_avx512(enum tw_dtype t)
+{
+    return t == TW_DTYPE_Q4_K ? qdot_k_q4_k : NULL;
+}
+
 tw_qdot_rows_fn tw_qdot_rows_kernel_avx512(enum tw_dtype t)
 {
     switch (t) {
@@ -516,6 +553,12 @@ tw_qdot_fn tw_qdot_kernel_avx512(enum tw_dtype t)
 }
 
 tw_qdot_rows_fn tw_qdot_rows_kernel_avx512(enum tw_dtype t)
+{
+    (void)t;
+    return NULL;
+}
+
+tw_qdot_k_fn tw_qdot_k_kernel_avx512(enum tw_dtype t)
 {
     (void)t;
     return NULL;

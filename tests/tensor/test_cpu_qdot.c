@@ -387,6 +387,25 @@ static void test_rows_kernels(enum tw_cpu_isa top)
                     tile_refs(&tl[r]);
                 }
                 for (int isa = TW_ISA_SCALAR; isa <= (int)top; isa++) {
+                    // The one-row kernel over packed activations (Q4_K), row by row.
+                    tw_qdot_k_fn fk = tw_qdot_k_kernel(t, (enum tw_cpu_isa)isa);
+                    if (fk) {
+                        struct tw_q8k_act *xk = aligned_alloc(64, n / 256 * sizeof *xk);
+                        REQUIRE(xk);
+                        tw_q8k_act_pack(x, n, xk);
+                        for (int r = 0; r < TW_QDOT_ROWS; r++) {
+                            float o = -12345.0f;
+                            fk(buf + 34 + (size_t)r * ldw, xk, n, &o);
+                            bool ok = fabs(o - tl[r].ref[0]) <= tl[r].tol[0] &&
+                                      fabs(o - tl[r].ref32[0]) <= tl[r].tol32[0];
+                            if (!ok && bad < 20)
+                                fprintf(stderr, "%s packed n=%zu row %d: got %.9g, exact %.9g\n",
+                                        tw_dtype_name(t), n, r, (double)o, tl[r].ref[0]);
+                            cases++;
+                            bad += !ok;
+                        }
+                        free(xk);
+                    }
                     tw_qdot_rows_fn f = tw_qdot_rows_kernel(t, (enum tw_cpu_isa)isa);
                     if (!f)
                         continue;
@@ -419,9 +438,12 @@ static void test_rows_kernels(enum tw_cpu_isa top)
     }
     printf("multi-row kernels up to %s: %d cases, %d wrong\n", tw_cpu_isa_name(top), cases, bad);
     CHECK_EQ_INT(bad, 0);
-    // AVX-512 (with VNNI) has them for q4_0 and q4_K; no ISA for the float dtypes.
+    // AVX-512 (with VNNI) has them for q4_0 and q4_K (and the packed one-row kernel for q4_K);
+    // no ISA for the float dtypes.
     CHECK(tw_qdot_rows_kernel(TW_DTYPE_BF16, top) == NULL);
     CHECK(tw_qdot_rows_kernel(TW_DTYPE_Q4_K, TW_ISA_SCALAR) == NULL);
+    CHECK(tw_qdot_k_kernel(TW_DTYPE_Q4_K, TW_ISA_AVX2) == NULL);
+    CHECK(tw_qdot_k_kernel(TW_DTYPE_Q4_0, top) == NULL);
     if (tw_qdot_kernel(TW_DTYPE_Q4_K, top) == tw_qdot_kernel(TW_DTYPE_Q4_K, TW_ISA_AVX512) &&
         top == TW_ISA_AVX512)
         CHECK(cases > 0);
