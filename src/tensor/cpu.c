@@ -31,7 +31,7 @@ struct cpu_impl {
     tw_dot_fn dot[TW_DTYPE_COUNT];
     tw_qdot_fn qdot[TW_DTYPE_COUNT];           // NULL for the float dtypes
     tw_qdot_rows_fn qdot_rows[TW_DTYPE_COUNT]; // NULL where the ISA has none
-    tw_qdot_k_fn qdot_k[TW_DTYPE_COUNT];       // over packed activations (Q4_K), or NULL
+    tw_qdot_k_fn qdot_k[TW_DTYPE_COUNT];       // over packed activations (Q4_K, Q4_0), or NULL
     tw_q8_act_fn quantize;
     float *tiles;        // TILE_BYTES per thread
     bool gemm_bf16;      // bf16 weights go to cpu_gemm.h's kernel (tw_gemm_bf16_usable)
@@ -81,7 +81,8 @@ static void matmul_dot(struct tw_backend *be, int n, struct tw_tensor *const *ys
             for (int64_t t = 0; t < T; t++)
                 im->quantize(xs + t * K, (size_t)K, xq + t * kb);
     }
-    // Q4_K at one activation row: the activations packed once for all the rows (tw_q8k_act).
+    // Q4_K and Q4_0 at one activation row: the activations packed once for all the rows
+    // (tw_q8k_act).
     struct tw_q8k_act *xk = NULL;
     for (int i = 0; i < n && xq && T == 1 && K % TW_QK_K == 0 && !xk; i++)
         if (im->qdot_k[ws[i]->dtype] && (xk = tw_malloc_array((size_t)(K / TW_QK_K), sizeof *xk)))
@@ -445,7 +446,7 @@ int tw_backend_cpu_new(int n_threads, struct tw_backend **out)
     // 8.3-9.6; docs/perf.md). TWIN_QDOT_ROWS=1: one row a call always (for comparing the two).
     const char *rows_env = getenv("TWIN_QDOT_ROWS");
     bool one_row = n_threads > 4 || (rows_env && strcmp(rows_env, "1") == 0);
-    // Q4_K's kernel over packed activations, at every thread count (TWIN_QDOT_PACKED=0: the
+    // The kernels over packed activations, at every thread count (TWIN_QDOT_PACKED=0: the
     // kernels above instead, for comparing).
     const char *packed_env = getenv("TWIN_QDOT_PACKED");
     bool packed = !(packed_env && strcmp(packed_env, "0") == 0);

@@ -111,15 +111,21 @@ INLINE __m512i q8_0_weights(const struct tw_block_q8_0 *b, size_t i, int two, __
 // Block i's 16 bytes in 128-bit lanes 0 and 1, block i + 1's in lanes 2 and 3; lanes 1 and 3
 // take the high nibbles (elements 16..31), giving the nibbles q (0..15) in element order
 // (zero past block i when two is 0).
-INLINE __m512i q4_0_nibbles(const struct tw_block_q4_0 *b, size_t i, int two, __m512 *dw)
+INLINE __m512i q4_0_qs(const struct tw_block_q4_0 *b, size_t i, int two)
 {
     __m128i b0 = _mm_loadu_si128((const __m128i *)b[i].qs);
     __m512i v = two ? _mm512_mask_broadcast_i32x4(_mm512_broadcast_i32x4(b0), 0xFF00,
                                                   _mm_loadu_si128((const __m128i *)b[i + 1].qs))
                     : _mm512_maskz_broadcast_i32x4(0x00FF, b0);
-    *dw = two ? pair_ps(f16(b[i].d), f16(b[i + 1].d)) : _mm512_set1_ps(f16(b[i].d));
     return _mm512_and_si512(_mm512_mask_blend_epi64(0xCC, v, _mm512_srli_epi16(v, 4)),
                             _mm512_set1_epi8(0x0F));
+}
+
+// The same, and the blocks' scales in lanes 0..7 and 8..15 (*dw).
+INLINE __m512i q4_0_nibbles(const struct tw_block_q4_0 *b, size_t i, int two, __m512 *dw)
+{
+    *dw = two ? pair_ps(f16(b[i].d), f16(b[i + 1].d)) : _mm512_set1_ps(f16(b[i].d));
+    return q4_0_qs(b, i, two);
 }
 
 // The signed weights q - 8.
@@ -455,6 +461,18 @@ KERNEL(q6_k)
 ROWS_KERNEL(q4_0)
 ROWS_KERNEL(q4_k)
 
+// The packed kernels' step c of a group of 256 (sub-blocks 2c and 2c + 1): the unsigned
+// nibbles q of those 64 elements against the activations' bytes, times fv's lanes 2c (lanes
+// 0..7 of the product) and 2c + 1 (8..15), into acc.
+INLINE __m512 packed_step(__m512 acc, int c, __m512i q, const struct tw_q8k_act *x, __m512 fv)
+{
+    __m512i xq = _mm512_loadu_si512(x->qs + 64 * c);
+    __m512 p = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), q, xq));
+    __m512i idx =
+        _mm512_mask_blend_epi32(0xFF00, _mm512_set1_epi32(2 * c), _mm512_set1_epi32(2 * c + 1));
+    return _mm512_fmadd_ps(p, _mm512_permutexvar_ps(idx, fv), acc);
+}
+
 // Q4_K against packed activations: per block, f * v gives d*sc_j*d_j (lanes 0..7) and
 // dmin*m_j * d_j*sum(q_j) (lanes 8..15, the min terms, summed once a block); per step of 64
 // weights one vpdpbusd, a conversion, a permute of the block's factors and an FMA.
@@ -462,8 +480,8 @@ TARGET __attribute__((noinline)) static void
 qdot_k_q4_k(const void *row, const struct tw_q8k_act *x, size_t n, float *out)
 {
     const struct tw_block_q4_k *b = row;
-    const __m512i z = _mm512_setzero_si512(), m4 = _mm512_set1_epi8(0x0F);
-    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), accm = _mm512_setzero_ps();
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    __m512 acc[2] = { _mm512_setzero_ps(), _mm512_setzero_ps() }, accm = _mm512_setzero_ps();
     for (size_t i = 0; i < n / TW_QK_K; i++, b++, x++) {
         tw_dot_prefetch_l1(b, sizeof *b);
         __m512 fv = _mm512_mul_ps(q4_k_factors(b), _mm512_loadu_ps(x->v));
@@ -473,23 +491,41 @@ qdot_k_q4_k(const void *row, const struct tw_q8k_act *x, size_t n, float *out)
             __m256i raw = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * c));
             __m512i q =
                 _mm512_inserti64x4(_mm512_castsi256_si512(raw), _mm256_srli_epi16(raw, 4), 1);
-            __m512i xq = _mm512_loadu_si512(x->qs + 64 * c);
-            __m512 p = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(z, _mm512_and_si512(q, m4), xq));
-            __m512i idx = _mm512_mask_blend_epi32(0xFF00, _mm512_set1_epi32(2 * c),
-                                                  _mm512_set1_epi32(2 * c + 1));
-            __m512 dsc = _mm512_permutexvar_ps(idx, fv);
-            if (c % 2)
-                acc1 = _mm512_fmadd_ps(p, dsc, acc1);
-            else
-                acc0 = _mm512_fmadd_ps(p, dsc, acc0);
+            acc[c % 2] = packed_step(acc[c % 2], c, _mm512_and_si512(q, m4), x, fv);
         }
     }
-    *out = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) - _mm512_reduce_add_ps(accm);
+    *out = _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) - _mm512_reduce_add_ps(accm);
+}
+
+// Q4_0 against packed activations (n a multiple of 256): per group of eight blocks, their
+// scales dw_j times v give dw_j * d_j (lanes 0..7) and 8 * dw_j * d_j * sum(q_j) (lanes
+// 8..15: the offset of 8 that the unsigned nibbles carry, taken off once a group); per two
+// blocks one vpdpbusd of the nibbles, a conversion, a permute and an FMA.
+TARGET __attribute__((noinline)) static void
+qdot_k_q4_0(const void *row, const struct tw_q8k_act *x, size_t n, float *out)
+{
+    const struct tw_block_q4_0 *b = row;
+    const __m512 eight_hi = _mm512_mask_mov_ps(_mm512_set1_ps(1.0f), 0xFF00, _mm512_set1_ps(8.0f));
+    __m512 acc[2] = { _mm512_setzero_ps(), _mm512_setzero_ps() }, accm = _mm512_setzero_ps();
+    for (size_t g = 0; g < n / 256; g++, b += 8, x++) {
+        tw_dot_prefetch_l1(b, 8 * sizeof *b);
+        __m256 d8 = _mm256_cvtph_ps(_mm_setr_epi16((short)b[0].d, (short)b[1].d, (short)b[2].d,
+                                                   (short)b[3].d, (short)b[4].d, (short)b[5].d,
+                                                   (short)b[6].d, (short)b[7].d));
+        __m512d lo = _mm512_castpd256_pd512(_mm256_castps_pd(d8));
+        __m512 dw = _mm512_castpd_ps(_mm512_insertf64x4(lo, _mm256_castps_pd(d8), 1));
+        __m512 fv = _mm512_mul_ps(_mm512_mul_ps(dw, eight_hi), _mm512_loadu_ps(x->v));
+        accm = _mm512_mask_add_ps(accm, 0xFF00, accm, fv);
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++)
+            acc[c % 2] = packed_step(acc[c % 2], c, q4_0_qs(b, 2 * (size_t)c, 1), x, fv);
+    }
+    *out = _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) - _mm512_reduce_add_ps(accm);
 }
 
 tw_qdot_k_fn tw_qdot_k_kernel_avx512(enum tw_dtype t)
 {
-    return t == TW_DTYPE_Q4_K ? qdot_k_q4_k : NULL;
+    return t == TW_DTYPE_Q4_K ? qdot_k_q4_k : t == TW_DTYPE_Q4_0 ? qdot_k_q4_0 : NULL;
 }
 
 tw_qdot_rows_fn tw_qdot_rows_kernel_avx512(enum tw_dtype t)
