@@ -588,11 +588,16 @@ static void lt_matmul(struct cuda_impl *im, int kind, const void *w, const void 
 }
 
 // Grows a scratch buffer of the backend to `bytes` (what it held is lost): waits for the
-// stream first, since enqueued work may still read it. Never called while recording.
+// stream first, since enqueued work may still read it. While recording it cannot wait: the
+// recording fails instead (the step then runs op by op, which grows the buffer).
 static bool ensure_scratch(struct cuda_impl *im, void **p, size_t *cap, size_t bytes)
 {
     if (bytes <= *cap)
         return true;
+    if (im->mode == CAPTURE) {
+        fail(im, "matmul scratch", "it would grow while a graph is recorded");
+        return false;
+    }
     ck(im, cudaStreamSynchronize(im->stream), "matmul");
     cudaFree(*p);
     *p = NULL;
