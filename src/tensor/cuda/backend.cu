@@ -665,7 +665,7 @@ static const __nv_bfloat16 *x_for(struct cuda_impl *im, const struct tw_tensor *
 
 // Scratch for x (T, K) rounded to int8 when one of the n weights' matvec takes it
 // (twc_gemv_int8), else NULL (also when it cannot grow: the failure is recorded; and while
-// recording a graph, where XQ_BYTES, made at the start, covers K up to 100k at T = 8).
+// recording a graph, where XQ_BYTES, made at the start, covers K up to 90k at T = 8).
 static void *gemv_xq(struct cuda_impl *im, int n, const struct tw_tensor *const *ws, int64_t T,
                      int64_t K)
 {
