@@ -31,7 +31,7 @@ struct cpu_impl {
     tw_dot_fn dot[TW_DTYPE_COUNT];
     tw_qdot_fn qdot[TW_DTYPE_COUNT];           // NULL for the float dtypes
     tw_qdot_rows_fn qdot_rows[TW_DTYPE_COUNT]; // NULL where the ISA has none
-    tw_qdot_k_fn qdot_k[TW_DTYPE_COUNT];       // over packed activations (Q4_K, Q4_0), or NULL
+    tw_qdot_k_fn qdot_k[TW_DTYPE_COUNT];       // over packed activations (q4_K, q4_0, q8_0)
     tw_q8_act_fn quantize;
     float *tiles;        // TILE_BYTES per thread
     bool gemm_bf16;      // bf16 weights go to cpu_gemm.h's kernel (tw_gemm_bf16_usable)
@@ -81,7 +81,7 @@ static void matmul_dot(struct tw_backend *be, int n, struct tw_tensor *const *ys
             for (int64_t t = 0; t < T; t++)
                 im->quantize(xs + t * K, (size_t)K, xq + t * kb);
     }
-    // Q4_K and Q4_0 at one activation row: the activations packed once for all the rows
+    // Q4_K, Q4_0, Q8_0 at one activation row: the activations packed once for all the rows
     // (tw_q8k_act).
     struct tw_q8k_act *xk = NULL;
     for (int i = 0; i < n && xq && T == 1 && K % TW_QK_K == 0 && !xk; i++)

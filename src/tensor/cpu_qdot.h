@@ -66,9 +66,9 @@ typedef void (*tw_qdot_rows_fn)(const void *w, size_t ldw, int nw, const struct 
 // ISA has none for t (the caller then calls the tw_qdot_fn row by row).
 tw_qdot_rows_fn tw_qdot_rows_kernel(enum tw_dtype t, enum tw_cpu_isa isa);
 
-// ---- Q4_K and Q4_0 against one activation row repacked once a matmul (tw_q8k_act_pack), so that
-// the activations' side of the work (their sums, the scales' products) is not redone for every
-// weight row: per 256 elements, the int8 values of its eight tw_q8_act blocks and v, with
+// ---- Q4_K, Q4_0 and Q8_0 against one activation row repacked once a matmul (tw_q8k_act_pack), so
+// that the activations' side of the work (their sums, the scales' products) is not redone for
+// every weight row: per 256 elements, the int8 values of its eight tw_q8_act blocks and v, with
 // v[j] = d_j and v[8 + j] = d_j * sum(q_j) for sub-block j (the blocks' numbers, repacked, not
 // rounded again). out = tw_qdot_fn's (nx = 1) up to float rounding.
 struct tw_q8k_act {
@@ -81,8 +81,8 @@ void tw_q8k_act_pack(const struct tw_q8_act *x, size_t n, struct tw_q8k_act *out
 
 typedef void (*tw_qdot_k_fn)(const void *row, const struct tw_q8k_act *x, size_t n, float *out);
 
-// The kernel of dtype t (Q4_K, Q4_0) for isa: AVX-512 with VNNI; NULL where there is none (the
-// caller then uses tw_qdot_fn). n must be a multiple of 256 (Q4_0 too).
+// The kernel of dtype t (Q4_K, Q4_0, Q8_0) for isa: AVX-512 with VNNI; NULL where there is none
+// (the caller then uses tw_qdot_fn). n must be a multiple of 256 (Q4_0 and Q8_0 too).
 tw_qdot_k_fn tw_qdot_k_kernel(enum tw_dtype t, enum tw_cpu_isa isa);
 
 // ---- internal: the per-ISA tables of cpu_qdot_avx2.c and cpu_qdot_avx512.c (built with

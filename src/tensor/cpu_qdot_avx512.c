@@ -461,16 +461,34 @@ KERNEL(q6_k)
 ROWS_KERNEL(q4_0)
 ROWS_KERNEL(q4_k)
 
-// The packed kernels' step c of a group of 256 (sub-blocks 2c and 2c + 1): the unsigned
-// nibbles q of those 64 elements against the activations' bytes, times fv's lanes 2c (lanes
-// 0..7 of the product) and 2c + 1 (8..15), into acc.
+// The packed kernels' step c of a group of 256 (sub-blocks 2c and 2c + 1): p, the integer
+// sums of those 64 elements by four (lanes 0..7: sub-block 2c), times fv's lanes 2c and
+// 2c + 1, into acc.
+INLINE __m512 packed_fma(__m512 acc, int c, __m512 p, __m512 fv)
+{
+    __m512i idx =
+        _mm512_mask_blend_epi32(0xFF00, _mm512_set1_epi32(2 * c), _mm512_set1_epi32(2 * c + 1));
+    return _mm512_fmadd_ps(p, _mm512_permutexvar_ps(idx, fv), acc);
+}
+
+// The same for unsigned nibbles q against the activations' bytes.
 INLINE __m512 packed_step(__m512 acc, int c, __m512i q, const struct tw_q8k_act *x, __m512 fv)
 {
     __m512i xq = _mm512_loadu_si512(x->qs + 64 * c);
     __m512 p = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), q, xq));
-    __m512i idx =
-        _mm512_mask_blend_epi32(0xFF00, _mm512_set1_epi32(2 * c), _mm512_set1_epi32(2 * c + 1));
-    return _mm512_fmadd_ps(p, _mm512_permutexvar_ps(idx, fv), acc);
+    return packed_fma(acc, c, p, fv);
+}
+
+// The fp16 scales (the first field) of eight consecutive blocks of `size` bytes at b, as
+// floats in lanes 0..7 and again in 8..15.
+INLINE __m512 scales8(const void *b, size_t size)
+{
+    uint16_t h[8];
+    for (int j = 0; j < 8; j++)
+        memcpy(&h[j], (const char *)b + (size_t)j * size, sizeof h[j]);
+    __m256 d8 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
+    __m512d lo = _mm512_castpd256_pd512(_mm256_castps_pd(d8));
+    return _mm512_castpd_ps(_mm512_insertf64x4(lo, _mm256_castps_pd(d8), 1));
 }
 
 // Q4_K against packed activations: per block, f * v gives d*sc_j*d_j (lanes 0..7) and
@@ -509,11 +527,7 @@ qdot_k_q4_0(const void *row, const struct tw_q8k_act *x, size_t n, float *out)
     __m512 acc[2] = { _mm512_setzero_ps(), _mm512_setzero_ps() }, accm = _mm512_setzero_ps();
     for (size_t g = 0; g < n / 256; g++, b += 8, x++) {
         tw_dot_prefetch_l1(b, 8 * sizeof *b);
-        __m256 d8 = _mm256_cvtph_ps(_mm_setr_epi16((short)b[0].d, (short)b[1].d, (short)b[2].d,
-                                                   (short)b[3].d, (short)b[4].d, (short)b[5].d,
-                                                   (short)b[6].d, (short)b[7].d));
-        __m512d lo = _mm512_castpd256_pd512(_mm256_castps_pd(d8));
-        __m512 dw = _mm512_castpd_ps(_mm512_insertf64x4(lo, _mm256_castps_pd(d8), 1));
+        __m512 dw = scales8(b, sizeof *b);
         __m512 fv = _mm512_mul_ps(_mm512_mul_ps(dw, eight_hi), _mm512_loadu_ps(x->v));
         accm = _mm512_mask_add_ps(accm, 0xFF00, accm, fv);
 #pragma GCC unroll 4
@@ -523,9 +537,39 @@ qdot_k_q4_0(const void *row, const struct tw_q8k_act *x, size_t n, float *out)
     *out = _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) - _mm512_reduce_add_ps(accm);
 }
 
+// Q8_0 against packed activations (n a multiple of 256): per group of eight blocks, their
+// scales times v (lanes 0..7: dw_j * d_j); per two blocks the signed products (signed_dot),
+// a permute and an FMA.
+TARGET __attribute__((noinline)) static void
+qdot_k_q8_0(const void *row, const struct tw_q8k_act *x, size_t n, float *out)
+{
+    const struct tw_block_q8_0 *b = row;
+    __m512 acc[2] = { _mm512_setzero_ps(), _mm512_setzero_ps() };
+    for (size_t g = 0; g < n / 256; g++, b += 8, x++) {
+        tw_dot_prefetch_l1(b, 8 * sizeof *b);
+        __m512 fv = _mm512_mul_ps(scales8(b, sizeof *b), _mm512_loadu_ps(x->v));
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) {
+            __m512i w = load_2x32(b[2 * c].qs, b[2 * c + 1].qs, 1);
+            __m512 p = signed_dot(w, _mm512_loadu_si512(x->qs + 64 * c));
+            acc[c % 2] = packed_fma(acc[c % 2], c, p, fv);
+        }
+    }
+    *out = _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
+}
+
 tw_qdot_k_fn tw_qdot_k_kernel_avx512(enum tw_dtype t)
 {
-    return t == TW_DTYPE_Q4_K ? qdot_k_q4_k : t == TW_DTYPE_Q4_0 ? qdot_k_q4_0 : NULL;
+    switch (t) {
+    case TW_DTYPE_Q8_0:
+        return qdot_k_q8_0;
+    case TW_DTYPE_Q4_0:
+        return qdot_k_q4_0;
+    case TW_DTYPE_Q4_K:
+        return qdot_k_q4_k;
+    default:
+        return NULL;
+    }
 }
 
 tw_qdot_rows_fn tw_qdot_rows_kernel_avx512(enum tw_dtype t)

@@ -443,7 +443,7 @@ static void test_rows_kernels(enum tw_cpu_isa top)
     CHECK(tw_qdot_rows_kernel(TW_DTYPE_BF16, top) == NULL);
     CHECK(tw_qdot_rows_kernel(TW_DTYPE_Q4_K, TW_ISA_SCALAR) == NULL);
     CHECK(tw_qdot_k_kernel(TW_DTYPE_Q4_K, TW_ISA_AVX2) == NULL);
-    CHECK(tw_qdot_k_kernel(TW_DTYPE_Q8_0, top) == NULL);
+    CHECK(tw_qdot_k_kernel(TW_DTYPE_Q6_K, top) == NULL);
     if (tw_qdot_kernel(TW_DTYPE_Q4_K, top) == tw_qdot_kernel(TW_DTYPE_Q4_K, TW_ISA_AVX512) &&
         top == TW_ISA_AVX512)
         CHECK(cases > 0);
