@@ -68,7 +68,8 @@ struct tw_lm {
     bool lora_on;
     bool fused;         // on a device: the adapters ride along the bf16 base's products (grad.h's
                         // lora_fwd; bw's targeted weights are [[W, B], [A, 0]] blocks)
-    const float *xc_of; // fused: the input whose bf16 rounding m->tmp holds (lora_input)
+    const float *xc_of; // fused: the input whose bf16 rounding m->tmp holds in this group of
+                        // projections (lora_input, start_group)
     struct lora *lora;  // (n_layer * TW_PROJ_COUNT), in == 0 where not targeted
     float *lora_buf;
     // activations for n_alloc tokens: every layer's, or with recompute one layer's (each
@@ -914,24 +915,34 @@ static bool lowp(const tw_lm *m)
 }
 
 // Fused LoRA: x (N, in) rounded to bf16 in m->tmp, rows in + r apart (grad.h's lora_fwd
-// input); same_x: the caller's x is the one of its last call, unchanged since (the
-// projections of one input share the rounding). m->tmp is free: fused means no dropout.
-static void *lora_input(tw_lm *m, const float *x, int64_t N, int64_t in, bool same_x)
+// input), unless this group of projections of one input already rounded it (m->xc_of, which
+// start_group clears). m->tmp is free: fused means no dropout.
+static void *lora_input(tw_lm *m, const float *x, int64_t N, int64_t in)
 {
-    if (!same_x || m->xc_of != x) {
+    if (m->xc_of != x) {
         m->go->round_bf16(m->be, m->tmp, in + m->r, x, N, in);
         m->xc_of = x;
     }
     return m->tmp;
 }
 
-// y (N, out) = x W^T + b + scale (drop(x) A^T) B^T. same_x: see lora_input.
+// same_x false: a projection of a new input (q; gate; o; down), whose rounding (lora_input)
+// the projections of the same input after it (k, v; up) share. The rounding kept from an
+// earlier group is stale even where x is the same buffer (the next layer's or step's values).
+static void start_group(tw_lm *m, bool same_x)
+{
+    if (!same_x)
+        m->xc_of = NULL;
+}
+
+// y (N, out) = x W^T + b + scale (drop(x) A^T) B^T. same_x: see start_group.
 static int lin_fwd(tw_lm *m, int il, int p, float *y, const float *x, int64_t N, bool same_x)
 {
     struct tw_layer *L = &m->bw->layers[il];
     struct lora *a = lora_at(m, il, p);
+    start_group(m, same_x);
     if (a && m->fused) // s drop(x) A^T kept in bf16 where xa's floats are
-        return m->go->lora_fwd(m->be, y, lora_input(m, x, N, a->in, same_x), lt(L, proj_off[p]),
+        return m->go->lora_fwd(m->be, y, lora_input(m, x, N, a->in), lt(L, proj_off[p]),
                                bias_of(L, p), m->r, m->scale, acts_of(m, il)->xa[p], N);
     int rc = m->go->linear_fwd(m->be, y, x, lt(L, proj_off[p]), bias_of(L, p), N);
     if (rc || !a)
@@ -946,7 +957,7 @@ static int lin_fwd(tw_lm *m, int il, int p, float *y, const float *x, int64_t N,
 }
 
 // dx += dy W (+ the adapter's path), or with add false dx = that; the gradients of whatever is
-// trainable. same_x: see lora_input.
+// trainable. same_x: see start_group.
 static int lin_bwd(tw_lm *m, int il, int p, float *dx, bool add, const float *dy, const float *x,
                    int64_t N, bool same_x)
 {
@@ -954,10 +965,10 @@ static int lin_bwd(tw_lm *m, int il, int p, float *dx, bool add, const float *dy
     struct tw_tensor *gw = lt(G, proj_off[p]);
     float *gb = bias_off[p] && lt(G, bias_off[p])->data ? f(lt(G, bias_off[p])) : NULL;
     struct lora *a = lora_at(m, il, p);
+    start_group(m, same_x);
     if (a && m->fused)
-        return m->go->lora_bwd(m->be, dx, add, a->bdA, a->bdB, gb, dy,
-                               lora_input(m, x, N, a->in, same_x), acts_of(m, il)->xa[p],
-                               lt(L, proj_off[p]), m->r, m->scale, N);
+        return m->go->lora_bwd(m->be, dx, add, a->bdA, a->bdB, gb, dy, lora_input(m, x, N, a->in),
+                               acts_of(m, il)->xa[p], lt(L, proj_off[p]), m->r, m->scale, N);
     int rc = m->go->linear_bwd(m->be, dx, add, gw->data ? f(gw) : NULL, gb, dy, x,
                                lt(L, proj_off[p]), N);
     if (rc || !a)
