@@ -664,20 +664,18 @@ static const __nv_bfloat16 *x_for(struct cuda_impl *im, const struct tw_tensor *
 }
 
 // Scratch for x (T, K) rounded to int8 when one of the n weights' matvec takes it
-// (twc_gemv_int8), else NULL (also when it cannot grow: the failure is recorded; and while
-// recording a graph, where XQ_BYTES, made at the start, covers K up to 90k at T = 8).
+// (twc_gemv_int8), else NULL (also when it cannot grow: the failure is recorded). XQ_BYTES,
+// made at the start, covers K up to 90k at T = 8, so that recording a graph finds it grown.
 static void *gemv_xq(struct cuda_impl *im, int n, const struct tw_tensor *const *ws, int64_t T,
                      int64_t K)
 {
     bool any = false;
     for (int i = 0; i < n; i++)
         any = any || twc_gemv_int8(ws[i]->dtype, (int)T);
-    size_t bytes = twc_gemv_xq_bytes(K, (int)T);
     if (!any || im->xq_off)
         return NULL;
-    if (bytes > im->xq_bytes && im->mode == CAPTURE) // a graph cannot wait for a new buffer
-        return NULL;
-    return ensure_scratch(im, &im->xq, &im->xq_bytes, bytes) ? im->xq : NULL;
+    return ensure_scratch(im, &im->xq, &im->xq_bytes, twc_gemv_xq_bytes(K, (int)T)) ? im->xq
+                                                                                    : NULL;
 }
 
 static struct twc_gemv_out gemv_out(const struct tw_tensor *w, float *y,

@@ -18,11 +18,11 @@
 //
 // Q8_0, Q4_0 and Q4_K weights meet int8 activations when the caller gives scratch for them
 // (twc_gemv_multi's xq; Q8_0 from two rows on, twc_gemv_int8): x is rounded to int8 blocks of
-// 32 first (q8_act_kernel, the CPU's
-// rounding, cpu_qdot.h: d = max|x| / 127, q = rint(x * 127 / max|x|), with an RMSNorm applied
-// before it when one is folded in), and four weights meet four activations in one integer
-// dp4a (as llama.cpp's mmvq does). Decoding a float per weight made these formats bound by the
-// SM's issue rate (about five instructions a weight) far below HBM's; dp4a takes one or two.
+// 32 first (q8_act_kernel, the CPU's rounding, cpu_qdot.h: d = max|x| / 127, q = rint(x * 127 /
+// max|x|), with an RMSNorm applied before it when one is folded in), and four weights meet four
+// activations in one integer dp4a (as llama.cpp's mmvq does). Decoding a float per weight made
+// these formats bound by the SM's issue rate (about five instructions a weight) far below HBM's;
+// dp4a takes one or two.
 #include "tensor/cuda/kernels.cuh"
 
 extern "C" {
@@ -167,7 +167,7 @@ template <int T, bool FAST, bool NORM> struct xin {
 // The int8 activations as the formats' dotq() reads them (row t: bytes q + t K, scales
 // d + t K / 32, sums s + t K / 16); 16- and 8-byte loads at element offsets that are
 // multiples of 16 and 8 (the scratch is 16-byte aligned and K a multiple of 32).
-template <int T> struct xq_in {
+struct xq_in {
     const int8_t *q;
     const float *dd, *ss;
     int64_t K;
@@ -714,7 +714,7 @@ __global__ void __launch_bounds__(GEMV_THREADS, GEMV_MIN_BLOCKS(DT))
         for (int t = 0; t < T; t++)
             acc[r][t] = 0.0f;
     xin<T, FAST, NORM> x = { a.x, a.ldx, a.nw, {} };
-    const xq_in<T> xq = { a.xq, a.xd, a.xs, a.K };
+    const xq_in xq = { a.xq, a.xd, a.xs, a.K };
 
     // Thread g takes piece g % PPB of blocks g / PPB, + GT / PPB, ...
     constexpr int PPB = W::PPB, STEP = GT / PPB;
@@ -1054,18 +1054,23 @@ size_t twc_gemv_xq_bytes(int64_t K, int T)
     return xq_q_bytes(K, T) + 3 * xq_d_bytes(K, T); // d, then the sums of 16 (twice as many)
 }
 
-// x rounded into the scratch xq (twc_gemv_xq_bytes), for the outputs of a with dotq; sets
-// a's pointers to it.
-static cudaError_t quantize_x(gemv_args &a, void *xq, int T, const twc_gemv_norm *norm,
-                              cudaStream_t s)
+// Points a's int8 activations at their parts in the scratch xq (twc_gemv_xq_bytes); the
+// outputs of a then read them (dotq) and not x, whose norm they hold.
+static void use_xq(gemv_args &a, void *xq, int T)
 {
-    int8_t *q = (int8_t *)xq;
-    float *d = (float *)((char *)xq + xq_q_bytes(a.K, T));
-    float *s16 = (float *)((char *)d + xq_d_bytes(a.K, T));
-    a.xq = q, a.xd = d, a.xs = s16;
+    a.xq = (const int8_t *)xq;
+    a.xd = (const float *)((char *)xq + xq_q_bytes(a.K, T));
+    a.xs = (const float *)((const char *)a.xd + xq_d_bytes(a.K, T));
+    a.nw = NULL;
+}
+
+// x (a's) rounded into the scratch a's int8 pointers name (use_xq), norm applied first.
+static cudaError_t quantize_x(const gemv_args &a, int T, const twc_gemv_norm *norm, cudaStream_t s)
+{
     dim3 grid((unsigned)((a.K / 32 + Q8_WARPS - 1) / Q8_WARPS), (unsigned)T);
-    return twc_launch(q8_act_kernel, grid, 32 * Q8_WARPS, 0, s, q, d, s16, a.x, a.ldx,
-                      (int64_t)a.K, norm ? norm->w : (const float *)NULL, norm ? norm->eps : 0.0f);
+    return twc_launch(q8_act_kernel, grid, 32 * Q8_WARPS, 0, s, (int8_t *)a.xq, (float *)a.xd,
+                      (float *)a.xs, a.x, a.ldx, (int64_t)a.K,
+                      norm ? norm->w : (const float *)NULL, norm ? norm->eps : 0.0f);
 }
 
 cudaError_t twc_gemv_multi(int n, const struct twc_gemv_out *outs, int64_t K, const float *x,
@@ -1087,7 +1092,6 @@ cudaError_t twc_gemv_multi(int n, const struct twc_gemv_out *outs, int64_t K, co
     // One launch per dtype, over that dtype's outputs in their order; x rounded to int8 once,
     // before the first that takes it.
     bool done[TWC_GEMV_MAX_OUTS] = { false }, rounded = false;
-    gemv_args qa = {}; // where the rounded x is
     for (int i = 0; i < n; i++) {
         if (done[i])
             continue;
@@ -1108,14 +1112,11 @@ cudaError_t twc_gemv_multi(int n, const struct twc_gemv_out *outs, int64_t K, co
         if (a.n == 0)
             continue;
         if (xq && wfast && twc_gemv_int8(outs[i].dt, T)) {
-            if (!rounded) {
-                qa = a;
-                cudaError_t e = quantize_x(qa, xq, T, norm, s);
-                if (e != cudaSuccess)
-                    return e;
-                rounded = true;
-            }
-            a.xq = qa.xq, a.xd = qa.xd, a.xs = qa.xs, a.nw = NULL;
+            use_xq(a, xq, T);
+            cudaError_t e = rounded ? cudaSuccess : quantize_x(a, T, norm, s);
+            if (e != cudaSuccess)
+                return e;
+            rounded = true;
         }
         launch<false>(outs[i].dt, a, T, fast && wfast, s);
     }
@@ -1146,10 +1147,10 @@ cudaError_t twc_gemv_swiglu(enum tw_dtype dt, const void *wg, const void *wu, si
     bool wfast = weights_fast(dt, wg, row_bytes, K) && weights_fast(dt, wu, row_bytes, K);
     bool fast = x_fast(x, ldx, T) && (!norm || aligned(norm->w, 16)) && wfast;
     if (xq && wfast && twc_gemv_int8(dt, T)) {
-        cudaError_t e = quantize_x(a, xq, T, norm, s);
+        use_xq(a, xq, T);
+        cudaError_t e = quantize_x(a, T, norm, s);
         if (e != cudaSuccess)
             return e;
-        a.nw = NULL;
     }
     launch<true>(dt, a, T, fast, s);
     return cudaGetLastError();
