@@ -66,27 +66,30 @@ static void matmul_dot(struct tw_backend *be, int n, struct tw_tensor *const *ys
     int64_t T = tw_tensor_nrows(x), K = ws[0]->ne[1], total = 0, work = 0;
     int64_t start[9]; // the first unit of each weight; a unit is per[i] rows
     int per[8];
-    bool any_q = false;
+    bool any_q = false, any_k = false;
     assert(n >= 1 && n <= 8);
     struct cpu_impl *im = impl(be);
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
         any_q |= im->qdot[ws[i]->dtype] != NULL;
-    const float *xs = f32(x);
-    // K is a multiple of 32 wherever a block dtype is in ws (its rows are whole blocks).
-    int64_t kb = K / TW_QK8_ACT;
-    struct tw_q8_act *xq = NULL;
-    if (any_q && K % TW_QK8_ACT == 0) {
-        xq = tw_malloc_array((size_t)(T * kb), sizeof *xq);
-        if (xq) // else the float kernels below do the work
-            for (int64_t t = 0; t < T; t++)
-                im->quantize(xs + t * K, (size_t)K, xq + t * kb);
+        any_k |= im->qdot_k[ws[i]->dtype] != NULL;
     }
-    // Q4_K, Q4_0, Q8_0 at one activation row: the activations packed once for all the rows
-    // (tw_q8k_act).
+    const float *xs = f32(x);
+    // K is a multiple of 32 wherever a block dtype is in ws (its rows are whole blocks). At one
+    // activation row, Q4_K, Q4_0 and Q8_0 read it packed (tw_q8k_act) after the blocks, in the
+    // same allocation.
+    int64_t kb = K / TW_QK8_ACT;
+    size_t q_bytes = (size_t)(T * kb) * sizeof(struct tw_q8_act);
+    bool pack = any_k && T == 1 && K % TW_QK_K == 0;
+    struct tw_q8_act *xq = NULL;
     struct tw_q8k_act *xk = NULL;
-    for (int i = 0; i < n && xq && T == 1 && K % TW_QK_K == 0 && !xk; i++)
-        if (im->qdot_k[ws[i]->dtype] && (xk = tw_malloc_array((size_t)(K / TW_QK_K), sizeof *xk)))
-            tw_q8k_act_pack(xq, (size_t)K, xk);
+    if (any_q && K % TW_QK8_ACT == 0)
+        xq = tw_malloc(q_bytes + (pack ? (size_t)(K / TW_QK_K) * sizeof *xk : 0));
+    if (xq) { // else the float kernels below do the work
+        for (int64_t t = 0; t < T; t++)
+            im->quantize(xs + t * K, (size_t)K, xq + t * kb);
+        if (pack)
+            tw_q8k_act_pack(xq, (size_t)K, xk = (struct tw_q8k_act *)((char *)xq + q_bytes));
+    }
     for (int i = 0; i < n; i++) {
         bool packed = xk && im->qdot_k[ws[i]->dtype];
         per[i] = xq && T == 1 && !packed && im->qdot_rows[ws[i]->dtype] ? TW_QDOT_ROWS : 1;
@@ -105,10 +108,11 @@ static void matmul_dot(struct tw_backend *be, int n, struct tw_tensor *const *ys
         const void *row = tw_tensor_row(ws[i], r);
         const float *b = biases && biases[i] ? f32(biases[i]) : NULL;
         tw_qdot_fn qdot = xq ? im->qdot[ws[i]->dtype] : NULL;
+        tw_qdot_k_fn qdot_k = xk ? im->qdot_k[ws[i]->dtype] : NULL;
         float *ys_i = f32(ys[i]);
         float out[8];
-        if (xk && im->qdot_k[ws[i]->dtype]) { // T == 1
-            im->qdot_k[ws[i]->dtype](row, xk, (size_t)K, out);
+        if (qdot_k) { // T == 1
+            qdot_k(row, xk, (size_t)K, out);
             ys_i[r] = b ? out[0] + b[r] : out[0];
             continue;
         }
@@ -128,7 +132,6 @@ static void matmul_dot(struct tw_backend *be, int n, struct tw_tensor *const *ys
                 ys_i[(t0 + j) * N + r] = b ? out[j] + b[r] : out[j];
         }
     }
-    tw_free(xk);
     tw_free(xq);
 }
 
