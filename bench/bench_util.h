@@ -28,13 +28,24 @@ static inline double now(void)
 
 static uint64_t bench_rng = 0x1234567ull;
 
-static inline float uniform(void) // in [-1, 1)
+// splitmix64's output for state z, as a float in [-1, 1).
+static inline float uniform_of(uint64_t z)
 {
-    uint64_t z = (bench_rng += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     z ^= z >> 31;
     return (float)((double)(z >> 11) * 0x1p-52 - 1.0);
+}
+
+static inline float uniform(void) // in [-1, 1)
+{
+    return uniform_of(bench_rng += 0x9E3779B97F4A7C15ull);
+}
+
+// The i-th value of a stream from counter i alone (rows filled in parallel).
+static inline float uniform_at(uint64_t i)
+{
+    return uniform_of(0x1234567ull + (i + 1) * 0x9E3779B97F4A7C15ull);
 }
 
 // ---- memory-read bandwidth: a float sum with enough independent adds not to be the limit,

@@ -4,8 +4,10 @@
 // of the kernel's, grouped-query heads, a sliding window, non-causal (encoder) attention,
 // and several sequences of different lengths in one call, their caches apart or paged in one
 // pool (pages in a shuffled order); with lowp, prefill on bf16 tensor
-// cores (a looser bound) while decode stays f32. Outputs are poisoned with NaN first, so an
-// unwritten element fails. Run by `make test-cuda` on the GPU machine.
+// cores (a looser bound) while decode stays f32, and prefills of fresh sequences on the
+// training attention's forward (TWIN_PREFILL_FLASH=1: all of them, whatever their size). Outputs
+// are poisoned with NaN first, so an unwritten element fails. Run by `make test-cuda` on the GPU
+// machine.
 #include <math.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -214,6 +216,9 @@ static void test_seqs(int64_t H, int64_t Hkv, int64_t D, int32_t window,
 int main(void)
 {
     REQUIRE(tw_cuda_device_count() > 0);
+    // Every fresh lowp prefill on fattn's forward, whatever its size (by default only those
+    // whose grid fills the GPU go there); those with a cached prefix keep tc_kernel.
+    setenv("TWIN_PREFILL_FLASH", "1", 1);
     CHECK_OK(tw_backend_cuda_new(0, &gpu));
     REQUIRE(gpu);
     static const struct attn_case cases[] = {
@@ -316,6 +321,13 @@ int main(void)
     test_seqs(12, 12, 32, 0, prefills, 4, true, 0);
     test_seqs(12, 4, 32, 16, prefills, 4, true, 16);
     test_seqs(14, 2, 64, 0, decode, 6, true, 0);
+    // Fresh prefills only (every n_past 0): the step runs as packed examples on fattn.cu's
+    // forward (twc_attention_flash), contiguous and paged, with GQA, a window, head size 32.
+    static const struct seq_shape fresh[] = { { 0, 130 }, { 0, 64 }, { 0, 300 }, { 0, 7 } };
+    test_seqs(32, 8, 128, 0, fresh, 4, true, 0);
+    test_seqs(14, 2, 64, 16, fresh, 4, true, 16);
+    test_seqs(12, 4, 32, 0, fresh, 4, true, 32);
+    test_seqs(8, 8, 64, 0, fresh + 2, 1, true, 16);
     // Paged: pages of 32 and 16 rows (the context's default and a smaller one), decode, a
     // prefill with decode, and prefills on the tensor cores, with and without a window.
     test_seqs(14, 2, 64, 0, decode, 6, false, 32);

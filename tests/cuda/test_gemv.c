@@ -406,12 +406,16 @@ int main(void)
             cases += 2;
             worst_embed = fmax(worst_embed, embedding_case(dt, 1000, Ks[k], 7));
         }
+        // Long rows (K >= 12288: the 16-bit types' launch shape of the 8B's down projection).
+        worst_gemv = fmax(worst_gemv, matmul_case(dt, 1, 67, 14336, true, false));
+        cases++;
         // The fused forms at T = 1 (the norm folded in), 3 (gemv) and 17 (cuBLASLt).
         double worst_fused = 0;
         for (int k = 0; k < nK; k++) {
             worst_fused = fmax(worst_fused, fused_case(dt, 1, 1000, Ks[k], k % 2 == 1));
             worst_fused = fmax(worst_fused, fused_case(dt, 3, 7, Ks[k], false));
         }
+        worst_fused = fmax(worst_fused, fused_case(dt, 1, 67, 14336, false));
         fused_case(dt, 17, 300, Ks[nK - 1], false);
         printf("%-4s matmul: %d cases, worst error %.2g (gemv), %.2g (gemm); "
                "embedding %.2g; fused at T <= 8 %.2g\n",

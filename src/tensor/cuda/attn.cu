@@ -854,3 +854,114 @@ cudaError_t twc_attention(float *out, const float *q, const struct twc_attn_seq 
         return launch_dp<cfg<128, 8, 32, 2, 8>, cfg<128, 64, 32, 4, 16>>(x, n_seq, max_kv, s);
     return launch_dp<cfg<256, 8, 32, 2, 16>, cfg<256, 32, 32, 4, 16>>(x, n_seq, max_kv, s);
 }
+
+// ---- prefill of fresh sequences on the training attention's kernel (fattn.cu's forward:
+// FlashAttention-2's split, 64-row tiles of one head, K and V double-buffered through
+// cp.async), which runs about twice the rate of tc_kernel on the 1B's head size (it reads
+// bf16 rows instead of rounding the cache's floats a tile at a time). Every sequence of the
+// step has n_past 0, so its keys are exactly its query rows: the step is packed examples, a
+// row t of sequence i seeing rows row0_i .. t (fa_args.start).
+
+bool twc_attention_flash_ok(const struct twc_attn_seq *seqs, int n_seq, int32_t T,
+                            const struct tw_attn *a, bool any_size)
+{
+    if (!a->lowp || !a->causal || !twc_flash_ok(a->head_dim) || a->n_head_kv <= 0 ||
+        a->n_head % a->n_head_kv != 0 || T < 64 || n_seq <= 0)
+        return false;
+    for (int i = 0; i < n_seq; i++)
+        if (seqs[i].n_past != 0 || seqs[i].row0 < 0 || seqs[i].n_rows < 0 ||
+            seqs[i].row0 > T - seqs[i].n_rows)
+            return false;
+    if (any_size)
+        return true;
+    // Its grid (a block per head and 64 rows, no split of the keys) must fill the SMs at the
+    // blocks an SM holds (four for head sizes up to 64, one above): SmolLM2's 9 heads over
+    // 2048 rows (288 blocks) ran 14 % slower than tc_kernel, which splits; the 1B's 32 heads
+    // (1024 blocks) 4 % faster (docs/perf.md).
+    int dev = 0, n_sm = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+        return false;
+    int64_t blocks = (int64_t)a->n_head * ((T + 63) / 64);
+    return blocks >= (int64_t)n_sm * (a->head_dim <= 64 ? 4 : 1);
+}
+
+// The parts of twc_attention_flash's scratch, each 16-byte aligned: q, k, v in bf16, start,
+// the log-sum-exp the forward writes.
+struct flash_parts {
+    size_t q, kv, start, lse, total;
+};
+
+static size_t align16(size_t n)
+{
+    return (n + 15) / 16 * 16;
+}
+
+static struct flash_parts flash_parts_of(int32_t T, const struct tw_attn *a)
+{
+    struct flash_parts p;
+    p.q = align16((size_t)T * a->n_head * a->head_dim * 2);
+    p.kv = align16((size_t)T * a->n_head_kv * a->head_dim * 2);
+    p.start = align16((size_t)T * sizeof(int32_t));
+    p.lse = align16((size_t)T * a->n_head * sizeof(float));
+    p.total = p.q + 2 * p.kv + p.start + p.lse;
+    return p;
+}
+
+size_t twc_attention_flash_bytes(int32_t T, const struct tw_attn *a)
+{
+    return flash_parts_of(T, a).total;
+}
+
+// Row t of the step (a block): its query row, and its sequence's key and value row (the
+// cache row t - row0, read through the block table) in bf16; start[t] = the sequence's row0.
+// A row of no sequence (padding) sees only itself, over zero keys and values.
+static __global__ void flash_gather_kernel(__nv_bfloat16 *qb, __nv_bfloat16 *kb, __nv_bfloat16 *vb,
+                                           int32_t *start, const float *q,
+                                           const struct twc_attn_seq *seqs, int n_seq, int H,
+                                           int Hkv, int D, int32_t block_rows)
+{
+    twc_pdl_enter();
+    const int32_t t = (int32_t)blockIdx.x;
+    int found = -1;
+    for (int i = 0; i < n_seq; i++)
+        if (t >= seqs[i].row0 && t < seqs[i].row0 + seqs[i].n_rows)
+            found = i;
+    const size_t qn = (size_t)H * D, kvn = (size_t)Hkv * D;
+    for (size_t e = threadIdx.x; e < qn; e += blockDim.x)
+        qb[t * qn + e] = __float2bfloat16(q[t * qn + e]);
+    const float *kr = NULL, *vr = NULL;
+    if (found >= 0) {
+        const struct twc_attn_seq sq = seqs[found];
+        const int32_t j = t - sq.row0;
+        const size_t row = (size_t)sq.block_table[j / block_rows] * block_rows + j % block_rows;
+        kr = sq.k_pool + row * kvn, vr = sq.v_pool + row * kvn;
+    }
+    for (size_t e = threadIdx.x; e < kvn; e += blockDim.x) {
+        kb[t * kvn + e] = __float2bfloat16(kr ? kr[e] : 0.f);
+        vb[t * kvn + e] = __float2bfloat16(vr ? vr[e] : 0.f);
+    }
+    if (threadIdx.x == 0)
+        start[t] = found >= 0 ? seqs[found].row0 : t;
+}
+
+cudaError_t twc_attention_flash(float *out, const float *q, const struct twc_attn_seq *seqs,
+                                int n_seq, int32_t T, int32_t block_rows, const struct tw_attn *a,
+                                void *scratch, cudaStream_t s)
+{
+    if (T <= 0 || n_seq <= 0 || block_rows <= 0 || !twc_flash_ok(a->head_dim))
+        return cudaErrorInvalidValue;
+    const struct flash_parts p = flash_parts_of(T, a);
+    char *b = (char *)scratch;
+    __nv_bfloat16 *qb = (__nv_bfloat16 *)b, *kb = (__nv_bfloat16 *)(b + p.q),
+                  *vb = (__nv_bfloat16 *)(b + p.q + p.kv);
+    int32_t *start = (int32_t *)(b + p.q + 2 * p.kv);
+    float *lse = (float *)(b + p.q + 2 * p.kv + p.start);
+    cudaError_t e =
+        twc_launch(flash_gather_kernel, dim3((unsigned)T), dim3(NT), 0, s, qb, kb, vb, start, q,
+                   seqs, n_seq, a->n_head, a->n_head_kv, a->head_dim, block_rows);
+    if (e != cudaSuccess)
+        return e;
+    return twc_flash_fwd(out, lse, qb, kb, vb, start, 1, T, a->n_head, a->n_head_kv, a->head_dim,
+                         a->scale, a->window, s);
+}

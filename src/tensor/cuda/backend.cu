@@ -74,6 +74,11 @@ struct cuda_impl {
     void *xq; // x rounded to int8 for the quantised matvecs (twc_gemv_xq_bytes)
     size_t xq_bytes;
     bool xq_off; // TWIN_GEMV_F32X=1: quantised matvecs read x as floats (for measurement)
+    void *flash; // bf16 copies of a fresh prefill's q, k, v (twc_attention_flash)
+    size_t flash_bytes;
+    // TWIN_PREFILL_FLASH: 0 keeps fresh prefills on tc_kernel, 1 sends every one that can go
+    // to fattn's forward (for measurement and the tests); unset: where its grid fills the GPU.
+    int flash_mode;
     struct lt_plan plans[PLAN_CACHE];
     int n_plans, next_plan; // next_plan: the one a full cache replaces next
     int32_t *zero;          // a device int 0: the block table {0} of a contiguous cache
@@ -913,6 +918,18 @@ static void run_attention(struct cuda_impl *im, struct tw_tensor *out, const str
     }
     if (block_rows <= 0)
         block_rows = max_kv > 0 ? max_kv : 1;
+    // A prefill of fresh sequences on the training forward's kernel, outside recordings (a
+    // replay of the step may bring cached prefixes).
+    int32_t T = (int32_t)q->ne[0];
+    if (im->mode == EAGER && im->flash_mode != 0 &&
+        twc_attention_flash_ok(seqs, n, T, a, im->flash_mode == 1)) {
+        if (ensure_scratch(im, &im->flash, &im->flash_bytes, twc_attention_flash_bytes(T, a)))
+            ck(im,
+               twc_attention_flash(f32(out), f32(q), d_seqs, n, T, block_rows, a, im->flash,
+                                   im->stream),
+               "attention");
+        return;
+    }
     ck(im, twc_attention(f32(out), f32(q), d_seqs, n, max_rows, max_kv, block_rows, a, im->stream),
        "attention");
 }
@@ -1378,6 +1395,7 @@ static void cuda_free(struct tw_backend *be)
     cudaFree(im->tile);
     cudaFree(im->f32s);
     cudaFree(im->xq);
+    cudaFree(im->flash);
     cudaFree(im->lt_ws);
     cudaFree(im->stage_dev);
     cudaFree(im->zero);
@@ -1446,6 +1464,8 @@ extern "C" int tw_backend_cuda_new(int device, struct tw_backend **out)
     im->device = device;
     const char *f32x = getenv("TWIN_GEMV_F32X");
     im->xq_off = f32x && strcmp(f32x, "0") != 0;
+    const char *flash = getenv("TWIN_PREFILL_FLASH");
+    im->flash_mode = flash ? (strcmp(flash, "0") == 0 ? 0 : 1) : -1;
     be->ops = &cuda_ops;
     be->device = TW_DEVICE_CUDA;
     be->n_threads = 1;

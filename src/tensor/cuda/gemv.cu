@@ -30,6 +30,7 @@ extern "C" {
 }
 
 #include <cuda_fp16.h>
+#include <cstdlib>
 #include <type_traits>
 
 #define GEMV_THREADS 128 // per block: 4 warps, in groups of WG warps
@@ -44,11 +45,6 @@ extern "C" {
 // value with one byte-permute and one add (the int-to-float converter runs at a quarter of
 // the rate of the FP32 units on sm_90).
 #define MAGIC 8388608.0f
-
-#ifdef GEMV_SWEEP
-// The development harness's knob: >= 0 forces sweep configuration i at T = 1 (launch_sweep).
-int twc_gemv_sweep = -1;
-#endif
 
 namespace
 {
@@ -784,17 +780,21 @@ __global__ void __launch_bounds__(GEMV_THREADS, GEMV_MIN_BLOCKS(DT))
     }
 }
 
-// ---- launch shapes. Measured on the H100 at T = 1 (the harness's sweep of rows per group,
-// warps per group and unroll): four warps on two rows, one piece at a time, was the best or
-// within a few per cent of it for every dtype and shape but Q4_K, which gains 5-17 % on
-// the large matrices from two warps on four rows (each x load serving four rows: the block
+// ---- launch shapes. Measured on the H100 at T = 1 (bench/gemv_cuda's sweep of rows per
+// group, warps per group and pieces in flight, docs/perf.md): four warps on two rows was the
+// best or within a few per cent of it for the block formats but Q4_K, which gains on most
+// large matrices from two warps on four rows (each x load serving four rows: the block
 // formats are bound by L1 wavefronts and arithmetic rather than by loads in flight; a warp
-// per row with 4 to 8 pieces in flight lost up to 40 % on them). SwiGLU reads two matrices:
-// half the output rows.
+// per row with 4 to 8 pieces in flight lost up to 40 % on them). The 16-bit float rows want
+// two pieces in flight a thread (every 1B and 8B matrix gained, 1-27 %), and the longest ones
+// (K >= 12288: the 8B's down) two warps a pair of rows (40.1 against 45.3 us). SwiGLU reads
+// two matrices: half the output rows.
 
 template <int DT, int T, bool SW> struct pick_cfg {
-    static constexpr int RO = DT == TW_DTYPE_Q4_K && T == 1 ? 4 : 2;
-    using type = gemv_cfg<SW ? RO / 2 : RO, RO == 4 ? 2 : 4, 1>;
+    static constexpr bool Q4K = DT == TW_DTYPE_Q4_K && T == 1;
+    static constexpr bool HALF = (DT == TW_DTYPE_BF16 || DT == TW_DTYPE_F16) && T == 1;
+    static constexpr int RO = Q4K ? 4 : 2;
+    using type = gemv_cfg<SW ? RO / 2 : RO, Q4K ? 2 : 4, HALF ? 2 : 1>;
 };
 
 template <class C> constexpr int cfg_rows()
@@ -821,33 +821,29 @@ void launch_c(gemv_args a, cudaStream_t s)
 }
 
 #ifdef GEMV_SWEEP
-template <int DT> bool launch_sweep(const gemv_args &a, cudaStream_t s)
+// The development harness's configurations (bench/gemv_cuda with TWIN_GEMV_SWEEP=i): rows per
+// group, warps per group, pieces in flight.
+#define GEMV_SWEEP_CFGS(X)                                                                 \
+    X(0, 2, 4, 1)                                                                          \
+    X(1, 4, 4, 1)                                                                          \
+    X(2, 2, 4, 2)                                                                          \
+    X(3, 4, 2, 1)                                                                          \
+    X(4, 1, 4, 4)                                                                          \
+    X(5, 2, 2, 2)                                                                          \
+    X(6, 4, 1, 2)                                                                          \
+    X(7, 1, 4, 2) X(8, 8, 1, 1) X(9, 4, 2, 2) X(10, 8, 2, 1) X(11, 2, 1, 2) X(12, 4, 1, 1) \
+        X(13, 8, 1, 2) X(14, 2, 1, 4) X(15, 1, 1, 4)
+template <int DT, bool Q> bool launch_sweep(const gemv_args &a, cudaStream_t s)
 {
-    switch (twc_gemv_sweep) {
-    case 0:
-        launch_c<DT, 1, true, gemv_cfg<2, 4, 1>, false>(a, s);
+    const char *e = getenv("TWIN_GEMV_SWEEP");
+    int i = e ? atoi(e) : -1;
+    switch (i) {
+#define GEMV_SWEEP_CASE(I, RO, WG, U)                                      \
+    case I:                                                                \
+        launch_c<DT, 1, true, gemv_cfg<RO, WG, U>, false, false, Q>(a, s); \
         break;
-    case 1:
-        launch_c<DT, 1, true, gemv_cfg<4, 4, 1>, false>(a, s);
-        break;
-    case 2:
-        launch_c<DT, 1, true, gemv_cfg<2, 4, 2>, false>(a, s);
-        break;
-    case 3:
-        launch_c<DT, 1, true, gemv_cfg<4, 2, 1>, false>(a, s);
-        break;
-    case 4:
-        launch_c<DT, 1, true, gemv_cfg<1, 4, 4>, false>(a, s);
-        break;
-    case 5:
-        launch_c<DT, 1, true, gemv_cfg<2, 2, 2>, false>(a, s);
-        break;
-    case 6:
-        launch_c<DT, 1, true, gemv_cfg<4, 1, 2>, false>(a, s);
-        break;
-    case 7:
-        launch_c<DT, 1, true, gemv_cfg<1, 4, 2>, false>(a, s);
-        break;
+        GEMV_SWEEP_CFGS(GEMV_SWEEP_CASE)
+#undef GEMV_SWEEP_CASE
     default:
         return false;
     }
@@ -859,9 +855,13 @@ template <int DT, int T, bool FAST, bool SW, bool NORM = false, bool Q = false>
 void launch_t(const gemv_args &a, cudaStream_t s)
 {
 #ifdef GEMV_SWEEP
-    if (T == 1 && FAST && !SW && !NORM && !Q && launch_sweep<DT>(a, s))
+    if (T == 1 && FAST && !SW && !NORM && launch_sweep<DT, Q>(a, s))
         return;
 #endif
+    if ((DT == TW_DTYPE_BF16 || DT == TW_DTYPE_F16) && T == 1 && a.K >= 12288) {
+        launch_c<DT, T, FAST, gemv_cfg<SW ? 1 : 2, 2, 2>, SW, NORM, Q>(a, s);
+        return;
+    }
     if (DT == TW_DTYPE_Q4_K && T == 1) {
         // Four rows a group leave fewer blocks than SMs on small matrices (k, v; 1B's down
         // lost 21 %, 8B's k/v 29 %): the two-row shape below 4096 rows.

@@ -254,6 +254,17 @@ cudaError_t twc_attention(float *out, const float *q, const struct twc_attn_seq 
                           int32_t max_rows, int32_t max_kv, int32_t block_rows,
                           const struct tw_attn *a, cudaStream_t s);
 
+// Prefill of fresh sequences (every one with n_past 0) on fattn.cu's forward: whether the
+// step (T rows, host copies of its sequences) qualifies (lowp, causal, head size 32, 64 or 128,
+// at least 64 rows, and unless any_size enough heads and rows to fill the GPU), the device
+// scratch it needs, and the attention itself (seqs on the device, as twc_attention's).
+bool twc_attention_flash_ok(const struct twc_attn_seq *seqs, int n_seq, int32_t T,
+                            const struct tw_attn *a, bool any_size);
+size_t twc_attention_flash_bytes(int32_t T, const struct tw_attn *a);
+cudaError_t twc_attention_flash(float *out, const float *q, const struct twc_attn_seq *seqs,
+                                int n_seq, int32_t T, int32_t block_rows, const struct tw_attn *a,
+                                void *scratch, cudaStream_t s);
+
 // ---- topk.cu: the k largest of each row, for sampling without the whole row.
 
 // Device bytes of scratch twc_topk needs for R rows of V values and k.
