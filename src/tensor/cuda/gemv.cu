@@ -823,32 +823,33 @@ void launch_c(gemv_args a, cudaStream_t s)
 #ifdef GEMV_SWEEP
 // The development harness's configurations (bench/gemv_cuda with TWIN_GEMV_SWEEP=i): rows per
 // group, warps per group, pieces in flight.
-#define GEMV_SWEEP_CFGS(X)                                                                  \
-    X(0, 2, 4, 1)                                                                           \
-    X(1, 4, 4, 1)                                                                           \
-    X(2, 2, 4, 2)                                                                           \
-    X(3, 4, 2, 1)                                                                           \
-    X(4, 1, 4, 4)                                                                           \
-    X(5, 2, 2, 2)                                                                           \
-    X(6, 4, 1, 2)                                                                           \
-    X(7, 1, 4, 2)                                                                           \
-    X(8, 8, 1, 1) X(9, 4, 2, 2) X(10, 8, 2, 1) X(11, 2, 1, 2) X(12, 4, 1, 1) X(13, 8, 1, 2) \
-        X(14, 2, 1, 4) X(15, 1, 1, 4)
 template <int DT, bool Q> bool launch_sweep(const gemv_args &a, cudaStream_t s)
 {
     const char *e = getenv("TWIN_GEMV_SWEEP");
-    int i = e ? atoi(e) : -1;
-    switch (i) {
 #define GEMV_SWEEP_CASE(I, RO, WG, U)                                      \
     case I:                                                                \
         launch_c<DT, 1, true, gemv_cfg<RO, WG, U>, false, false, Q>(a, s); \
-        break;
-        GEMV_SWEEP_CFGS(GEMV_SWEEP_CASE)
-#undef GEMV_SWEEP_CASE
-    default:
-        return false;
+        return true;
+    switch (e ? atoi(e) : -1) {
+        GEMV_SWEEP_CASE(0, 2, 4, 1)
+        GEMV_SWEEP_CASE(1, 4, 4, 1)
+        GEMV_SWEEP_CASE(2, 2, 4, 2)
+        GEMV_SWEEP_CASE(3, 4, 2, 1)
+        GEMV_SWEEP_CASE(4, 1, 4, 4)
+        GEMV_SWEEP_CASE(5, 2, 2, 2)
+        GEMV_SWEEP_CASE(6, 4, 1, 2)
+        GEMV_SWEEP_CASE(7, 1, 4, 2)
+        GEMV_SWEEP_CASE(8, 8, 1, 1)
+        GEMV_SWEEP_CASE(9, 4, 2, 2)
+        GEMV_SWEEP_CASE(10, 8, 2, 1)
+        GEMV_SWEEP_CASE(11, 2, 1, 2)
+        GEMV_SWEEP_CASE(12, 4, 1, 1)
+        GEMV_SWEEP_CASE(13, 8, 1, 2)
+        GEMV_SWEEP_CASE(14, 2, 1, 4)
+        GEMV_SWEEP_CASE(15, 1, 1, 4)
     }
-    return true;
+#undef GEMV_SWEEP_CASE
+    return false;
 }
 #endif
 
