@@ -385,22 +385,19 @@ static void decoder_layer(tw_ctx *c, int il, int32_t T, int n)
     const struct tw_tensor *b3[3] = { L->bq.data ? &L->bq : nb, L->bk.data ? &L->bk : nb,
                                       L->bv.data ? &L->bv : nb };
     struct tw_prenorm pn = { &L->attn_norm, cfg->norm_eps, &xn };
+    tw_matmul_n(be, 3, qkv, &x, w3, b3, &pn);
     struct tw_tensor qh = tw_tensor_f32_3d(c->q, T, H, hd);
     struct tw_tensor kh = tw_tensor_f32_3d(c->kb, T, Hkv, hd);
+    if (cfg->qk_norm) {
+        struct tw_tensor q2 = rows_of(c->q, T * H, hd), k2 = rows_of(c->kb, T * Hkv, hd);
+        tw_rmsnorm(be, &q2, &q2, &L->q_norm, cfg->norm_eps);
+        tw_rmsnorm(be, &k2, &k2, &L->k_norm, cfg->norm_eps);
+    }
     struct tw_rope r = { .head_dim = (int32_t)hd,
                          .n_rot = (int32_t)hd,
                          .neox = cfg->rope_neox,
                          .inv_freq = c->m->rope_inv_freq };
-    float *kc = kv_at(c, c->k, il), *vc = kv_at(c, c->v, il);
-    if (cfg->qk_norm) { // Qwen3: q and k normalised per head between the products and RoPE
-        tw_matmul_n(be, 3, qkv, &x, w3, b3, &pn);
-        struct tw_tensor q2 = rows_of(c->q, T * H, hd), k2 = rows_of(c->kb, T * Hkv, hd);
-        tw_rmsnorm(be, &q2, &q2, &L->q_norm, cfg->norm_eps);
-        tw_rmsnorm(be, &k2, &k2, &L->k_norm, cfg->norm_eps);
-        tw_rope_store(be, &qh, &kh, &vn, c->pos, &r, kc, vc, c->slots);
-    } else {
-        tw_matmul_qkv_rope(be, qkv, &x, w3, b3, &pn, c->pos, &r, kc, vc, c->slots);
-    }
+    tw_rope_store(be, &qh, &kh, &vn, c->pos, &r, kv_at(c, c->k, il), kv_at(c, c->v, il), c->slots);
     struct tw_attn a = { .n_head = (int32_t)H,
                          .n_head_kv = (int32_t)Hkv,
                          .head_dim = (int32_t)hd,

@@ -113,8 +113,8 @@ struct tw_backend_ops {
                      const int32_t *rows);
     void (*topk)(struct tw_backend *be, const struct tw_tensor *x, int32_t k, float *vals,
                  int32_t *ids);
-    // Fused forms (NULL: tw_matmul_add, tw_matmul_swiglu, tw_matmul_n with a norm,
-    // tw_rope_store and tw_matmul_qkv_rope compose the plain ops).
+    // Fused forms (NULL: tw_matmul_add, tw_matmul_swiglu, tw_matmul_n with a norm and
+    // tw_rope_store compose the plain ops).
     void (*norm_matmul_n)(struct tw_backend *be, int n, struct tw_tensor *const *ys,
                           const struct tw_tensor *x, const struct tw_tensor *const *ws,
                           const struct tw_tensor *const *biases, const struct tw_prenorm *pn);
@@ -124,11 +124,6 @@ struct tw_backend_ops {
     void (*rope_store)(struct tw_backend *be, struct tw_tensor *q, struct tw_tensor *k,
                        const struct tw_tensor *v, const int32_t *pos, const struct tw_rope *r,
                        float *k_cache, float *v_cache, const int32_t *rows);
-    void (*matmul_qkv_rope)(struct tw_backend *be, struct tw_tensor *const *qkv,
-                            const struct tw_tensor *x, const struct tw_tensor *const *ws,
-                            const struct tw_tensor *const *biases, const struct tw_prenorm *pn,
-                            const int32_t *pos, const struct tw_rope *r, float *k_cache,
-                            float *v_cache, const int32_t *rows);
     void (*matmul_add)(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
                        const struct tw_tensor *w, const struct tw_tensor *bias);
     void (*matmul_swiglu)(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
@@ -268,16 +263,6 @@ void tw_set_rows(struct tw_backend *be, float *dst, const struct tw_tensor *src,
 void tw_rope_store(struct tw_backend *be, struct tw_tensor *q, struct tw_tensor *k,
                    const struct tw_tensor *v, const int32_t *pos, const struct tw_rope *r,
                    float *k_cache, float *v_cache, const int32_t *rows);
-
-// A decoder layer's q, k, v (qkv[0..2]: (T, H * head_dim), (T, H_kv * head_dim) twice) =
-// tw_matmul_n of x by ws (biases, pn as there), then tw_rope_store of them: in one pass where
-// the backend fuses the rotation and the store into the products (the CUDA matvecs), else
-// composed.
-void tw_matmul_qkv_rope(struct tw_backend *be, struct tw_tensor *const *qkv,
-                        const struct tw_tensor *x, const struct tw_tensor *const *ws,
-                        const struct tw_tensor *const *biases, const struct tw_prenorm *pn,
-                        const int32_t *pos, const struct tw_rope *r, float *k_cache,
-                        float *v_cache, const int32_t *rows);
 
 // The most values tw_topk returns per row.
 #define TW_TOPK_MAX 256

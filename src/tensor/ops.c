@@ -366,25 +366,6 @@ void tw_rope_store(struct tw_backend *be, struct tw_tensor *q, struct tw_tensor 
     tw_set_rows(be, v_cache, v, rows);
 }
 
-void tw_matmul_qkv_rope(struct tw_backend *be, struct tw_tensor *const *qkv,
-                        const struct tw_tensor *x, const struct tw_tensor *const *ws,
-                        const struct tw_tensor *const *biases, const struct tw_prenorm *pn,
-                        const int32_t *pos, const struct tw_rope *r, float *k_cache,
-                        float *v_cache, const int32_t *rows)
-{
-    int64_t T = tw_tensor_nrows(qkv[0]), D = r->head_dim;
-    assert(D > 0 && tw_tensor_ncols(qkv[0]) % D == 0 && tw_tensor_ncols(qkv[1]) % D == 0);
-    if (be->ops->matmul_qkv_rope) {
-        be->ops->matmul_qkv_rope(be, qkv, x, ws, biases, pn, pos, r, k_cache, v_cache, rows);
-        return;
-    }
-    tw_matmul_n(be, 3, qkv, x, ws, biases, pn);
-    struct tw_tensor qh = tw_tensor_f32_3d(qkv[0]->data, T, tw_tensor_ncols(qkv[0]) / D, D);
-    struct tw_tensor kh = tw_tensor_f32_3d(qkv[1]->data, T, tw_tensor_ncols(qkv[1]) / D, D);
-    qh.device = qkv[0]->device, kh.device = qkv[1]->device;
-    tw_rope_store(be, &qh, &kh, qkv[2], pos, r, k_cache, v_cache, rows);
-}
-
 void tw_topk(struct tw_backend *be, const struct tw_tensor *x, int32_t k, float *vals,
              int32_t *ids)
 {

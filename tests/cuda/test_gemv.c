@@ -323,90 +323,6 @@ static double fused_case(enum tw_dtype dt, int64_t T, int64_t N, int64_t K, bool
     return worst;
 }
 
-// tw_matmul_qkv_rope (the rotation and the cache store fused into the matvecs at T <= 8)
-// against the same backend's composition, tw_matmul_n then tw_rope_store: q, k, v and the
-// cache rows they write equal within 1e-6 (the same sums, the same rotation's arithmetic).
-// H query heads of D dims over Hkv key heads, biases on all three (Qwen2), both pair layouts,
-// an RMSNorm of x first or not, positions far apart and cache rows out of order. Returns the
-// worst difference.
-static double qkv_rope_case(enum tw_dtype dt, int64_t T, int64_t H, int64_t Hkv, int64_t D,
-                            int64_t K, bool neox, bool norm)
-{
-    const int64_t N[3] = { H * D, Hkv * D, Hkv * D }, kvd = Hkv * D, S = 40; // S cache rows
-    struct tw_tensor w[3], dw[3], tb[3], db[3], tg, dg;
-    for (int i = 0; i < 3; i++) {
-        w[i] = make_weights(dt, N[i], K);
-        CHECK_OK(tw_backend_tensor_upload(cuda, &w[i], &dw[i]));
-        tb[i] = tw_tensor_f32_1d(rand_floats((size_t)N[i]), N[i]);
-        CHECK_OK(tw_backend_tensor_upload(cuda, &tb[i], &db[i]));
-    }
-    float *x = rand_floats((size_t)(T * K)), *g = rand_floats((size_t)K);
-    float *freq = tw_malloc((size_t)(D / 2) * sizeof *freq);
-    int32_t pos[16], rows[16];
-    REQUIRE(T <= 16);
-    REQUIRE(freq);
-    for (int64_t i = 0; i < D / 2; i++)
-        freq[i] = (float)pow(10000.0, -2.0 * (double)i / (double)D);
-    for (int64_t t = 0; t < T; t++)
-        pos[t] = (int32_t)(t * 997 + 13), rows[t] = (int32_t)((t * 7 + 3) % S);
-    tg = tw_tensor_f32_1d(g, K);
-    CHECK_OK(tw_backend_tensor_upload(cuda, &tg, &dg));
-    float *xbuf, *xnbuf;
-    struct tw_tensor dx = dev_x(x, T, K, false, &xbuf), dxn = dev_x(x, T, K, false, &xnbuf);
-    struct tw_prenorm pn = { &dg, 1e-5f, &dxn };
-    struct tw_rope r = {
-        .head_dim = (int32_t)D, .n_rot = (int32_t)D, .neox = neox, .inv_freq = freq
-    };
-    const struct tw_tensor *ws[3] = { &dw[0], &dw[1], &dw[2] },
-                           *bs[3] = { &db[0], &db[1], &db[2] };
-
-    // Two of everything: [0] fused, [1] composed; caches start equal (zero).
-    struct tw_tensor y[2][3], *yp[2][3], cache[2][2];
-    float *zeros = tw_calloc((size_t)(S * kvd), sizeof *zeros);
-    REQUIRE(zeros);
-    for (int p = 0; p < 2; p++) {
-        for (int i = 0; i < 3; i++)
-            y[p][i] = dev_out(T, N[i], NULL), yp[p][i] = &y[p][i];
-        for (int c = 0; c < 2; c++)
-            cache[p][c] = dev_out(S, kvd, zeros);
-    }
-    tw_matmul_qkv_rope(cuda, yp[0], &dx, ws, bs, norm ? &pn : NULL, pos, &r, cache[0][0].data,
-                       cache[0][1].data, rows);
-    tw_matmul_n(cuda, 3, yp[1], &dx, ws, bs, norm ? &pn : NULL);
-    struct tw_tensor qh = tw_tensor_f32_3d(y[1][0].data, T, H, D);
-    struct tw_tensor kh = tw_tensor_f32_3d(y[1][1].data, T, Hkv, D);
-    qh.device = kh.device = TW_DEVICE_CUDA;
-    tw_rope_store(cuda, &qh, &kh, &y[1][2], pos, &r, cache[1][0].data, cache[1][1].data, rows);
-    CHECK_OK(tw_backend_sync(cuda));
-
-    double worst = 0;
-    char what[160];
-    struct tw_tensor *got[5] = { &y[0][0], &y[0][1], &y[0][2], &cache[0][0], &cache[0][1] };
-    struct tw_tensor *want[5] = { &y[1][0], &y[1][1], &y[1][2], &cache[1][0], &cache[1][1] };
-    static const char *names[5] = { "q", "k", "v", "k cache", "v cache" };
-    for (int i = 0; i < 5; i++) {
-        size_t n = (size_t)tw_tensor_nelem(want[i]);
-        float *ref = tw_malloc(n * sizeof *ref);
-        REQUIRE(ref);
-        CHECK_OK(tw_backend_download(cuda, ref, want[i]->data, n * sizeof *ref));
-        snprintf(what, sizeof what,
-                 "%s qkv_rope %s T=%lld H=%lld/%lld D=%lld K=%lld neox=%d norm=%d",
-                 tw_dtype_name(dt), names[i], (long long)T, (long long)H, (long long)Hkv,
-                 (long long)D, (long long)K, neox, norm);
-        worst = compare(what, got[i], ref, 1e-6, worst); // releases got[i]
-        tw_backend_release(cuda, want[i]->data);
-        tw_free(ref);
-    }
-    for (int i = 0; i < 3; i++) {
-        tw_backend_release(cuda, dw[i].data), tw_backend_release(cuda, db[i].data);
-        tw_free(w[i].data), tw_free(tb[i].data);
-    }
-    tw_backend_release(cuda, dg.data), tw_backend_release(cuda, xbuf);
-    tw_backend_release(cuda, xnbuf);
-    tw_free(x), tw_free(g), tw_free(freq), tw_free(zeros);
-    return worst;
-}
-
 // T rows of a (V, K) table, the first and last rows among them, against the reference.
 static double embedding_case(enum tw_dtype dt, int64_t V, int64_t K, int64_t T)
 {
@@ -501,22 +417,9 @@ int main(void)
         }
         worst_fused = fmax(worst_fused, fused_case(dt, 1, 67, 14336, false));
         fused_case(dt, 17, 300, Ks[nK - 1], false);
-        // q, k, v with RoPE and the cache store fused (one launch at T <= 8), where K allows.
-        double worst_rope = 0;
-        {
-            int64_t K = 2048 + 256; // whole blocks of every dtype
-            for (int neox = 0; neox < 2; neox++) {
-                worst_rope = fmax(worst_rope, qkv_rope_case(dt, 1, 8, 2, 64, K, neox, true));
-                worst_rope = fmax(worst_rope, qkv_rope_case(dt, 3, 8, 2, 64, K, neox, neox));
-                worst_rope = fmax(worst_rope, qkv_rope_case(dt, 8, 4, 4, 16, K, neox, false));
-            }
-            worst_rope = fmax(worst_rope, qkv_rope_case(dt, 1, 32, 8, 128, K, true, true));
-            worst_rope = fmax(worst_rope, qkv_rope_case(dt, 12, 4, 2, 64, K, true, true));
-        }
         printf("%-4s matmul: %d cases, worst error %.2g (gemv), %.2g (gemm); "
-               "embedding %.2g; fused at T <= 8 %.2g; qkv_rope %.2g\n",
-               tw_dtype_name(dt), cases, worst_gemv, worst_gemm, worst_embed, worst_fused,
-               worst_rope);
+               "embedding %.2g; fused at T <= 8 %.2g\n",
+               tw_dtype_name(dt), cases, worst_gemv, worst_gemm, worst_embed, worst_fused);
     }
     tw_backend_free(cuda);
     return check_report("cuda_gemv");

@@ -79,7 +79,6 @@ struct cuda_impl {
     // TWIN_PREFILL_FLASH: 0 keeps fresh prefills on tc_kernel, 1 sends every one that can go
     // to fattn's forward (for measurement and the tests); unset: where its grid fills the GPU.
     int flash_mode;
-    bool qkv_rope_off; // TWIN_QKV_ROPE=0: RoPE and the cache store after the q, k, v products
     struct lt_plan plans[PLAN_CACHE];
     int n_plans, next_plan; // next_plan: the one a full cache replaces next
     int32_t *zero;          // a device int 0: the block table {0} of a contiguous cache
@@ -898,47 +897,6 @@ static void cuda_rope_store(struct tw_backend *be, struct tw_tensor *q, struct t
                "rope_store");
 }
 
-// q, k, v and their RoPE and cache store: one matvec launch when decoding (T <= 8, one weight
-// dtype, every dim of a head rotated), the rotation and the store in its last step; else the
-// products and then rope_store. The host arrays are staged in the same order either way, and
-// before the live check, so that a replay's preparation takes them in as rope_store would.
-static void cuda_matmul_qkv_rope(struct tw_backend *be, struct tw_tensor *const *qkv,
-                                 const struct tw_tensor *x, const struct tw_tensor *const *ws,
-                                 const struct tw_tensor *const *biases,
-                                 const struct tw_prenorm *pn, const int32_t *pos,
-                                 const struct tw_rope *r, float *k_cache, float *v_cache,
-                                 const int32_t *rows)
-{
-    struct cuda_impl *im = impl(be);
-    int64_t T = tw_tensor_nrows(x), K = ws[0]->ne[1], D = r->head_dim;
-    int64_t H = tw_tensor_ncols(qkv[0]) / D, Hkv = tw_tensor_ncols(qkv[1]) / D;
-    bool fuse = !im->qkv_rope_off && T <= TWC_GEMV_MAX_T && r->n_rot == D &&
-                ws[1]->dtype == ws[0]->dtype && ws[2]->dtype == ws[0]->dtype;
-    if (!fuse) {
-        matmul_n_into(be, 3, qkv, x, ws, biases, pn);
-        struct tw_tensor qh = tw_tensor_f32_3d(f32(qkv[0]), T, H, D);
-        rope_store(im, &qh, f32(qkv[1]), f32(qkv[2]), Hkv, pos, r, k_cache, v_cache, rows,
-                   "rope_store");
-        return;
-    }
-    const int32_t *d_pos = (const int32_t *)stage(im, pos, (size_t)T * sizeof *pos);
-    const float *d_freq = (const float *)stage(im, r->inv_freq, (size_t)(D / 2) * sizeof(float));
-    const int32_t *d_rows = (const int32_t *)stage(im, rows, (size_t)T * sizeof *rows);
-    if (!d_pos || !d_freq || !d_rows || !live(im))
-        return;
-    struct twc_gemv_norm nm;
-    const struct twc_gemv_norm *norm = prenorm(be, pn, T == 1, &x, &nm);
-    struct twc_gemv_out o[3];
-    for (int i = 0; i < 3; i++)
-        o[i] = gemv_out(ws[i], f32(qkv[i]), biases ? biases[i] : NULL, NULL);
-    struct twc_gemv_rope rp = {
-        d_pos, d_rows, d_freq, k_cache, v_cache, Hkv * D, (int)D, r->neox
-    };
-    ck(im,
-       twc_gemv_qkv_rope(o, K, f32(x), K, (int)T, norm, gemv_xq(im, 3, ws, T, K), &rp, im->stream),
-       "qkv_rope (gemv)");
-}
-
 // block_rows: a paged cache's page, else 0 (contiguous caches: one block of max_kv rows each).
 static void run_attention(struct cuda_impl *im, struct tw_tensor *out, const struct tw_tensor *q,
                           const struct twc_attn_seq *seqs, int n, const struct tw_attn *a,
@@ -1477,7 +1435,6 @@ static const struct tw_backend_ops cuda_ops = {
     .norm_matmul_n = cuda_norm_matmul_n,
     .norm_matmul_swiglu = cuda_norm_matmul_swiglu,
     .rope_store = cuda_rope_store,
-    .matmul_qkv_rope = cuda_matmul_qkv_rope,
     .matmul_add = cuda_matmul_add,
     .matmul_swiglu = cuda_matmul_swiglu,
     .graph_begin = cuda_graph_begin,
@@ -1509,8 +1466,6 @@ extern "C" int tw_backend_cuda_new(int device, struct tw_backend **out)
     im->xq_off = f32x && strcmp(f32x, "0") != 0;
     const char *flash = getenv("TWIN_PREFILL_FLASH");
     im->flash_mode = flash ? (strcmp(flash, "0") == 0 ? 0 : 1) : -1;
-    const char *qkv_rope = getenv("TWIN_QKV_ROPE");
-    im->qkv_rope_off = qkv_rope && strcmp(qkv_rope, "0") == 0;
     be->ops = &cuda_ops;
     be->device = TW_DEVICE_CUDA;
     be->n_threads = 1;

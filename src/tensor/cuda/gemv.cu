@@ -71,17 +71,7 @@ struct gemv_args {
     float eps;
     const int8_t *xq;     // x rounded to int8 (T rows of K), with Q; else NULL
     const float *xd, *xs; // per row: the scale d of each block of 32, d * sum(q) of each 16
-    twc_gemv_rope rope;   // D > 0: o[0], o[1], o[2] are q, k, v of a fused RoPE and store
 };
-
-// The row of a rotated output (q or k) that logical row l stands for: logical rows 2p and
-// 2p + 1 of a head are the two dims of its pair p, so a group's consecutive rows hold whole
-// pairs.
-__device__ __forceinline__ int64_t rope_row(int64_t l, const twc_gemv_rope &rp)
-{
-    const int64_t h = l / rp.D, j = l % rp.D, p = j >> 1, m = j & 1;
-    return h * rp.D + (rp.neox ? p + m * (rp.D / 2) : 2 * p + m);
-}
 
 // 2^23 + byte k (0..3, a constant) of u, as a float.
 __device__ __forceinline__ float byte_f(uint32_t u, int k)
@@ -694,14 +684,12 @@ __global__ void __launch_bounds__(GEMV_THREADS, GEMV_MIN_BLOCKS(DT))
             oi = i;
     const gemv_out &o = a.o[oi];
     const int64_t row0 = (int64_t)(blockIdx.x - o.block0) * (NG * RO) + warp / WG * RO;
-    const bool rot = !SWIGLU && RO % 2 == 0 && a.rope.D > 0 && oi < 2; // q, k of a fused RoPE
     // Rows past the last (N not a multiple of the block's rows) read the last row again and
     // store nothing.
     const char *w[RW];
 #pragma unroll
     for (int r = 0; r < RO; r++) {
-        int64_t l = min(row0 + r, o.N - 1);
-        size_t off = (size_t)(rot ? rope_row(l, a.rope) : l) * o.row_bytes;
+        size_t off = (size_t)min(row0 + r, o.N - 1) * o.row_bytes;
         w[r] = o.w + off;
         if constexpr (SWIGLU)
             w[RO + r] = a.wu + off;
@@ -780,30 +768,6 @@ __global__ void __launch_bounds__(GEMV_THREADS, GEMV_MIN_BLOCKS(DT))
                     u += part[w0 + i][(RO + r) * T + t];
                 s *= scale, u *= scale;
                 *y = s / (1.0f + expf(-s)) * u;
-            } else if (a.rope.D > 0) { // q, k rotated with their pair's other dim; v as it is
-                const twc_gemv_rope &rp = a.rope;
-                const int64_t at = rot ? rope_row(n, rp) : n; // the row written
-                s *= scale;
-                if (o.bias)
-                    s += o.bias[at];
-                if (rot) { // as backend.cu's rope_pair: the angle in f32, sincos in double
-                    float u = 0.0f;
-#pragma unroll
-                    for (int i = 0; i < WG; i++)
-                        u += part[w0 + i][(r ^ 1) * T + t];
-                    u *= scale;
-                    if (o.bias)
-                        u += o.bias[rope_row(n ^ 1, rp)];
-                    const int m = (int)(n & 1), p = (int)((n % rp.D) >> 1);
-                    double sd, cd;
-                    sincos((double)((float)rp.pos[t] * rp.inv_freq[p]), &sd, &cd);
-                    const float c = (float)cd, sn = (float)sd;
-                    const float x0 = m ? u : s, x1 = m ? s : u; // the pair's first, second dim
-                    s = m ? x1 * c + x0 * sn : x0 * c - x1 * sn;
-                }
-                o.y[t * o.ldy + at] = s;
-                if (oi > 0)
-                    (oi == 1 ? rp.kc : rp.vc)[(int64_t)rp.rows[t] * rp.kvd + at] = s;
             } else {
                 s *= scale;
                 if (o.bias)
@@ -861,7 +825,7 @@ void launch_c(gemv_args a, cudaStream_t s)
 // group, warps per group, pieces in flight.
 template <int DT, bool Q> bool launch_sweep(const gemv_args &a, cudaStream_t s)
 {
-    const char *e = a.rope.D > 0 ? NULL : getenv("TWIN_GEMV_SWEEP"); // some shapes take 1 row
+    const char *e = getenv("TWIN_GEMV_SWEEP");
 #define GEMV_SWEEP_CASE(I, RO, WG, U)                                      \
     case I:                                                                \
         launch_c<DT, 1, true, gemv_cfg<RO, WG, U>, false, false, Q>(a, s); \
@@ -1113,10 +1077,9 @@ static cudaError_t quantize_x(const gemv_args &a, int T, const twc_gemv_norm *no
                       norm ? norm->w : (const float *)NULL, norm ? norm->eps : 0.0f);
 }
 
-// twc_gemv_multi, with rope (NULL, or outs being q, k, v of one dtype: one launch).
-static cudaError_t gemv_multi(int n, const struct twc_gemv_out *outs, int64_t K, const float *x,
-                              int64_t ldx, int T, const struct twc_gemv_norm *norm, void *xq,
-                              const twc_gemv_rope *rope, cudaStream_t s)
+cudaError_t twc_gemv_multi(int n, const struct twc_gemv_out *outs, int64_t K, const float *x,
+                           int64_t ldx, int T, const struct twc_gemv_norm *norm, void *xq,
+                           cudaStream_t s)
 {
     if (n < 1 || n > TWC_GEMV_MAX_OUTS || (norm && T > 1))
         return cudaErrorInvalidValue;
@@ -1139,15 +1102,13 @@ static cudaError_t gemv_multi(int n, const struct twc_gemv_out *outs, int64_t K,
         gemv_args a = {};
         a.K = (int)K, a.x = x, a.ldx = ldx;
         a.nw = norm ? norm->w : NULL, a.eps = norm ? norm->eps : 0.0f;
-        if (rope)
-            a.rope = *rope;
         bool fast = x_fast(x, ldx, T) && (!norm || aligned(norm->w, 16)), wfast = true;
         for (int j = i; j < n; j++) {
             const twc_gemv_out &o = outs[j];
             if (done[j] || o.dt != outs[i].dt)
                 continue;
             done[j] = true;
-            if (o.N == 0 && !rope) // (a fused RoPE keeps q, k, v at indices 0, 1, 2)
+            if (o.N == 0)
                 continue;
             a.o[a.n++] = { (const char *)o.w, o.row_bytes, o.N, o.y, o.ldy, o.bias, o.res, 0 };
             wfast = wfast && weights_fast(o.dt, o.w, o.row_bytes, K);
@@ -1164,25 +1125,6 @@ static cudaError_t gemv_multi(int n, const struct twc_gemv_out *outs, int64_t K,
         launch<false>(outs[i].dt, a, T, fast && wfast, s);
     }
     return cudaGetLastError();
-}
-
-cudaError_t twc_gemv_multi(int n, const struct twc_gemv_out *outs, int64_t K, const float *x,
-                           int64_t ldx, int T, const struct twc_gemv_norm *norm, void *xq,
-                           cudaStream_t s)
-{
-    return gemv_multi(n, outs, K, x, ldx, T, norm, xq, NULL, s);
-}
-
-cudaError_t twc_gemv_qkv_rope(const struct twc_gemv_out *outs, int64_t K, const float *x,
-                              int64_t ldx, int T, const struct twc_gemv_norm *norm, void *xq,
-                              const struct twc_gemv_rope *rope, cudaStream_t s)
-{
-    if (!rope || rope->D <= 0 || rope->D % 2 != 0 || outs[0].N % rope->D != 0 ||
-        outs[1].N != rope->kvd || outs[2].N != rope->kvd || rope->kvd % rope->D != 0 ||
-        outs[1].dt != outs[0].dt || outs[2].dt != outs[0].dt || outs[0].res || outs[1].res ||
-        outs[2].res)
-        return cudaErrorInvalidValue;
-    return gemv_multi(3, outs, K, x, ldx, T, norm, xq, rope, s);
 }
 
 cudaError_t twc_gemv(enum tw_dtype dt, const void *w, size_t row_bytes, int64_t N, int64_t K,

@@ -187,19 +187,6 @@ struct twc_gemv_out {
 // The most outputs twc_gemv_multi takes.
 #define TWC_GEMV_MAX_OUTS 4
 
-// RoPE and the KV cache store fused into the q, k, v matvecs (twc_gemv_qkv_rope): pairs of
-// each head's D dims (neox: i and i + D / 2, else 2i and 2i + 1) rotated by pos[t] *
-// inv_freq[i], as tw_rope_store; k's and v's rows also stored at row rows[t] of kc and vc
-// (rows kvd floats apart). pos, rows (T) and inv_freq (D / 2) on the device.
-struct twc_gemv_rope {
-    const int32_t *pos, *rows;
-    const float *inv_freq;
-    float *kc, *vc;
-    int64_t kvd;
-    int D;
-    bool neox;
-};
-
 // An RMSNorm of x folded into the products (tw_prenorm): they see x / sqrt(mean(x^2) + eps)
 // * w (w: K floats), at T = 1 only.
 struct twc_gemv_norm {
@@ -219,12 +206,6 @@ cudaError_t twc_gemv_multi(int n, const struct twc_gemv_out *outs, int64_t K, co
 
 // Whether dtype dt's matvec of T rows takes int8 activations (Q4_0 and Q4_K; Q8_0 from T = 2
 // on), and the bytes of scratch they need for T rows of K.
-// twc_gemv_multi of q, k, v (outs[0..2], one dtype; q's N a multiple of D, k's and v's
-// rope->kvd) with the rotation and the cache store of rope in the matvec's last step: q and k
-// written rotated, k and v also into the caches. T <= TWC_GEMV_MAX_T.
-cudaError_t twc_gemv_qkv_rope(const struct twc_gemv_out *outs, int64_t K, const float *x,
-                              int64_t ldx, int T, const struct twc_gemv_norm *norm, void *xq,
-                              const struct twc_gemv_rope *rope, cudaStream_t s);
 bool twc_gemv_int8(enum tw_dtype dt, int T);
 size_t twc_gemv_xq_bytes(int64_t K, int T);
 
