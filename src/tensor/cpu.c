@@ -52,6 +52,13 @@ static struct cpu_impl *impl(struct tw_backend *be)
     return be->impl;
 }
 
+// The shortest rows the one-row kernels over packed activations take (tw_qdot_k_fn): on
+// shorter ones the multi-row kernels are faster, their calls' fixed costs shared by four rows
+// (SmolLM2's K = 576 and 1536 in q4_0 at one thread: 116 against 86-103 t/s packed on the
+// development VM, docs/perf.md); from the 1B's K = 2048 on, the packed ones are (+24-31 % at
+// one thread on the device's host).
+#define PACK_MIN_K 2048
+
 // ys[i] (T, N_i) for T <= GEMM_MIN_ROWS, for n weights of the same input: the threads share
 // out the rows of all of them (one fork and join), and each weight row is streamed once
 // against up to 8 activation rows at a time. Block-quantised weights (q8_0, q4_0, q4_K,
@@ -75,27 +82,23 @@ static void matmul_dot(struct tw_backend *be, int n, struct tw_tensor *const *ys
     }
     const float *xs = f32(x);
     // K is a multiple of 32 wherever a block dtype is in ws (its rows are whole blocks). At one
-    // activation row, Q4_K, Q4_0 and Q8_0 read it packed (tw_q8k_act) after the blocks, in the
-    // same allocation: its first K256 elements (whole groups of 256; Q4_K rows are nothing
-    // else), Q4_0 and Q8_0 rows adding their last blocks' product through tw_qdot_fn (SmolLM2's
-    // K = 576: 512 + 64).
-    int64_t kb = K / TW_QK8_ACT, K256 = K / TW_QK_K * TW_QK_K;
+    // activation row of K >= PACK_MIN_K, Q4_K, Q4_0 and Q8_0 read it packed (tw_q8k_act) after
+    // the blocks, in the same allocation.
+    int64_t kb = K / TW_QK8_ACT;
     size_t q_bytes = (size_t)(T * kb) * sizeof(struct tw_q8_act);
-    bool pack = any_k && T == 1 && K256 > 0;
+    bool pack = any_k && T == 1 && K % TW_QK_K == 0 && K >= PACK_MIN_K;
     struct tw_q8_act *xq = NULL;
     struct tw_q8k_act *xk = NULL;
     if (any_q && K % TW_QK8_ACT == 0)
-        xq = tw_malloc(q_bytes + (pack ? (size_t)(K256 / TW_QK_K) * sizeof *xk : 0));
+        xq = tw_malloc(q_bytes + (pack ? (size_t)(K / TW_QK_K) * sizeof *xk : 0));
     if (xq) { // else the float kernels below do the work
         for (int64_t t = 0; t < T; t++)
             im->quantize(xs + t * K, (size_t)K, xq + t * kb);
         if (pack)
-            tw_q8k_act_pack(xq, (size_t)K256, xk = (struct tw_q8k_act *)((char *)xq + q_bytes));
+            tw_q8k_act_pack(xq, (size_t)K, xk = (struct tw_q8k_act *)((char *)xq + q_bytes));
     }
-    size_t head[8] = { 0 }; // bytes of a row's first K256 elements
     for (int i = 0; i < n; i++) {
-        bool packed = xk && im->qdot_k[ws[i]->dtype] && im->qdot[ws[i]->dtype] &&
-                      tw_dtype_nbytes(ws[i]->dtype, (size_t)K256, &head[i]) == 0;
+        bool packed = xk && im->qdot_k[ws[i]->dtype];
         per[i] = xq && T == 1 && !packed && im->qdot_rows[ws[i]->dtype] ? TW_QDOT_ROWS : 1;
         start[i] = total;
         total += (ws[i]->ne[0] + per[i] - 1) / per[i];
@@ -112,18 +115,12 @@ static void matmul_dot(struct tw_backend *be, int n, struct tw_tensor *const *ys
         const void *row = tw_tensor_row(ws[i], r);
         const float *b = biases && biases[i] ? f32(biases[i]) : NULL;
         tw_qdot_fn qdot = xq ? im->qdot[ws[i]->dtype] : NULL;
-        tw_qdot_k_fn qdot_k = xk && head[i] ? im->qdot_k[ws[i]->dtype] : NULL;
+        tw_qdot_k_fn qdot_k = xk ? im->qdot_k[ws[i]->dtype] : NULL;
         float *ys_i = f32(ys[i]);
         float out[8];
         if (qdot_k) { // T == 1
-            qdot_k(row, xk, (size_t)K256, out);
-            float s = out[0];
-            if (K256 < K) { // Q4_0, Q8_0: the blocks past the last whole group
-                qdot((const char *)row + head[i], xq + K256 / TW_QK8_ACT,
-                     (size_t)((K - K256) / TW_QK8_ACT), 1, (size_t)(K - K256), out);
-                s += out[0];
-            }
-            ys_i[r] = b ? s + b[r] : s;
+            qdot_k(row, xk, (size_t)K, out);
+            ys_i[r] = b ? out[0] + b[r] : out[0];
             continue;
         }
         if (per[i] > 1) { // T == 1: nr rows against the one activation row

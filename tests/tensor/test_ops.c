@@ -182,12 +182,15 @@ static void test_matmul(struct tw_backend *fast)
     for (size_t d = 0; d < sizeof all / sizeof *all; d++)
         for (size_t i = 0; i < sizeof Ts / sizeof *Ts; i++)
             check_matmul(fast, all[d], Ts[i], 37, 512, i % 2 == 0);
-    // K = 576 (SmolLM2's width): not whole groups of 256, so at one row Q4_0 and Q8_0 take
-    // the packed kernel over the first 512 and the block kernel over the last 64.
+    // K = 576 (SmolLM2's width: not whole groups of 256) and K = 2048 (at one row, the
+    // quantised types over packed activations: cpu.c's PACK_MIN_K).
     enum tw_dtype k32[] = { TW_DTYPE_F32, TW_DTYPE_BF16, TW_DTYPE_Q8_0, TW_DTYPE_Q4_0 };
     for (size_t d = 0; d < sizeof k32 / sizeof *k32; d++)
         for (size_t i = 0; i < 2; i++)
             check_matmul(fast, k32[d], Ts[i], 37, 576, i % 2 == 1);
+    enum tw_dtype kq[] = { TW_DTYPE_Q8_0, TW_DTYPE_Q4_0, TW_DTYPE_Q4_K };
+    for (size_t d = 0; d < sizeof kq / sizeof *kq; d++)
+        check_matmul(fast, kq[d], 1, 37, 2048, d % 2 == 0);
 }
 
 // Several weights of one input in one call (q, k, v): each output equals its own matmul on
