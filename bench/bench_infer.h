@@ -1,5 +1,5 @@
-// What the inference benchmarks share: the bytes a decoded token reads, list options, and
-// where a step's time goes, op by op.
+// What the inference benchmarks share: the bytes a decoded token reads and where a step's
+// time goes, op by op.
 #ifndef TW_BENCH_INFER_H
 #define TW_BENCH_INFER_H
 
@@ -27,18 +27,6 @@ static double weight_bytes_per_token(const struct tw_model *m)
     if (!m->cfg.tied_embeddings)
         b -= (double)tw_tensor_nbytes(&m->tok_embd);
     return b;
-}
-
-static int parse_list(const char *s, char items[][32], int max)
-{
-    int n = 0;
-    while (s && *s && n < max) {
-        const char *e = strchr(s, ',');
-        size_t len = e ? (size_t)(e - s) : strlen(s);
-        snprintf(items[n++], 32, "%.*s", (int)len, s);
-        s = e ? e + 1 : NULL;
-    }
-    return n;
 }
 
 // Runs n steps of `step` tokens each (after the same 17-token start; step 1: decoding, one

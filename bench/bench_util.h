@@ -5,6 +5,7 @@
 #define TW_BENCH_UTIL_H
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -18,6 +19,20 @@
 #else
 #define BENCH_X86 0
 #endif
+
+// A comma-separated option ("bf16,q4_K") split into at most max items of up to 31 bytes;
+// returns how many.
+static inline int parse_list(const char *s, char items[][32], int max)
+{
+    int n = 0;
+    while (s && *s && n < max) {
+        const char *e = strchr(s, ',');
+        size_t len = e ? (size_t)(e - s) : strlen(s);
+        snprintf(items[n++], 32, "%.*s", (int)len, s);
+        s = e ? e + 1 : NULL;
+    }
+    return n;
+}
 
 static inline double now(void)
 {

@@ -54,17 +54,6 @@ static int fail(const char *what)
     return 1;
 }
 
-static int parse_list(const char *s, char items[][32], int max)
-{
-    int n = 0;
-    while (*s && n < max) {
-        size_t len = strcspn(s, ",");
-        snprintf(items[n++], 32, "%.*s", (int)(len < 31 ? len : 31), s);
-        s += len + (s[len] == ',');
-    }
-    return n;
-}
-
 // ||a - b|| / ||b|| over n values.
 static double rel_diff(const float *a, const float *b, size_t n)
 {
