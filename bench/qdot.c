@@ -5,7 +5,7 @@
 // first (tw_q8_act_quantize), inside the timed region, as a matmul does once for all rows. The
 // table gives GB/s of weight bytes read (best of several passes), nx=1 as a share of the plain
 // memory-read bandwidth of the same thread (a sum over a 256 MiB float array), the one-row
-// kernel over packed activations (q4_0 and q4_K: tw_qdot_k_fn, the packing in the timed
+// kernel over packed activations (q8_0, q4_0 and q4_K: tw_qdot_k_fn, the packing in the timed
 // region) where the ISA has one, and, for comparison, the float-activation kernel of cpu_dot.h
 // at the same ISA.
 // Usage: qdot [--quick]   (--quick: 1 MiB of weights and one pass, a smoke run)
