@@ -745,15 +745,6 @@ template <class C> static struct kernel bf16_kernel(int waves)
     return (struct kernel){ tc_kernel<C>, C::BQ, C::TK, C::NTH, C::SMEM, waves };
 }
 
-// The current device's SMs into *n_sm.
-static cudaError_t sm_count(int *n_sm)
-{
-    int dev = 0;
-    cudaError_t err = cudaGetDevice(&dev);
-    return err != cudaSuccess ? err
-                              : cudaDeviceGetAttribute(n_sm, cudaDevAttrMultiProcessorCount, dev);
-}
-
 // Launches k for the batch: picks the split count, allocates and frees the partials.
 static cudaError_t launch(struct kernel k, struct attn_args a, int n_seq, int32_t max_kv,
                           cudaStream_t s)
@@ -762,7 +753,7 @@ static cudaError_t launch(struct kernel k, struct attn_args a, int n_seq, int32_
     const int64_t qtiles = (nq_max + k.bq - 1) / k.bq;
     const int64_t blocks = qtiles * a.Hkv * n_seq;
     int n_sm = 0;
-    cudaError_t err = sm_count(&n_sm);
+    cudaError_t err = twc_sm_count(&n_sm);
     if (err != cudaSuccess)
         return err;
     // Split only when the grid would not fill the GPU (a few blocks an SM), into ranges of
@@ -886,7 +877,7 @@ bool twc_attention_flash_ok(const struct twc_attn_seq *seqs, int n_seq, int32_t 
     // 2048 rows (288 blocks) ran 14 % slower than tc_kernel, which splits; the 1B's 32 heads
     // (1024 blocks) 4 % faster (docs/perf.md).
     int n_sm = 0;
-    if (sm_count(&n_sm) != cudaSuccess)
+    if (twc_sm_count(&n_sm) != cudaSuccess)
         return false;
     int64_t blocks = (int64_t)a->n_head * ((T + 63) / 64);
     return blocks >= (int64_t)n_sm * (a->head_dim <= 64 ? 4 : 1);

@@ -34,6 +34,14 @@ bool twc_pdl_on(void)
     return on;
 }
 
+cudaError_t twc_sm_count(int *n_sm)
+{
+    int dev = 0;
+    cudaError_t err = cudaGetDevice(&dev);
+    return err != cudaSuccess ? err
+                              : cudaDeviceGetAttribute(n_sm, cudaDevAttrMultiProcessorCount, dev);
+}
+
 extern "C" int tw_cuda_device_count(void)
 {
     int n = 0;

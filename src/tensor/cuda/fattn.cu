@@ -21,6 +21,7 @@
 #include <cuda_runtime.h>
 #include <limits.h>
 #include <math.h>
+#include <stdlib.h>
 
 #include "tensor/cuda/kernels.cuh"
 
@@ -34,19 +35,21 @@ struct fa_args {
     const __nv_bfloat16 *q, *k, *v, *dout;
     const float *out, *lse, *delta;
     float *o, *l, *dq, *dk, *dv;
+    float *part;          // the backward's split over query heads: dK, dV partials, or NULL
     const int32_t *start; // (B, T)
     int T, H, Hkv;
+    int split; // dK/dV's blocks a KV head and key tile (each over G / split query heads)
     float scale;
     int window;
 };
 
-// rows [r0, r0 + 64) of x (rows of `heads` heads of D bf16; head h) into s (64 rows D + 8
+// rows [r0, r0 + R) of x (rows of `heads` heads of D bf16; head h) into s (R rows D + 8
 // apart: 16 bytes more than a multiple of 128 for D = 64, 128, so an ldmatrix's 8 rows fall in
 // different banks), 16 bytes a copy; rows past T are 0.
-template <int D>
+template <int D, int R = 64>
 static __device__ void stage(uint16_t *s, const __nv_bfloat16 *x, int r0, int T, int heads, int h)
 {
-    for (int i = threadIdx.x; i < 64 * D / 8; i += NT) {
+    for (int i = threadIdx.x; i < R * D / 8; i += NT) {
         int r = i / (D / 8), c = i % (D / 8) * 8, t = r0 + r;
         uint4 v = make_uint4(0, 0, 0, 0);
         if (t < T)
@@ -56,21 +59,21 @@ static __device__ void stage(uint16_t *s, const __nv_bfloat16 *x, int r0, int T,
 }
 
 // stage's copy issued with cp.async (rows past T zero-filled); the caller commits and waits.
-template <int D>
+template <int D, int R = 64>
 static __device__ void stage_async(uint16_t *s, const __nv_bfloat16 *x, int r0, int T, int heads,
                                    int h)
 {
-    for (int i = threadIdx.x; i < 64 * D / 8; i += NT) {
+    for (int i = threadIdx.x; i < R * D / 8; i += NT) {
         int r = i / (D / 8), c = i % (D / 8) * 8, t = r0 + r;
         const __nv_bfloat16 *src = t < T ? x + ((size_t)t * heads + h) * D + c : x;
         twc_cp16(s + r * (D + 8) + c, src, t < T ? 16 : 0);
     }
 }
 
-// Elements of one staged tile.
-template <int D> static __device__ __forceinline__ int tile_elems(void)
+// Elements of one staged tile of R rows.
+template <int D, int R = 64> static __host__ __device__ __forceinline__ int tile_elems(void)
 {
-    return 64 * (D + 8);
+    return R * (D + 8);
 }
 
 // Key tiles double-buffered in KV (K, V, then K, V again): kv_issue starts the copies of the
@@ -130,22 +133,22 @@ static __device__ void tile_keys(const int32_t *start_row, int q0, int T, int wi
     *hi = min(q0 + TQ, T) - 1;
 }
 
-// s (16 x 64) = A (rows r0 .. r0 + 15 of a staged tile) B^T (B: a staged tile of 64 rows),
+// s (16 x NC) = A (rows r0 .. r0 + 15 of a staged tile) B^T (B: a staged tile of NC rows),
 // over D: s[n] holds columns 8n .. 8n + 7 (element e: row g + 8 (e / 2), column 2c + e % 2).
-template <int D>
-static __device__ __forceinline__ void mma_abt(float (&s)[8][4], const uint16_t *A, int r0,
+template <int D, int NC = 64>
+static __device__ __forceinline__ void mma_abt(float (&s)[NC / 8][4], const uint16_t *A, int r0,
                                                const uint16_t *Bm)
 {
     const int lane = threadIdx.x % 32;
 #pragma unroll
-    for (int n = 0; n < 8; n++)
+    for (int n = 0; n < NC / 8; n++)
         s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
 #pragma unroll
     for (int kd = 0; kd < D / 16; kd++) {
         uint32_t a[4];
         twc_ldsm_x4(a, A + (r0 + lane % 16) * (D + 8) + 8 * (lane / 16) + 16 * kd);
 #pragma unroll
-        for (int np = 0; np < 4; np++) {
+        for (int np = 0; np < NC / 16; np++) {
             uint32_t b[4];
             twc_ldsm_x4(b, Bm + (16 * np + lane % 8 + 8 * (lane / 16)) * (D + 8) + 16 * kd +
                                8 * (lane / 8 % 2));
@@ -155,15 +158,15 @@ static __device__ __forceinline__ void mma_abt(float (&s)[8][4], const uint16_t 
     }
 }
 
-// o (16 x D) += X (16 x 64, mma_abt's layout, rounded to bf16) Y (a staged tile of 64 rows of
+// o (16 x D) += X (16 x KR, mma_abt's layout, rounded to bf16) Y (a staged tile of KR rows of
 // D): o[nd] holds columns 8 nd .. 8 nd + 7.
-template <int D>
-static __device__ __forceinline__ void mma_xy(float (&o)[D / 8][4], const float (&x)[8][4],
+template <int D, int KR = 64>
+static __device__ __forceinline__ void mma_xy(float (&o)[D / 8][4], const float (&x)[KR / 8][4],
                                               const uint16_t *Y)
 {
     const int lane = threadIdx.x % 32;
 #pragma unroll
-    for (int kt = 0; kt < 4; kt++) {
+    for (int kt = 0; kt < KR / 16; kt++) {
         uint32_t xf[4] = { twc_pack_bf16(x[2 * kt][0], x[2 * kt][1]),
                            twc_pack_bf16(x[2 * kt][2], x[2 * kt][3]),
                            twc_pack_bf16(x[2 * kt + 1][0], x[2 * kt + 1][1]),
@@ -194,6 +197,24 @@ static __device__ __forceinline__ void add_rows(float *dst, const float (&acc)[D
 #pragma unroll
         for (int nd = 0; nd < D / 8; nd++)
             p[8 * nd + 2 * c] += acc[nd][2 * i], p[8 * nd + 2 * c + 1] += acc[nd][2 * i + 1];
+    }
+}
+
+// The same rows = acc (a partial, written whole: rows no query sees get zeros).
+template <int D>
+static __device__ __forceinline__ void store_rows(float *dst, const float (&acc)[D / 8][4],
+                                                  int row0, int T, int heads, int h)
+{
+    const int lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        int t = row0 + g + 8 * i;
+        if (t >= T)
+            continue;
+        float *p = dst + ((size_t)t * heads + h) * D;
+#pragma unroll
+        for (int nd = 0; nd < D / 8; nd++)
+            *(float2 *)(p + 8 * nd + 2 * c) = make_float2(acc[nd][2 * i], acc[nd][2 * i + 1]);
     }
 }
 
@@ -303,42 +324,47 @@ static __global__ void fa_delta(float *delta, const float *dout, const float *ou
         delta[i] = s;
 }
 
-// From (*gh, *q0) on, the first (query head, query tile) whose queries see a key of [k0, k1]
-// (*gh = G: none left). Whether a tile sees them does not depend on the head. Every thread
-// calls it (a barrier per tile looked at).
+// From (*gh, *q0) on, the first (query head below G, query tile of QT rows) whose queries see a
+// key of [k0, k1] (*gh = G: none left). Whether a tile sees them does not depend on the head.
+// Every thread calls it (a barrier per tile looked at).
+template <int QT>
 static __device__ void next_seen(const int32_t *st, int k0, int k1, int T, int window, int G,
                                  int *gh, int *q0)
 {
     while (*gh < G) {
         if (*q0 >= T) {
-            ++*gh, *q0 = k0 / TQ * TQ;
+            ++*gh, *q0 = k0 / QT * QT;
             continue;
         }
         int sees = 0;
-        for (int r = threadIdx.x; r < TQ; r += NT) {
+        for (int r = threadIdx.x; r < QT; r += NT) {
             int t = *q0 + r;
             sees |= t < T && t >= k0 && twc_key_lo(st, t, window) <= k1;
         }
         if (__syncthreads_or(sees))
             return;
-        *q0 += TQ;
+        *q0 += QT;
     }
 }
 
-// A block per (key tile, KV head, row of the batch): dK and dV of its keys over the G query
-// heads and every query tile that sees them. Warp w owns keys k0 + 16 w ..: S^T = K Q^T and
-// dP^T = V dO^T in its registers, then dV += P^T dO and dK += dS^T Q.
-template <int D, int MINB>
+// A block per (key tile, KV head and part, row of the batch): dK and dV of its keys over the
+// part's G / split query heads and every query tile (of QT rows) that sees them. Warp w owns
+// keys k0 + 16 w ..: S^T = K Q^T and dP^T = V dO^T in its registers, then dV += P^T dO and dK
+// += dS^T Q. With split > 1 each part writes its own partial (fa_sum_parts adds them up): on
+// a grid of few blocks (one row of the 8B: 256) the first key tiles' blocks, which every query
+// sees, would otherwise run alone at the end.
+template <int D, int MINB, int QT>
 static __global__ void __launch_bounds__(NT, MINB) fa_bwd_kv(struct fa_args a)
 {
     extern __shared__ uint4 smem_u4[];
     uint16_t *Ks = (uint16_t *)smem_u4, *Vs = Ks + tile_elems<D>();
     uint16_t *QD = Vs + tile_elems<D>(); // Q, dO twice
-    float *ls = (float *)(QD + 4 * tile_elems<D>()), *dls = ls + 64;
-    int *rlo = (int *)(dls + 64);
-    const int k0 = blockIdx.z * TK, kvh = blockIdx.x, b = blockIdx.y, T = a.T, H = a.H;
+    float *ls = (float *)(QD + 4 * tile_elems<D, QT>()), *dls = ls + QT;
+    int *rlo = (int *)(dls + QT);
+    const int k0 = blockIdx.z * TK, kvh = blockIdx.x / a.split, part = blockIdx.x % a.split;
+    const int b = blockIdx.y, T = a.T, H = a.H;
     const int G = H / a.Hkv, w = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int g = lane / 4, c = lane % 4;
+    const int g = lane / 4, c = lane % 4, g_end = (part + 1) * (G / a.split);
     const int32_t *st = a.start + (size_t)b * T;
     const __nv_bfloat16 *q = a.q + (size_t)b * T * H * D, *dout = a.dout + (size_t)b * T * H * D;
     const __nv_bfloat16 *k = a.k + (size_t)b * T * a.Hkv * D;
@@ -353,28 +379,28 @@ static __global__ void __launch_bounds__(NT, MINB) fa_bwd_kv(struct fa_args a)
     const int kr[2] = { k0 + 16 * w + g, k0 + 16 * w + g + 8 };
     // the (query head, query tile) pairs whose queries see some key of ours, in order: the
     // first one's Q and dO copied ahead, each next one's during the current one's products
-    int gh = 0, q0 = k0 / TQ * TQ;
-    next_seen(st, k0, k1, T, a.window, G, &gh, &q0);
-    if (gh < G) {
-        stage_async<D>(QD, q, q0, T, H, kvh * G + gh);
-        stage_async<D>(QD + tile_elems<D>(), dout, q0, T, H, kvh * G + gh);
+    int gh = part * (G / a.split), q0 = k0 / QT * QT;
+    next_seen<QT>(st, k0, k1, T, a.window, g_end, &gh, &q0);
+    if (gh < g_end) {
+        stage_async<D, QT>(QD, q, q0, T, H, kvh * G + gh);
+        stage_async<D, QT>(QD + tile_elems<D, QT>(), dout, q0, T, H, kvh * G + gh);
         twc_cp_commit();
     }
-    for (int it = 0; gh < G; it++) {
+    for (int it = 0; gh < g_end; it++) {
         const int h = kvh * G + gh;
-        uint16_t *Qs = QD + 2 * (it & 1) * tile_elems<D>(), *dOs = Qs + tile_elems<D>();
-        int ngh = gh, nq0 = q0 + TQ;
-        next_seen(st, k0, k1, T, a.window, G, &ngh, &nq0);
-        if (ngh < G) {
-            uint16_t *Qn = QD + 2 * (~it & 1) * tile_elems<D>();
-            stage_async<D>(Qn, q, nq0, T, H, kvh * G + ngh);
-            stage_async<D>(Qn + tile_elems<D>(), dout, nq0, T, H, kvh * G + ngh);
+        uint16_t *Qs = QD + 2 * (it & 1) * tile_elems<D, QT>(), *dOs = Qs + tile_elems<D, QT>();
+        int ngh = gh, nq0 = q0 + QT;
+        next_seen<QT>(st, k0, k1, T, a.window, g_end, &ngh, &nq0);
+        if (ngh < g_end) {
+            uint16_t *Qn = QD + 2 * (~it & 1) * tile_elems<D, QT>();
+            stage_async<D, QT>(Qn, q, nq0, T, H, kvh * G + ngh);
+            stage_async<D, QT>(Qn + tile_elems<D, QT>(), dout, nq0, T, H, kvh * G + ngh);
             twc_cp_commit();
             twc_cp_wait<1>();
         } else {
             twc_cp_wait<0>();
         }
-        for (int r = threadIdx.x; r < TQ; r += NT) {
+        for (int r = threadIdx.x; r < QT; r += NT) {
             int t = q0 + r;
             size_t at = ((size_t)b * T + (t < T ? t : 0)) * H + h;
             ls[r] = t < T ? a.lse[at] * LOG2E : 0.f;
@@ -382,11 +408,11 @@ static __global__ void __launch_bounds__(NT, MINB) fa_bwd_kv(struct fa_args a)
             rlo[r] = t < T ? twc_key_lo(st, t, a.window) : INT_MAX;
         }
         __syncthreads();
-        float s[8][4], dp[8][4];
-        mma_abt<D>(s, Ks, 16 * w, Qs);   // rows: our keys; columns: the tile's queries
-        mma_abt<D>(dp, Vs, 16 * w, dOs); // dP^T
+        float s[QT / 8][4], dp[QT / 8][4];
+        mma_abt<D, QT>(s, Ks, 16 * w, Qs);   // rows: our keys; columns: the tile's queries
+        mma_abt<D, QT>(dp, Vs, 16 * w, dOs); // dP^T
 #pragma unroll
-        for (int n = 0; n < 8; n++)
+        for (int n = 0; n < QT / 8; n++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 int col = 8 * n + 2 * c + e % 2, t = q0 + col, j = kr[e / 2];
@@ -395,18 +421,40 @@ static __global__ void __launch_bounds__(NT, MINB) fa_bwd_kv(struct fa_args a)
                 s[n][e] = p;
                 dp[n][e] = a.scale * p * (dp[n][e] - dls[col]);
             }
-        mma_xy<D>(dv, s, dOs);
-        mma_xy<D>(dk, dp, Qs);
+        mma_xy<D, QT>(dv, s, dOs);
+        mma_xy<D, QT>(dk, dp, Qs);
         __syncthreads(); // the buffers and the row values are refilled next
         gh = ngh, q0 = nq0;
     }
-    add_rows<D>(a.dk + (size_t)b * T * a.Hkv * D, dk, k0 + 16 * w, T, a.Hkv, kvh);
-    add_rows<D>(a.dv + (size_t)b * T * a.Hkv * D, dv, k0 + 16 * w, T, a.Hkv, kvh);
+    if (a.split == 1) {
+        add_rows<D>(a.dk + (size_t)b * T * a.Hkv * D, dk, k0 + 16 * w, T, a.Hkv, kvh);
+        add_rows<D>(a.dv + (size_t)b * T * a.Hkv * D, dv, k0 + 16 * w, T, a.Hkv, kvh);
+        return;
+    }
+    size_t nk = (size_t)gridDim.y * T * a.Hkv * D,
+           at = (size_t)part * nk + (size_t)b * T * a.Hkv * D;
+    store_rows<D>(a.part + at, dk, k0 + 16 * w, T, a.Hkv, kvh);
+    store_rows<D>(a.part + (size_t)a.split * nk + at, dv, k0 + 16 * w, T, a.Hkv, kvh);
+}
+
+// dk, dv (n values each) += their split partials, in order.
+static __global__ void fa_sum_parts(float *dk, float *dv, const float *part, int64_t n, int split)
+{
+    twc_pdl_enter();
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < 2 * n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const float *p = part + (i < n ? i : (size_t)split * n + (i - n));
+        float s = 0;
+        for (int j = 0; j < split; j++)
+            s += p[(size_t)j * n];
+        (i < n ? dk : dv)[i < n ? i : i - n] += s;
+    }
 }
 
 // A block per (query tile, head, row of the batch): dQ += dS K over the keys the tile sees,
 // S and dP = dO V^T recomputed in the warps' registers.
-template <int D> static __global__ void __launch_bounds__(NT) fa_bwd_q(struct fa_args a)
+template <int D, int MINB>
+static __global__ void __launch_bounds__(NT, MINB) fa_bwd_q(struct fa_args a)
 {
     extern __shared__ uint4 smem_u4[];
     uint16_t *Qs = (uint16_t *)smem_u4, *dOs = Qs + tile_elems<D>();
@@ -469,11 +517,17 @@ template <int D> static size_t fwd_smem(void)
     return (size_t)5 * 64 * (D + 8) * 2;
 }
 
-// dK/dV's: K, V and twice Q, dO; the query tile's lse, delta and first keys. dQ's: Q, dO and
-// twice K, V (fewer bytes).
-template <int D> static size_t bwd_smem(void)
+// dK/dV's: K, V and twice Q, dO (query tiles of QT rows); the query tile's lse, delta and
+// first keys.
+template <int D, int QT> static size_t bwd_kv_smem(void)
 {
-    return (size_t)6 * 64 * (D + 8) * 2 + 3 * 64 * 4;
+    return (size_t)(2 * tile_elems<D>() + 4 * tile_elems<D, QT>()) * 2 + 3 * QT * 4;
+}
+
+// dQ's: Q, dO and twice K, V.
+template <int D> static size_t bwd_q_smem(void)
+{
+    return (size_t)6 * tile_elems<D>() * 2;
 }
 
 bool twc_flash_ok(int D)
@@ -492,23 +546,71 @@ template <int D> static cudaError_t fwd_d(const struct fa_args *a, int B, cudaSt
     return twc_launch(fa_fwd<D>, grid, dim3(NT), sm, s, *a);
 }
 
-template <int D> static cudaError_t bwd_d(const struct fa_args *a, int B, cudaStream_t s)
+template <int D, int MINB, int QT, int MINB_Q>
+static cudaError_t bwd_launch(const struct fa_args *a, int B, cudaStream_t s)
 {
-    size_t sm = bwd_smem<D>();
-    // dK/dV's registers capped so that an SM holds three blocks for D <= 64 (a few spill): on
-    // the 1B shape its backward took 31.1 ms a step against 35.3 uncapped (docs/perf.md)
-    constexpr int minb = D <= 64 ? 3 : 1;
-    void (*kv)(struct fa_args) = fa_bwd_kv<D, minb>;
-    cudaError_t e = cudaFuncSetAttribute(kv, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
+    size_t skv = bwd_kv_smem<D, QT>(), sq = bwd_q_smem<D>();
+    void (*kv)(struct fa_args) = fa_bwd_kv<D, MINB, QT>;
+    void (*qk)(struct fa_args) = fa_bwd_q<D, MINB_Q>;
+    cudaError_t e =
+        cudaFuncSetAttribute(kv, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)skv);
     if (e == cudaSuccess)
-        e = cudaFuncSetAttribute(fa_bwd_q<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 (int)sm);
+        e = cudaFuncSetAttribute(qk, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sq);
     if (e != cudaSuccess)
         return e;
-    dim3 gkv((unsigned)a->Hkv, (unsigned)B, (unsigned)((a->T + TK - 1) / TK));
+    dim3 gkv((unsigned)(a->Hkv * a->split), (unsigned)B, (unsigned)((a->T + TK - 1) / TK));
     dim3 gq((unsigned)a->H, (unsigned)B, (unsigned)((a->T + TQ - 1) / TQ));
-    e = twc_launch(kv, gkv, dim3(NT), sm, s, *a);
-    return e != cudaSuccess ? e : twc_launch(fa_bwd_q<D>, gq, dim3(NT), sm, s, *a);
+    e = twc_launch(kv, gkv, dim3(NT), skv, s, *a);
+    if (e == cudaSuccess && a->split > 1) {
+        int64_t n = (int64_t)B * a->T * a->Hkv * D;
+        e = twc_launch(fa_sum_parts, dim3((unsigned)((2 * n / 4 + 255) / 256)), dim3(256), 0, s,
+                       a->dk, a->dv, (const float *)a->part, n, a->split);
+    }
+    return e != cudaSuccess ? e : twc_launch(qk, gq, dim3(NT), sq, s, *a);
+}
+
+#ifdef FA_SWEEP
+// bench/attn_cuda's variants (TWIN_FA_SWEEP=i): dK/dV's blocks an SM (MINB, the register cap),
+// its query tile (QT rows), dQ's blocks an SM.
+template <int D>
+static cudaError_t bwd_sweep(const struct fa_args *a, int B, cudaStream_t s, int v)
+{
+    constexpr bool big = D > 64;
+    switch (v) {
+    case 1:
+        return bwd_launch < D, big ? 1 : 3, 32, 1 > (a, B, s);
+    case 2:
+        return bwd_launch < D, big ? 2 : 4, 32, 1 > (a, B, s);
+    case 3:
+        return bwd_launch < D, big ? 2 : 2, 64, 1 > (a, B, s);
+    case 4:
+        return bwd_launch < D, big ? 3 : 5, 32, 1 > (a, B, s);
+    case 5:
+        return bwd_launch < D, big ? 1 : 3, 64, 2 > (a, B, s);
+    case 6:
+        return bwd_launch < D, big ? 1 : 3, 64, 3 > (a, B, s);
+    case 7:
+        return bwd_launch < D, big ? 2 : 4, 32, 2 > (a, B, s);
+    case 8:
+        return bwd_launch < D, big ? 2 : 4, 32, big ? 1 : 3 > (a, B, s);
+    default: // 0: the configuration before dQ's blocks were capped at three an SM
+        return bwd_launch < D, big ? 1 : 3, 64, 1 > (a, B, s);
+    }
+}
+#endif
+
+template <int D> static cudaError_t bwd_d(const struct fa_args *a, int B, cudaStream_t s)
+{
+#ifdef FA_SWEEP
+    const char *e = getenv("TWIN_FA_SWEEP");
+    if (e)
+        return bwd_sweep<D>(a, B, s, atoi(e));
+#endif
+    // Both kernels' registers capped so that an SM holds three blocks for D <= 64 (dK/dV's
+    // spill a few): on the 1B shape dK/dV's took the backward from 35.3 to 31.1 ms a step
+    // (docs/perf.md), dQ's a layer's from 2.02 to 1.92 ms (bench/attn_cuda's variant 6)
+    constexpr int minb = D <= 64 ? 3 : 1;
+    return bwd_launch<D, minb, 64, minb>(a, B, s);
 }
 
 cudaError_t twc_flash_fwd(float *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
@@ -521,11 +623,35 @@ cudaError_t twc_flash_fwd(float *out, float *lse, const __nv_bfloat16 *q, const 
     return D == 32 ? fwd_d<32>(&a, B, s) : D == 64 ? fwd_d<64>(&a, B, s) : fwd_d<128>(&a, B, s);
 }
 
+int twc_flash_bwd_split(int B, int T, int H, int Hkv)
+{
+    int G = H / Hkv, blocks = B * Hkv * ((T + TK - 1) / TK), n_sm = 132, split = 1;
+    twc_sm_count(&n_sm);
+#ifdef FA_SWEEP
+    const char *e = getenv("TWIN_FA_SPLIT");
+    if (e && atoi(e) >= 1 && G % atoi(e) == 0)
+        return atoi(e);
+#endif
+    // parts until the grid has two blocks an SM (what fits at once for D = 128): the 8B's 256
+    // blocks of one row (dK/dV's kernel 1.10 ms a layer under ncu, 8.6 % achieved occupancy)
+    // took the backward from 1.36 to 0.89 ms a layer in two parts, 0.91 in four (H200,
+    // bench/attn_cuda, docs/perf.md); the 1B's 1024 blocks moved by 1.5 % at most
+    while (2 * split <= G && G % (2 * split) == 0 && blocks * split < 2 * n_sm)
+        split *= 2;
+    return split;
+}
+
+size_t twc_flash_bwd_scratch(int B, int T, int H, int Hkv, int D)
+{
+    int split = twc_flash_bwd_split(B, T, H, Hkv);
+    return split > 1 ? 2 * (size_t)split * B * T * Hkv * D : 0;
+}
+
 cudaError_t twc_flash_bwd(float *dq, float *dk, float *dv, const float *dout,
                           const __nv_bfloat16 *dout_b, const __nv_bfloat16 *q,
                           const __nv_bfloat16 *k, const __nv_bfloat16 *v, const float *out,
-                          const float *lse, const int32_t *start, float *delta, int B, int T,
-                          int H, int Hkv, int D, float scale, int window, cudaStream_t s)
+                          const float *lse, const int32_t *start, float *delta, float *part, int B,
+                          int T, int H, int Hkv, int D, float scale, int window, cudaStream_t s)
 {
     int64_t rows = (int64_t)B * T * H;
     cudaError_t e = twc_launch(fa_delta, dim3((unsigned)((rows * 32 + 255) / 256)), dim3(256), 0,
@@ -534,7 +660,8 @@ cudaError_t twc_flash_bwd(float *dq, float *dk, float *dv, const float *dout,
         return e;
     struct fa_args a = {};
     a.q = q, a.k = k, a.v = v, a.out = out, a.dout = dout_b, a.lse = lse, a.delta = delta;
-    a.dq = dq, a.dk = dk, a.dv = dv, a.start = start;
+    a.dq = dq, a.dk = dk, a.dv = dv, a.start = start, a.part = part;
     a.T = T, a.H = H, a.Hkv = Hkv, a.scale = scale, a.window = window;
+    a.split = part ? twc_flash_bwd_split(B, T, H, Hkv) : 1;
     return D == 32 ? bwd_d<32>(&a, B, s) : D == 64 ? bwd_d<64>(&a, B, s) : bwd_d<128>(&a, B, s);
 }

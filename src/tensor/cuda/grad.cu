@@ -28,7 +28,7 @@ extern "C" {
 }
 
 #define THREADS    256
-#define COL_ROWS   256                // rows a block of a column sum covers
+#define COL_ROWS   64                 // rows a block of a column sum covers
 #define TILE_ELEMS ((size_t)32 << 20) // bf16 elements of a dequantised weight tile
 #define CE_FLOATS  ((size_t)64 << 20) // floats of logits a chunk of the output projection
 
@@ -248,6 +248,33 @@ static void colsum(struct tw_backend *be, float *out, const float *a, const floa
     twc_check(be, cudaGetLastError(), "column sums");
 }
 
+// The products of g_linear_bwd for a bf16 or block-quantised w, dy given in bf16 (dyb).
+static void linear_bwd_bf16(struct tw_backend *be, float *dx, bool add, float *dw,
+                            const __nv_bfloat16 *dyb, const float *x, const struct tw_tensor *w,
+                            int64_t N)
+{
+    struct grad_state *g = state(be);
+    int64_t K = w->ne[1], M = w->ne[0];
+    if (!g)
+        return;
+    if (dx) { // dx (N, K) (+)= dy (N, M) W (M, K)
+        int64_t rows = tile_rows(w);
+        for (int64_t r0 = 0; r0 < M; r0 += rows) {
+            int64_t nr = M - r0 < rows ? M - r0 : rows;
+            const void *wt = w->dtype == TW_DTYPE_BF16 ? (const void *)w->data
+                                                       : (const void *)w_tile(be, w, r0, nr);
+            if (wt)
+                gemm_rm(be, G_BF16, false, false, N, K, nr, 1, dyb + r0, M, 0, wt, w_ld(w), 0,
+                        add || r0 > 0 ? 1 : 0, dx, K, 0, 1);
+        }
+    }
+    if (dw) { // dw (M, K) += dy^T x: in the precision the forward multiplied in
+        const __nv_bfloat16 *xb = bf16_of(be, &g->xb, x, N * K);
+        if (xb)
+            gemm_rm(be, G_BF16, true, false, M, K, N, 1, dyb, M, 0, xb, K, 0, 1, dw, K, 0, 1);
+    }
+}
+
 static int g_linear_bwd(struct tw_backend *be, float *dx, bool add, float *dw, float *db,
                         const float *dy, const float *x, const struct tw_tensor *w, int64_t N)
 {
@@ -255,32 +282,16 @@ static int g_linear_bwd(struct tw_backend *be, float *dx, bool add, float *dw, f
     int64_t K = w->ne[1], M = w->ne[0];
     if (!g)
         return 0;
-    bool f32 = w->dtype == TW_DTYPE_F32;
-    const __nv_bfloat16 *dyb = f32 ? NULL : bf16_of(be, &g->yb, dy, N * M);
-    if (dx) { // dx (N, K) (+)= dy (N, M) W (M, K)
-        if (f32) {
+    if (w->dtype == TW_DTYPE_F32) {
+        if (dx) // dx (N, K) (+)= dy (N, M) W (M, K)
             gemm_rm(be, G_F32, false, false, N, K, M, 1, dy, M, 0, w->data, K, 0, add ? 1 : 0, dx,
                     K, 0, 1);
-        } else {
-            int64_t rows = tile_rows(w);
-            for (int64_t r0 = 0; dyb && r0 < M; r0 += rows) {
-                int64_t nr = M - r0 < rows ? M - r0 : rows;
-                const void *wt = w->dtype == TW_DTYPE_BF16 ? (const void *)w->data
-                                                           : (const void *)w_tile(be, w, r0, nr);
-                if (wt)
-                    gemm_rm(be, G_BF16, false, false, N, K, nr, 1, dyb + r0, M, 0, wt, w_ld(w), 0,
-                            add || r0 > 0 ? 1 : 0, dx, K, 0, 1);
-            }
-        }
-    }
-    if (dw) { // dw (M, K) += dy^T x: in the precision the forward multiplied in
-        if (f32) {
+        if (dw) // dw (M, K) += dy^T x
             gemm_rm(be, G_F32, true, false, M, K, N, 1, dy, M, 0, x, K, 0, 1, dw, K, 0, 1);
-        } else {
-            const __nv_bfloat16 *xb = bf16_of(be, &g->xb, x, N * K);
-            if (xb && dyb)
-                gemm_rm(be, G_BF16, true, false, M, K, N, 1, dyb, M, 0, xb, K, 0, 1, dw, K, 0, 1);
-        }
+    } else if (dx || dw) {
+        const __nv_bfloat16 *dyb = bf16_of(be, &g->yb, dy, N * M);
+        if (dyb)
+            linear_bwd_bf16(be, dx, add, dw, dyb, x, w, N);
     }
     if (db)
         colsum(be, db, dy, NULL, NULL, N, M);
@@ -317,13 +328,65 @@ static __global__ void rmsnorm_fwd_kernel(float *y, float *rstd, const float *x,
         yr[i] = xr[i] * r * (w ? w[i] : 1.0f);
 }
 
+// Rows of up to WARP_ROW_C values: a warp a row, eight rows a block (a block a row leaves most
+// of its threads idle and waits on its barriers: 135M's C = 576 took 166 us a backward call
+// where the traffic needs 75).
+#define WARP_ROW_C 1024
+
+static __device__ __forceinline__ float warp_sum(float v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+static __global__ void rmsnorm_fwd_warp(float *y, float *rstd, const float *x, const float *w,
+                                        int64_t N, int64_t C, float eps)
+{
+    int64_t t = blockIdx.x * (int64_t)(THREADS / 32) + threadIdx.x / 32;
+    int lane = threadIdx.x % 32;
+    if (t >= N)
+        return;
+    const float *xr = x + t * C;
+    float *yr = y + t * C;
+    float ss = 0;
+    for (int64_t i = lane; i < C; i += 32)
+        ss += xr[i] * xr[i];
+    float r = rsqrtf(warp_sum(ss) / (float)C + eps);
+    if (lane == 0)
+        rstd[t] = r;
+    for (int64_t i = lane; i < C; i += 32)
+        yr[i] = xr[i] * r * (w ? w[i] : 1.0f);
+}
+
 static void g_rmsnorm_fwd(struct tw_backend *be, float *y, float *rstd, const float *x,
                           const float *w, int64_t N, int64_t C, float eps)
 {
     if (N == 0 || twc_failed(be))
         return;
-    rmsnorm_fwd_kernel<<<(unsigned)N, THREADS, 0, twc_stream(be)>>>(y, rstd, x, w, C, eps);
+    if (C <= WARP_ROW_C)
+        rmsnorm_fwd_warp<<<(unsigned)((N + THREADS / 32 - 1) / (THREADS / 32)), THREADS, 0,
+                           twc_stream(be)>>>(y, rstd, x, w, N, C, eps);
+    else
+        rmsnorm_fwd_kernel<<<(unsigned)N, THREADS, 0, twc_stream(be)>>>(y, rstd, x, w, C, eps);
     twc_check(be, cudaGetLastError(), "rmsnorm (training)");
+}
+
+static __global__ void rmsnorm_bwd_warp(float *dx, const float *dy, const float *x, const float *w,
+                                        const float *rstd, int64_t N, int64_t C)
+{
+    int64_t t = blockIdx.x * (int64_t)(THREADS / 32) + threadIdx.x / 32;
+    int lane = threadIdx.x % 32;
+    if (t >= N)
+        return;
+    const float *xr = x + t * C, *gr = dy + t * C;
+    float *dr = dx + t * C, r = rstd[t];
+    float dot = 0;
+    for (int64_t i = lane; i < C; i += 32)
+        dot += gr[i] * (w ? w[i] : 1.0f) * xr[i];
+    float k = warp_sum(dot) * r * r * r / (float)C;
+    for (int64_t i = lane; i < C; i += 32)
+        dr[i] += r * (w ? w[i] : 1.0f) * gr[i] - xr[i] * k;
 }
 
 static __global__ void rmsnorm_bwd_kernel(float *dx, const float *dy, const float *x,
@@ -346,7 +409,11 @@ static void g_rmsnorm_bwd(struct tw_backend *be, float *dx, float *dw, const flo
 {
     if (N == 0 || twc_failed(be))
         return;
-    rmsnorm_bwd_kernel<<<(unsigned)N, THREADS, 0, twc_stream(be)>>>(dx, dy, x, w, rstd, C);
+    if (C <= WARP_ROW_C)
+        rmsnorm_bwd_warp<<<(unsigned)((N + THREADS / 32 - 1) / (THREADS / 32)), THREADS, 0,
+                           twc_stream(be)>>>(dx, dy, x, w, rstd, N, C);
+    else
+        rmsnorm_bwd_kernel<<<(unsigned)N, THREADS, 0, twc_stream(be)>>>(dx, dy, x, w, rstd, C);
     twc_check(be, cudaGetLastError(), "rmsnorm backward");
     if (dw)
         colsum(be, dw, dy, x, rstd, N, C);
@@ -354,39 +421,45 @@ static void g_rmsnorm_bwd(struct tw_backend *be, float *dx, float *dw, const flo
 
 // ---- the output projection and the log-softmax, a chunk of rows at a time.
 
-// Row i of l (V logits) with target y: logp = l[y] - lse; with coef, l becomes
-// dL/dlogits = c ([j == y] - p_j); rows without a target get logp 0 (and l 0).
-static __global__ void logsoftmax_kernel(float *l, float *logp, const int32_t *targets,
+// Row i of l (V logits) with target y: logp = l[y] - lse; with coef, dl's row i (V values of
+// OutT: l itself for f32, a bf16 copy for the products of bf16 weights) becomes dL/dlogits =
+// c ([j == y] - p_j); rows without a target get logp 0 (and dl 0). The maximum and the sum of
+// the exponentials come from one read of the row (an online softmax per thread, merged).
+template <typename OutT>
+static __global__ void logsoftmax_kernel(float *l, float *logp, OutT *dl, const int32_t *targets,
                                          const float *coef, int64_t V)
 {
     __shared__ float red[32];
-    float *row = l + blockIdx.x * V;
+    const float *row = l + blockIdx.x * V;
+    OutT *drow = dl ? dl + blockIdx.x * V : NULL;
     int32_t y = targets[blockIdx.x];
     if (y < 0) {
         if (threadIdx.x == 0)
             logp[blockIdx.x] = 0;
         if (coef)
             for (int64_t j = threadIdx.x; j < V; j += blockDim.x)
-                row[j] = 0;
+                drow[j] = (OutT)0.0f;
         return;
     }
-    float m = -INFINITY;
-    for (int64_t j = threadIdx.x; j < V; j += blockDim.x)
-        m = fmaxf(m, row[j]);
-    m = twc_block_max(m, red);
-    float z = 0;
-    for (int64_t j = threadIdx.x; j < V; j += blockDim.x)
-        z += expf(row[j] - m);
-    z = twc_block_sum(z, red);
-    float lse = m + logf(z), ly = row[y];
-    __syncthreads(); // every thread has read row[y] before it changes
+    float m = -INFINITY, z = 0;
+    for (int64_t j = threadIdx.x; j < V; j += blockDim.x) {
+        float x = row[j];
+        if (x > m)
+            z = z * expf(m - x) + 1.0f, m = x;
+        else
+            z += expf(x - m);
+    }
+    float mb = twc_block_max(m, red);
+    z = twc_block_sum(m == -INFINITY ? 0.0f : z * expf(m - mb), red);
+    float lse = mb + logf(z), ly = row[y];
+    __syncthreads(); // every thread has read row[y] before it changes (dl may be l)
     if (threadIdx.x == 0)
         logp[blockIdx.x] = ly - lse;
     if (!coef)
         return;
     float c = coef[blockIdx.x];
     for (int64_t j = threadIdx.x; j < V; j += blockDim.x)
-        row[j] = -c * expf(row[j] - lse) + (j == y ? c : 0.0f);
+        drow[j] = (OutT)(-c * expf(row[j] - lse) + (j == y ? c : 0.0f));
 }
 
 static int g_head_logp(struct tw_backend *be, const float *x, const struct tw_tensor *w,
@@ -397,16 +470,28 @@ static int g_head_logp(struct tw_backend *be, const float *x, const struct tw_te
     int64_t V = w->ne[0], C = w->ne[1];
     int64_t R = (int64_t)(CE_FLOATS / (size_t)V);
     R = R < 16 ? 16 : R > N ? N : R;
+    // bf16 weights multiply a bf16 gradient: the log-softmax writes it rounded, beside the
+    // logits (f32 weights: in place)
+    bool lowp = w->dtype != TW_DTYPE_F32;
     float *lg = g ? (float *)grow(be, &g->logits, (size_t)(R * V) * sizeof(float)) : NULL;
-    if (!lg)
+    __nv_bfloat16 *lgb =
+        lg && lowp && coef ? (__nv_bfloat16 *)grow(be, &g->yb, (size_t)(R * V) * 2) : NULL;
+    if (!lg || (lowp && coef && !lgb))
         return tw_backend_sync(be);
     for (int64_t r0 = 0; r0 < N && !twc_failed(be); r0 += R) {
         int64_t nr = N - r0 < R ? N - r0 : R;
+        const float *cr = coef ? coef + r0 : NULL;
         g_linear_fwd(be, lg, x + r0 * C, w, NULL, nr);
-        logsoftmax_kernel<<<(unsigned)nr, 1024, 0, twc_stream(be)>>>(lg, logp + r0, targets + r0,
-                                                                     coef ? coef + r0 : NULL, V);
+        if (lgb)
+            logsoftmax_kernel<<<(unsigned)nr, 1024, 0, twc_stream(be)>>>(lg, logp + r0, lgb,
+                                                                         targets + r0, cr, V);
+        else
+            logsoftmax_kernel<<<(unsigned)nr, 1024, 0, twc_stream(be)>>>(
+                lg, logp + r0, coef ? lg : NULL, targets + r0, cr, V);
         twc_check(be, cudaGetLastError(), "log-softmax");
-        if (coef)
+        if (lgb)
+            linear_bwd_bf16(be, dx ? dx + r0 * C : NULL, true, dw, lgb, x + r0 * C, w, nr);
+        else if (coef)
             g_linear_bwd(be, dx ? dx + r0 * C : NULL, true, dw, NULL, lg, x + r0 * C, w, nr);
     }
     // the sum on the host, in row order (the CPU's order)
@@ -544,15 +629,16 @@ static void g_attn_bwd(struct tw_backend *be, float *dq, float *dk, float *dv, c
     struct grad_state *g = state(be);
     int64_t T = sh->T, H = sh->H, Hkv = sh->Hkv, D = sh->D, G = H / Hkv;
     if (fused(be, sh)) {
-        size_t nd = (size_t)(sh->B * T * H) * sizeof(float);
-        float *delta = g ? (float *)grow(be, &g->delta, nd) : NULL;
+        size_t nd = (size_t)(sh->B * T * H),
+               np = twc_flash_bwd_scratch((int)sh->B, (int)T, (int)H, (int)Hkv, (int)D);
+        float *delta = g ? (float *)grow(be, &g->delta, (nd + np) * sizeof(float)) : NULL;
         const float *src[4] = { q, k, v, dout };
         const __nv_bfloat16 *b[4];
         if (delta && attn_bf16(be, b, 4, src, sh))
             twc_check(be,
                       twc_flash_bwd(dq, dk, dv, dout, b[3], b[0], b[1], b[2], out, lse, start,
-                                    delta, (int)sh->B, (int)T, (int)H, (int)Hkv, (int)D, sh->scale,
-                                    sh->window, twc_stream(be)),
+                                    delta, np ? delta + nd : NULL, (int)sh->B, (int)T, (int)H,
+                                    (int)Hkv, (int)D, sh->scale, sh->window, twc_stream(be)),
                       "attention backward (fused)");
         return;
     }

@@ -28,6 +28,8 @@ extern "C" {
 
 // Whether twc_launch asks for programmatic dependent launch (read once, device.cu).
 bool twc_pdl_on(void);
+// The current device's SMs into *n_sm (device.cu).
+cudaError_t twc_sm_count(int *n_sm);
 
 __device__ __forceinline__ void twc_pdl_enter(void)
 {
@@ -286,12 +288,17 @@ bool twc_flash_ok(int D);
 cudaError_t twc_flash_fwd(float *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
                           const __nv_bfloat16 *v, const int32_t *start, int B, int T, int H,
                           int Hkv, int D, float scale, int window, cudaStream_t s);
-// dq, dk, dv += the gradients; delta: B * T * H floats of scratch.
+// dq, dk, dv += the gradients; delta: B * T * H floats of scratch, part:
+// twc_flash_bwd_scratch's floats (NULL when that is 0: the backward then takes no split).
 cudaError_t twc_flash_bwd(float *dq, float *dk, float *dv, const float *dout,
                           const __nv_bfloat16 *dout_b, const __nv_bfloat16 *q,
                           const __nv_bfloat16 *k, const __nv_bfloat16 *v, const float *out,
-                          const float *lse, const int32_t *start, float *delta, int B, int T,
-                          int H, int Hkv, int D, float scale, int window, cudaStream_t s);
+                          const float *lse, const int32_t *start, float *delta, float *part, int B,
+                          int T, int H, int Hkv, int D, float scale, int window, cudaStream_t s);
+// The parts dK/dV's blocks of a KV head and key tile are split into (over the query heads),
+// and the floats of scratch their partials take (0: no split).
+int twc_flash_bwd_split(int B, int T, int H, int Hkv);
+size_t twc_flash_bwd_scratch(int B, int T, int H, int Hkv, int D);
 
 // ---- backend.cu's services for the training ops (grad.cu).
 

@@ -213,9 +213,8 @@ size_t twc_topk_scratch(int64_t R, int64_t V, int k)
 cudaError_t twc_topk(const float *x, int64_t R, int64_t V, int k, float *vals, int32_t *ids,
                      void *scratch, cudaStream_t s)
 {
-    int dev = 0, sms = 132;
-    cudaGetDevice(&dev);
-    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    int sms = 132;
+    twc_sm_count(&sms);
     bool few = R * cdiv(V, CH_MANY) < (int64_t)TOPK_FEW_PER_SM * sms;
     int64_t S = cdiv(V, few ? CH_FEW : CH_MANY);
     uint64_t *buf[2] = { (uint64_t *)scratch, (uint64_t *)scratch + R * S * k };
