@@ -318,8 +318,7 @@ static __global__ void fa_delta(float *delta, const float *dout, const float *ou
     float s = 0;
     for (int d = threadIdx.x % 32; d < D; d += 32)
         s += dout[i * D + d] * out[i * D + d];
-    for (int o = 16; o > 0; o >>= 1)
-        s += __shfl_xor_sync(0xffffffffu, s, o);
+    s = twc_warp_sum(s);
     if (threadIdx.x % 32 == 0)
         delta[i] = s;
 }

@@ -1025,9 +1025,7 @@ __global__ void q8_act_kernel(int8_t *q, float *d, float *s16, const float *x, i
     if (b < K / 32) {
         const int64_t k = 32 * b + lane;
         float v = g ? xr[k] * inv * g[k] : xr[k];
-        float a = fabsf(v);
-        for (int o = 16; o > 0; o >>= 1)
-            a = fmaxf(a, __shfl_xor_sync(0xFFFFFFFFu, a, o));
+        float a = twc_warp_max(fabsf(v));
         if (a < TW_Q8_ACT_TINY)
             a = 0.0f;
         float id = a > 0.0f ? __fdiv_rn(127.0f, a) : 0.0f, db = __fdiv_rn(a, 127.0f);

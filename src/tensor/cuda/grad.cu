@@ -333,13 +333,6 @@ static __global__ void rmsnorm_fwd_kernel(float *y, float *rstd, const float *x,
 // where the traffic needs 75).
 #define WARP_ROW_C 1024
 
-static __device__ __forceinline__ float warp_sum(float v)
-{
-    for (int o = 16; o > 0; o >>= 1)
-        v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
 static __global__ void rmsnorm_fwd_warp(float *y, float *rstd, const float *x, const float *w,
                                         int64_t N, int64_t C, float eps)
 {
@@ -352,7 +345,7 @@ static __global__ void rmsnorm_fwd_warp(float *y, float *rstd, const float *x, c
     float ss = 0;
     for (int64_t i = lane; i < C; i += 32)
         ss += xr[i] * xr[i];
-    float r = rsqrtf(warp_sum(ss) / (float)C + eps);
+    float r = rsqrtf(twc_warp_sum(ss) / (float)C + eps);
     if (lane == 0)
         rstd[t] = r;
     for (int64_t i = lane; i < C; i += 32)
@@ -384,7 +377,7 @@ static __global__ void rmsnorm_bwd_warp(float *dx, const float *dy, const float 
     float dot = 0;
     for (int64_t i = lane; i < C; i += 32)
         dot += gr[i] * (w ? w[i] : 1.0f) * xr[i];
-    float k = warp_sum(dot) * r * r * r / (float)C;
+    float k = twc_warp_sum(dot) * r * r * r / (float)C;
     for (int64_t i = lane; i < C; i += 32)
         dr[i] += r * (w ? w[i] : 1.0f) * gr[i] - xr[i] * k;
 }

@@ -58,37 +58,43 @@ cudaError_t twc_launch(void (*k)(P...), dim3 grid, dim3 block, size_t smem, cuda
     return cudaLaunchKernelEx(&cfg, k, static_cast<A &&>(args)...);
 }
 
-// ---- block-wide reductions: the sum (max) of v over the block's threads, every thread
-// getting it; red holds a float per warp (shared memory); blockDim a multiple of 32.
+// ---- reductions: the sum (max) of v over a warp's lanes or the block's threads, every
+// thread getting it; red holds a float per warp (shared memory); blockDim a multiple of 32.
 
-static __device__ __forceinline__ float twc_block_sum(float v, float *red)
+static __device__ __forceinline__ float twc_warp_sum(float v)
 {
-    for (int o = 16; o > 0; o >>= 1)
-        v += __shfl_xor_sync(0xffffffffu, v, o);
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
-    __syncthreads(); // red may still be read by a previous call
-    if (lane == 0)
-        red[warp] = v;
-    __syncthreads();
-    v = lane < nw ? red[lane] : 0.0f;
     for (int o = 16; o > 0; o >>= 1)
         v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
 }
 
-static __device__ __forceinline__ float twc_block_max(float v, float *red)
+static __device__ __forceinline__ float twc_warp_max(float v)
 {
     for (int o = 16; o > 0; o >>= 1)
         v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+static __device__ __forceinline__ float twc_block_sum(float v, float *red)
+{
+    v = twc_warp_sum(v);
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
+    __syncthreads(); // red may still be read by a previous call
+    if (lane == 0)
+        red[warp] = v;
+    __syncthreads();
+    return twc_warp_sum(lane < nw ? red[lane] : 0.0f);
+}
+
+static __device__ __forceinline__ float twc_block_max(float v, float *red)
+{
+    v = twc_warp_max(v);
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
     __syncthreads();
     if (lane == 0)
         red[warp] = v;
     __syncthreads();
-    v = lane < nw ? red[lane] : -INFINITY;
-    for (int o = 16; o > 0; o >>= 1)
-        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
+    return twc_warp_max(lane < nw ? red[lane] : -INFINITY);
 }
 
 // ---- training attention over packed examples (grad.cu, fattn.cu): the first key row-local
