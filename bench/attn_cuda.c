@@ -44,18 +44,6 @@ static int fail(const char *what)
     return 1;
 }
 
-// ||a - b|| / ||b|| over n values.
-static double rel_diff(const float *a, const float *b, size_t n)
-{
-    double d2 = 0, r2 = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = (double)a[i] - b[i];
-        d2 += d * d;
-        r2 += (double)b[i] * b[i];
-    }
-    return r2 > 0 ? sqrt(d2 / r2) : sqrt(d2);
-}
-
 struct bufs {
     float *q, *k, *v, *dout, *out, *lse, *dq, *dk, *dv;
     int32_t *start;

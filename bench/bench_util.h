@@ -1,9 +1,11 @@
-// What the benchmarks share: a monotonic clock, a seeded uniform generator, the plain
-// memory-read bandwidth (the roofline's ceiling, measured with the same threads as the
-// kernels it bounds), and a matrix of quantised random rows that does not fit the caches.
+// What the benchmarks share: a monotonic clock, a seeded uniform generator, the relative
+// distance of two outputs, the plain memory-read bandwidth (the roofline's ceiling, measured
+// with the same threads as the kernels it bounds), and a matrix of quantised random rows that
+// does not fit the caches.
 #ifndef TW_BENCH_UTIL_H
 #define TW_BENCH_UTIL_H
 
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +34,18 @@ static inline int parse_list(const char *s, char items[][32], int max)
         s = e ? e + 1 : NULL;
     }
     return n;
+}
+
+// ||a - b|| / ||b|| over n values (a variant's output against the default's).
+static inline double rel_diff(const float *a, const float *b, size_t n)
+{
+    double d2 = 0, r2 = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - b[i];
+        d2 += d * d;
+        r2 += (double)b[i] * b[i];
+    }
+    return r2 > 0 ? sqrt(d2 / r2) : sqrt(d2);
 }
 
 static inline double now(void)

@@ -574,26 +574,28 @@ static cudaError_t bwd_launch(const struct fa_args *a, int B, cudaStream_t s)
 template <int D>
 static cudaError_t bwd_sweep(const struct fa_args *a, int B, cudaStream_t s, int v)
 {
-    constexpr bool big = D > 64;
+    // dK/dV's cap at one (D = 128) or three blocks an SM, and the variants' raised caps
+    constexpr int c1 = D > 64 ? 1 : 3, c2 = D > 64 ? 2 : 4, c3 = D > 64 ? 3 : 5;
+    constexpr int q3 = D > 64 ? 1 : 3; // dQ's default cap
     switch (v) {
     case 1:
-        return bwd_launch < D, big ? 1 : 3, 32, 1 > (a, B, s);
+        return bwd_launch<D, c1, 32, 1>(a, B, s);
     case 2:
-        return bwd_launch < D, big ? 2 : 4, 32, 1 > (a, B, s);
+        return bwd_launch<D, c2, 32, 1>(a, B, s);
     case 3:
-        return bwd_launch < D, big ? 2 : 2, 64, 1 > (a, B, s);
+        return bwd_launch<D, 2, 64, 1>(a, B, s);
     case 4:
-        return bwd_launch < D, big ? 3 : 5, 32, 1 > (a, B, s);
+        return bwd_launch<D, c3, 32, 1>(a, B, s);
     case 5:
-        return bwd_launch < D, big ? 1 : 3, 64, 2 > (a, B, s);
+        return bwd_launch<D, c1, 64, 2>(a, B, s);
     case 6:
-        return bwd_launch < D, big ? 1 : 3, 64, 3 > (a, B, s);
+        return bwd_launch<D, c1, 64, 3>(a, B, s);
     case 7:
-        return bwd_launch < D, big ? 2 : 4, 32, 2 > (a, B, s);
+        return bwd_launch<D, c2, 32, 2>(a, B, s);
     case 8:
-        return bwd_launch < D, big ? 2 : 4, 32, big ? 1 : 3 > (a, B, s);
+        return bwd_launch<D, c2, 32, q3>(a, B, s);
     default: // 0: the configuration before dQ's blocks were capped at three an SM
-        return bwd_launch < D, big ? 1 : 3, 64, 1 > (a, B, s);
+        return bwd_launch<D, c1, 64, 1>(a, B, s);
     }
 }
 #endif
