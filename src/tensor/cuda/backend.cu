@@ -386,7 +386,7 @@ static __device__ void rope_pair(float *head, float *dst, int i, float ang, int 
 // tw_rope_store: the pairs of each head's first 2 * half dims of q (T, H, D) and k (T, Hkv, D)
 // rotated by pos[t] * inv_freq[i], k's pairs also stored into row rows[t] of kc, k's
 // unrotated dims and v's rows copied to kc and vc. One work item per q pair, k pair, and k / v
-// element; none writes what another reads. With Hkv = 0 (k, v and the caches unused), tw_rope.
+// element; none writes what another reads.
 static __global__ void rope_store_kernel(float *q, float *k, const float *v, const int32_t *pos,
                                          const float *inv_freq, const int32_t *rows, float *kc,
                                          float *vc, int64_t T, int64_t H, int64_t Hkv, int64_t D,
@@ -895,7 +895,7 @@ static void rope_store(struct cuda_impl *im, struct tw_tensor *q, float *k, cons
     if (n > 0 && Hkv == 0)
         ck(im,
            twc_launch(rope_kernel, (unsigned)((T * H + 7) / 8), 256, 0, im->stream, f32(q), d_pos,
-                      d_freq, T * H, (int)H, (int)D, half, r->neox),
+                      d_freq, T * H, (int)H, (int)D, half, r->neox), // 8 head rows a block
            what);
     else if (n > 0)
         ck(im,

@@ -34,12 +34,23 @@ bool twc_pdl_on(void)
     return on;
 }
 
-cudaError_t twc_sm_count(int *n_sm)
+static cudaError_t sm_probe(int *n_sm)
 {
     int dev = 0;
     cudaError_t err = cudaGetDevice(&dev);
     return err != cudaSuccess ? err
                               : cudaDeviceGetAttribute(n_sm, cudaDevAttrMultiProcessorCount, dev);
+}
+
+cudaError_t twc_sm_count(int *n_sm)
+{
+    // once, as twc_pdl_on: the launches that size their grids by it (attention every layer of
+    // a decode step, the training backward) then ask no driver call
+    static int n = 0;
+    static const cudaError_t err = sm_probe(&n);
+    if (err == cudaSuccess)
+        *n_sm = n;
+    return err;
 }
 
 extern "C" int tw_cuda_device_count(void)

@@ -182,10 +182,11 @@ static __device__ __forceinline__ void mma_xy(float (&o)[D / 8][4], const float 
     }
 }
 
-// dst rows (row0 + g + 8 i, i = 0, 1; those < T) of heads-wide rows, head h: += acc.
+// dst rows (row0 + g + 8 i, i = 0, 1; those < T) of heads-wide rows, head h: += acc, or with
+// add false = acc (a partial, written whole: rows no query sees get zeros).
 template <int D>
-static __device__ __forceinline__ void add_rows(float *dst, const float (&acc)[D / 8][4], int row0,
-                                                int T, int heads, int h)
+static __device__ __forceinline__ void put_rows(float *dst, const float (&acc)[D / 8][4], int row0,
+                                                int T, int heads, int h, bool add)
 {
     const int lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
 #pragma unroll
@@ -195,26 +196,11 @@ static __device__ __forceinline__ void add_rows(float *dst, const float (&acc)[D
             continue;
         float *p = dst + ((size_t)t * heads + h) * D; // 4-byte aligned only (a carve-out)
 #pragma unroll
-        for (int nd = 0; nd < D / 8; nd++)
-            p[8 * nd + 2 * c] += acc[nd][2 * i], p[8 * nd + 2 * c + 1] += acc[nd][2 * i + 1];
-    }
-}
-
-// The same rows = acc (a partial, written whole: rows no query sees get zeros).
-template <int D>
-static __device__ __forceinline__ void store_rows(float *dst, const float (&acc)[D / 8][4],
-                                                  int row0, int T, int heads, int h)
-{
-    const int lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
-#pragma unroll
-    for (int i = 0; i < 2; i++) {
-        int t = row0 + g + 8 * i;
-        if (t >= T)
-            continue;
-        float *p = dst + ((size_t)t * heads + h) * D;
-#pragma unroll
-        for (int nd = 0; nd < D / 8; nd++)
-            *(float2 *)(p + 8 * nd + 2 * c) = make_float2(acc[nd][2 * i], acc[nd][2 * i + 1]);
+        for (int nd = 0; nd < D / 8; nd++) {
+            float *e = p + 8 * nd + 2 * c;
+            e[0] = (add ? e[0] : 0.f) + acc[nd][2 * i];
+            e[1] = (add ? e[1] : 0.f) + acc[nd][2 * i + 1];
+        }
     }
 }
 
@@ -425,28 +411,25 @@ static __global__ void __launch_bounds__(NT, MINB) fa_bwd_kv(struct fa_args a)
         __syncthreads(); // the buffers and the row values are refilled next
         gh = ngh, q0 = nq0;
     }
-    if (a.split == 1) {
-        add_rows<D>(a.dk + (size_t)b * T * a.Hkv * D, dk, k0 + 16 * w, T, a.Hkv, kvh);
-        add_rows<D>(a.dv + (size_t)b * T * a.Hkv * D, dv, k0 + 16 * w, T, a.Hkv, kvh);
-        return;
-    }
-    size_t nk = (size_t)gridDim.y * T * a.Hkv * D,
-           at = (size_t)part * nk + (size_t)b * T * a.Hkv * D;
-    store_rows<D>(a.part + at, dk, k0 + 16 * w, T, a.Hkv, kvh);
-    store_rows<D>(a.part + (size_t)a.split * nk + at, dv, k0 + 16 * w, T, a.Hkv, kvh);
+    // one part: added into dK, dV; else this part's partials (dK's split of them, then dV's)
+    size_t off = (size_t)b * T * a.Hkv * D, nk = (size_t)gridDim.y * T * a.Hkv * D;
+    bool whole = a.split == 1;
+    float *pk = whole ? a.dk + off : a.part + part * nk + off;
+    float *pv = whole ? a.dv + off : a.part + (a.split + part) * nk + off;
+    put_rows<D>(pk, dk, k0 + 16 * w, T, a.Hkv, kvh, whole);
+    put_rows<D>(pv, dv, k0 + 16 * w, T, a.Hkv, kvh, whole);
 }
 
-// dk, dv (n values each) += their split partials, in order.
+// dk, dv (n values each) += their split partials (part: dK's split of n, then dV's), in order.
 static __global__ void fa_sum_parts(float *dk, float *dv, const float *part, int64_t n, int split)
 {
     twc_pdl_enter();
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < 2 * n;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x) {
-        const float *p = part + (i < n ? i : (size_t)split * n + (i - n));
-        float s = 0;
+        float sk = 0, sv = 0;
         for (int j = 0; j < split; j++)
-            s += p[(size_t)j * n];
-        (i < n ? dk : dv)[i < n ? i : i - n] += s;
+            sk += part[(size_t)j * n + i], sv += part[(size_t)(split + j) * n + i];
+        dk[i] += sk, dv[i] += sv;
     }
 }
 
@@ -505,7 +488,7 @@ static __global__ void __launch_bounds__(NT, MINB) fa_bwd_q(struct fa_args a)
         mma_xy<D>(dq, s, Ks);
         __syncthreads(); // the buffer is refilled next
     }
-    add_rows<D>(a.dq + (size_t)b * T * H * D, dq, q0 + 16 * w, T, H, h);
+    put_rows<D>(a.dq + (size_t)b * T * H * D, dq, q0 + 16 * w, T, H, h, true);
 }
 
 // ---- launchers.
@@ -562,8 +545,8 @@ static cudaError_t bwd_launch(const struct fa_args *a, int B, cudaStream_t s)
     e = twc_launch(kv, gkv, dim3(NT), skv, s, *a);
     if (e == cudaSuccess && a->split > 1) {
         int64_t n = (int64_t)B * a->T * a->Hkv * D;
-        e = twc_launch(fa_sum_parts, dim3((unsigned)((2 * n / 4 + 255) / 256)), dim3(256), 0, s,
-                       a->dk, a->dv, (const float *)a->part, n, a->split);
+        e = twc_launch(fa_sum_parts, dim3((unsigned)((n / 4 + 255) / 256)), dim3(256), 0, s, a->dk,
+                       a->dv, (const float *)a->part, n, a->split);
     }
     return e != cudaSuccess ? e : twc_launch(qk, gq, dim3(NT), sq, s, *a);
 }

@@ -309,47 +309,73 @@ static void g_gemm(struct tw_backend *be, bool lowp, bool ta, bool tb, int64_t M
             0, 1);
 }
 
-// ---- row-wise kernels: a block per row, sums through warp shuffles then shared memory.
-
-static __global__ void rmsnorm_fwd_kernel(float *y, float *rstd, const float *x, const float *w,
-                                          int64_t C, float eps)
-{
-    __shared__ float red[32];
-    const float *xr = x + blockIdx.x * C;
-    float *yr = y + blockIdx.x * C;
-    float ss = 0;
-    for (int64_t i = threadIdx.x; i < C; i += blockDim.x)
-        ss += xr[i] * xr[i];
-    ss = twc_block_sum(ss, red);
-    float r = rsqrtf(ss / (float)C + eps);
-    if (threadIdx.x == 0)
-        rstd[blockIdx.x] = r;
-    for (int64_t i = threadIdx.x; i < C; i += blockDim.x)
-        yr[i] = xr[i] * r * (w ? w[i] : 1.0f);
-}
-
-// Rows of up to WARP_ROW_C values: a warp a row, eight rows a block (a block a row leaves most
-// of its threads idle and waits on its barriers: 135M's C = 576 took 166 us a backward call
-// where the traffic needs 75).
+// ---- row-wise kernels: a block per row (sums through warp shuffles then shared memory), or
+// for rows of up to WARP_ROW_C values a warp per row, eight rows a block (a block a row left
+// most of its threads idle, waiting on its barriers: 135M's C = 576 took 166 us a backward
+// call where the traffic needs 75).
 #define WARP_ROW_C 1024
 
-static __global__ void rmsnorm_fwd_warp(float *y, float *rstd, const float *x, const float *w,
-                                        int64_t N, int64_t C, float eps)
+// A row kernel's row (WARP: a warp's, else the block's; past N only when WARP, for whole
+// warps), its first element and its stride for this thread, and the sum of v over its threads.
+template <bool WARP> static __device__ __forceinline__ int64_t row_of(void)
 {
-    int64_t t = blockIdx.x * (int64_t)(THREADS / 32) + threadIdx.x / 32;
-    int lane = threadIdx.x % 32;
+    return WARP ? blockIdx.x * (int64_t)(blockDim.x / 32) + threadIdx.x / 32 : blockIdx.x;
+}
+template <bool WARP> static __device__ __forceinline__ int row_lane(void)
+{
+    return WARP ? threadIdx.x % 32 : threadIdx.x;
+}
+template <bool WARP> static __device__ __forceinline__ int row_step(void)
+{
+    return WARP ? 32 : blockDim.x;
+}
+template <bool WARP> static __device__ __forceinline__ float row_sum(float v, float *red)
+{
+    return WARP ? twc_warp_sum(v) : twc_block_sum(v, red);
+}
+
+template <bool WARP>
+static __global__ void rmsnorm_fwd_kernel(float *y, float *rstd, const float *x, const float *w,
+                                          int64_t N, int64_t C, float eps)
+{
+    __shared__ float red[32];
+    int64_t t = row_of<WARP>();
     if (t >= N)
         return;
     const float *xr = x + t * C;
     float *yr = y + t * C;
     float ss = 0;
-    for (int64_t i = lane; i < C; i += 32)
+    for (int64_t i = row_lane<WARP>(); i < C; i += row_step<WARP>())
         ss += xr[i] * xr[i];
-    float r = rsqrtf(twc_warp_sum(ss) / (float)C + eps);
-    if (lane == 0)
+    float r = rsqrtf(row_sum<WARP>(ss, red) / (float)C + eps);
+    if (row_lane<WARP>() == 0)
         rstd[t] = r;
-    for (int64_t i = lane; i < C; i += 32)
+    for (int64_t i = row_lane<WARP>(); i < C; i += row_step<WARP>())
         yr[i] = xr[i] * r * (w ? w[i] : 1.0f);
+}
+
+template <bool WARP>
+static __global__ void rmsnorm_bwd_kernel(float *dx, const float *dy, const float *x,
+                                          const float *w, const float *rstd, int64_t N, int64_t C)
+{
+    __shared__ float red[32];
+    int64_t t = row_of<WARP>();
+    if (t >= N)
+        return;
+    const float *xr = x + t * C, *gr = dy + t * C;
+    float *dr = dx + t * C, r = rstd[t];
+    float dot = 0;
+    for (int64_t i = row_lane<WARP>(); i < C; i += row_step<WARP>())
+        dot += gr[i] * (w ? w[i] : 1.0f) * xr[i];
+    float k = row_sum<WARP>(dot, red) * r * r * r / (float)C;
+    for (int64_t i = row_lane<WARP>(); i < C; i += row_step<WARP>())
+        dr[i] += r * (w ? w[i] : 1.0f) * gr[i] - xr[i] * k;
+}
+
+// The blocks of a row kernel over N rows of C.
+static unsigned row_blocks(int64_t N, int64_t C)
+{
+    return (unsigned)(C <= WARP_ROW_C ? (N + THREADS / 32 - 1) / (THREADS / 32) : N);
 }
 
 static void g_rmsnorm_fwd(struct tw_backend *be, float *y, float *rstd, const float *x,
@@ -358,43 +384,12 @@ static void g_rmsnorm_fwd(struct tw_backend *be, float *y, float *rstd, const fl
     if (N == 0 || twc_failed(be))
         return;
     if (C <= WARP_ROW_C)
-        rmsnorm_fwd_warp<<<(unsigned)((N + THREADS / 32 - 1) / (THREADS / 32)), THREADS, 0,
-                           twc_stream(be)>>>(y, rstd, x, w, N, C, eps);
+        rmsnorm_fwd_kernel<true>
+            <<<row_blocks(N, C), THREADS, 0, twc_stream(be)>>>(y, rstd, x, w, N, C, eps);
     else
-        rmsnorm_fwd_kernel<<<(unsigned)N, THREADS, 0, twc_stream(be)>>>(y, rstd, x, w, C, eps);
+        rmsnorm_fwd_kernel<false>
+            <<<row_blocks(N, C), THREADS, 0, twc_stream(be)>>>(y, rstd, x, w, N, C, eps);
     twc_check(be, cudaGetLastError(), "rmsnorm (training)");
-}
-
-static __global__ void rmsnorm_bwd_warp(float *dx, const float *dy, const float *x, const float *w,
-                                        const float *rstd, int64_t N, int64_t C)
-{
-    int64_t t = blockIdx.x * (int64_t)(THREADS / 32) + threadIdx.x / 32;
-    int lane = threadIdx.x % 32;
-    if (t >= N)
-        return;
-    const float *xr = x + t * C, *gr = dy + t * C;
-    float *dr = dx + t * C, r = rstd[t];
-    float dot = 0;
-    for (int64_t i = lane; i < C; i += 32)
-        dot += gr[i] * (w ? w[i] : 1.0f) * xr[i];
-    float k = twc_warp_sum(dot) * r * r * r / (float)C;
-    for (int64_t i = lane; i < C; i += 32)
-        dr[i] += r * (w ? w[i] : 1.0f) * gr[i] - xr[i] * k;
-}
-
-static __global__ void rmsnorm_bwd_kernel(float *dx, const float *dy, const float *x,
-                                          const float *w, const float *rstd, int64_t C)
-{
-    __shared__ float red[32];
-    const float *xr = x + blockIdx.x * C, *gr = dy + blockIdx.x * C;
-    float *dr = dx + blockIdx.x * C, r = rstd[blockIdx.x];
-    float dot = 0;
-    for (int64_t i = threadIdx.x; i < C; i += blockDim.x)
-        dot += gr[i] * (w ? w[i] : 1.0f) * xr[i];
-    dot = twc_block_sum(dot, red);
-    float k = dot * r * r * r / (float)C;
-    for (int64_t i = threadIdx.x; i < C; i += blockDim.x)
-        dr[i] += r * (w ? w[i] : 1.0f) * gr[i] - xr[i] * k;
 }
 
 static void g_rmsnorm_bwd(struct tw_backend *be, float *dx, float *dw, const float *dy,
@@ -403,10 +398,11 @@ static void g_rmsnorm_bwd(struct tw_backend *be, float *dx, float *dw, const flo
     if (N == 0 || twc_failed(be))
         return;
     if (C <= WARP_ROW_C)
-        rmsnorm_bwd_warp<<<(unsigned)((N + THREADS / 32 - 1) / (THREADS / 32)), THREADS, 0,
-                           twc_stream(be)>>>(dx, dy, x, w, rstd, N, C);
+        rmsnorm_bwd_kernel<true>
+            <<<row_blocks(N, C), THREADS, 0, twc_stream(be)>>>(dx, dy, x, w, rstd, N, C);
     else
-        rmsnorm_bwd_kernel<<<(unsigned)N, THREADS, 0, twc_stream(be)>>>(dx, dy, x, w, rstd, C);
+        rmsnorm_bwd_kernel<false>
+            <<<row_blocks(N, C), THREADS, 0, twc_stream(be)>>>(dx, dy, x, w, rstd, N, C);
     twc_check(be, cudaGetLastError(), "rmsnorm backward");
     if (dw)
         colsum(be, dw, dy, x, rstd, N, C);
