@@ -6,7 +6,9 @@
 // loop on the GPU: its losses beside the CPU's, and a run stopped and resumed from its
 // checkpoint ending bit-identical to the uninterrupted run. First the training attention alone
 // (the fused bf16 kernels of lowp models) against the CPU's, over head sizes 32, 64 and 128,
-// rows that are not multiples of the tiles, packed examples, grouped queries and a window.
+// rows that are not multiples of the tiles, packed examples, grouped queries and a window;
+// its backward twice, with the same bits. With --attention only that part (ctest runs it
+// again with TWIN_FA_DQ=1: dQ added by dK/dV's kernel, in order).
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -310,6 +312,9 @@ static void attn_case(int64_t Bn, int64_t Tn, int64_t H, int64_t Hkv, int64_t D,
     CHECK_OK(tw_backend_upload(gpu, ST, st, nt * sizeof(int32_t)));
     g->attn_fwd(gpu, O, L, Q, K, V, ST, &sh);
     g->attn_bwd(gpu, DQ, DK, DV, GO, Q, K, V, O, L, ST, &sh);
+    // again into zeroed copies: dQ's sums over key tiles (added by many blocks) keep their order
+    float *DQ2 = dev_of(gpu, zq, nq), *DK2 = dev_of(gpu, zk, nk), *DV2 = dev_of(gpu, zk, nk);
+    g->attn_bwd(gpu, DQ2, DK2, DV2, GO, Q, K, V, O, L, ST, &sh);
     CHECK_OK(tw_backend_sync(gpu));
     float *ho = tw_malloc_array(nq, sizeof(float)), *hl = tw_malloc_array(nl, sizeof(float));
     float *hq = tw_malloc_array(nq, sizeof(float)), *hk = tw_malloc_array(nk, sizeof(float));
@@ -320,6 +325,15 @@ static void attn_case(int64_t Bn, int64_t Tn, int64_t H, int64_t Hkv, int64_t D,
     CHECK_OK(tw_backend_download(gpu, hq, DQ, nq * sizeof(float)));
     CHECK_OK(tw_backend_download(gpu, hk, DK, nk * sizeof(float)));
     CHECK_OK(tw_backend_download(gpu, hv, DV, nk * sizeof(float)));
+    float *h2 = tw_malloc_array(nq > nk ? nq : nk, sizeof(float));
+    REQUIRE(h2);
+    CHECK_OK(tw_backend_download(gpu, h2, DQ2, nq * sizeof(float)));
+    CHECK(memcmp(h2, hq, nq * sizeof(float)) == 0);
+    CHECK_OK(tw_backend_download(gpu, h2, DK2, nk * sizeof(float)));
+    CHECK(memcmp(h2, hk, nk * sizeof(float)) == 0);
+    CHECK_OK(tw_backend_download(gpu, h2, DV2, nk * sizeof(float)));
+    CHECK(memcmp(h2, hv, nk * sizeof(float)) == 0);
+    tw_free(h2);
     double eo = golden_rel(ho, out, nq), el = golden_rel(hl, lse, nl), eq = golden_rel(hq, dq, nq);
     double ek = golden_rel(hk, dk, nk), ev = golden_rel(hv, dv, nk);
     printf("attention B %lld T %lld H %lld/%lld D %lld window %d: out %.2e lse %.2e dq %.2e dk "
@@ -327,7 +341,7 @@ static void attn_case(int64_t Bn, int64_t Tn, int64_t H, int64_t Hkv, int64_t D,
            (long long)Bn, (long long)Tn, (long long)H, (long long)Hkv, (long long)D, window, eo,
            el, eq, ek, ev);
     CHECK(eo < 2e-2 && el < 2e-2 && eq < 3e-2 && ek < 3e-2 && ev < 3e-2);
-    float *devs[] = { Q, K, V, GO, O0, L, DQ0, DK0, DV0 };
+    float *devs[] = { Q, K, V, GO, O0, L, DQ0, DK0, DV0, DQ2, DK2, DV2 };
     for (size_t i = 0; i < sizeof devs / sizeof *devs; i++)
         tw_backend_release(gpu, devs[i]);
     tw_backend_release(gpu, ST);
@@ -344,12 +358,18 @@ static void test_attention(void)
     attn_case(3, 77, 4, 4, 128, 0);
     attn_case(2, 200, 6, 2, 64, 50);
     attn_case(1, 64, 2, 1, 64, 0);
+    attn_case(2, 1100, 4, 1, 64, 0); // chains of 18 key tiles adding into a query tile
+    attn_case(1, 700, 4, 2, 128, 300);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
     REQUIRE(tw_backend_open("cuda", 0, &gpu) == 0);
     test_attention();
+    if (argc > 1 && strcmp(argv[1], "--attention") == 0) {
+        tw_backend_free(gpu);
+        return check_report("cuda_test_train --attention");
+    }
     struct tw_model *g = golden_llama();
     test_full(g);
     test_lora(g);

@@ -22,6 +22,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "tensor/cuda/kernels.cuh"
 
@@ -35,7 +36,10 @@ struct fa_args {
     const __nv_bfloat16 *q, *k, *v, *dout;
     const float *out, *lse, *delta;
     float *o, *l, *dq, *dk, *dv;
-    float *part;          // the backward's split over query heads: dK, dV partials, or NULL
+    float *part;     // the backward's split over query heads: dK, dV partials, or NULL
+    unsigned *count; // dQ's adds done, an int a (row, head, query tile), or NULL: dQ's
+                     // own kernel
+    int dq_mode;     // (bench/attn_cuda's variants) 1: dQ's adds unordered, 2: a float at a time
     const int32_t *start; // (B, T)
     int T, H, Hkv;
     int split; // dK/dV's blocks a KV head and key tile (each over G / split query heads)
@@ -114,12 +118,15 @@ template <int D> static __device__ __forceinline__ void zero_acc(float (&acc)[D 
         acc[nd][0] = acc[nd][1] = acc[nd][2] = acc[nd][3] = 0.f;
 }
 
-// The keys [*lo, *hi] that some row of query tile [q0, q0 + 64) sees.
+// The keys [*lo, *hi] that some row of query tile [q0, q0 + R) sees (every key between: a row's
+// keys run up to itself, and row t + 1's first key is at most t + 1). red: 4 ints of shared
+// memory.
+template <int R = TQ>
 static __device__ void tile_keys(const int32_t *start_row, int q0, int T, int window, int *lo,
                                  int *hi, int *red)
 {
     int m = INT_MAX;
-    for (int r = threadIdx.x; r < TQ; r += NT)
+    for (int r = threadIdx.x; r < R; r += NT)
         if (q0 + r < T)
             m = min(m, twc_key_lo(start_row, q0 + r, window));
     for (int o = 16; o > 0; o >>= 1)
@@ -130,7 +137,7 @@ static __device__ void tile_keys(const int32_t *start_row, int q0, int T, int wi
     m = min(min(red[0], red[1]), min(red[2], red[3]));
     __syncthreads();
     *lo = m;
-    *hi = min(q0 + TQ, T) - 1;
+    *hi = min(q0 + R, T) - 1;
 }
 
 // s (16 x NC) = A (rows r0 .. r0 + 15 of a staged tile) B^T (B: a staged tile of NC rows),
@@ -294,11 +301,15 @@ static __global__ void __launch_bounds__(NT, D <= 64 ? 4 : 1) fa_fwd(struct fa_a
 
 // ---- backward. delta[t, h] = dO . O, a warp per (token, head).
 
+// It also zeroes dQ's n_count counters (count: NULL when there are none).
 static __global__ void fa_delta(float *delta, const float *dout, const float *out, int64_t rows,
-                                int D)
+                                int D, unsigned *count, int64_t n_count)
 {
     twc_pdl_enter();
     int64_t i = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) / 32;
+    for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < n_count;
+         j += (int64_t)gridDim.x * blockDim.x)
+        count[j] = 0;
     if (i >= rows)
         return;
     float s = 0;
@@ -309,27 +320,151 @@ static __global__ void fa_delta(float *delta, const float *dout, const float *ou
         delta[i] = s;
 }
 
-// From (*gh, *q0) on, the first (query head below G, query tile of QT rows) whose queries see a
-// key of [k0, k1] (*gh = G: none left). Whether a tile sees them does not depend on the head.
-// Every thread calls it (a barrier per tile looked at).
-template <int QT>
+// The first query tile of QT rows a head's walk over the keys [k0, ..] looks at: up from the
+// keys' own, or (DOWN) down from the last.
+template <int QT, bool DOWN> static __device__ __forceinline__ int first_tile(int k0, int T)
+{
+    return DOWN ? (T - 1) / QT * QT : k0 / QT * QT;
+}
+
+// From (*gh, *q0) on, the first (query head below G, query tile of QT rows) whose keys (as
+// tile_keys counts them: *lo, its first) meet [k0, k1] (*gh = G: none left), heads in order,
+// each head's tiles up (or DOWN) from first_tile's. Whether a tile sees them does not depend
+// on the head. Every thread calls it (barriers). The tiles a key tile takes and the key tiles
+// that take a query tile are runs without gaps, whatever the rows' starts: dQ's counters
+// below depend on it.
+template <int QT, bool DOWN>
 static __device__ void next_seen(const int32_t *st, int k0, int k1, int T, int window, int G,
-                                 int *gh, int *q0)
+                                 int *gh, int *q0, int *lo, int *red)
 {
     while (*gh < G) {
-        if (*q0 >= T) {
-            ++*gh, *q0 = k0 / QT * QT;
+        if (DOWN ? *q0 + QT <= k0 : *q0 >= T) { // past the tiles that can see the keys
+            ++*gh, *q0 = first_tile<QT, DOWN>(k0, T);
             continue;
         }
-        int sees = 0;
-        for (int r = threadIdx.x; r < QT; r += NT) {
-            int t = *q0 + r;
-            sees |= t < T && t >= k0 && twc_key_lo(st, t, window) <= k1;
-        }
-        if (__syncthreads_or(sees))
+        int hi;
+        tile_keys<QT>(st, *q0, T, window, lo, &hi, red);
+        if (*lo <= k1 && hi >= k0)
             return;
-        *q0 += QT;
+        *q0 += DOWN ? -QT : QT;
     }
+}
+
+// ---- dQ's ordered sums: with DQ, dK/dV's kernel adds each query tile's share of dQ too, and
+// the blocks of one (row, head) add into a tile in the order of their key tiles, each waiting
+// for the count of adds done before it, so that the sums have the same bits on every run (the
+// deterministic mode of FlashAttention-3's Hopper backward orders its dQ adds with a counter
+// a tile as well). The blocks walk the query tiles down from the last,
+// in step: every key tile's block reaches a tile at the same point of its walk, and the one
+// it waits for (the key tile before, a block started no later: blocks start in the order of
+// their index, key tiles slowest) is at least as far along, so the waits are short and cannot
+// close a cycle. The counters (one an int per query tile of each row and head) are zeroed by
+// fa_delta, before each backward.
+
+static __device__ __forceinline__ unsigned ld_acquire(const unsigned *p)
+{
+    unsigned v;
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+
+// The block waits until *count == want (thread 0 reads; the barrier passes what it saw on).
+static __device__ __forceinline__ void wait_count(const unsigned *count, unsigned want)
+{
+    if (threadIdx.x == 0)
+        while (ld_acquire(count) != want)
+            ;
+    __syncthreads();
+}
+
+// After the block's adds: *count += 1, once they are visible to the whole GPU (the barrier
+// orders every thread's adds before thread 0's release).
+static __device__ __forceinline__ void bump_count(unsigned *count)
+{
+    __syncthreads();
+    if (threadIdx.x == 0)
+        asm volatile("fence.acq_rel.gpu;\n"
+                     "red.relaxed.gpu.global.add.u32 [%0], 1;\n" ::"l"(count)
+                     : "memory");
+}
+
+// Query tile q0 (QT rows) of head h, row b: dQ += dS K over the block's 64 keys, dS^T being
+// the warps' dp (mma_abt's layout, rows our keys) and Ks the staged keys; the adds wait for
+// the `before` key tiles before ours that add into the tile. Ends with a barrier.
+template <int D, int QT>
+static __device__ __forceinline__ void add_dq(const struct fa_args &a,
+                                              const float (&ds)[QT / 8][4], uint16_t *dSs,
+                                              const uint16_t *Ks, int b, int h, int q0, int before)
+{
+    constexpr int RG = QT / 16, W = D / (4 / RG); // row groups; each warp's columns
+    const int w = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+#pragma unroll
+    for (int n = 0; n < QT / 8; n++)
+#pragma unroll
+        for (int i = 0; i < 2; i++)
+            *(uint32_t *)(dSs + (16 * w + g + 8 * i) * (QT + 8) + 8 * n + 2 * c) =
+                twc_pack_bf16(ds[n][2 * i], ds[n][2 * i + 1]);
+    __syncthreads();
+    const int m0 = 16 * (w % RG), n0 = W * (w / RG);
+    float o[W / 8][4];
+#pragma unroll
+    for (int nd = 0; nd < W / 8; nd++)
+        o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < TK / 16; kk++) {
+        uint32_t af[4]; // (query m0 + .., key 16 kk + ..) from dS^T's rows of keys
+        twc_ldsm_x4_t(af, dSs + (16 * kk + lane % 8 + 8 * (lane / 16)) * (QT + 8) + m0 +
+                              8 * (lane / 8 % 2));
+#pragma unroll
+        for (int dp = 0; dp < W / 16; dp++) {
+            uint32_t yb[4];
+            twc_ldsm_x4_t(yb, Ks + (16 * kk + lane % 8 + 8 * (lane / 8 % 2)) * (D + 8) + n0 +
+                                  16 * dp + 8 * (lane / 16));
+            twc_mma_bf16(o[2 * dp], af, yb[0], yb[1]);
+            twc_mma_bf16(o[2 * dp + 1], af, yb[2], yb[3]);
+        }
+    }
+    const int T = a.T, nqt = (T + QT - 1) / QT;
+    unsigned *count = a.count + ((size_t)b * a.H + h) * nqt + q0 / QT;
+    const bool order = !(a.dq_mode & 1);
+    if (order)
+        wait_count(count, (unsigned)before);
+    if (((uintptr_t)a.dq & 15) == 0 && !(a.dq_mode & 2)) {
+        // four floats a reduction: lanes 2j and 2j + 1 trade halves, so that the even one holds
+        // 4 columns of row g and the odd one the same 4 of row g + 8
+        const bool odd = c & 1;
+        int t = q0 + m0 + g + (odd ? 8 : 0);
+        float *p = a.dq + (((size_t)b * T + t) * a.H + h) * D + n0 + 2 * (c & ~1);
+#pragma unroll
+        for (int nd = 0; nd < W / 8; nd++) {
+            float s0 = odd ? o[nd][0] : o[nd][2], s1 = odd ? o[nd][1] : o[nd][3];
+            float r0 = __shfl_xor_sync(0xffffffffu, s0, 1),
+                  r1 = __shfl_xor_sync(0xffffffffu, s1, 1);
+            float v0 = odd ? r0 : o[nd][0], v1 = odd ? r1 : o[nd][1];
+            float v2 = odd ? o[nd][2] : r0, v3 = odd ? o[nd][3] : r1;
+            if (t < T)
+                asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"l"(p + 8 * nd),
+                             "f"(v0), "f"(v1), "f"(v2), "f"(v3)
+                             : "memory");
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            int t = q0 + m0 + g + 8 * i;
+            if (t >= T)
+                continue;
+            float *p = a.dq + (((size_t)b * T + t) * a.H + h) * D + n0;
+#pragma unroll
+            for (int nd = 0; nd < W / 8; nd++) {
+                atomicAdd(p + 8 * nd + 2 * c, o[nd][2 * i]);
+                atomicAdd(p + 8 * nd + 2 * c + 1, o[nd][2 * i + 1]);
+            }
+        }
+    }
+    if (order)
+        bump_count(count);
+    else
+        __syncthreads();
 }
 
 // A block per (key tile, KV head and part, row of the batch): dK and dV of its keys over the
@@ -337,14 +472,18 @@ static __device__ void next_seen(const int32_t *st, int k0, int k1, int T, int w
 // keys k0 + 16 w ..: S^T = K Q^T and dP^T = V dO^T in its registers, then dV += P^T dO and dK
 // += dS^T Q. With split > 1 each part writes its own partial (fa_sum_parts adds them up): on
 // a grid of few blocks (one row of the 8B: 256) the first key tiles' blocks, which every query
-// sees, would otherwise run alone at the end.
-template <int D, int MINB, int QT>
+// sees, would otherwise run alone at the end. With DQ the block also adds dS K, the keys'
+// share of the tile's dQ, in key-tile order (above; the query tiles walked down), through dS
+// in shared memory: warp w takes query rows 16 (w % (QT / 16)) .. and a 1 / (64 / QT) part of
+// the D columns.
+template <int D, int MINB, int QT, bool DQ>
 static __global__ void __launch_bounds__(NT, MINB) fa_bwd_kv(struct fa_args a)
 {
     extern __shared__ uint4 smem_u4[];
     uint16_t *Ks = (uint16_t *)smem_u4, *Vs = Ks + tile_elems<D>();
-    uint16_t *QD = Vs + tile_elems<D>(); // Q, dO twice
-    float *ls = (float *)(QD + 4 * tile_elems<D, QT>()), *dls = ls + QT;
+    uint16_t *QD = Vs + tile_elems<D>();          // Q, dO twice
+    uint16_t *dSs = QD + 4 * tile_elems<D, QT>(); // (DQ) dS^T: 64 keys of QT + 8 apart
+    float *ls = (float *)(dSs + (DQ ? tile_elems<QT>() : 0)), *dls = ls + QT;
     int *rlo = (int *)(dls + QT);
     const int k0 = blockIdx.z * TK, kvh = blockIdx.x / a.split, part = blockIdx.x % a.split;
     const int b = blockIdx.y, T = a.T, H = a.H;
@@ -364,8 +503,9 @@ static __global__ void __launch_bounds__(NT, MINB) fa_bwd_kv(struct fa_args a)
     const int kr[2] = { k0 + 16 * w + g, k0 + 16 * w + g + 8 };
     // the (query head, query tile) pairs whose queries see some key of ours, in order: the
     // first one's Q and dO copied ahead, each next one's during the current one's products
-    int gh = part * (G / a.split), q0 = k0 / QT * QT;
-    next_seen<QT>(st, k0, k1, T, a.window, g_end, &gh, &q0);
+    __shared__ int red[4];
+    int gh = part * (G / a.split), q0 = first_tile<QT, DQ>(k0, T), lo;
+    next_seen<QT, DQ>(st, k0, k1, T, a.window, g_end, &gh, &q0, &lo, red);
     if (gh < g_end) {
         stage_async<D, QT>(QD, q, q0, T, H, kvh * G + gh);
         stage_async<D, QT>(QD + tile_elems<D, QT>(), dout, q0, T, H, kvh * G + gh);
@@ -374,8 +514,8 @@ static __global__ void __launch_bounds__(NT, MINB) fa_bwd_kv(struct fa_args a)
     for (int it = 0; gh < g_end; it++) {
         const int h = kvh * G + gh;
         uint16_t *Qs = QD + 2 * (it & 1) * tile_elems<D, QT>(), *dOs = Qs + tile_elems<D, QT>();
-        int ngh = gh, nq0 = q0 + QT;
-        next_seen<QT>(st, k0, k1, T, a.window, g_end, &ngh, &nq0);
+        int ngh = gh, nq0 = q0 + (DQ ? -QT : QT), nlo;
+        next_seen<QT, DQ>(st, k0, k1, T, a.window, g_end, &ngh, &nq0, &nlo, red);
         if (ngh < g_end) {
             uint16_t *Qn = QD + 2 * (~it & 1) * tile_elems<D, QT>();
             stage_async<D, QT>(Qn, q, nq0, T, H, kvh * G + ngh);
@@ -408,8 +548,10 @@ static __global__ void __launch_bounds__(NT, MINB) fa_bwd_kv(struct fa_args a)
             }
         mma_xy<D, QT>(dv, s, dOs);
         mma_xy<D, QT>(dk, dp, Qs);
+        if constexpr (DQ)
+            add_dq<D, QT>(a, dp, dSs, Ks, b, h, q0, blockIdx.z - lo / TK);
         __syncthreads(); // the buffers and the row values are refilled next
-        gh = ngh, q0 = nq0;
+        gh = ngh, q0 = nq0, lo = nlo;
     }
     // one part: added into dK, dV; else this part's partials (dK's split of them, then dV's)
     size_t off = (size_t)b * T * a.Hkv * D, nk = (size_t)gridDim.y * T * a.Hkv * D;
@@ -499,11 +641,13 @@ template <int D> static size_t fwd_smem(void)
     return (size_t)5 * 64 * (D + 8) * 2;
 }
 
-// dK/dV's: K, V and twice Q, dO (query tiles of QT rows); the query tile's lse, delta and
-// first keys.
-template <int D, int QT> static size_t bwd_kv_smem(void)
+// dK/dV's: K, V and twice Q, dO (query tiles of QT rows), with DQ dS^T; the query tile's lse,
+// delta and first keys.
+template <int D, int QT, bool DQ> static size_t bwd_kv_smem(void)
 {
-    return (size_t)(2 * tile_elems<D>() + 4 * tile_elems<D, QT>()) * 2 + 3 * QT * 4;
+    return (size_t)(2 * tile_elems<D>() + 4 * tile_elems<D, QT>() + (DQ ? tile_elems<QT>() : 0)) *
+               2 +
+           3 * QT * 4;
 }
 
 // dQ's: Q, dO and twice K, V.
@@ -528,15 +672,17 @@ template <int D> static cudaError_t fwd_d(const struct fa_args *a, int B, cudaSt
     return twc_launch(fa_fwd<D>, grid, dim3(NT), sm, s, *a);
 }
 
-template <int D, int MINB, int QT, int MINB_Q>
+// dK/dV's kernel (blocks capped at MINB an SM, query tiles of QT rows), with DQ adding dQ
+// too, else dQ's own kernel after it (capped at MINB_Q).
+template <int D, int MINB, int QT, bool DQ, int MINB_Q = 1>
 static cudaError_t bwd_launch(const struct fa_args *a, int B, cudaStream_t s)
 {
-    size_t skv = bwd_kv_smem<D, QT>(), sq = bwd_q_smem<D>();
-    void (*kv)(struct fa_args) = fa_bwd_kv<D, MINB, QT>;
+    size_t skv = bwd_kv_smem<D, QT, DQ>(), sq = bwd_q_smem<D>();
+    void (*kv)(struct fa_args) = fa_bwd_kv<D, MINB, QT, DQ>;
     void (*qk)(struct fa_args) = fa_bwd_q<D, MINB_Q>;
     cudaError_t e =
         cudaFuncSetAttribute(kv, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)skv);
-    if (e == cudaSuccess)
+    if (e == cudaSuccess && !DQ)
         e = cudaFuncSetAttribute(qk, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sq);
     if (e != cudaSuccess)
         return e;
@@ -548,12 +694,12 @@ static cudaError_t bwd_launch(const struct fa_args *a, int B, cudaStream_t s)
         e = twc_launch(fa_sum_parts, dim3((unsigned)((n / 4 + 255) / 256)), dim3(256), 0, s, a->dk,
                        a->dv, (const float *)a->part, n, a->split);
     }
-    return e != cudaSuccess ? e : twc_launch(qk, gq, dim3(NT), sq, s, *a);
+    return e != cudaSuccess || DQ ? e : twc_launch(qk, gq, dim3(NT), sq, s, *a);
 }
 
 #ifdef FA_SWEEP
 // bench/attn_cuda's variants (TWIN_FA_SWEEP=i): dK/dV's blocks an SM (MINB, the register cap),
-// its query tile (QT rows), dQ's blocks an SM.
+// its query tile (QT rows), dQ's blocks an SM (0-8: dQ's own kernel), dQ inside (9-17).
 template <int D>
 static cudaError_t bwd_sweep(const struct fa_args *a, int B, cudaStream_t s, int v)
 {
@@ -562,39 +708,81 @@ static cudaError_t bwd_sweep(const struct fa_args *a, int B, cudaStream_t s, int
     constexpr int q3 = D > 64 ? 1 : 3; // dQ's default cap
     switch (v) {
     case 1:
-        return bwd_launch<D, c1, 32, 1>(a, B, s);
+        return bwd_launch<D, c1, 32, false, 1>(a, B, s);
     case 2:
-        return bwd_launch<D, c2, 32, 1>(a, B, s);
+        return bwd_launch<D, c2, 32, false, 1>(a, B, s);
     case 3:
-        return bwd_launch<D, 2, 64, 1>(a, B, s);
+        return bwd_launch<D, 2, 64, false, 1>(a, B, s);
     case 4:
-        return bwd_launch<D, c3, 32, 1>(a, B, s);
+        return bwd_launch<D, c3, 32, false, 1>(a, B, s);
     case 5:
-        return bwd_launch<D, c1, 64, 2>(a, B, s);
+        return bwd_launch<D, c1, 64, false, 2>(a, B, s);
     case 6:
-        return bwd_launch<D, c1, 64, 3>(a, B, s);
+        return bwd_launch<D, c1, 64, false, 3>(a, B, s);
     case 7:
-        return bwd_launch<D, c2, 32, 2>(a, B, s);
+        return bwd_launch<D, c2, 32, false, 2>(a, B, s);
     case 8:
-        return bwd_launch<D, c2, 32, q3>(a, B, s);
+        return bwd_launch<D, c2, 32, false, q3>(a, B, s);
+    case 9:
+        return bwd_launch<D, 1, 32, true>(a, B, s);
+    case 10:
+        return bwd_launch<D, 2, 32, true>(a, B, s);
+    case 11:
+        return bwd_launch<D, 3, 32, true>(a, B, s);
+    case 12:
+        return bwd_launch<D, 1, 64, true>(a, B, s);
+    case 13:
+        return bwd_launch<D, 2, 64, true>(a, B, s);
+    case 14:
+        return bwd_launch<D, 3, 64, true>(a, B, s);
+    case 15: // the default's kernel, its dQ adds in any order (not the same bits every run)
+    case 16: // a float at a time
+    case 17: // both
+    {
+        struct fa_args b = *a;
+        b.dq_mode = v - 14;
+        return D <= 64 ? bwd_launch<D, 3, 64, true>(&b, B, s)
+                       : bwd_launch<D, 1, 32, true>(&b, B, s);
+    }
     default: // 0: the configuration before dQ's blocks were capped at three an SM
-        return bwd_launch<D, c1, 64, 1>(a, B, s);
+        return bwd_launch<D, c1, 64, false, 1>(a, B, s);
     }
 }
 #endif
+
+// Whether dK/dV's kernel adds dQ too: only with TWIN_FA_DQ=1 in the environment (read once).
+// It saves dQ's kernel (S and dP computed twice) but costs more than that on every shape
+// measured (H200, bench/attn_cuda, docs/perf.md): the 1B's backward 2.24 ms a layer against
+// 2.00, the 8B's 1.33 against 0.97. Without the order of the adds (sweep variant 15, other bits
+// each run) it would gain 5-8 %: the waits and each step's fence cost more than that, and
+// a float at a time the reductions alone do (variant 16: 2.92 ms on the 1B). Kept, tested,
+// for a kernel over 128-key tiles (half the adds) to build on.
+static bool dq_inside(void)
+{
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("TWIN_FA_DQ");
+        on = e && strcmp(e, "1") == 0;
+    }
+    return on;
+}
 
 template <int D> static cudaError_t bwd_d(const struct fa_args *a, int B, cudaStream_t s)
 {
 #ifdef FA_SWEEP
     const char *e = getenv("TWIN_FA_SWEEP");
-    if (e)
+    if (e && (atoi(e) < 9 || a->count)) // (dQ inside needs its counters)
         return bwd_sweep<D>(a, B, s, atoi(e));
 #endif
     // Both kernels' registers capped so that an SM holds three blocks for D <= 64 (dK/dV's
     // spill a few): on the 1B shape dK/dV's took the backward from 35.3 to 31.1 ms a step
     // (docs/perf.md), dQ's a layer's from 2.02 to 1.92 ms (bench/attn_cuda's variant 6)
     constexpr int minb = D <= 64 ? 3 : 1;
-    return bwd_launch<D, minb, 64, minb>(a, B, s);
+    if (!a->count)
+        return bwd_launch<D, minb, 64, false, minb>(a, B, s);
+    // dQ inside: query tiles of 32 rows for D = 128 (the registers of 64 do not fit)
+    constexpr int qt = D <= 64 ? 64 : 32;
+    return bwd_launch<D, minb, qt, true>(a, B, s);
 }
 
 cudaError_t twc_flash_fwd(float *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
@@ -625,10 +813,17 @@ int twc_flash_bwd_split(int B, int T, int H, int Hkv)
     return split;
 }
 
+// dQ's counters (an int a row, head and query tile of 32 rows or more), in floats' room.
+static size_t count_room(int B, int T, int H)
+{
+    return ((size_t)B * H * ((T + 31) / 32) + 3) / 4 * 4;
+}
+
 size_t twc_flash_bwd_scratch(int B, int T, int H, int Hkv, int D)
 {
     int split = twc_flash_bwd_split(B, T, H, Hkv);
-    return split > 1 ? 2 * (size_t)split * B * T * Hkv * D : 0;
+    return (dq_inside() ? count_room(B, T, H) : 0) +
+           (split > 1 ? 2 * (size_t)split * B * T * Hkv * D : 0);
 }
 
 cudaError_t twc_flash_bwd(float *dq, float *dk, float *dv, const float *dout,
@@ -637,15 +832,18 @@ cudaError_t twc_flash_bwd(float *dq, float *dk, float *dv, const float *dout,
                           const float *lse, const int32_t *start, float *delta, float *part, int B,
                           int T, int H, int Hkv, int D, float scale, int window, cudaStream_t s)
 {
-    int64_t rows = (int64_t)B * T * H;
-    cudaError_t e = twc_launch(fa_delta, dim3((unsigned)((rows * 32 + 255) / 256)), dim3(256), 0,
-                               s, delta, dout, out, rows, D);
-    if (e != cudaSuccess)
-        return e;
     struct fa_args a = {};
     a.q = q, a.k = k, a.v = v, a.out = out, a.dout = dout_b, a.lse = lse, a.delta = delta;
-    a.dq = dq, a.dk = dk, a.dv = dv, a.start = start, a.part = part;
+    a.dq = dq, a.dk = dk, a.dv = dv, a.start = start;
     a.T = T, a.H = H, a.Hkv = Hkv, a.scale = scale, a.window = window;
     a.split = part ? twc_flash_bwd_split(B, T, H, Hkv) : 1;
+    size_t nc = part && dq_inside() ? count_room(B, T, H) : 0;
+    a.count = nc ? (unsigned *)part : NULL;
+    a.part = a.split > 1 ? part + nc : NULL;
+    int64_t rows = (int64_t)B * T * H;
+    cudaError_t e = twc_launch(fa_delta, dim3((unsigned)((rows * 32 + 255) / 256)), dim3(256), 0,
+                               s, delta, dout, out, rows, D, a.count, (int64_t)nc);
+    if (e != cudaSuccess)
+        return e;
     return D == 32 ? bwd_d<32>(&a, B, s) : D == 64 ? bwd_d<64>(&a, B, s) : bwd_d<128>(&a, B, s);
 }
