@@ -7,9 +7,10 @@
 // bench/attn_cuda_peers.py.
 // This is the kernel development harness of issue 11 ("in the manner of llm.c's dev/cuda"):
 // built with -DCMAKE_CUDA_FLAGS=-DFA_SWEEP, TWIN_FA_SWEEP=i picks variant i of fattn.cu's
-// kernels (TWIN_FA_SPLIT=n: dK/dV's split over n parts of the query heads), and `--sweep
-// 0,1,s2,...` runs the table once for each (a name sN sets the split), its outputs checked
-// against the default's (relative L2 distance).
+// kernels (TWIN_FA_SPLIT=n: dK/dV's split over n parts of the query heads, TWIN_FA_FWD=i the
+// forward's variant i), and `--sweep 0,1,s2,f1,...` runs the table once for each (a name sN
+// sets the split, fN the forward's variant), its outputs checked against the default's
+// (relative L2 distance).
 // Usage: attn_cuda [--shapes 135m,1b,8b] [--seq T] [--reps R] [--sweep a,b] [--quick]
 #include <math.h>
 #include <stdbool.h>
@@ -142,9 +143,11 @@ static int run_shape(struct tw_backend *be, const struct shape *sh, int64_t T, i
     float *ref = NULL;
     for (int v = -1; v < n_sw; v++) {
         const char *name = v < 0 ? "default" : sw[v];
-        unsetenv("TWIN_FA_SWEEP"), unsetenv("TWIN_FA_SPLIT");
+        unsetenv("TWIN_FA_SWEEP"), unsetenv("TWIN_FA_SPLIT"), unsetenv("TWIN_FA_FWD");
         if (v >= 0 && sw[v][0] == 's')
             setenv("TWIN_FA_SPLIT", sw[v] + 1, 1);
+        else if (v >= 0 && sw[v][0] == 'f')
+            setenv("TWIN_FA_FWD", sw[v] + 1, 1);
         else if (v >= 0)
             setenv("TWIN_FA_SWEEP", sw[v], 1);
         pass(be, g, &b, &s, true, true); // warm-up, and the outputs to check
@@ -171,7 +174,7 @@ static int run_shape(struct tw_backend *be, const struct shape *sh, int64_t T, i
         if (diff > 2e-2)
             return fprintf(stderr, "attn_cuda: variant %s differs from the default\n", name), 1;
     }
-    unsetenv("TWIN_FA_SWEEP"), unsetenv("TWIN_FA_SPLIT");
+    unsetenv("TWIN_FA_SWEEP"), unsetenv("TWIN_FA_SPLIT"), unsetenv("TWIN_FA_FWD");
     tw_free(ref);
     void *all[] = { b.q, b.k, b.v, b.dout, b.out, b.lse, b.dq, b.dk, b.dv, b.start };
     for (size_t i = 0; i < sizeof all / sizeof *all; i++)

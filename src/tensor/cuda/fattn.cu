@@ -1,11 +1,12 @@
 // Training attention on bf16 tensor cores, fused: the forward and both halves of the backward
 // of softmax(scale q k^T + mask) v over packed examples without the scores ever in memory
 // (FlashAttention-2's algorithm and work split: Dao, "FlashAttention-2: Faster Attention with
-// Better Parallelism and Work Partitioning", 2023). Tiles of 64 rows by 64 keys, four warps
-// of 16 rows each, mma.sync m16n8k16 with bf16 inputs and f32 accumulators (kernels.cuh's
-// helpers): scores, probabilities and the accumulators stay in registers, a row's softmax
-// inside the quad of lanes that holds it. q, k, v (and dO) come as bf16 copies (the caller
-// rounds them once a layer); out, lse and the gradients are f32.
+// Better Parallelism and Work Partitioning", 2023). Tiles of 64 keys, four warps a block, each
+// owning 16 rows (the forward's: two tiles of 16, its query tiles 128 rows), mma.sync
+// m16n8k16 with bf16 inputs and f32 accumulators (kernels.cuh's helpers): scores, probabilities
+// and the accumulators stay in registers, a row's softmax inside the quad of lanes that holds it.
+// q, k, v (and dO) come as bf16 copies (the caller rounds them once a layer); out, lse and the
+// gradients are f32.
 //
 // The backward recomputes the probabilities from q, k and the forward's log-sum-exp and runs
 // as two kernels, so that every gradient element is written by one block in a fixed order
@@ -140,53 +141,85 @@ static __device__ void tile_keys(const int32_t *start_row, int q0, int T, int wi
     *hi = min(q0 + R, T) - 1;
 }
 
-// s (16 x NC) = A (rows r0 .. r0 + 15 of a staged tile) B^T (B: a staged tile of NC rows),
-// over D: s[n] holds columns 8n .. 8n + 7 (element e: row g + 8 (e / 2), column 2c + e % 2).
-template <int D, int NC = 64>
-static __device__ __forceinline__ void mma_abt(float (&s)[NC / 8][4], const uint16_t *A, int r0,
-                                               const uint16_t *Bm)
+// s[m] (16 x NC) = A (rows r0 + 16 m .. r0 + 16 m + 15 of a staged tile, m < WM) B^T (B: a
+// staged tile of NC rows), over D: s[m][n] holds columns 8n .. 8n + 7 (element e: row g + 8
+// (e / 2), column 2c + e % 2). Each fragment of B read from shared memory feeds WM products.
+template <int D, int NC, int WM>
+static __device__ __forceinline__ void mma_abt_m(float (&s)[WM][NC / 8][4], const uint16_t *A,
+                                                 int r0, const uint16_t *Bm)
 {
     const int lane = threadIdx.x % 32;
 #pragma unroll
-    for (int n = 0; n < NC / 8; n++)
-        s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+    for (int m = 0; m < WM; m++)
+#pragma unroll
+        for (int n = 0; n < NC / 8; n++)
+            s[m][n][0] = s[m][n][1] = s[m][n][2] = s[m][n][3] = 0.f;
 #pragma unroll
     for (int kd = 0; kd < D / 16; kd++) {
-        uint32_t a[4];
-        twc_ldsm_x4(a, A + (r0 + lane % 16) * (D + 8) + 8 * (lane / 16) + 16 * kd);
+        uint32_t a[WM][4];
+#pragma unroll
+        for (int m = 0; m < WM; m++)
+            twc_ldsm_x4(a[m], A + (r0 + 16 * m + lane % 16) * (D + 8) + 8 * (lane / 16) + 16 * kd);
 #pragma unroll
         for (int np = 0; np < NC / 16; np++) {
             uint32_t b[4];
             twc_ldsm_x4(b, Bm + (16 * np + lane % 8 + 8 * (lane / 16)) * (D + 8) + 16 * kd +
                                8 * (lane / 8 % 2));
-            twc_mma_bf16(s[2 * np], a, b[0], b[1]);
-            twc_mma_bf16(s[2 * np + 1], a, b[2], b[3]);
+#pragma unroll
+            for (int m = 0; m < WM; m++) {
+                twc_mma_bf16(s[m][2 * np], a[m], b[0], b[1]);
+                twc_mma_bf16(s[m][2 * np + 1], a[m], b[2], b[3]);
+            }
         }
     }
 }
 
-// o (16 x D) += X (16 x KR, mma_abt's layout, rounded to bf16) Y (a staged tile of KR rows of
-// D): o[nd] holds columns 8 nd .. 8 nd + 7.
-template <int D, int KR = 64>
-static __device__ __forceinline__ void mma_xy(float (&o)[D / 8][4], const float (&x)[KR / 8][4],
-                                              const uint16_t *Y)
+// One tile of 16 rows: s = A (rows r0 .. r0 + 15) B^T.
+template <int D, int NC = 64>
+static __device__ __forceinline__ void mma_abt(float (&s)[NC / 8][4], const uint16_t *A, int r0,
+                                               const uint16_t *Bm)
+{
+    mma_abt_m<D, NC, 1>(*reinterpret_cast<float(*)[1][NC / 8][4]>(&s), A, r0, Bm);
+}
+
+// o[m] (16 x D) += X[m] (16 x KR, mma_abt's layout, rounded to bf16) Y (a staged tile of KR rows
+// of D), m < WM: o[m][nd] holds columns 8 nd .. 8 nd + 7. Each fragment of Y feeds WM products.
+template <int D, int KR, int WM>
+static __device__ __forceinline__ void mma_xy_m(float (&o)[WM][D / 8][4],
+                                                const float (&x)[WM][KR / 8][4], const uint16_t *Y)
 {
     const int lane = threadIdx.x % 32;
 #pragma unroll
     for (int kt = 0; kt < KR / 16; kt++) {
-        uint32_t xf[4] = { twc_pack_bf16(x[2 * kt][0], x[2 * kt][1]),
-                           twc_pack_bf16(x[2 * kt][2], x[2 * kt][3]),
-                           twc_pack_bf16(x[2 * kt + 1][0], x[2 * kt + 1][1]),
-                           twc_pack_bf16(x[2 * kt + 1][2], x[2 * kt + 1][3]) };
+        uint32_t xf[WM][4];
+#pragma unroll
+        for (int m = 0; m < WM; m++) {
+            xf[m][0] = twc_pack_bf16(x[m][2 * kt][0], x[m][2 * kt][1]);
+            xf[m][1] = twc_pack_bf16(x[m][2 * kt][2], x[m][2 * kt][3]);
+            xf[m][2] = twc_pack_bf16(x[m][2 * kt + 1][0], x[m][2 * kt + 1][1]);
+            xf[m][3] = twc_pack_bf16(x[m][2 * kt + 1][2], x[m][2 * kt + 1][3]);
+        }
 #pragma unroll
         for (int dp = 0; dp < D / 16; dp++) {
             uint32_t yb[4];
             twc_ldsm_x4_t(yb, Y + (16 * kt + lane % 8 + 8 * (lane / 8 % 2)) * (D + 8) + 16 * dp +
                                   8 * (lane / 16));
-            twc_mma_bf16(o[2 * dp], xf, yb[0], yb[1]);
-            twc_mma_bf16(o[2 * dp + 1], xf, yb[2], yb[3]);
+#pragma unroll
+            for (int m = 0; m < WM; m++) {
+                twc_mma_bf16(o[m][2 * dp], xf[m], yb[0], yb[1]);
+                twc_mma_bf16(o[m][2 * dp + 1], xf[m], yb[2], yb[3]);
+            }
         }
     }
+}
+
+// One tile of 16 rows: o += X Y.
+template <int D, int KR = 64>
+static __device__ __forceinline__ void mma_xy(float (&o)[D / 8][4], const float (&x)[KR / 8][4],
+                                              const uint16_t *Y)
+{
+    mma_xy_m<D, KR, 1>(*reinterpret_cast<float(*)[1][D / 8][4]>(&o),
+                       *reinterpret_cast<const float(*)[1][KR / 8][4]>(&x), Y);
 }
 
 // dst rows (row0 + g + 8 i, i = 0, 1; those < T) of heads-wide rows, head h: += acc, or with
@@ -213,14 +246,17 @@ static __device__ __forceinline__ void put_rows(float *dst, const float (&acc)[D
 
 // ---- forward: a block per (query tile, head, row of the batch), an online softmax.
 
-// (registers capped for four blocks an SM at D <= 64, as before the double buffering)
-template <int D>
-static __global__ void __launch_bounds__(NT, D <= 64 ? 4 : 1) fa_fwd(struct fa_args a)
+// Query tiles of 64 WM rows: each warp owns WM tiles of 16 (FlashAttention-2's forward gives
+// a warp two, so that each K and V fragment read from shared memory feeds two products).
+// Registers capped for MINB blocks an SM.
+template <int D, int WM, int MINB>
+static __global__ void __launch_bounds__(NT, MINB) fa_fwd(struct fa_args a)
 {
+    constexpr int QT = 64 * WM;
     extern __shared__ uint4 smem_u4[];
-    uint16_t *Qs = (uint16_t *)smem_u4, *KV = Qs + tile_elems<D>(); // K, V twice
+    uint16_t *Qs = (uint16_t *)smem_u4, *KV = Qs + tile_elems<D, QT>(); // K, V twice
     __shared__ int red[4];
-    const int q0 = (gridDim.z - 1 - blockIdx.z) * TQ, h = blockIdx.x, b = blockIdx.y;
+    const int q0 = (gridDim.z - 1 - blockIdx.z) * QT, h = blockIdx.x, b = blockIdx.y;
     const int T = a.T, H = a.H;
     const int kvh = h / (H / a.Hkv), w = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int g = lane / 4, c = lane % 4;
@@ -229,74 +265,82 @@ static __global__ void __launch_bounds__(NT, D <= 64 ? 4 : 1) fa_fwd(struct fa_a
     const __nv_bfloat16 *k = a.k + (size_t)b * T * a.Hkv * D;
     const __nv_bfloat16 *v = a.v + (size_t)b * T * a.Hkv * D;
     twc_pdl_enter();
-    stage<D>(Qs, q, q0, T, H, h);
+    stage<D, QT>(Qs, q, q0, T, H, h);
     int lo, hi;
-    tile_keys(st, q0, T, a.window, &lo, &hi, red);
-    int t[2], rlo[2];
-    float m[2] = { -INFINITY, -INFINITY }, l[2] = { 0.f, 0.f };
-    for (int i = 0; i < 2; i++) {
-        t[i] = q0 + 16 * w + g + 8 * i;
-        rlo[i] = t[i] < T ? twc_key_lo(st, t[i], a.window) : INT_MAX;
+    tile_keys<QT>(st, q0, T, a.window, &lo, &hi, red);
+    int t[WM][2], rlo[WM][2];
+    float m[WM][2], l[WM][2], o[WM][D / 8][4];
+#pragma unroll
+    for (int mt = 0; mt < WM; mt++) {
+        for (int i = 0; i < 2; i++) {
+            t[mt][i] = q0 + 16 * (WM * w + mt) + g + 8 * i;
+            rlo[mt][i] = t[mt][i] < T ? twc_key_lo(st, t[mt][i], a.window) : INT_MAX;
+            m[mt][i] = -INFINITY, l[mt][i] = 0.f;
+        }
+        zero_acc<D>(o[mt]);
     }
-    float o[D / 8][4];
-    zero_acc<D>(o);
     const float sc = a.scale * LOG2E;
     int k0 = lo / TK * TK;
     kv_issue<D>(KV, k, v, k0, T, a.Hkv, kvh);
     for (int it = 0; k0 <= hi; k0 += TK, it++) {
         uint16_t *Ks = kv_ready<D>(KV, k, v, it, k0, hi, T, a.Hkv, kvh),
                  *Vs = Ks + tile_elems<D>();
-        float s[8][4];
-        mma_abt<D>(s, Qs, 16 * w, Ks);
+        float s[WM][8][4];
+        mma_abt_m<D, 64, WM>(s, Qs, 16 * WM * w, Ks);
 #pragma unroll
-        for (int n = 0; n < 8; n++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int j = k0 + 8 * n + 2 * c + e % 2, i = e / 2;
-                s[n][e] = j >= rlo[i] && j <= t[i] ? s[n][e] * sc : -INFINITY;
-            }
-#pragma unroll
-        for (int i = 0; i < 2; i++) {
-            float mx = -INFINITY;
-#pragma unroll
-            for (int n = 0; n < 8; n++)
-                mx = fmaxf(mx, fmaxf(s[n][2 * i], s[n][2 * i + 1]));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            float m_new = fmaxf(m[i], mx);
-            float m_sub = m_new == -INFINITY ? 0.f : m_new; // all masked so far: no NaN
-            float alpha = exp2f(m[i] - m_sub);
-            m[i] = m_new;
-            l[i] *= alpha;
+        for (int mt = 0; mt < WM; mt++) {
 #pragma unroll
             for (int n = 0; n < 8; n++)
 #pragma unroll
-                for (int e = 2 * i; e < 2 * i + 2; e++) {
-                    float p = exp2f(s[n][e] - m_sub);
-                    s[n][e] = p;
-                    l[i] += p;
+                for (int e = 0; e < 4; e++) {
+                    int j = k0 + 8 * n + 2 * c + e % 2, i = e / 2;
+                    s[mt][n][e] = j >= rlo[mt][i] && j <= t[mt][i] ? s[mt][n][e] * sc : -INFINITY;
                 }
 #pragma unroll
-            for (int nd = 0; nd < D / 8; nd++)
-                o[nd][2 * i] *= alpha, o[nd][2 * i + 1] *= alpha;
+            for (int i = 0; i < 2; i++) {
+                float mx = -INFINITY;
+#pragma unroll
+                for (int n = 0; n < 8; n++)
+                    mx = fmaxf(mx, fmaxf(s[mt][n][2 * i], s[mt][n][2 * i + 1]));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                float m_new = fmaxf(m[mt][i], mx);
+                float m_sub = m_new == -INFINITY ? 0.f : m_new; // all masked so far: no NaN
+                float alpha = exp2f(m[mt][i] - m_sub);
+                m[mt][i] = m_new;
+                l[mt][i] *= alpha;
+#pragma unroll
+                for (int n = 0; n < 8; n++)
+#pragma unroll
+                    for (int e = 2 * i; e < 2 * i + 2; e++) {
+                        float p = exp2f(s[mt][n][e] - m_sub);
+                        s[mt][n][e] = p;
+                        l[mt][i] += p;
+                    }
+#pragma unroll
+                for (int nd = 0; nd < D / 8; nd++)
+                    o[mt][nd][2 * i] *= alpha, o[mt][nd][2 * i + 1] *= alpha;
+            }
         }
-        mma_xy<D>(o, s, Vs);
+        mma_xy_m<D, 64, WM>(o, s, Vs);
         __syncthreads(); // the buffer is refilled next
     }
 #pragma unroll
-    for (int i = 0; i < 2; i++) {
-        float lt = l[i] + __shfl_xor_sync(0xffffffffu, l[i], 1);
-        lt += __shfl_xor_sync(0xffffffffu, lt, 2);
-        if (t[i] >= T)
-            continue;
-        float inv = 1.f / lt, *dst = a.o + (((size_t)b * T + t[i]) * H + h) * D;
+    for (int mt = 0; mt < WM; mt++)
 #pragma unroll
-        for (int nd = 0; nd < D / 8; nd++) // dst: 4-byte aligned only
-            dst[8 * nd + 2 * c] = o[nd][2 * i] * inv,
-                             dst[8 * nd + 2 * c + 1] = o[nd][2 * i + 1] * inv;
-        if (c == 0)
-            a.l[((size_t)b * T + t[i]) * H + h] = (m[i] + log2f(lt)) * LN2;
-    }
+        for (int i = 0; i < 2; i++) {
+            float lt = l[mt][i] + __shfl_xor_sync(0xffffffffu, l[mt][i], 1);
+            lt += __shfl_xor_sync(0xffffffffu, lt, 2);
+            if (t[mt][i] >= T)
+                continue;
+            float inv = 1.f / lt, *dst = a.o + (((size_t)b * T + t[mt][i]) * H + h) * D;
+#pragma unroll
+            for (int nd = 0; nd < D / 8; nd++) // dst: 4-byte aligned only
+                dst[8 * nd + 2 * c] = o[mt][nd][2 * i] * inv,
+                                 dst[8 * nd + 2 * c + 1] = o[mt][nd][2 * i + 1] * inv;
+            if (c == 0)
+                a.l[((size_t)b * T + t[mt][i]) * H + h] = (m[mt][i] + log2f(lt)) * LN2;
+        }
 }
 
 // ---- backward. delta[t, h] = dO . O, a warp per (token, head).
@@ -635,10 +679,10 @@ static __global__ void __launch_bounds__(NT, MINB) fa_bwd_q(struct fa_args a)
 
 // ---- launchers.
 
-// Q and twice K, V: tiles in bf16.
-template <int D> static size_t fwd_smem(void)
+// Q (64 WM rows) and twice K, V: tiles in bf16.
+template <int D, int WM> static size_t fwd_smem(void)
 {
-    return (size_t)5 * 64 * (D + 8) * 2;
+    return (size_t)(tile_elems<D, 64 * WM>() + 4 * tile_elems<D>()) * 2;
 }
 
 // dK/dV's: K, V and twice Q, dO (query tiles of QT rows), with DQ dS^T; the query tile's lse,
@@ -661,15 +705,46 @@ bool twc_flash_ok(int D)
     return D == 32 || D == 64 || D == 128;
 }
 
-template <int D> static cudaError_t fwd_d(const struct fa_args *a, int B, cudaStream_t s)
+template <int D, int WM, int MINB>
+static cudaError_t fwd_launch(const struct fa_args *a, int B, cudaStream_t s)
 {
-    size_t sm = fwd_smem<D>();
-    cudaError_t e =
-        cudaFuncSetAttribute(fa_fwd<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
+    size_t sm = fwd_smem<D, WM>();
+    void (*k)(struct fa_args) = fa_fwd<D, WM, MINB>;
+    cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
     if (e != cudaSuccess)
         return e;
-    dim3 grid((unsigned)a->H, (unsigned)B, (unsigned)((a->T + TQ - 1) / TQ)); // tiles slowest
-    return twc_launch(fa_fwd<D>, grid, dim3(NT), sm, s, *a);
+    const int qt = 64 * WM;
+    dim3 grid((unsigned)a->H, (unsigned)B, (unsigned)((a->T + qt - 1) / qt)); // tiles slowest
+    return twc_launch(k, grid, dim3(NT), sm, s, *a);
+}
+
+template <int D> static cudaError_t fwd_d(const struct fa_args *a, int B, cudaStream_t s)
+{
+#ifdef FA_SWEEP
+    // bench/attn_cuda's forward variants (TWIN_FA_FWD=i): 16-row tiles a warp (WM) and the
+    // blocks an SM the registers are capped for
+    const char *e = getenv("TWIN_FA_FWD");
+    constexpr int minb0 = D <= 64 ? 4 : 1; // before two tiles a warp
+    switch (e ? atoi(e) : -1) {
+    case 0:
+        return fwd_launch<D, 1, minb0>(a, B, s);
+    case 1:
+        return fwd_launch<D, 2, 1>(a, B, s);
+    case 2:
+        return fwd_launch<D, 2, 2>(a, B, s);
+    case 3:
+        return fwd_launch<D, 2, 3>(a, B, s);
+    case 4:
+        return fwd_launch<D, 1, 2>(a, B, s);
+    default:
+        break;
+    }
+#endif
+    // Two 16-row tiles a warp for D = 64 and 128 (H200, bench/attn_cuda, docs/perf.md: the 8B's
+    // forward 0.258 -> 0.226 ms a layer, the 1B's 0.522 -> 0.509 with the registers capped for
+    // two blocks an SM); D = 32 (not measured) as before: one tile, four blocks an SM.
+    constexpr int wm = D >= 64 ? 2 : 1, minb = D == 128 ? 1 : D == 64 ? 2 : 4;
+    return fwd_launch<D, wm, minb>(a, B, s);
 }
 
 // dK/dV's kernel (blocks capped at MINB an SM, query tiles of QT rows), with DQ adding dQ
