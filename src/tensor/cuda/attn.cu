@@ -872,15 +872,15 @@ bool twc_attention_flash_ok(const struct twc_attn_seq *seqs, int n_seq, int32_t 
             return false;
     if (any_size)
         return true;
-    // Its grid (a block per head and 64 rows, no split of the keys) must fill the SMs at the
-    // blocks an SM holds (four for head sizes up to 64, one above): SmolLM2's 9 heads over
-    // 2048 rows (288 blocks) ran 14 % slower than tc_kernel, which splits; the 1B's 32 heads
-    // (1024 blocks) 4 % faster (docs/perf.md).
+    // Its grid (a block per head and 128 rows, no split of the keys) must fill the SMs at the
+    // blocks an SM holds (two for head sizes up to 64, one above): SmolLM2's 9 heads over
+    // 2048 rows (288 blocks of 64 rows then, four an SM) ran 14 % slower than tc_kernel, which
+    // splits; the 1B's 32 heads (1024 blocks) 4 % faster (docs/perf.md).
     int n_sm = 0;
     if (twc_sm_count(&n_sm) != cudaSuccess)
         return false;
-    int64_t blocks = (int64_t)a->n_head * ((T + 63) / 64);
-    return blocks >= (int64_t)n_sm * (a->head_dim <= 64 ? 4 : 1);
+    int64_t blocks = (int64_t)a->n_head * ((T + 127) / 128);
+    return blocks >= (int64_t)n_sm * (a->head_dim <= 64 ? 2 : 1);
 }
 
 // The parts of twc_attention_flash's scratch, each 16-byte aligned: q, k, v in bf16, start,
