@@ -636,12 +636,8 @@ static __global__ void __launch_bounds__(C::NTH, C::MINB) tc_kernel(struct attn_
             for (int kt = 0; kt < TK / 16; kt++) {
                 uint32_t pf[WM][4];
 #pragma unroll
-                for (int mt = 0; mt < WM; mt++) {
-                    pf[mt][0] = twc_pack_bf16(s[mt][2 * kt][0], s[mt][2 * kt][1]);
-                    pf[mt][1] = twc_pack_bf16(s[mt][2 * kt][2], s[mt][2 * kt][3]);
-                    pf[mt][2] = twc_pack_bf16(s[mt][2 * kt + 1][0], s[mt][2 * kt + 1][1]);
-                    pf[mt][3] = twc_pack_bf16(s[mt][2 * kt + 1][2], s[mt][2 * kt + 1][3]);
-                }
+                for (int mt = 0; mt < WM; mt++)
+                    twc_acc_to_a(pf[mt], s[mt][2 * kt], s[mt][2 * kt + 1]);
 #pragma unroll
                 for (int dp = 0; dp < DP / 16; dp++) {
                     // keys 16 kt + (0..7 | 8..15) x d 16 dp + (0..7 | 8..15), transposed

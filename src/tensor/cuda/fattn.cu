@@ -193,12 +193,8 @@ static __device__ __forceinline__ void mma_xy_m(float (&o)[WM][D / 8][4],
     for (int kt = 0; kt < KR / 16; kt++) {
         uint32_t xf[WM][4];
 #pragma unroll
-        for (int m = 0; m < WM; m++) {
-            xf[m][0] = twc_pack_bf16(x[m][2 * kt][0], x[m][2 * kt][1]);
-            xf[m][1] = twc_pack_bf16(x[m][2 * kt][2], x[m][2 * kt][3]);
-            xf[m][2] = twc_pack_bf16(x[m][2 * kt + 1][0], x[m][2 * kt + 1][1]);
-            xf[m][3] = twc_pack_bf16(x[m][2 * kt + 1][2], x[m][2 * kt + 1][3]);
-        }
+        for (int m = 0; m < WM; m++)
+            twc_acc_to_a(xf[m], x[m][2 * kt], x[m][2 * kt + 1]);
 #pragma unroll
         for (int dp = 0; dp < D / 16; dp++) {
             uint32_t yb[4];

@@ -119,6 +119,17 @@ static __device__ __forceinline__ uint32_t twc_pack_bf16(float lo, float hi)
     return *(const uint32_t *)&h;
 }
 
+// The A fragment (16 x 16, bf16) of two C/D accumulator tiles side by side: columns 0..7 from
+// lo, 8..15 from hi (a product's f32 result feeding the next product, as P in P V).
+static __device__ __forceinline__ void twc_acc_to_a(uint32_t (&a)[4], const float (&lo)[4],
+                                                    const float (&hi)[4])
+{
+    a[0] = twc_pack_bf16(lo[0], lo[1]);
+    a[1] = twc_pack_bf16(lo[2], lo[3]);
+    a[2] = twc_pack_bf16(hi[0], hi[1]);
+    a[3] = twc_pack_bf16(hi[2], hi[3]);
+}
+
 static __device__ __forceinline__ void twc_ldsm_x4(uint32_t (&r)[4], const uint16_t *p)
 {
     uint32_t at = (uint32_t)__cvta_generic_to_shared(p);
