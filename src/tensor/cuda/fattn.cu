@@ -12,7 +12,8 @@
 // as two kernels, so that every gradient element is written by one block in a fixed order
 // (no atomics: the same bits on every run): dK and dV a block per key tile and KV head (its
 // warps own key rows: S^T = K Q^T, over its G query heads and every query tile that sees the
-// keys), dQ a block per query tile.
+// keys), dQ a block per query tile. (With TWIN_FA_DQ=1 the first adds dQ too, in an order
+// that counters fix: dq_inside, below.)
 //
 // The tiles a block walks (K and V in the forward and dQ's kernel, Q and dO in dK/dV's) are
 // double-buffered: the next one is copied with cp.async while the current one is multiplied.
