@@ -76,6 +76,28 @@ static inline int check_report(const char *name)
     return 0;
 }
 
+// The source tree, where the tests find their data: $TWIN_SOURCE_DIR (ctest sets it), else
+// the current folder.
+static inline const char *test_source_dir(void)
+{
+    const char *d = getenv("TWIN_SOURCE_DIR");
+    return d ? d : ".";
+}
+
+// Stops the test when a file or folder of the source tree (path) could not be read, saying
+// where the tests look for it.
+static inline void test_need_source(int ok, const char *path)
+{
+    if (ok)
+        return;
+    const char *msg = tw_error_msg();
+    fprintf(stderr,
+            "%s%s%s (the tests read the source tree at $TWIN_SOURCE_DIR, else the "
+            "current folder)\n",
+            strstr(msg, path) ? "" : path, strstr(msg, path) ? "" : ": ", msg);
+    exit(1);
+}
+
 // A small deterministic generator for randomized tests (splitmix64), so a failure repeats.
 static inline uint64_t check_rand(uint64_t *state)
 {

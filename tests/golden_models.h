@@ -20,13 +20,13 @@ struct golden {
 
 static inline void golden_open(struct golden *g, const char *name)
 {
-    const char *root = getenv("TWIN_SOURCE_DIR") ? getenv("TWIN_SOURCE_DIR") : ".";
+    const char *root = test_source_dir();
     char p[4200];
     snprintf(g->dir, sizeof g->dir, "%s/tests/golden/models/%s", root, name);
     snprintf(p, sizeof p, "%s/expected.json", g->dir);
-    REQUIRE(tw_json_load_file(p, 64 << 20, &g->exp) == 0);
+    test_need_source(tw_json_load_file(p, 64 << 20, &g->exp) == 0, p);
     snprintf(p, sizeof p, "%s/expected.safetensors", g->dir);
-    REQUIRE(tw_st_open(p, &g->st) == 0);
+    test_need_source(tw_st_open(p, &g->st) == 0, p);
 }
 
 static inline void golden_close(struct golden *g)

@@ -56,7 +56,7 @@ static void decoder(const char *name, struct tw_backend *be)
     struct golden g;
     golden_open(&g, name);
     struct tw_model *host = NULL, *m = NULL;
-    REQUIRE(tw_model_open(g.dir, &host) == 0);
+    test_need_source(tw_model_open(g.dir, &host) == 0, g.dir);
     m = golden_on(host, be);
     CHECK_EQ_STR(m->arch_name, json_string_value(json_object_get(g.exp, "class")));
     size_t V = (size_t)m->cfg.n_vocab, n;
@@ -146,7 +146,7 @@ static void batched(const char *name, struct tw_backend *be)
     struct golden g;
     golden_open(&g, name);
     struct tw_model *host = NULL, *m = NULL;
-    REQUIRE(tw_model_open(g.dir, &host) == 0);
+    test_need_source(tw_model_open(g.dir, &host) == 0, g.dir);
     m = golden_on(host, be);
     size_t V = (size_t)m->cfg.n_vocab;
     struct tw_ctx_params p = { .n_ctx = 96, .n_batch = 64, .n_seq = 3 };
@@ -186,7 +186,7 @@ static void embedder(struct tw_backend *be)
     struct golden g;
     golden_open(&g, "bert_embed");
     struct tw_model *host = NULL, *m = NULL;
-    REQUIRE(tw_model_open(g.dir, &host) == 0);
+    test_need_source(tw_model_open(g.dir, &host) == 0, g.dir);
     m = golden_on(host, be);
     CHECK(m->cfg.arch == TW_ARCH_BERT && m->cfg.pooling == TW_POOL_MEAN && m->cfg.normalize);
     CHECK_EQ_INT(m->cfg.max_seq, 128);
@@ -253,7 +253,7 @@ static void reranker(struct tw_backend *be)
     struct golden g;
     golden_open(&g, "bert_rerank");
     struct tw_model *host = NULL, *m = NULL;
-    REQUIRE(tw_model_open(g.dir, &host) == 0);
+    test_need_source(tw_model_open(g.dir, &host) == 0, g.dir);
     m = golden_on(host, be);
     CHECK(m->cfg.arch == TW_ARCH_BERT_CLS && m->cfg.n_labels == 1);
     tw_ctx *c = NULL;

@@ -10,6 +10,7 @@
 
 #include "base/file.h"
 #include "base/mem.h"
+#include "check.h"
 
 static inline int sotu_cmp(const void *a, const void *b)
 {
@@ -20,11 +21,14 @@ static inline int sotu_cmp(const void *a, const void *b)
 // returns how many (at most cap). Exits when the folder is missing.
 static inline size_t sotu_list(char *dir, size_t dir_cap, char **names, size_t cap)
 {
-    const char *root = getenv("TWIN_SOURCE_DIR") ? getenv("TWIN_SOURCE_DIR") : ".";
+    const char *root = test_source_dir();
     snprintf(dir, dir_cap, "%s/.cache/data/sotu", root);
     DIR *d = opendir(dir);
     if (!d) {
-        fprintf(stderr, "%s: missing (scripts/deps.sh fetches it)\n", dir);
+        fprintf(stderr,
+                "%s: missing (scripts/deps.sh fetches it; the tests look under "
+                "$TWIN_SOURCE_DIR, else the current folder)\n",
+                dir);
         exit(1);
     }
     size_t n = 0;

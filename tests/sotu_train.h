@@ -11,11 +11,11 @@
 
 static inline struct tw_model *golden_llama(void)
 {
-    const char *root = getenv("TWIN_SOURCE_DIR") ? getenv("TWIN_SOURCE_DIR") : ".";
+    const char *root = test_source_dir();
     char dir[4200];
     snprintf(dir, sizeof dir, "%s/tests/golden/models/llama", root);
     struct tw_model *m;
-    REQUIRE(tw_model_open(dir, &m) == 0);
+    test_need_source(tw_model_open(dir, &m) == 0, dir);
     return m;
 }
 

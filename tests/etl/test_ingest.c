@@ -238,7 +238,7 @@ static size_t expected_authors(const char *corpus, tw_str *out)
 
 static void test_sotu(void)
 {
-    const char *root = getenv("TWIN_SOURCE_DIR") ? getenv("TWIN_SOURCE_DIR") : ".";
+    const char *root = test_source_dir();
     char corpus[512], dir[64];
     snprintf(corpus, sizeof corpus, "%s/.cache/data/sotu", root);
     tw_str want, got;

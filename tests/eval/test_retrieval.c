@@ -18,7 +18,7 @@ static char tmpdir[64];
 
 static const char *source_dir(void)
 {
-    return getenv("TWIN_SOURCE_DIR") ? getenv("TWIN_SOURCE_DIR") : ".";
+    return test_source_dir();
 }
 
 // ---- The corpus -----------------------------------------------------------------------------

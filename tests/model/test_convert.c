@@ -56,7 +56,7 @@ static double perplexity(struct tw_model *m, const int32_t *ids, int32_t n)
 // The first 1024 tokens of Washington's first address.
 static int32_t sotu_ids(struct tw_model *m, int32_t *out, int32_t cap)
 {
-    const char *top = getenv("TWIN_SOURCE_DIR") ? getenv("TWIN_SOURCE_DIR") : ".";
+    const char *top = test_source_dir();
     char p[4200];
     snprintf(p, sizeof p, "%s/.cache/data/sotu/1790_george_washington_n.txt", top);
     char *text;
@@ -77,7 +77,7 @@ static void decoder(const char *name)
     struct golden g;
     golden_open(&g, name);
     struct tw_model *hf;
-    REQUIRE(tw_model_open(g.dir, &hf) == 0);
+    test_need_source(tw_model_open(g.dir, &hf) == 0, g.dir);
     size_t V = (size_t)hf->cfg.n_vocab, n;
     tw_vec want;
     tw_vec_init(&want, sizeof(int32_t));
@@ -166,7 +166,7 @@ static void encoders(void)
     struct golden g;
     golden_open(&g, "bert_embed");
     struct tw_model *hf, *gg = NULL;
-    REQUIRE(tw_model_open(g.dir, &hf) == 0);
+    test_need_source(tw_model_open(g.dir, &hf) == 0, g.dir);
     CHECK_OK(tw_convert_to_gguf(hf, tmp("embed.gguf"), TW_DTYPE_F32));
     CHECK_OK(tw_model_open(tmp("embed.gguf"), &gg));
     size_t n, C = (size_t)hf->cfg.n_embd;
@@ -191,7 +191,7 @@ static void encoders(void)
     golden_close(&g);
 
     golden_open(&g, "bert_rerank");
-    REQUIRE(tw_model_open(g.dir, &hf) == 0);
+    test_need_source(tw_model_open(g.dir, &hf) == 0, g.dir);
     gg = NULL;
     CHECK_OK(tw_convert_to_gguf(hf, tmp("rerank.gguf"), TW_DTYPE_F32));
     CHECK_OK(tw_model_open(tmp("rerank.gguf"), &gg));

@@ -1111,7 +1111,7 @@ static void test_vocab_llama3(void)
 
 int main(void)
 {
-    root = getenv("TWIN_SOURCE_DIR") ? getenv("TWIN_SOURCE_DIR") : ".";
+    root = test_source_dir();
     snprintf(dir, sizeof dir, "/tmp/twin-test-gguf-XXXXXX");
     REQUIRE(mkdtemp(dir) != NULL);
     make_tensor_bytes();

@@ -93,7 +93,7 @@ static void expect_fail(int line, const char *dir, int code, const char *a, cons
 int main(void)
 {
     REQUIRE(mkdtemp(root));
-    const char *top = getenv("TWIN_SOURCE_DIR") ? getenv("TWIN_SOURCE_DIR") : ".";
+    const char *top = test_source_dir();
     snprintf(src, sizeof src, "%s/tests/golden/models/llama", top);
 
     const char *d = copy_model("ok");

@@ -171,7 +171,7 @@ int main(void)
                  2);
 
     // The golden embedder: a new index version, everything embedded.
-    const char *src = getenv("TWIN_SOURCE_DIR") ? getenv("TWIN_SOURCE_DIR") : ".";
+    const char *src = test_source_dir();
     char model[512];
     snprintf(model, sizeof model, "%s/tests/golden/models/bert_embed", src);
     fo.model = model;

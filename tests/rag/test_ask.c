@@ -241,7 +241,7 @@ static void with_models(struct tw_home *h, const char *root)
 
 int main(void)
 {
-    const char *root = getenv("TWIN_SOURCE_DIR") ? getenv("TWIN_SOURCE_DIR") : ".";
+    const char *root = test_source_dir();
     char dir[64] = "/tmp/twin-ask-XXXXXX", home[128];
     REQUIRE(mkdtemp(dir));
     snprintf(home, sizeof home, "%s/home", dir);

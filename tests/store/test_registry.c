@@ -576,7 +576,7 @@ int main(void)
     tw_json_init();
     snprintf(root, sizeof root, "/tmp/twin-test-registry-XXXXXX");
     REQUIRE(mkdtemp(root));
-    const char *src = getenv("TWIN_SOURCE_DIR") ? getenv("TWIN_SOURCE_DIR") : ".";
+    const char *src = test_source_dir();
     snprintf(golden, sizeof golden, "%s/tests/golden/models/llama", src);
     long live = tw_mem_live();
     test_migration();

@@ -81,7 +81,7 @@ static void check_quant(const char *name, enum tw_dtype t, const json_t *case_)
 
 int main(void)
 {
-    const char *root = getenv("TWIN_SOURCE_DIR") ? getenv("TWIN_SOURCE_DIR") : ".";
+    const char *root = test_source_dir();
     char path[1024];
     snprintf(path, sizeof path, "%s/tests/golden/quant.json", root);
     json_t *g = NULL;

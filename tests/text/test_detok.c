@@ -46,7 +46,7 @@ static void same_text(const char *name, const tw_tokenizer *t, const int32_t *id
 
 int main(void)
 {
-    const char *root = getenv("TWIN_SOURCE_DIR") ? getenv("TWIN_SOURCE_DIR") : ".";
+    const char *root = test_source_dir();
     char dir[1024], path[1200];
     char *names[512];
     size_t nf = sotu_list(dir, sizeof dir, names, 512);

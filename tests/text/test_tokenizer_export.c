@@ -41,7 +41,7 @@ static void load_texts(void)
 {
     char path[1024];
     snprintf(path, sizeof path, "%s/tests/golden/tokenizer_hard.json", root);
-    REQUIRE(tw_json_load_file(path, 0, &hard) == 0);
+    test_need_source(tw_json_load_file(path, 0, &hard) == 0, path);
     char dir[1024], *names[512];
     size_t n_docs = sotu_list(dir, sizeof dir, names, 512);
     REQUIRE(n_docs >= 3);
@@ -533,7 +533,7 @@ static void check_small(void)
 
 int main(int argc, char **argv)
 {
-    root = getenv("TWIN_SOURCE_DIR") ? getenv("TWIN_SOURCE_DIR") : ".";
+    root = test_source_dir();
     // tmpfs where there is one: the GGUF files (up to 20 MB) are fsync'ed when written
     snprintf(tmpdir, sizeof tmpdir, "/dev/shm/twin-test-export-XXXXXX");
     if (!mkdtemp(tmpdir)) {

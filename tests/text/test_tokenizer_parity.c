@@ -171,7 +171,7 @@ static void check_one(const char *name)
 
 int main(int argc, char **argv)
 {
-    root = getenv("TWIN_SOURCE_DIR") ? getenv("TWIN_SOURCE_DIR") : ".";
+    root = test_source_dir();
     const char *all[] = { "llama2", "llama3", "llama3_1", "qwen3", "gemma3", "gpt4o", "bert" };
     if (argc > 1) {
         for (int i = 1; i < argc; i++)

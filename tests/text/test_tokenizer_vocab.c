@@ -269,7 +269,7 @@ static void check_bert(void)
 
 int main(void)
 {
-    root = getenv("TWIN_SOURCE_DIR") ? getenv("TWIN_SOURCE_DIR") : ".";
+    root = test_source_dir();
     check_one("llama3", "gpt2", "llama-bpe", -1, false); // its tokenizer.json adds no BOS
     check_one("llama3_1", "gpt2", "llama-bpe", 128000, false);
     check_one("qwen3", "gpt2", "qwen2", -1, false);

@@ -74,8 +74,7 @@ static bool same_tensors(const char *a, const char *b)
 
 int main(void)
 {
-    snprintf(root, sizeof root, "%s/tests/golden/train/export",
-             getenv("TWIN_SOURCE_DIR") ? getenv("TWIN_SOURCE_DIR") : ".");
+    snprintf(root, sizeof root, "%s/tests/golden/train/export", test_source_dir());
     char p[4400];
     snprintf(p, sizeof p, "%s/expected.json", root);
     json_t *exp;

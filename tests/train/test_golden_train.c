@@ -51,14 +51,14 @@ static void ints(const json_t *obj, const char *key, tw_vec *v)
 
 static void fx_open(struct fx *f, const char *name)
 {
-    const char *root = getenv("TWIN_SOURCE_DIR") ? getenv("TWIN_SOURCE_DIR") : ".";
+    const char *root = test_source_dir();
     char p[4200];
     snprintf(p, sizeof p, "%s/tests/golden/train/%s/expected.json", root, name);
-    REQUIRE(tw_json_load_file(p, 16 << 20, &f->exp) == 0);
+    test_need_source(tw_json_load_file(p, 16 << 20, &f->exp) == 0, p);
     snprintf(p, sizeof p, "%s/tests/golden/train/%s/expected.safetensors", root, name);
-    REQUIRE(tw_st_open(p, &f->st) == 0);
+    test_need_source(tw_st_open(p, &f->st) == 0, p);
     snprintf(p, sizeof p, "%s/tests/golden/models/%s", root, name);
-    REQUIRE(tw_model_open(p, &f->model) == 0);
+    test_need_source(tw_model_open(p, &f->model) == 0, p);
     json_t *b = json_object_get(f->exp, "batch");
     ints(b, "ids", &f->ids), ints(b, "targets", &f->tg), ints(b, "pos", &f->pos);
     ints(b, "start", &f->start);
