@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "tensor/cpu_dot.h"
 #include "tensor/dtype.h"
@@ -21,6 +22,18 @@
 #else
 #define BENCH_X86 0
 #endif
+
+// At least min bytes, and at least twice the last-level cache where the C library reports it
+// (glibc's _SC_LEVEL3_CACHE_SIZE): a Xeon of these machines has 300 MiB of L3, which a 64 or
+// 256 MiB array fits, so a "memory" stream over it read the cache instead.
+static inline size_t beyond_llc(size_t min)
+{
+    long l3 = -1;
+#ifdef _SC_LEVEL3_CACHE_SIZE
+    l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+#endif
+    return l3 > 0 && 2 * (size_t)l3 > min ? 2 * (size_t)l3 : min;
+}
 
 // A comma-separated option ("bf16,q4_K") split into at most max items of up to 31 bytes;
 // returns how many.

@@ -1,10 +1,11 @@
 // bench/qdot: how fast the integer dot kernels (tensor/cpu_qdot.h) stream weights, on one
-// thread. For each block dtype and each ISA this machine has, a matrix of 64 MiB of weights
-// (rows of 4096, too large for the caches) is multiplied by one activation row (nx=1: decoding
-// a token) and by a tile of four (nx=4: prefill). Each pass quantizes its activation rows
-// first (tw_q8_act_quantize), inside the timed region, as a matmul does once for all rows. The
-// table gives GB/s of weight bytes read (best of several passes), nx=1 as a share of the plain
-// memory-read bandwidth of the same thread (a sum over a 256 MiB float array), the one-row
+// thread. For each block dtype and each ISA this machine has, a matrix of 64 MiB of weights or
+// twice the L3, whichever is larger (rows of 4096, too large for the caches), is multiplied by
+// one activation row (nx=1: decoding a token) and by a tile of four (nx=4: prefill). Each pass
+// quantizes its activation rows first (tw_q8_act_quantize), inside the timed region, as a
+// matmul does once for all rows. The table gives GB/s of weight bytes read (best of several
+// passes), nx=1 as a share of the plain memory-read bandwidth of the same thread (a sum over a
+// float array of 256 MiB or twice the L3), the one-row
 // kernel over packed activations (q8_0, q4_0 and q4_K: tw_qdot_k_fn, the packing in the timed
 // region) where the ISA has one, and, for comparison, the float-activation kernel of cpu_dot.h
 // at the same ISA.
@@ -119,8 +120,8 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    size_t weight_bytes = quick ? (size_t)1 << 20 : (size_t)64 << 20;
-    size_t read_bytes = quick ? (size_t)4 << 20 : (size_t)256 << 20;
+    size_t weight_bytes = quick ? (size_t)1 << 20 : beyond_llc((size_t)64 << 20);
+    size_t read_bytes = quick ? (size_t)4 << 20 : beyond_llc((size_t)256 << 20);
     int passes = quick ? 1 : 5;
     volatile float sink = 0.0f;
 
