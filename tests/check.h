@@ -76,12 +76,12 @@ static inline int check_report(const char *name)
     return 0;
 }
 
-// The source tree, where the tests find their data: $TWIN_SOURCE_DIR (ctest sets it), else
-// the current folder.
+// The source tree, where the tests find their data: $TWIN_SOURCE_DIR (ctest sets it) when set
+// and not empty, else the current folder.
 static inline const char *test_source_dir(void)
 {
     const char *d = getenv("TWIN_SOURCE_DIR");
-    return d ? d : ".";
+    return d && *d ? d : ".";
 }
 
 // Stops the test when a file or folder of the source tree (path) could not be read, saying

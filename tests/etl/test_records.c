@@ -472,9 +472,9 @@ static int name_cmp(const void *a, const void *b)
 // The State of the Union corpus: 233 single-object .json files {"year","name","party","text"}.
 static void test_sotu(void)
 {
-    const char *root = getenv("TWIN_SOURCE_DIR");
+    const char *root = test_source_dir();
     char dir[PATH_MAX];
-    snprintf(dir, sizeof dir, "%s/.cache/data/sotu", root ? root : ".");
+    snprintf(dir, sizeof dir, "%s/.cache/data/sotu", root);
     DIR *d = opendir(dir);
     if (!d) {
         printf("test_records: %s missing (scripts/deps.sh fetches it): corpus test skipped\n",

@@ -14,12 +14,6 @@
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 
-static const char *source_dir(void)
-{
-    const char *d = getenv("TWIN_SOURCE_DIR");
-    return d && *d ? d : ".";
-}
-
 // Prints s with C escapes, for failure messages.
 static void print_escaped(const char *s)
 {
@@ -553,8 +547,8 @@ static void test_recognition_published(void)
 static int load_npm_config(const char *name, json_t **root, const char **tpl, const char **bos)
 {
     char path[4096];
-    snprintf(path, sizeof path, "%s/.cache/data/tokenizers/%s/tokenizer_config.json", source_dir(),
-             name);
+    snprintf(path, sizeof path, "%s/.cache/data/tokenizers/%s/tokenizer_config.json",
+             test_source_dir(), name);
     *root = NULL;
     int rc = tw_json_load_file_flags(path, (size_t)64 << 20, JSON_DECODE_INT_AS_REAL, root);
     if (rc == TW_ENOENT)
@@ -595,7 +589,7 @@ static void test_recognition_npm(void)
         if (got == 0) {
             printf("test_chat: skipped recognition of %s: its tokenizer_config.json is not "
                    "in %s/.cache/data/tokenizers\n",
-                   npm[i].name, source_dir());
+                   npm[i].name, test_source_dir());
             continue;
         }
         CHECK(tpl != NULL);
@@ -686,7 +680,7 @@ static void test_golden(void)
 {
     char path[4096];
     json_t *convs = NULL;
-    snprintf(path, sizeof path, "%s/tests/golden/chat_conversations.json", source_dir());
+    snprintf(path, sizeof path, "%s/tests/golden/chat_conversations.json", test_source_dir());
     CHECK_OK(tw_json_load_file(path, 0, &convs));
     if (!convs)
         return;
@@ -704,7 +698,8 @@ static void test_golden(void)
             json_decref(cfg);
         }
         json_t *doc = NULL;
-        snprintf(path, sizeof path, "%s/tests/golden/chat/%s.json", source_dir(), npm[i].name);
+        snprintf(path, sizeof path, "%s/tests/golden/chat/%s.json", test_source_dir(),
+                 npm[i].name);
         int rc = tw_json_load_file(path, 0, &doc);
         CHECK_OK(rc); // the golden files are committed: each one is required
         if (rc == TW_ENOENT)

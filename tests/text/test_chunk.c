@@ -88,12 +88,6 @@ static bool same_chunks(const tw_vec *a, const tw_vec *b)
     return a->len == b->len && memcmp(a->data, b->data, a->len * sizeof(struct tw_chunk)) == 0;
 }
 
-static const char *source_dir(void)
-{
-    const char *root = getenv("TWIN_SOURCE_DIR");
-    return root ? root : ".";
-}
-
 static int cmp_str(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
@@ -102,7 +96,7 @@ static int cmp_str(const void *a, const void *b)
 // The corpus: the State of the Union addresses, in file-name order (NULL when missing).
 static char **sotu_names(size_t *n, char *dir, size_t dir_size)
 {
-    snprintf(dir, dir_size, "%s/.cache/data/sotu", source_dir());
+    snprintf(dir, dir_size, "%s/.cache/data/sotu", test_source_dir());
     DIR *d = opendir(dir);
     *n = 0;
     if (!d) {
@@ -836,7 +830,7 @@ static void test_code_real(void)
                                          "tests/text/test_chunk.c" };
     for (size_t f = 0; f < sizeof files / sizeof files[0]; f++) {
         char path[4200];
-        snprintf(path, sizeof path, "%s/%s", source_dir(), files[f]);
+        snprintf(path, sizeof path, "%s/%s", test_source_dir(), files[f]);
         size_t len;
         char *raw = test_read_file(path, &len);
         if (!raw) {

@@ -312,9 +312,9 @@ static size_t count_alnum(const char *s, size_t n)
 
 static void test_sotu(void)
 {
-    const char *root = getenv("TWIN_SOURCE_DIR");
+    const char *root = test_source_dir();
     char dir[4096];
-    snprintf(dir, sizeof dir, "%s/.cache/data/sotu", root ? root : ".");
+    snprintf(dir, sizeof dir, "%s/.cache/data/sotu", root);
     DIR *d = opendir(dir);
     if (!d) {
         printf("test_clean: %s missing, corpus checks skipped\n", dir);

@@ -30,12 +30,6 @@ static char tmpdir[64];
 static tw_tokenizer *llama, *qwen3, *llama31;
 static enum tw_chat_family llama_family, qwen3_family, llama31_family;
 
-static const char *source_dir(void)
-{
-    const char *d = getenv("TWIN_SOURCE_DIR");
-    return d && *d ? d : ".";
-}
-
 // A golden model's tokenizer (tests/golden/models/<name>), or the folder under the source
 // directory that name starts with "." for, and its chat template's family.
 static tw_tokenizer *load_tokenizer(const char *name, enum tw_chat_family *family)
@@ -43,9 +37,9 @@ static tw_tokenizer *load_tokenizer(const char *name, enum tw_chat_family *famil
     char dir[4200];
     tw_tokenizer *t = NULL;
     if (name[0] == '.')
-        snprintf(dir, sizeof dir, "%s/%s", source_dir(), name);
+        snprintf(dir, sizeof dir, "%s/%s", test_source_dir(), name);
     else
-        snprintf(dir, sizeof dir, "%s/tests/golden/models/%s", source_dir(), name);
+        snprintf(dir, sizeof dir, "%s/tests/golden/models/%s", test_source_dir(), name);
     REQUIRE(tw_tokenizer_load_dir(dir, &t) == 0);
     REQUIRE(tw_chat_family_from_template(tw_tokenizer_chat_template(t), family) == 0);
     return t;

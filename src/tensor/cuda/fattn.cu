@@ -769,6 +769,14 @@ static cudaError_t bwd_launch(const struct fa_args *a, int B, cudaStream_t s)
     return e != cudaSuccess || DQ ? e : twc_launch(qk, gq, dim3(NT), sq, s, *a);
 }
 
+// dQ inside at its tiles: dK/dV's registers capped as below (three blocks an SM for D <= 64,
+// one above), query tiles of 32 rows for D = 128 (the registers of 64 do not fit).
+template <int D> static cudaError_t bwd_dq_launch(const struct fa_args *a, int B, cudaStream_t s)
+{
+    constexpr int minb = D <= 64 ? 3 : 1, qt = D <= 64 ? 64 : 32;
+    return bwd_launch<D, minb, qt, true>(a, B, s);
+}
+
 #ifdef FA_SWEEP
 // bench/attn_cuda's variants (TWIN_FA_SWEEP=i): dK/dV's blocks an SM (MINB, the register cap),
 // its query tile (QT rows), dQ's blocks an SM (0-8: dQ's own kernel), dQ inside (9-17).
@@ -807,14 +815,13 @@ static cudaError_t bwd_sweep(const struct fa_args *a, int B, cudaStream_t s, int
         return bwd_launch<D, 2, 64, true>(a, B, s);
     case 14:
         return bwd_launch<D, 3, 64, true>(a, B, s);
-    case 15: // the default's kernel, its dQ adds in any order (not the same bits every run)
+    case 15: // bwd_dq_launch's kernel, its dQ adds in any order (other bits each run)
     case 16: // a float at a time
     case 17: // both
     {
         struct fa_args b = *a;
         b.dq_mode = v - 14;
-        return D <= 64 ? bwd_launch<D, 3, 64, true>(&b, B, s)
-                       : bwd_launch<D, 1, 32, true>(&b, B, s);
+        return bwd_dq_launch<D>(&b, B, s);
     }
     default: // 0: the configuration before dQ's blocks were capped at three an SM
         return bwd_launch<D, c1, 64, false, 1>(a, B, s);
@@ -850,11 +857,7 @@ template <int D> static cudaError_t bwd_d(const struct fa_args *a, int B, cudaSt
     // spill a few): on the 1B shape dK/dV's took the backward from 35.3 to 31.1 ms a step
     // (docs/perf.md), dQ's a layer's from 2.02 to 1.92 ms (bench/attn_cuda's variant 6)
     constexpr int minb = D <= 64 ? 3 : 1;
-    if (!a->count)
-        return bwd_launch<D, minb, 64, false, minb>(a, B, s);
-    // dQ inside: query tiles of 32 rows for D = 128 (the registers of 64 do not fit)
-    constexpr int qt = D <= 64 ? 64 : 32;
-    return bwd_launch<D, minb, qt, true>(a, B, s);
+    return a->count ? bwd_dq_launch<D>(a, B, s) : bwd_launch<D, minb, 64, false, minb>(a, B, s);
 }
 
 cudaError_t twc_flash_fwd(float *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
