@@ -779,7 +779,8 @@ static int hnsw_insert(struct tw_index *ix, uint32_t node, const struct build *b
     struct query q = { .q = ix->vecs + (size_t)node * ix->opt.dim };
     struct search_ctx c;
     int rc = ctx_init(&c, ix, &q);
-    struct cand *ep = NULL, *buf = NULL;
+    struct cand *ep = NULL, *buf = NULL, *work = NULL;
+    uint32_t *sel = NULL, *n_sel = NULL;
     if (rc)
         goto out;
     c.admit_all = true;
@@ -787,7 +788,8 @@ static int hnsw_insert(struct tw_index *ix, uint32_t node, const struct build *b
     size_t efc = ix->opt.ef_construction, m = ix->opt.m;
     ep = tw_malloc_array(efc + 1, sizeof *ep);
     buf = tw_malloc_array(2 * m + 2, sizeof *buf);
-    if (!ep || !buf) {
+    work = tw_malloc_array(efc + 1, sizeof *work);
+    if (!ep || !buf || !work) {
         rc = tw_error_set(TW_ENOMEM, "index: insert: out of memory");
         goto out;
     }
@@ -796,7 +798,18 @@ static int hnsw_insert(struct tw_index *ix, uint32_t node, const struct build *b
         goto out;
     ep[0] = e0;
     size_t n_ep = 1;
-    for (int l = level < top ? level : top; l >= 0; l--) {
+    int lt = level < top ? level : top;
+    // Every level's neighbours are chosen first (top down), then linked bottom up: a node that
+    // another insertion reaches at level l has its lists below l in place already, so a
+    // concurrent descent through it never lands on an empty list. (Top-down linking left
+    // such descents stranded: the parallel builds' recall fell below the serial ones'.)
+    sel = tw_malloc_array(((size_t)lt + 1) * m, sizeof *sel);
+    n_sel = tw_calloc((size_t)lt + 1, sizeof *n_sel);
+    if (!sel || !n_sel) {
+        rc = tw_error_set(TW_ENOMEM, "index: insert: out of memory");
+        goto out;
+    }
+    for (int l = lt; l >= 0; l--) {
         c.vis->tag[node] = c.vis->gen; // never link to itself
         for (size_t i = 0; i < n_ep; i++)
             c.vis->tag[ep[i].node] = c.vis->gen;
@@ -808,33 +821,31 @@ static int hnsw_insert(struct tw_index *ix, uint32_t node, const struct build *b
         if (n_ep > 1)
             qsort(ep, n_ep, sizeof *ep, cmp_best_first);
         // the neighbours: m of W by the heuristic, on a copy (W stays the next entry set)
-        struct cand *sel = tw_malloc_array(n_ep ? n_ep : 1, sizeof *sel);
-        if (!sel) {
-            rc = tw_error_set(TW_ENOMEM, "index: insert: out of memory");
-            goto out;
-        }
-        if (n_ep)
-            memcpy(sel, ep, n_ep * sizeof *sel);
-        size_t k = select_heuristic(ix, sel, n_ep, m);
-        if (b->locks)
-            pthread_mutex_lock(&b->locks[node]);
-        uint32_t *own = tw_ix_links_at(ix, node, l);
+        memcpy(work, ep, n_ep * sizeof *work);
+        size_t k = select_heuristic(ix, work, n_ep, m);
         for (size_t i = 0; i < k; i++)
-            own[1 + i] = sel[i].node;
-        own[0] = (uint32_t)k;
-        if (b->locks)
-            pthread_mutex_unlock(&b->locks[node]);
-        for (size_t i = 0; i < k; i++) {
-            if (b->locks)
-                pthread_mutex_lock(&b->locks[sel[i].node]);
-            add_link(ix, sel[i].node, node, l, buf);
-            if (b->locks)
-                pthread_mutex_unlock(&b->locks[sel[i].node]);
-        }
-        tw_free(sel);
+            sel[(size_t)l * m + i] = work[i].node;
+        n_sel[l] = (uint32_t)k;
         if (++c.vis->gen == 0) {
             memset(c.vis->tag, 0, c.vis->cap * sizeof *c.vis->tag);
             c.vis->gen = 1;
+        }
+    }
+    for (int l = 0; l <= lt; l++) {
+        const uint32_t *nb = sel + (size_t)l * m;
+        if (b->locks)
+            pthread_mutex_lock(&b->locks[node]);
+        uint32_t *own = tw_ix_links_at(ix, node, l);
+        memcpy(own + 1, nb, n_sel[l] * sizeof *own);
+        own[0] = n_sel[l];
+        if (b->locks)
+            pthread_mutex_unlock(&b->locks[node]);
+        for (size_t i = 0; i < n_sel[l]; i++) {
+            if (b->locks)
+                pthread_mutex_lock(&b->locks[nb[i]]);
+            add_link(ix, nb[i], node, l, buf);
+            if (b->locks)
+                pthread_mutex_unlock(&b->locks[nb[i]]);
         }
     }
 out:
@@ -846,6 +857,9 @@ out:
         pthread_mutex_unlock(b->global);
     tw_free(ep);
     tw_free(buf);
+    tw_free(work);
+    tw_free(sel);
+    tw_free(n_sel);
     ctx_free(&c);
     return rc;
 }

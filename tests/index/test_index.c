@@ -423,6 +423,8 @@ static void test_writes(void)
     float *v = mixture(n, true), *q = mixture(20, true);
     for (int kind = 0; kind < 2; kind++) {
         tw_index *ix = build((enum tw_index_kind)kind, TW_METRIC_COSINE, kind == 1, v, n, 1);
+        // the exact scan over the same writes: what the HNSW graph is measured against
+        tw_index *ref = build(TW_INDEX_FLAT, TW_METRIC_COSINE, false, v, n, 1);
         // upsert replaces: the old vector's own query no longer finds the id at score 1
         const float *old = v + 5 * DIM;
         struct tw_hit h[K];
@@ -431,6 +433,7 @@ static void test_writes(void)
         CHECK(nh == 1 && h[0].id == 1005 && h[0].score > 0.999f);
         struct tw_pfield pf = { .key = "colour", .type = TW_PV_STR, .s = "violet" };
         CHECK_OK(tw_index_upsert(ix, 1005, v + 6 * DIM, &pf, 1));
+        CHECK_OK(tw_index_upsert(ref, 1005, v + 6 * DIM, &pf, 1));
         CHECK_EQ_INT(tw_index_count(ix), n);
         CHECK_OK(tw_index_search(ix, old, K, 0, NULL, h, &nh));
         for (uint32_t j = 0; j < nh; j++)
@@ -438,8 +441,10 @@ static void test_writes(void)
         CHECK_EQ_STR(tw_index_payload(ix, 1005, "colour")->s, "violet");
         CHECK(tw_index_payload(ix, 1005, "year") == NULL);
         // delete: never returned, counts change
-        for (uint64_t id = 1000; id < 1000 + n; id += 3)
+        for (uint64_t id = 1000; id < 1000 + n; id += 3) {
             CHECK_OK(tw_index_delete(ix, id));
+            CHECK_OK(tw_index_delete(ref, id));
+        }
         CHECK_EQ_INT(tw_index_delete(ix, 1000), TW_ENOENT);
         size_t live = n - (n + 2) / 3;
         CHECK_EQ_INT(tw_index_count(ix), live);
@@ -483,6 +488,7 @@ static void test_writes(void)
                 tw_index_free(s);
             }
         }
+        double r_before = recall(ix, ref, q, 20, 200, NULL);
         CHECK_OK(tw_index_compact(ix, 2));
         CHECK_EQ_INT(tw_index_deleted(ix), 0);
         CHECK_EQ_INT(tw_index_count(ix), live);
@@ -497,9 +503,19 @@ static void test_writes(void)
             }
             tot += nb[i];
         }
-        CHECK(kind == 0 ? same == tot : same >= tot * 95 / 100);
+        // the flat index is rebuilt exactly; the graph, rebuilt by two threads in an order that
+        // varies from run to run, is held to its recall against the exact scan: as good as the
+        // serial build's (1.000 here), within two hits of 200 (the parallel build that linked
+        // top down left concurrent descents on empty lists: 0.985-0.995, below 0.95 once)
+        double r_after = recall(ix, ref, q, 20, 200, NULL);
+        CHECK(kind == 0 ? same == tot && r_after == 1 : r_after >= 0.99);
+        if (kind == 1)
+            printf("index: int8 graph's recall@%d before compact %.3f, after %.3f (%zu of %zu "
+                   "hits as before)\n",
+                   K, r_before, r_after, same, tot);
         CHECK_EQ_STR(tw_index_payload(ix, 1005, "colour")->s, "violet");
         tw_index_free(ix);
+        tw_index_free(ref);
     }
     free(v);
     free(q);
