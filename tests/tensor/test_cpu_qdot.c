@@ -283,7 +283,7 @@ static void broken_kernel(const void *row, const struct tw_q8_act *x, size_t ldx
 
 static size_t lengths(enum tw_dtype t, size_t *out)
 {
-    static const size_t b32[] = { 1, 2, 3, 4, 5, 7, 33, 128 }, b256[] = { 1, 2, 3, 16 };
+    static const size_t b32[] = { 1, 2, 3, 7, 10, 18, 33, 128 }, b256[] = { 1, 2, 3, 16 };
     bool k = tw_dtype_block_size(t) == 256;
     size_t cnt = k ? 4 : 8;
     for (size_t i = 0; i < cnt; i++)
