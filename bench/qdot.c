@@ -124,6 +124,7 @@ int main(int argc, char **argv)
     size_t read_bytes = quick ? (size_t)4 << 20 : beyond_llc((size_t)256 << 20);
     int passes = quick ? 1 : 5;
     volatile float sink = 0.0f;
+    tw_dot_stream_set(!quick); // the matrix streams from DRAM (cpu_dot.h's far prefetch)
 
     enum tw_cpu_isa top = tw_cpu_isa_best();
     double mem = read_bandwidth(read_bytes, passes, 1, &sink);

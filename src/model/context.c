@@ -33,6 +33,7 @@ struct step_graph {
 struct tw_ctx {
     const struct tw_model *m;
     struct tw_backend *be;
+    size_t weight_bytes; // m's, told to be before each forward (its stream_bytes)
     int32_t n_ctx, n_batch, n_seq;
     // The paged cache (decoders): n_pages pages of `page` positions (1 << page_shift) that the
     // sequences take as they grow, max_pages at most each (n_ctx positions); a scratch page
@@ -138,6 +139,7 @@ int tw_ctx_new(const struct tw_model *m, struct tw_backend *be, const struct tw_
         return tw_error_set(TW_ENOMEM, "context: out of memory");
     c->m = m;
     c->be = be;
+    c->weight_bytes = tw_model_weight_bytes(m);
     bool dec = tw_arch_is_decoder(cfg->arch);
     int32_t def_ctx = cfg->n_ctx_train < 4096 ? cfg->n_ctx_train : 4096;
     c->n_ctx = dec ? (p && p->n_ctx > 0 ? p->n_ctx : def_ctx) : cfg->n_ctx_train;
@@ -449,6 +451,7 @@ static void forward(tw_ctx *c, const struct tw_ctx_run *runs, int n, int32_t T, 
     const struct tw_model *m = c->m;
     int64_t C = m->cfg.n_embd;
     struct tw_tensor x = rows_of(c->x, T, C);
+    c->be->stream_bytes = c->weight_bytes;
     tw_embedding(c->be, &x, &m->tok_embd, c->ids);
     for (int il = 0; il < m->cfg.n_layer; il++) {
         for (int i = 0; i < n; i++) {

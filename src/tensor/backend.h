@@ -148,7 +148,10 @@ struct tw_backend {
     const struct tw_backend_ops *ops;
     enum tw_device device;
     int n_threads;
-    void *impl; // the backend's own state
+    void *impl;          // the backend's own state
+    size_t stream_bytes; // the weights a forward on it reads, set by the model that runs it (0:
+                         // not known): the CPU kernels prefetch further when they exceed the
+                         // last-level cache
 };
 
 // ---- memory of a backend. On the CPU backends these are tw_malloc, tw_free and memcpy; on

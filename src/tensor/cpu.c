@@ -38,6 +38,7 @@ struct cpu_impl {
     tw_attend_fn attend; // the decode rows' attention (cpu_attn.c)
     tw_swiglu_fn swiglu; // cpu_vec.c
     enum tw_cpu_isa isa;
+    size_t llc; // the last-level cache's bytes (cpu_dot.h's prefetch: weights past it stream)
 };
 
 _Static_assert(TILE_BYTES >= TW_GEMM_BF16_SCRATCH, "a tile is the bf16 kernel's scratch");
@@ -105,6 +106,7 @@ static void matmul_dot(struct tw_backend *be, int n, struct tw_tensor *const *ys
         work += ws[i]->ne[0] * K * T;
     }
     start[n] = total;
+    tw_dot_stream_set(be->stream_bytes > im->llc);
 #pragma omp parallel for num_threads(be->n_threads) schedule(static) if (work >= PAR_MIN)
     for (int64_t g = 0; g < total; g++) {
         int i = 0;
@@ -471,6 +473,8 @@ int tw_backend_cpu_new(int n_threads, struct tw_backend **out)
     im->attend = tw_attend_kernel(isa);
     im->swiglu = tw_swiglu_kernel(isa);
     im->isa = isa;
+    long llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    im->llc = llc > 0 ? (size_t)llc : (size_t)32 << 20; // (unknown: a desktop's 32 MiB)
     pthread_once(&cpu_ops_once, cpu_ops_init);
     openblas_set_num_threads(1);
     be->ops = &cpu_ops;

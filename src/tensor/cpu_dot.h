@@ -51,13 +51,32 @@ static inline void tw_dot_prefetch(const void *p, size_t bytes)
         __builtin_prefetch((const char *)p + TW_DOT_PREFETCH + o, 0, 2); // 2: prefetcht1, L2
 }
 
+// The int8-activation kernels' prefetch distances in bytes (tw_dot_prefetch_l1): into L1
+// `near` ahead, and into L2 `far` ahead when far is not 0. Process-wide, set by
+// tw_dot_stream_set (a data race between backends is harmless: it moves only hints).
+struct tw_dot_stream {
+    uint32_t near, far;
+};
+extern struct tw_dot_stream tw_dot_stream_cfg;
+
+// Sets the distances for weights that stream from DRAM (from_dram: a forward reads more than
+// the last-level cache holds) or from the cache. TWIN_DOT_PREFETCH="near,far" overrides both.
+void tw_dot_stream_set(bool from_dram);
+
 // The same into L1 (prefetcht0): for the int8-activation kernels (cpu_qdot.h), which are
 // bound by a core's arithmetic at one to four threads and lose to L2's latency otherwise
-// (with L2 hints the device's host ran one thread's q4_0 decode a third slower).
+// (with L2 hints the device's host ran one thread's q4_0 decode a third slower). Weights that
+// stream from DRAM get a second, far prefetch into L2: an L1 miss holds one of a core's ~16
+// fill buffers for a DRAM latency, so the near one alone keeps too little in flight.
 static inline void tw_dot_prefetch_l1(const void *p, size_t bytes)
 {
+    const char *c = (const char *)p;
+    const size_t near = tw_dot_stream_cfg.near, far = tw_dot_stream_cfg.far;
     for (size_t o = 0; o < bytes; o += 64)
-        __builtin_prefetch((const char *)p + TW_DOT_PREFETCH + o, 0, 3);
+        __builtin_prefetch(c + near + o, 0, 3);
+    if (far)
+        for (size_t o = 0; o < bytes; o += 64)
+            __builtin_prefetch(c + far + o, 0, 2);
 }
 
 // The bits of the f32 equal to the fp16 value h, in integer code (the kernels broadcast block

@@ -102,6 +102,7 @@ static double now(void)
     do {                                       \
         struct prof *p_ = P(BE);               \
         struct tw_backend *in = p_->inner;     \
+        in->stream_bytes = (BE)->stream_bytes; \
         if (in->device != TW_DEVICE_CPU)       \
             tw_backend_sync(in);               \
         double t0_ = now();                    \

@@ -12,6 +12,7 @@
 #include "model/context.h"
 #include "model/convert.h"
 #include "model/model.h"
+#include "tensor/backend.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define SANITIZED 1
@@ -90,6 +91,8 @@ int main(void)
     CHECK_OK(tw_ctx_decode(c, ids, 8, logits, false));
     for (int i = 8; i < 12; i++)
         CHECK_OK(tw_ctx_decode(c, ids + i, 1, logits, false));
+    // The context told the backend what a forward streams (its kernels' prefetch follows it).
+    CHECK_EQ_INT(be->stream_bytes, tw_model_weight_bytes(m));
     long anon2 = status_kb("RssAnon"), file2 = status_kb("RssFile");
     long ctx_kb = (long)(tw_ctx_bytes(c) >> 10), logits_kb = (cfg.n_vocab * 4) >> 10;
     printf(

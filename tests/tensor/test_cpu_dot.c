@@ -260,6 +260,14 @@ int main(void)
     test_kernels(top);
     test_cancellation(top);
     test_isa_choice(hw);
+    // The int8 kernels' prefetch: a far one for weights from DRAM only (TWIN_DOT_PREFETCH
+    // overrides both; unset here)
+    if (!getenv("TWIN_DOT_PREFETCH")) {
+        tw_dot_stream_set(true);
+        CHECK(tw_dot_stream_cfg.far > tw_dot_stream_cfg.near && tw_dot_stream_cfg.near > 0);
+        tw_dot_stream_set(false);
+        CHECK(tw_dot_stream_cfg.far == 0 && tw_dot_stream_cfg.near == TW_DOT_PREFETCH);
+    }
     if (saved) {
         setenv("TWIN_ISA", saved, 1);
         free(saved);
