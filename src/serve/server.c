@@ -102,6 +102,8 @@ struct server {
     bool loading, stopping;
     atomic_bool cancel_all;
     int active;
+    int jobs; // generation jobs whose gen_done has not returned: a request can complete (its
+              // response sent) while gen_done still runs, so shutdown waits for both
     struct encoder emb, rr;
     bool have_emb, have_rr;
     struct tw_home *home;     // traces (the trace writer's)
@@ -637,6 +639,22 @@ static int gen_text(void *ud, const char *text, size_t len)
     return rc;
 }
 
+// A generation job's count (S->jobs) up before it is submitted, down when gen_done is through.
+static void job_started(struct server *S)
+{
+    pthread_mutex_lock(&S->lock);
+    S->jobs++;
+    pthread_mutex_unlock(&S->lock);
+}
+
+static void job_ended(struct server *S)
+{
+    pthread_mutex_lock(&S->lock);
+    if (--S->jobs == 0 && S->active == 0)
+        pthread_cond_broadcast(&S->idle);
+    pthread_mutex_unlock(&S->lock);
+}
+
 static void gen_done(void *ud, const struct tw_job_result *res)
 {
     struct req *r = ud;
@@ -677,6 +695,7 @@ static void gen_done(void *ud, const struct tw_job_result *res)
     // reference to an engine must not be dropped on its own thread).
     if (tw_pool_submit(S->tracer, trace_task, r) != 0)
         TW_LOG_WARN("serve: cannot queue the trace of %s", r->id);
+    job_ended(S); // the last use of S here
 }
 
 static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max)
@@ -743,6 +762,7 @@ static enum MHD_Result gen_start(struct req *r)
     r->streaming = r->api.stream;
     r->first = true;
     req_ref(r); // the job's
+    job_started(S);
     pthread_mutex_lock(&r->lock);
     r->job_active = true;
     rc = tw_sched_submit(r->eng->sched, j);
@@ -750,6 +770,7 @@ static enum MHD_Result gen_start(struct req *r)
         r->job_active = false;
         r->refs--;
         pthread_mutex_unlock(&r->lock);
+        job_ended(S);
         if (rc == TW_ELIMIT && strstr(tw_error_msg(), "queue"))
             return send_error(r, 429, "queue_full", "%s; retry later", tw_error_msg());
         return send_error(r, status_of(rc), rc == TW_ELIMIT ? "context_length_exceeded" : NULL,
@@ -1504,7 +1525,7 @@ static void unload(struct server *S)
     tw_home_close(S->home);
 }
 
-// Waits until no request is in flight or the time is up; true when none is.
+// Waits until no request and no generation job is in flight or the time is up; true when none is.
 static bool wait_idle(struct server *S, double seconds)
 {
     struct timespec ts;
@@ -1513,10 +1534,10 @@ static bool wait_idle(struct server *S, double seconds)
     ts.tv_sec = (time_t)end;
     ts.tv_nsec = (long)((end - (double)ts.tv_sec) * 1e9);
     pthread_mutex_lock(&S->lock);
-    while (S->active > 0)
+    while (S->active > 0 || S->jobs > 0)
         if (pthread_cond_timedwait(&S->idle, &S->lock, &ts) != 0)
             break;
-    bool idle = S->active == 0;
+    bool idle = S->active == 0 && S->jobs == 0;
     pthread_mutex_unlock(&S->lock);
     return idle;
 }
