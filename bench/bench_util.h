@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
+#include "base/cpu.h"
 #include "tensor/cpu_dot.h"
 #include "tensor/dtype.h"
 
@@ -28,11 +28,8 @@
 // 256 MiB array fits, so a "memory" stream over it read the cache instead.
 static inline size_t beyond_llc(size_t min)
 {
-    long l3 = -1;
-#ifdef _SC_LEVEL3_CACHE_SIZE
-    l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
-#endif
-    return l3 > 0 && 2 * (size_t)l3 > min ? 2 * (size_t)l3 : min;
+    size_t l3 = tw_cpu_llc_bytes();
+    return 2 * l3 > min ? 2 * l3 : min;
 }
 
 // A comma-separated option ("bf16,q4_K") split into at most max items of up to 31 bytes;

@@ -4,6 +4,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <cpuid.h>
@@ -78,6 +79,15 @@ bool tw_cpu_has_avx512_bf16(void)
 #else
     return false;
 #endif
+}
+
+size_t tw_cpu_llc_bytes(void)
+{
+    long l3 = -1;
+#ifdef _SC_LEVEL3_CACHE_SIZE
+    l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+#endif
+    return l3 > 0 ? (size_t)l3 : 0;
 }
 
 enum tw_cpu_isa tw_cpu_isa_best(void)

@@ -5,6 +5,7 @@
 #define TW_BASE_CPU_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 // The instruction sets the kernels come in, in increasing order. TW_ISA_AVX2 needs AVX2, FMA
 // and F16C; TW_ISA_AVX512 needs AVX-512 F, BW and VL (and F16C).
@@ -21,6 +22,9 @@ enum tw_cpu_isa tw_cpu_isa_have(void);
 bool tw_cpu_has_avx512_vnni(void);
 // Whether the CPU has AVX-512 (as TW_ISA_AVX512 needs it) and AVX-512 BF16 (VDPBF16PS).
 bool tw_cpu_has_avx512_bf16(void);
+// The last-level cache's bytes as the C library reports them (glibc's _SC_LEVEL3_CACHE_SIZE),
+// 0 when it does not.
+size_t tw_cpu_llc_bytes(void);
 // "scalar", "avx2", "avx512"; "?" for a value that is not an ISA.
 const char *tw_cpu_isa_name(enum tw_cpu_isa isa);
 #endif

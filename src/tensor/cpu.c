@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/cpu.h"
 #include "base/error.h"
 #include "base/mem.h"
 #include "tensor/backend.h"
@@ -473,8 +474,9 @@ int tw_backend_cpu_new(int n_threads, struct tw_backend **out)
     im->attend = tw_attend_kernel(isa);
     im->swiglu = tw_swiglu_kernel(isa);
     im->isa = isa;
-    long llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
-    im->llc = llc > 0 ? (size_t)llc : (size_t)32 << 20; // (unknown: a desktop's 32 MiB)
+    im->llc = tw_cpu_llc_bytes();
+    if (!im->llc)
+        im->llc = (size_t)32 << 20; // (unknown: a desktop's 32 MiB)
     pthread_once(&cpu_ops_once, cpu_ops_init);
     openblas_set_num_threads(1);
     be->ops = &cpu_ops;
