@@ -786,10 +786,13 @@ static int hnsw_insert(struct tw_index *ix, uint32_t node, const struct build *b
     c.admit_all = true;
     c.locks = b->locks;
     size_t efc = ix->opt.ef_construction, m = ix->opt.m;
+    const int lt = level < top ? level : top; // the levels linked: lt down to 0
     ep = tw_malloc_array(efc + 1, sizeof *ep);
     buf = tw_malloc_array(2 * m + 2, sizeof *buf);
     work = tw_malloc_array(efc + 1, sizeof *work);
-    if (!ep || !buf || !work) {
+    sel = tw_malloc_array(((size_t)lt + 1) * m, sizeof *sel);
+    n_sel = tw_calloc((size_t)lt + 1, sizeof *n_sel);
+    if (!ep || !buf || !work || !sel || !n_sel) {
         rc = tw_error_set(TW_ENOMEM, "index: insert: out of memory");
         goto out;
     }
@@ -798,17 +801,10 @@ static int hnsw_insert(struct tw_index *ix, uint32_t node, const struct build *b
         goto out;
     ep[0] = e0;
     size_t n_ep = 1;
-    int lt = level < top ? level : top;
     // Every level's neighbours are chosen first (top down), then linked bottom up: a node that
     // another insertion reaches at level l has its lists below l in place already, so a
     // concurrent descent through it never lands on an empty list. (Top-down linking left
     // such descents stranded: the parallel builds' recall fell below the serial ones'.)
-    sel = tw_malloc_array(((size_t)lt + 1) * m, sizeof *sel);
-    n_sel = tw_calloc((size_t)lt + 1, sizeof *n_sel);
-    if (!sel || !n_sel) {
-        rc = tw_error_set(TW_ENOMEM, "index: insert: out of memory");
-        goto out;
-    }
     for (int l = lt; l >= 0; l--) {
         c.vis->tag[node] = c.vis->gen; // never link to itself
         for (size_t i = 0; i < n_ep; i++)
