@@ -329,12 +329,19 @@ INLINE void acc_store_rows(accs acc, int nw, float *out)
         acc[s][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw, dx), acc[s][r]); \
     }
 
+// 8 times the sums of the activation bytes xq by four (the unsigned nibbles' offset of 8).
+INLINE __m512i offset8(__m512i xq)
+{
+    const __m512i z = _mm512_setzero_si512();
+    return _mm512_slli_epi32(_mm512_dpbusd_epi32(z, _mm512_set1_epi8(1), xq), 3);
+}
+
 INLINE void q4_0_rows_step(accs acc, int s, const void *w, size_t ldw, int nw,
                            const struct tw_q8_act *x, size_t i, int two)
 {
     const __m512i z = _mm512_setzero_si512();
     __m512i xq = load_2x32(x[i].qs, x[i + two].qs, two);
-    __m512i sx8 = _mm512_slli_epi32(_mm512_dpbusd_epi32(z, _mm512_set1_epi8(1), xq), 3);
+    __m512i sx8 = offset8(xq);
     __m512 dx = act_scales(x + i, two);
     Q4_0_ROW(0)
     Q4_0_ROW(1)
@@ -402,7 +409,7 @@ INLINE void q4_0_rows_nw(const void *w, size_t ldw, int nw, const struct tw_q8_a
 #pragma GCC unroll 4
         for (int c = 0; c < 4; c++) {
             __m512i xq = load_2x32(x[i + 2 * c].qs, x[i + 2 * c + 1].qs, 1);
-            __m512i sx8 = _mm512_slli_epi32(_mm512_dpbusd_epi32(z, _mm512_set1_epi8(1), xq), 3);
+            __m512i sx8 = offset8(xq);
             Q4_0_GROUP_ROW(0)
             Q4_0_GROUP_ROW(1)
             Q4_0_GROUP_ROW(2)
@@ -518,9 +525,7 @@ ROWS_KERNEL(q4_k)
 // 2c + 1, into acc.
 INLINE __m512 packed_fma(__m512 acc, int c, __m512 p, __m512 fv)
 {
-    __m512i idx =
-        _mm512_mask_blend_epi32(0xFF00, _mm512_set1_epi32(2 * c), _mm512_set1_epi32(2 * c + 1));
-    return _mm512_fmadd_ps(p, _mm512_permutexvar_ps(idx, fv), acc);
+    return _mm512_fmadd_ps(p, step_factors(fv, c), acc);
 }
 
 // The same for unsigned nibbles q against the activations' bytes.
