@@ -368,27 +368,72 @@ template <int QT, bool DOWN> static __device__ __forceinline__ int first_tile(in
     return DOWN ? (T - 1) / QT * QT : k0 / QT * QT;
 }
 
-// From (*gh, *q0) on, the first (query head below G, query tile of QT rows) whose keys (as
-// tile_keys counts them: *lo, its first) meet [k0, k1] (*gh = G: none left), heads in order,
-// each head's tiles up (or DOWN) from first_tile's. Whether a tile sees them does not depend
-// on the head. Every thread calls it (barriers). The tiles a key tile takes and the key tiles
-// that take a query tile are runs without gaps, whatever the rows' starts: dQ's counters
-// below depend on it.
+// The first key each query tile of QT rows from t0 (a multiple of QT) on sees, into tlo (as
+// tile_keys counts them: the least over the tile's rows; INT_MAX for none): a warp's 32 rows
+// lie in one tile, each thread's loads issued together. Ends with a barrier.
+template <int QT>
+static __device__ void tiles_lo(int *tlo, const int32_t *st, int t0, int T, int window)
+{
+    const int n = (T - t0 + QT - 1) / QT;
+    for (int i = threadIdx.x; i < n; i += NT)
+        tlo[i] = INT_MAX;
+    __syncthreads();
+    for (int r = threadIdx.x - threadIdx.x % 32; r < T - t0; r += 4 * NT) {
+        int v[4];
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            int t = t0 + r + threadIdx.x % 32 + u * NT;
+            v[u] = t < T ? twc_key_lo(st, t, window) : INT_MAX;
+        }
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            int m = __reduce_min_sync(0xffffffffu, v[u]);
+            if (threadIdx.x % 32 == 0 && r + u * NT < T - t0)
+                atomicMin(&tlo[(r + u * NT) / QT], m);
+        }
+    }
+    __syncthreads();
+}
+
+// From (*gh, *q0) on, the first (query head below G, query tile of QT rows) whose keys (*lo,
+// its first, from tiles_lo's tlo of the tiles from t0 on) meet [k0, k1] (*gh = G: none left),
+// heads in order, each head's tiles up (or DOWN) from first_tile's. Whether a tile sees them
+// does not depend on the head. The tiles a key tile takes and the key tiles that take a query
+// tile are runs without gaps, whatever the rows' starts: dQ's counters below depend on it.
 template <int QT, bool DOWN>
-static __device__ void next_seen(const int32_t *st, int k0, int k1, int T, int window, int G,
-                                 int *gh, int *q0, int *lo, int *red)
+static __device__ __forceinline__ void next_seen(const int *tlo, int t0, int k0, int k1, int T,
+                                                 int G, int *gh, int *q0, int *lo)
 {
     while (*gh < G) {
         if (DOWN ? *q0 + QT <= k0 : *q0 >= T) { // past the tiles that can see the keys
             ++*gh, *q0 = first_tile<QT, DOWN>(k0, T);
             continue;
         }
-        int hi;
-        tile_keys<QT>(st, *q0, T, window, lo, &hi, red);
-        if (*lo <= k1 && hi >= k0)
+        *lo = tlo[(*q0 - t0) / QT];
+        if (*lo <= k1 && min(*q0 + QT, T) - 1 >= k0)
             return;
         *q0 += DOWN ? -QT : QT;
     }
+}
+
+// Query tile q0's Q, dO (QT rows of head h) and its rows' lse, delta and starts (rv: 3 QT
+// values) issued with cp.async into one of the double buffers; rows past T are zeros.
+template <int D, int QT>
+static __device__ __forceinline__ void
+qtile_issue(uint16_t *Qs, float *rv, const struct fa_args &a, const __nv_bfloat16 *q,
+            const __nv_bfloat16 *dout, const int32_t *st, int b, int q0, int h)
+{
+    const int T = a.T, H = a.H;
+    stage_async<D, QT>(Qs, q, q0, T, H, h);
+    stage_async<D, QT>(Qs + tile_elems<D, QT>(), dout, q0, T, H, h);
+    for (int r = threadIdx.x; r < QT; r += NT) {
+        int t = q0 + r, n = t < T ? 4 : 0;
+        size_t at = ((size_t)b * T + (t < T ? t : 0)) * H + h;
+        twc_cp4(rv + r, a.lse + at, n);
+        twc_cp4(rv + QT + r, a.delta + at, n);
+        twc_cp4(rv + 2 * QT + r, st + (t < T ? t : 0), n);
+    }
+    twc_cp_commit();
 }
 
 // ---- dQ's ordered sums: with DQ, dK/dV's kernel adds each query tile's share of dQ too, and
@@ -522,10 +567,10 @@ static __global__ void __launch_bounds__(NT, MINB) fa_bwd_kv(struct fa_args a)
 {
     extern __shared__ uint4 smem_u4[];
     uint16_t *Ks = (uint16_t *)smem_u4, *Vs = Ks + tile_elems<D>();
-    uint16_t *QD = Vs + tile_elems<D>();          // Q, dO twice
-    uint16_t *dSs = QD + 4 * tile_elems<D, QT>(); // (DQ) dS^T: 64 keys of QT + 8 apart
-    float *ls = (float *)(dSs + (DQ ? tile_elems<QT>() : 0)), *dls = ls + QT;
-    int *rlo = (int *)(dls + QT);
+    uint16_t *QD = Vs + tile_elems<D>();                      // Q, dO twice
+    uint16_t *dSs = QD + 4 * tile_elems<D, QT>();             // (DQ) dS^T: 64 keys of QT + 8 apart
+    float *RV = (float *)(dSs + (DQ ? tile_elems<QT>() : 0)); // twice: lse, delta, start
+    int *tlo = (int *)(RV + 6 * QT); // tiles_lo's, of the query tiles from t0 on
     const int k0 = blockIdx.z * TK, kvh = blockIdx.x / a.split, part = blockIdx.x % a.split;
     const int b = blockIdx.y, T = a.T, H = a.H;
     const int G = H / a.Hkv, w = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -542,36 +587,28 @@ static __global__ void __launch_bounds__(NT, MINB) fa_bwd_kv(struct fa_args a)
     const int k1 = min(k0 + TK, T) - 1;
     const float sc = a.scale * LOG2E;
     const int kr[2] = { k0 + 16 * w + g, k0 + 16 * w + g + 8 };
-    // the (query head, query tile) pairs whose queries see some key of ours, in order: the
-    // first one's Q and dO copied ahead, each next one's during the current one's products
-    __shared__ int red[4];
+    // the (query head, query tile) pairs whose queries see some key of ours, in order, found
+    // from the tiles' first keys (no barrier a step): the first one's Q, dO and row values
+    // copied ahead, each next one's during the current one's products
+    const int t0 = k0 / QT * QT;
+    tiles_lo<QT>(tlo, st, t0, T, a.window);
     int gh = part * (G / a.split), q0 = first_tile<QT, DQ>(k0, T), lo;
-    next_seen<QT, DQ>(st, k0, k1, T, a.window, g_end, &gh, &q0, &lo, red);
-    if (gh < g_end) {
-        stage_async<D, QT>(QD, q, q0, T, H, kvh * G + gh);
-        stage_async<D, QT>(QD + tile_elems<D, QT>(), dout, q0, T, H, kvh * G + gh);
-        twc_cp_commit();
-    }
+    next_seen<QT, DQ>(tlo, t0, k0, k1, T, g_end, &gh, &q0, &lo);
+    if (gh < g_end)
+        qtile_issue<D, QT>(QD, RV, a, q, dout, st, b, q0, kvh * G + gh);
     for (int it = 0; gh < g_end; it++) {
         const int h = kvh * G + gh;
         uint16_t *Qs = QD + 2 * (it & 1) * tile_elems<D, QT>(), *dOs = Qs + tile_elems<D, QT>();
+        const float *ls = RV + 3 * QT * (it & 1), *dls = ls + QT;
+        const int *rst = (const int *)(dls + QT);
         int ngh = gh, nq0 = q0 + (DQ ? -QT : QT), nlo;
-        next_seen<QT, DQ>(st, k0, k1, T, a.window, g_end, &ngh, &nq0, &nlo, red);
+        next_seen<QT, DQ>(tlo, t0, k0, k1, T, g_end, &ngh, &nq0, &nlo);
         if (ngh < g_end) {
-            uint16_t *Qn = QD + 2 * (~it & 1) * tile_elems<D, QT>();
-            stage_async<D, QT>(Qn, q, nq0, T, H, kvh * G + ngh);
-            stage_async<D, QT>(Qn + tile_elems<D, QT>(), dout, nq0, T, H, kvh * G + ngh);
-            twc_cp_commit();
+            qtile_issue<D, QT>(QD + 2 * (~it & 1) * tile_elems<D, QT>(), RV + 3 * QT * (~it & 1),
+                               a, q, dout, st, b, nq0, kvh * G + ngh);
             twc_cp_wait<1>();
         } else {
             twc_cp_wait<0>();
-        }
-        for (int r = threadIdx.x; r < QT; r += NT) {
-            int t = q0 + r;
-            size_t at = ((size_t)b * T + (t < T ? t : 0)) * H + h;
-            ls[r] = t < T ? a.lse[at] * LOG2E : 0.f;
-            dls[r] = t < T ? a.delta[at] : 0.f;
-            rlo[r] = t < T ? twc_key_lo(st, t, a.window) : INT_MAX;
         }
         __syncthreads();
         float s[QT / 8][4], dp[QT / 8][4];
@@ -582,8 +619,10 @@ static __global__ void __launch_bounds__(NT, MINB) fa_bwd_kv(struct fa_args a)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 int col = 8 * n + 2 * c + e % 2, t = q0 + col, j = kr[e / 2];
-                bool on = t < T && j <= t && j >= rlo[col];
-                float p = on ? exp2f(s[n][e] * sc - ls[col]) : 0.f;
+                int jlo =
+                    a.window > 0 && t - a.window + 1 > rst[col] ? t - a.window + 1 : rst[col];
+                bool on = t < T && j <= t && j >= jlo; // (twc_key_lo's first key)
+                float p = on ? exp2f(s[n][e] * sc - ls[col] * LOG2E) : 0.f;
                 s[n][e] = p;
                 dp[n][e] = a.scale * p * (dp[n][e] - dls[col]);
             }
@@ -682,13 +721,13 @@ template <int D, int WM> static size_t fwd_smem(void)
     return (size_t)(tile_elems<D, 64 * WM>() + 4 * tile_elems<D>()) * 2;
 }
 
-// dK/dV's: K, V and twice Q, dO (query tiles of QT rows), with DQ dS^T; the query tile's lse,
-// delta and first keys.
-template <int D, int QT, bool DQ> static size_t bwd_kv_smem(void)
+// dK/dV's: K, V and twice Q, dO (query tiles of QT rows), with DQ dS^T; twice the query
+// tile's lse, delta and starts; the first keys of the query tiles (T rows at most).
+template <int D, int QT, bool DQ> static size_t bwd_kv_smem(int T)
 {
     return (size_t)(2 * tile_elems<D>() + 4 * tile_elems<D, QT>() + (DQ ? tile_elems<QT>() : 0)) *
                2 +
-           3 * QT * 4;
+           6 * QT * 4 + (size_t)((T + QT - 1) / QT) * 4;
 }
 
 // dQ's: Q, dO and twice K, V.
@@ -749,7 +788,7 @@ template <int D> static cudaError_t fwd_d(const struct fa_args *a, int B, cudaSt
 template <int D, int MINB, int QT, bool DQ, int MINB_Q = 1>
 static cudaError_t bwd_launch(const struct fa_args *a, int B, cudaStream_t s)
 {
-    size_t skv = bwd_kv_smem<D, QT, DQ>(), sq = bwd_q_smem<D>();
+    size_t skv = bwd_kv_smem<D, QT, DQ>(a->T), sq = bwd_q_smem<D>();
     void (*kv)(struct fa_args) = fa_bwd_kv<D, MINB, QT, DQ>;
     void (*qk)(struct fa_args) = fa_bwd_q<D, MINB_Q>;
     cudaError_t e =

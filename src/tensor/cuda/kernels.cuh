@@ -159,6 +159,14 @@ static __device__ __forceinline__ void twc_cp16(void *dst, const void *src, int 
                  : "memory");
 }
 
+// The same for 4 bytes (n: 4, or 0 to zero-fill), through L1.
+static __device__ __forceinline__ void twc_cp4(void *dst, const void *src, int n)
+{
+    uint32_t at = (uint32_t)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(at), "l"(src), "r"(n)
+                 : "memory");
+}
+
 static __device__ __forceinline__ void twc_cp_commit(void)
 {
     asm volatile("cp.async.commit_group;\n" ::: "memory");
