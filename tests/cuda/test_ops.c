@@ -91,6 +91,19 @@ static void rows_ops(int64_t R, int64_t C)
     tw_add(ref, &hy, &hx, &hu);
     tw_add(gpu, &gy, &gx, &gu);
     expect("add", rel_err(dy, y, n), 1e-7);
+    // the same one float into the arrays: not 16-byte aligned, element by element
+    struct tw_tensor hx1 = tw_tensor_f32_1d(x + 1, (int64_t)n - 1);
+    struct tw_tensor hu1 = tw_tensor_f32_1d(u + 1, (int64_t)n - 1);
+    struct tw_tensor hy1 = tw_tensor_f32_1d(y + 1, (int64_t)n - 1);
+    struct tw_tensor gx1 = tw_tensor_f32_1d(dx + 1, (int64_t)n - 1);
+    struct tw_tensor gu1 = tw_tensor_f32_1d(du + 1, (int64_t)n - 1);
+    struct tw_tensor gy1 = tw_tensor_f32_1d(dy + 1, (int64_t)n - 1);
+    tw_swiglu(ref, &hy1, &hx1, &hu1);
+    tw_swiglu(gpu, &gy1, &gx1, &gu1);
+    expect("swiglu (unaligned)", rel_err(dy + 1, y + 1, n - 1), 1e-6);
+    tw_add(ref, &hy1, &hx1, &hu1);
+    tw_add(gpu, &gy1, &gx1, &gu1);
+    expect("add (unaligned)", rel_err(dy + 1, y + 1, n - 1), 1e-7);
     static const enum tw_act acts[] = { TW_ACT_GELU, TW_ACT_GELU_TANH, TW_ACT_SILU, TW_ACT_TANH,
                                         TW_ACT_RELU };
     for (size_t a = 0; a < sizeof acts / sizeof *acts; a++) {

@@ -362,9 +362,87 @@ static void test_attention(void)
     attn_case(1, 700, 4, 2, 128, 300);
 }
 
+// round_bf16 (rows ld apart) against tw_f32_to_bf16, bit for bit, the gaps between rows kept:
+// rows whose starts allow the 16-byte path, rows that end in a partial group of eight, a
+// source one float into its allocation (element by element), more rows than a grid's y.
+static void round_case(int64_t rows, int64_t cols, int64_t ld, int64_t src_off)
+{
+    const struct tw_grad_ops *g = tw_backend_grad(gpu);
+    size_t n = (size_t)(rows * cols), nd = (size_t)(rows * ld);
+    float *x = host_random(&(uint64_t){ (uint64_t)(rows * 31 + cols) }, n + 1, 4.0f);
+    uint16_t *want = tw_malloc_array(nd, sizeof(uint16_t)), *got = tw_malloc(nd * 2);
+    REQUIRE(x && want && got);
+    for (size_t i = 0; i < nd; i++)
+        want[i] = 0x7fc1; // the poison, kept in the gaps
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++)
+            want[r * ld + c] = tw_f32_to_bf16(x[src_off + r * cols + c]);
+    float *dx = dev_of(gpu, x, n + 1);
+    uint16_t *dy = tw_backend_alloc(gpu, nd * 2), *poison = tw_malloc(nd * 2);
+    REQUIRE(dy && poison);
+    for (size_t i = 0; i < nd; i++)
+        poison[i] = 0x7fc1;
+    CHECK_OK(tw_backend_upload(gpu, dy, poison, nd * 2));
+    g->round_bf16(gpu, dy, ld, dx + src_off, rows, cols);
+    CHECK_OK(tw_backend_sync(gpu));
+    CHECK_OK(tw_backend_download(gpu, got, dy, nd * 2));
+    if (memcmp(got, want, nd * 2) != 0)
+        fprintf(stderr, "round_bf16 %lld x %lld (ld %lld, source +%lld) differs\n",
+                (long long)rows, (long long)cols, (long long)ld, (long long)src_off);
+    CHECK(memcmp(got, want, nd * 2) == 0);
+    tw_backend_release(gpu, dx), tw_backend_release(gpu, dy);
+    tw_free(x), tw_free(want), tw_free(got), tw_free(poison);
+}
+
+static void test_round(void)
+{
+    round_case(9, 64, 72, 0);   // 16-byte loads and stores
+    round_case(4, 100, 104, 0); // and four left at each row's end
+    round_case(5, 37, 40, 0);   // rows that break the 16-byte alignment
+    round_case(3, 64, 96, 1);   // a source not 16-byte aligned
+    round_case(70001, 3, 5, 0); // short rows, many to a block
+    round_case(1, 1000003, 1000003, 0);
+}
+
+// SwiGLU's backward against the CPU's, from aligned arrays (16-byte path) and from arrays one
+// float in (element by element), n not a multiple of four.
+static void test_swiglu_bwd(void)
+{
+    const struct tw_grad_ops *g = tw_backend_grad(gpu);
+    size_t n = 1001;
+    uint64_t rng = 77;
+    float *dh = host_random(&rng, n + 1, 1.0f), *ga = host_random(&rng, n + 1, 3.0f);
+    float *u = host_random(&rng, n + 1, 2.0f);
+    float *wg = tw_malloc_array(n + 1, sizeof(float)), *wu = tw_malloc_array(n + 1, sizeof(float));
+    float *hg = tw_malloc_array(n, sizeof(float)), *hu = tw_malloc_array(n, sizeof(float));
+    REQUIRE(wg && wu && hg && hu);
+    float *Dh = dev_of(gpu, dh, n + 1), *Ga = dev_of(gpu, ga, n + 1), *U = dev_of(gpu, u, n + 1);
+    float *Dg = dev_poisoned(gpu, n + 1), *Du = dev_poisoned(gpu, n + 1);
+    for (size_t off = 0; off < 2; off++) {
+        tw_cpu_grad_ops.swiglu_bwd(tw_backend_cpu_ref(), wg + off, wu + off, dh + off, ga + off,
+                                   u + off, n);
+        g->swiglu_bwd(gpu, Dg + off, Du + off, Dh + off, Ga + off, U + off, n);
+        CHECK_OK(tw_backend_sync(gpu));
+        CHECK_OK(tw_backend_download(gpu, hg, Dg + off, n * sizeof(float)));
+        CHECK_OK(tw_backend_download(gpu, hu, Du + off, n * sizeof(float)));
+        double eg = golden_rel(hg, wg + off, n), eu = golden_rel(hu, wu + off, n);
+        if (!(eg < 1e-6 && eu < 1e-6))
+            fprintf(stderr, "swiglu backward (+%zu): %g %g\n", off, eg, eu);
+        CHECK(eg < 1e-6 && eu < 1e-6);
+    }
+    float *devs[] = { Dh, Ga, U, Dg, Du };
+    for (size_t i = 0; i < 5; i++)
+        tw_backend_release(gpu, devs[i]);
+    float *hs[] = { dh, ga, u, wg, wu, hg, hu };
+    for (size_t i = 0; i < 7; i++)
+        tw_free(hs[i]);
+}
+
 int main(int argc, char **argv)
 {
     REQUIRE(tw_backend_open("cuda", 0, &gpu) == 0);
+    test_round();
+    test_swiglu_bwd();
     test_attention();
     if (argc > 1 && strcmp(argv[1], "--attention") == 0) {
         tw_backend_free(gpu);

@@ -340,6 +340,9 @@ bool twc_check_blas(struct tw_backend *be, cublasStatus_t st, const char *what);
 bool twc_scratch(struct tw_backend *be, void **p, size_t *cap, size_t bytes);
 // y = x rounded to bf16 (n values), enqueued on s.
 cudaError_t twc_to_bf16(__nv_bfloat16 *y, const float *x, int64_t n, cudaStream_t s);
+// y (rows, cols; rows ldy elements apart) = x (rows ldx apart) rounded to bf16.
+cudaError_t twc_to_bf16_2d(__nv_bfloat16 *y, int64_t ldy, const float *x, int64_t ldx,
+                           int64_t rows, int64_t cols, cudaStream_t s);
 // Blocks of 256 threads for a grid-stride loop over n items (at most 65536).
 static inline unsigned twc_grid_for(int64_t n)
 {
