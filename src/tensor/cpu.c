@@ -276,6 +276,42 @@ static void attend_block(const struct tw_tensor *q, const struct tw_tensor *k,
                 (int)n, vb, (int)(Hkv * D), 0.0f, f32(out) + (t0 * H + h) * D, (int)(H * D));
 }
 
+// How many parts to split each decode row's S keys into: with fewer (row, key-value head)
+// pairs than threads, enough parts for every thread (flash-decoding's split), each of at least
+// KEYS_PART keys, from work (rows x heads x keys x D) of PAR_MIN / 8 up. Unsplit, a decode row
+// ran on one thread below PAR_MIN and on one a key-value head above it: SmolLM2's attention
+// (9 heads over 3) took 12 us a layer at 16 threads, 12 % of a token (docs/perf.md).
+#define KEYS_PART 32
+static int64_t key_parts(const struct tw_backend *be, int64_t pairs, int64_t S, int64_t work)
+{
+    int64_t n = be->n_threads, most = S / KEYS_PART;
+    if (pairs >= n || most < 2 || work < PAR_MIN / 8)
+        return 1;
+    int64_t p = (n + pairs - 1) / pairs;
+    return p < most ? p : most;
+}
+
+// out (D) = the P parts of row-and-head th merged: each part's output weighted by its share of
+// the softmax's sum, exp(lse_p - max) over the sum of those.
+static void merge_parts(const float *part, const float *lse, int64_t P, int64_t TH, int64_t th,
+                        int64_t D, float *out)
+{
+    float m = -INFINITY, den = 0;
+    for (int64_t p = 0; p < P; p++)
+        m = lse[p * TH + th] > m ? lse[p * TH + th] : m;
+    for (int64_t d = 0; d < D; d++)
+        out[d] = 0;
+    for (int64_t p = 0; p < P; p++) {
+        float w = lse[p * TH + th] == -INFINITY ? 0 : expf(lse[p * TH + th] - m);
+        den += w;
+        const float *o = part + (p * TH + th) * D;
+        for (int64_t d = 0; d < D && w > 0; d++)
+            out[d] += w * o[d];
+    }
+    for (int64_t d = 0; d < D; d++)
+        out[d] /= den;
+}
+
 static void cpu_attention(struct tw_backend *be, struct tw_tensor *out, const struct tw_tensor *q,
                           const struct tw_tensor *k, const struct tw_tensor *v,
                           const struct tw_attn *a)
@@ -300,17 +336,48 @@ static void cpu_attention(struct tw_backend *be, struct tw_tensor *out, const st
     }
     struct cpu_impl *im = impl(be);
     struct tw_kv_map map = { .stride = Hkv * D };
+    int64_t P = key_parts(be, T * Hkv, S, T * H * S * D);
+    float *part = P > 1 ? tw_malloc_array((size_t)(P * T * H * (D + 1)), sizeof(float)) : NULL;
+    if (!part) {
 #pragma omp parallel for num_threads(be->n_threads) schedule(dynamic, 1) \
     collapse(2) if (T * H * S * D >= PAR_MIN)
-    for (int64_t t = 0; t < T; t++) {
-        for (int64_t kvh = 0; kvh < Hkv; kvh++) {
-            int64_t lo, hi, h = kvh * group;
-            tw_attn_range(a, a->n_past + t, S, &lo, &hi);
-            tw_attend_group(im->attend, im->isa, f32(q) + (t * H + h) * D, f32(k) + kvh * D,
-                            f32(v) + kvh * D, &map, lo, hi, D, (int)group, a->scale,
-                            f32(out) + (t * H + h) * D);
+        for (int64_t t = 0; t < T; t++) {
+            for (int64_t kvh = 0; kvh < Hkv; kvh++) {
+                int64_t lo, hi, h = kvh * group;
+                tw_attn_range(a, a->n_past + t, S, &lo, &hi);
+                tw_attend_group(im->attend, im->isa, f32(q) + (t * H + h) * D, f32(k) + kvh * D,
+                                f32(v) + kvh * D, &map, lo, hi, D, (int)group, a->scale,
+                                f32(out) + (t * H + h) * D, NULL);
+            }
         }
+        return;
     }
+    // Split-key decode: part p of row t's keys for head h gives an output (part, (p, t, h)
+    // rows of D) and its softmax's log-sum (lse, (p, t, h)); the parts merge by their sums.
+    float *lse = part + P * T * H * D;
+#pragma omp parallel num_threads(be->n_threads)
+    {
+#pragma omp for schedule(dynamic, 1) collapse(3)
+        for (int64_t t = 0; t < T; t++)
+            for (int64_t kvh = 0; kvh < Hkv; kvh++)
+                for (int64_t p = 0; p < P; p++) {
+                    int64_t lo, hi, h = kvh * group, i = (p * T + t) * H + h;
+                    tw_attn_range(a, a->n_past + t, S, &lo, &hi);
+                    int64_t p0 = lo + (hi - lo) * p / P, p1 = lo + (hi - lo) * (p + 1) / P;
+                    if (p0 == p1) {
+                        for (int64_t g = 0; g < group; g++)
+                            lse[i + g] = -INFINITY;
+                        continue;
+                    }
+                    tw_attend_group(im->attend, im->isa, f32(q) + (t * H + h) * D,
+                                    f32(k) + kvh * D, f32(v) + kvh * D, &map, p0, p1, D,
+                                    (int)group, a->scale, part + i * D, lse + i);
+                }
+#pragma omp for schedule(static)
+        for (int64_t th = 0; th < T * H; th++)
+            merge_parts(part, lse, P, T * H, th, D, f32(out) + th * D);
+    }
+    tw_free(part);
 }
 
 // Several sequences' rows (continuous batching). Decode rows (a few per sequence) are shared
@@ -348,7 +415,7 @@ static bool cpu_attention_seqs(struct tw_backend *be, struct tw_tensor *out,
             struct tw_kv_map map = { Hkv * D, s->pages, shift };
             tw_attend_group(im->attend, im->isa, f32(q) + (t * H + h) * D, s->k + kvh * D,
                             s->v + kvh * D, &map, lo, hi, D, (int)group, a->scale,
-                            f32(out) + (t * H + h) * D);
+                            f32(out) + (t * H + h) * D, NULL);
         }
     }
     tw_free(seq_of);

@@ -3,7 +3,9 @@
 // where each (row, head) is its own small job. The scalar version is the portable one; the
 // AVX2 and AVX-512 versions (target attributes, chosen at run time) keep the query and the
 // accumulator in registers for head sizes of 64 and 128 and vectorise the dot products and
-// the weighted sum of the values; exp stays scalar, one per key.
+// the weighted sum of the values; exp stays scalar, one per key. Each also gives, where asked,
+// the log of its softmax's sum (m + log l): a row's keys can then be split into parts whose
+// outputs are merged (the decode path's split over threads, cpu.c).
 #include "tensor/cpu_int.h"
 
 #include <assert.h>
@@ -14,7 +16,7 @@
 
 static void attend_scalar(const float *q, const float *k, const float *v,
                           const struct tw_kv_map *map, int64_t lo, int64_t hi, int64_t D,
-                          float scale, float *out)
+                          float scale, float *out, float *lse)
 {
     float acc[512];
     float s[BLOCK];
@@ -50,6 +52,8 @@ static void attend_scalar(const float *q, const float *k, const float *v,
     }
     for (int64_t d = 0; d < D; d++)
         out[d] = acc[d] / l;
+    if (lse)
+        *lse = m + logf(l);
 }
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -97,7 +101,9 @@ static void attend_scalar(const float *q, const float *k, const float *v,
     }                                                                   \
     VEC inv = SET1(1.0f / l);                                           \
     for (int i = 0; i < NV; i++)                                        \
-        STORE(out + i * W, MUL(acc[i], inv));
+        STORE(out + i * W, MUL(acc[i], inv));                           \
+    if (lse)                                                            \
+        *lse = m + logf(l);
 
 T256 static inline float hsum256(__m256 x)
 {
@@ -110,7 +116,7 @@ T256 static inline float hsum256(__m256 x)
 #define A512(NV)                                                                               \
     T512 static void attend512_##NV(const float *q, const float *k, const float *v,            \
                                     const struct tw_kv_map *map, int64_t lo, int64_t hi,       \
-                                    float scale, float *out)                                   \
+                                    float scale, float *out, float *lse)                       \
     {                                                                                          \
         ATTEND_BODY(__m512, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_fmadd_ps, _mm512_mul_ps, \
                     _mm512_set1_ps, _mm512_setzero_ps, _mm512_reduce_add_ps, 16, NV)           \
@@ -118,7 +124,7 @@ T256 static inline float hsum256(__m256 x)
 #define A256(NV)                                                                               \
     T256 static void attend256_##NV(const float *q, const float *k, const float *v,            \
                                     const struct tw_kv_map *map, int64_t lo, int64_t hi,       \
-                                    float scale, float *out)                                   \
+                                    float scale, float *out, float *lse)                       \
     {                                                                                          \
         ATTEND_BODY(__m256, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_fmadd_ps, _mm256_mul_ps, \
                     _mm256_set1_ps, _mm256_setzero_ps, hsum256, 8, NV)                         \
@@ -131,7 +137,7 @@ A512(8)
 #define G512(G)                                                                         \
     T512 static void group512_##G(const float *q, const float *k, const float *v,       \
                                   const struct tw_kv_map *map, int64_t lo, int64_t hi,  \
-                                  float scale, float *out)                              \
+                                  float scale, float *out, float *lse)                  \
     {                                                                                   \
         __m512 acc[G][4];                                                               \
         float s[G][BLOCK], m[G], l[G];                                                  \
@@ -189,6 +195,8 @@ A512(8)
             __m512 inv = _mm512_set1_ps(1.0f / l[g]);                                   \
             for (int i = 0; i < 4; i++)                                                 \
                 _mm512_storeu_ps(out + g * 64 + i * 16, _mm512_mul_ps(acc[g][i], inv)); \
+            if (lse)                                                                    \
+                lse[g] = m[g] + logf(l[g]);                                             \
         }                                                                               \
     }
 G512(2)
@@ -199,41 +207,41 @@ A256(16)
 
 static void attend_avx512(const float *q, const float *k, const float *v,
                           const struct tw_kv_map *map, int64_t lo, int64_t hi, int64_t D,
-                          float scale, float *out)
+                          float scale, float *out, float *lse)
 {
     if (D == 64)
-        attend512_4(q, k, v, map, lo, hi, scale, out);
+        attend512_4(q, k, v, map, lo, hi, scale, out, lse);
     else if (D == 128)
-        attend512_8(q, k, v, map, lo, hi, scale, out);
+        attend512_8(q, k, v, map, lo, hi, scale, out, lse);
     else
-        attend_scalar(q, k, v, map, lo, hi, D, scale, out);
+        attend_scalar(q, k, v, map, lo, hi, D, scale, out, lse);
 }
 
 static bool group_avx512(const float *q, const float *k, const float *v,
                          const struct tw_kv_map *map, int64_t lo, int64_t hi, int64_t D, int G,
-                         float scale, float *out)
+                         float scale, float *out, float *lse)
 {
     if (D != 64 || G < 2 || G > 4)
         return false;
     if (G == 2)
-        group512_2(q, k, v, map, lo, hi, scale, out);
+        group512_2(q, k, v, map, lo, hi, scale, out, lse);
     else if (G == 3)
-        group512_3(q, k, v, map, lo, hi, scale, out);
+        group512_3(q, k, v, map, lo, hi, scale, out, lse);
     else
-        group512_4(q, k, v, map, lo, hi, scale, out);
+        group512_4(q, k, v, map, lo, hi, scale, out, lse);
     return true;
 }
 
 static void attend_avx2(const float *q, const float *k, const float *v,
                         const struct tw_kv_map *map, int64_t lo, int64_t hi, int64_t D,
-                        float scale, float *out)
+                        float scale, float *out, float *lse)
 {
     if (D == 64)
-        attend256_8(q, k, v, map, lo, hi, scale, out);
+        attend256_8(q, k, v, map, lo, hi, scale, out, lse);
     else if (D == 128)
-        attend256_16(q, k, v, map, lo, hi, scale, out);
+        attend256_16(q, k, v, map, lo, hi, scale, out, lse);
     else
-        attend_scalar(q, k, v, map, lo, hi, D, scale, out);
+        attend_scalar(q, k, v, map, lo, hi, D, scale, out, lse);
 }
 #endif
 
@@ -241,16 +249,16 @@ static void attend_avx2(const float *q, const float *k, const float *v,
 // single-head kernel G times.
 void tw_attend_group(tw_attend_fn one, enum tw_cpu_isa isa, const float *q, const float *k,
                      const float *v, const struct tw_kv_map *map, int64_t lo, int64_t hi,
-                     int64_t D, int G, float scale, float *out)
+                     int64_t D, int G, float scale, float *out, float *lse)
 {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
     if (isa == TW_ISA_AVX512 && one == attend_avx512 &&
-        group_avx512(q, k, v, map, lo, hi, D, G, scale, out))
+        group_avx512(q, k, v, map, lo, hi, D, G, scale, out, lse))
         return;
 #endif
     (void)isa;
     for (int g = 0; g < G; g++)
-        one(q + g * D, k, v, map, lo, hi, D, scale, out + g * D);
+        one(q + g * D, k, v, map, lo, hi, D, scale, out + g * D, lse ? lse + g : NULL);
 }
 
 tw_attend_fn tw_attend_kernel(enum tw_cpu_isa isa)

@@ -28,17 +28,19 @@ static inline int64_t tw_kv_off(const struct tw_kv_map *m, int64_t j)
     return j * m->stride;
 }
 
+// out (D floats) = softmax(scale q k_j) v_j over the keys j in [lo, hi) (not empty); lse (NULL:
+// not wanted) = the log of that softmax's sum, so that parts of one row's keys can be merged.
 typedef void (*tw_attend_fn)(const float *q, const float *k, const float *v,
                              const struct tw_kv_map *map, int64_t lo, int64_t hi, int64_t D,
-                             float scale, float *out);
+                             float scale, float *out, float *lse);
 // The kernel for isa (lowered to what the CPU has): AVX2 and AVX-512 for heads of 64 and 128.
 tw_attend_fn tw_attend_kernel(enum tw_cpu_isa isa);
 // G consecutive query heads q (G * D floats) that share the keys and values: one (a kernel
 // of tw_attend_kernel(isa)) for each, or a kernel that reads each key once for all G
-// (AVX-512, D = 64, G = 2..4). out: G * D floats.
+// (AVX-512, D = 64, G = 2..4). out: G * D floats; lse (NULL or G floats): each head's.
 void tw_attend_group(tw_attend_fn one, enum tw_cpu_isa isa, const float *q, const float *k,
                      const float *v, const struct tw_kv_map *map, int64_t lo, int64_t hi,
-                     int64_t D, int G, float scale, float *out);
+                     int64_t D, int G, float scale, float *out, float *lse);
 // y[i] = silu(g[i]) * u[i] for i < n, in float (cpu_vec.c): within a few float ulps of the
 // reference's double; y may alias g or u. The kernel for isa, lowered to what the CPU has.
 typedef void (*tw_swiglu_fn)(float *y, const float *g, const float *u, size_t n);

@@ -259,6 +259,14 @@ static void test_attention(struct tw_backend *fast)
                   { 2, 50, 4, 2, 64, 0, true },
                   { 9, 30, 2, 2, 16, 5, true },
                   { 12, 0, 4, 4, 16, 0, false },
+                  // decode rows split over their keys (fewer row and key-value head pairs
+                  // than threads): three parts, two, parts over a window of 2 keys (some
+                  // empty), a head size without a vector kernel
+                  { 1, 300, 4, 1, 64, 0, true },
+                  { 1, 77, 6, 2, 32, 0, true },
+                  { 1, 200, 4, 1, 64, 2, true },
+                  { 1, 500, 8, 2, 128, 0, true },
+                  { 1, 130, 3, 1, 96, 0, true },
                   // prefill sizes (the blocked sgemm path): several blocks, a window, a past
                   { 150, 0, 6, 2, 32, 0, true },
                   { 90, 40, 4, 1, 64, 24, true },
@@ -370,25 +378,36 @@ static void test_attend_kernels(void)
         for (size_t i = 0; i < 3; i++) {
             int64_t D = Ds[i];
             tw_attend_fn fn = tw_attend_kernel((enum tw_cpu_isa)isa);
-            ref(q, k, v, &flat, 5, S, D, 0.125f, o0);
-            fn(q, k, v, &flat, 5, S, D, 0.125f, o1);
-            double e = 0;
+            float l0, l1;
+            ref(q, k, v, &flat, 5, S, D, 0.125f, o0, &l0);
+            fn(q, k, v, &flat, 5, S, D, 0.125f, o1, &l1);
+            double e = 0, want = 0;
             for (int64_t d = 0; d < D; d++)
                 e = fmax(e, fabs((double)o0[d] - o1[d]));
             CHECK(e < 1e-5);
-            fn(q, pk, pv, &paged, 5, S, D, 0.125f, o1);
+            for (int64_t j = 5; j < S; j++) { // the log of the softmax's sum, in double
+                double dot = 0;
+                for (int64_t d = 0; d < D; d++)
+                    dot += (double)q[d] * k[j * stride + d];
+                want += exp(0.125 * dot);
+            }
+            CHECK(fabs(l0 - log(want)) < 1e-4 && fabs(l1 - log(want)) < 1e-4);
+            fn(q, pk, pv, &paged, 5, S, D, 0.125f, o1, NULL);
             e = 0;
             for (int64_t d = 0; d < D; d++)
                 e = fmax(e, fabs((double)o0[d] - o1[d]));
             CHECK(e < 1e-5);
             for (int G = 2; G <= 4 && D == 64; G++) { // grouped heads, paged
+                float lg0[4], lg1[4];
                 for (int g = 0; g < G; g++)
-                    ref(q + g * D, k, v, &flat, 9, S, D, 0.125f, o0 + g * D);
+                    ref(q + g * D, k, v, &flat, 9, S, D, 0.125f, o0 + g * D, lg0 + g);
                 tw_attend_group(fn, (enum tw_cpu_isa)isa, q, pk, pv, &paged, 9, S, D, G, 0.125f,
-                                o1);
+                                o1, lg1);
                 e = 0;
                 for (int64_t d = 0; d < G * D; d++)
                     e = fmax(e, fabs((double)o0[d] - o1[d]));
+                for (int g = 0; g < G; g++)
+                    e = fmax(e, fabs((double)lg0[g] - lg1[g]));
                 CHECK(e < 1e-5);
             }
         }
