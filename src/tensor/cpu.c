@@ -276,11 +276,20 @@ static void attend_block(const struct tw_tensor *q, const struct tw_tensor *k,
                 (int)n, vb, (int)(Hkv * D), 0.0f, f32(out) + (t0 * H + h) * D, (int)(H * D));
 }
 
-// How many parts to split each decode row's S keys into: with fewer (row, key-value head)
-// pairs than threads, enough parts for every thread (flash-decoding's split), each of at least
-// KEYS_PART keys, from work (rows x heads x keys x D) of PAR_MIN / 8 up. Unsplit, a decode row
-// ran on one thread below PAR_MIN and on one a key-value head above it: SmolLM2's attention
-// (9 heads over 3) took 12 us a layer at 16 threads, 12 % of a token (docs/perf.md).
+// Where a decode row's keys are: the first key-value head's rows (k, v; map's layout) and
+// the range [lo, hi) that row t attends to.
+struct row_keys {
+    const float *k, *v;
+    struct tw_kv_map map;
+    int64_t lo, hi;
+};
+typedef void (*row_keys_fn)(const void *ctx, int64_t t, struct row_keys *rk);
+
+// How many parts to split each decode row's keys (at most S) into: with fewer (row, key-value
+// head) pairs than threads, enough parts for every thread (flash-decoding's split), each of at
+// least KEYS_PART keys, from work (rows x heads x keys x D) of PAR_MIN / 8 up. Unsplit, a
+// decode row ran on one thread below PAR_MIN and on one a key-value head above it: SmolLM2's
+// attention (9 heads over 3) took 12 us a layer at 16 threads, 12 % of a token (docs/perf.md).
 #define KEYS_PART 32
 static int64_t key_parts(const struct tw_backend *be, int64_t pairs, int64_t S, int64_t work)
 {
@@ -312,12 +321,70 @@ static void merge_parts(const float *part, const float *lse, int64_t P, int64_t 
         out[d] /= den;
 }
 
+// The decode rows of q (T rows of H heads) into out, each row's keys where keys_of says:
+// (row, key-value head) pairs shared out in one fork from `work` (rows x heads x keys x D) of
+// PAR_MIN up, or split over their keys (key_parts; S: the most keys a row has): part p of row
+// t's keys for head h gives an output (part, rows (p, t, h) of D) and its softmax's log-sum
+// (lse, (p, t, h)), merged by those sums in the same parallel region.
+static void decode_attention(struct tw_backend *be, struct tw_tensor *out,
+                             const struct tw_tensor *q, const struct tw_attn *a, int64_t S,
+                             int64_t work, row_keys_fn keys_of, const void *ctx)
+{
+    struct cpu_impl *im = impl(be);
+    int64_t T = q->ne[0], H = a->n_head, D = a->head_dim, Hkv = a->n_head_kv, group = H / Hkv;
+    int64_t P = key_parts(be, T * Hkv, S, work);
+    float *part = P > 1 ? tw_malloc_array((size_t)(P * T * H * (D + 1)), sizeof(float)) : NULL;
+    P = part ? P : 1;
+    float *lse = part ? part + P * T * H * D : NULL;
+#pragma omp parallel num_threads(be->n_threads) if (work >= PAR_MIN || P > 1)
+    {
+#pragma omp for schedule(dynamic, 1) collapse(3)
+        for (int64_t t = 0; t < T; t++)
+            for (int64_t kvh = 0; kvh < Hkv; kvh++)
+                for (int64_t p = 0; p < P; p++) {
+                    struct row_keys rk;
+                    keys_of(ctx, t, &rk);
+                    int64_t h = kvh * group, i = (p * T + t) * H + h;
+                    int64_t p0 = rk.lo + (rk.hi - rk.lo) * p / P;
+                    int64_t p1 = rk.lo + (rk.hi - rk.lo) * (p + 1) / P;
+                    if (p0 == p1) { // (a part of none of a short window's keys)
+                        for (int64_t g = 0; g < group; g++)
+                            lse[i + g] = -INFINITY;
+                        continue;
+                    }
+                    tw_attend_group(im->attend, im->isa, f32(q) + (t * H + h) * D, rk.k + kvh * D,
+                                    rk.v + kvh * D, &rk.map, p0, p1, D, (int)group, a->scale,
+                                    part ? part + i * D : f32(out) + (t * H + h) * D,
+                                    part ? lse + i : NULL);
+                }
+        if (part) {
+#pragma omp for schedule(static)
+            for (int64_t th = 0; th < T * H; th++)
+                merge_parts(part, lse, P, T * H, th, D, f32(out) + th * D);
+        }
+    }
+    tw_free(part);
+}
+
+struct one_seq {
+    const struct tw_tensor *k, *v;
+    const struct tw_attn *a;
+};
+
+static void one_seq_keys(const void *ctx, int64_t t, struct row_keys *rk)
+{
+    const struct one_seq *c = ctx;
+    int64_t S = c->k->ne[0];
+    rk->k = f32(c->k), rk->v = f32(c->v);
+    rk->map = (struct tw_kv_map){ .stride = c->a->n_head_kv * c->a->head_dim };
+    tw_attn_range(c->a, c->a->n_past + t, S, &rk->lo, &rk->hi);
+}
+
 static void cpu_attention(struct tw_backend *be, struct tw_tensor *out, const struct tw_tensor *q,
                           const struct tw_tensor *k, const struct tw_tensor *v,
                           const struct tw_attn *a)
 {
     int64_t T = q->ne[0], H = a->n_head, D = a->head_dim, S = k->ne[0];
-    int64_t Hkv = a->n_head_kv, group = H / Hkv;
     // Prefill: blocks of query rows whose scores fit a thread's tile.
     int64_t bt = (int64_t)(TILE_BYTES / sizeof(float)) / S;
     bt = bt > 64 ? 64 : bt;
@@ -334,61 +401,37 @@ static void cpu_attention(struct tw_backend *be, struct tw_tensor *out, const st
             }
         return;
     }
-    struct cpu_impl *im = impl(be);
-    struct tw_kv_map map = { .stride = Hkv * D };
-    int64_t P = key_parts(be, T * Hkv, S, T * H * S * D);
-    float *part = P > 1 ? tw_malloc_array((size_t)(P * T * H * (D + 1)), sizeof(float)) : NULL;
-    if (!part) {
-#pragma omp parallel for num_threads(be->n_threads) schedule(dynamic, 1) \
-    collapse(2) if (T * H * S * D >= PAR_MIN)
-        for (int64_t t = 0; t < T; t++) {
-            for (int64_t kvh = 0; kvh < Hkv; kvh++) {
-                int64_t lo, hi, h = kvh * group;
-                tw_attn_range(a, a->n_past + t, S, &lo, &hi);
-                tw_attend_group(im->attend, im->isa, f32(q) + (t * H + h) * D, f32(k) + kvh * D,
-                                f32(v) + kvh * D, &map, lo, hi, D, (int)group, a->scale,
-                                f32(out) + (t * H + h) * D, NULL);
-            }
-        }
-        return;
-    }
-    // Split-key decode: part p of row t's keys for head h gives an output (part, (p, t, h)
-    // rows of D) and its softmax's log-sum (lse, (p, t, h)); the parts merge by their sums.
-    float *lse = part + P * T * H * D;
-#pragma omp parallel num_threads(be->n_threads)
-    {
-#pragma omp for schedule(dynamic, 1) collapse(3)
-        for (int64_t t = 0; t < T; t++)
-            for (int64_t kvh = 0; kvh < Hkv; kvh++)
-                for (int64_t p = 0; p < P; p++) {
-                    int64_t lo, hi, h = kvh * group, i = (p * T + t) * H + h;
-                    tw_attn_range(a, a->n_past + t, S, &lo, &hi);
-                    int64_t p0 = lo + (hi - lo) * p / P, p1 = lo + (hi - lo) * (p + 1) / P;
-                    if (p0 == p1) {
-                        for (int64_t g = 0; g < group; g++)
-                            lse[i + g] = -INFINITY;
-                        continue;
-                    }
-                    tw_attend_group(im->attend, im->isa, f32(q) + (t * H + h) * D,
-                                    f32(k) + kvh * D, f32(v) + kvh * D, &map, p0, p1, D,
-                                    (int)group, a->scale, part + i * D, lse + i);
-                }
-#pragma omp for schedule(static)
-        for (int64_t th = 0; th < T * H; th++)
-            merge_parts(part, lse, P, T * H, th, D, f32(out) + th * D);
-    }
-    tw_free(part);
+    struct one_seq c = { k, v, a };
+    decode_attention(be, out, q, a, S, T * H * S * D, one_seq_keys, &c);
+}
+
+struct many_seqs {
+    const struct tw_attn_seq *seqs;
+    const int32_t *seq_of;
+    const struct tw_attn *a;
+    int shift;
+};
+
+static void many_seqs_keys(const void *ctx, int64_t t, struct row_keys *rk)
+{
+    const struct many_seqs *c = ctx;
+    const struct tw_attn_seq *s = &c->seqs[c->seq_of[t]];
+    rk->k = s->k, rk->v = s->v;
+    rk->map = (struct tw_kv_map){ c->a->n_head_kv * c->a->head_dim, s->pages, c->shift };
+    tw_attn_range(c->a, s->n_past + (t - s->row0), (int64_t)s->n_past + s->n_rows, &rk->lo,
+                  &rk->hi);
 }
 
 // Several sequences' rows (continuous batching). Decode rows (a few per sequence) are shared
-// out as (row, key-value head) pairs in one fork, reading paged caches through their tables;
-// with a prefill's worth of rows in some sequence, false: tw_attention_seqs runs each sequence
-// through cpu_attention's blocks (a paged cache gathered first).
+// out as (row, key-value head) pairs in one fork (split over their keys where those are fewer
+// than the threads), reading paged caches through their tables; with a prefill's worth of rows
+// in some sequence, false: tw_attention_seqs runs each sequence through cpu_attention's blocks
+// (a paged cache gathered first).
 static bool cpu_attention_seqs(struct tw_backend *be, struct tw_tensor *out,
                                const struct tw_tensor *q, const struct tw_attn_seq *seqs, int n,
                                const struct tw_attn *a)
 {
-    int64_t T = q->ne[0], H = a->n_head, D = a->head_dim, Hkv = a->n_head_kv, group = H / Hkv;
+    int64_t T = q->ne[0], H = a->n_head, D = a->head_dim;
     for (int i = 0; i < n; i++)
         if (seqs[i].n_rows > GEMM_MIN_ROWS)
             return false; // a prefill's worth of rows: per sequence, cpu_attention's blocks
@@ -398,26 +441,17 @@ static bool cpu_attention_seqs(struct tw_backend *be, struct tw_tensor *out,
     for (int i = 0; i < n; i++)
         for (int32_t r = 0; r < seqs[i].n_rows; r++)
             seq_of[seqs[i].row0 + r] = i;
-    struct cpu_impl *im = impl(be);
     int shift = 0;
     while (a->page > 0 && (1 << shift) < a->page)
         shift++;
-    int64_t work = 0; // query heads times keys times D: the fork pays from PAR_MIN up
-    for (int i = 0; i < n; i++)
-        work += (int64_t)seqs[i].n_rows * (seqs[i].n_past + seqs[i].n_rows) * H * D;
-#pragma omp parallel for num_threads(be->n_threads) schedule(dynamic, 1) \
-    collapse(2) if (work >= PAR_MIN)
-    for (int64_t t = 0; t < T; t++) {
-        for (int64_t kvh = 0; kvh < Hkv; kvh++) {
-            const struct tw_attn_seq *s = &seqs[seq_of[t]];
-            int64_t p = s->n_past + (t - s->row0), lo, hi, h = kvh * group;
-            tw_attn_range(a, p, (int64_t)s->n_past + s->n_rows, &lo, &hi);
-            struct tw_kv_map map = { Hkv * D, s->pages, shift };
-            tw_attend_group(im->attend, im->isa, f32(q) + (t * H + h) * D, s->k + kvh * D,
-                            s->v + kvh * D, &map, lo, hi, D, (int)group, a->scale,
-                            f32(out) + (t * H + h) * D, NULL);
-        }
+    int64_t work = 0, S = 0; // query heads times keys times D: the fork pays from PAR_MIN up
+    for (int i = 0; i < n; i++) {
+        int64_t keys = (int64_t)seqs[i].n_past + seqs[i].n_rows;
+        work += (int64_t)seqs[i].n_rows * keys * H * D;
+        S = keys > S ? keys : S;
     }
+    struct many_seqs c = { seqs, seq_of, a, shift };
+    decode_attention(be, out, q, a, S, work, many_seqs_keys, &c);
     tw_free(seq_of);
     return true;
 }

@@ -294,6 +294,78 @@ static void test_attention(struct tw_backend *fast)
     }
 }
 
+// Several sequences' decode rows in one tw_attention_seqs call on the fast backend against the
+// reference (each sequence alone), from flat caches and from paged ones (pages of 8 rows in a
+// shuffled order): one sequence of one key-value head and two of them (split over their keys
+// at 3 threads), four sequences of two heads (not split), a window.
+static void test_attention_seqs(struct tw_backend *fast)
+{
+    struct {
+        int n, H, Hkv, D;
+        int32_t window, n_past[4], n_rows[4];
+    } cases[] = { { 1, 4, 1, 64, 0, { 300 }, { 1 } },
+                  { 2, 6, 1, 32, 0, { 150, 70 }, { 1, 1 } },
+                  { 4, 8, 2, 64, 0, { 40, 90, 3, 130 }, { 1, 1, 3, 1 } },
+                  { 2, 4, 1, 64, 20, { 200, 120 }, { 1, 1 } } };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        int n = cases[c].n;
+        int64_t H = cases[c].H, Hkv = cases[c].Hkv, D = cases[c].D, row = Hkv * D, T = 0;
+        int32_t P = 8, max_pages = 0;
+        struct tw_attn_seq flat[4], paged[4];
+        float *pools[8];
+        int32_t *tabs[4];
+        for (int i = 0; i < n; i++) {
+            int32_t S = cases[c].n_past[i] + cases[c].n_rows[i], np = (S + P - 1) / P;
+            float *k = rand_buf((size_t)(S * row)), *v = rand_buf((size_t)(S * row));
+            float *pk = tw_calloc((size_t)(np * P * row), sizeof(float));
+            float *pv = tw_calloc((size_t)(np * P * row), sizeof(float));
+            tabs[i] = tw_malloc_array((size_t)np, sizeof(int32_t));
+            REQUIRE(pk && pv && tabs[i]);
+            for (int32_t g = 0; g < np; g++)
+                tabs[i][g] = np % 7 ? (g * 7 + 3) % np : g; // a permutation
+            for (int32_t j = 0; j < S; j++) {
+                size_t at = ((size_t)tabs[i][j / P] * (size_t)P + (size_t)(j % P)) * (size_t)row;
+                memcpy(pk + at, k + j * row, (size_t)row * sizeof(float));
+                memcpy(pv + at, v + j * row, (size_t)row * sizeof(float));
+            }
+            flat[i] =
+                (struct tw_attn_seq){ (int32_t)T, cases[c].n_rows[i], cases[c].n_past[i], k, v,
+                                      NULL };
+            paged[i] = flat[i];
+            paged[i].k = pk, paged[i].v = pv, paged[i].pages = tabs[i];
+            pools[2 * i] = pk, pools[2 * i + 1] = pv;
+            T += cases[c].n_rows[i];
+            max_pages = np > max_pages ? np : max_pages;
+        }
+        float *q = rand_buf((size_t)(T * H * D)), *o0 = rand_buf((size_t)(T * H * D));
+        float *o1 = rand_buf((size_t)(T * H * D));
+        float *gather = tw_malloc_array((size_t)(2 * max_pages * P * row), sizeof(float));
+        REQUIRE(gather);
+        struct tw_tensor tq = tw_tensor_f32_3d(q, T, H, D), t0 = tw_tensor_f32_2d(o0, T, H * D);
+        struct tw_tensor t1 = tw_tensor_f32_2d(o1, T, H * D);
+        struct tw_attn a = { .n_head = (int32_t)H,
+                             .n_head_kv = (int32_t)Hkv,
+                             .head_dim = (int32_t)D,
+                             .scale = 1 / sqrtf((float)D),
+                             .causal = true,
+                             .window = cases[c].window,
+                             .page = P,
+                             .max_pages = max_pages,
+                             .gather = gather };
+        tw_attention_seqs(tw_backend_cpu_ref(), &t0, &tq, flat, n, &a);
+        tw_attention_seqs(fast, &t1, &tq, flat, n, &a);
+        CHECK(rel_err(o1, o0, (size_t)(T * H * D)) < 1e-5);
+        memset(o1, 0, (size_t)(T * H * D) * sizeof(float));
+        tw_attention_seqs(fast, &t1, &tq, paged, n, &a);
+        CHECK(rel_err(o1, o0, (size_t)(T * H * D)) < 1e-5);
+        for (int i = 0; i < n; i++) {
+            tw_free((void *)flat[i].k), tw_free((void *)flat[i].v);
+            tw_free(pools[2 * i]), tw_free(pools[2 * i + 1]), tw_free(tabs[i]);
+        }
+        tw_free(q), tw_free(o0), tw_free(o1), tw_free(gather);
+    }
+}
+
 // The ops the fast backend shares with the reference still go through its table.
 static void test_elementwise(struct tw_backend *fast)
 {
@@ -519,6 +591,7 @@ int main(void)
         test_matmul(fast);
         test_matmul_n(fast);
         test_attention(fast);
+        test_attention_seqs(fast);
         test_elementwise(fast);
         test_topk(fast);
         tw_backend_free(fast);
