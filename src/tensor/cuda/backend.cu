@@ -1058,7 +1058,7 @@ static void ew(struct tw_backend *be, enum ew_op op, float *y, const float *a, c
     struct cuda_impl *im = impl(be);
     if (!live(im))
         return;
-    bool vec = (uintptr_t)y % 16 == 0 && (uintptr_t)a % 16 == 0 && (uintptr_t)b % 16 == 0;
+    bool vec = twc_aligned16(y) && twc_aligned16(a) && twc_aligned16(b);
     ck(im,
        twc_launch(ew_kernel, twc_grid_for((n + 3) / 4), 256, 0, im->stream, op, y, a, b, n, vec),
        what);
@@ -1418,8 +1418,8 @@ cudaError_t twc_to_bf16_2d(__nv_bfloat16 *y, int64_t ldy, const float *x, int64_
 {
     if (rows <= 0 || cols <= 0)
         return cudaSuccess;
-    bool vec = (uintptr_t)x % 16 == 0 && (uintptr_t)y % 16 == 0 &&
-               (rows == 1 || (ldx % 4 == 0 && ldy % 8 == 0));
+    bool vec =
+        twc_aligned16(x) && twc_aligned16(y) && (rows == 1 || (ldx % 4 == 0 && ldy % 8 == 0));
     int64_t groups = (cols + 7) / 8, bx = 1; // eight columns a thread
     while (bx < groups && bx < 256)
         bx *= 2;

@@ -693,17 +693,13 @@ static __global__ void swiglu_bwd_kernel(float *dg, float *du, const float *dh, 
     }
 }
 
-static bool aligned16(const void *p)
-{
-    return (uintptr_t)p % 16 == 0;
-}
-
 static void g_swiglu_bwd(struct tw_backend *be, float *dg, float *du, const float *dh,
                          const float *g, const float *u, int64_t n)
 {
     if (n == 0 || twc_failed(be))
         return;
-    bool vec = aligned16(dg) && aligned16(du) && aligned16(dh) && aligned16(g) && aligned16(u);
+    bool vec = twc_aligned16(dg) && twc_aligned16(du) && twc_aligned16(dh) && twc_aligned16(g) &&
+               twc_aligned16(u);
     swiglu_bwd_kernel<<<twc_grid_for((n + 3) / 4), THREADS, 0, twc_stream(be)>>>(dg, du, dh, g, u,
                                                                                  n, vec);
     twc_check(be, cudaGetLastError(), "swiglu backward");
@@ -926,10 +922,9 @@ static void g_embedding_bwd(struct tw_backend *be, float *dtable, const int32_t 
 static void to_bf16_2d(struct tw_backend *be, __nv_bfloat16 *dst, int64_t ld_dst, const float *src,
                        int64_t ld_src, int64_t rows, int64_t cols)
 {
-    if (rows * cols == 0 || twc_failed(be))
-        return;
-    twc_check(be, twc_to_bf16_2d(dst, ld_dst, src, ld_src, rows, cols, twc_stream(be)),
-              "to bf16 (LoRA)");
+    if (!twc_failed(be))
+        twc_check(be, twc_to_bf16_2d(dst, ld_dst, src, ld_src, rows, cols, twc_stream(be)),
+                  "to bf16 (LoRA)");
 }
 
 static void g_lora_sync(struct tw_backend *be, const struct tw_tensor *w, int64_t r,

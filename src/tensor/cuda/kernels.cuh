@@ -343,6 +343,11 @@ cudaError_t twc_to_bf16(__nv_bfloat16 *y, const float *x, int64_t n, cudaStream_
 // y (rows, cols; rows ldy elements apart) = x (rows ldx apart) rounded to bf16.
 cudaError_t twc_to_bf16_2d(__nv_bfloat16 *y, int64_t ldy, const float *x, int64_t ldx,
                            int64_t rows, int64_t cols, cudaStream_t s);
+// Whether p is 16-byte aligned (where a kernel may read or write it by float4 / uint4).
+static inline bool twc_aligned16(const void *p)
+{
+    return (uintptr_t)p % 16 == 0;
+}
 // Blocks of 256 threads for a grid-stride loop over n items (at most 65536).
 static inline unsigned twc_grid_for(int64_t n)
 {
