@@ -639,18 +639,13 @@ static int gen_text(void *ud, const char *text, size_t len)
     return rc;
 }
 
-// A generation job's count (S->jobs) up before it is submitted, down when gen_done is through.
-static void job_started(struct server *S)
+// What is in flight, *n (S->active: requests; S->jobs: generation jobs, up before the submit,
+// down when gen_done is through) moved by d under S->lock; wait_idle wakes when both are 0.
+static void in_flight(struct server *S, int *n, int d)
 {
     pthread_mutex_lock(&S->lock);
-    S->jobs++;
-    pthread_mutex_unlock(&S->lock);
-}
-
-static void job_ended(struct server *S)
-{
-    pthread_mutex_lock(&S->lock);
-    if (--S->jobs == 0 && S->active == 0)
+    *n += d;
+    if (S->active == 0 && S->jobs == 0)
         pthread_cond_broadcast(&S->idle);
     pthread_mutex_unlock(&S->lock);
 }
@@ -695,7 +690,7 @@ static void gen_done(void *ud, const struct tw_job_result *res)
     // reference to an engine must not be dropped on its own thread).
     if (tw_pool_submit(S->tracer, trace_task, r) != 0)
         TW_LOG_WARN("serve: cannot queue the trace of %s", r->id);
-    job_ended(S); // the last use of S here
+    in_flight(S, &S->jobs, -1); // the last use of S here
 }
 
 static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max)
@@ -762,7 +757,7 @@ static enum MHD_Result gen_start(struct req *r)
     r->streaming = r->api.stream;
     r->first = true;
     req_ref(r); // the job's
-    job_started(S);
+    in_flight(S, &S->jobs, 1);
     pthread_mutex_lock(&r->lock);
     r->job_active = true;
     rc = tw_sched_submit(r->eng->sched, j);
@@ -770,7 +765,7 @@ static enum MHD_Result gen_start(struct req *r)
         r->job_active = false;
         r->refs--;
         pthread_mutex_unlock(&r->lock);
-        job_ended(S);
+        in_flight(S, &S->jobs, -1);
         if (rc == TW_ELIMIT && strstr(tw_error_msg(), "queue"))
             return send_error(r, 429, "queue_full", "%s; retry later", tw_error_msg());
         return send_error(r, status_of(rc), rc == TW_ELIMIT ? "context_length_exceeded" : NULL,
@@ -1285,9 +1280,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         if (!(r = req_new(S, c, url, method)))
             return MHD_NO;
         *con_cls = r;
-        pthread_mutex_lock(&S->lock);
-        S->active++;
-        pthread_mutex_unlock(&S->lock);
+        in_flight(S, &S->active, 1);
         if (strcmp(method, "OPTIONS") == 0 && S->p->cors) { // a CORS preflight
             struct MHD_Response *resp =
                 MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
@@ -1371,10 +1364,7 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
     if (active && r->eng)
         tw_sched_wake(r->eng->sched);
     req_release(r);
-    pthread_mutex_lock(&S->lock);
-    if (--S->active == 0)
-        pthread_cond_broadcast(&S->idle);
-    pthread_mutex_unlock(&S->lock);
+    in_flight(S, &S->active, -1);
 }
 
 // ---- metrics read at scrape time

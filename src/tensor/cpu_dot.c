@@ -198,7 +198,8 @@ tw_dot_fn tw_dot_kernel(enum tw_dtype t, enum tw_cpu_isa isa)
 // 16 KiB ahead (the development VM, docs/perf.md: the 1B's q8_0 decode at one thread from 72 %
 // of its roofline to 82 %, q4_0 and q4_K a few points; SmolLM2, whose weights stay in the L3,
 // lost 7 % with it).
-struct tw_dot_stream tw_dot_stream_cfg = { TW_DOT_PREFETCH, 0 };
+static const struct tw_dot_stream in_cache = { TW_DOT_PREFETCH, 0 }, in_dram = { 2048, 16384 };
+struct tw_dot_stream tw_dot_stream_cfg = { TW_DOT_PREFETCH, 0 }; // in_cache
 
 static struct tw_dot_stream stream_over; // TWIN_DOT_PREFETCH's, when stream_env
 static bool stream_env;
@@ -212,10 +213,12 @@ static void stream_read_env(void)
     stream_over = (struct tw_dot_stream){ n, f };
 }
 
+// Called before every matmul: it stores only a change, so that the threads' copies of the
+// line stay valid from one matmul to the next.
 void tw_dot_stream_set(bool from_dram)
 {
     pthread_once(&stream_once, stream_read_env);
-    struct tw_dot_stream s = from_dram ? (struct tw_dot_stream){ 2048, 16384 }
-                                       : (struct tw_dot_stream){ TW_DOT_PREFETCH, 0 };
-    tw_dot_stream_cfg = stream_env ? stream_over : s;
+    const struct tw_dot_stream *s = stream_env ? &stream_over : from_dram ? &in_dram : &in_cache;
+    if (tw_dot_stream_cfg.near != s->near || tw_dot_stream_cfg.far != s->far)
+        tw_dot_stream_cfg = *s;
 }

@@ -619,9 +619,7 @@ static __global__ void __launch_bounds__(NT, MINB) fa_bwd_kv(struct fa_args a)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 int col = 8 * n + 2 * c + e % 2, t = q0 + col, j = kr[e / 2];
-                int jlo =
-                    a.window > 0 && t - a.window + 1 > rst[col] ? t - a.window + 1 : rst[col];
-                bool on = t < T && j <= t && j >= jlo; // (twc_key_lo's first key)
+                bool on = t < T && j <= t && j >= twc_key_lo_at(rst[col], t, a.window);
                 float p = on ? exp2f(s[n][e] * sc - ls[col] * LOG2E) : 0.f;
                 s[n][e] = p;
                 dp[n][e] = a.scale * p * (dp[n][e] - dls[col]);

@@ -98,11 +98,16 @@ static __device__ __forceinline__ float twc_block_max(float v, float *red)
 }
 
 // ---- training attention over packed examples (grad.cu, fattn.cu): the first key row-local
-// query t sees, start_row[t] (its example's first token) or the window's.
+// query t sees, start (its example's first token) or the window's.
+static __device__ __forceinline__ int twc_key_lo_at(int start, int t, int window)
+{
+    return window > 0 && t - window + 1 > start ? t - window + 1 : start;
+}
+
+// The same, the start read from start_row[t].
 static __device__ __forceinline__ int twc_key_lo(const int32_t *start_row, int t, int window)
 {
-    int lo = start_row[t];
-    return window > 0 && t - window + 1 > lo ? t - window + 1 : lo;
+    return twc_key_lo_at(start_row[t], t, window);
 }
 
 // ---- warp-level bf16 tensor-core helpers (attn.cu, fattn.cu). Fragment layouts are the PTX
