@@ -815,12 +815,10 @@ static void encode_rows(tw_ctx *c, const int32_t *ids, const int32_t *types, int
             tw_attention_seqs(be, &att, &qh, c->seqs, n_seqs, &a);
         }
         // Post-norm: x = LayerNorm(x + o(att)), x = LayerNorm(x + down(act(up(x)))), the
-        // residual added by the products themselves (tw_matmul_add).
+        // residual added by the products themselves (tw_matmul_add, tw_mlp_add).
         tw_matmul_add(be, &x, &att, &L->wo, &L->bo, &xn);
         tw_layernorm(be, &x, &x, &L->attn_norm, &L->attn_norm_b, cfg->norm_eps);
-        tw_matmul(be, &u, &x, &L->w_up, &L->b_up);
-        tw_act(be, &u, &u, cfg->act);
-        tw_matmul_add(be, &x, &u, &L->w_down, &L->b_down, &xn);
+        tw_mlp_add(be, &x, &x, &L->w_up, &L->b_up, cfg->act, &L->w_down, &L->b_down, &u, &xn);
         tw_layernorm(be, &x, &x, &L->ffn_norm, &L->ffn_norm_b, cfg->norm_eps);
     }
 }

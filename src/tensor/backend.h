@@ -113,8 +113,8 @@ struct tw_backend_ops {
                      const int32_t *rows);
     void (*topk)(struct tw_backend *be, const struct tw_tensor *x, int32_t k, float *vals,
                  int32_t *ids);
-    // Fused forms (NULL: tw_matmul_add, tw_matmul_swiglu, tw_matmul_n with a norm and
-    // tw_rope_store compose the plain ops).
+    // Fused forms (NULL: tw_matmul_add, tw_matmul_swiglu, tw_mlp_add, tw_matmul_n with a
+    // norm and tw_rope_store compose the plain ops).
     void (*norm_matmul_n)(struct tw_backend *be, int n, struct tw_tensor *const *ys,
                           const struct tw_tensor *x, const struct tw_tensor *const *ws,
                           const struct tw_tensor *const *biases, const struct tw_prenorm *pn);
@@ -128,6 +128,9 @@ struct tw_backend_ops {
                        const struct tw_tensor *w, const struct tw_tensor *bias);
     void (*matmul_swiglu)(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
                           const struct tw_tensor *wg, const struct tw_tensor *wu);
+    void (*mlp_add)(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                    const struct tw_tensor *wu, const struct tw_tensor *bu, enum tw_act act,
+                    const struct tw_tensor *wd, const struct tw_tensor *bd, struct tw_tensor *u);
     // Graphs (NULL: the backend runs every op as it comes): see tw_backend_graph_begin.
     int (*graph_begin)(struct tw_backend *be, void **graph, int32_t kv_bound, int32_t rows_bound);
     int (*graph_end)(struct tw_backend *be, void **graph);
@@ -215,6 +218,14 @@ void tw_matmul_add(struct tw_backend *be, struct tw_tensor *y, const struct tw_t
 void tw_matmul_swiglu(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
                       const struct tw_tensor *wg, const struct tw_tensor *wu,
                       struct tw_tensor *tmp, const struct tw_prenorm *pn);
+// y (T, C) += act(x (T, C) wu (F, C)^T + bu) wd (C, F)^T + bd: BERT's MLP added to the
+// residual stream (biases may be NULL). u (T, F) is scratch: what it holds afterwards is
+// unspecified (a backend may keep the hidden layer there in another dtype); tmp (T, C) is
+// scratch for backends that compose it. y may alias x.
+void tw_mlp_add(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                const struct tw_tensor *wu, const struct tw_tensor *bu, enum tw_act act,
+                const struct tw_tensor *wd, const struct tw_tensor *bd, struct tw_tensor *u,
+                struct tw_tensor *tmp);
 // Over rows of C: y = x / sqrt(mean(x^2) + eps) * w (w may be NULL); y may alias x.
 void tw_rmsnorm(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
                 const struct tw_tensor *w, float eps);

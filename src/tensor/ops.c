@@ -126,6 +126,26 @@ void tw_matmul_swiglu(struct tw_backend *be, struct tw_tensor *y, const struct t
     tw_swiglu(be, y, y, tmp);
 }
 
+void tw_mlp_add(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                const struct tw_tensor *wu, const struct tw_tensor *bu, enum tw_act act,
+                const struct tw_tensor *wd, const struct tw_tensor *bd, struct tw_tensor *u,
+                struct tw_tensor *tmp)
+{
+    assert(is_f32(y) && is_f32(x) && is_f32(u) && same_shape(x, y) && wu->ndim == 2);
+    assert(wd->ndim == 2 && wu->ne[1] == tw_tensor_ncols(x) && wd->ne[1] == wu->ne[0]);
+    assert(wd->ne[0] == tw_tensor_ncols(y) && tw_tensor_ncols(u) == wu->ne[0]);
+    assert(tw_tensor_nrows(u) == tw_tensor_nrows(x));
+    assert(!bu || (is_f32(bu) && tw_tensor_nelem(bu) == wu->ne[0]));
+    assert(!bd || (is_f32(bd) && tw_tensor_nelem(bd) == wd->ne[0]));
+    if (be->ops->mlp_add) {
+        be->ops->mlp_add(be, y, x, wu, bu, act, wd, bd, u);
+        return;
+    }
+    tw_matmul(be, u, x, wu, bu);
+    tw_act(be, u, u, act);
+    tw_matmul_add(be, y, u, wd, bd, tmp);
+}
+
 void tw_rmsnorm(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
                 const struct tw_tensor *w, float eps)
 {

@@ -4,12 +4,12 @@
 // < 1e-2); N not a multiple of anything, K of one to a few blocks, with and without bias, x
 // at an address that is not 16-byte aligned, outputs poisoned with NaN first so that an
 // element left unwritten shows; likewise the fused forms (several products of one x, the gated
-// MLP, the residual add, each with an RMSNorm folded in). Q4_0 and Q4_K at T <= 8, and Q8_0
-// at 2 <= T <= 8, meet x rounded to int8 blocks on the device (the CPU's rounding, cpu_qdot.h):
-// their reference is the same product of x rounded on the host (< 1e-5; with an RMSNorm first,
-// which the two sides compute in their own order and which may move a rounding by one step: <
-// 1e-3), and they stay near the unrounded product (< 2e-2). Run by `make test-cuda` on the GPU
-// machine only.
+// MLP, the residual add, each with an RMSNorm folded in; BERT's MLP). Q4_0 and Q4_K at T <= 8, and
+// Q8_0 at 2 <= T <= 8, meet x rounded to int8 blocks on the device (the CPU's rounding,
+// cpu_qdot.h): their reference is the same product of x rounded on the host (< 1e-5; with an
+// RMSNorm first, which the two sides compute in their own order and which may move a rounding by
+// one step: < 1e-3), and they stay near the unrounded product (< 2e-2). Run by `make test-cuda` on
+// the GPU machine only.
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -323,6 +323,55 @@ static double fused_case(enum tw_dtype dt, int64_t T, int64_t N, int64_t K, bool
     return worst;
 }
 
+// BERT's MLP added to a residual, y += act(x wu^T + bu) wd^T + bd (tw_mlp_add), against the
+// reference's composition of the plain ops: x (T, C), wu (F, C), wd (C, F); with alias, y is x
+// itself (as the encoder calls it). With bf16 weights, F % 8 == 0 and T > 8 the CUDA backend
+// keeps the hidden layer in bf16 (rounded once more than the composition: TOL_GEMM). Returns
+// the error.
+static double mlp_case(enum tw_dtype dt, int64_t T, int64_t C, int64_t F, bool bias,
+                       enum tw_act act, bool alias)
+{
+    struct tw_backend *ref = tw_backend_cpu_ref();
+    struct tw_tensor wu = make_weights(dt, F, C), wd = make_weights(dt, C, F), dwu, dwd;
+    CHECK_OK(tw_backend_tensor_upload(cuda, &wu, &dwu));
+    CHECK_OK(tw_backend_tensor_upload(cuda, &wd, &dwd));
+    float *x = rand_floats((size_t)(T * C)), *res = rand_floats((size_t)(T * C));
+    float *bu = rand_floats((size_t)F), *bd = rand_floats((size_t)C);
+    float *y = tw_malloc((size_t)(T * C) * sizeof *y), *u = tw_malloc((size_t)(T * F) * 4);
+    float *tmp = tw_malloc((size_t)(T * C) * sizeof *tmp);
+    REQUIRE(y && u && tmp);
+    memcpy(y, alias ? x : res, (size_t)(T * C) * sizeof *y);
+    struct tw_tensor tbu = tw_tensor_f32_1d(bu, F), tbd = tw_tensor_f32_1d(bd, C), dbu, dbd;
+    CHECK_OK(tw_backend_tensor_upload(cuda, &tbu, &dbu));
+    CHECK_OK(tw_backend_tensor_upload(cuda, &tbd, &dbd));
+    struct tw_tensor hx = tw_tensor_f32_2d(x, T, C), hy = tw_tensor_f32_2d(y, T, C);
+    struct tw_tensor hu = tw_tensor_f32_2d(u, T, F), htmp = tw_tensor_f32_2d(tmp, T, C);
+    tw_mlp_add(ref, &hy, alias ? &hy : &hx, &wu, bias ? &tbu : NULL, act, &wd, bias ? &tbd : NULL,
+               &hu, &htmp);
+
+    float *xbuf;
+    struct tw_tensor gx = dev_x(x, T, C, false, &xbuf);
+    struct tw_tensor gy = dev_out(T, C, alias ? x : res), gu = dev_out(T, F, NULL);
+    struct tw_tensor gtmp = dev_out(T, C, NULL);
+    tw_mlp_add(cuda, &gy, alias ? &gy : &gx, &dwu, bias ? &dbu : NULL, act, &dwd,
+               bias ? &dbd : NULL, &gu, &gtmp);
+    char what[128];
+    snprintf(what, sizeof what, "%s mlp_add T=%lld C=%lld F=%lld bias=%d act=%d alias=%d",
+             tw_dtype_name(dt), (long long)T, (long long)C, (long long)F, bias, (int)act, alias);
+    double err = compare(what, &gy, y, T <= GEMV_MAX_T ? TOL_GEMV : TOL_GEMM, 0);
+    tw_backend_release(cuda, gu.data);
+    tw_backend_release(cuda, gtmp.data);
+    tw_backend_release(cuda, xbuf);
+    tw_backend_release(cuda, dwu.data);
+    tw_backend_release(cuda, dwd.data);
+    tw_backend_release(cuda, dbu.data);
+    tw_backend_release(cuda, dbd.data);
+    CHECK_OK(tw_backend_sync(cuda));
+    tw_free(wu.data), tw_free(wd.data);
+    tw_free(x), tw_free(res), tw_free(bu), tw_free(bd), tw_free(y), tw_free(u), tw_free(tmp);
+    return err;
+}
+
 // T rows of a (V, K) table, the first and last rows among them, against the reference.
 static double embedding_case(enum tw_dtype dt, int64_t V, int64_t K, int64_t T)
 {
@@ -421,6 +470,18 @@ int main(void)
                "embedding %.2g; fused at T <= 8 %.2g\n",
                tw_dtype_name(dt), cases, worst_gemv, worst_gemm, worst_embed, worst_fused);
     }
+    // BERT's MLP: the bf16 hidden layer (MiniLM's shape, a short one, C not a multiple of 8),
+    // the composed path beside it (F % 8 != 0, T <= 8, f32 weights).
+    double worst_mlp = 0;
+    for (int d = 0; d < 2; d++) {
+        enum tw_dtype dt = d == 0 ? TW_DTYPE_BF16 : TW_DTYPE_F32;
+        worst_mlp = fmax(worst_mlp, mlp_case(dt, 64, 384, 1536, true, TW_ACT_GELU, true));
+        worst_mlp = fmax(worst_mlp, mlp_case(dt, 200, 128, 1000, false, TW_ACT_GELU_TANH, false));
+        worst_mlp = fmax(worst_mlp, mlp_case(dt, 17, 37, 96, true, TW_ACT_RELU, false));
+        worst_mlp = fmax(worst_mlp, mlp_case(dt, 33, 64, 100, true, TW_ACT_GELU, true));
+        worst_mlp = fmax(worst_mlp, mlp_case(dt, 3, 64, 256, true, TW_ACT_GELU, false));
+    }
+    printf("mlp_add: worst error %.2g\n", worst_mlp);
     tw_backend_free(cuda);
     return check_report("cuda_gemv");
 }

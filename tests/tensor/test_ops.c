@@ -244,6 +244,46 @@ static void test_matmul_n(struct tw_backend *fast)
     tw_free(x);
 }
 
+// tw_mlp_add (BERT's MLP on a residual, y aliasing x) against the formula in double:
+// y = x + gelu(x wu^T + bu) wd^T + bd, f32 weights.
+static void test_mlp_add(struct tw_backend *be)
+{
+    const int64_t T = 5, C = 24, F = 40;
+    float *x = rand_buf((size_t)(T * C)), *wu = rand_buf((size_t)(F * C));
+    float *wd = rand_buf((size_t)(C * F)), *bu = rand_buf((size_t)F), *bd = rand_buf((size_t)C);
+    float *y = tw_malloc((size_t)(T * C) * sizeof *y), *u = tw_malloc((size_t)(T * F) * 4);
+    float *tmp = tw_malloc((size_t)(T * C) * sizeof *tmp);
+    double *want = tw_malloc((size_t)(T * C) * sizeof *want);
+    REQUIRE(y && u && tmp && want);
+    for (int64_t t = 0; t < T; t++) {
+        double h[40];
+        for (int64_t f = 0; f < F; f++) {
+            double a = bu[f];
+            for (int64_t c = 0; c < C; c++)
+                a += (double)x[t * C + c] * wu[f * C + c];
+            h[f] = 0.5 * a * (1.0 + erf(a / sqrt(2.0)));
+        }
+        for (int64_t c = 0; c < C; c++) {
+            double a = (double)x[t * C + c] + bd[c];
+            for (int64_t f = 0; f < F; f++)
+                a += h[f] * wd[c * F + f];
+            want[t * C + c] = a;
+        }
+    }
+    memcpy(y, x, (size_t)(T * C) * sizeof *y);
+    struct tw_tensor ty = tw_tensor_f32_2d(y, T, C), tu = tw_tensor_f32_2d(u, T, F);
+    struct tw_tensor ttmp = tw_tensor_f32_2d(tmp, T, C);
+    struct tw_tensor twu = tw_tensor_f32_2d(wu, F, C), twd = tw_tensor_f32_2d(wd, C, F);
+    struct tw_tensor tbu = tw_tensor_f32_1d(bu, F), tbd = tw_tensor_f32_1d(bd, C);
+    tw_mlp_add(be, &ty, &ty, &twu, &tbu, TW_ACT_GELU, &twd, &tbd, &tu, &ttmp);
+    double worst = 0;
+    for (int64_t i = 0; i < T * C; i++)
+        worst = fmax(worst, fabs(y[i] - want[i]) / (fabs(want[i]) + 1.0));
+    CHECK(worst < 1e-5);
+    tw_free(x), tw_free(wu), tw_free(wd), tw_free(bu), tw_free(bd);
+    tw_free(y), tw_free(u), tw_free(tmp), tw_free(want);
+}
+
 static void test_attention(struct tw_backend *fast)
 {
     struct {
@@ -590,6 +630,7 @@ int main(void)
         CHECK_EQ_STR(fast->ops->name, "cpu");
         test_matmul(fast);
         test_matmul_n(fast);
+        test_mlp_add(fast);
         test_attention(fast);
         test_attention_seqs(fast);
         test_elementwise(fast);

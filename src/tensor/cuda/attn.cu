@@ -832,10 +832,13 @@ cudaError_t twc_attention(float *out, const float *q, const struct twc_attn_seq 
     // decode rows keep f32. The tilings and split targets are the fastest measured on H100
     // (bench/cuda_attn.cu): D 128 two 16-query tiles a warp, 256 a block (K and V read from
     // L2 and shared memory half as often per product), split while under 2 blocks an SM;
-    // D 64 one tile a warp, 128 a block, split only under 1; D 32 (BERT's MiniLM) the same.
+    // D 64 one tile a warp, 128 a block, split only under 1; D 32 (BERT's MiniLM) the same
+    // tiles, two blocks an SM: at one (136 registers a thread, a 32 KB shared-memory carve-out)
+    // the encoder's 3072 blocks of 128-token sequences ran 23 waves at 12.5 % occupancy, and
+    // bench/embed gained 11 % from two (H200; TK 128, 4 warps or WM 2 no better).
     if (a->lowp && x.D <= 128 && max_rows > 1 && (int64_t)max_rows * x.G >= 64) {
         if (x.D <= 32)
-            return launch(bf16_kernel<tc_cfg<32, 64, 1, 8, 1>>(1), x, n_seq, max_kv, s);
+            return launch(bf16_kernel<tc_cfg<32, 64, 1, 8, 2>>(1), x, n_seq, max_kv, s);
         if (x.D <= 64)
             return launch(bf16_kernel<tc_cfg<64, 64, 1, 8, 1>>(1), x, n_seq, max_kv, s);
         return launch(bf16_kernel<tc_cfg<128, 32, 2, 8, 1>>(2), x, n_seq, max_kv, s);
