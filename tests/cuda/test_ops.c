@@ -242,10 +242,10 @@ int main(void)
 {
     REQUIRE(tw_backend_cuda_new(0, &gpu) == 0);
     memory();
-    // (rows of up to 1024 floats, a multiple of 4: LayerNorm's warp-a-row kernel; the others and
-    // unaligned widths: a block a row)
-    int64_t shapes[][2] = { { 1, 1 },    { 3, 64 },   { 7, 1000 }, { 33, 2049 },
-                            { 2, 8192 }, { 37, 384 }, { 9, 100 },  { 300, 1024 } };
+    // (rows of a multiple of 4 floats up to 1024, LayerNorm, or 2048, RMSNorm: the norms' warp
+    // a row kernel; the others: a block a row)
+    int64_t shapes[][2] = { { 1, 1 },    { 3, 64 },  { 7, 1000 },   { 33, 2049 }, { 2, 8192 },
+                            { 37, 384 }, { 9, 100 }, { 300, 1024 }, { 5, 2048 } };
     for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++)
         rows_ops(shapes[i][0], shapes[i][1]);
     rope(1, 4, 64, 64, true);

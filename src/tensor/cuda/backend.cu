@@ -336,14 +336,14 @@ static __global__ void layernorm_kernel(float *y, const float *x, const float *w
         yr[i] = (xr[i] - mean) * inv * w[i] + b[i];
 }
 
-// LayerNorm with one warp a row (rows of C <= 32 * 4 * NV floats, C % 4 == 0, x and y 16-byte
-// aligned; blockDim.x / 32 rows a block): the row's float4s stay in registers between the
-// mean, the variance and the output, and no block-wide barrier is needed. BERT's rows of 384
-// at 32768 rows a batch ran at 1.3 TB/s on layernorm_kernel (a 256-thread block a row, two
-// block sums, x read three times).
-template <int NV>
-static __global__ void layernorm_warp_kernel(float *y, const float *x, const float *w,
-                                             const float *b, int64_t R, int C, float eps)
+// LayerNorm (LN) or RMSNorm with one warp a row (rows of C <= 32 * 4 * NV floats, C % 4 == 0,
+// x, y, w and b 16-byte aligned; blockDim.x / 32 rows a block): the row's float4s stay in
+// registers between the sums and the output, and no block-wide barrier is needed. BERT's rows
+// of 384 at 32768 rows a batch ran at 1.3 TB/s on layernorm_kernel (a 256-thread block a row,
+// two block sums, x read three times), 3.9 on this (H200, ncu). RMSNorm's w may be NULL.
+template <int NV, bool LN>
+static __global__ void norm_warp_kernel(float *y, const float *x, const float *w, const float *b,
+                                        int64_t R, int C, float eps)
 {
     twc_pdl_enter();
     const int64_t r = blockIdx.x * (int64_t)(blockDim.x / 32) + threadIdx.x / 32;
@@ -357,24 +357,31 @@ static __global__ void layernorm_warp_kernel(float *y, const float *x, const flo
     for (int i = 0; i < NV; i++) {
         int j = lane + 32 * i;
         v[i] = j < C4 ? xr[j] : make_float4(0.f, 0.f, 0.f, 0.f);
-        s += (v[i].x + v[i].y) + (v[i].z + v[i].w);
+        s += LN ? (v[i].x + v[i].y) + (v[i].z + v[i].w)
+                : (v[i].x * v[i].x + v[i].y * v[i].y) + (v[i].z * v[i].z + v[i].w * v[i].w);
     }
-    const float mean = twc_warp_sum(s) / (float)C;
-    float q = 0.0f;
+    float mean = 0.0f, inv;
+    if (LN) {
+        mean = twc_warp_sum(s) / (float)C;
+        float q = 0.0f;
 #pragma unroll
-    for (int i = 0; i < NV; i++) {
-        if (lane + 32 * i < C4) {
-            float a = v[i].x - mean, bb = v[i].y - mean, c = v[i].z - mean, d = v[i].w - mean;
-            q += (a * a + bb * bb) + (c * c + d * d);
+        for (int i = 0; i < NV; i++) {
+            if (lane + 32 * i < C4) {
+                float a = v[i].x - mean, bb = v[i].y - mean, c = v[i].z - mean, d = v[i].w - mean;
+                q += (a * a + bb * bb) + (c * c + d * d);
+            }
         }
+        inv = 1.0f / sqrtf(twc_warp_sum(q) / (float)C + eps);
+    } else {
+        inv = 1.0f / sqrtf(twc_warp_sum(s) / (float)C + eps);
     }
-    const float inv = 1.0f / sqrtf(twc_warp_sum(q) / (float)C + eps);
     float4 *yr = (float4 *)(y + r * C);
 #pragma unroll
     for (int i = 0; i < NV; i++) {
         int j = lane + 32 * i;
         if (j < C4) {
-            float4 g = ((const float4 *)w)[j], h = ((const float4 *)b)[j];
+            float4 g = w ? ((const float4 *)w)[j] : make_float4(1.f, 1.f, 1.f, 1.f);
+            float4 h = LN ? ((const float4 *)b)[j] : make_float4(0.f, 0.f, 0.f, 0.f);
             yr[j] =
                 make_float4((v[i].x - mean) * inv * g.x + h.x, (v[i].y - mean) * inv * g.y + h.y,
                             (v[i].z - mean) * inv * g.z + h.z, (v[i].w - mean) * inv * g.w + h.w);
@@ -431,36 +438,38 @@ static __device__ void rope_pair(float *head, float *dst, int i, float ang, int 
 
 // tw_rope_store: the pairs of each head's first 2 * half dims of q (T, H, D) and k (T, Hkv, D)
 // rotated by pos[t] * inv_freq[i], k's pairs also stored into row rows[t] of kc, k's
-// unrotated dims and v's rows copied to kc and vc. One work item per q pair, k pair, and k / v
-// element; none writes what another reads.
+// unrotated dims and v's rows copied to kc and vc. A warp a head of a row (q's T * H, then k's
+// T * Hkv, which also copy their head of v), its lanes over the pairs and the dims: no thread
+// divides 64-bit indices per element (three divisions a pair and two an element of v made the
+// version before instruction-bound: 38 us a call on the 8B's q and k in training, 5.2 % of
+// SmolLM2's 2048-token prefill, ncu on an H200). With Hkv 0, tw_rope of q alone.
+// None writes what another reads.
 static __global__ void rope_store_kernel(float *q, float *k, const float *v, const int32_t *pos,
                                          const float *inv_freq, const int32_t *rows, float *kc,
-                                         float *vc, int64_t T, int64_t H, int64_t Hkv, int64_t D,
-                                         int half, bool neox)
+                                         float *vc, int64_t T, int H, int Hkv, int D, int half,
+                                         bool neox)
 {
     twc_pdl_enter();
-    const int64_t kvd = Hkv * D, nq = T * H * half, nk = T * Hkv * half;
-    const int64_t n = nq + nk + T * kvd;
-    for (int64_t g = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; g < n;
-         g += (int64_t)gridDim.x * blockDim.x) {
-        if (g < nq + nk) {
-            bool isk = g >= nq;
-            int64_t e = isk ? g - nq : g;
-            int i = (int)(e % half);
-            int64_t th = e / half, t = th / (isk ? Hkv : H);
-            float ang = (float)pos[t] * inv_freq[i];
-            if (isk)
-                rope_pair(k + th * D, kc + (int64_t)rows[t] * kvd + (th % Hkv) * D, i, ang, half,
-                          neox);
-            else
-                rope_pair(q + th * D, NULL, i, ang, half, neox);
-        } else {
-            int64_t e = g - nq - nk, t = e / kvd, c = e % kvd;
-            int64_t dst = (int64_t)rows[t] * kvd + c;
-            vc[dst] = v[e];
-            if (c % D >= 2 * half)
-                kc[dst] = k[e];
-        }
+    int64_t th = blockIdx.x * (int64_t)(blockDim.x / 32) + threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    if (th < T * H) { // a head of q
+        float p = (float)pos[th / H];
+        for (int i = lane; i < half; i += 32)
+            rope_pair(q + th * D, NULL, i, p * inv_freq[i], half, neox);
+        return;
+    }
+    th -= T * H;
+    if (th >= T * Hkv)
+        return;
+    const int64_t t = th / Hkv, kvd = (int64_t)Hkv * D;
+    const int64_t dst = (int64_t)rows[t] * kvd + (th - t * Hkv) * D; // this head's cache row
+    float p = (float)pos[t];
+    for (int i = lane; i < half; i += 32)
+        rope_pair(k + th * D, kc + dst, i, p * inv_freq[i], half, neox);
+    for (int d = lane; d < D; d += 32) {
+        vc[dst + d] = v[th * D + d];
+        if (d >= 2 * half)
+            kc[dst + d] = k[th * D + d];
     }
 }
 
@@ -863,6 +872,33 @@ static void cuda_matmul(struct tw_backend *be, struct tw_tensor *y, const struct
     matmul_into(be, y, x, w, bias, false);
 }
 
+// y = LayerNorm (ln: b given) or RMSNorm (w may be NULL) of x's rows by norm_warp_kernel,
+// when its conditions hold (rows of up to 2048 floats, 1024 for LayerNorm, a multiple of 4,
+// every array 16-byte aligned); false, nothing launched, otherwise.
+static bool norm_warp(struct cuda_impl *im, float *y, const float *x, const float *w,
+                      const float *b, int64_t R, int64_t C, float eps, bool ln, const char *what)
+{
+    if (C % 4 != 0 || C > (ln ? 1024 : 2048) || !twc_aligned16(x) || !twc_aligned16(y) ||
+        (w && !twc_aligned16(w)) || (b && !twc_aligned16(b)))
+        return false;
+    typedef void (*kernel)(float *, const float *, const float *, const float *, int64_t, int,
+                           float);
+    static const kernel lns[] = { norm_warp_kernel<1, true>, norm_warp_kernel<2, true>,
+                                  norm_warp_kernel<4, true>, norm_warp_kernel<8, true> };
+    static const kernel rms[] = { norm_warp_kernel<1, false>, norm_warp_kernel<2, false>,
+                                  norm_warp_kernel<4, false>, norm_warp_kernel<8, false>,
+                                  norm_warp_kernel<16, false> };
+    int i = 0; // float4s a lane: 1, 2, 4, ... (C <= 128 << i)
+    while ((int64_t)128 << i < C)
+        i++;
+    const int rows = 8; // a 256-thread block
+    ck(im,
+       twc_launch(ln ? lns[i] : rms[i], (unsigned)((R + rows - 1) / rows), 32 * rows, 0,
+                  im->stream, y, x, w, b, R, (int)C, eps),
+       what);
+    return true;
+}
+
 static void cuda_rmsnorm(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
                          const struct tw_tensor *w, float eps)
 {
@@ -870,6 +906,8 @@ static void cuda_rmsnorm(struct tw_backend *be, struct tw_tensor *y, const struc
     if (!live(im))
         return;
     int64_t R = tw_tensor_nrows(x), C = tw_tensor_ncols(x);
+    if (norm_warp(im, f32(y), f32(x), w ? f32(w) : NULL, NULL, R, C, eps, false, "rmsnorm"))
+        return;
     ck(im,
        twc_launch(rmsnorm_kernel, (unsigned)R, ROW_THREADS, 0, im->stream, f32(y), f32(x),
                   w ? f32(w) : (const float *)NULL, C, eps),
@@ -1003,44 +1041,15 @@ static void cuda_layernorm(struct tw_backend *be, struct tw_tensor *y, const str
     if (!live(im))
         return;
     int64_t R = tw_tensor_nrows(x), C = tw_tensor_ncols(x);
-    bool warp = C % 4 == 0 && C <= 1024 && twc_aligned16(x->data) && twc_aligned16(y->data) &&
-                twc_aligned16(w->data) && twc_aligned16(b->data);
-    if (warp) {
-        void (*k)(float *, const float *, const float *, const float *, int64_t, int, float) =
-            C <= 128   ? layernorm_warp_kernel<1>
-            : C <= 256 ? layernorm_warp_kernel<2>
-            : C <= 512 ? layernorm_warp_kernel<4>
-                       : layernorm_warp_kernel<8>;
-        const int rows = 8; // a 256-thread block
-        ck(im,
-           twc_launch(k, (unsigned)((R + rows - 1) / rows), 32 * rows, 0, im->stream, f32(y),
-                      f32(x), f32(w), f32(b), R, (int)C, eps),
-           "layernorm");
+    if (norm_warp(im, f32(y), f32(x), f32(w), f32(b), R, C, eps, true, "layernorm"))
         return;
-    }
     ck(im,
        twc_launch(layernorm_kernel, (unsigned)R, ROW_THREADS, 0, im->stream, f32(y), f32(x),
                   f32(w), f32(b), C, eps),
        "layernorm");
 }
 
-// tw_rope alone (no k, no caches): a warp a head of a row, its lanes over the pairs, so that no
-// thread divides 64-bit indices (rope_store_kernel's three divisions a pair made the training
-// passes' rope, four calls a layer, instruction-bound: 38 us a call on the 8B's q and k).
-static __global__ void rope_kernel(float *x, const int32_t *pos, const float *inv_freq,
-                                   int64_t rows, int H, int D, int half, bool neox)
-{
-    twc_pdl_enter();
-    int64_t th = blockIdx.x * (int64_t)(blockDim.x / 32) + threadIdx.x / 32;
-    if (th >= rows)
-        return;
-    float p = (float)pos[th / H];
-    for (int i = threadIdx.x % 32; i < half; i += 32)
-        rope_pair(x + th * D, NULL, i, p * inv_freq[i], half, neox);
-}
-
-// q (T, H, D) and k (T, Hkv, D; Hkv = 0: none) through rope_store_kernel (rope_kernel for q
-// alone).
+// q (T, H, D) and k (T, Hkv, D; Hkv = 0: none, tw_rope) through rope_store_kernel.
 static void rope_store(struct cuda_impl *im, struct tw_tensor *q, float *k, const float *v,
                        int64_t Hkv, const int32_t *pos, const struct tw_rope *r, float *k_cache,
                        float *v_cache, const int32_t *rows, const char *what)
@@ -1055,15 +1064,11 @@ static void rope_store(struct cuda_impl *im, struct tw_tensor *q, float *k, cons
     if (!d_pos || (half && !d_freq) || (Hkv && !d_rows) || !live(im))
         return;
     int64_t n = T * ((H + Hkv) * half + Hkv * D);
-    if (n > 0 && Hkv == 0)
+    if (n > 0)
         ck(im,
-           twc_launch(rope_kernel, (unsigned)((T * H + 7) / 8), 256, 0, im->stream, f32(q), d_pos,
-                      d_freq, T * H, (int)H, (int)D, half, r->neox), // 8 head rows a block
-           what);
-    else if (n > 0)
-        ck(im,
-           twc_launch(rope_store_kernel, twc_grid_for(n), 256, 0, im->stream, f32(q), k, v, d_pos,
-                      d_freq, d_rows, k_cache, v_cache, T, H, Hkv, D, half, r->neox),
+           twc_launch(rope_store_kernel, (unsigned)((T * (H + Hkv) + 7) / 8), 256, 0, im->stream,
+                      f32(q), k, v, d_pos, d_freq, d_rows, k_cache, v_cache, T, (int)H, (int)Hkv,
+                      (int)D, half, r->neox), // 8 head rows a block
            what);
 }
 
