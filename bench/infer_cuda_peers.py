@@ -23,6 +23,10 @@ SHAPES = {
                          rope_scaling=dict(rope_type="llama3", factor=32.0, low_freq_factor=1.0,
                                            high_freq_factor=4.0,
                                            original_max_position_embeddings=8192)),
+    # GPT-2 small's dimensions (llm.c's 124M) as a Llama (src/model/shapes.c)
+    "llama-124m": dict(vocab_size=50304, hidden_size=768, num_hidden_layers=12,
+                       num_attention_heads=12, num_key_value_heads=12, head_dim=64,
+                       intermediate_size=2048, tie_word_embeddings=True, rope_theta=10000.0),
     "llama-3.1-8b": dict(vocab_size=128256, hidden_size=4096, num_hidden_layers=32,
                          num_attention_heads=32, num_key_value_heads=8, head_dim=128,
                          intermediate_size=14336, tie_word_embeddings=False,

@@ -1,5 +1,6 @@
 // The shapes of real models (config.json values of the published checkpoints), for
-// benchmarks and tests with random weights: SmolLM2-135M, Llama-3.2-1B, and a tiny one.
+// benchmarks and tests with random weights: SmolLM2-135M, Llama-3.2-1B, Llama-3.1-8B, GPT-2
+// small's dimensions as a Llama (pretraining's MFU), MiniLM-L6, and a tiny one.
 #include <string.h>
 
 #include "model/model.h"
@@ -60,6 +61,23 @@ static const struct tw_model_shape shapes[] = {
         .rope_neox = true,
         .tied_embeddings = false,
         .act = TW_ACT_SILU } },
+    { "llama-124m", // GPT-2 small's dimensions (llm.c's 124M model) in a Llama: 768 wide, 12
+                    // layers of 12 heads of 64, SwiGLU of 2048 (GPT-2's 3072-wide MLP's
+                    // parameters), vocab 50304 (GPT-2's padded as llm.c pads it), tied: 124M
+      { .arch = TW_ARCH_LLAMA,
+        .n_vocab = 50304,
+        .n_embd = 768,
+        .n_layer = 12,
+        .n_head = 12,
+        .n_head_kv = 12,
+        .head_dim = 64,
+        .n_ff = 2048,
+        .n_ctx_train = 1024,
+        .norm_eps = 1e-5f,
+        .rope_theta = 10000,
+        .rope_neox = true,
+        .tied_embeddings = true,
+        .act = TW_ACT_SILU } },
     { "minilm-l6", // sentence-transformers/all-MiniLM-L6-v2
       { .arch = TW_ARCH_BERT,
         .n_vocab = 30522,
@@ -103,5 +121,5 @@ const struct tw_model_shape *tw_model_shape_find(const char *name)
 
 const char *tw_model_shape_names(void)
 {
-    return "smollm2-135m, llama-3.2-1b, llama-3.1-8b, tiny";
+    return "smollm2-135m, llama-3.2-1b, llama-3.1-8b, llama-124m, minilm-l6, tiny";
 }
