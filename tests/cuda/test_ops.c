@@ -256,6 +256,11 @@ int main(void)
     rope_store(5, 4, 2, 128, 128, false);
     rope_store(7, 6, 3, 96, 32, true); // partial rotation: k's other dims copied
     rope_store(40, 9, 3, 16, 16, false);
+    // rows enough for eight heads a warp (the angles computed once for them): groups that
+    // straddle q's and k's heads, a last group short, partial rotation
+    rope(2200, 8, 64, 64, true);
+    rope_store(1100, 12, 4, 64, 32, true);
+    rope_store(1500, 9, 3, 64, 64, false);
     CHECK_OK(tw_backend_sync(gpu));
     tw_backend_free(gpu);
     CHECK_EQ_INT(tw_mem_live(), 0);

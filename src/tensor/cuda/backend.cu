@@ -420,56 +420,92 @@ static __global__ void l2norm_kernel(float *x, int64_t C)
         xr[i] = xr[i] / n;
 }
 
-// Pair i of a head (of its first 2 * half dims) rotated by angle ang, in place, and also
-// stored at the same offsets of dst unless it is NULL: the angle in f32 as transformers forms
-// it, its cosine and sine in double as the reference.
-static __device__ void rope_pair(float *head, float *dst, int i, float ang, int half, bool neox)
+// The two dims of pair i of a head's first 2 * half: (i, i + half) as HF's rotate_half pairs
+// them (neox), else (2i, 2i + 1).
+static __device__ __forceinline__ int2 rope_dims(int i, int half, bool neox)
 {
-    double sd, cd;
-    sincos((double)ang, &sd, &cd);
-    float c = (float)cd, s = (float)sd;
-    int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
-    float a = head[i0], b = head[i1];
-    float r0 = a * c - b * s, r1 = b * c + a * s;
-    head[i0] = r0, head[i1] = r1;
-    if (dst)
-        dst[i0] = r0, dst[i1] = r1;
+    return neox ? make_int2(i, i + half) : make_int2(2 * i, 2 * i + 1);
 }
+
+#define ROPE_HEADS 8 // heads a warp at most
 
 // tw_rope_store: the pairs of each head's first 2 * half dims of q (T, H, D) and k (T, Hkv, D)
 // rotated by pos[t] * inv_freq[i], k's pairs also stored into row rows[t] of kc, k's
-// unrotated dims and v's rows copied to kc and vc. A warp a head of a row (q's T * H, then k's
-// T * Hkv, which also copy their head of v), its lanes over the pairs and the dims: no thread
-// divides 64-bit indices per element (three divisions a pair and two an element of v made the
-// version before instruction-bound: 38 us a call on the 8B's q and k in training, 5.2 % of
-// SmolLM2's 2048-token prefill, ncu on an H200). With Hkv 0, tw_rope of q alone.
-// None writes what another reads.
+// unrotated dims and v's rows copied to kc and vc. A warp takes hg <= ROPE_HEADS heads of a row
+// (of its H q heads, then Hkv k heads, which also copy their head of v), its lanes over the
+// pairs (PAIRS a lane: half <= 32 * PAIRS) and the dims. Each lane's angles (the angle in f32
+// as transformers forms it, its cosine and sine in double as the reference) are computed once
+// for the hg heads, and their pairs all loaded before any is stored, so that a warp has them
+// in flight together; no thread divides 64-bit indices per element (three divisions a pair
+// and two an element of v made the version before instruction-bound: 38 us a call on the 8B's
+// q and k in training, 5.2 % of SmolLM2's 2048-token prefill, ncu on an H200; a head a warp,
+// one load at a time, ran llama-124m's q in training at 1.6 TB/s). With Hkv 0, tw_rope of q
+// alone. None writes what another reads.
+template <int PAIRS>
 static __global__ void rope_store_kernel(float *q, float *k, const float *v, const int32_t *pos,
                                          const float *inv_freq, const int32_t *rows, float *kc,
                                          float *vc, int64_t T, int H, int Hkv, int D, int half,
-                                         bool neox)
+                                         bool neox, int hg)
 {
     twc_pdl_enter();
-    int64_t th = blockIdx.x * (int64_t)(blockDim.x / 32) + threadIdx.x / 32;
-    const int lane = threadIdx.x % 32;
-    if (th < T * H) { // a head of q
-        float p = (float)pos[th / H];
-        for (int i = lane; i < half; i += 32)
-            rope_pair(q + th * D, NULL, i, p * inv_freq[i], half, neox);
+    const int64_t w = blockIdx.x * (int64_t)(blockDim.x / 32) + threadIdx.x / 32;
+    const int ng = (H + Hkv + hg - 1) / hg, lane = threadIdx.x % 32;
+    const int64_t t = w / ng;
+    if (t >= T)
         return;
+    const int h0 = (int)(w - t * ng) * hg, nh = min(hg, H + Hkv - h0);
+    const float p = (float)pos[t];
+    const int64_t kvd = (int64_t)Hkv * D;
+    float c[PAIRS], sn[PAIRS], a[ROPE_HEADS][PAIRS], b[ROPE_HEADS][PAIRS];
+#pragma unroll
+    for (int j = 0; j < PAIRS; j++) {
+        c[j] = 1.0f, sn[j] = 0.0f;
+        if (lane + 32 * j < half) {
+            double sd, cd;
+            sincos((double)(p * inv_freq[lane + 32 * j]), &sd, &cd);
+            c[j] = (float)cd, sn[j] = (float)sd;
+        }
     }
-    th -= T * H;
-    if (th >= T * Hkv)
-        return;
-    const int64_t t = th / Hkv, kvd = (int64_t)Hkv * D;
-    const int64_t dst = (int64_t)rows[t] * kvd + (th - t * Hkv) * D; // this head's cache row
-    float p = (float)pos[t];
-    for (int i = lane; i < half; i += 32)
-        rope_pair(k + th * D, kc + dst, i, p * inv_freq[i], half, neox);
-    for (int d = lane; d < D; d += 32) {
-        vc[dst + d] = v[th * D + d];
-        if (d >= 2 * half)
-            kc[dst + d] = k[th * D + d];
+#pragma unroll
+    for (int e = 0; e < ROPE_HEADS; e++) {
+        const int h = h0 + e;
+        const float *x = h < H ? q + (t * H + h) * D : k + (t * Hkv + (h - H)) * D;
+#pragma unroll
+        for (int j = 0; j < PAIRS; j++) {
+            a[e][j] = b[e][j] = 0.0f;
+            if (e < nh && lane + 32 * j < half) {
+                int2 d = rope_dims(lane + 32 * j, half, neox);
+                a[e][j] = x[d.x], b[e][j] = x[d.y];
+            }
+        }
+    }
+#pragma unroll
+    for (int e = 0; e < ROPE_HEADS; e++) {
+        const int h = h0 + e;
+        if (e >= nh)
+            break;
+        float *x = h < H ? q + (t * H + h) * D : k + (t * Hkv + (h - H)) * D, *dst = NULL;
+        if (h >= H)
+            dst = kc + (int64_t)rows[t] * kvd + (int64_t)(h - H) * D; // this head's cache row
+#pragma unroll
+        for (int j = 0; j < PAIRS; j++) {
+            if (lane + 32 * j < half) {
+                int2 d = rope_dims(lane + 32 * j, half, neox);
+                float r0 = a[e][j] * c[j] - b[e][j] * sn[j], r1 = b[e][j] * c[j] + a[e][j] * sn[j];
+                x[d.x] = r0, x[d.y] = r1;
+                if (dst)
+                    dst[d.x] = r0, dst[d.y] = r1;
+            }
+        }
+        if (dst) { // v's head, and k's dims past the rotated ones
+            const float *vr = v + (t * Hkv + (h - H)) * D;
+            float *vd = vc + (dst - kc);
+            for (int d = lane; d < D; d += 32) {
+                vd[d] = vr[d];
+                if (d >= 2 * half)
+                    dst[d] = x[d];
+            }
+        }
     }
 }
 
@@ -1064,11 +1100,24 @@ static void rope_store(struct cuda_impl *im, struct tw_tensor *q, float *k, cons
     if (!d_pos || (half && !d_freq) || (Hkv && !d_rows) || !live(im))
         return;
     int64_t n = T * ((H + Hkv) * half + Hkv * D);
+    if (half > 128) {
+        fail(im, what, "head size over 256");
+        return;
+    }
+    // Heads a warp: 8 where that still leaves 16 warps an SM of an H100's 132 (prefill,
+    // training), else 1 (decode: its few heads spread over as many warps).
+    int hg = T * (H + Hkv) >= (int64_t)ROPE_HEADS * 16 * 132 ? ROPE_HEADS : 1;
+    int64_t warps = T * ((H + Hkv + hg - 1) / hg);
+    void (*kern)(float *, float *, const float *, const int32_t *, const float *, const int32_t *,
+                 float *, float *, int64_t, int, int, int, int, bool, int) =
+        half <= 32   ? rope_store_kernel<1>
+        : half <= 64 ? rope_store_kernel<2>
+                     : rope_store_kernel<4>;
     if (n > 0)
         ck(im,
-           twc_launch(rope_store_kernel, (unsigned)((T * (H + Hkv) + 7) / 8), 256, 0, im->stream,
-                      f32(q), k, v, d_pos, d_freq, d_rows, k_cache, v_cache, T, (int)H, (int)Hkv,
-                      (int)D, half, r->neox), // 8 head rows a block
+           twc_launch(kern, (unsigned)((warps + 7) / 8), 256, 0, im->stream, f32(q), k, v, d_pos,
+                      d_freq, d_rows, k_cache, v_cache, T, (int)H, (int)Hkv, (int)D, half, r->neox,
+                      hg), // 8 warps a block
            what);
 }
 
