@@ -802,21 +802,12 @@ static void encode_rows(tw_ctx *c, const int32_t *ids, const int32_t *types, int
     }
     for (int il = 0; il < cfg->n_layer; il++) {
         const struct tw_layer *L = &m->layers[il];
-        struct tw_tensor *qkv[3] = { &q, &k, &v };
-        const struct tw_tensor *w3[3] = { &L->wq, &L->wk, &L->wv };
-        const struct tw_tensor *b3[3] = { &L->bq, &L->bk, &L->bv };
-        tw_matmul_n(be, 3, qkv, &x, w3, b3, NULL);
-        struct tw_tensor qh = tw_tensor_f32_3d(c->q, T, H, hd);
-        if (n_seqs == 1) {
-            struct tw_tensor kh = tw_tensor_f32_3d(c->k, T, cfg->n_head_kv, hd);
-            struct tw_tensor vh = tw_tensor_f32_3d(c->v, T, cfg->n_head_kv, hd);
-            tw_attention(be, &att, &qh, &kh, &vh, &a);
-        } else {
-            tw_attention_seqs(be, &att, &qh, c->seqs, n_seqs, &a);
-        }
-        // Post-norm: x = LayerNorm(x + o(att)), x = LayerNorm(x + down(act(up(x)))), the
-        // residual added by the products themselves (tw_matmul_add, tw_mlp_add).
-        tw_matmul_add(be, &x, &att, &L->wo, &L->bo, &xn);
+        struct tw_tensor *sc[4] = { &q, &k, &v, &att };
+        const struct tw_tensor *w4[4] = { &L->wq, &L->wk, &L->wv, &L->wo };
+        const struct tw_tensor *b4[4] = { &L->bq, &L->bk, &L->bv, &L->bo };
+        // Post-norm: x = LayerNorm(x + o(attention(x))), x = LayerNorm(x + down(act(up(x)))),
+        // the residual added by the fused forms themselves.
+        tw_self_attention_add(be, &x, &x, w4, b4, c->seqs, n_seqs, &a, sc, &xn);
         tw_layernorm(be, &x, &x, &L->attn_norm, &L->attn_norm_b, cfg->norm_eps);
         tw_mlp_add(be, &x, &x, &L->w_up, &L->b_up, cfg->act, &L->w_down, &L->b_down, &u, &xn);
         tw_layernorm(be, &x, &x, &L->ffn_norm, &L->ffn_norm_b, cfg->norm_eps);

@@ -113,8 +113,8 @@ struct tw_backend_ops {
                      const int32_t *rows);
     void (*topk)(struct tw_backend *be, const struct tw_tensor *x, int32_t k, float *vals,
                  int32_t *ids);
-    // Fused forms (NULL: tw_matmul_add, tw_matmul_swiglu, tw_mlp_add, tw_matmul_n with a
-    // norm and tw_rope_store compose the plain ops).
+    // Fused forms (NULL: tw_matmul_add, tw_matmul_swiglu, tw_mlp_add, tw_self_attention_add,
+    // tw_matmul_n with a norm and tw_rope_store compose the plain ops).
     void (*norm_matmul_n)(struct tw_backend *be, int n, struct tw_tensor *const *ys,
                           const struct tw_tensor *x, const struct tw_tensor *const *ws,
                           const struct tw_tensor *const *biases, const struct tw_prenorm *pn);
@@ -131,6 +131,11 @@ struct tw_backend_ops {
     void (*mlp_add)(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
                     const struct tw_tensor *wu, const struct tw_tensor *bu, enum tw_act act,
                     const struct tw_tensor *wd, const struct tw_tensor *bd, struct tw_tensor *u);
+    // False: not this case (tw_self_attention_add composes the plain ops).
+    bool (*self_attention_add)(struct tw_backend *be, struct tw_tensor *y,
+                               const struct tw_tensor *x, const struct tw_tensor *const *w,
+                               const struct tw_tensor *const *b, const struct tw_attn_seq *seqs,
+                               int n, const struct tw_attn *a, struct tw_tensor *const *s);
     // Graphs (NULL: the backend runs every op as it comes): see tw_backend_graph_begin.
     int (*graph_begin)(struct tw_backend *be, void **graph, int32_t kv_bound, int32_t rows_bound);
     int (*graph_end)(struct tw_backend *be, void **graph);
@@ -226,6 +231,18 @@ void tw_mlp_add(struct tw_backend *be, struct tw_tensor *y, const struct tw_tens
                 const struct tw_tensor *wu, const struct tw_tensor *bu, enum tw_act act,
                 const struct tw_tensor *wd, const struct tw_tensor *bd, struct tw_tensor *u,
                 struct tw_tensor *tmp);
+// y (T, C) += attention(x wq^T + bq, x wk^T + bk, x wv^T + bv) wo^T + bo: an encoder's
+// self-attention sublayer added to the residual stream, over the sequences seqs[0..n) that
+// partition x's first rows, each attending to its own rows only (n_past 0, no pages). w = {wq,
+// wk, wv, wo}, b their biases (entries, or b itself, may be NULL). s = {q (T, H * D), k, v (T,
+// Hkv * D), att (T, H * D)}: f32 scratch that a backend may hold in another dtype, so what it
+// holds afterwards is unspecified; seqs[i].k and .v point at the sequence's rows of s[1] and
+// s[2] (the composed path's attention reads them there). tmp (T, C): scratch for backends
+// that compose the residual add. y may alias x.
+void tw_self_attention_add(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                           const struct tw_tensor *const *w, const struct tw_tensor *const *b,
+                           const struct tw_attn_seq *seqs, int n, const struct tw_attn *a,
+                           struct tw_tensor *const *s, struct tw_tensor *tmp);
 // Over rows of C: y = x / sqrt(mean(x^2) + eps) * w (w may be NULL); y may alias x.
 void tw_rmsnorm(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
                 const struct tw_tensor *w, float eps);

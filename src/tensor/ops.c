@@ -146,6 +146,35 @@ void tw_mlp_add(struct tw_backend *be, struct tw_tensor *y, const struct tw_tens
     tw_matmul_add(be, y, u, wd, bd, tmp);
 }
 
+void tw_self_attention_add(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                           const struct tw_tensor *const *w, const struct tw_tensor *const *b,
+                           const struct tw_attn_seq *seqs, int n, const struct tw_attn *a,
+                           struct tw_tensor *const *s, struct tw_tensor *tmp)
+{
+    const int64_t T = tw_tensor_nrows(x), H = a->n_head, Hkv = a->n_head_kv, D = a->head_dim;
+    assert(is_f32(y) && is_f32(x) && same_shape(x, y) && n >= 1);
+    assert(tw_tensor_nelem(s[0]) == T * H * D && tw_tensor_nelem(s[3]) == T * H * D);
+    assert(tw_tensor_nelem(s[1]) == T * Hkv * D && tw_tensor_nelem(s[2]) == T * Hkv * D);
+    for (int i = 0; i < n; i++)
+        assert(seqs[i].n_past == 0 && !seqs[i].pages);
+    (void)H, (void)Hkv, (void)D;
+    if (be->ops->self_attention_add && be->ops->self_attention_add(be, y, x, w, b, seqs, n, a, s))
+        return;
+    const struct tw_tensor *bs[3] = { b ? b[0] : NULL, b ? b[1] : NULL, b ? b[2] : NULL };
+    tw_matmul_n(be, 3, s, x, w, bs, NULL);
+    struct tw_tensor qh = tw_tensor_f32_3d((float *)s[0]->data, T, a->n_head, a->head_dim);
+    if (n == 1 && seqs[0].row0 == 0 && seqs[0].n_rows == T) { // one sequence: all the rows
+        struct tw_tensor kh = tw_tensor_f32_3d((float *)s[1]->data, T, a->n_head_kv, a->head_dim);
+        struct tw_tensor vh = tw_tensor_f32_3d((float *)s[2]->data, T, a->n_head_kv, a->head_dim);
+        struct tw_attn a1 = *a;
+        a1.n_past = 0;
+        tw_attention(be, s[3], &qh, &kh, &vh, &a1);
+    } else {
+        tw_attention_seqs(be, s[3], &qh, seqs, n, a);
+    }
+    tw_matmul_add(be, y, s[3], w[3], b ? b[3] : NULL, tmp);
+}
+
 void tw_rmsnorm(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
                 const struct tw_tensor *w, float eps)
 {

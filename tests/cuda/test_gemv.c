@@ -4,12 +4,12 @@
 // < 1e-2); N not a multiple of anything, K of one to a few blocks, with and without bias, x
 // at an address that is not 16-byte aligned, outputs poisoned with NaN first so that an
 // element left unwritten shows; likewise the fused forms (several products of one x, the gated
-// MLP, the residual add, each with an RMSNorm folded in; BERT's MLP). Q4_0 and Q4_K at T <= 8, and
-// Q8_0 at 2 <= T <= 8, meet x rounded to int8 blocks on the device (the CPU's rounding,
-// cpu_qdot.h): their reference is the same product of x rounded on the host (< 1e-5; with an
-// RMSNorm first, which the two sides compute in their own order and which may move a rounding by
-// one step: < 1e-3), and they stay near the unrounded product (< 2e-2). Run by `make test-cuda` on
-// the GPU machine only.
+// MLP, the residual add, each with an RMSNorm folded in; BERT's MLP and attention). Q4_0 and Q4_K
+// at T <= 8, and Q8_0 at 2 <= T <= 8, meet x rounded to int8 blocks on the device (the CPU's
+// rounding, cpu_qdot.h): their reference is the same product of x rounded on the host (< 1e-5;
+// with an RMSNorm first, which the two sides compute in their own order and which may move a
+// rounding by one step: < 1e-3), and they stay near the unrounded product (< 2e-2). Run by `make
+// test-cuda` on the GPU machine only.
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -372,6 +372,79 @@ static double mlp_case(enum tw_dtype dt, int64_t T, int64_t C, int64_t F, bool b
     return err;
 }
 
+// An encoder's self-attention sublayer (tw_self_attention_add) over n packed sequences of
+// lens[i] rows, y aliasing x: the CUDA backend against the reference's composition of the
+// plain ops. With bf16 weights, more than 8 rows and a query tile well filled, q, k, v and the
+// attention's output stay bf16 between the products (TOL_GEMM); else the composed ops.
+static double selfattn_case(enum tw_dtype dt, const int32_t *lens, int n, int64_t C, int H,
+                            int Hkv, int D)
+{
+    struct tw_backend *ref = tw_backend_cpu_ref();
+    int64_t T = 0, HD = (int64_t)H * D, KD = (int64_t)Hkv * D;
+    for (int i = 0; i < n; i++)
+        T += lens[i];
+    const int64_t rows[4] = { HD, KD, KD, C }, cols[4] = { C, C, C, HD };
+    const int64_t ns[4] = { T * HD, T * KD, T * KD, T * HD };
+    struct tw_tensor w[4], dw[4], hb[4], db[4], hs[4], gs[4];
+    float *bias[4], *hbuf[4];
+    const struct tw_tensor *hwp[4], *dwp[4], *hbp[4], *dbp[4];
+    struct tw_tensor *hsp[4], *gsp[4];
+    for (int i = 0; i < 4; i++) {
+        w[i] = make_weights(dt, rows[i], cols[i]);
+        CHECK_OK(tw_backend_tensor_upload(cuda, &w[i], &dw[i]));
+        bias[i] = rand_floats((size_t)rows[i]);
+        hb[i] = tw_tensor_f32_1d(bias[i], rows[i]);
+        CHECK_OK(tw_backend_tensor_upload(cuda, &hb[i], &db[i]));
+        REQUIRE((hbuf[i] = tw_malloc((size_t)ns[i] * sizeof(float))));
+        hs[i] = tw_tensor_f32_2d(hbuf[i], T, ns[i] / T);
+        gs[i] = dev_out(T, ns[i] / T, NULL);
+        hwp[i] = &w[i], dwp[i] = &dw[i], hbp[i] = &hb[i], dbp[i] = &db[i];
+        hsp[i] = &hs[i], gsp[i] = &gs[i];
+    }
+    // x in [-0.1, 0.1): with weights in [-1, 1) the scores' spread stays a few units, as a
+    // trained model's (at x in [-1, 1) they spread by hundreds, and bf16's rounding of q and k
+    // moves which key a query picks).
+    float *x = rand_floats((size_t)(T * C)), *tmp = tw_malloc((size_t)(T * C) * sizeof(float));
+    REQUIRE(tmp);
+    for (int64_t i = 0; i < T * C; i++)
+        x[i] *= 0.1f;
+    struct tw_attn_seq hseq[8], dseq[8];
+    REQUIRE(n <= 8);
+    for (int i = 0, r0 = 0; i < n; r0 += lens[i++]) {
+        hseq[i] = (struct tw_attn_seq){ .row0 = r0, .n_rows = lens[i] };
+        dseq[i] = hseq[i];
+        hseq[i].k = hbuf[1] + (size_t)r0 * KD, hseq[i].v = hbuf[2] + (size_t)r0 * KD;
+        dseq[i].k = (float *)gs[1].data + (size_t)r0 * KD;
+        dseq[i].v = (float *)gs[2].data + (size_t)r0 * KD;
+    }
+    struct tw_attn a = { .n_head = H,
+                         .n_head_kv = Hkv,
+                         .head_dim = D,
+                         .scale = 1.0f / sqrtf((float)D),
+                         .lowp = dt != TW_DTYPE_F32 };
+    float *want = tw_malloc((size_t)(T * C) * sizeof(float));
+    REQUIRE(want);
+    memcpy(want, x, (size_t)(T * C) * sizeof(float));
+    struct tw_tensor hy = tw_tensor_f32_2d(want, T, C), htmp = tw_tensor_f32_2d(tmp, T, C);
+    tw_self_attention_add(ref, &hy, &hy, hwp, hbp, hseq, n, &a, hsp, &htmp);
+    struct tw_tensor gy = dev_out(T, C, x), gtmp = dev_out(T, C, NULL);
+    tw_self_attention_add(cuda, &gy, &gy, dwp, dbp, dseq, n, &a, gsp, &gtmp);
+    char what[128];
+    snprintf(what, sizeof what, "%s self_attention_add T=%lld n=%d C=%lld H=%d/%d D=%d",
+             tw_dtype_name(dt), (long long)T, n, (long long)C, H, Hkv, D);
+    double err = compare(what, &gy, want, dt == TW_DTYPE_F32 ? TOL_GEMV : TOL_GEMM, 0);
+    tw_backend_release(cuda, gtmp.data);
+    for (int i = 0; i < 4; i++) {
+        tw_backend_release(cuda, gs[i].data);
+        tw_backend_release(cuda, dw[i].data);
+        tw_backend_release(cuda, db[i].data);
+        tw_free(w[i].data), tw_free(bias[i]), tw_free(hbuf[i]);
+    }
+    CHECK_OK(tw_backend_sync(cuda));
+    tw_free(x), tw_free(tmp), tw_free(want);
+    return err;
+}
+
 // T rows of a (V, K) table, the first and last rows among them, against the reference.
 static double embedding_case(enum tw_dtype dt, int64_t V, int64_t K, int64_t T)
 {
@@ -482,6 +555,20 @@ int main(void)
         worst_mlp = fmax(worst_mlp, mlp_case(dt, 3, 64, 256, true, TW_ACT_GELU, false));
     }
     printf("mlp_add: worst error %.2g\n", worst_mlp);
+    // The encoder's attention sublayer: MiniLM's shape (three sequences of 128), one
+    // sequence with grouped heads of 64, uneven lengths, head size 128, and the composed path
+    // (a query tile too thin for the tensor cores; f32 weights).
+    double worst_sa = 0;
+    worst_sa = fmax(
+        worst_sa, selfattn_case(TW_DTYPE_BF16, (int32_t[]){ 128, 128, 128 }, 3, 384, 12, 12, 32));
+    worst_sa = fmax(worst_sa, selfattn_case(TW_DTYPE_BF16, (int32_t[]){ 64 }, 1, 256, 4, 2, 64));
+    worst_sa =
+        fmax(worst_sa, selfattn_case(TW_DTYPE_BF16, (int32_t[]){ 40, 70, 33 }, 3, 128, 2, 2, 64));
+    worst_sa = fmax(worst_sa, selfattn_case(TW_DTYPE_BF16, (int32_t[]){ 100 }, 1, 256, 2, 1, 128));
+    worst_sa =
+        fmax(worst_sa, selfattn_case(TW_DTYPE_BF16, (int32_t[]){ 20, 30 }, 2, 64, 2, 2, 32));
+    worst_sa = fmax(worst_sa, selfattn_case(TW_DTYPE_F32, (int32_t[]){ 50, 60 }, 2, 64, 4, 4, 16));
+    printf("self_attention_add: worst error %.2g\n", worst_sa);
     tw_backend_free(cuda);
     return check_report("cuda_gemv");
 }

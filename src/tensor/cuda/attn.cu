@@ -37,6 +37,10 @@ struct attn_args {
     bool causal;
     float qscale; // scale * log2(e)
     struct partials part;
+    // tc_kernel<C, true> (twc_attention_bf16): q, the pools and out are bf16 (the pointers
+    // above cast), and the biases of q (H * D), k and v (Hkv * D; each may be NULL) are added
+    // to the rows as they are loaded.
+    const float *bq, *bk, *bv;
 };
 
 // A block's query tile, key split and kv head: blockIdx.x = (i * n_split + split) * Hkv + kvh
@@ -123,6 +127,48 @@ static __device__ __forceinline__ void store4(float *row, int d, int D, bool vec
         row[d + 2] = x.z;
     if (d + 3 < D)
         row[d + 3] = x.w;
+}
+
+// load4 of a row of D bf16 (vec: 8-byte loads, D % 4 == 0 and the row 8-byte aligned), plus
+// bias[d .. d + 3] (zero past D) when bias is not NULL.
+static __device__ __forceinline__ float4 load4_bf16(const __nv_bfloat16 *row, const float *bias,
+                                                    int d, int D, bool vec)
+{
+    float4 r = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (vec) {
+        if (d < D) {
+            uint2 u = *(const uint2 *)(row + d);
+            float2 a = __bfloat1622float2(*(const __nv_bfloat162 *)&u.x);
+            float2 b = __bfloat1622float2(*(const __nv_bfloat162 *)&u.y);
+            r = make_float4(a.x, a.y, b.x, b.y);
+        }
+    } else {
+        if (d < D)
+            r.x = __bfloat162float(row[d]);
+        if (d + 1 < D)
+            r.y = __bfloat162float(row[d + 1]);
+        if (d + 2 < D)
+            r.z = __bfloat162float(row[d + 2]);
+        if (d + 3 < D)
+            r.w = __bfloat162float(row[d + 3]);
+    }
+    if (bias) {
+        r.x += d < D ? bias[d] : 0.f;
+        r.y += d + 1 < D ? bias[d + 1] : 0.f;
+        r.z += d + 2 < D ? bias[d + 2] : 0.f;
+        r.w += d + 3 < D ? bias[d + 3] : 0.f;
+    }
+    return r;
+}
+
+// Row `row` of a pool (rows kv_row elements apart, this head's D at its start), f32 or bf16.
+template <bool BF>
+static __device__ __forceinline__ float4 pool_load4(const float *pool, size_t off,
+                                                    const float *bias, int d, int D, bool vec)
+{
+    if (BF)
+        return load4_bf16((const __nv_bfloat16 *)pool + off, bias, d, D, vec);
+    return load4(pool + off, d, D, vec);
 }
 
 // Max and sum over the W consecutive lanes (aligned groups of W, W a power of two <= 32).
@@ -441,18 +487,19 @@ static __device__ __forceinline__ void tc_rows(int (&row)[C::RPT], const struct 
     }
 }
 
-// This thread's float4 of those rows (zero past D and for rows -1: the pool may hold NaN).
-template <class C>
+// This thread's float4 of those rows (zero past D and for rows -1: the pool may hold NaN);
+// BF: a bf16 pool (pool + off counts bf16 elements), bias added.
+template <class C, bool BF>
 static __device__ __forceinline__ void tc_load(float4 (&x)[C::RPT], const float *pool,
-                                               const int (&row)[C::RPT], size_t kv_row, int D,
-                                               bool vec)
+                                               const float *bias, const int (&row)[C::RPT],
+                                               size_t kv_row, int D, bool vec)
 {
     const int d = 4 * ((int)threadIdx.x % C::CPR);
 #pragma unroll
     for (int b = 0; b < C::RPT; b++) {
         x[b] = make_float4(0.f, 0.f, 0.f, 0.f);
         if (row[b] >= 0)
-            x[b] = load4(pool + (size_t)row[b] * kv_row, d, D, vec);
+            x[b] = pool_load4<BF>(pool, (size_t)row[b] * kv_row, bias, d, D, vec);
     }
 }
 
@@ -469,7 +516,7 @@ static __device__ __forceinline__ void tc_store(uint16_t *tile, const float4 (&x
 // shared memory. The next kv tile's floats are fetched into registers while the current one is
 // multiplied (K before Q K^T, V before P V), then converted into the other buffer: one barrier a
 // tile. The block table is read a tile earlier still, so its latency and the loads' do not add up.
-template <class C>
+template <class C, bool BF>
 static __global__ void __launch_bounds__(C::NTH, C::MINB) tc_kernel(struct attn_args a)
 {
     constexpr int DP = C::DP, BQ = C::BQ, TK = C::TK, ST = C::ST, RPT = C::RPT, WM = C::WM;
@@ -493,12 +540,17 @@ static __global__ void __launch_bounds__(C::NTH, C::MINB) tc_kernel(struct attn_
     const int kv_begin = tr.kv_begin, kv_end = tr.kv_end;
 
     const size_t kv_row = (size_t)a.Hkv * D;
-    const float *k_pool = sq.k_pool + (size_t)kvh * D, *v_pool = sq.v_pool + (size_t)kvh * D;
+    // This kv head's columns of the pools (in their element type) and of k's and v's biases.
+    const float *k_pool = BF ? (const float *)((const __nv_bfloat16 *)sq.k_pool + kvh * D)
+                             : sq.k_pool + (size_t)kvh * D;
+    const float *v_pool = BF ? (const float *)((const __nv_bfloat16 *)sq.v_pool + kvh * D)
+                             : sq.v_pool + (size_t)kvh * D;
+    const float *bk = BF && a.bk ? a.bk + kvh * D : NULL, *bv = BF && a.bv ? a.bv + kvh * D : NULL;
     int row[RPT], row_next[RPT];
     float4 x[RPT];
     tc_rows<C>(row, sq, a.block_rows, kv_begin, kv_end);
     tc_rows<C>(row_next, sq, a.block_rows, kv_begin + TK, kv_end);
-    tc_load<C>(x, k_pool, row, kv_row, D, vec);
+    tc_load<C, BF>(x, k_pool, bk, row, kv_row, D, vec);
 
     for (int it = tid; it < BQ * DP / 4; it += C::NTH) {
         int i = it / (DP / 4), d = 4 * (it % (DP / 4));
@@ -506,13 +558,14 @@ static __global__ void __launch_bounds__(C::NTH, C::MINB) tc_kernel(struct attn_
         float4 q = make_float4(0.f, 0.f, 0.f, 0.f);
         if (qv < nq) {
             int r = qv / G, h = kvh * G + qv % G;
-            q = load4(a.q + ((size_t)(sq.row0 + r) * H + h) * D, d, D, vec);
+            q = pool_load4<BF>(a.q, ((size_t)(sq.row0 + r) * H + h) * D,
+                               BF && a.bq ? a.bq + h * D : NULL, d, D, vec);
             q.x *= a.qscale, q.y *= a.qscale, q.z *= a.qscale, q.w *= a.qscale;
         }
         st_bf16x4(Qs + i * ST + d, q);
     }
     tc_store<C>(Ks, x);
-    tc_load<C>(x, v_pool, row, kv_row, D, vec);
+    tc_load<C, BF>(x, v_pool, bv, row, kv_row, D, vec);
     tc_store<C>(Vs, x);
 
     // This lane's rows qw + 16 mt + g + 8 r (slot i = 2 mt + r), their visible keys [lo, hi)
@@ -551,7 +604,7 @@ static __global__ void __launch_bounds__(C::NTH, C::MINB) tc_kernel(struct attn_
 #pragma unroll
             for (int b = 0; b < RPT; b++)
                 row[b] = row_next[b];
-            tc_load<C>(x, k_pool, row, kv_row, D, vec);
+            tc_load<C, BF>(x, k_pool, bk, row, kv_row, D, vec);
             tc_rows<C>(row_next, sq, a.block_rows, j0 + 2 * TK, kv_end);
         }
         // Warp-uniform: whether any of the warp's rows sees a key of the tile.
@@ -585,7 +638,7 @@ static __global__ void __launch_bounds__(C::NTH, C::MINB) tc_kernel(struct attn_
         }
         if (next) {
             tc_store<C>(Ks + (buf ^ 1) * TK * ST, x);
-            tc_load<C>(x, v_pool, row, kv_row, D, vec);
+            tc_load<C, BF>(x, v_pool, bv, row, kv_row, D, vec);
         }
         if (work) {
             // Masks only where the tile is not wholly inside every row's range.
@@ -667,6 +720,25 @@ static __global__ void __launch_bounds__(C::NTH, C::MINB) tc_kernel(struct attn_
         int rr = qv / G, h = kvh * G + qv % G;
         float *dst;
         float inv = 1.f;
+        if (BF) { // (never split: twc_attention_bf16)
+            __nv_bfloat16 *db = (__nv_bfloat16 *)a.out + ((size_t)(sq.row0 + rr) * H + h) * D;
+            inv = 1.f / lt;
+#pragma unroll
+            for (int nd = 0; nd < DP / 8; nd++) {
+                int d = 8 * nd + 2 * c;
+                float x0 = o[mt][nd][e0] * inv, x1 = o[mt][nd][e0 + 1] * inv;
+                if (vec) {
+                    if (d < D)
+                        *(__nv_bfloat162 *)(db + d) = __floats2bfloat162_rn(x0, x1);
+                } else {
+                    if (d < D)
+                        db[d] = __float2bfloat16(x0);
+                    if (d + 1 < D)
+                        db[d + 1] = __float2bfloat16(x1);
+                }
+            }
+            continue;
+        }
         if (n_split == 1) {
             dst = a.out + ((size_t)(sq.row0 + rr) * H + h) * D;
             inv = 1.f / lt; // every row sees at least its own key (or all keys)
@@ -736,9 +808,10 @@ template <class C> static struct kernel f32_kernel(void)
     return (struct kernel){ attn_kernel<C>, C::BQ, C::TK, NT, C::SMEM, 4 };
 }
 
-template <class C> static struct kernel bf16_kernel(int waves)
+// waves 0: never split the keys (tc_kernel<C, true> writes bf16 rows, no partials).
+template <class C, bool BF = false> static struct kernel bf16_kernel(int waves)
 {
-    return (struct kernel){ tc_kernel<C>, C::BQ, C::TK, C::NTH, C::SMEM, waves };
+    return (struct kernel){ tc_kernel<C, BF>, C::BQ, C::TK, C::NTH, C::SMEM, BF ? 0 : waves };
 }
 
 // Launches k for the batch: picks the split count, allocates and frees the partials.
@@ -756,7 +829,7 @@ static cudaError_t launch(struct kernel k, struct attn_args a, int n_seq, int32_
     // at least 256 keys, and only while the partials stay small.
     int64_t n_split = 1;
     const int64_t target = (int64_t)k.waves * n_sm;
-    if (blocks < target && max_kv >= 512) {
+    if (blocks < target && max_kv >= 512 && k.waves > 0) {
         n_split = (target + blocks - 1) / blocks;
         n_split = n_split < max_kv / 256 ? n_split : max_kv / 256;
         n_split = n_split < 64 ? n_split : 64;
@@ -850,6 +923,40 @@ cudaError_t twc_attention(float *out, const float *q, const struct twc_attn_seq 
     if (x.D <= 128)
         return launch_dp<cfg<128, 8, 32, 2, 8>, cfg<128, 64, 32, 4, 16>>(x, n_seq, max_kv, s);
     return launch_dp<cfg<256, 8, 32, 2, 16>, cfg<256, 32, 32, 4, 16>>(x, n_seq, max_kv, s);
+}
+
+bool twc_attention_bf16_ok(const struct tw_attn *a, int32_t max_rows)
+{
+    return a->lowp && a->head_dim > 0 && a->head_dim <= 128 && a->head_dim % 4 == 0 &&
+           a->n_head_kv > 0 && a->n_head % a->n_head_kv == 0 && max_rows > 1 &&
+           (int64_t)max_rows * (a->n_head / a->n_head_kv) >= 64;
+}
+
+cudaError_t twc_attention_bf16(__nv_bfloat16 *out, const __nv_bfloat16 *q, const float *bq,
+                               const float *bk, const float *bv, const struct twc_attn_seq *seqs,
+                               int n_seq, int32_t max_rows, int32_t max_kv, int32_t block_rows,
+                               const struct tw_attn *a, cudaStream_t s)
+{
+    if (n_seq <= 0 || max_rows <= 0)
+        return cudaSuccess;
+    if (!twc_attention_bf16_ok(a, max_rows) || a->n_head_kv > 65535 || n_seq > 65535 ||
+        block_rows <= 0 || max_kv < max_rows)
+        return cudaErrorInvalidValue;
+    struct attn_args x = {};
+    x.out = (float *)out, x.q = (const float *)q, x.seqs = seqs;
+    x.H = a->n_head, x.Hkv = a->n_head_kv, x.G = a->n_head / a->n_head_kv, x.D = a->head_dim;
+    x.block_rows = block_rows, x.max_rows = max_rows, x.window = a->window;
+    x.causal = a->causal;
+    x.qscale = a->scale * 1.4426950408889634f; // log2(e)
+    x.bq = bq, x.bk = bk, x.bv = bv;
+    if ((int64_t)max_rows * x.G > INT_MAX / 2)
+        return cudaErrorInvalidValue;
+    // twc_attention's tensor-core tilings
+    if (x.D <= 32)
+        return launch(bf16_kernel<tc_cfg<32, 64, 1, 8, 2>, true>(1), x, n_seq, max_kv, s);
+    if (x.D <= 64)
+        return launch(bf16_kernel<tc_cfg<64, 64, 1, 8, 1>, true>(1), x, n_seq, max_kv, s);
+    return launch(bf16_kernel<tc_cfg<128, 32, 2, 8, 1>, true>(2), x, n_seq, max_kv, s);
 }
 
 // ---- prefill of fresh sequences on the training attention's kernel (fattn.cu's forward:

@@ -1243,6 +1243,70 @@ static void ew(struct tw_backend *be, enum ew_op op, float *y, const float *a, c
        what);
 }
 
+// tw_self_attention_add with bf16 weights on the GEMM path: nothing between the products in
+// f32. x rounded once; q, k and v straight from their products into bf16 (in the first half of
+// s's f32 buffers), their biases added by the attention as it reads them; the attention's
+// output written as bf16 rows the o product reads as they are, adding into y. Against the
+// composed ops: q, k, v and the attention's output each rounded to bf16 once more (after the
+// product, before the bias), within bf16's tolerance. False (the plain ops) otherwise.
+static bool cuda_self_attention_add(struct tw_backend *be, struct tw_tensor *y,
+                                    const struct tw_tensor *x, const struct tw_tensor *const *w,
+                                    const struct tw_tensor *const *b,
+                                    const struct tw_attn_seq *seqs, int n, const struct tw_attn *a,
+                                    struct tw_tensor *const *s)
+{
+    struct cuda_impl *im = impl(be);
+    int64_t T = tw_tensor_nrows(x), C = tw_tensor_ncols(x);
+    int64_t HD = (int64_t)a->n_head * a->head_dim, KD = (int64_t)a->n_head_kv * a->head_dim;
+    int32_t max_rows = 0;
+    for (int i = 0; i < n; i++)
+        max_rows = seqs[i].n_rows > max_rows ? seqs[i].n_rows : max_rows;
+    bool ok = T > TWC_GEMV_MAX_T && twc_attention_bf16_ok(a, max_rows) && a->window == 0;
+    for (int i = 0; i < 4; i++)
+        ok = ok && w[i]->dtype == TW_DTYPE_BF16;
+    for (int i = 0; i < 4; i++)
+        ok = ok && twc_aligned16(s[i]->data) && (!b || !b[i] || twc_aligned16(b[i]->data));
+    if (!ok)
+        return false;
+    if (!live(im))
+        return true;
+    const __nv_bfloat16 *xb = x_bf16(im, x);
+    if (!xb)
+        return true;
+    __nv_bfloat16 *qkv[3], *att = (__nv_bfloat16 *)s[3]->data;
+    for (int i = 0; i < 3; i++) {
+        qkv[i] = (__nv_bfloat16 *)s[i]->data;
+        int64_t N = i == 0 ? HD : KD;
+        lt_matmul(im, 2, w[i]->data, xb, qkv[i], T, N, C, N, 0.0f, NULL);
+    }
+    struct twc_attn_seq *ds = (struct twc_attn_seq *)tw_malloc_array((size_t)n, sizeof *ds);
+    if (!ds) {
+        fail(im, "attention", "out of host memory");
+        return true;
+    }
+    for (int i = 0; i < n; i++) // each sequence's keys: its own rows, one block of them
+        ds[i] = (struct twc_attn_seq){ seqs[i].row0,
+                                       seqs[i].n_rows,
+                                       0,
+                                       (const float *)(qkv[1] + (size_t)seqs[i].row0 * KD),
+                                       (const float *)(qkv[2] + (size_t)seqs[i].row0 * KD),
+                                       im->zero };
+    const struct twc_attn_seq *d_seqs =
+        (const struct twc_attn_seq *)stage(im, ds, (size_t)n * sizeof *ds);
+    tw_free(ds);
+    if (!d_seqs || !live(im))
+        return true;
+    const float *bias[3];
+    for (int i = 0; i < 3; i++)
+        bias[i] = b && b[i] ? f32(b[i]) : NULL;
+    ck(im,
+       twc_attention_bf16(att, qkv[0], bias[0], bias[1], bias[2], d_seqs, n, max_rows, max_rows,
+                          max_rows, a, im->stream),
+       "attention (bf16)");
+    lt_matmul(im, 0, w[3]->data, att, f32(y), T, C, HD, C, 1.0f, b && b[3] ? f32(b[3]) : NULL);
+    return true;
+}
+
 static void cuda_softmax(struct tw_backend *be, struct tw_tensor *x)
 {
     struct cuda_impl *im = impl(be);
@@ -1737,6 +1801,7 @@ static const struct tw_backend_ops cuda_ops = {
     .matmul_add = cuda_matmul_add,
     .matmul_swiglu = cuda_matmul_swiglu,
     .mlp_add = cuda_mlp_add,
+    .self_attention_add = cuda_self_attention_add,
     .graph_begin = cuda_graph_begin,
     .graph_end = cuda_graph_end,
     .graph_free = cuda_graph_free,

@@ -286,6 +286,18 @@ cudaError_t twc_attention(float *out, const float *q, const struct twc_attn_seq 
                           int32_t max_rows, int32_t max_kv, int32_t block_rows,
                           const struct tw_attn *a, cudaStream_t s);
 
+// twc_attention with q (T, n_head, head_dim), the pools and out in bf16 (seqs' k_pool and
+// v_pool point at bf16 rows, cast), the biases bq (n_head * head_dim) and bk, bv (n_head_kv *
+// head_dim; each may be NULL) added to q's, k's and v's rows as they are read: the encoder's
+// attention between its bf16 products (tw_self_attention_add). Only on the tensor-core path
+// (twc_attention_bf16_ok: a->lowp, head sizes up to 128 and a multiple of 4, enough rows);
+// the keys are never split.
+bool twc_attention_bf16_ok(const struct tw_attn *a, int32_t max_rows);
+cudaError_t twc_attention_bf16(__nv_bfloat16 *out, const __nv_bfloat16 *q, const float *bq,
+                               const float *bk, const float *bv, const struct twc_attn_seq *seqs,
+                               int n_seq, int32_t max_rows, int32_t max_kv, int32_t block_rows,
+                               const struct tw_attn *a, cudaStream_t s);
+
 // Prefill of fresh sequences (every one with n_past 0) on fattn.cu's forward: whether the
 // step (T rows, host copies of its sequences) qualifies (lowp, causal, head size 32, 64 or 128,
 // at least 64 rows, and unless any_size enough heads and rows to fill the GPU), the device
