@@ -171,6 +171,35 @@ static __device__ __forceinline__ float4 pool_load4(const float *pool, size_t of
     return load4(pool + off, d, D, vec);
 }
 
+// Elements d and d + 1 (d even) of a row of D, f32 or (BF) bf16: one 8- or 4-byte store where
+// vec (D % 4 == 0, the row aligned), element by element otherwise; none past D.
+template <bool BF>
+static __device__ __forceinline__ void store2(void *row, int d, int D, bool vec, float x0,
+                                              float x1)
+{
+    if (BF) {
+        __nv_bfloat16 *r = (__nv_bfloat16 *)row;
+        if (vec && d < D) {
+            *(__nv_bfloat162 *)(r + d) = __floats2bfloat162_rn(x0, x1);
+        } else if (!vec) {
+            if (d < D)
+                r[d] = __float2bfloat16(x0);
+            if (d + 1 < D)
+                r[d + 1] = __float2bfloat16(x1);
+        }
+        return;
+    }
+    float *r = (float *)row;
+    if (vec && d < D) {
+        *(float2 *)(r + d) = make_float2(x0, x1);
+    } else if (!vec) {
+        if (d < D)
+            r[d] = x0;
+        if (d + 1 < D)
+            r[d + 1] = x1;
+    }
+}
+
 // Max and sum over the W consecutive lanes (aligned groups of W, W a power of two <= 32).
 template <int W> static __device__ __forceinline__ float group_max(float x)
 {
@@ -718,29 +747,11 @@ static __global__ void __launch_bounds__(C::NTH, C::MINB) tc_kernel(struct attn_
         if (qv >= nq)
             continue;
         int rr = qv / G, h = kvh * G + qv % G;
-        float *dst;
+        void *dst;
         float inv = 1.f;
-        if (BF) { // (never split: twc_attention_bf16)
-            __nv_bfloat16 *db = (__nv_bfloat16 *)a.out + ((size_t)(sq.row0 + rr) * H + h) * D;
-            inv = 1.f / lt;
-#pragma unroll
-            for (int nd = 0; nd < DP / 8; nd++) {
-                int d = 8 * nd + 2 * c;
-                float x0 = o[mt][nd][e0] * inv, x1 = o[mt][nd][e0 + 1] * inv;
-                if (vec) {
-                    if (d < D)
-                        *(__nv_bfloat162 *)(db + d) = __floats2bfloat162_rn(x0, x1);
-                } else {
-                    if (d < D)
-                        db[d] = __float2bfloat16(x0);
-                    if (d + 1 < D)
-                        db[d + 1] = __float2bfloat16(x1);
-                }
-            }
-            continue;
-        }
-        if (n_split == 1) {
-            dst = a.out + ((size_t)(sq.row0 + rr) * H + h) * D;
+        if (BF || n_split == 1) { // (BF: never split, twc_attention_bf16)
+            size_t off = ((size_t)(sq.row0 + rr) * H + h) * D;
+            dst = BF ? (void *)((__nv_bfloat16 *)a.out + off) : (void *)(a.out + off);
             inv = 1.f / lt; // every row sees at least its own key (or all keys)
         } else {
             size_t idx = (((size_t)blockIdx.z * a.max_rows + rr) * H + h) * n_split + split;
@@ -749,19 +760,8 @@ static __global__ void __launch_bounds__(C::NTH, C::MINB) tc_kernel(struct attn_
                 a.part.ml[idx] = make_float2(m[i], lt);
         }
 #pragma unroll
-        for (int nd = 0; nd < DP / 8; nd++) {
-            int d = 8 * nd + 2 * c;
-            float x0 = o[mt][nd][e0] * inv, x1 = o[mt][nd][e0 + 1] * inv;
-            if (vec) {
-                if (d < D)
-                    *(float2 *)(dst + d) = make_float2(x0, x1);
-            } else {
-                if (d < D)
-                    dst[d] = x0;
-                if (d + 1 < D)
-                    dst[d + 1] = x1;
-            }
-        }
+        for (int nd = 0; nd < DP / 8; nd++)
+            store2<BF>(dst, 8 * nd + 2 * c, D, vec, o[mt][nd][e0] * inv, o[mt][nd][e0 + 1] * inv);
     }
 }
 
