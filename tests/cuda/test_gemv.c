@@ -556,7 +556,7 @@ int main(void)
     }
     printf("mlp_add: worst error %.2g\n", worst_mlp);
     // The encoder's attention sublayer: MiniLM's shape (three sequences of 128), one
-    // sequence with grouped heads of 64, uneven lengths, head size 128, and the composed path
+    // sequence with grouped heads of 64, uneven lengths, head sizes 128 and 36, the composed path
     // (a query tile too thin for the tensor cores; f32 weights).
     double worst_sa = 0;
     worst_sa = fmax(
@@ -565,6 +565,10 @@ int main(void)
     worst_sa =
         fmax(worst_sa, selfattn_case(TW_DTYPE_BF16, (int32_t[]){ 40, 70, 33 }, 3, 128, 2, 2, 64));
     worst_sa = fmax(worst_sa, selfattn_case(TW_DTYPE_BF16, (int32_t[]){ 100 }, 1, 256, 2, 1, 128));
+    // head size 36: the second sequence's k and v rows start 8 bytes off a 16-byte boundary
+    // (its blocks take the element-by-element loads)
+    worst_sa =
+        fmax(worst_sa, selfattn_case(TW_DTYPE_BF16, (int32_t[]){ 33, 70 }, 2, 64, 2, 1, 36));
     worst_sa =
         fmax(worst_sa, selfattn_case(TW_DTYPE_BF16, (int32_t[]){ 20, 30 }, 2, 64, 2, 2, 32));
     worst_sa = fmax(worst_sa, selfattn_case(TW_DTYPE_F32, (int32_t[]){ 50, 60 }, 2, 64, 4, 4, 16));

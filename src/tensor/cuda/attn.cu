@@ -81,7 +81,8 @@ tile_range_of(const struct attn_args &a, const struct twc_attn_seq &sq, int qv0,
     r.empty = qv0 >= r.nq;
     r.S = sq.n_past + sq.n_rows;
     r.vec = D % 4 == 0 && aligned16(a.q) && aligned16(a.out) && aligned16(sq.k_pool) &&
-            aligned16(sq.v_pool) && (a.n_split == 1 || aligned16(a.part.o));
+            aligned16(sq.v_pool) && (a.n_split == 1 || aligned16(a.part.o)) && aligned16(a.bq) &&
+            aligned16(a.bk) && aligned16(a.bv);
     const int p_first = sq.n_past + qv0 / G;
     const int p_last = sq.n_past + (min(qv0 + BQ, r.nq) - 1) / G;
     int kv_begin = a.window > 0 ? max(0, p_first - a.window + 1) : 0;
@@ -129,8 +130,8 @@ static __device__ __forceinline__ void store4(float *row, int d, int D, bool vec
         row[d + 3] = x.w;
 }
 
-// load4 of a row of D bf16 (vec: 8-byte loads, D % 4 == 0 and the row 8-byte aligned), plus
-// bias[d .. d + 3] (zero past D) when bias is not NULL.
+// load4 of a row of D bf16 (vec: 8-byte loads, D % 4 == 0, the row 8-byte aligned and the
+// bias 16-byte aligned), plus bias[d .. d + 3] (zero past D) when bias is not NULL.
 static __device__ __forceinline__ float4 load4_bf16(const __nv_bfloat16 *row, const float *bias,
                                                     int d, int D, bool vec)
 {
@@ -152,7 +153,12 @@ static __device__ __forceinline__ float4 load4_bf16(const __nv_bfloat16 *row, co
         if (d + 3 < D)
             r.w = __bfloat162float(row[d + 3]);
     }
-    if (bias) {
+    if (bias && vec) {
+        if (d < D) {
+            float4 b = *(const float4 *)(bias + d);
+            r.x += b.x, r.y += b.y, r.z += b.z, r.w += b.w;
+        }
+    } else if (bias) {
         r.x += d < D ? bias[d] : 0.f;
         r.y += d + 1 < D ? bias[d + 1] : 0.f;
         r.z += d + 2 < D ? bias[d + 2] : 0.f;
