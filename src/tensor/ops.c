@@ -157,15 +157,13 @@ void tw_self_attention_add(struct tw_backend *be, struct tw_tensor *y, const str
     assert(tw_tensor_nelem(s[1]) == T * Hkv * D && tw_tensor_nelem(s[2]) == T * Hkv * D);
     for (int i = 0; i < n; i++)
         assert(seqs[i].n_past == 0 && !seqs[i].pages);
-    (void)H, (void)Hkv, (void)D;
     if (be->ops->self_attention_add && be->ops->self_attention_add(be, y, x, w, b, seqs, n, a, s))
         return;
-    const struct tw_tensor *bs[3] = { b ? b[0] : NULL, b ? b[1] : NULL, b ? b[2] : NULL };
-    tw_matmul_n(be, 3, s, x, w, bs, NULL);
-    struct tw_tensor qh = tw_tensor_f32_3d((float *)s[0]->data, T, a->n_head, a->head_dim);
+    tw_matmul_n(be, 3, s, x, w, b, NULL); // (w[3], b[3]: the o product's, below)
+    struct tw_tensor qh = tw_tensor_f32_3d((float *)s[0]->data, T, H, D);
     if (n == 1 && seqs[0].row0 == 0 && seqs[0].n_rows == T) { // one sequence: all the rows
-        struct tw_tensor kh = tw_tensor_f32_3d((float *)s[1]->data, T, a->n_head_kv, a->head_dim);
-        struct tw_tensor vh = tw_tensor_f32_3d((float *)s[2]->data, T, a->n_head_kv, a->head_dim);
+        struct tw_tensor kh = tw_tensor_f32_3d((float *)s[1]->data, T, Hkv, D);
+        struct tw_tensor vh = tw_tensor_f32_3d((float *)s[2]->data, T, Hkv, D);
         struct tw_attn a1 = *a;
         a1.n_past = 0;
         tw_attention(be, s[3], &qh, &kh, &vh, &a1);

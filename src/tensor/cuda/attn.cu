@@ -815,7 +815,7 @@ template <class C> static struct kernel f32_kernel(void)
 }
 
 // waves 0: never split the keys (tc_kernel<C, true> writes bf16 rows, no partials).
-template <class C, bool BF = false> static struct kernel bf16_kernel(int waves)
+template <class C, bool BF> static struct kernel bf16_kernel(int waves)
 {
     return (struct kernel){ tc_kernel<C, BF>, C::BQ, C::TK, C::NTH, C::SMEM, BF ? 0 : waves };
 }
@@ -889,39 +889,63 @@ static cudaError_t launch_dp(struct attn_args a, int n_seq, int32_t max_kv, cuda
     return launch(f32_kernel<Large>(), a, n_seq, max_kv, s);
 }
 
+// The arguments common to twc_attention and twc_attention_bf16, checked (block_rows > 0,
+// max_kv >= max_rows, grid limits); cudaErrorInvalidValue when they do not hold.
+static cudaError_t args_of(struct attn_args *x, float *out, const float *q,
+                           const struct twc_attn_seq *seqs, int n_seq, int32_t max_rows,
+                           int32_t max_kv, int32_t block_rows, const struct tw_attn *a)
+{
+    if (a->head_dim <= 0 || a->head_dim > 256 || a->n_head_kv <= 0 ||
+        a->n_head % a->n_head_kv != 0 || a->n_head_kv > 65535 || n_seq > 65535 ||
+        block_rows <= 0 || max_kv < max_rows)
+        return cudaErrorInvalidValue;
+    *x = attn_args{};
+    x->out = out, x->q = q, x->seqs = seqs;
+    x->H = a->n_head, x->Hkv = a->n_head_kv, x->G = a->n_head / a->n_head_kv, x->D = a->head_dim;
+    x->block_rows = block_rows, x->max_rows = max_rows, x->window = a->window;
+    x->causal = a->causal;
+    x->qscale = a->scale * 1.4426950408889634f; // log2(e)
+    return (int64_t)max_rows * x->G > INT_MAX / 2 ? cudaErrorInvalidValue : cudaSuccess;
+}
+
+// Whether the work goes to the bf16 tensor cores (tc_kernel): a->lowp, head sizes up to 128,
+// several rows and a query tile well filled (a->n_head_kv checked > 0 before).
+static bool tc_ok(const struct tw_attn *a, int32_t max_rows)
+{
+    return a->lowp && a->head_dim <= 128 && max_rows > 1 &&
+           (int64_t)max_rows * (a->n_head / a->n_head_kv) >= 64;
+}
+
+// tc_kernel's tilings and split targets, the fastest measured on H100 (bench/cuda_attn.cu):
+// D 128 two 16-query tiles a warp, 256 a block (K and V read from L2 and shared memory half as
+// often per product), split while under 2 blocks an SM; D 64 one tile a warp, 128 a block,
+// split only under 1; D 32 (BERT's MiniLM) the same tiles, two blocks an SM: at one (136
+// registers a thread, a 32 KB shared-memory carve-out) the encoder's 3072 blocks of 128-token
+// sequences ran 23 waves at 12.5 % occupancy, and bench/embed gained 11 % from two (H200; TK
+// 128, 4 warps or WM 2 no better). BF: tc_kernel<C, true> (bf16 rows, never split).
+template <bool BF>
+static cudaError_t launch_tc(struct attn_args x, int n_seq, int32_t max_kv, cudaStream_t s)
+{
+    if (x.D <= 32)
+        return launch(bf16_kernel<tc_cfg<32, 64, 1, 8, 2>, BF>(1), x, n_seq, max_kv, s);
+    if (x.D <= 64)
+        return launch(bf16_kernel<tc_cfg<64, 64, 1, 8, 1>, BF>(1), x, n_seq, max_kv, s);
+    return launch(bf16_kernel<tc_cfg<128, 32, 2, 8, 1>, BF>(2), x, n_seq, max_kv, s);
+}
+
 cudaError_t twc_attention(float *out, const float *q, const struct twc_attn_seq *seqs, int n_seq,
                           int32_t max_rows, int32_t max_kv, int32_t block_rows,
                           const struct tw_attn *a, cudaStream_t s)
 {
     if (n_seq <= 0 || max_rows <= 0)
         return cudaSuccess;
-    if (a->head_dim <= 0 || a->head_dim > 256 || a->n_head_kv <= 0 ||
-        a->n_head % a->n_head_kv != 0 || a->n_head_kv > 65535 || n_seq > 65535 ||
-        block_rows <= 0 || max_kv < max_rows)
-        return cudaErrorInvalidValue;
-    struct attn_args x = {};
-    x.out = out, x.q = q, x.seqs = seqs;
-    x.H = a->n_head, x.Hkv = a->n_head_kv, x.G = a->n_head / a->n_head_kv, x.D = a->head_dim;
-    x.block_rows = block_rows, x.max_rows = max_rows, x.window = a->window;
-    x.causal = a->causal;
-    x.qscale = a->scale * 1.4426950408889634f; // log2(e)
-    if ((int64_t)max_rows * x.G > INT_MAX / 2)
-        return cudaErrorInvalidValue;
-    // bf16 tensor cores for prefill-sized work (several rows, a query tile well filled);
-    // decode rows keep f32. The tilings and split targets are the fastest measured on H100
-    // (bench/cuda_attn.cu): D 128 two 16-query tiles a warp, 256 a block (K and V read from
-    // L2 and shared memory half as often per product), split while under 2 blocks an SM;
-    // D 64 one tile a warp, 128 a block, split only under 1; D 32 (BERT's MiniLM) the same
-    // tiles, two blocks an SM: at one (136 registers a thread, a 32 KB shared-memory carve-out)
-    // the encoder's 3072 blocks of 128-token sequences ran 23 waves at 12.5 % occupancy, and
-    // bench/embed gained 11 % from two (H200; TK 128, 4 warps or WM 2 no better).
-    if (a->lowp && x.D <= 128 && max_rows > 1 && (int64_t)max_rows * x.G >= 64) {
-        if (x.D <= 32)
-            return launch(bf16_kernel<tc_cfg<32, 64, 1, 8, 2>>(1), x, n_seq, max_kv, s);
-        if (x.D <= 64)
-            return launch(bf16_kernel<tc_cfg<64, 64, 1, 8, 1>>(1), x, n_seq, max_kv, s);
-        return launch(bf16_kernel<tc_cfg<128, 32, 2, 8, 1>>(2), x, n_seq, max_kv, s);
-    }
+    struct attn_args x;
+    cudaError_t err = args_of(&x, out, q, seqs, n_seq, max_rows, max_kv, block_rows, a);
+    if (err != cudaSuccess)
+        return err;
+    // bf16 tensor cores for prefill-sized work; decode rows keep f32.
+    if (tc_ok(a, max_rows))
+        return launch_tc<false>(x, n_seq, max_kv, s);
     if (x.D <= 32)
         return launch_dp<cfg<32, 16, 32, 4, 4>, cfg<32, 64, 64, 8, 4>>(x, n_seq, max_kv, s);
     if (x.D <= 64)
@@ -933,9 +957,8 @@ cudaError_t twc_attention(float *out, const float *q, const struct twc_attn_seq 
 
 bool twc_attention_bf16_ok(const struct tw_attn *a, int32_t max_rows)
 {
-    return a->lowp && a->head_dim > 0 && a->head_dim <= 128 && a->head_dim % 4 == 0 &&
-           a->n_head_kv > 0 && a->n_head % a->n_head_kv == 0 && max_rows > 1 &&
-           (int64_t)max_rows * (a->n_head / a->n_head_kv) >= 64;
+    return a->head_dim > 0 && a->head_dim % 4 == 0 && a->n_head_kv > 0 &&
+           a->n_head % a->n_head_kv == 0 && tc_ok(a, max_rows);
 }
 
 cudaError_t twc_attention_bf16(__nv_bfloat16 *out, const __nv_bfloat16 *q, const float *bq,
@@ -945,24 +968,15 @@ cudaError_t twc_attention_bf16(__nv_bfloat16 *out, const __nv_bfloat16 *q, const
 {
     if (n_seq <= 0 || max_rows <= 0)
         return cudaSuccess;
-    if (!twc_attention_bf16_ok(a, max_rows) || a->n_head_kv > 65535 || n_seq > 65535 ||
-        block_rows <= 0 || max_kv < max_rows)
+    if (!twc_attention_bf16_ok(a, max_rows))
         return cudaErrorInvalidValue;
-    struct attn_args x = {};
-    x.out = (float *)out, x.q = (const float *)q, x.seqs = seqs;
-    x.H = a->n_head, x.Hkv = a->n_head_kv, x.G = a->n_head / a->n_head_kv, x.D = a->head_dim;
-    x.block_rows = block_rows, x.max_rows = max_rows, x.window = a->window;
-    x.causal = a->causal;
-    x.qscale = a->scale * 1.4426950408889634f; // log2(e)
+    struct attn_args x;
+    cudaError_t err =
+        args_of(&x, (float *)out, (const float *)q, seqs, n_seq, max_rows, max_kv, block_rows, a);
+    if (err != cudaSuccess)
+        return err;
     x.bq = bq, x.bk = bk, x.bv = bv;
-    if ((int64_t)max_rows * x.G > INT_MAX / 2)
-        return cudaErrorInvalidValue;
-    // twc_attention's tensor-core tilings
-    if (x.D <= 32)
-        return launch(bf16_kernel<tc_cfg<32, 64, 1, 8, 2>, true>(1), x, n_seq, max_kv, s);
-    if (x.D <= 64)
-        return launch(bf16_kernel<tc_cfg<64, 64, 1, 8, 1>, true>(1), x, n_seq, max_kv, s);
-    return launch(bf16_kernel<tc_cfg<128, 32, 2, 8, 1>, true>(2), x, n_seq, max_kv, s);
+    return launch_tc<true>(x, n_seq, max_kv, s);
 }
 
 // ---- prefill of fresh sequences on the training attention's kernel (fattn.cu's forward:

@@ -1092,6 +1092,10 @@ static void rope_store(struct cuda_impl *im, struct tw_tensor *q, float *k, cons
 {
     int64_t T = q->ne[0], H = q->ne[1], D = q->ne[2];
     int half = r->n_rot / 2;
+    if (half > 128) {
+        fail(im, what, "head size over 256");
+        return;
+    }
     const int32_t *d_pos = (const int32_t *)stage(im, pos, (size_t)T * sizeof *pos);
     const float *d_freq =
         half ? (const float *)stage(im, r->inv_freq, (size_t)half * sizeof(float)) : NULL;
@@ -1100,10 +1104,6 @@ static void rope_store(struct cuda_impl *im, struct tw_tensor *q, float *k, cons
     if (!d_pos || (half && !d_freq) || (Hkv && !d_rows) || !live(im))
         return;
     int64_t n = T * ((H + Hkv) * half + Hkv * D);
-    if (half > 128) {
-        fail(im, what, "head size over 256");
-        return;
-    }
     // Heads a warp: 8 where that still leaves 16 warps an SM of an H100's 132 (prefill,
     // training), else 1 (decode: its few heads spread over as many warps).
     int hg = T * (H + Hkv) >= (int64_t)ROPE_HEADS * 16 * 132 ? ROPE_HEADS : 1;
