@@ -42,6 +42,10 @@ struct tw_attn_shape {
     int32_t window;
     bool lowp; // bf16 arithmetic is good enough (the weights are bf16 or quantised): a device
                // may multiply in TF32; the CPU ignores it
+    void *keep; // NULL, or room for bf16 copies of q, k, v (N (H + 2 Hkv) D values) in the
+                // backend's memory: a device that multiplies them in bf16 rounds them into it
+                // in the forward and its backward reads them from there (the same q, k, v)
+                // instead of rounding them again; the CPU ignores it
 };
 void tw_attn_fwd(float *out, float *lse, const float *q, const float *k, const float *v,
                  const int32_t *start, const struct tw_attn_shape *s);
@@ -179,6 +183,31 @@ struct tw_grad_ops {
     // dst (rows, cols; rows ld apart) = src (rows, cols, dense) rounded to bf16.
     void (*round_bf16)(struct tw_backend *be, void *dst, int64_t ld, const float *src,
                        int64_t rows, int64_t cols);
+
+    // ---- bf16 hand-offs (optional: NULL where a backend has none). Full training of a lowp
+    // model multiplies bf16 copies of each product's operands; with these the op that makes
+    // an input writes the copy itself, once, and the forward keeps it for the backward's dW,
+    // instead of an f32 tensor that every product rounds again (q, k and v each rounded the
+    // norm's output; each dW rounded its input once more). The values are the same: these are
+    // the ops above with their outputs rounded to bf16 (round-to-nearest-even), and the
+    // products given the rounded operands. bf16 arguments are void * (n bf16 values).
+    // rmsnorm_fwd, y as bf16 only
+    void (*rmsnorm_fwd_bf16)(struct tw_backend *be, void *y, float *rstd, const float *x,
+                             const float *w, int64_t N, int64_t C, float eps);
+    // h = silu(g) * u (the engine's tw_swiglu) as bf16
+    void (*swiglu_bf16)(struct tw_backend *be, void *h, const float *g, const float *u,
+                        int64_t n);
+    // swiglu_bwd, dg and du as bf16 (written)
+    void (*swiglu_bwd_bf16)(struct tw_backend *be, void *dg, void *du, const float *dh,
+                            const float *g, const float *u, int64_t n);
+    // linear_fwd with x as its bf16 copy xb; w bf16 or block-quantised
+    int (*linear_fwd_bf16)(struct tw_backend *be, float *y, const void *xb,
+                           const struct tw_tensor *w, const float *b, int64_t N);
+    // linear_bwd with x as its bf16 copy xb and dy as f32 (dy, dyb NULL) or as its bf16 copy
+    // (dyb; dy then read only for db, and may be NULL without one)
+    int (*linear_bwd_bf16)(struct tw_backend *be, float *dx, bool add, float *dw, float *db,
+                           const float *dy, const void *dyb, const void *xb,
+                           const struct tw_tensor *w, int64_t N);
 };
 
 extern const struct tw_grad_ops tw_cpu_grad_ops;

@@ -404,6 +404,44 @@ static int g_lora_bwd(struct tw_backend *be, float *dx, bool add, float *dA, flo
     return rc;
 }
 
+static void g_rmsnorm_fwd_bf16(struct tw_backend *be, void *y, float *rstd, const float *x,
+                               const float *w, int64_t N, int64_t C, float eps)
+{
+    TIMED(be, P_G_RMSNORM_FWD, 0, G(be)->rmsnorm_fwd_bf16(in, y, rstd, x, w, N, C, eps));
+}
+
+static void g_swiglu_bf16(struct tw_backend *be, void *h, const float *g, const float *u,
+                          int64_t n)
+{
+    TIMED(be, P_SWIGLU, 0, G(be)->swiglu_bf16(in, h, g, u, n));
+}
+
+static void g_swiglu_bwd_bf16(struct tw_backend *be, void *dg, void *du, const float *dh,
+                              const float *g, const float *u, int64_t n)
+{
+    TIMED(be, P_G_SWIGLU_BWD, 0, G(be)->swiglu_bwd_bf16(in, dg, du, dh, g, u, n));
+}
+
+static int g_linear_fwd_bf16(struct tw_backend *be, float *y, const void *xb,
+                             const struct tw_tensor *w, const float *b, int64_t N)
+{
+    int rc;
+    TIMED(be, P_G_LINEAR_FWD, 0, rc = G(be)->linear_fwd_bf16(in, y, xb, w, b, N));
+    return rc;
+}
+
+static int g_linear_bwd_bf16(struct tw_backend *be, float *dx, bool add, float *dw, float *db,
+                             const float *dy, const void *dyb, const void *xb,
+                             const struct tw_tensor *w, int64_t N)
+{
+    int rc;
+    TIMED(be, P_G_LINEAR_BWD, 0,
+          rc = G(be)->linear_bwd_bf16(in, dx, add, dw, db, dy, dyb, xb, w, N));
+    return rc;
+}
+
+// The hand-offs forward to ops the inner backend may lack: lm.c takes them only off the CPU,
+// where the CUDA backend has them.
 static const struct tw_grad_ops profile_grad_ops = {
     .rmsnorm_fwd = g_rmsnorm_fwd,
     .rmsnorm_bwd = g_rmsnorm_bwd,
@@ -419,6 +457,11 @@ static const struct tw_grad_ops profile_grad_ops = {
     .lora_fwd = g_lora_fwd,
     .lora_bwd = g_lora_bwd,
     .round_bf16 = g_round_bf16,
+    .rmsnorm_fwd_bf16 = g_rmsnorm_fwd_bf16,
+    .swiglu_bf16 = g_swiglu_bf16,
+    .swiglu_bwd_bf16 = g_swiglu_bwd_bf16,
+    .linear_fwd_bf16 = g_linear_fwd_bf16,
+    .linear_bwd_bf16 = g_linear_bwd_bf16,
     .dropout = g_dropout,
     .zero = g_zero,
     .adamw = g_adamw,

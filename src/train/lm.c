@@ -34,6 +34,9 @@ struct acts {
     float *q_pre, *k_pre, *q_rstd, *k_rstd;   // qk_norm: before the norms; (N*H), (N*Hkv)
     float *g, *u, *h;                         // (N, F)
     float *xa[TW_PROJ_COUNT];                 // LoRA: drop(x) A^T (N, r)
+    // with bf16 hand-offs (grad.h; xn1, xn2 and h then NULL): the products' inputs as bf16,
+    // and q, k, v as the attention multiplies them (struct tw_attn_shape's keep)
+    void *xn1b, *xn2b, *attb, *hb, *qkvb; // (N, C), (N, C), (N, H*D), (N, F), (N, (H+2Hkv)*D)
 };
 
 struct tw_lm {
@@ -75,6 +78,7 @@ struct tw_lm {
     // activations for n_alloc tokens: every layer's, or with recompute one layer's (each
     // layer's forward runs again just before its backward)
     int64_t n_alloc;
+    bool acts_bf16; // the activations were laid out for bf16 hand-offs (handoffs())
     bool recompute;
     float *act_buf;
     float **xs;          // n_layer + 1 residual streams (N, C)
@@ -84,6 +88,7 @@ struct tw_lm {
     float *dh, *dg, *du; // (N, F)
     float *datt, *dq, *dk, *dv, *dqp, *dkp;
     float *dxa, *tmp;     // (N, r), (N, max(C, F)): LoRA's backward, dropout's masked inputs
+    void *dgb, *dub;      // (N, F) bf16: SwiGLU's backward with hand-offs
     float *logp, *coef;   // (N): the output projection's per-token values
     float *hlogp, *hcoef; // (N): their host copies
     int32_t *bids, *btargets, *bstart; // (N): the batch in the backend's memory
@@ -803,9 +808,33 @@ void tw_lm_set_step(tw_lm *m, int64_t step)
 
 // ---- activations.
 
+// Whether bf16 arithmetic is good enough: the weights the passes read are bf16 or quantised
+// (a device then multiplies attention and the adapters in TF32 or bf16).
+static bool lowp(const tw_lm *m)
+{
+    return m->bw->layers[0].wq.dtype != TW_DTYPE_F32;
+}
+
+// Whether the passes hand bf16 copies from op to op (grad.h's hand-offs): full training of a
+// lowp model on a device that has them, unless TWIN_TRAIN_ACTS=f32 asks for f32 activations
+// that each product rounds (the comparison for tests and benchmarks).
+static bool handoffs(const tw_lm *m)
+{
+    const char *e = getenv("TWIN_TRAIN_ACTS");
+    return m->r == 0 && m->be->device != TW_DEVICE_CPU && m->go->linear_fwd_bf16 && lowp(m) &&
+           !(e && strcmp(e, "f32") == 0);
+}
+
+// Floats that hold n bf16 values at a 32-byte boundary (TAKE_H below).
+static int64_t halves(int64_t n)
+{
+    return (n + 1) / 2 + 8;
+}
+
 static int ensure_acts(tw_lm *m, int64_t N)
 {
-    if (N <= m->n_alloc)
+    bool hb = handoffs(m);
+    if (N <= m->n_alloc && hb == m->acts_bf16)
         return 0;
     const struct tw_model_config *c = &m->cfg;
     int64_t C = c->n_embd, HD = (int64_t)c->n_head * c->head_dim;
@@ -816,9 +845,13 @@ static int ensure_acts(tw_lm *m, int64_t N)
                         3 * N * F + (int64_t)TW_PROJ_COUNT * N * m->r;
     if (c->qk_norm)
         per_layer += N * HD + N * KV + N * c->n_head + N * c->n_head_kv;
+    if (hb) // xn1, xn2, h as bf16 only; q, k, v kept as bf16 too
+        per_layer += 2 * halves(N * C) + halves(N * HD) + halves(N * F) +
+                     halves(N * (HD + 2 * KV)) - 2 * N * C - N * F;
     int64_t LA = m->recompute ? 1 : L; // layers whose activations are kept
     int64_t total = (L + 1) * N * C + LA * per_layer + N * C + N + 2 * N * C + 3 * N * F +
-                    4 * N * HD + 4 * N * KV + N * m->r + N * W + 2 * N;
+                    4 * N * HD + 4 * N * KV + N * m->r + N * W + 2 * N +
+                    (hb ? 2 * halves(N * F) : 0);
     tw_backend_release(m->be, m->act_buf), tw_backend_release(m->be, m->bids);
     tw_free(m->xs), tw_free(m->a), tw_free(m->negpos), tw_free(m->hlogp);
     m->act_buf = NULL, m->bids = NULL, m->xs = NULL, m->a = NULL, m->negpos = NULL;
@@ -838,19 +871,27 @@ static int ensure_acts(tw_lm *m, int64_t N)
                             (long long)N, (long long)(total * 4 >> 20));
     }
     m->act_buf = buf, m->xs = xs, m->a = a, m->negpos = negpos, m->n_alloc = N;
+    m->acts_bf16 = hb;
     m->bids = bids, m->btargets = bids + N, m->bstart = bids + 2 * N;
     m->hlogp = hlogp, m->hcoef = hlogp + N;
     float *p = buf;
 #define TAKE(n) (p += (n), p - (n))
+    // n bf16 values from a 32-byte boundary (buf's is the allocator's)
+#define TAKE_H(n) (p = buf + (p - buf + 7) / 8 * 8, (void *)TAKE(halves(n) - 8))
     for (int64_t l = 0; l <= L; l++)
         xs[l] = TAKE(N * C);
     for (int64_t l = 0; l < LA; l++) {
         struct acts *t = &a[l];
-        t->x_mid = TAKE(N * C), t->xn1 = TAKE(N * C), t->xn2 = TAKE(N * C);
-        t->rstd1 = TAKE(N), t->rstd2 = TAKE(N);
+        t->x_mid = TAKE(N * C), t->rstd1 = TAKE(N), t->rstd2 = TAKE(N);
         t->q = TAKE(N * HD), t->att = TAKE(N * HD), t->k = TAKE(N * KV), t->v = TAKE(N * KV);
         t->lse = TAKE(N * c->n_head);
-        t->g = TAKE(N * F), t->u = TAKE(N * F), t->h = TAKE(N * F);
+        t->g = TAKE(N * F), t->u = TAKE(N * F);
+        if (hb) {
+            t->xn1b = TAKE_H(N * C), t->xn2b = TAKE_H(N * C), t->attb = TAKE_H(N * HD);
+            t->hb = TAKE_H(N * F), t->qkvb = TAKE_H(N * (HD + 2 * KV));
+        } else {
+            t->xn1 = TAKE(N * C), t->xn2 = TAKE(N * C), t->h = TAKE(N * F);
+        }
         for (int q = 0; q < TW_PROJ_COUNT; q++)
             t->xa[q] = TAKE(N * m->r);
         if (c->qk_norm) {
@@ -865,6 +906,10 @@ static int ensure_acts(tw_lm *m, int64_t N)
     m->dk = TAKE(N * KV), m->dv = TAKE(N * KV), m->dkp = TAKE(N * KV);
     m->dxa = TAKE(N * m->r), m->tmp = TAKE(N * W);
     m->logp = TAKE(N), m->coef = TAKE(N);
+    m->dgb = m->dub = NULL;
+    if (hb)
+        m->dgb = TAKE_H(N * F), m->dub = TAKE_H(N * F);
+#undef TAKE_H
 #undef TAKE
     return 0;
 }
@@ -907,13 +952,6 @@ static const float *bias_of(struct tw_layer *L, int p)
     return bias_off[p] && lt(L, bias_off[p])->data ? f(lt(L, bias_off[p])) : NULL;
 }
 
-// Whether bf16 arithmetic is good enough: the weights the passes read are bf16 or quantised
-// (a device then multiplies attention and the adapters in TF32 or bf16).
-static bool lowp(const tw_lm *m)
-{
-    return m->bw->layers[0].wq.dtype != TW_DTYPE_F32;
-}
-
 // Fused LoRA: x (N, in) rounded to bf16 in m->tmp, rows in + r apart (grad.h's lora_fwd
 // input), unless this group of projections of one input already rounded it (m->xc_of, which
 // start_group clears). m->tmp is free: fused means no dropout.
@@ -935,11 +973,15 @@ static void start_group(tw_lm *m, bool same_x)
         m->xc_of = NULL;
 }
 
-// y (N, out) = x W^T + b + scale (drop(x) A^T) B^T. same_x: see start_group.
-static int lin_fwd(tw_lm *m, int il, int p, float *y, const float *x, int64_t N, bool same_x)
+// y (N, out) = x W^T + b + scale (drop(x) A^T) B^T, x given as f32 or, with hand-offs (no
+// adapters), as its bf16 copy xb. same_x: see start_group.
+static int lin_fwd(tw_lm *m, int il, int p, float *y, const float *x, const void *xb, int64_t N,
+                   bool same_x)
 {
     struct tw_layer *L = &m->bw->layers[il];
     struct lora *a = lora_at(m, il, p);
+    if (xb)
+        return m->go->linear_fwd_bf16(m->be, y, xb, lt(L, proj_off[p]), bias_of(L, p), N);
     start_group(m, same_x);
     if (a && m->fused) // s drop(x) A^T kept in bf16 where xa's floats are
         return m->go->lora_fwd(m->be, y, lora_input(m, x, N, a->in), lt(L, proj_off[p]),
@@ -957,14 +999,18 @@ static int lin_fwd(tw_lm *m, int il, int p, float *y, const float *x, int64_t N,
 }
 
 // dx += dy W (+ the adapter's path), or with add false dx = that; the gradients of whatever is
-// trainable. same_x: see start_group.
-static int lin_bwd(tw_lm *m, int il, int p, float *dx, bool add, const float *dy, const float *x,
-                   int64_t N, bool same_x)
+// trainable. With hand-offs x comes as its bf16 copy xb and dy may come as one (dyb; dy then
+// only for a bias). same_x: see start_group.
+static int lin_bwd(tw_lm *m, int il, int p, float *dx, bool add, const float *dy, const void *dyb,
+                   const float *x, const void *xb, int64_t N, bool same_x)
 {
     struct tw_layer *L = &m->bw->layers[il], *G = &m->bgm->layers[il];
     struct tw_tensor *gw = lt(G, proj_off[p]);
     float *gb = bias_off[p] && lt(G, bias_off[p])->data ? f(lt(G, bias_off[p])) : NULL;
     struct lora *a = lora_at(m, il, p);
+    if (xb)
+        return m->go->linear_bwd_bf16(m->be, dx, add, gw->data ? f(gw) : NULL, gb, dy, dyb, xb,
+                                      lt(L, proj_off[p]), N);
     start_group(m, same_x);
     if (a && m->fused)
         return m->go->lora_bwd(m->be, dx, add, a->bdA, a->bdB, gb, dy, lora_input(m, x, N, a->in),
@@ -1047,6 +1093,9 @@ static int check_batch(const tw_lm *m, const struct tw_lm_batch *b)
     return 0;
 }
 
+// With hand-offs (a->xn1b set: ensure_acts laid them out) the norms, the attention's output
+// and SwiGLU hand the products bf16 copies, kept for the backward's dW, and the attention
+// keeps its bf16 q, k, v; else f32 activations that the backend rounds where it needs to.
 static int layer_fwd(tw_lm *m, int il, const struct tw_lm_batch *b)
 {
     const struct tw_model_config *c = &m->cfg;
@@ -1058,12 +1107,17 @@ static int layer_fwd(tw_lm *m, int il, const struct tw_lm_batch *b)
     const float *x = m->xs[il];
     float *y = m->xs[il + 1];
     struct tw_attn_shape as = attn_shape(m, b);
-    go->rmsnorm_fwd(m->be, a->xn1, a->rstd1, x, f(&L->attn_norm), N, C, c->norm_eps);
-    int rc = lin_fwd(m, il, TW_PROJ_Q, a->q, a->xn1, N, false);
+    bool hb = a->xn1b != NULL;
+    as.keep = a->qkvb;
+    if (hb)
+        go->rmsnorm_fwd_bf16(m->be, a->xn1b, a->rstd1, x, f(&L->attn_norm), N, C, c->norm_eps);
+    else
+        go->rmsnorm_fwd(m->be, a->xn1, a->rstd1, x, f(&L->attn_norm), N, C, c->norm_eps);
+    int rc = lin_fwd(m, il, TW_PROJ_Q, a->q, a->xn1, a->xn1b, N, false);
     if (!rc)
-        rc = lin_fwd(m, il, TW_PROJ_K, a->k, a->xn1, N, true);
+        rc = lin_fwd(m, il, TW_PROJ_K, a->k, a->xn1, a->xn1b, N, true);
     if (!rc)
-        rc = lin_fwd(m, il, TW_PROJ_V, a->v, a->xn1, N, true);
+        rc = lin_fwd(m, il, TW_PROJ_V, a->v, a->xn1, a->xn1b, N, true);
     if (rc)
         return rc;
     if (c->qk_norm) {
@@ -1075,17 +1129,27 @@ static int layer_fwd(tw_lm *m, int il, const struct tw_lm_batch *b)
     rope(m, a->q, b->pos, N, H);
     rope(m, a->k, b->pos, N, Hkv);
     go->attn_fwd(m->be, a->att, a->lse, a->q, a->k, a->v, m->bstart, &as);
-    if ((rc = lin_fwd(m, il, TW_PROJ_O, m->dxn, a->att, N, false)))
+    if (hb) // the o product's input, rounded once for its forward and its dW
+        go->round_bf16(m->be, a->attb, H * D, a->att, N, H * D);
+    if ((rc = lin_fwd(m, il, TW_PROJ_O, m->dxn, a->att, a->attb, N, false)))
         return rc;
     add(m, a->x_mid, x, m->dxn, N, C);
-    go->rmsnorm_fwd(m->be, a->xn2, a->rstd2, a->x_mid, f(&L->ffn_norm), N, C, c->norm_eps);
-    if ((rc = lin_fwd(m, il, TW_PROJ_GATE, a->g, a->xn2, N, false)) ||
-        (rc = lin_fwd(m, il, TW_PROJ_UP, a->u, a->xn2, N, true)))
+    if (hb)
+        go->rmsnorm_fwd_bf16(m->be, a->xn2b, a->rstd2, a->x_mid, f(&L->ffn_norm), N, C,
+                             c->norm_eps);
+    else
+        go->rmsnorm_fwd(m->be, a->xn2, a->rstd2, a->x_mid, f(&L->ffn_norm), N, C, c->norm_eps);
+    if ((rc = lin_fwd(m, il, TW_PROJ_GATE, a->g, a->xn2, a->xn2b, N, false)) ||
+        (rc = lin_fwd(m, il, TW_PROJ_UP, a->u, a->xn2, a->xn2b, N, true)))
         return rc;
-    struct tw_tensor th = tw_tensor_f32_2d(a->h, N, F), tg = tw_tensor_f32_2d(a->g, N, F);
-    struct tw_tensor tu = tw_tensor_f32_2d(a->u, N, F);
-    tw_swiglu(m->be, &th, &tg, &tu);
-    if ((rc = lin_fwd(m, il, TW_PROJ_DOWN, m->dxn, a->h, N, false)))
+    if (hb) {
+        go->swiglu_bf16(m->be, a->hb, a->g, a->u, N * F);
+    } else {
+        struct tw_tensor th = tw_tensor_f32_2d(a->h, N, F), tg = tw_tensor_f32_2d(a->g, N, F);
+        struct tw_tensor tu = tw_tensor_f32_2d(a->u, N, F);
+        tw_swiglu(m->be, &th, &tg, &tu);
+    }
+    if ((rc = lin_fwd(m, il, TW_PROJ_DOWN, m->dxn, a->h, a->hb, N, false)))
         return rc;
     add(m, y, a->x_mid, m->dxn, N, C);
     return 0;
@@ -1102,21 +1166,28 @@ static int layer_bwd(tw_lm *m, int il, const struct tw_lm_batch *b)
     int64_t N = (int64_t)b->B * b->T, C = c->n_embd, H = c->n_head, Hkv = c->n_head_kv;
     int64_t D = c->head_dim, F = c->n_ff;
     struct tw_attn_shape as = attn_shape(m, b);
+    bool hb = a->xn1b != NULL;
+    as.keep = a->qkvb;
     size_t nQ = (size_t)(N * H * D) * sizeof(float), nK = (size_t)(N * Hkv * D) * sizeof(float);
     // the MLP: y = x_mid + down(silu(gate(xn2)) * up(xn2)); each gradient buffer's first
-    // writer writes it (no zeroing passes)
-    int rc = lin_bwd(m, il, TW_PROJ_DOWN, m->dh, false, m->dx, a->h, N, false);
+    // writer writes it (no zeroing passes); with hand-offs SwiGLU's backward writes dg and du
+    // as the bf16 copies their products read
+    int rc = lin_bwd(m, il, TW_PROJ_DOWN, m->dh, false, m->dx, NULL, a->h, a->hb, N, false);
     if (rc)
         return rc;
-    go->swiglu_bwd(be, m->dg, m->du, m->dh, a->g, a->u, N * F);
-    if ((rc = lin_bwd(m, il, TW_PROJ_GATE, m->dxn, false, m->dg, a->xn2, N, false)) ||
-        (rc = lin_bwd(m, il, TW_PROJ_UP, m->dxn, true, m->du, a->xn2, N, true)))
+    if (hb)
+        go->swiglu_bwd_bf16(be, m->dgb, m->dub, m->dh, a->g, a->u, N * F);
+    else
+        go->swiglu_bwd(be, m->dg, m->du, m->dh, a->g, a->u, N * F);
+    if ((rc = lin_bwd(m, il, TW_PROJ_GATE, m->dxn, false, m->dg, m->dgb, a->xn2, a->xn2b, N,
+                      false)) ||
+        (rc = lin_bwd(m, il, TW_PROJ_UP, m->dxn, true, m->du, m->dub, a->xn2, a->xn2b, N, true)))
         return rc;
     go->rmsnorm_bwd(be, m->dx, G->ffn_norm.data ? f(&G->ffn_norm) : NULL, m->dxn, a->x_mid,
                     f(&L->ffn_norm), a->rstd2, N, C);
     // attention: x_mid = x + o(attn(rope(q), rope(k), v))
     go->zero(be, m->dq, nQ), go->zero(be, m->dk, nK), go->zero(be, m->dv, nK);
-    if ((rc = lin_bwd(m, il, TW_PROJ_O, m->datt, false, m->dx, a->att, N, false)))
+    if ((rc = lin_bwd(m, il, TW_PROJ_O, m->datt, false, m->dx, NULL, a->att, a->attb, N, false)))
         return rc;
     go->attn_bwd(be, m->dq, m->dk, m->dv, m->datt, a->q, a->k, a->v, a->att, a->lse, m->bstart,
                  &as);
@@ -1131,9 +1202,9 @@ static int layer_bwd(tw_lm *m, int il, const struct tw_lm_batch *b)
                         f(&L->k_norm), a->k_rstd, N * Hkv, D);
         dq = m->dqp, dk = m->dkp;
     }
-    if ((rc = lin_bwd(m, il, TW_PROJ_Q, m->dxn, false, dq, a->xn1, N, false)) ||
-        (rc = lin_bwd(m, il, TW_PROJ_K, m->dxn, true, dk, a->xn1, N, true)) ||
-        (rc = lin_bwd(m, il, TW_PROJ_V, m->dxn, true, m->dv, a->xn1, N, true)))
+    if ((rc = lin_bwd(m, il, TW_PROJ_Q, m->dxn, false, dq, NULL, a->xn1, a->xn1b, N, false)) ||
+        (rc = lin_bwd(m, il, TW_PROJ_K, m->dxn, true, dk, NULL, a->xn1, a->xn1b, N, true)) ||
+        (rc = lin_bwd(m, il, TW_PROJ_V, m->dxn, true, m->dv, NULL, a->xn1, a->xn1b, N, true)))
         return rc;
     go->rmsnorm_bwd(be, m->dx, G->attn_norm.data ? f(&G->attn_norm) : NULL, m->dxn, m->xs[il],
                     f(&L->attn_norm), a->rstd1, N, C);

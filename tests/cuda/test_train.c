@@ -115,6 +115,47 @@ static void compare(const char *what, tw_lm *a, tw_lm *b, double tol)
     tw_lm_free(a), tw_lm_free(b);
 }
 
+// Full training in bf16 compute on the GPU with the bf16 hand-offs between ops (grad.h) against
+// the same model's f32 activations (TWIN_TRAIN_ACTS=f32, rounded by each product): the same
+// roundings of the same values, so the same step up to the products' summation order.
+static void compare_handoffs(const char *what, tw_lm *a, tw_lm *b)
+{
+    struct batch x;
+    make_batch(&x, tw_lm_config(a)->n_vocab);
+    tw_lm *m[2] = { a, b };
+    float lp[2][B * T];
+    double ce[2];
+    int64_t n[2];
+    for (int i = 0; i < 2; i++) {
+        if (i == 0)
+            setenv("TWIN_TRAIN_ACTS", "f32", 1);
+        REQUIRE(tw_lm_use_backend(m[i], gpu) == 0);
+        tw_lm_set_step(m[i], 3);
+        double sum;
+        REQUIRE(tw_lm_forward(m[i], &x.b, lp[i], &sum) == 0);
+        tw_lm_zero_grad(m[i]);
+        REQUIRE(tw_lm_step_ce(m[i], &x.b, 0.01f, &ce[i], &n[i]) == 0);
+        REQUIRE(tw_lm_pull(m[i], true) == 0);
+        unsetenv("TWIN_TRAIN_ACTS");
+    }
+    double dl = 0, worst = 0;
+    for (int i = 0; i < B * T; i++)
+        dl = fmax(dl, fabs((double)lp[0][i] - lp[1][i]));
+    for (size_t i = 0; i < tw_lm_n_params(a); i++) {
+        const struct tw_lm_param *pa = tw_lm_param_at(a, i), *pb = tw_lm_param_at(b, i);
+        REQUIRE(strcmp(pa->name, pb->name) == 0 && pa->n == pb->n);
+        worst = fmax(worst, golden_rel(pb->g, pa->g, pa->n));
+    }
+    printf("%-24s hand-offs against f32 activations: loss %.7f / %.7f, logp max diff %.2e, "
+           "gradients worst %.2e\n",
+           what, ce[0] / (double)n[0], ce[1] / (double)n[1], dl, worst);
+    CHECK_EQ_INT(n[0], n[1]);
+    CHECK(fabs(ce[0] - ce[1]) < 1e-5 * fabs(ce[0]));
+    CHECK(dl < 1e-4);
+    CHECK(worst < 1e-3);
+    tw_lm_free(a), tw_lm_free(b);
+}
+
 static void test_full(const struct tw_model *g)
 {
     const enum tw_arch archs[] = { TW_ARCH_LLAMA, TW_ARCH_QWEN2, TW_ARCH_QWEN3, TW_ARCH_MISTRAL };
@@ -131,6 +172,19 @@ static void test_full(const struct tw_model *g)
     REQUIRE(tw_lm_new_random(&c, 12, &a) == 0 && tw_lm_set_compute(a, TW_DTYPE_BF16) == 0);
     REQUIRE(tw_lm_new_random(&c, 12, &b) == 0 && tw_lm_set_compute(b, TW_DTYPE_BF16) == 0);
     compare("llama bf16 compute", a, b, 1e-2);
+    // bf16 compute of every architecture, with the hand-offs: against the CPU, and against the
+    // GPU's f32 activations
+    const char *bnames[] = { "llama bf16 hand-offs", "qwen2 bf16 hand-offs",
+                             "qwen3 bf16 hand-offs", "mistral bf16 hand-offs" };
+    for (int i = 0; i < 4; i++) {
+        c = cfg_of(g, archs[i]);
+        REQUIRE(tw_lm_new_random(&c, 13, &a) == 0 && tw_lm_set_compute(a, TW_DTYPE_BF16) == 0);
+        REQUIRE(tw_lm_new_random(&c, 13, &b) == 0 && tw_lm_set_compute(b, TW_DTYPE_BF16) == 0);
+        compare(bnames[i], a, b, 1e-2);
+        REQUIRE(tw_lm_new_random(&c, 13, &a) == 0 && tw_lm_set_compute(a, TW_DTYPE_BF16) == 0);
+        REQUIRE(tw_lm_new_random(&c, 13, &b) == 0 && tw_lm_set_compute(b, TW_DTYPE_BF16) == 0);
+        compare_handoffs(bnames[i], a, b);
+    }
 }
 
 // LoRA's B starts at 0, which leaves A's gradient 0: both get the same nonzero B first.
@@ -280,7 +334,7 @@ static void test_loop(const struct tw_model *g)
 // CPU's functions.
 static void attn_case(int64_t Bn, int64_t Tn, int64_t H, int64_t Hkv, int64_t D, int32_t window)
 {
-    struct tw_attn_shape sh = { Bn, Tn, H, Hkv, D, 1.0f / sqrtf((float)D), window, true };
+    struct tw_attn_shape sh = { Bn, Tn, H, Hkv, D, 1.0f / sqrtf((float)D), window, true, NULL };
     size_t nq = (size_t)(Bn * Tn * H * D), nk = (size_t)(Bn * Tn * Hkv * D);
     size_t nl = (size_t)(Bn * Tn * H), nt = (size_t)(Bn * Tn);
     uint64_t rng = (uint64_t)(Tn * 131 + D * 7 + H + window);
@@ -312,9 +366,16 @@ static void attn_case(int64_t Bn, int64_t Tn, int64_t H, int64_t Hkv, int64_t D,
     CHECK_OK(tw_backend_upload(gpu, ST, st, nt * sizeof(int32_t)));
     g->attn_fwd(gpu, O, L, Q, K, V, ST, &sh);
     g->attn_bwd(gpu, DQ, DK, DV, GO, Q, K, V, O, L, ST, &sh);
-    // again into zeroed copies: dQ's sums over key tiles (added by many blocks) keep their order
+    // again, the forward keeping its bf16 q, k, v for the backward (struct tw_attn_shape's
+    // keep), into zeroed copies: the same bits (the same roundings; dQ's sums over key tiles,
+    // added by many blocks, keep their order)
+    struct tw_attn_shape sk = sh;
+    sk.keep = tw_backend_alloc(gpu, (nq + 2 * nk) * 2);
     float *DQ2 = dev_of(gpu, zq, nq), *DK2 = dev_of(gpu, zk, nk), *DV2 = dev_of(gpu, zk, nk);
-    g->attn_bwd(gpu, DQ2, DK2, DV2, GO, Q, K, V, O, L, ST, &sh);
+    float *O2 = dev_poisoned(gpu, nq), *L2 = dev_poisoned(gpu, nl);
+    REQUIRE(sk.keep);
+    g->attn_fwd(gpu, O2, L2, Q, K, V, ST, &sk);
+    g->attn_bwd(gpu, DQ2, DK2, DV2, GO, Q, K, V, O2, L2, ST, &sk);
     CHECK_OK(tw_backend_sync(gpu));
     float *ho = tw_malloc_array(nq, sizeof(float)), *hl = tw_malloc_array(nl, sizeof(float));
     float *hq = tw_malloc_array(nq, sizeof(float)), *hk = tw_malloc_array(nk, sizeof(float));
@@ -327,6 +388,10 @@ static void attn_case(int64_t Bn, int64_t Tn, int64_t H, int64_t Hkv, int64_t D,
     CHECK_OK(tw_backend_download(gpu, hv, DV, nk * sizeof(float)));
     float *h2 = tw_malloc_array(nq > nk ? nq : nk, sizeof(float));
     REQUIRE(h2);
+    CHECK_OK(tw_backend_download(gpu, h2, O2, nq * sizeof(float)));
+    CHECK(memcmp(h2, ho, nq * sizeof(float)) == 0);
+    CHECK_OK(tw_backend_download(gpu, h2, L2, nl * sizeof(float)));
+    CHECK(memcmp(h2, hl, nl * sizeof(float)) == 0);
     CHECK_OK(tw_backend_download(gpu, h2, DQ2, nq * sizeof(float)));
     CHECK(memcmp(h2, hq, nq * sizeof(float)) == 0);
     CHECK_OK(tw_backend_download(gpu, h2, DK2, nk * sizeof(float)));
@@ -341,7 +406,7 @@ static void attn_case(int64_t Bn, int64_t Tn, int64_t H, int64_t Hkv, int64_t D,
            (long long)Bn, (long long)Tn, (long long)H, (long long)Hkv, (long long)D, window, eo,
            el, eq, ek, ev);
     CHECK(eo < 2e-2 && el < 2e-2 && eq < 3e-2 && ek < 3e-2 && ev < 3e-2);
-    float *devs[] = { Q, K, V, GO, O0, L, DQ0, DK0, DV0, DQ2, DK2, DV2 };
+    float *devs[] = { Q, K, V, GO, O0, L, DQ0, DK0, DV0, DQ2, DK2, DV2, O2, L2, (float *)sk.keep };
     for (size_t i = 0; i < sizeof devs / sizeof *devs; i++)
         tw_backend_release(gpu, devs[i]);
     tw_backend_release(gpu, ST);

@@ -180,17 +180,23 @@ static __global__ void add_bias_kernel(float *y, const float *b, int64_t N, int6
     }
 }
 
-static int g_linear_fwd(struct tw_backend *be, float *y, const float *x, const struct tw_tensor *w,
-                        const float *b, int64_t N)
+// y = x W^T (+ b), x given as f32 (x) or as its bf16 copy (xb, for a bf16 or block-quantised w:
+// grad.h's hand-offs).
+static int linear_fwd(struct tw_backend *be, float *y, const float *x, const __nv_bfloat16 *xb,
+                      const struct tw_tensor *w, const float *b, int64_t N)
 {
     struct grad_state *g = state(be);
     int64_t K = w->ne[1], M = w->ne[0];
     if (!g)
         return 0;
-    if (w->dtype == TW_DTYPE_F32) {
+    if (w->dtype == TW_DTYPE_F32 && !xb) {
         gemm_rm(be, G_F32, false, true, N, M, K, 1, x, K, 0, w->data, K, 0, 0, y, M, 0, 1);
+    } else if (w->dtype == TW_DTYPE_F32) {
+        twc_fail(be, "linear", "a bf16 input for an f32 weight");
+        return 0;
     } else {
-        const __nv_bfloat16 *xb = bf16_of(be, &g->xb, x, N * K);
+        if (!xb)
+            xb = bf16_of(be, &g->xb, x, N * K);
         int64_t rows = tile_rows(w);
         for (int64_t r0 = 0; xb && r0 < M; r0 += rows) {
             int64_t nr = M - r0 < rows ? M - r0 : rows;
@@ -200,10 +206,22 @@ static int g_linear_fwd(struct tw_backend *be, float *y, const float *x, const s
                         M, 0, 1);
         }
     }
-    if (b)
+    if (b && !twc_failed(be))
         add_bias_kernel<<<twc_grid_for(N * M), THREADS, 0, twc_stream(be)>>>(y, b, N, M);
     twc_check(be, cudaGetLastError(), "linear (bias)");
     return 0;
+}
+
+static int g_linear_fwd(struct tw_backend *be, float *y, const float *x, const struct tw_tensor *w,
+                        const float *b, int64_t N)
+{
+    return linear_fwd(be, y, x, NULL, w, b, N);
+}
+
+static int g_linear_fwd_bf16(struct tw_backend *be, float *y, const void *xb,
+                             const struct tw_tensor *w, const float *b, int64_t N)
+{
+    return linear_fwd(be, y, NULL, (const __nv_bfloat16 *)xb, w, b, N);
 }
 
 // out[c] += sum over rows r of a[r][c] * (b ? b[r][c] : 1) * (rs ? rs[r] : 1), in a fixed
@@ -248,10 +266,11 @@ static void colsum(struct tw_backend *be, float *out, const float *a, const floa
     twc_check(be, cudaGetLastError(), "column sums");
 }
 
-// The products of g_linear_bwd for a bf16 or block-quantised w, dy given in bf16 (dyb).
+// The products of g_linear_bwd for a bf16 or block-quantised w, dy given in bf16 (dyb), x as
+// f32 (rounded here) or as its bf16 copy xb.
 static void linear_bwd_bf16(struct tw_backend *be, float *dx, bool add, float *dw,
-                            const __nv_bfloat16 *dyb, const float *x, const struct tw_tensor *w,
-                            int64_t N)
+                            const __nv_bfloat16 *dyb, const float *x, const __nv_bfloat16 *xb,
+                            const struct tw_tensor *w, int64_t N)
 {
     struct grad_state *g = state(be);
     int64_t K = w->ne[1], M = w->ne[0];
@@ -269,19 +288,26 @@ static void linear_bwd_bf16(struct tw_backend *be, float *dx, bool add, float *d
         }
     }
     if (dw) { // dw (M, K) += dy^T x: in the precision the forward multiplied in
-        const __nv_bfloat16 *xb = bf16_of(be, &g->xb, x, N * K);
+        if (!xb)
+            xb = bf16_of(be, &g->xb, x, N * K);
         if (xb)
             gemm_rm(be, G_BF16, true, false, M, K, N, 1, dyb, M, 0, xb, K, 0, 1, dw, K, 0, 1);
     }
 }
 
-static int g_linear_bwd(struct tw_backend *be, float *dx, bool add, float *dw, float *db,
-                        const float *dy, const float *x, const struct tw_tensor *w, int64_t N)
+// dy as f32, or (dyb, for a bf16 or block-quantised w) as its bf16 copy: dy then only for db.
+static int linear_bwd(struct tw_backend *be, float *dx, bool add, float *dw, float *db,
+                      const float *dy, const __nv_bfloat16 *dyb, const float *x,
+                      const __nv_bfloat16 *xb, const struct tw_tensor *w, int64_t N)
 {
     struct grad_state *g = state(be);
     int64_t K = w->ne[1], M = w->ne[0];
     if (!g)
         return 0;
+    if (w->dtype == TW_DTYPE_F32 && (xb || dyb)) {
+        twc_fail(be, "linear backward", "bf16 operands for an f32 weight");
+        return 0;
+    }
     if (w->dtype == TW_DTYPE_F32) {
         if (dx) // dx (N, K) (+)= dy (N, M) W (M, K)
             gemm_rm(be, G_F32, false, false, N, K, M, 1, dy, M, 0, w->data, K, 0, add ? 1 : 0, dx,
@@ -289,13 +315,28 @@ static int g_linear_bwd(struct tw_backend *be, float *dx, bool add, float *dw, f
         if (dw) // dw (M, K) += dy^T x
             gemm_rm(be, G_F32, true, false, M, K, N, 1, dy, M, 0, x, K, 0, 1, dw, K, 0, 1);
     } else if (dx || dw) {
-        const __nv_bfloat16 *dyb = bf16_of(be, &g->yb, dy, N * M);
+        if (!dyb)
+            dyb = bf16_of(be, &g->yb, dy, N * M);
         if (dyb)
-            linear_bwd_bf16(be, dx, add, dw, dyb, x, w, N);
+            linear_bwd_bf16(be, dx, add, dw, dyb, x, xb, w, N);
     }
     if (db)
         colsum(be, db, dy, NULL, NULL, N, M);
     return 0;
+}
+
+static int g_linear_bwd(struct tw_backend *be, float *dx, bool add, float *dw, float *db,
+                        const float *dy, const float *x, const struct tw_tensor *w, int64_t N)
+{
+    return linear_bwd(be, dx, add, dw, db, dy, NULL, x, NULL, w, N);
+}
+
+static int g_linear_bwd_bf16(struct tw_backend *be, float *dx, bool add, float *dw, float *db,
+                             const float *dy, const void *dyb, const void *xb,
+                             const struct tw_tensor *w, int64_t N)
+{
+    return linear_bwd(be, dx, add, dw, db, dy, (const __nv_bfloat16 *)dyb, NULL,
+                      (const __nv_bfloat16 *)xb, w, N);
 }
 
 static void g_gemm(struct tw_backend *be, bool lowp, bool ta, bool tb, int64_t M, int64_t N,
@@ -334,8 +375,9 @@ template <bool WARP> static __device__ __forceinline__ float row_sum(float v, fl
     return WARP ? twc_warp_sum(v) : twc_block_sum(v, red);
 }
 
-template <bool WARP>
-static __global__ void rmsnorm_fwd_kernel(float *y, float *rstd, const float *x, const float *w,
+// OutT: float, or __nv_bfloat16 for grad.h's hand-offs (the f32 value rounded).
+template <bool WARP, typename OutT>
+static __global__ void rmsnorm_fwd_kernel(OutT *y, float *rstd, const float *x, const float *w,
                                           int64_t N, int64_t C, float eps)
 {
     __shared__ float red[32];
@@ -343,7 +385,7 @@ static __global__ void rmsnorm_fwd_kernel(float *y, float *rstd, const float *x,
     if (t >= N)
         return;
     const float *xr = x + t * C;
-    float *yr = y + t * C;
+    OutT *yr = y + t * C;
     float ss = 0;
     for (int64_t i = row_lane<WARP>(); i < C; i += row_step<WARP>())
         ss += xr[i] * xr[i];
@@ -351,7 +393,7 @@ static __global__ void rmsnorm_fwd_kernel(float *y, float *rstd, const float *x,
     if (row_lane<WARP>() == 0)
         rstd[t] = r;
     for (int64_t i = row_lane<WARP>(); i < C; i += row_step<WARP>())
-        yr[i] = xr[i] * r * (w ? w[i] : 1.0f);
+        yr[i] = (OutT)(xr[i] * r * (w ? w[i] : 1.0f));
 }
 
 template <bool WARP>
@@ -378,18 +420,31 @@ static unsigned row_blocks(int64_t N, int64_t C)
     return (unsigned)(C <= WARP_ROW_C ? (N + THREADS / 32 - 1) / (THREADS / 32) : N);
 }
 
-static void g_rmsnorm_fwd(struct tw_backend *be, float *y, float *rstd, const float *x,
-                          const float *w, int64_t N, int64_t C, float eps)
+template <typename OutT>
+static void rmsnorm_fwd(struct tw_backend *be, OutT *y, float *rstd, const float *x,
+                        const float *w, int64_t N, int64_t C, float eps)
 {
     if (N == 0 || twc_failed(be))
         return;
     if (C <= WARP_ROW_C)
-        rmsnorm_fwd_kernel<true>
+        rmsnorm_fwd_kernel<true, OutT>
             <<<row_blocks(N, C), THREADS, 0, twc_stream(be)>>>(y, rstd, x, w, N, C, eps);
     else
-        rmsnorm_fwd_kernel<false>
+        rmsnorm_fwd_kernel<false, OutT>
             <<<row_blocks(N, C), THREADS, 0, twc_stream(be)>>>(y, rstd, x, w, N, C, eps);
     twc_check(be, cudaGetLastError(), "rmsnorm (training)");
+}
+
+static void g_rmsnorm_fwd(struct tw_backend *be, float *y, float *rstd, const float *x,
+                          const float *w, int64_t N, int64_t C, float eps)
+{
+    rmsnorm_fwd(be, y, rstd, x, w, N, C, eps);
+}
+
+static void g_rmsnorm_fwd_bf16(struct tw_backend *be, void *y, float *rstd, const float *x,
+                               const float *w, int64_t N, int64_t C, float eps)
+{
+    rmsnorm_fwd(be, (__nv_bfloat16 *)y, rstd, x, w, N, C, eps);
 }
 
 static void g_rmsnorm_bwd(struct tw_backend *be, float *dx, float *dw, const float *dy,
@@ -479,7 +534,7 @@ static int g_head_logp(struct tw_backend *be, const float *x, const struct tw_te
                 lg, logp + r0, coef ? lg : NULL, targets + r0, cr, V);
         twc_check(be, cudaGetLastError(), "log-softmax");
         if (lgb)
-            linear_bwd_bf16(be, dx ? dx + r0 * C : NULL, true, dw, lgb, x + r0 * C, w, nr);
+            linear_bwd_bf16(be, dx ? dx + r0 * C : NULL, true, dw, lgb, x + r0 * C, NULL, w, nr);
         else if (coef)
             g_linear_bwd(be, dx ? dx + r0 * C : NULL, true, dw, NULL, lg, x + r0 * C, w, nr);
     }
@@ -556,22 +611,31 @@ static bool fused(struct tw_backend *be, const struct tw_attn_shape *sh)
     return sh->lowp && twc_flash_ok((int)sh->D) && !gemm && !twc_failed(be);
 }
 
-// bf16 copies of q, k, v (and dout): src[i] has the query heads' size for i = 0, 3, the
-// KV heads' for 1, 2; into out[i] (the abf scratch). False on failure (recorded).
+// bf16 copies of q, k, v (and dout when n is 4): src[i] has the query heads' size for i = 0, 3,
+// the KV heads' for 1, 2; into out[i]. q, k and v go to sh->keep where the caller gives one
+// (grad.h): rounded into it by the forward, read from it as they are by the backward (kept);
+// the rest to the abf scratch. False on failure (recorded).
 static bool attn_bf16(struct tw_backend *be, const __nv_bfloat16 **out, int n,
-                      const float *const *src, const struct tw_attn_shape *sh)
+                      const float *const *src, const struct tw_attn_shape *sh, bool kept)
 {
     struct grad_state *g = state(be);
     int64_t nq = sh->B * sh->T * sh->H * sh->D, nk = sh->B * sh->T * sh->Hkv * sh->D;
     int64_t len[4] = { nq, nk, nk, nq }, total = 0;
-    for (int i = 0; i < n; i++)
+    __nv_bfloat16 *keep = (__nv_bfloat16 *)sh->keep;
+    for (int i = keep ? 3 : 0; i < n; i++)
         total += len[i];
-    __nv_bfloat16 *p = g ? (__nv_bfloat16 *)grow(be, &g->abf, (size_t)total * 2) : NULL;
-    bool ok = p != NULL;
+    __nv_bfloat16 *p = g && total ? (__nv_bfloat16 *)grow(be, &g->abf, (size_t)total * 2) : NULL;
+    bool ok = g && (p || !total);
     for (int i = 0; ok && i < n; i++) {
-        ok = twc_check(be, twc_to_bf16(p, src[i], len[i], twc_stream(be)), "attention (to bf16)");
-        out[i] = p;
-        p += len[i];
+        __nv_bfloat16 *dst = i < 3 && keep ? keep : p;
+        if (!(i < 3 && keep && kept))
+            ok = twc_check(be, twc_to_bf16(dst, src[i], len[i], twc_stream(be)),
+                           "attention (to bf16)");
+        out[i] = dst;
+        if (i < 3 && keep)
+            keep += len[i];
+        else
+            p += len[i];
     }
     return ok;
 }
@@ -585,7 +649,7 @@ static void g_attn_fwd(struct tw_backend *be, float *out, float *lse, const floa
     if (fused(be, sh)) {
         const float *src[3] = { q, k, v };
         const __nv_bfloat16 *b[3];
-        if (attn_bf16(be, b, 3, src, sh))
+        if (attn_bf16(be, b, 3, src, sh, false))
             twc_check(be,
                       twc_flash_fwd(out, lse, b[0], b[1], b[2], start, (int)sh->B, (int)T, (int)H,
                                     (int)Hkv, (int)D, sh->scale, sh->window, twc_stream(be)),
@@ -623,7 +687,7 @@ static void g_attn_bwd(struct tw_backend *be, float *dq, float *dk, float *dv, c
         float *delta = g ? (float *)grow(be, &g->delta, (nd + np) * sizeof(float)) : NULL;
         const float *src[4] = { q, k, v, dout };
         const __nv_bfloat16 *b[4];
-        if (delta && attn_bf16(be, b, 4, src, sh))
+        if (delta && attn_bf16(be, b, 4, src, sh, true))
             twc_check(be,
                       twc_flash_bwd(dq, dk, dv, dout, b[3], b[0], b[1], b[2], out, lse, start,
                                     delta, np ? delta + nd : NULL, (int)sh->B, (int)T, (int)H,
@@ -671,8 +735,20 @@ static __device__ __forceinline__ void swiglu_bwd_one(float *dg, float *du, floa
     *du = dh * g * s;
 }
 
-// Four elements a thread, by 16-byte loads and stores where vec (every pointer aligned).
-static __global__ void swiglu_bwd_kernel(float *dg, float *du, const float *dh, const float *g,
+// Four values as OutT at p: one 16-byte (f32) or 8-byte (bf16) store.
+static __device__ __forceinline__ void store4(float *p, float4 v)
+{
+    *(float4 *)p = v;
+}
+static __device__ __forceinline__ void store4(__nv_bfloat16 *p, float4 v)
+{
+    *(uint2 *)p = make_uint2(twc_pack_bf16(v.x, v.y), twc_pack_bf16(v.z, v.w));
+}
+
+// Four elements a thread, by 16-byte loads and stores where vec (every pointer aligned); OutT
+// float, or __nv_bfloat16 for grad.h's hand-offs (the f32 values rounded).
+template <typename OutT>
+static __global__ void swiglu_bwd_kernel(OutT *dg, OutT *du, const float *dh, const float *g,
                                          const float *u, int64_t n, bool vec)
 {
     for (int64_t i = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) * 4; i < n;
@@ -684,25 +760,71 @@ static __global__ void swiglu_bwd_kernel(float *dg, float *du, const float *dh, 
             swiglu_bwd_one(&og.y, &ou.y, h.y, a.y, b.y);
             swiglu_bwd_one(&og.z, &ou.z, h.z, a.z, b.z);
             swiglu_bwd_one(&og.w, &ou.w, h.w, a.w, b.w);
-            *(float4 *)(dg + i) = og;
-            *(float4 *)(du + i) = ou;
+            store4(dg + i, og);
+            store4(du + i, ou);
         } else {
-            for (int64_t j = i; j < i + 4 && j < n; j++)
-                swiglu_bwd_one(dg + j, du + j, dh[j], g[j], u[j]);
+            for (int64_t j = i; j < i + 4 && j < n; j++) {
+                float vg, vu;
+                swiglu_bwd_one(&vg, &vu, dh[j], g[j], u[j]);
+                dg[j] = (OutT)vg, du[j] = (OutT)vu;
+            }
         }
     }
 }
 
-static void g_swiglu_bwd(struct tw_backend *be, float *dg, float *du, const float *dh,
-                         const float *g, const float *u, int64_t n)
+template <typename OutT>
+static void swiglu_bwd(struct tw_backend *be, OutT *dg, OutT *du, const float *dh, const float *g,
+                       const float *u, int64_t n)
 {
     if (n == 0 || twc_failed(be))
         return;
     bool vec = twc_aligned16(dg) && twc_aligned16(du) && twc_aligned16(dh) && twc_aligned16(g) &&
                twc_aligned16(u);
-    swiglu_bwd_kernel<<<twc_grid_for((n + 3) / 4), THREADS, 0, twc_stream(be)>>>(dg, du, dh, g, u,
-                                                                                 n, vec);
+    swiglu_bwd_kernel<OutT><<<twc_grid_for((n + 3) / 4), THREADS, 0, twc_stream(be)>>>(
+        dg, du, dh, g, u, n, vec);
     twc_check(be, cudaGetLastError(), "swiglu backward");
+}
+
+static void g_swiglu_bwd(struct tw_backend *be, float *dg, float *du, const float *dh,
+                         const float *g, const float *u, int64_t n)
+{
+    swiglu_bwd(be, dg, du, dh, g, u, n);
+}
+
+static void g_swiglu_bwd_bf16(struct tw_backend *be, void *dg, void *du, const float *dh,
+                              const float *g, const float *u, int64_t n)
+{
+    swiglu_bwd(be, (__nv_bfloat16 *)dg, (__nv_bfloat16 *)du, dh, g, u, n);
+}
+
+// h = silu(g) * u rounded to bf16 (the engine's tw_swiglu, backend.cu's ew_of, then the
+// rounding), four elements a thread where vec.
+static __global__ void swiglu_bf16_kernel(__nv_bfloat16 *h, const float *g, const float *u,
+                                          int64_t n, bool vec)
+{
+    for (int64_t i = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) * 4; i < n;
+         i += (int64_t)gridDim.x * blockDim.x * 4) {
+        if (vec && i + 4 <= n) {
+            float4 a = *(const float4 *)(g + i), b = *(const float4 *)(u + i);
+            float4 o = { a.x / (1.0f + expf(-a.x)) * b.x, a.y / (1.0f + expf(-a.y)) * b.y,
+                         a.z / (1.0f + expf(-a.z)) * b.z, a.w / (1.0f + expf(-a.w)) * b.w };
+            store4(h + i, o);
+        } else {
+            for (int64_t j = i; j < i + 4 && j < n; j++)
+                h[j] = __float2bfloat16(g[j] / (1.0f + expf(-g[j])) * u[j]);
+        }
+    }
+}
+
+static void g_swiglu_bf16(struct tw_backend *be, void *h, const float *g, const float *u,
+                          int64_t n)
+{
+    if (n == 0 || twc_failed(be))
+        return;
+    bool vec = twc_aligned16(h) && twc_aligned16(g) && twc_aligned16(u);
+    swiglu_bf16_kernel<<<twc_grid_for((n + 3) / 4), THREADS, 0, twc_stream(be)>>>(
+        (__nv_bfloat16 *)h, g, u, n, vec);
+    twc_check(be, cudaGetLastError(), "swiglu (bf16)");
 }
 
 // splitmix64 (base/map.h's tw_splitmix64, the same steps on the device).
@@ -1010,4 +1132,9 @@ const struct tw_grad_ops twc_grad_ops = {
     /* lora_fwd */ g_lora_fwd,
     /* lora_bwd */ g_lora_bwd,
     /* round_bf16 */ g_round_bf16,
+    /* rmsnorm_fwd_bf16 */ g_rmsnorm_fwd_bf16,
+    /* swiglu_bf16 */ g_swiglu_bf16,
+    /* swiglu_bwd_bf16 */ g_swiglu_bwd_bf16,
+    /* linear_fwd_bf16 */ g_linear_fwd_bf16,
+    /* linear_bwd_bf16 */ g_linear_bwd_bf16,
 };
