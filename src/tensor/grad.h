@@ -194,6 +194,10 @@ struct tw_grad_ops {
     // rmsnorm_fwd, y as bf16 only
     void (*rmsnorm_fwd_bf16)(struct tw_backend *be, void *y, float *rstd, const float *x,
                              const float *w, int64_t N, int64_t C, float eps);
+    // rmsnorm_bwd, and dxb = the new dx rounded (the next products' dy)
+    void (*rmsnorm_bwd_bf16)(struct tw_backend *be, float *dx, void *dxb, float *dw,
+                             const float *dy, const float *x, const float *w, const float *rstd,
+                             int64_t N, int64_t C);
     // h = silu(g) * u (the engine's tw_swiglu) as bf16
     void (*swiglu_bf16)(struct tw_backend *be, void *h, const float *g, const float *u,
                         int64_t n);

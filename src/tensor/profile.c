@@ -410,6 +410,13 @@ static void g_rmsnorm_fwd_bf16(struct tw_backend *be, void *y, float *rstd, cons
     TIMED(be, P_G_RMSNORM_FWD, 0, G(be)->rmsnorm_fwd_bf16(in, y, rstd, x, w, N, C, eps));
 }
 
+static void g_rmsnorm_bwd_bf16(struct tw_backend *be, float *dx, void *dxb, float *dw,
+                               const float *dy, const float *x, const float *w, const float *rstd,
+                               int64_t N, int64_t C)
+{
+    TIMED(be, P_G_RMSNORM_BWD, 0, G(be)->rmsnorm_bwd_bf16(in, dx, dxb, dw, dy, x, w, rstd, N, C));
+}
+
 static void g_swiglu_bf16(struct tw_backend *be, void *h, const float *g, const float *u,
                           int64_t n)
 {
@@ -458,6 +465,7 @@ static const struct tw_grad_ops profile_grad_ops = {
     .lora_bwd = g_lora_bwd,
     .round_bf16 = g_round_bf16,
     .rmsnorm_fwd_bf16 = g_rmsnorm_fwd_bf16,
+    .rmsnorm_bwd_bf16 = g_rmsnorm_bwd_bf16,
     .swiglu_bf16 = g_swiglu_bf16,
     .swiglu_bwd_bf16 = g_swiglu_bwd_bf16,
     .linear_fwd_bf16 = g_linear_fwd_bf16,

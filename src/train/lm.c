@@ -89,6 +89,7 @@ struct tw_lm {
     float *datt, *dq, *dk, *dv, *dqp, *dkp;
     float *dxa, *tmp;     // (N, r), (N, max(C, F)): LoRA's backward, dropout's masked inputs
     void *dgb, *dub;      // (N, F) bf16: SwiGLU's backward with hand-offs
+    void *dxb;            // (N, C) bf16: dx rounded by the norms' backward, with hand-offs
     float *logp, *coef;   // (N): the output projection's per-token values
     float *hlogp, *hcoef; // (N): their host copies
     int32_t *bids, *btargets, *bstart; // (N): the batch in the backend's memory
@@ -851,7 +852,7 @@ static int ensure_acts(tw_lm *m, int64_t N)
     int64_t LA = m->recompute ? 1 : L; // layers whose activations are kept
     int64_t total = (L + 1) * N * C + LA * per_layer + N * C + N + 2 * N * C + 3 * N * F +
                     4 * N * HD + 4 * N * KV + N * m->r + N * W + 2 * N +
-                    (hb ? 2 * halves(N * F) : 0);
+                    (hb ? 2 * halves(N * F) + halves(N * C) : 0);
     tw_backend_release(m->be, m->act_buf), tw_backend_release(m->be, m->bids);
     tw_free(m->xs), tw_free(m->a), tw_free(m->negpos), tw_free(m->hlogp);
     m->act_buf = NULL, m->bids = NULL, m->xs = NULL, m->a = NULL, m->negpos = NULL;
@@ -906,9 +907,9 @@ static int ensure_acts(tw_lm *m, int64_t N)
     m->dk = TAKE(N * KV), m->dv = TAKE(N * KV), m->dkp = TAKE(N * KV);
     m->dxa = TAKE(N * m->r), m->tmp = TAKE(N * W);
     m->logp = TAKE(N), m->coef = TAKE(N);
-    m->dgb = m->dub = NULL;
+    m->dgb = m->dub = m->dxb = NULL;
     if (hb)
-        m->dgb = TAKE_H(N * F), m->dub = TAKE_H(N * F);
+        m->dgb = TAKE_H(N * F), m->dub = TAKE_H(N * F), m->dxb = TAKE_H(N * C);
 #undef TAKE_H
 #undef TAKE
     return 0;
@@ -1093,7 +1094,7 @@ static int check_batch(const tw_lm *m, const struct tw_lm_batch *b)
     return 0;
 }
 
-// With hand-offs (a->xn1b set: ensure_acts laid them out) the norms, the attention's output
+// With hand-offs (m->acts_bf16: ensure_acts laid them out) the norms, the attention's output
 // and SwiGLU hand the products bf16 copies, kept for the backward's dW, and the attention
 // keeps its bf16 q, k, v; else f32 activations that the backend rounds where it needs to.
 static int layer_fwd(tw_lm *m, int il, const struct tw_lm_batch *b)
@@ -1107,7 +1108,7 @@ static int layer_fwd(tw_lm *m, int il, const struct tw_lm_batch *b)
     const float *x = m->xs[il];
     float *y = m->xs[il + 1];
     struct tw_attn_shape as = attn_shape(m, b);
-    bool hb = a->xn1b != NULL;
+    bool hb = m->acts_bf16;
     as.keep = a->qkvb;
     if (hb)
         go->rmsnorm_fwd_bf16(m->be, a->xn1b, a->rstd1, x, f(&L->attn_norm), N, C, c->norm_eps);
@@ -1155,7 +1156,19 @@ static int layer_fwd(tw_lm *m, int il, const struct tw_lm_batch *b)
     return 0;
 }
 
-// m->dx holds the gradient of the layer's output; on return, of its input.
+// dx += RMSNorm's backward (rows of C) of dy (a residual stream's norm); with hand-offs (dxb)
+// also m->dxb = dx rounded, the dy of the products that read the stream next (o; down).
+static void norm_bwd(tw_lm *m, float *dx, float *dw, const float *dy, const float *x,
+                     const float *w, const float *rstd, int64_t N, int64_t C)
+{
+    if (m->acts_bf16)
+        m->go->rmsnorm_bwd_bf16(m->be, dx, m->dxb, dw, dy, x, w, rstd, N, C);
+    else
+        m->go->rmsnorm_bwd(m->be, dx, dw, dy, x, w, rstd, N, C);
+}
+
+// m->dx holds the gradient of the layer's output (and with hand-offs m->dxb its bf16 copy); on
+// return, of its input.
 static int layer_bwd(tw_lm *m, int il, const struct tw_lm_batch *b)
 {
     const struct tw_model_config *c = &m->cfg;
@@ -1166,13 +1179,13 @@ static int layer_bwd(tw_lm *m, int il, const struct tw_lm_batch *b)
     int64_t N = (int64_t)b->B * b->T, C = c->n_embd, H = c->n_head, Hkv = c->n_head_kv;
     int64_t D = c->head_dim, F = c->n_ff;
     struct tw_attn_shape as = attn_shape(m, b);
-    bool hb = a->xn1b != NULL;
+    bool hb = m->acts_bf16;
     as.keep = a->qkvb;
     size_t nQ = (size_t)(N * H * D) * sizeof(float), nK = (size_t)(N * Hkv * D) * sizeof(float);
     // the MLP: y = x_mid + down(silu(gate(xn2)) * up(xn2)); each gradient buffer's first
     // writer writes it (no zeroing passes); with hand-offs SwiGLU's backward writes dg and du
     // as the bf16 copies their products read
-    int rc = lin_bwd(m, il, TW_PROJ_DOWN, m->dh, false, m->dx, NULL, a->h, a->hb, N, false);
+    int rc = lin_bwd(m, il, TW_PROJ_DOWN, m->dh, false, m->dx, m->dxb, a->h, a->hb, N, false);
     if (rc)
         return rc;
     if (hb)
@@ -1183,11 +1196,12 @@ static int layer_bwd(tw_lm *m, int il, const struct tw_lm_batch *b)
                       false)) ||
         (rc = lin_bwd(m, il, TW_PROJ_UP, m->dxn, true, m->du, m->dub, a->xn2, a->xn2b, N, true)))
         return rc;
-    go->rmsnorm_bwd(be, m->dx, G->ffn_norm.data ? f(&G->ffn_norm) : NULL, m->dxn, a->x_mid,
-                    f(&L->ffn_norm), a->rstd2, N, C);
+    norm_bwd(m, m->dx, G->ffn_norm.data ? f(&G->ffn_norm) : NULL, m->dxn, a->x_mid,
+             f(&L->ffn_norm), a->rstd2, N, C);
     // attention: x_mid = x + o(attn(rope(q), rope(k), v))
     go->zero(be, m->dq, nQ), go->zero(be, m->dk, nK), go->zero(be, m->dv, nK);
-    if ((rc = lin_bwd(m, il, TW_PROJ_O, m->datt, false, m->dx, NULL, a->att, a->attb, N, false)))
+    if ((rc = lin_bwd(m, il, TW_PROJ_O, m->datt, false, m->dx, m->dxb, a->att, a->attb, N,
+                      false)))
         return rc;
     go->attn_bwd(be, m->dq, m->dk, m->dv, m->datt, a->q, a->k, a->v, a->att, a->lse, m->bstart,
                  &as);
@@ -1206,8 +1220,8 @@ static int layer_bwd(tw_lm *m, int il, const struct tw_lm_batch *b)
         (rc = lin_bwd(m, il, TW_PROJ_K, m->dxn, true, dk, NULL, a->xn1, a->xn1b, N, true)) ||
         (rc = lin_bwd(m, il, TW_PROJ_V, m->dxn, true, m->dv, NULL, a->xn1, a->xn1b, N, true)))
         return rc;
-    go->rmsnorm_bwd(be, m->dx, G->attn_norm.data ? f(&G->attn_norm) : NULL, m->dxn, m->xs[il],
-                    f(&L->attn_norm), a->rstd1, N, C);
+    norm_bwd(m, m->dx, G->attn_norm.data ? f(&G->attn_norm) : NULL, m->dxn, m->xs[il],
+             f(&L->attn_norm), a->rstd1, N, C);
     return 0;
 }
 
@@ -1241,8 +1255,8 @@ static int trunk_bwd(tw_lm *m, const struct tw_lm_batch *b)
     for (int64_t n = 0; n < N; n++)
         m->negpos[n] = -b->pos[n];
     m->go->zero(m->be, m->dx, (size_t)(N * C) * sizeof(float));
-    m->go->rmsnorm_bwd(m->be, m->dx, m->bgm->out_norm.data ? f(&m->bgm->out_norm) : NULL, m->dxn,
-                       m->xs[m->cfg.n_layer], f(&m->bw->out_norm), m->rstdf, N, C);
+    norm_bwd(m, m->dx, m->bgm->out_norm.data ? f(&m->bgm->out_norm) : NULL, m->dxn,
+             m->xs[m->cfg.n_layer], f(&m->bw->out_norm), m->rstdf, N, C);
     int rc = 0;
     for (int il = m->cfg.n_layer - 1; il >= 0 && !rc; il--) {
         if (m->recompute) // the layer's activations again, from its kept input

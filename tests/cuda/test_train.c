@@ -503,11 +503,123 @@ static void test_swiglu_bwd(void)
         tw_free(hs[i]);
 }
 
+// The bf16 hand-offs' SwiGLU (grad.h): its backward's dg, du the f32 op's rounded, bit for bit;
+// its forward within a rounding of silu(g) u; aligned arrays and arrays one value in.
+static void test_swiglu_bf16(void)
+{
+    const struct tw_grad_ops *g = tw_backend_grad(gpu);
+    size_t n = 1001;
+    uint64_t rng = 78;
+    float *dh = host_random(&rng, n + 1, 1.0f), *ga = host_random(&rng, n + 1, 3.0f);
+    float *u = host_random(&rng, n + 1, 2.0f), *hf = tw_malloc_array(n, sizeof(float));
+    uint16_t *hb = tw_malloc_array(n, 2), *hb2 = tw_malloc_array(n, 2);
+    REQUIRE(hf && hb && hb2);
+    float *Dh = dev_of(gpu, dh, n + 1), *Ga = dev_of(gpu, ga, n + 1), *U = dev_of(gpu, u, n + 1);
+    float *Dg = dev_poisoned(gpu, n + 1);
+    uint16_t *Gb = tw_backend_alloc(gpu, 2 * (n + 1)), *Ub = tw_backend_alloc(gpu, 2 * (n + 1));
+    REQUIRE(Gb && Ub);
+    for (size_t off = 0; off < 2; off++) {
+        bool same = true;
+        g->swiglu_bwd_bf16(gpu, Gb + off, Ub + off, Dh + off, Ga + off, U + off, n);
+        for (int which = 0; which < 2; which++) { // dg, then du
+            float *Du = dev_poisoned(gpu, n + 1);
+            g->swiglu_bwd(gpu, which ? Du + off : Dg + off, which ? Dg + off : Du + off, Dh + off,
+                          Ga + off, U + off, n);
+            CHECK_OK(tw_backend_sync(gpu));
+            CHECK_OK(tw_backend_download(gpu, hf, Dg + off, n * sizeof(float)));
+            CHECK_OK(tw_backend_download(gpu, hb, (which ? Ub : Gb) + off, n * 2));
+            for (size_t i = 0; i < n; i++)
+                same &= hb[i] == tw_f32_to_bf16(hf[i]);
+            tw_backend_release(gpu, Du);
+        }
+        CHECK(same);
+        g->swiglu_bf16(gpu, Gb + off, Ga + off, U + off, n);
+        CHECK_OK(tw_backend_sync(gpu));
+        CHECK_OK(tw_backend_download(gpu, hb2, Gb + off, n * 2));
+        double worst = 0;
+        for (size_t i = 0; i < n; i++) {
+            double x = ga[off + i], want = x / (1 + exp(-x)) * u[off + i];
+            worst = fmax(worst, fabs(tw_bf16_to_f32(hb2[i]) - want) / (fabs(want) + 1e-3));
+        }
+        if (!(worst < 8e-3))
+            fprintf(stderr, "swiglu_bf16 (+%zu): %g\n", off, worst);
+        CHECK(worst < 8e-3);
+    }
+    float *devs[] = { Dh, Ga, U, Dg, (float *)Gb, (float *)Ub };
+    for (size_t i = 0; i < 6; i++)
+        tw_backend_release(gpu, devs[i]);
+    tw_free(dh), tw_free(ga), tw_free(u), tw_free(hf), tw_free(hb), tw_free(hb2);
+}
+
+// RMSNorm's passes on the GPU against the CPU's, N rows of C: the backward adding into dx (the
+// CPU's within 1e-5) and into dw (its column sums: within 1e-4), its hand-off's bf16 dx the f32
+// one rounded and its forward's bf16 y the f32 one rounded, bit for bit. C from a head's 64 to
+// past a warp's 1024 (the block path), rows of sizes that are not multiples of 32.
+static void norm_case(int64_t N, int64_t C)
+{
+    const struct tw_grad_ops *g = tw_backend_grad(gpu);
+    size_t n = (size_t)(N * C);
+    uint64_t rng = (uint64_t)(N * 7 + C);
+    float *x = host_random(&rng, n, 2.0f), *dy = host_random(&rng, n, 1.0f);
+    float *w = host_random(&rng, (size_t)C, 1.0f), *dx = host_random(&rng, n, 1.0f);
+    float *dw = host_random(&rng, (size_t)C, 1.0f), *y = tw_malloc_array(n, sizeof(float));
+    float *rstd = tw_malloc_array((size_t)N, sizeof(float)), *h = tw_malloc_array(n, 4);
+    uint16_t *hb = tw_malloc_array(n, 2);
+    REQUIRE(y && rstd && h && hb);
+    float *X = dev_of(gpu, x, n), *DY = dev_of(gpu, dy, n), *W = dev_of(gpu, w, (size_t)C);
+    float *DX = dev_of(gpu, dx, n), *DW = dev_of(gpu, dw, (size_t)C), *Y = dev_poisoned(gpu, n);
+    float *R = dev_poisoned(gpu, (size_t)N);
+    uint16_t *B16 = tw_backend_alloc(gpu, n * 2);
+    REQUIRE(B16);
+    tw_rmsnorm_fwd(y, rstd, x, w, N, C, 1e-5f);
+    tw_rmsnorm_bwd(dx, dw, dy, x, w, rstd, N, C);
+    g->rmsnorm_fwd(gpu, Y, R, X, W, N, C, 1e-5f);
+    g->rmsnorm_bwd_bf16(gpu, DX, B16, DW, DY, X, W, R, N, C);
+    CHECK_OK(tw_backend_sync(gpu));
+    CHECK_OK(tw_backend_download(gpu, h, DX, n * sizeof(float)));
+    CHECK_OK(tw_backend_download(gpu, hb, B16, n * 2));
+    double ex = golden_rel(h, dx, n);
+    bool same = true;
+    for (size_t i = 0; i < n; i++)
+        same &= hb[i] == tw_f32_to_bf16(h[i]);
+    CHECK_OK(tw_backend_download(gpu, h, DW, (size_t)C * sizeof(float)));
+    double ew = golden_rel(h, dw, (size_t)C);
+    g->rmsnorm_fwd_bf16(gpu, B16, R, X, W, N, C, 1e-5f);
+    CHECK_OK(tw_backend_sync(gpu));
+    CHECK_OK(tw_backend_download(gpu, h, Y, n * sizeof(float)));
+    CHECK_OK(tw_backend_download(gpu, hb, B16, n * 2));
+    double ey = golden_rel(h, y, n);
+    for (size_t i = 0; i < n; i++)
+        same &= hb[i] == tw_f32_to_bf16(h[i]);
+    if (!(ex < 1e-5 && ew < 1e-4 && ey < 1e-5 && same))
+        fprintf(stderr, "rmsnorm %lld x %lld: dx %g dw %g y %g, bf16 copies %s\n", (long long)N,
+                (long long)C, ex, ew, ey, same ? "equal" : "differ");
+    CHECK(ex < 1e-5 && ew < 1e-4 && ey < 1e-5 && same);
+    float *devs[] = { X, DY, W, DX, DW, Y, R, (float *)B16 };
+    for (size_t i = 0; i < 8; i++)
+        tw_backend_release(gpu, devs[i]);
+    float *hs[] = { x, dy, w, dx, dw, y, rstd, h, (float *)hb };
+    for (size_t i = 0; i < 9; i++)
+        tw_free(hs[i]);
+}
+
+static void test_norms(void)
+{
+    norm_case(1000, 64);
+    norm_case(333, 100);
+    norm_case(130, 576);
+    norm_case(257, 768);
+    norm_case(70, 1024);
+    norm_case(50, 1500);
+}
+
 int main(int argc, char **argv)
 {
     REQUIRE(tw_backend_open("cuda", 0, &gpu) == 0);
     test_round();
     test_swiglu_bwd();
+    test_swiglu_bf16();
+    test_norms();
     test_attention();
     if (argc > 1 && strcmp(argv[1], "--attention") == 0) {
         tw_backend_free(gpu);
