@@ -46,6 +46,8 @@ struct tw_attn_shape {
                 // backend's memory: a device that multiplies them in bf16 rounds them into it
                 // in the forward and its backward reads them from there (the same q, k, v)
                 // instead of rounding them again; the CPU ignores it
+    bool kept_qk; // keep's q and k hold their copies already (the caller's rope_bf16 wrote
+                  // them): the forward rounds only v
 };
 void tw_attn_fwd(float *out, float *lse, const float *q, const float *k, const float *v,
                  const int32_t *start, const struct tw_attn_shape *s);
@@ -198,6 +200,10 @@ struct tw_grad_ops {
     void (*rmsnorm_bwd_bf16)(struct tw_backend *be, float *dx, void *dxb, float *dw,
                              const float *dy, const float *x, const float *w, const float *rstd,
                              int64_t N, int64_t C);
+    // x (N, heads, r->head_dim) rotated by positions pos (host memory) as the engine's tw_rope
+    // does, written to xb as bf16, and to x as well when keep (else x is left as it was)
+    void (*rope_bf16)(struct tw_backend *be, void *xb, float *x, bool keep, const int32_t *pos,
+                      int64_t N, int64_t heads, const struct tw_rope *r);
     // h = silu(g) * u (the engine's tw_swiglu) as bf16
     void (*swiglu_bf16)(struct tw_backend *be, void *h, const float *g, const float *u,
                         int64_t n);

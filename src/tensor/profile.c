@@ -417,6 +417,12 @@ static void g_rmsnorm_bwd_bf16(struct tw_backend *be, float *dx, void *dxb, floa
     TIMED(be, P_G_RMSNORM_BWD, 0, G(be)->rmsnorm_bwd_bf16(in, dx, dxb, dw, dy, x, w, rstd, N, C));
 }
 
+static void g_rope_bf16(struct tw_backend *be, void *xb, float *x, bool keep, const int32_t *pos,
+                        int64_t N, int64_t heads, const struct tw_rope *r)
+{
+    TIMED(be, P_ROPE, 0, G(be)->rope_bf16(in, xb, x, keep, pos, N, heads, r));
+}
+
 static void g_swiglu_bf16(struct tw_backend *be, void *h, const float *g, const float *u,
                           int64_t n)
 {
@@ -466,6 +472,7 @@ static const struct tw_grad_ops profile_grad_ops = {
     .round_bf16 = g_round_bf16,
     .rmsnorm_fwd_bf16 = g_rmsnorm_fwd_bf16,
     .rmsnorm_bwd_bf16 = g_rmsnorm_bwd_bf16,
+    .rope_bf16 = g_rope_bf16,
     .swiglu_bf16 = g_swiglu_bf16,
     .swiglu_bwd_bf16 = g_swiglu_bwd_bf16,
     .linear_fwd_bf16 = g_linear_fwd_bf16,

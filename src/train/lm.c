@@ -90,6 +90,7 @@ struct tw_lm {
     float *dxa, *tmp;     // (N, r), (N, max(C, F)): LoRA's backward, dropout's masked inputs
     void *dgb, *dub;      // (N, F) bf16: SwiGLU's backward with hand-offs
     void *dxb;            // (N, C) bf16: dx rounded by the norms' backward, with hand-offs
+    void *dqb, *dkb;      // (N, H*D), (N, Hkv*D) bf16: RoPE's backward's, with hand-offs
     float *logp, *coef;   // (N): the output projection's per-token values
     float *hlogp, *hcoef; // (N): their host copies
     int32_t *bids, *btargets, *bstart; // (N): the batch in the backend's memory
@@ -852,7 +853,8 @@ static int ensure_acts(tw_lm *m, int64_t N)
     int64_t LA = m->recompute ? 1 : L; // layers whose activations are kept
     int64_t total = (L + 1) * N * C + LA * per_layer + N * C + N + 2 * N * C + 3 * N * F +
                     4 * N * HD + 4 * N * KV + N * m->r + N * W + 2 * N +
-                    (hb ? 2 * halves(N * F) + halves(N * C) : 0);
+                    (hb ? 2 * halves(N * F) + halves(N * C) + halves(N * HD) + halves(N * KV)
+                        : 0);
     tw_backend_release(m->be, m->act_buf), tw_backend_release(m->be, m->bids);
     tw_free(m->xs), tw_free(m->a), tw_free(m->negpos), tw_free(m->hlogp);
     m->act_buf = NULL, m->bids = NULL, m->xs = NULL, m->a = NULL, m->negpos = NULL;
@@ -907,9 +909,11 @@ static int ensure_acts(tw_lm *m, int64_t N)
     m->dk = TAKE(N * KV), m->dv = TAKE(N * KV), m->dkp = TAKE(N * KV);
     m->dxa = TAKE(N * m->r), m->tmp = TAKE(N * W);
     m->logp = TAKE(N), m->coef = TAKE(N);
-    m->dgb = m->dub = m->dxb = NULL;
-    if (hb)
+    m->dgb = m->dub = m->dxb = m->dqb = m->dkb = NULL;
+    if (hb) {
         m->dgb = TAKE_H(N * F), m->dub = TAKE_H(N * F), m->dxb = TAKE_H(N * C);
+        m->dqb = TAKE_H(N * HD), m->dkb = TAKE_H(N * KV);
+    }
 #undef TAKE_H
 #undef TAKE
     return 0;
@@ -1055,8 +1059,10 @@ static struct tw_attn_shape attn_shape(const tw_lm *m, const struct tw_lm_batch 
                                    .lowp = lowp(m) };
 }
 
-// RoPE on x (N, heads, head_dim) at positions pos, through the engine's op.
-static void rope(tw_lm *m, float *x, const int32_t *pos, int64_t N, int64_t heads)
+// RoPE on x (N, heads, head_dim) at positions pos, through the engine's op; with xb (hand-offs)
+// through rope_bf16, into xb as bf16 and, with keep, in place too.
+static void rope(tw_lm *m, float *x, void *xb, bool keep, const int32_t *pos, int64_t N,
+                 int64_t heads)
 {
     const struct tw_model_config *c = &m->cfg;
     struct tw_tensor t = tw_tensor_f32_3d(x, N, heads, c->head_dim);
@@ -1064,7 +1070,10 @@ static void rope(tw_lm *m, float *x, const int32_t *pos, int64_t N, int64_t head
                          .n_rot = c->head_dim,
                          .neox = c->rope_neox,
                          .inv_freq = m->w->rope_inv_freq };
-    tw_rope(m->be, &t, pos, &r);
+    if (xb)
+        m->go->rope_bf16(m->be, xb, x, keep, pos, N, heads, &r);
+    else
+        tw_rope(m->be, &t, pos, &r);
 }
 
 // y = a + b over (N, C).
@@ -1127,8 +1136,11 @@ static int layer_fwd(tw_lm *m, int il, const struct tw_lm_batch *b)
         go->rmsnorm_fwd(m->be, a->q, a->q_rstd, a->q_pre, f(&L->q_norm), N * H, D, c->norm_eps);
         go->rmsnorm_fwd(m->be, a->k, a->k_rstd, a->k_pre, f(&L->k_norm), N * Hkv, D, c->norm_eps);
     }
-    rope(m, a->q, b->pos, N, H);
-    rope(m, a->k, b->pos, N, Hkv);
+    // with hand-offs q's and k's bf16 copies go straight to the attention's keep
+    uint16_t *qb = hb ? (uint16_t *)a->qkvb : NULL, *kb = hb ? qb + N * H * D : NULL;
+    rope(m, a->q, qb, true, b->pos, N, H);
+    rope(m, a->k, kb, true, b->pos, N, Hkv);
+    as.kept_qk = hb;
     go->attn_fwd(m->be, a->att, a->lse, a->q, a->k, a->v, m->bstart, &as);
     if (hb) // the o product's input, rounded once for its forward and its dW
         go->round_bf16(m->be, a->attb, H * D, a->att, N, H * D);
@@ -1205,8 +1217,13 @@ static int layer_bwd(tw_lm *m, int il, const struct tw_lm_batch *b)
         return rc;
     go->attn_bwd(be, m->dq, m->dk, m->dv, m->datt, a->q, a->k, a->v, a->att, a->lse, m->bstart,
                  &as);
-    rope(m, m->dq, m->negpos, N, H); // the transpose of a rotation: the opposite angles
-    rope(m, m->dk, m->negpos, N, Hkv);
+    // the transpose of a rotation: the opposite angles; with hand-offs (no q/k norms after)
+    // straight into the bf16 copies the products read, dq and dk left unrotated unless the
+    // biases' gradients (their column sums) read them
+    bool rf = hb && !c->qk_norm;
+    void *dqb = rf ? m->dqb : NULL, *dkb = rf ? m->dkb : NULL;
+    rope(m, m->dq, dqb, c->attn_bias, m->negpos, N, H);
+    rope(m, m->dk, dkb, c->attn_bias, m->negpos, N, Hkv);
     float *dq = m->dq, *dk = m->dk;
     if (c->qk_norm) {
         go->zero(be, m->dqp, nQ), go->zero(be, m->dkp, nK);
@@ -1216,8 +1233,8 @@ static int layer_bwd(tw_lm *m, int il, const struct tw_lm_batch *b)
                         f(&L->k_norm), a->k_rstd, N * Hkv, D);
         dq = m->dqp, dk = m->dkp;
     }
-    if ((rc = lin_bwd(m, il, TW_PROJ_Q, m->dxn, false, dq, NULL, a->xn1, a->xn1b, N, false)) ||
-        (rc = lin_bwd(m, il, TW_PROJ_K, m->dxn, true, dk, NULL, a->xn1, a->xn1b, N, true)) ||
+    if ((rc = lin_bwd(m, il, TW_PROJ_Q, m->dxn, false, dq, dqb, a->xn1, a->xn1b, N, false)) ||
+        (rc = lin_bwd(m, il, TW_PROJ_K, m->dxn, true, dk, dkb, a->xn1, a->xn1b, N, true)) ||
         (rc = lin_bwd(m, il, TW_PROJ_V, m->dxn, true, m->dv, NULL, a->xn1, a->xn1b, N, true)))
         return rc;
     norm_bwd(m, m->dx, G->attn_norm.data ? f(&G->attn_norm) : NULL, m->dxn, m->xs[il],

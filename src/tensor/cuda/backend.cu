@@ -440,12 +440,13 @@ static __device__ __forceinline__ int2 rope_dims(int i, int half, bool neox)
 // and two an element of v made the version before instruction-bound: 38 us a call on the 8B's
 // q and k in training, 5.2 % of SmolLM2's 2048-token prefill, ncu on an H200; a head a warp,
 // one load at a time, ran llama-124m's q in training at 1.6 TB/s). With Hkv 0, tw_rope of q
-// alone. None writes what another reads.
-template <int PAIRS>
+// alone. None writes what another reads. q's rotated heads go to qo (OutT: q itself, f32, or a
+// bf16 copy for training's hand-offs, twc_rope_train) and, where qb is given, rounded to qb too.
+template <int PAIRS, typename OutT>
 static __global__ void rope_store_kernel(float *q, float *k, const float *v, const int32_t *pos,
                                          const float *inv_freq, const int32_t *rows, float *kc,
                                          float *vc, int64_t T, int H, int Hkv, int D, int half,
-                                         bool neox, int hg)
+                                         bool neox, int hg, OutT *qo, __nv_bfloat16 *qb)
 {
     twc_pdl_enter();
     const int64_t w = blockIdx.x * (int64_t)(blockDim.x / 32) + threadIdx.x / 32;
@@ -485,6 +486,8 @@ static __global__ void rope_store_kernel(float *q, float *k, const float *v, con
         if (e >= nh)
             break;
         float *x = h < H ? q + (t * H + h) * D : k + (t * Hkv + (h - H)) * D, *dst = NULL;
+        OutT *xo = h < H ? qo + (t * H + h) * D : NULL;
+        __nv_bfloat16 *xb = h < H && qb ? qb + (t * H + h) * D : NULL;
         if (h >= H)
             dst = kc + (int64_t)rows[t] * kvd + (int64_t)(h - H) * D; // this head's cache row
 #pragma unroll
@@ -492,11 +495,24 @@ static __global__ void rope_store_kernel(float *q, float *k, const float *v, con
             if (lane + 32 * j < half) {
                 int2 d = rope_dims(lane + 32 * j, half, neox);
                 float r0 = a[e][j] * c[j] - b[e][j] * sn[j], r1 = b[e][j] * c[j] + a[e][j] * sn[j];
-                x[d.x] = r0, x[d.y] = r1;
+                if (xo)
+                    xo[d.x] = (OutT)r0, xo[d.y] = (OutT)r1;
+                else
+                    x[d.x] = r0, x[d.y] = r1;
+                if (xb)
+                    xb[d.x] = __float2bfloat16(r0), xb[d.y] = __float2bfloat16(r1);
                 if (dst)
                     dst[d.x] = r0, dst[d.y] = r1;
             }
         }
+        const bool apart = (const void *)qo != (const void *)q;
+        if (h < H && (apart || xb)) // the dims past the rotated ones, to the copies
+            for (int d = 2 * half + lane; d < D; d += 32) {
+                if (apart)
+                    xo[d] = (OutT)x[d];
+                if (xb)
+                    xb[d] = __float2bfloat16(x[d]);
+            }
         if (dst) { // v's head, and k's dims past the rotated ones
             const float *vr = v + (t * Hkv + (h - H)) * D;
             float *vd = vc + (dst - kc);
@@ -1085,10 +1101,13 @@ static void cuda_layernorm(struct tw_backend *be, struct tw_tensor *y, const str
        "layernorm");
 }
 
-// q (T, H, D) and k (T, Hkv, D; Hkv = 0: none, tw_rope) through rope_store_kernel.
+// q (T, H, D) and k (T, Hkv, D; Hkv = 0: none, tw_rope) through rope_store_kernel, q's heads
+// into qo (NULL: q) and qb (NULL: none) as the kernel says.
+template <typename OutT = float>
 static void rope_store(struct cuda_impl *im, struct tw_tensor *q, float *k, const float *v,
                        int64_t Hkv, const int32_t *pos, const struct tw_rope *r, float *k_cache,
-                       float *v_cache, const int32_t *rows, const char *what)
+                       float *v_cache, const int32_t *rows, const char *what, OutT *qo = NULL,
+                       __nv_bfloat16 *qb = NULL)
 {
     int64_t T = q->ne[0], H = q->ne[1], D = q->ne[2];
     int half = r->n_rot / 2;
@@ -1109,16 +1128,28 @@ static void rope_store(struct cuda_impl *im, struct tw_tensor *q, float *k, cons
     int hg = T * (H + Hkv) >= (int64_t)ROPE_HEADS * 16 * 132 ? ROPE_HEADS : 1;
     int64_t warps = T * ((H + Hkv + hg - 1) / hg);
     void (*kern)(float *, float *, const float *, const int32_t *, const float *, const int32_t *,
-                 float *, float *, int64_t, int, int, int, int, bool, int) =
-        half <= 32   ? rope_store_kernel<1>
-        : half <= 64 ? rope_store_kernel<2>
-                     : rope_store_kernel<4>;
+                 float *, float *, int64_t, int, int, int, int, bool, int, OutT *,
+                 __nv_bfloat16 *) = half <= 32   ? rope_store_kernel<1, OutT>
+                                    : half <= 64 ? rope_store_kernel<2, OutT>
+                                                 : rope_store_kernel<4, OutT>;
     if (n > 0)
         ck(im,
            twc_launch(kern, (unsigned)((warps + 7) / 8), 256, 0, im->stream, f32(q), k, v, d_pos,
                       d_freq, d_rows, k_cache, v_cache, T, (int)H, (int)Hkv, (int)D, half, r->neox,
-                      hg), // 8 warps a block
+                      hg, qo ? qo : (OutT *)f32(q), qb), // 8 warps a block
            what);
+}
+
+void twc_rope_train(struct tw_backend *be, float *x, void *xb, bool keep, const int32_t *pos,
+                    int64_t N, int64_t heads, const struct tw_rope *r)
+{
+    struct tw_tensor t = tw_tensor_f32_3d(x, N, heads, r->head_dim);
+    if (keep)
+        rope_store<float>(impl(be), &t, NULL, NULL, 0, pos, r, NULL, NULL, NULL, "rope (training)",
+                          x, (__nv_bfloat16 *)xb);
+    else
+        rope_store<__nv_bfloat16>(impl(be), &t, NULL, NULL, 0, pos, r, NULL, NULL, NULL,
+                                  "rope (training)", (__nv_bfloat16 *)xb);
 }
 
 static void cuda_rope(struct tw_backend *be, struct tw_tensor *x, const int32_t *pos,

@@ -808,7 +808,7 @@ static bool attn_bf16(struct tw_backend *be, const __nv_bfloat16 **out, int n,
     bool ok = g && (p || !total);
     for (int i = 0; ok && i < n; i++) {
         __nv_bfloat16 *dst = i < 3 && keep ? keep : p;
-        if (!(i < 3 && keep && kept))
+        if (!(i < 3 && keep && (kept || (i < 2 && sh->kept_qk))))
             ok = twc_check(be, twc_to_bf16(dst, src[i], len[i], twc_stream(be)),
                            "attention (to bf16)");
         out[i] = dst;
@@ -984,6 +984,13 @@ static __global__ void swiglu_bf16_kernel(__nv_bfloat16 *h, const float *g, cons
                 h[j] = __float2bfloat16(g[j] / (1.0f + expf(-g[j])) * u[j]);
         }
     }
+}
+
+static void g_rope_bf16(struct tw_backend *be, void *xb, float *x, bool keep, const int32_t *pos,
+                        int64_t N, int64_t heads, const struct tw_rope *r)
+{
+    if (!twc_failed(be))
+        twc_rope_train(be, x, xb, keep, pos, N, heads, r);
 }
 
 static void g_swiglu_bf16(struct tw_backend *be, void *h, const float *g, const float *u,
@@ -1295,6 +1302,7 @@ const struct tw_grad_ops twc_grad_ops = {
     /* round_bf16 */ g_round_bf16,
     /* rmsnorm_fwd_bf16 */ g_rmsnorm_fwd_bf16,
     /* rmsnorm_bwd_bf16 */ g_rmsnorm_bwd_bf16,
+    /* rope_bf16 */ g_rope_bf16,
     /* swiglu_bf16 */ g_swiglu_bf16,
     /* swiglu_bwd_bf16 */ g_swiglu_bwd_bf16,
     /* linear_fwd_bf16 */ g_linear_fwd_bf16,
