@@ -119,9 +119,13 @@ static int run_shape(struct tw_backend *be, const struct shape *sh, int64_t T, i
                      char (*sw)[32], int n_sw)
 {
     const struct tw_grad_ops *g = tw_backend_grad(be);
-    struct tw_attn_shape s = {
-        sh->B, T, sh->H, sh->Hkv, sh->D, 1.0f / sqrtf((float)sh->D), 0, true, NULL, false
-    };
+    struct tw_attn_shape s = { .B = sh->B,
+                               .T = T,
+                               .H = sh->H,
+                               .Hkv = sh->Hkv,
+                               .D = sh->D,
+                               .scale = 1.0f / sqrtf((float)sh->D),
+                               .lowp = true };
     struct bufs b = { 0 };
     b.nq = (size_t)(sh->B * T * sh->H * sh->D), b.nk = (size_t)(sh->B * T * sh->Hkv * sh->D);
     b.nl = (size_t)(sh->B * T * sh->H);

@@ -40,12 +40,12 @@ struct tw_attn_shape {
     int64_t B, T, H, Hkv, D;
     float scale;
     int32_t window;
-    bool lowp; // bf16 arithmetic is good enough (the weights are bf16 or quantised): a device
-               // may multiply in TF32; the CPU ignores it
-    void *keep; // NULL, or room for bf16 copies of q, k, v (N (H + 2 Hkv) D values) in the
-                // backend's memory: a device that multiplies them in bf16 rounds them into it
-                // in the forward and its backward reads them from there (the same q, k, v)
-                // instead of rounding them again; the CPU ignores it
+    bool lowp;    // bf16 arithmetic is good enough (the weights are bf16 or quantised): a device
+                  // may multiply in TF32; the CPU ignores it
+    void *keep;   // NULL, or room for bf16 copies of q, k, v (N (H + 2 Hkv) D values) in the
+                  // backend's memory: a device that multiplies them in bf16 rounds them into it
+                  // in the forward and its backward reads them from there (the same q, k, v)
+                  // instead of rounding them again; the CPU ignores it
     bool kept_qk; // keep's q and k hold their copies already (the caller's rope_bf16 wrote
                   // them): the forward rounds only v
 };
@@ -205,8 +205,7 @@ struct tw_grad_ops {
     void (*rope_bf16)(struct tw_backend *be, void *xb, float *x, bool keep, const int32_t *pos,
                       int64_t N, int64_t heads, const struct tw_rope *r);
     // h = silu(g) * u (the engine's tw_swiglu) as bf16
-    void (*swiglu_bf16)(struct tw_backend *be, void *h, const float *g, const float *u,
-                        int64_t n);
+    void (*swiglu_bf16)(struct tw_backend *be, void *h, const float *g, const float *u, int64_t n);
     // swiglu_bwd, dg and du as bf16 (written)
     void (*swiglu_bwd_bf16)(struct tw_backend *be, void *dg, void *du, const float *dh,
                             const float *g, const float *u, int64_t n);

@@ -853,8 +853,7 @@ static int ensure_acts(tw_lm *m, int64_t N)
     int64_t LA = m->recompute ? 1 : L; // layers whose activations are kept
     int64_t total = (L + 1) * N * C + LA * per_layer + N * C + N + 2 * N * C + 3 * N * F +
                     4 * N * HD + 4 * N * KV + N * m->r + N * W + 2 * N +
-                    (hb ? 2 * halves(N * F) + halves(N * C) + halves(N * HD) + halves(N * KV)
-                        : 0);
+                    (hb ? 2 * halves(N * F) + halves(N * C) + halves(N * HD) + halves(N * KV) : 0);
     tw_backend_release(m->be, m->act_buf), tw_backend_release(m->be, m->bids);
     tw_free(m->xs), tw_free(m->a), tw_free(m->negpos), tw_free(m->hlogp);
     m->act_buf = NULL, m->bids = NULL, m->xs = NULL, m->a = NULL, m->negpos = NULL;
@@ -1212,8 +1211,7 @@ static int layer_bwd(tw_lm *m, int il, const struct tw_lm_batch *b)
              f(&L->ffn_norm), a->rstd2, N, C);
     // attention: x_mid = x + o(attn(rope(q), rope(k), v))
     go->zero(be, m->dq, nQ), go->zero(be, m->dk, nK), go->zero(be, m->dv, nK);
-    if ((rc = lin_bwd(m, il, TW_PROJ_O, m->datt, false, m->dx, m->dxb, a->att, a->attb, N,
-                      false)))
+    if ((rc = lin_bwd(m, il, TW_PROJ_O, m->datt, false, m->dx, m->dxb, a->att, a->attb, N, false)))
         return rc;
     go->attn_bwd(be, m->dq, m->dk, m->dv, m->datt, a->q, a->k, a->v, a->att, a->lse, m->bstart,
                  &as);

@@ -334,7 +334,14 @@ static void test_loop(const struct tw_model *g)
 // CPU's functions.
 static void attn_case(int64_t Bn, int64_t Tn, int64_t H, int64_t Hkv, int64_t D, int32_t window)
 {
-    struct tw_attn_shape sh = { Bn, Tn, H, Hkv, D, 1.0f / sqrtf((float)D), window, true, NULL, false };
+    struct tw_attn_shape sh = { .B = Bn,
+                                .T = Tn,
+                                .H = H,
+                                .Hkv = Hkv,
+                                .D = D,
+                                .scale = 1.0f / sqrtf((float)D),
+                                .window = window,
+                                .lowp = true };
     size_t nq = (size_t)(Bn * Tn * H * D), nk = (size_t)(Bn * Tn * Hkv * D);
     size_t nl = (size_t)(Bn * Tn * H), nt = (size_t)(Bn * Tn);
     uint64_t rng = (uint64_t)(Tn * 131 + D * 7 + H + window);

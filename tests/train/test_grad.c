@@ -35,7 +35,13 @@ static double max_rel(const float *a, const float *b, size_t n)
 
 static void one(int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, int32_t window)
 {
-    struct tw_attn_shape s = { B, T, H, Hkv, D, 1.0f / sqrtf((float)D), window, false, NULL, false };
+    struct tw_attn_shape s = { .B = B,
+                               .T = T,
+                               .H = H,
+                               .Hkv = Hkv,
+                               .D = D,
+                               .scale = 1.0f / sqrtf((float)D),
+                               .window = window };
     size_t nq = (size_t)(B * T * H * D), nk = (size_t)(B * T * Hkv * D);
     float *q = rand_buf(nq), *k = rand_buf(nk), *v = rand_buf(nk), *go = rand_buf(nq);
     float *out = tw_malloc_array(nq, sizeof(float));

@@ -554,8 +554,8 @@ static void launch_norm_bwd(struct tw_backend *be, float *dx, __nv_bfloat16 *dxb
                             const float *dy, const float *x, const float *w, const float *rstd,
                             int64_t N, int64_t C, unsigned blocks)
 {
-    rmsnorm_bwd_warp<NV><<<blocks, THREADS, 0, twc_stream(be)>>>(dx, dxb, part, dy, x, w, rstd, N,
-                                                                  (int)C);
+    rmsnorm_bwd_warp<NV>
+        <<<blocks, THREADS, 0, twc_stream(be)>>>(dx, dxb, part, dy, x, w, rstd, N, (int)C);
 }
 
 // dx += the gradient (and dxb = it rounded, where given), dw += its column sums.
@@ -707,8 +707,8 @@ static int g_head_logp(struct tw_backend *be, const float *x, const struct tw_te
         const float *cr = coef ? coef + r0 : NULL;
         linear_fwd(be, lg, x + r0 * C, xb ? xb + r0 * C : NULL, w, NULL, nr);
         if (lgb)
-            logsoftmax_kernel<<<(unsigned)nr, 1024, 0, twc_stream(be)>>>(
-                lg, logp + r0, lgb, targets + r0, cr, V, vec);
+            logsoftmax_kernel<<<(unsigned)nr, 1024, 0, twc_stream(be)>>>(lg, logp + r0, lgb,
+                                                                         targets + r0, cr, V, vec);
         else
             logsoftmax_kernel<<<(unsigned)nr, 1024, 0, twc_stream(be)>>>(
                 lg, logp + r0, coef ? lg : NULL, targets + r0, cr, V, vec);
@@ -950,8 +950,8 @@ static void swiglu_bwd(struct tw_backend *be, OutT *dg, OutT *du, const float *d
         return;
     bool vec = twc_aligned16(dg) && twc_aligned16(du) && twc_aligned16(dh) && twc_aligned16(g) &&
                twc_aligned16(u);
-    swiglu_bwd_kernel<OutT><<<twc_grid_for((n + 3) / 4), THREADS, 0, twc_stream(be)>>>(
-        dg, du, dh, g, u, n, vec);
+    swiglu_bwd_kernel<OutT>
+        <<<twc_grid_for((n + 3) / 4), THREADS, 0, twc_stream(be)>>>(dg, du, dh, g, u, n, vec);
     twc_check(be, cudaGetLastError(), "swiglu backward");
 }
 
