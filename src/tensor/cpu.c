@@ -333,7 +333,11 @@ static void decode_attention(struct tw_backend *be, struct tw_tensor *out,
     struct cpu_impl *im = impl(be);
     int64_t T = q->ne[0], H = a->n_head, D = a->head_dim, Hkv = a->n_head_kv, group = H / Hkv;
     int64_t P = key_parts(be, T * Hkv, S, work);
-    float *part = P > 1 ? tw_malloc_array((size_t)(P * T * H * (D + 1)), sizeof(float)) : NULL;
+    // the parts in the threads' tiles (free while this runs) where they fit, as a rule (a few
+    // decode rows); else their own allocation
+    size_t n_part = (size_t)(P * T * H * (D + 1));
+    bool in_tiles = n_part * sizeof(float) <= (size_t)be->n_threads * TILE_BYTES;
+    float *part = P <= 1 ? NULL : in_tiles ? im->tiles : tw_malloc_array(n_part, sizeof(float));
     P = part ? P : 1;
     float *lse = part ? part + P * T * H * D : NULL;
 #pragma omp parallel num_threads(be->n_threads) if (work >= PAR_MIN || P > 1)
@@ -363,7 +367,8 @@ static void decode_attention(struct tw_backend *be, struct tw_tensor *out,
                 merge_parts(part, lse, P, T * H, th, D, f32(out) + th * D);
         }
     }
-    tw_free(part);
+    if (part != im->tiles)
+        tw_free(part);
 }
 
 struct one_seq {

@@ -42,6 +42,7 @@ struct grad_state {
     struct scratch xb, yb, tile, logits, s, dp, part, seg, delta, abf;
     int32_t *seg_host; // pinned: the embedding backward's token order and segments
     size_t seg_cap;
+    cudaEvent_t seg_copied; // after the last copy out of seg_host (NULL: none yet)
 };
 
 // ---- the state, its scratch and errors.
@@ -82,6 +83,8 @@ void twc_grad_free(void *p)
     for (size_t i = 0; i < sizeof all / sizeof *all; i++)
         cudaFree(all[i]->p);
     cudaFreeHost(g->seg_host);
+    if (g->seg_copied)
+        cudaEventDestroy(g->seg_copied);
     cublasDestroy(g->h);
     tw_free(g);
 }
@@ -1206,8 +1209,10 @@ static void g_embedding_bwd(struct tw_backend *be, float *dtable, const int32_t 
         key[t] = (int64_t)ids[t] << 32 | t;
     qsort(key, (size_t)N, sizeof *key, cmp_pair);
     size_t need = (size_t)(3 * N + 1) * sizeof(int32_t);
-    // the pinned buffer may still feed the last call's copy: drain before reusing it
-    twc_check(be, cudaStreamSynchronize(twc_stream(be)), "embedding backward");
+    // the pinned buffer may still feed the last call's copy: wait for that copy alone, not for
+    // the whole stream (the backward's kernels still queued before this one)
+    if (g->seg_copied)
+        twc_check(be, cudaEventSynchronize(g->seg_copied), "embedding backward");
     if (need > g->seg_cap) {
         cudaFreeHost(g->seg_host);
         g->seg_host = NULL, g->seg_cap = 0;
@@ -1238,6 +1243,11 @@ static void g_embedding_bwd(struct tw_backend *be, float *dtable, const int32_t 
     cudaStream_t s = twc_stream(be);
     twc_check(be, cudaMemcpyAsync(dseg, seg, bytes, cudaMemcpyHostToDevice, s),
               "embedding backward");
+    if (!g->seg_copied)
+        twc_check(be, cudaEventCreateWithFlags(&g->seg_copied, cudaEventDisableTiming),
+                  "embedding backward");
+    if (g->seg_copied)
+        twc_check(be, cudaEventRecord(g->seg_copied, s), "embedding backward");
     embedding_bwd_kernel<<<dim3((unsigned)((C + THREADS - 1) / THREADS), (unsigned)n_seg), THREADS,
                            0, s>>>(dtable, dseg, n_seg, dy, C);
     twc_check(be, cudaGetLastError(), "embedding backward");
