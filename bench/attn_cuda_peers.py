@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-SHAPES = {"135m": (8, 9, 3, 64), "1b": (4, 32, 8, 64), "8b": (1, 32, 8, 128)}
+SHAPES = {"135m": (8, 9, 3, 64), "1b": (4, 32, 8, 64), "8b": (1, 32, 8, 128),
+          "124m": (16, 12, 12, 64)}
 
 
 def timed(fn, reps):
