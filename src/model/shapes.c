@@ -1,6 +1,8 @@
 // The shapes of real models (config.json values of the published checkpoints), for
 // benchmarks and tests with random weights: SmolLM2-135M, Llama-3.2-1B, Llama-3.1-8B, GPT-2
 // small's dimensions as a Llama (pretraining's MFU), MiniLM-L6, and a tiny one.
+#include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "model/model.h"
@@ -119,7 +121,24 @@ const struct tw_model_shape *tw_model_shape_find(const char *name)
     return NULL;
 }
 
+// The table's names, ", " between them, made once.
+static char shape_names[256];
+static pthread_once_t names_once = PTHREAD_ONCE_INIT;
+
+static void make_names(void)
+{
+    size_t len = 0;
+    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
+        int n = snprintf(shape_names + len, sizeof shape_names - len, "%s%s", i ? ", " : "",
+                         shapes[i].name);
+        if (n < 0 || (size_t)n >= sizeof shape_names - len)
+            break; // (a list that outgrew the buffer ends early)
+        len += (size_t)n;
+    }
+}
+
 const char *tw_model_shape_names(void)
 {
-    return "smollm2-135m, llama-3.2-1b, llama-3.1-8b, llama-124m, minilm-l6, tiny";
+    pthread_once(&names_once, make_names);
+    return shape_names;
 }

@@ -535,7 +535,7 @@ static __device__ __forceinline__ float act_of(enum ew_op op, float v)
     case EW_GELU_TANH:
         return 0.5f * v * (1.0f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));
     case EW_SILU:
-        return v / (1.0f + expf(-v));
+        return twc_silu(v);
     case EW_TANH:
         return tanhf(v);
     case EW_RELU:
@@ -550,7 +550,7 @@ static __device__ __forceinline__ float ew_of(enum ew_op op, float v, const floa
     if (op == EW_ADD)
         return v + b[i];
     if (op == EW_SWIGLU)
-        return v / (1.0f + expf(-v)) * b[i];
+        return twc_silu(v) * b[i];
     return act_of(op, v);
 }
 
@@ -1361,6 +1361,25 @@ static enum ew_op ew_act(enum tw_act act)
     return of[act];
 }
 
+typedef void (*bias_act_fn)(__nv_bfloat16 *, const float *, int64_t, int64_t, bool);
+
+// bias_act_bf16_kernel for an activation's op.
+static bias_act_fn bias_act_kernel(enum ew_op op)
+{
+    switch (op) {
+    case EW_GELU:
+        return bias_act_bf16_kernel<EW_GELU>;
+    case EW_GELU_TANH:
+        return bias_act_bf16_kernel<EW_GELU_TANH>;
+    case EW_SILU:
+        return bias_act_bf16_kernel<EW_SILU>;
+    case EW_TANH:
+        return bias_act_bf16_kernel<EW_TANH>;
+    default:
+        return bias_act_bf16_kernel<EW_RELU>;
+    }
+}
+
 static void cuda_act(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
                      enum tw_act act)
 {
@@ -1395,14 +1414,10 @@ static void cuda_mlp_add(struct tw_backend *be, struct tw_tensor *y, const struc
         return;
     __nv_bfloat16 *ub = (__nv_bfloat16 *)u->data;
     lt_matmul(im, 2, wu->data, xb, ub, T, F, K, F, 0.0f, NULL);
-    static void (*const kernels[])(__nv_bfloat16 *, const float *, int64_t, int64_t, bool) = {
-        bias_act_bf16_kernel<EW_GELU>, bias_act_bf16_kernel<EW_GELU_TANH>,
-        bias_act_bf16_kernel<EW_SILU>, bias_act_bf16_kernel<EW_TANH>, bias_act_bf16_kernel<EW_RELU>
-    };
     dim3 grid, block;
     rows_of_8(T, F, &grid, &block);
     ck(im,
-       twc_launch(kernels[act], grid, block, 0, im->stream, ub,
+       twc_launch(bias_act_kernel(ew_act(act)), grid, block, 0, im->stream, ub,
                   bu ? (const float *)bu->data : (const float *)NULL, T, F, twc_aligned16(ub)),
        "mlp (bias, act)");
     lt_matmul(im, 0, wd->data, ub, f32(y), T, N, F, N, 1.0f, bd ? f32(bd) : NULL);

@@ -767,7 +767,7 @@ __global__ void __launch_bounds__(GEMV_THREADS, GEMV_MIN_BLOCKS(DT))
                 for (int i = 0; i < WG; i++)
                     u += part[w0 + i][(RO + r) * T + t];
                 s *= scale, u *= scale;
-                *y = s / (1.0f + expf(-s)) * u;
+                *y = twc_silu(s) * u;
             } else {
                 s *= scale;
                 if (o.bias)

@@ -99,6 +99,17 @@ static void *grow(struct tw_backend *be, struct scratch *sc, size_t bytes)
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); \
          i += (int64_t)gridDim.x * blockDim.x)
 
+// The same over groups of four elements (i the group's first), for kernels that take four a
+// thread by 16-byte loads where they can; grid4 is their launch's blocks.
+#define GRID_STRIDE4(i, n)                                                          \
+    for (int64_t i = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) * 4; i < (n); \
+         i += (int64_t)gridDim.x * blockDim.x * 4)
+
+static unsigned grid4(int64_t n)
+{
+    return twc_grid_for((n + 3) / 4);
+}
+
 // Four values as OutT at p: one 16-byte (f32) or 8-byte (bf16) store.
 static __device__ __forceinline__ void store4(float *p, float4 v)
 {
@@ -160,7 +171,7 @@ static void to_bf16_2d(struct tw_backend *be, __nv_bfloat16 *dst, int64_t ld_dst
 {
     if (!twc_failed(be))
         twc_check(be, twc_to_bf16_2d(dst, ld_dst, src, ld_src, rows, cols, twc_stream(be)),
-                  "to bf16 (LoRA)");
+                  "to bf16");
 }
 
 // Rows [r0, r0 + n) of a block-quantised w as bf16 in the tile scratch.
@@ -694,8 +705,7 @@ static int g_head_logp(struct tw_backend *be, const float *x, const struct tw_te
     int64_t R = (int64_t)(CE_FLOATS / (size_t)V);
     R = R < 16 ? 16 : R > N ? N : R;
     // bf16 weights multiply a bf16 gradient: the log-softmax writes it rounded, beside the
-    // logits (f32 weights: in place)
-    // (and x rounded once for every chunk's products)
+    // logits (f32 weights: in place), and x is rounded once for every chunk's products
     bool lowp = w->dtype != TW_DTYPE_F32;
     float *lg = g ? (float *)grow(be, &g->logits, (size_t)(R * V) * sizeof(float)) : NULL;
     __nv_bfloat16 *lgb =
@@ -810,12 +820,13 @@ static bool attn_bf16(struct tw_backend *be, const __nv_bfloat16 **out, int n,
     __nv_bfloat16 *p = g && total ? (__nv_bfloat16 *)grow(be, &g->abf, (size_t)total * 2) : NULL;
     bool ok = g && (p || !total);
     for (int i = 0; ok && i < n; i++) {
-        __nv_bfloat16 *dst = i < 3 && keep ? keep : p;
-        if (!(i < 3 && keep && (kept || (i < 2 && sh->kept_qk))))
+        bool in_keep = i < 3 && keep, there = in_keep && (kept || (i < 2 && sh->kept_qk));
+        __nv_bfloat16 *dst = in_keep ? keep : p;
+        if (!there)
             ok = twc_check(be, twc_to_bf16(dst, src[i], len[i], twc_stream(be)),
                            "attention (to bf16)");
         out[i] = dst;
-        if (i < 3 && keep)
+        if (in_keep)
             keep += len[i];
         else
             p += len[i];
@@ -924,8 +935,8 @@ template <typename OutT>
 static __global__ void swiglu_bwd_kernel(OutT *dg, OutT *du, const float *dh, const float *g,
                                          const float *u, int64_t n, bool vec)
 {
-    for (int64_t i = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) * 4; i < n;
-         i += (int64_t)gridDim.x * blockDim.x * 4) {
+    GRID_STRIDE4(i, n)
+    {
         if (vec && i + 4 <= n) {
             float4 h = *(const float4 *)(dh + i), a = *(const float4 *)(g + i),
                    b = *(const float4 *)(u + i), og, ou;
@@ -953,8 +964,7 @@ static void swiglu_bwd(struct tw_backend *be, OutT *dg, OutT *du, const float *d
         return;
     bool vec = twc_aligned16(dg) && twc_aligned16(du) && twc_aligned16(dh) && twc_aligned16(g) &&
                twc_aligned16(u);
-    swiglu_bwd_kernel<OutT>
-        <<<twc_grid_for((n + 3) / 4), THREADS, 0, twc_stream(be)>>>(dg, du, dh, g, u, n, vec);
+    swiglu_bwd_kernel<OutT><<<grid4(n), THREADS, 0, twc_stream(be)>>>(dg, du, dh, g, u, n, vec);
     twc_check(be, cudaGetLastError(), "swiglu backward");
 }
 
@@ -970,30 +980,23 @@ static void g_swiglu_bwd_bf16(struct tw_backend *be, void *dg, void *du, const f
     swiglu_bwd(be, (__nv_bfloat16 *)dg, (__nv_bfloat16 *)du, dh, g, u, n);
 }
 
-// h = silu(g) * u rounded to bf16 (the engine's tw_swiglu, backend.cu's ew_of, then the
-// rounding), four elements a thread where vec.
+// h = silu(g) * u rounded to bf16 (the engine's tw_swiglu, then the rounding), four elements a
+// thread where vec.
 static __global__ void swiglu_bf16_kernel(__nv_bfloat16 *h, const float *g, const float *u,
                                           int64_t n, bool vec)
 {
-    for (int64_t i = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) * 4; i < n;
-         i += (int64_t)gridDim.x * blockDim.x * 4) {
+    GRID_STRIDE4(i, n)
+    {
         if (vec && i + 4 <= n) {
             float4 a = *(const float4 *)(g + i), b = *(const float4 *)(u + i);
-            float4 o = { a.x / (1.0f + expf(-a.x)) * b.x, a.y / (1.0f + expf(-a.y)) * b.y,
-                         a.z / (1.0f + expf(-a.z)) * b.z, a.w / (1.0f + expf(-a.w)) * b.w };
+            float4 o = { twc_silu(a.x) * b.x, twc_silu(a.y) * b.y, twc_silu(a.z) * b.z,
+                         twc_silu(a.w) * b.w };
             store4(h + i, o);
         } else {
             for (int64_t j = i; j < i + 4 && j < n; j++)
-                h[j] = __float2bfloat16(g[j] / (1.0f + expf(-g[j])) * u[j]);
+                h[j] = __float2bfloat16(twc_silu(g[j]) * u[j]);
         }
     }
-}
-
-static void g_rope_bf16(struct tw_backend *be, void *xb, float *x, bool keep, const int32_t *pos,
-                        int64_t N, int64_t heads, const struct tw_rope *r)
-{
-    if (!twc_failed(be))
-        twc_rope_train(be, x, xb, keep, pos, N, heads, r);
 }
 
 static void g_swiglu_bf16(struct tw_backend *be, void *h, const float *g, const float *u,
@@ -1002,9 +1005,15 @@ static void g_swiglu_bf16(struct tw_backend *be, void *h, const float *g, const 
     if (n == 0 || twc_failed(be))
         return;
     bool vec = twc_aligned16(h) && twc_aligned16(g) && twc_aligned16(u);
-    swiglu_bf16_kernel<<<twc_grid_for((n + 3) / 4), THREADS, 0, twc_stream(be)>>>(
-        (__nv_bfloat16 *)h, g, u, n, vec);
+    swiglu_bf16_kernel<<<grid4(n), THREADS, 0, twc_stream(be)>>>((__nv_bfloat16 *)h, g, u, n, vec);
     twc_check(be, cudaGetLastError(), "swiglu (bf16)");
+}
+
+static void g_rope_bf16(struct tw_backend *be, void *xb, float *x, bool keep, const int32_t *pos,
+                        int64_t N, int64_t heads, const struct tw_rope *r)
+{
+    if (!twc_failed(be))
+        twc_rope_train(be, x, xb, keep, pos, N, heads, r);
 }
 
 // splitmix64 (base/map.h's tw_splitmix64, the same steps on the device).
@@ -1058,8 +1067,8 @@ static __device__ __forceinline__ void adamw_one(float &w, float g, float &m, fl
 static __global__ void adamw_kernel(float *w, const float *g, float *m, float *v, int64_t n,
                                     struct tw_adamw_args a, bool vec)
 {
-    for (int64_t i = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) * 4; i < n;
-         i += (int64_t)gridDim.x * blockDim.x * 4) {
+    GRID_STRIDE4(i, n)
+    {
         if (vec && i + 4 <= n) {
             float4 W = *(float4 *)(w + i), G = *(const float4 *)(g + i), M = *(float4 *)(m + i),
                    V = *(float4 *)(v + i);
@@ -1081,8 +1090,8 @@ static void g_adamw(struct tw_backend *be, float *w, const float *g, float *m, f
     if (n == 0 || twc_failed(be))
         return;
     bool vec = twc_aligned16(w) && twc_aligned16(g) && twc_aligned16(m) && twc_aligned16(v);
-    adamw_kernel<<<twc_grid_for(((int64_t)n + 3) / 4), THREADS, 0, twc_stream(be)>>>(
-        w, g, m, v, (int64_t)n, *a, vec);
+    adamw_kernel<<<grid4((int64_t)n), THREADS, 0, twc_stream(be)>>>(w, g, m, v, (int64_t)n, *a,
+                                                                    vec);
     twc_check(be, cudaGetLastError(), "adamw");
 }
 
@@ -1129,8 +1138,8 @@ static void g_sumsq(struct tw_backend *be, const float *x, size_t n, double *acc
 // x *= c, four elements a thread as adamw_kernel.
 static __global__ void scale_kernel(float *x, int64_t n, float c, bool vec)
 {
-    for (int64_t i = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) * 4; i < n;
-         i += (int64_t)gridDim.x * blockDim.x * 4) {
+    GRID_STRIDE4(i, n)
+    {
         if (vec && i + 4 <= n) {
             float4 v = *(float4 *)(x + i);
             v.x *= c, v.y *= c, v.z *= c, v.w *= c;
@@ -1146,8 +1155,8 @@ static void g_scale(struct tw_backend *be, float *x, size_t n, float c)
 {
     if (n == 0 || twc_failed(be))
         return;
-    scale_kernel<<<twc_grid_for(((int64_t)n + 3) / 4), THREADS, 0, twc_stream(be)>>>(
-        x, (int64_t)n, c, twc_aligned16(x));
+    scale_kernel<<<grid4((int64_t)n), THREADS, 0, twc_stream(be)>>>(x, (int64_t)n, c,
+                                                                    twc_aligned16(x));
     twc_check(be, cudaGetLastError(), "scale");
 }
 

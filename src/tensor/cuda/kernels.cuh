@@ -58,6 +58,12 @@ cudaError_t twc_launch(void (*k)(P...), dim3 grid, dim3 block, size_t smem, cuda
     return cudaLaunchKernelEx(&cfg, k, static_cast<A &&>(args)...);
 }
 
+// SiLU, v sigmoid(v), as the engine computes it everywhere (SwiGLU is twc_silu(g) * u).
+static __device__ __forceinline__ float twc_silu(float v)
+{
+    return v / (1.0f + expf(-v));
+}
+
 // ---- reductions: the sum (max) of v over a warp's lanes or the block's threads, every
 // thread getting it; red holds a float per warp (shared memory); blockDim a multiple of 32.
 
