@@ -121,25 +121,46 @@ template <int D> static __device__ __forceinline__ void zero_acc(float (&acc)[D 
 }
 
 // The keys [*lo, *hi] that some row of query tile [q0, q0 + R) sees (every key between: a row's
-// keys run up to itself, and row t + 1's first key is at most t + 1). red: 4 ints of shared
-// memory.
+// keys run up to itself, and row t + 1's first key is at most t + 1), and in *full whether
+// the key tile at k0 is seen whole by every row (none masked: full_tile). red: 8 ints of
+// shared memory.
 template <int R = TQ>
 static __device__ void tile_keys(const int32_t *start_row, int q0, int T, int window, int *lo,
-                                 int *hi, int *red)
+                                 int *hi, int *max_lo, int *red)
 {
-    int m = INT_MAX;
+    int m = INT_MAX, x = INT_MIN;
     for (int r = threadIdx.x; r < R; r += NT)
-        if (q0 + r < T)
-            m = min(m, twc_key_lo(start_row, q0 + r, window));
-    for (int o = 16; o > 0; o >>= 1)
-        m = min(m, __shfl_xor_sync(0xffffffffu, m, o));
+        if (q0 + r < T) {
+            int k = twc_key_lo(start_row, q0 + r, window);
+            m = min(m, k), x = max(x, k);
+        }
+    m = __reduce_min_sync(0xffffffffu, m), x = __reduce_max_sync(0xffffffffu, x);
     if (threadIdx.x % 32 == 0)
-        red[threadIdx.x / 32] = m;
+        red[threadIdx.x / 32] = m, red[4 + threadIdx.x / 32] = x;
     __syncthreads();
     m = min(min(red[0], red[1]), min(red[2], red[3]));
+    x = max(max(red[4], red[5]), max(red[6], red[7]));
     __syncthreads();
-    *lo = m;
+    *lo = m, *max_lo = x;
     *hi = min(q0 + R, T) - 1;
+}
+
+// Whether every row of the query tile [q0, q0 + R) sees every key of [k0, k0 + TK): the
+// tile's rows all exist, its first comes after the last key, and no row's first key (max_lo:
+// the greatest) is past k0. Such tiles (most of a causal square's) skip the mask.
+template <int R>
+static __device__ __forceinline__ bool full_tile(int q0, int k0, int T, int max_lo)
+{
+    return q0 + R <= T && q0 >= k0 + TK - 1 && max_lo <= k0;
+}
+
+// 2^x flushing results below 2^-126 to zero: one MUFU.EX2 (exp2f's ex2.approx without .ftz
+// adds a scaling of small results around it, three instructions more an element).
+static __device__ __forceinline__ float fa_exp2(float x)
+{
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
 }
 
 // s[m] (16 x NC) = A (rows r0 + 16 m .. r0 + 16 m + 15 of a staged tile, m < WM) B^T (B: a
@@ -241,6 +262,25 @@ static __device__ __forceinline__ void put_rows(float *dst, const float (&acc)[D
     }
 }
 
+// The forward's scores s (mma_abt's layout, WM tiles of 16 rows) times sc; with MASK the keys
+// a row does not see (before its first, rlo, or after itself, t) -inf.
+template <int WM, bool MASK>
+static __device__ __forceinline__ void fwd_scores(float (&s)[WM][8][4], int k0, int c,
+                                                  const int (&t)[WM][2], const int (&rlo)[WM][2],
+                                                  float sc)
+{
+#pragma unroll
+    for (int mt = 0; mt < WM; mt++)
+#pragma unroll
+        for (int n = 0; n < 8; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int j = k0 + 8 * n + 2 * c + e % 2, i = e / 2;
+                bool on = !MASK || (j >= rlo[mt][i] && j <= t[mt][i]);
+                s[mt][n][e] = on ? s[mt][n][e] * sc : -INFINITY;
+            }
+}
+
 // ---- forward: a block per (query tile, head, row of the batch), an online softmax.
 
 // Query tiles of 64 WM rows: each warp owns WM tiles of 16 (FlashAttention-2's forward gives
@@ -252,7 +292,7 @@ static __global__ void __launch_bounds__(NT, MINB) fa_fwd(struct fa_args a)
     constexpr int QT = 64 * WM;
     extern __shared__ uint4 smem_u4[];
     uint16_t *Qs = (uint16_t *)smem_u4, *KV = Qs + tile_elems<D, QT>(); // K, V twice
-    __shared__ int red[4];
+    __shared__ int red[8];
     const int q0 = (gridDim.z - 1 - blockIdx.z) * QT, h = blockIdx.x, b = blockIdx.y;
     const int T = a.T, H = a.H;
     const int kvh = h / (H / a.Hkv), w = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -263,8 +303,8 @@ static __global__ void __launch_bounds__(NT, MINB) fa_fwd(struct fa_args a)
     const __nv_bfloat16 *v = a.v + (size_t)b * T * a.Hkv * D;
     twc_pdl_enter();
     stage<D, QT>(Qs, q, q0, T, H, h);
-    int lo, hi;
-    tile_keys<QT>(st, q0, T, a.window, &lo, &hi, red);
+    int lo, hi, max_lo;
+    tile_keys<QT>(st, q0, T, a.window, &lo, &hi, &max_lo, red);
     int t[WM][2], rlo[WM][2];
     float m[WM][2], l[WM][2], o[WM][D / 8][4];
 #pragma unroll
@@ -284,15 +324,12 @@ static __global__ void __launch_bounds__(NT, MINB) fa_fwd(struct fa_args a)
                  *Vs = Ks + tile_elems<D>();
         float s[WM][8][4];
         mma_abt_m<D, 64, WM>(s, Qs, 16 * WM * w, Ks);
+        if (full_tile<QT>(q0, k0, T, max_lo))
+            fwd_scores<WM, false>(s, k0, c, t, rlo, sc);
+        else
+            fwd_scores<WM, true>(s, k0, c, t, rlo, sc);
 #pragma unroll
         for (int mt = 0; mt < WM; mt++) {
-#pragma unroll
-            for (int n = 0; n < 8; n++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    int j = k0 + 8 * n + 2 * c + e % 2, i = e / 2;
-                    s[mt][n][e] = j >= rlo[mt][i] && j <= t[mt][i] ? s[mt][n][e] * sc : -INFINITY;
-                }
 #pragma unroll
             for (int i = 0; i < 2; i++) {
                 float mx = -INFINITY;
@@ -303,14 +340,14 @@ static __global__ void __launch_bounds__(NT, MINB) fa_fwd(struct fa_args a)
                 mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
                 float m_new = fmaxf(m[mt][i], mx);
                 float m_sub = m_new == -INFINITY ? 0.f : m_new; // all masked so far: no NaN
-                float alpha = exp2f(m[mt][i] - m_sub);
+                float alpha = fa_exp2(m[mt][i] - m_sub);
                 m[mt][i] = m_new;
                 l[mt][i] *= alpha;
 #pragma unroll
                 for (int n = 0; n < 8; n++)
 #pragma unroll
                     for (int e = 2 * i; e < 2 * i + 2; e++) {
-                        float p = exp2f(s[mt][n][e] - m_sub);
+                        float p = fa_exp2(s[mt][n][e] - m_sub);
                         s[mt][n][e] = p;
                         l[mt][i] += p;
                     }
@@ -369,14 +406,15 @@ template <int QT, bool DOWN> static __device__ __forceinline__ int first_tile(in
 }
 
 // The first key each query tile of QT rows from t0 (a multiple of QT) on sees, into tlo (as
-// tile_keys counts them: the least over the tile's rows; INT_MAX for none): a warp's 32 rows
-// lie in one tile, each thread's loads issued together. Ends with a barrier.
+// tile_keys counts them: the least over the tile's rows; INT_MAX for none), and the greatest
+// of its rows' first keys into thi (full_tile's max_lo): a warp's 32 rows lie in one tile,
+// each thread's loads issued together. Ends with a barrier.
 template <int QT>
-static __device__ void tiles_lo(int *tlo, const int32_t *st, int t0, int T, int window)
+static __device__ void tiles_lo(int *tlo, int *thi, const int32_t *st, int t0, int T, int window)
 {
     const int n = (T - t0 + QT - 1) / QT;
     for (int i = threadIdx.x; i < n; i += NT)
-        tlo[i] = INT_MAX;
+        tlo[i] = INT_MAX, thi[i] = INT_MIN;
     __syncthreads();
     for (int r = threadIdx.x - threadIdx.x % 32; r < T - t0; r += 4 * NT) {
         int v[4];
@@ -388,8 +426,11 @@ static __device__ void tiles_lo(int *tlo, const int32_t *st, int t0, int T, int 
 #pragma unroll
         for (int u = 0; u < 4; u++) {
             int m = __reduce_min_sync(0xffffffffu, v[u]);
-            if (threadIdx.x % 32 == 0 && r + u * NT < T - t0)
+            int x = __reduce_max_sync(0xffffffffu, v[u] == INT_MAX ? INT_MIN : v[u]);
+            if (threadIdx.x % 32 == 0 && r + u * NT < T - t0) {
                 atomicMin(&tlo[(r + u * NT) / QT], m);
+                atomicMax(&thi[(r + u * NT) / QT], x);
+            }
         }
     }
     __syncthreads();
@@ -475,8 +516,8 @@ static __device__ __forceinline__ void bump_count(unsigned *count)
 }
 
 // Query tile q0 (QT rows) of head h, row b: dQ += dS K over the block's 64 keys, dS^T being
-// the warps' dp (mma_abt's layout, rows our keys) and Ks the staged keys; the adds wait for
-// the `before` key tiles before ours that add into the tile. Ends with a barrier.
+// the warps' dp (dS / scale; mma_abt's layout, rows our keys) and Ks the staged keys; the adds
+// wait for the `before` key tiles before ours that add into the tile. Ends with a barrier.
 template <int D, int QT>
 static __device__ __forceinline__ void add_dq(const struct fa_args &a,
                                               const float (&ds)[QT / 8][4], uint16_t *dSs,
@@ -510,6 +551,9 @@ static __device__ __forceinline__ void add_dq(const struct fa_args &a,
             twc_mma_bf16(o[2 * dp + 1], af, yb[2], yb[3]);
         }
     }
+#pragma unroll
+    for (int nd = 0; nd < W / 8; nd++) // ds is dS / scale
+        o[nd][0] *= a.scale, o[nd][1] *= a.scale, o[nd][2] *= a.scale, o[nd][3] *= a.scale;
     const int T = a.T, nqt = (T + QT - 1) / QT;
     unsigned *count = a.count + ((size_t)b * a.H + h) * nqt + q0 / QT;
     const bool order = !(a.dq_mode & 1);
@@ -553,6 +597,28 @@ static __device__ __forceinline__ void add_dq(const struct fa_args &a,
         __syncthreads();
 }
 
+// dK/dV's P^T into s and dS^T / scale into dp (dk is scaled once at the end), from S^T and
+// dP^T (mma_abt's layout: rows the warp's keys kr, columns the tile's QT queries from q0) and
+// the queries' lse (ls), delta (dls) and starts (rst); with MASK the probabilities of pairs
+// the mask hides are 0.
+template <int QT, bool MASK>
+static __device__ __forceinline__ void
+kv_ds(float (&s)[QT / 8][4], float (&dp)[QT / 8][4], const float *ls, const float *dls,
+      const int *rst, int q0, const int (&kr)[2], int T, int window, float sc)
+{
+    const int c = threadIdx.x % 4;
+#pragma unroll
+    for (int n = 0; n < QT / 8; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            int col = 8 * n + 2 * c + e % 2, t = q0 + col, j = kr[e / 2];
+            bool on = !MASK || (t < T && j <= t && j >= twc_key_lo_at(rst[col], t, window));
+            float p = on ? fa_exp2(s[n][e] * sc - ls[col] * LOG2E) : 0.f;
+            s[n][e] = p;
+            dp[n][e] = p * (dp[n][e] - dls[col]);
+        }
+}
+
 // A block per (key tile, KV head and part, row of the batch): dK and dV of its keys over the
 // part's G / split query heads and every query tile (of QT rows) that sees them. Warp w owns
 // keys k0 + 16 w ..: S^T = K Q^T and dP^T = V dO^T in its registers, then dV += P^T dO and dK
@@ -570,11 +636,12 @@ static __global__ void __launch_bounds__(NT, MINB) fa_bwd_kv(struct fa_args a)
     uint16_t *QD = Vs + tile_elems<D>();                      // Q, dO twice
     uint16_t *dSs = QD + 4 * tile_elems<D, QT>();             // (DQ) dS^T: 64 keys of QT + 8 apart
     float *RV = (float *)(dSs + (DQ ? tile_elems<QT>() : 0)); // twice: lse, delta, start
-    int *tlo = (int *)(RV + 6 * QT); // tiles_lo's, of the query tiles from t0 on
     const int k0 = blockIdx.z * TK, kvh = blockIdx.x / a.split, part = blockIdx.x % a.split;
     const int b = blockIdx.y, T = a.T, H = a.H;
+    int *tlo = (int *)(RV + 6 * QT);                   // tiles_lo's, of the query tiles from t0 on
+    int *thi = tlo + (T - k0 / QT * QT + QT - 1) / QT; // and their rows' greatest first key
     const int G = H / a.Hkv, w = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int g = lane / 4, c = lane % 4, g_end = (part + 1) * (G / a.split);
+    const int g = lane / 4, g_end = (part + 1) * (G / a.split);
     const int32_t *st = a.start + (size_t)b * T;
     const __nv_bfloat16 *q = a.q + (size_t)b * T * H * D, *dout = a.dout + (size_t)b * T * H * D;
     const __nv_bfloat16 *k = a.k + (size_t)b * T * a.Hkv * D;
@@ -591,7 +658,7 @@ static __global__ void __launch_bounds__(NT, MINB) fa_bwd_kv(struct fa_args a)
     // from the tiles' first keys (no barrier a step): the first one's Q, dO and row values
     // copied ahead, each next one's during the current one's products
     const int t0 = k0 / QT * QT;
-    tiles_lo<QT>(tlo, st, t0, T, a.window);
+    tiles_lo<QT>(tlo, thi, st, t0, T, a.window);
     int gh = part * (G / a.split), q0 = first_tile<QT, DQ>(k0, T), lo;
     next_seen<QT, DQ>(tlo, t0, k0, k1, T, g_end, &gh, &q0, &lo);
     if (gh < g_end)
@@ -614,16 +681,10 @@ static __global__ void __launch_bounds__(NT, MINB) fa_bwd_kv(struct fa_args a)
         float s[QT / 8][4], dp[QT / 8][4];
         mma_abt<D, QT>(s, Ks, 16 * w, Qs);   // rows: our keys; columns: the tile's queries
         mma_abt<D, QT>(dp, Vs, 16 * w, dOs); // dP^T
-#pragma unroll
-        for (int n = 0; n < QT / 8; n++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int col = 8 * n + 2 * c + e % 2, t = q0 + col, j = kr[e / 2];
-                bool on = t < T && j <= t && j >= twc_key_lo_at(rst[col], t, a.window);
-                float p = on ? exp2f(s[n][e] * sc - ls[col] * LOG2E) : 0.f;
-                s[n][e] = p;
-                dp[n][e] = a.scale * p * (dp[n][e] - dls[col]);
-            }
+        if (full_tile<QT>(q0, k0, T, thi[(q0 - t0) / QT]))
+            kv_ds<QT, false>(s, dp, ls, dls, rst, q0, kr, T, a.window, sc);
+        else
+            kv_ds<QT, true>(s, dp, ls, dls, rst, q0, kr, T, a.window, sc);
         mma_xy<D, QT>(dv, s, dOs);
         mma_xy<D, QT>(dk, dp, Qs);
         if constexpr (DQ)
@@ -631,6 +692,9 @@ static __global__ void __launch_bounds__(NT, MINB) fa_bwd_kv(struct fa_args a)
         __syncthreads(); // the buffers and the row values are refilled next
         gh = ngh, q0 = nq0, lo = nlo;
     }
+#pragma unroll
+    for (int nd = 0; nd < D / 8; nd++)
+        dk[nd][0] *= a.scale, dk[nd][1] *= a.scale, dk[nd][2] *= a.scale, dk[nd][3] *= a.scale;
     // one part: added into dK, dV; else this part's partials (dK's split of them, then dV's)
     size_t off = (size_t)b * T * a.Hkv * D, nk = (size_t)gridDim.y * T * a.Hkv * D;
     bool whole = a.split == 1;
@@ -653,6 +717,25 @@ static __global__ void fa_sum_parts(float *dk, float *dv, const float *part, int
     }
 }
 
+// dQ's dS / scale (dq is scaled once at the end) into s, from the scores s and dP (mma_abt's
+// layout, 16 rows), the rows' lse * log2(e) (l2) and delta (dl); with MASK the probabilities
+// of keys a row does not see are 0.
+template <bool MASK>
+static __device__ __forceinline__ void dq_ds(float (&s)[8][4], const float (&dp)[8][4], int k0,
+                                             int c, const int (&t)[2], const int (&rlo)[2],
+                                             const float (&l2)[2], const float (&dl)[2], float sc)
+{
+#pragma unroll
+    for (int n = 0; n < 8; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            int j = k0 + 8 * n + 2 * c + e % 2, i = e / 2;
+            bool on = !MASK || (j >= rlo[i] && j <= t[i]);
+            float p = on ? fa_exp2(s[n][e] * sc - l2[i]) : 0.f;
+            s[n][e] = p * (dp[n][e] - dl[i]);
+        }
+}
+
 // A block per (query tile, head, row of the batch): dQ += dS K over the keys the tile sees,
 // S and dP = dO V^T recomputed in the warps' registers.
 template <int D, int MINB>
@@ -661,7 +744,7 @@ static __global__ void __launch_bounds__(NT, MINB) fa_bwd_q(struct fa_args a)
     extern __shared__ uint4 smem_u4[];
     uint16_t *Qs = (uint16_t *)smem_u4, *dOs = Qs + tile_elems<D>();
     uint16_t *KV = dOs + tile_elems<D>(); // K, V twice
-    __shared__ int red[4];
+    __shared__ int red[8];
     const int q0 = (gridDim.z - 1 - blockIdx.z) * TQ, h = blockIdx.x, b = blockIdx.y;
     const int T = a.T, H = a.H;
     const int kvh = h / (H / a.Hkv), w = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -673,8 +756,8 @@ static __global__ void __launch_bounds__(NT, MINB) fa_bwd_q(struct fa_args a)
     twc_pdl_enter();
     stage<D>(Qs, q, q0, T, H, h);
     stage<D>(dOs, dout, q0, T, H, h);
-    int lo, hi;
-    tile_keys(st, q0, T, a.window, &lo, &hi, red);
+    int lo, hi, max_lo;
+    tile_keys(st, q0, T, a.window, &lo, &hi, &max_lo, red);
     int t[2], rlo[2];
     float l2[2], dl[2];
     for (int i = 0; i < 2; i++) {
@@ -696,18 +779,16 @@ static __global__ void __launch_bounds__(NT, MINB) fa_bwd_q(struct fa_args a)
         float s[8][4], dp[8][4];
         mma_abt<D>(s, Qs, 16 * w, Ks);
         mma_abt<D>(dp, dOs, 16 * w, Vs);
-#pragma unroll
-        for (int n = 0; n < 8; n++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int j = k0 + 8 * n + 2 * c + e % 2, i = e / 2;
-                bool on = j >= rlo[i] && j <= t[i];
-                float p = on ? exp2f(s[n][e] * sc - l2[i]) : 0.f;
-                s[n][e] = a.scale * p * (dp[n][e] - dl[i]);
-            }
+        if (full_tile<TQ>(q0, k0, T, max_lo))
+            dq_ds<false>(s, dp, k0, c, t, rlo, l2, dl, sc);
+        else
+            dq_ds<true>(s, dp, k0, c, t, rlo, l2, dl, sc);
         mma_xy<D>(dq, s, Ks);
         __syncthreads(); // the buffer is refilled next
     }
+#pragma unroll
+    for (int nd = 0; nd < D / 8; nd++)
+        dq[nd][0] *= a.scale, dq[nd][1] *= a.scale, dq[nd][2] *= a.scale, dq[nd][3] *= a.scale;
     put_rows<D>(a.dq + (size_t)b * T * H * D, dq, q0 + 16 * w, T, H, h, true);
 }
 
@@ -725,7 +806,7 @@ template <int D, int QT, bool DQ> static size_t bwd_kv_smem(int T)
 {
     return (size_t)(2 * tile_elems<D>() + 4 * tile_elems<D, QT>() + (DQ ? tile_elems<QT>() : 0)) *
                2 +
-           6 * QT * 4 + (size_t)((T + QT - 1) / QT) * 4;
+           6 * QT * 4 + (size_t)((T + QT - 1) / QT) * 8;
 }
 
 // dQ's: Q, dO and twice K, V.
@@ -816,7 +897,7 @@ template <int D> static cudaError_t bwd_dq_launch(const struct fa_args *a, int B
 
 #ifdef FA_SWEEP
 // bench/attn_cuda's variants (TWIN_FA_SWEEP=i): dK/dV's blocks an SM (MINB, the register cap),
-// its query tile (QT rows), dQ's blocks an SM (0-8: dQ's own kernel), dQ inside (9-17).
+// its query tile (QT rows), dQ's blocks an SM (0-8, 18-20: dQ's own kernel), dQ inside (9-17).
 template <int D>
 static cudaError_t bwd_sweep(const struct fa_args *a, int B, cudaStream_t s, int v)
 {
@@ -860,6 +941,12 @@ static cudaError_t bwd_sweep(const struct fa_args *a, int B, cudaStream_t s, int
         b.dq_mode = v - 14;
         return bwd_dq_launch<D>(&b, B, s);
     }
+    case 18:
+        return bwd_launch<D, 2, 64, false, q3>(a, B, s);
+    case 19:
+        return bwd_launch<D, 2, 64, false, 2>(a, B, s);
+    case 20:
+        return bwd_launch<D, c2, 32, false, 2>(a, B, s);
     default: // 0: the configuration before dQ's blocks were capped at three an SM
         return bwd_launch<D, c1, 64, false, 1>(a, B, s);
     }
@@ -887,7 +974,7 @@ template <int D> static cudaError_t bwd_d(const struct fa_args *a, int B, cudaSt
 {
 #ifdef FA_SWEEP
     const char *e = getenv("TWIN_FA_SWEEP");
-    if (e && (atoi(e) < 9 || a->count)) // (dQ inside needs its counters)
+    if (e && ((atoi(e) < 9 || atoi(e) > 17) || a->count)) // (dQ inside needs its counters)
         return bwd_sweep<D>(a, B, s, atoi(e));
 #endif
     // Both kernels' registers capped so that an SM holds three blocks for D <= 64 (dK/dV's
