@@ -83,19 +83,15 @@ static float *outputs(struct tw_backend *be, const struct bufs *b)
     return h;
 }
 
-// One forward and one backward (gradients zeroed first: the op adds).
+// One forward and one backward (its gradients written: the shape's assign).
 static void pass(struct tw_backend *be, const struct tw_grad_ops *g, const struct bufs *b,
                  const struct tw_attn_shape *s, bool fwd, bool bwd)
 {
     if (fwd)
         g->attn_fwd(be, b->out, b->lse, b->q, b->k, b->v, b->start, s);
-    if (bwd) {
-        g->zero(be, b->dq, b->nq * sizeof(float));
-        g->zero(be, b->dk, b->nk * sizeof(float));
-        g->zero(be, b->dv, b->nk * sizeof(float));
+    if (bwd)
         g->attn_bwd(be, b->dq, b->dk, b->dv, b->dout, b->q, b->k, b->v, b->out, b->lse, b->start,
                     s);
-    }
 }
 
 // Seconds a call of the forward (bwd false) or backward: the best of three rounds of reps.
@@ -127,7 +123,8 @@ static int run_shape(struct tw_backend *be, const struct shape *sh, int64_t T, i
                                .Hkv = sh->Hkv,
                                .D = sh->D,
                                .scale = 1.0f / sqrtf((float)sh->D),
-                               .lowp = true };
+                               .lowp = true,
+                               .assign = true }; // as training calls it: gradients written
     struct bufs b = { 0 };
     b.nq = (size_t)(sh->B * T * sh->H * sh->D), b.nk = (size_t)(sh->B * T * sh->Hkv * sh->D);
     b.nl = (size_t)(sh->B * T * sh->H);

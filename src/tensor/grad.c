@@ -117,11 +117,23 @@ void tw_attn_fwd(float *out, float *lse, const float *q, const float *k, const f
             }
 }
 
+// With s->assign, dq, dk and dv zeroed (the backward then adds into them).
+static void attn_assign(float *dq, float *dk, float *dv, const struct tw_attn_shape *s)
+{
+    if (!s->assign)
+        return;
+    size_t nq = (size_t)(s->B * s->T * s->H * s->D), nk = (size_t)(s->B * s->T * s->Hkv * s->D);
+    memset(dq, 0, nq * sizeof(float));
+    memset(dk, 0, nk * sizeof(float));
+    memset(dv, 0, nk * sizeof(float));
+}
+
 void tw_attn_bwd_ref(float *dq, float *dk, float *dv, const float *dout, const float *q,
                      const float *k, const float *v, const float *out, const float *lse,
                      const int32_t *start, const struct tw_attn_shape *s)
 {
     int64_t B = s->B, T = s->T, H = s->H, Hkv = s->Hkv, D = s->D, G = H / Hkv;
+    attn_assign(dq, dk, dv, s);
     // One thread per (row, KV head): the query heads that share the KV head write its dk, dv.
 #pragma omp parallel for collapse(2) schedule(dynamic, 1)
     for (int64_t b = 0; b < B; b++)
@@ -157,11 +169,14 @@ void tw_attn_bwd(float *dq, float *dk, float *dv, const float *dout, const float
 {
     int64_t B = s->B, T = s->T, H = s->H, Hkv = s->Hkv, D = s->D, G = H / Hkv;
     int nt = omp_get_max_threads();
+    attn_assign(dq, dk, dv, s);
     float *scratch = T <= ATTN_GEMM_MAX_T
                          ? tw_malloc_array((size_t)nt * 2, (size_t)(T * T) * sizeof(float))
                          : NULL;
     if (!scratch) {
-        tw_attn_bwd_ref(dq, dk, dv, dout, q, k, v, out, lse, start, s);
+        struct tw_attn_shape add = *s;
+        add.assign = false; // (zeroed above)
+        tw_attn_bwd_ref(dq, dk, dv, dout, q, k, v, out, lse, start, &add);
         return;
     }
     int qs = (int)(H * D), ks = (int)(Hkv * D); // row strides of q / out and of k / v

@@ -48,11 +48,14 @@ struct tw_attn_shape {
                   // instead of rounding them again; the CPU ignores it
     bool kept_qk; // keep's q and k hold their copies already (the caller's rope_bf16 wrote
                   // them): the forward rounds only v
+    bool assign;  // the backward writes dq, dk, dv (their old values ignored) instead of adding
+                  // to them: the caller's zeroing pass and the device's reads of the old values
+                  // saved
 };
 void tw_attn_fwd(float *out, float *lse, const float *q, const float *k, const float *v,
                  const int32_t *start, const struct tw_attn_shape *s);
-// dq, dk, dv += the gradients for the output gradient dout, recomputing the probabilities from
-// q, k and lse (nothing of size T x T is kept); out is the forward's output.
+// dq, dk, dv += the gradients for the output gradient dout (= with s->assign), recomputing the
+// probabilities from q, k and lse (nothing of size T x T is kept); out is the forward's output.
 void tw_attn_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q,
                  const float *k, const float *v, const float *out, const float *lse,
                  const int32_t *start, const struct tw_attn_shape *s);

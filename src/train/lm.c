@@ -1210,9 +1210,9 @@ static int layer_bwd(tw_lm *m, int il, const struct tw_lm_batch *b)
     norm_bwd(m, m->dx, G->ffn_norm.data ? f(&G->ffn_norm) : NULL, m->dxn, a->x_mid,
              f(&L->ffn_norm), a->rstd2, N, C);
     // attention: x_mid = x + o(attn(rope(q), rope(k), v))
-    go->zero(be, m->dq, nQ), go->zero(be, m->dk, nK), go->zero(be, m->dv, nK);
     if ((rc = lin_bwd(m, il, TW_PROJ_O, m->datt, false, m->dx, m->dxb, a->att, a->attb, N, false)))
         return rc;
+    as.assign = true; // dq, dk, dv written whole (no zeroing pass)
     go->attn_bwd(be, m->dq, m->dk, m->dv, m->datt, a->q, a->k, a->v, a->att, a->lse, m->bstart,
                  &as);
     // the transpose of a rotation: the opposite angles; with hand-offs (no q/k norms after)

@@ -374,11 +374,13 @@ static void attn_case(int64_t Bn, int64_t Tn, int64_t H, int64_t Hkv, int64_t D,
     g->attn_fwd(gpu, O, L, Q, K, V, ST, &sh);
     g->attn_bwd(gpu, DQ, DK, DV, GO, Q, K, V, O, L, ST, &sh);
     // again, the forward keeping its bf16 q, k, v for the backward (struct tw_attn_shape's
-    // keep), into zeroed copies: the same bits (the same roundings; dQ's sums over key tiles,
-    // added by many blocks, keep their order)
+    // keep), the backward writing its gradients (assign) over poisoned ones: the same bits as
+    // adding into zeros (the same roundings; dQ's sums over key tiles, added by many blocks,
+    // keep their order)
     struct tw_attn_shape sk = sh;
     sk.keep = tw_backend_alloc(gpu, (nq + 2 * nk) * 2);
-    float *DQ2 = dev_of(gpu, zq, nq), *DK2 = dev_of(gpu, zk, nk), *DV2 = dev_of(gpu, zk, nk);
+    sk.assign = true;
+    float *DQ2 = dev_poisoned(gpu, nq), *DK2 = dev_poisoned(gpu, nk), *DV2 = dev_poisoned(gpu, nk);
     float *O2 = dev_poisoned(gpu, nq), *L2 = dev_poisoned(gpu, nl);
     REQUIRE(sk.keep);
     g->attn_fwd(gpu, O2, L2, Q, K, V, ST, &sk);

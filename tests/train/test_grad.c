@@ -67,6 +67,31 @@ static void one(int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, int32_t
     CHECK(max_rel(g[1][1], g[0][1], nk) < 1e-5);
     CHECK(max_rel(g[1][2], g[0][2], nk) < 1e-5);
     CHECK(max_rel(g[1][2], g[1][1], nk) > 1e-2); // the three are different arrays
+    // with assign the gradients are written over whatever was there: plus the start values
+    // above, the sums above
+    struct tw_attn_shape sa = s;
+    sa.assign = true;
+    for (int r = 0; r < 2; r++) {
+        float *w[3];
+        for (int i = 0; i < 3; i++) {
+            size_t n = i == 0 ? nq : nk;
+            w[i] = tw_malloc_array(n, sizeof(float));
+            REQUIRE(w[i]);
+            for (size_t j = 0; j < n; j++)
+                w[i][j] = 1e30f;
+        }
+        if (r == 0)
+            tw_attn_bwd_ref(w[0], w[1], w[2], go, q, k, v, out, lse, start, &sa);
+        else
+            tw_attn_bwd(w[0], w[1], w[2], go, q, k, v, out, lse, start, &sa);
+        for (int i = 0; i < 3; i++) {
+            size_t n = i == 0 ? nq : nk;
+            for (size_t j = 0; j < n; j++)
+                w[i][j] += 0.01f * (float)(j % 7);
+            CHECK(max_rel(w[i], g[r][i], n) < 1e-5);
+            tw_free(w[i]);
+        }
+    }
     for (int r = 0; r < 2; r++)
         for (int i = 0; i < 3; i++)
             tw_free(g[r][i]);

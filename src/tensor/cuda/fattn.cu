@@ -47,6 +47,7 @@ struct fa_args {
     int split; // dK/dV's blocks a KV head and key tile (each over G / split query heads)
     float scale;
     int window;
+    bool assign; // dq, dk, dv written, not added to
 };
 
 // rows [r0, r0 + R) of x (rows of `heads` heads of D bf16; head h) into s (R rows D + 8
@@ -229,6 +230,25 @@ static __device__ __forceinline__ void mma_xy_m(float (&o)[WM][D / 8][4],
             }
         }
     }
+}
+
+// One tile of 16 rows: o += X Y, X's bf16 A fragments given (xf[kt]: keys 16 kt ..; as
+// twc_acc_to_a packs them).
+template <int D, int KR>
+static __device__ __forceinline__ void
+mma_xy_a(float (&o)[D / 8][4], const uint32_t (&xf)[KR / 16][4], const uint16_t *Y)
+{
+    const int lane = threadIdx.x % 32;
+#pragma unroll
+    for (int kt = 0; kt < KR / 16; kt++)
+#pragma unroll
+        for (int dp = 0; dp < D / 16; dp++) {
+            uint32_t yb[4];
+            twc_ldsm_x4_t(yb, Y + (16 * kt + lane % 8 + 8 * (lane / 8 % 2)) * (D + 8) + 16 * dp +
+                                  8 * (lane / 16));
+            twc_mma_bf16(o[2 * dp], xf[kt], yb[0], yb[1]);
+            twc_mma_bf16(o[2 * dp + 1], xf[kt], yb[2], yb[3]);
+        }
 }
 
 // One tile of 16 rows: o += X Y.
@@ -516,11 +536,11 @@ static __device__ __forceinline__ void bump_count(unsigned *count)
 }
 
 // Query tile q0 (QT rows) of head h, row b: dQ += dS K over the block's 64 keys, dS^T being
-// the warps' dp (dS / scale; mma_abt's layout, rows our keys) and Ks the staged keys; the adds
-// wait for the `before` key tiles before ours that add into the tile. Ends with a barrier.
+// the warps' bf16 fragments of dS / scale (kv_ds's pd, rows our keys) and Ks the staged keys; the
+// adds wait for the `before` key tiles before ours that add into the tile. Ends with a barrier.
 template <int D, int QT>
 static __device__ __forceinline__ void add_dq(const struct fa_args &a,
-                                              const float (&ds)[QT / 8][4], uint16_t *dSs,
+                                              const uint32_t (&ds)[QT / 16][4], uint16_t *dSs,
                                               const uint16_t *Ks, int b, int h, int q0, int before)
 {
     constexpr int RG = QT / 16, W = D / (4 / RG); // row groups; each warp's columns
@@ -528,9 +548,9 @@ static __device__ __forceinline__ void add_dq(const struct fa_args &a,
 #pragma unroll
     for (int n = 0; n < QT / 8; n++)
 #pragma unroll
-        for (int i = 0; i < 2; i++)
+        for (int i = 0; i < 2; i++) // ds[n / 2][2 (n % 2) + i]: row g + 8 i, columns 8 n + 2 c ..
             *(uint32_t *)(dSs + (16 * w + g + 8 * i) * (QT + 8) + 8 * n + 2 * c) =
-                twc_pack_bf16(ds[n][2 * i], ds[n][2 * i + 1]);
+                ds[n / 2][2 * (n % 2) + i];
     __syncthreads();
     const int m0 = 16 * (w % RG), n0 = W * (w / RG);
     float o[W / 8][4];
@@ -597,26 +617,37 @@ static __device__ __forceinline__ void add_dq(const struct fa_args &a,
         __syncthreads();
 }
 
-// dK/dV's P^T into s and dS^T / scale into dp (dk is scaled once at the end), from S^T and
-// dP^T (mma_abt's layout: rows the warp's keys kr, columns the tile's QT queries from q0) and
-// the queries' lse (ls), delta (dls) and starts (rst); with MASK the probabilities of pairs
-// the mask hides are 0.
+// dK/dV's P^T and dS^T / scale (dk is scaled once at the end) as bf16 A fragments (pp, pd:
+// mma_xy_a's), from S^T and dP^T (mma_abt's layout: rows the warp's keys kr, columns the
+// tile's QT queries from q0) and the queries' lse (ls), delta (dls) and starts (rst); with
+// MASK the probabilities of pairs the mask hides are 0. Each pair of columns is packed as
+// soon as it is made, so that the f32 values die early (registers).
 template <int QT, bool MASK>
 static __device__ __forceinline__ void
-kv_ds(float (&s)[QT / 8][4], float (&dp)[QT / 8][4], const float *ls, const float *dls,
-      const int *rst, int q0, const int (&kr)[2], int T, int window, float sc)
+kv_ds(uint32_t (&pp)[QT / 16][4], uint32_t (&pd)[QT / 16][4], const float (&s)[QT / 8][4],
+      const float (&dp)[QT / 8][4], const float *ls, const float *dls, const int *rst, int q0,
+      const int (&kr)[2], int T, int window, float sc)
 {
     const int c = threadIdx.x % 4;
 #pragma unroll
-    for (int n = 0; n < QT / 8; n++)
+    for (int kt = 0; kt < QT / 16; kt++) {
+        float p[2][4], d[2][4];
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-            int col = 8 * n + 2 * c + e % 2, t = q0 + col, j = kr[e / 2];
-            bool on = !MASK || (t < T && j <= t && j >= twc_key_lo_at(rst[col], t, window));
-            float p = on ? fa_exp2(s[n][e] * sc - ls[col] * LOG2E) : 0.f;
-            s[n][e] = p;
-            dp[n][e] = p * (dp[n][e] - dls[col]);
+        for (int hf = 0; hf < 2; hf++) {
+            const int n = 2 * kt + hf, col0 = 8 * n + 2 * c;
+            const float2 l = *(const float2 *)(ls + col0), dl = *(const float2 *)(dls + col0);
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int col = col0 + e % 2, t = q0 + col, j = kr[e / 2];
+                bool on = !MASK || (t < T && j <= t && j >= twc_key_lo_at(rst[col], t, window));
+                float pv = on ? fa_exp2(s[n][e] * sc - (e % 2 ? l.y : l.x) * LOG2E) : 0.f;
+                p[hf][e] = pv;
+                d[hf][e] = pv * (dp[n][e] - (e % 2 ? dl.y : dl.x));
+            }
         }
+        twc_acc_to_a(pp[kt], p[0], p[1]);
+        twc_acc_to_a(pd[kt], d[0], d[1]);
+    }
 }
 
 // A block per (key tile, KV head and part, row of the batch): dK and dV of its keys over the
@@ -681,14 +712,15 @@ static __global__ void __launch_bounds__(NT, MINB) fa_bwd_kv(struct fa_args a)
         float s[QT / 8][4], dp[QT / 8][4];
         mma_abt<D, QT>(s, Ks, 16 * w, Qs);   // rows: our keys; columns: the tile's queries
         mma_abt<D, QT>(dp, Vs, 16 * w, dOs); // dP^T
+        uint32_t pp[QT / 16][4], pd[QT / 16][4];
         if (full_tile<QT>(q0, k0, T, thi[(q0 - t0) / QT]))
-            kv_ds<QT, false>(s, dp, ls, dls, rst, q0, kr, T, a.window, sc);
+            kv_ds<QT, false>(pp, pd, s, dp, ls, dls, rst, q0, kr, T, a.window, sc);
         else
-            kv_ds<QT, true>(s, dp, ls, dls, rst, q0, kr, T, a.window, sc);
-        mma_xy<D, QT>(dv, s, dOs);
-        mma_xy<D, QT>(dk, dp, Qs);
+            kv_ds<QT, true>(pp, pd, s, dp, ls, dls, rst, q0, kr, T, a.window, sc);
+        mma_xy_a<D, QT>(dv, pp, dOs);
+        mma_xy_a<D, QT>(dk, pd, Qs);
         if constexpr (DQ)
-            add_dq<D, QT>(a, dp, dSs, Ks, b, h, q0, blockIdx.z - lo / TK);
+            add_dq<D, QT>(a, pd, dSs, Ks, b, h, q0, blockIdx.z - lo / TK);
         __syncthreads(); // the buffers and the row values are refilled next
         gh = ngh, q0 = nq0, lo = nlo;
     }
@@ -700,12 +732,14 @@ static __global__ void __launch_bounds__(NT, MINB) fa_bwd_kv(struct fa_args a)
     bool whole = a.split == 1;
     float *pk = whole ? a.dk + off : a.part + part * nk + off;
     float *pv = whole ? a.dv + off : a.part + (a.split + part) * nk + off;
-    put_rows<D>(pk, dk, k0 + 16 * w, T, a.Hkv, kvh, whole);
-    put_rows<D>(pv, dv, k0 + 16 * w, T, a.Hkv, kvh, whole);
+    put_rows<D>(pk, dk, k0 + 16 * w, T, a.Hkv, kvh, whole && !a.assign);
+    put_rows<D>(pv, dv, k0 + 16 * w, T, a.Hkv, kvh, whole && !a.assign);
 }
 
-// dk, dv (n values each) += their split partials (part: dK's split of n, then dV's), in order.
-static __global__ void fa_sum_parts(float *dk, float *dv, const float *part, int64_t n, int split)
+// dk, dv (n values each) += their split partials (part: dK's split of n, then dV's), in order
+// (= with assign).
+static __global__ void fa_sum_parts(float *dk, float *dv, const float *part, int64_t n, int split,
+                                    bool assign)
 {
     twc_pdl_enter();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
@@ -713,7 +747,7 @@ static __global__ void fa_sum_parts(float *dk, float *dv, const float *part, int
         float sk = 0, sv = 0;
         for (int j = 0; j < split; j++)
             sk += part[(size_t)j * n + i], sv += part[(size_t)(split + j) * n + i];
-        dk[i] += sk, dv[i] += sv;
+        dk[i] = (assign ? 0.f : dk[i]) + sk, dv[i] = (assign ? 0.f : dv[i]) + sv;
     }
 }
 
@@ -789,7 +823,7 @@ static __global__ void __launch_bounds__(NT, MINB) fa_bwd_q(struct fa_args a)
 #pragma unroll
     for (int nd = 0; nd < D / 8; nd++)
         dq[nd][0] *= a.scale, dq[nd][1] *= a.scale, dq[nd][2] *= a.scale, dq[nd][3] *= a.scale;
-    put_rows<D>(a.dq + (size_t)b * T * H * D, dq, q0 + 16 * w, T, H, h, true);
+    put_rows<D>(a.dq + (size_t)b * T * H * D, dq, q0 + 16 * w, T, H, h, !a.assign);
 }
 
 // ---- launchers.
@@ -882,7 +916,7 @@ static cudaError_t bwd_launch(const struct fa_args *a, int B, cudaStream_t s)
     if (e == cudaSuccess && a->split > 1) {
         int64_t n = (int64_t)B * a->T * a->Hkv * D;
         e = twc_launch(fa_sum_parts, dim3((unsigned)((n / 4 + 255) / 256)), dim3(256), 0, s, a->dk,
-                       a->dv, (const float *)a->part, n, a->split);
+                       a->dv, (const float *)a->part, n, a->split, a->assign);
     }
     return e != cudaSuccess || DQ ? e : twc_launch(qk, gq, dim3(NT), sq, s, *a);
 }
@@ -1029,19 +1063,24 @@ cudaError_t twc_flash_bwd(float *dq, float *dk, float *dv, const float *dout,
                           const __nv_bfloat16 *dout_b, const __nv_bfloat16 *q,
                           const __nv_bfloat16 *k, const __nv_bfloat16 *v, const float *out,
                           const float *lse, const int32_t *start, float *delta, float *part, int B,
-                          int T, int H, int Hkv, int D, float scale, int window, cudaStream_t s)
+                          int T, int H, int Hkv, int D, float scale, int window, bool assign,
+                          cudaStream_t s)
 {
     struct fa_args a = {};
     a.q = q, a.k = k, a.v = v, a.out = out, a.dout = dout_b, a.lse = lse, a.delta = delta;
     a.dq = dq, a.dk = dk, a.dv = dv, a.start = start;
-    a.T = T, a.H = H, a.Hkv = Hkv, a.scale = scale, a.window = window;
+    a.T = T, a.H = H, a.Hkv = Hkv, a.scale = scale, a.window = window, a.assign = assign;
     a.split = part ? twc_flash_bwd_split(B, T, H, Hkv) : 1;
     size_t nc = part && dq_inside() ? count_room(B, T, H) : 0;
     a.count = nc ? (unsigned *)part : NULL;
     a.part = a.split > 1 ? part + nc : NULL;
     int64_t rows = (int64_t)B * T * H;
-    cudaError_t e = twc_launch(fa_delta, dim3((unsigned)((rows * 32 + 255) / 256)), dim3(256), 0,
-                               s, delta, dout, out, rows, D, a.count, (int64_t)nc);
+    cudaError_t e = cudaSuccess;
+    if (assign && a.count) // dK/dV's blocks add into dq
+        e = cudaMemsetAsync(dq, 0, (size_t)rows * D * sizeof(float), s);
+    if (e == cudaSuccess)
+        e = twc_launch(fa_delta, dim3((unsigned)((rows * 32 + 255) / 256)), dim3(256), 0, s, delta,
+                       dout, out, rows, D, a.count, (int64_t)nc);
     if (e != cudaSuccess)
         return e;
     return D == 32 ? bwd_d<32>(&a, B, s) : D == 64 ? bwd_d<64>(&a, B, s) : bwd_d<128>(&a, B, s);

@@ -885,9 +885,17 @@ static void g_attn_bwd(struct tw_backend *be, float *dq, float *dk, float *dv, c
             twc_check(be,
                       twc_flash_bwd(dq, dk, dv, dout, b[3], b[0], b[1], b[2], out, lse, start,
                                     delta, np ? delta + nd : NULL, (int)sh->B, (int)T, (int)H,
-                                    (int)Hkv, (int)D, sh->scale, sh->window, twc_stream(be)),
+                                    (int)Hkv, (int)D, sh->scale, sh->window, sh->assign,
+                                    twc_stream(be)),
                       "attention backward (fused)");
         return;
+    }
+    if (sh->assign) { // the GEMMs below add
+        size_t nq = (size_t)(sh->B * T * H * D), nk = (size_t)(sh->B * T * Hkv * D);
+        cudaStream_t st = twc_stream(be);
+        twc_check(be, cudaMemsetAsync(dq, 0, nq * sizeof(float), st), "attention backward");
+        twc_check(be, cudaMemsetAsync(dk, 0, nk * sizeof(float), st), "attention backward");
+        twc_check(be, cudaMemsetAsync(dv, 0, nk * sizeof(float), st), "attention backward");
     }
     size_t bytes = (size_t)(G * T * T) * sizeof(float);
     float *s = g ? (float *)grow(be, &g->s, bytes) : NULL;
