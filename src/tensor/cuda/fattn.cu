@@ -322,7 +322,8 @@ static __global__ void __launch_bounds__(NT, MINB) fa_fwd(struct fa_args a)
     const __nv_bfloat16 *k = a.k + (size_t)b * T * a.Hkv * D;
     const __nv_bfloat16 *v = a.v + (size_t)b * T * a.Hkv * D;
     twc_pdl_enter();
-    stage<D, QT>(Qs, q, q0, T, H, h);
+    stage_async<D, QT>(Qs, q, q0, T, H, h); // (waited for with the first K, V)
+    twc_cp_commit();
     int lo, hi, max_lo;
     tile_keys<QT>(st, q0, T, a.window, &lo, &hi, &max_lo, red);
     int t[WM][2], rlo[WM][2];
@@ -397,24 +398,46 @@ static __global__ void __launch_bounds__(NT, MINB) fa_fwd(struct fa_args a)
         }
 }
 
-// ---- backward. delta[t, h] = dO . O, a warp per (token, head).
+// ---- backward. delta[t, h] = dO . O, and dO's bf16 copy for the kernels below (rounded as
+// twc_to_bf16 rounds): L = min(32, D / 4) lanes a (token, head) row, four floats a step,
+// loaded as one float4 where the rows are 16-byte aligned (VEC), else one at a time, summed in
+// the same order either way (the same bits whatever the buffers' alignment).
 
 // It also zeroes dQ's n_count counters (count: NULL when there are none).
-static __global__ void fa_delta(float *delta, const float *dout, const float *out, int64_t rows,
-                                int D, unsigned *count, int64_t n_count)
+template <bool VEC>
+static __global__ void fa_delta(float *delta, __nv_bfloat16 *dout_b, const float *dout,
+                                const float *out, int64_t rows, int D, unsigned *count,
+                                int64_t n_count)
 {
     twc_pdl_enter();
-    int64_t i = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) / 32;
     for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < n_count;
          j += (int64_t)gridDim.x * blockDim.x)
         count[j] = 0;
-    if (i >= rows)
-        return;
+    const int L = min(32, D / 4), lane = threadIdx.x % L;
+    int64_t i = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) / L;
     float s = 0;
-    for (int d = threadIdx.x % 32; d < D; d += 32)
-        s += dout[i * D + d] * out[i * D + d];
-    s = twc_warp_sum(s);
-    if (threadIdx.x % 32 == 0)
+    if (i < rows) {
+        const float *o = out + i * D, *g = dout + i * D;
+        __nv_bfloat16 *gb = dout_b + i * D;
+        for (int d = lane * 4; d < D; d += L * 4) {
+            float4 a, b;
+            if constexpr (VEC) {
+                a = *(const float4 *)(g + d), b = *(const float4 *)(o + d);
+                *(uint2 *)(gb + d) = make_uint2(twc_pack_bf16(a.x, a.y), twc_pack_bf16(a.z, a.w));
+            } else {
+                a = make_float4(g[d], g[d + 1], g[d + 2], g[d + 3]);
+                b = make_float4(o[d], o[d + 1], o[d + 2], o[d + 3]);
+                *(__nv_bfloat162 *)(gb + d) = __floats2bfloat162_rn(a.x, a.y);
+                *(__nv_bfloat162 *)(gb + d + 2) = __floats2bfloat162_rn(a.z, a.w);
+            }
+            s = fmaf(a.w, b.w, fmaf(a.z, b.z, fmaf(a.y, b.y, fmaf(a.x, b.x, s))));
+        }
+    }
+#pragma unroll
+    for (int m = 16; m > 0; m >>= 1) // (the lanes of other rows add nothing: m < L)
+        if (m < L)
+            s += __shfl_xor_sync(0xffffffffu, s, m);
+    if (lane == 0 && i < rows)
         delta[i] = s;
 }
 
@@ -678,8 +701,9 @@ static __global__ void __launch_bounds__(NT, MINB) fa_bwd_kv(struct fa_args a)
     const __nv_bfloat16 *k = a.k + (size_t)b * T * a.Hkv * D;
     const __nv_bfloat16 *v = a.v + (size_t)b * T * a.Hkv * D;
     twc_pdl_enter();
-    stage<D>(Ks, k, k0, T, a.Hkv, kvh); // (the first barrier below makes them visible)
-    stage<D>(Vs, v, k0, T, a.Hkv, kvh);
+    stage_async<D>(Ks, k, k0, T, a.Hkv, kvh); // (waited for with the first query tile)
+    stage_async<D>(Vs, v, k0, T, a.Hkv, kvh);
+    twc_cp_commit();
     float dk[D / 8][4], dv[D / 8][4];
     zero_acc<D>(dk), zero_acc<D>(dv);
     const int k1 = min(k0 + TK, T) - 1;
@@ -724,6 +748,7 @@ static __global__ void __launch_bounds__(NT, MINB) fa_bwd_kv(struct fa_args a)
         __syncthreads(); // the buffers and the row values are refilled next
         gh = ngh, q0 = nq0, lo = nlo;
     }
+    twc_cp_wait<0>(); // (K and V's copies, had no query tile seen them)
 #pragma unroll
     for (int nd = 0; nd < D / 8; nd++)
         dk[nd][0] *= a.scale, dk[nd][1] *= a.scale, dk[nd][2] *= a.scale, dk[nd][3] *= a.scale;
@@ -788,8 +813,9 @@ static __global__ void __launch_bounds__(NT, MINB) fa_bwd_q(struct fa_args a)
     const __nv_bfloat16 *k = a.k + (size_t)b * T * a.Hkv * D;
     const __nv_bfloat16 *v = a.v + (size_t)b * T * a.Hkv * D;
     twc_pdl_enter();
-    stage<D>(Qs, q, q0, T, H, h);
-    stage<D>(dOs, dout, q0, T, H, h);
+    stage_async<D>(Qs, q, q0, T, H, h); // (waited for with the first K, V)
+    stage_async<D>(dOs, dout, q0, T, H, h);
+    twc_cp_commit();
     int lo, hi, max_lo;
     tile_keys(st, q0, T, a.window, &lo, &hi, &max_lo, red);
     int t[2], rlo[2];
@@ -1060,11 +1086,10 @@ size_t twc_flash_bwd_scratch(int B, int T, int H, int Hkv, int D)
 }
 
 cudaError_t twc_flash_bwd(float *dq, float *dk, float *dv, const float *dout,
-                          const __nv_bfloat16 *dout_b, const __nv_bfloat16 *q,
-                          const __nv_bfloat16 *k, const __nv_bfloat16 *v, const float *out,
-                          const float *lse, const int32_t *start, float *delta, float *part, int B,
-                          int T, int H, int Hkv, int D, float scale, int window, bool assign,
-                          cudaStream_t s)
+                          __nv_bfloat16 *dout_b, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
+                          const __nv_bfloat16 *v, const float *out, const float *lse,
+                          const int32_t *start, float *delta, float *part, int B, int T, int H,
+                          int Hkv, int D, float scale, int window, bool assign, cudaStream_t s)
 {
     struct fa_args a = {};
     a.q = q, a.k = k, a.v = v, a.out = out, a.dout = dout_b, a.lse = lse, a.delta = delta;
@@ -1078,9 +1103,13 @@ cudaError_t twc_flash_bwd(float *dq, float *dk, float *dv, const float *dout,
     cudaError_t e = cudaSuccess;
     if (assign && a.count) // dK/dV's blocks add into dq
         e = cudaMemsetAsync(dq, 0, (size_t)rows * D * sizeof(float), s);
+    bool vec = (((uintptr_t)dout | (uintptr_t)out) & 15) == 0 && ((uintptr_t)dout_b & 7) == 0;
+    dim3 gd((unsigned)((rows * (D / 4 < 32 ? D / 4 : 32) + 255) / 256));
     if (e == cudaSuccess)
-        e = twc_launch(fa_delta, dim3((unsigned)((rows * 32 + 255) / 256)), dim3(256), 0, s, delta,
-                       dout, out, rows, D, a.count, (int64_t)nc);
+        e = vec ? twc_launch(fa_delta<true>, gd, dim3(256), 0, s, delta, dout_b, dout, out, rows,
+                             D, a.count, (int64_t)nc)
+                : twc_launch(fa_delta<false>, gd, dim3(256), 0, s, delta, dout_b, dout, out, rows,
+                             D, a.count, (int64_t)nc);
     if (e != cudaSuccess)
         return e;
     return D == 32 ? bwd_d<32>(&a, B, s) : D == 64 ? bwd_d<64>(&a, B, s) : bwd_d<128>(&a, B, s);

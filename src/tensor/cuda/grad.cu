@@ -805,11 +805,11 @@ static bool fused(struct tw_backend *be, const struct tw_attn_shape *sh)
 }
 
 // bf16 copies of q, k, v (and dout when n is 4): src[i] has the query heads' size for i = 0, 3,
-// the KV heads' for 1, 2; into out[i]. q, k and v go to sh->keep where the caller gives one
-// (grad.h): rounded into it by the forward, read from it as they are by the backward (kept);
-// the rest to the abf scratch. False on failure (recorded).
-static bool attn_bf16(struct tw_backend *be, const __nv_bfloat16 **out, int n,
-                      const float *const *src, const struct tw_attn_shape *sh, bool kept)
+// the KV heads' for 1, 2; into out[i] (src[i] NULL: only the room). q, k and v go to sh->keep
+// where the caller gives one (grad.h): rounded into it by the forward, read from it as they are
+// by the backward (kept); the rest to the abf scratch. False on failure (recorded).
+static bool attn_bf16(struct tw_backend *be, __nv_bfloat16 **out, int n, const float *const *src,
+                      const struct tw_attn_shape *sh, bool kept)
 {
     struct grad_state *g = state(be);
     int64_t nq = sh->B * sh->T * sh->H * sh->D, nk = sh->B * sh->T * sh->Hkv * sh->D;
@@ -822,7 +822,7 @@ static bool attn_bf16(struct tw_backend *be, const __nv_bfloat16 **out, int n,
     for (int i = 0; ok && i < n; i++) {
         bool in_keep = i < 3 && keep, there = in_keep && (kept || (i < 2 && sh->kept_qk));
         __nv_bfloat16 *dst = in_keep ? keep : p;
-        if (!there)
+        if (!there && src[i])
             ok = twc_check(be, twc_to_bf16(dst, src[i], len[i], twc_stream(be)),
                            "attention (to bf16)");
         out[i] = dst;
@@ -842,7 +842,7 @@ static void g_attn_fwd(struct tw_backend *be, float *out, float *lse, const floa
     int64_t T = sh->T, H = sh->H, Hkv = sh->Hkv, D = sh->D, G = H / Hkv;
     if (fused(be, sh)) {
         const float *src[3] = { q, k, v };
-        const __nv_bfloat16 *b[3];
+        __nv_bfloat16 *b[3];
         if (attn_bf16(be, b, 3, src, sh, false))
             twc_check(be,
                       twc_flash_fwd(out, lse, b[0], b[1], b[2], start, (int)sh->B, (int)T, (int)H,
@@ -879,8 +879,8 @@ static void g_attn_bwd(struct tw_backend *be, float *dq, float *dk, float *dv, c
         size_t nd = (size_t)(sh->B * T * H),
                np = twc_flash_bwd_scratch((int)sh->B, (int)T, (int)H, (int)Hkv, (int)D);
         float *delta = g ? (float *)grow(be, &g->delta, (nd + np) * sizeof(float)) : NULL;
-        const float *src[4] = { q, k, v, dout };
-        const __nv_bfloat16 *b[4];
+        const float *src[4] = { q, k, v, NULL }; // (dout: rounded by the backward's first kernel)
+        __nv_bfloat16 *b[4];
         if (delta && attn_bf16(be, b, 4, src, sh, true))
             twc_check(be,
                       twc_flash_bwd(dq, dk, dv, dout, b[3], b[0], b[1], b[2], out, lse, start,
