@@ -704,14 +704,14 @@ static __global__ void __launch_bounds__(C::NTH, C::MINB) tc_kernel(struct attn_
                 // exp2(-inf) = 0 and the rescale 0 of accumulators still 0, without NaNs
                 // and without a branch.
                 float m_sub = m_new == -INFINITY ? 0.f : m_new;
-                float alpha = exp2f(m[i] - m_sub);
+                float alpha = twc_exp2_ftz(m[i] - m_sub);
                 m[i] = m_new;
                 l[i] *= alpha;
 #pragma unroll
                 for (int n = 0; n < TK / 8; n++)
 #pragma unroll
                     for (int e = e0; e < e0 + 2; e++) {
-                        float p = exp2f(s[mt][n][e] - m_sub);
+                        float p = twc_exp2_ftz(s[mt][n][e] - m_sub);
                         s[mt][n][e] = p;
                         l[i] += p;
                     }

@@ -155,15 +155,6 @@ static __device__ __forceinline__ bool full_tile(int q0, int k0, int T, int max_
     return q0 + R <= T && q0 >= k0 + TK - 1 && max_lo <= k0;
 }
 
-// 2^x flushing results below 2^-126 to zero: one MUFU.EX2 (exp2f's ex2.approx without .ftz
-// adds a scaling of small results around it, three instructions more an element).
-static __device__ __forceinline__ float fa_exp2(float x)
-{
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-    return y;
-}
-
 // s[m] (16 x NC) = A (rows r0 + 16 m .. r0 + 16 m + 15 of a staged tile, m < WM) B^T (B: a
 // staged tile of NC rows), over D: s[m][n] holds columns 8n .. 8n + 7 (element e: row g + 8
 // (e / 2), column 2c + e % 2). Each fragment of B read from shared memory feeds WM products.
@@ -361,14 +352,14 @@ static __global__ void __launch_bounds__(NT, MINB) fa_fwd(struct fa_args a)
                 mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
                 float m_new = fmaxf(m[mt][i], mx);
                 float m_sub = m_new == -INFINITY ? 0.f : m_new; // all masked so far: no NaN
-                float alpha = fa_exp2(m[mt][i] - m_sub);
+                float alpha = twc_exp2_ftz(m[mt][i] - m_sub);
                 m[mt][i] = m_new;
                 l[mt][i] *= alpha;
 #pragma unroll
                 for (int n = 0; n < 8; n++)
 #pragma unroll
                     for (int e = 2 * i; e < 2 * i + 2; e++) {
-                        float p = fa_exp2(s[mt][n][e] - m_sub);
+                        float p = twc_exp2_ftz(s[mt][n][e] - m_sub);
                         s[mt][n][e] = p;
                         l[mt][i] += p;
                     }
@@ -663,7 +654,7 @@ kv_ds(uint32_t (&pp)[QT / 16][4], uint32_t (&pd)[QT / 16][4], const float (&s)[Q
             for (int e = 0; e < 4; e++) {
                 int col = col0 + e % 2, t = q0 + col, j = kr[e / 2];
                 bool on = !MASK || (t < T && j <= t && j >= twc_key_lo_at(rst[col], t, window));
-                float pv = on ? fa_exp2(s[n][e] * sc - (e % 2 ? l.y : l.x) * LOG2E) : 0.f;
+                float pv = on ? twc_exp2_ftz(s[n][e] * sc - (e % 2 ? l.y : l.x) * LOG2E) : 0.f;
                 p[hf][e] = pv;
                 d[hf][e] = pv * (dp[n][e] - (e % 2 ? dl.y : dl.x));
             }
@@ -790,7 +781,7 @@ static __device__ __forceinline__ void dq_ds(float (&s)[8][4], const float (&dp)
         for (int e = 0; e < 4; e++) {
             int j = k0 + 8 * n + 2 * c + e % 2, i = e / 2;
             bool on = !MASK || (j >= rlo[i] && j <= t[i]);
-            float p = on ? fa_exp2(s[n][e] * sc - l2[i]) : 0.f;
+            float p = on ? twc_exp2_ftz(s[n][e] * sc - l2[i]) : 0.f;
             s[n][e] = p * (dp[n][e] - dl[i]);
         }
 }

@@ -103,6 +103,16 @@ static __device__ __forceinline__ float twc_block_max(float v, float *red)
     return twc_warp_max(lane < nw ? red[lane] : -INFINITY);
 }
 
+// 2^x flushing results below 2^-126 to zero: one MUFU.EX2 (exp2f's ex2.approx without .ftz
+// adds a scaling of small results around it, three instructions more an element): for the
+// softmax weights of the bf16 attention kernels, where such weights count for nothing.
+static __device__ __forceinline__ float twc_exp2_ftz(float x)
+{
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
 // ---- training attention over packed examples (grad.cu, fattn.cu): the first key row-local
 // query t sees, start (its example's first token) or the window's.
 static __device__ __forceinline__ int twc_key_lo_at(int start, int t, int window)
