@@ -122,9 +122,8 @@ template <int D> static __device__ __forceinline__ void zero_acc(float (&acc)[D 
 }
 
 // The keys [*lo, *hi] that some row of query tile [q0, q0 + R) sees (every key between: a row's
-// keys run up to itself, and row t + 1's first key is at most t + 1), and in *full whether
-// the key tile at k0 is seen whole by every row (none masked: full_tile). red: 8 ints of
-// shared memory.
+// keys run up to itself, and row t + 1's first key is at most t + 1), and the greatest of the
+// rows' first keys in *max_lo (for full_tile). red: 8 ints of shared memory.
 template <int R = TQ>
 static __device__ void tile_keys(const int32_t *start_row, int q0, int T, int window, int *lo,
                                  int *hi, int *max_lo, int *red)
@@ -418,8 +417,8 @@ static __global__ void fa_delta(float *delta, __nv_bfloat16 *dout_b, const float
             } else {
                 a = make_float4(g[d], g[d + 1], g[d + 2], g[d + 3]);
                 b = make_float4(o[d], o[d + 1], o[d + 2], o[d + 3]);
-                *(__nv_bfloat162 *)(gb + d) = __floats2bfloat162_rn(a.x, a.y);
-                *(__nv_bfloat162 *)(gb + d + 2) = __floats2bfloat162_rn(a.z, a.w);
+                gb[d] = __float2bfloat16_rn(a.x), gb[d + 1] = __float2bfloat16_rn(a.y);
+                gb[d + 2] = __float2bfloat16_rn(a.z), gb[d + 3] = __float2bfloat16_rn(a.w);
             }
             s = fmaf(a.w, b.w, fmaf(a.z, b.z, fmaf(a.y, b.y, fmaf(a.x, b.x, s))));
         }
