@@ -81,6 +81,8 @@ static const char *const op_names[P_COUNT] = {
 struct prof {
     struct tw_backend *inner;
     struct tw_op_stat stat[P_COUNT];
+    struct tw_backend_ops ops; // profile_ops with grad's optional ops where inner has them
+    struct tw_grad_ops grad;
 };
 
 static struct prof *P(struct tw_backend *be)
@@ -453,8 +455,9 @@ static int g_linear_bwd_bf16(struct tw_backend *be, float *dx, bool add, float *
     return rc;
 }
 
-// The hand-offs forward to ops the inner backend may lack: lm.c takes them only off the CPU,
-// where the CUDA backend has them.
+// Every op forwarded; tw_backend_profile_new leaves the optional ones (grad.h: LoRA's fused
+// products, the hand-offs) out where the inner backend has none, so that callers see what
+// the inner backend can do.
 static const struct tw_grad_ops profile_grad_ops = {
     .rmsnorm_fwd = g_rmsnorm_fwd,
     .rmsnorm_bwd = g_rmsnorm_bwd,
@@ -524,7 +527,25 @@ int tw_backend_profile_new(struct tw_backend *inner, struct tw_backend **out)
         return tw_error_set(TW_ENOMEM, "out of memory for a profiling backend");
     }
     p->inner = inner;
-    be->ops = &profile_ops;
+    p->grad = profile_grad_ops;
+    const struct tw_grad_ops *ig = tw_backend_grad(inner);
+#define OPTIONAL(op) \
+    if (!ig->op)     \
+        p->grad.op = NULL;
+    OPTIONAL(lora_sync)
+    OPTIONAL(lora_fwd)
+    OPTIONAL(lora_bwd)
+    OPTIONAL(rmsnorm_fwd_bf16)
+    OPTIONAL(rmsnorm_bwd_bf16)
+    OPTIONAL(rope_bf16)
+    OPTIONAL(swiglu_bf16)
+    OPTIONAL(swiglu_bwd_bf16)
+    OPTIONAL(linear_fwd_bf16)
+    OPTIONAL(linear_bwd_bf16)
+#undef OPTIONAL
+    p->ops = profile_ops;
+    p->ops.grad = &p->grad;
+    be->ops = &p->ops;
     be->device = inner->device;
     be->n_threads = inner->n_threads;
     be->impl = p;
@@ -534,7 +555,7 @@ int tw_backend_profile_new(struct tw_backend *inner, struct tw_backend **out)
 
 bool tw_backend_profile_stat(struct tw_backend *be, int i, struct tw_op_stat *st)
 {
-    if (be->ops != &profile_ops || i < 0 || i >= P_COUNT)
+    if (be->ops->free != profile_ops.free || i < 0 || i >= P_COUNT)
         return false;
     *st = P(be)->stat[i];
     st->name = op_names[i];
@@ -543,7 +564,7 @@ bool tw_backend_profile_stat(struct tw_backend *be, int i, struct tw_op_stat *st
 
 void tw_backend_profile_reset(struct tw_backend *be)
 {
-    if (be->ops == &profile_ops)
+    if (be->ops->free == profile_ops.free)
         for (int i = 0; i < P_COUNT; i++)
             P(be)->stat[i] = (struct tw_op_stat){ 0 };
 }

@@ -14,6 +14,7 @@
 #include "tensor/cpu_gemm.h"
 #include "tensor/cpu_int.h"
 #include "tensor/cpu_qdot.h"
+#include "tensor/grad.h"
 #include "tensor/profile.h"
 
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
@@ -622,6 +623,15 @@ int main(void)
     struct tw_backend *prof = NULL; // forwards it
     REQUIRE(tw_backend_profile_new(tw_backend_cpu_ref(), &prof) == 0);
     test_topk(prof);
+    // its training ops: every one the CPU has, timed; the optional ones the CPU lacks absent
+    const struct tw_grad_ops *pg = tw_backend_grad(prof);
+    CHECK(pg != &tw_cpu_grad_ops && pg->attn_bwd && pg->adamw && pg->sumsq);
+    CHECK(!tw_cpu_grad_ops.rope_bf16 && !pg->rope_bf16);
+    CHECK(!tw_cpu_grad_ops.linear_bwd_bf16 && !pg->linear_bwd_bf16);
+    CHECK(!tw_cpu_grad_ops.lora_fwd && !pg->lora_fwd);
+    struct tw_op_stat st;
+    CHECK(tw_backend_profile_stat(prof, 0, &st) &&
+          !tw_backend_profile_stat(tw_backend_cpu_ref(), 0, &st));
     tw_backend_free(prof);
     int threads[] = { 1, 3 };
     for (int i = 0; i < 2; i++) {
