@@ -417,8 +417,9 @@ static __global__ void fa_delta(float *delta, __nv_bfloat16 *dout_b, const float
             } else {
                 a = make_float4(g[d], g[d + 1], g[d + 2], g[d + 3]);
                 b = make_float4(o[d], o[d + 1], o[d + 2], o[d + 3]);
-                gb[d] = __float2bfloat16_rn(a.x), gb[d + 1] = __float2bfloat16_rn(a.y);
-                gb[d + 2] = __float2bfloat16_rn(a.z), gb[d + 3] = __float2bfloat16_rn(a.w);
+                // (dout_b 4-byte aligned: the bf16 scratch's, offsets of whole heads)
+                *(__nv_bfloat162 *)(gb + d) = __floats2bfloat162_rn(a.x, a.y);
+                *(__nv_bfloat162 *)(gb + d + 2) = __floats2bfloat162_rn(a.z, a.w);
             }
             s = fmaf(a.w, b.w, fmaf(a.z, b.z, fmaf(a.y, b.y, fmaf(a.x, b.x, s))));
         }
