@@ -169,16 +169,14 @@ void tw_attn_bwd(float *dq, float *dk, float *dv, const float *dout, const float
 {
     int64_t B = s->B, T = s->T, H = s->H, Hkv = s->Hkv, D = s->D, G = H / Hkv;
     int nt = omp_get_max_threads();
-    attn_assign(dq, dk, dv, s);
     float *scratch = T <= ATTN_GEMM_MAX_T
                          ? tw_malloc_array((size_t)nt * 2, (size_t)(T * T) * sizeof(float))
                          : NULL;
     if (!scratch) {
-        struct tw_attn_shape add = *s;
-        add.assign = false; // (zeroed above)
-        tw_attn_bwd_ref(dq, dk, dv, dout, q, k, v, out, lse, start, &add);
+        tw_attn_bwd_ref(dq, dk, dv, dout, q, k, v, out, lse, start, s);
         return;
     }
+    attn_assign(dq, dk, dv, s);
     int qs = (int)(H * D), ks = (int)(Hkv * D); // row strides of q / out and of k / v
     // One thread per (row, KV head), as the reference: per query head, the scores as GEMMs:
     // P = exp(scale Q K^T - lse) under the mask, dP = dO V^T, dS = P (dP - rowsum(dO O)) scale,

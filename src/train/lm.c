@@ -1102,6 +1102,18 @@ static int check_batch(const tw_lm *m, const struct tw_lm_batch *b)
     return 0;
 }
 
+// y = RMSNorm(x) of a residual stream (N rows of the model's width), or with hand-offs
+// (m->acts_bf16) its bf16 copy yb alone.
+static void norm_fwd(tw_lm *m, float *y, void *yb, float *rstd, const float *x, const float *w,
+                     int64_t N)
+{
+    int64_t C = m->cfg.n_embd;
+    if (m->acts_bf16)
+        m->go->rmsnorm_fwd_bf16(m->be, yb, rstd, x, w, N, C, m->cfg.norm_eps);
+    else
+        m->go->rmsnorm_fwd(m->be, y, rstd, x, w, N, C, m->cfg.norm_eps);
+}
+
 // With hand-offs (m->acts_bf16: ensure_acts laid them out) the norms, the attention's output
 // and SwiGLU hand the products bf16 copies, kept for the backward's dW, and the attention
 // keeps its bf16 q, k, v; else f32 activations that the backend rounds where it needs to.
@@ -1118,10 +1130,7 @@ static int layer_fwd(tw_lm *m, int il, const struct tw_lm_batch *b)
     struct tw_attn_shape as = attn_shape(m, b);
     bool hb = m->acts_bf16;
     as.keep = a->qkvb;
-    if (hb)
-        go->rmsnorm_fwd_bf16(m->be, a->xn1b, a->rstd1, x, f(&L->attn_norm), N, C, c->norm_eps);
-    else
-        go->rmsnorm_fwd(m->be, a->xn1, a->rstd1, x, f(&L->attn_norm), N, C, c->norm_eps);
+    norm_fwd(m, a->xn1, a->xn1b, a->rstd1, x, f(&L->attn_norm), N);
     int rc = lin_fwd(m, il, TW_PROJ_Q, a->q, a->xn1, a->xn1b, N, false);
     if (!rc)
         rc = lin_fwd(m, il, TW_PROJ_K, a->k, a->xn1, a->xn1b, N, true);
@@ -1146,11 +1155,7 @@ static int layer_fwd(tw_lm *m, int il, const struct tw_lm_batch *b)
     if ((rc = lin_fwd(m, il, TW_PROJ_O, m->dxn, a->att, a->attb, N, false)))
         return rc;
     add(m, a->x_mid, x, m->dxn, N, C);
-    if (hb)
-        go->rmsnorm_fwd_bf16(m->be, a->xn2b, a->rstd2, a->x_mid, f(&L->ffn_norm), N, C,
-                             c->norm_eps);
-    else
-        go->rmsnorm_fwd(m->be, a->xn2, a->rstd2, a->x_mid, f(&L->ffn_norm), N, C, c->norm_eps);
+    norm_fwd(m, a->xn2, a->xn2b, a->rstd2, a->x_mid, f(&L->ffn_norm), N);
     if ((rc = lin_fwd(m, il, TW_PROJ_GATE, a->g, a->xn2, a->xn2b, N, false)) ||
         (rc = lin_fwd(m, il, TW_PROJ_UP, a->u, a->xn2, a->xn2b, N, true)))
         return rc;

@@ -869,6 +869,8 @@ static void g_attn_fwd(struct tw_backend *be, float *out, float *lse, const floa
         }
 }
 
+static void g_zero(struct tw_backend *be, void *p, size_t bytes);
+
 static void g_attn_bwd(struct tw_backend *be, float *dq, float *dk, float *dv, const float *dout,
                        const float *q, const float *k, const float *v, const float *out,
                        const float *lse, const int32_t *start, const struct tw_attn_shape *sh)
@@ -892,10 +894,9 @@ static void g_attn_bwd(struct tw_backend *be, float *dq, float *dk, float *dv, c
     }
     if (sh->assign) { // the GEMMs below add
         size_t nq = (size_t)(sh->B * T * H * D), nk = (size_t)(sh->B * T * Hkv * D);
-        cudaStream_t st = twc_stream(be);
-        twc_check(be, cudaMemsetAsync(dq, 0, nq * sizeof(float), st), "attention backward");
-        twc_check(be, cudaMemsetAsync(dk, 0, nk * sizeof(float), st), "attention backward");
-        twc_check(be, cudaMemsetAsync(dv, 0, nk * sizeof(float), st), "attention backward");
+        g_zero(be, dq, nq * sizeof(float));
+        g_zero(be, dk, nk * sizeof(float));
+        g_zero(be, dv, nk * sizeof(float));
     }
     size_t bytes = (size_t)(G * T * T) * sizeof(float);
     float *s = g ? (float *)grow(be, &g->s, bytes) : NULL;
