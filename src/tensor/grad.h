@@ -48,6 +48,8 @@ struct tw_attn_shape {
                   // instead of rounding them again; the CPU ignores it
     bool kept_qk; // keep's q and k hold their copies already (the caller's rope_bf16 wrote
                   // them): the forward rounds only v
+    bool kept_v;  // and keep's v (its product wrote it as bf16); with all three kept and
+                  // attn_keeps true, the forward and backward read no f32 q, k, v (NULL)
     bool assign;  // the backward writes dq, dk, dv (their old values ignored) instead of adding
                   // to them: the caller's zeroing pass and the device's reads of the old values
                   // saved
@@ -204,21 +206,29 @@ struct tw_grad_ops {
                              const float *dy, const float *x, const float *w, const float *rstd,
                              int64_t N, int64_t C);
     // x (N, heads, r->head_dim) rotated by positions pos (host memory) as the engine's tw_rope
-    // does, written to xb as bf16, and to x as well when keep (else x is left as it was)
+    // does, written to xb as bf16, and to x as well when keep (else x is left as it was); with x
+    // NULL, xb's bf16 values rotated in place (in f32, rounded once)
     void (*rope_bf16)(struct tw_backend *be, void *xb, float *x, bool keep, const int32_t *pos,
                       int64_t N, int64_t heads, const struct tw_rope *r);
-    // h = silu(g) * u (the engine's tw_swiglu) as bf16
-    void (*swiglu_bf16)(struct tw_backend *be, void *h, const float *g, const float *u, int64_t n);
-    // swiglu_bwd, dg and du as bf16 (written)
-    void (*swiglu_bwd_bf16)(struct tw_backend *be, void *dg, void *du, const float *dh,
-                            const float *g, const float *u, int64_t n);
-    // linear_fwd with x as its bf16 copy xb; w bf16 or block-quantised
-    int (*linear_fwd_bf16)(struct tw_backend *be, float *y, const void *xb,
+    // Whether attn_fwd and attn_bwd of shape sh multiply keep's bf16 q, k, v alone (the fused
+    // kernels): then the caller may give them there only (kept_qk, kept_v) and pass NULL for
+    // the f32 ones
+    bool (*attn_keeps)(struct tw_backend *be, const struct tw_attn_shape *sh);
+    // h = silu(g) * u (the engine's tw_swiglu, in f32 on bf16 g and u) as bf16
+    void (*swiglu_bf16)(struct tw_backend *be, void *h, const void *g, const void *u, int64_t n);
+    // swiglu_bwd on bf16 dh, g and u, dg and du as bf16 (written)
+    void (*swiglu_bwd_bf16)(struct tw_backend *be, void *dg, void *du, const void *dh,
+                            const void *g, const void *u, int64_t n);
+    // linear_fwd with x as its bf16 copy xb; w bf16 or block-quantised; y as f32, or (y NULL)
+    // yb as bf16: the product's f32 sums (and the bias) rounded once, as PyTorch's autocast
+    // keeps a bf16 product's output (the gate and up projections' g and u)
+    int (*linear_fwd_bf16)(struct tw_backend *be, float *y, void *yb, const void *xb,
                            const struct tw_tensor *w, const float *b, int64_t N);
     // linear_bwd with x as its bf16 copy xb and dy as f32 (dy, dyb NULL) or as its bf16 copy
-    // (dyb; dy then read only for db, and may be NULL without one)
-    int (*linear_bwd_bf16)(struct tw_backend *be, float *dx, bool add, float *dw, float *db,
-                           const float *dy, const void *dyb, const void *xb,
+    // (dyb; dy then read only for db, and may be NULL without one); dx as f32, or (dx NULL,
+    // add false) dxb written as bf16, rounded once (the down projection's dh)
+    int (*linear_bwd_bf16)(struct tw_backend *be, float *dx, void *dxb, bool add, float *dw,
+                           float *db, const float *dy, const void *dyb, const void *xb,
                            const struct tw_tensor *w, int64_t N);
 };
 

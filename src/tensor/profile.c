@@ -425,33 +425,37 @@ static void g_rope_bf16(struct tw_backend *be, void *xb, float *x, bool keep, co
     TIMED(be, P_ROPE, 0, G(be)->rope_bf16(in, xb, x, keep, pos, N, heads, r));
 }
 
-static void g_swiglu_bf16(struct tw_backend *be, void *h, const float *g, const float *u,
-                          int64_t n)
+static bool g_attn_keeps(struct tw_backend *be, const struct tw_attn_shape *sh)
+{
+    return G(be)->attn_keeps(P(be)->inner, sh);
+}
+
+static void g_swiglu_bf16(struct tw_backend *be, void *h, const void *g, const void *u, int64_t n)
 {
     TIMED(be, P_SWIGLU, 0, G(be)->swiglu_bf16(in, h, g, u, n));
 }
 
-static void g_swiglu_bwd_bf16(struct tw_backend *be, void *dg, void *du, const float *dh,
-                              const float *g, const float *u, int64_t n)
+static void g_swiglu_bwd_bf16(struct tw_backend *be, void *dg, void *du, const void *dh,
+                              const void *g, const void *u, int64_t n)
 {
     TIMED(be, P_G_SWIGLU_BWD, 0, G(be)->swiglu_bwd_bf16(in, dg, du, dh, g, u, n));
 }
 
-static int g_linear_fwd_bf16(struct tw_backend *be, float *y, const void *xb,
+static int g_linear_fwd_bf16(struct tw_backend *be, float *y, void *yb, const void *xb,
                              const struct tw_tensor *w, const float *b, int64_t N)
 {
     int rc;
-    TIMED(be, P_G_LINEAR_FWD, 0, rc = G(be)->linear_fwd_bf16(in, y, xb, w, b, N));
+    TIMED(be, P_G_LINEAR_FWD, 0, rc = G(be)->linear_fwd_bf16(in, y, yb, xb, w, b, N));
     return rc;
 }
 
-static int g_linear_bwd_bf16(struct tw_backend *be, float *dx, bool add, float *dw, float *db,
-                             const float *dy, const void *dyb, const void *xb,
+static int g_linear_bwd_bf16(struct tw_backend *be, float *dx, void *dxb, bool add, float *dw,
+                             float *db, const float *dy, const void *dyb, const void *xb,
                              const struct tw_tensor *w, int64_t N)
 {
     int rc;
     TIMED(be, P_G_LINEAR_BWD, 0,
-          rc = G(be)->linear_bwd_bf16(in, dx, add, dw, db, dy, dyb, xb, w, N));
+          rc = G(be)->linear_bwd_bf16(in, dx, dxb, add, dw, db, dy, dyb, xb, w, N));
     return rc;
 }
 
@@ -476,6 +480,7 @@ static const struct tw_grad_ops profile_grad_ops = {
     .rmsnorm_fwd_bf16 = g_rmsnorm_fwd_bf16,
     .rmsnorm_bwd_bf16 = g_rmsnorm_bwd_bf16,
     .rope_bf16 = g_rope_bf16,
+    .attn_keeps = g_attn_keeps,
     .swiglu_bf16 = g_swiglu_bf16,
     .swiglu_bwd_bf16 = g_swiglu_bwd_bf16,
     .linear_fwd_bf16 = g_linear_fwd_bf16,
@@ -538,6 +543,7 @@ int tw_backend_profile_new(struct tw_backend *inner, struct tw_backend **out)
     OPTIONAL(rmsnorm_fwd_bf16)
     OPTIONAL(rmsnorm_bwd_bf16)
     OPTIONAL(rope_bf16)
+    OPTIONAL(attn_keeps)
     OPTIONAL(swiglu_bf16)
     OPTIONAL(swiglu_bwd_bf16)
     OPTIONAL(linear_fwd_bf16)

@@ -34,9 +34,11 @@ struct acts {
     float *q_pre, *k_pre, *q_rstd, *k_rstd;   // qk_norm: before the norms; (N*H), (N*Hkv)
     float *g, *u, *h;                         // (N, F)
     float *xa[TW_PROJ_COUNT];                 // LoRA: drop(x) A^T (N, r)
-    // with bf16 hand-offs (grad.h; xn1, xn2 and h then NULL): the products' inputs as bf16,
-    // and q, k, v as the attention multiplies them (struct tw_attn_shape's keep)
+    // with bf16 hand-offs (grad.h; xn1, xn2, h, g and u then NULL): the products' inputs as
+    // bf16, q, k, v as the attention multiplies them (struct tw_attn_shape's keep), and the
+    // gate and up projections' outputs as bf16 (as PyTorch's autocast keeps them)
     void *xn1b, *xn2b, *attb, *hb, *qkvb; // (N, C), (N, C), (N, H*D), (N, F), (N, (H+2Hkv)*D)
+    void *gb, *ub;                        // (N, F)
 };
 
 struct tw_lm {
@@ -87,12 +89,12 @@ struct tw_lm {
     float *dx, *dxn;     // (N, C)
     float *dh, *dg, *du; // (N, F)
     float *datt, *dq, *dk, *dv, *dqp, *dkp;
-    float *dxa, *tmp;     // (N, r), (N, max(C, F)): LoRA's backward, dropout's masked inputs
-    void *dgb, *dub;      // (N, F) bf16: SwiGLU's backward with hand-offs
-    void *dxb;            // (N, C) bf16: dx rounded by the norms' backward, with hand-offs
-    void *dqb, *dkb;      // (N, H*D), (N, Hkv*D) bf16: RoPE's backward's, with hand-offs
-    float *logp, *coef;   // (N): the output projection's per-token values
-    float *hlogp, *hcoef; // (N): their host copies
+    float *dxa, *tmp;      // (N, r), (N, max(C, F)): LoRA's backward, dropout's masked inputs
+    void *dgb, *dub, *dhb; // (N, F) bf16: SwiGLU's backward and its dh with hand-offs
+    void *dxb;             // (N, C) bf16: dx rounded by the norms' backward, with hand-offs
+    void *dqb, *dkb;       // (N, H*D), (N, Hkv*D) bf16: RoPE's backward's, with hand-offs
+    float *logp, *coef;    // (N): the output projection's per-token values
+    float *hlogp, *hcoef;  // (N): their host copies
     int32_t *bids, *btargets, *bstart; // (N): the batch in the backend's memory
     int32_t *negpos;                   // (N): RoPE's backward rotates by the opposite angles
     struct tw_model *merged;           // tw_lm_merged's last result (LoRA)
@@ -847,13 +849,13 @@ static int ensure_acts(tw_lm *m, int64_t N)
                         3 * N * F + (int64_t)TW_PROJ_COUNT * N * m->r;
     if (c->qk_norm)
         per_layer += N * HD + N * KV + N * c->n_head + N * c->n_head_kv;
-    if (hb) // xn1, xn2, h as bf16 only; q, k, v kept as bf16 too
-        per_layer += 2 * halves(N * C) + halves(N * HD) + halves(N * F) +
-                     halves(N * (HD + 2 * KV)) - 2 * N * C - N * F;
+    if (hb) // xn1, xn2, h, g, u as bf16 only; q, k, v kept as bf16 too
+        per_layer += 2 * halves(N * C) + halves(N * HD) + 3 * halves(N * F) +
+                     halves(N * (HD + 2 * KV)) - 2 * N * C - 3 * N * F;
     int64_t LA = m->recompute ? 1 : L; // layers whose activations are kept
     int64_t total = (L + 1) * N * C + LA * per_layer + N * C + N + 2 * N * C + 3 * N * F +
                     4 * N * HD + 4 * N * KV + N * m->r + N * W + 2 * N +
-                    (hb ? 2 * halves(N * F) + halves(N * C) + halves(N * HD) + halves(N * KV) : 0);
+                    (hb ? 3 * halves(N * F) + halves(N * C) + halves(N * HD) + halves(N * KV) : 0);
     tw_backend_release(m->be, m->act_buf), tw_backend_release(m->be, m->bids);
     tw_free(m->xs), tw_free(m->a), tw_free(m->negpos), tw_free(m->hlogp);
     m->act_buf = NULL, m->bids = NULL, m->xs = NULL, m->a = NULL, m->negpos = NULL;
@@ -887,12 +889,13 @@ static int ensure_acts(tw_lm *m, int64_t N)
         t->x_mid = TAKE(N * C), t->rstd1 = TAKE(N), t->rstd2 = TAKE(N);
         t->q = TAKE(N * HD), t->att = TAKE(N * HD), t->k = TAKE(N * KV), t->v = TAKE(N * KV);
         t->lse = TAKE(N * c->n_head);
-        t->g = TAKE(N * F), t->u = TAKE(N * F);
         if (hb) {
             t->xn1b = TAKE_H(N * C), t->xn2b = TAKE_H(N * C), t->attb = TAKE_H(N * HD);
             t->hb = TAKE_H(N * F), t->qkvb = TAKE_H(N * (HD + 2 * KV));
+            t->gb = TAKE_H(N * F), t->ub = TAKE_H(N * F);
         } else {
             t->xn1 = TAKE(N * C), t->xn2 = TAKE(N * C), t->h = TAKE(N * F);
+            t->g = TAKE(N * F), t->u = TAKE(N * F);
         }
         for (int q = 0; q < TW_PROJ_COUNT; q++)
             t->xa[q] = TAKE(N * m->r);
@@ -908,9 +911,10 @@ static int ensure_acts(tw_lm *m, int64_t N)
     m->dk = TAKE(N * KV), m->dv = TAKE(N * KV), m->dkp = TAKE(N * KV);
     m->dxa = TAKE(N * m->r), m->tmp = TAKE(N * W);
     m->logp = TAKE(N), m->coef = TAKE(N);
-    m->dgb = m->dub = m->dxb = m->dqb = m->dkb = NULL;
+    m->dgb = m->dub = m->dhb = m->dxb = m->dqb = m->dkb = NULL;
     if (hb) {
-        m->dgb = TAKE_H(N * F), m->dub = TAKE_H(N * F), m->dxb = TAKE_H(N * C);
+        m->dgb = TAKE_H(N * F), m->dub = TAKE_H(N * F), m->dhb = TAKE_H(N * F);
+        m->dxb = TAKE_H(N * C);
         m->dqb = TAKE_H(N * HD), m->dkb = TAKE_H(N * KV);
     }
 #undef TAKE_H
@@ -978,14 +982,15 @@ static void start_group(tw_lm *m, bool same_x)
 }
 
 // y (N, out) = x W^T + b + scale (drop(x) A^T) B^T, x given as f32 or, with hand-offs (no
-// adapters), as its bf16 copy xb. same_x: see start_group.
-static int lin_fwd(tw_lm *m, int il, int p, float *y, const float *x, const void *xb, int64_t N,
-                   bool same_x)
+// adapters), as its bf16 copy xb, and then y as f32 or (y NULL) as bf16 in yb. same_x: see
+// start_group.
+static int lin_fwd(tw_lm *m, int il, int p, float *y, void *yb, const float *x, const void *xb,
+                   int64_t N, bool same_x)
 {
     struct tw_layer *L = &m->bw->layers[il];
     struct lora *a = lora_at(m, il, p);
     if (xb)
-        return m->go->linear_fwd_bf16(m->be, y, xb, lt(L, proj_off[p]), bias_of(L, p), N);
+        return m->go->linear_fwd_bf16(m->be, y, yb, xb, lt(L, proj_off[p]), bias_of(L, p), N);
     start_group(m, same_x);
     if (a && m->fused) // s drop(x) A^T kept in bf16 where xa's floats are
         return m->go->lora_fwd(m->be, y, lora_input(m, x, N, a->in), lt(L, proj_off[p]),
@@ -1004,17 +1009,17 @@ static int lin_fwd(tw_lm *m, int il, int p, float *y, const float *x, const void
 
 // dx += dy W (+ the adapter's path), or with add false dx = that; the gradients of whatever is
 // trainable. With hand-offs x comes as its bf16 copy xb and dy may come as one (dyb; dy then
-// only for a bias). same_x: see start_group.
-static int lin_bwd(tw_lm *m, int il, int p, float *dx, bool add, const float *dy, const void *dyb,
-                   const float *x, const void *xb, int64_t N, bool same_x)
+// only for a bias), and dx may go as bf16 to dxb (dx NULL, add false). same_x: see start_group.
+static int lin_bwd(tw_lm *m, int il, int p, float *dx, void *dxb, bool add, const float *dy,
+                   const void *dyb, const float *x, const void *xb, int64_t N, bool same_x)
 {
     struct tw_layer *L = &m->bw->layers[il], *G = &m->bgm->layers[il];
     struct tw_tensor *gw = lt(G, proj_off[p]);
     float *gb = bias_off[p] && lt(G, bias_off[p])->data ? f(lt(G, bias_off[p])) : NULL;
     struct lora *a = lora_at(m, il, p);
     if (xb)
-        return m->go->linear_bwd_bf16(m->be, dx, add, gw->data ? f(gw) : NULL, gb, dy, dyb, xb,
-                                      lt(L, proj_off[p]), N);
+        return m->go->linear_bwd_bf16(m->be, dx, dxb, add, gw->data ? f(gw) : NULL, gb, dy, dyb,
+                                      xb, lt(L, proj_off[p]), N);
     start_group(m, same_x);
     if (a && m->fused)
         return m->go->lora_bwd(m->be, dx, add, a->bdA, a->bdB, gb, dy, lora_input(m, x, N, a->in),
@@ -1059,7 +1064,7 @@ static struct tw_attn_shape attn_shape(const tw_lm *m, const struct tw_lm_batch 
 }
 
 // RoPE on x (N, heads, head_dim) at positions pos, through the engine's op; with xb (hand-offs)
-// through rope_bf16, into xb as bf16 and, with keep, in place too.
+// through rope_bf16, into xb as bf16 and, with keep, in place too; with x NULL, xb in place.
 static void rope(tw_lm *m, float *x, void *xb, bool keep, const int32_t *pos, int64_t N,
                  int64_t heads)
 {
@@ -1130,12 +1135,20 @@ static int layer_fwd(tw_lm *m, int il, const struct tw_lm_batch *b)
     struct tw_attn_shape as = attn_shape(m, b);
     bool hb = m->acts_bf16;
     as.keep = a->qkvb;
+    // with hand-offs q's, k's and v's bf16 copies go to the attention's keep; where the
+    // attention multiplies those alone (attn_keeps), v's product writes its copy there, and so
+    // do q's and k's unless q/k norms read them in f32 first (RoPE then rotates them in place)
+    uint16_t *qb = hb ? (uint16_t *)a->qkvb : NULL, *kb = hb ? qb + N * H * D : NULL;
+    uint16_t *vb = hb ? kb + N * Hkv * D : NULL;
+    bool direct = hb && go->attn_keeps && go->attn_keeps(m->be, &as);
+    bool qk16 = direct && !c->qk_norm;
+    float *q = qk16 ? NULL : a->q, *k = qk16 ? NULL : a->k, *v = direct ? NULL : a->v;
     norm_fwd(m, a->xn1, a->xn1b, a->rstd1, x, f(&L->attn_norm), N);
-    int rc = lin_fwd(m, il, TW_PROJ_Q, a->q, a->xn1, a->xn1b, N, false);
+    int rc = lin_fwd(m, il, TW_PROJ_Q, q, qk16 ? qb : NULL, a->xn1, a->xn1b, N, false);
     if (!rc)
-        rc = lin_fwd(m, il, TW_PROJ_K, a->k, a->xn1, a->xn1b, N, true);
+        rc = lin_fwd(m, il, TW_PROJ_K, k, qk16 ? kb : NULL, a->xn1, a->xn1b, N, true);
     if (!rc)
-        rc = lin_fwd(m, il, TW_PROJ_V, a->v, a->xn1, a->xn1b, N, true);
+        rc = lin_fwd(m, il, TW_PROJ_V, v, direct ? vb : NULL, a->xn1, a->xn1b, N, true);
     if (rc)
         return rc;
     if (c->qk_norm) {
@@ -1144,29 +1157,28 @@ static int layer_fwd(tw_lm *m, int il, const struct tw_lm_batch *b)
         go->rmsnorm_fwd(m->be, a->q, a->q_rstd, a->q_pre, f(&L->q_norm), N * H, D, c->norm_eps);
         go->rmsnorm_fwd(m->be, a->k, a->k_rstd, a->k_pre, f(&L->k_norm), N * Hkv, D, c->norm_eps);
     }
-    // with hand-offs q's and k's bf16 copies go straight to the attention's keep
-    uint16_t *qb = hb ? (uint16_t *)a->qkvb : NULL, *kb = hb ? qb + N * H * D : NULL;
-    rope(m, a->q, qb, true, b->pos, N, H);
-    rope(m, a->k, kb, true, b->pos, N, Hkv);
-    as.kept_qk = hb;
-    go->attn_fwd(m->be, a->att, a->lse, a->q, a->k, a->v, m->bstart, &as);
+    // (the rotated f32 q and k kept for an attention that reads them)
+    rope(m, q, qb, !direct, b->pos, N, H);
+    rope(m, k, kb, !direct, b->pos, N, Hkv);
+    as.kept_qk = hb, as.kept_v = direct;
+    go->attn_fwd(m->be, a->att, a->lse, q, k, v, m->bstart, &as);
     if (hb) // the o product's input, rounded once for its forward and its dW
         go->round_bf16(m->be, a->attb, H * D, a->att, N, H * D);
-    if ((rc = lin_fwd(m, il, TW_PROJ_O, m->dxn, a->att, a->attb, N, false)))
+    if ((rc = lin_fwd(m, il, TW_PROJ_O, m->dxn, NULL, a->att, a->attb, N, false)))
         return rc;
     add(m, a->x_mid, x, m->dxn, N, C);
     norm_fwd(m, a->xn2, a->xn2b, a->rstd2, a->x_mid, f(&L->ffn_norm), N);
-    if ((rc = lin_fwd(m, il, TW_PROJ_GATE, a->g, a->xn2, a->xn2b, N, false)) ||
-        (rc = lin_fwd(m, il, TW_PROJ_UP, a->u, a->xn2, a->xn2b, N, true)))
+    if ((rc = lin_fwd(m, il, TW_PROJ_GATE, a->g, a->gb, a->xn2, a->xn2b, N, false)) ||
+        (rc = lin_fwd(m, il, TW_PROJ_UP, a->u, a->ub, a->xn2, a->xn2b, N, true)))
         return rc;
     if (hb) {
-        go->swiglu_bf16(m->be, a->hb, a->g, a->u, N * F);
+        go->swiglu_bf16(m->be, a->hb, a->gb, a->ub, N * F);
     } else {
         struct tw_tensor th = tw_tensor_f32_2d(a->h, N, F), tg = tw_tensor_f32_2d(a->g, N, F);
         struct tw_tensor tu = tw_tensor_f32_2d(a->u, N, F);
         tw_swiglu(m->be, &th, &tg, &tu);
     }
-    if ((rc = lin_fwd(m, il, TW_PROJ_DOWN, m->dxn, a->h, a->hb, N, false)))
+    if ((rc = lin_fwd(m, il, TW_PROJ_DOWN, m->dxn, NULL, a->h, a->hb, N, false)))
         return rc;
     add(m, y, a->x_mid, m->dxn, N, C);
     return 0;
@@ -1201,21 +1213,24 @@ static int layer_bwd(tw_lm *m, int il, const struct tw_lm_batch *b)
     // the MLP: y = x_mid + down(silu(gate(xn2)) * up(xn2)); each gradient buffer's first
     // writer writes it (no zeroing passes); with hand-offs SwiGLU's backward writes dg and du
     // as the bf16 copies their products read
-    int rc = lin_bwd(m, il, TW_PROJ_DOWN, m->dh, false, m->dx, m->dxb, a->h, a->hb, N, false);
+    int rc = lin_bwd(m, il, TW_PROJ_DOWN, hb ? NULL : m->dh, m->dhb, false, m->dx, m->dxb, a->h,
+                     a->hb, N, false);
     if (rc)
         return rc;
     if (hb)
-        go->swiglu_bwd_bf16(be, m->dgb, m->dub, m->dh, a->g, a->u, N * F);
+        go->swiglu_bwd_bf16(be, m->dgb, m->dub, m->dhb, a->gb, a->ub, N * F);
     else
         go->swiglu_bwd(be, m->dg, m->du, m->dh, a->g, a->u, N * F);
-    if ((rc = lin_bwd(m, il, TW_PROJ_GATE, m->dxn, false, m->dg, m->dgb, a->xn2, a->xn2b, N,
+    if ((rc = lin_bwd(m, il, TW_PROJ_GATE, m->dxn, NULL, false, m->dg, m->dgb, a->xn2, a->xn2b, N,
                       false)) ||
-        (rc = lin_bwd(m, il, TW_PROJ_UP, m->dxn, true, m->du, m->dub, a->xn2, a->xn2b, N, true)))
+        (rc = lin_bwd(m, il, TW_PROJ_UP, m->dxn, NULL, true, m->du, m->dub, a->xn2, a->xn2b, N,
+                      true)))
         return rc;
     norm_bwd(m, m->dx, G->ffn_norm.data ? f(&G->ffn_norm) : NULL, m->dxn, a->x_mid,
              f(&L->ffn_norm), a->rstd2, N, C);
     // attention: x_mid = x + o(attn(rope(q), rope(k), v))
-    if ((rc = lin_bwd(m, il, TW_PROJ_O, m->datt, false, m->dx, m->dxb, a->att, a->attb, N, false)))
+    if ((rc = lin_bwd(m, il, TW_PROJ_O, m->datt, NULL, false, m->dx, m->dxb, a->att, a->attb, N,
+                      false)))
         return rc;
     as.assign = true; // dq, dk, dv written whole (no zeroing pass)
     go->attn_bwd(be, m->dq, m->dk, m->dv, m->datt, a->q, a->k, a->v, a->att, a->lse, m->bstart,
@@ -1236,9 +1251,11 @@ static int layer_bwd(tw_lm *m, int il, const struct tw_lm_batch *b)
                         f(&L->k_norm), a->k_rstd, N * Hkv, D);
         dq = m->dqp, dk = m->dkp;
     }
-    if ((rc = lin_bwd(m, il, TW_PROJ_Q, m->dxn, false, dq, dqb, a->xn1, a->xn1b, N, false)) ||
-        (rc = lin_bwd(m, il, TW_PROJ_K, m->dxn, true, dk, dkb, a->xn1, a->xn1b, N, true)) ||
-        (rc = lin_bwd(m, il, TW_PROJ_V, m->dxn, true, m->dv, NULL, a->xn1, a->xn1b, N, true)))
+    if ((rc =
+             lin_bwd(m, il, TW_PROJ_Q, m->dxn, NULL, false, dq, dqb, a->xn1, a->xn1b, N, false)) ||
+        (rc = lin_bwd(m, il, TW_PROJ_K, m->dxn, NULL, true, dk, dkb, a->xn1, a->xn1b, N, true)) ||
+        (rc =
+             lin_bwd(m, il, TW_PROJ_V, m->dxn, NULL, true, m->dv, NULL, a->xn1, a->xn1b, N, true)))
         return rc;
     norm_bwd(m, m->dx, G->attn_norm.data ? f(&G->attn_norm) : NULL, m->dxn, m->xs[il],
              f(&L->attn_norm), a->rstd1, N, C);

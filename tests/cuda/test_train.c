@@ -117,7 +117,9 @@ static void compare(const char *what, tw_lm *a, tw_lm *b, double tol)
 
 // Full training in bf16 compute on the GPU with the bf16 hand-offs between ops (grad.h) against
 // the same model's f32 activations (TWIN_TRAIN_ACTS=f32, rounded by each product): the same
-// roundings of the same values, so the same step up to the products' summation order.
+// roundings of the same values but for the hand-offs' bf16 q, k, v, g, u and dh (products'
+// outputs, as PyTorch's autocast keeps them), so the same step within bf16's noise (each side
+// measured 1.0-1.5e-2 from the CPU's gradients, 1.0-1.3e-2 from each other, on an H200).
 static void compare_handoffs(const char *what, tw_lm *a, tw_lm *b)
 {
     struct batch x;
@@ -150,9 +152,9 @@ static void compare_handoffs(const char *what, tw_lm *a, tw_lm *b)
            "gradients worst %.2e\n",
            what, ce[0] / (double)n[0], ce[1] / (double)n[1], dl, worst);
     CHECK_EQ_INT(n[0], n[1]);
-    CHECK(fabs(ce[0] - ce[1]) < 1e-5 * fabs(ce[0]));
-    CHECK(dl < 1e-4);
-    CHECK(worst < 1e-3);
+    CHECK(fabs(ce[0] - ce[1]) < 2e-4 * fabs(ce[0]));
+    CHECK(dl < 3e-2);
+    CHECK(worst < 4e-2);
     tw_lm_free(a), tw_lm_free(b);
 }
 
@@ -512,8 +514,28 @@ static void test_swiglu_bwd(void)
         tw_free(hs[i]);
 }
 
-// The bf16 hand-offs' SwiGLU (grad.h): its backward's dg, du the f32 op's rounded, bit for bit;
-// its forward within a rounding of silu(g) u; aligned arrays and arrays one value in.
+// x's values rounded to bf16 in place (as floats), and their bf16 copy (n values, tw_malloc'd).
+static uint16_t *round_host(float *x, size_t n)
+{
+    uint16_t *b = tw_malloc_array(n, 2);
+    REQUIRE(b);
+    for (size_t i = 0; i < n; i++)
+        b[i] = tw_f32_to_bf16(x[i]), x[i] = tw_bf16_to_f32(b[i]);
+    return b;
+}
+
+// n bf16 values on the device, copied from the host.
+static uint16_t *dev_bf16(const uint16_t *h, size_t n)
+{
+    uint16_t *d = tw_backend_alloc(gpu, n * 2);
+    REQUIRE(d);
+    CHECK_OK(tw_backend_upload(gpu, d, h, n * 2));
+    return d;
+}
+
+// The bf16 hand-offs' SwiGLU (grad.h) on bf16 dh, g, u: its backward's dg, du the f32 op's on
+// the same values, rounded, bit for bit; its forward within a rounding of silu(g) u; aligned
+// arrays and arrays one value in (element by element).
 static void test_swiglu_bf16(void)
 {
     const struct tw_grad_ops *g = tw_backend_grad(gpu);
@@ -523,13 +545,16 @@ static void test_swiglu_bf16(void)
     float *u = host_random(&rng, n + 1, 2.0f), *hf = tw_malloc_array(n, sizeof(float));
     uint16_t *hb = tw_malloc_array(n, 2), *hb2 = tw_malloc_array(n, 2);
     REQUIRE(hf && hb && hb2);
+    uint16_t *dhh = round_host(dh, n + 1), *gah = round_host(ga, n + 1),
+             *uh = round_host(u, n + 1);
     float *Dh = dev_of(gpu, dh, n + 1), *Ga = dev_of(gpu, ga, n + 1), *U = dev_of(gpu, u, n + 1);
+    uint16_t *Dhb = dev_bf16(dhh, n + 1), *Gab = dev_bf16(gah, n + 1), *Uab = dev_bf16(uh, n + 1);
     float *Dg = dev_poisoned(gpu, n + 1);
     uint16_t *Gb = tw_backend_alloc(gpu, 2 * (n + 1)), *Ub = tw_backend_alloc(gpu, 2 * (n + 1));
     REQUIRE(Gb && Ub);
     for (size_t off = 0; off < 2; off++) {
         bool same = true;
-        g->swiglu_bwd_bf16(gpu, Gb + off, Ub + off, Dh + off, Ga + off, U + off, n);
+        g->swiglu_bwd_bf16(gpu, Gb + off, Ub + off, Dhb + off, Gab + off, Uab + off, n);
         for (int which = 0; which < 2; which++) { // dg, then du
             float *Du = dev_poisoned(gpu, n + 1);
             g->swiglu_bwd(gpu, which ? Du + off : Dg + off, which ? Dg + off : Du + off, Dh + off,
@@ -542,7 +567,7 @@ static void test_swiglu_bf16(void)
             tw_backend_release(gpu, Du);
         }
         CHECK(same);
-        g->swiglu_bf16(gpu, Gb + off, Ga + off, U + off, n);
+        g->swiglu_bf16(gpu, Gb + off, Gab + off, Uab + off, n);
         CHECK_OK(tw_backend_sync(gpu));
         CHECK_OK(tw_backend_download(gpu, hb2, Gb + off, n * 2));
         double worst = 0;
@@ -554,10 +579,120 @@ static void test_swiglu_bf16(void)
             fprintf(stderr, "swiglu_bf16 (+%zu): %g\n", off, worst);
         CHECK(worst < 8e-3);
     }
-    float *devs[] = { Dh, Ga, U, Dg, (float *)Gb, (float *)Ub };
-    for (size_t i = 0; i < 6; i++)
+    void *devs[] = { Dh, Ga, U, Dg, Gb, Ub, Dhb, Gab, Uab };
+    for (size_t i = 0; i < sizeof devs / sizeof *devs; i++)
         tw_backend_release(gpu, devs[i]);
     tw_free(dh), tw_free(ga), tw_free(u), tw_free(hf), tw_free(hb), tw_free(hb2);
+    tw_free(dhh), tw_free(gah), tw_free(uh);
+}
+
+// The hand-offs' RoPE in place on bf16 values (x NULL) against its rotation of the same values
+// given in f32 (rounded into a copy), bit for bit: neox pairs and interleaved ones, a head of
+// 64 rotated whole and one of 128 with 96 dims rotated (the rest passed through), negative
+// positions (the backward's).
+static void rope_bf16_case(int64_t N, int64_t heads, int32_t D, int32_t n_rot, bool neox)
+{
+    const struct tw_grad_ops *g = tw_backend_grad(gpu);
+    size_t n = (size_t)(N * heads * D);
+    uint64_t rng = (uint64_t)(N * 7 + D + neox);
+    float *x = host_random(&rng, n, 2.0f), *freq = tw_malloc_array((size_t)n_rot / 2, 4);
+    int32_t *pos = tw_malloc_array((size_t)N, sizeof(int32_t));
+    uint16_t *a = tw_malloc_array(n, 2), *b = tw_malloc_array(n, 2);
+    REQUIRE(freq && pos && a && b);
+    for (int i = 0; i < n_rot / 2; i++)
+        freq[i] = powf(10000.0f, -2.0f * (float)i / (float)n_rot);
+    for (int64_t t = 0; t < N; t++)
+        pos[t] = (int32_t)(t % 2 ? t * 37 % 3001 : -(t * 11 % 997));
+    uint16_t *xh = round_host(x, n);
+    float *X = dev_of(gpu, x, n);
+    uint16_t *A = tw_backend_alloc(gpu, n * 2), *Bb = dev_bf16(xh, n);
+    REQUIRE(A);
+    struct tw_rope r = { .head_dim = D, .n_rot = n_rot, .neox = neox, .inv_freq = freq };
+    g->rope_bf16(gpu, A, X, false, pos, N, heads, &r);
+    g->rope_bf16(gpu, Bb, NULL, false, pos, N, heads, &r);
+    CHECK_OK(tw_backend_sync(gpu));
+    CHECK_OK(tw_backend_download(gpu, a, A, n * 2));
+    CHECK_OK(tw_backend_download(gpu, b, Bb, n * 2));
+    if (memcmp(a, b, n * 2) != 0)
+        fprintf(stderr, "rope_bf16 in place (N %lld, heads %lld, D %d, rot %d) differs\n",
+                (long long)N, (long long)heads, D, n_rot);
+    CHECK(memcmp(a, b, n * 2) == 0);
+    size_t moved = 0;
+    for (size_t i = 0; i < n; i++)
+        moved += b[i] != xh[i];
+    CHECK(moved > n / 2); // rotated
+    tw_backend_release(gpu, X), tw_backend_release(gpu, A), tw_backend_release(gpu, Bb);
+    tw_free(x), tw_free(freq), tw_free(pos), tw_free(a), tw_free(b), tw_free(xh);
+}
+
+static void test_rope_bf16(void)
+{
+    rope_bf16_case(77, 12, 64, 64, true);
+    rope_bf16_case(5000, 3, 64, 64, false); // enough rows for 8 heads a warp
+    rope_bf16_case(301, 4, 128, 96, true);
+}
+
+// The hand-offs' products with bf16 outputs (grad.h): linear_fwd_bf16's yb against its f32 y
+// (within one rounding: cuBLAS may sum in another order for another output type; with a bias
+// the same product, so the f32 y plus the bias rounded, bit for bit), and linear_bwd_bf16's dxb
+// against its f32 dx, on rows that are not multiples of a tile.
+static void test_linear_bf16(void)
+{
+    const struct tw_grad_ops *g = tw_backend_grad(gpu);
+    const int64_t N = 77, K = 200, M = 136;
+    uint64_t rng = 91;
+    float *x = host_random(&rng, (size_t)(N * K), 1.0f),
+          *w = host_random(&rng, (size_t)(M * K), 0.1f);
+    float *dy = host_random(&rng, (size_t)(N * M), 1.0f), *b = host_random(&rng, (size_t)M, 1.0f);
+    uint16_t *xh = round_host(x, (size_t)(N * K)), *wh = round_host(w, (size_t)(M * K));
+    uint16_t *dyh = round_host(dy, (size_t)(N * M));
+    uint16_t *Xb = dev_bf16(xh, (size_t)(N * K)), *Wb = dev_bf16(wh, (size_t)(M * K));
+    uint16_t *Dyb = dev_bf16(dyh, (size_t)(N * M));
+    float *Bias = dev_of(gpu, b, (size_t)M), *Y = dev_poisoned(gpu, (size_t)(N * M));
+    float *Dx = dev_poisoned(gpu, (size_t)(N * K));
+    uint16_t *Yb = tw_backend_alloc(gpu, (size_t)(N * M) * 2);
+    uint16_t *Dxb = tw_backend_alloc(gpu, (size_t)(N * K) * 2);
+    REQUIRE(Yb && Dxb);
+    struct tw_tensor wt;
+    REQUIRE(tw_tensor_init(&wt, TW_DTYPE_BF16, 2, (int64_t[]){ M, K }, Wb, "w") == 0);
+    wt.device = TW_DEVICE_CUDA;
+    float *yf = tw_malloc_array((size_t)(N * K), sizeof(float));
+    uint16_t *yb = tw_malloc_array((size_t)(N * K), 2);
+    REQUIRE(yf && yb);
+    for (int bias = 0; bias < 2; bias++) {
+        const float *bp = bias ? Bias : NULL;
+        CHECK_OK(g->linear_fwd_bf16(gpu, Y, NULL, Xb, &wt, bp, N));
+        CHECK_OK(g->linear_fwd_bf16(gpu, NULL, Yb, Xb, &wt, bp, N));
+        CHECK_OK(tw_backend_sync(gpu));
+        CHECK_OK(tw_backend_download(gpu, yf, Y, (size_t)(N * M) * sizeof(float)));
+        CHECK_OK(tw_backend_download(gpu, yb, Yb, (size_t)(N * M) * 2));
+        bool same = true;
+        double worst = 0;
+        for (int64_t i = 0; i < N * M; i++) {
+            same &= yb[i] == tw_f32_to_bf16(yf[i]);
+            worst = fmax(worst, fabs(tw_bf16_to_f32(yb[i]) - yf[i]) / (fabs(yf[i]) + 1e-2));
+        }
+        printf("linear_fwd_bf16 (bias %d): bf16 output against f32's, worst %.2e, %s\n", bias,
+               worst, same ? "bit for bit" : "not bit for bit");
+        CHECK(worst < 8e-3);
+        if (bias)
+            CHECK(same);
+    }
+    CHECK_OK(g->linear_bwd_bf16(gpu, Dx, NULL, false, NULL, NULL, NULL, Dyb, Xb, &wt, N));
+    CHECK_OK(g->linear_bwd_bf16(gpu, NULL, Dxb, false, NULL, NULL, NULL, Dyb, Xb, &wt, N));
+    CHECK_OK(tw_backend_sync(gpu));
+    CHECK_OK(tw_backend_download(gpu, yf, Dx, (size_t)(N * K) * sizeof(float)));
+    CHECK_OK(tw_backend_download(gpu, yb, Dxb, (size_t)(N * K) * 2));
+    double worst = 0;
+    for (int64_t i = 0; i < N * K; i++)
+        worst = fmax(worst, fabs(tw_bf16_to_f32(yb[i]) - yf[i]) / (fabs(yf[i]) + 1e-2));
+    printf("linear_bwd_bf16: bf16 dx against f32's, worst %.2e\n", worst);
+    CHECK(worst < 8e-3);
+    void *devs[] = { Xb, Wb, Dyb, Bias, Y, Dx, Yb, Dxb };
+    for (size_t i = 0; i < sizeof devs / sizeof *devs; i++)
+        tw_backend_release(gpu, devs[i]);
+    tw_free(x), tw_free(w), tw_free(dy), tw_free(b), tw_free(xh), tw_free(wh), tw_free(dyh);
+    tw_free(yf), tw_free(yb);
 }
 
 // RMSNorm's passes on the GPU against the CPU's, N rows of C: the backward adding into dx (the
@@ -628,6 +763,8 @@ int main(int argc, char **argv)
     test_round();
     test_swiglu_bwd();
     test_swiglu_bf16();
+    test_linear_bf16();
+    test_rope_bf16();
     test_norms();
     test_attention();
     if (argc > 1 && strcmp(argv[1], "--attention") == 0) {

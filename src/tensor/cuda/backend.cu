@@ -440,10 +440,11 @@ static __device__ __forceinline__ int2 rope_dims(int i, int half, bool neox)
 // and two an element of v made the version before instruction-bound: 38 us a call on the 8B's
 // q and k in training, 5.2 % of SmolLM2's 2048-token prefill, ncu on an H200; a head a warp,
 // one load at a time, ran llama-124m's q in training at 1.6 TB/s). With Hkv 0, tw_rope of q
-// alone. None writes what another reads. q's rotated heads go to qo (OutT: q itself, f32, or a
-// bf16 copy for training's hand-offs, twc_rope_train) and, where qb is given, rounded to qb too.
-template <int PAIRS, typename OutT>
-static __global__ void rope_store_kernel(float *q, float *k, const float *v, const int32_t *pos,
+// alone. None writes what another reads. q's rotated heads go to qo (OutT: q itself, or a bf16
+// copy for training's hand-offs, twc_rope_train) and, where qb is given, rounded to qb too; q
+// is f32 but for those hand-offs' in-place rotation of a bf16 q (InT, qo == q).
+template <int PAIRS, typename OutT, typename InT = float>
+static __global__ void rope_store_kernel(InT *q, float *k, const float *v, const int32_t *pos,
                                          const float *inv_freq, const int32_t *rows, float *kc,
                                          float *vc, int64_t T, int H, int Hkv, int D, int half,
                                          bool neox, int hg, OutT *qo, __nv_bfloat16 *qb)
@@ -470,13 +471,17 @@ static __global__ void rope_store_kernel(float *q, float *k, const float *v, con
 #pragma unroll
     for (int e = 0; e < ROPE_HEADS; e++) {
         const int h = h0 + e;
-        const float *x = h < H ? q + (t * H + h) * D : k + (t * Hkv + (h - H)) * D;
+        const InT *xq = h < H ? q + (t * H + h) * D : NULL;
+        const float *xk = h < H ? NULL : k + (t * Hkv + (h - H)) * D;
 #pragma unroll
         for (int j = 0; j < PAIRS; j++) {
             a[e][j] = b[e][j] = 0.0f;
             if (e < nh && lane + 32 * j < half) {
                 int2 d = rope_dims(lane + 32 * j, half, neox);
-                a[e][j] = x[d.x], b[e][j] = x[d.y];
+                if (xq)
+                    a[e][j] = (float)xq[d.x], b[e][j] = (float)xq[d.y];
+                else
+                    a[e][j] = xk[d.x], b[e][j] = xk[d.y];
             }
         }
     }
@@ -485,7 +490,8 @@ static __global__ void rope_store_kernel(float *q, float *k, const float *v, con
         const int h = h0 + e;
         if (e >= nh)
             break;
-        float *x = h < H ? q + (t * H + h) * D : k + (t * Hkv + (h - H)) * D, *dst = NULL;
+        InT *xq = h < H ? q + (t * H + h) * D : NULL;
+        float *xk = h < H ? NULL : k + (t * Hkv + (h - H)) * D, *dst = NULL;
         OutT *xo = h < H ? qo + (t * H + h) * D : NULL;
         __nv_bfloat16 *xb = h < H && qb ? qb + (t * H + h) * D : NULL;
         if (h >= H)
@@ -498,7 +504,7 @@ static __global__ void rope_store_kernel(float *q, float *k, const float *v, con
                 if (xo)
                     xo[d.x] = (OutT)r0, xo[d.y] = (OutT)r1;
                 else
-                    x[d.x] = r0, x[d.y] = r1;
+                    xk[d.x] = r0, xk[d.y] = r1;
                 if (xb)
                     xb[d.x] = __float2bfloat16(r0), xb[d.y] = __float2bfloat16(r1);
                 if (dst)
@@ -509,9 +515,9 @@ static __global__ void rope_store_kernel(float *q, float *k, const float *v, con
         if (h < H && (apart || xb)) // the dims past the rotated ones, to the copies
             for (int d = 2 * half + lane; d < D; d += 32) {
                 if (apart)
-                    xo[d] = (OutT)x[d];
+                    xo[d] = (OutT)(float)xq[d];
                 if (xb)
-                    xb[d] = __float2bfloat16(x[d]);
+                    xb[d] = __float2bfloat16((float)xq[d]);
             }
         if (dst) { // v's head, and k's dims past the rotated ones
             const float *vr = v + (t * Hkv + (h - H)) * D;
@@ -519,7 +525,7 @@ static __global__ void rope_store_kernel(float *q, float *k, const float *v, con
             for (int d = lane; d < D; d += 32) {
                 vd[d] = vr[d];
                 if (d >= 2 * half)
-                    dst[d] = x[d];
+                    dst[d] = xk[d];
             }
         }
     }
@@ -1102,12 +1108,13 @@ static void cuda_layernorm(struct tw_backend *be, struct tw_tensor *y, const str
 }
 
 // q (T, H, D) and k (T, Hkv, D; Hkv = 0: none, tw_rope) through rope_store_kernel, q's heads
-// into qo (NULL: q) and qb (NULL: none) as the kernel says.
-template <typename OutT = float>
+// into qo (NULL: q) and qb (NULL: none) as the kernel says; q's values at qx (InT; NULL: q's
+// data, f32).
+template <typename OutT = float, typename InT = float>
 static void rope_store(struct cuda_impl *im, struct tw_tensor *q, float *k, const float *v,
                        int64_t Hkv, const int32_t *pos, const struct tw_rope *r, float *k_cache,
                        float *v_cache, const int32_t *rows, const char *what, OutT *qo = NULL,
-                       __nv_bfloat16 *qb = NULL)
+                       __nv_bfloat16 *qb = NULL, InT *qx = NULL)
 {
     int64_t T = q->ne[0], H = q->ne[1], D = q->ne[2];
     int half = r->n_rot / 2;
@@ -1127,16 +1134,17 @@ static void rope_store(struct cuda_impl *im, struct tw_tensor *q, float *k, cons
     // training), else 1 (decode: its few heads spread over as many warps).
     int hg = T * (H + Hkv) >= (int64_t)ROPE_HEADS * 16 * 132 ? ROPE_HEADS : 1;
     int64_t warps = T * ((H + Hkv + hg - 1) / hg);
-    void (*kern)(float *, float *, const float *, const int32_t *, const float *, const int32_t *,
+    void (*kern)(InT *, float *, const float *, const int32_t *, const float *, const int32_t *,
                  float *, float *, int64_t, int, int, int, int, bool, int, OutT *,
-                 __nv_bfloat16 *) = half <= 32   ? rope_store_kernel<1, OutT>
-                                    : half <= 64 ? rope_store_kernel<2, OutT>
-                                                 : rope_store_kernel<4, OutT>;
+                 __nv_bfloat16 *) = half <= 32   ? rope_store_kernel<1, OutT, InT>
+                                    : half <= 64 ? rope_store_kernel<2, OutT, InT>
+                                                 : rope_store_kernel<4, OutT, InT>;
+    InT *x = qx ? qx : (InT *)q->data;
     if (n > 0)
         ck(im,
-           twc_launch(kern, (unsigned)((warps + 7) / 8), 256, 0, im->stream, f32(q), k, v, d_pos,
+           twc_launch(kern, (unsigned)((warps + 7) / 8), 256, 0, im->stream, x, k, v, d_pos,
                       d_freq, d_rows, k_cache, v_cache, T, (int)H, (int)Hkv, (int)D, half, r->neox,
-                      hg, qo ? qo : (OutT *)f32(q), qb), // 8 warps a block
+                      hg, qo ? qo : (OutT *)x, qb), // 8 warps a block
            what);
 }
 
@@ -1144,7 +1152,11 @@ void twc_rope_train(struct tw_backend *be, float *x, void *xb, bool keep, const 
                     int64_t N, int64_t heads, const struct tw_rope *r)
 {
     struct tw_tensor t = tw_tensor_f32_3d(x, N, heads, r->head_dim);
-    if (keep)
+    if (!x) // xb's bf16 values rotated in place
+        rope_store<__nv_bfloat16, __nv_bfloat16>(impl(be), &t, NULL, NULL, 0, pos, r, NULL, NULL,
+                                                 NULL, "rope (training)", (__nv_bfloat16 *)xb,
+                                                 NULL, (__nv_bfloat16 *)xb);
+    else if (keep)
         rope_store<float>(impl(be), &t, NULL, NULL, 0, pos, r, NULL, NULL, NULL, "rope (training)",
                           x, (__nv_bfloat16 *)xb);
     else

@@ -28,9 +28,9 @@ extern "C" {
 }
 
 #define THREADS    256
-#define COL_ROWS   64                 // rows a block of a column sum covers
-#define TILE_ELEMS ((size_t)32 << 20) // bf16 elements of a dequantised weight tile
-#define CE_FLOATS  ((size_t)64 << 20) // floats of logits a chunk of the output projection
+#define COL_ROWS   64                  // rows a block of a column sum covers
+#define TILE_ELEMS ((size_t)32 << 20)  // bf16 elements of a dequantised weight tile
+#define CE_BYTES   ((size_t)256 << 20) // bytes of logits a chunk of the output projection
 
 struct scratch {
     void *p;
@@ -39,7 +39,7 @@ struct scratch {
 
 struct grad_state {
     cublasHandle_t h;
-    struct scratch xb, yb, tile, logits, s, dp, part, seg, delta, abf;
+    struct scratch xb, yb, yf, tile, logits, s, dp, part, seg, delta, abf;
     int32_t *seg_host; // pinned: the embedding backward's token order and segments
     size_t seg_cap;
     cudaEvent_t seg_copied; // after the last copy out of seg_host (NULL: none yet)
@@ -78,8 +78,8 @@ void twc_grad_free(void *p)
     struct grad_state *g = (struct grad_state *)p;
     if (!g)
         return;
-    struct scratch *all[] = { &g->xb, &g->yb,   &g->tile, &g->logits, &g->s,
-                              &g->dp, &g->part, &g->seg,  &g->delta,  &g->abf };
+    struct scratch *all[] = { &g->xb, &g->yb,   &g->yf,  &g->tile,  &g->logits, &g->s,
+                              &g->dp, &g->part, &g->seg, &g->delta, &g->abf };
     for (size_t i = 0; i < sizeof all / sizeof *all; i++)
         cudaFree(all[i]->p);
     cudaFreeHost(g->seg_host);
@@ -110,15 +110,37 @@ static unsigned grid4(int64_t n)
     return twc_grid_for((n + 3) / 4);
 }
 
-// Four values as OutT at p: one 16-byte (f32) or 8-byte (bf16) store.
-static __device__ __forceinline__ void store4(float *p, float4 v)
-{
-    *(float4 *)p = v;
-}
-static __device__ __forceinline__ void store4(__nv_bfloat16 *p, float4 v)
-{
-    *(uint2 *)p = make_uint2(twc_pack_bf16(v.x, v.y), twc_pack_bf16(v.z, v.w));
-}
+// 16 bytes of T at p as floats, and back: 4 f32 or 8 bf16 values.
+template <typename T> struct vec16;
+template <> struct vec16<float> {
+    enum { n = 4 };
+    static __device__ __forceinline__ void load(const float *p, float (&v)[4])
+    {
+        float4 x = *(const float4 *)p;
+        v[0] = x.x, v[1] = x.y, v[2] = x.z, v[3] = x.w;
+    }
+    static __device__ __forceinline__ void store(float *p, const float (&v)[4])
+    {
+        *(float4 *)p = make_float4(v[0], v[1], v[2], v[3]);
+    }
+};
+template <> struct vec16<__nv_bfloat16> {
+    enum { n = 8 };
+    static __device__ __forceinline__ void load(const __nv_bfloat16 *p, float (&v)[8])
+    {
+        uint4 u = *(const uint4 *)p;
+        const uint32_t w[4] = { u.x, u.y, u.z, u.w };
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+            v[2 * i] = __uint_as_float(w[i] << 16),
+                  v[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+    }
+    static __device__ __forceinline__ void store(__nv_bfloat16 *p, const float (&v)[8])
+    {
+        *(uint4 *)p = make_uint4(twc_pack_bf16(v[0], v[1]), twc_pack_bf16(v[2], v[3]),
+                                 twc_pack_bf16(v[4], v[5]), twc_pack_bf16(v[6], v[7]));
+    }
+};
 
 // ---- products. Row-major C (M, N) = alpha op(A) op(B) + beta C is column-major
 // C^T = op(B)^T op(A)^T: cuBLAS gets B first. batch > 1: strided batches (strides in elements).
@@ -213,34 +235,55 @@ static __global__ void add_bias_kernel(float *y, const float *b, int64_t N, int6
     }
 }
 
+// yb = (y + b) rounded to bf16, once.
+static __global__ void bias_bf16_kernel(__nv_bfloat16 *yb, const float *y, const float *b,
+                                        int64_t N, int64_t M)
+{
+    GRID_STRIDE(i, N * M)
+    {
+        yb[i] = __float2bfloat16(y[i] + b[i % M]);
+    }
+}
+
 // y = x W^T (+ b), x given as f32 (x) or as its bf16 copy (xb, for a bf16 or block-quantised w:
-// grad.h's hand-offs).
-static int linear_fwd(struct tw_backend *be, float *y, const float *x, const __nv_bfloat16 *xb,
-                      const struct tw_tensor *w, const float *b, int64_t N)
+// grad.h's hand-offs); written to y as f32 or, for a bf16 or block-quantised w, to yb rounded
+// to bf16 (y NULL): the product's f32 sums rounded once, as PyTorch's autocast keeps them.
+static int linear_fwd(struct tw_backend *be, float *y, __nv_bfloat16 *yb, const float *x,
+                      const __nv_bfloat16 *xb, const struct tw_tensor *w, const float *b,
+                      int64_t N)
 {
     struct grad_state *g = state(be);
     int64_t K = w->ne[1], M = w->ne[0];
     if (!g)
         return 0;
-    if (w->dtype == TW_DTYPE_F32 && !xb) {
+    if (w->dtype == TW_DTYPE_F32 && !xb && !yb) {
         gemm_rm(be, G_F32, false, true, N, M, K, 1, x, K, 0, w->data, K, 0, 0, y, M, 0, 1);
     } else if (w->dtype == TW_DTYPE_F32) {
-        twc_fail(be, "linear", "a bf16 input for an f32 weight");
+        twc_fail(be, "linear", "bf16 operands for an f32 weight");
         return 0;
     } else {
         if (!xb)
             xb = bf16_of(be, &g->xb, x, N * K);
+        if (yb && b) // the bias added before the rounding: the product in f32 first
+            y = (float *)grow(be, &g->yf, (size_t)(N * M) * sizeof(float));
+        void *out = yb && !b ? (void *)yb : (void *)y;
+        cudaDataType_t ot = yb && !b ? CUDA_R_16BF : CUDA_R_32F;
+        size_t osz = yb && !b ? 2 : 4;
         int64_t rows = tile_rows(w);
-        for (int64_t r0 = 0; xb && r0 < M; r0 += rows) {
+        for (int64_t r0 = 0; xb && out && r0 < M; r0 += rows) {
             int64_t nr = M - r0 < rows ? M - r0 : rows;
             const void *wt = w->dtype == TW_DTYPE_BF16 ? w->data : w_tile(be, w, r0, nr);
             if (wt)
-                gemm_rm(be, G_BF16, false, true, N, nr, K, 1, xb, K, 0, wt, w_ld(w), 0, 0, y + r0,
-                        M, 0, 1);
+                gemm_any(be, G_BF16, false, true, N, nr, K, 1, xb, K, 0, wt, w_ld(w), 0, 0,
+                         (char *)out + (size_t)r0 * osz, ot, M, 0, 1);
         }
     }
-    if (b && !twc_failed(be))
-        add_bias_kernel<<<twc_grid_for(N * M), THREADS, 0, twc_stream(be)>>>(y, b, N, M);
+    if (b && y && !twc_failed(be)) {
+        if (yb)
+            bias_bf16_kernel<<<twc_grid_for(N * M), THREADS, 0, twc_stream(be)>>>(yb, y, b, N, M);
+        else
+            add_bias_kernel<<<twc_grid_for(N * M), THREADS, 0, twc_stream(be)>>>(y, b, N, M);
+    }
     twc_check(be, cudaGetLastError(), "linear (bias)");
     return 0;
 }
@@ -248,13 +291,13 @@ static int linear_fwd(struct tw_backend *be, float *y, const float *x, const __n
 static int g_linear_fwd(struct tw_backend *be, float *y, const float *x, const struct tw_tensor *w,
                         const float *b, int64_t N)
 {
-    return linear_fwd(be, y, x, NULL, w, b, N);
+    return linear_fwd(be, y, NULL, x, NULL, w, b, N);
 }
 
-static int g_linear_fwd_bf16(struct tw_backend *be, float *y, const void *xb,
+static int g_linear_fwd_bf16(struct tw_backend *be, float *y, void *yb, const void *xb,
                              const struct tw_tensor *w, const float *b, int64_t N)
 {
-    return linear_fwd(be, y, NULL, (const __nv_bfloat16 *)xb, w, b, N);
+    return linear_fwd(be, y, (__nv_bfloat16 *)yb, NULL, (const __nv_bfloat16 *)xb, w, b, N);
 }
 
 // out[c] += sum over rows r of a[r][c] * (b ? b[r][c] : 1) * (rs ? rs[r] : 1), in a fixed
@@ -318,17 +361,23 @@ static void colsum(struct tw_backend *be, float *out, const float *a, const floa
 }
 
 // The products of g_linear_bwd for a bf16 or block-quantised w, dy given in bf16 (dyb), x as
-// f32 (rounded here) or as its bf16 copy xb.
-static void linear_bwd_bf16(struct tw_backend *be, float *dx, bool add, float *dw,
-                            const __nv_bfloat16 *dyb, const float *x, const __nv_bfloat16 *xb,
-                            const struct tw_tensor *w, int64_t N)
+// f32 (rounded here) or as its bf16 copy xb; dx as f32 or (dxb, dx NULL, add false) written as
+// bf16, the product's f32 sums rounded once.
+static void linear_bwd_bf16(struct tw_backend *be, float *dx, __nv_bfloat16 *dxb, bool add,
+                            float *dw, const __nv_bfloat16 *dyb, const float *x,
+                            const __nv_bfloat16 *xb, const struct tw_tensor *w, int64_t N)
 {
     struct grad_state *g = state(be);
     int64_t K = w->ne[1], M = w->ne[0];
     if (!g)
         return;
-    if (dx) { // dx (N, K) (+)= dy (N, M) W (M, K)
-        int64_t rows = tile_rows(w);
+    int64_t rows = tile_rows(w);
+    if (dxb && rows < M) // a block-quantised w's tiles add up in f32 first
+        dx = (float *)grow(be, &g->yf, (size_t)(N * K) * sizeof(float));
+    if (dxb && rows >= M) { // dxb (N, K) = dy (N, M) W (M, K)
+        gemm_any(be, G_BF16, false, false, N, K, M, 1, dyb, M, 0, w->data, w_ld(w), 0, 0, dxb,
+                 CUDA_R_16BF, K, 0, 1);
+    } else if (dx) { // dx (N, K) (+)= dy (N, M) W (M, K)
         for (int64_t r0 = 0; r0 < M; r0 += rows) {
             int64_t nr = M - r0 < rows ? M - r0 : rows;
             const void *wt = w->dtype == TW_DTYPE_BF16 ? (const void *)w->data
@@ -337,6 +386,8 @@ static void linear_bwd_bf16(struct tw_backend *be, float *dx, bool add, float *d
                 gemm_rm(be, G_BF16, false, false, N, K, nr, 1, dyb + r0, M, 0, wt, w_ld(w), 0,
                         add || r0 > 0 ? 1 : 0, dx, K, 0, 1);
         }
+        if (dxb)
+            to_bf16_2d(be, dxb, K, dx, K, N, K);
     }
     if (dw) { // dw (M, K) += dy^T x: in the precision the forward multiplied in
         if (!xb)
@@ -347,15 +398,15 @@ static void linear_bwd_bf16(struct tw_backend *be, float *dx, bool add, float *d
 }
 
 // dy as f32, or (dyb, for a bf16 or block-quantised w) as its bf16 copy: dy then only for db.
-static int linear_bwd(struct tw_backend *be, float *dx, bool add, float *dw, float *db,
-                      const float *dy, const __nv_bfloat16 *dyb, const float *x,
+static int linear_bwd(struct tw_backend *be, float *dx, __nv_bfloat16 *dxb, bool add, float *dw,
+                      float *db, const float *dy, const __nv_bfloat16 *dyb, const float *x,
                       const __nv_bfloat16 *xb, const struct tw_tensor *w, int64_t N)
 {
     struct grad_state *g = state(be);
     int64_t K = w->ne[1], M = w->ne[0];
     if (!g)
         return 0;
-    if (w->dtype == TW_DTYPE_F32 && (xb || dyb)) {
+    if (w->dtype == TW_DTYPE_F32 && (xb || dyb || dxb)) {
         twc_fail(be, "linear backward", "bf16 operands for an f32 weight");
         return 0;
     }
@@ -365,11 +416,11 @@ static int linear_bwd(struct tw_backend *be, float *dx, bool add, float *dw, flo
                     K, 0, 1);
         if (dw) // dw (M, K) += dy^T x
             gemm_rm(be, G_F32, true, false, M, K, N, 1, dy, M, 0, x, K, 0, 1, dw, K, 0, 1);
-    } else if (dx || dw) {
+    } else if (dx || dxb || dw) {
         if (!dyb)
             dyb = bf16_of(be, &g->yb, dy, N * M);
         if (dyb)
-            linear_bwd_bf16(be, dx, add, dw, dyb, x, xb, w, N);
+            linear_bwd_bf16(be, dx, dxb, add, dw, dyb, x, xb, w, N);
     }
     if (db)
         colsum(be, db, dy, NULL, NULL, N, M);
@@ -379,15 +430,15 @@ static int linear_bwd(struct tw_backend *be, float *dx, bool add, float *dw, flo
 static int g_linear_bwd(struct tw_backend *be, float *dx, bool add, float *dw, float *db,
                         const float *dy, const float *x, const struct tw_tensor *w, int64_t N)
 {
-    return linear_bwd(be, dx, add, dw, db, dy, NULL, x, NULL, w, N);
+    return linear_bwd(be, dx, NULL, add, dw, db, dy, NULL, x, NULL, w, N);
 }
 
-static int g_linear_bwd_bf16(struct tw_backend *be, float *dx, bool add, float *dw, float *db,
-                             const float *dy, const void *dyb, const void *xb,
+static int g_linear_bwd_bf16(struct tw_backend *be, float *dx, void *dxb, bool add, float *dw,
+                             float *db, const float *dy, const void *dyb, const void *xb,
                              const struct tw_tensor *w, int64_t N)
 {
-    return linear_bwd(be, dx, add, dw, db, dy, (const __nv_bfloat16 *)dyb, NULL,
-                      (const __nv_bfloat16 *)xb, w, N);
+    return linear_bwd(be, dx, (__nv_bfloat16 *)dxb, add, dw, db, dy, (const __nv_bfloat16 *)dyb,
+                      NULL, (const __nv_bfloat16 *)xb, w, N);
 }
 
 static void g_gemm(struct tw_backend *be, bool lowp, bool ta, bool tb, int64_t M, int64_t N,
@@ -629,71 +680,89 @@ static void g_rmsnorm_bwd_bf16(struct tw_backend *be, float *dx, void *dxb, floa
 
 // ---- the output projection and the log-softmax, a chunk of rows at a time.
 
-// Row i of l (V logits) with target y: logp = l[y] - lse; with coef, dl's row i (V values of
-// OutT: l itself for f32, a bf16 copy for the products of bf16 weights) becomes dL/dlogits =
-// c ([j == y] - p_j); rows without a target get logp 0 (and dl 0). Two passes over the row:
-// the maximum and the sum of the exponentials together (an online softmax per thread, merged),
-// then dl; four values a thread at a time by 16-byte loads where vec (V a multiple of 4, l and
-// dl aligned). On an H200, llama-124m's head: 3.85 ms a step with 4-byte loads, 2-byte stores
-// and a rescale per value; 2.90 with three passes (max, sum, dl: a row is 4 V bytes, and the
-// rows in flight outgrow the L2, so each pass reads memory); 2.21 with these two.
-template <typename OutT>
-static __global__ void __launch_bounds__(1024)
-    logsoftmax_kernel(float *l, float *logp, OutT *dl, const int32_t *targets, const float *coef,
-                      int64_t V, bool vec)
+// e^x for the log-softmax of T logits: expf for f32 (the CPU's within its last bits), one
+// MUFU.EX2 for bf16 logits, whose own rounding is 2^-9.
+static __device__ __forceinline__ float ce_exp(float x, float)
 {
+    return expf(x);
+}
+static __device__ __forceinline__ float ce_exp(float x, __nv_bfloat16)
+{
+    return twc_exp2_ftz(x * 1.4426950408889634f);
+}
+
+// Row i of l (V logits of T) with target y: logp = l[y] - lse; with coef, dl's row i (l
+// itself: in place) becomes dL/dlogits = c ([j == y] - p_j); rows without a target get logp 0
+// (and dl 0). Two passes over the row: the maximum and the sum of the exponentials together
+// (an online softmax per thread, merged), then dl; 16 bytes a thread at a time where vec (V a
+// multiple of vec16<T>::n, l aligned). On an H200, llama-124m's head: 3.85 ms a step with
+// 4-byte loads, 2-byte stores and a rescale per value; 2.90 with three passes (max, sum, dl: a
+// row is 4 V bytes, and the rows in flight outgrow the L2, so each pass reads memory); 2.21
+// with these two; 1.77 on bf16 logits with 8-byte loads.
+template <typename T>
+static __global__ void __launch_bounds__(1024)
+    logsoftmax_kernel(T *l, float *logp, const int32_t *targets, const float *coef, int64_t V,
+                      bool vec)
+{
+    constexpr int VN = vec16<T>::n;
     __shared__ float red[32];
-    const float *row = l + blockIdx.x * V;
-    OutT *drow = dl ? dl + blockIdx.x * V : NULL;
+    T *row = l + blockIdx.x * V;
     int32_t y = targets[blockIdx.x];
-    const int64_t V4 = vec ? V / 4 : 0; // the values from 4 V4 on go one at a time
-    const float4 *row4 = (const float4 *)row;
+    const int64_t NV = vec ? V / VN : 0; // the values from VN NV on go one at a time
     if (y < 0) {
         if (threadIdx.x == 0)
             logp[blockIdx.x] = 0;
         if (coef)
             for (int64_t j = threadIdx.x; j < V; j += blockDim.x)
-                drow[j] = (OutT)0.0f;
+                row[j] = (T)0.0f;
         return;
     }
     float m = -INFINITY, z = 0;
-    for (int64_t j = threadIdx.x; j < V4; j += blockDim.x) {
-        float4 x = row4[j];
-        float mx = fmaxf(fmaxf(x.x, x.y), fmaxf(x.z, x.w));
+    for (int64_t j = threadIdx.x; j < NV; j += blockDim.x) {
+        float x[VN];
+        vec16<T>::load(row + VN * j, x);
+        float mx = x[0];
+#pragma unroll
+        for (int i = 1; i < VN; i++)
+            mx = fmaxf(mx, x[i]);
         if (mx > m) {
-            z *= expf(m - mx);
+            z *= ce_exp(m - mx, T());
             m = mx;
         }
-        z += (expf(x.x - m) + expf(x.y - m)) + (expf(x.z - m) + expf(x.w - m));
+#pragma unroll
+        for (int i = 0; i < VN; i++)
+            z += ce_exp(x[i] - m, T());
     }
-    for (int64_t j = 4 * V4 + threadIdx.x; j < V; j += blockDim.x) {
-        float x = row[j];
+    for (int64_t j = VN * NV + threadIdx.x; j < V; j += blockDim.x) {
+        float x = (float)row[j];
         if (x > m) {
-            z *= expf(m - x);
+            z *= ce_exp(m - x, T());
             m = x;
         }
-        z += expf(x - m);
+        z += ce_exp(x - m, T());
     }
     float mb = twc_block_max(m, red);
-    z = twc_block_sum(m == -INFINITY ? 0.0f : z * expf(m - mb), red);
+    z = twc_block_sum(m == -INFINITY ? 0.0f : z * ce_exp(m - mb, T()), red);
     m = mb;
-    float lse = m + logf(z), ly = row[y];
-    __syncthreads(); // every thread has read row[y] before it changes (dl may be l)
+    float lse = m + logf(z), ly = (float)row[y];
+    __syncthreads(); // every thread has read row[y] before it changes
     if (threadIdx.x == 0)
         logp[blockIdx.x] = ly - lse;
     if (!coef)
         return;
     float c = coef[blockIdx.x];
-    for (int64_t j = threadIdx.x; j < V4; j += blockDim.x) {
-        float4 x = row4[j];
-        float4 d = { -c * expf(x.x - lse), -c * expf(x.y - lse), -c * expf(x.z - lse),
-                     -c * expf(x.w - lse) };
-        if (y / 4 == j)
-            (&d.x)[y % 4] += c;
-        store4(drow + 4 * j, d);
+    for (int64_t j = threadIdx.x; j < NV; j += blockDim.x) {
+        float x[VN];
+        vec16<T>::load(row + VN * j, x);
+#pragma unroll
+        for (int i = 0; i < VN; i++)
+            x[i] = -c * ce_exp(x[i] - lse, T());
+        if (y / VN == j)
+            x[y % VN] += c;
+        vec16<T>::store(row + VN * j, x);
     }
-    for (int64_t j = 4 * V4 + threadIdx.x; j < V; j += blockDim.x)
-        drow[j] = (OutT)(-c * expf(row[j] - lse) + (j == y ? c : 0.0f));
+    for (int64_t j = VN * NV + threadIdx.x; j < V; j += blockDim.x)
+        row[j] = (T)(-c * ce_exp((float)row[j] - lse, T()) + (j == y ? c : 0.0f));
 }
 
 static int g_head_logp(struct tw_backend *be, const float *x, const struct tw_tensor *w,
@@ -702,34 +771,39 @@ static int g_head_logp(struct tw_backend *be, const float *x, const struct tw_te
 {
     struct grad_state *g = state(be);
     int64_t V = w->ne[0], C = w->ne[1];
-    int64_t R = (int64_t)(CE_FLOATS / (size_t)V);
-    R = R < 16 ? 16 : R > N ? N : R;
-    // bf16 weights multiply a bf16 gradient: the log-softmax writes it rounded, beside the
-    // logits (f32 weights: in place), and x is rounded once for every chunk's products
+    // bf16 weights: the logits as bf16, as PyTorch computes them for a bf16 model (the
+    // product's f32 sums rounded once; the log-softmax reads them in f32), x rounded once for
+    // every chunk's products, and the gradient written over the logits in place, as bf16 for
+    // the backward's products; f32 weights: f32 logits and gradient, in place
     bool lowp = w->dtype != TW_DTYPE_F32;
-    float *lg = g ? (float *)grow(be, &g->logits, (size_t)(R * V) * sizeof(float)) : NULL;
-    __nv_bfloat16 *lgb =
-        lg && lowp && coef ? (__nv_bfloat16 *)grow(be, &g->yb, (size_t)(R * V) * 2) : NULL;
+    size_t es = lowp ? 2 : sizeof(float);
+    int64_t R = (int64_t)(CE_BYTES / (es * (size_t)V));
+    R = R < 16 ? 16 : R > N ? N : R;
+    void *lg = g ? grow(be, &g->logits, (size_t)(R * V) * es) : NULL;
     const __nv_bfloat16 *xb = lg && lowp ? bf16_of(be, &g->xb, x, N * C) : NULL;
-    if (!lg || (lowp && coef && !lgb) || (lowp && !xb))
+    if (!lg || (lowp && !xb))
         return tw_backend_sync(be);
-    // lg and lgb are the allocator's, 16-byte aligned: rows are when V is a multiple of 4
-    bool vec = V % 4 == 0;
+    // lg is the allocator's, 16-byte aligned: so are its rows when 16 bytes hold whole values
+    float *lf = (float *)lg;
+    __nv_bfloat16 *lb = (__nv_bfloat16 *)lg;
     for (int64_t r0 = 0; r0 < N && !twc_failed(be); r0 += R) {
         int64_t nr = N - r0 < R ? N - r0 : R;
         const float *cr = coef ? coef + r0 : NULL;
-        linear_fwd(be, lg, x + r0 * C, xb ? xb + r0 * C : NULL, w, NULL, nr);
-        if (lgb)
-            logsoftmax_kernel<<<(unsigned)nr, 1024, 0, twc_stream(be)>>>(lg, logp + r0, lgb,
-                                                                         targets + r0, cr, V, vec);
-        else
+        if (lowp) {
+            linear_fwd(be, NULL, lb, NULL, xb + r0 * C, w, NULL, nr);
             logsoftmax_kernel<<<(unsigned)nr, 1024, 0, twc_stream(be)>>>(
-                lg, logp + r0, coef ? lg : NULL, targets + r0, cr, V, vec);
+                lb, logp + r0, targets + r0, cr, V, V % 8 == 0);
+        } else {
+            linear_fwd(be, lf, NULL, x + r0 * C, NULL, w, NULL, nr);
+            logsoftmax_kernel<<<(unsigned)nr, 1024, 0, twc_stream(be)>>>(
+                lf, logp + r0, targets + r0, cr, V, V % 4 == 0);
+        }
         twc_check(be, cudaGetLastError(), "log-softmax");
-        if (lgb)
-            linear_bwd_bf16(be, dx ? dx + r0 * C : NULL, true, dw, lgb, NULL, xb + r0 * C, w, nr);
+        if (coef && lowp)
+            linear_bwd_bf16(be, dx ? dx + r0 * C : NULL, NULL, true, dw, lb, NULL, xb + r0 * C, w,
+                            nr);
         else if (coef)
-            g_linear_bwd(be, dx ? dx + r0 * C : NULL, true, dw, NULL, lg, x + r0 * C, w, nr);
+            g_linear_bwd(be, dx ? dx + r0 * C : NULL, true, dw, NULL, lf, x + r0 * C, w, nr);
     }
     // the sum on the host, in row order (the CPU's order)
     float *h = (float *)tw_malloc_array((size_t)(N ? N : 1), sizeof(float));
@@ -820,7 +894,8 @@ static bool attn_bf16(struct tw_backend *be, __nv_bfloat16 **out, int n, const f
     __nv_bfloat16 *p = g && total ? (__nv_bfloat16 *)grow(be, &g->abf, (size_t)total * 2) : NULL;
     bool ok = g && (p || !total);
     for (int i = 0; ok && i < n; i++) {
-        bool in_keep = i < 3 && keep, there = in_keep && (kept || (i < 2 && sh->kept_qk));
+        bool in_keep = i < 3 && keep,
+             there = in_keep && (kept || (i < 2 && sh->kept_qk) || (i == 2 && sh->kept_v));
         __nv_bfloat16 *dst = in_keep ? keep : p;
         if (!there && src[i])
             ok = twc_check(be, twc_to_bf16(dst, src[i], len[i], twc_stream(be)),
@@ -832,6 +907,11 @@ static bool attn_bf16(struct tw_backend *be, __nv_bfloat16 **out, int n, const f
             p += len[i];
     }
     return ok;
+}
+
+static bool g_attn_keeps(struct tw_backend *be, const struct tw_attn_shape *sh)
+{
+    return fused(be, sh) && sh->keep;
 }
 
 static void g_attn_fwd(struct tw_backend *be, float *out, float *lse, const float *q,
@@ -938,42 +1018,52 @@ static __device__ __forceinline__ void swiglu_bwd_one(float *dg, float *du, floa
     *du = dh * g * s;
 }
 
-// Four elements a thread, by 16-byte loads and stores where vec (every pointer aligned); OutT
-// float, or __nv_bfloat16 for grad.h's hand-offs (the f32 values rounded).
-template <typename OutT>
-static __global__ void swiglu_bwd_kernel(OutT *dg, OutT *du, const float *dh, const float *g,
-                                         const float *u, int64_t n, bool vec)
+// 16 bytes of each array a thread (vec16<T>::n elements) where vec (every pointer 16-byte
+// aligned), element by element otherwise and at the end; T float, or __nv_bfloat16 for
+// grad.h's hand-offs (the f32 values rounded). grid_vec: the blocks of such a launch.
+static unsigned grid_vec(int64_t n, int vn)
 {
-    GRID_STRIDE4(i, n)
+    return twc_grid_for((n + vn - 1) / vn);
+}
+
+#define GRID_STRIDE_VEC(i, n, vn)                                                      \
+    for (int64_t i = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) * (vn); i < (n); \
+         i += (int64_t)gridDim.x * blockDim.x * (vn))
+
+template <typename T>
+static __global__ void swiglu_bwd_kernel(T *dg, T *du, const T *dh, const T *g, const T *u,
+                                         int64_t n, bool vec)
+{
+    constexpr int VN = vec16<T>::n;
+    GRID_STRIDE_VEC(i, n, VN)
     {
-        if (vec && i + 4 <= n) {
-            float4 h = *(const float4 *)(dh + i), a = *(const float4 *)(g + i),
-                   b = *(const float4 *)(u + i), og, ou;
-            swiglu_bwd_one(&og.x, &ou.x, h.x, a.x, b.x);
-            swiglu_bwd_one(&og.y, &ou.y, h.y, a.y, b.y);
-            swiglu_bwd_one(&og.z, &ou.z, h.z, a.z, b.z);
-            swiglu_bwd_one(&og.w, &ou.w, h.w, a.w, b.w);
-            store4(dg + i, og);
-            store4(du + i, ou);
+        if (vec && i + VN <= n) {
+            float h[VN], a[VN], b[VN], og[VN], ou[VN];
+            vec16<T>::load(dh + i, h), vec16<T>::load(g + i, a), vec16<T>::load(u + i, b);
+#pragma unroll
+            for (int k = 0; k < VN; k++)
+                swiglu_bwd_one(&og[k], &ou[k], h[k], a[k], b[k]);
+            vec16<T>::store(dg + i, og), vec16<T>::store(du + i, ou);
         } else {
-            for (int64_t j = i; j < i + 4 && j < n; j++) {
+            for (int64_t j = i; j < i + VN && j < n; j++) {
                 float vg, vu;
-                swiglu_bwd_one(&vg, &vu, dh[j], g[j], u[j]);
-                dg[j] = (OutT)vg, du[j] = (OutT)vu;
+                swiglu_bwd_one(&vg, &vu, (float)dh[j], (float)g[j], (float)u[j]);
+                dg[j] = (T)vg, du[j] = (T)vu;
             }
         }
     }
 }
 
-template <typename OutT>
-static void swiglu_bwd(struct tw_backend *be, OutT *dg, OutT *du, const float *dh, const float *g,
-                       const float *u, int64_t n)
+template <typename T>
+static void swiglu_bwd(struct tw_backend *be, T *dg, T *du, const T *dh, const T *g, const T *u,
+                       int64_t n)
 {
     if (n == 0 || twc_failed(be))
         return;
     bool vec = twc_aligned16(dg) && twc_aligned16(du) && twc_aligned16(dh) && twc_aligned16(g) &&
                twc_aligned16(u);
-    swiglu_bwd_kernel<OutT><<<grid4(n), THREADS, 0, twc_stream(be)>>>(dg, du, dh, g, u, n, vec);
+    swiglu_bwd_kernel<T>
+        <<<grid_vec(n, vec16<T>::n), THREADS, 0, twc_stream(be)>>>(dg, du, dh, g, u, n, vec);
     twc_check(be, cudaGetLastError(), "swiglu backward");
 }
 
@@ -983,38 +1073,41 @@ static void g_swiglu_bwd(struct tw_backend *be, float *dg, float *du, const floa
     swiglu_bwd(be, dg, du, dh, g, u, n);
 }
 
-static void g_swiglu_bwd_bf16(struct tw_backend *be, void *dg, void *du, const float *dh,
-                              const float *g, const float *u, int64_t n)
+static void g_swiglu_bwd_bf16(struct tw_backend *be, void *dg, void *du, const void *dh,
+                              const void *g, const void *u, int64_t n)
 {
-    swiglu_bwd(be, (__nv_bfloat16 *)dg, (__nv_bfloat16 *)du, dh, g, u, n);
+    swiglu_bwd(be, (__nv_bfloat16 *)dg, (__nv_bfloat16 *)du, (const __nv_bfloat16 *)dh,
+               (const __nv_bfloat16 *)g, (const __nv_bfloat16 *)u, n);
 }
 
-// h = silu(g) * u rounded to bf16 (the engine's tw_swiglu, then the rounding), four elements a
-// thread where vec.
-static __global__ void swiglu_bf16_kernel(__nv_bfloat16 *h, const float *g, const float *u,
-                                          int64_t n, bool vec)
+// h = silu(g) * u rounded to bf16 (the engine's tw_swiglu in f32 on bf16 g and u, then the
+// rounding), eight elements a thread where vec.
+static __global__ void swiglu_bf16_kernel(__nv_bfloat16 *h, const __nv_bfloat16 *g,
+                                          const __nv_bfloat16 *u, int64_t n, bool vec)
 {
-    GRID_STRIDE4(i, n)
+    GRID_STRIDE_VEC(i, n, 8)
     {
-        if (vec && i + 4 <= n) {
-            float4 a = *(const float4 *)(g + i), b = *(const float4 *)(u + i);
-            float4 o = { twc_silu(a.x) * b.x, twc_silu(a.y) * b.y, twc_silu(a.z) * b.z,
-                         twc_silu(a.w) * b.w };
-            store4(h + i, o);
+        if (vec && i + 8 <= n) {
+            float a[8], b[8];
+            vec16<__nv_bfloat16>::load(g + i, a), vec16<__nv_bfloat16>::load(u + i, b);
+#pragma unroll
+            for (int k = 0; k < 8; k++)
+                a[k] = twc_silu(a[k]) * b[k];
+            vec16<__nv_bfloat16>::store(h + i, a);
         } else {
-            for (int64_t j = i; j < i + 4 && j < n; j++)
-                h[j] = __float2bfloat16(twc_silu(g[j]) * u[j]);
+            for (int64_t j = i; j < i + 8 && j < n; j++)
+                h[j] = __float2bfloat16(twc_silu((float)g[j]) * (float)u[j]);
         }
     }
 }
 
-static void g_swiglu_bf16(struct tw_backend *be, void *h, const float *g, const float *u,
-                          int64_t n)
+static void g_swiglu_bf16(struct tw_backend *be, void *h, const void *g, const void *u, int64_t n)
 {
     if (n == 0 || twc_failed(be))
         return;
     bool vec = twc_aligned16(h) && twc_aligned16(g) && twc_aligned16(u);
-    swiglu_bf16_kernel<<<grid4(n), THREADS, 0, twc_stream(be)>>>((__nv_bfloat16 *)h, g, u, n, vec);
+    swiglu_bf16_kernel<<<grid_vec(n, 8), THREADS, 0, twc_stream(be)>>>(
+        (__nv_bfloat16 *)h, (const __nv_bfloat16 *)g, (const __nv_bfloat16 *)u, n, vec);
     twc_check(be, cudaGetLastError(), "swiglu (bf16)");
 }
 
@@ -1360,6 +1453,7 @@ const struct tw_grad_ops twc_grad_ops = {
     /* rmsnorm_fwd_bf16 */ g_rmsnorm_fwd_bf16,
     /* rmsnorm_bwd_bf16 */ g_rmsnorm_bwd_bf16,
     /* rope_bf16 */ g_rope_bf16,
+    /* attn_keeps */ g_attn_keeps,
     /* swiglu_bf16 */ g_swiglu_bf16,
     /* swiglu_bwd_bf16 */ g_swiglu_bwd_bf16,
     /* linear_fwd_bf16 */ g_linear_fwd_bf16,
