@@ -81,6 +81,8 @@ struct tw_lm {
     // layer's forward runs again just before its backward)
     int64_t n_alloc;
     bool acts_bf16; // the activations were laid out for bf16 hand-offs (handoffs())
+    bool qkv_kept;  // and the attention multiplies its keep's q, k, v alone (attn_keeps): the
+                    // products write them there, no f32 v (nor q, k without q/k norms) kept
     bool recompute;
     float *act_buf;
     float **xs;          // n_layer + 1 residual streams (N, C)
@@ -841,6 +843,12 @@ static int ensure_acts(tw_lm *m, int64_t N)
     if (N <= m->n_alloc && hb == m->acts_bf16)
         return 0;
     const struct tw_model_config *c = &m->cfg;
+    // (attn_keeps asks about the head size, the precision and the use of keep: any room will do)
+    struct tw_attn_shape sh = {
+        .B = 1, .T = 1, .H = c->n_head, .Hkv = c->n_head_kv, .D = c->head_dim, .lowp = lowp(m)
+    };
+    sh.keep = &sh;
+    bool kq = hb && m->go->attn_keeps && m->go->attn_keeps(m->be, &sh);
     int64_t C = c->n_embd, HD = (int64_t)c->n_head * c->head_dim;
     int64_t KV = (int64_t)c->n_head_kv * c->head_dim, F = c->n_ff, L = c->n_layer;
     int64_t W = C > F ? C : F;
@@ -852,6 +860,8 @@ static int ensure_acts(tw_lm *m, int64_t N)
     if (hb) // xn1, xn2, h, g, u as bf16 only; q, k, v kept as bf16 too
         per_layer += 2 * halves(N * C) + halves(N * HD) + 3 * halves(N * F) +
                      halves(N * (HD + 2 * KV)) - 2 * N * C - 3 * N * F;
+    if (kq) // no f32 v, nor q and k but for q/k norms
+        per_layer -= N * KV + (c->qk_norm ? 0 : N * (HD + KV));
     int64_t LA = m->recompute ? 1 : L; // layers whose activations are kept
     int64_t total = (L + 1) * N * C + LA * per_layer + N * C + N + 2 * N * C + 3 * N * F +
                     4 * N * HD + 4 * N * KV + N * m->r + N * W + 2 * N +
@@ -875,7 +885,7 @@ static int ensure_acts(tw_lm *m, int64_t N)
                             (long long)N, (long long)(total * 4 >> 20));
     }
     m->act_buf = buf, m->xs = xs, m->a = a, m->negpos = negpos, m->n_alloc = N;
-    m->acts_bf16 = hb;
+    m->acts_bf16 = hb, m->qkv_kept = kq;
     m->bids = bids, m->btargets = bids + N, m->bstart = bids + 2 * N;
     m->hlogp = hlogp, m->hcoef = hlogp + N;
     float *p = buf;
@@ -887,7 +897,12 @@ static int ensure_acts(tw_lm *m, int64_t N)
     for (int64_t l = 0; l < LA; l++) {
         struct acts *t = &a[l];
         t->x_mid = TAKE(N * C), t->rstd1 = TAKE(N), t->rstd2 = TAKE(N);
-        t->q = TAKE(N * HD), t->att = TAKE(N * HD), t->k = TAKE(N * KV), t->v = TAKE(N * KV);
+        t->att = TAKE(N * HD);
+        t->q = t->k = t->v = NULL;
+        if (!kq || c->qk_norm)
+            t->q = TAKE(N * HD), t->k = TAKE(N * KV);
+        if (!kq)
+            t->v = TAKE(N * KV);
         t->lse = TAKE(N * c->n_head);
         if (hb) {
             t->xn1b = TAKE_H(N * C), t->xn2b = TAKE_H(N * C), t->attb = TAKE_H(N * HD);
@@ -1140,7 +1155,7 @@ static int layer_fwd(tw_lm *m, int il, const struct tw_lm_batch *b)
     // do q's and k's unless q/k norms read them in f32 first (RoPE then rotates them in place)
     uint16_t *qb = hb ? (uint16_t *)a->qkvb : NULL, *kb = hb ? qb + N * H * D : NULL;
     uint16_t *vb = hb ? kb + N * Hkv * D : NULL;
-    bool direct = hb && go->attn_keeps && go->attn_keeps(m->be, &as);
+    bool direct = m->qkv_kept;
     bool qk16 = direct && !c->qk_norm;
     float *q = qk16 ? NULL : a->q, *k = qk16 ? NULL : a->k, *v = direct ? NULL : a->v;
     norm_fwd(m, a->xn1, a->xn1b, a->rstd1, x, f(&L->attn_norm), N);

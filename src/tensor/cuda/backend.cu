@@ -427,6 +427,15 @@ static __device__ __forceinline__ int2 rope_dims(int i, int half, bool neox)
     return neox ? make_int2(i, i + half) : make_int2(2 * i, 2 * i + 1);
 }
 
+// The cosine and sine of position p's angle at inverse frequency f: the angle in f32 as
+// transformers forms it, its cosine and sine in double as the reference.
+static __device__ __forceinline__ void rope_cs(float p, float f, float *c, float *s)
+{
+    double sd, cd;
+    sincos((double)(p * f), &sd, &cd);
+    *c = (float)cd, *s = (float)sd;
+}
+
 #define ROPE_HEADS 8 // heads a warp at most
 
 // tw_rope_store: the pairs of each head's first 2 * half dims of q (T, H, D) and k (T, Hkv, D)
@@ -440,14 +449,12 @@ static __device__ __forceinline__ int2 rope_dims(int i, int half, bool neox)
 // and two an element of v made the version before instruction-bound: 38 us a call on the 8B's
 // q and k in training, 5.2 % of SmolLM2's 2048-token prefill, ncu on an H200; a head a warp,
 // one load at a time, ran llama-124m's q in training at 1.6 TB/s). With Hkv 0, tw_rope of q
-// alone. None writes what another reads. q's rotated heads go to qo (OutT: q itself, or a bf16
-// copy for training's hand-offs, twc_rope_train) and, where qb is given, rounded to qb too; q
-// is f32 but for those hand-offs' in-place rotation of a bf16 q (InT, qo == q).
-template <int PAIRS, typename OutT, typename InT = float>
-static __global__ void rope_store_kernel(InT *q, float *k, const float *v, const int32_t *pos,
+// alone. None writes what another reads.
+template <int PAIRS>
+static __global__ void rope_store_kernel(float *q, float *k, const float *v, const int32_t *pos,
                                          const float *inv_freq, const int32_t *rows, float *kc,
                                          float *vc, int64_t T, int H, int Hkv, int D, int half,
-                                         bool neox, int hg, OutT *qo, __nv_bfloat16 *qb)
+                                         bool neox, int hg)
 {
     twc_pdl_enter();
     const int64_t w = blockIdx.x * (int64_t)(blockDim.x / 32) + threadIdx.x / 32;
@@ -462,26 +469,19 @@ static __global__ void rope_store_kernel(InT *q, float *k, const float *v, const
 #pragma unroll
     for (int j = 0; j < PAIRS; j++) {
         c[j] = 1.0f, sn[j] = 0.0f;
-        if (lane + 32 * j < half) {
-            double sd, cd;
-            sincos((double)(p * inv_freq[lane + 32 * j]), &sd, &cd);
-            c[j] = (float)cd, sn[j] = (float)sd;
-        }
+        if (lane + 32 * j < half)
+            rope_cs(p, inv_freq[lane + 32 * j], &c[j], &sn[j]);
     }
 #pragma unroll
     for (int e = 0; e < ROPE_HEADS; e++) {
         const int h = h0 + e;
-        const InT *xq = h < H ? q + (t * H + h) * D : NULL;
-        const float *xk = h < H ? NULL : k + (t * Hkv + (h - H)) * D;
+        const float *x = h < H ? q + (t * H + h) * D : k + (t * Hkv + (h - H)) * D;
 #pragma unroll
         for (int j = 0; j < PAIRS; j++) {
             a[e][j] = b[e][j] = 0.0f;
             if (e < nh && lane + 32 * j < half) {
                 int2 d = rope_dims(lane + 32 * j, half, neox);
-                if (xq)
-                    a[e][j] = (float)xq[d.x], b[e][j] = (float)xq[d.y];
-                else
-                    a[e][j] = xk[d.x], b[e][j] = xk[d.y];
+                a[e][j] = x[d.x], b[e][j] = x[d.y];
             }
         }
     }
@@ -490,10 +490,7 @@ static __global__ void rope_store_kernel(InT *q, float *k, const float *v, const
         const int h = h0 + e;
         if (e >= nh)
             break;
-        InT *xq = h < H ? q + (t * H + h) * D : NULL;
-        float *xk = h < H ? NULL : k + (t * Hkv + (h - H)) * D, *dst = NULL;
-        OutT *xo = h < H ? qo + (t * H + h) * D : NULL;
-        __nv_bfloat16 *xb = h < H && qb ? qb + (t * H + h) * D : NULL;
+        float *x = h < H ? q + (t * H + h) * D : k + (t * Hkv + (h - H)) * D, *dst = NULL;
         if (h >= H)
             dst = kc + (int64_t)rows[t] * kvd + (int64_t)(h - H) * D; // this head's cache row
 #pragma unroll
@@ -501,33 +498,88 @@ static __global__ void rope_store_kernel(InT *q, float *k, const float *v, const
             if (lane + 32 * j < half) {
                 int2 d = rope_dims(lane + 32 * j, half, neox);
                 float r0 = a[e][j] * c[j] - b[e][j] * sn[j], r1 = b[e][j] * c[j] + a[e][j] * sn[j];
-                if (xo)
-                    xo[d.x] = (OutT)r0, xo[d.y] = (OutT)r1;
-                else
-                    xk[d.x] = r0, xk[d.y] = r1;
-                if (xb)
-                    xb[d.x] = __float2bfloat16(r0), xb[d.y] = __float2bfloat16(r1);
+                x[d.x] = r0, x[d.y] = r1;
                 if (dst)
                     dst[d.x] = r0, dst[d.y] = r1;
             }
         }
-        const bool apart = (const void *)qo != (const void *)q;
-        if (h < H && (apart || xb)) // the dims past the rotated ones, to the copies
-            for (int d = 2 * half + lane; d < D; d += 32) {
-                if (apart)
-                    xo[d] = (OutT)(float)xq[d];
-                if (xb)
-                    xb[d] = __float2bfloat16((float)xq[d]);
-            }
         if (dst) { // v's head, and k's dims past the rotated ones
             const float *vr = v + (t * Hkv + (h - H)) * D;
             float *vd = vc + (dst - kc);
             for (int d = lane; d < D; d += 32) {
                 vd[d] = vr[d];
                 if (d >= 2 * half)
-                    dst[d] = xk[d];
+                    dst[d] = x[d];
             }
         }
+    }
+}
+
+// Training's RoPE (twc_rope_train): x (T, H, D) of InT rotated as rope_store_kernel rotates q,
+// to yb as bf16 and, where given, to yf as f32 (yf may be x; yb may be x when InT is bf16: in
+// place). A warp a row: its lanes' angles once, then the heads four at a time, their pairs all
+// loaded before any is stored, by pointers stepped a head at a time (rope_store_kernel, general
+// for inference's k heads and caches, spent ~1300 instructions a warp on 8 heads' indexing and
+// branches: 55-72 us a call on llama-124m's q where the traffic needs 12-18, ncu, H200). The
+// rotation's products rounded one by one (no contraction) so that both input types give the
+// same bits for the same values.
+template <int PAIRS, typename InT>
+static __global__ void rope_train_kernel(const InT *x, float *yf, __nv_bfloat16 *yb,
+                                         const int32_t *pos, const float *inv_freq, int64_t T,
+                                         int H, int D, int half, bool neox)
+{
+    twc_pdl_enter();
+    const int64_t t = blockIdx.x * (int64_t)(blockDim.x / 32) + threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    if (t >= T)
+        return;
+    float c[PAIRS], sn[PAIRS];
+    int2 d[PAIRS];
+    bool on[PAIRS];
+#pragma unroll
+    for (int j = 0; j < PAIRS; j++) {
+        on[j] = lane + 32 * j < half;
+        c[j] = 1.0f, sn[j] = 0.0f, d[j] = make_int2(0, 0);
+        if (on[j]) {
+            rope_cs((float)pos[t], inv_freq[lane + 32 * j], &c[j], &sn[j]);
+            d[j] = rope_dims(lane + 32 * j, half, neox);
+        }
+    }
+    const int64_t row = t * (int64_t)H * D;
+    const InT *xr = x + row;
+    float *fr = yf ? yf + row : NULL;
+    __nv_bfloat16 *br = yb + row;
+    for (int h = 0; h < H; h += 4, xr += 4 * D, br += 4 * D, fr = fr ? fr + 4 * D : NULL) {
+        const int nh = min(4, H - h);
+        float a[4][PAIRS], b[4][PAIRS];
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+#pragma unroll
+            for (int j = 0; j < PAIRS; j++) {
+                a[e][j] = b[e][j] = 0.0f;
+                if (e < nh && on[j])
+                    a[e][j] = (float)xr[e * D + d[j].x], b[e][j] = (float)xr[e * D + d[j].y];
+            }
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+#pragma unroll
+            for (int j = 0; j < PAIRS; j++)
+                if (e < nh && on[j]) {
+                    float r0 = __fsub_rn(__fmul_rn(a[e][j], c[j]), __fmul_rn(b[e][j], sn[j]));
+                    float r1 = __fadd_rn(__fmul_rn(b[e][j], c[j]), __fmul_rn(a[e][j], sn[j]));
+                    br[e * D + d[j].x] = __float2bfloat16(r0);
+                    br[e * D + d[j].y] = __float2bfloat16(r1);
+                    if (fr)
+                        fr[e * D + d[j].x] = r0, fr[e * D + d[j].y] = r1;
+                }
+        if (2 * half < D && (const void *)x != (const void *)yb) // the dims not rotated
+            for (int e = 0; e < nh; e++)
+                for (int k = 2 * half + lane; k < D; k += 32) {
+                    float v = (float)xr[e * D + k];
+                    br[e * D + k] = __float2bfloat16(v);
+                    if (fr)
+                        fr[e * D + k] = v;
+                }
     }
 }
 
@@ -1107,14 +1159,10 @@ static void cuda_layernorm(struct tw_backend *be, struct tw_tensor *y, const str
        "layernorm");
 }
 
-// q (T, H, D) and k (T, Hkv, D; Hkv = 0: none, tw_rope) through rope_store_kernel, q's heads
-// into qo (NULL: q) and qb (NULL: none) as the kernel says; q's values at qx (InT; NULL: q's
-// data, f32).
-template <typename OutT = float, typename InT = float>
+// q (T, H, D) and k (T, Hkv, D; Hkv = 0: none, tw_rope) through rope_store_kernel.
 static void rope_store(struct cuda_impl *im, struct tw_tensor *q, float *k, const float *v,
                        int64_t Hkv, const int32_t *pos, const struct tw_rope *r, float *k_cache,
-                       float *v_cache, const int32_t *rows, const char *what, OutT *qo = NULL,
-                       __nv_bfloat16 *qb = NULL, InT *qx = NULL)
+                       float *v_cache, const int32_t *rows, const char *what)
 {
     int64_t T = q->ne[0], H = q->ne[1], D = q->ne[2];
     int half = r->n_rot / 2;
@@ -1134,34 +1182,53 @@ static void rope_store(struct cuda_impl *im, struct tw_tensor *q, float *k, cons
     // training), else 1 (decode: its few heads spread over as many warps).
     int hg = T * (H + Hkv) >= (int64_t)ROPE_HEADS * 16 * 132 ? ROPE_HEADS : 1;
     int64_t warps = T * ((H + Hkv + hg - 1) / hg);
-    void (*kern)(InT *, float *, const float *, const int32_t *, const float *, const int32_t *,
-                 float *, float *, int64_t, int, int, int, int, bool, int, OutT *,
-                 __nv_bfloat16 *) = half <= 32   ? rope_store_kernel<1, OutT, InT>
-                                    : half <= 64 ? rope_store_kernel<2, OutT, InT>
-                                                 : rope_store_kernel<4, OutT, InT>;
-    InT *x = qx ? qx : (InT *)q->data;
+    void (*kern)(float *, float *, const float *, const int32_t *, const float *, const int32_t *,
+                 float *, float *, int64_t, int, int, int, int, bool, int) =
+        half <= 32   ? rope_store_kernel<1>
+        : half <= 64 ? rope_store_kernel<2>
+                     : rope_store_kernel<4>;
     if (n > 0)
         ck(im,
-           twc_launch(kern, (unsigned)((warps + 7) / 8), 256, 0, im->stream, x, k, v, d_pos,
+           twc_launch(kern, (unsigned)((warps + 7) / 8), 256, 0, im->stream, f32(q), k, v, d_pos,
                       d_freq, d_rows, k_cache, v_cache, T, (int)H, (int)Hkv, (int)D, half, r->neox,
-                      hg, qo ? qo : (OutT *)x, qb), // 8 warps a block
+                      hg), // 8 warps a block
            what);
 }
 
 void twc_rope_train(struct tw_backend *be, float *x, void *xb, bool keep, const int32_t *pos,
                     int64_t N, int64_t heads, const struct tw_rope *r)
 {
-    struct tw_tensor t = tw_tensor_f32_3d(x, N, heads, r->head_dim);
-    if (!x) // xb's bf16 values rotated in place
-        rope_store<__nv_bfloat16, __nv_bfloat16>(impl(be), &t, NULL, NULL, 0, pos, r, NULL, NULL,
-                                                 NULL, "rope (training)", (__nv_bfloat16 *)xb,
-                                                 NULL, (__nv_bfloat16 *)xb);
-    else if (keep)
-        rope_store<float>(impl(be), &t, NULL, NULL, 0, pos, r, NULL, NULL, NULL, "rope (training)",
-                          x, (__nv_bfloat16 *)xb);
-    else
-        rope_store<__nv_bfloat16>(impl(be), &t, NULL, NULL, 0, pos, r, NULL, NULL, NULL,
-                                  "rope (training)", (__nv_bfloat16 *)xb);
+    struct cuda_impl *im = impl(be);
+    int D = r->head_dim, half = r->n_rot / 2;
+    if (half > 128) {
+        fail(im, "rope (training)", "head size over 256");
+        return;
+    }
+    const int32_t *d_pos = (const int32_t *)stage(im, pos, (size_t)N * sizeof *pos);
+    const float *d_freq =
+        half ? (const float *)stage(im, r->inv_freq, (size_t)half * sizeof(float)) : NULL;
+    if (!d_pos || (half && !d_freq) || !live(im) || N == 0)
+        return;
+    unsigned blocks = (unsigned)((N + 7) / 8); // a warp a row, 8 warps a block
+    __nv_bfloat16 *yb = (__nv_bfloat16 *)xb;
+    cudaError_t e;
+    if (!x) { // xb in place
+        void (*k)(const __nv_bfloat16 *, float *, __nv_bfloat16 *, const int32_t *, const float *,
+                  int64_t, int, int, int, bool) = half <= 32 ? rope_train_kernel<1, __nv_bfloat16>
+                                                  : half <= 64
+                                                      ? rope_train_kernel<2, __nv_bfloat16>
+                                                      : rope_train_kernel<4, __nv_bfloat16>;
+        e = twc_launch(k, blocks, 256, 0, im->stream, (const __nv_bfloat16 *)yb, (float *)NULL, yb,
+                       d_pos, d_freq, N, (int)heads, D, half, r->neox);
+    } else {
+        void (*k)(const float *, float *, __nv_bfloat16 *, const int32_t *, const float *, int64_t,
+                  int, int, int, bool) = half <= 32   ? rope_train_kernel<1, float>
+                                         : half <= 64 ? rope_train_kernel<2, float>
+                                                      : rope_train_kernel<4, float>;
+        e = twc_launch(k, blocks, 256, 0, im->stream, (const float *)x, keep ? x : (float *)NULL,
+                       yb, d_pos, d_freq, N, (int)heads, D, half, r->neox);
+    }
+    ck(im, e, "rope (training)");
 }
 
 static void cuda_rope(struct tw_backend *be, struct tw_tensor *x, const int32_t *pos,
