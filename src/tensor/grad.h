@@ -122,6 +122,18 @@ struct tw_adamw_args {
 void tw_adamw_update(float *w, const float *g, float *m, float *v, size_t n,
                      const struct tw_adamw_args *a);
 
+// A tensor of a multi-tensor AdamW step (grad ops' adamw_multi): w, its gradient g and moments
+// m, v (n values each, the backend's memory), decay whether the args' decay applies (else 1),
+// and wb (else NULL) room for w's bf16 copy, written with the updated weights rounded.
+struct tw_adamw_seg {
+    float *w;
+    const float *g;
+    float *m, *v;
+    void *wb;
+    int64_t n;
+    bool decay;
+};
+
 // ---- a backend's table. Pointers are the backend's memory (the CPU's: host memory); `be` is
 // the backend they run on. Device backends run the ops in order and report failures at
 // tw_backend_sync; the CPU's run them at once.
@@ -160,6 +172,11 @@ struct tw_grad_ops {
     void (*zero)(struct tw_backend *be, void *p, size_t bytes);
     void (*adamw)(struct tw_backend *be, float *w, const float *g, float *m, float *v, size_t n,
                   const struct tw_adamw_args *a);
+    // adamw over nseg tensors at once (seg: host memory), each with its bf16 copy where wb is
+    // given (convert's rounding of the new w): a step's optimiser in one launch, the bf16
+    // compute's conversions folded in (optional: NULL where a backend has none)
+    void (*adamw_multi)(struct tw_backend *be, const struct tw_adamw_seg *seg, int nseg,
+                        const struct tw_adamw_args *a);
     // *acc (one double in the backend's memory) += sum of x^2, in double; scale: x *= c
     void (*sumsq)(struct tw_backend *be, const float *x, size_t n, double *acc);
     void (*scale)(struct tw_backend *be, float *x, size_t n, float c);

@@ -360,6 +360,12 @@ static void g_adamw(struct tw_backend *be, float *w, const float *g, float *m, f
     TIMED(be, P_G_OPTIM, 0, G(be)->adamw(in, w, g, m, v, n, a));
 }
 
+static void g_adamw_multi(struct tw_backend *be, const struct tw_adamw_seg *seg, int nseg,
+                          const struct tw_adamw_args *a)
+{
+    TIMED(be, P_G_OPTIM, 0, G(be)->adamw_multi(in, seg, nseg, a));
+}
+
 static void g_sumsq(struct tw_backend *be, const float *x, size_t n, double *acc)
 {
     TIMED(be, P_G_OPTIM, 0, G(be)->sumsq(in, x, n, acc));
@@ -488,6 +494,7 @@ static const struct tw_grad_ops profile_grad_ops = {
     .dropout = g_dropout,
     .zero = g_zero,
     .adamw = g_adamw,
+    .adamw_multi = g_adamw_multi,
     .sumsq = g_sumsq,
     .scale = g_scale,
     .convert = g_convert,
@@ -537,6 +544,7 @@ int tw_backend_profile_new(struct tw_backend *inner, struct tw_backend **out)
 #define OPTIONAL(op) \
     if (!ig->op)     \
         p->grad.op = NULL;
+    OPTIONAL(adamw_multi)
     OPTIONAL(lora_sync)
     OPTIONAL(lora_fwd)
     OPTIONAL(lora_bwd)

@@ -80,9 +80,10 @@ struct tw_lm {
     // activations for n_alloc tokens: every layer's, or with recompute one layer's (each
     // layer's forward runs again just before its backward)
     int64_t n_alloc;
-    bool acts_bf16; // the activations were laid out for bf16 hand-offs (handoffs())
-    bool qkv_kept;  // and the attention multiplies its keep's q, k, v alone (attn_keeps): the
-                    // products write them there, no f32 v (nor q, k without q/k norms) kept
+    bool acts_bf16;      // the activations were laid out for bf16 hand-offs (handoffs())
+    bool qkv_kept;       // and the attention multiplies its keep's q, k, v alone (attn_keeps): the
+                         // products write them there, no f32 v (nor q, k without q/k norms) kept
+    bool copies_written; // tw_lm_copies_written: the bf16 copies hold the masters' values
     bool recompute;
     float *act_buf;
     float **xs;          // n_layer + 1 residual streams (N, C)
@@ -602,6 +603,8 @@ int tw_lm_sync(tw_lm *m)
     }
     if (!m->master)
         return 0; // (the fused copies are enqueued: the next step's ops follow them in order)
+    bool written = m->copies_written; // the bf16 ones, by the optimiser (the f32 ones here)
+    m->copies_written = false;
     // the bf16 copy from the masters, tensor by tensor, where the passes run
     size_t n_slots;
     const struct tw_slot *slots = tw_slots(&n_slots);
@@ -612,7 +615,7 @@ int tw_lm_sync(tw_lm *m)
         for (int il = 0; il < (slots[i].per_layer ? m->cfg.n_layer : 1); il++) {
             struct tw_tensor *s = slot_at(m->bmaster, &slots[i], il);
             struct tw_tensor *d = slot_at(m->bw, &slots[i], il);
-            if (s->data && d->data)
+            if (s->data && d->data && !(written && d->dtype == TW_DTYPE_BF16))
                 m->go->convert(m->be, d->data, d->dtype, f(s), (size_t)tw_tensor_nelem(s));
         }
     }
@@ -690,15 +693,22 @@ static float *rebase(float *p, const float *host, float *dev)
 }
 
 // The device tensor at the slot where the host model h has data `p` (NULL: none).
-static float *device_twin(tw_lm *m, struct tw_model *h, struct tw_model *d, const float *p)
+static struct tw_tensor *device_slot(tw_lm *m, struct tw_model *h, struct tw_model *d,
+                                     const float *p)
 {
     size_t n_slots;
     const struct tw_slot *slots = tw_slots(&n_slots);
     for (size_t i = 0; i < n_slots; i++)
         for (int il = 0; il < (slots[i].per_layer ? m->cfg.n_layer : 1); il++)
             if (slot_at(h, &slots[i], il)->data == p)
-                return f(slot_at(d, &slots[i], il));
+                return slot_at(d, &slots[i], il);
     return NULL;
+}
+
+static float *device_twin(tw_lm *m, struct tw_model *h, struct tw_model *d, const float *p)
+{
+    struct tw_tensor *t = device_slot(m, h, d, p);
+    return t ? f(t) : NULL;
 }
 
 int tw_lm_use_backend(tw_lm *m, struct tw_backend *be)
@@ -762,6 +772,8 @@ int tw_lm_use_backend(tw_lm *m, struct tw_backend *be)
         } else {
             p->bw = device_twin(m, weights(m), bmaster ? bmaster : bw, p->w);
             p->bg = rebase(p->g, m->grad_buf, bgrad);
+            struct tw_tensor *c = bmaster ? device_slot(m, weights(m), bw, p->w) : NULL;
+            p->bwb = c && c->dtype == TW_DTYPE_BF16 ? c->data : NULL; // (norms stay f32)
         }
     }
     if (m->own_be)
@@ -789,9 +801,15 @@ int tw_lm_pull(tw_lm *m, bool grads)
     return rc;
 }
 
+void tw_lm_copies_written(tw_lm *m)
+{
+    m->copies_written = m->master != NULL && on_device(m);
+}
+
 int tw_lm_push(tw_lm *m)
 {
     int rc = 0;
+    m->copies_written = false;
     for (size_t i = 0; i < m->params.len && on_device(m) && !rc; i++) {
         struct tw_lm_param *p = tw_vec_at(&m->params, i);
         rc = tw_backend_upload(m->be, p->bw, p->w, p->n * sizeof(float));

@@ -52,6 +52,9 @@ struct tw_lm_param {
     float *w, *g;   // host memory: on a device, copies that tw_lm_pull refreshes
     float *bw, *bg; // the same in the memory of the backend the passes run on (tw_lm_backend;
                     // w and g themselves on the CPU): what training updates
+    void *bwb;      // full training in bf16 compute on a device: the bf16 copy of bw that the
+                    // passes read (tw_lm_sync refreshes it; tw_lm_copies_written); NULL where
+                    // that copy is not bf16 (norms stay f32) or there is none
     bool decay;     // AdamW's weight decay applies (matrices; not norms or biases)
 };
 
@@ -100,6 +103,9 @@ int tw_lm_set_compute(tw_lm *m, enum tw_dtype dt);
 // After the parameters changed (an optimiser step, a checkpoint loaded), refreshes the bf16
 // copy the passes read; nothing to do in f32. 0 or TW_ENOMEM.
 int tw_lm_sync(tw_lm *m);
+// The optimiser wrote the parameters' bf16 copies (every bwb) itself: the next tw_lm_sync
+// refreshes only the copies that are not bf16 (tw_lm_push refreshes all in any case).
+void tw_lm_copies_written(tw_lm *m);
 // Activation recompute: keep only each layer's input through the forward and run the layer's
 // forward again just before its backward (one layer's activations in memory instead of all,
 // for a third more compute). The gradients are the same to the bit.

@@ -1,6 +1,7 @@
 // Implements optim.h. AdamW follows torch.optim.AdamW's single-tensor update, in its order:
 //   p *= 1 - lr wd;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
 //   p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+#include <limits.h>
 #include <math.h>
 #include <string.h>
 
@@ -81,8 +82,31 @@ void tw_adamw_step(struct tw_adamw *a, tw_lm *lm, double lr)
                                   .beta2 = (float)o->beta2,
                                   .eps = (float)o->eps,
                                   .bc2_sqrt = (float)sqrt(bc2) };
-    size_t off = 0, n;
-    for (size_t i = 0, j; i < tw_lm_n_params(lm); i = j) { // the moments follow in order
+    size_t off = 0, n, np = tw_lm_n_params(lm);
+    struct tw_adamw_seg *seg =
+        go->adamw_multi && np <= INT_MAX ? tw_malloc_array(np ? np : 1, sizeof *seg) : NULL;
+    if (seg) { // one launch; with bf16 compute the copies the passes read written too
+        bool any = false;
+        for (size_t i = 0; i < np; i++) {
+            const struct tw_lm_param *p = tw_lm_param_at(lm, i);
+            seg[i] = (struct tw_adamw_seg){ .w = p->bw,
+                                            .g = p->bg,
+                                            .m = a->bm + off,
+                                            .v = a->bv + off,
+                                            .wb = p->bwb,
+                                            .n = (int64_t)p->n,
+                                            .decay = p->decay };
+            any |= p->bwb != NULL;
+            off += p->n;
+        }
+        args.decay = (float)(1.0 - lr * o->weight_decay);
+        go->adamw_multi(a->be, seg, (int)np, &args);
+        tw_free(seg);
+        if (any)
+            tw_lm_copies_written(lm);
+        return;
+    }
+    for (size_t i = 0, j; i < np; i = j) { // the moments follow in order
         const struct tw_lm_param *p = tw_lm_param_at(lm, i);
         j = tw_lm_param_run(lm, i, true, &n);
         args.decay = p->decay ? (float)(1.0 - lr * o->weight_decay) : 1.0f;

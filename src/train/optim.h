@@ -33,7 +33,9 @@ void tw_adamw_free(struct tw_adamw *a);
 int tw_adamw_pull(struct tw_adamw *a);
 int tw_adamw_push(struct tw_adamw *a);
 // One step at learning rate lr over lm's parameters and their gradients (weight decay only
-// on parameters marked decay).
+// on parameters marked decay). On a device with a multi-tensor AdamW, one launch for all of
+// them that also writes bf16 compute's copies (tw_lm_copies_written: tw_lm_sync then leaves
+// them).
 void tw_adamw_step(struct tw_adamw *a, tw_lm *lm, double lr);
 
 // The L2 norm of all the gradients together (summed in double) into *norm (inf or NaN when a

@@ -715,6 +715,89 @@ static void test_linear_bf16(void)
     tw_free(yf), tw_free(yb);
 }
 
+// adamw_multi (one launch over many tensors, grad.h) against adamw tensor by tensor: the same
+// weights and moments bit for bit, each tensor's decay or none, and the bf16 copies where asked
+// for the new weights rounded; sizes around a block's 1024 elements, and an empty tensor.
+static void test_adamw_multi(void)
+{
+    const struct tw_grad_ops *g = tw_backend_grad(gpu);
+    enum { NS = 5 };
+    const int64_t ns[NS] = { 1000, 1024, 0, 4097, 33 };
+    const bool decay[NS] = { true, false, true, true, false },
+               copy[NS] = { true, true, false, false, true };
+    int64_t total = 0;
+    for (int i = 0; i < NS; i++)
+        total += ns[i];
+    uint64_t rng = 5;
+    float *w = host_random(&rng, (size_t)total, 1.0f),
+          *gr = host_random(&rng, (size_t)total, 1.0f);
+    float *m = host_random(&rng, (size_t)total, 0.1f), *v = host_random(&rng, (size_t)total, 0.1f);
+    for (int64_t i = 0; i < total; i++)
+        v[i] = fabsf(v[i]);
+    float *W[2], *M[2], *V[2], *G = dev_of(gpu, gr, (size_t)total);
+    for (int k = 0; k < 2; k++)
+        W[k] = dev_of(gpu, w, (size_t)total), M[k] = dev_of(gpu, m, (size_t)total),
+        V[k] = dev_of(gpu, v, (size_t)total);
+    uint16_t *Wb = tw_backend_alloc(gpu, (size_t)total * 2);
+    REQUIRE(Wb);
+    struct tw_adamw_args a = { .step_size = 1e-3f,
+                               .beta1 = 0.9f,
+                               .beta2 = 0.95f,
+                               .eps = 1e-8f,
+                               .decay = 0.999f,
+                               .bc2_sqrt = 0.3f };
+    struct tw_adamw_seg seg[NS];
+    for (int rep = 0; rep < 2; rep++) { // twice: the second finds its table on the device
+        int64_t off = 0;
+        for (int i = 0; i < NS; i++) {
+            struct tw_adamw_args ai = a;
+            ai.decay = decay[i] ? a.decay : 1.0f;
+            g->adamw(gpu, W[0] + off, G + off, M[0] + off, V[0] + off, (size_t)ns[i], &ai);
+            seg[i] = (struct tw_adamw_seg){
+                W[1] + off, G + off, M[1] + off, V[1] + off, copy[i] ? Wb + off : NULL,
+                ns[i],      decay[i]
+            };
+            off += ns[i];
+        }
+        g->adamw_multi(gpu, seg, NS, &a);
+    }
+    CHECK_OK(tw_backend_sync(gpu));
+    float *h[2][3];
+    for (int k = 0; k < 2; k++) {
+        float *src[3] = { W[k], M[k], V[k] };
+        for (int j = 0; j < 3; j++) {
+            h[k][j] = tw_malloc_array((size_t)total, sizeof(float));
+            REQUIRE(h[k][j]);
+            CHECK_OK(tw_backend_download(gpu, h[k][j], src[j], (size_t)total * sizeof(float)));
+        }
+    }
+    uint16_t *hb = tw_malloc_array((size_t)total, 2);
+    REQUIRE(hb);
+    CHECK_OK(tw_backend_download(gpu, hb, Wb, (size_t)total * 2));
+    bool same = true, copies = true, moved = false;
+    for (int j = 0; j < 3; j++)
+        same &= memcmp(h[0][j], h[1][j], (size_t)total * sizeof(float)) == 0;
+    int64_t off = 0;
+    for (int i = 0; i < NS; i++) {
+        for (int64_t e = off; e < off + ns[i] && copy[i]; e++)
+            copies &= hb[e] == tw_f32_to_bf16(h[1][0][e]);
+        off += ns[i];
+    }
+    for (int64_t e = 0; e < total; e++)
+        moved |= h[1][0][e] != w[e];
+    if (!same || !copies)
+        fprintf(stderr, "adamw_multi: %s, copies %s\n", same ? "same" : "differs",
+                copies ? "equal" : "differ");
+    CHECK(same && copies && moved);
+    void *devs[] = { W[0], W[1], M[0], M[1], V[0], V[1], G, Wb };
+    for (size_t i = 0; i < sizeof devs / sizeof *devs; i++)
+        tw_backend_release(gpu, devs[i]);
+    for (int k = 0; k < 2; k++)
+        for (int j = 0; j < 3; j++)
+            tw_free(h[k][j]);
+    tw_free(w), tw_free(gr), tw_free(m), tw_free(v), tw_free(hb);
+}
+
 // RMSNorm's passes on the GPU against the CPU's, N rows of C: the backward adding into dx (the
 // CPU's within 1e-5) and into dw (its column sums: within 1e-4), its hand-off's bf16 dx the f32
 // one rounded and its forward's bf16 y the f32 one rounded, bit for bit. C from a head's 64 to
@@ -785,6 +868,7 @@ int main(int argc, char **argv)
     test_swiglu_bf16();
     test_linear_bf16();
     test_rope_bf16();
+    test_adamw_multi();
     test_norms();
     test_attention();
     if (argc > 1 && strcmp(argv[1], "--attention") == 0) {

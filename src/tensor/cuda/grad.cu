@@ -39,8 +39,11 @@ struct scratch {
 
 struct grad_state {
     cublasHandle_t h;
-    struct scratch xb, yb, yf, tile, logits, s, dp, part, seg, delta, abf;
+    struct scratch xb, yb, yf, tile, logits, s, dp, part, seg, delta, abf, segs;
     int32_t *seg_host; // pinned: the embedding backward's token order and segments
+    void *segs_host;   // adamw_multi's table as last uploaded (tw_calloc'd), to segs_dev
+    void *segs_dev;
+    size_t segs_bytes;
     size_t seg_cap;
     cudaEvent_t seg_copied; // after the last copy out of seg_host (NULL: none yet)
 };
@@ -79,10 +82,11 @@ void twc_grad_free(void *p)
     if (!g)
         return;
     struct scratch *all[] = { &g->xb, &g->yb,   &g->yf,  &g->tile,  &g->logits, &g->s,
-                              &g->dp, &g->part, &g->seg, &g->delta, &g->abf };
+                              &g->dp, &g->part, &g->seg, &g->delta, &g->abf,    &g->segs };
     for (size_t i = 0; i < sizeof all / sizeof *all; i++)
         cudaFree(all[i]->p);
     cudaFreeHost(g->seg_host);
+    tw_free(g->segs_host);
     if (g->seg_copied)
         cudaEventDestroy(g->seg_copied);
     cublasDestroy(g->h);
@@ -680,6 +684,19 @@ static void g_rmsnorm_bwd_bf16(struct tw_backend *be, float *dx, void *dxb, floa
 
 // ---- the output projection and the log-softmax, a chunk of rows at a time.
 
+// The vectors j and j + step (when below NV) of row as floats, both loads issued before either
+// is used: how many there were.
+template <typename T, int VN>
+static __device__ __forceinline__ int load_two(const T *row, int64_t j, int64_t step, int64_t NV,
+                                               float (&x)[2][VN])
+{
+    vec16<T>::load(row + VN * j, x[0]);
+    if (j + step >= NV)
+        return 1;
+    vec16<T>::load(row + VN * (j + step), x[1]);
+    return 2;
+}
+
 // e^x for the log-softmax of T logits: expf for f32 (the CPU's within its last bits), one
 // MUFU.EX2 for bf16 logits, whose own rounding is 2^-9.
 static __device__ __forceinline__ float ce_exp(float x, float)
@@ -722,10 +739,7 @@ static __global__ void __launch_bounds__(1024)
     const int64_t step = blockDim.x;
     for (int64_t j = threadIdx.x; j < NV; j += 2 * step) { // two loads in flight a thread
         float x[2][VN];
-        const int nu = j + step < NV ? 2 : 1;
-        vec16<T>::load(row + VN * j, x[0]);
-        if (nu == 2)
-            vec16<T>::load(row + VN * (j + step), x[1]);
+        const int nu = load_two(row, j, step, NV, x);
 #pragma unroll
         for (int u = 0; u < 2; u++) {
             if (u >= nu)
@@ -763,10 +777,7 @@ static __global__ void __launch_bounds__(1024)
     float c = coef[blockIdx.x];
     for (int64_t j = threadIdx.x; j < NV; j += 2 * step) {
         float x[2][VN];
-        const int nu = j + step < NV ? 2 : 1;
-        vec16<T>::load(row + VN * j, x[0]);
-        if (nu == 2)
-            vec16<T>::load(row + VN * (j + step), x[1]);
+        const int nu = load_two(row, j, step, NV, x);
 #pragma unroll
         for (int u = 0; u < 2; u++) {
             if (u >= nu)
@@ -1174,14 +1185,19 @@ static void g_zero(struct tw_backend *be, void *p, size_t bytes)
 }
 
 // One element of torch.optim.AdamW's update.
+// Each operation rounded on its own (no contraction into FMAs, which the compiler may choose
+// differently kernel by kernel: adamw_kernel and adamw_multi_kernel gave different bits), in
+// tw_adamw_update's order.
 static __device__ __forceinline__ void adamw_one(float &w, float g, float &m, float &v,
                                                  const struct tw_adamw_args &a)
 {
-    float wj = w * a.decay;
-    float mj = m + (g - m) * (1.0f - a.beta1);
-    float vj = v * a.beta2 + (1.0f - a.beta2) * g * g;
+    float wj = __fmul_rn(w, a.decay);
+    float mj = __fadd_rn(m, __fmul_rn(__fsub_rn(g, m), __fsub_rn(1.0f, a.beta1)));
+    float vj =
+        __fadd_rn(__fmul_rn(v, a.beta2), __fmul_rn(__fmul_rn(__fsub_rn(1.0f, a.beta2), g), g));
     m = mj, v = vj;
-    w = wj - a.step_size * mj / (sqrtf(vj) / a.bc2_sqrt + a.eps);
+    float den = __fadd_rn(__fdiv_rn(__fsqrt_rn(vj), a.bc2_sqrt), a.eps);
+    w = __fsub_rn(wj, __fdiv_rn(__fmul_rn(a.step_size, mj), den));
 }
 
 // Four elements a thread, by 16-byte loads and stores where vec (every array aligned).
@@ -1214,6 +1230,92 @@ static void g_adamw(struct tw_backend *be, float *w, const float *g, float *m, f
     adamw_kernel<<<grid4((int64_t)n), THREADS, 0, twc_stream(be)>>>(w, g, m, v, (int64_t)n, *a,
                                                                     vec);
     twc_check(be, cudaGetLastError(), "adamw");
+}
+
+// adamw_multi's tensors on the device: each with its first block of the launch.
+struct adamw_dseg {
+    float *w;
+    const float *g;
+    float *m, *v;
+    __nv_bfloat16 *wb;
+    int64_t n, first;
+    int64_t decay; // the args' decay applies (else 1)
+};
+
+#define ADAMW_PER_BLOCK (4 * THREADS) // elements a block of adamw_multi_kernel
+
+// A block's tensor found by bisection over the tensors' first blocks; its threads take
+// ADAMW_PER_BLOCK elements, THREADS apart (coalesced), by adamw_one: the same update as
+// adamw_kernel's, element for element.
+static __global__ void adamw_multi_kernel(const struct adamw_dseg *seg, int nseg,
+                                          struct tw_adamw_args a)
+{
+    int lo = 0, hi = nseg - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (seg[mid].first <= (int64_t)blockIdx.x)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    const struct adamw_dseg S = seg[lo];
+    a.decay = S.decay ? a.decay : 1.0f;
+    int64_t i0 = ((int64_t)blockIdx.x - S.first) * ADAMW_PER_BLOCK + threadIdx.x;
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        int64_t i = i0 + k * THREADS;
+        if (i < S.n) {
+            float w = S.w[i], m = S.m[i], v = S.v[i];
+            adamw_one(w, S.g[i], m, v, a);
+            S.w[i] = w, S.m[i] = m, S.v[i] = v;
+            if (S.wb)
+                S.wb[i] = __float2bfloat16(w);
+        }
+    }
+}
+
+static void g_adamw_multi(struct tw_backend *be, const struct tw_adamw_seg *seg, int nseg,
+                          const struct tw_adamw_args *a)
+{
+    struct grad_state *g = state(be);
+    if (!g || nseg <= 0 || twc_failed(be))
+        return;
+    struct adamw_dseg *h = (struct adamw_dseg *)tw_calloc((size_t)nseg, sizeof *h);
+    if (!h) {
+        twc_fail(be, "adamw", "out of host memory");
+        return;
+    }
+    int64_t blocks = 0;
+    int n = 0;
+    for (int i = 0; i < nseg; i++) {
+        if (seg[i].n <= 0)
+            continue;
+        h[n] = (struct adamw_dseg){
+            seg[i].w, seg[i].g, seg[i].m,    seg[i].v, (__nv_bfloat16 *)seg[i].wb,
+            seg[i].n, blocks,   seg[i].decay
+        };
+        blocks += (seg[i].n + ADAMW_PER_BLOCK - 1) / ADAMW_PER_BLOCK;
+        n++;
+    }
+    // The table on the device, uploaded again only when it changed (the same tensors every
+    // step: no copy, and no wait on the stream that a copy from pageable memory may bring)
+    size_t bytes = (size_t)n * sizeof *h;
+    void *d = n ? grow(be, &g->segs, bytes) : NULL;
+    bool same =
+        d && d == g->segs_dev && g->segs_bytes == bytes && memcmp(g->segs_host, h, bytes) == 0;
+    if (d && !same) {
+        tw_free(g->segs_host);
+        g->segs_host = NULL, g->segs_dev = NULL, g->segs_bytes = 0;
+        if (twc_check(be, cudaMemcpyAsync(d, h, bytes, cudaMemcpyHostToDevice, twc_stream(be)),
+                      "adamw (tensors)"))
+            g->segs_host = h, g->segs_dev = d, g->segs_bytes = bytes, h = NULL;
+    }
+    if (d && !twc_failed(be)) {
+        adamw_multi_kernel<<<(unsigned)blocks, THREADS, 0, twc_stream(be)>>>(
+            (const struct adamw_dseg *)d, n, *a);
+        twc_check(be, cudaGetLastError(), "adamw");
+    }
+    tw_free(h);
 }
 
 // Sum of squares in double: a part per block, then one thread adds the parts in order.
@@ -1462,6 +1564,7 @@ const struct tw_grad_ops twc_grad_ops = {
     /* dropout */ g_dropout,
     /* zero */ g_zero,
     /* adamw */ g_adamw,
+    /* adamw_multi */ g_adamw_multi,
     /* sumsq */ g_sumsq,
     /* scale */ g_scale,
     /* convert */ g_convert,
