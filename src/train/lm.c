@@ -881,9 +881,12 @@ static int ensure_acts(tw_lm *m, int64_t N)
     if (kq) // no f32 v, nor q and k but for q/k norms
         per_layer -= N * KV + (c->qk_norm ? 0 : N * (HD + KV));
     int64_t LA = m->recompute ? 1 : L; // layers whose activations are kept
-    int64_t total = (L + 1) * N * C + LA * per_layer + N * C + N + 2 * N * C + 3 * N * F +
-                    4 * N * HD + 4 * N * KV + N * m->r + N * W + 2 * N +
-                    (hb ? 3 * halves(N * F) + halves(N * C) + halves(N * HD) + halves(N * KV) : 0);
+    // (with hand-offs no f32 dh, dg, du: SwiGLU's backward works on their bf16 copies; no
+    // scratch row either: it serves LoRA, which hand-offs exclude)
+    int64_t total = (L + 1) * N * C + LA * per_layer + N * C + N + 2 * N * C + 4 * N * HD +
+                    4 * N * KV + N * m->r + 2 * N +
+                    (hb ? 3 * halves(N * F) + halves(N * C) + halves(N * HD) + halves(N * KV)
+                        : 3 * N * F + N * W);
     tw_backend_release(m->be, m->act_buf), tw_backend_release(m->be, m->bids);
     tw_free(m->xs), tw_free(m->a), tw_free(m->negpos), tw_free(m->hlogp);
     m->act_buf = NULL, m->bids = NULL, m->xs = NULL, m->a = NULL, m->negpos = NULL;
@@ -939,10 +942,12 @@ static int ensure_acts(tw_lm *m, int64_t N)
     }
     m->xf = TAKE(N * C), m->rstdf = TAKE(N);
     m->dx = TAKE(N * C), m->dxn = TAKE(N * C);
-    m->dh = TAKE(N * F), m->dg = TAKE(N * F), m->du = TAKE(N * F);
+    m->dh = m->dg = m->du = m->tmp = NULL;
+    if (!hb)
+        m->dh = TAKE(N * F), m->dg = TAKE(N * F), m->du = TAKE(N * F), m->tmp = TAKE(N * W);
     m->datt = TAKE(N * HD), m->dq = TAKE(N * HD), m->dqp = TAKE(N * HD);
     m->dk = TAKE(N * KV), m->dv = TAKE(N * KV), m->dkp = TAKE(N * KV);
-    m->dxa = TAKE(N * m->r), m->tmp = TAKE(N * W);
+    m->dxa = TAKE(N * m->r);
     m->logp = TAKE(N), m->coef = TAKE(N);
     m->dgb = m->dub = m->dhb = m->dxb = m->dqb = m->dkb = NULL;
     if (hb) {
