@@ -158,6 +158,41 @@ static void compare_handoffs(const char *what, tw_lm *a, tw_lm *b)
     tw_lm_free(a), tw_lm_free(b);
 }
 
+// Activation recompute on the GPU with the hand-offs (the products' bf16 outputs, q, k, v in the
+// attention's keep alone): the same loss and gradients to the bit as keeping every layer's
+// activations (the layer's forward runs again just before its backward, on the same inputs).
+static void test_recompute(const struct tw_model *g)
+{
+    const enum tw_arch archs[] = { TW_ARCH_LLAMA, TW_ARCH_QWEN3 };
+    for (int k = 0; k < 2; k++) {
+        struct tw_model_config c = cfg_of(g, archs[k]);
+        struct batch x;
+        make_batch(&x, c.n_vocab);
+        tw_lm *m[2];
+        double ce[2];
+        int64_t n[2];
+        for (int i = 0; i < 2; i++) {
+            REQUIRE(tw_lm_new_random(&c, 14, &m[i]) == 0);
+            REQUIRE(tw_lm_set_compute(m[i], TW_DTYPE_BF16) == 0);
+            tw_lm_set_recompute(m[i], i == 1);
+            REQUIRE(tw_lm_use_backend(m[i], gpu) == 0);
+            tw_lm_zero_grad(m[i]);
+            REQUIRE(tw_lm_step_ce(m[i], &x.b, 0.01f, &ce[i], &n[i]) == 0);
+            REQUIRE(tw_lm_pull(m[i], true) == 0);
+        }
+        bool same = ce[0] == ce[1] && n[0] == n[1];
+        for (size_t i = 0; i < tw_lm_n_params(m[0]); i++) {
+            const struct tw_lm_param *pa = tw_lm_param_at(m[0], i), *pb = tw_lm_param_at(m[1], i);
+            same &= memcmp(pa->g, pb->g, pa->n * sizeof(float)) == 0;
+        }
+        printf("%s bf16 hand-offs, recompute: loss %.7f / %.7f, gradients %s\n",
+               k ? "qwen3" : "llama", ce[0] / (double)n[0], ce[1] / (double)n[1],
+               same ? "the same bits" : "differ");
+        CHECK(same);
+        tw_lm_free(m[0]), tw_lm_free(m[1]);
+    }
+}
+
 static void test_full(const struct tw_model *g)
 {
     const enum tw_arch archs[] = { TW_ARCH_LLAMA, TW_ARCH_QWEN2, TW_ARCH_QWEN3, TW_ARCH_MISTRAL };
@@ -877,6 +912,7 @@ int main(int argc, char **argv)
     }
     struct tw_model *g = golden_llama();
     test_full(g);
+    test_recompute(g);
     test_lora(g);
     test_loop(g);
     tw_model_close(g);
