@@ -214,7 +214,10 @@ struct tw_grad_ops {
     // instead of an f32 tensor that every product rounds again (q, k and v each rounded the
     // norm's output; each dW rounded its input once more). The values are the same: these are
     // the ops above with their outputs rounded to bf16 (round-to-nearest-even), and the
-    // products given the rounded operands. bf16 arguments are void * (n bf16 values).
+    // products given the rounded operands; but the products may also hand their outputs on as
+    // bf16 (yb, dxb: their f32 sums rounded once, as PyTorch's autocast keeps q, k, v, the gate
+    // and up outputs and dh), where f32 activations keep them f32 (TWIN_TRAIN_ACTS=f32). bf16
+    // arguments are void * (n bf16 values).
     // rmsnorm_fwd, y as bf16 only
     void (*rmsnorm_fwd_bf16)(struct tw_backend *be, void *y, float *rstd, const float *x,
                              const float *w, int64_t N, int64_t C, float eps);
