@@ -230,9 +230,9 @@ struct tw_grad_ops {
     // NULL, xb's bf16 values rotated in place (in f32, rounded once)
     void (*rope_bf16)(struct tw_backend *be, void *xb, float *x, bool keep, const int32_t *pos,
                       int64_t N, int64_t heads, const struct tw_rope *r);
-    // Whether attn_fwd and attn_bwd of shape sh multiply keep's bf16 q, k, v alone (the fused
-    // kernels): then the caller may give them there only (kept_qk, kept_v) and pass NULL for
-    // the f32 ones
+    // Whether attn_fwd and attn_bwd of shape sh, given a keep, multiply its bf16 q, k, v alone
+    // (the fused kernels; sh->keep itself is not read): then the caller may give them there
+    // only (kept_qk, kept_v) and pass NULL for the f32 ones
     bool (*attn_keeps)(struct tw_backend *be, const struct tw_attn_shape *sh);
     // h = silu(g) * u (the engine's tw_swiglu, in f32 on bf16 g and u) as bf16
     void (*swiglu_bf16)(struct tw_backend *be, void *h, const void *g, const void *u, int64_t n);

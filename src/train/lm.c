@@ -861,11 +861,10 @@ static int ensure_acts(tw_lm *m, int64_t N)
     if (N <= m->n_alloc && hb == m->acts_bf16)
         return 0;
     const struct tw_model_config *c = &m->cfg;
-    // (attn_keeps asks about the head size, the precision and the use of keep: any room will do)
+    // (attn_keeps asks about the head size and the precision)
     struct tw_attn_shape sh = {
         .B = 1, .T = 1, .H = c->n_head, .Hkv = c->n_head_kv, .D = c->head_dim, .lowp = lowp(m)
     };
-    sh.keep = &sh;
     bool kq = hb && m->go->attn_keeps && m->go->attn_keeps(m->be, &sh);
     int64_t C = c->n_embd, HD = (int64_t)c->n_head * c->head_dim;
     int64_t KV = (int64_t)c->n_head_kv * c->head_dim, F = c->n_ff, L = c->n_layer;
@@ -1251,8 +1250,8 @@ static int layer_bwd(tw_lm *m, int il, const struct tw_lm_batch *b)
     // the MLP: y = x_mid + down(silu(gate(xn2)) * up(xn2)); each gradient buffer's first
     // writer writes it (no zeroing passes); with hand-offs SwiGLU's backward writes dg and du
     // as the bf16 copies their products read
-    int rc = lin_bwd(m, il, TW_PROJ_DOWN, hb ? NULL : m->dh, m->dhb, false, m->dx, m->dxb, a->h,
-                     a->hb, N, false);
+    int rc =
+        lin_bwd(m, il, TW_PROJ_DOWN, m->dh, m->dhb, false, m->dx, m->dxb, a->h, a->hb, N, false);
     if (rc)
         return rc;
     if (hb)

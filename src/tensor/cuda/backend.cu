@@ -1195,6 +1195,20 @@ static void rope_store(struct cuda_impl *im, struct tw_tensor *q, float *k, cons
            what);
 }
 
+// rope_train_kernel for x of InT, by the pairs a lane takes; a warp a row, 8 warps a block.
+template <typename InT>
+static cudaError_t launch_rope_train(struct cuda_impl *im, const InT *x, float *yf,
+                                     __nv_bfloat16 *yb, const int32_t *pos, const float *freq,
+                                     int64_t N, int heads, int D, int half, bool neox)
+{
+    void (*k)(const InT *, float *, __nv_bfloat16 *, const int32_t *, const float *, int64_t, int,
+              int, int, bool) = half <= 32   ? rope_train_kernel<1, InT>
+                                : half <= 64 ? rope_train_kernel<2, InT>
+                                             : rope_train_kernel<4, InT>;
+    return twc_launch(k, (unsigned)((N + 7) / 8), 256, 0, im->stream, x, yf, yb, pos, freq, N,
+                      heads, D, half, neox);
+}
+
 void twc_rope_train(struct tw_backend *be, float *x, void *xb, bool keep, const int32_t *pos,
                     int64_t N, int64_t heads, const struct tw_rope *r)
 {
@@ -1209,26 +1223,13 @@ void twc_rope_train(struct tw_backend *be, float *x, void *xb, bool keep, const 
         half ? (const float *)stage(im, r->inv_freq, (size_t)half * sizeof(float)) : NULL;
     if (!d_pos || (half && !d_freq) || !live(im) || N == 0)
         return;
-    unsigned blocks = (unsigned)((N + 7) / 8); // a warp a row, 8 warps a block
     __nv_bfloat16 *yb = (__nv_bfloat16 *)xb;
-    cudaError_t e;
-    if (!x) { // xb in place
-        void (*k)(const __nv_bfloat16 *, float *, __nv_bfloat16 *, const int32_t *, const float *,
-                  int64_t, int, int, int, bool) = half <= 32 ? rope_train_kernel<1, __nv_bfloat16>
-                                                  : half <= 64
-                                                      ? rope_train_kernel<2, __nv_bfloat16>
-                                                      : rope_train_kernel<4, __nv_bfloat16>;
-        e = twc_launch(k, blocks, 256, 0, im->stream, (const __nv_bfloat16 *)yb, (float *)NULL, yb,
-                       d_pos, d_freq, N, (int)heads, D, half, r->neox);
-    } else {
-        void (*k)(const float *, float *, __nv_bfloat16 *, const int32_t *, const float *, int64_t,
-                  int, int, int, bool) = half <= 32   ? rope_train_kernel<1, float>
-                                         : half <= 64 ? rope_train_kernel<2, float>
-                                                      : rope_train_kernel<4, float>;
-        e = twc_launch(k, blocks, 256, 0, im->stream, (const float *)x, keep ? x : (float *)NULL,
-                       yb, d_pos, d_freq, N, (int)heads, D, half, r->neox);
-    }
-    ck(im, e, "rope (training)");
+    ck(im,
+       x ? launch_rope_train<float>(im, x, keep ? x : NULL, yb, d_pos, d_freq, N, (int)heads, D,
+                                    half, r->neox)
+         : launch_rope_train<__nv_bfloat16>(im, yb, NULL, yb, d_pos, d_freq, N, (int)heads, D,
+                                            half, r->neox), // (x NULL: xb in place)
+       "rope (training)");
 }
 
 static void cuda_rope(struct tw_backend *be, struct tw_tensor *x, const int32_t *pos,

@@ -103,15 +103,15 @@ static void *grow(struct tw_backend *be, struct scratch *sc, size_t bytes)
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); \
          i += (int64_t)gridDim.x * blockDim.x)
 
-// The same over groups of four elements (i the group's first), for kernels that take four a
-// thread by 16-byte loads where they can; grid4 is their launch's blocks.
-#define GRID_STRIDE4(i, n)                                                          \
-    for (int64_t i = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) * 4; i < (n); \
-         i += (int64_t)gridDim.x * blockDim.x * 4)
+// The same over groups of vn elements (i the group's first), for kernels that take a group a
+// thread by 16-byte loads where they can; grid_vec is their launch's blocks.
+#define GRID_STRIDE_VEC(i, n, vn)                                                      \
+    for (int64_t i = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) * (vn); i < (n); \
+         i += (int64_t)gridDim.x * blockDim.x * (vn))
 
-static unsigned grid4(int64_t n)
+static unsigned grid_vec(int64_t n, int vn)
 {
-    return twc_grid_for((n + 3) / 4);
+    return twc_grid_for((n + vn - 1) / vn);
 }
 
 // 16 bytes of T at p as floats, and back: 4 f32 or 8 bf16 values.
@@ -231,21 +231,14 @@ static int64_t tile_rows(const struct tw_tensor *w)
     return r < 1 ? 1 : r;
 }
 
-static __global__ void add_bias_kernel(float *y, const float *b, int64_t N, int64_t M)
+// out = y + b over rows of M (out may be y), as OutT: f32, or bf16 rounded once.
+template <typename OutT>
+static __global__ void add_bias_kernel(OutT *out, const float *y, const float *b, int64_t N,
+                                       int64_t M)
 {
     GRID_STRIDE(i, N * M)
     {
-        y[i] += b[i % M];
-    }
-}
-
-// yb = (y + b) rounded to bf16, once.
-static __global__ void bias_bf16_kernel(__nv_bfloat16 *yb, const float *y, const float *b,
-                                        int64_t N, int64_t M)
-{
-    GRID_STRIDE(i, N * M)
-    {
-        yb[i] = __float2bfloat16(y[i] + b[i % M]);
+        out[i] = (OutT)(y[i] + b[i % M]);
     }
 }
 
@@ -284,9 +277,9 @@ static int linear_fwd(struct tw_backend *be, float *y, __nv_bfloat16 *yb, const 
     }
     if (b && y && !twc_failed(be)) {
         if (yb)
-            bias_bf16_kernel<<<twc_grid_for(N * M), THREADS, 0, twc_stream(be)>>>(yb, y, b, N, M);
+            add_bias_kernel<<<twc_grid_for(N * M), THREADS, 0, twc_stream(be)>>>(yb, y, b, N, M);
         else
-            add_bias_kernel<<<twc_grid_for(N * M), THREADS, 0, twc_stream(be)>>>(y, b, N, M);
+            add_bias_kernel<<<twc_grid_for(N * M), THREADS, 0, twc_stream(be)>>>(y, y, b, N, M);
     }
     twc_check(be, cudaGetLastError(), "linear (bias)");
     return 0;
@@ -941,7 +934,7 @@ static bool attn_bf16(struct tw_backend *be, __nv_bfloat16 **out, int n, const f
 
 static bool g_attn_keeps(struct tw_backend *be, const struct tw_attn_shape *sh)
 {
-    return fused(be, sh) && sh->keep;
+    return fused(be, sh);
 }
 
 static void g_attn_fwd(struct tw_backend *be, float *out, float *lse, const float *q,
@@ -1050,16 +1043,7 @@ static __device__ __forceinline__ void swiglu_bwd_one(float *dg, float *du, floa
 
 // 16 bytes of each array a thread (vec16<T>::n elements) where vec (every pointer 16-byte
 // aligned), element by element otherwise and at the end; T float, or __nv_bfloat16 for
-// grad.h's hand-offs (the f32 values rounded). grid_vec: the blocks of such a launch.
-static unsigned grid_vec(int64_t n, int vn)
-{
-    return twc_grid_for((n + vn - 1) / vn);
-}
-
-#define GRID_STRIDE_VEC(i, n, vn)                                                      \
-    for (int64_t i = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) * (vn); i < (n); \
-         i += (int64_t)gridDim.x * blockDim.x * (vn))
-
+// grad.h's hand-offs (the f32 values rounded).
 template <typename T>
 static __global__ void swiglu_bwd_kernel(T *dg, T *du, const T *dh, const T *g, const T *u,
                                          int64_t n, bool vec)
@@ -1204,7 +1188,7 @@ static __device__ __forceinline__ void adamw_one(float &w, float g, float &m, fl
 static __global__ void adamw_kernel(float *w, const float *g, float *m, float *v, int64_t n,
                                     struct tw_adamw_args a, bool vec)
 {
-    GRID_STRIDE4(i, n)
+    GRID_STRIDE_VEC(i, n, 4)
     {
         if (vec && i + 4 <= n) {
             float4 W = *(float4 *)(w + i), G = *(const float4 *)(g + i), M = *(float4 *)(m + i),
@@ -1227,8 +1211,8 @@ static void g_adamw(struct tw_backend *be, float *w, const float *g, float *m, f
     if (n == 0 || twc_failed(be))
         return;
     bool vec = twc_aligned16(w) && twc_aligned16(g) && twc_aligned16(m) && twc_aligned16(v);
-    adamw_kernel<<<grid4((int64_t)n), THREADS, 0, twc_stream(be)>>>(w, g, m, v, (int64_t)n, *a,
-                                                                    vec);
+    adamw_kernel<<<grid_vec((int64_t)n, 4), THREADS, 0, twc_stream(be)>>>(w, g, m, v, (int64_t)n,
+                                                                          *a, vec);
     twc_check(be, cudaGetLastError(), "adamw");
 }
 
@@ -1361,7 +1345,7 @@ static void g_sumsq(struct tw_backend *be, const float *x, size_t n, double *acc
 // x *= c, four elements a thread as adamw_kernel.
 static __global__ void scale_kernel(float *x, int64_t n, float c, bool vec)
 {
-    GRID_STRIDE4(i, n)
+    GRID_STRIDE_VEC(i, n, 4)
     {
         if (vec && i + 4 <= n) {
             float4 v = *(float4 *)(x + i);
@@ -1378,8 +1362,8 @@ static void g_scale(struct tw_backend *be, float *x, size_t n, float c)
 {
     if (n == 0 || twc_failed(be))
         return;
-    scale_kernel<<<grid4((int64_t)n), THREADS, 0, twc_stream(be)>>>(x, (int64_t)n, c,
-                                                                    twc_aligned16(x));
+    scale_kernel<<<grid_vec((int64_t)n, 4), THREADS, 0, twc_stream(be)>>>(x, (int64_t)n, c,
+                                                                          twc_aligned16(x));
     twc_check(be, cudaGetLastError(), "scale");
 }
 
@@ -1519,7 +1503,7 @@ static int g_lora_fwd(struct tw_backend *be, float *y, void *xcv, const struct t
                   "LoRA activations");
     gemm_rm(be, G_BF16, false, true, N, out, K, 1, xc, K, 0, W, ld, 0, 0, y, out, 0, 1);
     if (b && !twc_failed(be)) {
-        add_bias_kernel<<<twc_grid_for(N * out), THREADS, 0, twc_stream(be)>>>(y, b, N, out);
+        add_bias_kernel<<<twc_grid_for(N * out), THREADS, 0, twc_stream(be)>>>(y, y, b, N, out);
         twc_check(be, cudaGetLastError(), "linear (bias)");
     }
     return 0;
