@@ -27,8 +27,10 @@ struct model_impl {
     tw_arena arena;
     void *weights; // tw_model_random's weights
     // A copy on a backend (tw_model_to_backend): its tensors' memory belongs to `be`; the
-    // configuration, tokenizer, names and end ids are the host model's.
+    // configuration, tokenizer, names and end ids are the host model's. Each layer's tensors
+    // lie in one allocation, layer_blocks[il].
     struct tw_backend *be;
+    void **layer_blocks;
 };
 
 const char *tw_arch_name(enum tw_arch a)
@@ -393,22 +395,63 @@ static struct tw_tensor *slot_tensor(struct tw_model *m, const struct tw_slot *s
     return (struct tw_tensor *)(base + s->offset);
 }
 
-// Releases a backend copy's tensors (those not aliasing another: the tied output).
+// Releases a backend copy's tensors (those not aliasing another: the tied output) and its
+// layers' blocks.
 static void release_on_backend(struct tw_model *d)
 {
     size_t n;
     const struct tw_slot *slots = tw_slots(&n);
-    struct tw_backend *be = ((struct model_impl *)d->impl)->be;
+    struct model_impl *im = d->impl;
     bool tied = d->output.data && d->output.data == d->tok_embd.data;
-    for (size_t i = 0; i < n; i++) {
-        int layers = slots[i].per_layer ? d->cfg.n_layer : 1;
-        for (int il = 0; il < layers && d->layers; il++) {
-            struct tw_tensor *t = slot_tensor(d, &slots[i], il);
+    for (size_t i = 0; i < n; i++)
+        if (!slots[i].per_layer) {
+            struct tw_tensor *t = slot_tensor(d, &slots[i], 0);
             if (t->data && !(t == &d->output && tied))
-                tw_backend_release(be, t->data);
+                tw_backend_release(im->be, t->data);
             t->data = NULL;
         }
-    }
+    for (int il = 0; il < d->cfg.n_layer && im->layer_blocks; il++)
+        tw_backend_release(im->be, im->layer_blocks[il]);
+    tw_free(im->layer_blocks);
+    im->layer_blocks = NULL;
+}
+
+// A layer's tensor's offset in its block, 256-byte aligned.
+#define BLOCK_ALIGN 256
+
+// Layer il of m into one block of be's memory, d's layer pointing into it: the matrices first
+// in slot order, then the vectors, so that the layer's q, k, v weights (and gate, up) lie one
+// after another wherever their sizes are multiples of 256 bytes (train/lm.c then multiplies
+// them as one stacked matrix).
+static int layer_to_backend(const struct tw_model *m, struct tw_model *d, int il,
+                            struct tw_backend *be, void **block)
+{
+    size_t n, total = 0;
+    const struct tw_slot *slots = tw_slots(&n);
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t i = 0; i < n; i++) {
+            const struct tw_tensor *t = slot_tensor((struct tw_model *)m, &slots[i], il);
+            if (slots[i].per_layer && t->data && (t->ndim == 2) == (pass == 0))
+                total += (tw_tensor_nbytes(t) + BLOCK_ALIGN - 1) / BLOCK_ALIGN * BLOCK_ALIGN;
+        }
+    char *p = *block = total ? tw_backend_alloc(be, total) : NULL;
+    if (total && !p)
+        return tw_error_code() ? tw_error_code() : TW_ENOMEM;
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t i = 0; i < n; i++) {
+            const struct tw_tensor *t = slot_tensor((struct tw_model *)m, &slots[i], il);
+            struct tw_tensor *dt = slot_tensor(d, &slots[i], il);
+            if (!slots[i].per_layer || !t->data || (t->ndim == 2) != (pass == 0))
+                continue;
+            assert(tw_tensor_is_contiguous(t));
+            size_t bytes = tw_tensor_nbytes(t);
+            int rc = tw_backend_upload(be, p, t->data, bytes);
+            if (rc)
+                return tw_error_prefix("%s", t->name ? t->name : "a weight");
+            dt->data = p, dt->device = be->device;
+            p += (bytes + BLOCK_ALIGN - 1) / BLOCK_ALIGN * BLOCK_ALIGN;
+        }
+    return 0;
 }
 
 int tw_model_to_backend(const struct tw_model *m, struct tw_backend *be, struct tw_model **out)
@@ -416,34 +459,33 @@ int tw_model_to_backend(const struct tw_model *m, struct tw_backend *be, struct 
     struct tw_model *d = tw_calloc(1, sizeof *d);
     struct model_impl *im = tw_calloc(1, sizeof *im);
     struct tw_layer *layers = tw_calloc((size_t)m->cfg.n_layer, sizeof *layers);
-    if (!d || !im || !layers) {
-        tw_free(d), tw_free(im), tw_free(layers);
+    void **blocks = tw_calloc((size_t)m->cfg.n_layer + 1, sizeof *blocks);
+    if (!d || !im || !layers || !blocks) {
+        tw_free(d), tw_free(im), tw_free(layers), tw_free(blocks);
         return tw_error_set(TW_ENOMEM, "%s: out of memory", m->path);
     }
     *d = *m;
+    memcpy(layers, m->layers, (size_t)m->cfg.n_layer * sizeof *layers);
     d->layers = layers;
     d->impl = im;
-    im->be = be;
+    im->be = be, im->layer_blocks = blocks;
     size_t n;
     const struct tw_slot *slots = tw_slots(&n);
-    for (size_t i = 0; i < n; i++) // until uploaded, nothing of d points at m's memory
-        if (!slots[i].per_layer)
-            slot_tensor(d, &slots[i], 0)->data = NULL;
+    // until uploaded, nothing of d points at m's memory
+    for (size_t i = 0; i < n; i++)
+        for (int il = 0; il < (slots[i].per_layer ? m->cfg.n_layer : 1); il++)
+            slot_tensor(d, &slots[i], il)->data = NULL;
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
-        int layers_n = slots[i].per_layer ? m->cfg.n_layer : 1;
-        for (int il = 0; il < layers_n && rc == 0; il++) {
-            const struct tw_tensor *t = slot_tensor((struct tw_model *)m, &slots[i], il);
-            struct tw_tensor *dt = slot_tensor(d, &slots[i], il);
-            *dt = *t;
-            dt->data = NULL;
-            if (!t->data || (t == &m->output && m->output.data == m->tok_embd.data))
-                continue;
-            rc = tw_backend_tensor_upload(be, t, dt);
-            if (rc != 0)
-                tw_error_prefix("%s: %s", m->path, t->name ? t->name : "a weight");
-        }
+        const struct tw_tensor *t = slot_tensor((struct tw_model *)m, &slots[i], 0);
+        if (slots[i].per_layer || !t->data || (t == &m->output && m->output.data == m->tok_embd.data))
+            continue;
+        if ((rc = tw_backend_tensor_upload(be, t, slot_tensor(d, &slots[i], 0))) != 0)
+            tw_error_prefix("%s: %s", m->path, t->name ? t->name : "a weight");
     }
+    for (int il = 0; il < m->cfg.n_layer && rc == 0; il++)
+        if ((rc = layer_to_backend(m, d, il, be, &blocks[il])) != 0)
+            tw_error_prefix("%s: layer %d", m->path, il);
     if (rc == 0 && m->output.data && m->output.data == m->tok_embd.data)
         d->output = d->tok_embd, d->output.name = m->output.name;
     if (rc != 0) {

@@ -226,19 +226,23 @@ struct tw_grad_ops {
                              const float *dy, const float *x, const float *w, const float *rstd,
                              int64_t N, int64_t C);
     // x (N, heads, r->head_dim) rotated by positions pos (host memory) as the engine's tw_rope
-    // does, written to xb as bf16, and to x as well when keep (else x is left as it was); with x
-    // NULL, xb's bf16 values rotated in place (in f32, rounded once)
-    void (*rope_bf16)(struct tw_backend *be, void *xb, float *x, bool keep, const int32_t *pos,
-                      int64_t N, int64_t heads, const struct tw_rope *r);
+    // does, written to xb as bf16 (rows ld apart; 0: heads x head_dim), and to x as well when
+    // keep (else x is left as it was); with x NULL, xb's bf16 values rotated in place (in f32,
+    // rounded once)
+    void (*rope_bf16)(struct tw_backend *be, void *xb, int64_t ld, float *x, bool keep,
+                      const int32_t *pos, int64_t N, int64_t heads, const struct tw_rope *r);
     // Whether attn_fwd and attn_bwd of shape sh, given a keep, multiply its bf16 q, k, v alone
     // (the fused kernels; sh->keep itself is not read): then the caller may give them there
     // only (kept_qk, kept_v) and pass NULL for the f32 ones
     bool (*attn_keeps)(struct tw_backend *be, const struct tw_attn_shape *sh);
-    // h = silu(g) * u (the engine's tw_swiglu, in f32 on bf16 g and u) as bf16
-    void (*swiglu_bf16)(struct tw_backend *be, void *h, const void *g, const void *u, int64_t n);
-    // swiglu_bwd on bf16 dh, g and u, dg and du as bf16 (written)
+    // h (N, F) = silu(g) * u (the engine's tw_swiglu, in f32 on bf16 g and u) as bf16; g and
+    // u rows of F values ld apart (ld 2F, u = g + F: the gate and up products stacked as one)
+    void (*swiglu_bf16)(struct tw_backend *be, void *h, const void *g, const void *u, int64_t N,
+                        int64_t F, int64_t ld);
+    // swiglu_bwd on bf16 dh (N, F), g and u, dg and du as bf16 (written); g, u, dg, du rows of
+    // F values ld apart (as swiglu_bf16's g and u)
     void (*swiglu_bwd_bf16)(struct tw_backend *be, void *dg, void *du, const void *dh,
-                            const void *g, const void *u, int64_t n);
+                            const void *g, const void *u, int64_t N, int64_t F, int64_t ld);
     // linear_fwd with x as its bf16 copy xb; w bf16 or block-quantised; y as f32, or (y NULL)
     // yb as bf16: the product's f32 sums (and the bias) rounded once, as PyTorch's autocast
     // keeps a bf16 product's output (the gate and up projections' g and u)

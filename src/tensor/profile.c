@@ -425,10 +425,10 @@ static void g_rmsnorm_bwd_bf16(struct tw_backend *be, float *dx, void *dxb, floa
     TIMED(be, P_G_RMSNORM_BWD, 0, G(be)->rmsnorm_bwd_bf16(in, dx, dxb, dw, dy, x, w, rstd, N, C));
 }
 
-static void g_rope_bf16(struct tw_backend *be, void *xb, float *x, bool keep, const int32_t *pos,
-                        int64_t N, int64_t heads, const struct tw_rope *r)
+static void g_rope_bf16(struct tw_backend *be, void *xb, int64_t ld, float *x, bool keep,
+                        const int32_t *pos, int64_t N, int64_t heads, const struct tw_rope *r)
 {
-    TIMED(be, P_ROPE, 0, G(be)->rope_bf16(in, xb, x, keep, pos, N, heads, r));
+    TIMED(be, P_ROPE, 0, G(be)->rope_bf16(in, xb, ld, x, keep, pos, N, heads, r));
 }
 
 static bool g_attn_keeps(struct tw_backend *be, const struct tw_attn_shape *sh)
@@ -436,15 +436,16 @@ static bool g_attn_keeps(struct tw_backend *be, const struct tw_attn_shape *sh)
     return G(be)->attn_keeps(P(be)->inner, sh);
 }
 
-static void g_swiglu_bf16(struct tw_backend *be, void *h, const void *g, const void *u, int64_t n)
+static void g_swiglu_bf16(struct tw_backend *be, void *h, const void *g, const void *u, int64_t N,
+                          int64_t F, int64_t ld)
 {
-    TIMED(be, P_SWIGLU, 0, G(be)->swiglu_bf16(in, h, g, u, n));
+    TIMED(be, P_SWIGLU, 0, G(be)->swiglu_bf16(in, h, g, u, N, F, ld));
 }
 
 static void g_swiglu_bwd_bf16(struct tw_backend *be, void *dg, void *du, const void *dh,
-                              const void *g, const void *u, int64_t n)
+                              const void *g, const void *u, int64_t N, int64_t F, int64_t ld)
 {
-    TIMED(be, P_G_SWIGLU_BWD, 0, G(be)->swiglu_bwd_bf16(in, dg, du, dh, g, u, n));
+    TIMED(be, P_G_SWIGLU_BWD, 0, G(be)->swiglu_bwd_bf16(in, dg, du, dh, g, u, N, F, ld));
 }
 
 static int g_linear_fwd_bf16(struct tw_backend *be, float *y, void *yb, const void *xb,

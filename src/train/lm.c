@@ -38,7 +38,7 @@ struct acts {
     // bf16, q, k, v as the attention multiplies them (struct tw_attn_shape's keep), and the
     // gate and up projections' outputs as bf16 (as PyTorch's autocast keeps them)
     void *xn1b, *xn2b, *attb, *hb, *qkvb; // (N, C), (N, C), (N, H*D), (N, F), (N, (H+2Hkv)*D)
-    void *gb, *ub;                        // (N, F)
+    void *gb, *ub; // (N, F), rows gu_ld apart (tw_lm's: 2F with u = g + F when stacked)
 };
 
 struct tw_lm {
@@ -83,6 +83,12 @@ struct tw_lm {
     bool acts_bf16;      // the activations were laid out for bf16 hand-offs (handoffs())
     bool qkv_kept;       // and the attention multiplies its keep's q, k, v alone (attn_keeps): the
                          // products write them there, no f32 v (nor q, k without q/k norms) kept
+    bool stack_qkv;      // with hand-offs, every layer's q, k, v weights (and gradients) lie one
+                         // after another: their backward is one product of the stacked matrix
+                         // (stacked()), its dy q's, k's and v's gradients side by side in a row
+    bool stack_gu;       // and gate's and up's: one product forward and backward, g and u (and
+                         // their gradients) side by side in a row
+    int64_t gu_ld;       // the row stride of g, u and their gradients (2F stacked, else F)
     bool copies_written; // tw_lm_copies_written: the bf16 copies hold the masters' values
     bool recompute;
     float *act_buf;
@@ -95,7 +101,9 @@ struct tw_lm {
     float *dxa, *tmp;      // (N, r), (N, max(C, F)): LoRA's backward, dropout's masked inputs
     void *dgb, *dub, *dhb; // (N, F) bf16: SwiGLU's backward and its dh with hand-offs
     void *dxb;             // (N, C) bf16: dx rounded by the norms' backward, with hand-offs
-    void *dqb, *dkb;       // (N, H*D), (N, Hkv*D) bf16: RoPE's backward's, with hand-offs
+    void *dqb, *dkb, *dvb; // (N, H*D), (N, Hkv*D) bf16: RoPE's backward's, with hand-offs;
+                           // with stack_qkv, with dv's, in one (N, (H + 2 Hkv) D) (qkv_ld)
+    int64_t qkv_ld;
     float *logp, *coef;    // (N): the output projection's per-token values
     float *hlogp, *hcoef;  // (N): their host copies
     int32_t *bids, *btargets, *bstart; // (N): the batch in the backend's memory
@@ -173,38 +181,58 @@ static struct tw_model *weights(const tw_lm *m)
     return m->master ? m->master : m->w;
 }
 
-// Gradient buffers for every weight slot when full, and the parameter list.
+// Slot i's weight of layer il as a parameter: its gradient at grad_buf + *off (pass 1 only:
+// pass 0 counts), 16-float aligned.
+static int add_full_param(tw_lm *m, const struct tw_slot *s, int il, int pass, size_t *off)
+{
+    struct tw_tensor *w = slot_at(weights(m), s, il);
+    if (!w->data)
+        return 0;
+    size_t n = (size_t)tw_tensor_nelem(w);
+    if (pass == 1) {
+        struct tw_tensor *g = slot_at(&m->gm, s, il);
+        *g = *w;
+        g->data = m->grad_buf + *off;
+        char name[256];
+        if (!tw_slot_name(&m->cfg, s, il, false, 0, name, sizeof name))
+            return tw_error_set(TW_EINVAL, "no HF name for a weight slot");
+        int rc = add_param(m, name, w, f(g));
+        if (rc)
+            return rc;
+    }
+    *off += (n + 15) / 16 * 16;
+    return 0;
+}
+
+// Gradient buffers for every weight slot when full, and the parameter list, in HF's order
+// (the embeddings, each layer's weights, the final norm and the head); within a layer the
+// matrices first, so that q's, k's and v's gradients (and gate's and up's) lie one after
+// another as the backend copy's weights do (tw_model_to_backend): stacked products.
 static int setup_full(tw_lm *m)
 {
     const struct tw_model_config *c = &m->cfg;
-    size_t n_slots, total = 0;
+    size_t n_slots, total = 0, first_layer = 0;
     const struct tw_slot *slots = tw_slots(&n_slots);
+    while (first_layer < n_slots && !slots[first_layer].per_layer)
+        first_layer++;
     for (int pass = 0; pass < 2; pass++) {
         size_t off = 0;
-        for (size_t i = 0; i < n_slots; i++) {
-            if (!is_decoder_slot(c, &slots[i]))
+        int rc = 0;
+        for (size_t i = 0; i <= n_slots && !rc; i++) {
+            if (i == first_layer) // every layer's slots here
+                for (int il = 0; il < c->n_layer && !rc; il++)
+                    for (int mat = 1; mat >= 0 && !rc; mat--)
+                        for (size_t j = 0; j < n_slots && !rc; j++)
+                            if (slots[j].per_layer && is_decoder_slot(c, &slots[j]) &&
+                                (slot_at(weights(m), &slots[j], il)->ndim == 2) == mat)
+                                rc = add_full_param(m, &slots[j], il, pass, &off);
+            if (i == n_slots || slots[i].per_layer || !is_decoder_slot(c, &slots[i]) ||
+                (slots[i].kind == TW_SLOT_OUTPUT && c->tied_embeddings))
                 continue;
-            if (slots[i].kind == TW_SLOT_OUTPUT && c->tied_embeddings)
-                continue;
-            for (int il = 0; il < (slots[i].per_layer ? c->n_layer : 1); il++) {
-                struct tw_tensor *w = slot_at(weights(m), &slots[i], il);
-                if (!w->data)
-                    continue;
-                size_t n = (size_t)tw_tensor_nelem(w);
-                if (pass == 1) {
-                    struct tw_tensor *g = slot_at(&m->gm, &slots[i], il);
-                    *g = *w;
-                    g->data = m->grad_buf + off;
-                    char name[256];
-                    if (!tw_slot_name(c, &slots[i], il, false, 0, name, sizeof name))
-                        return tw_error_set(TW_EINVAL, "no HF name for a weight slot");
-                    int rc = add_param(m, name, w, f(g));
-                    if (rc)
-                        return rc;
-                }
-                off += (n + 15) / 16 * 16;
-            }
+            rc = add_full_param(m, &slots[i], 0, pass, &off);
         }
+        if (rc)
+            return rc;
         total = off;
         m->n_grad = total;
         if (pass == 0 && !(m->grad_buf = tw_calloc(total ? total : 1, sizeof(float))))
@@ -849,6 +877,49 @@ static bool handoffs(const tw_lm *m)
            !(e && strcmp(e, "f32") == 0);
 }
 
+static const float *bias_of(struct tw_layer *L, int p);
+
+// Projections p0 .. p0 + n - 1 of layer il as one stacked matrix (rows of each after the
+// other, the same inputs): *w a view of it and *dw the start of their gradients, when their
+// bf16 weights lie one after another (tw_model_to_backend's layer blocks) and so do their
+// gradients (setup_full's order), with no bias. Else false.
+static bool stacked(tw_lm *m, int il, int p0, int n, struct tw_tensor *w, float **dw)
+{
+    struct tw_layer *L = &m->bw->layers[il], *G = &m->bgm->layers[il];
+    const struct tw_tensor *w0 = lt(L, proj_off[p0]), *g0 = lt(G, proj_off[p0]);
+    if (w0->dtype != TW_DTYPE_BF16 || !w0->data || !g0->data || w0->ndim != 2)
+        return false;
+    *w = *w0;
+    for (int p = p0; p < p0 + n; p++) {
+        const struct tw_tensor *wp = lt(L, proj_off[p]), *gp = lt(G, proj_off[p]);
+        if (bias_of(L, p) || wp->dtype != w0->dtype || wp->ne[1] != w0->ne[1] ||
+            !tw_tensor_is_contiguous(wp) || !gp->data ||
+            (char *)wp->data != (char *)w0->data + (w->ne[0] - (p == p0 ? w0->ne[0] : 0)) *
+                                                       w0->ne[1] * 2 ||
+            f(gp) != f(g0) + (w->ne[0] - (p == p0 ? w0->ne[0] : 0)) * w0->ne[1])
+            return false;
+        if (p > p0)
+            w->ne[0] += wp->ne[0];
+    }
+    *dw = f(g0);
+    return true;
+}
+
+// Whether every layer's projections p0 .. p0 + n - 1 are stacked() (TWIN_TRAIN_STACK=0: never,
+// for comparisons).
+static bool all_stacked(tw_lm *m, int p0, int n)
+{
+    const char *e = getenv("TWIN_TRAIN_STACK");
+    struct tw_tensor w;
+    float *dw;
+    if (e && strcmp(e, "0") == 0)
+        return false;
+    for (int il = 0; il < m->cfg.n_layer; il++)
+        if (!stacked(m, il, p0, n, &w, &dw))
+            return false;
+    return true;
+}
+
 // Floats that hold n bf16 values at a 32-byte boundary (TAKE_H below).
 static int64_t halves(int64_t n)
 {
@@ -866,6 +937,8 @@ static int ensure_acts(tw_lm *m, int64_t N)
         .B = 1, .T = 1, .H = c->n_head, .Hkv = c->n_head_kv, .D = c->head_dim, .lowp = lowp(m)
     };
     bool kq = hb && m->go->attn_keeps && m->go->attn_keeps(m->be, &sh);
+    bool sq = hb && !c->qk_norm && all_stacked(m, TW_PROJ_Q, 3);
+    bool sg = hb && all_stacked(m, TW_PROJ_GATE, 2);
     int64_t C = c->n_embd, HD = (int64_t)c->n_head * c->head_dim;
     int64_t KV = (int64_t)c->n_head_kv * c->head_dim, F = c->n_ff, L = c->n_layer;
     int64_t W = C > F ? C : F;
@@ -884,7 +957,7 @@ static int ensure_acts(tw_lm *m, int64_t N)
     // scratch row either: it serves LoRA, which hand-offs exclude)
     int64_t total = (L + 1) * N * C + LA * per_layer + N * C + N + 2 * N * C + 4 * N * HD +
                     4 * N * KV + N * m->r + 2 * N +
-                    (hb ? 3 * halves(N * F) + halves(N * C) + halves(N * HD) + halves(N * KV)
+                    (hb ? 3 * halves(N * F) + halves(N * C) + halves(N * HD) + 2 * halves(N * KV)
                         : 3 * N * F + N * W);
     tw_backend_release(m->be, m->act_buf), tw_backend_release(m->be, m->bids);
     tw_free(m->xs), tw_free(m->a), tw_free(m->negpos), tw_free(m->hlogp);
@@ -905,7 +978,8 @@ static int ensure_acts(tw_lm *m, int64_t N)
                             (long long)N, (long long)(total * 4 >> 20));
     }
     m->act_buf = buf, m->xs = xs, m->a = a, m->negpos = negpos, m->n_alloc = N;
-    m->acts_bf16 = hb, m->qkv_kept = kq;
+    m->acts_bf16 = hb, m->qkv_kept = kq, m->stack_qkv = sq, m->stack_gu = sg;
+    m->gu_ld = sg ? 2 * F : F;
     m->bids = bids, m->btargets = bids + N, m->bstart = bids + 2 * N;
     m->hlogp = hlogp, m->hcoef = hlogp + N;
     float *p = buf;
@@ -927,7 +1001,9 @@ static int ensure_acts(tw_lm *m, int64_t N)
         if (hb) {
             t->xn1b = TAKE_H(N * C), t->xn2b = TAKE_H(N * C), t->attb = TAKE_H(N * HD);
             t->hb = TAKE_H(N * F), t->qkvb = TAKE_H(N * (HD + 2 * KV));
-            t->gb = TAKE_H(N * F), t->ub = TAKE_H(N * F);
+            t->gb = TAKE_H(N * F * (sg ? 2 : 1)), t->ub = (uint16_t *)t->gb + F;
+            if (!sg)
+                t->ub = TAKE_H(N * F);
         } else {
             t->xn1 = TAKE(N * C), t->xn2 = TAKE(N * C), t->h = TAKE(N * F);
             t->g = TAKE(N * F), t->u = TAKE(N * F);
@@ -948,11 +1024,20 @@ static int ensure_acts(tw_lm *m, int64_t N)
     m->dk = TAKE(N * KV), m->dv = TAKE(N * KV), m->dkp = TAKE(N * KV);
     m->dxa = TAKE(N * m->r);
     m->logp = TAKE(N), m->coef = TAKE(N);
-    m->dgb = m->dub = m->dhb = m->dxb = m->dqb = m->dkb = NULL;
+    m->dgb = m->dub = m->dhb = m->dxb = m->dqb = m->dkb = m->dvb = NULL;
+    m->qkv_ld = 0;
     if (hb) {
-        m->dgb = TAKE_H(N * F), m->dub = TAKE_H(N * F), m->dhb = TAKE_H(N * F);
-        m->dxb = TAKE_H(N * C);
-        m->dqb = TAKE_H(N * HD), m->dkb = TAKE_H(N * KV);
+        m->dgb = TAKE_H(N * F * (sg ? 2 : 1)), m->dub = (uint16_t *)m->dgb + F;
+        if (!sg)
+            m->dub = TAKE_H(N * F);
+        m->dhb = TAKE_H(N * F), m->dxb = TAKE_H(N * C);
+        if (sq) { // q's, k's and v's side by side in a row
+            m->qkv_ld = HD + 2 * KV;
+            m->dqb = TAKE_H(N * m->qkv_ld);
+            m->dkb = (uint16_t *)m->dqb + HD, m->dvb = (uint16_t *)m->dkb + KV;
+        } else {
+            m->dqb = TAKE_H(N * HD), m->dkb = TAKE_H(N * KV);
+        }
     }
 #undef TAKE_H
 #undef TAKE
@@ -1101,9 +1186,10 @@ static struct tw_attn_shape attn_shape(const tw_lm *m, const struct tw_lm_batch 
 }
 
 // RoPE on x (N, heads, head_dim) at positions pos, through the engine's op; with xb (hand-offs)
-// through rope_bf16, into xb as bf16 and, with keep, in place too; with x NULL, xb in place.
-static void rope(tw_lm *m, float *x, void *xb, bool keep, const int32_t *pos, int64_t N,
-                 int64_t heads)
+// through rope_bf16, into xb as bf16 (rows ld apart, 0: dense) and, with keep, in place too;
+// with x NULL, xb in place.
+static void rope(tw_lm *m, float *x, void *xb, int64_t ld, bool keep, const int32_t *pos,
+                 int64_t N, int64_t heads)
 {
     const struct tw_model_config *c = &m->cfg;
     struct tw_tensor t = tw_tensor_f32_3d(x, N, heads, c->head_dim);
@@ -1112,7 +1198,7 @@ static void rope(tw_lm *m, float *x, void *xb, bool keep, const int32_t *pos, in
                          .neox = c->rope_neox,
                          .inv_freq = m->w->rope_inv_freq };
     if (xb)
-        m->go->rope_bf16(m->be, xb, x, keep, pos, N, heads, &r);
+        m->go->rope_bf16(m->be, xb, ld, x, keep, pos, N, heads, &r);
     else
         tw_rope(m->be, &t, pos, &r);
 }
@@ -1195,8 +1281,8 @@ static int layer_fwd(tw_lm *m, int il, const struct tw_lm_batch *b)
         go->rmsnorm_fwd(m->be, a->k, a->k_rstd, a->k_pre, f(&L->k_norm), N * Hkv, D, c->norm_eps);
     }
     // (the rotated f32 q and k kept for an attention that reads them)
-    rope(m, q, qb, !direct, b->pos, N, H);
-    rope(m, k, kb, !direct, b->pos, N, Hkv);
+    rope(m, q, qb, 0, !direct, b->pos, N, H);
+    rope(m, k, kb, 0, !direct, b->pos, N, Hkv);
     as.kept_qk = hb, as.kept_v = direct;
     go->attn_fwd(m->be, a->att, a->lse, q, k, v, m->bstart, &as);
     if (hb) // the o product's input, rounded once for its forward and its dW
@@ -1205,11 +1291,16 @@ static int layer_fwd(tw_lm *m, int il, const struct tw_lm_batch *b)
         return rc;
     add(m, a->x_mid, x, m->dxn, N, C);
     norm_fwd(m, a->xn2, a->xn2b, a->rstd2, a->x_mid, f(&L->ffn_norm), N);
-    if ((rc = lin_fwd(m, il, TW_PROJ_GATE, a->g, a->gb, a->xn2, a->xn2b, N, false)) ||
-        (rc = lin_fwd(m, il, TW_PROJ_UP, a->u, a->ub, a->xn2, a->xn2b, N, true)))
+    struct tw_tensor ws;
+    float *dws;
+    if (m->stack_gu && stacked(m, il, TW_PROJ_GATE, 2, &ws, &dws))
+        rc = go->linear_fwd_bf16(m->be, NULL, a->gb, a->xn2b, &ws, NULL, N); // g | u a row
+    else if (!(rc = lin_fwd(m, il, TW_PROJ_GATE, a->g, a->gb, a->xn2, a->xn2b, N, false)))
+        rc = lin_fwd(m, il, TW_PROJ_UP, a->u, a->ub, a->xn2, a->xn2b, N, true);
+    if (rc)
         return rc;
     if (hb) {
-        go->swiglu_bf16(m->be, a->hb, a->gb, a->ub, N * F);
+        go->swiglu_bf16(m->be, a->hb, a->gb, a->ub, N, F, m->gu_ld);
     } else {
         struct tw_tensor th = tw_tensor_f32_2d(a->h, N, F), tg = tw_tensor_f32_2d(a->g, N, F);
         struct tw_tensor tu = tw_tensor_f32_2d(a->u, N, F);
@@ -1255,13 +1346,19 @@ static int layer_bwd(tw_lm *m, int il, const struct tw_lm_batch *b)
     if (rc)
         return rc;
     if (hb)
-        go->swiglu_bwd_bf16(be, m->dgb, m->dub, m->dhb, a->gb, a->ub, N * F);
+        go->swiglu_bwd_bf16(be, m->dgb, m->dub, m->dhb, a->gb, a->ub, N, F, m->gu_ld);
     else
         go->swiglu_bwd(be, m->dg, m->du, m->dh, a->g, a->u, N * F);
-    if ((rc = lin_bwd(m, il, TW_PROJ_GATE, m->dxn, NULL, false, m->dg, m->dgb, a->xn2, a->xn2b, N,
-                      false)) ||
-        (rc = lin_bwd(m, il, TW_PROJ_UP, m->dxn, NULL, true, m->du, m->dub, a->xn2, a->xn2b, N,
-                      true)))
+    struct tw_tensor ws;
+    float *dws;
+    if (m->stack_gu && stacked(m, il, TW_PROJ_GATE, 2, &ws, &dws))
+        rc = go->linear_bwd_bf16(be, m->dxn, NULL, false, dws, NULL, NULL, m->dgb, a->xn2b, &ws,
+                                 N);
+    else if (!(rc = lin_bwd(m, il, TW_PROJ_GATE, m->dxn, NULL, false, m->dg, m->dgb, a->xn2,
+                            a->xn2b, N, false)))
+        rc = lin_bwd(m, il, TW_PROJ_UP, m->dxn, NULL, true, m->du, m->dub, a->xn2, a->xn2b, N,
+                     true);
+    if (rc)
         return rc;
     norm_bwd(m, m->dx, G->ffn_norm.data ? f(&G->ffn_norm) : NULL, m->dxn, a->x_mid,
              f(&L->ffn_norm), a->rstd2, N, C);
@@ -1277,8 +1374,8 @@ static int layer_bwd(tw_lm *m, int il, const struct tw_lm_batch *b)
     // biases' gradients (their column sums) read them
     bool rf = hb && !c->qk_norm;
     void *dqb = rf ? m->dqb : NULL, *dkb = rf ? m->dkb : NULL;
-    rope(m, m->dq, dqb, c->attn_bias, m->negpos, N, H);
-    rope(m, m->dk, dkb, c->attn_bias, m->negpos, N, Hkv);
+    rope(m, m->dq, dqb, m->qkv_ld, c->attn_bias, m->negpos, N, H);
+    rope(m, m->dk, dkb, m->qkv_ld, c->attn_bias, m->negpos, N, Hkv);
     float *dq = m->dq, *dk = m->dk;
     if (c->qk_norm) {
         go->zero(be, m->dqp, nQ), go->zero(be, m->dkp, nK);
@@ -1288,11 +1385,17 @@ static int layer_bwd(tw_lm *m, int il, const struct tw_lm_batch *b)
                         f(&L->k_norm), a->k_rstd, N * Hkv, D);
         dq = m->dqp, dk = m->dkp;
     }
-    if ((rc =
-             lin_bwd(m, il, TW_PROJ_Q, m->dxn, NULL, false, dq, dqb, a->xn1, a->xn1b, N, false)) ||
-        (rc = lin_bwd(m, il, TW_PROJ_K, m->dxn, NULL, true, dk, dkb, a->xn1, a->xn1b, N, true)) ||
-        (rc =
-             lin_bwd(m, il, TW_PROJ_V, m->dxn, NULL, true, m->dv, NULL, a->xn1, a->xn1b, N, true)))
+    if (m->stack_qkv && stacked(m, il, TW_PROJ_Q, 3, &ws, &dws)) { // dq | dk | dv a row
+        go->round_bf16(be, m->dvb, m->qkv_ld, m->dv, N, Hkv * D);
+        rc = go->linear_bwd_bf16(be, m->dxn, NULL, false, dws, NULL, NULL, m->dqb, a->xn1b, &ws,
+                                 N);
+    } else if (!(rc = lin_bwd(m, il, TW_PROJ_Q, m->dxn, NULL, false, dq, dqb, a->xn1, a->xn1b, N,
+                              false)) &&
+               !(rc = lin_bwd(m, il, TW_PROJ_K, m->dxn, NULL, true, dk, dkb, a->xn1, a->xn1b, N,
+                              true))) {
+        rc = lin_bwd(m, il, TW_PROJ_V, m->dxn, NULL, true, m->dv, NULL, a->xn1, a->xn1b, N, true);
+    }
+    if (rc)
         return rc;
     norm_bwd(m, m->dx, G->attn_norm.data ? f(&G->attn_norm) : NULL, m->dxn, m->xs[il],
              f(&L->attn_norm), a->rstd1, N, C);

@@ -23,6 +23,7 @@
 #include "golden_models.h"
 #include "sotu_train.h"
 #include "tensor/grad.h"
+#include "tensor/profile.h"
 #include "train/trainer.h"
 
 enum { B = 3, T = 45 };
@@ -190,6 +191,64 @@ static void test_recompute(const struct tw_model *g)
                same ? "the same bits" : "differ");
         CHECK(same);
         tw_lm_free(m[0]), tw_lm_free(m[1]);
+    }
+}
+
+// The linear layers' backward calls a profiling backend counted in a step of m.
+static double linear_bwd_calls(struct tw_backend *pb)
+{
+    struct tw_op_stat st;
+    for (int i = 0; tw_backend_profile_stat(pb, i, &st); i++)
+        if (strcmp(st.name, "linear bwd") == 0)
+            return st.calls;
+    return -1;
+}
+
+// The stacked products (q, k, v as one matrix, and gate, up; lm.c's stacked()) against the
+// projections one by one (TWIN_TRAIN_STACK=0), with the hand-offs: the backward makes 3 calls
+// a layer fewer on llama (2 for q, k, v, 1 for gate, up), 1 fewer on qwen2 (biases: q, k, v
+// not stacked) and qwen3 (q/k norms); the loss and gradients within bf16's rounding (another
+// order of the products' sums).
+static void test_stacked(const struct tw_model *g)
+{
+    const enum tw_arch archs[] = { TW_ARCH_LLAMA, TW_ARCH_QWEN2, TW_ARCH_QWEN3 };
+    const int fewer[] = { 3, 1, 1 };
+    for (int k = 0; k < 3; k++) {
+        struct tw_model_config c = cfg_of(g, archs[k]);
+        struct batch x;
+        make_batch(&x, c.n_vocab);
+        tw_lm *m[2];
+        struct tw_backend *pb[2];
+        double ce[2], calls[2];
+        int64_t n[2];
+        for (int i = 0; i < 2; i++) {
+            REQUIRE(tw_backend_profile_new(gpu, &pb[i]) == 0);
+            REQUIRE(tw_lm_new_random(&c, 15, &m[i]) == 0);
+            REQUIRE(tw_lm_set_compute(m[i], TW_DTYPE_BF16) == 0);
+            REQUIRE(tw_lm_use_backend(m[i], pb[i]) == 0);
+            if (i == 0)
+                setenv("TWIN_TRAIN_STACK", "0", 1);
+            tw_lm_zero_grad(m[i]);
+            tw_backend_profile_reset(pb[i]);
+            REQUIRE(tw_lm_step_ce(m[i], &x.b, 0.01f, &ce[i], &n[i]) == 0);
+            calls[i] = linear_bwd_calls(pb[i]);
+            unsetenv("TWIN_TRAIN_STACK");
+            REQUIRE(tw_lm_pull(m[i], true) == 0);
+        }
+        double worst = 0;
+        for (size_t i = 0; i < tw_lm_n_params(m[0]); i++) {
+            const struct tw_lm_param *pa = tw_lm_param_at(m[0], i), *pq = tw_lm_param_at(m[1], i);
+            worst = fmax(worst, golden_rel(pq->g, pa->g, pa->n));
+        }
+        printf("%-8s stacked products: linear backward calls %.0f / %.0f, loss %.7f / %.7f, "
+               "gradients worst %.2e\n",
+               tw_arch_name(archs[k]), calls[0], calls[1], ce[0] / (double)n[0],
+               ce[1] / (double)n[1], worst);
+        CHECK(calls[0] - calls[1] == fewer[k] * c.n_layer);
+        CHECK(n[0] == n[1] && fabs(ce[0] - ce[1]) < 1e-5 * fabs(ce[0]));
+        CHECK(worst < 2e-2);
+        tw_lm_free(m[0]), tw_lm_free(m[1]);
+        tw_backend_free(pb[0]), tw_backend_free(pb[1]);
     }
 }
 
@@ -589,7 +648,7 @@ static void test_swiglu_bf16(void)
     REQUIRE(Gb && Ub);
     for (size_t off = 0; off < 2; off++) {
         bool same = true;
-        g->swiglu_bwd_bf16(gpu, Gb + off, Ub + off, Dhb + off, Gab + off, Uab + off, n);
+        g->swiglu_bwd_bf16(gpu, Gb + off, Ub + off, Dhb + off, Gab + off, Uab + off, 1, n, n);
         for (int which = 0; which < 2; which++) { // dg, then du
             float *Du = dev_poisoned(gpu, n + 1);
             g->swiglu_bwd(gpu, which ? Du + off : Dg + off, which ? Dg + off : Du + off, Dh + off,
@@ -602,7 +661,7 @@ static void test_swiglu_bf16(void)
             tw_backend_release(gpu, Du);
         }
         CHECK(same);
-        g->swiglu_bf16(gpu, Gb + off, Gab + off, Uab + off, n);
+        g->swiglu_bf16(gpu, Gb + off, Gab + off, Uab + off, 1, n, n);
         CHECK_OK(tw_backend_sync(gpu));
         CHECK_OK(tw_backend_download(gpu, hb2, Gb + off, n * 2));
         double worst = 0;
@@ -619,6 +678,61 @@ static void test_swiglu_bf16(void)
         tw_backend_release(gpu, devs[i]);
     tw_free(dh), tw_free(ga), tw_free(u), tw_free(hf), tw_free(hb), tw_free(hb2);
     tw_free(dhh), tw_free(gah), tw_free(uh);
+}
+
+// The hand-offs' SwiGLU on g and u side by side in rows (the stacked gate and up products'
+// output: rows of 2F, u = g + F; and rows wider still): h, dg and du the same bits as the dense
+// ops' on the same values, the gaps between rows untouched; F a multiple of 8 (16-byte pieces)
+// and not (element by element).
+static void swiglu_rows_case(int64_t N, int64_t F, int64_t ld)
+{
+    const struct tw_grad_ops *g = tw_backend_grad(gpu);
+    size_t n = (size_t)(N * F), nr = (size_t)(N * ld);
+    uint64_t rng = (uint64_t)(N + F + ld);
+    float *x = host_random(&rng, nr, 2.0f), *d = host_random(&rng, n, 1.0f);
+    uint16_t *gu = round_host(x, nr), *dh = round_host(d, n);
+    uint16_t *gd = tw_malloc_array(n, 2), *ud = tw_malloc_array(n, 2);
+    uint16_t *want = tw_malloc_array(3 * n, 2), *got = tw_malloc_array(nr + n, 2);
+    REQUIRE(gd && ud && want && got);
+    for (int64_t t = 0; t < N; t++)
+        for (int64_t i = 0; i < F; i++)
+            gd[t * F + i] = gu[t * ld + i], ud[t * F + i] = gu[t * ld + F + i];
+    uint16_t *GU = dev_bf16(gu, nr), *G = dev_bf16(gd, n), *U = dev_bf16(ud, n);
+    uint16_t *DH = dev_bf16(dh, n), *D3 = tw_backend_alloc(gpu, 3 * n * 2);
+    uint16_t *DGU = dev_bf16(gu, nr), *H = tw_backend_alloc(gpu, n * 2); // (gaps: gu's values)
+    REQUIRE(D3 && H);
+    g->swiglu_bf16(gpu, D3, G, U, N, F, F);
+    g->swiglu_bwd_bf16(gpu, D3 + n, D3 + 2 * n, DH, G, U, N, F, F);
+    g->swiglu_bf16(gpu, H, GU, GU + F, N, F, ld);
+    g->swiglu_bwd_bf16(gpu, DGU, DGU + F, DH, GU, GU + F, N, F, ld);
+    CHECK_OK(tw_backend_sync(gpu));
+    CHECK_OK(tw_backend_download(gpu, want, D3, 3 * n * 2));
+    CHECK_OK(tw_backend_download(gpu, got, DGU, nr * 2));
+    CHECK_OK(tw_backend_download(gpu, got + nr, H, n * 2));
+    bool same = memcmp(got + nr, want, n * 2) == 0;
+    for (int64_t t = 0; t < N; t++)
+        for (int64_t i = 0; i < ld; i++) {
+            uint16_t v = got[t * ld + i];
+            same &= i < F        ? v == want[n + t * F + i]
+                    : i < 2 * F ? v == want[2 * n + t * F + i - F]
+                                 : v == gu[t * ld + i];
+        }
+    if (!same)
+        fprintf(stderr, "swiglu on rows (N %lld, F %lld, ld %lld) differs from dense\n",
+                (long long)N, (long long)F, (long long)ld);
+    CHECK(same);
+    void *devs[] = { GU, G, U, DH, D3, DGU, H };
+    for (size_t i = 0; i < sizeof devs / sizeof *devs; i++)
+        tw_backend_release(gpu, devs[i]);
+    tw_free(x), tw_free(d), tw_free(gu), tw_free(dh), tw_free(gd), tw_free(ud), tw_free(want);
+    tw_free(got);
+}
+
+static void test_swiglu_rows(void)
+{
+    swiglu_rows_case(37, 24, 48);
+    swiglu_rows_case(19, 13, 26);
+    swiglu_rows_case(5, 16, 40);
 }
 
 // The hand-offs' RoPE in place on bf16 values (x NULL) against its rotation of the same values
@@ -643,8 +757,8 @@ static void rope_bf16_case(int64_t N, int64_t heads, int32_t D, int32_t n_rot, b
     uint16_t *A = tw_backend_alloc(gpu, n * 2), *Bb = dev_bf16(xh, n);
     REQUIRE(A);
     struct tw_rope r = { .head_dim = D, .n_rot = n_rot, .neox = neox, .inv_freq = freq };
-    g->rope_bf16(gpu, A, X, false, pos, N, heads, &r);
-    g->rope_bf16(gpu, Bb, NULL, false, pos, N, heads, &r);
+    g->rope_bf16(gpu, A, 0, X, false, pos, N, heads, &r);
+    g->rope_bf16(gpu, Bb, 0, NULL, false, pos, N, heads, &r);
     CHECK_OK(tw_backend_sync(gpu));
     CHECK_OK(tw_backend_download(gpu, a, A, n * 2));
     CHECK_OK(tw_backend_download(gpu, b, Bb, n * 2));
@@ -652,6 +766,24 @@ static void rope_bf16_case(int64_t N, int64_t heads, int32_t D, int32_t n_rot, b
         fprintf(stderr, "rope_bf16 in place (N %lld, heads %lld, D %d, rot %d) differs\n",
                 (long long)N, (long long)heads, D, n_rot);
     CHECK(memcmp(a, b, n * 2) == 0);
+    // into rows wider than the heads (the stacked q, k, v gradients' rows): the same values,
+    // the gaps untouched
+    int64_t ld = heads * D + 40;
+    uint16_t *w = tw_malloc_array((size_t)(N * ld), 2);
+    REQUIRE(w);
+    memset(w, 0x7f, (size_t)(N * ld) * 2);
+    uint16_t *Wd = dev_bf16(w, (size_t)(N * ld));
+    g->rope_bf16(gpu, Wd, ld, X, false, pos, N, heads, &r);
+    CHECK_OK(tw_backend_sync(gpu));
+    CHECK_OK(tw_backend_download(gpu, w, Wd, (size_t)(N * ld) * 2));
+    bool rows_same = true;
+    for (int64_t t = 0; t < N; t++) {
+        rows_same &= memcmp(w + t * ld, a + t * heads * D, (size_t)(heads * D) * 2) == 0;
+        for (int64_t i = heads * D; i < ld; i++)
+            rows_same &= w[t * ld + i] == 0x7f7f;
+    }
+    CHECK(rows_same);
+    tw_backend_release(gpu, Wd), tw_free(w);
     // against the rotation in double (the angle in f32, as the kernel forms it): within a bf16
     // rounding; the dims past n_rot passed through as they were
     double worst = 0;
@@ -901,6 +1033,7 @@ int main(int argc, char **argv)
     test_round();
     test_swiglu_bwd();
     test_swiglu_bf16();
+    test_swiglu_rows();
     test_linear_bf16();
     test_rope_bf16();
     test_adamw_multi();
@@ -913,6 +1046,7 @@ int main(int argc, char **argv)
     struct tw_model *g = golden_llama();
     test_full(g);
     test_recompute(g);
+    test_stacked(g);
     test_lora(g);
     test_loop(g);
     tw_model_close(g);

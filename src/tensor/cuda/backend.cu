@@ -516,8 +516,8 @@ static __global__ void rope_store_kernel(float *q, float *k, const float *v, con
 }
 
 // Training's RoPE (twc_rope_train): x (T, H, D) of InT rotated as rope_store_kernel rotates q,
-// to yb as bf16 and, where given, to yf as f32 (yf may be x; yb may be x when InT is bf16: in
-// place). A warp a row: its lanes' angles once, then the heads four at a time, their pairs all
+// to yb as bf16 (rows ldb apart) and, where given, to yf as f32 (yf may be x; yb may be x when
+// InT is bf16: in place, x's rows then ldb apart too). A warp a row: its lanes' angles once, then the heads four at a time, their pairs all
 // loaded before any is stored, by pointers stepped a head at a time (rope_store_kernel, general
 // for inference's k heads and caches, spent ~1300 instructions a warp on 8 heads' indexing and
 // branches: 55-72 us a call on llama-124m's q where the traffic needs 12-18, ncu, H200). The
@@ -525,8 +525,9 @@ static __global__ void rope_store_kernel(float *q, float *k, const float *v, con
 // same bits for the same values.
 template <int PAIRS, typename InT>
 static __global__ void rope_train_kernel(const InT *x, float *yf, __nv_bfloat16 *yb,
-                                         const int32_t *pos, const float *inv_freq, int64_t T,
-                                         int H, int D, int half, bool neox)
+                                         int64_t ldb, const int32_t *pos,
+                                         const float *inv_freq, int64_t T, int H, int D,
+                                         int half, bool neox)
 {
     twc_pdl_enter();
     const int64_t t = blockIdx.x * (int64_t)(blockDim.x / 32) + threadIdx.x / 32;
@@ -545,10 +546,11 @@ static __global__ void rope_train_kernel(const InT *x, float *yf, __nv_bfloat16 
             d[j] = rope_dims(lane + 32 * j, half, neox);
         }
     }
+    const bool in_place = (const void *)x == (const void *)yb;
     const int64_t row = t * (int64_t)H * D;
-    const InT *xr = x + row;
+    const InT *xr = x + (in_place ? t * ldb : row);
     float *fr = yf ? yf + row : NULL;
-    __nv_bfloat16 *br = yb + row;
+    __nv_bfloat16 *br = yb + t * ldb;
     for (int h = 0; h < H; h += 4, xr += 4 * D, br += 4 * D, fr = fr ? fr + 4 * D : NULL) {
         const int nh = min(4, H - h);
         float a[4][PAIRS], b[4][PAIRS];
@@ -572,7 +574,7 @@ static __global__ void rope_train_kernel(const InT *x, float *yf, __nv_bfloat16 
                     if (fr)
                         fr[e * D + d[j].x] = r0, fr[e * D + d[j].y] = r1;
                 }
-        if (2 * half < D && (const void *)x != (const void *)yb) // the dims not rotated
+        if (2 * half < D && !in_place) // the dims not rotated
             for (int e = 0; e < nh; e++)
                 for (int k = 2 * half + lane; k < D; k += 32) {
                     float v = (float)xr[e * D + k];
@@ -1198,19 +1200,20 @@ static void rope_store(struct cuda_impl *im, struct tw_tensor *q, float *k, cons
 // rope_train_kernel for x of InT, by the pairs a lane takes; a warp a row, 8 warps a block.
 template <typename InT>
 static cudaError_t launch_rope_train(struct cuda_impl *im, const InT *x, float *yf,
-                                     __nv_bfloat16 *yb, const int32_t *pos, const float *freq,
-                                     int64_t N, int heads, int D, int half, bool neox)
+                                     __nv_bfloat16 *yb, int64_t ldb, const int32_t *pos,
+                                     const float *freq, int64_t N, int heads, int D, int half,
+                                     bool neox)
 {
-    void (*k)(const InT *, float *, __nv_bfloat16 *, const int32_t *, const float *, int64_t, int,
-              int, int, bool) = half <= 32   ? rope_train_kernel<1, InT>
-                                : half <= 64 ? rope_train_kernel<2, InT>
-                                             : rope_train_kernel<4, InT>;
-    return twc_launch(k, (unsigned)((N + 7) / 8), 256, 0, im->stream, x, yf, yb, pos, freq, N,
-                      heads, D, half, neox);
+    void (*k)(const InT *, float *, __nv_bfloat16 *, int64_t, const int32_t *, const float *,
+              int64_t, int, int, int, bool) = half <= 32   ? rope_train_kernel<1, InT>
+                                              : half <= 64 ? rope_train_kernel<2, InT>
+                                                           : rope_train_kernel<4, InT>;
+    return twc_launch(k, (unsigned)((N + 7) / 8), 256, 0, im->stream, x, yf, yb, ldb, pos, freq,
+                      N, heads, D, half, neox);
 }
 
-void twc_rope_train(struct tw_backend *be, float *x, void *xb, bool keep, const int32_t *pos,
-                    int64_t N, int64_t heads, const struct tw_rope *r)
+void twc_rope_train(struct tw_backend *be, float *x, void *xb, int64_t ld, bool keep,
+                    const int32_t *pos, int64_t N, int64_t heads, const struct tw_rope *r)
 {
     struct cuda_impl *im = impl(be);
     int D = r->head_dim, half = r->n_rot / 2;
@@ -1224,11 +1227,12 @@ void twc_rope_train(struct tw_backend *be, float *x, void *xb, bool keep, const 
     if (!d_pos || (half && !d_freq) || !live(im) || N == 0)
         return;
     __nv_bfloat16 *yb = (__nv_bfloat16 *)xb;
+    int64_t ldb = ld ? ld : heads * D;
     ck(im,
-       x ? launch_rope_train<float>(im, x, keep ? x : NULL, yb, d_pos, d_freq, N, (int)heads, D,
-                                    half, r->neox)
-         : launch_rope_train<__nv_bfloat16>(im, yb, NULL, yb, d_pos, d_freq, N, (int)heads, D,
-                                            half, r->neox), // (x NULL: xb in place)
+       x ? launch_rope_train<float>(im, x, keep ? x : NULL, yb, ldb, d_pos, d_freq, N, (int)heads,
+                                    D, half, r->neox)
+         : launch_rope_train<__nv_bfloat16>(im, yb, NULL, yb, ldb, d_pos, d_freq, N, (int)heads,
+                                            D, half, r->neox), // (x NULL: xb in place)
        "rope (training)");
 }
 

@@ -1041,28 +1041,38 @@ static __device__ __forceinline__ void swiglu_bwd_one(float *dg, float *du, floa
     *du = dh * g * s;
 }
 
+// Element i of a dense (rows, F) array in an array of such rows ld apart (the stacked gate
+// and up products' interleaved output: g and u in one row of 2F).
+static __device__ __forceinline__ int64_t in_rows(int64_t i, int64_t F, int64_t ld)
+{
+    return ld == F ? i : i / F * ld + i % F;
+}
+
 // 16 bytes of each array a thread (vec16<T>::n elements) where vec (every pointer 16-byte
-// aligned), element by element otherwise and at the end; T float, or __nv_bfloat16 for
-// grad.h's hand-offs (the f32 values rounded).
+// aligned, F and ld multiples of that), element by element otherwise and at the end; T float,
+// or __nv_bfloat16 for grad.h's hand-offs (the f32 values rounded). dh dense (n = rows x F),
+// g, u, dg, du rows of F values ld apart.
 template <typename T>
 static __global__ void swiglu_bwd_kernel(T *dg, T *du, const T *dh, const T *g, const T *u,
-                                         int64_t n, bool vec)
+                                         int64_t n, int64_t F, int64_t ld, bool vec)
 {
     constexpr int VN = vec16<T>::n;
     GRID_STRIDE_VEC(i, n, VN)
     {
         if (vec && i + VN <= n) {
+            int64_t o = in_rows(i, F, ld);
             float h[VN], a[VN], b[VN], og[VN], ou[VN];
-            vec16<T>::load(dh + i, h), vec16<T>::load(g + i, a), vec16<T>::load(u + i, b);
+            vec16<T>::load(dh + i, h), vec16<T>::load(g + o, a), vec16<T>::load(u + o, b);
 #pragma unroll
             for (int k = 0; k < VN; k++)
                 swiglu_bwd_one(&og[k], &ou[k], h[k], a[k], b[k]);
-            vec16<T>::store(dg + i, og), vec16<T>::store(du + i, ou);
+            vec16<T>::store(dg + o, og), vec16<T>::store(du + o, ou);
         } else {
             for (int64_t j = i; j < i + VN && j < n; j++) {
+                int64_t o = in_rows(j, F, ld);
                 float vg, vu;
-                swiglu_bwd_one(&vg, &vu, (float)dh[j], (float)g[j], (float)u[j]);
-                dg[j] = (T)vg, du[j] = (T)vu;
+                swiglu_bwd_one(&vg, &vu, (float)dh[j], (float)g[o], (float)u[o]);
+                dg[o] = (T)vg, du[o] = (T)vu;
             }
         }
     }
@@ -1070,66 +1080,75 @@ static __global__ void swiglu_bwd_kernel(T *dg, T *du, const T *dh, const T *g, 
 
 template <typename T>
 static void swiglu_bwd(struct tw_backend *be, T *dg, T *du, const T *dh, const T *g, const T *u,
-                       int64_t n)
+                       int64_t n, int64_t F, int64_t ld)
 {
     if (n == 0 || twc_failed(be))
         return;
+    constexpr int VN = vec16<T>::n;
     bool vec = twc_aligned16(dg) && twc_aligned16(du) && twc_aligned16(dh) && twc_aligned16(g) &&
-               twc_aligned16(u);
-    swiglu_bwd_kernel<T>
-        <<<grid_vec(n, vec16<T>::n), THREADS, 0, twc_stream(be)>>>(dg, du, dh, g, u, n, vec);
+               twc_aligned16(u) && F % VN == 0 && ld % VN == 0;
+    swiglu_bwd_kernel<T><<<grid_vec(n, VN), THREADS, 0, twc_stream(be)>>>(dg, du, dh, g, u, n, F,
+                                                                           ld, vec);
     twc_check(be, cudaGetLastError(), "swiglu backward");
 }
 
 static void g_swiglu_bwd(struct tw_backend *be, float *dg, float *du, const float *dh,
                          const float *g, const float *u, int64_t n)
 {
-    swiglu_bwd(be, dg, du, dh, g, u, n);
+    swiglu_bwd(be, dg, du, dh, g, u, n, n, n);
 }
 
 static void g_swiglu_bwd_bf16(struct tw_backend *be, void *dg, void *du, const void *dh,
-                              const void *g, const void *u, int64_t n)
+                              const void *g, const void *u, int64_t N, int64_t F, int64_t ld)
 {
     swiglu_bwd(be, (__nv_bfloat16 *)dg, (__nv_bfloat16 *)du, (const __nv_bfloat16 *)dh,
-               (const __nv_bfloat16 *)g, (const __nv_bfloat16 *)u, n);
+               (const __nv_bfloat16 *)g, (const __nv_bfloat16 *)u, N * F, F, ld);
 }
 
 // h = silu(g) * u rounded to bf16 (the engine's tw_swiglu in f32 on bf16 g and u, then the
-// rounding), eight elements a thread where vec.
+// rounding), eight elements a thread where vec; h dense (n = rows x F), g and u rows of F
+// values ld apart.
 static __global__ void swiglu_bf16_kernel(__nv_bfloat16 *h, const __nv_bfloat16 *g,
-                                          const __nv_bfloat16 *u, int64_t n, bool vec)
+                                          const __nv_bfloat16 *u, int64_t n, int64_t F,
+                                          int64_t ld, bool vec)
 {
     GRID_STRIDE_VEC(i, n, 8)
     {
         if (vec && i + 8 <= n) {
+            int64_t o = in_rows(i, F, ld);
             float a[8], b[8];
-            vec16<__nv_bfloat16>::load(g + i, a), vec16<__nv_bfloat16>::load(u + i, b);
+            vec16<__nv_bfloat16>::load(g + o, a), vec16<__nv_bfloat16>::load(u + o, b);
 #pragma unroll
             for (int k = 0; k < 8; k++)
                 a[k] = twc_silu(a[k]) * b[k];
             vec16<__nv_bfloat16>::store(h + i, a);
         } else {
-            for (int64_t j = i; j < i + 8 && j < n; j++)
-                h[j] = __float2bfloat16(twc_silu((float)g[j]) * (float)u[j]);
+            for (int64_t j = i; j < i + 8 && j < n; j++) {
+                int64_t o = in_rows(j, F, ld);
+                h[j] = __float2bfloat16(twc_silu((float)g[o]) * (float)u[o]);
+            }
         }
     }
 }
 
-static void g_swiglu_bf16(struct tw_backend *be, void *h, const void *g, const void *u, int64_t n)
+static void g_swiglu_bf16(struct tw_backend *be, void *h, const void *g, const void *u,
+                          int64_t N, int64_t F, int64_t ld)
 {
+    int64_t n = N * F;
     if (n == 0 || twc_failed(be))
         return;
-    bool vec = twc_aligned16(h) && twc_aligned16(g) && twc_aligned16(u);
+    bool vec = twc_aligned16(h) && twc_aligned16(g) && twc_aligned16(u) && F % 8 == 0 &&
+               ld % 8 == 0;
     swiglu_bf16_kernel<<<grid_vec(n, 8), THREADS, 0, twc_stream(be)>>>(
-        (__nv_bfloat16 *)h, (const __nv_bfloat16 *)g, (const __nv_bfloat16 *)u, n, vec);
+        (__nv_bfloat16 *)h, (const __nv_bfloat16 *)g, (const __nv_bfloat16 *)u, n, F, ld, vec);
     twc_check(be, cudaGetLastError(), "swiglu (bf16)");
 }
 
-static void g_rope_bf16(struct tw_backend *be, void *xb, float *x, bool keep, const int32_t *pos,
-                        int64_t N, int64_t heads, const struct tw_rope *r)
+static void g_rope_bf16(struct tw_backend *be, void *xb, int64_t ld, float *x, bool keep,
+                        const int32_t *pos, int64_t N, int64_t heads, const struct tw_rope *r)
 {
     if (!twc_failed(be))
-        twc_rope_train(be, x, xb, keep, pos, N, heads, r);
+        twc_rope_train(be, x, xb, ld, keep, pos, N, heads, r);
 }
 
 // splitmix64 (base/map.h's tw_splitmix64, the same steps on the device).

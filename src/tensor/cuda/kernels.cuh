@@ -396,9 +396,10 @@ void **twc_grad_slot(struct tw_backend *be);
 void twc_grad_free(void *state);
 
 // Training's RoPE (grad.h's rope_bf16): x (N, heads, r->head_dim) rotated by pos (host
-// memory) as tw_rope does, into xb as bf16 and, with keep, into x as well.
-void twc_rope_train(struct tw_backend *be, float *x, void *xb, bool keep, const int32_t *pos,
-                    int64_t N, int64_t heads, const struct tw_rope *r);
+// memory) as tw_rope does, into xb as bf16 (rows ld apart, 0: heads x head_dim) and, with
+// keep, into x as well.
+void twc_rope_train(struct tw_backend *be, float *x, void *xb, int64_t ld, bool keep,
+                    const int32_t *pos, int64_t N, int64_t heads, const struct tw_rope *r);
 
 // ---- grad.cu: the training ops (tensor/grad.h) on the GPU.
 extern const struct tw_grad_ops twc_grad_ops;
