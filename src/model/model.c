@@ -478,7 +478,8 @@ int tw_model_to_backend(const struct tw_model *m, struct tw_backend *be, struct 
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
         const struct tw_tensor *t = slot_tensor((struct tw_model *)m, &slots[i], 0);
-        if (slots[i].per_layer || !t->data || (t == &m->output && m->output.data == m->tok_embd.data))
+        if (slots[i].per_layer || !t->data ||
+            (t == &m->output && m->output.data == m->tok_embd.data))
             continue;
         if ((rc = tw_backend_tensor_upload(be, t, slot_tensor(d, &slots[i], 0))) != 0)
             tw_error_prefix("%s: %s", m->path, t->name ? t->name : "a weight");

@@ -104,8 +104,8 @@ struct tw_lm {
     void *dqb, *dkb, *dvb; // (N, H*D), (N, Hkv*D) bf16: RoPE's backward's, with hand-offs;
                            // with stack_qkv, with dv's, in one (N, (H + 2 Hkv) D) (qkv_ld)
     int64_t qkv_ld;
-    float *logp, *coef;    // (N): the output projection's per-token values
-    float *hlogp, *hcoef;  // (N): their host copies
+    float *logp, *coef;                // (N): the output projection's per-token values
+    float *hlogp, *hcoef;              // (N): their host copies
     int32_t *bids, *btargets, *bstart; // (N): the batch in the backend's memory
     int32_t *negpos;                   // (N): RoPE's backward rotates by the opposite angles
     struct tw_model *merged;           // tw_lm_merged's last result (LoRA)
@@ -894,8 +894,8 @@ static bool stacked(tw_lm *m, int il, int p0, int n, struct tw_tensor *w, float 
         const struct tw_tensor *wp = lt(L, proj_off[p]), *gp = lt(G, proj_off[p]);
         if (bias_of(L, p) || wp->dtype != w0->dtype || wp->ne[1] != w0->ne[1] ||
             !tw_tensor_is_contiguous(wp) || !gp->data ||
-            (char *)wp->data != (char *)w0->data + (w->ne[0] - (p == p0 ? w0->ne[0] : 0)) *
-                                                       w0->ne[1] * 2 ||
+            (char *)wp->data !=
+                (char *)w0->data + (w->ne[0] - (p == p0 ? w0->ne[0] : 0)) * w0->ne[1] * 2 ||
             f(gp) != f(g0) + (w->ne[0] - (p == p0 ? w0->ne[0] : 0)) * w0->ne[1])
             return false;
         if (p > p0)
@@ -1352,8 +1352,8 @@ static int layer_bwd(tw_lm *m, int il, const struct tw_lm_batch *b)
     struct tw_tensor ws;
     float *dws;
     if (m->stack_gu && stacked(m, il, TW_PROJ_GATE, 2, &ws, &dws))
-        rc = go->linear_bwd_bf16(be, m->dxn, NULL, false, dws, NULL, NULL, m->dgb, a->xn2b, &ws,
-                                 N);
+        rc =
+            go->linear_bwd_bf16(be, m->dxn, NULL, false, dws, NULL, NULL, m->dgb, a->xn2b, &ws, N);
     else if (!(rc = lin_bwd(m, il, TW_PROJ_GATE, m->dxn, NULL, false, m->dg, m->dgb, a->xn2,
                             a->xn2b, N, false)))
         rc = lin_bwd(m, il, TW_PROJ_UP, m->dxn, NULL, true, m->du, m->dub, a->xn2, a->xn2b, N,
@@ -1387,8 +1387,8 @@ static int layer_bwd(tw_lm *m, int il, const struct tw_lm_batch *b)
     }
     if (m->stack_qkv && stacked(m, il, TW_PROJ_Q, 3, &ws, &dws)) { // dq | dk | dv a row
         go->round_bf16(be, m->dvb, m->qkv_ld, m->dv, N, Hkv * D);
-        rc = go->linear_bwd_bf16(be, m->dxn, NULL, false, dws, NULL, NULL, m->dqb, a->xn1b, &ws,
-                                 N);
+        rc =
+            go->linear_bwd_bf16(be, m->dxn, NULL, false, dws, NULL, NULL, m->dqb, a->xn1b, &ws, N);
     } else if (!(rc = lin_bwd(m, il, TW_PROJ_Q, m->dxn, NULL, false, dq, dqb, a->xn1, a->xn1b, N,
                               false)) &&
                !(rc = lin_bwd(m, il, TW_PROJ_K, m->dxn, NULL, true, dk, dkb, a->xn1, a->xn1b, N,

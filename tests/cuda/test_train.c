@@ -713,9 +713,9 @@ static void swiglu_rows_case(int64_t N, int64_t F, int64_t ld)
     for (int64_t t = 0; t < N; t++)
         for (int64_t i = 0; i < ld; i++) {
             uint16_t v = got[t * ld + i];
-            same &= i < F        ? v == want[n + t * F + i]
+            same &= i < F       ? v == want[n + t * F + i]
                     : i < 2 * F ? v == want[2 * n + t * F + i - F]
-                                 : v == gu[t * ld + i];
+                                : v == gu[t * ld + i];
         }
     if (!same)
         fprintf(stderr, "swiglu on rows (N %lld, F %lld, ld %lld) differs from dense\n",

@@ -517,17 +517,16 @@ static __global__ void rope_store_kernel(float *q, float *k, const float *v, con
 
 // Training's RoPE (twc_rope_train): x (T, H, D) of InT rotated as rope_store_kernel rotates q,
 // to yb as bf16 (rows ldb apart) and, where given, to yf as f32 (yf may be x; yb may be x when
-// InT is bf16: in place, x's rows then ldb apart too). A warp a row: its lanes' angles once, then the heads four at a time, their pairs all
-// loaded before any is stored, by pointers stepped a head at a time (rope_store_kernel, general
-// for inference's k heads and caches, spent ~1300 instructions a warp on 8 heads' indexing and
-// branches: 55-72 us a call on llama-124m's q where the traffic needs 12-18, ncu, H200). The
-// rotation's products rounded one by one (no contraction) so that both input types give the
-// same bits for the same values.
+// InT is bf16: in place, x's rows then ldb apart too). A warp a row: its lanes' angles once, then
+// the heads four at a time, their pairs all loaded before any is stored, by pointers stepped a
+// head at a time (rope_store_kernel, general for inference's k heads and caches, spent ~1300
+// instructions a warp on 8 heads' indexing and branches: 55-72 us a call on llama-124m's q where
+// the traffic needs 12-18, ncu, H200). The rotation's products rounded one by one (no contraction)
+// so that both input types give the same bits for the same values.
 template <int PAIRS, typename InT>
-static __global__ void rope_train_kernel(const InT *x, float *yf, __nv_bfloat16 *yb,
-                                         int64_t ldb, const int32_t *pos,
-                                         const float *inv_freq, int64_t T, int H, int D,
-                                         int half, bool neox)
+static __global__ void rope_train_kernel(const InT *x, float *yf, __nv_bfloat16 *yb, int64_t ldb,
+                                         const int32_t *pos, const float *inv_freq, int64_t T,
+                                         int H, int D, int half, bool neox)
 {
     twc_pdl_enter();
     const int64_t t = blockIdx.x * (int64_t)(blockDim.x / 32) + threadIdx.x / 32;
@@ -1208,8 +1207,8 @@ static cudaError_t launch_rope_train(struct cuda_impl *im, const InT *x, float *
               int64_t, int, int, int, bool) = half <= 32   ? rope_train_kernel<1, InT>
                                               : half <= 64 ? rope_train_kernel<2, InT>
                                                            : rope_train_kernel<4, InT>;
-    return twc_launch(k, (unsigned)((N + 7) / 8), 256, 0, im->stream, x, yf, yb, ldb, pos, freq,
-                      N, heads, D, half, neox);
+    return twc_launch(k, (unsigned)((N + 7) / 8), 256, 0, im->stream, x, yf, yb, ldb, pos, freq, N,
+                      heads, D, half, neox);
 }
 
 void twc_rope_train(struct tw_backend *be, float *x, void *xb, int64_t ld, bool keep,
@@ -1231,8 +1230,8 @@ void twc_rope_train(struct tw_backend *be, float *x, void *xb, int64_t ld, bool 
     ck(im,
        x ? launch_rope_train<float>(im, x, keep ? x : NULL, yb, ldb, d_pos, d_freq, N, (int)heads,
                                     D, half, r->neox)
-         : launch_rope_train<__nv_bfloat16>(im, yb, NULL, yb, ldb, d_pos, d_freq, N, (int)heads,
-                                            D, half, r->neox), // (x NULL: xb in place)
+         : launch_rope_train<__nv_bfloat16>(im, yb, NULL, yb, ldb, d_pos, d_freq, N, (int)heads, D,
+                                            half, r->neox), // (x NULL: xb in place)
        "rope (training)");
 }
 

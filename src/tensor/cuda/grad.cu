@@ -1087,8 +1087,8 @@ static void swiglu_bwd(struct tw_backend *be, T *dg, T *du, const T *dh, const T
     constexpr int VN = vec16<T>::n;
     bool vec = twc_aligned16(dg) && twc_aligned16(du) && twc_aligned16(dh) && twc_aligned16(g) &&
                twc_aligned16(u) && F % VN == 0 && ld % VN == 0;
-    swiglu_bwd_kernel<T><<<grid_vec(n, VN), THREADS, 0, twc_stream(be)>>>(dg, du, dh, g, u, n, F,
-                                                                           ld, vec);
+    swiglu_bwd_kernel<T>
+        <<<grid_vec(n, VN), THREADS, 0, twc_stream(be)>>>(dg, du, dh, g, u, n, F, ld, vec);
     twc_check(be, cudaGetLastError(), "swiglu backward");
 }
 
@@ -1109,8 +1109,8 @@ static void g_swiglu_bwd_bf16(struct tw_backend *be, void *dg, void *du, const v
 // rounding), eight elements a thread where vec; h dense (n = rows x F), g and u rows of F
 // values ld apart.
 static __global__ void swiglu_bf16_kernel(__nv_bfloat16 *h, const __nv_bfloat16 *g,
-                                          const __nv_bfloat16 *u, int64_t n, int64_t F,
-                                          int64_t ld, bool vec)
+                                          const __nv_bfloat16 *u, int64_t n, int64_t F, int64_t ld,
+                                          bool vec)
 {
     GRID_STRIDE_VEC(i, n, 8)
     {
@@ -1131,14 +1131,14 @@ static __global__ void swiglu_bf16_kernel(__nv_bfloat16 *h, const __nv_bfloat16 
     }
 }
 
-static void g_swiglu_bf16(struct tw_backend *be, void *h, const void *g, const void *u,
-                          int64_t N, int64_t F, int64_t ld)
+static void g_swiglu_bf16(struct tw_backend *be, void *h, const void *g, const void *u, int64_t N,
+                          int64_t F, int64_t ld)
 {
     int64_t n = N * F;
     if (n == 0 || twc_failed(be))
         return;
-    bool vec = twc_aligned16(h) && twc_aligned16(g) && twc_aligned16(u) && F % 8 == 0 &&
-               ld % 8 == 0;
+    bool vec =
+        twc_aligned16(h) && twc_aligned16(g) && twc_aligned16(u) && F % 8 == 0 && ld % 8 == 0;
     swiglu_bf16_kernel<<<grid_vec(n, 8), THREADS, 0, twc_stream(be)>>>(
         (__nv_bfloat16 *)h, (const __nv_bfloat16 *)g, (const __nv_bfloat16 *)u, n, F, ld, vec);
     twc_check(be, cudaGetLastError(), "swiglu (bf16)");
