@@ -58,12 +58,13 @@ static int check_count;
     } while (0)
 
 // Stops the test program at once: for checks whose failure makes the rest meaningless.
-#define REQUIRE(cond)                                                                  \
-    do {                                                                               \
-        if (!(cond)) {                                                                 \
-            fprintf(stderr, "%s:%d: REQUIRE failed: %s\n", __FILE__, __LINE__, #cond); \
-            exit(1);                                                                   \
-        }                                                                              \
+#define REQUIRE(cond)                                                                           \
+    do {                                                                                        \
+        if (!(cond)) {                                                                          \
+            fprintf(stderr, "%s:%d: REQUIRE failed: %s (last error: %s)\n", __FILE__, __LINE__, \
+                    #cond, tw_error_msg());                                                     \
+            exit(1);                                                                            \
+        }                                                                                       \
     } while (0)
 
 static inline int check_report(const char *name)
