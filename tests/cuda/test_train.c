@@ -628,8 +628,9 @@ static uint16_t *dev_bf16(const uint16_t *h, size_t n)
 }
 
 // The bf16 hand-offs' SwiGLU (grad.h) on bf16 dh, g, u: its backward's dg, du the f32 op's on
-// the same values, rounded, bit for bit; its forward within a rounding of silu(g) u; aligned
-// arrays and arrays one value in (element by element).
+// the same values, rounded, within one bf16 step (the bf16 kernels take the sigmoid by fast
+// exp and reciprocal: a few f32 ulp that may tip a rounding); its forward within a rounding of
+// silu(g) u; aligned arrays and arrays one value in (element by element).
 static void test_swiglu_bf16(void)
 {
     const struct tw_grad_ops *g = tw_backend_grad(gpu);
@@ -657,7 +658,7 @@ static void test_swiglu_bf16(void)
             CHECK_OK(tw_backend_download(gpu, hf, Dg + off, n * sizeof(float)));
             CHECK_OK(tw_backend_download(gpu, hb, (which ? Ub : Gb) + off, n * 2));
             for (size_t i = 0; i < n; i++)
-                same &= hb[i] == tw_f32_to_bf16(hf[i]);
+                same &= abs((int)hb[i] - (int)tw_f32_to_bf16(hf[i])) <= 1;
             tw_backend_release(gpu, Du);
         }
         CHECK(same);

@@ -1033,19 +1033,36 @@ static void g_attn_bwd(struct tw_backend *be, float *dq, float *dk, float *dv, c
 
 // ---- elementwise.
 
+// The sigmoid of SiLU: with FAST (bf16 outputs, rounded far coarser than these errors) by
+// ex2.approx and a reciprocal (__expf, __fdividef: a few ulp of f32) instead of expf's range
+// reduction and an IEEE division — the bf16 kernels were bound by those instructions, not by
+// memory (1.8-2.1 TB/s on llama-124m's SwiGLU, ncu); f32 keeps the CPU's values to the bit.
+template <bool FAST> static __device__ __forceinline__ float sigmoid(float g)
+{
+    return FAST ? __fdividef(1.0f, 1.0f + __expf(-g)) : 1.0f / (1.0f + expf(-g));
+}
+
+template <bool FAST>
 static __device__ __forceinline__ void swiglu_bwd_one(float *dg, float *du, float dh, float g,
                                                       float u)
 {
-    float s = 1.0f / (1.0f + expf(-g));
+    float s = sigmoid<FAST>(g);
     *dg = dh * u * s * (1.0f + g * (1.0f - s));
     *du = dh * g * s;
 }
 
 // Element i of a dense (rows, F) array in an array of such rows ld apart (the stacked gate
-// and up products' interleaved output: g and u in one row of 2F).
+// and up products' interleaved output: g and u in one row of 2F); 32-bit division where i
+// fits.
 static __device__ __forceinline__ int64_t in_rows(int64_t i, int64_t F, int64_t ld)
 {
-    return ld == F ? i : i / F * ld + i % F;
+    if (ld == F)
+        return i;
+    if (i <= 0xffffffffll && F <= 0xffffffffll) {
+        uint32_t r = (uint32_t)i / (uint32_t)F;
+        return (int64_t)r * ld + ((uint32_t)i - r * (uint32_t)F);
+    }
+    return i / F * ld + i % F;
 }
 
 // 16 bytes of each array a thread (vec16<T>::n elements) where vec (every pointer 16-byte
@@ -1057,6 +1074,7 @@ static __global__ void swiglu_bwd_kernel(T *dg, T *du, const T *dh, const T *g, 
                                          int64_t n, int64_t F, int64_t ld, bool vec)
 {
     constexpr int VN = vec16<T>::n;
+    constexpr bool FAST = sizeof(T) == 2;
     GRID_STRIDE_VEC(i, n, VN)
     {
         if (vec && i + VN <= n) {
@@ -1065,13 +1083,13 @@ static __global__ void swiglu_bwd_kernel(T *dg, T *du, const T *dh, const T *g, 
             vec16<T>::load(dh + i, h), vec16<T>::load(g + o, a), vec16<T>::load(u + o, b);
 #pragma unroll
             for (int k = 0; k < VN; k++)
-                swiglu_bwd_one(&og[k], &ou[k], h[k], a[k], b[k]);
+                swiglu_bwd_one<FAST>(&og[k], &ou[k], h[k], a[k], b[k]);
             vec16<T>::store(dg + o, og), vec16<T>::store(du + o, ou);
         } else {
             for (int64_t j = i; j < i + VN && j < n; j++) {
                 int64_t o = in_rows(j, F, ld);
                 float vg, vu;
-                swiglu_bwd_one(&vg, &vu, (float)dh[j], (float)g[o], (float)u[o]);
+                swiglu_bwd_one<FAST>(&vg, &vu, (float)dh[j], (float)g[o], (float)u[o]);
                 dg[o] = (T)vg, du[o] = (T)vu;
             }
         }
@@ -1120,12 +1138,12 @@ static __global__ void swiglu_bf16_kernel(__nv_bfloat16 *h, const __nv_bfloat16 
             vec16<__nv_bfloat16>::load(g + o, a), vec16<__nv_bfloat16>::load(u + o, b);
 #pragma unroll
             for (int k = 0; k < 8; k++)
-                a[k] = twc_silu(a[k]) * b[k];
+                a[k] = a[k] * sigmoid<true>(a[k]) * b[k];
             vec16<__nv_bfloat16>::store(h + i, a);
         } else {
             for (int64_t j = i; j < i + 8 && j < n; j++) {
                 int64_t o = in_rows(j, F, ld);
-                h[j] = __float2bfloat16(twc_silu((float)g[o]) * (float)u[o]);
+                h[j] = __float2bfloat16((float)g[o] * sigmoid<true>((float)g[o]) * (float)u[o]);
             }
         }
     }
