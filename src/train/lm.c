@@ -959,6 +959,7 @@ static int ensure_acts(tw_lm *m, int64_t N)
                     4 * N * KV + N * m->r + 2 * N +
                     (hb ? 3 * halves(N * F) + halves(N * C) + halves(N * HD) + 2 * halves(N * KV)
                         : 3 * N * F + N * W);
+    total += 4 * (L + 1 + 32 * LA + 32); // (TAKE's alignment: up to 3 floats a tensor)
     tw_backend_release(m->be, m->act_buf), tw_backend_release(m->be, m->bids);
     tw_free(m->xs), tw_free(m->a), tw_free(m->negpos), tw_free(m->hlogp);
     m->act_buf = NULL, m->bids = NULL, m->xs = NULL, m->a = NULL, m->negpos = NULL;
@@ -983,7 +984,9 @@ static int ensure_acts(tw_lm *m, int64_t N)
     m->bids = bids, m->btargets = bids + N, m->bstart = bids + 2 * N;
     m->hlogp = hlogp, m->hcoef = hlogp + N;
     float *p = buf;
-#define TAKE(n) (p += (n), p - (n))
+    // every tensor from a 16-byte boundary: the device's kernels take 16-byte pieces where
+    // their arrays allow (and so the same kernels, the same bits, with recompute's layout)
+#define TAKE(n) (p = buf + (p - buf + 3) / 4 * 4, p += (n), p - (n))
     // n bf16 values from a 32-byte boundary (buf's is the allocator's)
 #define TAKE_H(n) (p = buf + (p - buf + 7) / 8 * 8, (void *)TAKE(halves(n) - 8))
     for (int64_t l = 0; l <= L; l++)

@@ -1022,6 +1022,7 @@ static void test_norms(void)
 {
     norm_case(1000, 64);
     norm_case(333, 100);
+    norm_case(77, 90); // (not a multiple of 4: the scalar warp kernel)
     norm_case(130, 576);
     norm_case(257, 768);
     norm_case(70, 1024);
