@@ -513,53 +513,6 @@ static __global__ void rmsnorm_bwd_kernel(float *dx, const float *dy, const floa
         dr[i] += r * (w ? w[i] : 1.0f) * gr[i] - xr[i] * k;
 }
 
-// Four values of a row kernel's output: 16 bytes of f32, 8 of bf16.
-static __device__ __forceinline__ void store4(float *p, float4 v)
-{
-    *(float4 *)p = v;
-}
-static __device__ __forceinline__ void store4(__nv_bfloat16 *p, float4 v)
-{
-    *(uint2 *)p = make_uint2(twc_pack_bf16(v.x, v.y), twc_pack_bf16(v.z, v.w));
-}
-
-// rmsnorm_fwd_kernel for rows of C <= 128 NV values, C a multiple of 4 and every row 16-byte
-// aligned: a warp a row, each lane's NV float4s loaded into registers before the sum, so that
-// they are all in flight at once (the scalar loop's loads, one after another, left the kernel
-// latency-bound: 2.1 TB/s on llama-124m's rows of 768, 45 cycles a warp between issues, ncu).
-// Each lane sums its four values of a load first: another order than the scalar kernel's.
-template <int NV, typename OutT>
-static __global__ void __launch_bounds__(THREADS)
-    rmsnorm_fwd_vec(OutT *y, float *rstd, const float *x, const float *w, int64_t N, int C,
-                    float eps)
-{
-    int64_t t = row_of<true>();
-    if (t >= N)
-        return;
-    const int lane = threadIdx.x % 32, c4 = C / 4;
-    const float4 *xr = (const float4 *)(x + t * C);
-    float4 v[NV];
-    float ss = 0;
-#pragma unroll
-    for (int j = 0; j < NV; j++)
-        v[j] = lane + 32 * j < c4 ? xr[lane + 32 * j] : make_float4(0, 0, 0, 0);
-#pragma unroll
-    for (int j = 0; j < NV; j++)
-        ss += v[j].x * v[j].x + v[j].y * v[j].y + v[j].z * v[j].z + v[j].w * v[j].w;
-    float r = rsqrtf(twc_warp_sum(ss) / (float)C + eps);
-    if (lane == 0)
-        rstd[t] = r;
-#pragma unroll
-    for (int j = 0; j < NV; j++) {
-        int i = lane + 32 * j;
-        if (i < c4) {
-            float4 s = w ? ((const float4 *)w)[i] : make_float4(1, 1, 1, 1);
-            store4(y + t * C + 4 * i, make_float4(v[j].x * r * s.x, v[j].y * r * s.y,
-                                                  v[j].z * r * s.z, v[j].w * r * s.w));
-        }
-    }
-}
-
 // The blocks of a row kernel over N rows of C.
 static unsigned row_blocks(int64_t N, int64_t C)
 {
@@ -572,16 +525,10 @@ static void rmsnorm_fwd(struct tw_backend *be, OutT *y, float *rstd, const float
 {
     if (N == 0 || twc_failed(be))
         return;
-    int nv = (int)((C / 4 + 31) / 32);
-    if (C % 4 == 0 && C <= 1024 && twc_aligned16(x) && twc_aligned16(y) &&
-        (!w || twc_aligned16(w))) {
-        void (*k)(OutT *, float *, const float *, const float *, int64_t, int, float) =
-            nv <= 2   ? rmsnorm_fwd_vec<2, OutT>
-            : nv <= 4 ? rmsnorm_fwd_vec<4, OutT>
-            : nv <= 6 ? rmsnorm_fwd_vec<6, OutT>
-                      : rmsnorm_fwd_vec<8, OutT>;
-        k<<<row_blocks(N, C), THREADS, 0, twc_stream(be)>>>(y, rstd, x, w, N, (int)C, eps);
-    } else if (C <= WARP_ROW_C)
+    // the engine's kernel where it can (its row in registers); these where it cannot
+    if (twc_rmsnorm_warp(be, y, sizeof(OutT) == 2, rstd, x, w, N, C, eps))
+        return;
+    if (C <= WARP_ROW_C)
         rmsnorm_fwd_kernel<true, OutT>
             <<<row_blocks(N, C), THREADS, 0, twc_stream(be)>>>(y, rstd, x, w, N, C, eps);
     else

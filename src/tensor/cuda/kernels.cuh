@@ -395,6 +395,23 @@ bool twc_failed(struct tw_backend *be);
 void **twc_grad_slot(struct tw_backend *be);
 void twc_grad_free(void *state);
 
+// Four values of a row kernel's output at p: 16 bytes of f32, or 8 of bf16.
+static __device__ __forceinline__ void twc_store4(float *p, float4 v)
+{
+    *(float4 *)p = v;
+}
+static __device__ __forceinline__ void twc_store4(__nv_bfloat16 *p, float4 v)
+{
+    *(uint2 *)p = make_uint2(twc_pack_bf16(v.x, v.y), twc_pack_bf16(v.z, v.w));
+}
+
+// RMSNorm of x's R rows of C into y, f32 or (y16) bf16, and each row's 1 / rms into rstd (NULL:
+// none), by the engine's warp-a-row kernel (backend.cu's norm_warp_kernel: the row's float4s in
+// registers); false, nothing launched, where its conditions do not hold (C a multiple of 4 up
+// to 2048, every array 16-byte aligned).
+bool twc_rmsnorm_warp(struct tw_backend *be, void *y, bool y16, float *rstd, const float *x,
+                      const float *w, int64_t R, int64_t C, float eps);
+
 // Training's RoPE (grad.h's rope_bf16): x (N, heads, r->head_dim) rotated by pos (host
 // memory) as tw_rope does, into xb as bf16 (rows ld apart, 0: heads x head_dim) and, with
 // keep, into x as well.
