@@ -254,6 +254,9 @@ struct tw_grad_ops {
     int (*linear_bwd_bf16)(struct tw_backend *be, float *dx, void *dxb, bool add, float *dw,
                            float *db, const float *dy, const void *dyb, const void *xb,
                            const struct tw_tensor *w, int64_t N);
+    // y = a + b over n values, a f32 and b bf16: a product's bf16 output (the o and down
+    // projections', as PyTorch's autocast keeps them) added to the f32 residual stream
+    void (*add_bf16)(struct tw_backend *be, float *y, const float *a, const void *b, int64_t n);
 };
 
 extern const struct tw_grad_ops tw_cpu_grad_ops;

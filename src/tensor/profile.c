@@ -466,6 +466,11 @@ static int g_linear_bwd_bf16(struct tw_backend *be, float *dx, void *dxb, bool a
     return rc;
 }
 
+static void g_add_bf16(struct tw_backend *be, float *y, const float *a, const void *b, int64_t n)
+{
+    TIMED(be, P_ADD, 0, G(be)->add_bf16(in, y, a, b, n));
+}
+
 // Every op forwarded; tw_backend_profile_new leaves the optional ones (grad.h: LoRA's fused
 // products, the hand-offs) out where the inner backend has none, so that callers see what
 // the inner backend can do.
@@ -492,6 +497,7 @@ static const struct tw_grad_ops profile_grad_ops = {
     .swiglu_bwd_bf16 = g_swiglu_bwd_bf16,
     .linear_fwd_bf16 = g_linear_fwd_bf16,
     .linear_bwd_bf16 = g_linear_bwd_bf16,
+    .add_bf16 = g_add_bf16,
     .dropout = g_dropout,
     .zero = g_zero,
     .adamw = g_adamw,
@@ -557,6 +563,7 @@ int tw_backend_profile_new(struct tw_backend *inner, struct tw_backend **out)
     OPTIONAL(swiglu_bwd_bf16)
     OPTIONAL(linear_fwd_bf16)
     OPTIONAL(linear_bwd_bf16)
+    OPTIONAL(add_bf16)
 #undef OPTIONAL
     p->ops = profile_ops;
     p->ops.grad = &p->grad;

@@ -101,6 +101,8 @@ struct tw_lm {
     float *dxa, *tmp;      // (N, r), (N, max(C, F)): LoRA's backward, dropout's masked inputs
     void *dgb, *dub, *dhb; // (N, F) bf16: SwiGLU's backward and its dh with hand-offs
     void *dxb;             // (N, C) bf16: dx rounded by the norms' backward, with hand-offs
+    void *ob;              // (N, C) bf16: the o and down products' outputs, with hand-offs
+                           // (and add_bf16), before the residual adds
     void *dqb, *dkb, *dvb; // (N, H*D), (N, Hkv*D) bf16: RoPE's backward's, with hand-offs;
                            // with stack_qkv, with dv's, in one (N, (H + 2 Hkv) D) (qkv_ld)
     int64_t qkv_ld;
@@ -955,10 +957,11 @@ static int ensure_acts(tw_lm *m, int64_t N)
     int64_t LA = m->recompute ? 1 : L; // layers whose activations are kept
     // (with hand-offs no f32 dh, dg, du: SwiGLU's backward works on their bf16 copies; no
     // scratch row either: it serves LoRA, which hand-offs exclude)
-    int64_t total = (L + 1) * N * C + LA * per_layer + N * C + N + 2 * N * C + 4 * N * HD +
-                    4 * N * KV + N * m->r + 2 * N +
-                    (hb ? 3 * halves(N * F) + halves(N * C) + halves(N * HD) + 2 * halves(N * KV)
-                        : 3 * N * F + N * W);
+    int64_t total =
+        (L + 1) * N * C + LA * per_layer + N * C + N + 2 * N * C + 4 * N * HD + 4 * N * KV +
+        N * m->r + 2 * N +
+        (hb ? 3 * halves(N * F) + 2 * halves(N * C) + halves(N * HD) + 2 * halves(N * KV)
+            : 3 * N * F + N * W);
     total += 4 * (L + 1 + 32 * LA + 32); // (TAKE's alignment: up to 3 floats a tensor)
     tw_backend_release(m->be, m->act_buf), tw_backend_release(m->be, m->bids);
     tw_free(m->xs), tw_free(m->a), tw_free(m->negpos), tw_free(m->hlogp);
@@ -1027,13 +1030,15 @@ static int ensure_acts(tw_lm *m, int64_t N)
     m->dk = TAKE(N * KV), m->dv = TAKE(N * KV), m->dkp = TAKE(N * KV);
     m->dxa = TAKE(N * m->r);
     m->logp = TAKE(N), m->coef = TAKE(N);
-    m->dgb = m->dub = m->dhb = m->dxb = m->dqb = m->dkb = m->dvb = NULL;
+    m->dgb = m->dub = m->dhb = m->dxb = m->dqb = m->dkb = m->dvb = m->ob = NULL;
     m->qkv_ld = 0;
     if (hb) {
         m->dgb = TAKE_H(N * F * (sg ? 2 : 1)), m->dub = (uint16_t *)m->dgb + F;
         if (!sg)
             m->dub = TAKE_H(N * F);
         m->dhb = TAKE_H(N * F), m->dxb = TAKE_H(N * C);
+        if (m->go->add_bf16)
+            m->ob = TAKE_H(N * C);
         if (sq) { // q's, k's and v's side by side in a row
             m->qkv_ld = HD + 2 * KV;
             m->dqb = TAKE_H(N * m->qkv_ld);
@@ -1245,6 +1250,17 @@ static void norm_fwd(tw_lm *m, float *y, void *yb, float *rstd, const float *x, 
         m->go->rmsnorm_fwd(m->be, y, rstd, x, w, N, C, m->cfg.norm_eps);
 }
 
+// y = x + the product just written (N rows of the model's width): its bf16 output m->ob (the
+// hand-offs: PyTorch's autocast keeps the o and down projections' outputs in bf16 and adds
+// them to the f32 stream), else its f32 output m->dxn.
+static void add_product(tw_lm *m, float *y, const float *x, int64_t N)
+{
+    if (m->ob)
+        m->go->add_bf16(m->be, y, x, m->ob, N * m->cfg.n_embd);
+    else
+        add(m, y, x, m->dxn, N, m->cfg.n_embd);
+}
+
 // With hand-offs (m->acts_bf16: ensure_acts laid them out) the norms, the attention's output
 // and SwiGLU hand the products bf16 copies, kept for the backward's dW, and the attention
 // keeps its bf16 q, k, v; else f32 activations that the backend rounds where it needs to.
@@ -1254,7 +1270,7 @@ static int layer_fwd(tw_lm *m, int il, const struct tw_lm_batch *b)
     struct tw_layer *L = &m->bw->layers[il];
     struct acts *a = acts_of(m, il);
     const struct tw_grad_ops *go = m->go;
-    int64_t N = (int64_t)b->B * b->T, C = c->n_embd, H = c->n_head, Hkv = c->n_head_kv;
+    int64_t N = (int64_t)b->B * b->T, H = c->n_head, Hkv = c->n_head_kv;
     int64_t D = c->head_dim, F = c->n_ff;
     const float *x = m->xs[il];
     float *y = m->xs[il + 1];
@@ -1290,9 +1306,9 @@ static int layer_fwd(tw_lm *m, int il, const struct tw_lm_batch *b)
     go->attn_fwd(m->be, a->att, a->lse, q, k, v, m->bstart, &as);
     if (hb) // the o product's input, rounded once for its forward and its dW
         go->round_bf16(m->be, a->attb, H * D, a->att, N, H * D);
-    if ((rc = lin_fwd(m, il, TW_PROJ_O, m->dxn, NULL, a->att, a->attb, N, false)))
+    if ((rc = lin_fwd(m, il, TW_PROJ_O, m->ob ? NULL : m->dxn, m->ob, a->att, a->attb, N, false)))
         return rc;
-    add(m, a->x_mid, x, m->dxn, N, C);
+    add_product(m, a->x_mid, x, N);
     norm_fwd(m, a->xn2, a->xn2b, a->rstd2, a->x_mid, f(&L->ffn_norm), N);
     struct tw_tensor ws;
     float *dws;
@@ -1309,9 +1325,9 @@ static int layer_fwd(tw_lm *m, int il, const struct tw_lm_batch *b)
         struct tw_tensor tu = tw_tensor_f32_2d(a->u, N, F);
         tw_swiglu(m->be, &th, &tg, &tu);
     }
-    if ((rc = lin_fwd(m, il, TW_PROJ_DOWN, m->dxn, NULL, a->h, a->hb, N, false)))
+    if ((rc = lin_fwd(m, il, TW_PROJ_DOWN, m->ob ? NULL : m->dxn, m->ob, a->h, a->hb, N, false)))
         return rc;
-    add(m, y, a->x_mid, m->dxn, N, C);
+    add_product(m, y, a->x_mid, N);
     return 0;
 }
 

@@ -729,6 +729,31 @@ static void swiglu_rows_case(int64_t N, int64_t F, int64_t ld)
     tw_free(got);
 }
 
+// add_bf16 (grad.h: a product's bf16 output added to the f32 residual stream) against the
+// host's a + b, bit for bit; aligned arrays and arrays one value in (element by element).
+static void test_add_bf16(void)
+{
+    const struct tw_grad_ops *g = tw_backend_grad(gpu);
+    size_t n = 1001;
+    uint64_t rng = 17;
+    float *a = host_random(&rng, n + 1, 3.0f), *b = host_random(&rng, n + 1, 1.0f);
+    float *y = tw_malloc_array(n, sizeof(float));
+    REQUIRE(y);
+    uint16_t *bh = round_host(b, n + 1), *B16 = dev_bf16(bh, n + 1);
+    float *A = dev_of(gpu, a, n + 1), *Y = dev_poisoned(gpu, n + 1);
+    for (size_t off = 0; off < 2; off++) {
+        g->add_bf16(gpu, Y + off, A + off, B16 + off, (int64_t)n);
+        CHECK_OK(tw_backend_sync(gpu));
+        CHECK_OK(tw_backend_download(gpu, y, Y + off, n * sizeof(float)));
+        bool same = true;
+        for (size_t i = 0; i < n; i++)
+            same &= y[i] == a[off + i] + tw_bf16_to_f32(bh[off + i]);
+        CHECK(same);
+    }
+    tw_backend_release(gpu, A), tw_backend_release(gpu, Y), tw_backend_release(gpu, B16);
+    tw_free(a), tw_free(b), tw_free(y), tw_free(bh);
+}
+
 static void test_swiglu_rows(void)
 {
     swiglu_rows_case(37, 24, 48);
@@ -1036,6 +1061,7 @@ int main(int argc, char **argv)
     test_swiglu_bwd();
     test_swiglu_bf16();
     test_swiglu_rows();
+    test_add_bf16();
     test_linear_bf16();
     test_rope_bf16();
     test_adamw_multi();

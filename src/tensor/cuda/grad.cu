@@ -1165,6 +1165,37 @@ static void g_swiglu_bf16(struct tw_backend *be, void *h, const void *g, const v
     twc_check(be, cudaGetLastError(), "swiglu (bf16)");
 }
 
+// y = a + b, a f32 and b bf16, eight elements a thread where vec (every pointer 16-byte aligned).
+static __global__ void add_bf16_kernel(float *y, const float *a, const __nv_bfloat16 *b, int64_t n,
+                                       bool vec)
+{
+    GRID_STRIDE_VEC(i, n, 8)
+    {
+        if (vec && i + 8 <= n) {
+            float u[8], v0[4], v1[4];
+            vec16<__nv_bfloat16>::load(b + i, u);
+            vec16<float>::load(a + i, v0), vec16<float>::load(a + i + 4, v1);
+#pragma unroll
+            for (int k = 0; k < 4; k++)
+                v0[k] += u[k], v1[k] += u[k + 4];
+            vec16<float>::store(y + i, v0), vec16<float>::store(y + i + 4, v1);
+        } else {
+            for (int64_t j = i; j < i + 8 && j < n; j++)
+                y[j] = a[j] + __bfloat162float(b[j]);
+        }
+    }
+}
+
+static void g_add_bf16(struct tw_backend *be, float *y, const float *a, const void *b, int64_t n)
+{
+    if (n == 0 || twc_failed(be))
+        return;
+    bool vec = twc_aligned16(y) && twc_aligned16(a) && twc_aligned16(b);
+    add_bf16_kernel<<<grid_vec(n, 8), THREADS, 0, twc_stream(be)>>>(y, a, (const __nv_bfloat16 *)b,
+                                                                    n, vec);
+    twc_check(be, cudaGetLastError(), "add (bf16)");
+}
+
 static void g_rope_bf16(struct tw_backend *be, void *xb, int64_t ld, float *x, bool keep,
                         const int32_t *pos, int64_t N, int64_t heads, const struct tw_rope *r)
 {
@@ -1604,4 +1635,5 @@ const struct tw_grad_ops twc_grad_ops = {
     /* swiglu_bwd_bf16 */ g_swiglu_bwd_bf16,
     /* linear_fwd_bf16 */ g_linear_fwd_bf16,
     /* linear_bwd_bf16 */ g_linear_bwd_bf16,
+    /* add_bf16 */ g_add_bf16,
 };
