@@ -53,6 +53,9 @@ struct tw_attn_shape {
     bool assign;  // the backward writes dq, dk, dv (their old values ignored) instead of adding
                   // to them: the caller's zeroing pass and the device's reads of the old values
                   // saved
+    void *out_b;  // with attn_keeps, NULL or room for the output as bf16 (N H D values): the
+                  // forward writes it there instead of out (NULL) and the backward reads it
+                  // from there (as FlashAttention keeps O in bf16); the CPU ignores it
 };
 void tw_attn_fwd(float *out, float *lse, const float *q, const float *k, const float *v,
                  const int32_t *start, const struct tw_attn_shape *s);

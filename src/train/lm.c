@@ -952,8 +952,8 @@ static int ensure_acts(tw_lm *m, int64_t N)
     if (hb) // xn1, xn2, h, g, u as bf16 only; q, k, v kept as bf16 too
         per_layer += 2 * halves(N * C) + halves(N * HD) + 3 * halves(N * F) +
                      halves(N * (HD + 2 * KV)) - 2 * N * C - 3 * N * F;
-    if (kq) // no f32 v, nor q and k but for q/k norms
-        per_layer -= N * KV + (c->qk_norm ? 0 : N * (HD + KV));
+    if (kq) // no f32 v, nor q and k but for q/k norms, nor the attention's f32 output
+        per_layer -= N * KV + N * HD + (c->qk_norm ? 0 : N * (HD + KV));
     int64_t LA = m->recompute ? 1 : L; // layers whose activations are kept
     // (with hand-offs no f32 dh, dg, du: SwiGLU's backward works on their bf16 copies; no
     // scratch row either: it serves LoRA, which hand-offs exclude)
@@ -997,7 +997,7 @@ static int ensure_acts(tw_lm *m, int64_t N)
     for (int64_t l = 0; l < LA; l++) {
         struct acts *t = &a[l];
         t->x_mid = TAKE(N * C), t->rstd1 = TAKE(N), t->rstd2 = TAKE(N);
-        t->att = TAKE(N * HD);
+        t->att = kq ? NULL : TAKE(N * HD); // (kq: the attention writes attb alone)
         t->q = t->k = t->v = NULL;
         if (!kq || c->qk_norm)
             t->q = TAKE(N * HD), t->k = TAKE(N * KV);
@@ -1303,8 +1303,11 @@ static int layer_fwd(tw_lm *m, int il, const struct tw_lm_batch *b)
     rope(m, q, qb, 0, !direct, b->pos, N, H);
     rope(m, k, kb, 0, !direct, b->pos, N, Hkv);
     as.kept_qk = hb, as.kept_v = direct;
+    // the output straight to the o product's bf16 input where the fused kernels run, else
+    // rounded there once for its forward and its dW
+    as.out_b = direct ? a->attb : NULL;
     go->attn_fwd(m->be, a->att, a->lse, q, k, v, m->bstart, &as);
-    if (hb) // the o product's input, rounded once for its forward and its dW
+    if (hb && !direct)
         go->round_bf16(m->be, a->attb, H * D, a->att, N, H * D);
     if ((rc = lin_fwd(m, il, TW_PROJ_O, m->ob ? NULL : m->dxn, m->ob, a->att, a->attb, N, false)))
         return rc;
@@ -1386,6 +1389,7 @@ static int layer_bwd(tw_lm *m, int il, const struct tw_lm_batch *b)
                       false)))
         return rc;
     as.assign = true; // dq, dk, dv written whole (no zeroing pass)
+    as.out_b = m->qkv_kept ? a->attb : NULL;
     go->attn_bwd(be, m->dq, m->dk, m->dv, m->datt, a->q, a->k, a->v, a->att, a->lse, m->bstart,
                  &as);
     // the transpose of a rotation: the opposite angles; with hand-offs (no q/k norms after)

@@ -503,6 +503,40 @@ static void attn_case(int64_t Bn, int64_t Tn, int64_t H, int64_t Hkv, int64_t D,
     CHECK(memcmp(h2, hk, nk * sizeof(float)) == 0);
     CHECK_OK(tw_backend_download(gpu, h2, DV2, nk * sizeof(float)));
     CHECK(memcmp(h2, hv, nk * sizeof(float)) == 0);
+    // once more with the output as bf16 (struct tw_attn_shape's out_b, no f32 out): the f32
+    // output rounded, bit for bit, the same lse; the backward's delta from the bf16 O (as
+    // FlashAttention's): its gradients near the f32 O's and within the same bounds of the CPU's
+    struct tw_attn_shape sb = sk;
+    sb.out_b = tw_backend_alloc(gpu, nq * 2);
+    float *DQ3 = dev_poisoned(gpu, nq), *DK3 = dev_poisoned(gpu, nk), *DV3 = dev_poisoned(gpu, nk);
+    float *L3 = dev_poisoned(gpu, nl);
+    uint16_t *ob = tw_malloc_array(nq, 2);
+    REQUIRE(sb.out_b && ob);
+    g->attn_fwd(gpu, NULL, L3, Q, K, V, ST, &sb);
+    g->attn_bwd(gpu, DQ3, DK3, DV3, GO, Q, K, V, NULL, L3, ST, &sb);
+    CHECK_OK(tw_backend_sync(gpu));
+    CHECK_OK(tw_backend_download(gpu, ob, sb.out_b, nq * 2));
+    bool rounded = true;
+    for (size_t i = 0; i < nq; i++)
+        rounded &= ob[i] == tw_f32_to_bf16(ho[i]);
+    CHECK(rounded);
+    CHECK_OK(tw_backend_download(gpu, h2, L3, nl * sizeof(float)));
+    CHECK(memcmp(h2, hl, nl * sizeof(float)) == 0);
+    double e3[3];
+    float *d3[3] = { DQ3, DK3, DV3 }, *want3[3] = { dq, dk, dv }, *near3[3] = { hq, hk, hv };
+    size_t n3[3] = { nq, nk, nk };
+    for (int i = 0; i < 3; i++) {
+        CHECK_OK(tw_backend_download(gpu, h2, d3[i], n3[i] * sizeof(float)));
+        e3[i] = golden_rel(h2, want3[i], n3[i]);
+        CHECK(golden_rel(h2, near3[i], n3[i]) < 1e-2);
+    }
+    printf("attention, output as bf16: dq %.2e dk %.2e dv %.2e from the CPU's\n", e3[0], e3[1],
+           e3[2]);
+    CHECK(e3[0] < 3e-2 && e3[1] < 3e-2 && e3[2] < 3e-2);
+    float *devs3[] = { DQ3, DK3, DV3, L3, (float *)sb.out_b };
+    for (size_t i = 0; i < sizeof devs3 / sizeof *devs3; i++)
+        tw_backend_release(gpu, devs3[i]);
+    tw_free(ob);
     tw_free(h2);
     double eo = golden_rel(ho, out, nq), el = golden_rel(hl, lse, nl), eq = golden_rel(hq, dq, nq);
     double ek = golden_rel(hk, dk, nk), ev = golden_rel(hv, dv, nk);

@@ -1085,6 +1085,6 @@ cudaError_t twc_attention_flash(float *out, const float *q, const struct twc_att
                    seqs, n_seq, a->n_head, a->n_head_kv, a->head_dim, block_rows);
     if (e != cudaSuccess)
         return e;
-    return twc_flash_fwd(out, lse, qb, kb, vb, start, 1, T, a->n_head, a->n_head_kv, a->head_dim,
-                         a->scale, a->window, s);
+    return twc_flash_fwd(out, NULL, lse, qb, kb, vb, start, 1, T, a->n_head, a->n_head_kv,
+                         a->head_dim, a->scale, a->window, s);
 }

@@ -37,11 +37,13 @@
 struct fa_args {
     const __nv_bfloat16 *q, *k, *v, *dout;
     const float *out, *lse, *delta;
+    const __nv_bfloat16 *outb; // the backward's out as bf16 (out NULL)
     float *o, *l, *dq, *dk, *dv;
-    float *part;     // the backward's split over query heads: dK, dV partials, or NULL
-    unsigned *count; // dQ's adds done, an int a (row, head, query tile), or NULL: dQ's
-                     // own kernel
-    int dq_mode;     // (bench/attn_cuda's variants) 1: dQ's adds unordered, 2: a float at a time
+    __nv_bfloat16 *ob; // the forward's output as bf16 (o NULL)
+    float *part;       // the backward's split over query heads: dK, dV partials, or NULL
+    unsigned *count;   // dQ's adds done, an int a (row, head, query tile), or NULL: dQ's
+                       // own kernel
+    int dq_mode;       // (bench/attn_cuda's variants) 1: dQ's adds unordered, 2: a float at a time
     const int32_t *start; // (B, T)
     int T, H, Hkv;
     int split; // dK/dV's blocks a KV head and key tile (each over G / split query heads)
@@ -378,11 +380,18 @@ static __global__ void __launch_bounds__(NT, MINB) fa_fwd(struct fa_args a)
             lt += __shfl_xor_sync(0xffffffffu, lt, 2);
             if (t[mt][i] >= T)
                 continue;
-            float inv = 1.f / lt, *dst = a.o + (((size_t)b * T + t[mt][i]) * H + h) * D;
+            float inv = 1.f / lt;
+            size_t row = (((size_t)b * T + t[mt][i]) * H + h) * D;
+            float *dst = a.o ? a.o + row : NULL;
+            __nv_bfloat16 *db = a.ob ? a.ob + row : NULL;
 #pragma unroll
-            for (int nd = 0; nd < D / 8; nd++) // dst: 4-byte aligned only
-                dst[8 * nd + 2 * c] = o[mt][nd][2 * i] * inv,
-                                 dst[8 * nd + 2 * c + 1] = o[mt][nd][2 * i + 1] * inv;
+            for (int nd = 0; nd < D / 8; nd++) { // dst: 4-byte aligned only
+                float x0 = o[mt][nd][2 * i] * inv, x1 = o[mt][nd][2 * i + 1] * inv;
+                if (dst)
+                    dst[8 * nd + 2 * c] = x0, dst[8 * nd + 2 * c + 1] = x1;
+                else
+                    *(__nv_bfloat162 *)(db + 8 * nd + 2 * c) = __floats2bfloat162_rn(x0, x1);
+            }
             if (c == 0)
                 a.l[((size_t)b * T + t[mt][i]) * H + h] = (m[mt][i] + log2f(lt)) * LN2;
         }
@@ -393,10 +402,11 @@ static __global__ void __launch_bounds__(NT, MINB) fa_fwd(struct fa_args a)
 // loaded as one float4 where the rows are 16-byte aligned (VEC), else one at a time, summed in
 // the same order either way (the same bits whatever the buffers' alignment).
 
-// It also zeroes dQ's n_count counters (count: NULL when there are none).
-template <bool VEC>
+// It also zeroes dQ's n_count counters (count: NULL when there are none). O as f32 or (OT
+// bf16) the forward's bf16 output (grad.h's hand-offs: as FlashAttention keeps it).
+template <bool VEC, typename OT>
 static __global__ void fa_delta(float *delta, __nv_bfloat16 *dout_b, const float *dout,
-                                const float *out, int64_t rows, int D, unsigned *count,
+                                const OT *out, int64_t rows, int D, unsigned *count,
                                 int64_t n_count)
 {
     twc_pdl_enter();
@@ -407,16 +417,25 @@ static __global__ void fa_delta(float *delta, __nv_bfloat16 *dout_b, const float
     int64_t i = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) / L;
     float s = 0;
     if (i < rows) {
-        const float *o = out + i * D, *g = dout + i * D;
+        const OT *o = out + i * D;
+        const float *g = dout + i * D;
         __nv_bfloat16 *gb = dout_b + i * D;
         for (int d = lane * 4; d < D; d += L * 4) {
             float4 a, b;
             if constexpr (VEC) {
-                a = *(const float4 *)(g + d), b = *(const float4 *)(o + d);
+                a = *(const float4 *)(g + d);
+                if constexpr (sizeof(OT) == 2) { // four bf16: 8 bytes
+                    uint2 u = *(const uint2 *)(o + d);
+                    b = make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u),
+                                    __uint_as_float(u.y << 16),
+                                    __uint_as_float(u.y & 0xffff0000u));
+                } else {
+                    b = *(const float4 *)(o + d);
+                }
                 *(uint2 *)(gb + d) = make_uint2(twc_pack_bf16(a.x, a.y), twc_pack_bf16(a.z, a.w));
             } else {
                 a = make_float4(g[d], g[d + 1], g[d + 2], g[d + 3]);
-                b = make_float4(o[d], o[d + 1], o[d + 2], o[d + 3]);
+                b = make_float4((float)o[d], (float)o[d + 1], (float)o[d + 2], (float)o[d + 3]);
                 // (dout_b 4-byte aligned: the bf16 scratch's, offsets of whole heads)
                 *(__nv_bfloat162 *)(gb + d) = __floats2bfloat162_rn(a.x, a.y);
                 *(__nv_bfloat162 *)(gb + d + 2) = __floats2bfloat162_rn(a.z, a.w);
@@ -1035,12 +1054,13 @@ template <int D> static cudaError_t bwd_d(const struct fa_args *a, int B, cudaSt
     return a->count ? bwd_dq_launch<D>(a, B, s) : bwd_launch<D, minb, 64, false, minb>(a, B, s);
 }
 
-cudaError_t twc_flash_fwd(float *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
-                          const __nv_bfloat16 *v, const int32_t *start, int B, int T, int H,
-                          int Hkv, int D, float scale, int window, cudaStream_t s)
+cudaError_t twc_flash_fwd(float *out, __nv_bfloat16 *out_b, float *lse, const __nv_bfloat16 *q,
+                          const __nv_bfloat16 *k, const __nv_bfloat16 *v, const int32_t *start,
+                          int B, int T, int H, int Hkv, int D, float scale, int window,
+                          cudaStream_t s)
 {
     struct fa_args a = {};
-    a.q = q, a.k = k, a.v = v, a.o = out, a.l = lse, a.start = start;
+    a.q = q, a.k = k, a.v = v, a.o = out, a.ob = out ? NULL : out_b, a.l = lse, a.start = start;
     a.T = T, a.H = H, a.Hkv = Hkv, a.scale = scale, a.window = window;
     return D == 32 ? fwd_d<32>(&a, B, s) : D == 64 ? fwd_d<64>(&a, B, s) : fwd_d<128>(&a, B, s);
 }
@@ -1078,12 +1098,14 @@ size_t twc_flash_bwd_scratch(int B, int T, int H, int Hkv, int D)
 
 cudaError_t twc_flash_bwd(float *dq, float *dk, float *dv, const float *dout,
                           __nv_bfloat16 *dout_b, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
-                          const __nv_bfloat16 *v, const float *out, const float *lse,
-                          const int32_t *start, float *delta, float *part, int B, int T, int H,
-                          int Hkv, int D, float scale, int window, bool assign, cudaStream_t s)
+                          const __nv_bfloat16 *v, const float *out, const __nv_bfloat16 *out_b,
+                          const float *lse, const int32_t *start, float *delta, float *part, int B,
+                          int T, int H, int Hkv, int D, float scale, int window, bool assign,
+                          cudaStream_t s)
 {
     struct fa_args a = {};
-    a.q = q, a.k = k, a.v = v, a.out = out, a.dout = dout_b, a.lse = lse, a.delta = delta;
+    a.q = q, a.k = k, a.v = v, a.out = out, a.outb = out ? NULL : out_b, a.dout = dout_b;
+    a.lse = lse, a.delta = delta;
     a.dq = dq, a.dk = dk, a.dv = dv, a.start = start;
     a.T = T, a.H = H, a.Hkv = Hkv, a.scale = scale, a.window = window, a.assign = assign;
     a.split = part ? twc_flash_bwd_split(B, T, H, Hkv) : 1;
@@ -1094,13 +1116,19 @@ cudaError_t twc_flash_bwd(float *dq, float *dk, float *dv, const float *dout,
     cudaError_t e = cudaSuccess;
     if (assign && a.count) // dK/dV's blocks add into dq
         e = cudaMemsetAsync(dq, 0, (size_t)rows * D * sizeof(float), s);
-    bool vec = (((uintptr_t)dout | (uintptr_t)out) & 15) == 0 && ((uintptr_t)dout_b & 7) == 0;
+    bool vec = ((uintptr_t)dout & 15) == 0 && ((uintptr_t)dout_b & 7) == 0 &&
+               (out ? ((uintptr_t)out & 15) == 0 : ((uintptr_t)out_b & 7) == 0);
     dim3 gd((unsigned)((rows * (D / 4 < 32 ? D / 4 : 32) + 255) / 256));
-    if (e == cudaSuccess)
-        e = vec ? twc_launch(fa_delta<true>, gd, dim3(256), 0, s, delta, dout_b, dout, out, rows,
-                             D, a.count, (int64_t)nc)
-                : twc_launch(fa_delta<false>, gd, dim3(256), 0, s, delta, dout_b, dout, out, rows,
-                             D, a.count, (int64_t)nc);
+    if (e == cudaSuccess && out)
+        e = vec ? twc_launch(fa_delta<true, float>, gd, dim3(256), 0, s, delta, dout_b, dout, out,
+                             rows, D, a.count, (int64_t)nc)
+                : twc_launch(fa_delta<false, float>, gd, dim3(256), 0, s, delta, dout_b, dout, out,
+                             rows, D, a.count, (int64_t)nc);
+    else if (e == cudaSuccess)
+        e = vec ? twc_launch(fa_delta<true, __nv_bfloat16>, gd, dim3(256), 0, s, delta, dout_b,
+                             dout, out_b, rows, D, a.count, (int64_t)nc)
+                : twc_launch(fa_delta<false, __nv_bfloat16>, gd, dim3(256), 0, s, delta, dout_b,
+                             dout, out_b, rows, D, a.count, (int64_t)nc);
     if (e != cudaSuccess)
         return e;
     return D == 32 ? bwd_d<32>(&a, B, s) : D == 64 ? bwd_d<64>(&a, B, s) : bwd_d<128>(&a, B, s);

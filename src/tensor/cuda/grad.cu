@@ -951,8 +951,9 @@ static void g_attn_fwd(struct tw_backend *be, float *out, float *lse, const floa
         __nv_bfloat16 *b[3];
         if (attn_bf16(be, b, 3, src, sh, false))
             twc_check(be,
-                      twc_flash_fwd(out, lse, b[0], b[1], b[2], start, (int)sh->B, (int)T, (int)H,
-                                    (int)Hkv, (int)D, sh->scale, sh->window, twc_stream(be)),
+                      twc_flash_fwd(out, (__nv_bfloat16 *)sh->out_b, lse, b[0], b[1], b[2], start,
+                                    (int)sh->B, (int)T, (int)H, (int)Hkv, (int)D, sh->scale,
+                                    sh->window, twc_stream(be)),
                       "attention (fused)");
         return;
     }
@@ -991,10 +992,10 @@ static void g_attn_bwd(struct tw_backend *be, float *dq, float *dk, float *dv, c
         __nv_bfloat16 *b[4];
         if (delta && attn_bf16(be, b, 4, src, sh, true))
             twc_check(be,
-                      twc_flash_bwd(dq, dk, dv, dout, b[3], b[0], b[1], b[2], out, lse, start,
-                                    delta, np ? delta + nd : NULL, (int)sh->B, (int)T, (int)H,
-                                    (int)Hkv, (int)D, sh->scale, sh->window, sh->assign,
-                                    twc_stream(be)),
+                      twc_flash_bwd(dq, dk, dv, dout, b[3], b[0], b[1], b[2], out,
+                                    (const __nv_bfloat16 *)sh->out_b, lse, start, delta,
+                                    np ? delta + nd : NULL, (int)sh->B, (int)T, (int)H, (int)Hkv,
+                                    (int)D, sh->scale, sh->window, sh->assign, twc_stream(be)),
                       "attention backward (fused)");
         return;
     }

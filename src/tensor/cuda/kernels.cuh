@@ -343,18 +343,22 @@ cudaError_t twc_topk(const float *x, int64_t R, int64_t V, int k, float *vals, i
 
 // Whether the fused kernels take head size D (32, 64, 128).
 bool twc_flash_ok(int D);
-cudaError_t twc_flash_fwd(float *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
-                          const __nv_bfloat16 *v, const int32_t *start, int B, int T, int H,
-                          int Hkv, int D, float scale, int window, cudaStream_t s);
-// dq, dk, dv += the gradients (= with assign); dout_b: room for dout's bf16 copy (the backward
-// rounds it there); delta: B * T * H floats of scratch, part:
+// out: f32, or (out NULL) out_b as bf16 (the f32 values rounded).
+cudaError_t twc_flash_fwd(float *out, __nv_bfloat16 *out_b, float *lse, const __nv_bfloat16 *q,
+                          const __nv_bfloat16 *k, const __nv_bfloat16 *v, const int32_t *start,
+                          int B, int T, int H, int Hkv, int D, float scale, int window,
+                          cudaStream_t s);
+// dq, dk, dv += the gradients (= with assign); the forward's output as out (f32) or (out NULL)
+// out_b (bf16); dout_b: room for dout's bf16 copy (the backward rounds it there); delta: B * T
+// * H floats of scratch, part:
 // twc_flash_bwd_scratch's floats (NULL when that is 0: the backward then takes no split, and
 // dQ its own kernel).
 cudaError_t twc_flash_bwd(float *dq, float *dk, float *dv, const float *dout,
                           __nv_bfloat16 *dout_b, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
-                          const __nv_bfloat16 *v, const float *out, const float *lse,
-                          const int32_t *start, float *delta, float *part, int B, int T, int H,
-                          int Hkv, int D, float scale, int window, bool assign, cudaStream_t s);
+                          const __nv_bfloat16 *v, const float *out, const __nv_bfloat16 *out_b,
+                          const float *lse, const int32_t *start, float *delta, float *part, int B,
+                          int T, int H, int Hkv, int D, float scale, int window, bool assign,
+                          cudaStream_t s);
 // The parts dK/dV's blocks of a KV head and key tile are split into (over the query heads),
 // and the floats of scratch the backward takes: dQ's counters (with TWIN_FA_DQ=1) and the
 // parts' partials.
