@@ -39,7 +39,8 @@ struct cpu_impl {
     tw_attend_fn attend; // the decode rows' attention (cpu_attn.c)
     tw_swiglu_fn swiglu; // cpu_vec.c
     enum tw_cpu_isa isa;
-    size_t llc; // the last-level cache's bytes (cpu_dot.h's prefetch: weights past it stream)
+    size_t llc; // the last-level cache's bytes (cpu_dot.h's prefetch: weights past a quarter
+                // of it stream)
 };
 
 _Static_assert(TILE_BYTES >= TW_GEMM_BF16_SCRATCH, "a tile is the bf16 kernel's scratch");
@@ -107,7 +108,10 @@ static void matmul_dot(struct tw_backend *be, int n, struct tw_tensor *const *ys
         work += ws[i]->ne[0] * K * T;
     }
     start[n] = total;
-    tw_dot_stream_set(be->stream_bytes > im->llc);
+    // a quarter: a cloud VM's last-level cache is shared with other tenants, so a model of a
+    // third of it (SmolLM2 in q8_0, 145 MB, on the development VM's 480 MB) does not stay
+    // there from one token to the next (docs/perf.md: +10-18 % with the far prefetch)
+    tw_dot_stream_set(be->stream_bytes > im->llc / 4);
 #pragma omp parallel for num_threads(be->n_threads) schedule(static) if (work >= PAR_MIN)
     for (int64_t g = 0; g < total; g++) {
         int i = 0;

@@ -60,7 +60,8 @@ struct tw_dot_stream {
 extern struct tw_dot_stream tw_dot_stream_cfg;
 
 // Sets the distances for weights that stream from DRAM (from_dram: a forward reads more than
-// the last-level cache holds) or from the cache. TWIN_DOT_PREFETCH="near,far" overrides both.
+// the last-level cache keeps for it: cpu.c takes a quarter of it) or from the cache.
+// TWIN_DOT_PREFETCH="near,far" overrides both.
 void tw_dot_stream_set(bool from_dram);
 
 // The same into L1 (prefetcht0): for the int8-activation kernels (cpu_qdot.h), which are
