@@ -416,8 +416,20 @@ static void release_on_backend(struct tw_model *d)
     im->layer_blocks = NULL;
 }
 
-// A layer's tensor's offset in its block, 256-byte aligned.
-#define BLOCK_ALIGN 256
+// A layer's tensor's room in its block: its bytes to the next 256-byte boundary.
+static size_t block_room(const struct tw_tensor *t)
+{
+    return (tw_tensor_nbytes(t) + 255) / 256 * 256;
+}
+
+// Slot s's tensor of layer il in m when it goes in pass `pass` of its layer's block (0: the
+// matrices, 1: the rest); else NULL.
+static const struct tw_tensor *block_member(const struct tw_model *m, const struct tw_slot *s,
+                                            int il, int pass)
+{
+    const struct tw_tensor *t = slot_tensor((struct tw_model *)m, s, il);
+    return s->per_layer && t->data && (t->ndim == 2) == (pass == 0) ? t : NULL;
+}
 
 // Layer il of m into one block of be's memory, d's layer pointing into it: the matrices first
 // in slot order, then the vectors, so that the layer's q, k, v weights (and gate, up) lie one
@@ -428,28 +440,24 @@ static int layer_to_backend(const struct tw_model *m, struct tw_model *d, int il
 {
     size_t n, total = 0;
     const struct tw_slot *slots = tw_slots(&n);
+    const struct tw_tensor *t;
     for (int pass = 0; pass < 2; pass++)
-        for (size_t i = 0; i < n; i++) {
-            const struct tw_tensor *t = slot_tensor((struct tw_model *)m, &slots[i], il);
-            if (slots[i].per_layer && t->data && (t->ndim == 2) == (pass == 0))
-                total += (tw_tensor_nbytes(t) + BLOCK_ALIGN - 1) / BLOCK_ALIGN * BLOCK_ALIGN;
-        }
+        for (size_t i = 0; i < n; i++)
+            if ((t = block_member(m, &slots[i], il, pass)))
+                total += block_room(t);
     char *p = *block = total ? tw_backend_alloc(be, total) : NULL;
     if (total && !p)
         return tw_error_code() ? tw_error_code() : TW_ENOMEM;
     for (int pass = 0; pass < 2; pass++)
         for (size_t i = 0; i < n; i++) {
-            const struct tw_tensor *t = slot_tensor((struct tw_model *)m, &slots[i], il);
-            struct tw_tensor *dt = slot_tensor(d, &slots[i], il);
-            if (!slots[i].per_layer || !t->data || (t->ndim == 2) != (pass == 0))
+            if (!(t = block_member(m, &slots[i], il, pass)))
                 continue;
             assert(tw_tensor_is_contiguous(t));
-            size_t bytes = tw_tensor_nbytes(t);
-            int rc = tw_backend_upload(be, p, t->data, bytes);
-            if (rc)
+            if (tw_backend_upload(be, p, t->data, tw_tensor_nbytes(t)))
                 return tw_error_prefix("%s", t->name ? t->name : "a weight");
+            struct tw_tensor *dt = slot_tensor(d, &slots[i], il);
             dt->data = p, dt->device = be->device;
-            p += (bytes + BLOCK_ALIGN - 1) / BLOCK_ALIGN * BLOCK_ALIGN;
+            p += block_room(t);
         }
     return 0;
 }
@@ -459,7 +467,7 @@ int tw_model_to_backend(const struct tw_model *m, struct tw_backend *be, struct 
     struct tw_model *d = tw_calloc(1, sizeof *d);
     struct model_impl *im = tw_calloc(1, sizeof *im);
     struct tw_layer *layers = tw_calloc((size_t)m->cfg.n_layer, sizeof *layers);
-    void **blocks = tw_calloc((size_t)m->cfg.n_layer + 1, sizeof *blocks);
+    void **blocks = tw_calloc((size_t)m->cfg.n_layer + 1, sizeof *blocks); // (+ 1: never 0)
     if (!d || !im || !layers || !blocks) {
         tw_free(d), tw_free(im), tw_free(layers), tw_free(blocks);
         return tw_error_set(TW_ENOMEM, "%s: out of memory", m->path);
