@@ -891,18 +891,16 @@ static bool stacked(tw_lm *m, int il, int p0, int n, struct tw_tensor *w, float 
     const struct tw_tensor *w0 = lt(L, proj_off[p0]), *g0 = lt(G, proj_off[p0]);
     if (w0->dtype != TW_DTYPE_BF16 || !w0->data || !g0->data || w0->ndim != 2)
         return false;
-    *w = *w0;
+    int64_t K = w0->ne[1], rows = 0; // the rows of the projections before p
     for (int p = p0; p < p0 + n; p++) {
         const struct tw_tensor *wp = lt(L, proj_off[p]), *gp = lt(G, proj_off[p]);
-        if (bias_of(L, p) || wp->dtype != w0->dtype || wp->ne[1] != w0->ne[1] ||
+        if (bias_of(L, p) || wp->dtype != w0->dtype || wp->ne[1] != K ||
             !tw_tensor_is_contiguous(wp) || !gp->data ||
-            (char *)wp->data !=
-                (char *)w0->data + (w->ne[0] - (p == p0 ? w0->ne[0] : 0)) * w0->ne[1] * 2 ||
-            f(gp) != f(g0) + (w->ne[0] - (p == p0 ? w0->ne[0] : 0)) * w0->ne[1])
+            (char *)wp->data != (char *)w0->data + rows * K * 2 || f(gp) != f(g0) + rows * K)
             return false;
-        if (p > p0)
-            w->ne[0] += wp->ne[0];
+        rows += wp->ne[0];
     }
+    *w = *w0, w->ne[0] = rows;
     *dw = f(g0);
     return true;
 }
