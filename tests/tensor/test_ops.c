@@ -631,6 +631,7 @@ int main(void)
     CHECK(!tw_cpu_grad_ops.lora_fwd && !pg->lora_fwd);
     CHECK(!tw_cpu_grad_ops.adamw_multi && !pg->adamw_multi);
     CHECK(!tw_cpu_grad_ops.attn_keeps && !pg->attn_keeps);
+    CHECK(!tw_cpu_grad_ops.add_bf16 && !pg->add_bf16);
     struct tw_op_stat st;
     CHECK(tw_backend_profile_stat(prof, 0, &st) &&
           !tw_backend_profile_stat(tw_backend_cpu_ref(), 0, &st));
