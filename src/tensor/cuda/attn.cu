@@ -33,7 +33,9 @@ struct attn_args {
     float *out;
     const float *q;
     const struct twc_attn_seq *seqs;
-    int32_t H, Hkv, G, D, block_rows, max_rows, window, n_split, chunk;
+    // split_unit: with n_split > 1, a split's range of keys is a multiple of it (the kernel's
+    // key tile).
+    int32_t H, Hkv, G, D, block_rows, max_rows, window, n_split, split_unit;
     bool causal;
     float qscale; // scale * log2(e)
     struct partials part;
@@ -65,8 +67,12 @@ static __device__ __forceinline__ bool aligned16(const void *p)
 
 // What a block of query vectors qv0 .. qv0 + BQ - 1 of sequence sq works on: its query
 // vectors (nq of the sequence's), the cache length S, whether float4 accesses are aligned,
-// and the keys its rows see (from the first row's window start to the last row's end, within
-// this split's chunk). empty: the block is past the sequence's rows.
+// and the keys its rows see (from the first row's window start to the last row's end), or with
+// n_split > 1 this split's share of them. The shares are cut from the keys this tile sees,
+// not from the cache's capacity: a graph recorded for the capacity (split for it) and replayed
+// at a short length still spreads the keys there are over the splits (decode after a short
+// prompt: a few tiles a split instead of all in the first). empty: the block is past the
+// sequence's rows.
 struct tile_range {
     bool empty, vec;
     int nq, S, kv_begin, kv_end;
@@ -87,8 +93,13 @@ tile_range_of(const struct attn_args &a, const struct twc_attn_seq &sq, int qv0,
     const int p_last = sq.n_past + (min(qv0 + BQ, r.nq) - 1) / G;
     int kv_begin = a.window > 0 ? max(0, p_first - a.window + 1) : 0;
     int kv_end = a.causal ? p_last + 1 : r.S;
-    r.kv_begin = max(kv_begin, split * a.chunk);
-    r.kv_end = min(kv_end, split * a.chunk + a.chunk);
+    r.kv_begin = kv_begin, r.kv_end = kv_end;
+    if (a.n_split > 1) {
+        const int n = kv_end - kv_begin, u = a.split_unit;
+        const int share = ((n + a.n_split - 1) / a.n_split + u - 1) / u * u;
+        r.kv_begin = min(kv_end, kv_begin + split * share);
+        r.kv_end = min(kv_end, r.kv_begin + share);
+    }
     return r;
 }
 
@@ -831,8 +842,9 @@ static cudaError_t launch(struct kernel k, struct attn_args a, int n_seq, int32_
     cudaError_t err = twc_sm_count(&n_sm);
     if (err != cudaSuccess)
         return err;
-    // Split only when the grid would not fill the GPU (a few blocks an SM), into ranges of
-    // at least 256 keys, and only while the partials stay small.
+    // Split only when the grid would not fill the GPU (a few blocks an SM), into at most one
+    // split per 256 keys of max_kv, and only while the partials stay small. Each block's share
+    // of the keys is cut when it runs, from the keys its tile sees (tile_range_of).
     int64_t n_split = 1;
     const int64_t target = (int64_t)k.waves * n_sm;
     if (blocks < target && max_kv >= 512 && k.waves > 0) {
@@ -851,7 +863,7 @@ static cudaError_t launch(struct kernel k, struct attn_args a, int n_seq, int32_
     if (qtiles * n_split * a.Hkv > INT_MAX)
         return cudaErrorInvalidValue;
     a.n_split = (int)n_split;
-    a.chunk = (int)(n_split == 1 ? INT_MAX / 2 : chunk);
+    a.split_unit = k.tk;
 
     void *part = NULL;
     if (n_split > 1) {
