@@ -426,9 +426,8 @@ static __global__ void fa_delta(float *delta, __nv_bfloat16 *dout_b, const float
                 a = *(const float4 *)(g + d);
                 if constexpr (sizeof(OT) == 2) { // four bf16: 8 bytes
                     uint2 u = *(const uint2 *)(o + d);
-                    b = make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u),
-                                    __uint_as_float(u.y << 16),
-                                    __uint_as_float(u.y & 0xffff0000u));
+                    float2 lo = twc_unpack_bf16(u.x), hi = twc_unpack_bf16(u.y);
+                    b = make_float4(lo.x, lo.y, hi.x, hi.y);
                 } else {
                     b = *(const float4 *)(o + d);
                 }

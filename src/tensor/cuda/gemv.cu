@@ -270,8 +270,9 @@ template <bool BF16> __device__ __forceinline__ float half_f(uint32_t h)
 template <bool BF16> __device__ __forceinline__ void half2_f(uint32_t u, float *out)
 {
     if constexpr (BF16) {
-        out[0] = __uint_as_float(u << 16);
-        out[1] = __uint_as_float(u & 0xFFFF0000u);
+        float2 f = twc_unpack_bf16(u);
+        out[0] = f.x;
+        out[1] = f.y;
     } else {
         float2 f = __half22float2(*reinterpret_cast<const __half2 *>(&u));
         out[0] = f.x;

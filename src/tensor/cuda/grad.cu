@@ -135,9 +135,10 @@ template <> struct vec16<__nv_bfloat16> {
         uint4 u = *(const uint4 *)p;
         const uint32_t w[4] = { u.x, u.y, u.z, u.w };
 #pragma unroll
-        for (int i = 0; i < 4; i++)
-            v[2 * i] = __uint_as_float(w[i] << 16),
-                  v[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+        for (int i = 0; i < 4; i++) {
+            float2 f = twc_unpack_bf16(w[i]);
+            v[2 * i] = f.x, v[2 * i + 1] = f.y;
+        }
     }
     static __device__ __forceinline__ void store(__nv_bfloat16 *p, const float (&v)[8])
     {

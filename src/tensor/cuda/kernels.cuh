@@ -140,6 +140,13 @@ static __device__ __forceinline__ uint32_t twc_pack_bf16(float lo, float hi)
     return *(const uint32_t *)&h;
 }
 
+// A bf16 pair (twc_pack_bf16's word: lo in the low half) as two floats: a bf16 is a float's
+// upper 16 bits.
+static __device__ __forceinline__ float2 twc_unpack_bf16(uint32_t w)
+{
+    return make_float2(__uint_as_float(w << 16), __uint_as_float(w & 0xffff0000u));
+}
+
 // The A fragment (16 x 16, bf16) of two C/D accumulator tiles side by side: columns 0..7 from
 // lo, 8..15 from hi (a product's f32 result feeding the next product, as P in P V).
 static __device__ __forceinline__ void twc_acc_to_a(uint32_t (&a)[4], const float (&lo)[4],
