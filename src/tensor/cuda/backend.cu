@@ -988,6 +988,21 @@ static void cuda_matmul(struct tw_backend *be, struct tw_tensor *y, const struct
     matmul_into(be, y, x, w, bias, false);
 }
 
+// norm_warp_kernel<1 << i, LN, OutT> over R rows of C, eight rows a 256-thread block.
+template <bool LN, typename OutT>
+static cudaError_t launch_norm_warp(int i, cudaStream_t s, OutT *y, float *rstd, const float *x,
+                                    const float *w, const float *b, int64_t R, int C, float eps)
+{
+    typedef void (*kernel)(OutT *, float *, const float *, const float *, const float *, int64_t,
+                           int, float);
+    static const kernel k[] = { norm_warp_kernel<1, LN, OutT>, norm_warp_kernel<2, LN, OutT>,
+                                norm_warp_kernel<4, LN, OutT>, norm_warp_kernel<8, LN, OutT>,
+                                norm_warp_kernel<16, LN, OutT> };
+    const int rows = 8;
+    return twc_launch(k[i], (unsigned)((R + rows - 1) / rows), 32 * rows, 0, s, y, rstd, x, w, b,
+                      R, C, eps);
+}
+
 // y (f32, or bf16 for RMSNorm with y16) = LayerNorm (ln: b given) or RMSNorm (w may be NULL)
 // of x's rows by norm_warp_kernel, rstd (NULL: none) the rows' 1 / rms, when its conditions
 // hold (rows of up to 2048 floats, 1024 for LayerNorm, a multiple of 4, every array 16-byte
@@ -999,34 +1014,14 @@ static bool norm_warp(struct cuda_impl *im, void *y, bool y16, float *rstd, cons
     if (C % 4 != 0 || C > (ln ? 1024 : 2048) || !twc_aligned16(x) || !twc_aligned16(y) ||
         (w && !twc_aligned16(w)) || (b && !twc_aligned16(b)) || (ln && y16))
         return false;
-    typedef void (*kernel)(float *, float *, const float *, const float *, const float *, int64_t,
-                           int, float);
-    typedef void (*kernel16)(__nv_bfloat16 *, float *, const float *, const float *, const float *,
-                             int64_t, int, float);
-    static const kernel lns[] = { norm_warp_kernel<1, true, float>,
-                                  norm_warp_kernel<2, true, float>,
-                                  norm_warp_kernel<4, true, float>,
-                                  norm_warp_kernel<8, true, float> };
-    static const kernel rms[] = { norm_warp_kernel<1, false, float>,
-                                  norm_warp_kernel<2, false, float>,
-                                  norm_warp_kernel<4, false, float>,
-                                  norm_warp_kernel<8, false, float>,
-                                  norm_warp_kernel<16, false, float> };
-    static const kernel16 rms16[] = { norm_warp_kernel<1, false, __nv_bfloat16>,
-                                      norm_warp_kernel<2, false, __nv_bfloat16>,
-                                      norm_warp_kernel<4, false, __nv_bfloat16>,
-                                      norm_warp_kernel<8, false, __nv_bfloat16>,
-                                      norm_warp_kernel<16, false, __nv_bfloat16> };
     int i = 0; // float4s a lane: 1, 2, 4, ... (C <= 128 << i)
     while ((int64_t)128 << i < C)
         i++;
-    const int rows = 8; // a 256-thread block
-    unsigned blocks = (unsigned)((R + rows - 1) / rows);
     ck(im,
-       y16 ? twc_launch(rms16[i], blocks, 32 * rows, 0, im->stream, (__nv_bfloat16 *)y, rstd, x, w,
-                        b, R, (int)C, eps)
-           : twc_launch(ln ? lns[i] : rms[i], blocks, 32 * rows, 0, im->stream, (float *)y, rstd,
-                        x, w, b, R, (int)C, eps),
+       y16  ? launch_norm_warp<false>(i, im->stream, (__nv_bfloat16 *)y, rstd, x, w, b, R, (int)C,
+                                     eps)
+       : ln ? launch_norm_warp<true>(i, im->stream, (float *)y, rstd, x, w, b, R, (int)C, eps)
+            : launch_norm_warp<false>(i, im->stream, (float *)y, rstd, x, w, b, R, (int)C, eps),
        what);
     return true;
 }

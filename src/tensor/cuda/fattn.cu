@@ -1095,6 +1095,18 @@ size_t twc_flash_bwd_scratch(int B, int T, int H, int Hkv, int D)
            (split > 1 ? 2 * (size_t)split * B * T * Hkv * D : 0);
 }
 
+// fa_delta over the R rows of O, f32 or bf16 (OT), its float4 loads where vec (dO, O and dO's
+// copy aligned for them).
+template <typename OT>
+static cudaError_t launch_delta(bool vec, int64_t R, int D, float *delta, __nv_bfloat16 *dout_b,
+                                const float *dout, const OT *out, unsigned *count, int64_t n_count,
+                                cudaStream_t s)
+{
+    dim3 grid((unsigned)((R * (D / 4 < 32 ? D / 4 : 32) + 255) / 256));
+    return twc_launch(vec ? fa_delta<true, OT> : fa_delta<false, OT>, grid, dim3(256), 0, s, delta,
+                      dout_b, dout, out, R, D, count, n_count);
+}
+
 cudaError_t twc_flash_bwd(float *dq, float *dk, float *dv, const float *dout,
                           __nv_bfloat16 *dout_b, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
                           const __nv_bfloat16 *v, const float *out, const __nv_bfloat16 *out_b,
@@ -1117,17 +1129,9 @@ cudaError_t twc_flash_bwd(float *dq, float *dk, float *dv, const float *dout,
         e = cudaMemsetAsync(dq, 0, (size_t)rows * D * sizeof(float), s);
     bool vec = ((uintptr_t)dout & 15) == 0 && ((uintptr_t)dout_b & 7) == 0 &&
                (out ? ((uintptr_t)out & 15) == 0 : ((uintptr_t)out_b & 7) == 0);
-    dim3 gd((unsigned)((rows * (D / 4 < 32 ? D / 4 : 32) + 255) / 256));
-    if (e == cudaSuccess && out)
-        e = vec ? twc_launch(fa_delta<true, float>, gd, dim3(256), 0, s, delta, dout_b, dout, out,
-                             rows, D, a.count, (int64_t)nc)
-                : twc_launch(fa_delta<false, float>, gd, dim3(256), 0, s, delta, dout_b, dout, out,
-                             rows, D, a.count, (int64_t)nc);
-    else if (e == cudaSuccess)
-        e = vec ? twc_launch(fa_delta<true, __nv_bfloat16>, gd, dim3(256), 0, s, delta, dout_b,
-                             dout, out_b, rows, D, a.count, (int64_t)nc)
-                : twc_launch(fa_delta<false, __nv_bfloat16>, gd, dim3(256), 0, s, delta, dout_b,
-                             dout, out_b, rows, D, a.count, (int64_t)nc);
+    if (e == cudaSuccess)
+        e = out ? launch_delta(vec, rows, D, delta, dout_b, dout, out, a.count, (int64_t)nc, s)
+                : launch_delta(vec, rows, D, delta, dout_b, dout, out_b, a.count, (int64_t)nc, s);
     if (e != cudaSuccess)
         return e;
     return D == 32 ? bwd_d<32>(&a, B, s) : D == 64 ? bwd_d<64>(&a, B, s) : bwd_d<128>(&a, B, s);
