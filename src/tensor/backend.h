@@ -194,9 +194,13 @@ int tw_backend_open(const char *device, int threads, struct tw_backend **out);
 
 // The reference backend: a static object, never freed (tw_backend_free ignores it).
 struct tw_backend *tw_backend_cpu_ref(void);
-// The fast CPU backend with n_threads threads (<= 0: every online CPU). Returns 0, or
-// TW_ENOMEM.
+// The fast CPU backend with n_threads threads (<= 0: every online CPU), its own team of them
+// (tensor/team.h: they spin between its parallel regions). Returns 0, TW_ENOMEM, or TW_EIO
+// when a thread cannot be started.
 int tw_backend_cpu_new(int n_threads, struct tw_backend **out);
+// The same whose parallel regions are OpenMP's, for a caller whose own work between the
+// backend's ops runs OpenMP regions too (CPU training: tensor/grad.c); see tw_team_new_openmp.
+int tw_backend_cpu_new_openmp(int n_threads, struct tw_backend **out);
 void tw_backend_free(struct tw_backend *be);
 
 // ---- ops. y may alias x where noted; every tensor is contiguous f32 unless noted.

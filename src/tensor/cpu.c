@@ -1,13 +1,13 @@
 // The fast CPU backend: matmuls through the SIMD dot kernels of cpu_dot.h and cpu_qdot.h
 // (decode: one weight row read once for up to 8 activation rows) or through OpenBLAS' sgemm on
 // dequantised tiles of the weights (prefill; bf16 weights through cpu_gemm.h's AVX-512 BF16
-// kernel where the CPU has it); attention with an online softmax per (token, head); OpenMP
-// threads over rows. Ops without a fast path run the reference.
+// kernel where the CPU has it); attention with an online softmax per (token, head); the
+// backend's team of threads (team.h) over rows. Ops without a fast path run the reference.
 #include <assert.h>
 #include <cblas.h>
 #include <math.h>
-#include <omp.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -20,6 +20,7 @@
 #include "tensor/cpu_gemm.h"
 #include "tensor/cpu_int.h"
 #include "tensor/cpu_qdot.h"
+#include "tensor/team.h"
 
 // Batches of more activation rows than this go to sgemm.
 #define GEMM_MIN_ROWS 16
@@ -34,10 +35,11 @@ struct cpu_impl {
     tw_qdot_rows_fn qdot_rows[TW_DTYPE_COUNT]; // NULL where the ISA has none
     tw_qdot_k_fn qdot_k[TW_DTYPE_COUNT];       // over packed activations (q4_K, q4_0, q8_0)
     tw_q8_act_fn quantize;
-    float *tiles;        // TILE_BYTES per thread
-    bool gemm_bf16;      // bf16 weights go to cpu_gemm.h's kernel (tw_gemm_bf16_usable)
-    tw_attend_fn attend; // the decode rows' attention (cpu_attn.c)
-    tw_swiglu_fn swiglu; // cpu_vec.c
+    float *tiles;         // TILE_BYTES per thread
+    struct tw_team *team; // the threads of every parallel region
+    bool gemm_bf16;       // bf16 weights go to cpu_gemm.h's kernel (tw_gemm_bf16_usable)
+    tw_attend_fn attend;  // the decode rows' attention (cpu_attn.c)
+    tw_swiglu_fn swiglu;  // cpu_vec.c
     enum tw_cpu_isa isa;
     size_t llc; // the last-level cache's bytes (cpu_dot.h's prefetch: weights past a quarter
                 // of it stream)
@@ -62,76 +64,45 @@ static struct cpu_impl *impl(struct tw_backend *be)
 // one thread on the device's host).
 #define PACK_MIN_K 2048
 
-// ys[i] (T, N_i) for T <= GEMM_MIN_ROWS, for n weights of the same input: the threads share
-// out the rows of all of them (one fork and join), and each weight row is streamed once
-// against up to 8 activation rows at a time. Block-quantised weights (q8_0, q4_0, q4_K,
-// q6_K) meet the activations quantised once to int8 blocks (cpu_qdot.h), as llama.cpp does:
-// integer dot products keep the decode memory-bound where float decoding would not. For one
-// activation row, the dtypes with a multi-row kernel (tw_qdot_rows_fn) go TW_QDOT_ROWS weight
-// rows a call: the threads share out units of that many rows.
-static void matmul_dot(struct tw_backend *be, int n, struct tw_tensor *const *ys,
-                       const struct tw_tensor *x, const struct tw_tensor *const *ws,
-                       const struct tw_tensor *const *biases)
-{
-    int64_t T = tw_tensor_nrows(x), K = ws[0]->ne[1], total = 0, work = 0;
-    int64_t start[9]; // the first unit of each weight; a unit is per[i] rows
+// What matmul_dot's threads share: the weights, their units' starts (a unit is per[i] rows of
+// weight i), the activations and their int8 forms.
+struct dot_job {
+    const struct cpu_impl *im;
+    struct tw_tensor *const *ys;
+    const struct tw_tensor *const *ws, *const *biases;
+    int64_t T, K, kb, total;
+    int64_t start[9];
     int per[8];
-    bool any_q = false, any_k = false;
-    assert(n >= 1 && n <= 8);
-    struct cpu_impl *im = impl(be);
-    for (int i = 0; i < n; i++) {
-        any_q |= im->qdot[ws[i]->dtype] != NULL;
-        any_k |= im->qdot_k[ws[i]->dtype] != NULL;
-    }
-    const float *xs = f32(x);
-    // K is a multiple of 32 wherever a block dtype is in ws (its rows are whole blocks). At one
-    // activation row of K >= PACK_MIN_K, Q4_K, Q4_0 and Q8_0 read it packed (tw_q8k_act) after
-    // the blocks, in the same allocation.
-    int64_t kb = K / TW_QK8_ACT;
-    size_t q_bytes = (size_t)(T * kb) * sizeof(struct tw_q8_act);
-    bool pack = any_k && T == 1 && K % TW_QK_K == 0 && K >= PACK_MIN_K;
-    struct tw_q8_act *xq = NULL;
-    struct tw_q8k_act *xk = NULL;
-    if (any_q && K % TW_QK8_ACT == 0)
-        xq = tw_malloc(q_bytes + (pack ? (size_t)(K / TW_QK_K) * sizeof *xk : 0));
-    if (xq) { // else the float kernels below do the work
-        for (int64_t t = 0; t < T; t++)
-            im->quantize(xs + t * K, (size_t)K, xq + t * kb);
-        if (pack)
-            tw_q8k_act_pack(xq, (size_t)K, xk = (struct tw_q8k_act *)((char *)xq + q_bytes));
-    }
-    for (int i = 0; i < n; i++) {
-        bool packed = xk && im->qdot_k[ws[i]->dtype];
-        per[i] = xq && T == 1 && !packed && im->qdot_rows[ws[i]->dtype] ? TW_QDOT_ROWS : 1;
-        start[i] = total;
-        total += (ws[i]->ne[0] + per[i] - 1) / per[i];
-        work += ws[i]->ne[0] * K * T;
-    }
-    start[n] = total;
-    // a quarter: a cloud VM's last-level cache is shared with other tenants, so a model of a
-    // third of it (SmolLM2 in q8_0, 145 MB, on the development VM's 480 MB) does not stay
-    // there from one token to the next (docs/perf.md: +10-18 % with the far prefetch)
-    tw_dot_stream_set(be->stream_bytes > im->llc / 4);
-#pragma omp parallel for num_threads(be->n_threads) schedule(static) if (work >= PAR_MIN)
-    for (int64_t g = 0; g < total; g++) {
+    const float *xs;
+    const struct tw_q8_act *xq;
+    const struct tw_q8k_act *xk;
+};
+
+// Units [g0, g1) of j.
+static void dot_units(const struct dot_job *j, int64_t g0, int64_t g1)
+{
+    const struct cpu_impl *im = j->im;
+    int64_t T = j->T, K = j->K;
+    for (int64_t g = g0; g < g1; g++) {
         int i = 0;
-        while (g >= start[i + 1])
+        while (g >= j->start[i + 1])
             i++;
-        int64_t r = (g - start[i]) * per[i], N = ws[i]->ne[0];
-        int nr = N - r < per[i] ? (int)(N - r) : per[i];
-        const void *row = tw_tensor_row(ws[i], r);
-        const float *b = biases && biases[i] ? f32(biases[i]) : NULL;
-        tw_qdot_fn qdot = xq ? im->qdot[ws[i]->dtype] : NULL;
-        tw_qdot_k_fn qdot_k = xk ? im->qdot_k[ws[i]->dtype] : NULL;
-        float *ys_i = f32(ys[i]);
+        const struct tw_tensor *w = j->ws[i];
+        int64_t r = (g - j->start[i]) * j->per[i], N = w->ne[0];
+        int nr = N - r < j->per[i] ? (int)(N - r) : j->per[i];
+        const void *row = tw_tensor_row(w, r);
+        const float *b = j->biases && j->biases[i] ? f32(j->biases[i]) : NULL;
+        tw_qdot_fn qdot = j->xq ? im->qdot[w->dtype] : NULL;
+        tw_qdot_k_fn qdot_k = j->xk ? im->qdot_k[w->dtype] : NULL;
+        float *ys_i = f32(j->ys[i]);
         float out[8];
         if (qdot_k) { // T == 1
-            qdot_k(row, xk, (size_t)K, out);
+            qdot_k(row, j->xk, (size_t)K, out);
             ys_i[r] = b ? out[0] + b[r] : out[0];
             continue;
         }
-        if (per[i] > 1) { // T == 1: nr rows against the one activation row
-            im->qdot_rows[ws[i]->dtype](row, ws[i]->nb[0], nr, xq, (size_t)K, out);
+        if (j->per[i] > 1) { // T == 1: nr rows against the one activation row
+            im->qdot_rows[w->dtype](row, w->nb[0], nr, j->xq, (size_t)K, out);
             for (int k = 0; k < nr; k++)
                 ys_i[r + k] = b ? out[k] + b[r + k] : out[k];
             continue;
@@ -139,14 +110,116 @@ static void matmul_dot(struct tw_backend *be, int n, struct tw_tensor *const *ys
         for (int64_t t0 = 0; t0 < T; t0 += 8) {
             int nx = T - t0 < 8 ? (int)(T - t0) : 8;
             if (qdot)
-                qdot(row, xq + t0 * kb, (size_t)kb, nx, (size_t)K, out);
+                qdot(row, j->xq + t0 * j->kb, (size_t)j->kb, nx, (size_t)K, out);
             else
-                im->dot[ws[i]->dtype](row, xs + t0 * K, (size_t)K, nx, (size_t)K, out);
-            for (int j = 0; j < nx; j++)
-                ys_i[(t0 + j) * N + r] = b ? out[j] + b[r] : out[j];
+                im->dot[w->dtype](row, j->xs + t0 * K, (size_t)K, nx, (size_t)K, out);
+            for (int k = 0; k < nx; k++)
+                ys_i[(t0 + k) * N + r] = b ? out[k] + b[r] : out[k];
         }
     }
+}
+
+static void dot_region(void *ctx, int id, int nt)
+{
+    const struct dot_job *j = ctx;
+    int64_t g0, g1;
+    tw_team_range(j->total, id, nt, &g0, &g1);
+    dot_units(j, g0, g1);
+}
+
+// ys[i] (T, N_i) for T <= GEMM_MIN_ROWS, for n weights of the same input: the threads share
+// out the rows of all of them (one region), and each weight row is streamed once against up
+// to 8 activation rows at a time. Block-quantised weights (q8_0, q4_0, q4_K, q6_K) meet the
+// activations quantised once to int8 blocks (cpu_qdot.h), as llama.cpp does: integer dot
+// products keep the decode memory-bound where float decoding would not. For one activation
+// row, the dtypes with a multi-row kernel (tw_qdot_rows_fn) go TW_QDOT_ROWS weight rows a
+// call: the threads share out units of that many rows.
+static void matmul_dot(struct tw_backend *be, int n, struct tw_tensor *const *ys,
+                       const struct tw_tensor *x, const struct tw_tensor *const *ws,
+                       const struct tw_tensor *const *biases)
+{
+    struct cpu_impl *im = impl(be);
+    struct dot_job j = { .im = im, .ys = ys, .ws = ws, .biases = biases };
+    int64_t T = j.T = tw_tensor_nrows(x), K = j.K = ws[0]->ne[1], work = 0;
+    bool any_q = false, any_k = false;
+    assert(n >= 1 && n <= 8);
+    for (int i = 0; i < n; i++) {
+        any_q |= im->qdot[ws[i]->dtype] != NULL;
+        any_k |= im->qdot_k[ws[i]->dtype] != NULL;
+    }
+    j.xs = f32(x);
+    // K is a multiple of 32 wherever a block dtype is in ws (its rows are whole blocks). At one
+    // activation row of K >= PACK_MIN_K, Q4_K, Q4_0 and Q8_0 read it packed (tw_q8k_act) after
+    // the blocks, in the same allocation.
+    int64_t kb = j.kb = K / TW_QK8_ACT;
+    size_t q_bytes = (size_t)(T * kb) * sizeof(struct tw_q8_act);
+    bool pack = any_k && T == 1 && K % TW_QK_K == 0 && K >= PACK_MIN_K;
+    struct tw_q8_act *xq = NULL;
+    struct tw_q8k_act *xk = NULL;
+    if (any_q && K % TW_QK8_ACT == 0)
+        xq = tw_malloc(q_bytes + (pack ? (size_t)(K / TW_QK_K) * sizeof *xk : 0));
+    if (xq) { // else the float kernels do the work
+        for (int64_t t = 0; t < T; t++)
+            im->quantize(j.xs + t * K, (size_t)K, xq + t * kb);
+        if (pack)
+            tw_q8k_act_pack(xq, (size_t)K, xk = (struct tw_q8k_act *)((char *)xq + q_bytes));
+    }
+    j.xq = xq, j.xk = xk;
+    for (int i = 0; i < n; i++) {
+        bool packed = xk && im->qdot_k[ws[i]->dtype];
+        j.per[i] = xq && T == 1 && !packed && im->qdot_rows[ws[i]->dtype] ? TW_QDOT_ROWS : 1;
+        j.start[i] = j.total;
+        j.total += (ws[i]->ne[0] + j.per[i] - 1) / j.per[i];
+        work += ws[i]->ne[0] * K * T;
+    }
+    j.start[n] = j.total;
+    // a quarter: a cloud VM's last-level cache is shared with other tenants, so a model of a
+    // third of it (SmolLM2 in q8_0, 145 MB, on the development VM's 480 MB) does not stay
+    // there from one token to the next (docs/perf.md: +10-18 % with the far prefetch)
+    tw_dot_stream_set(be->stream_bytes > im->llc / 4);
+    tw_team_run(work >= PAR_MIN ? im->team : NULL, dot_region, &j);
     tw_free(xq);
+}
+
+struct gemm_job {
+    const struct cpu_impl *im;
+    struct tw_team *team;
+    struct tw_tensor *y;
+    const struct tw_tensor *x, *w, *bias;
+    int64_t T, K, N;
+    void *xp;   // x packed for the bf16 kernel
+    size_t ldw; // its elements from one weight row to the next
+};
+
+// Thread id's slice [*n0, *n1) of N output columns: whole pieces of 16 (the kernels' width).
+static void gemm_slice(int64_t N, int id, int nt, int64_t *n0, int64_t *n1)
+{
+    int64_t per = (N + nt - 1) / nt;
+    per = (per + 15) / 16 * 16;
+    *n0 = (int64_t)id * per;
+    *n1 = *n0 + per < N ? *n0 + per : N;
+}
+
+static void add_bias(const struct gemm_job *j, int64_t n0, int64_t n1)
+{
+    if (j->bias)
+        for (int64_t t = 0; t < j->T; t++)
+            for (int64_t n = n0; n < n1; n++)
+                f32(j->y)[t * j->N + n] += f32(j->bias)[n];
+}
+
+static void gemm_bf16_region(void *ctx, int id, int nt)
+{
+    const struct gemm_job *j = ctx;
+    tw_gemm_bf16_pack_x(f32(j->x), j->T, j->K, j->xp, id, nt);
+    tw_team_barrier(j->team, nt);
+    int64_t n0, n1;
+    gemm_slice(j->N, id, nt, &n0, &n1);
+    float *tile = j->im->tiles + (size_t)id * (TILE_BYTES / sizeof(float));
+    if (n0 < n1)
+        tw_gemm_bf16(j->xp, j->T, j->K, tw_tensor_row(j->w, n0), j->ldw, n1 - n0, f32(j->y) + n0,
+                     (size_t)j->N, tile);
+    add_bias(j, n0, n1);
 }
 
 // matmul_gemm for bf16 weights on a CPU with AVX-512 BF16, without dequantising them: x is
@@ -156,72 +229,71 @@ static void matmul_dot(struct tw_backend *be, int n, struct tw_tensor *const *ys
 static bool matmul_gemm_bf16(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
                              const struct tw_tensor *w, const struct tw_tensor *bias)
 {
-    int64_t T = tw_tensor_nrows(x), K = w->ne[1], N = w->ne[0];
     struct cpu_impl *im = impl(be);
-    void *xp = tw_malloc(tw_gemm_bf16_packed_bytes(T, K));
-    if (!xp)
+    struct gemm_job j = { .im = im,
+                          .team = im->team,
+                          .y = y,
+                          .x = x,
+                          .w = w,
+                          .bias = bias,
+                          .T = tw_tensor_nrows(x),
+                          .K = w->ne[1],
+                          .N = w->ne[0] };
+    j.xp = tw_malloc(tw_gemm_bf16_packed_bytes(j.T, j.K));
+    if (!j.xp)
         return false;
-    size_t ldw = N > 1 ? (size_t)((char *)tw_tensor_row(w, 1) - (char *)tw_tensor_row(w, 0)) / 2
-                       : (size_t)K; // elements from one row to the next
-#pragma omp parallel num_threads(be->n_threads)
-    {
-        int id = omp_get_thread_num(), nt = omp_get_num_threads();
-        tw_gemm_bf16_pack_x(f32(x), T, K, xp, id, nt);
-#pragma omp barrier
-        int64_t per = (N + nt - 1) / nt;
-        per = (per + 15) / 16 * 16;
-        int64_t n0 = (int64_t)id * per, n1 = n0 + per < N ? n0 + per : N;
-        float *tile = im->tiles + (size_t)id * (TILE_BYTES / sizeof(float));
-        if (n0 < n1)
-            tw_gemm_bf16(xp, T, K, tw_tensor_row(w, n0), ldw, n1 - n0, f32(y) + n0, (size_t)N,
-                         tile);
-        if (bias)
-            for (int64_t t = 0; t < T; t++)
-                for (int64_t n = n0; n < n1; n++)
-                    f32(y)[t * N + n] += f32(bias)[n];
-    }
-    tw_free(xp);
+    j.ldw = j.N > 1 ? (size_t)((char *)tw_tensor_row(w, 1) - (char *)tw_tensor_row(w, 0)) / 2
+                    : (size_t)j.K;
+    tw_team_run(im->team, gemm_bf16_region, &j);
+    tw_free(j.xp);
     return true;
 }
 
 // y (T, N) for larger T: each thread takes a slice of the weight rows (output columns),
 // dequantises it a tile at a time into its own buffer and runs a single-threaded sgemm on it
-// (OpenBLAS' own threads stay off: they would fight the OpenMP team for the cores). bf16
+// (OpenBLAS' own threads stay off: they would fight the team for the cores). bf16
 // weights go to matmul_gemm_bf16 where the CPU has AVX-512 BF16, unless the environment
 // variable TWIN_NO_BF16_GEMM=1 (read once) turns that off, for comparison.
+static void gemm_region(void *ctx, int id, int nt)
+{
+    const struct gemm_job *j = ctx;
+    int64_t K = j->K, n0, n1;
+    int64_t rows = (int64_t)(TILE_BYTES / sizeof(float)) / K;
+    bool direct = j->w->dtype == TW_DTYPE_F32 && tw_tensor_is_contiguous(j->w);
+    gemm_slice(j->N, id, nt, &n0, &n1);
+    float *tile = j->im->tiles + (size_t)id * (TILE_BYTES / sizeof(float));
+    for (int64_t r0 = n0; r0 < n1; r0 += rows) {
+        int64_t nr = n1 - r0 < rows ? n1 - r0 : rows;
+        const float *wt = tile;
+        if (direct)
+            wt = (const float *)tw_tensor_row(j->w, r0);
+        else
+            for (int64_t r = 0; r < nr; r++)
+                tw_dequantize_row(j->w->dtype, tw_tensor_row(j->w, r0 + r), tile + r * K,
+                                  (size_t)K);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)j->T, (int)nr, (int)K, 1.0f,
+                    f32(j->x), (int)K, wt, (int)K, 0.0f, f32(j->y) + r0, (int)j->N);
+        add_bias(j, r0, r0 + nr);
+    }
+}
+
 static void matmul_gemm(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
                         const struct tw_tensor *w, const struct tw_tensor *bias)
 {
-    int64_t T = tw_tensor_nrows(x), K = w->ne[1], N = w->ne[0];
     struct cpu_impl *im = impl(be);
     if (im->gemm_bf16 && w->dtype == TW_DTYPE_BF16 && matmul_gemm_bf16(be, y, x, w, bias))
         return;
-    bool direct = w->dtype == TW_DTYPE_F32 && tw_tensor_is_contiguous(w);
-    int64_t rows = (int64_t)(TILE_BYTES / sizeof(float)) / K;
-    assert(rows > 0);
-#pragma omp parallel num_threads(be->n_threads)
-    {
-        int id = omp_get_thread_num(), nt = omp_get_num_threads();
-        int64_t per = (N + nt - 1) / nt;
-        per = (per + 15) / 16 * 16;
-        int64_t n0 = (int64_t)id * per, n1 = n0 + per < N ? n0 + per : N;
-        float *tile = im->tiles + (size_t)id * (TILE_BYTES / sizeof(float));
-        for (int64_t r0 = n0; r0 < n1; r0 += rows) {
-            int64_t nr = n1 - r0 < rows ? n1 - r0 : rows;
-            const float *wt = tile;
-            if (direct)
-                wt = (const float *)tw_tensor_row(w, r0);
-            else
-                for (int64_t r = 0; r < nr; r++)
-                    tw_dequantize_row(w->dtype, tw_tensor_row(w, r0 + r), tile + r * K, (size_t)K);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)nr, (int)K, 1.0f,
-                        f32(x), (int)K, wt, (int)K, 0.0f, f32(y) + r0, (int)N);
-            if (bias)
-                for (int64_t t = 0; t < T; t++)
-                    for (int64_t n = r0; n < r0 + nr; n++)
-                        f32(y)[t * N + n] += f32(bias)[n];
-        }
-    }
+    assert(TILE_BYTES / sizeof(float) / (size_t)w->ne[1] > 0);
+    struct gemm_job j = { .im = im,
+                          .team = im->team,
+                          .y = y,
+                          .x = x,
+                          .w = w,
+                          .bias = bias,
+                          .T = tw_tensor_nrows(x),
+                          .K = w->ne[1],
+                          .N = w->ne[0] };
+    tw_team_run(im->team, gemm_region, &j);
 }
 
 static void cpu_matmul_n(struct tw_backend *be, int n, struct tw_tensor *const *ys,
@@ -325,52 +397,95 @@ static void merge_parts(const float *part, const float *lse, int64_t P, int64_t 
         out[d] /= den;
 }
 
+struct attn_job {
+    const struct cpu_impl *im;
+    struct tw_team *team;
+    struct tw_tensor *out;
+    const struct tw_tensor *q;
+    const struct tw_attn *a;
+    row_keys_fn keys_of;
+    const void *ctx;
+    int64_t T, P;
+    float *part, *lse;
+    _Atomic int64_t next; // the next item handed out (dynamic sharing)
+};
+
+// Item u of the decode rows' attention: part p of (row t, key-value head kvh)'s keys.
+static void attn_item(const struct attn_job *j, int64_t u)
+{
+    const struct tw_attn *a = j->a;
+    int64_t H = a->n_head, D = a->head_dim, Hkv = a->n_head_kv, group = H / Hkv, T = j->T;
+    int64_t p = u % j->P, kvh = u / j->P % Hkv, t = u / j->P / Hkv;
+    struct row_keys rk;
+    j->keys_of(j->ctx, t, &rk);
+    int64_t h = kvh * group, i = (p * T + t) * H + h;
+    int64_t p0 = rk.lo + (rk.hi - rk.lo) * p / j->P;
+    int64_t p1 = rk.lo + (rk.hi - rk.lo) * (p + 1) / j->P;
+    if (p0 == p1) { // (a part of none of a short window's keys)
+        for (int64_t g = 0; g < group; g++)
+            j->lse[i + g] = -INFINITY;
+        return;
+    }
+    tw_attend_group(j->im->attend, j->im->isa, f32(j->q) + (t * H + h) * D, rk.k + kvh * D,
+                    rk.v + kvh * D, &rk.map, p0, p1, D, (int)group, a->scale,
+                    j->part ? j->part + i * D : f32(j->out) + (t * H + h) * D,
+                    j->part ? j->lse + i : NULL);
+}
+
+// One row's items (a decode step of one sequence) are alike: a share of them each; rows of
+// several sequences differ in keys: handed out one at a time. Then the parts are merged.
+static void attn_region(void *ctx, int id, int nt)
+{
+    struct attn_job *j = ctx;
+    int64_t TH = j->T * j->a->n_head, items = j->T * j->a->n_head_kv * j->P, lo, hi;
+    if (j->T == 1) {
+        tw_team_range(items, id, nt, &lo, &hi);
+        for (int64_t u = lo; u < hi; u++)
+            attn_item(j, u);
+    } else {
+        for (int64_t u;
+             (u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < items;)
+            attn_item(j, u);
+    }
+    if (!j->part)
+        return;
+    tw_team_barrier(j->team, nt);
+    tw_team_range(TH, id, nt, &lo, &hi);
+    for (int64_t th = lo; th < hi; th++)
+        merge_parts(j->part, j->lse, j->P, TH, th, j->a->head_dim,
+                    f32(j->out) + th * j->a->head_dim);
+}
+
 // The decode rows of q (T rows of H heads) into out, each row's keys where keys_of says:
-// (row, key-value head) pairs shared out in one fork from `work` (rows x heads x keys x D) of
-// PAR_MIN up, or split over their keys (key_parts; S: the most keys a row has): part p of row
-// t's keys for head h gives an output (part, rows (p, t, h) of D) and its softmax's log-sum
-// (lse, (p, t, h)), merged by those sums in the same parallel region.
+// (row, key-value head) pairs shared out in one region from `work` (rows x heads x keys x D)
+// of PAR_MIN up, or split over their keys (key_parts; S: the most keys a row has): part p of
+// row t's keys for head h gives an output (part, rows (p, t, h) of D) and its softmax's
+// log-sum (lse, (p, t, h)), merged by those sums in the same region.
 static void decode_attention(struct tw_backend *be, struct tw_tensor *out,
                              const struct tw_tensor *q, const struct tw_attn *a, int64_t S,
                              int64_t work, row_keys_fn keys_of, const void *ctx)
 {
     struct cpu_impl *im = impl(be);
-    int64_t T = q->ne[0], H = a->n_head, D = a->head_dim, Hkv = a->n_head_kv, group = H / Hkv;
-    int64_t P = key_parts(be, T * Hkv, S, work);
+    int64_t T = q->ne[0], H = a->n_head, D = a->head_dim;
+    int64_t P = key_parts(be, T * a->n_head_kv, S, work);
     // the parts in the threads' tiles (free while this runs) where they fit, as a rule (a few
     // decode rows); else their own allocation
     size_t n_part = (size_t)(P * T * H * (D + 1));
     bool in_tiles = n_part * sizeof(float) <= (size_t)be->n_threads * TILE_BYTES;
     float *part = P <= 1 ? NULL : in_tiles ? im->tiles : tw_malloc_array(n_part, sizeof(float));
     P = part ? P : 1;
-    float *lse = part ? part + P * T * H * D : NULL;
-#pragma omp parallel num_threads(be->n_threads) if (work >= PAR_MIN || P > 1)
-    {
-#pragma omp for schedule(dynamic, 1) collapse(3)
-        for (int64_t t = 0; t < T; t++)
-            for (int64_t kvh = 0; kvh < Hkv; kvh++)
-                for (int64_t p = 0; p < P; p++) {
-                    struct row_keys rk;
-                    keys_of(ctx, t, &rk);
-                    int64_t h = kvh * group, i = (p * T + t) * H + h;
-                    int64_t p0 = rk.lo + (rk.hi - rk.lo) * p / P;
-                    int64_t p1 = rk.lo + (rk.hi - rk.lo) * (p + 1) / P;
-                    if (p0 == p1) { // (a part of none of a short window's keys)
-                        for (int64_t g = 0; g < group; g++)
-                            lse[i + g] = -INFINITY;
-                        continue;
-                    }
-                    tw_attend_group(im->attend, im->isa, f32(q) + (t * H + h) * D, rk.k + kvh * D,
-                                    rk.v + kvh * D, &rk.map, p0, p1, D, (int)group, a->scale,
-                                    part ? part + i * D : f32(out) + (t * H + h) * D,
-                                    part ? lse + i : NULL);
-                }
-        if (part) {
-#pragma omp for schedule(static)
-            for (int64_t th = 0; th < T * H; th++)
-                merge_parts(part, lse, P, T * H, th, D, f32(out) + th * D);
-        }
-    }
+    struct attn_job j = { .im = im,
+                          .team = im->team,
+                          .out = out,
+                          .q = q,
+                          .a = a,
+                          .keys_of = keys_of,
+                          .ctx = ctx,
+                          .T = T,
+                          .P = P,
+                          .part = part,
+                          .lse = part ? part + P * T * H * D : NULL };
+    tw_team_run(work >= PAR_MIN || P > 1 ? im->team : NULL, attn_region, &j);
     if (part != im->tiles)
         tw_free(part);
 }
@@ -389,6 +504,29 @@ static void one_seq_keys(const void *ctx, int64_t t, struct row_keys *rk)
     tw_attn_range(c->a, c->a->n_past + t, S, &rk->lo, &rk->hi);
 }
 
+// The prefill's attention blocks (attend_block), (head, block of rows) handed out one at a
+// time; each thread's scores in its tile.
+struct block_job {
+    float *tiles;
+    const struct tw_tensor *q, *k, *v;
+    const struct tw_attn *a;
+    struct tw_tensor *out;
+    int64_t T, bt, nb;
+    _Atomic int64_t next;
+};
+
+static void block_region(void *ctx, int id, int nt)
+{
+    struct block_job *j = ctx;
+    (void)nt;
+    float *scratch = j->tiles + (size_t)id * (TILE_BYTES / sizeof(float));
+    for (int64_t u; (u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) <
+                    j->a->n_head * j->nb;) {
+        int64_t h = u / j->nb, t0 = u % j->nb * j->bt, n = j->T - t0 < j->bt ? j->T - t0 : j->bt;
+        attend_block(j->q, j->k, j->v, j->a, h, t0, n, scratch, j->out);
+    }
+}
+
 static void cpu_attention(struct tw_backend *be, struct tw_tensor *out, const struct tw_tensor *q,
                           const struct tw_tensor *k, const struct tw_tensor *v,
                           const struct tw_attn *a)
@@ -398,16 +536,16 @@ static void cpu_attention(struct tw_backend *be, struct tw_tensor *out, const st
     int64_t bt = (int64_t)(TILE_BYTES / sizeof(float)) / S;
     bt = bt > 64 ? 64 : bt;
     if (T > GEMM_MIN_ROWS && bt >= GEMM_MIN_ROWS) {
-        int64_t nb = (T + bt - 1) / bt;
-        float *tiles = impl(be)->tiles;
-#pragma omp parallel for num_threads(be->n_threads) schedule(dynamic, 1) collapse(2)
-        for (int64_t h = 0; h < H; h++)
-            for (int64_t b = 0; b < nb; b++) {
-                float *scratch =
-                    tiles + (size_t)omp_get_thread_num() * (TILE_BYTES / sizeof(float));
-                int64_t t0 = b * bt, nt = T - t0 < bt ? T - t0 : bt;
-                attend_block(q, k, v, a, h, t0, nt, scratch, out);
-            }
+        struct block_job j = { .tiles = impl(be)->tiles,
+                               .q = q,
+                               .k = k,
+                               .v = v,
+                               .a = a,
+                               .out = out,
+                               .T = T,
+                               .bt = bt,
+                               .nb = (T + bt - 1) / bt };
+        tw_team_run(impl(be)->team, block_region, &j);
         return;
     }
     struct one_seq c = { k, v, a };
@@ -467,6 +605,7 @@ static bool cpu_attention_seqs(struct tw_backend *be, struct tw_tensor *out,
 
 static void cpu_free(struct tw_backend *be)
 {
+    tw_team_free(impl(be)->team);
     tw_free(impl(be)->tiles);
     tw_free(be->impl);
     tw_free(be);
@@ -486,29 +625,40 @@ static struct tw_tensor rows(const struct tw_tensor *t, int64_t r0, int64_t n)
 
 enum rows_op { ROWS_RMSNORM, ROWS_SWIGLU, ROWS_ADD };
 
+struct rows_job {
+    struct tw_backend *be;
+    enum rows_op op;
+    struct tw_tensor *y;
+    const struct tw_tensor *a, *b;
+    float eps;
+};
+
+static void rows_region(void *ctx, int id, int nt)
+{
+    const struct rows_job *j = ctx;
+    int64_t r0, r1;
+    tw_team_range(tw_tensor_nrows(j->y), id, nt, &r0, &r1);
+    if (r0 == r1)
+        return;
+    struct tw_tensor ys = rows(j->y, r0, r1 - r0), as = rows(j->a, r0, r1 - r0), bs;
+    if (j->op == ROWS_RMSNORM) {
+        tw_cpu_ref_ops.rmsnorm(j->be, &ys, &as, j->b, j->eps);
+        return;
+    }
+    bs = rows(j->b, r0, r1 - r0);
+    if (j->op == ROWS_SWIGLU)
+        impl(j->be)->swiglu(f32(&ys), f32(&as), f32(&bs), (size_t)tw_tensor_nelem(&ys));
+    else
+        tw_cpu_ref_ops.add(j->be, &ys, &as, &bs);
+}
+
 // y = op(a, b) (b: w for RMSNorm) over the rows of y, a slice of them per thread.
 static void rows_op(struct tw_backend *be, enum rows_op op, struct tw_tensor *y,
                     const struct tw_tensor *a, const struct tw_tensor *b, float eps)
 {
-    int64_t R = tw_tensor_nrows(y);
-    int nt = tw_tensor_nelem(y) >= ROWS_PAR_MIN && R > 1 ? be->n_threads : 1;
-#pragma omp parallel num_threads(nt)
-    {
-        int id = omp_get_thread_num(), n = omp_get_num_threads();
-        int64_t per = (R + n - 1) / n, r0 = id * per, nr = r0 + per < R ? per : R - r0;
-        if (nr > 0) {
-            struct tw_tensor ys = rows(y, r0, nr), as = rows(a, r0, nr), bs;
-            if (op == ROWS_RMSNORM) {
-                tw_cpu_ref_ops.rmsnorm(be, &ys, &as, b, eps);
-            } else {
-                bs = rows(b, r0, nr);
-                if (op == ROWS_SWIGLU)
-                    impl(be)->swiglu(f32(&ys), f32(&as), f32(&bs), (size_t)tw_tensor_nelem(&ys));
-                else
-                    tw_cpu_ref_ops.add(be, &ys, &as, &bs);
-            }
-        }
-    }
+    bool par = tw_tensor_nelem(y) >= ROWS_PAR_MIN && tw_tensor_nrows(y) > 1;
+    struct rows_job j = { be, op, y, a, b, eps };
+    tw_team_run(par ? impl(be)->team : NULL, rows_region, &j);
 }
 
 static void cpu_rmsnorm(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
@@ -546,7 +696,7 @@ static void cpu_ops_init(void)
     cpu_ops.add = cpu_add;
 }
 
-int tw_backend_cpu_new(int n_threads, struct tw_backend **out)
+static int cpu_new(int n_threads, bool openmp, struct tw_backend **out)
 {
     if (n_threads <= 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -560,6 +710,13 @@ int tw_backend_cpu_new(int n_threads, struct tw_backend **out)
         tw_free(im);
         tw_free(tiles);
         return tw_error_set(TW_ENOMEM, "cpu backend: out of memory");
+    }
+    int rc = openmp ? tw_team_new_openmp(n_threads, &im->team) : tw_team_new(n_threads, &im->team);
+    if (rc != 0) {
+        tw_free(be);
+        tw_free(im);
+        tw_free(tiles);
+        return rc;
     }
     im->tiles = tiles;
     enum tw_cpu_isa isa = tw_cpu_isa_best();
@@ -595,4 +752,14 @@ int tw_backend_cpu_new(int n_threads, struct tw_backend **out)
     be->impl = im;
     *out = be;
     return 0;
+}
+
+int tw_backend_cpu_new(int n_threads, struct tw_backend **out)
+{
+    return cpu_new(n_threads, false, out);
+}
+
+int tw_backend_cpu_new_openmp(int n_threads, struct tw_backend **out)
+{
+    return cpu_new(n_threads, true, out);
 }

@@ -386,7 +386,7 @@ static int lm_alloc(const struct tw_model_config *c, tw_lm **out)
     m->lora = tw_calloc((size_t)c->n_layer * TW_PROJ_COUNT, sizeof *m->lora);
     m->lora_on = true;
     // the engine's ops get the threads the training ops get (OpenMP's team)
-    if (!m->gl || !m->lora || tw_backend_cpu_new(omp_get_max_threads(), &m->be) != 0) {
+    if (!m->gl || !m->lora || tw_backend_cpu_new_openmp(omp_get_max_threads(), &m->be) != 0) {
         tw_lm_free(m);
         return tw_error_set(TW_ENOMEM, "out of memory for a trainable model");
     }

@@ -1,0 +1,289 @@
+// Implements team.h. A region: the caller writes the job (fn, ctx) and bumps the generation
+// counter; the workers, spinning on it (or woken from their condition variable when they
+// slept), run the job and each publish the generation in a line of its own, which the caller
+// waits for. A central counter of finished workers would serialise their increments on one
+// line (sixteen transfers in a row); separate lines are read by the caller in parallel.
+#include <errno.h>
+#include <omp.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/error.h"
+#include "base/mem.h"
+#include "tensor/team.h"
+
+#define TEAM_MAX 4096
+#define LINE     64
+
+// A worker's flag: the last generation it finished, alone in its cache line.
+struct slot {
+    _Atomic uint32_t done;
+    char pad[LINE - sizeof(uint32_t)];
+};
+
+struct tw_team {
+    int n;
+    bool openmp;        // regions are OpenMP's (tw_team_new_openmp); nothing below is used
+    pthread_t *threads; // n - 1
+    void *slots_mem;    // the allocation slots lies in (aligned to LINE)
+    struct slot *slots; // [i] for worker i (1 .. n - 1)
+
+    // the job, written by the caller before gen is bumped, read by the workers after
+    tw_team_fn fn;
+    void *ctx;
+    _Alignas(LINE) _Atomic uint32_t gen;
+    _Atomic int sleepers;
+    _Atomic bool stop;
+
+    _Alignas(LINE) _Atomic uint32_t bar_count;
+    _Alignas(LINE) _Atomic uint32_t bar_gen;
+
+    pthread_mutex_t run_mu; // one region at a time
+    pthread_mutex_t mu;     // the sleepers' condition variable
+    pthread_cond_t wake;
+};
+
+struct worker_arg {
+    struct tw_team *t;
+    int id;
+};
+
+// Set on the threads of a running region: a region asked for from inside one runs inline.
+static _Thread_local bool in_region;
+
+// One step of a wait loop: a pause instruction for the first SPIN_PAUSES steps, then a
+// sched_yield a step, so that a thread waited for that shares our core (more threads than
+// cores: tests run side by side, a team larger than the machine) gets it at once rather than at
+// the end of our time slice.
+#define SPIN_PAUSES 2048
+
+static inline void relax(unsigned *steps)
+{
+    if (++*steps > SPIN_PAUSES) {
+        sched_yield();
+        return;
+    }
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+// TW_TEAM_SPIN_NS, or TWIN_TEAM_SPIN_US's microseconds (read once), for measuring.
+static uint64_t spin_budget = TW_TEAM_SPIN_NS;
+static pthread_once_t spin_once = PTHREAD_ONCE_INIT;
+
+static void spin_read_env(void)
+{
+    const char *e = getenv("TWIN_TEAM_SPIN_US");
+    long us = e ? atol(e) : -1;
+    if (us >= 0)
+        spin_budget = (uint64_t)us * 1000;
+}
+
+// Waits until t->gen differs from seen and returns it: spinning for TW_TEAM_SPIN_NS, then
+// asleep on the condition variable. The sleeper count and gen are sequentially consistent, so
+// either the caller sees the sleeper and signals, or the sleeper sees the new generation.
+static uint32_t wait_gen(struct tw_team *t, uint32_t seen)
+{
+    uint64_t t0 = 0;
+    for (unsigned steps = 0;;) {
+        uint32_t g = atomic_load_explicit(&t->gen, memory_order_acquire);
+        if (g != seen)
+            return g;
+        relax(&steps);
+        if (steps % 256 != 0)
+            continue;
+        uint64_t now = now_ns();
+        if (t0 == 0) {
+            t0 = now;
+        } else if (now - t0 > spin_budget) {
+            pthread_mutex_lock(&t->mu);
+            atomic_fetch_add(&t->sleepers, 1);
+            while ((g = atomic_load(&t->gen)) == seen)
+                pthread_cond_wait(&t->wake, &t->mu);
+            atomic_fetch_sub(&t->sleepers, 1);
+            pthread_mutex_unlock(&t->mu);
+            return g;
+        }
+    }
+}
+
+static void *worker_main(void *p)
+{
+    pthread_once(&spin_once, spin_read_env);
+    struct worker_arg *a = p;
+    struct tw_team *t = a->t;
+    int id = a->id;
+    tw_free(a);
+    in_region = true; // a worker only ever runs inside regions
+    uint32_t seen = 0;
+    for (;;) {
+        seen = wait_gen(t, seen);
+        if (atomic_load_explicit(&t->stop, memory_order_acquire))
+            return NULL;
+        t->fn(t->ctx, id, t->n);
+        atomic_store_explicit(&t->slots[id].done, seen, memory_order_release);
+    }
+}
+
+// Bumps the generation (the job already written) and wakes the sleepers; returns it.
+static uint32_t post(struct tw_team *t)
+{
+    uint32_t g = atomic_load_explicit(&t->gen, memory_order_relaxed) + 1;
+    atomic_store(&t->gen, g);
+    if (atomic_load(&t->sleepers) > 0) {
+        pthread_mutex_lock(&t->mu);
+        pthread_cond_broadcast(&t->wake);
+        pthread_mutex_unlock(&t->mu);
+    }
+    return g;
+}
+
+static void stop_workers(struct tw_team *t, int started)
+{
+    atomic_store(&t->stop, true);
+    post(t);
+    for (int i = 0; i < started; i++)
+        pthread_join(t->threads[i], NULL);
+}
+
+static void team_destroy(struct tw_team *t)
+{
+    pthread_cond_destroy(&t->wake);
+    pthread_mutex_destroy(&t->mu);
+    pthread_mutex_destroy(&t->run_mu);
+    tw_free(t->slots_mem);
+    tw_free(t->threads);
+    tw_free(t);
+}
+
+int tw_team_new(int n, struct tw_team **out)
+{
+    if (n <= 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        n = cpus < 1 ? 1 : cpus > TEAM_MAX ? TEAM_MAX : (int)cpus;
+    }
+    if (n > TEAM_MAX)
+        return tw_error_set(TW_EINVAL, "team: %d threads asked for, at most %d", n, TEAM_MAX);
+    struct tw_team *t = tw_calloc(1, sizeof *t);
+    if (!t)
+        return tw_error_set(TW_ENOMEM, "team: out of memory");
+    t->n = n;
+    t->threads = tw_calloc((size_t)n, sizeof *t->threads);
+    t->slots_mem = tw_calloc((size_t)n + 1, sizeof(struct slot));
+    if (!t->threads || !t->slots_mem) {
+        tw_free(t->threads);
+        tw_free(t->slots_mem);
+        tw_free(t);
+        return tw_error_set(TW_ENOMEM, "team: out of memory");
+    }
+    uintptr_t s = ((uintptr_t)t->slots_mem + LINE - 1) / LINE * LINE;
+    t->slots = (struct slot *)s;
+    pthread_mutex_init(&t->run_mu, NULL);
+    pthread_mutex_init(&t->mu, NULL);
+    pthread_cond_init(&t->wake, NULL);
+    for (int i = 1; i < n; i++) {
+        struct worker_arg *a = tw_malloc(sizeof *a);
+        if (a)
+            *a = (struct worker_arg){ t, i };
+        int rc = a ? pthread_create(&t->threads[i - 1], NULL, worker_main, a) : ENOMEM;
+        if (rc != 0) {
+            tw_free(a);
+            stop_workers(t, i - 1);
+            team_destroy(t);
+            return rc == ENOMEM ? tw_error_set(TW_ENOMEM, "team: out of memory")
+                                : tw_error_set(TW_EIO, "team: cannot start thread %d of %d: %s",
+                                               i + 1, n, strerror(rc));
+        }
+    }
+    *out = t;
+    return 0;
+}
+
+int tw_team_new_openmp(int n, struct tw_team **out)
+{
+    struct tw_team *t = tw_calloc(1, sizeof *t);
+    if (!t)
+        return tw_error_set(TW_ENOMEM, "team: out of memory");
+    t->n = n > 0 ? n : omp_get_max_threads();
+    t->openmp = true;
+    *out = t;
+    return 0;
+}
+
+void tw_team_free(struct tw_team *t)
+{
+    if (!t)
+        return;
+    if (t->openmp) {
+        tw_free(t);
+        return;
+    }
+    stop_workers(t, t->n - 1);
+    team_destroy(t);
+}
+
+int tw_team_size(const struct tw_team *t)
+{
+    return t ? t->n : 1;
+}
+
+void tw_team_run(struct tw_team *t, tw_team_fn fn, void *ctx)
+{
+    if (!t || t->n == 1 || in_region || omp_in_parallel()) {
+        fn(ctx, 0, 1);
+        return;
+    }
+    if (t->openmp) {
+#pragma omp parallel num_threads(t->n)
+        fn(ctx, omp_get_thread_num(), omp_get_num_threads());
+        return;
+    }
+    pthread_mutex_lock(&t->run_mu);
+    t->fn = fn;
+    t->ctx = ctx;
+    uint32_t g = post(t);
+    in_region = true;
+    fn(ctx, 0, t->n);
+    in_region = false;
+    unsigned steps = 0;
+    for (int i = 1; i < t->n; i++)
+        while (atomic_load_explicit(&t->slots[i].done, memory_order_acquire) != g)
+            relax(&steps);
+    pthread_mutex_unlock(&t->run_mu);
+}
+
+void tw_team_barrier(struct tw_team *t, int nt)
+{
+    if (!t || nt <= 1)
+        return;
+    if (t->openmp) {
+#pragma omp barrier
+        return;
+    }
+    uint32_t g = atomic_load_explicit(&t->bar_gen, memory_order_acquire);
+    if (atomic_fetch_add_explicit(&t->bar_count, 1, memory_order_acq_rel) == (uint32_t)nt - 1) {
+        atomic_store_explicit(&t->bar_count, 0, memory_order_relaxed);
+        atomic_store_explicit(&t->bar_gen, g + 1, memory_order_release);
+        return;
+    }
+    unsigned steps = 0;
+    while (atomic_load_explicit(&t->bar_gen, memory_order_acquire) == g)
+        relax(&steps);
+}
