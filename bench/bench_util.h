@@ -15,6 +15,7 @@
 #include "base/cpu.h"
 #include "tensor/cpu_dot.h"
 #include "tensor/dtype.h"
+#include "tensor/team.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -153,29 +154,52 @@ static inline float sum_best(const float *a, size_t n, bool pf)
 #endif
 }
 
+struct read_job {
+    const float *a;
+    size_t part;
+    bool pf;
+    float sums[64];
+};
+
+// Parts [lo, hi) of the 64 for thread id: their sums.
+static void read_region(void *ctx, int id, int nt)
+{
+    struct read_job *j = ctx;
+    int64_t lo, hi;
+    tw_team_range(64, id, nt, &lo, &hi);
+    for (int64_t k = lo; k < hi; k++)
+        j->sums[k] = sum_best(j->a + j->part * (size_t)k, j->part, j->pf);
+}
+
 // GB/s of reading `bytes` with `threads` threads (each sums its 64th parts of one buffer),
-// the best of `passes` after a warm-up pass; sink keeps the sums alive.
+// the best of `passes` after a warm-up pass; sink keeps the sums alive. The threads are a
+// team of the engine's kind (tensor/team.h), freed before it returns: OpenMP's, which spin
+// for milliseconds after their last region, would take cores from the decode measured next.
 static inline double read_bandwidth(size_t bytes, int passes, int threads, volatile float *sink)
 {
-    size_t n = bytes / sizeof(float) / 64 * 64, part = n / 64;
+    size_t n = bytes / sizeof(float) / 64 * 64;
+    struct read_job j = { .part = n / 64 };
     float *a = aligned_alloc(64, n * sizeof *a);
-    if (!a)
+    struct tw_team *team = NULL;
+    if (!a || tw_team_new(threads, &team) != 0) {
+        free(a);
         return 0.0;
+    }
     for (size_t i = 0; i < n; i++) // touch every page before timing
         a[i] = (float)(i & 1023);
+    j.a = a;
     double best = 1e30;
     for (int p = 0; p < 2 * (passes + 1); p++) { // odd passes prefetch; the first two warm up
-        bool pf = p % 2;
+        j.pf = p % 2;
         double t0 = now();
-        float s = 0;
-#pragma omp parallel for num_threads(threads) reduction(+ : s) schedule(static)
-        for (int k = 0; k < 64; k++)
-            s += sum_best(a + part * (size_t)k, part, pf);
+        tw_team_run(team, read_region, &j);
         double dt = now() - t0;
-        *sink += s;
+        for (int k = 0; k < 64; k++)
+            *sink += j.sums[k];
         if (p > 1 && dt < best)
             best = dt;
     }
+    tw_team_free(team);
     free(a);
     return (double)(n * sizeof(float)) / best / 1e9;
 }

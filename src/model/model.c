@@ -19,6 +19,7 @@
 #include "model/gguf.h"
 #include "model/model_int.h"
 #include "model/safetensors.h"
+#include "tensor/team.h"
 #include "model/sampler.h"
 
 struct model_impl {
@@ -589,6 +590,29 @@ size_t tw_model_weight_bytes(const struct tw_model *m)
 // around 1), encoded in the tensor's dtype. Each row has its own stream, so the weights do
 // not depend on the thread count.
 static void random_row(struct tw_tensor *t, int64_t r, uint64_t seed, size_t ti, bool norm,
+                       float *tmp);
+
+struct random_job {
+    struct tw_tensor *t;
+    int64_t rows, cols;
+    uint64_t seed;
+    size_t ti;
+    bool norm;
+};
+
+// A thread's share of a random_job's rows.
+static void random_rows(void *ctx, int id, int nt)
+{
+    const struct random_job *j = ctx;
+    int64_t r0, r1;
+    tw_team_range(j->rows, id, nt, &r0, &r1);
+    float *tmp = tw_malloc_array((size_t)j->cols, sizeof(float));
+    for (int64_t r = r0; r < r1 && tmp; r++)
+        random_row(j->t, r, j->seed, j->ti, j->norm, tmp);
+    tw_free(tmp);
+}
+
+static void random_row(struct tw_tensor *t, int64_t r, uint64_t seed, size_t ti, bool norm,
                        float *tmp)
 {
     uint64_t st = seed ^ (ti * 0x100000001B3ull) ^ ((uint64_t)r << 20);
@@ -653,7 +677,11 @@ int tw_model_random(const struct tw_model_config *cfg, enum tw_dtype dtype, uint
         tw_model_close(m);
         return tw_error_set(TW_ENOMEM, "random model: cannot allocate %zu MiB", total >> 20);
     }
-    // Fill every row in parallel.
+    // Fill every row in parallel, on a team of the engine's kind (tensor/team.h) freed at the
+    // end: OpenMP's threads would spin on for milliseconds, taking cores from the backend's.
+    struct tw_team *team = NULL;
+    if (tw_team_new(0, &team) != 0)
+        team = NULL; // (then on this thread)
     size_t ti = 0;
     for (size_t i = 0; i < n_slots; i++) {
         int64_t shape[2];
@@ -667,17 +695,11 @@ int tw_model_random(const struct tw_model_config *cfg, enum tw_dtype dtype, uint
             void *base = slots[i].per_layer ? (void *)&m->layers[il] : (void *)m;
             struct tw_tensor *t = (struct tw_tensor *)((char *)base + slots[i].offset);
             int64_t rows = tw_tensor_nrows(t), cols = tw_tensor_ncols(t);
-#pragma omp parallel
-            {
-                float *tmp = tw_malloc_array((size_t)cols, sizeof(float));
-#pragma omp for schedule(static)
-                for (int64_t r = 0; r < rows; r++)
-                    if (tmp)
-                        random_row(t, r, seed, ti, norm, tmp);
-                tw_free(tmp);
-            }
+            struct random_job j = { t, rows, cols, seed, ti, norm };
+            tw_team_run(team, random_rows, &j);
         }
     }
+    tw_team_free(team);
     if (tw_arch_is_decoder(cfg->arch)) {
         if (!m->output.data) {
             m->output = m->tok_embd;
