@@ -720,12 +720,14 @@ static int cpu_new(int n_threads, bool openmp, struct tw_backend **out)
     }
     im->tiles = tiles;
     enum tw_cpu_isa isa = tw_cpu_isa_best();
-    // The multi-row kernels pay where a core's arithmetic sets the pace: with few threads. With
-    // many, memory does, and four streams a thread were slower (Llama-3.2-1B q4_K at 16
-    // threads: 56-59 against 68 tokens/s one row a call; at one thread 9.7-9.9 against
-    // 8.3-9.6; docs/perf.md). TWIN_QDOT_ROWS=1: one row a call always (for comparing the two).
+    // The multi-row kernels take the rows the packed kernels do not (K < PACK_MIN_K: SmolLM2's),
+    // where a core's arithmetic and each call's fixed costs set the pace at every thread count
+    // (SmolLM2 at 16 threads on the device tool's host, q4_0 437-523 -> 639-722 tokens/s, q4_K
+    // 479-493 -> 674-770, run Z2 in docs/perf.md). On long rows, four streams a thread were
+    // slower than one at 16 threads (the 1B's q4_K before the packed kernels took those rows).
+    // TWIN_QDOT_ROWS=1: one row a call always (for comparing the two).
     const char *rows_env = getenv("TWIN_QDOT_ROWS");
-    bool one_row = n_threads > 4 || (rows_env && strcmp(rows_env, "1") == 0);
+    bool one_row = rows_env && strcmp(rows_env, "1") == 0;
     // The kernels over packed activations, at every thread count (TWIN_QDOT_PACKED=0: the
     // kernels above instead, for comparing).
     const char *packed_env = getenv("TWIN_QDOT_PACKED");

@@ -438,7 +438,7 @@ static void test_rows_kernels(enum tw_cpu_isa top)
     }
     printf("multi-row kernels up to %s: %d cases, %d wrong\n", tw_cpu_isa_name(top), cases, bad);
     CHECK_EQ_INT(bad, 0);
-    // AVX-512 (with VNNI) has them for q4_0 and q4_K (and the packed one-row kernels);
+    // AVX-512 (with VNNI) has them for q8_0, q4_0 and q4_K (and the packed one-row kernels);
     // no ISA for the float dtypes.
     CHECK(tw_qdot_rows_kernel(TW_DTYPE_BF16, top) == NULL);
     CHECK(tw_qdot_rows_kernel(TW_DTYPE_Q4_K, TW_ISA_SCALAR) == NULL);
