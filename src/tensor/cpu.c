@@ -191,6 +191,22 @@ struct gemm_job {
     size_t ldw; // its elements from one weight row to the next
 };
 
+// The job of y = x w^T (+ bias) on im's team.
+static struct gemm_job gemm_job_of(struct cpu_impl *im, struct tw_tensor *y,
+                                   const struct tw_tensor *x, const struct tw_tensor *w,
+                                   const struct tw_tensor *bias)
+{
+    return (struct gemm_job){ .im = im,
+                              .team = im->team,
+                              .y = y,
+                              .x = x,
+                              .w = w,
+                              .bias = bias,
+                              .T = tw_tensor_nrows(x),
+                              .K = w->ne[1],
+                              .N = w->ne[0] };
+}
+
 // Thread id's slice [*n0, *n1) of N output columns: whole pieces of 16 (the kernels' width).
 static void gemm_slice(int64_t N, int id, int nt, int64_t *n0, int64_t *n1)
 {
@@ -230,15 +246,7 @@ static bool matmul_gemm_bf16(struct tw_backend *be, struct tw_tensor *y, const s
                              const struct tw_tensor *w, const struct tw_tensor *bias)
 {
     struct cpu_impl *im = impl(be);
-    struct gemm_job j = { .im = im,
-                          .team = im->team,
-                          .y = y,
-                          .x = x,
-                          .w = w,
-                          .bias = bias,
-                          .T = tw_tensor_nrows(x),
-                          .K = w->ne[1],
-                          .N = w->ne[0] };
+    struct gemm_job j = gemm_job_of(im, y, x, w, bias);
     j.xp = tw_malloc(tw_gemm_bf16_packed_bytes(j.T, j.K));
     if (!j.xp)
         return false;
@@ -249,11 +257,6 @@ static bool matmul_gemm_bf16(struct tw_backend *be, struct tw_tensor *y, const s
     return true;
 }
 
-// y (T, N) for larger T: each thread takes a slice of the weight rows (output columns),
-// dequantises it a tile at a time into its own buffer and runs a single-threaded sgemm on it
-// (OpenBLAS' own threads stay off: they would fight the team for the cores). bf16
-// weights go to matmul_gemm_bf16 where the CPU has AVX-512 BF16, unless the environment
-// variable TWIN_NO_BF16_GEMM=1 (read once) turns that off, for comparison.
 static void gemm_region(void *ctx, int id, int nt)
 {
     const struct gemm_job *j = ctx;
@@ -277,6 +280,11 @@ static void gemm_region(void *ctx, int id, int nt)
     }
 }
 
+// y (T, N) for larger T: each thread takes a slice of the weight rows (output columns),
+// dequantises it a tile at a time into its own buffer and runs a single-threaded sgemm on it
+// (OpenBLAS' own threads stay off: they would fight the team for the cores). bf16
+// weights go to matmul_gemm_bf16 where the CPU has AVX-512 BF16, unless the environment
+// variable TWIN_NO_BF16_GEMM=1 (read once) turns that off, for comparison.
 static void matmul_gemm(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
                         const struct tw_tensor *w, const struct tw_tensor *bias)
 {
@@ -284,15 +292,7 @@ static void matmul_gemm(struct tw_backend *be, struct tw_tensor *y, const struct
     if (im->gemm_bf16 && w->dtype == TW_DTYPE_BF16 && matmul_gemm_bf16(be, y, x, w, bias))
         return;
     assert(TILE_BYTES / sizeof(float) / (size_t)w->ne[1] > 0);
-    struct gemm_job j = { .im = im,
-                          .team = im->team,
-                          .y = y,
-                          .x = x,
-                          .w = w,
-                          .bias = bias,
-                          .T = tw_tensor_nrows(x),
-                          .K = w->ne[1],
-                          .N = w->ne[0] };
+    struct gemm_job j = gemm_job_of(im, y, x, w, bias);
     tw_team_run(im->team, gemm_region, &j);
 }
 

@@ -392,36 +392,43 @@ INLINE __m512 step_factors(__m512 f8, int c)
             _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), step_factors(f[r], c), acc[c & 1][r]);        \
     }
 
-INLINE void q4_0_rows_nw(const void *w, size_t ldw, int nw, const struct tw_q8_act *x, size_t n,
-                         float *out)
-{
-    const __m512i z = _mm512_setzero_si512();
-    size_t nb = n / 32, i = 0;
-    accs acc;
-    acc_zero(acc, nw);
-    for (; i + 8 <= nb; i += 8) {
-        __m256 dx8 = act_scales8(x + i);
-        __m512 f[TW_QDOT_ROWS];
-        Q4_0_GROUP_FACTORS(0)
-        Q4_0_GROUP_FACTORS(1)
-        Q4_0_GROUP_FACTORS(2)
-        Q4_0_GROUP_FACTORS(3)
-#pragma GCC unroll 4
-        for (int c = 0; c < 4; c++) {
-            __m512i xq = load_2x32(x[i + 2 * c].qs, x[i + 2 * c + 1].qs, 1);
-            __m512i sx8 = offset8(xq);
-            Q4_0_GROUP_ROW(0)
-            Q4_0_GROUP_ROW(1)
-            Q4_0_GROUP_ROW(2)
-            Q4_0_GROUP_ROW(3)
-        }
+// The multi-row kernel name##_rows_nw over groups of eight blocks: per group each row's
+// factors (FACTORS(r): f[r], lanes 0..7 from the activations' scales dx8), then four steps of
+// two blocks, the activations' bytes xq loaded once (and what STEP_X derives from them) for
+// every row's ROW(r); the blocks past the last group through name##_rows_step.
+#define GROUPED_ROWS_NW(name, FACTORS, STEP_X, ROW)                                          \
+    INLINE void name##_rows_nw(const void *w, size_t ldw, int nw, const struct tw_q8_act *x, \
+                               size_t n, float *out)                                         \
+    {                                                                                        \
+        size_t nb = n / 32, i = 0;                                                           \
+        accs acc;                                                                            \
+        acc_zero(acc, nw);                                                                   \
+        for (; i + 8 <= nb; i += 8) {                                                        \
+            __m256 dx8 = act_scales8(x + i);                                                 \
+            __m512 f[TW_QDOT_ROWS];                                                          \
+            FACTORS(0)                                                                       \
+            FACTORS(1)                                                                       \
+            FACTORS(2)                                                                       \
+            FACTORS(3)                                                                       \
+            _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++)                              \
+            {                                                                                \
+                __m512i xq = load_2x32(x[i + 2 * c].qs, x[i + 2 * c + 1].qs, 1);             \
+                STEP_X                                                                       \
+                ROW(0)                                                                       \
+                ROW(1)                                                                       \
+                ROW(2)                                                                       \
+                ROW(3)                                                                       \
+            }                                                                                \
+        }                                                                                    \
+        for (; i + 2 <= nb; i += 2)                                                          \
+            name##_rows_step(acc, 0, w, ldw, nw, x, i, 1);                                   \
+        if (i < nb)                                                                          \
+            name##_rows_step(acc, 1, w, ldw, nw, x, i, 0);                                   \
+        acc_store_rows(acc, nw, out);                                                        \
     }
-    for (; i + 2 <= nb; i += 2)
-        q4_0_rows_step(acc, 0, w, ldw, nw, x, i, 1);
-    if (i < nb)
-        q4_0_rows_step(acc, 1, w, ldw, nw, x, i, 0);
-    acc_store_rows(acc, nw, out);
-}
+
+GROUPED_ROWS_NW(q4_0, Q4_0_GROUP_FACTORS, const __m512i z = _mm512_setzero_si512();
+                __m512i sx8 = offset8(xq);, Q4_0_GROUP_ROW)
 
 // Row r's block i: its factors, then the prefetch of its stream.
 #define Q4_K_FACTORS(r)                                                               \
@@ -623,7 +630,8 @@ qdot_k_q8_0(const void *row, const struct tw_q8k_act *x, size_t n, float *out)
         const struct tw_block_q8_0 *b =                                            \
             (const struct tw_block_q8_0 *)((const char *)w + (size_t)(r)*ldw) + i; \
         tw_dot_prefetch_l1(b, 8 * sizeof *b);                                      \
-        f[r] = _mm512_mul_ps(scales8(b, sizeof *b), dx8);                          \
+        f[r] = _mm512_castps256_ps512(                                             \
+            _mm256_mul_ps(_mm512_castps512_ps256(scales8(b, sizeof *b)), dx8));    \
     }
 #define Q8_0_GROUP_ROW(r)                                                                  \
     if (r < nw) {                                                                          \
@@ -651,33 +659,7 @@ INLINE void q8_0_rows_step(accs acc, int s, const void *w, size_t ldw, int nw,
     Q8_0_ROW(3)
 }
 
-INLINE void q8_0_rows_nw(const void *w, size_t ldw, int nw, const struct tw_q8_act *x, size_t n,
-                         float *out)
-{
-    size_t nb = n / 32, i = 0;
-    accs acc;
-    acc_zero(acc, nw);
-    for (; i + 8 <= nb; i += 8) {
-        __m512 dx8 = _mm512_zextps256_ps512(act_scales8(x + i)), f[TW_QDOT_ROWS];
-        Q8_0_GROUP_FACTORS(0)
-        Q8_0_GROUP_FACTORS(1)
-        Q8_0_GROUP_FACTORS(2)
-        Q8_0_GROUP_FACTORS(3)
-#pragma GCC unroll 4
-        for (int c = 0; c < 4; c++) {
-            __m512i xq = load_2x32(x[i + 2 * c].qs, x[i + 2 * c + 1].qs, 1);
-            Q8_0_GROUP_ROW(0)
-            Q8_0_GROUP_ROW(1)
-            Q8_0_GROUP_ROW(2)
-            Q8_0_GROUP_ROW(3)
-        }
-    }
-    for (; i + 2 <= nb; i += 2)
-        q8_0_rows_step(acc, 0, w, ldw, nw, x, i, 1);
-    if (i < nb)
-        q8_0_rows_step(acc, 1, w, ldw, nw, x, i, 0);
-    acc_store_rows(acc, nw, out);
-}
+GROUPED_ROWS_NW(q8_0, Q8_0_GROUP_FACTORS, , Q8_0_GROUP_ROW)
 
 ROWS_KERNEL(q8_0)
 
