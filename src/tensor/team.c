@@ -58,15 +58,18 @@ struct worker_arg {
 // Set on the threads of a running region: a region asked for from inside one runs inline.
 static _Thread_local bool in_region;
 
-// One step of a wait loop: a pause instruction for the first SPIN_PAUSES steps, then a
+// One step of a wait loop: a pause instruction for the first `pauses` steps, then a
 // sched_yield a step, so that a thread waited for that shares our core (more threads than
-// cores: tests run side by side, a team larger than the machine) gets it at once rather than at
-// the end of our time slice.
-#define SPIN_PAUSES 2048
-
+// cores: tests run side by side, a team larger than the machine, or two of a new team's
+// threads placed on one CPU before the kernel balances them) gets it within microseconds
+// rather than at the end of our time slice. 64 pauses (a few microseconds) rather than 2048:
+// no slower (run Z5, docs/perf.md), and a guard against such stacking, a suspect of run Z4's
+// decode runs ten times slower than their neighbours. TWIN_TEAM_PAUSES overrides, for
+// measuring.
+static unsigned pauses = 64;
 static inline void relax(unsigned *steps)
 {
-    if (++*steps > SPIN_PAUSES) {
+    if (++*steps > pauses) {
         sched_yield();
         return;
     }
@@ -84,7 +87,8 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-// TW_TEAM_SPIN_NS, or TWIN_TEAM_SPIN_US's microseconds (read once), for measuring.
+// TW_TEAM_SPIN_NS, or TWIN_TEAM_SPIN_US's microseconds (read once, as TWIN_TEAM_PAUSES), for
+// measuring.
 static uint64_t spin_budget = TW_TEAM_SPIN_NS;
 static pthread_once_t spin_once = PTHREAD_ONCE_INIT;
 
@@ -94,6 +98,10 @@ static void spin_read_env(void)
     long us = e ? atol(e) : -1;
     if (us >= 0)
         spin_budget = (uint64_t)us * 1000;
+    e = getenv("TWIN_TEAM_PAUSES");
+    long p = e ? atol(e) : -1;
+    if (p >= 0 && p < (1L << 30))
+        pauses = (unsigned)p;
 }
 
 // Waits until t->gen differs from seen and returns it: spinning for TW_TEAM_SPIN_NS, then
@@ -181,6 +189,7 @@ int tw_team_new(int n, struct tw_team **out)
     }
     if (n > TEAM_MAX)
         return tw_error_set(TW_EINVAL, "team: %d threads asked for, at most %d", n, TEAM_MAX);
+    pthread_once(&spin_once, spin_read_env);
     struct tw_team *t = tw_calloc(1, sizeof *t);
     if (!t)
         return tw_error_set(TW_ENOMEM, "team: out of memory");
