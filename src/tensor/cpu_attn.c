@@ -3,7 +3,8 @@
 // where each (row, head) is its own small job. The scalar version is the portable one; the
 // AVX2 and AVX-512 versions (target attributes, chosen at run time) keep the query and the
 // accumulator in registers for head sizes of 64 and 128 and vectorise the dot products and
-// the weighted sum of the values; exp stays scalar, one per key. Each also gives, where asked,
+// the weighted sum of the values; exp is scalar, one per key, but in the grouped kernels
+// (a block of keys through cpu_vec.c's vector exp). Each also gives, where asked,
 // the log of its softmax's sum (m + log l): a row's keys can then be split into parts whose
 // outputs are merged (the decode path's split over threads, cpu.c).
 #include "tensor/cpu_int.h"
@@ -173,10 +174,7 @@ A512(8)
                         acc[g][i] = _mm512_mul_ps(acc[g][i], _mm512_set1_ps(c));        \
                     m[g] = bm;                                                          \
                 }                                                                       \
-                for (int64_t j = 0; j < nj; j++) {                                      \
-                    s[g][j] = expf(s[g][j] - m[g]);                                     \
-                    l[g] += s[g][j];                                                    \
-                }                                                                       \
+                l[g] += tw_exp_sub_sum_avx512(s[g], (size_t)nj, m[g]);                  \
             }                                                                           \
             for (int64_t j = 0; j < nj; j++) {                                          \
                 const float *vj = v + tw_kv_off(map, j0 + j);                           \

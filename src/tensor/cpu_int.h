@@ -45,6 +45,11 @@ void tw_attend_group(tw_attend_fn one, enum tw_cpu_isa isa, const float *q, cons
 // reference's double; y may alias g or u. The kernel for isa, lowered to what the CPU has.
 typedef void (*tw_swiglu_fn)(float *y, const float *g, const float *u, size_t n);
 tw_swiglu_fn tw_swiglu_kernel(enum tw_cpu_isa isa);
+
+// x[i] = exp(x[i] - m) for i < n, every x[i] <= m (a softmax's numerators), with cpu_vec.c's
+// vector exp (relative error about 1e-7); returns their sum. AVX-512 F; for the decode
+// attention's kernels (cpu_attn.c), which call it only where the CPU has AVX-512.
+float tw_exp_sub_sum_avx512(float *x, size_t n, float m);
 // The activation functions of tw_act, computed in double.
 float tw_act_ref(enum tw_act act, float x);
 

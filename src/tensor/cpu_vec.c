@@ -80,6 +80,18 @@ T512 static void swiglu_avx512(float *y, const float *g, const float *u, size_t 
     }
 }
 
+T512 float tw_exp_sub_sum_avx512(float *x, size_t n, float m)
+{
+    __m512 sum = _mm512_setzero_ps(), mv = _mm512_set1_ps(m);
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), mv));
+        _mm512_mask_storeu_ps(x + i, k, e);
+        sum = _mm512_mask_add_ps(sum, k, sum, e);
+    }
+    return _mm512_reduce_add_ps(sum);
+}
+
 T256 static inline __m256 exp256(__m256 x)
 {
     x = _mm256_max_ps(x, _mm256_set1_ps(-EXP_HI)); // x <= 0
