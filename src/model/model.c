@@ -19,8 +19,8 @@
 #include "model/gguf.h"
 #include "model/model_int.h"
 #include "model/safetensors.h"
-#include "tensor/team.h"
 #include "model/sampler.h"
+#include "tensor/team.h"
 
 struct model_impl {
     tw_st_model *st;
@@ -590,8 +590,19 @@ size_t tw_model_weight_bytes(const struct tw_model *m)
 // around 1), encoded in the tensor's dtype. Each row has its own stream, so the weights do
 // not depend on the thread count.
 static void random_row(struct tw_tensor *t, int64_t r, uint64_t seed, size_t ti, bool norm,
-                       float *tmp);
+                       float *tmp)
+{
+    uint64_t st = seed ^ (ti * 0x100000001B3ull) ^ ((uint64_t)r << 20);
+    int64_t n = tw_tensor_ncols(t);
+    for (int64_t i = 0; i < n; i++) {
+        double u = (double)(tw_splitmix64(&st) >> 11) * (1.0 / 9007199254740992.0);
+        float v = (float)((u * 2 - 1) * 0.0346); // sqrt(3) * 0.02
+        tmp[i] = norm ? 1.0f + v : v;
+    }
+    tw_quantize_row(t->dtype, tmp, tw_tensor_row(t, r), (size_t)n);
+}
 
+// The rows of tensor number ti, shared out over a team (random_rows).
 struct random_job {
     struct tw_tensor *t;
     int64_t rows, cols;
@@ -610,19 +621,6 @@ static void random_rows(void *ctx, int id, int nt)
     for (int64_t r = r0; r < r1 && tmp; r++)
         random_row(j->t, r, j->seed, j->ti, j->norm, tmp);
     tw_free(tmp);
-}
-
-static void random_row(struct tw_tensor *t, int64_t r, uint64_t seed, size_t ti, bool norm,
-                       float *tmp)
-{
-    uint64_t st = seed ^ (ti * 0x100000001B3ull) ^ ((uint64_t)r << 20);
-    int64_t n = tw_tensor_ncols(t);
-    for (int64_t i = 0; i < n; i++) {
-        double u = (double)(tw_splitmix64(&st) >> 11) * (1.0 / 9007199254740992.0);
-        float v = (float)((u * 2 - 1) * 0.0346); // sqrt(3) * 0.02
-        tmp[i] = norm ? 1.0f + v : v;
-    }
-    tw_quantize_row(t->dtype, tmp, tw_tensor_row(t, r), (size_t)n);
 }
 
 int tw_model_random(const struct tw_model_config *cfg, enum tw_dtype dtype, uint64_t seed,
@@ -679,9 +677,8 @@ int tw_model_random(const struct tw_model_config *cfg, enum tw_dtype dtype, uint
     }
     // Fill every row in parallel, on a team of the engine's kind (tensor/team.h) freed at the
     // end: OpenMP's threads would spin on for milliseconds, taking cores from the backend's.
-    struct tw_team *team = NULL;
-    if (tw_team_new(0, &team) != 0)
-        team = NULL; // (then on this thread)
+    struct tw_team *team = NULL; // (stays NULL, the rows then on this thread, if it fails)
+    (void)tw_team_new(0, &team);
     size_t ti = 0;
     for (size_t i = 0; i < n_slots; i++) {
         int64_t shape[2];

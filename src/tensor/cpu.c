@@ -183,7 +183,6 @@ static void matmul_dot(struct tw_backend *be, int n, struct tw_tensor *const *ys
 
 struct gemm_job {
     const struct cpu_impl *im;
-    struct tw_team *team;
     struct tw_tensor *y;
     const struct tw_tensor *x, *w, *bias;
     int64_t T, K, N;
@@ -197,7 +196,6 @@ static struct gemm_job gemm_job_of(struct cpu_impl *im, struct tw_tensor *y,
                                    const struct tw_tensor *bias)
 {
     return (struct gemm_job){ .im = im,
-                              .team = im->team,
                               .y = y,
                               .x = x,
                               .w = w,
@@ -228,7 +226,7 @@ static void gemm_bf16_region(void *ctx, int id, int nt)
 {
     const struct gemm_job *j = ctx;
     tw_gemm_bf16_pack_x(f32(j->x), j->T, j->K, j->xp, id, nt);
-    tw_team_barrier(j->team, nt);
+    tw_team_barrier(j->im->team, nt);
     int64_t n0, n1;
     gemm_slice(j->N, id, nt, &n0, &n1);
     float *tile = j->im->tiles + (size_t)id * (TILE_BYTES / sizeof(float));
@@ -399,7 +397,6 @@ static void merge_parts(const float *part, const float *lse, int64_t P, int64_t 
 
 struct attn_job {
     const struct cpu_impl *im;
-    struct tw_team *team;
     struct tw_tensor *out;
     const struct tw_tensor *q;
     const struct tw_attn *a;
@@ -449,7 +446,7 @@ static void attn_region(void *ctx, int id, int nt)
     }
     if (!j->part)
         return;
-    tw_team_barrier(j->team, nt);
+    tw_team_barrier(j->im->team, nt);
     tw_team_range(TH, id, nt, &lo, &hi);
     for (int64_t th = lo; th < hi; th++)
         merge_parts(j->part, j->lse, j->P, TH, th, j->a->head_dim,
@@ -475,7 +472,6 @@ static void decode_attention(struct tw_backend *be, struct tw_tensor *out,
     float *part = P <= 1 ? NULL : in_tiles ? im->tiles : tw_malloc_array(n_part, sizeof(float));
     P = part ? P : 1;
     struct attn_job j = { .im = im,
-                          .team = im->team,
                           .out = out,
                           .q = q,
                           .a = a,
@@ -705,13 +701,9 @@ static int cpu_new(int n_threads, bool openmp, struct tw_backend **out)
     struct tw_backend *be = tw_calloc(1, sizeof *be);
     struct cpu_impl *im = tw_calloc(1, sizeof *im);
     float *tiles = tw_malloc_array((size_t)n_threads, TILE_BYTES);
-    if (!be || !im || !tiles) {
-        tw_free(be);
-        tw_free(im);
-        tw_free(tiles);
-        return tw_error_set(TW_ENOMEM, "cpu backend: out of memory");
-    }
-    int rc = openmp ? tw_team_new_openmp(n_threads, &im->team) : tw_team_new(n_threads, &im->team);
+    int rc = !be || !im || !tiles ? tw_error_set(TW_ENOMEM, "cpu backend: out of memory")
+             : openmp             ? tw_team_new_openmp(n_threads, &im->team)
+                                  : tw_team_new(n_threads, &im->team);
     if (rc != 0) {
         tw_free(be);
         tw_free(im);

@@ -3,8 +3,8 @@
 // where each (row, head) is its own small job. The scalar version is the portable one; the
 // AVX2 and AVX-512 versions (target attributes, chosen at run time) keep the query and the
 // accumulator in registers for head sizes of 64 and 128 and vectorise the dot products and
-// the weighted sum of the values; exp is scalar, one per key, but in the grouped kernels
-// (a block of keys through cpu_vec.c's vector exp). Each also gives, where asked,
+// the weighted sum of the values; exp is scalar, one per key, except in the grouped kernels,
+// which take a block's exponentials through cpu_vec.c's vector exp. Each also gives, where asked,
 // the log of its softmax's sum (m + log l): a row's keys can then be split into parts whose
 // outputs are merged (the decode path's split over threads, cpu.c).
 #include "tensor/cpu_int.h"

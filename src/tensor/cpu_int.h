@@ -50,6 +50,7 @@ tw_swiglu_fn tw_swiglu_kernel(enum tw_cpu_isa isa);
 // vector exp (relative error about 1e-7); returns their sum. AVX-512 F; for the decode
 // attention's kernels (cpu_attn.c), which call it only where the CPU has AVX-512.
 float tw_exp_sub_sum_avx512(float *x, size_t n, float m);
+
 // The activation functions of tw_act, computed in double.
 float tw_act_ref(enum tw_act act, float x);
 

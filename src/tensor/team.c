@@ -3,7 +3,6 @@
 // slept), run the job and each publish the generation in a line of its own, which the caller
 // waits for. A central counter of finished workers would serialise their increments on one
 // line (sixteen transfers in a row); separate lines are read by the caller in parallel.
-#include <errno.h>
 #include <omp.h>
 #include <pthread.h>
 #include <sched.h>
@@ -22,37 +21,39 @@
 #define TEAM_MAX 4096
 #define LINE     64
 
-// A worker's flag: the last generation it finished, alone in its cache line.
+// Worker id's place, a cache line's bytes (so that two workers' flags are never in one line,
+// wherever the array starts): its flag, the last generation it finished, and its team and id
+// (its thread's argument).
 struct slot {
     _Atomic uint32_t done;
-    char pad[LINE - sizeof(uint32_t)];
+    int id;
+    struct tw_team *t;
+    char pad[LINE - sizeof(uint32_t) - sizeof(int) - sizeof(struct tw_team *)];
 };
+_Static_assert(sizeof(struct slot) == LINE, "a slot is a cache line's bytes");
 
 struct tw_team {
     int n;
     bool openmp;        // regions are OpenMP's (tw_team_new_openmp); nothing below is used
     pthread_t *threads; // n - 1
-    void *slots_mem;    // the allocation slots lies in (aligned to LINE)
     struct slot *slots; // [i] for worker i (1 .. n - 1)
 
     // the job, written by the caller before gen is bumped, read by the workers after
     tw_team_fn fn;
     void *ctx;
-    _Alignas(LINE) _Atomic uint32_t gen;
+    _Atomic uint32_t gen;
     _Atomic int sleepers;
     _Atomic bool stop;
-
-    _Alignas(LINE) _Atomic uint32_t bar_count;
-    _Alignas(LINE) _Atomic uint32_t bar_gen;
+    // the barrier's counter and generation, each a line's bytes away from what others write
+    char pad0[LINE];
+    _Atomic uint32_t bar_count;
+    char pad1[LINE];
+    _Atomic uint32_t bar_gen;
+    char pad2[LINE];
 
     pthread_mutex_t run_mu; // one region at a time
     pthread_mutex_t mu;     // the sleepers' condition variable
     pthread_cond_t wake;
-};
-
-struct worker_arg {
-    struct tw_team *t;
-    int id;
 };
 
 // Set on the threads of a running region: a region asked for from inside one runs inline.
@@ -134,11 +135,9 @@ static uint32_t wait_gen(struct tw_team *t, uint32_t seen)
 
 static void *worker_main(void *p)
 {
-    pthread_once(&spin_once, spin_read_env);
-    struct worker_arg *a = p;
-    struct tw_team *t = a->t;
-    int id = a->id;
-    tw_free(a);
+    const struct slot *me = p;
+    struct tw_team *t = me->t;
+    int id = me->id;
     in_region = true; // a worker only ever runs inside regions
     uint32_t seen = 0;
     for (;;) {
@@ -176,7 +175,7 @@ static void team_destroy(struct tw_team *t)
     pthread_cond_destroy(&t->wake);
     pthread_mutex_destroy(&t->mu);
     pthread_mutex_destroy(&t->run_mu);
-    tw_free(t->slots_mem);
+    tw_free(t->slots);
     tw_free(t->threads);
     tw_free(t);
 }
@@ -194,31 +193,23 @@ int tw_team_new(int n, struct tw_team **out)
     if (!t)
         return tw_error_set(TW_ENOMEM, "team: out of memory");
     t->n = n;
-    t->threads = tw_calloc((size_t)n, sizeof *t->threads);
-    t->slots_mem = tw_calloc((size_t)n + 1, sizeof(struct slot));
-    if (!t->threads || !t->slots_mem) {
-        tw_free(t->threads);
-        tw_free(t->slots_mem);
-        tw_free(t);
-        return tw_error_set(TW_ENOMEM, "team: out of memory");
-    }
-    uintptr_t s = ((uintptr_t)t->slots_mem + LINE - 1) / LINE * LINE;
-    t->slots = (struct slot *)s;
     pthread_mutex_init(&t->run_mu, NULL);
     pthread_mutex_init(&t->mu, NULL);
     pthread_cond_init(&t->wake, NULL);
+    t->threads = tw_calloc((size_t)n, sizeof *t->threads);
+    t->slots = tw_calloc((size_t)n, sizeof *t->slots);
+    if (!t->threads || !t->slots) {
+        team_destroy(t);
+        return tw_error_set(TW_ENOMEM, "team: out of memory");
+    }
     for (int i = 1; i < n; i++) {
-        struct worker_arg *a = tw_malloc(sizeof *a);
-        if (a)
-            *a = (struct worker_arg){ t, i };
-        int rc = a ? pthread_create(&t->threads[i - 1], NULL, worker_main, a) : ENOMEM;
+        t->slots[i].id = i, t->slots[i].t = t;
+        int rc = pthread_create(&t->threads[i - 1], NULL, worker_main, &t->slots[i]);
         if (rc != 0) {
-            tw_free(a);
             stop_workers(t, i - 1);
             team_destroy(t);
-            return rc == ENOMEM ? tw_error_set(TW_ENOMEM, "team: out of memory")
-                                : tw_error_set(TW_EIO, "team: cannot start thread %d of %d: %s",
-                                               i + 1, n, strerror(rc));
+            return tw_error_set(TW_EIO, "team: cannot start thread %d of %d: %s", i + 1, n,
+                                strerror(rc));
         }
     }
     *out = t;
