@@ -20,6 +20,7 @@
 #include "tensor/cpu_gemm.h"
 #include "tensor/cpu_int.h"
 #include "tensor/cpu_qdot.h"
+#include "tensor/cpu_step.h"
 #include "tensor/team.h"
 
 // Batches of more activation rows than this go to sgemm.
@@ -64,146 +65,252 @@ static struct cpu_impl *impl(struct tw_backend *be)
 // one thread on the device's host).
 #define PACK_MIN_K 2048
 
-// What matmul_dot's threads share: the weights, their units' starts (a unit is per[i] rows of
-// weight i), the activations and their int8 forms.
+// A weight of a decode product: its rows, where its outputs go, and its units (per rows each,
+// from unit start on).
+struct dot_w {
+    const char *data;
+    size_t nb0; // bytes from one row to the next
+    int64_t N;
+    enum tw_dtype dtype;
+    const float *bias; // NULL: none
+    float *y;          // (T, N)
+    int per;
+    int64_t start;
+};
+
+// What a decode product writes: y = x w^T (each weight's own y), y += x w^T (one weight: a
+// residual added in place), or y = silu(x w0^T) * (x w1^T) (two weights of one shape, into
+// w[0].y).
+enum dot_out { OUT_SET, OUT_ADD, OUT_SWIGLU };
+
+// A decode product (T <= GEMM_MIN_ROWS rows) of up to eight weights of one input x: the
+// threads share out units of weight rows. x is prepared first (an RMSNorm folded in, int8
+// blocks for block-quantised weights, packed groups at one row), each thread its own copy at
+// a small x (no barrier), else a share of one copy.
 struct dot_job {
     const struct cpu_impl *im;
-    struct tw_tensor *const *ys;
-    const struct tw_tensor *const *ws, *const *biases;
+    int n;
+    enum dot_out out;
+    struct dot_w w[8];
+    const float *x;
+    const float *norm; // a prenorm's K weights, or NULL
+    float eps;
     int64_t T, K, kb, total;
-    int64_t start[9];
-    int per[8];
+    int64_t piece; // elements of x a preparing thread takes at a time (a row's divisor)
+    bool quant, pack, par, own;
+    size_t xs_bytes, xq_bytes, xk_bytes; // the prepared parts' bytes
+};
+
+// The activations as the kernels read them.
+struct acts {
     const float *xs;
     const struct tw_q8_act *xq;
     const struct tw_q8k_act *xk;
 };
 
-// Units [g0, g1) of j.
-static void dot_units(const struct dot_job *j, int64_t g0, int64_t g1)
+// 1 / sqrt(mean(x^2) + eps) over x's K values (the reference's, in double, eight sums at a
+// time).
+static float rms_inv(const float *x, int64_t K, float eps)
+{
+    double s[8] = { 0 }, ss = 0;
+    int64_t i = 0;
+    for (; i + 8 <= K; i += 8)
+        for (int l = 0; l < 8; l++)
+            s[l] += (double)x[i + l] * x[i + l];
+    for (; i < K; i++)
+        ss += (double)x[i] * x[i];
+    for (int l = 0; l < 8; l++)
+        ss += s[l];
+    return (float)(1.0 / sqrt(ss / (double)K + eps));
+}
+
+static struct acts acts_in(const struct dot_job *j, char *buf)
+{
+    return (struct acts){
+        .xs = j->norm ? (const float *)buf : j->x,
+        .xq = j->quant ? (const struct tw_q8_act *)(buf + j->xs_bytes) : NULL,
+        .xk = j->pack ? (const struct tw_q8k_act *)(buf + j->xs_bytes + j->xq_bytes) : NULL,
+    };
+}
+
+// Pieces [p0, p1) of j's activations (piece p: row p / (K / piece)) prepared into buf.
+static void prep(const struct dot_job *j, int64_t p0, int64_t p1, char *buf)
+{
+    int64_t K = j->K, per_row = K / j->piece, row = -1;
+    float *xs = (float *)buf, inv = 1;
+    struct tw_q8_act *xq = (struct tw_q8_act *)(buf + j->xs_bytes);
+    struct tw_q8k_act *xk = (struct tw_q8k_act *)(buf + j->xs_bytes + j->xq_bytes);
+    for (int64_t p = p0; p < p1; p++) {
+        int64_t t = p / per_row, e = p % per_row * j->piece;
+        const float *src = j->x + t * K + e;
+        if (j->norm) {
+            if (t != row)
+                inv = rms_inv(j->x + t * K, K, j->eps), row = t;
+            float *d = xs + t * K + e;
+            for (int64_t i = 0; i < j->piece; i++)
+                d[i] = src[i] * inv * j->norm[e + i];
+            src = d;
+        }
+        if (!j->quant)
+            continue;
+        struct tw_q8_act *q = xq + t * j->kb + e / TW_QK8_ACT;
+        j->im->quantize(src, (size_t)j->piece, q);
+        if (j->pack) // one row; pieces of TW_QK_K
+            tw_q8k_act_pack(q, (size_t)j->piece, xk + e / TW_QK_K);
+    }
+}
+
+// Weight w's rows r .. r + nr - 1 against activation rows t0 .. t0 + nx - 1 (nr > 1 only at
+// nx = 1): out[k * nx + t].
+static void dot_block(const struct dot_job *j, const struct acts *a, const struct dot_w *w,
+                      int64_t r, int nr, int64_t t0, int nx, float *out)
 {
     const struct cpu_impl *im = j->im;
-    int64_t T = j->T, K = j->K;
+    const void *row = w->data + (size_t)r * w->nb0;
+    size_t K = (size_t)j->K;
+    if (a->xk && im->qdot_k[w->dtype]) // (T == 1, one row a unit)
+        im->qdot_k[w->dtype](row, a->xk, K, out);
+    else if (nr > 1)
+        im->qdot_rows[w->dtype](row, w->nb0, nr, a->xq, K, out);
+    else if (a->xq && im->qdot[w->dtype])
+        im->qdot[w->dtype](row, a->xq + t0 * j->kb, (size_t)j->kb, nx, K, out);
+    else
+        im->dot[w->dtype](row, a->xs + t0 * j->K, K, nx, K, out);
+}
+
+// Units [g0, g1) of j.
+static void dot_units(const struct dot_job *j, const struct acts *a, int64_t g0, int64_t g1)
+{
+    int64_t T = j->T;
     for (int64_t g = g0; g < g1; g++) {
         int i = 0;
-        while (g >= j->start[i + 1])
+        while (j->out != OUT_SWIGLU && i + 1 < j->n && g >= j->w[i + 1].start)
             i++;
-        const struct tw_tensor *w = j->ws[i];
-        int64_t r = (g - j->start[i]) * j->per[i], N = w->ne[0];
-        int nr = N - r < j->per[i] ? (int)(N - r) : j->per[i];
-        const void *row = tw_tensor_row(w, r);
-        const float *b = j->biases && j->biases[i] ? f32(j->biases[i]) : NULL;
-        tw_qdot_fn qdot = j->xq ? im->qdot[w->dtype] : NULL;
-        tw_qdot_k_fn qdot_k = j->xk ? im->qdot_k[w->dtype] : NULL;
-        float *ys_i = f32(j->ys[i]);
-        float out[8];
-        if (qdot_k) { // T == 1
-            qdot_k(row, j->xk, (size_t)K, out);
-            ys_i[r] = b ? out[0] + b[r] : out[0];
-            continue;
-        }
-        if (j->per[i] > 1) { // T == 1: nr rows against the one activation row
-            im->qdot_rows[w->dtype](row, w->nb[0], nr, j->xq, (size_t)K, out);
-            for (int k = 0; k < nr; k++)
-                ys_i[r + k] = b ? out[k] + b[r + k] : out[k];
-            continue;
-        }
+        const struct dot_w *w = &j->w[i];
+        int64_t r = (g - w->start) * w->per, N = w->N;
+        int nr = N - r < w->per ? (int)(N - r) : w->per;
         for (int64_t t0 = 0; t0 < T; t0 += 8) {
-            int nx = T - t0 < 8 ? (int)(T - t0) : 8;
-            if (qdot)
-                qdot(row, j->xq + t0 * j->kb, (size_t)j->kb, nx, (size_t)K, out);
-            else
-                im->dot[w->dtype](row, j->xs + t0 * K, (size_t)K, nx, (size_t)K, out);
-            for (int k = 0; k < nx; k++)
-                ys_i[(t0 + k) * N + r] = b ? out[k] + b[r] : out[k];
+            int nx = T - t0 < 8 ? (int)(T - t0) : 8, m = nr * nx;
+            float out[8], up[8];
+            dot_block(j, a, w, r, nr, t0, nx, out);
+            if (w->bias)
+                for (int u = 0; u < m; u++)
+                    out[u] += w->bias[r + u / nx];
+            if (j->out == OUT_SWIGLU) {
+                dot_block(j, a, &j->w[1], r, nr, t0, nx, up);
+                if (j->w[1].bias)
+                    for (int u = 0; u < m; u++)
+                        up[u] += j->w[1].bias[r + u / nx];
+                j->im->swiglu(out, out, up, (size_t)m);
+            }
+            for (int u = 0; u < m; u++) {
+                float *y = w->y + (t0 + u % nx) * N + r + u / nx;
+                *y = j->out == OUT_ADD ? *y + out[u] : out[u];
+            }
         }
     }
 }
 
-static void dot_region(void *ctx, int id, int nt)
+static void dot_node(void *job, const struct cpu_run *run, int id, int nt)
 {
-    const struct dot_job *j = ctx;
+    const struct dot_job *j = job;
+    if (!j->par) {
+        if (id != 0)
+            return;
+        nt = 1;
+    }
+    char *buf = j->own ? run->mine : run->shared;
+    if (j->norm || j->quant) {
+        int64_t pieces = j->T * (j->K / j->piece), p0 = 0, p1 = pieces;
+        if (!j->own)
+            tw_team_range(pieces, id, nt, &p0, &p1);
+        prep(j, p0, p1, buf);
+        if (!j->own)
+            cpu_barrier(run, nt);
+    }
+    struct acts a = acts_in(j, buf);
     int64_t g0, g1;
     tw_team_range(j->total, id, nt, &g0, &g1);
-    dot_units(j, g0, g1);
+    dot_units(j, &a, g0, g1);
 }
 
-// ys[i] (T, N_i) for T <= GEMM_MIN_ROWS, for n weights of the same input: the threads share
-// out the rows of all of them (one region), and each weight row is streamed once against up
-// to 8 activation rows at a time. Block-quantised weights (q8_0, q4_0, q4_K, q6_K) meet the
-// activations quantised once to int8 blocks (cpu_qdot.h), as llama.cpp does: integer dot
-// products keep the decode memory-bound where float decoding would not. For one activation
-// row, the dtypes with a multi-row kernel (tw_qdot_rows_fn) go TW_QDOT_ROWS weight rows a
-// call: the threads share out units of that many rows.
+// Each thread prepares its own copy of x up to this many values (about a barrier's time).
+#define OWN_MAX 2048
+
+// The decode product of n (<= 8) weights ws against x (T <= GEMM_MIN_ROWS rows), writing as
+// out says, an RMSNorm (weights norm, NULL: none) folded in. Block-quantised weights (q8_0,
+// q4_0, q4_K, q6_K) meet the activations quantised to int8 blocks (cpu_qdot.h), as
+// llama.cpp does: integer dot products keep the decode memory-bound where float decoding
+// would not; at one row of K >= PACK_MIN_K, Q4_K, Q4_0 and Q8_0 read them packed
+// (tw_q8k_act); the dtypes with a multi-row kernel (tw_qdot_rows_fn) go TW_QDOT_ROWS weight
+// rows a call.
 static void matmul_dot(struct tw_backend *be, int n, struct tw_tensor *const *ys,
                        const struct tw_tensor *x, const struct tw_tensor *const *ws,
-                       const struct tw_tensor *const *biases)
+                       const struct tw_tensor *const *biases, enum dot_out out,
+                       const struct tw_prenorm *pn)
 {
     struct cpu_impl *im = impl(be);
-    struct dot_job j = { .im = im, .ys = ys, .ws = ws, .biases = biases };
+    struct dot_job j = { .im = im, .n = n, .out = out, .x = f32(x) };
     int64_t T = j.T = tw_tensor_nrows(x), K = j.K = ws[0]->ne[1], work = 0;
     bool any_q = false, any_k = false;
-    assert(n >= 1 && n <= 8);
+    assert(n >= 1 && n <= 8 && (out != OUT_SWIGLU || n == 2) && (out != OUT_ADD || n == 1));
     for (int i = 0; i < n; i++) {
         any_q |= im->qdot[ws[i]->dtype] != NULL;
         any_k |= im->qdot_k[ws[i]->dtype] != NULL;
     }
-    j.xs = f32(x);
-    // K is a multiple of 32 wherever a block dtype is in ws (its rows are whole blocks). At one
-    // activation row of K >= PACK_MIN_K, Q4_K, Q4_0 and Q8_0 read it packed (tw_q8k_act) after
-    // the blocks, in the same allocation.
-    int64_t kb = j.kb = K / TW_QK8_ACT;
-    size_t q_bytes = (size_t)(T * kb) * sizeof(struct tw_q8_act);
-    bool pack = any_k && T == 1 && K % TW_QK_K == 0 && K >= PACK_MIN_K;
-    struct tw_q8_act *xq = NULL;
-    struct tw_q8k_act *xk = NULL;
-    if (any_q && K % TW_QK8_ACT == 0)
-        xq = tw_malloc(q_bytes + (pack ? (size_t)(K / TW_QK_K) * sizeof *xk : 0));
-    if (xq) { // else the float kernels do the work
-        for (int64_t t = 0; t < T; t++)
-            im->quantize(j.xs + t * K, (size_t)K, xq + t * kb);
-        if (pack)
-            tw_q8k_act_pack(xq, (size_t)K, xk = (struct tw_q8k_act *)((char *)xq + q_bytes));
-    }
-    j.xq = xq, j.xk = xk;
+    if (pn)
+        j.norm = f32(pn->w), j.eps = pn->eps;
+    // K is a multiple of 32 wherever a block dtype is in ws (its rows are whole blocks)
+    j.kb = K / TW_QK8_ACT;
+    j.quant = any_q && K % TW_QK8_ACT == 0;
+    j.pack = j.quant && any_k && T == 1 && K % TW_QK_K == 0 && K >= PACK_MIN_K;
+    j.piece = j.pack ? TW_QK_K : j.quant ? TW_QK8_ACT : K;
+    j.xs_bytes = j.norm ? (size_t)(T * K) * sizeof(float) : 0;
+    j.xq_bytes = j.quant ? (size_t)(T * j.kb) * sizeof(struct tw_q8_act) : 0;
+    j.xk_bytes = j.pack ? (size_t)(K / TW_QK_K) * sizeof(struct tw_q8k_act) : 0;
+    j.xs_bytes = (j.xs_bytes + 63) / 64 * 64, j.xq_bytes = (j.xq_bytes + 63) / 64 * 64;
     for (int i = 0; i < n; i++) {
-        bool packed = xk && im->qdot_k[ws[i]->dtype];
-        j.per[i] = xq && T == 1 && !packed && im->qdot_rows[ws[i]->dtype] ? TW_QDOT_ROWS : 1;
-        j.start[i] = j.total;
-        j.total += (ws[i]->ne[0] + j.per[i] - 1) / j.per[i];
-        work += ws[i]->ne[0] * K * T;
+        const struct tw_tensor *w = ws[i];
+        bool packed = j.pack && im->qdot_k[w->dtype];
+        j.w[i] = (struct dot_w){
+            .data = w->data,
+            .nb0 = w->nb[0],
+            .N = w->ne[0],
+            .dtype = w->dtype,
+            .bias = biases && biases[i] ? f32(biases[i]) : NULL,
+            .y = f32(ys[i]),
+            .per = j.quant && T == 1 && !packed && im->qdot_rows[w->dtype] ? TW_QDOT_ROWS : 1,
+        };
+        work += w->ne[0] * K * T;
     }
-    j.start[n] = j.total;
+    if (out == OUT_SWIGLU) { // units of both weights' rows alike
+        j.w[0].per = j.w[1].per = j.w[0].per < j.w[1].per ? j.w[0].per : j.w[1].per;
+        j.w[1].y = NULL;
+        j.total = (j.w[0].N + j.w[0].per - 1) / j.w[0].per;
+    } else {
+        for (int i = 0; i < n; i++) {
+            j.w[i].start = j.total;
+            j.total += (j.w[i].N + j.w[i].per - 1) / j.w[i].per;
+        }
+    }
+    j.par = work >= PAR_MIN;
+    j.own = T * K <= OWN_MAX;
+    size_t bytes = j.xs_bytes + j.xq_bytes + j.xk_bytes;
     // a quarter: a cloud VM's last-level cache is shared with other tenants, so a model of a
     // third of it (SmolLM2 in q8_0, 145 MB, on the development VM's 480 MB) does not stay
     // there from one token to the next (docs/perf.md: +10-18 % with the far prefetch)
     tw_dot_stream_set(be->stream_bytes > im->llc / 4);
-    tw_team_run(work >= PAR_MIN ? im->team : NULL, dot_region, &j);
-    tw_free(xq);
+    cpu_exec(be, im->team, dot_node, &j, sizeof j, j.own ? 0 : bytes, j.own ? bytes : 0, j.par);
 }
 
 struct gemm_job {
     const struct cpu_impl *im;
-    struct tw_tensor *y;
-    const struct tw_tensor *x, *w, *bias;
+    struct tw_tensor w;
+    float *y;
+    const float *x, *bias;
     int64_t T, K, N;
-    void *xp;   // x packed for the bf16 kernel
-    size_t ldw; // its elements from one weight row to the next
+    size_t ldw; // the bf16 kernel's elements from one weight row to the next
 };
-
-// The job of y = x w^T (+ bias) on im's team.
-static struct gemm_job gemm_job_of(struct cpu_impl *im, struct tw_tensor *y,
-                                   const struct tw_tensor *x, const struct tw_tensor *w,
-                                   const struct tw_tensor *bias)
-{
-    return (struct gemm_job){ .im = im,
-                              .y = y,
-                              .x = x,
-                              .w = w,
-                              .bias = bias,
-                              .T = tw_tensor_nrows(x),
-                              .K = w->ne[1],
-                              .N = w->ne[0] };
-}
 
 // Thread id's slice [*n0, *n1) of N output columns: whole pieces of 16 (the kernels' width).
 static void gemm_slice(int64_t N, int id, int nt, int64_t *n0, int64_t *n1)
@@ -219,99 +326,170 @@ static void add_bias(const struct gemm_job *j, int64_t n0, int64_t n1)
     if (j->bias)
         for (int64_t t = 0; t < j->T; t++)
             for (int64_t n = n0; n < n1; n++)
-                f32(j->y)[t * j->N + n] += f32(j->bias)[n];
+                j->y[t * j->N + n] += j->bias[n];
 }
 
-static void gemm_bf16_region(void *ctx, int id, int nt)
+// x rounded to bf16 and packed once (the threads share the work, into the shared scratch),
+// then each thread runs cpu_gemm.h's kernel on its slice of the output columns.
+static void gemm_bf16_node(void *job, const struct cpu_run *run, int id, int nt)
 {
-    const struct gemm_job *j = ctx;
-    tw_gemm_bf16_pack_x(f32(j->x), j->T, j->K, j->xp, id, nt);
-    tw_team_barrier(j->im->team, nt);
+    const struct gemm_job *j = job;
+    tw_gemm_bf16_pack_x(j->x, j->T, j->K, run->shared, id, nt);
+    cpu_barrier(run, nt);
     int64_t n0, n1;
     gemm_slice(j->N, id, nt, &n0, &n1);
     float *tile = j->im->tiles + (size_t)id * (TILE_BYTES / sizeof(float));
     if (n0 < n1)
-        tw_gemm_bf16(j->xp, j->T, j->K, tw_tensor_row(j->w, n0), j->ldw, n1 - n0, f32(j->y) + n0,
+        tw_gemm_bf16(run->shared, j->T, j->K, tw_tensor_row(&j->w, n0), j->ldw, n1 - n0, j->y + n0,
                      (size_t)j->N, tile);
     add_bias(j, n0, n1);
 }
 
-// matmul_gemm for bf16 weights on a CPU with AVX-512 BF16, without dequantising them: x is
-// rounded to bf16 and packed once (the threads share the work), then each thread runs
-// cpu_gemm.h's kernel on its slice of the output columns (matmul_gemm's split). Returns false,
-// having done nothing, when the packed x finds no memory.
-static bool matmul_gemm_bf16(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
-                             const struct tw_tensor *w, const struct tw_tensor *bias)
+static void gemm_node(void *job, const struct cpu_run *run, int id, int nt)
 {
-    struct cpu_impl *im = impl(be);
-    struct gemm_job j = gemm_job_of(im, y, x, w, bias);
-    j.xp = tw_malloc(tw_gemm_bf16_packed_bytes(j.T, j.K));
-    if (!j.xp)
-        return false;
-    j.ldw = j.N > 1 ? (size_t)((char *)tw_tensor_row(w, 1) - (char *)tw_tensor_row(w, 0)) / 2
-                    : (size_t)j.K;
-    tw_team_run(im->team, gemm_bf16_region, &j);
-    tw_free(j.xp);
-    return true;
-}
-
-static void gemm_region(void *ctx, int id, int nt)
-{
-    const struct gemm_job *j = ctx;
+    const struct gemm_job *j = job;
+    (void)run;
     int64_t K = j->K, n0, n1;
     int64_t rows = (int64_t)(TILE_BYTES / sizeof(float)) / K;
-    bool direct = j->w->dtype == TW_DTYPE_F32 && tw_tensor_is_contiguous(j->w);
+    bool direct = j->w.dtype == TW_DTYPE_F32 && tw_tensor_is_contiguous(&j->w);
     gemm_slice(j->N, id, nt, &n0, &n1);
     float *tile = j->im->tiles + (size_t)id * (TILE_BYTES / sizeof(float));
     for (int64_t r0 = n0; r0 < n1; r0 += rows) {
         int64_t nr = n1 - r0 < rows ? n1 - r0 : rows;
         const float *wt = tile;
         if (direct)
-            wt = (const float *)tw_tensor_row(j->w, r0);
+            wt = (const float *)tw_tensor_row(&j->w, r0);
         else
             for (int64_t r = 0; r < nr; r++)
-                tw_dequantize_row(j->w->dtype, tw_tensor_row(j->w, r0 + r), tile + r * K,
+                tw_dequantize_row(j->w.dtype, tw_tensor_row(&j->w, r0 + r), tile + r * K,
                                   (size_t)K);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)j->T, (int)nr, (int)K, 1.0f,
-                    f32(j->x), (int)K, wt, (int)K, 0.0f, f32(j->y) + r0, (int)j->N);
+                    j->x, (int)K, wt, (int)K, 0.0f, j->y + r0, (int)j->N);
         add_bias(j, r0, r0 + nr);
     }
 }
 
-// y (T, N) for larger T: each thread takes a slice of the weight rows (output columns),
-// dequantises it a tile at a time into its own buffer and runs a single-threaded sgemm on it
-// (OpenBLAS' own threads stay off: they would fight the team for the cores). bf16
-// weights go to matmul_gemm_bf16 where the CPU has AVX-512 BF16, unless the environment
-// variable TWIN_NO_BF16_GEMM=1 (read once) turns that off, for comparison.
+// y (T, N) = x w^T (+ bias) for larger T: each thread takes a slice of the weight rows
+// (output columns), dequantises it a tile at a time into its own buffer and runs a
+// single-threaded sgemm on it (OpenBLAS' own threads stay off: they would fight the team for
+// the cores). bf16 weights go to cpu_gemm.h's kernel where the CPU has AVX-512 BF16
+// (without dequantising them), unless the environment variable TWIN_NO_BF16_GEMM=1 (read
+// once) turns that off, for comparison.
 static void matmul_gemm(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
                         const struct tw_tensor *w, const struct tw_tensor *bias)
 {
     struct cpu_impl *im = impl(be);
-    if (im->gemm_bf16 && w->dtype == TW_DTYPE_BF16 && matmul_gemm_bf16(be, y, x, w, bias))
-        return;
+    struct gemm_job j = { .im = im,
+                          .w = *w,
+                          .y = f32(y),
+                          .x = f32(x),
+                          .bias = bias ? f32(bias) : NULL,
+                          .T = tw_tensor_nrows(x),
+                          .K = w->ne[1],
+                          .N = w->ne[0] };
+    if (im->gemm_bf16 && w->dtype == TW_DTYPE_BF16) {
+        j.ldw = j.N > 1 ? (size_t)((char *)tw_tensor_row(w, 1) - (char *)tw_tensor_row(w, 0)) / 2
+                        : (size_t)j.K;
+        if (cpu_exec(be, im->team, gemm_bf16_node, &j, sizeof j,
+                     tw_gemm_bf16_packed_bytes(j.T, j.K), 0, true))
+            return;
+    }
     assert(TILE_BYTES / sizeof(float) / (size_t)w->ne[1] > 0);
-    struct gemm_job j = gemm_job_of(im, y, x, w, bias);
-    tw_team_run(im->team, gemm_region, &j);
+    cpu_exec(be, im->team, gemm_node, &j, sizeof j, 0, 0, true);
 }
+
+// Whether a product of x (against weights of K columns) goes to sgemm.
+static bool gemm_rows(const struct tw_tensor *x, int64_t K)
+{
+    return tw_tensor_nrows(x) > GEMM_MIN_ROWS && K * (int64_t)sizeof(float) <= TILE_BYTES;
+}
+
+enum rows_op { ROWS_RMSNORM, ROWS_SWIGLU, ROWS_ADD };
+static void rows_op(struct tw_backend *be, enum rows_op op, struct tw_tensor *y,
+                    const struct tw_tensor *a, const struct tw_tensor *b, float eps);
 
 static void cpu_matmul_n(struct tw_backend *be, int n, struct tw_tensor *const *ys,
                          const struct tw_tensor *x, const struct tw_tensor *const *ws,
                          const struct tw_tensor *const *biases)
 {
-    int64_t K = ws[0]->ne[1];
-    if (tw_tensor_nrows(x) > GEMM_MIN_ROWS && K * (int64_t)sizeof(float) <= TILE_BYTES) {
+    if (gemm_rows(x, ws[0]->ne[1])) {
         for (int i = 0; i < n; i++)
             matmul_gemm(be, ys[i], x, ws[i], biases ? biases[i] : NULL);
         return;
     }
     for (int i0 = 0; i0 < n; i0 += 8)
-        matmul_dot(be, n - i0 < 8 ? n - i0 : 8, ys + i0, x, ws + i0, biases ? biases + i0 : NULL);
+        matmul_dot(be, n - i0 < 8 ? n - i0 : 8, ys + i0, x, ws + i0, biases ? biases + i0 : NULL,
+                   OUT_SET, NULL);
 }
 
 static void cpu_matmul(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
                        const struct tw_tensor *w, const struct tw_tensor *bias)
 {
     cpu_matmul_n(be, 1, &y, x, &w, &bias);
+}
+
+// The products of a normalised x: the norm folded into the decode product's preparation of
+// x (the sum of squares once per row), or written to pn->xn for sgemm.
+static void cpu_norm_matmul_n(struct tw_backend *be, int n, struct tw_tensor *const *ys,
+                              const struct tw_tensor *x, const struct tw_tensor *const *ws,
+                              const struct tw_tensor *const *biases, const struct tw_prenorm *pn)
+{
+    if (gemm_rows(x, ws[0]->ne[1]) || n > 8) {
+        rows_op(be, ROWS_RMSNORM, pn->xn, x, pn->w, pn->eps);
+        cpu_matmul_n(be, n, ys, pn->xn, ws, biases);
+        return;
+    }
+    matmul_dot(be, n, ys, x, ws, biases, OUT_SET, pn);
+}
+
+// y += x w^T (+ bias): decoding, the residual added as each output is written; else through
+// tmp.
+static void cpu_matmul_add(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                           const struct tw_tensor *w, const struct tw_tensor *bias,
+                           struct tw_tensor *tmp)
+{
+    if (gemm_rows(x, w->ne[1])) {
+        matmul_gemm(be, tmp, x, w, bias);
+        rows_op(be, ROWS_ADD, y, y, tmp, 0);
+        return;
+    }
+    matmul_dot(be, 1, &y, x, &w, &bias, OUT_ADD, NULL);
+}
+
+// y = silu(x wg^T) * (x wu^T) of x, normalised first with pn: decoding, a unit's gate and up
+// rows together and SwiGLU as they are written; else the up projection through tmp.
+static void norm_swiglu(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                        const struct tw_tensor *wg, const struct tw_tensor *wu,
+                        struct tw_tensor *tmp, const struct tw_prenorm *pn)
+{
+    if (gemm_rows(x, wg->ne[1])) {
+        if (pn) {
+            rows_op(be, ROWS_RMSNORM, pn->xn, x, pn->w, pn->eps);
+            x = pn->xn;
+        }
+        matmul_gemm(be, y, x, wg, NULL);
+        matmul_gemm(be, tmp, x, wu, NULL);
+        rows_op(be, ROWS_SWIGLU, y, y, tmp, 0);
+        return;
+    }
+    struct tw_tensor *ys[2] = { y, tmp };
+    const struct tw_tensor *ws[2] = { wg, wu };
+    matmul_dot(be, 2, ys, x, ws, NULL, OUT_SWIGLU, pn);
+}
+
+static void cpu_matmul_swiglu(struct tw_backend *be, struct tw_tensor *y,
+                              const struct tw_tensor *x, const struct tw_tensor *wg,
+                              const struct tw_tensor *wu, struct tw_tensor *tmp)
+{
+    norm_swiglu(be, y, x, wg, wu, tmp, NULL);
+}
+
+static void cpu_norm_matmul_swiglu(struct tw_backend *be, struct tw_tensor *y,
+                                   const struct tw_tensor *x, const struct tw_tensor *wg,
+                                   const struct tw_tensor *wu, struct tw_tensor *tmp,
+                                   const struct tw_prenorm *pn)
+{
+    norm_swiglu(be, y, x, wg, wu, tmp, pn);
 }
 
 // Query rows t0 .. t0 + nt - 1 of head h against their keys, as two sgemms (the prefill
@@ -357,7 +535,6 @@ struct row_keys {
     struct tw_kv_map map;
     int64_t lo, hi;
 };
-typedef void (*row_keys_fn)(const void *ctx, int64_t t, struct row_keys *rk);
 
 // How many parts to split each decode row's keys (at most S) into: with fewer (row, key-value
 // head) pairs than threads, enough parts for every thread (flash-decoding's split), each of at
@@ -395,131 +572,129 @@ static void merge_parts(const float *part, const float *lse, int64_t P, int64_t 
         out[d] /= den;
 }
 
+// The decode rows' attention: T rows of q, their keys in one sequence's cache (k, v: S rows
+// in order) or in several sequences' (seqs, and seq_of: each row's), P parts a row's keys.
 struct attn_job {
     const struct cpu_impl *im;
-    struct tw_tensor *out;
-    const struct tw_tensor *q;
-    const struct tw_attn *a;
-    row_keys_fn keys_of;
-    const void *ctx;
+    float *out;
+    const float *q;
+    struct tw_attn a;
     int64_t T, P;
-    float *part, *lse;
+    const float *k, *v;
+    int64_t S;
+    const struct tw_attn_seq *seqs;
+    const int32_t *seq_of;
+    int shift; // log2 of a->page
+    bool par;
     _Atomic int64_t next; // the next item handed out (dynamic sharing)
 };
 
-// Item u of the decode rows' attention: part p of (row t, key-value head kvh)'s keys.
-static void attn_item(const struct attn_job *j, int64_t u)
+static void keys_of(const struct attn_job *j, int64_t t, struct row_keys *rk)
 {
-    const struct tw_attn *a = j->a;
+    const struct tw_attn *a = &j->a;
+    int64_t stride = (int64_t)a->n_head_kv * a->head_dim;
+    if (!j->seqs) {
+        rk->k = j->k, rk->v = j->v;
+        rk->map = (struct tw_kv_map){ .stride = stride };
+        tw_attn_range(a, a->n_past + t, j->S, &rk->lo, &rk->hi);
+        return;
+    }
+    const struct tw_attn_seq *s = &j->seqs[j->seq_of[t]];
+    rk->k = s->k, rk->v = s->v;
+    rk->map = (struct tw_kv_map){ stride, s->pages, j->shift };
+    tw_attn_range(a, s->n_past + (t - s->row0), (int64_t)s->n_past + s->n_rows, &rk->lo, &rk->hi);
+}
+
+// Item u of the decode rows' attention: part p of (row t, key-value head kvh)'s keys, into
+// part and lse when the keys are split.
+static void attn_item(const struct attn_job *j, float *part, float *lse, int64_t u)
+{
+    const struct tw_attn *a = &j->a;
     int64_t H = a->n_head, D = a->head_dim, Hkv = a->n_head_kv, group = H / Hkv, T = j->T;
     int64_t p = u % j->P, kvh = u / j->P % Hkv, t = u / j->P / Hkv;
     struct row_keys rk;
-    j->keys_of(j->ctx, t, &rk);
+    keys_of(j, t, &rk);
     int64_t h = kvh * group, i = (p * T + t) * H + h;
     int64_t p0 = rk.lo + (rk.hi - rk.lo) * p / j->P;
     int64_t p1 = rk.lo + (rk.hi - rk.lo) * (p + 1) / j->P;
     if (p0 == p1) { // (a part of none of a short window's keys)
         for (int64_t g = 0; g < group; g++)
-            j->lse[i + g] = -INFINITY;
+            lse[i + g] = -INFINITY;
         return;
     }
-    tw_attend_group(j->im->attend, j->im->isa, f32(j->q) + (t * H + h) * D, rk.k + kvh * D,
+    tw_attend_group(j->im->attend, j->im->isa, j->q + (t * H + h) * D, rk.k + kvh * D,
                     rk.v + kvh * D, &rk.map, p0, p1, D, (int)group, a->scale,
-                    j->part ? j->part + i * D : f32(j->out) + (t * H + h) * D,
-                    j->part ? j->lse + i : NULL);
+                    part ? part + i * D : j->out + (t * H + h) * D, part ? lse + i : NULL);
 }
 
 // One row's items (a decode step of one sequence) are alike: a share of them each; rows of
-// several sequences differ in keys: handed out one at a time. Then the parts are merged.
-static void attn_region(void *ctx, int id, int nt)
+// several sequences differ in keys: handed out one at a time. Then the parts (in the shared
+// scratch) are merged.
+static void attn_node(void *job, const struct cpu_run *run, int id, int nt)
 {
-    struct attn_job *j = ctx;
-    int64_t TH = j->T * j->a->n_head, items = j->T * j->a->n_head_kv * j->P, lo, hi;
+    struct attn_job *j = job;
+    if (!j->par) {
+        if (id != 0)
+            return;
+        nt = 1;
+    }
+    int64_t TH = j->T * j->a.n_head, items = j->T * j->a.n_head_kv * j->P, lo, hi;
+    float *part = j->P > 1 ? (float *)run->shared : NULL;
+    float *lse = part ? part + j->P * TH * j->a.head_dim : NULL;
     if (j->T == 1) {
         tw_team_range(items, id, nt, &lo, &hi);
         for (int64_t u = lo; u < hi; u++)
-            attn_item(j, u);
+            attn_item(j, part, lse, u);
     } else {
         for (int64_t u;
              (u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < items;)
-            attn_item(j, u);
+            attn_item(j, part, lse, u);
     }
-    if (!j->part)
+    if (!part)
         return;
-    tw_team_barrier(j->im->team, nt);
+    cpu_barrier(run, nt);
     tw_team_range(TH, id, nt, &lo, &hi);
     for (int64_t th = lo; th < hi; th++)
-        merge_parts(j->part, j->lse, j->P, TH, th, j->a->head_dim,
-                    f32(j->out) + th * j->a->head_dim);
+        merge_parts(part, lse, j->P, TH, th, j->a.head_dim, j->out + th * j->a.head_dim);
 }
 
-// The decode rows of q (T rows of H heads) into out, each row's keys where keys_of says:
-// (row, key-value head) pairs shared out in one region from `work` (rows x heads x keys x D)
-// of PAR_MIN up, or split over their keys (key_parts; S: the most keys a row has): part p of
-// row t's keys for head h gives an output (part, rows (p, t, h) of D) and its softmax's
-// log-sum (lse, (p, t, h)), merged by those sums in the same region.
-static void decode_attention(struct tw_backend *be, struct tw_tensor *out,
-                             const struct tw_tensor *q, const struct tw_attn *a, int64_t S,
-                             int64_t work, row_keys_fn keys_of, const void *ctx)
+// The decode rows of q (its first T rows, of H heads) into out, their keys where j says: (row,
+// key-value head) pairs shared out in one region from `work` (rows x heads x keys x D) of PAR_MIN
+// up, or split over their keys (key_parts; S: the most keys a row has): part p of row t's keys for
+// head h gives an output (part, rows (p, t, h) of D) and its softmax's log-sum (lse, (p, t,
+// h)), merged by those sums in the same region.
+static void decode_attention(struct tw_backend *be, struct attn_job *j, struct tw_tensor *out,
+                             const struct tw_tensor *q, int64_t T, const struct tw_attn *a,
+                             int64_t S, int64_t work)
 {
-    struct cpu_impl *im = impl(be);
-    int64_t T = q->ne[0], H = a->n_head, D = a->head_dim;
-    int64_t P = key_parts(be, T * a->n_head_kv, S, work);
-    // the parts in the threads' tiles (free while this runs) where they fit, as a rule (a few
-    // decode rows); else their own allocation
-    size_t n_part = (size_t)(P * T * H * (D + 1));
-    bool in_tiles = n_part * sizeof(float) <= (size_t)be->n_threads * TILE_BYTES;
-    float *part = P <= 1 ? NULL : in_tiles ? im->tiles : tw_malloc_array(n_part, sizeof(float));
-    P = part ? P : 1;
-    struct attn_job j = { .im = im,
-                          .out = out,
-                          .q = q,
-                          .a = a,
-                          .keys_of = keys_of,
-                          .ctx = ctx,
-                          .T = T,
-                          .P = P,
-                          .part = part,
-                          .lse = part ? part + P * T * H * D : NULL };
-    tw_team_run(work >= PAR_MIN || P > 1 ? im->team : NULL, attn_region, &j);
-    if (part != im->tiles)
-        tw_free(part);
-}
-
-struct one_seq {
-    const struct tw_tensor *k, *v;
-    const struct tw_attn *a;
-};
-
-static void one_seq_keys(const void *ctx, int64_t t, struct row_keys *rk)
-{
-    const struct one_seq *c = ctx;
-    int64_t S = c->k->ne[0];
-    rk->k = f32(c->k), rk->v = f32(c->v);
-    rk->map = (struct tw_kv_map){ .stride = c->a->n_head_kv * c->a->head_dim };
-    tw_attn_range(c->a, c->a->n_past + t, S, &rk->lo, &rk->hi);
+    int64_t H = a->n_head, D = a->head_dim;
+    j->im = impl(be);
+    j->out = f32(out), j->q = f32(q), j->a = *a, j->T = T;
+    j->P = key_parts(be, T * a->n_head_kv, S, work);
+    j->par = work >= PAR_MIN || j->P > 1;
+    size_t parts = j->P > 1 ? (size_t)(j->P * T * H * (D + 1)) * sizeof(float) : 0;
+    cpu_exec(be, j->im->team, attn_node, j, sizeof *j, parts, 0, j->par);
 }
 
 // The prefill's attention blocks (attend_block), (head, block of rows) handed out one at a
 // time; each thread's scores in its tile.
 struct block_job {
     float *tiles;
-    const struct tw_tensor *q, *k, *v;
-    const struct tw_attn *a;
-    struct tw_tensor *out;
+    struct tw_tensor q, k, v, out;
+    struct tw_attn a;
     int64_t T, bt, nb;
     _Atomic int64_t next;
 };
 
-static void block_region(void *ctx, int id, int nt)
+static void block_node(void *job, const struct cpu_run *run, int id, int nt)
 {
-    struct block_job *j = ctx;
-    (void)nt;
+    struct block_job *j = job;
+    (void)run, (void)nt;
     float *scratch = j->tiles + (size_t)id * (TILE_BYTES / sizeof(float));
     for (int64_t u; (u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) <
-                    j->a->n_head * j->nb;) {
+                    j->a.n_head * j->nb;) {
         int64_t h = u / j->nb, t0 = u % j->nb * j->bt, n = j->T - t0 < j->bt ? j->T - t0 : j->bt;
-        attend_block(j->q, j->k, j->v, j->a, h, t0, n, scratch, j->out);
+        attend_block(&j->q, &j->k, &j->v, &j->a, h, t0, n, scratch, &j->out);
     }
 }
 
@@ -533,69 +708,117 @@ static void cpu_attention(struct tw_backend *be, struct tw_tensor *out, const st
     bt = bt > 64 ? 64 : bt;
     if (T > GEMM_MIN_ROWS && bt >= GEMM_MIN_ROWS) {
         struct block_job j = { .tiles = impl(be)->tiles,
-                               .q = q,
-                               .k = k,
-                               .v = v,
-                               .a = a,
-                               .out = out,
+                               .q = *q,
+                               .k = *k,
+                               .v = *v,
+                               .out = *out,
+                               .a = *a,
                                .T = T,
                                .bt = bt,
                                .nb = (T + bt - 1) / bt };
-        tw_team_run(impl(be)->team, block_region, &j);
+        cpu_exec(be, impl(be)->team, block_node, &j, sizeof j, 0, 0, true);
         return;
     }
-    struct one_seq c = { k, v, a };
-    decode_attention(be, out, q, a, S, T * H * S * D, one_seq_keys, &c);
+    struct attn_job j = { .k = f32(k), .v = f32(v), .S = S };
+    decode_attention(be, &j, out, q, T, a, S, T * H * S * D);
 }
 
-struct many_seqs {
-    const struct tw_attn_seq *seqs;
-    const int32_t *seq_of;
-    const struct tw_attn *a;
-    int shift;
+// n bytes for an op's arrays: the recorded step's memory (kept until it has run; *own false),
+// or the heap's (*own: the caller frees them).
+static void *op_mem(struct tw_backend *be, size_t n, bool *own)
+{
+    struct cpu_step *s = cpu_step_of(be);
+    *own = !s;
+    return s ? cpu_step_alloc(s, n) : tw_malloc(n);
+}
+
+// A paged sequence's cache rows 0 .. S - 1 gathered in order into dst: keys, then values.
+struct gather_job {
+    const float *k, *v;
+    const int32_t *pages;
+    int64_t S, page, row; // row: floats a cache row
+    float *dst;
 };
 
-static void many_seqs_keys(const void *ctx, int64_t t, struct row_keys *rk)
+static void gather_node(void *job, const struct cpu_run *run, int id, int nt)
 {
-    const struct many_seqs *c = ctx;
-    const struct tw_attn_seq *s = &c->seqs[c->seq_of[t]];
-    rk->k = s->k, rk->v = s->v;
-    rk->map = (struct tw_kv_map){ c->a->n_head_kv * c->a->head_dim, s->pages, c->shift };
-    tw_attn_range(c->a, s->n_past + (t - s->row0), (int64_t)s->n_past + s->n_rows, &rk->lo,
-                  &rk->hi);
+    const struct gather_job *j = job;
+    (void)run;
+    int64_t np = (j->S + j->page - 1) / j->page, lo, hi;
+    tw_team_range(np, id, nt, &lo, &hi);
+    for (int64_t p = lo; p < hi; p++) {
+        int64_t r0 = p * j->page, n = j->S - r0 < j->page ? j->S - r0 : j->page;
+        size_t at = (size_t)j->pages[p] * (size_t)j->page * (size_t)j->row;
+        size_t m = (size_t)(n * j->row) * sizeof(float);
+        memcpy(j->dst + r0 * j->row, j->k + at, m);
+        memcpy(j->dst + (j->S + r0) * j->row, j->v + at, m);
+    }
 }
 
 // Several sequences' rows (continuous batching). Decode rows (a few per sequence) are shared
-// out as (row, key-value head) pairs in one fork (split over their keys where those are fewer
-// than the threads), reading paged caches through their tables; with a prefill's worth of rows
-// in some sequence, false: tw_attention_seqs runs each sequence through cpu_attention's blocks
-// (a paged cache gathered first).
+// out as (row, key-value head) pairs in one region (split over their keys where those are
+// fewer than the threads), reading paged caches through their tables; with a prefill's worth
+// of rows in some sequence, each sequence through cpu_attention (a paged cache gathered first
+// into a->gather, in order with the ops).
 static bool cpu_attention_seqs(struct tw_backend *be, struct tw_tensor *out,
                                const struct tw_tensor *q, const struct tw_attn_seq *seqs, int n,
                                const struct tw_attn *a)
 {
-    int64_t T = q->ne[0], H = a->n_head, D = a->head_dim;
+    int64_t T = q->ne[0], H = a->n_head, D = a->head_dim, HD = H * D;
+    int64_t row = (int64_t)a->n_head_kv * D;
+    bool prefill = false, own;
     for (int i = 0; i < n; i++)
-        if (seqs[i].n_rows > GEMM_MIN_ROWS)
-            return false; // a prefill's worth of rows: per sequence, cpu_attention's blocks
-    int32_t *seq_of = tw_malloc_array((size_t)T, sizeof *seq_of);
-    if (!seq_of)
+        prefill |= seqs[i].n_rows > GEMM_MIN_ROWS;
+    if (prefill) {
+        for (int i = 0; i < n; i++) {
+            const struct tw_attn_seq *s = &seqs[i];
+            int64_t S = (int64_t)s->n_past + s->n_rows;
+            struct tw_attn ai = *a;
+            ai.n_past = s->n_past;
+            struct tw_tensor qi = tw_tensor_f32_3d((float *)q->data + s->row0 * HD, s->n_rows,
+                                                   a->n_head, a->head_dim);
+            struct tw_tensor oi =
+                tw_tensor_f32_2d((float *)out->data + s->row0 * HD, s->n_rows, HD);
+            const float *k = s->k, *v = s->v;
+            if (s->pages) {
+                assert(a->page > 0 && a->gather && S <= (int64_t)a->max_pages * a->page);
+                struct gather_job g = { s->k, s->v, s->pages, S, a->page, row, a->gather };
+                cpu_exec(be, impl(be)->team, gather_node, &g, sizeof g, 0, 0, true);
+                k = a->gather, v = a->gather + S * row;
+            }
+            struct tw_tensor ki = tw_tensor_f32_3d((float *)k, S, a->n_head_kv, a->head_dim);
+            struct tw_tensor vi = tw_tensor_f32_3d((float *)v, S, a->n_head_kv, a->head_dim);
+            cpu_attention(be, &oi, &qi, &ki, &vi, &ai);
+        }
+        return true;
+    }
+    struct attn_job j = { 0 };
+    struct tw_attn_seq *sq = op_mem(be, (size_t)n * sizeof *sq, &own);
+    int32_t *seq_of = op_mem(be, (size_t)T * sizeof *seq_of, &own);
+    if (!sq || !seq_of) {
+        if (own)
+            tw_free(sq), tw_free(seq_of);
         return false;
+    }
+    memcpy(sq, seqs, (size_t)n * sizeof *sq);
     for (int i = 0; i < n; i++)
         for (int32_t r = 0; r < seqs[i].n_rows; r++)
             seq_of[seqs[i].row0 + r] = i;
-    int shift = 0;
-    while (a->page > 0 && (1 << shift) < a->page)
-        shift++;
-    int64_t work = 0, S = 0; // query heads times keys times D: the fork pays from PAR_MIN up
+    while (a->page > 0 && (1 << j.shift) < a->page)
+        j.shift++;
+    // query heads times keys times D: the region pays from PAR_MIN up; rows past the
+    // sequences' (a padded step's filler) are left
+    int64_t work = 0, S = 0, rows = 0;
     for (int i = 0; i < n; i++) {
         int64_t keys = (int64_t)seqs[i].n_past + seqs[i].n_rows;
         work += (int64_t)seqs[i].n_rows * keys * H * D;
         S = keys > S ? keys : S;
+        rows += seqs[i].n_rows;
     }
-    struct many_seqs c = { seqs, seq_of, a, shift };
-    decode_attention(be, out, q, a, S, work, many_seqs_keys, &c);
-    tw_free(seq_of);
+    j.seqs = sq, j.seq_of = seq_of;
+    decode_attention(be, &j, out, q, rows, a, S, work);
+    if (own)
+        tw_free(sq), tw_free(seq_of);
     return true;
 }
 
@@ -607,54 +830,63 @@ static void cpu_free(struct tw_backend *be)
     tw_free(be);
 }
 
-// The row-wise ops of a batch (RMSNorm, SwiGLU, add) on many rows: a slice of the rows per
-// thread, with the reference code (RMSNorm, add: the numerics stay the reference's) or
-// cpu_vec.c's SwiGLU; few rows stay on the calling thread (the fork would cost more than the
-// work).
+// The row-wise ops (RMSNorm, SwiGLU, add): a slice of the rows per thread from
+// ROWS_PAR_MIN elements up (below, the region would cost more than the work), with rms_inv's
+// sums (RMSNorm), cpu_vec.c's SwiGLU and the reference's add.
 #define ROWS_PAR_MIN (1 << 15) // elements
 
-static struct tw_tensor rows(const struct tw_tensor *t, int64_t r0, int64_t n)
-{
-    int64_t C = tw_tensor_ncols(t);
-    return tw_tensor_f32_2d(f32(t) + r0 * C, n, C);
-}
-
-enum rows_op { ROWS_RMSNORM, ROWS_SWIGLU, ROWS_ADD };
-
 struct rows_job {
-    struct tw_backend *be;
     enum rows_op op;
-    struct tw_tensor *y;
-    const struct tw_tensor *a, *b;
+    tw_swiglu_fn swiglu;
+    float *y;
+    const float *a, *b; // b: RMSNorm's weights (NULL: none)
+    int64_t R, C;
     float eps;
+    bool par;
 };
 
-static void rows_region(void *ctx, int id, int nt)
+static void rows_node(void *job, const struct cpu_run *run, int id, int nt)
 {
-    const struct rows_job *j = ctx;
-    int64_t r0, r1;
-    tw_team_range(tw_tensor_nrows(j->y), id, nt, &r0, &r1);
-    if (r0 == r1)
+    const struct rows_job *j = job;
+    (void)run;
+    if (!j->par && id != 0)
         return;
-    struct tw_tensor ys = rows(j->y, r0, r1 - r0), as = rows(j->a, r0, r1 - r0), bs;
-    if (j->op == ROWS_RMSNORM) {
-        tw_cpu_ref_ops.rmsnorm(j->be, &ys, &as, j->b, j->eps);
+    int64_t r0 = 0, r1 = j->R, C = j->C;
+    if (j->par)
+        tw_team_range(j->R, id, nt, &r0, &r1);
+    if (j->op == ROWS_SWIGLU) {
+        j->swiglu(j->y + r0 * C, j->a + r0 * C, j->b + r0 * C, (size_t)((r1 - r0) * C));
         return;
     }
-    bs = rows(j->b, r0, r1 - r0);
-    if (j->op == ROWS_SWIGLU)
-        impl(j->be)->swiglu(f32(&ys), f32(&as), f32(&bs), (size_t)tw_tensor_nelem(&ys));
-    else
-        tw_cpu_ref_ops.add(j->be, &ys, &as, &bs);
+    for (int64_t r = r0; r < r1; r++) {
+        const float *a = j->a + r * C;
+        float *y = j->y + r * C;
+        if (j->op == ROWS_ADD) {
+            const float *b = j->b + r * C;
+            for (int64_t i = 0; i < C; i++)
+                y[i] = a[i] + b[i];
+            continue;
+        }
+        float inv = rms_inv(a, C, j->eps);
+        for (int64_t i = 0; i < C; i++)
+            y[i] = a[i] * inv * (j->b ? j->b[i] : 1.0f);
+    }
 }
 
-// y = op(a, b) (b: w for RMSNorm) over the rows of y, a slice of them per thread.
+// y = op(a, b) (b: w for RMSNorm) over the rows of y.
 static void rows_op(struct tw_backend *be, enum rows_op op, struct tw_tensor *y,
                     const struct tw_tensor *a, const struct tw_tensor *b, float eps)
 {
-    bool par = tw_tensor_nelem(y) >= ROWS_PAR_MIN && tw_tensor_nrows(y) > 1;
-    struct rows_job j = { be, op, y, a, b, eps };
-    tw_team_run(par ? impl(be)->team : NULL, rows_region, &j);
+    struct rows_job j = { .op = op,
+                          .swiglu = impl(be)->swiglu,
+                          .y = f32(y),
+                          .a = f32(a),
+                          .b = b ? f32(b) : NULL,
+                          .R = tw_tensor_nrows(y),
+                          .C = tw_tensor_ncols(y),
+                          .eps = eps };
+    j.par = tw_tensor_nelem(y) >= ROWS_PAR_MIN && j.R > 1;
+    cpu_exec(be, impl(be)->team, rows_node, &j, sizeof j, 0, 0, j.par);
 }
 
 static void cpu_rmsnorm(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
@@ -675,6 +907,213 @@ static void cpu_add(struct tw_backend *be, struct tw_tensor *y, const struct tw_
     rows_op(be, ROWS_ADD, y, a, b, 0);
 }
 
+// tw_rope_store: RoPE on q's and k's heads (T rows) with angles cs (T rows of half (cos, sin)
+// pairs), k's and v's rows stored to the caches' rows; a head per item.
+struct rope_job {
+    float *q, *k;
+    const float *v, *cs;
+    float *kc, *vc;
+    const int32_t *rows;
+    int64_t T, H, Hkv, D;
+    int32_t half;
+    bool neox, par;
+};
+
+static void rotate(float *x, const float *cs, int32_t half, bool neox)
+{
+    for (int32_t i = 0; i < half; i++) {
+        int32_t i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
+        float a = x[i0], b = x[i1], c = cs[2 * i], s = cs[2 * i + 1];
+        x[i0] = a * c - b * s;
+        x[i1] = b * c + a * s;
+    }
+}
+
+static void rope_node(void *job, const struct cpu_run *run, int id, int nt)
+{
+    const struct rope_job *j = job;
+    (void)run;
+    if (!j->par) {
+        if (id != 0)
+            return;
+        nt = 1;
+    }
+    int64_t per = j->H + 2 * j->Hkv, lo, hi, D = j->D, kvd = j->Hkv * D;
+    tw_team_range(j->T * per, id, nt, &lo, &hi);
+    for (int64_t u = lo; u < hi; u++) {
+        int64_t t = u / per, h = u % per;
+        const float *cs = j->cs + t * 2 * j->half;
+        if (h < j->H) {
+            rotate(j->q + (t * j->H + h) * D, cs, j->half, j->neox);
+        } else if (h < j->H + j->Hkv) {
+            float *x = j->k + t * kvd + (h - j->H) * D;
+            rotate(x, cs, j->half, j->neox);
+            memcpy(j->kc + (size_t)j->rows[t] * (size_t)kvd + (h - j->H) * D, x,
+                   (size_t)D * sizeof(float));
+        } else {
+            int64_t g = h - j->H - j->Hkv;
+            memcpy(j->vc + (size_t)j->rows[t] * (size_t)kvd + g * D, j->v + t * kvd + g * D,
+                   (size_t)D * sizeof(float));
+        }
+    }
+}
+
+// The angles of T positions: (cos, sin) of pos * inv_freq[i] (in float, as transformers forms
+// the product; cos and sin in double, as the reference), half pairs a row, into cs.
+static void rope_angles(const int32_t *pos, int64_t T, const float *inv_freq, int32_t half,
+                        float *cs)
+{
+    for (int64_t t = 0; t < T; t++)
+        for (int32_t i = 0; i < half; i++) {
+            float ang = (float)pos[t] * inv_freq[i];
+            cs[(t * half + i) * 2] = (float)cos((double)ang);
+            cs[(t * half + i) * 2 + 1] = (float)sin((double)ang);
+        }
+}
+
+// The angles are worked out on the caller, once a step when it is recorded (every layer
+// rotates the same positions: the memo's key is the positions' values and the frequencies).
+static void cpu_rope_store(struct tw_backend *be, struct tw_tensor *q, struct tw_tensor *k,
+                           const struct tw_tensor *v, const int32_t *pos, const struct tw_rope *r,
+                           float *k_cache, float *v_cache, const int32_t *rows)
+{
+    int64_t T = q->ne[0];
+    int32_t half = r->n_rot / 2;
+    struct rope_job j = { .q = f32(q),
+                          .k = f32(k),
+                          .v = f32(v),
+                          .kc = k_cache,
+                          .vc = v_cache,
+                          .rows = rows,
+                          .T = T,
+                          .H = q->ne[1],
+                          .Hkv = k->ne[1],
+                          .D = q->ne[2],
+                          .half = half,
+                          .neox = r->neox };
+    j.par = T * (j.H + 2 * j.Hkv) * j.D >= ROWS_PAR_MIN;
+    struct cpu_step *s = cpu_step_of(be);
+    size_t n = (size_t)(T * half) * 2 * sizeof(float);
+    struct {
+        const float *freq;
+        int64_t T;
+        int32_t half;
+        int32_t pos[16];
+    } key = { r->inv_freq, T, half, { 0 } };
+    bool memo = s && T <= 16;
+    if (memo)
+        memcpy(key.pos, pos, (size_t)T * sizeof *pos);
+    float *cs = memo ? cpu_step_memo(s, &key, sizeof key) : NULL;
+    bool own = false;
+    if (!cs) {
+        cs = op_mem(be, n, &own);
+        if (!cs) {
+            tw_error_set(TW_ENOMEM, "cpu backend: out of memory (rope)");
+            return;
+        }
+        rope_angles(pos, T, r->inv_freq, half, cs);
+        if (memo)
+            cpu_step_memo_put(s, &key, sizeof key, cs);
+    }
+    j.cs = cs;
+    cpu_exec(be, impl(be)->team, rope_node, &j, sizeof j, 0, 0, j.par);
+    if (own)
+        tw_free(cs);
+}
+
+// tw_embedding: rows of the table (any dtype) dequantised, a slice of the rows a thread.
+struct embed_job {
+    struct tw_tensor table;
+    float *y;
+    const int32_t *ids;
+    int64_t T, C;
+    bool par;
+};
+
+static void embed_node(void *job, const struct cpu_run *run, int id, int nt)
+{
+    const struct embed_job *j = job;
+    (void)run;
+    if (!j->par && id != 0)
+        return;
+    int64_t lo = 0, hi = j->T;
+    if (j->par)
+        tw_team_range(j->T, id, nt, &lo, &hi);
+    for (int64_t t = lo; t < hi; t++) {
+        assert(j->ids[t] >= 0 && j->ids[t] < j->table.ne[0]);
+        tw_dequantize_row(j->table.dtype, tw_tensor_row(&j->table, j->ids[t]), j->y + t * j->C,
+                          (size_t)j->C);
+    }
+}
+
+static void cpu_embedding(struct tw_backend *be, struct tw_tensor *y,
+                          const struct tw_tensor *table, const int32_t *ids)
+{
+    struct embed_job j = { *table, f32(y), ids, tw_tensor_nrows(y), tw_tensor_ncols(y), false };
+    j.par = tw_tensor_nelem(y) >= ROWS_PAR_MIN && j.T > 1;
+    cpu_exec(be, impl(be)->team, embed_node, &j, sizeof j, 0, 0, j.par);
+}
+
+// The ops without a node of their own run the reference's code, after the queued nodes of a
+// recorded step (they read and write what those do).
+#define AFTER_STEP(op, params, args) \
+    static void cpu_##op params      \
+    {                                \
+        cpu_step_flush(be);          \
+        tw_cpu_ref_ops.op args;      \
+    }
+AFTER_STEP(layernorm,
+           (struct tw_backend * be, struct tw_tensor *y, const struct tw_tensor *x,
+            const struct tw_tensor *w, const struct tw_tensor *b, float eps),
+           (be, y, x, w, b, eps))
+AFTER_STEP(rope,
+           (struct tw_backend * be, struct tw_tensor *x, const int32_t *pos,
+            const struct tw_rope *r),
+           (be, x, pos, r))
+AFTER_STEP(softmax, (struct tw_backend * be, struct tw_tensor *x), (be, x))
+AFTER_STEP(act,
+           (struct tw_backend * be, struct tw_tensor *y, const struct tw_tensor *x,
+            enum tw_act act),
+           (be, y, x, act))
+AFTER_STEP(pool,
+           (struct tw_backend * be, struct tw_tensor *y, const struct tw_tensor *x,
+            enum tw_pooling mode),
+           (be, y, x, mode))
+AFTER_STEP(l2norm, (struct tw_backend * be, struct tw_tensor *x), (be, x))
+AFTER_STEP(set_rows,
+           (struct tw_backend * be, float *dst, const struct tw_tensor *src, const int32_t *rows),
+           (be, dst, src, rows))
+AFTER_STEP(topk,
+           (struct tw_backend * be, const struct tw_tensor *x, int32_t k, float *vals,
+            int32_t *ids),
+           (be, x, k, vals, ids))
+#undef AFTER_STEP
+
+// Host memory: a copy comes after the queued nodes.
+static void cpu_copy(struct tw_backend *be, void *dst, const void *src, size_t n)
+{
+    cpu_step_flush(be);
+    memmove(dst, src, n);
+}
+
+static int cpu_graph_begin(struct tw_backend *be, void **graph, int32_t kv_bound,
+                           int32_t rows_bound)
+{
+    (void)kv_bound, (void)rows_bound;
+    return cpu_step_begin(be, impl(be)->team, graph);
+}
+
+static int cpu_graph_end(struct tw_backend *be, void **graph)
+{
+    return cpu_step_end(be, graph);
+}
+
+static void cpu_graph_free(struct tw_backend *be, void *graph)
+{
+    (void)be;
+    cpu_step_free(graph);
+}
+
 static struct tw_backend_ops cpu_ops; // tw_cpu_ref_ops with the fast ops put in
 static pthread_once_t cpu_ops_once = PTHREAD_ONCE_INIT;
 
@@ -683,13 +1122,31 @@ static void cpu_ops_init(void)
     cpu_ops = tw_cpu_ref_ops;
     cpu_ops.name = "cpu";
     cpu_ops.free = cpu_free;
+    cpu_ops.embedding = cpu_embedding;
     cpu_ops.matmul = cpu_matmul;
     cpu_ops.matmul_n = cpu_matmul_n;
+    cpu_ops.rmsnorm = cpu_rmsnorm;
+    cpu_ops.layernorm = cpu_layernorm;
+    cpu_ops.rope = cpu_rope;
     cpu_ops.attention = cpu_attention;
     cpu_ops.attention_seqs = cpu_attention_seqs;
-    cpu_ops.rmsnorm = cpu_rmsnorm;
+    cpu_ops.softmax = cpu_softmax;
     cpu_ops.swiglu = cpu_swiglu;
+    cpu_ops.act = cpu_act;
     cpu_ops.add = cpu_add;
+    cpu_ops.pool = cpu_pool;
+    cpu_ops.l2norm = cpu_l2norm;
+    cpu_ops.set_rows = cpu_set_rows;
+    cpu_ops.topk = cpu_topk;
+    cpu_ops.norm_matmul_n = cpu_norm_matmul_n;
+    cpu_ops.norm_matmul_swiglu = cpu_norm_matmul_swiglu;
+    cpu_ops.rope_store = cpu_rope_store;
+    cpu_ops.matmul_add = cpu_matmul_add;
+    cpu_ops.matmul_swiglu = cpu_matmul_swiglu;
+    cpu_ops.graph_begin = cpu_graph_begin;
+    cpu_ops.graph_end = cpu_graph_end;
+    cpu_ops.graph_free = cpu_graph_free;
+    cpu_ops.copy = cpu_copy;
 }
 
 static int cpu_new(int n_threads, bool openmp, struct tw_backend **out)

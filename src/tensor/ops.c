@@ -93,7 +93,7 @@ void tw_matmul_add(struct tw_backend *be, struct tw_tensor *y, const struct tw_t
     if (be->ops->matmul_add) {
         assert(is_f32(x) && tw_tensor_ncols(x) == w->ne[1] && tw_tensor_ncols(y) == w->ne[0]);
         assert(tw_tensor_nrows(x) == tw_tensor_nrows(y));
-        be->ops->matmul_add(be, y, x, w, bias);
+        be->ops->matmul_add(be, y, x, w, bias, tmp);
         return;
     }
     tw_matmul(be, tmp, x, w, bias);
@@ -109,7 +109,7 @@ void tw_matmul_swiglu(struct tw_backend *be, struct tw_tensor *y, const struct t
         check_prenorm(x, pn);
         if (be->ops->norm_matmul_swiglu) {
             assert(tw_tensor_ncols(x) == wg->ne[1] && tw_tensor_ncols(y) == wg->ne[0]);
-            be->ops->norm_matmul_swiglu(be, y, x, wg, wu, pn);
+            be->ops->norm_matmul_swiglu(be, y, x, wg, wu, tmp, pn);
             return;
         }
         x = prenorm(be, x, pn);
@@ -117,7 +117,7 @@ void tw_matmul_swiglu(struct tw_backend *be, struct tw_tensor *y, const struct t
     if (be->ops->matmul_swiglu) {
         assert(is_f32(x) && tw_tensor_ncols(x) == wg->ne[1] && tw_tensor_ncols(y) == wg->ne[0]);
         assert(tw_tensor_nrows(x) == tw_tensor_nrows(y) && y->data != x->data);
-        be->ops->matmul_swiglu(be, y, x, wg, wu);
+        be->ops->matmul_swiglu(be, y, x, wg, wu, tmp);
         return;
     }
     struct tw_tensor *gu[2] = { y, tmp };

@@ -1112,8 +1112,10 @@ static void cuda_norm_matmul_n(struct tw_backend *be, int n, struct tw_tensor *c
 }
 
 static void cuda_matmul_add(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
-                            const struct tw_tensor *w, const struct tw_tensor *bias)
+                            const struct tw_tensor *w, const struct tw_tensor *bias,
+                            struct tw_tensor *tmp)
 {
+    (void)tmp;
     matmul_into(be, y, x, w, bias, true);
 }
 
@@ -1158,15 +1160,18 @@ static void swiglu_into(struct tw_backend *be, struct tw_tensor *y, const struct
 
 static void cuda_matmul_swiglu(struct tw_backend *be, struct tw_tensor *y,
                                const struct tw_tensor *x, const struct tw_tensor *wg,
-                               const struct tw_tensor *wu)
+                               const struct tw_tensor *wu, struct tw_tensor *tmp)
 {
+    (void)tmp;
     swiglu_into(be, y, x, wg, wu, NULL);
 }
 
 static void cuda_norm_matmul_swiglu(struct tw_backend *be, struct tw_tensor *y,
                                     const struct tw_tensor *x, const struct tw_tensor *wg,
-                                    const struct tw_tensor *wu, const struct tw_prenorm *pn)
+                                    const struct tw_tensor *wu, struct tw_tensor *tmp,
+                                    const struct tw_prenorm *pn)
 {
+    (void)tmp;
     swiglu_into(be, y, x, wg, wu, pn);
 }
 

@@ -1,0 +1,224 @@
+// Implements cpu_step.h: the queue of a recorded step (nodes and their jobs in an arena),
+// its scratch, and running it as one region of the team.
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/arena.h"
+#include "base/error.h"
+#include "base/mem.h"
+#include "tensor/cpu_step.h"
+
+#define ALIGN    64
+#define MEMO_KEY 128
+
+struct node {
+    cpu_node_fn fn;
+    void *job;
+    struct node *next;
+};
+
+struct cpu_step {
+    struct tw_backend *be;
+    struct tw_team *team;
+    tw_arena arena; // the nodes, their jobs and what they copied
+    struct node *head, *tail;
+    size_t shared, per_thread; // the most any queued node asked for
+    char *scratch;             // shared + nt * per_thread bytes, kept from step to step
+    size_t scratch_bytes;
+    unsigned char memo_key[MEMO_KEY];
+    size_t memo_n; // 0: no memo
+    void *memo;
+    bool failed; // a node found no memory: the step runs nothing and its end reports it
+};
+
+// The step this thread records, and on which backend.
+static _Thread_local struct cpu_step *recording;
+
+static size_t round_up(size_t n)
+{
+    return (n + ALIGN - 1) / ALIGN * ALIGN;
+}
+
+struct cpu_step *cpu_step_of(const struct tw_backend *be)
+{
+    return recording && recording->be == be ? recording : NULL;
+}
+
+void *cpu_step_alloc(struct cpu_step *s, size_t n)
+{
+    return tw_arena_alloc(&s->arena, n, ALIGN);
+}
+
+void *cpu_step_copy(struct cpu_step *s, const void *p, size_t n)
+{
+    void *q = cpu_step_alloc(s, n);
+    if (q && n)
+        memcpy(q, p, n);
+    return q;
+}
+
+void *cpu_step_memo(const struct cpu_step *s, const void *key, size_t n)
+{
+    return s->memo_n == n && memcmp(s->memo_key, key, n) == 0 ? s->memo : NULL;
+}
+
+void cpu_step_memo_put(struct cpu_step *s, const void *key, size_t n, void *value)
+{
+    if (n > MEMO_KEY) {
+        s->memo_n = 0;
+        return;
+    }
+    memcpy(s->memo_key, key, n);
+    s->memo_n = n;
+    s->memo = value;
+}
+
+struct one {
+    cpu_node_fn fn;
+    void *job;
+    char *scratch;
+    size_t shared, per_thread;
+    struct tw_team *team;
+};
+
+static struct cpu_run run_of(struct tw_team *team, char *scratch, size_t shared, size_t per_thread,
+                             int id)
+{
+    return (struct cpu_run){ .team = team,
+                             .shared = scratch,
+                             .mine = scratch + shared + (size_t)id * per_thread };
+}
+
+static void one_region(void *ctx, int id, int nt)
+{
+    struct one *o = ctx;
+    struct cpu_run run = run_of(o->team, o->scratch, o->shared, o->per_thread, id);
+    o->fn(o->job, &run, id, nt);
+}
+
+static void step_region(void *ctx, int id, int nt)
+{
+    struct cpu_step *s = ctx;
+    struct cpu_run run = run_of(s->team, s->scratch, s->shared, s->per_thread, id);
+    for (struct node *n = s->head; n; n = n->next) {
+        n->fn(n->job, &run, id, nt);
+        if (n->next)
+            tw_team_barrier(s->team, nt);
+    }
+}
+
+// Runs the queued nodes and empties the queue (the memo too). False when the scratch found no
+// memory or a node could not be queued (nothing ran).
+static bool step_run(struct cpu_step *s)
+{
+    bool ok = !s->failed;
+    if (s->head && ok) {
+        size_t nt = (size_t)tw_team_size(s->team), need = s->shared;
+        if (s->per_thread > (SIZE_MAX - need) / nt)
+            need = SIZE_MAX;
+        else
+            need += nt * s->per_thread;
+        if (need > s->scratch_bytes) {
+            tw_free(s->scratch);
+            s->scratch_bytes = 0;
+            s->scratch = need == SIZE_MAX ? NULL : tw_malloc(need);
+            if (s->scratch)
+                s->scratch_bytes = need;
+        }
+        if (s->scratch || need == 0)
+            tw_team_run(s->team, step_region, s);
+        else
+            ok = (tw_error_set(TW_ENOMEM, "cpu backend: no memory for a step's scratch"), false);
+    }
+    s->head = s->tail = NULL;
+    s->shared = s->per_thread = 0;
+    s->memo_n = 0;
+    tw_arena_reset(&s->arena);
+    return ok;
+}
+
+bool cpu_exec(struct tw_backend *be, struct tw_team *team, cpu_node_fn fn, const void *job,
+              size_t bytes, size_t shared, size_t per_thread, bool par)
+{
+    shared = round_up(shared), per_thread = round_up(per_thread);
+    struct cpu_step *s = cpu_step_of(be);
+    if (s) {
+        struct node *n = cpu_step_alloc(s, sizeof *n);
+        void *copy = n ? cpu_step_copy(s, job, bytes) : NULL;
+        if (copy) {
+            *n = (struct node){ .fn = fn, .job = copy };
+            if (s->tail)
+                s->tail->next = n;
+            else
+                s->head = n;
+            s->tail = n;
+            s->shared = shared > s->shared ? shared : s->shared;
+            s->per_thread = per_thread > s->per_thread ? per_thread : s->per_thread;
+            return true;
+        }
+        s->failed = true; // (the error set): the step ends in it, having run nothing
+        return false;
+    }
+    int nt = par ? tw_team_size(team) : 1;
+    size_t need = shared + (size_t)nt * per_thread;
+    char *scratch = need ? tw_malloc(need) : NULL;
+    if (need && !scratch)
+        return (tw_error_set(TW_ENOMEM, "cpu backend: out of memory (%zu bytes)", need), false);
+    struct one o = { fn, (void *)job, scratch, shared, per_thread, team };
+    tw_team_run(par ? team : NULL, one_region, &o);
+    tw_free(scratch);
+    return true;
+}
+
+void cpu_step_flush(struct tw_backend *be)
+{
+    struct cpu_step *s = cpu_step_of(be);
+    if (s)
+        step_run(s);
+}
+
+int cpu_step_begin(struct tw_backend *be, struct tw_team *team, void **graph)
+{
+    if (recording)
+        return tw_error_set(TW_EUNSUPPORTED, "cpu backend: a step is recorded already");
+    struct cpu_step *s = *graph;
+    if (!s) {
+        s = tw_calloc(1, sizeof *s);
+        if (!s)
+            return tw_error_set(TW_ENOMEM, "cpu backend: out of memory");
+        tw_arena_init(&s->arena, 0);
+        *graph = s;
+    }
+    s->be = be;
+    s->team = team;
+    recording = s;
+    return 0;
+}
+
+int cpu_step_end(struct tw_backend *be, void **graph)
+{
+    struct cpu_step *s = *graph;
+    if (!s || recording != s || s->be != be)
+        return tw_error_set(TW_ESTATE, "cpu backend: no step is recorded");
+    recording = NULL;
+    bool ok = step_run(s);
+    if (s->failed) {
+        s->failed = false;
+        return tw_error_set(TW_ENOMEM, "cpu backend: out of memory recording a step");
+    }
+    return ok ? 0 : tw_error_code();
+}
+
+void cpu_step_free(void *graph)
+{
+    struct cpu_step *s = graph;
+    if (!s)
+        return;
+    if (recording == s)
+        recording = NULL;
+    tw_arena_free(&s->arena);
+    tw_free(s->scratch);
+    tw_free(s);
+}
