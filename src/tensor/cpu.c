@@ -39,6 +39,7 @@ struct cpu_impl {
     float *tiles;         // TILE_BYTES per thread
     struct tw_team *team; // the threads of every parallel region
     bool gemm_bf16;       // bf16 weights go to cpu_gemm.h's kernel (tw_gemm_bf16_usable)
+    bool no_steps;        // graph_begin declines (TWIN_CPU_STEPS=0)
     tw_attend_fn attend;  // the decode rows' attention (cpu_attn.c)
     tw_swiglu_fn swiglu;  // cpu_vec.c
     enum tw_cpu_isa isa;
@@ -56,6 +57,14 @@ static float *f32(const struct tw_tensor *t)
 static struct cpu_impl *impl(struct tw_backend *be)
 {
     return be->impl;
+}
+
+// Whether an op's work is shared out among the threads: from its size up (big), as a region of
+// its own costs about a microsecond; always in a recorded step, whose region every thread is in
+// anyway.
+static bool shared_out(const struct tw_backend *be, bool big)
+{
+    return big || cpu_step_of(be) != NULL;
 }
 
 // The shortest rows the one-row kernels over packed activations take (tw_qdot_k_fn): on
@@ -99,6 +108,7 @@ struct dot_job {
     int64_t piece; // elements of x a preparing thread takes at a time (a row's divisor)
     bool quant, pack, par, own;
     size_t xs_bytes, xq_bytes, xk_bytes; // the prepared parts' bytes
+    _Atomic int64_t next;                // chunks taken beyond the threads' first
 };
 
 // The activations as the kernels read them.
@@ -211,9 +221,12 @@ static void dot_units(const struct dot_job *j, const struct acts *a, int64_t g0,
     }
 }
 
+// Chunks of a decode product's units a thread (the threads take them as they come).
+#define DOT_CHUNKS 4
+
 static void dot_node(void *job, const struct cpu_run *run, int id, int nt)
 {
-    const struct dot_job *j = job;
+    struct dot_job *j = job;
     if (!j->par) {
         if (id != 0)
             return;
@@ -229,10 +242,16 @@ static void dot_node(void *job, const struct cpu_run *run, int id, int nt)
             cpu_barrier(run, nt);
     }
     struct acts a = acts_in(j, buf);
-    int64_t g0, g1;
-    tw_team_range(j->total, id, nt, &g0, &g1);
-    dot_units(j, &a, g0, g1);
+    // chunk id first, then the next one not taken: threads that run slow (a busy sibling
+    // hyperthread, a stolen vCPU) take fewer
+    int64_t nc = j->total < nt * DOT_CHUNKS ? j->total : nt * DOT_CHUNKS, g0, g1;
+    for (int64_t c = id; c < nc;
+         c = nt + atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) {
+        tw_team_range(j->total, (int)c, (int)nc, &g0, &g1);
+        dot_units(j, &a, g0, g1);
+    }
 }
+CPU_NODE(dot);
 
 // Each thread prepares its own copy of x up to this many values (about a barrier's time).
 #define OWN_MAX 2048
@@ -293,14 +312,15 @@ static void matmul_dot(struct tw_backend *be, int n, struct tw_tensor *const *ys
             j.total += (j.w[i].N + j.w[i].per - 1) / j.w[i].per;
         }
     }
-    j.par = work >= PAR_MIN;
+    j.par = shared_out(be, work >= PAR_MIN);
     j.own = T * K <= OWN_MAX;
     size_t bytes = j.xs_bytes + j.xq_bytes + j.xk_bytes;
     // a quarter: a cloud VM's last-level cache is shared with other tenants, so a model of a
     // third of it (SmolLM2 in q8_0, 145 MB, on the development VM's 480 MB) does not stay
     // there from one token to the next (docs/perf.md: +10-18 % with the far prefetch)
     tw_dot_stream_set(be->stream_bytes > im->llc / 4);
-    cpu_exec(be, im->team, dot_node, &j, sizeof j, j.own ? 0 : bytes, j.own ? bytes : 0, j.par);
+    cpu_exec(be, im->team, &dot_kind, &j, sizeof j, j.own ? 0 : bytes, j.own ? bytes : 0,
+             j.par);
 }
 
 struct gemm_job {
@@ -344,6 +364,7 @@ static void gemm_bf16_node(void *job, const struct cpu_run *run, int id, int nt)
                      (size_t)j->N, tile);
     add_bias(j, n0, n1);
 }
+CPU_NODE(gemm_bf16);
 
 static void gemm_node(void *job, const struct cpu_run *run, int id, int nt)
 {
@@ -368,6 +389,7 @@ static void gemm_node(void *job, const struct cpu_run *run, int id, int nt)
         add_bias(j, r0, r0 + nr);
     }
 }
+CPU_NODE(gemm);
 
 // y (T, N) = x w^T (+ bias) for larger T: each thread takes a slice of the weight rows
 // (output columns), dequantises it a tile at a time into its own buffer and runs a
@@ -390,12 +412,12 @@ static void matmul_gemm(struct tw_backend *be, struct tw_tensor *y, const struct
     if (im->gemm_bf16 && w->dtype == TW_DTYPE_BF16) {
         j.ldw = j.N > 1 ? (size_t)((char *)tw_tensor_row(w, 1) - (char *)tw_tensor_row(w, 0)) / 2
                         : (size_t)j.K;
-        if (cpu_exec(be, im->team, gemm_bf16_node, &j, sizeof j,
+        if (cpu_exec(be, im->team, &gemm_bf16_kind, &j, sizeof j,
                      tw_gemm_bf16_packed_bytes(j.T, j.K), 0, true))
             return;
     }
     assert(TILE_BYTES / sizeof(float) / (size_t)w->ne[1] > 0);
-    cpu_exec(be, im->team, gemm_node, &j, sizeof j, 0, 0, true);
+    cpu_exec(be, im->team, &gemm_kind, &j, sizeof j, 0, 0, true);
 }
 
 // Whether a product of x (against weights of K columns) goes to sgemm.
@@ -657,6 +679,7 @@ static void attn_node(void *job, const struct cpu_run *run, int id, int nt)
     for (int64_t th = lo; th < hi; th++)
         merge_parts(part, lse, j->P, TH, th, j->a.head_dim, j->out + th * j->a.head_dim);
 }
+CPU_NODE(attn);
 
 // The decode rows of q (its first T rows, of H heads) into out, their keys where j says: (row,
 // key-value head) pairs shared out in one region from `work` (rows x heads x keys x D) of PAR_MIN
@@ -671,9 +694,9 @@ static void decode_attention(struct tw_backend *be, struct attn_job *j, struct t
     j->im = impl(be);
     j->out = f32(out), j->q = f32(q), j->a = *a, j->T = T;
     j->P = key_parts(be, T * a->n_head_kv, S, work);
-    j->par = work >= PAR_MIN || j->P > 1;
+    j->par = shared_out(be, work >= PAR_MIN || j->P > 1);
     size_t parts = j->P > 1 ? (size_t)(j->P * T * H * (D + 1)) * sizeof(float) : 0;
-    cpu_exec(be, j->im->team, attn_node, j, sizeof *j, parts, 0, j->par);
+    cpu_exec(be, j->im->team, &attn_kind, j, sizeof *j, parts, 0, j->par);
 }
 
 // The prefill's attention blocks (attend_block), (head, block of rows) handed out one at a
@@ -697,6 +720,7 @@ static void block_node(void *job, const struct cpu_run *run, int id, int nt)
         attend_block(&j->q, &j->k, &j->v, &j->a, h, t0, n, scratch, &j->out);
     }
 }
+CPU_NODE(block);
 
 static void cpu_attention(struct tw_backend *be, struct tw_tensor *out, const struct tw_tensor *q,
                           const struct tw_tensor *k, const struct tw_tensor *v,
@@ -716,7 +740,7 @@ static void cpu_attention(struct tw_backend *be, struct tw_tensor *out, const st
                                .T = T,
                                .bt = bt,
                                .nb = (T + bt - 1) / bt };
-        cpu_exec(be, impl(be)->team, block_node, &j, sizeof j, 0, 0, true);
+        cpu_exec(be, impl(be)->team, &block_kind, &j, sizeof j, 0, 0, true);
         return;
     }
     struct attn_job j = { .k = f32(k), .v = f32(v), .S = S };
@@ -754,6 +778,7 @@ static void gather_node(void *job, const struct cpu_run *run, int id, int nt)
         memcpy(j->dst + (j->S + r0) * j->row, j->v + at, m);
     }
 }
+CPU_NODE(gather);
 
 // Several sequences' rows (continuous batching). Decode rows (a few per sequence) are shared
 // out as (row, key-value head) pairs in one region (split over their keys where those are
@@ -783,7 +808,7 @@ static bool cpu_attention_seqs(struct tw_backend *be, struct tw_tensor *out,
             if (s->pages) {
                 assert(a->page > 0 && a->gather && S <= (int64_t)a->max_pages * a->page);
                 struct gather_job g = { s->k, s->v, s->pages, S, a->page, row, a->gather };
-                cpu_exec(be, impl(be)->team, gather_node, &g, sizeof g, 0, 0, true);
+                cpu_exec(be, impl(be)->team, &gather_kind, &g, sizeof g, 0, 0, true);
                 k = a->gather, v = a->gather + S * row;
             }
             struct tw_tensor ki = tw_tensor_f32_3d((float *)k, S, a->n_head_kv, a->head_dim);
@@ -872,6 +897,7 @@ static void rows_node(void *job, const struct cpu_run *run, int id, int nt)
             y[i] = a[i] * inv * (j->b ? j->b[i] : 1.0f);
     }
 }
+CPU_NODE(rows);
 
 // y = op(a, b) (b: w for RMSNorm) over the rows of y.
 static void rows_op(struct tw_backend *be, enum rows_op op, struct tw_tensor *y,
@@ -885,8 +911,8 @@ static void rows_op(struct tw_backend *be, enum rows_op op, struct tw_tensor *y,
                           .R = tw_tensor_nrows(y),
                           .C = tw_tensor_ncols(y),
                           .eps = eps };
-    j.par = tw_tensor_nelem(y) >= ROWS_PAR_MIN && j.R > 1;
-    cpu_exec(be, impl(be)->team, rows_node, &j, sizeof j, 0, 0, j.par);
+    j.par = shared_out(be, tw_tensor_nelem(y) >= ROWS_PAR_MIN && j.R > 1);
+    cpu_exec(be, impl(be)->team, &rows_kind, &j, sizeof j, 0, 0, j.par);
 }
 
 static void cpu_rmsnorm(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
@@ -957,6 +983,7 @@ static void rope_node(void *job, const struct cpu_run *run, int id, int nt)
         }
     }
 }
+CPU_NODE(rope);
 
 // The angles of T positions: (cos, sin) of pos * inv_freq[i] (in float, as transformers forms
 // the product; cos and sin in double, as the reference), half pairs a row, into cs.
@@ -991,7 +1018,7 @@ static void cpu_rope_store(struct tw_backend *be, struct tw_tensor *q, struct tw
                           .D = q->ne[2],
                           .half = half,
                           .neox = r->neox };
-    j.par = T * (j.H + 2 * j.Hkv) * j.D >= ROWS_PAR_MIN;
+    j.par = shared_out(be, T * (j.H + 2 * j.Hkv) * j.D >= ROWS_PAR_MIN);
     struct cpu_step *s = cpu_step_of(be);
     size_t n = (size_t)(T * half) * 2 * sizeof(float);
     struct {
@@ -1016,7 +1043,7 @@ static void cpu_rope_store(struct tw_backend *be, struct tw_tensor *q, struct tw
             cpu_step_memo_put(s, &key, sizeof key, cs);
     }
     j.cs = cs;
-    cpu_exec(be, impl(be)->team, rope_node, &j, sizeof j, 0, 0, j.par);
+    cpu_exec(be, impl(be)->team, &rope_kind, &j, sizeof j, 0, 0, j.par);
     if (own)
         tw_free(cs);
 }
@@ -1045,13 +1072,14 @@ static void embed_node(void *job, const struct cpu_run *run, int id, int nt)
                           (size_t)j->C);
     }
 }
+CPU_NODE(embed);
 
 static void cpu_embedding(struct tw_backend *be, struct tw_tensor *y,
                           const struct tw_tensor *table, const int32_t *ids)
 {
     struct embed_job j = { *table, f32(y), ids, tw_tensor_nrows(y), tw_tensor_ncols(y), false };
-    j.par = tw_tensor_nelem(y) >= ROWS_PAR_MIN && j.T > 1;
-    cpu_exec(be, impl(be)->team, embed_node, &j, sizeof j, 0, 0, j.par);
+    j.par = shared_out(be, tw_tensor_nelem(y) >= ROWS_PAR_MIN && j.T > 1);
+    cpu_exec(be, impl(be)->team, &embed_kind, &j, sizeof j, 0, 0, j.par);
 }
 
 // The ops without a node of their own run the reference's code, after the queued nodes of a
@@ -1096,10 +1124,14 @@ static void cpu_copy(struct tw_backend *be, void *dst, const void *src, size_t n
     memmove(dst, src, n);
 }
 
+// TWIN_CPU_STEPS=0 (read when the backend is made): no recorded steps, every op a region of
+// its own, for comparing.
 static int cpu_graph_begin(struct tw_backend *be, void **graph, int32_t kv_bound,
                            int32_t rows_bound)
 {
     (void)kv_bound, (void)rows_bound;
+    if (impl(be)->no_steps)
+        return tw_error_set(TW_EUNSUPPORTED, "cpu backend: recorded steps are off");
     return cpu_step_begin(be, impl(be)->team, graph);
 }
 
@@ -1187,6 +1219,8 @@ static int cpu_new(int n_threads, bool openmp, struct tw_backend **out)
         im->qdot_rows[t] = one_row ? NULL : tw_qdot_rows_kernel((enum tw_dtype)t, isa);
         im->qdot_k[t] = packed ? tw_qdot_k_kernel((enum tw_dtype)t, isa) : NULL;
     }
+    const char *steps_env = getenv("TWIN_CPU_STEPS");
+    im->no_steps = steps_env && strcmp(steps_env, "0") == 0;
     im->quantize = tw_q8_act_quantizer(isa);
     im->gemm_bf16 = tw_gemm_bf16_usable(isa);
     im->attend = tw_attend_kernel(isa);

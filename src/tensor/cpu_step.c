@@ -1,9 +1,12 @@
 // Implements cpu_step.h: the queue of a recorded step (nodes and their jobs in an arena),
 // its scratch, and running it as one region of the team.
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/arena.h"
 #include "base/error.h"
@@ -14,7 +17,7 @@
 #define MEMO_KEY 128
 
 struct node {
-    cpu_node_fn fn;
+    const struct cpu_node_kind *kind;
     void *job;
     struct node *next;
 };
@@ -98,14 +101,69 @@ static void one_region(void *ctx, int id, int nt)
     o->fn(o->job, &run, id, nt);
 }
 
+// TWIN_CPU_STEP_PROFILE: thread 0's time in the nodes of each kind and in the barriers after
+// them (kinds told apart by name; a few dozen at most).
+#define PROF_KINDS 32
+static struct prof {
+    const char *name;
+    uint64_t n, work_ns, wait_ns;
+} prof[PROF_KINDS];
+static bool profiling;
+static pthread_once_t prof_once = PTHREAD_ONCE_INIT;
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void prof_print(void)
+{
+    uint64_t all = 0;
+    for (int i = 0; i < PROF_KINDS && prof[i].name; i++)
+        all += prof[i].work_ns + prof[i].wait_ns;
+    fprintf(stderr, "cpu steps (thread 0): node, count, work ms, barrier ms, share\n");
+    for (int i = 0; i < PROF_KINDS && prof[i].name; i++)
+        fprintf(stderr, "  %-10s %9llu %10.3f %10.3f %6.1f%%\n", prof[i].name,
+                (unsigned long long)prof[i].n, (double)prof[i].work_ns / 1e6,
+                (double)prof[i].wait_ns / 1e6,
+                all ? 100.0 * (double)(prof[i].work_ns + prof[i].wait_ns) / (double)all : 0.0);
+}
+
+static void prof_init(void)
+{
+    const char *e = getenv("TWIN_CPU_STEP_PROFILE");
+    profiling = e && strcmp(e, "1") == 0;
+    if (profiling)
+        atexit(prof_print);
+}
+
+static void prof_add(const char *name, uint64_t work, uint64_t wait)
+{
+    int i = 0;
+    while (i < PROF_KINDS - 1 && prof[i].name && strcmp(prof[i].name, name) != 0)
+        i++;
+    prof[i].name = name;
+    prof[i].n++;
+    prof[i].work_ns += work;
+    prof[i].wait_ns += wait;
+}
+
 static void step_region(void *ctx, int id, int nt)
 {
     struct cpu_step *s = ctx;
     struct cpu_run run = run_of(s->team, s->scratch, s->shared, s->per_thread, id);
+    bool timed = profiling && id == 0;
     for (struct node *n = s->head; n; n = n->next) {
-        n->fn(n->job, &run, id, nt);
+        uint64_t t0 = timed ? now_ns() : 0, t1 = 0;
+        n->kind->fn(n->job, &run, id, nt);
+        if (timed)
+            t1 = now_ns();
         if (n->next)
             tw_team_barrier(s->team, nt);
+        if (timed)
+            prof_add(n->kind->name, t1 - t0, now_ns() - t1);
     }
 }
 
@@ -139,8 +197,8 @@ static bool step_run(struct cpu_step *s)
     return ok;
 }
 
-bool cpu_exec(struct tw_backend *be, struct tw_team *team, cpu_node_fn fn, const void *job,
-              size_t bytes, size_t shared, size_t per_thread, bool par)
+bool cpu_exec(struct tw_backend *be, struct tw_team *team, const struct cpu_node_kind *kind,
+              const void *job, size_t bytes, size_t shared, size_t per_thread, bool par)
 {
     shared = round_up(shared), per_thread = round_up(per_thread);
     struct cpu_step *s = cpu_step_of(be);
@@ -148,7 +206,7 @@ bool cpu_exec(struct tw_backend *be, struct tw_team *team, cpu_node_fn fn, const
         struct node *n = cpu_step_alloc(s, sizeof *n);
         void *copy = n ? cpu_step_copy(s, job, bytes) : NULL;
         if (copy) {
-            *n = (struct node){ .fn = fn, .job = copy };
+            *n = (struct node){ .kind = kind, .job = copy };
             if (s->tail)
                 s->tail->next = n;
             else
@@ -166,7 +224,7 @@ bool cpu_exec(struct tw_backend *be, struct tw_team *team, cpu_node_fn fn, const
     char *scratch = need ? tw_malloc(need) : NULL;
     if (need && !scratch)
         return (tw_error_set(TW_ENOMEM, "cpu backend: out of memory (%zu bytes)", need), false);
-    struct one o = { fn, (void *)job, scratch, shared, per_thread, team };
+    struct one o = { kind->fn, (void *)job, scratch, shared, per_thread, team };
     tw_team_run(par ? team : NULL, one_region, &o);
     tw_free(scratch);
     return true;
@@ -194,6 +252,7 @@ int cpu_step_begin(struct tw_backend *be, struct tw_team *team, void **graph)
     s->be = be;
     s->team = team;
     recording = s;
+    pthread_once(&prof_once, prof_init);
     return 0;
 }
 

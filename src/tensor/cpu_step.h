@@ -23,18 +23,26 @@ struct cpu_run {
 // Thread id of nt runs its share of the node's job (which it may change: counters).
 typedef void (*cpu_node_fn)(void *job, const struct cpu_run *run, int id, int nt);
 
+// A kind of node: its function and its name (for TWIN_CPU_STEP_PROFILE). CPU_NODE(x) defines
+// x_kind, of x_node.
+struct cpu_node_kind {
+    cpu_node_fn fn;
+    const char *name;
+};
+#define CPU_NODE(x) static const struct cpu_node_kind x##_kind = { x##_node, #x }
+
 struct cpu_step;
 
 // The step this thread records on be, or NULL (the ops run as they come).
 struct cpu_step *cpu_step_of(const struct tw_backend *be);
 
-// Runs fn over job: queued (job's bytes copied) when this thread records a step on be, else
-// at once, on the team when par (else on the calling thread alone), with shared bytes of
+// Runs kind's function over job: queued (job's bytes copied) when this thread records a step on
+// be, else at once, on the team when par (else on the calling thread alone), with shared bytes of
 // scratch for all threads and per_thread bytes for each. A queued job must hold no pointer to
 // the caller's memory that dies before the step runs (cpu_step_copy). False when memory ran
 // out (nothing ran then; an error is set).
-bool cpu_exec(struct tw_backend *be, struct tw_team *team, cpu_node_fn fn, const void *job,
-              size_t bytes, size_t shared, size_t per_thread, bool par);
+bool cpu_exec(struct tw_backend *be, struct tw_team *team, const struct cpu_node_kind *kind,
+              const void *job, size_t bytes, size_t shared, size_t per_thread, bool par);
 
 // A copy of n bytes in the step's memory, valid until it has run; NULL when out of memory.
 void *cpu_step_copy(struct cpu_step *s, const void *p, size_t n);
@@ -52,6 +60,9 @@ void cpu_step_memo_put(struct cpu_step *s, const void *key, size_t n, void *valu
 void cpu_step_flush(struct tw_backend *be);
 
 // The backend's graph ops (backend.h): a step is recorded anew every time and run at its end.
+// With the environment variable TWIN_CPU_STEP_PROFILE=1 (read once), thread 0 times each
+// recorded node (its share of the work, then the barrier after it) and the totals by kind go
+// to stderr when the process exits.
 int cpu_step_begin(struct tw_backend *be, struct tw_team *team, void **graph);
 int cpu_step_end(struct tw_backend *be, void **graph);
 void cpu_step_free(void *graph);

@@ -26,9 +26,11 @@
 // (its thread's argument).
 struct slot {
     _Atomic uint32_t done;
+    _Atomic uint32_t arrived; // the last barrier it reached (tw_team_barrier)
+    uint32_t barriers;        // barriers it passed (its own count; every thread's is the same)
     int id;
     struct tw_team *t;
-    char pad[LINE - sizeof(uint32_t) - sizeof(int) - sizeof(struct tw_team *)];
+    char pad[LINE - 3 * sizeof(uint32_t) - sizeof(int) - sizeof(struct tw_team *)];
 };
 _Static_assert(sizeof(struct slot) == LINE, "a slot is a cache line's bytes");
 
@@ -44,12 +46,10 @@ struct tw_team {
     _Atomic uint32_t gen;
     _Atomic int sleepers;
     _Atomic bool stop;
-    // the barrier's counter and generation, each a line's bytes away from what others write
+    // the barrier passed last, a line's bytes away from what others write
     char pad0[LINE];
-    _Atomic uint32_t bar_count;
-    char pad1[LINE];
     _Atomic uint32_t bar_gen;
-    char pad2[LINE];
+    char pad1[LINE];
 
     pthread_mutex_t run_mu; // one region at a time
     pthread_mutex_t mu;     // the sleepers' condition variable
@@ -58,6 +58,8 @@ struct tw_team {
 
 // Set on the threads of a running region: a region asked for from inside one runs inline.
 static _Thread_local bool in_region;
+// The thread's id in its team: a worker's, or 0 (the caller of a region).
+static _Thread_local int team_id;
 
 // One step of a wait loop: a pause instruction for the first `pauses` steps, then a
 // sched_yield a step, so that a thread waited for that shares our core (more threads than
@@ -137,7 +139,7 @@ static void *worker_main(void *p)
 {
     const struct slot *me = p;
     struct tw_team *t = me->t;
-    int id = me->id;
+    int id = team_id = me->id;
     in_region = true; // a worker only ever runs inside regions
     uint32_t seen = 0;
     for (;;) {
@@ -277,13 +279,21 @@ void tw_team_barrier(struct tw_team *t, int nt)
 #pragma omp barrier
         return;
     }
-    uint32_t g = atomic_load_explicit(&t->bar_gen, memory_order_acquire);
-    if (atomic_fetch_add_explicit(&t->bar_count, 1, memory_order_acq_rel) == (uint32_t)nt - 1) {
-        atomic_store_explicit(&t->bar_count, 0, memory_order_relaxed);
-        atomic_store_explicit(&t->bar_gen, g + 1, memory_order_release);
+    // Each thread publishes its count in its own line; thread 0 reads them all, then publishes
+    // the barrier passed. A counter all increment would take sixteen transfers of its line in
+    // a row: 1.3 us a barrier at sixteen threads on the device tool's host (bench/team,
+    // docs/perf.md).
+    struct slot *me = &t->slots[team_id];
+    uint32_t b = ++me->barriers;
+    unsigned steps = 0;
+    if (team_id == 0) {
+        for (int i = 1; i < nt; i++)
+            while (atomic_load_explicit(&t->slots[i].arrived, memory_order_acquire) != b)
+                relax(&steps);
+        atomic_store_explicit(&t->bar_gen, b, memory_order_release);
         return;
     }
-    unsigned steps = 0;
-    while (atomic_load_explicit(&t->bar_gen, memory_order_acquire) == g)
+    atomic_store_explicit(&me->arrived, b, memory_order_release);
+    while (atomic_load_explicit(&t->bar_gen, memory_order_acquire) != b)
         relax(&steps);
 }
