@@ -108,7 +108,6 @@ struct dot_job {
     int64_t piece; // elements of x a preparing thread takes at a time (a row's divisor)
     bool quant, pack, par, own;
     size_t xs_bytes, xq_bytes, xk_bytes; // the prepared parts' bytes
-    _Atomic int64_t next;                // chunks taken beyond the threads' first
 };
 
 // The activations as the kernels read them.
@@ -221,12 +220,9 @@ static void dot_units(const struct dot_job *j, const struct acts *a, int64_t g0,
     }
 }
 
-// Chunks of a decode product's units a thread (the threads take them as they come).
-#define DOT_CHUNKS 4
-
 static void dot_node(void *job, const struct cpu_run *run, int id, int nt)
 {
-    struct dot_job *j = job;
+    const struct dot_job *j = job;
     if (!j->par) {
         if (id != 0)
             return;
@@ -242,14 +238,11 @@ static void dot_node(void *job, const struct cpu_run *run, int id, int nt)
             cpu_barrier(run, nt);
     }
     struct acts a = acts_in(j, buf);
-    // chunk id first, then the next one not taken: threads that run slow (a busy sibling
-    // hyperthread, a stolen vCPU) take fewer
-    int64_t nc = j->total < nt * DOT_CHUNKS ? j->total : nt * DOT_CHUNKS, g0, g1;
-    for (int64_t c = id; c < nc;
-         c = nt + atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) {
-        tw_team_range(j->total, (int)c, (int)nc, &g0, &g1);
-        dot_units(j, &a, g0, g1);
-    }
+    // the same rows for a thread from token to token: they stay in its core's caches where
+    // they fit (units handed out as they come were slower, runs 25c-25e in docs/perf.md)
+    int64_t g0, g1;
+    tw_team_range(j->total, id, nt, &g0, &g1);
+    dot_units(j, &a, g0, g1);
 }
 CPU_NODE(dot);
 
@@ -319,8 +312,7 @@ static void matmul_dot(struct tw_backend *be, int n, struct tw_tensor *const *ys
     // third of it (SmolLM2 in q8_0, 145 MB, on the development VM's 480 MB) does not stay
     // there from one token to the next (docs/perf.md: +10-18 % with the far prefetch)
     tw_dot_stream_set(be->stream_bytes > im->llc / 4);
-    cpu_exec(be, im->team, &dot_kind, &j, sizeof j, j.own ? 0 : bytes, j.own ? bytes : 0,
-             j.par);
+    cpu_exec(be, im->team, &dot_kind, &j, sizeof j, j.own ? 0 : bytes, j.own ? bytes : 0, j.par);
 }
 
 struct gemm_job {

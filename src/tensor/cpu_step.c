@@ -118,9 +118,25 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+// Each thread's time in the nodes' work, in a line of its own (the first PROF_THREADS).
+#define PROF_THREADS 64
+static struct {
+    uint64_t ns;
+    char pad[56];
+} prof_thread[PROF_THREADS];
+
 static void prof_print(void)
 {
-    uint64_t all = 0;
+    uint64_t all = 0, lo = UINT64_MAX, hi = 0, sum = 0;
+    int n = 0;
+    for (int i = 0; i < PROF_THREADS; i++)
+        if (prof_thread[i].ns) {
+            uint64_t v = prof_thread[i].ns;
+            lo = v < lo ? v : lo, hi = v > hi ? v : hi, sum += v, n++;
+        }
+    if (n)
+        fprintf(stderr, "cpu steps: %d threads' work %.3f ms at least, %.3f mean, %.3f at most\n",
+                n, (double)lo / 1e6, (double)sum / 1e6 / n, (double)hi / 1e6);
     for (int i = 0; i < PROF_KINDS && prof[i].name; i++)
         all += prof[i].work_ns + prof[i].wait_ns;
     fprintf(stderr, "cpu steps (thread 0): node, count, work ms, barrier ms, share\n");
@@ -155,16 +171,19 @@ static void step_region(void *ctx, int id, int nt)
     struct cpu_step *s = ctx;
     struct cpu_run run = run_of(s->team, s->scratch, s->shared, s->per_thread, id);
     bool timed = profiling && id == 0;
+    uint64_t mine = 0;
     for (struct node *n = s->head; n; n = n->next) {
-        uint64_t t0 = timed ? now_ns() : 0, t1 = 0;
+        uint64_t t0 = profiling ? now_ns() : 0, t1 = 0;
         n->kind->fn(n->job, &run, id, nt);
-        if (timed)
-            t1 = now_ns();
+        if (profiling)
+            t1 = now_ns(), mine += t1 - t0;
         if (n->next)
             tw_team_barrier(s->team, nt);
         if (timed)
             prof_add(n->kind->name, t1 - t0, now_ns() - t1);
     }
+    if (profiling && id < PROF_THREADS)
+        prof_thread[id].ns += mine;
 }
 
 // Runs the queued nodes and empties the queue (the memo too). False when the scratch found no
