@@ -67,6 +67,15 @@ static bool shared_out(const struct tw_backend *be, bool big)
     return big || cpu_step_of(be) != NULL;
 }
 
+// n bytes for an op's arrays: the recorded step's memory (kept until it has run; *own false),
+// or the heap's (*own: the caller frees them).
+static void *op_mem(struct tw_backend *be, size_t n, bool *own)
+{
+    struct cpu_step *s = cpu_step_of(be);
+    *own = !s;
+    return s ? cpu_step_alloc(s, n) : tw_malloc(n);
+}
+
 // The shortest rows the one-row kernels over packed activations take (tw_qdot_k_fn): on
 // shorter ones the multi-row kernels are faster, their calls' fixed costs shared by four rows
 // (SmolLM2's K = 576 and 1536 in q4_0 at one thread: 116 against 86-103 t/s packed on the
@@ -239,7 +248,8 @@ static void dot_node(void *job, const struct cpu_run *run, int id, int nt)
     }
     struct acts a = acts_in(j, buf);
     // the same rows for a thread from token to token: they stay in its core's caches where
-    // they fit (units handed out as they come were slower, runs 25c-25e in docs/perf.md)
+    // they fit (units handed out as they came, or a thread's leftovers taken by others, were
+    // slower: runs 25c and 25g in docs/perf.md)
     int64_t g0, g1;
     tw_team_range(j->total, id, nt, &g0, &g1);
     dot_units(j, &a, g0, g1);
@@ -737,15 +747,6 @@ static void cpu_attention(struct tw_backend *be, struct tw_tensor *out, const st
     }
     struct attn_job j = { .k = f32(k), .v = f32(v), .S = S };
     decode_attention(be, &j, out, q, T, a, S, T * H * S * D);
-}
-
-// n bytes for an op's arrays: the recorded step's memory (kept until it has run; *own false),
-// or the heap's (*own: the caller frees them).
-static void *op_mem(struct tw_backend *be, size_t n, bool *own)
-{
-    struct cpu_step *s = cpu_step_of(be);
-    *own = !s;
-    return s ? cpu_step_alloc(s, n) : tw_malloc(n);
 }
 
 // A paged sequence's cache rows 0 .. S - 1 gathered in order into dst: keys, then values.
