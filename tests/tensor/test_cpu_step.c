@@ -13,26 +13,8 @@
 #include "base/error.h"
 #include "base/mem.h"
 #include "check.h"
+#include "rand.h"
 #include "tensor/backend.h"
-
-static uint64_t rng = 0x2545F4914F6CDD1Dull;
-
-static float frand(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
-}
-
-static float *rand_buf(size_t n)
-{
-    float *p = tw_malloc(n * sizeof *p);
-    REQUIRE(p);
-    for (size_t i = 0; i < n; i++)
-        p[i] = frand();
-    return p;
-}
 
 static float *copy_buf(const float *src, size_t n)
 {
@@ -40,18 +22,6 @@ static float *copy_buf(const float *src, size_t n)
     REQUIRE(p);
     memcpy(p, src, n * sizeof *p);
     return p;
-}
-
-// max |a - b| / (max |b| + 1e-6) over n values.
-static double rel_err(const float *a, const float *b, size_t n)
-{
-    double mx = 0, ref = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        mx = d > mx ? d : mx;
-        ref = fabs(b[i]) > ref ? fabs(b[i]) : ref;
-    }
-    return mx / (ref + 1e-6);
 }
 
 // A random (N, K) weight of dtype dt (its bytes and its tensor).
@@ -344,6 +314,7 @@ static void test_graph_calls(struct tw_backend *be)
 
 int main(void)
 {
+    test_rng = 0x2545F4914F6CDD1Dull;
     enum tw_dtype dts[] = { TW_DTYPE_F32, TW_DTYPE_BF16, TW_DTYPE_Q8_0, TW_DTYPE_Q4_0,
                             TW_DTYPE_Q4_K };
     int threads[] = { 1, 4 };

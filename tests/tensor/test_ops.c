@@ -10,43 +10,13 @@
 
 #include "base/mem.h"
 #include "check.h"
+#include "rand.h"
 #include "tensor/backend.h"
 #include "tensor/cpu_gemm.h"
 #include "tensor/cpu_int.h"
 #include "tensor/cpu_qdot.h"
 #include "tensor/grad.h"
 #include "tensor/profile.h"
-
-static uint64_t rng = 0x9E3779B97F4A7C15ull;
-
-static float frand(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
-}
-
-static float *rand_buf(size_t n)
-{
-    float *p = tw_malloc(n * sizeof *p);
-    REQUIRE(p);
-    for (size_t i = 0; i < n; i++)
-        p[i] = frand();
-    return p;
-}
-
-// max |a - b| / (max |b| + 1e-6) over n values.
-static double rel_err(const float *a, const float *b, size_t n)
-{
-    double mx = 0, ref = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        mx = d > mx ? d : mx;
-        ref = fabs(b[i]) > ref ? fabs(b[i]) : ref;
-    }
-    return mx / (ref + 1e-6);
-}
 
 static void test_reference_values(void)
 {
