@@ -813,9 +813,10 @@ static bool cpu_attention_seqs(struct tw_backend *be, struct tw_tensor *out,
     struct attn_job j = { 0 };
     struct tw_attn_seq *sq = op_mem(be, (size_t)n * sizeof *sq, &own);
     int32_t *seq_of = op_mem(be, (size_t)T * sizeof *seq_of, &own);
-    if (!sq || !seq_of) {
-        if (own)
-            tw_free(sq), tw_free(seq_of);
+    if (!sq || !seq_of) { // run op by op, tw_attention_seqs composes the plain ops; a recorded
+        if (!own)         // step ends in the error instead (the gathers would come too early)
+            return true;
+        tw_free(sq), tw_free(seq_of);
         return false;
     }
     memcpy(sq, seqs, (size_t)n * sizeof *sq);
@@ -1027,8 +1028,14 @@ static void cpu_rope_store(struct tw_backend *be, struct tw_tensor *q, struct tw
     bool own = false;
     if (!cs) {
         cs = op_mem(be, n, &own);
-        if (!cs) {
-            tw_error_set(TW_ENOMEM, "cpu backend: out of memory (rope)");
+        if (!cs) { // (a recorded step ends in the error) the reference's, working them out itself
+            if (s)
+                return;
+            struct tw_tensor kr = tw_tensor_f32_2d(k->data, T, k->ne[1] * k->ne[2]);
+            tw_cpu_ref_ops.rope(be, q, pos, r);
+            tw_cpu_ref_ops.rope(be, k, pos, r);
+            tw_cpu_ref_ops.set_rows(be, k_cache, &kr, rows);
+            tw_cpu_ref_ops.set_rows(be, v_cache, v, rows);
             return;
         }
         rope_angles(pos, T, r->inv_freq, half, cs);

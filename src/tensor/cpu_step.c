@@ -51,7 +51,9 @@ struct cpu_step *cpu_step_of(const struct tw_backend *be)
 
 void *cpu_step_alloc(struct cpu_step *s, size_t n)
 {
-    return tw_arena_alloc(&s->arena, n, ALIGN);
+    void *p = tw_arena_alloc(&s->arena, n, ALIGN);
+    s->failed |= p == NULL; // (the error set): the step ends in it, having run nothing
+    return p;
 }
 
 void *cpu_step_copy(struct cpu_step *s, const void *p, size_t n)
@@ -102,7 +104,8 @@ static void one_region(void *ctx, int id, int nt)
 }
 
 // TWIN_CPU_STEP_PROFILE: thread 0's time in the nodes of each kind and in the barriers after
-// them (kinds told apart by name; a few dozen at most).
+// them (kinds told apart by name; a few dozen at most). One table for the process, unguarded:
+// for a benchmark's one backend stepping on one thread.
 #define PROF_KINDS 32
 static struct prof {
     const char *name;
@@ -235,8 +238,7 @@ bool cpu_exec(struct tw_backend *be, struct tw_team *team, const struct cpu_node
             s->per_thread = per_thread > s->per_thread ? per_thread : s->per_thread;
             return true;
         }
-        s->failed = true; // (the error set): the step ends in it, having run nothing
-        return false;
+        return false; // (marked failed by cpu_step_alloc)
     }
     int nt = par ? tw_team_size(team) : 1;
     size_t need = shared + (size_t)nt * per_thread;

@@ -44,9 +44,10 @@ struct cpu_step *cpu_step_of(const struct tw_backend *be);
 bool cpu_exec(struct tw_backend *be, struct tw_team *team, const struct cpu_node_kind *kind,
               const void *job, size_t bytes, size_t shared, size_t per_thread, bool par);
 
-// A copy of n bytes in the step's memory, valid until it has run; NULL when out of memory.
+// A copy of n bytes in the step's memory, valid until it has run; NULL when out of memory
+// (the step then runs nothing and its end returns TW_ENOMEM).
 void *cpu_step_copy(struct cpu_step *s, const void *p, size_t n);
-// n bytes of the step's memory, 64-byte aligned, valid until it has run; NULL when out of memory.
+// n bytes of the step's memory, 64-byte aligned, valid until it has run; NULL as above.
 void *cpu_step_alloc(struct cpu_step *s, size_t n);
 
 // One value an op keeps for the rest of the step under a key of its own (RoPE's angles, the
