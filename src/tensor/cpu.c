@@ -841,9 +841,53 @@ static bool cpu_attention_seqs(struct tw_backend *be, struct tw_tensor *out,
     return true;
 }
 
+// The teams of the process's fast CPU backends: one a thread count, shared by every backend of
+// that many threads. Each backend with its own team, two side by side (an embedder and a
+// generator: `twin ask`, the server) would keep twice the threads spinning on the cores; one
+// team's regions take turns instead (team.h). Counted, under a mutex; past SHARED_TEAMS thread
+// counts a backend gets a team of its own.
+#define SHARED_TEAMS 8
+static struct {
+    int n, refs;
+    struct tw_team *team;
+} shared_teams[SHARED_TEAMS];
+static pthread_mutex_t shared_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static int team_take(int n, struct tw_team **out)
+{
+    pthread_mutex_lock(&shared_mu);
+    int i = 0, free_slot = -1, rc = 0;
+    for (; i < SHARED_TEAMS && !(shared_teams[i].refs > 0 && shared_teams[i].n == n); i++)
+        free_slot = free_slot < 0 && shared_teams[i].refs == 0 ? i : free_slot;
+    if (i < SHARED_TEAMS) {
+        shared_teams[i].refs++;
+        *out = shared_teams[i].team;
+    } else {
+        rc = tw_team_new(n, out);
+        if (rc == 0 && free_slot >= 0) {
+            shared_teams[free_slot].n = n;
+            shared_teams[free_slot].refs = 1;
+            shared_teams[free_slot].team = *out;
+        }
+    }
+    pthread_mutex_unlock(&shared_mu);
+    return rc;
+}
+
+static void team_drop(struct tw_team *t)
+{
+    pthread_mutex_lock(&shared_mu);
+    int i = 0;
+    while (i < SHARED_TEAMS && !(shared_teams[i].refs > 0 && shared_teams[i].team == t))
+        i++;
+    if (i == SHARED_TEAMS || --shared_teams[i].refs == 0)
+        tw_team_free(t); // its own, or the last backend's
+    pthread_mutex_unlock(&shared_mu);
+}
+
 static void cpu_free(struct tw_backend *be)
 {
-    tw_team_free(impl(be)->team);
+    team_drop(impl(be)->team);
     tw_free(impl(be)->tiles);
     tw_free(be->impl);
     tw_free(be);
@@ -1192,7 +1236,7 @@ static int cpu_new(int n_threads, bool openmp, struct tw_backend **out)
     float *tiles = tw_malloc_array((size_t)n_threads, TILE_BYTES);
     int rc = !be || !im || !tiles ? tw_error_set(TW_ENOMEM, "cpu backend: out of memory")
              : openmp             ? tw_team_new_openmp(n_threads, &im->team)
-                                  : tw_team_new(n_threads, &im->team);
+                                  : team_take(n_threads, &im->team);
     if (rc != 0) {
         tw_free(be);
         tw_free(im);

@@ -4,7 +4,9 @@
 // the reference; then a decoder layer's ops, with a copy and an op that has no node of its own
 // among them, run op by op and as one recorded step: the results are the same bits, for a
 // decoded row, a few rows of two sequences over paged caches, and prefill rows (sgemm and the
-// blocked attention over gathered pages); the graph calls out of order.
+// blocked attention over gathered pages); the graph calls out of order; backends of one thread
+// count sharing a team.
+#include <dirent.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -312,9 +314,52 @@ static void test_graph_calls(struct tw_backend *be)
     tw_backend_graph_free(be, g2);
 }
 
+// The threads of this process (/proc/self/task's entries).
+static int threads_now(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    REQUIRE(d);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+// Backends of one thread count share a team: a second one starts no threads, and works after
+// the first is gone; the last one's end stops them.
+static void test_shared_team(void)
+{
+    struct tw_backend *one = NULL, *a = NULL, *b = NULL, *c = NULL;
+    REQUIRE(tw_backend_cpu_new(1, &one) == 0); // no workers; OpenBLAS set up, its threads made
+    int before = threads_now();
+    REQUIRE(tw_backend_cpu_new(5, &a) == 0);
+    CHECK_EQ_INT(threads_now(), before + 4);
+    REQUIRE(tw_backend_cpu_new(5, &b) == 0);
+    CHECK_EQ_INT(threads_now(), before + 4);
+    REQUIRE(tw_backend_cpu_new(3, &c) == 0); // another count: a team of its own
+    CHECK_EQ_INT(threads_now(), before + 6);
+    tw_backend_free(a);
+    CHECK_EQ_INT(threads_now(), before + 6);
+    float x[4] = { 1, 2, 3, 4 }, y[4] = { 10, 20, 30, 40 };
+    struct tw_tensor tx = tw_tensor_f32_2d(x, 1, 4), ty = tw_tensor_f32_2d(y, 1, 4);
+    void *g = NULL;
+    CHECK_OK(tw_backend_graph_begin(b, &g, 16, 1));
+    tw_add(b, &tx, &tx, &ty);
+    CHECK_OK(tw_backend_graph_end(b, &g));
+    tw_backend_graph_free(b, g);
+    CHECK(x[0] == 11 && x[3] == 44);
+    tw_backend_free(b);
+    CHECK_EQ_INT(threads_now(), before + 2);
+    tw_backend_free(c);
+    CHECK_EQ_INT(threads_now(), before);
+    tw_backend_free(one);
+}
+
 int main(void)
 {
     test_rng = 0x2545F4914F6CDD1Dull;
+    test_shared_team();
     enum tw_dtype dts[] = { TW_DTYPE_F32, TW_DTYPE_BF16, TW_DTYPE_Q8_0, TW_DTYPE_Q4_0,
                             TW_DTYPE_Q4_K };
     int threads[] = { 1, 4 };
