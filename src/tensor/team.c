@@ -3,6 +3,7 @@
 // slept), run the job and each publish the generation in a line of its own, which the caller
 // waits for. A central counter of finished workers would serialise their increments on one
 // line (sixteen transfers in a row); separate lines are read by the caller in parallel.
+#define _GNU_SOURCE // pthread_setaffinity_np, CPU_SET
 #include <omp.h>
 #include <pthread.h>
 #include <sched.h>
@@ -93,6 +94,9 @@ static uint64_t now_ns(void)
 // TW_TEAM_SPIN_NS, or TWIN_TEAM_SPIN_US's microseconds (read once, as TWIN_TEAM_PAUSES), for
 // measuring.
 static uint64_t spin_budget = TW_TEAM_SPIN_NS;
+// TWIN_TEAM_PIN=1 (read once, as the above): worker id bound to the id-th CPU the process may
+// run on (the caller left free), for measuring whether pinned threads keep their caches better.
+static bool pin;
 static pthread_once_t spin_once = PTHREAD_ONCE_INIT;
 
 static void spin_read_env(void)
@@ -101,6 +105,8 @@ static void spin_read_env(void)
     long us = e ? atol(e) : -1;
     if (us >= 0)
         spin_budget = (uint64_t)us * 1000;
+    e = getenv("TWIN_TEAM_PIN");
+    pin = e && strcmp(e, "1") == 0;
     e = getenv("TWIN_TEAM_PAUSES");
     long p = e ? atol(e) : -1;
     if (p >= 0 && p < (1L << 30))
@@ -135,11 +141,27 @@ static uint32_t wait_gen(struct tw_team *t, uint32_t seen)
     }
 }
 
+static void pin_to(int id)
+{
+    cpu_set_t all, one;
+    if (sched_getaffinity(0, sizeof all, &all) != 0)
+        return;
+    for (int c = 0, k = 0, want = id % CPU_COUNT(&all); c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, &all) && k++ == want) {
+            CPU_ZERO(&one);
+            CPU_SET(c, &one);
+            pthread_setaffinity_np(pthread_self(), sizeof one, &one);
+            return;
+        }
+}
+
 static void *worker_main(void *p)
 {
     const struct slot *me = p;
     struct tw_team *t = me->t;
     int id = team_id = me->id;
+    if (pin)
+        pin_to(id);
     in_region = true; // a worker only ever runs inside regions
     uint32_t seen = 0;
     for (;;) {
