@@ -2,8 +2,9 @@
 // tw_rope, tw_attention, ... (llm.c's manner); each checks shapes and dispatches through the
 // backend's table of function pointers (ggml-backend's shape). Backends:
 //   cpu_ref  plain C, one thread: the reference every other backend is tested against;
-//   cpu      SIMD dot kernels chosen at run time (cpu_dot.h), OpenMP threads, OpenBLAS GEMMs
-//            for batched matmuls (prefill); ops with no fast path run the reference code;
+//   cpu      SIMD dot kernels chosen at run time (cpu_dot.h), a team of threads (team.h),
+//            OpenBLAS GEMMs for batched matmuls (prefill); ops with no fast path run the
+//            reference code;
 //   cuda     (tensor/cuda/) when built with nvcc.
 // Activations are f32 on the CPU backends; matmul and embedding take weights of any dtype.
 // Shape mismatches are the caller's bugs and are asserted, not reported.
@@ -318,14 +319,16 @@ void tw_topk(struct tw_backend *be, const struct tw_tensor *x, int32_t k, float 
              int32_t *ids);
 
 // ---- graphs: a step of ops recorded once and replayed (CUDA graphs: one launch instead of
-// hundreds). Between tw_backend_graph_begin(be, &g, ...) and tw_backend_graph_end(be, &g),
-// the caller issues a step's ops. The first time (g == NULL) they are recorded and then run;
-// later, with the same ops on the same tensors (shapes and memory), the ops only take in
-// their host arrays (ids, positions, rows, sequences: the values may change) and the
-// recording is replayed. kv_bound bounds every sequence's cache rows in the step, rows_bound
-// its rows (attention is recorded for that many). Returns 0; TW_EUNSUPPORTED when the backend has
-// no graphs or could not record this step (the ops did not run: run them again without a graph);
-// TW_EDEVICE. tw_backend_graph_free releases a recording (NULL is fine).
+// hundreds; the fast CPU backend records the step anew each time and runs it as one region of
+// its team, cpu_step.h). Between tw_backend_graph_begin(be, &g, ...) and
+// tw_backend_graph_end(be, &g), the caller issues a step's ops. The first time (g == NULL)
+// they are recorded and then run; later, with the same ops on the same tensors (shapes and
+// memory), the ops only take in their host arrays (ids, positions, rows, sequences: the values
+// may change) and the recording is replayed. Every buffer the ops use must live until the end.
+// kv_bound bounds every sequence's cache rows in the step, rows_bound its rows (attention is
+// recorded for that many). Returns 0; TW_EUNSUPPORTED when the backend has no graphs or could
+// not record this step (the ops did not run: run them again without a graph); TW_EDEVICE;
+// TW_ENOMEM. tw_backend_graph_free releases a recording (NULL is fine).
 int tw_backend_graph_begin(struct tw_backend *be, void **graph, int32_t kv_bound,
                            int32_t rows_bound);
 int tw_backend_graph_end(struct tw_backend *be, void **graph);

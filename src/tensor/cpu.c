@@ -2,7 +2,8 @@
 // (decode: one weight row read once for up to 8 activation rows) or through OpenBLAS' sgemm on
 // dequantised tiles of the weights (prefill; bf16 weights through cpu_gemm.h's AVX-512 BF16
 // kernel where the CPU has it); attention with an online softmax per (token, head); the
-// backend's team of threads (team.h) over rows. Ops without a fast path run the reference.
+// backend's team of threads (team.h) over rows. Every op is a node (cpu_step.h): a region of
+// its own, or one of a recorded step's. Ops without a fast path run the reference's code.
 #include <assert.h>
 #include <cblas.h>
 #include <math.h>
