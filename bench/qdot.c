@@ -9,7 +9,8 @@
 // kernel over packed activations (q8_0, q4_0 and q4_K: tw_qdot_k_fn, the packing in the timed
 // region) where the ISA has one, and, for comparison, the float-activation kernel of cpu_dot.h
 // at the same ISA.
-// Usage: qdot [--quick]   (--quick: 1 MiB of weights and one pass, a smoke run)
+// Usage: qdot [--quick | --l2]   (--quick: 1 MiB of weights and one pass, a smoke run; --l2:
+// 256 KiB of weights, which stay in L2: the kernels' arithmetic rather than the memory's pace)
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -111,26 +112,30 @@ static double quantize_ns(tw_q8_act_fn q, const float *x, struct tw_q8_act *xq)
 
 int main(int argc, char **argv)
 {
-    int quick = 0;
+    int quick = 0, l2 = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) {
             quick = 1;
+        } else if (strcmp(argv[i], "--l2") == 0) {
+            l2 = 1;
         } else {
-            fprintf(stderr, "usage: qdot [--quick]\n");
+            fprintf(stderr, "usage: qdot [--quick | --l2]\n");
             return 2;
         }
     }
-    size_t weight_bytes = quick ? (size_t)1 << 20 : beyond_llc((size_t)64 << 20);
+    size_t weight_bytes = quick ? (size_t)1 << 20
+                          : l2  ? (size_t)256 << 10
+                                : beyond_llc((size_t)64 << 20);
     size_t read_bytes = quick ? (size_t)4 << 20 : beyond_llc((size_t)256 << 20);
-    int passes = quick ? 1 : 5;
+    int passes = quick ? 1 : l2 ? 400 : 5;
     volatile float sink = 0.0f;
-    tw_dot_stream_set(!quick); // the matrix streams from DRAM (cpu_dot.h's far prefetch)
+    tw_dot_stream_set(!quick && !l2); // the matrix streams from DRAM (cpu_dot.h's far prefetch)
 
     enum tw_cpu_isa top = tw_cpu_isa_best();
     double mem = read_bandwidth(read_bytes, passes, 1, &sink);
-    printf("qdot: one thread, %zu MiB of weights in rows of %d, GB/s of weight bytes read "
+    printf("qdot: one thread, %zu KiB of weights in rows of %d, GB/s of weight bytes read "
            "(activations quantized to int8 in each pass); kernels up to %s\n",
-           weight_bytes >> 20, COLS, tw_cpu_isa_name(top));
+           weight_bytes >> 10, COLS, tw_cpu_isa_name(top));
     printf("memory read (sum of a %zu MiB float array): %.1f GB/s\n", read_bytes >> 20, mem);
 
     float *x = aligned_alloc(64, (size_t)NX_TILE * COLS * sizeof *x);
