@@ -115,24 +115,21 @@ struct tw_backend_ops {
     void (*topk)(struct tw_backend *be, const struct tw_tensor *x, int32_t k, float *vals,
                  int32_t *ids);
     // Fused forms (NULL: tw_matmul_add, tw_matmul_swiglu, tw_mlp_add, tw_self_attention_add,
-    // tw_matmul_n with a norm and tw_rope_store compose the plain ops).
-    void (*norm_matmul_n)(struct tw_backend *be, int n, struct tw_tensor *const *ys,
+    // tw_matmul_n with a norm and tw_rope_store compose the plain ops; those returning bool,
+    // false too: not this case, nothing done).
+    bool (*norm_matmul_n)(struct tw_backend *be, int n, struct tw_tensor *const *ys,
                           const struct tw_tensor *x, const struct tw_tensor *const *ws,
                           const struct tw_tensor *const *biases, const struct tw_prenorm *pn);
-    void (*norm_matmul_swiglu)(struct tw_backend *be, struct tw_tensor *y,
+    bool (*norm_matmul_swiglu)(struct tw_backend *be, struct tw_tensor *y,
                                const struct tw_tensor *x, const struct tw_tensor *wg,
-                               const struct tw_tensor *wu, struct tw_tensor *tmp,
-                               const struct tw_prenorm *pn);
+                               const struct tw_tensor *wu, const struct tw_prenorm *pn);
     void (*rope_store)(struct tw_backend *be, struct tw_tensor *q, struct tw_tensor *k,
                        const struct tw_tensor *v, const int32_t *pos, const struct tw_rope *r,
                        float *k_cache, float *v_cache, const int32_t *rows);
-    // tmp: the caller's scratch of y's shape, for a backend that composes the op
-    void (*matmul_add)(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
-                       const struct tw_tensor *w, const struct tw_tensor *bias,
-                       struct tw_tensor *tmp);
-    void (*matmul_swiglu)(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
-                          const struct tw_tensor *wg, const struct tw_tensor *wu,
-                          struct tw_tensor *tmp);
+    bool (*matmul_add)(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                       const struct tw_tensor *w, const struct tw_tensor *bias);
+    bool (*matmul_swiglu)(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                          const struct tw_tensor *wg, const struct tw_tensor *wu);
     void (*mlp_add)(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
                     const struct tw_tensor *wu, const struct tw_tensor *bu, enum tw_act act,
                     const struct tw_tensor *wd, const struct tw_tensor *bd, struct tw_tensor *u);

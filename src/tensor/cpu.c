@@ -301,14 +301,13 @@ static void matmul_dot(struct tw_backend *be, int n, struct tw_tensor *const *ys
             .N = w->ne[0],
             .dtype = w->dtype,
             .bias = biases && biases[i] ? f32(biases[i]) : NULL,
-            .y = f32(ys[i]),
+            .y = ys[i] ? f32(ys[i]) : NULL,
             .per = j.quant && T == 1 && !packed && im->qdot_rows[w->dtype] ? TW_QDOT_ROWS : 1,
         };
         work += w->ne[0] * K * T;
     }
     if (out == OUT_SWIGLU) { // units of both weights' rows alike
         j.w[0].per = j.w[1].per = j.w[0].per < j.w[1].per ? j.w[0].per : j.w[1].per;
-        j.w[1].y = NULL;
         j.total = (j.w[0].N + j.w[0].per - 1) / j.w[0].per;
     } else {
         for (int i = 0; i < n; i++) {
@@ -429,10 +428,6 @@ static bool gemm_rows(const struct tw_tensor *x, int64_t K)
     return tw_tensor_nrows(x) > GEMM_MIN_ROWS && K * (int64_t)sizeof(float) <= TILE_BYTES;
 }
 
-enum rows_op { ROWS_RMSNORM, ROWS_SWIGLU, ROWS_ADD };
-static void rows_op(struct tw_backend *be, enum rows_op op, struct tw_tensor *y,
-                    const struct tw_tensor *a, const struct tw_tensor *b, float eps);
-
 static void cpu_matmul_n(struct tw_backend *be, int n, struct tw_tensor *const *ys,
                          const struct tw_tensor *x, const struct tw_tensor *const *ws,
                          const struct tw_tensor *const *biases)
@@ -453,68 +448,46 @@ static void cpu_matmul(struct tw_backend *be, struct tw_tensor *y, const struct 
     cpu_matmul_n(be, 1, &y, x, &w, &bias);
 }
 
-// The products of a normalised x: the norm folded into the decode product's preparation of
-// x (the sum of squares once per row), or written to pn->xn for sgemm.
-static void cpu_norm_matmul_n(struct tw_backend *be, int n, struct tw_tensor *const *ys,
+// The fused products decode: the norm folded into the preparation of x (its sum of squares
+// once a row), the residual added and SwiGLU formed as the outputs are written. With sgemm's
+// rows (or more than 8 weights) they decline, and tw_matmul_n, tw_matmul_add and
+// tw_matmul_swiglu compose the plain ops.
+static bool cpu_norm_matmul_n(struct tw_backend *be, int n, struct tw_tensor *const *ys,
                               const struct tw_tensor *x, const struct tw_tensor *const *ws,
                               const struct tw_tensor *const *biases, const struct tw_prenorm *pn)
 {
-    if (gemm_rows(x, ws[0]->ne[1]) || n > 8) {
-        rows_op(be, ROWS_RMSNORM, pn->xn, x, pn->w, pn->eps);
-        cpu_matmul_n(be, n, ys, pn->xn, ws, biases);
-        return;
-    }
+    if (gemm_rows(x, ws[0]->ne[1]) || n > 8)
+        return false;
     matmul_dot(be, n, ys, x, ws, biases, OUT_SET, pn);
+    return true;
 }
 
-// y += x w^T (+ bias): decoding, the residual added as each output is written; else through
-// tmp.
-static void cpu_matmul_add(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
-                           const struct tw_tensor *w, const struct tw_tensor *bias,
-                           struct tw_tensor *tmp)
+static bool cpu_matmul_add(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                           const struct tw_tensor *w, const struct tw_tensor *bias)
 {
-    if (gemm_rows(x, w->ne[1])) {
-        matmul_gemm(be, tmp, x, w, bias);
-        rows_op(be, ROWS_ADD, y, y, tmp, 0);
-        return;
-    }
+    if (gemm_rows(x, w->ne[1]))
+        return false;
     matmul_dot(be, 1, &y, x, &w, &bias, OUT_ADD, NULL);
+    return true;
 }
 
-// y = silu(x wg^T) * (x wu^T) of x, normalised first with pn: decoding, a unit's gate and up
-// rows together and SwiGLU as they are written; else the up projection through tmp.
-static void norm_swiglu(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
-                        const struct tw_tensor *wg, const struct tw_tensor *wu,
-                        struct tw_tensor *tmp, const struct tw_prenorm *pn)
+static bool cpu_norm_matmul_swiglu(struct tw_backend *be, struct tw_tensor *y,
+                                   const struct tw_tensor *x, const struct tw_tensor *wg,
+                                   const struct tw_tensor *wu, const struct tw_prenorm *pn)
 {
-    if (gemm_rows(x, wg->ne[1])) {
-        if (pn) {
-            rows_op(be, ROWS_RMSNORM, pn->xn, x, pn->w, pn->eps);
-            x = pn->xn;
-        }
-        matmul_gemm(be, y, x, wg, NULL);
-        matmul_gemm(be, tmp, x, wu, NULL);
-        rows_op(be, ROWS_SWIGLU, y, y, tmp, 0);
-        return;
-    }
-    struct tw_tensor *ys[2] = { y, tmp };
+    if (gemm_rows(x, wg->ne[1]))
+        return false;
+    struct tw_tensor *ys[2] = { y, NULL }; // (the up rows' outputs are not kept)
     const struct tw_tensor *ws[2] = { wg, wu };
     matmul_dot(be, 2, ys, x, ws, NULL, OUT_SWIGLU, pn);
+    return true;
 }
 
-static void cpu_matmul_swiglu(struct tw_backend *be, struct tw_tensor *y,
+static bool cpu_matmul_swiglu(struct tw_backend *be, struct tw_tensor *y,
                               const struct tw_tensor *x, const struct tw_tensor *wg,
-                              const struct tw_tensor *wu, struct tw_tensor *tmp)
+                              const struct tw_tensor *wu)
 {
-    norm_swiglu(be, y, x, wg, wu, tmp, NULL);
-}
-
-static void cpu_norm_matmul_swiglu(struct tw_backend *be, struct tw_tensor *y,
-                                   const struct tw_tensor *x, const struct tw_tensor *wg,
-                                   const struct tw_tensor *wu, struct tw_tensor *tmp,
-                                   const struct tw_prenorm *pn)
-{
-    norm_swiglu(be, y, x, wg, wu, tmp, pn);
+    return cpu_norm_matmul_swiglu(be, y, x, wg, wu, NULL);
 }
 
 // Query rows t0 .. t0 + nt - 1 of head h against their keys, as two sgemms (the prefill
@@ -893,6 +866,8 @@ static void cpu_free(struct tw_backend *be)
     tw_free(be->impl);
     tw_free(be);
 }
+
+enum rows_op { ROWS_RMSNORM, ROWS_SWIGLU, ROWS_ADD };
 
 // The row-wise ops (RMSNorm, SwiGLU, add): a slice of the rows per thread from
 // ROWS_PAR_MIN elements up (below, the region would cost more than the work), with rms_inv's

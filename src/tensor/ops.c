@@ -62,10 +62,8 @@ void tw_matmul_n(struct tw_backend *be, int n, struct tw_tensor *const *ys,
 {
     if (pn) {
         check_prenorm(x, pn);
-        if (be->ops->norm_matmul_n) {
-            be->ops->norm_matmul_n(be, n, ys, x, ws, biases, pn);
+        if (be->ops->norm_matmul_n && be->ops->norm_matmul_n(be, n, ys, x, ws, biases, pn))
             return;
-        }
         x = prenorm(be, x, pn);
     }
 #ifndef NDEBUG
@@ -90,12 +88,10 @@ void tw_matmul_add(struct tw_backend *be, struct tw_tensor *y, const struct tw_t
                    const struct tw_tensor *w, const struct tw_tensor *bias, struct tw_tensor *tmp)
 {
     assert(is_f32(y) && is_f32(tmp) && same_shape(y, tmp) && y->data != x->data);
-    if (be->ops->matmul_add) {
-        assert(is_f32(x) && tw_tensor_ncols(x) == w->ne[1] && tw_tensor_ncols(y) == w->ne[0]);
-        assert(tw_tensor_nrows(x) == tw_tensor_nrows(y));
-        be->ops->matmul_add(be, y, x, w, bias, tmp);
+    assert(is_f32(x) && tw_tensor_ncols(x) == w->ne[1] && tw_tensor_ncols(y) == w->ne[0]);
+    assert(tw_tensor_nrows(x) == tw_tensor_nrows(y));
+    if (be->ops->matmul_add && be->ops->matmul_add(be, y, x, w, bias))
         return;
-    }
     tw_matmul(be, tmp, x, w, bias);
     tw_add(be, y, y, tmp);
 }
@@ -107,19 +103,15 @@ void tw_matmul_swiglu(struct tw_backend *be, struct tw_tensor *y, const struct t
     assert(is_f32(y) && is_f32(tmp) && same_shape(y, tmp) && same_shape(wg, wu));
     if (pn) {
         check_prenorm(x, pn);
-        if (be->ops->norm_matmul_swiglu) {
-            assert(tw_tensor_ncols(x) == wg->ne[1] && tw_tensor_ncols(y) == wg->ne[0]);
-            be->ops->norm_matmul_swiglu(be, y, x, wg, wu, tmp, pn);
+        assert(tw_tensor_ncols(x) == wg->ne[1] && tw_tensor_ncols(y) == wg->ne[0]);
+        if (be->ops->norm_matmul_swiglu && be->ops->norm_matmul_swiglu(be, y, x, wg, wu, pn))
             return;
-        }
         x = prenorm(be, x, pn);
     }
-    if (be->ops->matmul_swiglu) {
-        assert(is_f32(x) && tw_tensor_ncols(x) == wg->ne[1] && tw_tensor_ncols(y) == wg->ne[0]);
-        assert(tw_tensor_nrows(x) == tw_tensor_nrows(y) && y->data != x->data);
-        be->ops->matmul_swiglu(be, y, x, wg, wu, tmp);
+    assert(is_f32(x) && tw_tensor_ncols(x) == wg->ne[1] && tw_tensor_ncols(y) == wg->ne[0]);
+    assert(tw_tensor_nrows(x) == tw_tensor_nrows(y) && y->data != x->data);
+    if (be->ops->matmul_swiglu && be->ops->matmul_swiglu(be, y, x, wg, wu))
         return;
-    }
     struct tw_tensor *gu[2] = { y, tmp };
     const struct tw_tensor *w2[2] = { wg, wu };
     tw_matmul_n(be, 2, gu, x, w2, NULL, NULL);

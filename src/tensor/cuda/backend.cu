@@ -1104,19 +1104,19 @@ static void cuda_matmul_n(struct tw_backend *be, int n, struct tw_tensor *const 
     matmul_n_into(be, n, ys, x, ws, biases, NULL);
 }
 
-static void cuda_norm_matmul_n(struct tw_backend *be, int n, struct tw_tensor *const *ys,
+static bool cuda_norm_matmul_n(struct tw_backend *be, int n, struct tw_tensor *const *ys,
                                const struct tw_tensor *x, const struct tw_tensor *const *ws,
                                const struct tw_tensor *const *biases, const struct tw_prenorm *pn)
 {
     matmul_n_into(be, n, ys, x, ws, biases, pn);
+    return true;
 }
 
-static void cuda_matmul_add(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
-                            const struct tw_tensor *w, const struct tw_tensor *bias,
-                            struct tw_tensor *tmp)
+static bool cuda_matmul_add(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
+                            const struct tw_tensor *w, const struct tw_tensor *bias)
 {
-    (void)tmp;
     matmul_into(be, y, x, w, bias, true);
+    return true;
 }
 
 static void ew(struct tw_backend *be, enum ew_op op, float *y, const float *a, const float *b,
@@ -1158,21 +1158,20 @@ static void swiglu_into(struct tw_backend *be, struct tw_tensor *y, const struct
     ew(be, EW_SWIGLU, f32(y), f32(y), im->f32s, T * N, "swiglu");
 }
 
-static void cuda_matmul_swiglu(struct tw_backend *be, struct tw_tensor *y,
+static bool cuda_matmul_swiglu(struct tw_backend *be, struct tw_tensor *y,
                                const struct tw_tensor *x, const struct tw_tensor *wg,
-                               const struct tw_tensor *wu, struct tw_tensor *tmp)
+                               const struct tw_tensor *wu)
 {
-    (void)tmp;
     swiglu_into(be, y, x, wg, wu, NULL);
+    return true;
 }
 
-static void cuda_norm_matmul_swiglu(struct tw_backend *be, struct tw_tensor *y,
+static bool cuda_norm_matmul_swiglu(struct tw_backend *be, struct tw_tensor *y,
                                     const struct tw_tensor *x, const struct tw_tensor *wg,
-                                    const struct tw_tensor *wu, struct tw_tensor *tmp,
-                                    const struct tw_prenorm *pn)
+                                    const struct tw_tensor *wu, const struct tw_prenorm *pn)
 {
-    (void)tmp;
     swiglu_into(be, y, x, wg, wu, pn);
+    return true;
 }
 
 static void cuda_layernorm(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
