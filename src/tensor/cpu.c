@@ -116,7 +116,7 @@ struct dot_job {
     float eps;
     int64_t T, K, kb, total;
     int64_t piece; // elements of x a preparing thread takes at a time (a row's divisor)
-    bool quant, pack, par, own;
+    bool quant, pack, own;
     size_t xs_bytes, xq_bytes, xk_bytes; // the prepared parts' bytes
 };
 
@@ -143,6 +143,13 @@ static float rms_inv(const float *x, int64_t K, float eps)
     return (float)(1.0 / sqrt(ss / (double)K + eps));
 }
 
+// y = x * inv * w (w NULL: ones) over n values: a row normalised, the reference's arithmetic.
+static void norm_row(const float *x, float inv, const float *w, int64_t n, float *y)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] = x[i] * inv * (w ? w[i] : 1.0f);
+}
+
 static struct acts acts_in(const struct dot_job *j, char *buf)
 {
     return (struct acts){
@@ -166,8 +173,7 @@ static void prep(const struct dot_job *j, int64_t p0, int64_t p1, char *buf)
             if (t != row)
                 inv = rms_inv(j->x + t * K, K, j->eps), row = t;
             float *d = xs + t * K + e;
-            for (int64_t i = 0; i < j->piece; i++)
-                d[i] = src[i] * inv * j->norm[e + i];
+            norm_row(src, inv, j->norm + e, j->piece, d);
             src = d;
         }
         if (!j->quant)
@@ -233,11 +239,6 @@ static void dot_units(const struct dot_job *j, const struct acts *a, int64_t g0,
 static void dot_node(void *job, const struct cpu_run *run, int id, int nt)
 {
     const struct dot_job *j = job;
-    if (!j->par) {
-        if (id != 0)
-            return;
-        nt = 1;
-    }
     char *buf = j->own ? run->mine : run->shared;
     if (j->norm || j->quant) {
         int64_t pieces = j->T * (j->K / j->piece), p0 = 0, p1 = pieces;
@@ -315,14 +316,14 @@ static void matmul_dot(struct tw_backend *be, int n, struct tw_tensor *const *ys
             j.total += (j.w[i].N + j.w[i].per - 1) / j.w[i].per;
         }
     }
-    j.par = shared_out(be, work >= PAR_MIN);
+    bool par = shared_out(be, work >= PAR_MIN);
     j.own = T * K <= OWN_MAX;
     size_t bytes = j.xs_bytes + j.xq_bytes + j.xk_bytes;
     // a quarter: a cloud VM's last-level cache is shared with other tenants, so a model of a
     // third of it (SmolLM2 in q8_0, 145 MB, on the development VM's 480 MB) does not stay
     // there from one token to the next (docs/perf.md: +10-18 % with the far prefetch)
     tw_dot_stream_set(be->stream_bytes > im->llc / 4);
-    cpu_exec(be, im->team, &dot_kind, &j, sizeof j, j.own ? 0 : bytes, j.own ? bytes : 0, j.par);
+    cpu_exec(be, im->team, &dot_kind, &j, sizeof j, j.own ? 0 : bytes, j.own ? bytes : 0, par);
 }
 
 struct gemm_job {
@@ -582,8 +583,7 @@ struct attn_job {
     int64_t S;
     const struct tw_attn_seq *seqs;
     const int32_t *seq_of;
-    int shift; // log2 of a->page
-    bool par;
+    int shift;            // log2 of a->page
     _Atomic int64_t next; // the next item handed out (dynamic sharing)
 };
 
@@ -631,11 +631,6 @@ static void attn_item(const struct attn_job *j, float *part, float *lse, int64_t
 static void attn_node(void *job, const struct cpu_run *run, int id, int nt)
 {
     struct attn_job *j = job;
-    if (!j->par) {
-        if (id != 0)
-            return;
-        nt = 1;
-    }
     int64_t TH = j->T * j->a.n_head, items = j->T * j->a.n_head_kv * j->P, lo, hi;
     float *part = j->P > 1 ? (float *)run->shared : NULL;
     float *lse = part ? part + j->P * TH * j->a.head_dim : NULL;
@@ -670,9 +665,9 @@ static void decode_attention(struct tw_backend *be, struct attn_job *j, struct t
     j->im = impl(be);
     j->out = f32(out), j->q = f32(q), j->a = *a, j->T = T;
     j->P = key_parts(be, T * a->n_head_kv, S, work);
-    j->par = shared_out(be, work >= PAR_MIN || j->P > 1);
     size_t parts = j->P > 1 ? (size_t)(j->P * T * H * (D + 1)) * sizeof(float) : 0;
-    cpu_exec(be, j->im->team, &attn_kind, j, sizeof *j, parts, 0, j->par);
+    cpu_exec(be, j->im->team, &attn_kind, j, sizeof *j, parts, 0,
+             shared_out(be, work >= PAR_MIN || j->P > 1));
 }
 
 // The prefill's attention blocks (attend_block), (head, block of rows) handed out one at a
@@ -881,18 +876,14 @@ struct rows_job {
     const float *a, *b; // b: RMSNorm's weights (NULL: none)
     int64_t R, C;
     float eps;
-    bool par;
 };
 
 static void rows_node(void *job, const struct cpu_run *run, int id, int nt)
 {
     const struct rows_job *j = job;
     (void)run;
-    if (!j->par && id != 0)
-        return;
-    int64_t r0 = 0, r1 = j->R, C = j->C;
-    if (j->par)
-        tw_team_range(j->R, id, nt, &r0, &r1);
+    int64_t r0, r1, C = j->C;
+    tw_team_range(j->R, id, nt, &r0, &r1);
     if (j->op == ROWS_SWIGLU) {
         j->swiglu(j->y + r0 * C, j->a + r0 * C, j->b + r0 * C, (size_t)((r1 - r0) * C));
         return;
@@ -906,9 +897,7 @@ static void rows_node(void *job, const struct cpu_run *run, int id, int nt)
                 y[i] = a[i] + b[i];
             continue;
         }
-        float inv = rms_inv(a, C, j->eps);
-        for (int64_t i = 0; i < C; i++)
-            y[i] = a[i] * inv * (j->b ? j->b[i] : 1.0f);
+        norm_row(a, rms_inv(a, C, j->eps), j->b, C, y);
     }
 }
 CPU_NODE(rows);
@@ -925,8 +914,8 @@ static void rows_op(struct tw_backend *be, enum rows_op op, struct tw_tensor *y,
                           .R = tw_tensor_nrows(y),
                           .C = tw_tensor_ncols(y),
                           .eps = eps };
-    j.par = shared_out(be, tw_tensor_nelem(y) >= ROWS_PAR_MIN && j.R > 1);
-    cpu_exec(be, impl(be)->team, &rows_kind, &j, sizeof j, 0, 0, j.par);
+    cpu_exec(be, impl(be)->team, &rows_kind, &j, sizeof j, 0, 0,
+             shared_out(be, tw_tensor_nelem(y) >= ROWS_PAR_MIN && j.R > 1));
 }
 
 static void cpu_rmsnorm(struct tw_backend *be, struct tw_tensor *y, const struct tw_tensor *x,
@@ -956,7 +945,7 @@ struct rope_job {
     const int32_t *rows;
     int64_t T, H, Hkv, D;
     int32_t half;
-    bool neox, par;
+    bool neox;
 };
 
 static void rotate(float *x, const float *cs, int32_t half, bool neox)
@@ -973,11 +962,6 @@ static void rope_node(void *job, const struct cpu_run *run, int id, int nt)
 {
     const struct rope_job *j = job;
     (void)run;
-    if (!j->par) {
-        if (id != 0)
-            return;
-        nt = 1;
-    }
     int64_t per = j->H + 2 * j->Hkv, lo, hi, D = j->D, kvd = j->Hkv * D;
     tw_team_range(j->T * per, id, nt, &lo, &hi);
     for (int64_t u = lo; u < hi; u++) {
@@ -1032,7 +1016,7 @@ static void cpu_rope_store(struct tw_backend *be, struct tw_tensor *q, struct tw
                           .D = q->ne[2],
                           .half = half,
                           .neox = r->neox };
-    j.par = shared_out(be, T * (j.H + 2 * j.Hkv) * j.D >= ROWS_PAR_MIN);
+    bool par = shared_out(be, T * (j.H + 2 * j.Hkv) * j.D >= ROWS_PAR_MIN);
     struct cpu_step *s = cpu_step_of(be);
     size_t n = (size_t)(T * half) * 2 * sizeof(float);
     struct {
@@ -1063,7 +1047,7 @@ static void cpu_rope_store(struct tw_backend *be, struct tw_tensor *q, struct tw
             cpu_step_memo_put(s, &key, sizeof key, cs);
     }
     j.cs = cs;
-    cpu_exec(be, impl(be)->team, &rope_kind, &j, sizeof j, 0, 0, j.par);
+    cpu_exec(be, impl(be)->team, &rope_kind, &j, sizeof j, 0, 0, par);
     if (own)
         tw_free(cs);
 }
@@ -1074,18 +1058,14 @@ struct embed_job {
     float *y;
     const int32_t *ids;
     int64_t T, C;
-    bool par;
 };
 
 static void embed_node(void *job, const struct cpu_run *run, int id, int nt)
 {
     const struct embed_job *j = job;
     (void)run;
-    if (!j->par && id != 0)
-        return;
-    int64_t lo = 0, hi = j->T;
-    if (j->par)
-        tw_team_range(j->T, id, nt, &lo, &hi);
+    int64_t lo, hi;
+    tw_team_range(j->T, id, nt, &lo, &hi);
     for (int64_t t = lo; t < hi; t++) {
         assert(j->ids[t] >= 0 && j->ids[t] < j->table.ne[0]);
         tw_dequantize_row(j->table.dtype, tw_tensor_row(&j->table, j->ids[t]), j->y + t * j->C,
@@ -1097,9 +1077,9 @@ CPU_NODE(embed);
 static void cpu_embedding(struct tw_backend *be, struct tw_tensor *y,
                           const struct tw_tensor *table, const int32_t *ids)
 {
-    struct embed_job j = { *table, f32(y), ids, tw_tensor_nrows(y), tw_tensor_ncols(y), false };
-    j.par = shared_out(be, tw_tensor_nelem(y) >= ROWS_PAR_MIN && j.T > 1);
-    cpu_exec(be, impl(be)->team, &embed_kind, &j, sizeof j, 0, 0, j.par);
+    struct embed_job j = { *table, f32(y), ids, tw_tensor_nrows(y), tw_tensor_ncols(y) };
+    cpu_exec(be, impl(be)->team, &embed_kind, &j, sizeof j, 0, 0,
+             shared_out(be, tw_tensor_nelem(y) >= ROWS_PAR_MIN && j.T > 1));
 }
 
 // The ops without a node of their own run the reference's code, after the queued nodes of a

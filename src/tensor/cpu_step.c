@@ -19,6 +19,7 @@
 struct node {
     const struct cpu_node_kind *kind;
     void *job;
+    bool par; // run by every thread (else by thread 0 alone, as one of one)
     struct node *next;
 };
 
@@ -177,7 +178,8 @@ static void step_region(void *ctx, int id, int nt)
     uint64_t mine = 0;
     for (struct node *n = s->head; n; n = n->next) {
         uint64_t t0 = profiling ? now_ns() : 0, t1 = 0;
-        n->kind->fn(n->job, &run, id, nt);
+        if (n->par || id == 0)
+            n->kind->fn(n->job, &run, n->par ? id : 0, n->par ? nt : 1);
         if (profiling)
             t1 = now_ns(), mine += t1 - t0;
         if (n->next)
@@ -195,19 +197,17 @@ static bool step_run(struct cpu_step *s)
 {
     bool ok = !s->failed;
     if (s->head && ok) {
-        size_t nt = (size_t)tw_team_size(s->team), need = s->shared;
-        if (s->per_thread > (SIZE_MAX - need) / nt)
-            need = SIZE_MAX;
-        else
-            need += nt * s->per_thread;
-        if (need > s->scratch_bytes) {
+        size_t need = 0, all = 0;
+        bool over = tw_mul_overflow((size_t)tw_team_size(s->team), s->per_thread, &all) ||
+                    tw_add_overflow(all, s->shared, &need);
+        if (over || need > s->scratch_bytes) {
             tw_free(s->scratch);
             s->scratch_bytes = 0;
-            s->scratch = need == SIZE_MAX ? NULL : tw_malloc(need);
+            s->scratch = over ? NULL : tw_malloc(need);
             if (s->scratch)
                 s->scratch_bytes = need;
         }
-        if (s->scratch || need == 0)
+        if (!over && (s->scratch || need == 0))
             tw_team_run(s->team, step_region, s);
         else
             ok = (tw_error_set(TW_ENOMEM, "cpu backend: no memory for a step's scratch"), false);
@@ -228,7 +228,7 @@ bool cpu_exec(struct tw_backend *be, struct tw_team *team, const struct cpu_node
         struct node *n = cpu_step_alloc(s, sizeof *n);
         void *copy = n ? cpu_step_copy(s, job, bytes) : NULL;
         if (copy) {
-            *n = (struct node){ .kind = kind, .job = copy };
+            *n = (struct node){ .kind = kind, .job = copy, .par = par };
             if (s->tail)
                 s->tail->next = n;
             else

@@ -20,7 +20,8 @@ struct cpu_run {
     char *mine;
 };
 
-// Thread id of nt runs its share of the node's job (which it may change: counters).
+// Thread id of nt runs its share of the node's job (which it may change: counters); a node
+// not shared out (cpu_exec's par) runs as thread 0 of 1.
 typedef void (*cpu_node_fn)(void *job, const struct cpu_run *run, int id, int nt);
 
 // A kind of node: its function and its name (for TWIN_CPU_STEP_PROFILE). CPU_NODE(x) defines
