@@ -10,16 +10,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "tensor/team.h"
 
+#include "bench_util.h"
+
 static double now_us(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
+    return now() * 1e6;
 }
 
 static void spin_us(double us)
@@ -69,12 +68,14 @@ int main(int argc, char **argv)
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     char def[64];
     snprintf(def, sizeof def, "2,%ld", cpus > 2 ? cpus : 2);
-    char *threads = strdup(list ? list : def);
+    char threads[16][32];
+    int rows = parse_list(list ? list : def, threads, 16);
     int reps = quick ? 200 : 20000;
     printf("team: %ld CPUs; us each, mean of %d\n", cpus, reps);
     printf("threads  region  barrier  after 2 us  after 0-8 us (over the work)\n");
     double worst = 0;
-    for (char *tok = strtok(threads, ","); tok; tok = strtok(NULL, ",")) {
+    for (int r = 0; r < rows; r++) {
+        const char *tok = threads[r];
         int n = atoi(tok);
         struct tw_team *t;
         if (n < 1 || tw_team_new(n, &t) != 0) {
@@ -103,7 +104,6 @@ int main(int argc, char **argv)
         worst = bar8 > worst ? bar8 : worst;
         tw_team_free(t);
     }
-    free(threads);
     printf("headline: a barrier after uneven work costs at most %.2f us\n", worst);
     return 0;
 }
