@@ -75,6 +75,28 @@ static double stream_k(const struct matrix *m, tw_qdot_k_fn f, tw_q8_act_fn q, c
     return (double)(m->rows * m->row_bytes) / best / 1e9;
 }
 
+// The same for a kernel over activations laid out as the rows' bytes (q4_0: tw_q40m).
+static double stream_m(const struct matrix *m, tw_qdot_m_fn f, tw_q8_act_fn q, const float *x,
+                       struct tw_q8_act *xq, struct tw_q40m *xm, int passes, volatile float *sink)
+{
+    double best = 1e30;
+    for (int p = 0; p < passes + 1; p++) {
+        float s = 0.0f, out;
+        double t0 = now();
+        q(x, COLS, xq);
+        tw_q40m_pack(xq, 0, COLS / TW_QK8_ACT, COLS / TW_QK8_ACT, xm);
+        for (size_t r = 0; r < m->rows; r++) {
+            f(m->data + r * m->row_bytes, xm, COLS, &out);
+            s += out;
+        }
+        double dt = now() - t0;
+        *sink += s;
+        if (p > 0 && dt < best)
+            best = dt;
+    }
+    return (double)(m->rows * m->row_bytes) / best / 1e9;
+}
+
 // The same for the float-activation kernel of cpu_dot.h.
 static double stream_f(const struct matrix *m, tw_dot_fn f, const float *x, int nx, int passes,
                        volatile float *sink)
@@ -141,7 +163,8 @@ int main(int argc, char **argv)
     float *x = aligned_alloc(64, (size_t)NX_TILE * COLS * sizeof *x);
     struct tw_q8_act *xq = malloc((size_t)NX_TILE * (COLS / TW_QK8_ACT) * sizeof *xq);
     struct tw_q8k_act *xk = malloc((COLS / 256) * sizeof *xk);
-    if (!x || !xq || !xk) {
+    struct tw_q40m *xm = aligned_alloc(64, tw_q40m_count(COLS) * sizeof *xm);
+    if (!x || !xq || !xk || !xm) {
         fprintf(stderr, "qdot: out of memory\n");
         return 1;
     }
@@ -152,8 +175,8 @@ int main(int argc, char **argv)
                tw_cpu_isa_name((enum tw_cpu_isa)isa),
                quantize_ns(tw_q8_act_quantizer((enum tw_cpu_isa)isa), x, xq));
 
-    printf("\n%-6s %-7s %8s %8s %10s %8s %12s\n", "dtype", "isa", "nx=1", "nx=4", "nx=1/mem",
-           "packed", "f32-act nx=1");
+    printf("\n%-6s %-7s %8s %8s %10s %8s %8s %12s\n", "dtype", "isa", "nx=1", "nx=4", "nx=1/mem",
+           "packed", "in-place", "f32-act nx=1");
     static const enum tw_dtype types[] = { TW_DTYPE_Q8_0, TW_DTYPE_Q4_0, TW_DTYPE_Q4_K,
                                            TW_DTYPE_Q6_K };
     double head[4] = { 0 };
@@ -174,8 +197,12 @@ int main(int argc, char **argv)
             char gk[16] = "-";
             if (fk)
                 snprintf(gk, sizeof gk, "%.1f", stream_k(&m, fk, q, x, xq, xk, passes, &sink));
-            printf("%-6s %-7s %8.1f %8.1f %9.0f%% %8s %12.1f\n", tw_dtype_name(t),
-                   tw_cpu_isa_name((enum tw_cpu_isa)isa), g1, g4, 100.0 * g1 / mem, gk, gf);
+            tw_qdot_m_fn fm = tw_qdot_m_kernel(t, (enum tw_cpu_isa)isa);
+            char gm[16] = "-";
+            if (fm)
+                snprintf(gm, sizeof gm, "%.1f", stream_m(&m, fm, q, x, xq, xm, passes, &sink));
+            printf("%-6s %-7s %8.1f %8.1f %9.0f%% %8s %8s %12.1f\n", tw_dtype_name(t),
+                   tw_cpu_isa_name((enum tw_cpu_isa)isa), g1, g4, 100.0 * g1 / mem, gk, gm, gf);
             fflush(stdout);
             if (isa == (int)top)
                 head[k] = g1;
@@ -185,6 +212,7 @@ int main(int argc, char **argv)
     free(x);
     free(xq);
     free(xk);
+    free(xm);
     printf("\nheadline: %s at nx=1 streams q8_0 %.1f, q4_0 %.1f, q4_K %.1f, q6_K %.1f GB/s "
            "(memory read %.1f GB/s; q4_K at %.0f%% of it)\n",
            tw_cpu_isa_name(top), head[0], head[1], head[2], head[3], mem, 100.0 * head[2] / mem);

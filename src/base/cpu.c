@@ -46,18 +46,40 @@ enum tw_cpu_isa tw_cpu_isa_have(void)
 #endif
 }
 
+#if CPU_X86
+// CPUID.(7,0):ECX bit `bit`, on a CPU with AVX-512 as TW_ISA_AVX512 needs it.
+static bool leaf7_ecx(unsigned bit)
+{
+    unsigned a, b, c = 0, d;
+    return tw_cpu_isa_have() == TW_ISA_AVX512 && __get_cpuid_count(7, 0, &a, &b, &c, &d) &&
+           (c >> bit & 1);
+}
+
+// CPUID.(7,1):EAX bit `bit` (leaf 7 has sub-leaf 1 when CPUID.(7,0):EAX >= 1), with AVX-512.
+static bool leaf7_1_eax(unsigned bit)
+{
+    unsigned a = 0, b, c, d;
+    return tw_cpu_isa_have() == TW_ISA_AVX512 && __get_cpuid_count(7, 0, &a, &b, &c, &d) &&
+           a >= 1 && __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a >> bit & 1);
+}
+
+// probe(bit), asked once through *known (-1 until then).
+static bool once(_Atomic int *known, bool (*probe)(unsigned), unsigned bit)
+{
+    int v = atomic_load_explicit(known, memory_order_relaxed);
+    if (v < 0) {
+        v = probe(bit);
+        atomic_store_explicit(known, v, memory_order_relaxed);
+    }
+    return v != 0;
+}
+#endif
+
 bool tw_cpu_has_avx512_vnni(void)
 {
 #if CPU_X86
     static _Atomic int known = -1;
-    int v = atomic_load_explicit(&known, memory_order_relaxed);
-    if (v < 0) {
-        unsigned a, b, c = 0, d;
-        v = tw_cpu_isa_have() == TW_ISA_AVX512 && __get_cpuid_count(7, 0, &a, &b, &c, &d) &&
-            (c >> 11 & 1); // CPUID.(7,0):ECX bit 11
-        atomic_store_explicit(&known, v, memory_order_relaxed);
-    }
-    return v != 0;
+    return once(&known, leaf7_ecx, 11);
 #else
     return false;
 #endif
@@ -67,15 +89,17 @@ bool tw_cpu_has_avx512_bf16(void)
 {
 #if CPU_X86
     static _Atomic int known = -1;
-    int v = atomic_load_explicit(&known, memory_order_relaxed);
-    if (v < 0) {
-        unsigned a = 0, b, c, d;
-        // CPUID.(7,1):EAX bit 5; leaf 7 has sub-leaf 1 when CPUID.(7,0):EAX >= 1.
-        v = tw_cpu_isa_have() == TW_ISA_AVX512 && __get_cpuid_count(7, 0, &a, &b, &c, &d) &&
-            a >= 1 && __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a >> 5 & 1);
-        atomic_store_explicit(&known, v, memory_order_relaxed);
-    }
-    return v != 0;
+    return once(&known, leaf7_1_eax, 5);
+#else
+    return false;
+#endif
+}
+
+bool tw_cpu_has_avx512_gfni(void)
+{
+#if CPU_X86
+    static _Atomic int known = -1;
+    return once(&known, leaf7_ecx, 8);
 #else
     return false;
 #endif

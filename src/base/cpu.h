@@ -22,6 +22,8 @@ enum tw_cpu_isa tw_cpu_isa_have(void);
 bool tw_cpu_has_avx512_vnni(void);
 // Whether the CPU has AVX-512 (as TW_ISA_AVX512 needs it) and AVX-512 BF16 (VDPBF16PS).
 bool tw_cpu_has_avx512_bf16(void);
+// Whether the CPU has AVX-512 (as TW_ISA_AVX512 needs it) and GFNI (its 512-bit forms).
+bool tw_cpu_has_avx512_gfni(void);
 // The last-level cache's bytes as the C library reports them (glibc's _SC_LEVEL3_CACHE_SIZE),
 // 0 when it does not.
 size_t tw_cpu_llc_bytes(void);

@@ -36,6 +36,7 @@ struct cpu_impl {
     tw_qdot_fn qdot[TW_DTYPE_COUNT];           // NULL for the float dtypes
     tw_qdot_rows_fn qdot_rows[TW_DTYPE_COUNT]; // NULL where the ISA has none
     tw_qdot_k_fn qdot_k[TW_DTYPE_COUNT];       // over packed activations (q4_K, q4_0, q8_0)
+    tw_qdot_m_fn qdot_m[TW_DTYPE_COUNT];       // over activations laid out in place (q4_0)
     tw_q8_act_fn quantize;
     float *tiles;         // TILE_BYTES per thread
     struct tw_team *team; // the threads of every parallel region
@@ -84,6 +85,9 @@ static void *op_mem(struct tw_backend *be, size_t n, bool *own)
 // one thread on the device's host).
 #define PACK_MIN_K 2048
 
+// The same for the Q4_0 kernels over activations laid out in place (tw_qdot_m_fn).
+#define INPLACE_MIN_K 2048
+
 // A weight of a decode product: its rows, where its outputs go, and its units (per rows each,
 // from unit start on).
 struct dot_w {
@@ -116,8 +120,8 @@ struct dot_job {
     float eps;
     int64_t T, K, kb, total;
     int64_t piece; // elements of x a preparing thread takes at a time (a row's divisor)
-    bool quant, pack, own;
-    size_t xs_bytes, xq_bytes, xk_bytes; // the prepared parts' bytes
+    bool quant, pack, inplace, own;
+    size_t xs_bytes, xq_bytes, xk_bytes, xm_bytes; // the prepared parts' bytes
 };
 
 // The activations as the kernels read them.
@@ -125,6 +129,7 @@ struct acts {
     const float *xs;
     const struct tw_q8_act *xq;
     const struct tw_q8k_act *xk;
+    const struct tw_q40m *xm;
 };
 
 // 1 / sqrt(mean(x^2) + eps) over x's K values (the reference's, in double, eight sums at a
@@ -156,6 +161,8 @@ static struct acts acts_in(const struct dot_job *j, char *buf)
         .xs = j->norm ? (const float *)buf : j->x,
         .xq = j->quant ? (const struct tw_q8_act *)(buf + j->xs_bytes) : NULL,
         .xk = j->pack ? (const struct tw_q8k_act *)(buf + j->xs_bytes + j->xq_bytes) : NULL,
+        .xm = j->inplace ? (const struct tw_q40m *)(buf + j->xs_bytes + j->xq_bytes + j->xk_bytes)
+                         : NULL,
     };
 }
 
@@ -166,6 +173,7 @@ static void prep(const struct dot_job *j, int64_t p0, int64_t p1, char *buf)
     float *xs = (float *)buf, inv = 1;
     struct tw_q8_act *xq = (struct tw_q8_act *)(buf + j->xs_bytes);
     struct tw_q8k_act *xk = (struct tw_q8k_act *)(buf + j->xs_bytes + j->xq_bytes);
+    struct tw_q40m *xm = (struct tw_q40m *)(buf + j->xs_bytes + j->xq_bytes + j->xk_bytes);
     for (int64_t p = p0; p < p1; p++) {
         int64_t t = p / per_row, e = p % per_row * j->piece;
         const float *src = j->x + t * K + e;
@@ -182,6 +190,9 @@ static void prep(const struct dot_job *j, int64_t p0, int64_t p1, char *buf)
         j->im->quantize(src, (size_t)j->piece, q);
         if (j->pack) // one row; pieces of TW_QK_K
             tw_q8k_act_pack(q, (size_t)j->piece, xk + e / TW_QK_K);
+        if (j->inplace) // one row
+            tw_q40m_pack(xq, (size_t)(e / TW_QK8_ACT), (size_t)(j->piece / TW_QK8_ACT),
+                         (size_t)j->kb, xm);
     }
 }
 
@@ -193,7 +204,9 @@ static void dot_block(const struct dot_job *j, const struct acts *a, const struc
     const struct cpu_impl *im = j->im;
     const void *row = w->data + (size_t)r * w->nb0;
     size_t K = (size_t)j->K;
-    if (a->xk && im->qdot_k[w->dtype]) // (T == 1, one row a unit)
+    if (a->xm && im->qdot_m[w->dtype]) // (T == 1, one row a unit)
+        im->qdot_m[w->dtype](row, a->xm, K, out);
+    else if (a->xk && im->qdot_k[w->dtype]) // (T == 1, one row a unit)
         im->qdot_k[w->dtype](row, a->xk, K, out);
     else if (nr > 1)
         im->qdot_rows[w->dtype](row, w->nb0, nr, a->xq, K, out);
@@ -276,11 +289,12 @@ static void matmul_dot(struct tw_backend *be, int n, struct tw_tensor *const *ys
     struct cpu_impl *im = impl(be);
     struct dot_job j = { .im = im, .n = n, .out = out, .x = f32(x) };
     int64_t T = j.T = tw_tensor_nrows(x), K = j.K = ws[0]->ne[1], work = 0;
-    bool any_q = false, any_k = false;
+    bool any_q = false, any_k = false, any_m = false;
     assert(n >= 1 && n <= 8 && (out != OUT_SWIGLU || n == 2) && (out != OUT_ADD || n == 1));
     for (int i = 0; i < n; i++) {
         any_q |= im->qdot[ws[i]->dtype] != NULL;
         any_k |= im->qdot_k[ws[i]->dtype] != NULL;
+        any_m |= im->qdot_m[ws[i]->dtype] != NULL;
     }
     if (pn)
         j.norm = f32(pn->w), j.eps = pn->eps;
@@ -288,14 +302,17 @@ static void matmul_dot(struct tw_backend *be, int n, struct tw_tensor *const *ys
     j.kb = K / TW_QK8_ACT;
     j.quant = any_q && K % TW_QK8_ACT == 0;
     j.pack = j.quant && any_k && T == 1 && K % TW_QK_K == 0 && K >= PACK_MIN_K;
+    j.inplace = j.quant && any_m && T == 1 && K >= INPLACE_MIN_K;
     j.piece = j.pack ? TW_QK_K : j.quant ? TW_QK8_ACT : K;
     j.xs_bytes = j.norm ? (size_t)(T * K) * sizeof(float) : 0;
     j.xq_bytes = j.quant ? (size_t)(T * j.kb) * sizeof(struct tw_q8_act) : 0;
     j.xk_bytes = j.pack ? (size_t)(K / TW_QK_K) * sizeof(struct tw_q8k_act) : 0;
+    j.xm_bytes = j.inplace ? tw_q40m_count((size_t)K) * sizeof(struct tw_q40m) : 0;
     j.xs_bytes = (j.xs_bytes + 63) / 64 * 64, j.xq_bytes = (j.xq_bytes + 63) / 64 * 64;
+    j.xk_bytes = (j.xk_bytes + 63) / 64 * 64; // (tw_q40m: whole lines, aligned loads)
     for (int i = 0; i < n; i++) {
         const struct tw_tensor *w = ws[i];
-        bool packed = j.pack && im->qdot_k[w->dtype];
+        bool packed = (j.pack && im->qdot_k[w->dtype]) || (j.inplace && im->qdot_m[w->dtype]);
         j.w[i] = (struct dot_w){
             .data = w->data,
             .nb0 = w->nb[0],
@@ -318,7 +335,7 @@ static void matmul_dot(struct tw_backend *be, int n, struct tw_tensor *const *ys
     }
     bool par = shared_out(be, work >= PAR_MIN);
     j.own = T * K <= OWN_MAX;
-    size_t bytes = j.xs_bytes + j.xq_bytes + j.xk_bytes;
+    size_t bytes = j.xs_bytes + j.xq_bytes + j.xk_bytes + j.xm_bytes;
     // a quarter: a cloud VM's last-level cache is shared with other tenants, so a model of a
     // third of it (SmolLM2 in q8_0, 145 MB, on the development VM's 480 MB) does not stay
     // there from one token to the next (docs/perf.md: +10-18 % with the far prefetch)
@@ -1213,11 +1230,15 @@ static int cpu_new(int n_threads, bool openmp, struct tw_backend **out)
     // kernels above instead, for comparing).
     const char *packed_env = getenv("TWIN_QDOT_PACKED");
     bool packed = !(packed_env && strcmp(packed_env, "0") == 0);
+    // Q4_0 against activations laid out as its rows' bytes (TWIN_QDOT_INPLACE=0: not).
+    const char *inplace_env = getenv("TWIN_QDOT_INPLACE");
+    bool inplace = !(inplace_env && strcmp(inplace_env, "0") == 0);
     for (int t = 0; t < TW_DTYPE_COUNT; t++) {
         im->dot[t] = tw_dot_kernel((enum tw_dtype)t, isa);
         im->qdot[t] = tw_qdot_kernel((enum tw_dtype)t, isa);
         im->qdot_rows[t] = one_row ? NULL : tw_qdot_rows_kernel((enum tw_dtype)t, isa);
         im->qdot_k[t] = packed ? tw_qdot_k_kernel((enum tw_dtype)t, isa) : NULL;
+        im->qdot_m[t] = inplace ? tw_qdot_m_kernel((enum tw_dtype)t, isa) : NULL;
     }
     const char *steps_env = getenv("TWIN_CPU_STEPS");
     im->no_steps = steps_env && strcmp(steps_env, "0") == 0;

@@ -219,6 +219,49 @@ void tw_q8k_act_pack(const struct tw_q8_act *x, size_t n, struct tw_q8k_act *out
     }
 }
 
+tw_qdot_m_fn tw_qdot_m_kernel(enum tw_dtype t, enum tw_cpu_isa isa)
+{
+    return kernel_isa(t, isa) == TW_ISA_AVX512
+               ? tw_qdot_m_kernel_avx512(t, tw_cpu_has_avx512_gfni())
+               : NULL;
+}
+
+#define Q40_BYTES 18 // sizeof(struct tw_block_q4_0): a 2-byte scale, then 16 bytes of nibbles
+
+size_t tw_q40m_count(size_t n)
+{
+    return (n / 32 + TW_Q40M_BLOCKS - 1) / TW_Q40M_BLOCKS;
+}
+
+void tw_q40m_pack(const struct tw_q8_act *x, size_t b0, size_t nb, size_t kb, struct tw_q40m *out)
+{
+    assert(b0 + nb <= kb);
+    for (size_t b = b0; b < b0 + nb; b++) {
+        const struct tw_q8_act *a = x + b;
+        struct tw_q40m *g = out + b / TW_Q40M_BLOCKS;
+        size_t j = b % TW_Q40M_BLOCKS, at = j * Q40_BYTES, end = at + Q40_BYTES;
+        bool last = b + 1 == kb; // then it clears the rest of the group: no weights meet it
+        if (last)
+            end = TW_Q40M_BYTES;
+        for (size_t p = at; p < end; p++) {
+            size_t k = p - at - 2; // the nibbles' byte k (of 16), from at + 2
+            bool q = p >= at + 2 && k < 16;
+            g->lo[p] = q ? a->qs[k] : 0;
+            g->hi[p] = q ? a->qs[16 + k] : 0;
+        }
+        g->d[j] = a->d;
+        for (size_t r = j + 1; last && r < TW_Q40M_BLOCKS; r++)
+            g->d[r] = 0.0f;
+        // the lanes whose first byte lies in [at, end)
+        for (size_t l = (at + 3) / 4; l < (end + 3) / 4; l++) {
+            int s = 0;
+            for (size_t i = 4 * l; i < 4 * l + 4 && i < end; i++) // (past end: the next scale)
+                s += g->lo[i] + g->hi[i];
+            g->off[l] = -8 * s;
+        }
+    }
+}
+
 tw_qdot_rows_fn tw_qdot_rows_kernel(enum tw_dtype t, enum tw_cpu_isa isa)
 {
     if (!kernel_scalar(t))

@@ -7,6 +7,7 @@
 #ifndef TW_TENSOR_CPU_QDOT_H
 #define TW_TENSOR_CPU_QDOT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -85,6 +86,36 @@ typedef void (*tw_qdot_k_fn)(const void *row, const struct tw_q8k_act *x, size_t
 // (the caller then uses tw_qdot_fn). n must be a multiple of 256 (Q4_0 and Q8_0 too).
 tw_qdot_k_fn tw_qdot_k_kernel(enum tw_dtype t, enum tw_cpu_isa isa);
 
+// ---- Q4_0 against one activation row laid out as the weight rows' bytes (tw_q40m), so that a
+// kernel multiplies 64 bytes of a row as they lie in memory, the blocks' scale bytes included,
+// instead of unpacking the 18-byte blocks two by two: the activations that meet each byte's low
+// and high nibble sit at that byte's place (0 at the scales' places, which so contribute
+// nothing), and per 4-byte lane (each holds quants of one block only, as 18 = 2 mod 4 and a
+// scale takes 2 bytes) the offset of 8. 32 blocks take 576 bytes, nine stretches of 64: a
+// group. out = tw_qdot_fn's (nx = 1) up to float rounding.
+#define TW_Q40M_BLOCKS 32
+#define TW_Q40M_BYTES  576 // TW_Q40M_BLOCKS q4_0 blocks of 18 bytes
+struct tw_q40m {
+    int8_t lo[TW_Q40M_BYTES], hi[TW_Q40M_BYTES]; // the activations of bytes' low, high nibbles
+    int32_t off[TW_Q40M_BYTES / 4];              // lane l: -8 * the sum of its lo and hi bytes
+    float d[TW_Q40M_BLOCKS];                     // the blocks' activation scales (0 past the row)
+};
+
+// Groups a row of n elements takes: ceil(n / 32 / TW_Q40M_BLOCKS).
+size_t tw_q40m_count(size_t n);
+
+// Blocks [b0, b0 + nb) of an activation row of kb blocks x (x points at block 0) into out (a
+// row's tw_q40m_count(32 * kb) groups; the block that ends the row also clears the rest of
+// its group). Different blocks write different bytes of out, so threads may pack a row's
+// blocks side by side.
+void tw_q40m_pack(const struct tw_q8_act *x, size_t b0, size_t nb, size_t kb, struct tw_q40m *out);
+
+// x: 64-byte aligned.
+typedef void (*tw_qdot_m_fn)(const void *row, const struct tw_q40m *x, size_t n, float *out);
+
+// The kernel of dtype t (Q4_0) for isa: AVX-512 with VNNI; NULL otherwise.
+tw_qdot_m_fn tw_qdot_m_kernel(enum tw_dtype t, enum tw_cpu_isa isa);
+
 // ---- internal: the per-ISA tables of cpu_qdot_avx2.c and cpu_qdot_avx512.c (built with
 // target attributes); NULL where the compiler or target cannot build them. (Multi-row kernels
 // exist for AVX-512 only.)
@@ -92,6 +123,8 @@ tw_qdot_fn tw_qdot_kernel_avx2(enum tw_dtype t);
 tw_qdot_fn tw_qdot_kernel_avx512(enum tw_dtype t);
 tw_qdot_rows_fn tw_qdot_rows_kernel_avx512(enum tw_dtype t);
 tw_qdot_k_fn tw_qdot_k_kernel_avx512(enum tw_dtype t);
+// (gfni: the variant with GFNI's affine transform, for a CPU that has it.)
+tw_qdot_m_fn tw_qdot_m_kernel_avx512(enum tw_dtype t, bool gfni);
 tw_q8_act_fn tw_q8_act_quantizer_avx2(void);
 tw_q8_act_fn tw_q8_act_quantizer_avx512(void);
 

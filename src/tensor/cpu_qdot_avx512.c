@@ -668,6 +668,97 @@ GROUPED_ROWS_NW(q8_0, Q8_0_GROUP_FACTORS, , Q8_0_GROUP_ROW)
 
 ROWS_KERNEL(q8_0)
 
+// Q4_0 against activations laid out as the row's bytes (tw_q40m), a group of 32 blocks (576
+// bytes, nine stretches of 64) at a time: the blocks' factors dw * dx first, 16 to a register
+// (four word permutes pick the 32 scales out of the bytes, q4_0_scales8's); then per 64 bytes
+// the nibbles unmasked in place (and, shift, and), two vpdpbusd into the lanes' offsets, the
+// lanes' factors by one permute of the two factor registers (q40m_blk: lane l of stretch c
+// holds quants of block (64c + 4l) / 18), a conversion and an FMA.
+#define Q40M_BLK(c, l) ((64 * (c) + 4 * (l)) / 18)
+#define Q40M_ROW(c)                                                                              \
+    {                                                                                            \
+        Q40M_BLK(c, 0), Q40M_BLK(c, 1), Q40M_BLK(c, 2), Q40M_BLK(c, 3), Q40M_BLK(c, 4),          \
+            Q40M_BLK(c, 5), Q40M_BLK(c, 6), Q40M_BLK(c, 7), Q40M_BLK(c, 8), Q40M_BLK(c, 9),      \
+            Q40M_BLK(c, 10), Q40M_BLK(c, 11), Q40M_BLK(c, 12), Q40M_BLK(c, 13), Q40M_BLK(c, 14), \
+            Q40M_BLK(c, 15)                                                                      \
+    }
+static const int32_t q40m_blk[9][16] __attribute__((aligned(64))) = {
+    Q40M_ROW(0), Q40M_ROW(1), Q40M_ROW(2), Q40M_ROW(3), Q40M_ROW(4),
+    Q40M_ROW(5), Q40M_ROW(6), Q40M_ROW(7), Q40M_ROW(8),
+};
+
+// The high nibbles of 64 bytes: a shift and a mask, or with GFNI one affine transform (the
+// matrix's row i, byte 7 - i, takes bit i + 4 to bit i for i < 4; rows 4..7 are 0).
+#define HI_SHIFT(v) _mm512_and_si512(_mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0F))
+#define HI_GFNI(v)  _mm512_gf2p8affine_epi64_epi8(v, _mm512_set1_epi64(0x1020408000000000LL), 0)
+
+// 64 bytes at w + off of which the first rem - off are the row's (the rest read as 0).
+#define Q40M_LOAD(w, off, rem)                             \
+    ((off) + 64 <= (rem) ? _mm512_loadu_si512((w) + (off)) \
+     : (off) >= (rem)                                      \
+         ? _mm512_setzero_si512()                          \
+         : _mm512_maskz_loadu_epi8(((__mmask64)1 << ((rem) - (off))) - 1, (w) + (off)))
+
+// name##_group (the group of 32 blocks at w, of which rem bytes are the row's: the last
+// group of a row may be short) and name (a row), the high nibbles by HI.
+#define Q40M_KERNEL(name, ATTR, HI)                                                             \
+    static inline __attribute__((always_inline))                                                \
+    ATTR void name##_group(__m512 acc[2], const char *w, size_t rem, const struct tw_q40m *x)   \
+    {                                                                                           \
+        const __m512i idx = _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 63 << 16 | 54, \
+                                             45 << 16 | 36, 27 << 16 | 18, 9 << 16 | 0);        \
+        __m128i s8[4]; /* the scales of blocks 8k .. 8k + 7 (q4_0_scales8's permute) */         \
+        for (int k = 0; k < 4; k++)                                                             \
+            s8[k] = _mm512_castsi512_si128(                                                     \
+                _mm512_permutex2var_epi16(Q40M_LOAD(w, 144 * (size_t)k, rem), idx,              \
+                                          Q40M_LOAD(w, 144 * (size_t)k + 64, rem)));            \
+        __m512 f0 =                                                                             \
+            _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(s8[0]), s8[1], 1));  \
+        __m512 f1 =                                                                             \
+            _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(s8[2]), s8[3], 1));  \
+        f0 = _mm512_mul_ps(f0, _mm512_load_ps(x->d));                                           \
+        f1 = _mm512_mul_ps(f1, _mm512_load_ps(x->d + 16));                                      \
+        _Pragma("GCC unroll 9") for (int c = 0; c < 9; c++)                                     \
+        {                                                                                       \
+            if (64 * (size_t)c < rem) { /* (a short group: its stretches only) */               \
+                __m512i cur = Q40M_LOAD(w, 64 * (size_t)c, rem);                                \
+                __m512i lo = _mm512_and_si512(cur, _mm512_set1_epi8(0x0F)), hi = HI(cur);       \
+                __m512i p = _mm512_dpbusd_epi32(_mm512_load_si512(x->off + 16 * c), lo,         \
+                                                _mm512_load_si512(x->lo + 64 * c));             \
+                p = _mm512_dpbusd_epi32(p, hi, _mm512_load_si512(x->hi + 64 * c));              \
+                __m512 f = _mm512_permutex2var_ps(f0, _mm512_load_si512(q40m_blk[c]), f1);      \
+                acc[c & 1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), f, acc[c & 1]);             \
+            }                                                                                   \
+        }                                                                                       \
+    }                                                                                           \
+    ATTR __attribute__((noinline)) static void name(const void *row, const struct tw_q40m *x,   \
+                                                    size_t n, float *out)                       \
+    {                                                                                           \
+        const char *w = row;                                                                    \
+        size_t kb = n / 32, g = 0;                                                              \
+        __m512 acc[2] = { _mm512_setzero_ps(), _mm512_setzero_ps() };                           \
+        for (; (g + 1) * TW_Q40M_BLOCKS <= kb; g++) {                                           \
+            tw_dot_prefetch_l1(w + g * TW_Q40M_BYTES, TW_Q40M_BYTES);                           \
+            name##_group(acc, w + g * TW_Q40M_BYTES, TW_Q40M_BYTES, x + g);                     \
+        }                                                                                       \
+        if (g * TW_Q40M_BLOCKS < kb)                                                            \
+            name##_group(acc, w + g * TW_Q40M_BYTES,                                            \
+                         (kb - g * TW_Q40M_BLOCKS) * sizeof(struct tw_block_q4_0), x + g);      \
+        *out = _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));                             \
+    }
+
+#define TARGET_GFNI \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c,gfni")))
+Q40M_KERNEL(qdot_m_q4_0, TARGET, HI_SHIFT)
+Q40M_KERNEL(qdot_m_q4_0_gfni, TARGET_GFNI, HI_GFNI)
+
+tw_qdot_m_fn tw_qdot_m_kernel_avx512(enum tw_dtype t, bool gfni)
+{
+    if (t != TW_DTYPE_Q4_0)
+        return NULL;
+    return gfni ? qdot_m_q4_0_gfni : qdot_m_q4_0;
+}
+
 tw_qdot_k_fn tw_qdot_k_kernel_avx512(enum tw_dtype t)
 {
     switch (t) {
@@ -753,6 +844,12 @@ tw_qdot_rows_fn tw_qdot_rows_kernel_avx512(enum tw_dtype t)
 tw_qdot_k_fn tw_qdot_k_kernel_avx512(enum tw_dtype t)
 {
     (void)t;
+    return NULL;
+}
+
+tw_qdot_m_fn tw_qdot_m_kernel_avx512(enum tw_dtype t, bool gfni)
+{
+    (void)t, (void)gfni;
     return NULL;
 }
 

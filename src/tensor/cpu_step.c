@@ -29,7 +29,7 @@ struct cpu_step {
     tw_arena arena; // the nodes, their jobs and what they copied
     struct node *head, *tail;
     size_t shared, per_thread; // the most any queued node asked for
-    char *scratch;             // shared + nt * per_thread bytes, kept from step to step
+    char *scratch;             // shared + nt * per_thread bytes (+ ALIGN), kept step to step
     size_t scratch_bytes;
     unsigned char memo_key[MEMO_KEY];
     size_t memo_n; // 0: no memo
@@ -92,6 +92,7 @@ struct one {
 static struct cpu_run run_of(struct tw_team *team, char *scratch, size_t shared, size_t per_thread,
                              int id)
 {
+    scratch = (char *)(((uintptr_t)scratch + ALIGN - 1) / ALIGN * ALIGN); // (NULL stays NULL)
     return (struct cpu_run){ .team = team,
                              .shared = scratch,
                              .mine = scratch + shared + (size_t)id * per_thread };
@@ -199,7 +200,8 @@ static bool step_run(struct cpu_step *s)
     if (s->head && ok) {
         size_t need = 0, all = 0;
         bool over = tw_mul_overflow((size_t)tw_team_size(s->team), s->per_thread, &all) ||
-                    tw_add_overflow(all, s->shared, &need);
+                    tw_add_overflow(all, s->shared, &need) ||
+                    tw_add_overflow(need, (size_t)ALIGN, &need); // (run_of aligns its start)
         if (over || need > s->scratch_bytes) {
             tw_free(s->scratch);
             s->scratch_bytes = 0;
@@ -242,7 +244,7 @@ bool cpu_exec(struct tw_backend *be, struct tw_team *team, const struct cpu_node
     }
     int nt = par ? tw_team_size(team) : 1;
     size_t need = shared + (size_t)nt * per_thread;
-    char *scratch = need ? tw_malloc(need) : NULL;
+    char *scratch = need ? tw_malloc(need + ALIGN) : NULL; // (run_of aligns its start)
     if (need && !scratch)
         return (tw_error_set(TW_ENOMEM, "cpu backend: out of memory (%zu bytes)", need), false);
     struct one o = { kind->fn, (void *)job, scratch, shared, per_thread, team };

@@ -406,6 +406,36 @@ static void test_rows_kernels(enum tw_cpu_isa top)
                         }
                         free(xk);
                     }
+                    // The one-row kernel over activations laid out as the rows' bytes (Q4_0):
+                    // packed in two parts, the second first (the parts write apart), over
+                    // garbage.
+                    // (AVX-512: with GFNI where the CPU has it, and without, both.)
+                    for (int v = 0; v < 2; v++) {
+                        tw_qdot_m_fn fm = v == 0 ? tw_qdot_m_kernel(t, (enum tw_cpu_isa)isa)
+                                          : isa == TW_ISA_AVX512 && tw_cpu_has_avx512_vnni()
+                                              ? tw_qdot_m_kernel_avx512(t, false)
+                                              : NULL;
+                        if (!fm)
+                            continue;
+                        size_t groups = tw_q40m_count(n), half = nb / 2;
+                        struct tw_q40m *xm = aligned_alloc(64, groups * sizeof *xm);
+                        REQUIRE(xm);
+                        memset(xm, 0xFF, groups * sizeof *xm); // NaN scales where not packed
+                        tw_q40m_pack(x, half, nb - half, nb, xm);
+                        tw_q40m_pack(x, 0, half, nb, xm);
+                        for (int r = 0; r < TW_QDOT_ROWS; r++) {
+                            float o = -12345.0f;
+                            fm(buf + 34 + (size_t)r * ldw, xm, n, &o);
+                            bool ok = fabs(o - tl[r].ref[0]) <= tl[r].tol[0] &&
+                                      fabs(o - tl[r].ref32[0]) <= tl[r].tol32[0];
+                            if (!ok && bad < 20)
+                                fprintf(stderr, "%s in place n=%zu row %d: got %.9g, exact %.9g\n",
+                                        tw_dtype_name(t), n, r, (double)o, tl[r].ref[0]);
+                            cases++;
+                            bad += !ok;
+                        }
+                        free(xm);
+                    }
                     tw_qdot_rows_fn f = tw_qdot_rows_kernel(t, (enum tw_cpu_isa)isa);
                     if (!f)
                         continue;
@@ -443,6 +473,8 @@ static void test_rows_kernels(enum tw_cpu_isa top)
     CHECK(tw_qdot_rows_kernel(TW_DTYPE_BF16, top) == NULL);
     CHECK(tw_qdot_rows_kernel(TW_DTYPE_Q4_K, TW_ISA_SCALAR) == NULL);
     CHECK(tw_qdot_k_kernel(TW_DTYPE_Q4_K, TW_ISA_AVX2) == NULL);
+    CHECK(tw_qdot_m_kernel(TW_DTYPE_Q4_0, TW_ISA_AVX2) == NULL);
+    CHECK(tw_qdot_m_kernel(TW_DTYPE_Q8_0, top) == NULL);
     CHECK(tw_qdot_k_kernel(TW_DTYPE_Q6_K, top) == NULL);
     if (tw_qdot_kernel(TW_DTYPE_Q4_K, top) == tw_qdot_kernel(TW_DTYPE_Q4_K, TW_ISA_AVX512) &&
         top == TW_ISA_AVX512)

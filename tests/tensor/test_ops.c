@@ -162,18 +162,20 @@ static void test_matmul(struct tw_backend *fast)
     enum tw_dtype kq[] = { TW_DTYPE_Q8_0, TW_DTYPE_Q4_0, TW_DTYPE_Q4_K };
     for (size_t d = 0; d < sizeof kq / sizeof *kq; d++)
         check_matmul(fast, kq[d], 1, 37, 2048, d % 2 == 0);
+    // q4_0 over activations laid out in place (cpu.c's INPLACE_MIN_K), its last group short
+    check_matmul(fast, TW_DTYPE_Q4_0, 1, 37, 2048 + 5 * 32, true);
 }
 
 // Several weights of one input in one call (q, k, v): each output equals its own matmul on
-// the reference, for every path (T small and large), with mixed dtypes and biases.
-static void test_matmul_n(struct tw_backend *fast)
+// the reference, for T = Ts[0] and Ts[1] rows, with mixed dtypes dts and biases.
+static void check_matmul_n(struct tw_backend *fast, int64_t K, const enum tw_dtype dts[3],
+                           const int64_t Ts[2])
 {
-    int64_t K = 256, Ns[3] = { 48, 16, 33 }, Ts[2] = { 2, 30 };
-    enum tw_dtype dts[3] = { TW_DTYPE_Q8_0, TW_DTYPE_BF16, TW_DTYPE_Q4_K };
+    int64_t Ns[3] = { 48, 16, 33 };
     void *wq[3];
     struct tw_tensor w[3], y0[3], y1[3], b[3];
     float *bias[3], *out0[3], *out1[3];
-    float *x = rand_buf((size_t)(30 * K));
+    float *x = rand_buf((size_t)(Ts[1] * K));
     for (int i = 0; i < 3; i++) {
         size_t rb = 0;
         REQUIRE(tw_dtype_nbytes(dts[i], (size_t)K, &rb) == 0);
@@ -185,8 +187,8 @@ static void test_matmul_n(struct tw_backend *fast)
         REQUIRE(tw_tensor_init(&w[i], dts[i], 2, (int64_t[]){ Ns[i], K }, wq[i], "w") == 0);
         bias[i] = rand_buf((size_t)Ns[i]);
         b[i] = tw_tensor_f32_1d(bias[i], Ns[i]);
-        out0[i] = rand_buf((size_t)(30 * Ns[i]));
-        out1[i] = rand_buf((size_t)(30 * Ns[i]));
+        out0[i] = rand_buf((size_t)(Ts[1] * Ns[i]));
+        out1[i] = rand_buf((size_t)(Ts[1] * Ns[i]));
     }
     for (int k = 0; k < 2; k++) {
         int64_t T = Ts[k];
@@ -213,6 +215,17 @@ static void test_matmul_n(struct tw_backend *fast)
     for (int i = 0; i < 3; i++)
         tw_free(wq[i]), tw_free(bias[i]), tw_free(out0[i]), tw_free(out1[i]);
     tw_free(x);
+}
+
+static void test_matmul_n(struct tw_backend *fast)
+{
+    // every path (T small and large)
+    check_matmul_n(fast, 256, (enum tw_dtype[]){ TW_DTYPE_Q8_0, TW_DTYPE_BF16, TW_DTYPE_Q4_K },
+                   (int64_t[]){ 2, 30 });
+    // one row of K >= 2048: q4_0's activations laid out in place beside the others' packed
+    // groups, in one job (2304: 72 blocks, two whole groups of 32 and 8 more)
+    check_matmul_n(fast, 2304, (enum tw_dtype[]){ TW_DTYPE_Q4_0, TW_DTYPE_Q4_K, TW_DTYPE_Q8_0 },
+                   (int64_t[]){ 1, 1 });
 }
 
 // tw_mlp_add (BERT's MLP on a residual, y aliasing x) against the formula in double:
