@@ -8,9 +8,10 @@
 // the table gives the share of it reached.
 // With --profile, each row is followed by where a decoded token's time goes, op by op (a
 // second decode run through tensor/profile.h's wrapper), with the matmuls' weight GB/s.
-// With --gguf FILE (repeatable) the models are those files, memory-mapped as the CLI opens them
-// (the same files another engine can read, for a side-by-side), instead of the shapes.
-// Usage: infer_cpu [--quick] [--shapes a,b] [--types bf16,q8_0,...] [--gguf FILE]...
+// With --model PATH (repeatable: a .gguf file or a Hugging Face folder) the models are those,
+// memory-mapped as the CLI opens them (the files another engine reads, for a side-by-side),
+// instead of the shapes.
+// Usage: infer_cpu [--quick] [--shapes a,b] [--types bf16,q8_0,...] [--model PATH]...
 //                  [--threads 1,2,0] [--prefill N] [--decode N] [--profile]
 //                  (threads 0 = every CPU)
 #include <stdint.h>
@@ -127,7 +128,7 @@ int main(int argc, char **argv)
             shape_list = argv[++i];
         } else if (i + 1 < argc && strcmp(argv[i], "--types") == 0) {
             type_list = argv[++i];
-        } else if (i + 1 < argc && strcmp(argv[i], "--gguf") == 0 && n_files < 8) {
+        } else if (i + 1 < argc && strcmp(argv[i], "--model") == 0 && n_files < 8) {
             files[n_files++] = argv[++i];
         } else if (i + 1 < argc && strcmp(argv[i], "--threads") == 0) {
             thread_list = argv[++i];
@@ -137,7 +138,7 @@ int main(int argc, char **argv)
             o.n_decode = atoi(argv[++i]);
         } else {
             fprintf(stderr, "usage: infer_cpu [--quick] [--shapes a,b] [--types t,u] "
-                            "[--gguf FILE]... [--threads 1,2,0] [--prefill N] [--decode N] "
+                            "[--model PATH]... [--threads 1,2,0] [--prefill N] [--decode N] "
                             "[--profile]\n");
             return 2;
         }
@@ -154,7 +155,7 @@ int main(int argc, char **argv)
     printf("%-13s %-5s %7s %8s %10s %11s %10s %10s %8s\n", "model", "type", "threads", "GB/s",
            "MB/token", "prefill t/s", "decode t/s", "roof t/s", "of roof");
     double worst_all = 1e9;
-    for (int f = 0; f < n_files; f++) { // a file's weights, memory-mapped, as the CLI reads them
+    for (int f = 0; f < n_files; f++) { // a model's weights, memory-mapped, as the CLI reads them
         struct tw_model *m;
         if (tw_model_open(files[f], &m) != 0) {
             fprintf(stderr, "infer_cpu: %s\n", tw_error_msg());
