@@ -75,16 +75,16 @@ static double stream_k(const struct matrix *m, tw_qdot_k_fn f, tw_q8_act_fn q, c
     return (double)(m->rows * m->row_bytes) / best / 1e9;
 }
 
-// The same for a kernel over activations laid out as the rows' bytes (q4_0, q4_K: tw_qm_pack).
+// The same for a kernel over activations laid out as the rows' bytes (q4_0: tw_q40m).
 static double stream_m(const struct matrix *m, tw_qdot_m_fn f, tw_q8_act_fn q, const float *x,
-                       struct tw_q8_act *xq, void *xm, int passes, volatile float *sink)
+                       struct tw_q8_act *xq, struct tw_q40m *xm, int passes, volatile float *sink)
 {
     double best = 1e30;
     for (int p = 0; p < passes + 1; p++) {
         float s = 0.0f, out;
         double t0 = now();
         q(x, COLS, xq);
-        tw_qm_pack(m->t, xq, 0, COLS / TW_QK8_ACT, COLS / TW_QK8_ACT, xm);
+        tw_q40m_pack(xq, 0, COLS / TW_QK8_ACT, COLS / TW_QK8_ACT, xm);
         for (size_t r = 0; r < m->rows; r++) {
             f(m->data + r * m->row_bytes, xm, COLS, &out);
             s += out;
@@ -163,10 +163,7 @@ int main(int argc, char **argv)
     float *x = aligned_alloc(64, (size_t)NX_TILE * COLS * sizeof *x);
     struct tw_q8_act *xq = malloc((size_t)NX_TILE * (COLS / TW_QK8_ACT) * sizeof *xq);
     struct tw_q8k_act *xk = malloc((COLS / 256) * sizeof *xk);
-    void *xm =
-        aligned_alloc(64, tw_qm_bytes(TW_DTYPE_Q4_K, COLS) > tw_qm_bytes(TW_DTYPE_Q4_0, COLS)
-                              ? tw_qm_bytes(TW_DTYPE_Q4_K, COLS)
-                              : tw_qm_bytes(TW_DTYPE_Q4_0, COLS));
+    struct tw_q40m *xm = aligned_alloc(64, tw_q40m_count(COLS) * sizeof *xm);
     if (!x || !xq || !xk || !xm) {
         fprintf(stderr, "qdot: out of memory\n");
         return 1;

@@ -36,7 +36,7 @@ struct cpu_impl {
     tw_qdot_fn qdot[TW_DTYPE_COUNT];           // NULL for the float dtypes
     tw_qdot_rows_fn qdot_rows[TW_DTYPE_COUNT]; // NULL where the ISA has none
     tw_qdot_k_fn qdot_k[TW_DTYPE_COUNT];       // over packed activations (q4_K, q4_0, q8_0)
-    tw_qdot_m_fn qdot_m[TW_DTYPE_COUNT];       // over activations laid out in place (q4_0, q4_K)
+    tw_qdot_m_fn qdot_m[TW_DTYPE_COUNT];       // over activations laid out in place (q4_0)
     tw_q8_act_fn quantize;
     float *tiles;         // TILE_BYTES per thread
     struct tw_team *team; // the threads of every parallel region
@@ -85,8 +85,7 @@ static void *op_mem(struct tw_backend *be, size_t n, bool *own)
 // one thread on the device's host).
 #define PACK_MIN_K 2048
 
-// The same for the Q4_0 and Q4_K kernels over activations laid out in place (tw_qdot_m_fn; on
-// SmolLM2's rows of 576 and 1536, half-empty groups, the multi-row kernels were faster).
+// The same for the Q4_0 kernels over activations laid out in place (tw_qdot_m_fn).
 #define INPLACE_MIN_K 2048
 
 // A weight of a decode product: its rows, where its outputs go, and its units (per rows each,
@@ -121,10 +120,7 @@ struct dot_job {
     float eps;
     int64_t T, K, kb, total;
     int64_t piece; // elements of x a preparing thread takes at a time (a row's divisor)
-    bool quant, pack, own;
-    int n_m;                 // dtypes with activations laid out in place (tw_qm_pack), at most 2
-    enum tw_dtype m_type[2]; // those dtypes
-    size_t m_at[2];          // and where their layouts start in the prepared bytes
+    bool quant, pack, inplace, own;
     size_t xs_bytes, xq_bytes, xk_bytes, xm_bytes; // the prepared parts' bytes
 };
 
@@ -133,7 +129,7 @@ struct acts {
     const float *xs;
     const struct tw_q8_act *xq;
     const struct tw_q8k_act *xk;
-    const void *xm[2]; // the dot_job's m_type's layouts
+    const struct tw_q40m *xm;
 };
 
 // 1 / sqrt(mean(x^2) + eps) over x's K values (the reference's, in double, eight sums at a
@@ -165,7 +161,8 @@ static struct acts acts_in(const struct dot_job *j, char *buf)
         .xs = j->norm ? (const float *)buf : j->x,
         .xq = j->quant ? (const struct tw_q8_act *)(buf + j->xs_bytes) : NULL,
         .xk = j->pack ? (const struct tw_q8k_act *)(buf + j->xs_bytes + j->xq_bytes) : NULL,
-        .xm = { j->n_m > 0 ? buf + j->m_at[0] : NULL, j->n_m > 1 ? buf + j->m_at[1] : NULL },
+        .xm = j->inplace ? (const struct tw_q40m *)(buf + j->xs_bytes + j->xq_bytes + j->xk_bytes)
+                         : NULL,
     };
 }
 
@@ -176,6 +173,7 @@ static void prep(const struct dot_job *j, int64_t p0, int64_t p1, char *buf)
     float *xs = (float *)buf, inv = 1;
     struct tw_q8_act *xq = (struct tw_q8_act *)(buf + j->xs_bytes);
     struct tw_q8k_act *xk = (struct tw_q8k_act *)(buf + j->xs_bytes + j->xq_bytes);
+    struct tw_q40m *xm = (struct tw_q40m *)(buf + j->xs_bytes + j->xq_bytes + j->xk_bytes);
     for (int64_t p = p0; p < p1; p++) {
         int64_t t = p / per_row, e = p % per_row * j->piece;
         const float *src = j->x + t * K + e;
@@ -192,9 +190,9 @@ static void prep(const struct dot_job *j, int64_t p0, int64_t p1, char *buf)
         j->im->quantize(src, (size_t)j->piece, q);
         if (j->pack) // one row; pieces of TW_QK_K
             tw_q8k_act_pack(q, (size_t)j->piece, xk + e / TW_QK_K);
-        for (int m = 0; m < j->n_m; m++) // one row
-            tw_qm_pack(j->m_type[m], xq, (size_t)(e / TW_QK8_ACT), (size_t)(j->piece / TW_QK8_ACT),
-                       (size_t)j->kb, buf + j->m_at[m]);
+        if (j->inplace) // one row
+            tw_q40m_pack(xq, (size_t)(e / TW_QK8_ACT), (size_t)(j->piece / TW_QK8_ACT),
+                         (size_t)j->kb, xm);
     }
 }
 
@@ -206,11 +204,8 @@ static void dot_block(const struct dot_job *j, const struct acts *a, const struc
     const struct cpu_impl *im = j->im;
     const void *row = w->data + (size_t)r * w->nb0;
     size_t K = (size_t)j->K;
-    int m = j->n_m > 0 && j->m_type[0] == w->dtype   ? 0
-            : j->n_m > 1 && j->m_type[1] == w->dtype ? 1
-                                                     : -1;
-    if (m >= 0) // (T == 1, one row a unit)
-        im->qdot_m[w->dtype](row, a->xm[m], K, out);
+    if (a->xm && im->qdot_m[w->dtype]) // (T == 1, one row a unit)
+        im->qdot_m[w->dtype](row, a->xm, K, out);
     else if (a->xk && im->qdot_k[w->dtype]) // (T == 1, one row a unit)
         im->qdot_k[w->dtype](row, a->xk, K, out);
     else if (nr > 1)
@@ -294,43 +289,30 @@ static void matmul_dot(struct tw_backend *be, int n, struct tw_tensor *const *ys
     struct cpu_impl *im = impl(be);
     struct dot_job j = { .im = im, .n = n, .out = out, .x = f32(x) };
     int64_t T = j.T = tw_tensor_nrows(x), K = j.K = ws[0]->ne[1], work = 0;
-    bool any_q = false, any_k = false, piece_k = false;
+    bool any_q = false, any_k = false, any_m = false;
     assert(n >= 1 && n <= 8 && (out != OUT_SWIGLU || n == 2) && (out != OUT_ADD || n == 1));
+    for (int i = 0; i < n; i++) {
+        any_q |= im->qdot[ws[i]->dtype] != NULL;
+        any_k |= im->qdot_k[ws[i]->dtype] != NULL;
+        any_m |= im->qdot_m[ws[i]->dtype] != NULL;
+    }
     if (pn)
         j.norm = f32(pn->w), j.eps = pn->eps;
     // K is a multiple of 32 wherever a block dtype is in ws (its rows are whole blocks)
     j.kb = K / TW_QK8_ACT;
-    bool one = T == 1 && K % TW_QK8_ACT == 0;
-    for (int i = 0; i < n; i++) { // one row: in place, else packed (q8_0), else as it is
-        enum tw_dtype t = ws[i]->dtype;
-        any_q |= im->qdot[t] != NULL;
-        if (one && K >= INPLACE_MIN_K && im->qdot_m[t]) {
-            int m = 0;
-            while (m < j.n_m && j.m_type[m] != t)
-                m++;
-            assert(m < 2);
-            j.m_type[m] = t, j.n_m += m == j.n_m;
-            piece_k |= t == TW_DTYPE_Q4_K; // (its layout takes whole blocks of 256)
-        } else {
-            any_k |= im->qdot_k[t] != NULL;
-        }
-    }
     j.quant = any_q && K % TW_QK8_ACT == 0;
     j.pack = j.quant && any_k && T == 1 && K % TW_QK_K == 0 && K >= PACK_MIN_K;
-    j.piece = j.pack || piece_k ? TW_QK_K : j.quant ? TW_QK8_ACT : K;
+    j.inplace = j.quant && any_m && T == 1 && K >= INPLACE_MIN_K;
+    j.piece = j.pack ? TW_QK_K : j.quant ? TW_QK8_ACT : K;
     j.xs_bytes = j.norm ? (size_t)(T * K) * sizeof(float) : 0;
     j.xq_bytes = j.quant ? (size_t)(T * j.kb) * sizeof(struct tw_q8_act) : 0;
     j.xk_bytes = j.pack ? (size_t)(K / TW_QK_K) * sizeof(struct tw_q8k_act) : 0;
+    j.xm_bytes = j.inplace ? tw_q40m_count((size_t)K) * sizeof(struct tw_q40m) : 0;
     j.xs_bytes = (j.xs_bytes + 63) / 64 * 64, j.xq_bytes = (j.xq_bytes + 63) / 64 * 64;
-    j.xk_bytes = (j.xk_bytes + 63) / 64 * 64; // (the layouts after it: whole lines, aligned)
-    for (int m = 0; m < j.n_m; m++) {
-        j.m_at[m] = j.xs_bytes + j.xq_bytes + j.xk_bytes + j.xm_bytes;
-        j.xm_bytes += tw_qm_bytes(j.m_type[m], (size_t)K);
-    }
+    j.xk_bytes = (j.xk_bytes + 63) / 64 * 64; // (tw_q40m: whole lines, aligned loads)
     for (int i = 0; i < n; i++) {
         const struct tw_tensor *w = ws[i];
-        bool packed = (j.pack && im->qdot_k[w->dtype]) ||
-                      (j.n_m > 0 && (j.m_type[0] == w->dtype || j.m_type[j.n_m - 1] == w->dtype));
+        bool packed = (j.pack && im->qdot_k[w->dtype]) || (j.inplace && im->qdot_m[w->dtype]);
         j.w[i] = (struct dot_w){
             .data = w->data,
             .nb0 = w->nb[0],

@@ -227,74 +227,38 @@ tw_qdot_m_fn tw_qdot_m_kernel(enum tw_dtype t, enum tw_cpu_isa isa)
 }
 
 #define Q40_BYTES 18 // sizeof(struct tw_block_q4_0): a 2-byte scale, then 16 bytes of nibbles
-#define Q40_GROUP 32 // q4_0 blocks a group
-#define Q4K_GROUP 4  // q4_K blocks a group
 
-size_t tw_qm_bytes(enum tw_dtype t, size_t n)
+size_t tw_q40m_count(size_t n)
 {
-    size_t groups = (n + 1023) / 1024;
-    return t == TW_DTYPE_Q4_0   ? groups * sizeof(struct tw_q40m)
-           : t == TW_DTYPE_Q4_K ? groups * sizeof(struct tw_q4km)
-                                : 0;
+    return (n / 32 + TW_Q40M_BLOCKS - 1) / TW_Q40M_BLOCKS;
 }
 
-// Q4_0: block b's 18 bytes (and, the row's last, the rest of its group).
-static void pack_q40m(const struct tw_q8_act *a, size_t b, bool last, struct tw_q40m *out)
-{
-    struct tw_q40m *g = out + b / Q40_GROUP;
-    size_t j = b % Q40_GROUP, at = j * Q40_BYTES, end = last ? TW_QM_BYTES : at + Q40_BYTES;
-    for (size_t p = at; p < end; p++) {
-        size_t k = p - at - 2; // the nibbles' byte k (of 16), from at + 2
-        bool q = p >= at + 2 && k < 16;
-        g->lo[p] = q ? a->qs[k] : 0;
-        g->hi[p] = q ? a->qs[16 + k] : 0;
-    }
-    g->d[j] = a->d;
-    for (size_t r = j + 1; last && r < Q40_GROUP; r++)
-        g->d[r] = 0.0f;
-    // the lanes whose first byte lies in [at, end)
-    for (size_t l = (at + 3) / 4; l < (end + 3) / 4; l++) {
-        int s = 0;
-        for (size_t i = 4 * l; i < 4 * l + 4 && i < end; i++) // (past end: the next scale)
-            s += g->lo[i] + g->hi[i];
-        g->off[l] = -8 * s;
-    }
-}
-
-// Q4_K: block kb8's eight sub-blocks a[0..7] (and, the row's last, the rest of its group).
-// Byte 16 + 32 c + i of a block holds element 64 c + i (sub-block 2c) in its low nibble and
-// 64 c + 32 + i (sub-block 2c + 1) in its high one.
-static void pack_q4km(const struct tw_q8_act *a, size_t kb8, bool last, struct tw_q4km *out)
-{
-    struct tw_q4km *g = out + kb8 / Q4K_GROUP;
-    size_t k = kb8 % Q4K_GROUP, at = k * sizeof(struct tw_block_q4_k);
-    size_t end = last ? TW_QM_BYTES : at + sizeof(struct tw_block_q4_k);
-    memset(g->lo + at, 0, end - at);
-    memset(g->hi + at, 0, end - at);
-    for (int s = 0; s < 8; s++) {
-        int sum = 0;
-        int8_t *dst = (s % 2 ? g->hi : g->lo) + at + 16 + 32 * (s / 2);
-        memcpy(dst, a[s].qs, TW_QK8_ACT);
-        for (int i = 0; i < TW_QK8_ACT; i++)
-            sum += a[s].qs[i];
-        g->d[8 * k + s] = a[s].d;
-        g->v[8 * k + s] = a[s].d * (float)sum;
-    }
-    for (size_t r = 8 * (k + 1); last && r < 8 * Q4K_GROUP; r++)
-        g->d[r] = g->v[r] = 0.0f;
-}
-
-void tw_qm_pack(enum tw_dtype t, const struct tw_q8_act *x, size_t b0, size_t nb, size_t kb,
-                void *out)
+void tw_q40m_pack(const struct tw_q8_act *x, size_t b0, size_t nb, size_t kb, struct tw_q40m *out)
 {
     assert(b0 + nb <= kb);
-    if (t == TW_DTYPE_Q4_0) {
-        for (size_t b = b0; b < b0 + nb; b++)
-            pack_q40m(x + b, b, b + 1 == kb, out);
-    } else if (t == TW_DTYPE_Q4_K) {
-        assert(b0 % 8 == 0 && nb % 8 == 0 && kb % 8 == 0);
-        for (size_t b = b0; b < b0 + nb; b += 8)
-            pack_q4km(x + b, b / 8, b + 8 == kb, out);
+    for (size_t b = b0; b < b0 + nb; b++) {
+        const struct tw_q8_act *a = x + b;
+        struct tw_q40m *g = out + b / TW_Q40M_BLOCKS;
+        size_t j = b % TW_Q40M_BLOCKS, at = j * Q40_BYTES, end = at + Q40_BYTES;
+        bool last = b + 1 == kb; // then it clears the rest of the group: no weights meet it
+        if (last)
+            end = TW_Q40M_BYTES;
+        for (size_t p = at; p < end; p++) {
+            size_t k = p - at - 2; // the nibbles' byte k (of 16), from at + 2
+            bool q = p >= at + 2 && k < 16;
+            g->lo[p] = q ? a->qs[k] : 0;
+            g->hi[p] = q ? a->qs[16 + k] : 0;
+        }
+        g->d[j] = a->d;
+        for (size_t r = j + 1; last && r < TW_Q40M_BLOCKS; r++)
+            g->d[r] = 0.0f;
+        // the lanes whose first byte lies in [at, end)
+        for (size_t l = (at + 3) / 4; l < (end + 3) / 4; l++) {
+            int s = 0;
+            for (size_t i = 4 * l; i < 4 * l + 4 && i < end; i++) // (past end: the next scale)
+                s += g->lo[i] + g->hi[i];
+            g->off[l] = -8 * s;
+        }
     }
 }
 

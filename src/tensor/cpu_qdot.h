@@ -86,41 +86,34 @@ typedef void (*tw_qdot_k_fn)(const void *row, const struct tw_q8k_act *x, size_t
 // (the caller then uses tw_qdot_fn). n must be a multiple of 256 (Q4_0 and Q8_0 too).
 tw_qdot_k_fn tw_qdot_k_kernel(enum tw_dtype t, enum tw_cpu_isa isa);
 
-// ---- Q4_0 and Q4_K against one activation row laid out as the weight rows' bytes, so that a
+// ---- Q4_0 against one activation row laid out as the weight rows' bytes (tw_q40m), so that a
 // kernel multiplies 64 bytes of a row as they lie in memory, the blocks' scale bytes included,
-// instead of unpacking the blocks a step at a time: the activations that meet each byte's low
-// and high nibble sit at that byte's place (0 where the scales lie, which so contribute
-// nothing), each 4-byte lane holding quants of one block only (q4_0: 18 = 2 mod 4 and a scale
-// takes 2 bytes; q4_K: 144 = 0 mod 4). A group is 576 bytes of a row, nine stretches of 64:
-// 32 q4_0 blocks or 4 q4_K blocks, 1024 elements. out = tw_qdot_fn's (nx = 1) up to float
-// rounding.
-#define TW_QM_BYTES 576
+// instead of unpacking the 18-byte blocks two by two: the activations that meet each byte's low
+// and high nibble sit at that byte's place (0 at the scales' places, which so contribute
+// nothing), and per 4-byte lane (each holds quants of one block only, as 18 = 2 mod 4 and a
+// scale takes 2 bytes) the offset of 8. 32 blocks take 576 bytes, nine stretches of 64: a
+// group. out = tw_qdot_fn's (nx = 1) up to float rounding.
+#define TW_Q40M_BLOCKS 32
+#define TW_Q40M_BYTES  576 // TW_Q40M_BLOCKS q4_0 blocks of 18 bytes
 struct tw_q40m {
-    int8_t lo[TW_QM_BYTES], hi[TW_QM_BYTES]; // the activations of bytes' low, high nibbles
-    int32_t off[TW_QM_BYTES / 4];            // lane l: -8 * the sum of its lo and hi bytes
-    float d[32];                             // the blocks' activation scales (0 past the row)
-};
-struct tw_q4km {
-    int8_t lo[TW_QM_BYTES], hi[TW_QM_BYTES]; // (0 in the blocks' 16 bytes of scales)
-    float d[32]; // block k's sub-block s (32 elements) at 8k + s: its activations' scale
-    float v[32]; // the same times the sum of its int8 values (the mins' terms)
+    int8_t lo[TW_Q40M_BYTES], hi[TW_Q40M_BYTES]; // the activations of bytes' low, high nibbles
+    int32_t off[TW_Q40M_BYTES / 4];              // lane l: -8 * the sum of its lo and hi bytes
+    float d[TW_Q40M_BLOCKS];                     // the blocks' activation scales (0 past the row)
 };
 
-// Bytes of the layout of an activation row of n elements for dtype t (Q4_0: tw_q40m, Q4_K:
-// tw_q4km, a group per 1024 elements or part of it; 0 for other dtypes).
-size_t tw_qm_bytes(enum tw_dtype t, size_t n);
+// Groups a row of n elements takes: ceil(n / 32 / TW_Q40M_BLOCKS).
+size_t tw_q40m_count(size_t n);
 
-// Blocks [b0, b0 + nb) (of 32; for Q4_K whole blocks of 256: multiples of 8) of an activation
-// row of kb blocks x (x points at block 0) into out, tw_qm_bytes(t, 32 * kb) bytes laid out
-// for dtype t; the block that ends the row also clears the rest of its group. Different blocks
-// write different bytes of out, so threads may pack a row's blocks side by side.
-void tw_qm_pack(enum tw_dtype t, const struct tw_q8_act *x, size_t b0, size_t nb, size_t kb,
-                void *out);
+// Blocks [b0, b0 + nb) of an activation row of kb blocks x (x points at block 0) into out (a
+// row's tw_q40m_count(32 * kb) groups; the block that ends the row also clears the rest of
+// its group). Different blocks write different bytes of out, so threads may pack a row's
+// blocks side by side.
+void tw_q40m_pack(const struct tw_q8_act *x, size_t b0, size_t nb, size_t kb, struct tw_q40m *out);
 
-// x: tw_qm_pack's layout for the row's dtype, 64-byte aligned.
-typedef void (*tw_qdot_m_fn)(const void *row, const void *x, size_t n, float *out);
+// x: 64-byte aligned.
+typedef void (*tw_qdot_m_fn)(const void *row, const struct tw_q40m *x, size_t n, float *out);
 
-// The kernel of dtype t (Q4_0, Q4_K) for isa: AVX-512 with VNNI; NULL otherwise.
+// The kernel of dtype t (Q4_0) for isa: AVX-512 with VNNI; NULL otherwise.
 tw_qdot_m_fn tw_qdot_m_kernel(enum tw_dtype t, enum tw_cpu_isa isa);
 
 // ---- internal: the per-ISA tables of cpu_qdot_avx2.c and cpu_qdot_avx512.c (built with

@@ -701,51 +701,50 @@ static const int32_t q40m_blk[9][16] __attribute__((aligned(64))) = {
 
 // name##_group (the group of 32 blocks at w, of which rem bytes are the row's: the last
 // group of a row may be short) and name (a row), the high nibbles by HI.
-#define Q40M_KERNEL(name, ATTR, HI)                                                              \
-    static inline __attribute__((always_inline))                                                 \
-    ATTR void name##_group(__m512 acc[2], const char *w, size_t rem, const struct tw_q40m *x)    \
-    {                                                                                            \
-        const __m512i idx = _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 63 << 16 | 54,  \
-                                             45 << 16 | 36, 27 << 16 | 18, 9 << 16 | 0);         \
-        __m128i s8[4]; /* the scales of blocks 8k .. 8k + 7 (q4_0_scales8's permute) */          \
-        for (int k = 0; k < 4; k++)                                                              \
-            s8[k] = _mm512_castsi512_si128(                                                      \
-                _mm512_permutex2var_epi16(Q40M_LOAD(w, 144 * (size_t)k, rem), idx,               \
-                                          Q40M_LOAD(w, 144 * (size_t)k + 64, rem)));             \
-        __m512 f0 =                                                                              \
-            _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(s8[0]), s8[1], 1));   \
-        __m512 f1 =                                                                              \
-            _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(s8[2]), s8[3], 1));   \
-        f0 = _mm512_mul_ps(f0, _mm512_load_ps(x->d));                                            \
-        f1 = _mm512_mul_ps(f1, _mm512_load_ps(x->d + 16));                                       \
-        _Pragma("GCC unroll 9") for (int c = 0; c < 9; c++)                                      \
-        {                                                                                        \
-            if (64 * (size_t)c < rem) { /* (a short group: its stretches only) */                \
-                __m512i cur = Q40M_LOAD(w, 64 * (size_t)c, rem);                                 \
-                __m512i lo = _mm512_and_si512(cur, _mm512_set1_epi8(0x0F)), hi = HI(cur);        \
-                __m512i p = _mm512_dpbusd_epi32(_mm512_load_si512(x->off + 16 * c), lo,          \
-                                                _mm512_load_si512(x->lo + 64 * c));              \
-                p = _mm512_dpbusd_epi32(p, hi, _mm512_load_si512(x->hi + 64 * c));               \
-                __m512 f = _mm512_permutex2var_ps(f0, _mm512_load_si512(q40m_blk[c]), f1);       \
-                acc[c & 1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), f, acc[c & 1]);              \
-            }                                                                                    \
-        }                                                                                        \
-    }                                                                                            \
-    ATTR __attribute__((noinline)) static void name(const void *row, const void *xv, size_t n,   \
-                                                    float *out)                                  \
-    {                                                                                            \
-        const char *w = row;                                                                     \
-        const struct tw_q40m *x = xv;                                                            \
-        size_t kb = n / 32, g = 0;                                                               \
-        __m512 acc[2] = { _mm512_setzero_ps(), _mm512_setzero_ps() };                            \
-        for (; (g + 1) * 32 <= kb; g++) {                                                        \
-            tw_dot_prefetch_l1(w + g * TW_QM_BYTES, TW_QM_BYTES);                                \
-            name##_group(acc, w + g * TW_QM_BYTES, TW_QM_BYTES, x + g);                          \
-        }                                                                                        \
-        if (g * 32 < kb)                                                                         \
-            name##_group(acc, w + g * TW_QM_BYTES, (kb - g * 32) * sizeof(struct tw_block_q4_0), \
-                         x + g);                                                                 \
-        *out = _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));                              \
+#define Q40M_KERNEL(name, ATTR, HI)                                                             \
+    static inline __attribute__((always_inline))                                                \
+    ATTR void name##_group(__m512 acc[2], const char *w, size_t rem, const struct tw_q40m *x)   \
+    {                                                                                           \
+        const __m512i idx = _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 63 << 16 | 54, \
+                                             45 << 16 | 36, 27 << 16 | 18, 9 << 16 | 0);        \
+        __m128i s8[4]; /* the scales of blocks 8k .. 8k + 7 (q4_0_scales8's permute) */         \
+        for (int k = 0; k < 4; k++)                                                             \
+            s8[k] = _mm512_castsi512_si128(                                                     \
+                _mm512_permutex2var_epi16(Q40M_LOAD(w, 144 * (size_t)k, rem), idx,              \
+                                          Q40M_LOAD(w, 144 * (size_t)k + 64, rem)));            \
+        __m512 f0 =                                                                             \
+            _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(s8[0]), s8[1], 1));  \
+        __m512 f1 =                                                                             \
+            _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(s8[2]), s8[3], 1));  \
+        f0 = _mm512_mul_ps(f0, _mm512_load_ps(x->d));                                           \
+        f1 = _mm512_mul_ps(f1, _mm512_load_ps(x->d + 16));                                      \
+        _Pragma("GCC unroll 9") for (int c = 0; c < 9; c++)                                     \
+        {                                                                                       \
+            if (64 * (size_t)c < rem) { /* (a short group: its stretches only) */               \
+                __m512i cur = Q40M_LOAD(w, 64 * (size_t)c, rem);                                \
+                __m512i lo = _mm512_and_si512(cur, _mm512_set1_epi8(0x0F)), hi = HI(cur);       \
+                __m512i p = _mm512_dpbusd_epi32(_mm512_load_si512(x->off + 16 * c), lo,         \
+                                                _mm512_load_si512(x->lo + 64 * c));             \
+                p = _mm512_dpbusd_epi32(p, hi, _mm512_load_si512(x->hi + 64 * c));              \
+                __m512 f = _mm512_permutex2var_ps(f0, _mm512_load_si512(q40m_blk[c]), f1);      \
+                acc[c & 1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), f, acc[c & 1]);             \
+            }                                                                                   \
+        }                                                                                       \
+    }                                                                                           \
+    ATTR __attribute__((noinline)) static void name(const void *row, const struct tw_q40m *x,   \
+                                                    size_t n, float *out)                       \
+    {                                                                                           \
+        const char *w = row;                                                                    \
+        size_t kb = n / 32, g = 0;                                                              \
+        __m512 acc[2] = { _mm512_setzero_ps(), _mm512_setzero_ps() };                           \
+        for (; (g + 1) * TW_Q40M_BLOCKS <= kb; g++) {                                           \
+            tw_dot_prefetch_l1(w + g * TW_Q40M_BYTES, TW_Q40M_BYTES);                           \
+            name##_group(acc, w + g * TW_Q40M_BYTES, TW_Q40M_BYTES, x + g);                     \
+        }                                                                                       \
+        if (g * TW_Q40M_BLOCKS < kb)                                                            \
+            name##_group(acc, w + g * TW_Q40M_BYTES,                                            \
+                         (kb - g * TW_Q40M_BLOCKS) * sizeof(struct tw_block_q4_0), x + g);      \
+        *out = _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));                             \
     }
 
 #define TARGET_GFNI \
@@ -753,93 +752,11 @@ static const int32_t q40m_blk[9][16] __attribute__((aligned(64))) = {
 Q40M_KERNEL(qdot_m_q4_0, TARGET, HI_SHIFT)
 Q40M_KERNEL(qdot_m_q4_0_gfni, TARGET_GFNI, HI_GFNI)
 
-// Q4_K against activations laid out as the row's bytes (tw_q4km), a group of 4 blocks (576
-// bytes) at a time: the blocks' factors (q4_k_factors), their d * sc times the sub-blocks'
-// activation scales 16 to a register and their mins' terms summed once; per 64 bytes the
-// nibbles unmasked in place, a vpdpbusd each (a byte's low and high nibbles are of different
-// sub-blocks), the lanes' factors by a permute each (q4km_sub: lane l of stretch c, at byte
-// 64c + 4l, of block (64c + 4l) / 144, sub-block 2 * ((its offset - 16) / 32) for the low
-// nibbles and the next for the high; 0 in the blocks' 16 bytes of scales, whose activations
-// are 0), two conversions and two FMAs.
-#define Q4KM_OFF(c, l) ((64 * (c) + 4 * (l)) % 144)
-#define Q4KM_SUB(c, l) \
-    (Q4KM_OFF(c, l) < 16 ? 0 : 8 * ((64 * (c) + 4 * (l)) / 144) + 2 * ((Q4KM_OFF(c, l) - 16) / 32))
-#define Q4KM_ROW(c, h)                                                                         \
-    {                                                                                          \
-        Q4KM_SUB(c, 0) + h, Q4KM_SUB(c, 1) + h, Q4KM_SUB(c, 2) + h, Q4KM_SUB(c, 3) + h,        \
-            Q4KM_SUB(c, 4) + h, Q4KM_SUB(c, 5) + h, Q4KM_SUB(c, 6) + h, Q4KM_SUB(c, 7) + h,    \
-            Q4KM_SUB(c, 8) + h, Q4KM_SUB(c, 9) + h, Q4KM_SUB(c, 10) + h, Q4KM_SUB(c, 11) + h,  \
-            Q4KM_SUB(c, 12) + h, Q4KM_SUB(c, 13) + h, Q4KM_SUB(c, 14) + h, Q4KM_SUB(c, 15) + h \
-    }
-#define Q4KM_ROWS(h)                                                                    \
-    {                                                                                   \
-        Q4KM_ROW(0, h), Q4KM_ROW(1, h), Q4KM_ROW(2, h), Q4KM_ROW(3, h), Q4KM_ROW(4, h), \
-            Q4KM_ROW(5, h), Q4KM_ROW(6, h), Q4KM_ROW(7, h), Q4KM_ROW(8, h)              \
-    }
-static const int32_t q4km_sub[2][9][16]
-    __attribute__((aligned(64))) = { Q4KM_ROWS(0), Q4KM_ROWS(1) };
-
-#define Q4KM_KERNEL(name, ATTR, HI)                                                              \
-    static inline __attribute__((always_inline))                                                 \
-    ATTR void name##_group(__m512 acc[3], const char *w, size_t rem, const struct tw_q4km *x)    \
-    {                                                                                            \
-        __m512 f[4];                                                                             \
-        for (int k = 0; k < 4; k++)                                                              \
-            f[k] = 144 * (size_t)k < rem                                                         \
-                       ? q4_k_factors((const struct tw_block_q4_k *)(w + 144 * k))               \
-                       : _mm512_setzero_ps();                                                    \
-        __m512 fa = _mm512_mul_ps(_mm512_shuffle_f32x4(f[0], f[1], 0x44), _mm512_load_ps(x->d)); \
-        __m512 fb =                                                                              \
-            _mm512_mul_ps(_mm512_shuffle_f32x4(f[2], f[3], 0x44), _mm512_load_ps(x->d + 16));    \
-        acc[2] = _mm512_fmadd_ps(_mm512_shuffle_f32x4(f[0], f[1], 0xEE), _mm512_load_ps(x->v),   \
-                                 acc[2]);                                                        \
-        acc[2] = _mm512_fmadd_ps(_mm512_shuffle_f32x4(f[2], f[3], 0xEE),                         \
-                                 _mm512_load_ps(x->v + 16), acc[2]);                             \
-        _Pragma("GCC unroll 9") for (int c = 0; c < 9; c++)                                      \
-        {                                                                                        \
-            if (64 * (size_t)c < rem) { /* (a short group: its stretches only) */                \
-                __m512i cur = Q40M_LOAD(w, 64 * (size_t)c, rem), z = _mm512_setzero_si512();     \
-                __m512i lo = _mm512_and_si512(cur, _mm512_set1_epi8(0x0F)), hi = HI(cur);        \
-                __m512i pl = _mm512_dpbusd_epi32(z, lo, _mm512_load_si512(x->lo + 64 * c));      \
-                __m512i ph = _mm512_dpbusd_epi32(z, hi, _mm512_load_si512(x->hi + 64 * c));      \
-                __m512 fl = _mm512_permutex2var_ps(fa, _mm512_load_si512(q4km_sub[0][c]), fb);   \
-                __m512 fh = _mm512_permutex2var_ps(fa, _mm512_load_si512(q4km_sub[1][c]), fb);   \
-                acc[0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pl), fl, acc[0]);                    \
-                acc[1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ph), fh, acc[1]);                    \
-            }                                                                                    \
-        }                                                                                        \
-    }                                                                                            \
-    ATTR __attribute__((noinline)) static void name(const void *row, const void *xv, size_t n,   \
-                                                    float *out)                                  \
-    {                                                                                            \
-        const char *w = row;                                                                     \
-        const struct tw_q4km *x = xv;                                                            \
-        size_t nb = n / TW_QK_K, g = 0;                                                          \
-        __m512 acc[3] = { _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps() };       \
-        for (; (g + 1) * 4 <= nb; g++) {                                                         \
-            tw_dot_prefetch_l1(w + g * TW_QM_BYTES, TW_QM_BYTES);                                \
-            name##_group(acc, w + g * TW_QM_BYTES, TW_QM_BYTES, x + g);                          \
-        }                                                                                        \
-        if (g * 4 < nb)                                                                          \
-            name##_group(acc, w + g * TW_QM_BYTES, (nb - g * 4) * sizeof(struct tw_block_q4_k),  \
-                         x + g);                                                                 \
-        *out =                                                                                   \
-            _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) - _mm512_reduce_add_ps(acc[2]);  \
-    }
-
-Q4KM_KERNEL(qdot_m_q4_k, TARGET, HI_SHIFT)
-Q4KM_KERNEL(qdot_m_q4_k_gfni, TARGET_GFNI, HI_GFNI)
-
 tw_qdot_m_fn tw_qdot_m_kernel_avx512(enum tw_dtype t, bool gfni)
 {
-    switch (t) {
-    case TW_DTYPE_Q4_0:
-        return gfni ? qdot_m_q4_0_gfni : qdot_m_q4_0;
-    case TW_DTYPE_Q4_K:
-        return gfni ? qdot_m_q4_k_gfni : qdot_m_q4_k;
-    default:
+    if (t != TW_DTYPE_Q4_0)
         return NULL;
-    }
+    return gfni ? qdot_m_q4_0_gfni : qdot_m_q4_0;
 }
 
 tw_qdot_k_fn tw_qdot_k_kernel_avx512(enum tw_dtype t)

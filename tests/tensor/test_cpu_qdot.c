@@ -406,8 +406,8 @@ static void test_rows_kernels(enum tw_cpu_isa top)
                         }
                         free(xk);
                     }
-                    // The one-row kernel over activations laid out as the rows' bytes (Q4_0,
-                    // Q4_K): packed in two parts, the second first (the parts write apart), over
+                    // The one-row kernel over activations laid out as the rows' bytes (Q4_0):
+                    // packed in two parts, the second first (the parts write apart), over
                     // garbage.
                     // (AVX-512: with GFNI where the CPU has it, and without, both.)
                     for (int v = 0; v < 2; v++) {
@@ -417,12 +417,12 @@ static void test_rows_kernels(enum tw_cpu_isa top)
                                               : NULL;
                         if (!fm)
                             continue;
-                        size_t bytes = tw_qm_bytes(t, n), half = nb / 2 / 8 * 8;
-                        void *xm = aligned_alloc(64, (bytes + 63) / 64 * 64);
+                        size_t groups = tw_q40m_count(n), half = nb / 2;
+                        struct tw_q40m *xm = aligned_alloc(64, groups * sizeof *xm);
                         REQUIRE(xm);
-                        memset(xm, 0xFF, bytes); // NaN scales where not packed
-                        tw_qm_pack(t, x, half, nb - half, nb, xm);
-                        tw_qm_pack(t, x, 0, half, nb, xm);
+                        memset(xm, 0xFF, groups * sizeof *xm); // NaN scales where not packed
+                        tw_q40m_pack(x, half, nb - half, nb, xm);
+                        tw_q40m_pack(x, 0, half, nb, xm);
                         for (int r = 0; r < TW_QDOT_ROWS; r++) {
                             float o = -12345.0f;
                             fm(buf + 34 + (size_t)r * ldw, xm, n, &o);
@@ -475,7 +475,6 @@ static void test_rows_kernels(enum tw_cpu_isa top)
     CHECK(tw_qdot_k_kernel(TW_DTYPE_Q4_K, TW_ISA_AVX2) == NULL);
     CHECK(tw_qdot_m_kernel(TW_DTYPE_Q4_0, TW_ISA_AVX2) == NULL);
     CHECK(tw_qdot_m_kernel(TW_DTYPE_Q8_0, top) == NULL);
-    CHECK(tw_qdot_m_kernel(TW_DTYPE_Q6_K, top) == NULL);
     CHECK(tw_qdot_k_kernel(TW_DTYPE_Q6_K, top) == NULL);
     if (tw_qdot_kernel(TW_DTYPE_Q4_K, top) == tw_qdot_kernel(TW_DTYPE_Q4_K, TW_ISA_AVX512) &&
         top == TW_ISA_AVX512)
