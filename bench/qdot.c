@@ -7,7 +7,8 @@
 // passes), nx=1 as a share of the plain memory-read bandwidth of the same thread (a sum over a
 // float array of 256 MiB or twice the L3), the one-row
 // kernel over packed activations (q8_0, q4_0 and q4_K: tw_qdot_k_fn, the packing in the timed
-// region) where the ISA has one, and, for comparison, the float-activation kernel of cpu_dot.h
+// region) where the ISA has one, q4_0's over activations laid out in place (tw_qdot_m_fn,
+// "in-place"), and, for comparison, the float-activation kernel of cpu_dot.h
 // at the same ISA.
 // Usage: qdot [--quick | --l2]   (--quick: 1 MiB of weights and one pass, a smoke run; --l2:
 // 256 KiB of weights, which stay in L2: the kernels' arithmetic rather than the memory's pace)
@@ -52,41 +53,27 @@ static double stream_q(const struct matrix *m, tw_qdot_fn f, tw_q8_act_fn q, con
     return (double)(m->rows * m->row_bytes) / best / 1e9;
 }
 
-// The same for a kernel over packed activations (nx = 1), packed into xk after the quantizing.
-static double stream_k(const struct matrix *m, tw_qdot_k_fn f, tw_q8_act_fn q, const float *x,
-                       struct tw_q8_act *xq, struct tw_q8k_act *xk, int passes,
-                       volatile float *sink)
+// The same for a one-row kernel over activations prepared after the quantizing (nx = 1):
+// packed into xk for fk (tw_q8k_act), or laid out in place into xm for fm (q4_0's tw_q40m).
+static double stream_1(const struct matrix *m, tw_qdot_k_fn fk, tw_qdot_m_fn fm, tw_q8_act_fn q,
+                       const float *x, struct tw_q8_act *xq, struct tw_q8k_act *xk,
+                       struct tw_q40m *xm, int passes, volatile float *sink)
 {
     double best = 1e30;
     for (int p = 0; p < passes + 1; p++) {
         float s = 0.0f, out;
         double t0 = now();
         q(x, COLS, xq);
-        tw_q8k_act_pack(xq, COLS, xk);
+        if (fk)
+            tw_q8k_act_pack(xq, COLS, xk);
+        else
+            tw_q40m_pack(xq, 0, COLS / TW_QK8_ACT, COLS / TW_QK8_ACT, xm);
         for (size_t r = 0; r < m->rows; r++) {
-            f(m->data + r * m->row_bytes, xk, COLS, &out);
-            s += out;
-        }
-        double dt = now() - t0;
-        *sink += s;
-        if (p > 0 && dt < best)
-            best = dt;
-    }
-    return (double)(m->rows * m->row_bytes) / best / 1e9;
-}
-
-// The same for a kernel over activations laid out as the rows' bytes (q4_0: tw_q40m).
-static double stream_m(const struct matrix *m, tw_qdot_m_fn f, tw_q8_act_fn q, const float *x,
-                       struct tw_q8_act *xq, struct tw_q40m *xm, int passes, volatile float *sink)
-{
-    double best = 1e30;
-    for (int p = 0; p < passes + 1; p++) {
-        float s = 0.0f, out;
-        double t0 = now();
-        q(x, COLS, xq);
-        tw_q40m_pack(xq, 0, COLS / TW_QK8_ACT, COLS / TW_QK8_ACT, xm);
-        for (size_t r = 0; r < m->rows; r++) {
-            f(m->data + r * m->row_bytes, xm, COLS, &out);
+            const uint8_t *row = m->data + r * m->row_bytes;
+            if (fk)
+                fk(row, xk, COLS, &out);
+            else
+                fm(row, xm, COLS, &out);
             s += out;
         }
         double dt = now() - t0;
@@ -196,11 +183,13 @@ int main(int argc, char **argv)
             tw_qdot_k_fn fk = tw_qdot_k_kernel(t, (enum tw_cpu_isa)isa);
             char gk[16] = "-";
             if (fk)
-                snprintf(gk, sizeof gk, "%.1f", stream_k(&m, fk, q, x, xq, xk, passes, &sink));
+                snprintf(gk, sizeof gk, "%.1f",
+                         stream_1(&m, fk, NULL, q, x, xq, xk, xm, passes, &sink));
             tw_qdot_m_fn fm = tw_qdot_m_kernel(t, (enum tw_cpu_isa)isa);
             char gm[16] = "-";
             if (fm)
-                snprintf(gm, sizeof gm, "%.1f", stream_m(&m, fm, q, x, xq, xm, passes, &sink));
+                snprintf(gm, sizeof gm, "%.1f",
+                         stream_1(&m, NULL, fm, q, x, xq, xk, xm, passes, &sink));
             printf("%-6s %-7s %8.1f %8.1f %9.0f%% %8s %8s %12.1f\n", tw_dtype_name(t),
                    tw_cpu_isa_name((enum tw_cpu_isa)isa), g1, g4, 100.0 * g1 / mem, gk, gm, gf);
             fflush(stdout);

@@ -291,6 +291,17 @@ static size_t lengths(enum tw_dtype t, size_t *out)
     return cnt;
 }
 
+// Whether o, a one-row kernel's output for weight row r of tile tl, is within the tile's
+// tolerances of the exact and the float references (printing the miss when say).
+static bool near_ref(const struct tile *tl, float o, const char *what, int r, bool say)
+{
+    bool ok = fabs(o - tl->ref[0]) <= tl->tol[0] && fabs(o - tl->ref32[0]) <= tl->tol32[0];
+    if (!ok && say)
+        fprintf(stderr, "%s %s n=%zu row %d: got %.9g, exact %.9g\n", tw_dtype_name(tl->t), what,
+                tl->n, r, (double)o, tl->ref[0]);
+    return ok;
+}
+
 static const enum tw_dtype block_types[4] = { TW_DTYPE_Q8_0, TW_DTYPE_Q4_0, TW_DTYPE_Q4_K,
                                               TW_DTYPE_Q6_K };
 
@@ -396,11 +407,7 @@ static void test_rows_kernels(enum tw_cpu_isa top)
                         for (int r = 0; r < TW_QDOT_ROWS; r++) {
                             float o = -12345.0f;
                             fk(buf + 34 + (size_t)r * ldw, xk, n, &o);
-                            bool ok = fabs(o - tl[r].ref[0]) <= tl[r].tol[0] &&
-                                      fabs(o - tl[r].ref32[0]) <= tl[r].tol32[0];
-                            if (!ok && bad < 20)
-                                fprintf(stderr, "%s packed n=%zu row %d: got %.9g, exact %.9g\n",
-                                        tw_dtype_name(t), n, r, (double)o, tl[r].ref[0]);
+                            bool ok = near_ref(&tl[r], o, "packed", r, bad < 20);
                             cases++;
                             bad += !ok;
                         }
@@ -426,11 +433,7 @@ static void test_rows_kernels(enum tw_cpu_isa top)
                         for (int r = 0; r < TW_QDOT_ROWS; r++) {
                             float o = -12345.0f;
                             fm(buf + 34 + (size_t)r * ldw, xm, n, &o);
-                            bool ok = fabs(o - tl[r].ref[0]) <= tl[r].tol[0] &&
-                                      fabs(o - tl[r].ref32[0]) <= tl[r].tol32[0];
-                            if (!ok && bad < 20)
-                                fprintf(stderr, "%s in place n=%zu row %d: got %.9g, exact %.9g\n",
-                                        tw_dtype_name(t), n, r, (double)o, tl[r].ref[0]);
+                            bool ok = near_ref(&tl[r], o, "in place", r, bad < 20);
                             cases++;
                             bad += !ok;
                         }
