@@ -131,8 +131,10 @@ static int random_model(const struct tw_verb *v, int argc, char **argv)
     struct tw_model_config cfg = sh->cfg;
     cfg.n_vocab = tw_tokenizer_vocab_size(tok); // the tokenizer's ids are the model's
     struct tw_model *m = NULL;
+    struct dtype_count dc = { 0 };
     int rc = tw_model_random(&cfg, dt, (uint64_t)seed, &m);
     if (rc == 0) {
+        tw_model_foreach_tensor(m, count, &dc);
         m->tok = tok; // the model frees it
         tok = NULL;
         // The weights are made in dt itself, as bench/infer_cuda makes them, and written
@@ -143,8 +145,18 @@ static int random_model(const struct tw_verb *v, int argc, char **argv)
     tw_model_close(m);
     if (rc)
         return tw_cli_fail();
-    printf("%s: %s shape (vocabulary %d from %s), random weights in %s\n", out, shape, cfg.n_vocab,
+    printf("%s: %s shape (vocabulary %d from %s), random weights in %s", out, shape, cfg.n_vocab,
            tok_dir, dtype);
+    // (the tensors by dtype: norms stay f32, and matrices whose rows are not whole blocks of
+    // the dtype take another)
+    const char *sep = "; tensors: ";
+    for (int t = 0; t < TW_DTYPE_COUNT; t++) {
+        if (dc.tensors[t]) {
+            printf("%s%s %d", sep, tw_dtype_name((enum tw_dtype)t), dc.tensors[t]);
+            sep = ", ";
+        }
+    }
+    printf("\n");
     return TW_EXIT_OK;
 }
 
@@ -182,7 +194,8 @@ const struct tw_verb tw_verb_model = {
              "of real size for benchmarks of the server and the engine. An OUT ending in .gguf\n"
              "gets a GGUF file instead (twin convert's layout, which llama.cpp reads) whose\n"
              "weights are made in the dtype itself (f32, f16, bf16, q8_0, q4_0 or q4_K) and\n"
-             "kept as they are: with the default seed and a tokenizer of the shape's vocabulary,\n"
-             "the model bench/infer_cuda times.\n",
+             "kept as they are (a matrix whose rows are not whole blocks of it takes q4_0; the\n"
+             "report counts the tensors by dtype): with the default seed and a tokenizer of the\n"
+             "shape's vocabulary, the model bench/infer_cuda times.\n",
     .run = run,
 };

@@ -106,6 +106,12 @@ out=$b
 equals "hf from gguf equals hf" "$a"
 check "bad type" 2 "$twin" convert "$models/llama" "$tmp/x.gguf" --type q5_1
 
+# model random: a GGUF of a published shape made in a quantised dtype; the matrices whose rows
+# are not whole blocks of it (SmolLM2's K = 576 for q4_K) take q4_0, and the report says so.
+check "random q4_K" 0 "$twin" model random smollm2-135m "$tmp/r.gguf" --tokenizer "$models/llama" --dtype q4_K
+contains "random report" "random weights in q4_K; tensors: f32 61, q4_0 181, q4_K 30"
+check "random generates" 0 "$twin" generate --model "$tmp/r.gguf" --temp 0 -n 4 --quiet "Jobs"
+
 # Errors.
 check "no model" 2 "$twin" generate "hello"
 contains "no model message" "--model PATH is required"
