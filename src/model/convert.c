@@ -342,6 +342,8 @@ static int pad_vocab(struct tw_tokenizer_vocab *v, size_t n, tw_arena *a)
 
 int tw_convert_to_gguf(const struct tw_model *m, const char *path, enum tw_dtype type)
 {
+    if (tw_file_exists(path)) // (as a Hugging Face folder: nothing is written over)
+        return tw_error_set(TW_EEXIST, "%s exists already", path);
     tw_gguf_writer w;
     tw_gguf_writer_init(&w);
     struct conv cv = { .m = m, .gguf = true, .type = type, .gw = &w };

@@ -12,7 +12,8 @@
 // a matrix whose rows do not divide into the type's blocks falls back (q4_K -> q4_0 -> f16);
 // with q4_K the output matrix takes q6_K, as llama.cpp's Q4_K_M does, unless it is q4_K
 // already. A matrix already in its target dtype keeps its bytes (rows reordered at most), so
-// a model of quantised weights is written exactly. Returns 0 or an error naming the tensor.
+// a model of quantised weights is written exactly. Returns 0 or an error naming the tensor;
+// TW_EEXIST when path exists (nothing is written over).
 int tw_convert_to_gguf(const struct tw_model *m, const char *path, enum tw_dtype type);
 // Writes m as a Hugging Face folder at dir (built beside it, then renamed into place; dir
 // must not exist). type is f32, f16 or bf16 (quantised weights are decoded).

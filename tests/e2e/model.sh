@@ -91,6 +91,8 @@ sys.exit(not (len(rows) == len(want) and all(abs(r["score"] - w) < 1e-5 for r, w
 # Convert: GGUF q8_0 generates; f32 GGUF back to HF gives the same greedy text.
 check "convert q8_0" 0 "$twin" convert "$models/llama" "$tmp/l.gguf" --type q8_0
 contains "convert says" "wrote $tmp/l.gguf (GGUF, q8_0)"
+check "convert gguf exists" 1 "$twin" convert "$models/llama" "$tmp/l.gguf" --type q4_0
+contains "convert gguf exists message" "exists already"
 check "generate gguf" 0 "$twin" generate --model "$tmp/l.gguf" --temp 0 -n 8 --quiet "Jobs"
 check "convert f32" 0 "$twin" convert "$models/qwen2" "$tmp/q.gguf" --type f32
 check "convert back" 0 "$twin" convert "$tmp/q.gguf" "$tmp/q-hf"
@@ -111,6 +113,8 @@ check "bad type" 2 "$twin" convert "$models/llama" "$tmp/x.gguf" --type q5_1
 check "random q4_K" 0 "$twin" model random smollm2-135m "$tmp/r.gguf" --tokenizer "$models/llama" --dtype q4_K
 contains "random report" "random weights in q4_K; tensors: f32 61, q4_0 181, q4_K 30"
 check "random generates" 0 "$twin" generate --model "$tmp/r.gguf" --temp 0 -n 4 --quiet "Jobs"
+check "random exists" 1 "$twin" model random tiny "$tmp/r.gguf" --tokenizer "$models/llama" --dtype q4_0
+contains "random exists message" "exists already"
 
 # Errors.
 check "no model" 2 "$twin" generate "hello"

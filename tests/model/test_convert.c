@@ -7,6 +7,7 @@
 // error.
 #include <math.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "base/file.h"
@@ -100,6 +101,12 @@ static void decoder(const char *name)
         char file[128];
         snprintf(file, sizeof file, "%s-%s.gguf", name, types[k].type);
         CHECK_OK(tw_convert_to_gguf(hf, tmp(file), dt));
+        // The file exists now: a second conversion is refused, the file as it was.
+        struct stat before, after;
+        CHECK(stat(tmp(file), &before) == 0);
+        CHECK(tw_convert_to_gguf(hf, tmp(file), TW_DTYPE_F32) == TW_EEXIST);
+        CHECK(stat(tmp(file), &after) == 0 && after.st_size == before.st_size &&
+              after.st_mtim.tv_nsec == before.st_mtim.tv_nsec);
         struct tw_model *gg = NULL;
         CHECK_OK(tw_model_open(tmp(file), &gg));
         if (!gg)
@@ -246,6 +253,7 @@ static void kquants(void)
     for (int k = 0; k < 2; k++) {
         enum tw_dtype dt;
         REQUIRE(tw_dtype_from_name(types[k], &dt) == 0);
+        remove(tmp("k.gguf")); // (the last iteration's)
         CHECK_OK(tw_convert_to_gguf(m, tmp("k.gguf"), dt));
         struct tw_model *q = NULL;
         CHECK_OK(tw_model_open(tmp("k.gguf"), &q));
@@ -284,6 +292,7 @@ static void exact(void)
         REQUIRE(tw_model_random(&c, types[k], 5, &m) == 0);
         CHECK(m->output.dtype == types[k] && !m->cfg.tied_embeddings);
         prompt_logits(m, ids, 40, ref);
+        remove(tmp("exact.gguf")); // (the last iteration's)
         CHECK_OK(tw_convert_to_gguf(m, tmp("exact.gguf"), types[k]));
         CHECK_OK(tw_model_open(tmp("exact.gguf"), &q));
         if (q) {
