@@ -291,10 +291,15 @@ static void matmul_dot(struct tw_backend *be, int n, struct tw_tensor *const *ys
     int64_t T = j.T = tw_tensor_nrows(x), K = j.K = ws[0]->ne[1], work = 0;
     bool any_q = false, any_k = false, any_m = false;
     assert(n >= 1 && n <= 8 && (out != OUT_SWIGLU || n == 2) && (out != OUT_ADD || n == 1));
+    // one row of K >= INPLACE_MIN_K: the dtypes with an in-place kernel take it (their packed
+    // groups would go unread), the others with a packed one that
+    bool one = T == 1 && K >= INPLACE_MIN_K;
     for (int i = 0; i < n; i++) {
-        any_q |= im->qdot[ws[i]->dtype] != NULL;
-        any_k |= im->qdot_k[ws[i]->dtype] != NULL;
-        any_m |= im->qdot_m[ws[i]->dtype] != NULL;
+        enum tw_dtype t = ws[i]->dtype;
+        bool m = one && im->qdot_m[t];
+        any_q |= im->qdot[t] != NULL;
+        any_m |= m;
+        any_k |= !m && im->qdot_k[t];
     }
     if (pn)
         j.norm = f32(pn->w), j.eps = pn->eps;
@@ -302,7 +307,7 @@ static void matmul_dot(struct tw_backend *be, int n, struct tw_tensor *const *ys
     j.kb = K / TW_QK8_ACT;
     j.quant = any_q && K % TW_QK8_ACT == 0;
     j.pack = j.quant && any_k && T == 1 && K % TW_QK_K == 0 && K >= PACK_MIN_K;
-    j.inplace = j.quant && any_m && T == 1 && K >= INPLACE_MIN_K;
+    j.inplace = j.quant && any_m;
     j.piece = j.pack ? TW_QK_K : j.quant ? TW_QK8_ACT : K;
     j.xs_bytes = j.norm ? (size_t)(T * K) * sizeof(float) : 0;
     j.xq_bytes = j.quant ? (size_t)(T * j.kb) * sizeof(struct tw_q8_act) : 0;
@@ -312,7 +317,7 @@ static void matmul_dot(struct tw_backend *be, int n, struct tw_tensor *const *ys
     j.xk_bytes = (j.xk_bytes + 63) / 64 * 64; // (tw_q40m: whole lines, aligned loads)
     for (int i = 0; i < n; i++) {
         const struct tw_tensor *w = ws[i];
-        bool packed = (j.pack && im->qdot_k[w->dtype]) || (j.inplace && im->qdot_m[w->dtype]);
+        bool packed = (j.inplace && im->qdot_m[w->dtype]) || (j.pack && im->qdot_k[w->dtype]);
         j.w[i] = (struct dot_w){
             .data = w->data,
             .nb0 = w->nb[0],
@@ -1198,6 +1203,13 @@ static void cpu_ops_init(void)
     cpu_ops.copy = cpu_copy;
 }
 
+// Whether the environment variable name is set to val (the backend's switches for comparing).
+static bool env_is(const char *name, const char *val)
+{
+    const char *e = getenv(name);
+    return e && strcmp(e, val) == 0;
+}
+
 static int cpu_new(int n_threads, bool openmp, struct tw_backend **out)
 {
     if (n_threads <= 0) {
@@ -1224,15 +1236,12 @@ static int cpu_new(int n_threads, bool openmp, struct tw_backend **out)
     // 479-493 -> 674-770, run Z2 in docs/perf.md). On long rows, four streams a thread were
     // slower than one at 16 threads (the 1B's q4_K before the packed kernels took those rows).
     // TWIN_QDOT_ROWS=1: one row a call always (for comparing the two).
-    const char *rows_env = getenv("TWIN_QDOT_ROWS");
-    bool one_row = rows_env && strcmp(rows_env, "1") == 0;
+    bool one_row = env_is("TWIN_QDOT_ROWS", "1");
     // The kernels over packed activations, at every thread count (TWIN_QDOT_PACKED=0: the
     // kernels above instead, for comparing).
-    const char *packed_env = getenv("TWIN_QDOT_PACKED");
-    bool packed = !(packed_env && strcmp(packed_env, "0") == 0);
+    bool packed = !env_is("TWIN_QDOT_PACKED", "0");
     // Q4_0 against activations laid out as its rows' bytes (TWIN_QDOT_INPLACE=0: not).
-    const char *inplace_env = getenv("TWIN_QDOT_INPLACE");
-    bool inplace = !(inplace_env && strcmp(inplace_env, "0") == 0);
+    bool inplace = !env_is("TWIN_QDOT_INPLACE", "0");
     for (int t = 0; t < TW_DTYPE_COUNT; t++) {
         im->dot[t] = tw_dot_kernel((enum tw_dtype)t, isa);
         im->qdot[t] = tw_qdot_kernel((enum tw_dtype)t, isa);
@@ -1240,8 +1249,7 @@ static int cpu_new(int n_threads, bool openmp, struct tw_backend **out)
         im->qdot_k[t] = packed ? tw_qdot_k_kernel((enum tw_dtype)t, isa) : NULL;
         im->qdot_m[t] = inplace ? tw_qdot_m_kernel((enum tw_dtype)t, isa) : NULL;
     }
-    const char *steps_env = getenv("TWIN_CPU_STEPS");
-    im->no_steps = steps_env && strcmp(steps_env, "0") == 0;
+    im->no_steps = env_is("TWIN_CPU_STEPS", "0");
     im->quantize = tw_q8_act_quantizer(isa);
     im->gemm_bf16 = tw_gemm_bf16_usable(isa);
     im->attend = tw_attend_kernel(isa);

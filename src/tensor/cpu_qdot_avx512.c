@@ -349,14 +349,20 @@ INLINE void q4_0_rows_step(accs acc, int s, const void *w, size_t ldw, int nw,
     Q4_0_ROW(3)
 }
 
-// The fp16 scales of the eight q4_0 blocks from b (144 bytes; the scales lie in the first 128,
-// at words 9j), as floats in lanes 0..7: one two-register word permute and a conversion.
-INLINE __m256 q4_0_scales8(const struct tw_block_q4_0 *b)
+// The fp16 scales of eight q4_0 blocks (144 bytes; the scales lie in the first 128, at words
+// 9j) from those 128 bytes, lo and hi, in words 0..7: one two-register word permute.
+INLINE __m128i q4_0_scale_words(__m512i lo, __m512i hi)
 {
     const __m512i idx = _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 63 << 16 | 54,
                                          45 << 16 | 36, 27 << 16 | 18, 9 << 16 | 0);
-    __m512i lo = _mm512_loadu_si512(b), hi = _mm512_loadu_si512((const char *)b + 64);
-    return _mm256_cvtph_ps(_mm512_castsi512_si128(_mm512_permutex2var_epi16(lo, idx, hi)));
+    return _mm512_castsi512_si128(_mm512_permutex2var_epi16(lo, idx, hi));
+}
+
+// The same from the blocks at b, as floats in lanes 0..7.
+INLINE __m256 q4_0_scales8(const struct tw_block_q4_0 *b)
+{
+    return _mm256_cvtph_ps(
+        q4_0_scale_words(_mm512_loadu_si512(b), _mm512_loadu_si512((const char *)b + 64)));
 }
 
 // The scales of the eight activation blocks from x, in lanes 0..7 (36 bytes apart: 9 floats).
@@ -670,7 +676,7 @@ ROWS_KERNEL(q8_0)
 
 // Q4_0 against activations laid out as the row's bytes (tw_q40m), a group of 32 blocks (576
 // bytes, nine stretches of 64) at a time: the blocks' factors dw * dx first, 16 to a register
-// (four word permutes pick the 32 scales out of the bytes, q4_0_scales8's); then per 64 bytes
+// (four word permutes pick the 32 scales out of the bytes, q4_0_scale_words); then per 64 bytes
 // the nibbles unmasked in place (and, shift, and), two vpdpbusd into the lanes' offsets, the
 // lanes' factors by one permute of the two factor registers (q40m_blk: lane l of stretch c
 // holds quants of block (64c + 4l) / 18), a conversion and an FMA.
@@ -701,50 +707,47 @@ static const int32_t q40m_blk[9][16] __attribute__((aligned(64))) = {
 
 // name##_group (the group of 32 blocks at w, of which rem bytes are the row's: the last
 // group of a row may be short) and name (a row), the high nibbles by HI.
-#define Q40M_KERNEL(name, ATTR, HI)                                                             \
-    static inline __attribute__((always_inline))                                                \
-    ATTR void name##_group(__m512 acc[2], const char *w, size_t rem, const struct tw_q40m *x)   \
-    {                                                                                           \
-        const __m512i idx = _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 63 << 16 | 54, \
-                                             45 << 16 | 36, 27 << 16 | 18, 9 << 16 | 0);        \
-        __m128i s8[4]; /* the scales of blocks 8k .. 8k + 7 (q4_0_scales8's permute) */         \
-        for (int k = 0; k < 4; k++)                                                             \
-            s8[k] = _mm512_castsi512_si128(                                                     \
-                _mm512_permutex2var_epi16(Q40M_LOAD(w, 144 * (size_t)k, rem), idx,              \
-                                          Q40M_LOAD(w, 144 * (size_t)k + 64, rem)));            \
-        __m512 f0 =                                                                             \
-            _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(s8[0]), s8[1], 1));  \
-        __m512 f1 =                                                                             \
-            _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(s8[2]), s8[3], 1));  \
-        f0 = _mm512_mul_ps(f0, _mm512_load_ps(x->d));                                           \
-        f1 = _mm512_mul_ps(f1, _mm512_load_ps(x->d + 16));                                      \
-        _Pragma("GCC unroll 9") for (int c = 0; c < 9; c++)                                     \
-        {                                                                                       \
-            if (64 * (size_t)c < rem) { /* (a short group: its stretches only) */               \
-                __m512i cur = Q40M_LOAD(w, 64 * (size_t)c, rem);                                \
-                __m512i lo = _mm512_and_si512(cur, _mm512_set1_epi8(0x0F)), hi = HI(cur);       \
-                __m512i p = _mm512_dpbusd_epi32(_mm512_load_si512(x->off + 16 * c), lo,         \
-                                                _mm512_load_si512(x->lo + 64 * c));             \
-                p = _mm512_dpbusd_epi32(p, hi, _mm512_load_si512(x->hi + 64 * c));              \
-                __m512 f = _mm512_permutex2var_ps(f0, _mm512_load_si512(q40m_blk[c]), f1);      \
-                acc[c & 1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), f, acc[c & 1]);             \
-            }                                                                                   \
-        }                                                                                       \
-    }                                                                                           \
-    ATTR __attribute__((noinline)) static void name(const void *row, const struct tw_q40m *x,   \
-                                                    size_t n, float *out)                       \
-    {                                                                                           \
-        const char *w = row;                                                                    \
-        size_t kb = n / 32, g = 0;                                                              \
-        __m512 acc[2] = { _mm512_setzero_ps(), _mm512_setzero_ps() };                           \
-        for (; (g + 1) * TW_Q40M_BLOCKS <= kb; g++) {                                           \
-            tw_dot_prefetch_l1(w + g * TW_Q40M_BYTES, TW_Q40M_BYTES);                           \
-            name##_group(acc, w + g * TW_Q40M_BYTES, TW_Q40M_BYTES, x + g);                     \
-        }                                                                                       \
-        if (g * TW_Q40M_BLOCKS < kb)                                                            \
-            name##_group(acc, w + g * TW_Q40M_BYTES,                                            \
-                         (kb - g * TW_Q40M_BLOCKS) * sizeof(struct tw_block_q4_0), x + g);      \
-        *out = _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));                             \
+#define Q40M_KERNEL(name, ATTR, HI)                                                            \
+    static inline __attribute__((always_inline))                                               \
+    ATTR void name##_group(__m512 acc[2], const char *w, size_t rem, const struct tw_q40m *x)  \
+    {                                                                                          \
+        __m128i s8[4]; /* the scales of blocks 8k .. 8k + 7 */                                 \
+        for (int k = 0; k < 4; k++)                                                            \
+            s8[k] = q4_0_scale_words(Q40M_LOAD(w, 144 * (size_t)k, rem),                       \
+                                     Q40M_LOAD(w, 144 * (size_t)k + 64, rem));                 \
+        __m512 f0 =                                                                            \
+            _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(s8[0]), s8[1], 1)); \
+        __m512 f1 =                                                                            \
+            _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(s8[2]), s8[3], 1)); \
+        f0 = _mm512_mul_ps(f0, _mm512_load_ps(x->d));                                          \
+        f1 = _mm512_mul_ps(f1, _mm512_load_ps(x->d + 16));                                     \
+        _Pragma("GCC unroll 9") for (int c = 0; c < 9; c++)                                    \
+        {                                                                                      \
+            if (64 * (size_t)c < rem) { /* (a short group: its stretches only) */              \
+                __m512i cur = Q40M_LOAD(w, 64 * (size_t)c, rem);                               \
+                __m512i lo = _mm512_and_si512(cur, _mm512_set1_epi8(0x0F)), hi = HI(cur);      \
+                __m512i p = _mm512_dpbusd_epi32(_mm512_load_si512(x->off + 16 * c), lo,        \
+                                                _mm512_load_si512(x->lo + 64 * c));            \
+                p = _mm512_dpbusd_epi32(p, hi, _mm512_load_si512(x->hi + 64 * c));             \
+                __m512 f = _mm512_permutex2var_ps(f0, _mm512_load_si512(q40m_blk[c]), f1);     \
+                acc[c & 1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), f, acc[c & 1]);            \
+            }                                                                                  \
+        }                                                                                      \
+    }                                                                                          \
+    ATTR __attribute__((noinline)) static void name(const void *row, const struct tw_q40m *x,  \
+                                                    size_t n, float *out)                      \
+    {                                                                                          \
+        const char *w = row;                                                                   \
+        size_t kb = n / 32, g = 0;                                                             \
+        __m512 acc[2] = { _mm512_setzero_ps(), _mm512_setzero_ps() };                          \
+        for (; (g + 1) * TW_Q40M_BLOCKS <= kb; g++) {                                          \
+            tw_dot_prefetch_l1(w + g * TW_Q40M_BYTES, TW_Q40M_BYTES);                          \
+            name##_group(acc, w + g * TW_Q40M_BYTES, TW_Q40M_BYTES, x + g);                    \
+        }                                                                                      \
+        if (g * TW_Q40M_BLOCKS < kb)                                                           \
+            name##_group(acc, w + g * TW_Q40M_BYTES,                                           \
+                         (kb - g * TW_Q40M_BLOCKS) * sizeof(struct tw_block_q4_0), x + g);     \
+        *out = _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));                            \
     }
 
 #define TARGET_GFNI \
