@@ -291,15 +291,21 @@ static size_t lengths(enum tw_dtype t, size_t *out)
     return cnt;
 }
 
-// Whether o, a one-row kernel's output for weight row r of tile tl, is within the tile's
-// tolerances of the exact and the float references (printing the miss when say).
-static bool near_ref(const struct tile *tl, float o, const char *what, int r, bool say)
+// One-row kernels' outputs o[r] for the weight rows r of tiles tl (TW_QDOT_ROWS): each within
+// its tile's tolerances of the exact and the float references; counted into *cases and *bad
+// (the first misses printed).
+static void check_rows(const struct tile *tl, const float *o, const char *what, int *cases,
+                       int *bad)
 {
-    bool ok = fabs(o - tl->ref[0]) <= tl->tol[0] && fabs(o - tl->ref32[0]) <= tl->tol32[0];
-    if (!ok && say)
-        fprintf(stderr, "%s %s n=%zu row %d: got %.9g, exact %.9g\n", tw_dtype_name(tl->t), what,
-                tl->n, r, (double)o, tl->ref[0]);
-    return ok;
+    for (int r = 0; r < TW_QDOT_ROWS; r++) {
+        const struct tile *t = &tl[r];
+        bool ok = fabs(o[r] - t->ref[0]) <= t->tol[0] && fabs(o[r] - t->ref32[0]) <= t->tol32[0];
+        if (!ok && *bad < 20)
+            fprintf(stderr, "%s %s n=%zu row %d: got %.9g, exact %.9g\n", tw_dtype_name(t->t),
+                    what, t->n, r, (double)o[r], t->ref[0]);
+        ++*cases;
+        *bad += !ok;
+    }
 }
 
 static const enum tw_dtype block_types[4] = { TW_DTYPE_Q8_0, TW_DTYPE_Q4_0, TW_DTYPE_Q4_K,
@@ -404,13 +410,10 @@ static void test_rows_kernels(enum tw_cpu_isa top)
                         struct tw_q8k_act *xk = aligned_alloc(64, n / 256 * sizeof *xk);
                         REQUIRE(xk);
                         tw_q8k_act_pack(x, n, xk);
-                        for (int r = 0; r < TW_QDOT_ROWS; r++) {
-                            float o = -12345.0f;
-                            fk(buf + 34 + (size_t)r * ldw, xk, n, &o);
-                            bool ok = near_ref(&tl[r], o, "packed", r, bad < 20);
-                            cases++;
-                            bad += !ok;
-                        }
+                        float o[TW_QDOT_ROWS];
+                        for (int r = 0; r < TW_QDOT_ROWS; r++)
+                            fk(buf + 34 + (size_t)r * ldw, xk, n, &o[r]);
+                        check_rows(tl, o, "packed", &cases, &bad);
                         free(xk);
                     }
                     // The one-row kernel over activations laid out as the rows' bytes (Q4_0):
@@ -430,13 +433,10 @@ static void test_rows_kernels(enum tw_cpu_isa top)
                         memset(xm, 0xFF, groups * sizeof *xm); // NaN scales where not packed
                         tw_q40m_pack(x, half, nb - half, nb, xm);
                         tw_q40m_pack(x, 0, half, nb, xm);
-                        for (int r = 0; r < TW_QDOT_ROWS; r++) {
-                            float o = -12345.0f;
-                            fm(buf + 34 + (size_t)r * ldw, xm, n, &o);
-                            bool ok = near_ref(&tl[r], o, "in place", r, bad < 20);
-                            cases++;
-                            bad += !ok;
-                        }
+                        float o[TW_QDOT_ROWS];
+                        for (int r = 0; r < TW_QDOT_ROWS; r++)
+                            fm(buf + 34 + (size_t)r * ldw, xm, n, &o[r]);
+                        check_rows(tl, o, "in place", &cases, &bad);
                         free(xm);
                     }
                     tw_qdot_rows_fn f = tw_qdot_rows_kernel(t, (enum tw_cpu_isa)isa);
