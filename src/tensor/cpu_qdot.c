@@ -201,7 +201,9 @@ tw_qdot_fn tw_qdot_kernel(enum tw_dtype t, enum tw_cpu_isa isa)
 
 tw_qdot_k_fn tw_qdot_k_kernel(enum tw_dtype t, enum tw_cpu_isa isa)
 {
-    return kernel_isa(t, isa) == TW_ISA_AVX512 ? tw_qdot_k_kernel_avx512(t) : NULL;
+    return kernel_isa(t, isa) == TW_ISA_AVX512
+               ? tw_qdot_k_kernel_avx512(t, tw_cpu_has_avx512_gfni())
+               : NULL;
 }
 
 void tw_q8k_act_pack(const struct tw_q8_act *x, size_t n, struct tw_q8k_act *out)
@@ -212,7 +214,7 @@ void tw_q8k_act_pack(const struct tw_q8_act *x, size_t n, struct tw_q8k_act *out
             int s = 0;
             for (int i = 0; i < TW_QK8_ACT; i++)
                 s += x->qs[i];
-            memcpy(out->qs + 32 * j, x->qs, TW_QK8_ACT);
+            memcpy(out->qs + 32 * TW_Q8K_SLOT(j), x->qs, TW_QK8_ACT);
             out->v[j] = x->d;
             out->v[8 + j] = x->d * (float)s;
         }

@@ -71,11 +71,17 @@ tw_qdot_rows_fn tw_qdot_rows_kernel(enum tw_dtype t, enum tw_cpu_isa isa);
 // that the activations' side of the work (their sums, the scales' products) is not redone for
 // every weight row: per 256 elements, the int8 values of its eight tw_q8_act blocks and v, with
 // v[j] = d_j and v[8 + j] = d_j * sum(q_j) for sub-block j (the blocks' numbers, repacked, not
-// rounded again). out = tw_qdot_fn's (nx = 1) up to float rounding.
+// rounded again). The values lie in the order of Q4_K's nibbles in 64-byte loads: 32-byte slot
+// s of qs holds sub-block TW_Q8K_SLOT(s), that is 0, 2, 1, 3, 4, 6, 5, 7 (64 bytes of a Q4_K
+// block's qs hold sub-blocks 4h and 4h + 2 in their low nibbles, 4h + 1 and 4h + 3 in their
+// high ones). out = tw_qdot_fn's (nx = 1) up to float rounding.
 struct tw_q8k_act {
     float v[16];
     int8_t qs[256];
 };
+
+// The sub-block in slot s of a tw_q8k_act, and the slot of sub-block s (bits 0 and 1 swapped).
+#define TW_Q8K_SLOT(s) (((s)&4) | ((s)&1) << 1 | ((s) >> 1 & 1))
 
 // n (a multiple of 256) activations' blocks x into n / 256 packed groups.
 void tw_q8k_act_pack(const struct tw_q8_act *x, size_t n, struct tw_q8k_act *out);
@@ -122,8 +128,8 @@ tw_qdot_m_fn tw_qdot_m_kernel(enum tw_dtype t, enum tw_cpu_isa isa);
 tw_qdot_fn tw_qdot_kernel_avx2(enum tw_dtype t);
 tw_qdot_fn tw_qdot_kernel_avx512(enum tw_dtype t);
 tw_qdot_rows_fn tw_qdot_rows_kernel_avx512(enum tw_dtype t);
-tw_qdot_k_fn tw_qdot_k_kernel_avx512(enum tw_dtype t);
 // (gfni: the variant with GFNI's affine transform, for a CPU that has it.)
+tw_qdot_k_fn tw_qdot_k_kernel_avx512(enum tw_dtype t, bool gfni);
 tw_qdot_m_fn tw_qdot_m_kernel_avx512(enum tw_dtype t, bool gfni);
 tw_q8_act_fn tw_q8_act_quantizer_avx2(void);
 tw_q8_act_fn tw_q8_act_quantizer_avx512(void);

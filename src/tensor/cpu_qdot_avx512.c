@@ -108,17 +108,24 @@ INLINE __m512i q8_0_weights(const struct tw_block_q8_0 *b, size_t i, int two, __
     return load_2x32(b[i].qs, b[i + two].qs, two);
 }
 
+// The nibbles of blocks b0 (lanes 0..7) and b1 (8..15; zeros when b1 is NULL), each block's
+// low nibbles (elements 0..15) before its high ones (16..31).
+INLINE __m512i q4_0_qs_of(const struct tw_block_q4_0 *b0, const struct tw_block_q4_0 *b1)
+{
+    __m128i q0 = _mm_loadu_si128((const __m128i *)b0->qs);
+    __m512i v = b1 ? _mm512_mask_broadcast_i32x4(_mm512_broadcast_i32x4(q0), 0xFF00,
+                                                 _mm_loadu_si128((const __m128i *)b1->qs))
+                   : _mm512_maskz_broadcast_i32x4(0x00FF, q0);
+    return _mm512_and_si512(_mm512_mask_blend_epi64(0xCC, v, _mm512_srli_epi16(v, 4)),
+                            _mm512_set1_epi8(0x0F));
+}
+
 // Block i's 16 bytes in 128-bit lanes 0 and 1, block i + 1's in lanes 2 and 3; lanes 1 and 3
 // take the high nibbles (elements 16..31), giving the nibbles q (0..15) in element order
 // (zero past block i when two is 0).
 INLINE __m512i q4_0_qs(const struct tw_block_q4_0 *b, size_t i, int two)
 {
-    __m128i b0 = _mm_loadu_si128((const __m128i *)b[i].qs);
-    __m512i v = two ? _mm512_mask_broadcast_i32x4(_mm512_broadcast_i32x4(b0), 0xFF00,
-                                                  _mm_loadu_si128((const __m128i *)b[i + 1].qs))
-                    : _mm512_maskz_broadcast_i32x4(0x00FF, b0);
-    return _mm512_and_si512(_mm512_mask_blend_epi64(0xCC, v, _mm512_srli_epi16(v, 4)),
-                            _mm512_set1_epi8(0x0F));
+    return q4_0_qs_of(b + i, two ? b + i + 1 : NULL);
 }
 
 // The same, and the blocks' scales in lanes 0..7 and 8..15 (*dw).
@@ -176,7 +183,11 @@ BLOCK32_NX(q4_0, struct tw_block_q4_0)
 // the sums of x come from a second vpdpbusd against bytes of 1.
 
 // f: d * sc[k] in lanes k < 8, dmin * m[k - 8] in lanes 8..15. The 6-bit fields are unpacked
-// four at a time from the three little-endian words of scales (dtype.h's tw_q4_k_scale_min).
+// four at a time from the three little-endian words of scales (dtype.h's tw_q4_k_scale_min) in
+// general registers; the eight scales and the eight mins reach the vector unit as two 8-byte
+// words widened to dwords, d and dmin by one conversion of the block's first 8 bytes. (Through
+// memory instead, stored and loaded back, it ran at 0.4-0.8 times the speed on the development
+// VM: the loads wait on the stores.)
 INLINE __m512 q4_k_factors(const struct tw_block_q4_k *b)
 {
     uint32_t u[3];
@@ -184,9 +195,14 @@ INLINE __m512 q4_k_factors(const struct tw_block_q4_k *b)
     uint32_t sc_lo = u[0] & 0x3F3F3F3Fu, m_lo = u[1] & 0x3F3F3F3Fu;
     uint32_t sc_hi = (u[2] & 0x0F0F0F0Fu) | ((u[0] >> 6 & 0x03030303u) << 4);
     uint32_t m_hi = (u[2] >> 4 & 0x0F0F0F0Fu) | ((u[1] >> 6 & 0x03030303u) << 4);
-    __m128i sm = _mm_set_epi32((int)m_hi, (int)m_lo, (int)sc_hi, (int)sc_lo);
-    __m512 f = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(sm));
-    return _mm512_mul_ps(f, pair_ps(f16(b->d), f16(b->dmin)));
+    uint64_t sm[2] = { sc_lo | (uint64_t)sc_hi << 32, m_lo | (uint64_t)m_hi << 32 };
+    __m256i sc = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)&sm[0]));
+    __m256i m = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)&sm[1]));
+    __m512 f = _mm512_cvtepi32_ps(_mm512_inserti64x4(_mm512_castsi256_si512(sc), m, 1));
+    // [d, dmin, ...] as floats, then d in lanes 0..7 and dmin in 8..15
+    __m128 dd = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)b));
+    __m512i idx = _mm512_mask_blend_epi32(0xFF00, _mm512_setzero_si512(), _mm512_set1_epi32(1));
+    return _mm512_mul_ps(f, _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(dd)));
 }
 
 // Step c of block b, f its factors (q4_k_factors), against activation bytes xq whose
@@ -533,12 +549,36 @@ KERNEL(q6_k)
 ROWS_KERNEL(q4_0)
 ROWS_KERNEL(q4_k)
 
-// The packed kernels' step c of a group of 256 (sub-blocks 2c and 2c + 1): p, the integer
-// sums of those 64 elements by four (lanes 0..7: sub-block 2c), times fv's lanes 2c and
-// 2c + 1, into acc.
+// The high nibbles of 64 bytes: a shift and a mask, or with GFNI one affine transform (the
+// matrix's row i, byte 7 - i, takes bit i + 4 to bit i for i < 4; rows 4..7 are 0).
+#define HI_SHIFT(v) _mm512_and_si512(_mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0F))
+#define HI_GFNI(v)  _mm512_gf2p8affine_epi64_epi8(v, _mm512_set1_epi64(0x1020408000000000LL), 0)
+
+// The kernels with GFNI's affine transform (a CPU with AVX-512 VNNI and GFNI).
+#define TARGET_GFNI \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c,gfni")))
+
+// The sub-blocks of a group of 256 whose activations are the packed row's 64 bytes c (slots 2c
+// and 2c + 1, cpu_qdot.h): the packed kernels' step c takes these blocks of 32.
+#define STEP_SUB0(c) TW_Q8K_SLOT(2 * (c))
+#define STEP_SUB1(c) TW_Q8K_SLOT(2 * (c) + 1)
+
+// The packed kernels' step c: p, the integer sums of its 64 elements by four (lanes 0..7:
+// sub-block STEP_SUB0(c)), times fv's lanes of its sub-blocks, into acc. (The permutes' indices
+// from a table: built in registers they took vector operations every call.)
+#define STEP_IDX(c)                                                                             \
+    {                                                                                           \
+        STEP_SUB0(c), STEP_SUB0(c), STEP_SUB0(c), STEP_SUB0(c), STEP_SUB0(c), STEP_SUB0(c),     \
+            STEP_SUB0(c), STEP_SUB0(c), STEP_SUB1(c), STEP_SUB1(c), STEP_SUB1(c), STEP_SUB1(c), \
+            STEP_SUB1(c), STEP_SUB1(c), STEP_SUB1(c), STEP_SUB1(c)                              \
+    }
+static const int32_t step_idx[4][16]
+    __attribute__((aligned(64))) = { STEP_IDX(0), STEP_IDX(1), STEP_IDX(2), STEP_IDX(3) };
+
 INLINE __m512 packed_fma(__m512 acc, int c, __m512 p, __m512 fv)
 {
-    return _mm512_fmadd_ps(p, step_factors(fv, c), acc);
+    __m512 f = _mm512_permutexvar_ps(_mm512_load_si512(step_idx[c]), fv);
+    return _mm512_fmadd_ps(p, f, acc);
 }
 
 // The same for unsigned nibbles q against the activations' bytes.
@@ -568,28 +608,40 @@ INLINE __m256 q8_0_scales8(const struct tw_block_q8_0 *b)
 }
 
 // Q4_K against packed activations: per block, f * v gives d*sc_j*d_j (lanes 0..7) and
-// dmin*m_j * d_j*sum(q_j) (lanes 8..15, the min terms, summed once a block); per step of 64
-// weights one vpdpbusd, a conversion, a permute of the block's factors and an FMA.
-TARGET __attribute__((noinline)) static void
-qdot_k_q4_k(const void *row, const struct tw_q8k_act *x, size_t n, float *out)
-{
-    const struct tw_block_q4_k *b = row;
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
-    __m512 acc[2] = { _mm512_setzero_ps(), _mm512_setzero_ps() }, accm = _mm512_setzero_ps();
-    for (size_t i = 0; i < n / TW_QK_K; i++, b++, x++) {
-        tw_dot_prefetch_l1(b, sizeof *b);
-        __m512 fv = _mm512_mul_ps(q4_k_factors(b), _mm512_loadu_ps(x->v));
-        accm = _mm512_mask_add_ps(accm, 0xFF00, accm, fv);
-#pragma GCC unroll 4
-        for (int c = 0; c < 4; c++) {
-            __m256i raw = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * c));
-            __m512i q =
-                _mm512_inserti64x4(_mm512_castsi256_si512(raw), _mm256_srli_epi16(raw, 4), 1);
-            acc[c % 2] = packed_step(acc[c % 2], c, _mm512_and_si512(q, m4), x, fv);
-        }
+// dmin*m_j * d_j*sum(q_j) (lanes 8..15, the min terms, summed once a block); per 64 bytes of
+// nibbles (128 weights: sub-blocks 4h and 4h + 2 in the low nibbles, 4h + 1 and 4h + 3 in the
+// high ones, as the packed activations lie) one load, the nibbles unmasked (and; shift and and,
+// or one GFNI affine transform), and per 64 weights one vpdpbusd, a conversion, a permute of
+// the block's factors and an FMA.
+#define Q4_K_PACKED_KERNEL(name, ATTR, HI)                                                       \
+    ATTR __attribute__((noinline)) static void name(const void *row, const struct tw_q8k_act *x, \
+                                                    size_t n, float *out)                        \
+    {                                                                                            \
+        const struct tw_block_q4_k *b = row;                                                     \
+        __m512 acc[2] = { _mm512_setzero_ps(), _mm512_setzero_ps() };                            \
+        __m512 accm = _mm512_setzero_ps();                                                       \
+        for (size_t i = 0; i < n / TW_QK_K; i++, b++, x++) {                                     \
+            tw_dot_prefetch_l1(b, sizeof *b);                                                    \
+            __m512 fv = _mm512_mul_ps(q4_k_factors(b), _mm512_loadu_ps(x->v));                   \
+            accm = _mm512_mask_add_ps(accm, 0xFF00, accm, fv);                                   \
+            _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++)                                  \
+            {                                                                                    \
+                __m512i v = _mm512_loadu_si512(b->qs + 64 * h);                                  \
+                __m512i lo = _mm512_and_si512(v, _mm512_set1_epi8(0x0F)), hi = HI(v);            \
+                __m512i z = _mm512_setzero_si512();                                              \
+                __m512 p0 = _mm512_cvtepi32_ps(                                                  \
+                    _mm512_dpbusd_epi32(z, lo, _mm512_loadu_si512(x->qs + 128 * h)));            \
+                __m512 p1 = _mm512_cvtepi32_ps(                                                  \
+                    _mm512_dpbusd_epi32(z, hi, _mm512_loadu_si512(x->qs + 128 * h + 64)));       \
+                acc[0] = packed_fma(acc[0], 2 * h, p0, fv);                                      \
+                acc[1] = packed_fma(acc[1], 2 * h + 1, p1, fv);                                  \
+            }                                                                                    \
+        }                                                                                        \
+        *out = _mm512_reduce_add_ps(_mm512_sub_ps(_mm512_add_ps(acc[0], acc[1]), accm));         \
     }
-    *out = _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) - _mm512_reduce_add_ps(accm);
-}
+
+Q4_K_PACKED_KERNEL(qdot_k_q4_k, TARGET, HI_SHIFT)
+Q4_K_PACKED_KERNEL(qdot_k_q4_k_gfni, TARGET_GFNI, HI_GFNI)
 
 // Q4_0 against packed activations (n a multiple of 256): per group of eight blocks, their
 // scales dw_j times v give dw_j * d_j (lanes 0..7) and 8 * dw_j * d_j * sum(q_j) (lanes
@@ -608,9 +660,10 @@ qdot_k_q4_0(const void *row, const struct tw_q8k_act *x, size_t n, float *out)
         accm = _mm512_mask_add_ps(accm, 0xFF00, accm, fv);
 #pragma GCC unroll 4
         for (int c = 0; c < 4; c++)
-            acc[c % 2] = packed_step(acc[c % 2], c, q4_0_qs(b, 2 * (size_t)c, 1), x, fv);
+            acc[c % 2] =
+                packed_step(acc[c % 2], c, q4_0_qs_of(b + STEP_SUB0(c), b + STEP_SUB1(c)), x, fv);
     }
-    *out = _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) - _mm512_reduce_add_ps(accm);
+    *out = _mm512_reduce_add_ps(_mm512_sub_ps(_mm512_add_ps(acc[0], acc[1]), accm));
 }
 
 // Q8_0 against packed activations (n a multiple of 256): per group of eight blocks, their
@@ -626,7 +679,7 @@ qdot_k_q8_0(const void *row, const struct tw_q8k_act *x, size_t n, float *out)
         __m512 fv = _mm512_mul_ps(dup8(q8_0_scales8(b)), _mm512_loadu_ps(x->v));
 #pragma GCC unroll 4
         for (int c = 0; c < 4; c++) {
-            __m512i w = load_2x32(b[2 * c].qs, b[2 * c + 1].qs, 1);
+            __m512i w = load_2x32(b[STEP_SUB0(c)].qs, b[STEP_SUB1(c)].qs, 1);
             __m512 p = signed_dot(w, _mm512_loadu_si512(x->qs + 64 * c));
             acc[c % 2] = packed_fma(acc[c % 2], c, p, fv);
         }
@@ -693,11 +746,6 @@ static const int32_t q40m_blk[9][16] __attribute__((aligned(64))) = {
     Q40M_ROW(5), Q40M_ROW(6), Q40M_ROW(7), Q40M_ROW(8),
 };
 
-// The high nibbles of 64 bytes: a shift and a mask, or with GFNI one affine transform (the
-// matrix's row i, byte 7 - i, takes bit i + 4 to bit i for i < 4; rows 4..7 are 0).
-#define HI_SHIFT(v) _mm512_and_si512(_mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0F))
-#define HI_GFNI(v)  _mm512_gf2p8affine_epi64_epi8(v, _mm512_set1_epi64(0x1020408000000000LL), 0)
-
 // 64 bytes at w + off of which the first rem - off are the row's (the rest read as 0).
 #define Q40M_LOAD(w, off, rem)                             \
     ((off) + 64 <= (rem) ? _mm512_loadu_si512((w) + (off)) \
@@ -750,8 +798,6 @@ static const int32_t q40m_blk[9][16] __attribute__((aligned(64))) = {
         *out = _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));                            \
     }
 
-#define TARGET_GFNI \
-    __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c,gfni")))
 Q40M_KERNEL(qdot_m_q4_0, TARGET, HI_SHIFT)
 Q40M_KERNEL(qdot_m_q4_0_gfni, TARGET_GFNI, HI_GFNI)
 
@@ -762,7 +808,7 @@ tw_qdot_m_fn tw_qdot_m_kernel_avx512(enum tw_dtype t, bool gfni)
     return gfni ? qdot_m_q4_0_gfni : qdot_m_q4_0;
 }
 
-tw_qdot_k_fn tw_qdot_k_kernel_avx512(enum tw_dtype t)
+tw_qdot_k_fn tw_qdot_k_kernel_avx512(enum tw_dtype t, bool gfni)
 {
     switch (t) {
     case TW_DTYPE_Q8_0:
@@ -770,7 +816,7 @@ tw_qdot_k_fn tw_qdot_k_kernel_avx512(enum tw_dtype t)
     case TW_DTYPE_Q4_0:
         return qdot_k_q4_0;
     case TW_DTYPE_Q4_K:
-        return qdot_k_q4_k;
+        return gfni ? qdot_k_q4_k_gfni : qdot_k_q4_k;
     default:
         return NULL;
     }
@@ -844,9 +890,9 @@ tw_qdot_rows_fn tw_qdot_rows_kernel_avx512(enum tw_dtype t)
     return NULL;
 }
 
-tw_qdot_k_fn tw_qdot_k_kernel_avx512(enum tw_dtype t)
+tw_qdot_k_fn tw_qdot_k_kernel_avx512(enum tw_dtype t, bool gfni)
 {
-    (void)t;
+    (void)t, (void)gfni;
     return NULL;
 }
 

@@ -404,9 +404,15 @@ static void test_rows_kernels(enum tw_cpu_isa top)
                     tile_refs(&tl[r]);
                 }
                 for (int isa = TW_ISA_SCALAR; isa <= (int)top; isa++) {
-                    // The one-row kernel over packed activations (Q4_K), row by row.
-                    tw_qdot_k_fn fk = tw_qdot_k_kernel(t, (enum tw_cpu_isa)isa);
-                    if (fk && n % 256 == 0) {
+                    // The one-row kernel over packed activations (Q4_K, Q4_0, Q8_0), row by
+                    // row (AVX-512: with GFNI where the CPU has it, and without, both).
+                    for (int v = 0; v < 2 && n % 256 == 0; v++) {
+                        tw_qdot_k_fn fk = v == 0 ? tw_qdot_k_kernel(t, (enum tw_cpu_isa)isa)
+                                          : isa == TW_ISA_AVX512 && tw_cpu_has_avx512_vnni()
+                                              ? tw_qdot_k_kernel_avx512(t, false)
+                                              : NULL;
+                        if (!fk)
+                            continue;
                         struct tw_q8k_act *xk = aligned_alloc(64, n / 256 * sizeof *xk);
                         REQUIRE(xk);
                         tw_q8k_act_pack(x, n, xk);
