@@ -15,10 +15,18 @@
 
 static char path[64];
 
+// The file goes when the run ends (a run left one behind in /tmp each time).
+static void remove_path(void)
+{
+    (void)remove(path);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (!path[0])
+    if (!path[0]) {
         snprintf(path, sizeof path, "/tmp/twin-fuzz-model-%d.gguf", (int)getpid());
+        atexit(remove_path);
+    }
     FILE *f = fopen(path, "wb");
     if (!f)
         abort();
