@@ -139,10 +139,8 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (threads <= 0) {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        threads = n > 0 ? (int)n : 1;
-    }
+    if (threads <= 0)
+        threads = tw_cpu_count();
     openblas_set_num_threads(1); // as the fast backend does: the OpenMP team owns the cores
     bool have = tw_gemm_bf16_usable(tw_cpu_isa_best());
     const struct shape *sh = quick ? quick_shapes : shapes;

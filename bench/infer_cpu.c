@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/cpu.h"
 #include "base/error.h"
 #include "base/mem.h"
 #include "model/context.h"
@@ -146,7 +147,7 @@ int main(int argc, char **argv)
     char sh[8][32], ty[8][32], th[8][32];
     int n_sh = n_files ? 0 : parse_list(shape_list, sh, 8), n_ty = parse_list(type_list, ty, 8);
     o.n_th = parse_list(thread_list, th, 8);
-    int ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    int ncpu = tw_cpu_count();
     for (int t = 0; t < o.n_th; t++)
         o.threads[t] = atoi(th[t]) > 0 ? atoi(th[t]) : ncpu;
     printf("infer_cpu: %d CPUs, ISA %s; prefill %d tokens, decode %d tokens after a 16-token "

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/cpu.h"
 #include "tensor/team.h"
 
 #include "bench_util.h"
@@ -65,7 +66,7 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    long cpus = tw_cpu_count();
     char def[64];
     snprintf(def, sizeof def, "2,%ld", cpus > 2 ? cpus : 2);
     char threads[16][32];

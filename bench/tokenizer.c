@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/cpu.h"
 #include "base/error.h"
 #include "base/file.h"
 #include "base/mem.h"
@@ -117,7 +118,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "tokenizer: cannot read the corpus under %s/sotu\n", data);
         return 1;
     }
-    int cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    int cores = tw_cpu_count();
     printf("bench/tokenizer: %zu documents, %.2f MB; %d cores\n", n_docs, (double)bytes / 1e6,
            cores);
     printf("%-9s %8s %10s %12s %s\n", "tokenizer", "load s", "1T MB/s", "1T Mtok/s",

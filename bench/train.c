@@ -28,6 +28,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/cpu.h"
 #include "base/error.h"
 #include "base/mem.h"
 #include "model/model.h"
@@ -362,7 +363,7 @@ int main(int argc, char **argv)
                            .qlora = TW_DTYPE_Q4_0,
                            .compute = TW_DTYPE_F32 };
     const char *device = "cpu";
-    int threads = (int)sysconf(_SC_NPROCESSORS_ONLN), gpus = 1;
+    int threads = tw_cpu_count(), gpus = 1;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) {
             shape = "tiny";
@@ -470,7 +471,7 @@ static int bench_run(struct bench *bn)
            tw_dtype_name(ro.qlora), ro.recompute ? ", activation recompute" : "");
     printf("train: %ld CPUs, %d threads, ISA %s; shape %s (vocab %d, hidden %d, %d layers, "
            "%d/%d heads of %d, FFN %d%s), %.2fM parameters\n",
-           sysconf(_SC_NPROCESSORS_ONLN), threads, tw_cpu_isa_name(tw_cpu_isa_best()),
+           (long)tw_cpu_count(), threads, tw_cpu_isa_name(tw_cpu_isa_best()),
            shape ? shape : "10m", cfg.n_vocab, cfg.n_embd, cfg.n_layer, cfg.n_head, cfg.n_head_kv,
            cfg.head_dim, cfg.n_ff, cfg.tied_embeddings ? ", tied" : "", model_params(&cfg) / 1e6);
     printf("batch %d x %d tokens (one fixed batch, all trained), %d warm-up + %d timed steps; "

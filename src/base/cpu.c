@@ -1,6 +1,8 @@
 // Implements cpu.h: CPUID through the compiler's builtins, asked once per process.
+#define _GNU_SOURCE // sched_getaffinity, CPU_COUNT
 #include "base/cpu.h"
 
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,6 +114,18 @@ size_t tw_cpu_llc_bytes(void)
     l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
 #endif
     return l3 > 0 ? (size_t)l3 : 0;
+}
+
+int tw_cpu_count(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        int n = CPU_COUNT(&set);
+        if (n > 0)
+            return n;
+    }
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (n > 1 << 20 ? 1 << 20 : (int)n) : 1;
 }
 
 enum tw_cpu_isa tw_cpu_isa_best(void)

@@ -27,6 +27,13 @@ bool tw_cpu_has_avx512_gfni(void);
 // The last-level cache's bytes as the C library reports them (glibc's _SC_LEVEL3_CACHE_SIZE),
 // 0 when it does not.
 size_t tw_cpu_llc_bytes(void);
+// The CPUs this process may run on: the count of the calling thread's affinity mask (the
+// process's, which threads inherit: taskset, a container's cpuset), or the online CPUs where
+// the mask cannot be read; at least 1. The default number of
+// threads of the engine's teams and pools: more would share CPUs, where threads that spin
+// while they wait slow each other (8 threads confined to one CPU of the development VM decoded
+// SmolLM2 at 0.8 times one thread's speed).
+int tw_cpu_count(void);
 // "scalar", "avx2", "avx512"; "?" for a value that is not an ISA.
 const char *tw_cpu_isa_name(enum tw_cpu_isa isa);
 #endif

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/cpu.h"
 #include "base/error.h"
 #include "base/mem.h"
 
@@ -187,8 +188,8 @@ static int start_workers(tw_pool *p)
 int tw_pool_init(tw_pool **out, int n)
 {
     if (n <= 0) {
-        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-        n = cpus < 1 ? 1 : cpus > POOL_MAX_THREADS ? POOL_MAX_THREADS : (int)cpus;
+        int cpus = tw_cpu_count();
+        n = cpus > POOL_MAX_THREADS ? POOL_MAX_THREADS : cpus;
     }
     if (n > POOL_MAX_THREADS)
         return tw_error_set(TW_EINVAL, "pool: %d threads asked for, at most %d", n,

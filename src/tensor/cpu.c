@@ -1212,10 +1212,8 @@ static bool env_is(const char *name, const char *val)
 
 static int cpu_new(int n_threads, bool openmp, struct tw_backend **out)
 {
-    if (n_threads <= 0) {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        n_threads = n > 0 ? (int)n : 1;
-    }
+    if (n_threads <= 0)
+        n_threads = tw_cpu_count();
     struct tw_backend *be = tw_calloc(1, sizeof *be);
     struct cpu_impl *im = tw_calloc(1, sizeof *im);
     float *tiles = tw_malloc_array((size_t)n_threads, TILE_BYTES);

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/cpu.h"
 #include "base/error.h"
 #include "base/mem.h"
 #include "tensor/team.h"
@@ -207,8 +208,8 @@ static void team_destroy(struct tw_team *t)
 int tw_team_new(int n, struct tw_team **out)
 {
     if (n <= 0) {
-        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-        n = cpus < 1 ? 1 : cpus > TEAM_MAX ? TEAM_MAX : (int)cpus;
+        int cpus = tw_cpu_count();
+        n = cpus > TEAM_MAX ? TEAM_MAX : cpus;
     }
     if (n > TEAM_MAX)
         return tw_error_set(TW_EINVAL, "team: %d threads asked for, at most %d", n, TEAM_MAX);

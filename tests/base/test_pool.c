@@ -1,11 +1,15 @@
 // Tests tw_pool: parallel-for covers every index once for many sizes, grains and thread
 // counts; worker ids are in range and never shared at once; tasks (and tasks that submit
-// tasks) all run; inline pools; nested and concurrent loops; failures leave nothing behind.
+// tasks) all run; inline pools; nested and concurrent loops; failures leave nothing behind;
+// the default size is the CPUs the process may run on.
+#define _GNU_SOURCE // sched_getaffinity, CPU_SET
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "base/cpu.h"
 #include "base/mem.h"
 #include "base/pool.h"
 #include "check.h"
@@ -278,9 +282,29 @@ static void test_init_and_failures(void)
 {
     tw_pool *p = NULL;
     CHECK_OK(tw_pool_init(&p, 0));
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    CHECK_EQ_INT(tw_pool_size(p), cpus < 1 ? 1 : cpus);
+    CHECK_EQ_INT(tw_pool_size(p), tw_cpu_count());
     tw_pool_free(p);
+
+    // The default follows the CPUs the process may run on (taskset, a container's cpuset),
+    // not the machine's: confined to one CPU, one thread.
+    cpu_set_t was, one;
+    CHECK_OK(sched_getaffinity(0, sizeof was, &was));
+    CHECK_EQ_INT(tw_cpu_count(), CPU_COUNT(&was));
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    CHECK(tw_cpu_count() >= 1 && tw_cpu_count() <= online);
+    int first = 0;
+    while (!CPU_ISSET(first, &was))
+        first++;
+    CPU_ZERO(&one);
+    CPU_SET(first, &one);
+    CHECK_OK(sched_setaffinity(0, sizeof one, &one));
+    CHECK_EQ_INT(tw_cpu_count(), 1);
+    p = NULL;
+    CHECK_OK(tw_pool_init(&p, 0));
+    CHECK_EQ_INT(tw_pool_size(p), 1);
+    tw_pool_free(p);
+    CHECK_OK(sched_setaffinity(0, sizeof was, &was));
+    CHECK_EQ_INT(tw_cpu_count(), CPU_COUNT(&was));
 
     p = NULL;
     CHECK(tw_pool_init(&p, 100000) == TW_EINVAL);
