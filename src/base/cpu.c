@@ -2,6 +2,7 @@
 #define _GNU_SOURCE // sched_getaffinity, CPU_COUNT
 #include "base/cpu.h"
 
+#include <limits.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -125,7 +126,7 @@ int tw_cpu_count(void)
             return n;
     }
     long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (n > 1 << 20 ? 1 << 20 : (int)n) : 1;
+    return n > 0 && n <= INT_MAX ? (int)n : 1;
 }
 
 enum tw_cpu_isa tw_cpu_isa_best(void)

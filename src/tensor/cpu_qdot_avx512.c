@@ -628,13 +628,8 @@ INLINE __m256 q8_0_scales8(const struct tw_block_q8_0 *b)
             {                                                                                    \
                 __m512i v = _mm512_loadu_si512(b->qs + 64 * h);                                  \
                 __m512i lo = _mm512_and_si512(v, _mm512_set1_epi8(0x0F)), hi = HI(v);            \
-                __m512i z = _mm512_setzero_si512();                                              \
-                __m512 p0 = _mm512_cvtepi32_ps(                                                  \
-                    _mm512_dpbusd_epi32(z, lo, _mm512_loadu_si512(x->qs + 128 * h)));            \
-                __m512 p1 = _mm512_cvtepi32_ps(                                                  \
-                    _mm512_dpbusd_epi32(z, hi, _mm512_loadu_si512(x->qs + 128 * h + 64)));       \
-                acc[0] = packed_fma(acc[0], 2 * h, p0, fv);                                      \
-                acc[1] = packed_fma(acc[1], 2 * h + 1, p1, fv);                                  \
+                acc[0] = packed_step(acc[0], 2 * h, lo, x, fv);                                  \
+                acc[1] = packed_step(acc[1], 2 * h + 1, hi, x, fv);                              \
             }                                                                                    \
         }                                                                                        \
         *out = _mm512_reduce_add_ps(_mm512_sub_ps(_mm512_add_ps(acc[0], acc[1]), accm));         \

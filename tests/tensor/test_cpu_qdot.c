@@ -291,6 +291,13 @@ static size_t lengths(enum tw_dtype t, size_t *out)
     return cnt;
 }
 
+// Whether the AVX-512 kernels' variant without GFNI is tested besides the dispatcher's (which
+// takes GFNI where the CPU has it): at the AVX-512 ISA on a CPU with VNNI.
+static bool no_gfni_variant(int isa)
+{
+    return isa == TW_ISA_AVX512 && tw_cpu_has_avx512_vnni();
+}
+
 // One-row kernels' outputs o[r] for the weight rows r of tiles tl (TW_QDOT_ROWS): each within
 // its tile's tolerances of the exact and the float references; counted into *cases and *bad
 // (the first misses printed).
@@ -408,7 +415,7 @@ static void test_rows_kernels(enum tw_cpu_isa top)
                     // row (AVX-512: with GFNI where the CPU has it, and without, both).
                     for (int v = 0; v < 2 && n % 256 == 0; v++) {
                         tw_qdot_k_fn fk = v == 0 ? tw_qdot_k_kernel(t, (enum tw_cpu_isa)isa)
-                                          : isa == TW_ISA_AVX512 && tw_cpu_has_avx512_vnni()
+                                          : no_gfni_variant(isa)
                                               ? tw_qdot_k_kernel_avx512(t, false)
                                               : NULL;
                         if (!fk)
@@ -428,7 +435,7 @@ static void test_rows_kernels(enum tw_cpu_isa top)
                     // (AVX-512: with GFNI where the CPU has it, and without, both.)
                     for (int v = 0; v < 2; v++) {
                         tw_qdot_m_fn fm = v == 0 ? tw_qdot_m_kernel(t, (enum tw_cpu_isa)isa)
-                                          : isa == TW_ISA_AVX512 && tw_cpu_has_avx512_vnni()
+                                          : no_gfni_variant(isa)
                                               ? tw_qdot_m_kernel_avx512(t, false)
                                               : NULL;
                         if (!fm)
